@@ -1,0 +1,33 @@
+//! Shoal's wire protocol and the identity every participant carries.
+//!
+//! - [`pb`]: the protobuf/gRPC types generated from `proto/shoal/v1/*.proto` at build time
+//!   (with `protox`, so no system `protoc`). They stay at the edges: convert them once with
+//!   `TryFrom` into the domain types of [`messages`], which reject malformed input.
+//! - [`ids`]: fixed-size identifiers ([`NodeId`], [`PieceId`]), keys and signatures.
+//! - [`identity`]: ed25519 key pairs, node-id proof of work and key files.
+//! - [`signing`]: domain-separated signatures over one canonical byte encoding, and
+//!   [`Signed<T>`], a value whose signature has been checked.
+//! - [`messages`]: orders, receipts, node records and mutable records.
+//! - [`piece_hash`]: per-block BLAKE3 hashes of a piece and the root they hash to.
+//! - [`limits`]: every bound applied to what comes from the network.
+//! - [`time`]: unix-millisecond clock helpers and the freshness window for orders.
+
+pub mod error;
+pub mod identity;
+pub mod ids;
+pub mod limits;
+pub mod messages;
+pub mod piece_hash;
+pub mod signing;
+pub mod time;
+
+/// Generated protobuf and gRPC code (`shoal.v1`).
+#[allow(missing_docs, clippy::all, missing_debug_implementations)]
+pub mod pb {
+    tonic::include_proto!("shoal.v1");
+}
+
+pub use error::{IdentityError, WireError};
+pub use identity::{DEFAULT_DIFFICULTY, Identity};
+pub use ids::{NodeId, PieceHash, PieceId, PublicKey, RecordKey, SegmentRoot, Signature};
+pub use signing::{Domain, Signable, Signed};

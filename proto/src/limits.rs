@@ -1,0 +1,26 @@
+//! Bounds on everything that arrives from the network. Conversions in
+//! [`crate::messages`] enforce the field limits; servers enforce the stream limits.
+
+/// Largest gRPC message a Shoal server or client accepts (encoded).
+pub const MAX_GRPC_MESSAGE: usize = 4 * 1024 * 1024;
+/// Largest data chunk in one upload or download message.
+pub const MAX_CHUNK: usize = 1024 * 1024;
+/// Largest piece any node stores. A 64 MiB segment at k = 1 plus encryption overhead fits.
+pub const MAX_PIECE_SIZE: u64 = 128 * 1024 * 1024;
+/// Smallest and largest hashed block of a piece.
+pub const MIN_BLOCK_SIZE: u32 = 4 * 1024;
+pub const MAX_BLOCK_SIZE: u32 = 4 * 1024 * 1024;
+/// Most blocks a piece may have, which bounds the hash list sent with every download.
+pub const MAX_BLOCKS: usize = (MAX_PIECE_SIZE / MIN_BLOCK_SIZE as u64) as usize;
+/// Most addresses in a node record.
+pub const MAX_ADDRESSES: usize = 8;
+/// Longest version string in a node record.
+pub const MAX_VERSION_LEN: usize = 64;
+/// Longest salt of a mutable record.
+pub const MAX_SALT_LEN: usize = 64;
+/// Largest value of a mutable record.
+pub const MAX_RECORD_VALUE: usize = 4096;
+/// Most node records in one discovery response (Kademlia's k).
+pub const MAX_CLOSER_NODES: usize = 20;
+/// How far an order's timestamp may be from the receiver's clock, either way.
+pub const ORDER_WINDOW_MS: u64 = 10 * 60 * 1000;

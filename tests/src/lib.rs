@@ -1,0 +1,2 @@
+//! Multi-node harness and integration tests. The harness arrives with the first
+//! networked component (`[storage-node]`, `[dht]`).

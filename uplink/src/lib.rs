@@ -1,0 +1,1 @@
+//! The uplink client library and CLI. Not built yet: it arrives with the `[uplink]` issue.
