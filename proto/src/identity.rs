@@ -23,10 +23,11 @@ use zeroize::Zeroizing;
 use crate::error::IdentityError;
 use crate::ids::{NodeId, PublicKey};
 
-/// Proof-of-work difficulty that networks use unless configured otherwise. At the
-/// measured ~50,000 attempts per second per core (see BENCHMARKS.md), 2^18 attempts take
-/// about 5 s on average on one core; 99% of generations finish within about 25 s.
-pub const DEFAULT_DIFFICULTY: u32 = 18;
+/// Proof-of-work difficulty that networks use unless configured otherwise. One attempt
+/// costs 13.2 µs on one core of the reference machine (BENCHMARKS.md), so 2^19 attempts
+/// take 6.9 s on average; the number of attempts is geometric, so 99% of generations end
+/// within 32 s and 99.9% within 48 s, under a minute on one core.
+pub const DEFAULT_DIFFICULTY: u32 = 19;
 
 /// Highest difficulty accepted: 2^32 attempts is already about a day of one core.
 pub const MAX_DIFFICULTY: u32 = 32;
