@@ -14,6 +14,7 @@
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod info;
 pub mod meta;
 pub mod metrics;
 pub mod node;

@@ -9,6 +9,17 @@ use shoal_proto::identity::Progress;
 use crate::config::{Config, NodeDir};
 use crate::error::ConfigError;
 
+/// Refuses to set up over an existing node directory unless `force`.
+pub fn check_can_setup(dir: &Path, force: bool) -> Result<(), ConfigError> {
+    let d = NodeDir(dir.to_owned());
+    if !force && (d.config().exists() || d.identity().exists()) {
+        return Err(ConfigError::AlreadySetUp {
+            dir: dir.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// Creates `dir` with a fresh identity of `config.difficulty` bits and `config.toml`.
 /// Refuses an existing setup unless `force`, which also deletes the stored pieces (they
 /// belong to the old identity and could never be served again).
@@ -19,12 +30,8 @@ pub fn setup(
     threads: usize,
     progress: impl FnMut(&Progress) -> ControlFlow<()>,
 ) -> Result<Identity, ConfigError> {
+    check_can_setup(dir, force)?;
     let d = NodeDir(dir.to_owned());
-    if !force && (d.config().exists() || d.identity().exists()) {
-        return Err(ConfigError::AlreadySetUp {
-            dir: dir.to_owned(),
-        });
-    }
     std::fs::create_dir_all(dir).map_err(|source| ConfigError::Write {
         path: dir.to_owned(),
         source,
