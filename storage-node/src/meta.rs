@@ -21,6 +21,9 @@ use crate::error::Error;
 const USED: &[u8] = b"used";
 const PIECES: &[u8] = b"pieces";
 const META_VERSION: u8 = 1;
+/// sled's page cache. Its default (1 GiB) is more memory than a storage node should take
+/// for metadata; lookups of cold pieces read from disk instead (see BENCHMARKS.md).
+const CACHE_BYTES: u64 = 64 << 20;
 
 /// What the node knows about one stored piece.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +147,7 @@ impl MetaDb {
     pub fn open(path: &Path) -> Result<Self, Error> {
         let db = sled::Config::new()
             .path(path)
+            .cache_capacity(CACHE_BYTES)
             // Durability comes from explicit flushes at commit; the background flush
             // only bounds how much unacknowledged metadata a crash may lose.
             .flush_every_ms(Some(1000))

@@ -11,33 +11,17 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_proto::limits::MAX_GRPC_MESSAGE;
-use shoal_proto::messages::{DownloadOrder, Receipt, UploadOrder, UploadTrailer};
-use shoal_proto::pb::piece_store_client::PieceStoreClient;
-use shoal_proto::pb::{self, upload_request};
-use shoal_proto::piece_hash::PieceHasher;
+use common::{Payload, client, data, download, upload};
 use shoal_proto::time::unix_ms;
-use shoal_proto::{Identity, NodeId, PieceId, Signed};
+use shoal_proto::{Identity, NodeId, PieceId};
 use storage_node::PieceStore;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tonic::transport::Channel;
+
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_storage-node");
 const ALLOCATE: u64 = 1 << 30;
-const BS: u32 = 4096;
-
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 async fn setup(dir: &Path) {
     let status = tokio::time::timeout(
@@ -96,100 +80,6 @@ async fn run(dir: &Path) -> (Child, NodeId, SocketAddr) {
     (child, node_id, grpc)
 }
 
-async fn client(addr: SocketAddr) -> PieceStoreClient<Channel> {
-    let ch = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .unwrap();
-    PieceStoreClient::new(ch)
-        .max_decoding_message_size(MAX_GRPC_MESSAGE)
-        .max_encoding_message_size(MAX_GRPC_MESSAGE)
-}
-
-async fn upload(
-    c: &mut PieceStoreClient<Channel>,
-    owner: &Identity,
-    node: NodeId,
-    piece: PieceId,
-    bytes: &[u8],
-) -> Result<Signed<Receipt>, tonic::Status> {
-    let now = unix_ms();
-    let order = Signed::sign(
-        UploadOrder {
-            piece_id: piece,
-            node_id: node,
-            owner_key: *owner.public_key(),
-            max_size: bytes.len() as u64,
-            block_size: BS,
-            expires_at_ms: now + 3_600_000,
-            timestamp_ms: now,
-        },
-        owner,
-    )
-    .unwrap();
-    let mut h = PieceHasher::new(BS);
-    h.update(bytes);
-    let trailer = Signed::sign(
-        UploadTrailer {
-            piece_id: piece,
-            owner_key: *owner.public_key(),
-            size: bytes.len() as u64,
-            piece_hash: h.finish().root(),
-        },
-        owner,
-    )
-    .unwrap();
-    let mut msgs = vec![pb::UploadRequest {
-        message: Some(upload_request::Message::Order((&order).into())),
-    }];
-    for c in bytes.chunks(64 * 1024) {
-        msgs.push(pb::UploadRequest {
-            message: Some(upload_request::Message::Chunk(c.to_vec())),
-        });
-    }
-    msgs.push(pb::UploadRequest {
-        message: Some(upload_request::Message::Trailer((&trailer).into())),
-    });
-    let r = c.upload(tokio_stream::iter(msgs)).await?.into_inner();
-    let receipt = r
-        .receipt
-        .ok_or_else(|| tonic::Status::internal("no receipt"))?;
-    Signed::<Receipt>::try_from(receipt).map_err(|e| tonic::Status::internal(e.to_string()))
-}
-
-async fn download(
-    c: &mut PieceStoreClient<Channel>,
-    owner: &Identity,
-    node: NodeId,
-    piece: PieceId,
-) -> Result<Vec<u8>, tonic::Status> {
-    let order = Signed::sign(
-        DownloadOrder {
-            piece_id: piece,
-            node_id: node,
-            owner_key: *owner.public_key(),
-            offset: 0,
-            length: 0,
-            timestamp_ms: unix_ms(),
-        },
-        owner,
-    )
-    .unwrap();
-    let mut s = c
-        .download(pb::DownloadRequest {
-            order: Some((&order).into()),
-        })
-        .await?
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(m) = s.message().await? {
-        out.extend_from_slice(&m.data);
-    }
-    Ok(out)
-}
-
 /// An acknowledged piece: id, data seed and length.
 type Acked = Arc<Mutex<Vec<(PieceId, u64, usize)>>>;
 
@@ -210,7 +100,8 @@ fn start_uploads(
                     let seed = s * 1_000_000 + i;
                     let len = 10_000 + (seed as usize * 7919) % 400_000;
                     let piece = PieceId(rand::random());
-                    match upload(&mut c, &owner, node, piece, &data(len, seed)).await {
+                    match upload(&mut c, &owner, node, piece, &Payload::new(data(len, seed))).await
+                    {
                         Ok(r) => {
                             assert_eq!(r.size, len as u64);
                             assert_eq!(r.node_id(), node);
