@@ -1,1 +1,31 @@
-//! The storage node. Not built yet: it arrives with the `[storage-node]` issue.
+//! The Shoal storage node: rents out a fixed part of a disk to the network.
+//!
+//! - [`config`]: the node's one `Config`, resolved from `config.toml`, `SHOAL_NODE_*`
+//!   environment variables and flags; [`size`] parses `500GB`/`2TiB`.
+//! - [`setup`]: creates a node directory (identity with proof of work, documented config).
+//! - [`meta`]: piece metadata and space counters in sled; [`store`]: piece files,
+//!   reservations, crash recovery and expiry.
+//! - [`protocol`]: the piece protocol's checks as plain functions; [`service`]: the
+//!   tonic `PieceStore` service that applies them.
+//! - [`metrics`]: every Prometheus metric; [`http`]: `/metrics`, `/api/status`, dashboard.
+//! - [`node`]: starts all of the above and stops it through one shutdown path.
+//! - [`error`]: typed errors and their gRPC status codes.
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod info;
+pub mod meta;
+pub mod metrics;
+pub mod node;
+pub mod protocol;
+pub mod service;
+pub mod setup;
+pub mod size;
+pub mod store;
+
+pub use config::{Config, Overrides};
+pub use error::{ConfigError, Error};
+pub use node::{RunningNode, start};
+pub use size::ByteSize;
+pub use store::{PieceStore, Space};

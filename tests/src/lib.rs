@@ -1,2 +1,520 @@
-//! Multi-node harness and integration tests. The harness arrives with the first
-//! networked component (`[storage-node]`, `[dht]`).
+//! Multi-node harness for integration tests.
+//!
+//! - [`Cluster`] starts N storage nodes in this process, node `i` on `127.0.{i+1}.1`
+//!   (distinct /24s on loopback) with port 0 and its own temp directory, and restarts or
+//!   stops them on the same directory.
+//! - [`Owner`] is an uplink-side key that signs orders and talks the piece protocol over
+//!   real gRPC, for tests that do not need the whole uplink.
+//! - [`wait_until`] waits for a condition with a deadline (tests never sleep a fixed time);
+//!   [`http_get`] fetches a page from a node's HTTP port.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use shoal_proto::limits::{MAX_CHUNK, MAX_GRPC_MESSAGE};
+use shoal_proto::messages::{
+    AuditOrder, DeleteOrder, DownloadOrder, Receipt, RenewOrder, UploadOrder, UploadTrailer,
+};
+use shoal_proto::pb::piece_store_client::PieceStoreClient;
+use shoal_proto::pb::{self, upload_request};
+use shoal_proto::piece_hash::{PieceHasher, PieceInfo};
+use shoal_proto::time::unix_ms;
+use shoal_proto::{Identity, NodeId, PieceId, Signed};
+use storage_node::{ByteSize, Config, RunningNode};
+use tonic::transport::Channel;
+
+/// How the nodes of a [`Cluster`] are configured.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub allocate: u64,
+    pub stall_timeout_ms: u64,
+    pub expiry_interval_ms: u64,
+    pub max_streams_per_peer: usize,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self {
+            allocate: 256 << 20,
+            stall_timeout_ms: 10_000,
+            expiry_interval_ms: 60_000,
+            max_streams_per_peer: 64,
+        }
+    }
+}
+
+/// One storage node of a cluster, and the directory it keeps across restarts.
+#[derive(Debug)]
+pub struct TestNode {
+    pub index: usize,
+    pub ip: IpAddr,
+    node: Option<RunningNode>,
+    seed: [u8; 32],
+    config: Config,
+    dir: tempfile::TempDir,
+}
+
+impl TestNode {
+    async fn start(index: usize, options: &NodeOptions) -> anyhow::Result<Self> {
+        let octet = u8::try_from(index + 1).context("at most 255 nodes")?;
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, octet, 1));
+        let config = Config {
+            listen: SocketAddr::new(ip, 0),
+            http: SocketAddr::new(ip, 0),
+            allocate: ByteSize(options.allocate),
+            difficulty: 0,
+            max_streams_per_peer: options.max_streams_per_peer,
+            stall_timeout_ms: options.stall_timeout_ms,
+            expiry_interval_ms: options.expiry_interval_ms,
+            ..Config::default()
+        };
+        let mut node = Self {
+            index,
+            ip,
+            node: None,
+            seed: rand::random(),
+            config,
+            dir: tempfile::tempdir()?,
+        };
+        node.boot().await?;
+        Ok(node)
+    }
+
+    async fn boot(&mut self) -> anyhow::Result<()> {
+        let running = storage_node::start(
+            &self.config,
+            Identity::from_seed(self.seed),
+            &self.storage_dir(),
+        )
+        .await?;
+        self.node = Some(running);
+        Ok(())
+    }
+
+    /// Where the node keeps its pieces and metadata.
+    pub fn storage_dir(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The running node; panics in tests if it was stopped.
+    pub fn running(&self) -> &RunningNode {
+        match &self.node {
+            Some(n) => n,
+            None => panic!("node {} is stopped", self.index),
+        }
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        Identity::from_seed(self.seed).node_id()
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.running().grpc_addr()
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.running().http_addr()
+    }
+
+    /// A gRPC client with the protocol's message bounds.
+    pub async fn client(&self) -> anyhow::Result<PieceStoreClient<Channel>> {
+        let channel = Channel::from_shared(format!("http://{}", self.grpc_addr()))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await?;
+        Ok(PieceStoreClient::new(channel)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE))
+    }
+
+    /// Stops the node cleanly; its directory stays.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(n) = self.node.take() {
+            n.shutdown().await?;
+        }
+        Ok(())
+    }
+
+    /// Stops and starts the node on the same directory and identity (new ports).
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop().await?;
+        self.boot().await
+    }
+}
+
+/// N storage nodes in one process.
+#[derive(Debug)]
+pub struct Cluster {
+    pub nodes: Vec<TestNode>,
+}
+
+impl Cluster {
+    pub async fn start(n: usize, options: NodeOptions) -> anyhow::Result<Self> {
+        let mut nodes = Vec::with_capacity(n);
+        for i in 0..n {
+            nodes.push(TestNode::start(i, &options).await?);
+        }
+        Ok(Self { nodes })
+    }
+
+    pub fn node(&self, i: usize) -> &TestNode {
+        &self.nodes[i]
+    }
+
+    pub fn node_mut(&mut self, i: usize) -> &mut TestNode {
+        &mut self.nodes[i]
+    }
+
+    /// Stops every node cleanly (temp directories go when the cluster is dropped).
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        for n in &mut self.nodes {
+            n.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Waits until `check` returns true, polling every 10 ms; fails after `deadline`.
+pub async fn wait_until<F, Fut>(deadline: Duration, what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if check().await {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= end {
+            bail!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `GET path` over HTTP/1.1: status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .body(Empty::<Bytes>::new())?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes();
+    drop(sender);
+    conn.abort();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Deterministic test data.
+pub fn test_data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A piece owner (what the uplink is): signs orders and runs the piece protocol.
+#[derive(Debug)]
+pub struct Owner {
+    pub identity: Identity,
+    /// Lease given to uploads, from now.
+    pub lease: Duration,
+}
+
+impl Default for Owner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Owner {
+    pub fn new() -> Self {
+        Self {
+            identity: Identity::random(),
+            lease: Duration::from_secs(3600),
+        }
+    }
+
+    pub fn upload_order(
+        &self,
+        node: NodeId,
+        piece: PieceId,
+        max_size: u64,
+        block_size: u32,
+        expires_at_ms: u64,
+        timestamp_ms: u64,
+    ) -> anyhow::Result<pb::UploadOrder> {
+        let order = Signed::sign(
+            UploadOrder {
+                piece_id: piece,
+                node_id: node,
+                owner_key: *self.identity.public_key(),
+                max_size,
+                block_size,
+                expires_at_ms,
+                timestamp_ms,
+            },
+            &self.identity,
+        )?;
+        Ok((&order).into())
+    }
+
+    /// The trailer for `data`, hashed with `block_size`.
+    pub fn trailer(
+        &self,
+        piece: PieceId,
+        data: &[u8],
+        block_size: u32,
+    ) -> anyhow::Result<pb::UploadTrailer> {
+        let mut h = PieceHasher::new(block_size);
+        h.update(data);
+        let trailer = Signed::sign(
+            UploadTrailer {
+                piece_id: piece,
+                owner_key: *self.identity.public_key(),
+                size: data.len() as u64,
+                piece_hash: h.finish().root(),
+            },
+            &self.identity,
+        )?;
+        Ok((&trailer).into())
+    }
+
+    /// The messages of a well-formed upload of `data`.
+    pub fn upload_messages(
+        &self,
+        node: NodeId,
+        piece: PieceId,
+        data: &[u8],
+        block_size: u32,
+    ) -> anyhow::Result<Vec<pb::UploadRequest>> {
+        let now = unix_ms();
+        let order = self.upload_order(
+            node,
+            piece,
+            data.len() as u64,
+            block_size,
+            now + self.lease.as_millis() as u64,
+            now,
+        )?;
+        let mut msgs = vec![pb::UploadRequest {
+            message: Some(upload_request::Message::Order(order)),
+        }];
+        msgs.extend(data.chunks(MAX_CHUNK).map(|c| pb::UploadRequest {
+            message: Some(upload_request::Message::Chunk(c.to_vec())),
+        }));
+        msgs.push(pb::UploadRequest {
+            message: Some(upload_request::Message::Trailer(
+                self.trailer(piece, data, block_size)?,
+            )),
+        });
+        Ok(msgs)
+    }
+
+    /// Sends `msgs` as one upload and checks the receipt.
+    pub async fn send_upload(
+        &self,
+        client: &mut PieceStoreClient<Channel>,
+        msgs: Vec<pb::UploadRequest>,
+    ) -> Result<Signed<Receipt>, tonic::Status> {
+        let resp = client.upload(tokio_stream::iter(msgs)).await?.into_inner();
+        let receipt = resp
+            .receipt
+            .ok_or_else(|| tonic::Status::internal("no receipt"))?;
+        Signed::<Receipt>::try_from(receipt)
+            .map_err(|e| tonic::Status::internal(format!("bad receipt: {e}")))
+    }
+
+    pub async fn upload(
+        &self,
+        client: &mut PieceStoreClient<Channel>,
+        node: NodeId,
+        piece: PieceId,
+        data: &[u8],
+        block_size: u32,
+    ) -> Result<Signed<Receipt>, tonic::Status> {
+        let msgs = self
+            .upload_messages(node, piece, data, block_size)
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        self.send_upload(client, msgs).await
+    }
+
+    pub fn download_order(
+        &self,
+        node: NodeId,
+        piece: PieceId,
+        offset: u64,
+        length: u64,
+    ) -> anyhow::Result<pb::DownloadOrder> {
+        let o = Signed::sign(
+            DownloadOrder {
+                piece_id: piece,
+                node_id: node,
+                owner_key: *self.identity.public_key(),
+                offset,
+                length,
+                timestamp_ms: unix_ms(),
+            },
+            &self.identity,
+        )?;
+        Ok((&o).into())
+    }
+
+    /// Downloads a range: the piece info (from the first message) and the contiguous
+    /// bytes sent with the piece offset they start at. Verifies every whole block.
+    pub async fn download(
+        &self,
+        client: &mut PieceStoreClient<Channel>,
+        node: NodeId,
+        piece: PieceId,
+        offset: u64,
+        length: u64,
+    ) -> Result<(PieceInfo, u64, Vec<u8>), tonic::Status> {
+        let order = self
+            .download_order(node, piece, offset, length)
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let mut stream = client
+            .download(pb::DownloadRequest { order: Some(order) })
+            .await?
+            .into_inner();
+        let mut info = None;
+        let mut start = None;
+        let mut data = Vec::new();
+        while let Some(msg) = stream.message().await? {
+            if let Some(i) = msg.info {
+                if info.is_some() {
+                    return Err(tonic::Status::internal("info sent twice"));
+                }
+                info = Some(
+                    PieceInfo::try_from(i).map_err(|e| tonic::Status::internal(e.to_string()))?,
+                );
+            }
+            let s = *start.get_or_insert(msg.offset);
+            if msg.offset != s + data.len() as u64 {
+                return Err(tonic::Status::internal("gap in download"));
+            }
+            data.extend_from_slice(&msg.data);
+        }
+        let info = info.ok_or_else(|| tonic::Status::internal("no piece info"))?;
+        let start = start.unwrap_or(0);
+        let bs = u64::from(info.block_size);
+        if start % bs != 0 {
+            return Err(tonic::Status::internal(
+                "download does not start on a block",
+            ));
+        }
+        for (i, block) in data.chunks(bs as usize).enumerate() {
+            if !info.verify_block(start / bs + i as u64, block) {
+                return Err(tonic::Status::internal("block does not verify"));
+            }
+        }
+        Ok((info, start, data))
+    }
+
+    pub async fn delete(
+        &self,
+        client: &mut PieceStoreClient<Channel>,
+        node: NodeId,
+        piece: PieceId,
+    ) -> Result<(), tonic::Status> {
+        let o = Signed::sign(
+            DeleteOrder {
+                piece_id: piece,
+                node_id: node,
+                owner_key: *self.identity.public_key(),
+                timestamp_ms: unix_ms(),
+            },
+            &self.identity,
+        )
+        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        client
+            .delete(pb::DeleteRequest {
+                order: Some((&o).into()),
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn audit(
+        &self,
+        client: &mut PieceStoreClient<Channel>,
+        node: NodeId,
+        piece: PieceId,
+        block_index: u32,
+    ) -> Result<(PieceInfo, Vec<u8>), tonic::Status> {
+        let o = Signed::sign(
+            AuditOrder {
+                piece_id: piece,
+                node_id: node,
+                owner_key: *self.identity.public_key(),
+                block_index,
+                timestamp_ms: unix_ms(),
+            },
+            &self.identity,
+        )
+        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let r = client
+            .audit(pb::AuditRequest {
+                order: Some((&o).into()),
+            })
+            .await?
+            .into_inner();
+        let info = PieceInfo::try_from(r.info.ok_or_else(|| tonic::Status::internal("no info"))?)
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        Ok((info, r.block))
+    }
+
+    pub async fn renew(
+        &self,
+        client: &mut PieceStoreClient<Channel>,
+        node: NodeId,
+        piece: PieceId,
+        expires_at_ms: u64,
+    ) -> Result<Signed<Receipt>, tonic::Status> {
+        let o = Signed::sign(
+            RenewOrder {
+                piece_id: piece,
+                node_id: node,
+                owner_key: *self.identity.public_key(),
+                expires_at_ms,
+                timestamp_ms: unix_ms(),
+            },
+            &self.identity,
+        )
+        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let r = client
+            .renew(pb::RenewRequest {
+                order: Some((&o).into()),
+            })
+            .await?
+            .into_inner();
+        Signed::<Receipt>::try_from(
+            r.receipt
+                .ok_or_else(|| tonic::Status::internal("no receipt"))?,
+        )
+        .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+/// A fresh random piece id.
+pub fn random_piece() -> PieceId {
+    PieceId(rand::random())
+}

@@ -1,0 +1,492 @@
+//! The node's configuration: one struct, every field documented with its default, read
+//! from `config.toml`, then `SHOAL_NODE_*` environment variables, then command-line flags
+//! (later ones win), all resolved in [`resolve`].
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+use crate::size::ByteSize;
+
+/// File names inside a node directory.
+pub const CONFIG_FILE: &str = "config.toml";
+pub const IDENTITY_FILE: &str = "identity.key";
+pub const STORAGE_DIR: &str = "storage";
+
+/// Prefix of the environment variables that override the file.
+pub const ENV_PREFIX: &str = "SHOAL_NODE_";
+
+/// Everything a storage node needs to run, except its directory and identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the gRPC server (piece store, and the DHT once it lands) listens on.
+    /// Default `0.0.0.0:7777`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// `HOST:PORT` that other nodes and uplinks dial, when it differs from `listen` (NAT,
+    /// port forwarding, a public DNS name). Default: none, the listen address is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_address: Option<String>,
+    /// Address of the HTTP server for `/metrics`, `/api/status` and the dashboard.
+    /// Default `127.0.0.1:7778` (local only; expose it deliberately).
+    #[serde(default = "default_http")]
+    pub http: SocketAddr,
+    /// Disk space offered to the network, e.g. `500GB`, `2TiB`. Never exceeded. Required.
+    #[serde(default)]
+    pub allocate: ByteSize,
+    /// `HOST:PORT` of DHT nodes to join through. Default: none.
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// Proof-of-work bits the network requires of node ids. Default 18.
+    #[serde(default = "default_difficulty")]
+    pub difficulty: u32,
+    /// Most piece-store requests one IP address may have open at once. Default 64.
+    #[serde(default = "default_max_streams_per_peer")]
+    pub max_streams_per_peer: usize,
+    /// An upload that sends nothing for this long is aborted and leaves nothing behind
+    /// (milliseconds). Default 30000.
+    #[serde(default = "default_stall_timeout_ms")]
+    pub stall_timeout_ms: u64,
+    /// How often the expiry worker removes pieces whose lease ended (milliseconds).
+    /// Default 60000.
+    #[serde(default = "default_expiry_interval_ms")]
+    pub expiry_interval_ms: u64,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 7777))
+}
+fn default_http() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7778))
+}
+fn default_difficulty() -> u32 {
+    shoal_proto::DEFAULT_DIFFICULTY
+}
+fn default_max_streams_per_peer() -> usize {
+    64
+}
+fn default_stall_timeout_ms() -> u64 {
+    30_000
+}
+fn default_expiry_interval_ms() -> u64 {
+    60_000
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            external_address: None,
+            http: default_http(),
+            allocate: ByteSize(0),
+            bootstrap: Vec::new(),
+            difficulty: default_difficulty(),
+            max_streams_per_peer: default_max_streams_per_peer(),
+            stall_timeout_ms: default_stall_timeout_ms(),
+            expiry_interval_ms: default_expiry_interval_ms(),
+        }
+    }
+}
+
+/// Values given on the command line or in the environment; `None` leaves a field as is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub external_address: Option<String>,
+    pub http: Option<SocketAddr>,
+    pub allocate: Option<ByteSize>,
+    pub bootstrap: Option<Vec<String>>,
+    pub difficulty: Option<u32>,
+    pub max_streams_per_peer: Option<usize>,
+    pub stall_timeout_ms: Option<u64>,
+    pub expiry_interval_ms: Option<u64>,
+}
+
+fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .trim()
+        .parse()
+        .map_err(|e: T::Err| ConfigError::Invalid {
+            source_name: "environment variable",
+            key: key.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+impl Overrides {
+    /// Reads `SHOAL_NODE_*` variables (pass `std::env::vars()`). `SHOAL_NODE_BOOTSTRAP`
+    /// is comma-separated. `SHOAL_NODE_DIR` names the directory and is read by the CLI.
+    /// Unknown `SHOAL_NODE_*` names are refused, so a typo does not go unnoticed.
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut o = Self::default();
+        for (key, value) in vars {
+            let Some(name) = key.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            match name {
+                "DIR" => {}
+                "LISTEN" => o.listen = Some(parse(&key, &value)?),
+                "EXTERNAL_ADDRESS" => o.external_address = Some(value.trim().to_owned()),
+                "HTTP" => o.http = Some(parse(&key, &value)?),
+                "ALLOCATE" => o.allocate = Some(parse(&key, &value)?),
+                "BOOTSTRAP" => {
+                    o.bootstrap = Some(
+                        value
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned)
+                            .collect(),
+                    )
+                }
+                "DIFFICULTY" => o.difficulty = Some(parse(&key, &value)?),
+                "MAX_STREAMS_PER_PEER" => o.max_streams_per_peer = Some(parse(&key, &value)?),
+                "STALL_TIMEOUT_MS" => o.stall_timeout_ms = Some(parse(&key, &value)?),
+                "EXPIRY_INTERVAL_MS" => o.expiry_interval_ms = Some(parse(&key, &value)?),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        source_name: "environment variable",
+                        key,
+                        reason: "unknown setting".into(),
+                    });
+                }
+            }
+        }
+        Ok(o)
+    }
+
+    fn apply(self, c: &mut Config) {
+        let Overrides {
+            listen,
+            external_address,
+            http,
+            allocate,
+            bootstrap,
+            difficulty,
+            max_streams_per_peer,
+            stall_timeout_ms,
+            expiry_interval_ms,
+        } = self;
+        if let Some(v) = listen {
+            c.listen = v;
+        }
+        if let Some(v) = external_address {
+            c.external_address = Some(v).filter(|s| !s.is_empty());
+        }
+        if let Some(v) = http {
+            c.http = v;
+        }
+        if let Some(v) = allocate {
+            c.allocate = v;
+        }
+        if let Some(v) = bootstrap {
+            c.bootstrap = v;
+        }
+        if let Some(v) = difficulty {
+            c.difficulty = v;
+        }
+        if let Some(v) = max_streams_per_peer {
+            c.max_streams_per_peer = v;
+        }
+        if let Some(v) = stall_timeout_ms {
+            c.stall_timeout_ms = v;
+        }
+        if let Some(v) = expiry_interval_ms {
+            c.expiry_interval_ms = v;
+        }
+    }
+}
+
+/// The one place configuration is resolved: file (if any) < environment < flags, then
+/// validated.
+pub fn resolve(
+    file: Option<(&Path, &str)>,
+    env: Overrides,
+    flags: Overrides,
+) -> Result<Config, ConfigError> {
+    let mut config = match file {
+        Some((path, text)) => toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })?,
+        None => Config::default(),
+    };
+    env.apply(&mut config);
+    flags.apply(&mut config);
+    config.validate()?;
+    Ok(config)
+}
+
+/// Reads `DIR/config.toml` and resolves it with the environment and flags.
+pub fn load(dir: &Path, env: Overrides, flags: Overrides) -> Result<Config, ConfigError> {
+    let path = dir.join(CONFIG_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ConfigError::NotSetUp {
+                dir: dir.to_owned(),
+            });
+        }
+        Err(source) => return Err(ConfigError::Read { path, source }),
+    };
+    resolve(Some((&path, &text)), env, flags)
+}
+
+fn host_port(key: &str, value: &str) -> Result<(), ConfigError> {
+    let ok = value
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            source_name: "setting",
+            key: key.to_owned(),
+            reason: format!("{value:?} is not HOST:PORT"),
+        })
+    }
+}
+
+impl Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.allocate.0 == 0 {
+            return Err(ConfigError::NoAllocation);
+        }
+        if let Some(a) = &self.external_address {
+            host_port("external_address", a)?;
+        }
+        for b in &self.bootstrap {
+            host_port("bootstrap", b)?;
+        }
+        if self.difficulty > shoal_proto::identity::MAX_DIFFICULTY {
+            return Err(ConfigError::Invalid {
+                source_name: "setting",
+                key: "difficulty".into(),
+                reason: format!(
+                    "above the maximum of {}",
+                    shoal_proto::identity::MAX_DIFFICULTY
+                ),
+            });
+        }
+        let positive = [
+            ("max_streams_per_peer", self.max_streams_per_peer as u64),
+            ("stall_timeout_ms", self.stall_timeout_ms),
+            ("expiry_interval_ms", self.expiry_interval_ms),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(ConfigError::Invalid {
+                    source_name: "setting",
+                    key: key.into(),
+                    reason: "must be above 0".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn stall_timeout(&self) -> Duration {
+        Duration::from_millis(self.stall_timeout_ms)
+    }
+
+    pub fn expiry_interval(&self) -> Duration {
+        Duration::from_millis(self.expiry_interval_ms)
+    }
+
+    /// `config.toml` with every field and its documentation.
+    pub fn to_documented_toml(&self) -> String {
+        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        let mut out = String::from(
+            "# Shoal storage node configuration.\n\
+             # Every setting can be overridden by an environment variable SHOAL_NODE_<NAME>\n\
+             # (e.g. SHOAL_NODE_ALLOCATE=2TiB) and by the flag of `storage-node run`;\n\
+             # flags win over the environment, which wins over this file.\n\n",
+        );
+        let mut field = |doc: &str, line: String| {
+            for l in doc.lines() {
+                let _ = writeln!(out, "# {l}");
+            }
+            let _ = writeln!(out, "{line}\n");
+        };
+        field(
+            "Address the gRPC server (piece store and DHT) listens on.\nDefault \"0.0.0.0:7777\".",
+            format!("listen = {}", q(&self.listen.to_string())),
+        );
+        field(
+            "HOST:PORT that other nodes and uplinks dial, when it differs from `listen`\n(NAT, port forwarding, a DNS name). Default: unset, the listen address is used.",
+            match &self.external_address {
+                Some(a) => format!("external_address = {}", q(a)),
+                None => "# external_address = \"node.example.com:7777\"".into(),
+            },
+        );
+        field(
+            "Address of the HTTP server: /metrics (Prometheus), /api/status (JSON) and the\ndashboard at /. Default \"127.0.0.1:7778\" (local only; expose it deliberately).",
+            format!("http = {}", q(&self.http.to_string())),
+        );
+        field(
+            "Disk space offered to the network: a number with a unit, decimal (KB, MB, GB,\nTB) or binary (KiB, MiB, GiB, TiB). The node never stores more. Required.",
+            format!("allocate = {}", q(&self.allocate.to_string())),
+        );
+        field(
+            "HOST:PORT of DHT nodes to join the network through. Default: none.",
+            format!(
+                "bootstrap = [{}]",
+                self.bootstrap
+                    .iter()
+                    .map(|b| q(b))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        field(
+            "Proof-of-work bits the network requires of node ids. Default 18.",
+            format!("difficulty = {}", self.difficulty),
+        );
+        field(
+            "Most piece-store requests one IP address may have open at once. Default 64.",
+            format!("max_streams_per_peer = {}", self.max_streams_per_peer),
+        );
+        field(
+            "An upload that sends nothing for this many milliseconds is aborted and leaves\nnothing behind. Default 30000.",
+            format!("stall_timeout_ms = {}", self.stall_timeout_ms),
+        );
+        field(
+            "How often, in milliseconds, expired pieces are removed. Default 60000.",
+            format!("expiry_interval_ms = {}", self.expiry_interval_ms),
+        );
+        out
+    }
+}
+
+/// Paths inside a node directory.
+#[derive(Debug, Clone)]
+pub struct NodeDir(pub PathBuf);
+
+impl NodeDir {
+    pub fn config(&self) -> PathBuf {
+        self.0.join(CONFIG_FILE)
+    }
+    pub fn identity(&self) -> PathBuf {
+        self.0.join(IDENTITY_FILE)
+    }
+    pub fn storage(&self) -> PathBuf {
+        self.0.join(STORAGE_DIR)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn documented_toml_round_trips_and_documents_every_field() {
+        let mut c = Config {
+            allocate: ByteSize(2 << 40),
+            bootstrap: vec!["127.0.0.2:7777".into()],
+            external_address: Some("node.example.com:7777".into()),
+            ..Config::default()
+        };
+        let text = c.to_documented_toml();
+        let path = Path::new("config.toml");
+        let back = resolve(
+            Some((path, &text)),
+            Overrides::default(),
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(back, c);
+        c.external_address = None;
+        let text = c.to_documented_toml();
+        // Every field is present (possibly commented out) right after a comment.
+        let keys = toml::to_string(&Config {
+            external_address: Some("x:1".into()),
+            ..c.clone()
+        })
+        .unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for key in keys
+            .lines()
+            .filter_map(|l| l.split_once(" = ").map(|(k, _)| k))
+        {
+            let at = lines
+                .iter()
+                .position(|l| l.trim_start_matches("# ").starts_with(&format!("{key} = ")))
+                .unwrap_or_else(|| panic!("{key} missing"));
+            assert!(lines[at - 1].starts_with('#'), "{key} undocumented");
+        }
+        assert_eq!(
+            resolve(
+                Some((path, &text)),
+                Overrides::default(),
+                Overrides::default()
+            )
+            .unwrap(),
+            c
+        );
+    }
+
+    #[test]
+    fn flags_beat_environment_beat_file() {
+        let file = "allocate = \"10MB\"\nlisten = \"127.0.0.1:1000\"\nhttp = \"127.0.0.1:1001\"\ndifficulty = 3\n";
+        let env = Overrides::from_env(vars(&[
+            ("SHOAL_NODE_ALLOCATE", "2TiB"),
+            ("SHOAL_NODE_LISTEN", "127.0.0.1:2000"),
+            ("SHOAL_NODE_BOOTSTRAP", "127.0.0.5:1, 127.0.0.6:2"),
+            ("PATH", "/bin"),
+        ]))
+        .unwrap();
+        let flags = Overrides {
+            listen: Some("127.0.0.1:3000".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let c = resolve(Some((Path::new("c"), file)), env, flags).unwrap();
+        assert_eq!(c.allocate, ByteSize(2 << 40));
+        assert_eq!(c.listen, "127.0.0.1:3000".parse().unwrap());
+        assert_eq!(c.http, "127.0.0.1:1001".parse().unwrap());
+        assert_eq!(c.difficulty, 3);
+        assert_eq!(c.bootstrap, vec!["127.0.0.5:1", "127.0.0.6:2"]);
+    }
+
+    #[test]
+    fn bad_input_is_refused_with_its_name() {
+        assert!(matches!(
+            Overrides::from_env(vars(&[("SHOAL_NODE_ALOCATE", "1GB")])),
+            Err(ConfigError::Invalid { key, .. }) if key == "SHOAL_NODE_ALOCATE"
+        ));
+        assert!(Overrides::from_env(vars(&[("SHOAL_NODE_ALLOCATE", "lots")])).is_err());
+        let none = || Overrides::default();
+        assert!(matches!(
+            resolve(None, none(), none()),
+            Err(ConfigError::NoAllocation)
+        ));
+        assert!(
+            resolve(
+                Some((Path::new("c"), "allocate = \"1GB\"\nbogus = 1\n")),
+                none(),
+                none()
+            )
+            .is_err()
+        );
+        let bad_bootstrap = Overrides {
+            allocate: Some(ByteSize(1)),
+            bootstrap: Some(vec!["no-port".into()]),
+            ..none()
+        };
+        assert!(resolve(None, none(), bad_bootstrap).is_err());
+    }
+}

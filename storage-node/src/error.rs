@@ -1,0 +1,189 @@
+//! The node's typed errors, and their one mapping to gRPC status codes and metric reasons.
+
+use std::path::PathBuf;
+
+use shoal_proto::time::Freshness;
+use shoal_proto::{IdentityError, NodeId, PieceId, WireError};
+
+/// Why a piece-store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("malformed request: {0}")]
+    Wire(#[from] WireError),
+    #[error("order is addressed to node {got}, this is node {this}")]
+    WrongNode { this: NodeId, got: NodeId },
+    #[error("order refused: {0}")]
+    Stale(Freshness),
+    #[error("the order's key does not own piece {0}")]
+    NotOwner(PieceId),
+    #[error("piece {0} not found")]
+    NotFound(PieceId),
+    #[error("piece {0} already exists; pieces are never overwritten")]
+    AlreadyExists(PieceId),
+    #[error("piece {0} is being written or removed; retry later")]
+    Busy(PieceId),
+    #[error("not enough space: {requested} bytes requested, {free} bytes free")]
+    NoSpace { requested: u64, free: u64 },
+    #[error("too many concurrent streams from {peer} (limit {limit})")]
+    TooManyStreams { peer: String, limit: usize },
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
+    #[error("chunk of {len} bytes is over the limit of {limit}")]
+    ChunkTooLarge { len: usize, limit: usize },
+    #[error("upload sent more than the order's max_size of {max_size} bytes")]
+    OverMaxSize { max_size: u64 },
+    #[error("trailer declares {declared} bytes, {received} were received")]
+    SizeMismatch { declared: u64, received: u64 },
+    #[error("the data does not hash to the trailer's piece hash")]
+    HashMismatch,
+    #[error("trailer does not match the order: {0}")]
+    TrailerMismatch(&'static str),
+    #[error("lease expiry {expires_at_ms} is not in the future")]
+    Expired { expires_at_ms: u64 },
+    #[error("{what} is out of range: {detail}")]
+    OutOfRange { what: &'static str, detail: String },
+    #[error("upload stalled: no message for {timeout_ms} ms")]
+    Stalled { timeout_ms: u64 },
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    #[error("the client went away")]
+    Cancelled,
+    #[error("stream error: {}", .0.message())]
+    Stream(tonic::Status),
+    #[error("{context} {path}: {source}")]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("metadata database: {0}")]
+    Db(#[from] sled::Error),
+    #[error("metadata of piece {piece} is corrupt: {detail}")]
+    Corrupt { piece: String, detail: &'static str },
+    #[error("identity: {0}")]
+    Identity(#[from] IdentityError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("background task failed: {0}")]
+    Task(String),
+}
+
+impl Error {
+    pub(crate) fn io(
+        context: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Error::Io {
+            context,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The label under which this failure is counted in `shoal_node_request_failures_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Wire(_) => "malformed",
+            Error::WrongNode { .. } => "wrong_node",
+            Error::Stale(_) => "stale_order",
+            Error::NotOwner(_) => "not_owner",
+            Error::NotFound(_) => "not_found",
+            Error::AlreadyExists(_) => "already_exists",
+            Error::Busy(_) => "busy",
+            Error::NoSpace { .. } => "no_space",
+            Error::TooManyStreams { .. } => "too_many_streams",
+            Error::Protocol(_) => "protocol",
+            Error::ChunkTooLarge { .. } => "chunk_too_large",
+            Error::OverMaxSize { .. } => "over_max_size",
+            Error::SizeMismatch { .. } => "size_mismatch",
+            Error::HashMismatch => "hash_mismatch",
+            Error::TrailerMismatch(_) => "trailer_mismatch",
+            Error::Expired { .. } => "expired",
+            Error::OutOfRange { .. } => "out_of_range",
+            Error::Stalled { .. } => "stalled",
+            Error::ShuttingDown => "shutdown",
+            Error::Cancelled => "cancelled",
+            Error::Stream(_) => "stream",
+            Error::Io { .. } => "io",
+            Error::Db(_) => "db",
+            Error::Corrupt { .. } => "corrupt",
+            Error::Identity(_) | Error::Metrics(_) | Error::Task(_) => "internal",
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        use tonic::Code;
+        let code = match &e {
+            // Keep the transport's own code (e.g. OUT_OF_RANGE for an oversize message).
+            Error::Stream(s) => return tonic::Status::new(s.code(), e.to_string()),
+            Error::Wire(_)
+            | Error::WrongNode { .. }
+            | Error::Stale(_)
+            | Error::Protocol(_)
+            | Error::ChunkTooLarge { .. }
+            | Error::OverMaxSize { .. }
+            | Error::SizeMismatch { .. }
+            | Error::HashMismatch
+            | Error::TrailerMismatch(_)
+            | Error::Expired { .. } => Code::InvalidArgument,
+            Error::NotOwner(_) => Code::PermissionDenied,
+            Error::NotFound(_) => Code::NotFound,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::Busy(_) | Error::ShuttingDown => Code::Unavailable,
+            Error::NoSpace { .. } | Error::TooManyStreams { .. } => Code::ResourceExhausted,
+            Error::OutOfRange { .. } => Code::OutOfRange,
+            Error::Stalled { .. } => Code::DeadlineExceeded,
+            Error::Cancelled => Code::Cancelled,
+            Error::Corrupt { .. } => Code::DataLoss,
+            Error::Io { .. }
+            | Error::Db(_)
+            | Error::Identity(_)
+            | Error::Metrics(_)
+            | Error::Task(_) => Code::Internal,
+        };
+        tonic::Status::new(code, e.to_string())
+    }
+}
+
+/// Why configuration or setup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("{source_name} {key}: {reason}")]
+    Invalid {
+        source_name: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error(
+        "{dir} is already set up; pass --force to redo the setup (this deletes every stored piece)"
+    )]
+    AlreadySetUp { dir: PathBuf },
+    #[error("no allocation given: pass --allocate SIZE (for example 500GB)")]
+    NoAllocation,
+    #[error("{dir} is not set up: run `storage-node setup --dir {dir} --allocate SIZE` first")]
+    NotSetUp { dir: PathBuf },
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+}

@@ -1,0 +1,398 @@
+//! Piece metadata and the space counters, in sled.
+//!
+//! Trees:
+//! - `pieces`: piece id → [`PieceMeta`] (owner, size, block hashes, created, expiry);
+//! - `expiry`: `expires_at_ms (BE) || piece id` → empty, so the expiry worker reads
+//!   expired pieces in order without scanning everything;
+//! - `trash`: piece id → empty, for pieces whose metadata is gone but whose file may not
+//!   be (a crash between the two); startup finishes those removals;
+//! - `counters`: `used` and `pieces`, updated in the same transaction as `pieces`, so the
+//!   used space is exact at every moment and is never recomputed from the files.
+
+use std::path::Path;
+
+use shoal_proto::piece_hash::PieceInfo;
+use shoal_proto::{PieceHash, PieceId, PublicKey};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use crate::error::Error;
+
+const USED: &[u8] = b"used";
+const PIECES: &[u8] = b"pieces";
+const META_VERSION: u8 = 1;
+/// sled's page cache. Its default (1 GiB) is more memory than a storage node should take
+/// for metadata; lookups of cold pieces read from disk instead (see BENCHMARKS.md).
+const CACHE_BYTES: u64 = 64 << 20;
+
+/// What the node knows about one stored piece.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PieceMeta {
+    pub owner: PublicKey,
+    pub info: PieceInfo,
+    pub piece_hash: PieceHash,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+}
+
+impl PieceMeta {
+    fn encode(&self) -> Vec<u8> {
+        let n = self.info.block_hashes.len();
+        let mut out = Vec::with_capacity(1 + 32 + 8 + 4 + 32 + 8 + 8 + 4 + 32 * n);
+        out.push(META_VERSION);
+        out.extend_from_slice(self.owner.as_bytes());
+        out.extend_from_slice(&self.info.size.to_be_bytes());
+        out.extend_from_slice(&self.info.block_size.to_be_bytes());
+        out.extend_from_slice(self.piece_hash.as_bytes());
+        out.extend_from_slice(&self.created_at_ms.to_be_bytes());
+        out.extend_from_slice(&self.expires_at_ms.to_be_bytes());
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+        for h in &self.info.block_hashes {
+            out.extend_from_slice(h);
+        }
+        out
+    }
+
+    fn decode(piece: &PieceId, bytes: &[u8]) -> Result<Self, Error> {
+        let corrupt = |detail| Error::Corrupt {
+            piece: piece.to_hex(),
+            detail,
+        };
+        let mut r = Reader(bytes);
+        if r.take::<1>().ok_or_else(|| corrupt("empty"))?[0] != META_VERSION {
+            return Err(corrupt("unknown version"));
+        }
+        let short = || corrupt("truncated");
+        let owner = PublicKey::from_bytes("owner", &r.take::<32>().ok_or_else(short)?)
+            .map_err(|_| corrupt("bad owner key"))?;
+        let size = u64::from_be_bytes(r.take().ok_or_else(short)?);
+        let block_size = u32::from_be_bytes(r.take().ok_or_else(short)?);
+        let piece_hash = PieceHash(r.take().ok_or_else(short)?);
+        let created_at_ms = u64::from_be_bytes(r.take().ok_or_else(short)?);
+        let expires_at_ms = u64::from_be_bytes(r.take().ok_or_else(short)?);
+        let n = u32::from_be_bytes(r.take().ok_or_else(short)?) as usize;
+        if r.0.len() != n * 32 {
+            return Err(corrupt("block hash list has the wrong length"));
+        }
+        let block_hashes =
+            r.0.chunks_exact(32)
+                .map(|c| {
+                    let mut h = [0u8; 32];
+                    h.copy_from_slice(c);
+                    h
+                })
+                .collect();
+        Ok(Self {
+            owner,
+            info: PieceInfo {
+                size,
+                block_size,
+                block_hashes,
+            },
+            piece_hash,
+            created_at_ms,
+            expires_at_ms,
+        })
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+}
+
+fn expiry_key(expires_at_ms: u64, piece: &PieceId) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..8].copy_from_slice(&expires_at_ms.to_be_bytes());
+    k[8..].copy_from_slice(piece.as_bytes());
+    k
+}
+
+fn read_u64(v: Option<sled::IVec>) -> u64 {
+    v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+/// Used bytes and piece count as committed in sled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    pub used: u64,
+    pub pieces: u64,
+}
+
+/// The metadata database.
+#[derive(Debug, Clone)]
+pub struct MetaDb {
+    db: sled::Db,
+    pieces: sled::Tree,
+    expiry: sled::Tree,
+    trash: sled::Tree,
+    counters: sled::Tree,
+}
+
+enum Abort {
+    Exists,
+    Missing,
+    Corrupt,
+}
+
+impl MetaDb {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            // Durability comes from explicit flushes at commit; the background flush
+            // only bounds how much unacknowledged metadata a crash may lose.
+            .flush_every_ms(Some(1000))
+            .open()?;
+        Ok(Self {
+            pieces: db.open_tree("pieces")?,
+            expiry: db.open_tree("expiry")?,
+            trash: db.open_tree("trash")?,
+            counters: db.open_tree("counters")?,
+            db,
+        })
+    }
+
+    pub fn counters(&self) -> Result<Counters, Error> {
+        Ok(Counters {
+            used: read_u64(self.counters.get(USED)?),
+            pieces: read_u64(self.counters.get(PIECES)?),
+        })
+    }
+
+    pub fn get(&self, piece: &PieceId) -> Result<Option<PieceMeta>, Error> {
+        self.pieces
+            .get(piece.as_bytes())?
+            .map(|v| PieceMeta::decode(piece, &v))
+            .transpose()
+    }
+
+    pub fn contains(&self, piece: &PieceId) -> Result<bool, Error> {
+        Ok(self.pieces.contains_key(piece.as_bytes())?)
+    }
+
+    /// Records a new piece and adds it to the counters, in one transaction. Refuses an
+    /// existing piece id. Not durable until [`MetaDb::flush`].
+    pub fn insert(&self, piece: &PieceId, meta: &PieceMeta) -> Result<Counters, Error> {
+        let value = meta.encode();
+        let ekey = expiry_key(meta.expires_at_ms, piece);
+        let size = meta.info.size;
+        let result = (&self.pieces, &self.expiry, &self.counters).transaction(
+            |(pieces, expiry, counters)| {
+                if pieces.get(piece.as_bytes())?.is_some() {
+                    return Err(ConflictableTransactionError::Abort(Abort::Exists));
+                }
+                pieces.insert(piece.as_bytes().as_slice(), value.as_slice())?;
+                expiry.insert(ekey.as_slice(), &[] as &[u8])?;
+                let used = read_u64(counters.get(USED)?) + size;
+                let count = read_u64(counters.get(PIECES)?) + 1;
+                counters.insert(USED, &used.to_be_bytes())?;
+                counters.insert(PIECES, &count.to_be_bytes())?;
+                Ok(Counters {
+                    used,
+                    pieces: count,
+                })
+            },
+        );
+        self.finish(piece, result)
+    }
+
+    /// Removes a piece's metadata, subtracts it from the counters and puts the piece in
+    /// the trash (whose file the caller then removes), in one transaction.
+    pub fn remove(&self, piece: &PieceId) -> Result<(PieceMeta, Counters), Error> {
+        let result = (&self.pieces, &self.expiry, &self.counters, &self.trash).transaction(
+            |(pieces, expiry, counters, trash)| {
+                let Some(raw) = pieces.remove(piece.as_bytes().as_slice())? else {
+                    return Err(ConflictableTransactionError::Abort(Abort::Missing));
+                };
+                let meta = PieceMeta::decode(piece, &raw)
+                    .map_err(|_| ConflictableTransactionError::Abort(Abort::Corrupt))?;
+                expiry.remove(expiry_key(meta.expires_at_ms, piece).as_slice())?;
+                trash.insert(piece.as_bytes().as_slice(), &[] as &[u8])?;
+                let used = read_u64(counters.get(USED)?).saturating_sub(meta.info.size);
+                let count = read_u64(counters.get(PIECES)?).saturating_sub(1);
+                counters.insert(USED, &used.to_be_bytes())?;
+                counters.insert(PIECES, &count.to_be_bytes())?;
+                Ok((
+                    meta,
+                    Counters {
+                        used,
+                        pieces: count,
+                    },
+                ))
+            },
+        );
+        self.finish(piece, result)
+    }
+
+    /// Moves a piece's lease expiry.
+    pub fn set_expiry(&self, piece: &PieceId, expires_at_ms: u64) -> Result<PieceMeta, Error> {
+        let result = (&self.pieces, &self.expiry).transaction(|(pieces, expiry)| {
+            let Some(raw) = pieces.get(piece.as_bytes())? else {
+                return Err(ConflictableTransactionError::Abort(Abort::Missing));
+            };
+            let mut meta = PieceMeta::decode(piece, &raw)
+                .map_err(|_| ConflictableTransactionError::Abort(Abort::Corrupt))?;
+            expiry.remove(expiry_key(meta.expires_at_ms, piece).as_slice())?;
+            meta.expires_at_ms = expires_at_ms;
+            expiry.insert(expiry_key(expires_at_ms, piece).as_slice(), &[] as &[u8])?;
+            pieces.insert(piece.as_bytes().as_slice(), meta.encode())?;
+            Ok(meta)
+        });
+        self.finish(piece, result)
+    }
+
+    fn finish<T>(
+        &self,
+        piece: &PieceId,
+        r: Result<T, TransactionError<Abort>>,
+    ) -> Result<T, Error> {
+        match r {
+            Ok(v) => Ok(v),
+            Err(TransactionError::Abort(Abort::Exists)) => Err(Error::AlreadyExists(*piece)),
+            Err(TransactionError::Abort(Abort::Missing)) => Err(Error::NotFound(*piece)),
+            Err(TransactionError::Abort(Abort::Corrupt)) => Err(Error::Corrupt {
+                piece: piece.to_hex(),
+                detail: "undecodable metadata",
+            }),
+            Err(TransactionError::Storage(e)) => Err(Error::Db(e)),
+        }
+    }
+
+    /// Up to `limit` pieces whose lease ended at or before `now_ms`, oldest first.
+    pub fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<PieceId>, Error> {
+        let end = (now_ms.saturating_add(1)).to_be_bytes();
+        let mut out = Vec::new();
+        for kv in self.expiry.range(..end.as_slice()).take(limit) {
+            let (k, _) = kv?;
+            if let Ok(id) = <[u8; 32]>::try_from(&k[8..]) {
+                out.push(PieceId(id));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Pieces whose metadata is removed but whose file may remain.
+    pub fn trash(&self) -> Result<Vec<PieceId>, Error> {
+        let mut out = Vec::new();
+        for kv in self.trash.iter() {
+            let (k, _) = kv?;
+            if let Ok(id) = <[u8; 32]>::try_from(k.as_ref()) {
+                out.push(PieceId(id));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn clear_trash(&self, piece: &PieceId) -> Result<(), Error> {
+        self.trash.remove(piece.as_bytes())?;
+        Ok(())
+    }
+
+    /// Makes everything committed so far durable.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Every piece and its metadata. Walks the whole tree: for checks and tests, never
+    /// on the request path or at startup.
+    pub fn all(&self) -> impl Iterator<Item = Result<(PieceId, PieceMeta), Error>> + '_ {
+        self.pieces.iter().map(|kv| {
+            let (k, v) = kv?;
+            let id = PieceId(
+                <[u8; 32]>::try_from(k.as_ref()).map_err(|_| Error::Corrupt {
+                    piece: "?".into(),
+                    detail: "key is not a piece id",
+                })?,
+            );
+            Ok((id, PieceMeta::decode(&id, &v)?))
+        })
+    }
+
+    /// Bytes the database takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64, Error> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_proto::Identity;
+
+    pub(crate) fn meta(size: u64, expires_at_ms: u64) -> PieceMeta {
+        let owner = *Identity::from_seed([3; 32]).public_key();
+        let block_hashes = vec![[7u8; 32]; size.div_ceil(4096) as usize];
+        let info = PieceInfo {
+            size,
+            block_size: 4096,
+            block_hashes,
+        };
+        PieceMeta {
+            owner,
+            piece_hash: info.root(),
+            info,
+            created_at_ms: 1,
+            expires_at_ms,
+        }
+    }
+
+    #[test]
+    fn encode_round_trips_and_rejects_truncation() {
+        let m = meta(10_000, 99);
+        let id = PieceId([1; 32]);
+        let bytes = m.encode();
+        assert_eq!(PieceMeta::decode(&id, &bytes).unwrap(), m);
+        assert!(PieceMeta::decode(&id, &bytes[..bytes.len() - 1]).is_err());
+        assert!(PieceMeta::decode(&id, &[]).is_err());
+        let mut wrong_version = bytes.clone();
+        wrong_version[0] = 9;
+        assert!(PieceMeta::decode(&id, &wrong_version).is_err());
+    }
+
+    #[test]
+    fn counters_follow_inserts_and_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetaDb::open(&dir.path().join("meta")).unwrap();
+        let (a, b) = (PieceId([1; 32]), PieceId([2; 32]));
+        db.insert(&a, &meta(100, 50)).unwrap();
+        db.insert(&b, &meta(200, 10)).unwrap();
+        assert!(matches!(
+            db.insert(&a, &meta(1, 1)),
+            Err(Error::AlreadyExists(_))
+        ));
+        assert_eq!(
+            db.counters().unwrap(),
+            Counters {
+                used: 300,
+                pieces: 2
+            }
+        );
+        assert_eq!(db.expired(10, 10).unwrap(), vec![b]);
+        assert_eq!(db.expired(9, 10).unwrap(), vec![]);
+        assert_eq!(db.expired(1000, 10).unwrap(), vec![b, a]);
+        let (removed, c) = db.remove(&b).unwrap();
+        assert_eq!(removed.info.size, 200);
+        assert_eq!(
+            c,
+            Counters {
+                used: 100,
+                pieces: 1
+            }
+        );
+        assert_eq!(db.trash().unwrap(), vec![b]);
+        assert!(matches!(db.remove(&b), Err(Error::NotFound(_))));
+        db.set_expiry(&a, 5).unwrap();
+        assert_eq!(db.expired(5, 10).unwrap(), vec![a]);
+        assert_eq!(db.get(&a).unwrap().unwrap().expires_at_ms, 5);
+    }
+}

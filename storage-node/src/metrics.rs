@@ -1,0 +1,170 @@
+//! Every Prometheus metric of the node, registered in one place. Names start with
+//! `shoal_node_`. The registry is the node's: other components (the DHT) register their
+//! own metrics into it, and `/metrics` serves all of it.
+
+use prometheus::{
+    Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+use crate::store::Space;
+
+/// Operations the node counts, as metric labels.
+pub const OPS: [&str; 5] = ["upload", "download", "delete", "audit", "renew"];
+
+/// The node's metrics.
+#[derive(Debug, Clone)]
+pub struct NodeMetrics {
+    /// Requests by operation, whatever their outcome.
+    pub requests: IntCounterVec,
+    /// Failed requests by operation and reason (see [`crate::Error::reason`]).
+    pub failures: IntCounterVec,
+    /// Piece bytes received (upload) and sent (download, audit).
+    pub bytes: IntCounterVec,
+    /// Request latency by operation.
+    pub latency: HistogramVec,
+    /// Streams open right now.
+    pub active_streams: IntGauge,
+    /// Pieces collected by the expiry worker.
+    pub expired: IntCounter,
+    pub used_bytes: IntGauge,
+    pub allocated_bytes: IntGauge,
+    pub reserved_bytes: IntGauge,
+    pub free_bytes: IntGauge,
+    pub pieces: IntGauge,
+    pub start_time: Gauge,
+    pub build_info: IntGaugeVec,
+}
+
+impl NodeMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "shoal_node_requests_total",
+                    "Piece-store requests received, by operation.",
+                ),
+                &["op"],
+            )?,
+            failures: IntCounterVec::new(
+                Opts::new(
+                    "shoal_node_request_failures_total",
+                    "Piece-store requests that failed, by operation and reason.",
+                ),
+                &["op", "reason"],
+            )?,
+            bytes: IntCounterVec::new(
+                Opts::new(
+                    "shoal_node_transferred_bytes_total",
+                    "Piece bytes received (upload) or sent (download, audit).",
+                ),
+                &["op"],
+            )?,
+            latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "shoal_node_request_duration_seconds",
+                    "Time from request start to its last message, by operation.",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0,
+                ]),
+                &["op"],
+            )?,
+            active_streams: IntGauge::new(
+                "shoal_node_active_streams",
+                "Piece-store requests in progress.",
+            )?,
+            expired: IntCounter::new(
+                "shoal_node_expired_pieces_total",
+                "Pieces removed by the expiry worker because their lease ended.",
+            )?,
+            used_bytes: IntGauge::new("shoal_node_used_bytes", "Bytes of stored pieces.")?,
+            allocated_bytes: IntGauge::new(
+                "shoal_node_allocated_bytes",
+                "Bytes the operator allocated to the node.",
+            )?,
+            reserved_bytes: IntGauge::new(
+                "shoal_node_reserved_bytes",
+                "Bytes reserved by uploads in progress.",
+            )?,
+            free_bytes: IntGauge::new(
+                "shoal_node_free_bytes",
+                "Bytes a new upload may still reserve (allocated - used - reserved).",
+            )?,
+            pieces: IntGauge::new("shoal_node_pieces", "Stored pieces.")?,
+            start_time: Gauge::new(
+                "shoal_node_start_time_seconds",
+                "Unix time at which the node started.",
+            )?,
+            build_info: IntGaugeVec::new(
+                Opts::new("shoal_node_build_info", "Always 1; labels carry the build."),
+                &["version"],
+            )?,
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.failures.clone()))?;
+        registry.register(Box::new(m.bytes.clone()))?;
+        registry.register(Box::new(m.latency.clone()))?;
+        registry.register(Box::new(m.active_streams.clone()))?;
+        registry.register(Box::new(m.expired.clone()))?;
+        registry.register(Box::new(m.used_bytes.clone()))?;
+        registry.register(Box::new(m.allocated_bytes.clone()))?;
+        registry.register(Box::new(m.reserved_bytes.clone()))?;
+        registry.register(Box::new(m.free_bytes.clone()))?;
+        registry.register(Box::new(m.pieces.clone()))?;
+        registry.register(Box::new(m.start_time.clone()))?;
+        registry.register(Box::new(m.build_info.clone()))?;
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        // Make every op appear from the start, so dashboards see zeros, not gaps.
+        for op in OPS {
+            m.requests.with_label_values(&[op]);
+        }
+        for op in ["upload", "download", "audit"] {
+            m.bytes.with_label_values(&[op]);
+        }
+        Ok(m)
+    }
+
+    /// Copies the store's space figures into the gauges (before every scrape).
+    pub fn set_space(&self, s: &Space) {
+        let g = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.used_bytes.set(g(s.used));
+        self.allocated_bytes.set(g(s.allocated));
+        self.reserved_bytes.set(g(s.reserved));
+        self.free_bytes.set(g(s.free));
+        self.pieces.set(g(s.pieces));
+    }
+
+    pub fn bytes_total(&self, op: &str) -> u64 {
+        self.bytes.with_label_values(&[op]).get()
+    }
+
+    pub fn requests_total(&self, op: &str) -> u64 {
+        self.requests.with_label_values(&[op]).get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_names_are_prefixed_and_documented() {
+        let r = Registry::new();
+        let m = NodeMetrics::register(&r).unwrap();
+        m.failures.with_label_values(&["upload", "no_space"]).inc();
+        m.latency.with_label_values(&["upload"]).observe(0.1);
+        let families = r.gather();
+        assert!(families.len() >= 10);
+        for f in families {
+            assert!(f.name().starts_with("shoal_node_"), "{}", f.name());
+            assert!(!f.help().is_empty(), "{}", f.name());
+        }
+        // Registering twice in one registry is refused rather than silently shadowed.
+        assert!(NodeMetrics::register(&r).is_err());
+    }
+}

@@ -1,0 +1,327 @@
+//! A running storage node: the store, the gRPC server, the HTTP server and the
+//! background workers, started together and stopped through one shutdown path.
+//!
+//! Shutdown order: the HTTP server (public API) first, then the gRPC server (in-flight
+//! uploads are aborted and their temp files removed), then the workers, then a final
+//! flush of the metadata.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::Registry;
+use shoal_proto::time::unix_ms;
+use shoal_proto::{Identity, NodeId};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic::transport::server::{Router, TcpIncoming};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::metrics::NodeMetrics;
+use crate::service::{PieceStoreService, ServiceLimits};
+use crate::store::{PieceStore, Recovery};
+
+/// Pieces the expiry worker removes per round; the rest waits for the next round.
+const EXPIRY_BATCH: usize = 10_000;
+
+/// What the HTTP pages and the DHT need to know about the node.
+#[derive(Debug)]
+pub struct NodeState {
+    pub identity: Arc<Identity>,
+    pub store: Arc<PieceStore>,
+    pub metrics: NodeMetrics,
+    /// The node's registry: `/metrics` serves everything registered in it, so other
+    /// components (the DHT) register their metrics here.
+    pub registry: Registry,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub external_address: Option<String>,
+    pub started_at_ms: u64,
+}
+
+/// Builds the node's one gRPC server. Every service the node offers is added here, so
+/// they share one port.
+pub fn grpc_router(piece_store: PieceStoreService, config: &Config) -> Router {
+    let per_connection = u32::try_from(config.max_streams_per_peer).unwrap_or(u32::MAX);
+    Server::builder()
+        .max_concurrent_streams(per_connection)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(piece_store.into_server())
+    // DHT WIRING POINT: when [dht] lands, add its service on the same port, e.g.
+    //     .add_service(DiscoveryServer::new(dht_service))
+}
+
+/// Spawns a periodic background job. Every worker has this shape and stops when `stop`
+/// is cancelled; an error in one round is logged and the next round runs as usual.
+pub fn spawn_worker<F, Fut>(
+    name: &'static str,
+    interval: Duration,
+    stop: CancellationToken,
+    mut round: F,
+) -> JoinHandle<Result<(), Error>>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), Error>> + Send,
+{
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                _ = ticker.tick() => {}
+            }
+            if let Err(e) = round().await {
+                warn!(worker = name, error = %e, "worker round failed");
+            }
+        }
+    })
+}
+
+/// A started node. Dropping it does not stop it: call [`RunningNode::shutdown`], or
+/// cancel [`RunningNode::stop_token`] and await [`RunningNode::wait`].
+#[derive(Debug)]
+pub struct RunningNode {
+    state: Arc<NodeState>,
+    recovery: Recovery,
+    /// Bootstrap addresses, resolved at start. Unused until the DHT lands: then they are
+    /// handed to the DHT driver at the DHT wiring point in [`start`].
+    bootstrap: Vec<SocketAddr>,
+    stop: CancellationToken,
+    http_stop: CancellationToken,
+    rpc_stop: CancellationToken,
+    worker_stop: CancellationToken,
+    http_task: JoinHandle<Result<(), Error>>,
+    grpc_task: JoinHandle<Result<(), Error>>,
+    workers: Vec<(&'static str, JoinHandle<Result<(), Error>>)>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::io("cannot listen on", addr.to_string(), e))
+}
+
+/// Resolves `HOST:PORT` strings; unresolvable ones are logged and skipped.
+pub async fn resolve_addresses(hosts: &[String]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for h in hosts {
+        match tokio::net::lookup_host(h.as_str()).await {
+            Ok(addrs) => out.extend(addrs),
+            Err(e) => warn!(address = %h, error = %e, "cannot resolve bootstrap address"),
+        }
+    }
+    out
+}
+
+/// Opens the store under `storage_dir` (repairing what a crash left), binds the gRPC and
+/// HTTP listeners and starts serving.
+pub async fn start(
+    config: &Config,
+    identity: Identity,
+    storage_dir: &std::path::Path,
+) -> Result<RunningNode, Error> {
+    shoal_proto::identity::verify_work(&identity.node_id(), config.difficulty)?;
+    let identity = Arc::new(identity);
+    let dir = storage_dir.to_owned();
+    let allocated = config.allocate.0;
+    let (store, recovery) = tokio::task::spawn_blocking(move || PieceStore::open(&dir, allocated))
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+    if recovery != Recovery::default() {
+        info!(?recovery, "repaired what an unclean stop left behind");
+    }
+    let registry = Registry::new();
+    let metrics = NodeMetrics::register(&registry)?;
+    metrics
+        .allocated_bytes
+        .set(i64::try_from(allocated).unwrap_or(i64::MAX));
+
+    let grpc_listener = bind(config.listen).await?;
+    let http_listener = bind(config.http).await?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read address of", config.listen.to_string(), e))?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read address of", config.http.to_string(), e))?;
+    let started_at_ms = unix_ms();
+    metrics.start_time.set(started_at_ms as f64 / 1000.0);
+
+    let state = Arc::new(NodeState {
+        identity: Arc::clone(&identity),
+        store: Arc::clone(&store),
+        metrics: metrics.clone(),
+        registry,
+        grpc_addr,
+        http_addr,
+        external_address: config.external_address.clone(),
+        started_at_ms,
+    });
+
+    let stop = CancellationToken::new();
+    let http_stop = CancellationToken::new();
+    let rpc_stop = CancellationToken::new();
+    let worker_stop = CancellationToken::new();
+
+    let bootstrap = resolve_addresses(&config.bootstrap).await;
+    // DHT WIRING POINT: build the DHT driver here from `identity`, `bootstrap`,
+    // `state.registry` (for its metrics) and `store.free_space()` / `grpc_addr` /
+    // `config.external_address` (for the node record); add its service in
+    // `grpc_router`, and start its refresh/republish loops with `spawn_worker` on
+    // `worker_stop` so they share the shutdown path.
+
+    let service = PieceStoreService::new(
+        identity,
+        Arc::clone(&store),
+        metrics.clone(),
+        ServiceLimits {
+            stall_timeout: config.stall_timeout(),
+            max_streams_per_peer: config.max_streams_per_peer,
+        },
+        rpc_stop.clone(),
+    );
+    let router = grpc_router(service, config);
+    let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let grpc_stop = rpc_stop.clone();
+    let grpc_task = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, grpc_stop.cancelled_owned())
+            .await
+            .map_err(|e| Error::Task(format!("gRPC server: {e}")))
+    });
+
+    let http_task = tokio::spawn(crate::http::serve(
+        http_listener,
+        Arc::clone(&state),
+        http_stop.clone(),
+    ));
+
+    let expiry_store = Arc::clone(&store);
+    let expiry_metrics = metrics.clone();
+    let expiry = spawn_worker(
+        "expiry",
+        config.expiry_interval(),
+        worker_stop.clone(),
+        move || {
+            let store = Arc::clone(&expiry_store);
+            let metrics = expiry_metrics.clone();
+            async move {
+                let removed = tokio::task::spawn_blocking(move || {
+                    store.collect_expired(unix_ms(), EXPIRY_BATCH)
+                })
+                .await
+                .map_err(|e| Error::Task(e.to_string()))??;
+                if removed > 0 {
+                    info!(removed, "collected expired pieces");
+                    metrics.expired.inc_by(removed);
+                }
+                Ok(())
+            }
+        },
+    );
+
+    info!(node_id = %state.identity.node_id(), %grpc_addr, %http_addr, "storage node started");
+    Ok(RunningNode {
+        state,
+        recovery,
+        bootstrap,
+        stop,
+        http_stop,
+        rpc_stop,
+        worker_stop,
+        http_task,
+        grpc_task,
+        workers: vec![("expiry", expiry)],
+    })
+}
+
+impl RunningNode {
+    pub fn node_id(&self) -> NodeId {
+        self.state.identity.node_id()
+    }
+
+    pub fn identity(&self) -> &Arc<Identity> {
+        &self.state.identity
+    }
+
+    /// The bound gRPC address (the real port when configured with port 0).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.state.grpc_addr
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.state.http_addr
+    }
+
+    pub fn store(&self) -> &Arc<PieceStore> {
+        &self.state.store
+    }
+
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.state.metrics
+    }
+
+    /// The node's Prometheus registry; everything registered here is served at `/metrics`.
+    pub fn registry(&self) -> &Registry {
+        &self.state.registry
+    }
+
+    pub fn state(&self) -> &Arc<NodeState> {
+        &self.state
+    }
+
+    /// What startup repaired.
+    pub fn recovery(&self) -> Recovery {
+        self.recovery
+    }
+
+    /// Resolved bootstrap addresses (for the DHT, once it lands).
+    pub fn bootstrap(&self) -> &[SocketAddr] {
+        &self.bootstrap
+    }
+
+    /// Cancelling this token makes [`RunningNode::wait`] shut the node down.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Stops the node and waits until everything has stopped.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        self.stop.cancel();
+        self.wait().await
+    }
+
+    /// Waits for the stop token, then shuts down in order: HTTP, gRPC, workers, flush.
+    pub async fn wait(self) -> Result<(), Error> {
+        self.stop.cancelled().await;
+        info!("shutting down");
+        let join = |r: Result<Result<(), Error>, tokio::task::JoinError>| {
+            r.map_err(|e| Error::Task(e.to_string())).and_then(|r| r)
+        };
+        self.http_stop.cancel();
+        let http = join(self.http_task.await);
+        self.rpc_stop.cancel();
+        let grpc = join(self.grpc_task.await);
+        self.worker_stop.cancel();
+        let mut workers = Ok(());
+        for (name, task) in self.workers {
+            if let Err(e) = join(task.await) {
+                warn!(worker = name, error = %e, "worker failed");
+                workers = Err(e);
+            }
+        }
+        let store = Arc::clone(&self.state.store);
+        let flushed = tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|e| Error::Task(e.to_string()))
+            .and_then(|r| r);
+        info!("stopped");
+        http.and(grpc).and(workers).and(flushed)
+    }
+}

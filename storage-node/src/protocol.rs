@@ -1,0 +1,184 @@
+//! The piece protocol's checks, as plain functions: is an order for this node, is it
+//! fresh, does a trailer match its order, which bytes answer a range request. No I/O.
+
+use shoal_proto::limits::{MAX_CHUNK, ORDER_WINDOW_MS};
+use shoal_proto::messages::{UploadOrder, UploadTrailer};
+use shoal_proto::piece_hash::PieceInfo;
+use shoal_proto::time::check_fresh;
+use shoal_proto::{NodeId, PublicKey};
+
+use crate::error::Error;
+use crate::meta::PieceMeta;
+
+/// Checks that an order names this node and was made within the freshness window.
+pub fn check_order(
+    this: &NodeId,
+    node_id: &NodeId,
+    timestamp_ms: u64,
+    now_ms: u64,
+) -> Result<(), Error> {
+    if node_id != this {
+        return Err(Error::WrongNode {
+            this: *this,
+            got: *node_id,
+        });
+    }
+    check_fresh(timestamp_ms, now_ms, ORDER_WINDOW_MS).map_err(Error::Stale)
+}
+
+/// Checks an upload order: addressed here, fresh, and a lease that has not already ended.
+pub fn check_upload_order(this: &NodeId, order: &UploadOrder, now_ms: u64) -> Result<(), Error> {
+    check_order(this, &order.node_id, order.timestamp_ms, now_ms)?;
+    check_lease(order.expires_at_ms, now_ms)
+}
+
+/// A lease must end in the future.
+pub fn check_lease(expires_at_ms: u64, now_ms: u64) -> Result<(), Error> {
+    if expires_at_ms <= now_ms {
+        return Err(Error::Expired { expires_at_ms });
+    }
+    Ok(())
+}
+
+/// A trailer must close the upload its order opened, signed by the same owner.
+pub fn check_trailer(order: &UploadOrder, trailer: &UploadTrailer) -> Result<(), Error> {
+    if trailer.piece_id != order.piece_id {
+        return Err(Error::TrailerMismatch("piece id differs from the order's"));
+    }
+    if trailer.owner_key != order.owner_key {
+        return Err(Error::TrailerMismatch("owner key differs from the order's"));
+    }
+    Ok(())
+}
+
+/// Only the key that uploaded a piece may read, audit, renew or delete it.
+pub fn check_owner(
+    meta: &PieceMeta,
+    key: &PublicKey,
+    piece: &shoal_proto::PieceId,
+) -> Result<(), Error> {
+    if meta.owner != *key {
+        return Err(Error::NotOwner(*piece));
+    }
+    Ok(())
+}
+
+/// What a download sends: whole blocks covering the requested range, cut into messages
+/// of at most [`MAX_CHUNK`] bytes (whole blocks per message when a block fits in one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadPlan {
+    /// `(offset in the piece, length)` of each message's data.
+    pub chunks: Vec<(u64, usize)>,
+}
+
+/// Plans the answer to a request for `[offset, offset + length)` (`length` 0 = to the end).
+pub fn plan_download(info: &PieceInfo, offset: u64, length: u64) -> Result<DownloadPlan, Error> {
+    let size = info.size;
+    let end = if length == 0 {
+        size
+    } else {
+        offset.saturating_add(length)
+    };
+    if offset > size || end > size || (offset == size && size > 0) {
+        return Err(Error::OutOfRange {
+            what: "download range",
+            detail: format!("{offset}..{end} is not within the piece of {size} bytes"),
+        });
+    }
+    if size == 0 {
+        return Ok(DownloadPlan {
+            chunks: vec![(0, 0)],
+        });
+    }
+    let bs = u64::from(info.block_size.max(1));
+    let start = offset / bs * bs;
+    let stop = end.div_ceil(bs).saturating_mul(bs).min(size);
+    let step = if bs <= MAX_CHUNK as u64 {
+        (MAX_CHUNK as u64 / bs) * bs
+    } else {
+        MAX_CHUNK as u64
+    };
+    let mut chunks = Vec::new();
+    let mut at = start;
+    while at < stop {
+        let len = step.min(stop - at);
+        chunks.push((at, len as usize));
+        at += len;
+    }
+    Ok(DownloadPlan { chunks })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(size: u64, block_size: u32) -> PieceInfo {
+        PieceInfo {
+            size,
+            block_size,
+            block_hashes: vec![[0; 32]; size.div_ceil(u64::from(block_size)) as usize],
+        }
+    }
+
+    #[test]
+    fn ranges_expand_to_whole_blocks() {
+        let i = info(10_000, 4096);
+        assert_eq!(plan_download(&i, 0, 0).unwrap().chunks, vec![(0, 10_000)]);
+        assert_eq!(
+            plan_download(&i, 5000, 10).unwrap().chunks,
+            vec![(4096, 4096)]
+        );
+        assert_eq!(plan_download(&i, 4095, 2).unwrap().chunks, vec![(0, 8192)]);
+        assert_eq!(
+            plan_download(&i, 9000, 1000).unwrap().chunks,
+            vec![(8192, 1808)]
+        );
+        assert!(plan_download(&i, 9000, 1001).is_err());
+        assert!(plan_download(&i, 10_000, 0).is_err());
+        assert!(plan_download(&i, u64::MAX, u64::MAX).is_err());
+        assert_eq!(
+            plan_download(&info(0, 4096), 0, 0).unwrap().chunks,
+            vec![(0, 0)]
+        );
+    }
+
+    #[test]
+    fn messages_stay_under_the_chunk_limit() {
+        let big = info(3 * MAX_CHUNK as u64 + 5, 65_536);
+        let plan = plan_download(&big, 0, 0).unwrap();
+        assert!(
+            plan.chunks
+                .iter()
+                .all(|(o, l)| *l <= MAX_CHUNK && o % 65_536 == 0)
+        );
+        assert_eq!(
+            plan.chunks.iter().map(|c| c.1 as u64).sum::<u64>(),
+            big.size
+        );
+        // Blocks larger than a message are split; the stream still covers whole blocks.
+        let huge_blocks = info(5 << 20, 4 << 20);
+        let plan = plan_download(&huge_blocks, (4 << 20) + 1, 1).unwrap();
+        assert_eq!(plan.chunks, vec![(4 << 20, 1 << 20)]);
+    }
+
+    #[test]
+    fn orders_must_be_addressed_here_and_fresh() {
+        let me = NodeId([1; 32]);
+        let now = 1_000_000_000;
+        assert!(check_order(&me, &me, now, now).is_ok());
+        assert!(matches!(
+            check_order(&me, &NodeId([2; 32]), now, now),
+            Err(Error::WrongNode { .. })
+        ));
+        assert!(matches!(
+            check_order(&me, &me, now - ORDER_WINDOW_MS - 1, now),
+            Err(Error::Stale(_))
+        ));
+        assert!(matches!(
+            check_order(&me, &me, now + ORDER_WINDOW_MS + 1, now),
+            Err(Error::Stale(_))
+        ));
+        assert!(check_lease(now + 1, now).is_ok());
+        assert!(check_lease(now, now).is_err());
+    }
+}

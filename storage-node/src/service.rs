@@ -1,0 +1,462 @@
+//! The `PieceStore` gRPC service: converts wire messages into checked domain types once,
+//! applies [`crate::protocol`]'s checks, and drives the [`PieceStore`]. Disk work runs on
+//! blocking threads so that hashing and fsync never stall the runtime.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shoal_proto::limits::MAX_CHUNK;
+use shoal_proto::messages::{
+    AuditOrder, DeleteOrder, DownloadOrder, Receipt, RenewOrder, UploadOrder, UploadTrailer,
+    required,
+};
+use shoal_proto::pb::{self, piece_store_server, upload_request};
+use shoal_proto::time::unix_ms;
+use shoal_proto::{Identity, Signed};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, instrument};
+
+use crate::error::Error;
+use crate::meta::PieceMeta;
+use crate::metrics::NodeMetrics;
+use crate::protocol;
+use crate::store::{PieceStore, read_at};
+
+/// Bounds the service applies per request and per peer.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceLimits {
+    /// Longest wait for the next message of an upload before it is aborted.
+    pub stall_timeout: Duration,
+    /// Most piece-store requests one IP address may have open at once.
+    pub max_streams_per_peer: usize,
+}
+
+/// The piece-store service; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PieceStoreService {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    identity: Arc<Identity>,
+    store: Arc<PieceStore>,
+    metrics: NodeMetrics,
+    limits: ServiceLimits,
+    shutdown: CancellationToken,
+    peers: Mutex<HashMap<IpAddr, usize>>,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+}
+
+/// Counts one request and its outcome; records its latency when dropped.
+struct Tracked {
+    metrics: NodeMetrics,
+    op: &'static str,
+    started: Instant,
+}
+
+impl Tracked {
+    fn start(metrics: &NodeMetrics, op: &'static str) -> Self {
+        metrics.requests.with_label_values(&[op]).inc();
+        metrics.active_streams.inc();
+        Self {
+            metrics: metrics.clone(),
+            op,
+            started: Instant::now(),
+        }
+    }
+
+    fn failed(&self, e: &Error) {
+        debug!(op = self.op, reason = e.reason(), error = %e, "request failed");
+        self.metrics
+            .failures
+            .with_label_values(&[self.op, e.reason()])
+            .inc();
+    }
+
+    fn outcome<T>(&self, r: Result<T, Error>) -> Result<T, Status> {
+        r.map_err(|e| {
+            self.failed(&e);
+            Status::from(e)
+        })
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.metrics.active_streams.dec();
+        self.metrics
+            .latency
+            .with_label_values(&[self.op])
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// One of a peer's concurrent streams; released when dropped.
+struct PeerPermit {
+    inner: Arc<Inner>,
+    ip: IpAddr,
+}
+
+impl Drop for PeerPermit {
+    fn drop(&mut self) {
+        let mut peers = self.inner.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = peers.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                peers.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl PieceStoreService {
+    pub fn new(
+        identity: Arc<Identity>,
+        store: Arc<PieceStore>,
+        metrics: NodeMetrics,
+        limits: ServiceLimits,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                identity,
+                store,
+                metrics,
+                limits,
+                shutdown,
+                peers: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The tonic server for this service, with the protocol's message bounds.
+    pub fn into_server(self) -> piece_store_server::PieceStoreServer<Self> {
+        piece_store_server::PieceStoreServer::new(self)
+            .max_decoding_message_size(shoal_proto::limits::MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(shoal_proto::limits::MAX_GRPC_MESSAGE)
+    }
+
+    fn permit(&self, remote: Option<SocketAddr>) -> Result<PeerPermit, Error> {
+        let ip = remote.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let limit = self.inner.limits.max_streams_per_peer;
+        let mut peers = self.inner.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let n = peers.entry(ip).or_insert(0);
+        if *n >= limit {
+            return Err(Error::TooManyStreams {
+                peer: ip.to_string(),
+                limit,
+            });
+        }
+        *n += 1;
+        Ok(PeerPermit {
+            inner: Arc::clone(&self.inner),
+            ip,
+        })
+    }
+}
+
+impl Inner {
+    fn receipt(&self, meta: &PieceMeta, piece: shoal_proto::PieceId) -> Result<pb::Receipt, Error> {
+        let receipt = Signed::sign(
+            Receipt {
+                piece_id: piece,
+                node_key: *self.identity.public_key(),
+                owner_key: meta.owner,
+                size: meta.info.size,
+                piece_hash: meta.piece_hash,
+                expires_at_ms: meta.expires_at_ms,
+                timestamp_ms: unix_ms(),
+            },
+            &self.identity,
+        )?;
+        Ok((&receipt).into())
+    }
+
+    /// The next upload message, or why there is none: stall, shutdown or stream error.
+    async fn next(
+        &self,
+        stream: &mut Streaming<pb::UploadRequest>,
+    ) -> Result<Option<pb::UploadRequest>, Error> {
+        let timeout = self.limits.stall_timeout;
+        tokio::select! {
+            () = self.shutdown.cancelled() => Err(Error::ShuttingDown),
+            r = tokio::time::timeout(timeout, stream.message()) => match r {
+                Err(_) => Err(Error::Stalled { timeout_ms: timeout.as_millis() as u64 }),
+                Ok(Err(status)) => Err(Error::Stream(status)),
+                Ok(Ok(m)) => Ok(m),
+            }
+        }
+    }
+
+    async fn upload(
+        &self,
+        mut stream: Streaming<pb::UploadRequest>,
+    ) -> Result<pb::UploadResponse, Error> {
+        let first = self.next(&mut stream).await?;
+        let Some(upload_request::Message::Order(order)) = first.and_then(|m| m.message) else {
+            return Err(Error::Protocol(
+                "the first upload message must be the order",
+            ));
+        };
+        let order: Signed<UploadOrder> = order.try_into()?;
+        protocol::check_upload_order(&self.identity.node_id(), &order, unix_ms())?;
+        let store = Arc::clone(&self.store);
+        let o = (*order).clone();
+        let mut pending = blocking(move || {
+            store.begin_upload(
+                o.piece_id,
+                o.owner_key,
+                o.max_size,
+                o.block_size,
+                o.expires_at_ms,
+            )
+        })
+        .await?;
+        let bytes = self.metrics.bytes.with_label_values(&["upload"]);
+        loop {
+            match self.next(&mut stream).await?.and_then(|m| m.message) {
+                Some(upload_request::Message::Chunk(data)) => {
+                    if data.len() > MAX_CHUNK {
+                        return Err(Error::ChunkTooLarge {
+                            len: data.len(),
+                            limit: MAX_CHUNK,
+                        });
+                    }
+                    bytes.inc_by(data.len() as u64);
+                    pending = blocking(move || pending.write(&data).map(|()| pending)).await?;
+                }
+                Some(upload_request::Message::Trailer(trailer)) => {
+                    let trailer: Signed<UploadTrailer> = trailer.try_into()?;
+                    protocol::check_trailer(&order, &trailer)?;
+                    let (size, hash) = (trailer.size, trailer.piece_hash);
+                    let meta = blocking(move || pending.commit(size, &hash, unix_ms())).await?;
+                    return Ok(pb::UploadResponse {
+                        receipt: Some(self.receipt(&meta, order.piece_id)?),
+                    });
+                }
+                Some(upload_request::Message::Order(_)) => {
+                    return Err(Error::Protocol("a second order in one upload"));
+                }
+                None => return Err(Error::Protocol("the upload ended without a trailer")),
+            }
+        }
+    }
+
+    async fn open_for_owner(
+        &self,
+        piece: shoal_proto::PieceId,
+        owner: shoal_proto::PublicKey,
+    ) -> Result<(PieceMeta, std::fs::File), Error> {
+        let store = Arc::clone(&self.store);
+        let (meta, file) = blocking(move || store.open_piece(&piece, unix_ms())).await?;
+        protocol::check_owner(&meta, &owner, &piece)?;
+        Ok((meta, file))
+    }
+}
+
+type DownloadStream = ReceiverStream<Result<pb::DownloadResponse, Status>>;
+
+#[tonic::async_trait]
+impl piece_store_server::PieceStore for PieceStoreService {
+    #[instrument(skip_all, fields(peer = ?request.remote_addr()))]
+    async fn upload(
+        &self,
+        request: Request<Streaming<pb::UploadRequest>>,
+    ) -> Result<Response<pb::UploadResponse>, Status> {
+        let t = Tracked::start(&self.inner.metrics, "upload");
+        let _permit = t.outcome(self.permit(request.remote_addr()))?;
+        let r = self.inner.upload(request.into_inner()).await;
+        t.outcome(r).map(Response::new)
+    }
+
+    type DownloadStream = DownloadStream;
+
+    #[instrument(skip_all, fields(peer = ?request.remote_addr()))]
+    async fn download(
+        &self,
+        request: Request<pb::DownloadRequest>,
+    ) -> Result<Response<DownloadStream>, Status> {
+        let t = Tracked::start(&self.inner.metrics, "download");
+        let permit = t.outcome(self.permit(request.remote_addr()))?;
+        let inner = Arc::clone(&self.inner);
+        let opened = async {
+            let order = required("order", request.into_inner().order)?;
+            let order: Signed<DownloadOrder> = order.try_into()?;
+            protocol::check_order(
+                &inner.identity.node_id(),
+                &order.node_id,
+                order.timestamp_ms,
+                unix_ms(),
+            )?;
+            let (meta, file) = inner
+                .open_for_owner(order.piece_id, order.owner_key)
+                .await?;
+            let plan = protocol::plan_download(&meta.info, order.offset, order.length)?;
+            Ok::<_, Error>((meta, file, plan))
+        }
+        .await;
+        let (meta, file, plan) = t.outcome(opened)?;
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let bytes = inner.metrics.bytes.with_label_values(&["download"]);
+            let mut info = Some(pb::PieceInfo::from(&meta.info));
+            let mut file = Some(file);
+            for (offset, len) in plan.chunks {
+                let Some(mut f) = file.take() else { break };
+                let read = blocking(move || {
+                    read_at(&mut f, offset, len)
+                        .map(|d| (d, f))
+                        .map_err(|e| Error::io("cannot read piece", "", e))
+                });
+                let result = tokio::select! {
+                    () = inner.shutdown.cancelled() => Err(Error::ShuttingDown),
+                    r = read => r,
+                };
+                let msg = match result {
+                    Ok((data, f)) => {
+                        file = Some(f);
+                        bytes.inc_by(data.len() as u64);
+                        Ok(pb::DownloadResponse {
+                            info: info.take(),
+                            offset,
+                            data,
+                        })
+                    }
+                    Err(e) => {
+                        t.failed(&e);
+                        Err(Status::from(e))
+                    }
+                };
+                let failed = msg.is_err();
+                if tx.send(msg).await.is_err() {
+                    t.failed(&Error::Cancelled);
+                    break;
+                }
+                if failed {
+                    break;
+                }
+            }
+            drop(t);
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    #[instrument(skip_all, fields(peer = ?request.remote_addr()))]
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let t = Tracked::start(&self.inner.metrics, "delete");
+        let _permit = t.outcome(self.permit(request.remote_addr()))?;
+        let r = async {
+            let order: Signed<DeleteOrder> =
+                required("order", request.into_inner().order)?.try_into()?;
+            protocol::check_order(
+                &self.inner.identity.node_id(),
+                &order.node_id,
+                order.timestamp_ms,
+                unix_ms(),
+            )?;
+            let store = Arc::clone(&self.inner.store);
+            blocking(move || store.delete(&order.piece_id, Some(&order.owner_key))).await?;
+            Ok(pb::DeleteResponse {})
+        }
+        .await;
+        t.outcome(r).map(Response::new)
+    }
+
+    #[instrument(skip_all, fields(peer = ?request.remote_addr()))]
+    async fn audit(
+        &self,
+        request: Request<pb::AuditRequest>,
+    ) -> Result<Response<pb::AuditResponse>, Status> {
+        let t = Tracked::start(&self.inner.metrics, "audit");
+        let _permit = t.outcome(self.permit(request.remote_addr()))?;
+        let r = async {
+            let order: Signed<AuditOrder> =
+                required("order", request.into_inner().order)?.try_into()?;
+            protocol::check_order(
+                &self.inner.identity.node_id(),
+                &order.node_id,
+                order.timestamp_ms,
+                unix_ms(),
+            )?;
+            let (meta, mut file) = self
+                .inner
+                .open_for_owner(order.piece_id, order.owner_key)
+                .await?;
+            let index = u64::from(order.block_index);
+            let (start, end) = meta
+                .info
+                .block_range(index)
+                .ok_or_else(|| Error::OutOfRange {
+                    what: "audit block",
+                    detail: format!(
+                        "block {index} of a piece of {} blocks",
+                        meta.info.block_hashes.len()
+                    ),
+                })?;
+            let block = blocking(move || {
+                read_at(&mut file, start, (end - start) as usize)
+                    .map_err(|e| Error::io("cannot read piece", "", e))
+            })
+            .await?;
+            self.inner
+                .metrics
+                .bytes
+                .with_label_values(&["audit"])
+                .inc_by(block.len() as u64);
+            Ok(pb::AuditResponse {
+                info: Some(pb::PieceInfo::from(&meta.info)),
+                block,
+            })
+        }
+        .await;
+        t.outcome(r).map(Response::new)
+    }
+
+    #[instrument(skip_all, fields(peer = ?request.remote_addr()))]
+    async fn renew(
+        &self,
+        request: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::RenewResponse>, Status> {
+        let t = Tracked::start(&self.inner.metrics, "renew");
+        let _permit = t.outcome(self.permit(request.remote_addr()))?;
+        let r = async {
+            let order: Signed<RenewOrder> =
+                required("order", request.into_inner().order)?.try_into()?;
+            let now = unix_ms();
+            protocol::check_order(
+                &self.inner.identity.node_id(),
+                &order.node_id,
+                order.timestamp_ms,
+                now,
+            )?;
+            protocol::check_lease(order.expires_at_ms, now)?;
+            let store = Arc::clone(&self.inner.store);
+            let o = (*order).clone();
+            let meta =
+                blocking(move || store.renew(&o.piece_id, &o.owner_key, o.expires_at_ms, now))
+                    .await?;
+            Ok(pb::RenewResponse {
+                receipt: Some(self.inner.receipt(&meta, order.piece_id)?),
+            })
+        }
+        .await;
+        t.outcome(r).map(Response::new)
+    }
+}

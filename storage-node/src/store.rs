@@ -1,0 +1,561 @@
+//! The piece store: piece files on disk, metadata and counters in [`MetaDb`], and the
+//! space reservations of uploads in flight.
+//!
+//! Layout under the storage directory:
+//! - `pieces/ab/cd/<piece id hex>`: one file per piece, fanned out by the id's first two
+//!   bytes (directories are created on first use);
+//! - `tmp/<piece id hex>.tmp`: uploads being received;
+//! - `meta/`: the sled database.
+//!
+//! An upload is written to its temp file and fsynced; its metadata and the counters are
+//! then committed in one sled transaction and flushed; only then is the file renamed into
+//! place and the piece acknowledged. A crash before the commit leaves a temp file that
+//! startup removes; a crash after it leaves a complete, fsynced temp file that startup
+//! renames into place. Removal runs the other way (metadata out and into the trash in one
+//! transaction, then the file), so startup only ever looks at `tmp/` and the trash, never
+//! at the piece files, and the counters are always exactly the committed pieces.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use shoal_proto::piece_hash::PieceHasher;
+use shoal_proto::{PieceHash, PieceId, PublicKey};
+
+use crate::error::Error;
+use crate::meta::{Counters, MetaDb, PieceMeta};
+
+/// Space as the node accounts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Space {
+    /// Bytes the operator allocated.
+    pub allocated: u64,
+    /// Bytes of committed pieces.
+    pub used: u64,
+    /// Bytes reserved by uploads in flight (their orders' `max_size`).
+    pub reserved: u64,
+    /// Bytes a new upload may still reserve: `allocated - used - reserved`.
+    pub free: u64,
+    /// Committed pieces.
+    pub pieces: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    used: u64,
+    pieces: u64,
+    reserved: u64,
+    /// Pieces with a write, removal or renewal in progress.
+    busy: HashSet<PieceId>,
+}
+
+/// What startup found and repaired.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Temp files of unfinished uploads, removed.
+    pub temp_files_removed: u64,
+    /// Committed uploads whose rename a crash interrupted, completed.
+    pub renames_completed: u64,
+    /// Removals whose file a crash left behind, completed.
+    pub removals_completed: u64,
+}
+
+/// A full check of metadata, counters and files (walks everything: tests and tools only).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Consistency {
+    pub counters: Counters,
+    /// Sum and count over the metadata records.
+    pub meta_bytes: u64,
+    pub meta_pieces: u64,
+    /// Sum and count over the piece files.
+    pub file_bytes: u64,
+    pub file_count: u64,
+    /// Pieces with metadata but no file, or a file of the wrong size.
+    pub missing_or_wrong: Vec<PieceId>,
+    pub temp_files: u64,
+}
+
+impl Consistency {
+    pub fn is_consistent(&self) -> bool {
+        self.counters.used == self.meta_bytes
+            && self.counters.pieces == self.meta_pieces
+            && self.file_bytes == self.meta_bytes
+            && self.file_count == self.meta_pieces
+            && self.missing_or_wrong.is_empty()
+            && self.temp_files == 0
+    }
+}
+
+/// Pieces on disk.
+#[derive(Debug)]
+pub struct PieceStore {
+    pieces_dir: PathBuf,
+    tmp_dir: PathBuf,
+    meta: MetaDb,
+    allocated: u64,
+    state: Mutex<State>,
+}
+
+fn sync_dir(path: &Path) -> Result<(), Error> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("cannot sync directory", path, e))
+}
+
+impl PieceStore {
+    /// Opens the store under `dir`, creating it if needed, and repairs what a crash left
+    /// behind (see the module docs). Does not walk the piece files.
+    pub fn open(dir: &Path, allocated: u64) -> Result<(Arc<Self>, Recovery), Error> {
+        let pieces_dir = dir.join("pieces");
+        let tmp_dir = dir.join("tmp");
+        for d in [dir, &pieces_dir, &tmp_dir] {
+            fs::create_dir_all(d).map_err(|e| Error::io("cannot create directory", d, e))?;
+        }
+        let meta = MetaDb::open(&dir.join("meta"))?;
+        let store = Self {
+            pieces_dir,
+            tmp_dir,
+            meta,
+            allocated,
+            state: Mutex::new(State::default()),
+        };
+        let recovery = store.recover()?;
+        let counters = store.meta.counters()?;
+        {
+            let mut s = store.lock();
+            s.used = counters.used;
+            s.pieces = counters.pieces;
+        }
+        Ok((Arc::new(store), recovery))
+    }
+
+    /// Reads the committed counters of the store under `dir` without repairing anything.
+    /// Fails if a running node holds the database.
+    pub fn inspect(dir: &Path) -> Result<Counters, Error> {
+        MetaDb::open(&dir.join("meta"))?.counters()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the counters half-updated (each
+        // update is a few assignments), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn recover(&self) -> Result<Recovery, Error> {
+        let mut r = Recovery::default();
+        for piece in self.meta.trash()? {
+            match fs::remove_file(self.piece_path(&piece)) {
+                Ok(()) => r.removals_completed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("cannot remove", self.piece_path(&piece), e)),
+            }
+            self.meta.clear_trash(&piece)?;
+        }
+        let entries =
+            fs::read_dir(&self.tmp_dir).map_err(|e| Error::io("cannot list", &self.tmp_dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("cannot list", &self.tmp_dir, e))?;
+            let path = entry.path();
+            let committed = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".tmp"))
+                .and_then(PieceId::from_hex)
+                .map(|id| self.meta.contains(&id).map(|c| c.then_some(id)))
+                .transpose()?
+                .flatten();
+            match committed {
+                Some(id) if !self.piece_path(&id).exists() => {
+                    self.place(&path, &id)?;
+                    r.renames_completed += 1;
+                }
+                _ => {
+                    fs::remove_file(&path).map_err(|e| Error::io("cannot remove", &path, e))?;
+                    r.temp_files_removed += 1;
+                }
+            }
+        }
+        sync_dir(&self.tmp_dir)?;
+        self.meta.flush()?;
+        Ok(r)
+    }
+
+    fn piece_path(&self, piece: &PieceId) -> PathBuf {
+        let hex = piece.to_hex();
+        self.pieces_dir.join(&hex[0..2]).join(&hex[2..4]).join(hex)
+    }
+
+    fn tmp_path(&self, piece: &PieceId) -> PathBuf {
+        self.tmp_dir.join(format!("{}.tmp", piece.to_hex()))
+    }
+
+    /// Renames a complete temp file into place, creating fan-out directories durably.
+    fn place(&self, tmp: &Path, piece: &PieceId) -> Result<(), Error> {
+        let path = self.piece_path(piece);
+        let leaf = path.parent().unwrap_or(&self.pieces_dir);
+        if !leaf.exists() {
+            fs::create_dir_all(leaf).map_err(|e| Error::io("cannot create directory", leaf, e))?;
+            let mid = leaf.parent().unwrap_or(&self.pieces_dir);
+            sync_dir(mid)?;
+            sync_dir(&self.pieces_dir)?;
+        }
+        fs::rename(tmp, &path).map_err(|e| Error::io("cannot rename into", &path, e))?;
+        sync_dir(leaf)
+    }
+
+    pub fn space(&self) -> Space {
+        let s = self.lock();
+        Space {
+            allocated: self.allocated,
+            used: s.used,
+            reserved: s.reserved,
+            free: self.allocated.saturating_sub(s.used + s.reserved),
+            pieces: s.pieces,
+        }
+    }
+
+    /// Bytes a new upload could still reserve (what the node record advertises).
+    pub fn free_space(&self) -> u64 {
+        self.space().free
+    }
+
+    /// Bytes of committed pieces.
+    pub fn used_space(&self) -> u64 {
+        self.space().used
+    }
+
+    /// Reserves `max_size` bytes for a new piece and opens its temp file. Refuses an
+    /// existing piece id and an upload that would exceed the allocation, before any data.
+    pub fn begin_upload(
+        self: &Arc<Self>,
+        piece: PieceId,
+        owner: PublicKey,
+        max_size: u64,
+        block_size: u32,
+        expires_at_ms: u64,
+    ) -> Result<PendingPiece, Error> {
+        {
+            let mut s = self.lock();
+            if s.busy.contains(&piece) {
+                return Err(Error::Busy(piece));
+            }
+            if self.meta.contains(&piece)? {
+                return Err(Error::AlreadyExists(piece));
+            }
+            let free = self.allocated.saturating_sub(s.used + s.reserved);
+            if max_size > free {
+                return Err(Error::NoSpace {
+                    requested: max_size,
+                    free,
+                });
+            }
+            s.reserved += max_size;
+            s.busy.insert(piece);
+        }
+        let mut pending = PendingPiece {
+            store: Arc::clone(self),
+            piece,
+            owner,
+            expires_at_ms,
+            max_size,
+            reserved: max_size,
+            tmp_path: self.tmp_path(&piece),
+            file: None,
+            hasher: PieceHasher::new(block_size),
+            meta_committed: false,
+        };
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&pending.tmp_path)
+            .map_err(|e| Error::io("cannot create", &pending.tmp_path, e))?;
+        pending.file = Some(file);
+        Ok(pending)
+    }
+
+    /// A piece's metadata, if it is stored and its lease has not ended.
+    pub fn get(&self, piece: &PieceId, now_ms: u64) -> Result<PieceMeta, Error> {
+        match self.meta.get(piece)? {
+            Some(m) if m.expires_at_ms > now_ms => Ok(m),
+            _ => Err(Error::NotFound(*piece)),
+        }
+    }
+
+    /// Opens a piece for reading.
+    pub fn open_piece(&self, piece: &PieceId, now_ms: u64) -> Result<(PieceMeta, File), Error> {
+        let meta = self.get(piece, now_ms)?;
+        let path = self.piece_path(piece);
+        match File::open(&path) {
+            Ok(f) => Ok((meta, f)),
+            // Metadata is committed just before the rename: a read in that instant waits.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound && self.lock().busy.contains(piece) =>
+            {
+                Err(Error::Busy(*piece))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Corrupt {
+                piece: piece.to_hex(),
+                detail: "metadata present but the file is missing",
+            }),
+            Err(e) => Err(Error::io("cannot open", path, e)),
+        }
+    }
+
+    fn mark_busy(&self, piece: &PieceId) -> Result<BusyGuard<'_>, Error> {
+        let mut s = self.lock();
+        if !s.busy.insert(*piece) {
+            return Err(Error::Busy(*piece));
+        }
+        Ok(BusyGuard {
+            store: self,
+            piece: *piece,
+        })
+    }
+
+    /// Removes a piece. With `owner`, only if that key uploaded it.
+    pub fn delete(&self, piece: &PieceId, owner: Option<&PublicKey>) -> Result<PieceMeta, Error> {
+        let _busy = self.mark_busy(piece)?;
+        let meta = self.meta.get(piece)?.ok_or(Error::NotFound(*piece))?;
+        if let Some(owner) = owner
+            && *owner != meta.owner
+        {
+            return Err(Error::NotOwner(*piece));
+        }
+        self.remove_marked(piece)
+    }
+
+    fn remove_marked(&self, piece: &PieceId) -> Result<PieceMeta, Error> {
+        let meta = {
+            let mut s = self.lock();
+            let (meta, counters) = self.meta.remove(piece)?;
+            s.used = counters.used;
+            s.pieces = counters.pieces;
+            meta
+        };
+        self.meta.flush()?;
+        let path = self.piece_path(piece);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("cannot remove", path, e)),
+        }
+        self.meta.clear_trash(piece)?;
+        Ok(meta)
+    }
+
+    /// Moves a piece's lease expiry; only its owner may.
+    pub fn renew(
+        &self,
+        piece: &PieceId,
+        owner: &PublicKey,
+        expires_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<PieceMeta, Error> {
+        let _busy = self.mark_busy(piece)?;
+        let meta = self.get(piece, now_ms)?;
+        if *owner != meta.owner {
+            return Err(Error::NotOwner(*piece));
+        }
+        let meta = self.meta.set_expiry(piece, expires_at_ms)?;
+        self.meta.flush()?;
+        Ok(meta)
+    }
+
+    /// Removes up to `limit` pieces whose lease ended at or before `now_ms`; returns how
+    /// many. Pieces busy with another operation are left for the next round.
+    pub fn collect_expired(&self, now_ms: u64, limit: usize) -> Result<u64, Error> {
+        let mut removed = 0;
+        for piece in self.meta.expired(now_ms, limit)? {
+            let Ok(_busy) = self.mark_busy(&piece) else {
+                continue;
+            };
+            match self.meta.get(&piece)? {
+                Some(m) if m.expires_at_ms <= now_ms => {
+                    self.remove_marked(&piece)?;
+                    removed += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Walks metadata and files and compares them with the counters.
+    pub fn check(&self) -> Result<Consistency, Error> {
+        let mut c = Consistency {
+            counters: self.meta.counters()?,
+            ..Default::default()
+        };
+        for item in self.meta.all() {
+            let (id, meta) = item?;
+            c.meta_bytes += meta.info.size;
+            c.meta_pieces += 1;
+            match fs::metadata(self.piece_path(&id)) {
+                Ok(m) if m.len() == meta.info.size => {}
+                _ => c.missing_or_wrong.push(id),
+            }
+        }
+        let mut stack = vec![self.pieces_dir.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(&dir).map_err(|e| Error::io("cannot list", &dir, e))? {
+                let entry = entry.map_err(|e| Error::io("cannot list", &dir, e))?;
+                let m = entry
+                    .metadata()
+                    .map_err(|e| Error::io("cannot stat", entry.path(), e))?;
+                if m.is_dir() {
+                    stack.push(entry.path());
+                } else {
+                    c.file_bytes += m.len();
+                    c.file_count += 1;
+                }
+            }
+        }
+        c.temp_files = fs::read_dir(&self.tmp_dir)
+            .map_err(|e| Error::io("cannot list", &self.tmp_dir, e))?
+            .count() as u64;
+        Ok(c)
+    }
+
+    /// Number of temp files (uploads in progress or left behind).
+    pub fn temp_file_count(&self) -> u64 {
+        fs::read_dir(&self.tmp_dir)
+            .map(|d| d.count() as u64)
+            .unwrap_or(0)
+    }
+
+    /// Makes all committed metadata durable (at shutdown).
+    pub fn flush(&self) -> Result<(), Error> {
+        self.meta.flush()
+    }
+
+    /// The metadata database (benchmarks and tools).
+    pub fn meta(&self) -> &MetaDb {
+        &self.meta
+    }
+}
+
+struct BusyGuard<'a> {
+    store: &'a PieceStore,
+    piece: PieceId,
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.store.lock().busy.remove(&self.piece);
+    }
+}
+
+/// A piece being received: its reservation, temp file and running hash. Dropping it
+/// before [`PendingPiece::commit`] removes the temp file and releases the reservation.
+#[derive(Debug)]
+pub struct PendingPiece {
+    store: Arc<PieceStore>,
+    piece: PieceId,
+    owner: PublicKey,
+    expires_at_ms: u64,
+    max_size: u64,
+    reserved: u64,
+    tmp_path: PathBuf,
+    file: Option<File>,
+    hasher: PieceHasher,
+    meta_committed: bool,
+}
+
+impl PendingPiece {
+    pub fn piece_id(&self) -> &PieceId {
+        &self.piece
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.hasher.size()
+    }
+
+    /// Appends data; refuses to go past the order's `max_size`.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), Error> {
+        if self.hasher.size() + data.len() as u64 > self.max_size {
+            return Err(Error::OverMaxSize {
+                max_size: self.max_size,
+            });
+        }
+        let file = self
+            .file
+            .as_mut()
+            .ok_or(Error::Protocol("upload already closed"))?;
+        file.write_all(data)
+            .map_err(|e| Error::io("cannot write", &self.tmp_path, e))?;
+        self.hasher.update(data);
+        Ok(())
+    }
+
+    /// Checks the data against the trailer's size and hash, then makes the piece durable
+    /// and visible (see the module docs for the order of steps).
+    pub fn commit(
+        mut self,
+        declared_size: u64,
+        declared_hash: &PieceHash,
+        now_ms: u64,
+    ) -> Result<PieceMeta, Error> {
+        let received = self.hasher.size();
+        if declared_size != received {
+            return Err(Error::SizeMismatch {
+                declared: declared_size,
+                received,
+            });
+        }
+        let info = self.hasher.clone().finish();
+        if info.root() != *declared_hash {
+            return Err(Error::HashMismatch);
+        }
+        if let Some(file) = self.file.take() {
+            file.sync_all()
+                .map_err(|e| Error::io("cannot sync", &self.tmp_path, e))?;
+        }
+        let meta = PieceMeta {
+            owner: self.owner,
+            piece_hash: *declared_hash,
+            info,
+            created_at_ms: now_ms,
+            expires_at_ms: self.expires_at_ms,
+        };
+        {
+            let mut s = self.store.lock();
+            let counters = self.store.meta.insert(&self.piece, &meta)?;
+            s.used = counters.used;
+            s.pieces = counters.pieces;
+            s.reserved -= self.reserved;
+            self.reserved = 0;
+            // From here on the temp file is the committed piece: never delete it.
+            self.meta_committed = true;
+        }
+        self.store.meta.flush()?;
+        self.store.place(&self.tmp_path, &self.piece)?;
+        Ok(meta)
+    }
+}
+
+impl Drop for PendingPiece {
+    fn drop(&mut self) {
+        self.file = None;
+        if !self.meta_committed {
+            let _ = fs::remove_file(&self.tmp_path);
+        }
+        let mut s = self.store.lock();
+        s.reserved -= self.reserved;
+        s.busy.remove(&self.piece);
+    }
+}
+
+/// Reads `len` bytes at `offset` of a piece file.
+pub fn read_at(file: &mut File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

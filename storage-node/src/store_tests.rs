@@ -1,0 +1,188 @@
+use super::*;
+use shoal_proto::Identity;
+use shoal_proto::piece_hash::PieceHasher;
+
+fn owner() -> PublicKey {
+    *Identity::from_seed([9; 32]).public_key()
+}
+
+fn data(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn root(bytes: &[u8]) -> PieceHash {
+    let mut h = PieceHasher::new(4096);
+    h.update(bytes);
+    h.finish().root()
+}
+
+fn put(store: &Arc<PieceStore>, id: u8, bytes: &[u8], expires: u64) -> Result<PieceMeta, Error> {
+    let mut p = store.begin_upload(
+        PieceId([id; 32]),
+        owner(),
+        bytes.len() as u64,
+        4096,
+        expires,
+    )?;
+    p.write(bytes)?;
+    p.commit(bytes.len() as u64, &root(bytes), 1)
+}
+
+#[test]
+fn commit_read_delete_keep_counters_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = PieceStore::open(dir.path(), 1 << 20).unwrap();
+    let bytes = data(10_000, 1);
+    put(&store, 1, &bytes, u64::MAX).unwrap();
+    let (meta, mut f) = store.open_piece(&PieceId([1; 32]), 5).unwrap();
+    assert_eq!(meta.info.size, 10_000);
+    assert_eq!(read_at(&mut f, 4096, 10).unwrap(), bytes[4096..4106]);
+    let space = store.space();
+    assert_eq!((space.used, space.pieces, space.reserved), (10_000, 1, 0));
+    assert!(store.check().unwrap().is_consistent());
+
+    assert!(matches!(
+        put(&store, 1, &bytes, u64::MAX),
+        Err(Error::AlreadyExists(_))
+    ));
+    let stranger = *Identity::from_seed([8; 32]).public_key();
+    assert!(matches!(
+        store.delete(&PieceId([1; 32]), Some(&stranger)),
+        Err(Error::NotOwner(_))
+    ));
+    store.delete(&PieceId([1; 32]), Some(&owner())).unwrap();
+    assert_eq!(store.space().used, 0);
+    let c = store.check().unwrap();
+    assert!(c.is_consistent(), "{c:?}");
+    assert_eq!(c.file_count, 0);
+}
+
+#[test]
+fn bad_hash_or_size_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = PieceStore::open(dir.path(), 1 << 20).unwrap();
+    let bytes = data(5000, 2);
+    let mut p = store
+        .begin_upload(PieceId([2; 32]), owner(), 8000, 4096, 10)
+        .unwrap();
+    p.write(&bytes).unwrap();
+    assert!(matches!(
+        p.commit(5000, &PieceHash([0; 32]), 1),
+        Err(Error::HashMismatch)
+    ));
+    let mut p = store
+        .begin_upload(PieceId([2; 32]), owner(), 8000, 4096, 10)
+        .unwrap();
+    p.write(&bytes).unwrap();
+    assert!(matches!(
+        p.commit(4999, &root(&bytes), 1),
+        Err(Error::SizeMismatch { .. })
+    ));
+    let mut p = store
+        .begin_upload(PieceId([2; 32]), owner(), 100, 4096, 10)
+        .unwrap();
+    assert!(matches!(p.write(&bytes), Err(Error::OverMaxSize { .. })));
+    drop(p);
+    assert_eq!(
+        store.space(),
+        Space {
+            allocated: 1 << 20,
+            used: 0,
+            reserved: 0,
+            free: 1 << 20,
+            pieces: 0
+        }
+    );
+    assert_eq!(store.temp_file_count(), 0);
+}
+
+#[test]
+fn reservations_never_exceed_the_allocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = PieceStore::open(dir.path(), 10_000).unwrap();
+    let a = store
+        .begin_upload(PieceId([1; 32]), owner(), 6000, 4096, 10)
+        .unwrap();
+    let b = store.begin_upload(PieceId([2; 32]), owner(), 6000, 4096, 10);
+    assert!(matches!(
+        b,
+        Err(Error::NoSpace {
+            requested: 6000,
+            free: 4000
+        })
+    ));
+    // The same piece id cannot be uploaded twice at once.
+    assert!(matches!(
+        store.begin_upload(PieceId([1; 32]), owner(), 1, 4096, 10),
+        Err(Error::Busy(_))
+    ));
+    assert_eq!(store.space().reserved, 6000);
+    drop(a);
+    assert_eq!(store.space().reserved, 0);
+    store
+        .begin_upload(PieceId([2; 32]), owner(), 10_000, 4096, 10)
+        .unwrap();
+}
+
+#[test]
+fn expired_pieces_are_collected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = PieceStore::open(dir.path(), 1 << 20).unwrap();
+    put(&store, 1, &data(100, 1), 50).unwrap();
+    put(&store, 2, &data(200, 2), 500).unwrap();
+    assert!(matches!(
+        store.get(&PieceId([1; 32]), 50),
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(store.collect_expired(49, 100).unwrap(), 0);
+    assert_eq!(store.collect_expired(50, 100).unwrap(), 1);
+    assert_eq!(store.space().used, 200);
+    store.renew(&PieceId([2; 32]), &owner(), 5000, 60).unwrap();
+    assert_eq!(store.collect_expired(1000, 100).unwrap(), 0);
+    assert!(store.check().unwrap().is_consistent());
+}
+
+#[test]
+fn recovery_removes_partial_uploads_and_finishes_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = data(9000, 3);
+    {
+        let (store, _) = PieceStore::open(dir.path(), 1 << 20).unwrap();
+        put(&store, 1, &bytes, u64::MAX).unwrap();
+        put(&store, 4, &bytes, u64::MAX).unwrap();
+        // A crash mid-upload: a temp file with no metadata.
+        fs::write(store.tmp_path(&PieceId([2; 32])), &bytes[..100]).unwrap();
+        // A crash between the metadata commit and the rename.
+        let mut h = PieceHasher::new(4096);
+        h.update(&bytes);
+        let info = h.finish();
+        let meta = PieceMeta {
+            owner: owner(),
+            piece_hash: info.root(),
+            info,
+            created_at_ms: 1,
+            expires_at_ms: u64::MAX,
+        };
+        store.meta().insert(&PieceId([3; 32]), &meta).unwrap();
+        fs::write(store.tmp_path(&PieceId([3; 32])), &bytes).unwrap();
+        // A crash between the metadata removal and the file removal.
+        store.meta().remove(&PieceId([4; 32])).unwrap();
+        store.flush().unwrap();
+    }
+    let (store, recovery) = PieceStore::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(
+        recovery,
+        Recovery {
+            temp_files_removed: 1,
+            renames_completed: 1,
+            removals_completed: 1
+        }
+    );
+    let c = store.check().unwrap();
+    assert!(c.is_consistent(), "{c:?}");
+    assert_eq!((c.counters.used, c.counters.pieces), (18_000, 2));
+    let (_, mut f) = store.open_piece(&PieceId([3; 32]), 1).unwrap();
+    assert_eq!(read_at(&mut f, 0, 9000).unwrap(), bytes);
+}

@@ -1,0 +1,797 @@
+//! The storage node over real gRPC on loopback: the "Done when" list of the
+//! storage-node issue, plus the bounds and the shutdown path.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use shoal_proto::limits::{MAX_CHUNK, MAX_GRPC_MESSAGE, ORDER_WINDOW_MS};
+use shoal_proto::pb::{self, upload_request};
+use shoal_proto::time::unix_ms;
+use shoal_tests::{Cluster, NodeOptions, Owner, http_get, random_piece, test_data, wait_until};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+const LIMIT: Duration = Duration::from_secs(60);
+const BS: u32 = 4096;
+
+async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
+    tokio::time::timeout(LIMIT, f)
+        .await
+        .expect("test timed out");
+}
+
+fn chunk(data: Vec<u8>) -> pb::UploadRequest {
+    pb::UploadRequest {
+        message: Some(upload_request::Message::Chunk(data)),
+    }
+}
+
+fn order_msg(o: pb::UploadOrder) -> pb::UploadRequest {
+    pb::UploadRequest {
+        message: Some(upload_request::Message::Order(o)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_download_audit_renew_delete() {
+    bounded(async {
+        let cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
+        let n = cluster.node(0);
+        let mut c = n.client().await.unwrap();
+        let owner = Owner::new();
+        let piece = random_piece();
+        let data = test_data(3 * MAX_CHUNK + 12_345, 1);
+        let receipt = owner
+            .upload(&mut c, n.node_id(), piece, &data, 65_536)
+            .await
+            .unwrap();
+        assert_eq!(receipt.node_id(), n.node_id());
+        assert_eq!(receipt.size, data.len() as u64);
+        assert_eq!(receipt.owner_key, *owner.identity.public_key());
+
+        let (info, start, got) = owner
+            .download(&mut c, n.node_id(), piece, 0, 0)
+            .await
+            .unwrap();
+        assert_eq!((start, got.as_slice()), (0, data.as_slice()));
+        assert_eq!(info.root(), receipt.piece_hash);
+
+        let (info, block) = owner.audit(&mut c, n.node_id(), piece, 3).await.unwrap();
+        assert!(info.verify_block(3, &block));
+        let err = owner
+            .audit(&mut c, n.node_id(), piece, 10_000)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::OutOfRange);
+
+        let later = unix_ms() + 7_200_000;
+        let renewed = owner
+            .renew(&mut c, n.node_id(), piece, later)
+            .await
+            .unwrap();
+        assert_eq!(renewed.expires_at_ms, later);
+        assert_eq!(renewed.piece_hash, receipt.piece_hash);
+
+        let space = n.running().store().space();
+        assert_eq!(
+            (space.used, space.pieces, space.reserved),
+            (data.len() as u64, 1, 0)
+        );
+        owner.delete(&mut c, n.node_id(), piece).await.unwrap();
+        let err = owner
+            .download(&mut c, n.node_id(), piece, 0, 0)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        let err = owner.delete(&mut c, n.node_id(), piece).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        let check = n.running().store().check().unwrap();
+        assert!(check.is_consistent(), "{check:?}");
+        assert_eq!(check.counters.used, 0);
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_download_sends_whole_covering_blocks() {
+    bounded(async {
+        let cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
+        let n = cluster.node(0);
+        let mut c = n.client().await.unwrap();
+        let owner = Owner::new();
+        let piece = random_piece();
+        let data = test_data(100_000, 2);
+        owner
+            .upload(&mut c, n.node_id(), piece, &data, BS)
+            .await
+            .unwrap();
+        let (_, start, got) = owner
+            .download(&mut c, n.node_id(), piece, 10_000, 5_000)
+            .await
+            .unwrap();
+        assert_eq!(start, 8192);
+        assert_eq!(got.len(), 8192);
+        assert_eq!(got, data[8192..16_384]);
+        let (_, start, got) = owner
+            .download(&mut c, n.node_id(), piece, 99_000, 0)
+            .await
+            .unwrap();
+        assert_eq!((start, got.as_slice()), (98_304, &data[98_304..]));
+        let err = owner
+            .download(&mut c, n.node_id(), piece, 99_000, 2_000)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::OutOfRange);
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_hash_is_refused_and_nothing_is_stored() {
+    bounded(async {
+        let cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
+        let n = cluster.node(0);
+        let mut c = n.client().await.unwrap();
+        let owner = Owner::new();
+        let piece = random_piece();
+        let data = test_data(50_000, 3);
+        let mut msgs = owner
+            .upload_messages(n.node_id(), piece, &data, BS)
+            .unwrap();
+        // Same trailer, one flipped byte of data.
+        if let Some(upload_request::Message::Chunk(c)) = &mut msgs[1].message {
+            c[100] ^= 1;
+        }
+        let err = owner.send_upload(&mut c, msgs).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+        // A trailer signed by someone else is refused too.
+        let mut msgs = owner
+            .upload_messages(n.node_id(), piece, &data, BS)
+            .unwrap();
+        let last = msgs.len() - 1;
+        msgs[last] = pb::UploadRequest {
+            message: Some(upload_request::Message::Trailer(
+                Owner::new().trailer(piece, &data, BS).unwrap(),
+            )),
+        };
+        assert_eq!(
+            owner.send_upload(&mut c, msgs).await.unwrap_err().code(),
+            Code::InvalidArgument
+        );
+        let store = n.running().store();
+        assert_eq!(store.space().used, 0);
+        assert_eq!(store.space().reserved, 0);
+        assert_eq!(store.temp_file_count(), 0);
+        assert_eq!(
+            owner
+                .download(&mut c, n.node_id(), piece, 0, 0)
+                .await
+                .unwrap_err()
+                .code(),
+            Code::NotFound
+        );
+        // The piece id is still free for a correct upload.
+        owner
+            .upload(&mut c, n.node_id(), piece, &data, BS)
+            .await
+            .unwrap();
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_owner_may_delete_read_audit_or_renew() {
+    bounded(async {
+        let cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
+        let n = cluster.node(0);
+        let mut c = n.client().await.unwrap();
+        let (owner, other) = (Owner::new(), Owner::new());
+        let piece = random_piece();
+        let data = test_data(10_000, 4);
+        owner
+            .upload(&mut c, n.node_id(), piece, &data, BS)
+            .await
+            .unwrap();
+        let id = n.node_id();
+        assert_eq!(
+            other.delete(&mut c, id, piece).await.unwrap_err().code(),
+            Code::PermissionDenied
+        );
+        assert_eq!(
+            other
+                .download(&mut c, id, piece, 0, 0)
+                .await
+                .unwrap_err()
+                .code(),
+            Code::PermissionDenied
+        );
+        assert_eq!(
+            other.audit(&mut c, id, piece, 0).await.unwrap_err().code(),
+            Code::PermissionDenied
+        );
+        assert_eq!(
+            other
+                .renew(&mut c, id, piece, unix_ms() + 1_000_000)
+                .await
+                .unwrap_err()
+                .code(),
+            Code::PermissionDenied
+        );
+        // Still there, untouched.
+        let (_, _, got) = owner.download(&mut c, id, piece, 0, 0).await.unwrap();
+        assert_eq!(got, data);
+        let failures = n
+            .running()
+            .metrics()
+            .failures
+            .with_label_values(&["delete", "not_owner"])
+            .get();
+        assert_eq!(failures, 1);
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrite_is_refused() {
+    bounded(async {
+        let cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
+        let n = cluster.node(0);
+        let mut c = n.client().await.unwrap();
+        let owner = Owner::new();
+        let piece = random_piece();
+        let data = test_data(10_000, 5);
+        owner
+            .upload(&mut c, n.node_id(), piece, &data, BS)
+            .await
+            .unwrap();
+        for uploader in [&owner, &Owner::new()] {
+            let err = uploader
+                .upload(&mut c, n.node_id(), piece, &test_data(10_000, 6), BS)
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Code::AlreadyExists);
+        }
+        let (_, _, got) = owner
+            .download(&mut c, n.node_id(), piece, 0, 0)
+            .await
+            .unwrap();
+        assert_eq!(got, data);
+        assert_eq!(n.running().store().space().used, 10_000);
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_over_the_allocation_are_refused_and_counters_unchanged() {
+    bounded(async {
+        let options = NodeOptions {
+            allocate: 1 << 20,
+            ..NodeOptions::default()
+        };
+        let cluster = Cluster::start(1, options).await.unwrap();
+        let n = cluster.node(0);
+        let mut c = n.client().await.unwrap();
+        let owner = Owner::new();
+        owner
+            .upload(
+                &mut c,
+                n.node_id(),
+                random_piece(),
+                &test_data(600_000, 7),
+                BS,
+            )
+            .await
+            .unwrap();
+        let before = n.running().store().space();
+        let err = owner
+            .upload(
+                &mut c,
+                n.node_id(),
+                random_piece(),
+                &test_data(600_000, 8),
+                BS,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+        assert_eq!(n.running().store().space(), before);
+        assert_eq!(n.running().store().temp_file_count(), 0);
+
+        // Concurrent uploads reserve their max_size: with 400 KiB free, one open upload
+        // reserving 300 KB leaves too little for a second one, before any data is sent.
+        let id = n.node_id();
+        let (tx, rx) = mpsc::channel(4);
+        let now = unix_ms();
+        tx.send(order_msg(
+            owner
+                .upload_order(id, random_piece(), 300_000, BS, now + 60_000, now)
+                .unwrap(),
+        ))
+        .await
+        .unwrap();
+        let mut c2 = n.client().await.unwrap();
+        let open = tokio::spawn(async move { c2.upload(ReceiverStream::new(rx)).await });
+        let store = n.running().store().clone();
+        wait_until(Duration::from_secs(10), "the reservation", || {
+            let s = store.clone();
+            async move { s.space().reserved == 300_000 }
+        })
+        .await
+        .unwrap();
+        let err = owner
+            .upload(&mut c, id, random_piece(), &test_data(200_000, 9), BS)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted);
+        drop(tx);
+        let _ = open.await.unwrap();
+        wait_until(
+            Duration::from_secs(10),
+            "the reservation to be released",
+            || {
+                let s = store.clone();
+                async move { s.space().reserved == 0 }
+            },
+        )
+        .await
+        .unwrap();
+        owner
+            .upload(&mut c, id, random_piece(), &test_data(200_000, 9), BS)
+            .await
+            .unwrap();
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_pieces_are_collected() {
+    bounded(async {
+        let options = NodeOptions {
+            expiry_interval_ms: 50,
+            ..NodeOptions::default()
+        };
+        let cluster = Cluster::start(1, options).await.unwrap();
+        let n = cluster.node(0);
+        let mut c = n.client().await.unwrap();
+        let mut owner = Owner::new();
+        owner.lease = Duration::from_millis(300);
+        let short = random_piece();
+        owner
+            .upload(&mut c, n.node_id(), short, &test_data(5000, 10), BS)
+            .await
+            .unwrap();
+        owner.lease = Duration::from_secs(3600);
+        let long = random_piece();
+        owner
+            .upload(&mut c, n.node_id(), long, &test_data(7000, 11), BS)
+            .await
+            .unwrap();
+        let store = n.running().store().clone();
+        wait_until(
+            Duration::from_secs(20),
+            "the expired piece to be collected",
+            || {
+                let s = store.clone();
+                async move { s.space().pieces == 1 }
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(store.space().used, 7000);
+        assert_eq!(
+            owner
+                .download(&mut c, n.node_id(), short, 0, 0)
+                .await
+                .unwrap_err()
+                .code(),
+            Code::NotFound
+        );
+        owner
+            .download(&mut c, n.node_id(), long, 0, 0)
+            .await
+            .unwrap();
+        assert_eq!(n.running().metrics().expired.get(), 1);
+        assert!(store.check().unwrap().is_consistent());
+        // An order whose lease has already ended is refused.
+        let now = unix_ms();
+        let order = owner
+            .upload_order(n.node_id(), random_piece(), 10, BS, now - 1, now - 2)
+            .unwrap();
+        let err = c
+            .upload(tokio_stream::iter(vec![order_msg(order)]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_future_and_misaddressed_orders_are_refused() {
+    bounded(async {
+        let cluster = Cluster::start(2, NodeOptions::default()).await.unwrap();
+        let n = cluster.node(0);
+        let mut c = n.client().await.unwrap();
+        let owner = Owner::new();
+        let now = unix_ms();
+        let cases = [
+            (n.node_id(), now - ORDER_WINDOW_MS - 60_000),
+            (n.node_id(), now + ORDER_WINDOW_MS + 60_000),
+            (cluster.node(1).node_id(), now),
+        ];
+        for (node, ts) in cases {
+            let piece = random_piece();
+            let data = test_data(1000, 12);
+            let mut msgs = owner.upload_messages(node, piece, &data, BS).unwrap();
+            msgs[0] = order_msg(
+                owner
+                    .upload_order(node, piece, 1000, BS, now + 3_600_000, ts)
+                    .unwrap(),
+            );
+            let err = owner.send_upload(&mut c, msgs).await.unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+        }
+        // A stale download order for a stored piece is refused as well.
+        let piece = random_piece();
+        owner
+            .upload(&mut c, n.node_id(), piece, &test_data(1000, 13), BS)
+            .await
+            .unwrap();
+        let mut order = owner.download_order(n.node_id(), piece, 0, 0).unwrap();
+        order.timestamp_ms = now - ORDER_WINDOW_MS - 60_000;
+        // Re-sign with the old timestamp.
+        let stale = shoal_proto::Signed::sign(
+            shoal_proto::messages::DownloadOrder {
+                piece_id: piece,
+                node_id: n.node_id(),
+                owner_key: *owner.identity.public_key(),
+                offset: 0,
+                length: 0,
+                timestamp_ms: order.timestamp_ms,
+            },
+            &owner.identity,
+        )
+        .unwrap();
+        let err = c
+            .download(pb::DownloadRequest {
+                order: Some((&stale).into()),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        // A tampered order (signature no longer matches) is refused.
+        let err = c
+            .download(pb::DownloadRequest { order: Some(order) })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert_eq!(n.running().store().space().pieces, 1);
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_messages_are_refused_and_nothing_is_stored() {
+    bounded(async {
+        let cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
+        let n = cluster.node(0);
+        let owner = Owner::new();
+        let id = n.node_id();
+        let now = unix_ms();
+        // A message over the gRPC limit: the transport refuses it.
+        let mut big = n
+            .client()
+            .await
+            .unwrap()
+            .max_encoding_message_size(16 << 20);
+        let piece = random_piece();
+        let order = owner
+            .upload_order(id, piece, 8 << 20, BS, now + 60_000, now)
+            .unwrap();
+        let msgs = vec![order_msg(order), chunk(vec![0; MAX_GRPC_MESSAGE + 1])];
+        let err = big.upload(tokio_stream::iter(msgs)).await.unwrap_err();
+        assert!(
+            matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
+            "{err}"
+        );
+        // A chunk under the gRPC limit but over the protocol's chunk limit.
+        let mut c = n.client().await.unwrap();
+        let order = owner
+            .upload_order(id, piece, 8 << 20, BS, now + 60_000, now)
+            .unwrap();
+        let msgs = vec![order_msg(order), chunk(vec![0; MAX_CHUNK + 1])];
+        let err = c.upload(tokio_stream::iter(msgs)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+        // More data than the order's max_size.
+        let order = owner
+            .upload_order(id, piece, 1000, BS, now + 60_000, now)
+            .unwrap();
+        let msgs = vec![order_msg(order), chunk(vec![0; 1001])];
+        let err = c.upload(tokio_stream::iter(msgs)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+        // A max_size over the piece limit.
+        let order = owner.upload_order(
+            id,
+            piece,
+            shoal_proto::limits::MAX_PIECE_SIZE + 1,
+            BS,
+            now + 60_000,
+            now,
+        );
+        let err = c
+            .upload(tokio_stream::iter(vec![order_msg(order.unwrap())]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+        let store = n.running().store().clone();
+        wait_until(
+            Duration::from_secs(10),
+            "reservations to be released",
+            || {
+                let s = store.clone();
+                async move { s.space().reserved == 0 && s.temp_file_count() == 0 }
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(store.space().used, 0);
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_uploads_time_out_and_leave_nothing() {
+    bounded(async {
+        let options = NodeOptions {
+            stall_timeout_ms: 300,
+            ..NodeOptions::default()
+        };
+        let cluster = Cluster::start(1, options).await.unwrap();
+        let n = cluster.node(0);
+        let mut c = n.client().await.unwrap();
+        let owner = Owner::new();
+        let now = unix_ms();
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(order_msg(
+            owner
+                .upload_order(n.node_id(), random_piece(), 100_000, BS, now + 60_000, now)
+                .unwrap(),
+        ))
+        .await
+        .unwrap();
+        tx.send(chunk(test_data(50_000, 14))).await.unwrap();
+        // Keep the stream open and silent.
+        let err = c.upload(ReceiverStream::new(rx)).await.unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+        drop(tx);
+        let store = n.running().store().clone();
+        wait_until(Duration::from_secs(10), "cleanup", || {
+            let s = store.clone();
+            async move { s.space().reserved == 0 && s.temp_file_count() == 0 }
+        })
+        .await
+        .unwrap();
+        assert_eq!(store.space().used, 0);
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_streams_per_peer_are_bounded() {
+    bounded(async {
+        let options = NodeOptions {
+            max_streams_per_peer: 2,
+            ..NodeOptions::default()
+        };
+        let cluster = Cluster::start(1, options).await.unwrap();
+        let n = cluster.node(0);
+        let owner = Owner::new();
+        let now = unix_ms();
+        let mut senders = Vec::new();
+        let mut calls = Vec::new();
+        for _ in 0..2 {
+            let (tx, rx) = mpsc::channel(4);
+            tx.send(order_msg(
+                owner
+                    .upload_order(n.node_id(), random_piece(), 1000, BS, now + 60_000, now)
+                    .unwrap(),
+            ))
+            .await
+            .unwrap();
+            let mut c = n.client().await.unwrap();
+            calls.push(tokio::spawn(async move {
+                c.upload(ReceiverStream::new(rx)).await
+            }));
+            senders.push(tx);
+        }
+        let store = n.running().store().clone();
+        wait_until(Duration::from_secs(10), "two open uploads", || {
+            let s = store.clone();
+            async move { s.space().reserved == 2000 }
+        })
+        .await
+        .unwrap();
+        let mut c = n.client().await.unwrap();
+        let err = owner
+            .upload(&mut c, n.node_id(), random_piece(), &test_data(10, 15), BS)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+        drop(senders);
+        for call in calls {
+            let _ = call.await.unwrap();
+        }
+        wait_until(Duration::from_secs(10), "streams to close", || {
+            let s = store.clone();
+            async move { s.space().reserved == 0 }
+        })
+        .await
+        .unwrap();
+        owner
+            .upload(&mut c, n.node_id(), random_piece(), &test_data(10, 15), BS)
+            .await
+            .unwrap();
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_serves_every_acknowledged_piece() {
+    bounded(async {
+        let mut cluster = Cluster::start(3, NodeOptions::default()).await.unwrap();
+        let owner = Owner::new();
+        let mut stored = Vec::new();
+        for i in 0..3 {
+            let n = cluster.node(i);
+            assert_eq!(n.grpc_addr().ip().to_string(), format!("127.0.{}.1", i + 1));
+            let mut c = n.client().await.unwrap();
+            for j in 0..5u64 {
+                let piece = random_piece();
+                let data = test_data(1000 + 7919 * j as usize, j + 100 * i as u64);
+                owner
+                    .upload(&mut c, n.node_id(), piece, &data, BS)
+                    .await
+                    .unwrap();
+                stored.push((i, piece, data));
+            }
+        }
+        let used_before = cluster.node(0).running().store().space();
+        cluster.node_mut(0).restart().await.unwrap();
+        let n = cluster.node(0);
+        assert_eq!(n.running().store().space(), used_before);
+        for (i, piece, data) in &stored {
+            let n = cluster.node(*i);
+            let mut c = n.client().await.unwrap();
+            let (_, _, got) = owner
+                .download(&mut c, n.node_id(), *piece, 0, 0)
+                .await
+                .unwrap();
+            assert_eq!(&got, data);
+        }
+        assert!(
+            cluster
+                .node(0)
+                .running()
+                .store()
+                .check()
+                .unwrap()
+                .is_consistent()
+        );
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_aborts_uploads_in_flight_and_removes_temp_files() {
+    bounded(async {
+        let mut cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
+        let owner = Owner::new();
+        let n = cluster.node(0);
+        let now = unix_ms();
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(order_msg(
+            owner
+                .upload_order(n.node_id(), random_piece(), 100_000, BS, now + 60_000, now)
+                .unwrap(),
+        ))
+        .await
+        .unwrap();
+        tx.send(chunk(test_data(10_000, 16))).await.unwrap();
+        let mut c = n.client().await.unwrap();
+        let call = tokio::spawn(async move { c.upload(ReceiverStream::new(rx)).await });
+        let store = n.running().store().clone();
+        wait_until(Duration::from_secs(10), "the upload to start", || {
+            let s = store.clone();
+            async move { s.temp_file_count() == 1 }
+        })
+        .await
+        .unwrap();
+        let storage = n.storage_dir();
+        drop(store);
+        cluster.node_mut(0).stop().await.unwrap();
+        let err = call.await.unwrap().unwrap_err();
+        assert!(
+            matches!(
+                err.code(),
+                Code::Unavailable | Code::Cancelled | Code::Unknown
+            ),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(storage.join("tmp")).unwrap().count(), 0);
+        drop(tx);
+        cluster.node_mut(0).restart().await.unwrap();
+        assert_eq!(cluster.node(0).running().recovery(), Default::default());
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_serves_metrics_status_and_dashboard() {
+    bounded(async {
+        let cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
+        let n = cluster.node(0);
+        let mut c = n.client().await.unwrap();
+        let owner = Owner::new();
+        let piece = random_piece();
+        owner
+            .upload(&mut c, n.node_id(), piece, &test_data(12_345, 17), BS)
+            .await
+            .unwrap();
+        owner
+            .download(&mut c, n.node_id(), piece, 0, 0)
+            .await
+            .unwrap();
+        let _ = Owner::new().delete(&mut c, n.node_id(), piece).await;
+
+        // Another component's metric in the node's registry is served too.
+        let extra = prometheus::IntGauge::new("shoal_dht_routing_table_size", "test").unwrap();
+        n.running()
+            .registry()
+            .register(Box::new(extra.clone()))
+            .unwrap();
+        extra.set(5);
+
+        let (status, text) = http_get(n.http_addr(), "/metrics").await.unwrap();
+        assert_eq!(status, 200);
+        for needle in [
+            "shoal_node_requests_total{op=\"upload\"} 1",
+            "shoal_node_transferred_bytes_total{op=\"upload\"} 12345",
+            "shoal_node_transferred_bytes_total{op=\"download\"} 12345",
+            "shoal_node_request_failures_total{op=\"delete\",reason=\"not_owner\"} 1",
+            "shoal_node_used_bytes 12345",
+            "shoal_node_pieces 1",
+            "shoal_node_allocated_bytes",
+            "shoal_node_request_duration_seconds_bucket",
+            "shoal_node_build_info{version=",
+            "shoal_dht_routing_table_size 5",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        let (status, json) = http_get(n.http_addr(), "/api/status").await.unwrap();
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["node_id"], n.node_id().to_hex());
+        assert_eq!(v["used_bytes"], 12_345);
+        assert_eq!(v["pieces"], 1);
+        let (status, html) = http_get(n.http_addr(), "/").await.unwrap();
+        assert_eq!(status, 200);
+        assert!(html.contains(&n.node_id().to_hex()) && html.contains("<table>"));
+        assert_eq!(http_get(n.http_addr(), "/nope").await.unwrap().0, 404);
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}
