@@ -123,7 +123,8 @@ where
 
 impl Overrides {
     /// Reads `SHOAL_NODE_*` variables (pass `std::env::vars()`). `SHOAL_NODE_BOOTSTRAP`
-    /// is comma-separated. `SHOAL_NODE_DIR` names the directory and is read by the CLI.
+    /// is comma-separated. `SHOAL_NODE_DIR` names the directory and `SHOAL_NODE_IDENTITY`
+    /// the identity file (when not `DIR/identity.key`); the CLI reads both.
     /// Unknown `SHOAL_NODE_*` names are refused, so a typo does not go unnoticed.
     pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
         let mut o = Self::default();
@@ -132,7 +133,7 @@ impl Overrides {
                 continue;
             };
             match name {
-                "DIR" => {}
+                "DIR" | "IDENTITY" => {}
                 "LISTEN" => o.listen = Some(parse(&key, &value)?),
                 "EXTERNAL_ADDRESS" => o.external_address = Some(value.trim().to_owned()),
                 "HTTP" => o.http = Some(parse(&key, &value)?),
@@ -447,6 +448,8 @@ mod tests {
             ("SHOAL_NODE_ALLOCATE", "2TiB"),
             ("SHOAL_NODE_LISTEN", "127.0.0.1:2000"),
             ("SHOAL_NODE_BOOTSTRAP", "127.0.0.5:1, 127.0.0.6:2"),
+            ("SHOAL_NODE_DIR", "/var/lib/shoal"),
+            ("SHOAL_NODE_IDENTITY", "/identity/identity.key"),
             ("PATH", "/bin"),
         ]))
         .unwrap();

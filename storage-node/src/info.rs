@@ -96,8 +96,13 @@ impl RunFile {
 
 /// Gathers the report for the node in `dir`.
 pub async fn gather(dir: &Path, config: &Config) -> Result<InfoReport, Error> {
+    gather_at(dir, &NodeDir(dir.to_owned()).identity(), config).await
+}
+
+/// [`gather`] for a node whose identity file is at `identity` instead of in `dir`.
+pub async fn gather_at(dir: &Path, identity: &Path, config: &Config) -> Result<InfoReport, Error> {
     let d = NodeDir(dir.to_owned());
-    let identity = Identity::load(&d.identity())?;
+    let identity = Identity::load(identity)?;
     let storage = d.storage();
     let counters = tokio::task::spawn_blocking(move || PieceStore::inspect(&storage))
         .await

@@ -58,6 +58,17 @@ struct DirArg {
     /// Node directory (identity, config.toml, storage).
     #[arg(long, env = "SHOAL_NODE_DIR")]
     dir: PathBuf,
+    /// Identity key file, when kept outside the node directory (default DIR/identity.key).
+    #[arg(long, env = "SHOAL_NODE_IDENTITY", value_name = "FILE")]
+    identity: Option<PathBuf>,
+}
+
+impl DirArg {
+    fn identity(&self) -> PathBuf {
+        self.identity
+            .clone()
+            .unwrap_or_else(|| NodeDir(self.dir.clone()).identity())
+    }
 }
 
 /// Flags that override config.toml and SHOAL_NODE_* variables.
@@ -126,22 +137,22 @@ fn main() -> anyhow::Result<()> {
             dir,
             settings,
             force,
-        } => setup(&dir.dir, settings.into(), force),
-        Command::Run { dir, settings } => run(&dir.dir, settings.into()),
-        Command::Info { dir, json } => info(&dir.dir, json),
+        } => setup(&dir.dir, &dir.identity(), settings.into(), force),
+        Command::Run { dir, settings } => run(&dir.dir, &dir.identity(), settings.into()),
+        Command::Info { dir, json } => info(&dir.dir, &dir.identity(), json),
     }
 }
 
-fn setup(dir: &Path, flags: Overrides, force: bool) -> anyhow::Result<()> {
+fn setup(dir: &Path, key: &Path, flags: Overrides, force: bool) -> anyhow::Result<()> {
     let config = config::resolve(None, env_overrides()?, flags)?;
-    storage_node::setup::check_can_setup(dir, force)?;
+    storage_node::setup::check_can_setup_at(dir, key, force)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     eprintln!(
         "generating an identity with {} bits of proof of work on {threads} threads...",
         config.difficulty
     );
     let mut last = Instant::now();
-    let identity = storage_node::setup::setup(dir, &config, force, threads, |p| {
+    let identity = storage_node::setup::setup_at(dir, key, &config, force, threads, |p| {
         if last.elapsed() >= Duration::from_secs(2) {
             last = Instant::now();
             eprintln!(
@@ -154,7 +165,7 @@ fn setup(dir: &Path, flags: Overrides, force: bool) -> anyhow::Result<()> {
     .with_context(|| format!("setup of {} failed", dir.display()))?;
     let d = NodeDir(dir.to_owned());
     println!("node id     {}", identity.node_id());
-    println!("identity    {}", d.identity().display());
+    println!("identity    {}", key.display());
     println!("config      {}", d.config().display());
     println!(
         "allocated   {} ({})",
@@ -165,10 +176,10 @@ fn setup(dir: &Path, flags: Overrides, force: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(dir: &Path, flags: Overrides) -> anyhow::Result<()> {
+fn run(dir: &Path, key: &Path, flags: Overrides) -> anyhow::Result<()> {
     let config = config::load(dir, env_overrides()?, flags)?;
     let d = NodeDir(dir.to_owned());
-    let identity = Identity::load(&d.identity())
+    let identity = Identity::load(key)
         .with_context(|| format!("cannot load the identity of {}", dir.display()))?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
@@ -222,10 +233,10 @@ async fn wait_for_signal() {
     }
 }
 
-fn info(dir: &Path, json: bool) -> anyhow::Result<()> {
+fn info(dir: &Path, key: &Path, json: bool) -> anyhow::Result<()> {
     let config = config::load(dir, env_overrides()?, Overrides::default())?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    let report = runtime.block_on(storage_node::info::gather(dir, &config))?;
+    let report = runtime.block_on(storage_node::info::gather_at(dir, key, &config))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

@@ -11,8 +11,14 @@ use crate::error::ConfigError;
 
 /// Refuses to set up over an existing node directory unless `force`.
 pub fn check_can_setup(dir: &Path, force: bool) -> Result<(), ConfigError> {
+    check_can_setup_at(dir, &NodeDir(dir.to_owned()).identity(), force)
+}
+
+/// [`check_can_setup`] for an identity kept at `identity` instead of `DIR/identity.key`
+/// (a separate volume, a secrets mount).
+pub fn check_can_setup_at(dir: &Path, identity: &Path, force: bool) -> Result<(), ConfigError> {
     let d = NodeDir(dir.to_owned());
-    if !force && (d.config().exists() || d.identity().exists()) {
+    if !force && (d.config().exists() || identity.exists()) {
         return Err(ConfigError::AlreadySetUp {
             dir: dir.to_owned(),
         });
@@ -30,12 +36,31 @@ pub fn setup(
     threads: usize,
     progress: impl FnMut(&Progress) -> ControlFlow<()>,
 ) -> Result<Identity, ConfigError> {
-    check_can_setup(dir, force)?;
+    let identity = NodeDir(dir.to_owned()).identity();
+    setup_at(dir, &identity, config, force, threads, progress)
+}
+
+/// [`setup`] with the identity written to `identity_path` instead of `DIR/identity.key`.
+pub fn setup_at(
+    dir: &Path,
+    identity_path: &Path,
+    config: &Config,
+    force: bool,
+    threads: usize,
+    progress: impl FnMut(&Progress) -> ControlFlow<()>,
+) -> Result<Identity, ConfigError> {
+    check_can_setup_at(dir, identity_path, force)?;
     let d = NodeDir(dir.to_owned());
-    std::fs::create_dir_all(dir).map_err(|source| ConfigError::Write {
-        path: dir.to_owned(),
-        source,
-    })?;
+    let key_dir = identity_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(dir);
+    for path in [dir, key_dir] {
+        std::fs::create_dir_all(path).map_err(|source| ConfigError::Write {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
     let identity = Identity::generate_with(config.difficulty, threads, progress)?;
     if force {
         let storage = d.storage();
@@ -50,7 +75,7 @@ pub fn setup(
             }
         }
     }
-    identity.save(&d.identity(), force)?;
+    identity.save(identity_path, force)?;
     let path = d.config();
     let tmp = dir.join(".config.toml.tmp");
     let write = std::fs::write(&tmp, config.to_documented_toml())
@@ -89,5 +114,31 @@ mod tests {
         assert!(!dir.path().join("storage").exists());
         let on_disk = Identity::load(&dir.path().join("identity.key")).unwrap();
         assert_eq!(on_disk.node_id(), second.node_id());
+    }
+
+    #[test]
+    fn identity_can_live_outside_the_node_directory() {
+        let data = tempfile::tempdir().unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        let node_dir = data.path().join("node");
+        let key = keys.path().join("sub/identity.key");
+        let config = Config {
+            allocate: ByteSize(1 << 20),
+            difficulty: 1,
+            ..Config::default()
+        };
+        let go = |_: &Progress| ControlFlow::Continue(());
+        let made = setup_at(&node_dir, &key, &config, false, 1, go).unwrap();
+        assert_eq!(Identity::load(&key).unwrap().node_id(), made.node_id());
+        assert!(!node_dir.join("identity.key").exists());
+        assert!(node_dir.join("config.toml").exists());
+        // The key alone (e.g. a restored backup into a fresh data volume) blocks a setup
+        // that would replace it.
+        std::fs::remove_file(node_dir.join("config.toml")).unwrap();
+        assert!(matches!(
+            setup_at(&node_dir, &key, &config, false, 1, go),
+            Err(ConfigError::AlreadySetUp { .. })
+        ));
+        assert_eq!(Identity::load(&key).unwrap().node_id(), made.node_id());
     }
 }
