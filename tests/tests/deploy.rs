@@ -35,7 +35,7 @@ fn read(rel: &str) -> String {
 }
 
 /// Files that may set `SHOAL_NODE_*` variables or query metrics.
-const DEPLOY_FILES: [&str; 8] = [
+const DEPLOY_FILES: [&str; 9] = [
     "deploy/Dockerfile",
     "deploy/docker-entrypoint.sh",
     "deploy/docker-compose.yml",
@@ -44,6 +44,7 @@ const DEPLOY_FILES: [&str; 8] = [
     "deploy/prometheus.yml",
     "deploy/prometheus-rules.yml",
     "deploy/README.md",
+    "README.md",
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -199,7 +200,9 @@ async fn dashboard_and_rules_use_only_exported_metrics() {
             );
             assert_eq!(unexported(q, &exported), Vec::<String>::new(), "in {q}");
         }
-        // ...and shows every node metric.
+        // ...and shows every node metric. LATER: when the DHT is wired into the node, its
+        // shoal_dht_* metrics appear on the same /metrics and a DHT row can use them; the
+        // check above then covers them unchanged.
         let used: BTreeSet<String> = queries
             .iter()
             .flat_map(|q| shoal_names(q))
