@@ -569,20 +569,14 @@ async fn run_once(mut cmd: tokio::process::Command) -> String {
     assert_eq!(json["node_id"], field("node_id"));
 
     // The image's HEALTHCHECK, as the container runtime runs it.
-    if std::process::Command::new("curl")
+    let has_curl = std::process::Command::new("curl")
         .arg("--version")
         .output()
-        .is_ok()
-    {
-        let healthy = tokio::process::Command::new("sh")
-            .args(["-c", &healthcheck_command()])
-            .env("SHOAL_NODE_HTTP", format!("0.0.0.0:{}", http.port()))
-            .status()
-            .await
-            .unwrap();
+        .is_ok();
+    if has_curl {
         assert!(
-            healthy.success(),
-            "HEALTHCHECK failed against a running node"
+            healthcheck(http.port()).await,
+            "HEALTHCHECK failed on a running node"
         );
     } else {
         println!("note: curl not found, HEALTHCHECK command not run");
@@ -597,7 +591,25 @@ async fn run_once(mut cmd: tokio::process::Command) -> String {
     assert!(killed.success());
     let exit = child.wait().await.unwrap();
     assert!(exit.success(), "the node did not stop cleanly: {exit}");
+    if has_curl {
+        assert!(
+            !healthcheck(http.port()).await,
+            "HEALTHCHECK passed on a stopped node"
+        );
+    }
     field("node_id")
+}
+
+/// Runs the Dockerfile's HEALTHCHECK command for a node whose HTTP port is `port`.
+async fn healthcheck(port: u16) -> bool {
+    tokio::process::Command::new("sh")
+        .args(["-c", &healthcheck_command()])
+        .env("SHOAL_NODE_HTTP", format!("0.0.0.0:{port}"))
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .unwrap()
+        .success()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
