@@ -1,8 +1,9 @@
 //! Multi-node harness for integration tests.
 //!
 //! - [`Cluster`] starts N storage nodes in this process, node `i` on `127.0.{i+1}.1`
-//!   (distinct /24s on loopback) with port 0 and its own temp directory, and restarts or
-//!   stops them on the same directory.
+//!   (distinct /24s on loopback) with port 0 and its own temp directory, every node but
+//!   the first bootstrapping from the first, and restarts (same ports) or stops them on
+//!   the same directory.
 //! - [`Owner`] is an uplink-side key that signs orders and talks the piece protocol over
 //!   real gRPC, for tests that do not need the whole uplink.
 //! - [`wait_until`] waits for a condition with a deadline (tests never sleep a fixed time);
@@ -60,7 +61,11 @@ pub struct TestNode {
 }
 
 impl TestNode {
-    async fn start(index: usize, options: &NodeOptions) -> anyhow::Result<Self> {
+    async fn start(
+        index: usize,
+        options: &NodeOptions,
+        bootstrap: Vec<String>,
+    ) -> anyhow::Result<Self> {
         let octet = u8::try_from(index + 1).context("at most 255 nodes")?;
         let ip = IpAddr::V4(Ipv4Addr::new(127, 0, octet, 1));
         let config = Config {
@@ -71,6 +76,7 @@ impl TestNode {
             max_streams_per_peer: options.max_streams_per_peer,
             stall_timeout_ms: options.stall_timeout_ms,
             expiry_interval_ms: options.expiry_interval_ms,
+            bootstrap,
             ..Config::default()
         };
         let mut node = Self {
@@ -92,6 +98,9 @@ impl TestNode {
             &self.storage_dir(),
         )
         .await?;
+        // Keep the ports across restarts, as a real node does (peers know it by them).
+        self.config.listen = running.grpc_addr();
+        self.config.http = running.http_addr();
         self.node = Some(running);
         Ok(())
     }
@@ -144,7 +153,7 @@ impl TestNode {
         Ok(())
     }
 
-    /// Stops and starts the node on the same directory and identity (new ports).
+    /// Stops and starts the node on the same directory, identity and ports.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop().await?;
         self.boot().await
@@ -161,7 +170,13 @@ impl Cluster {
     pub async fn start(n: usize, options: NodeOptions) -> anyhow::Result<Self> {
         let mut nodes = Vec::with_capacity(n);
         for i in 0..n {
-            nodes.push(TestNode::start(i, &options).await?);
+            // Every node but the first bootstraps from the first (unused until the DHT
+            // is wired in).
+            let bootstrap = nodes
+                .first()
+                .map(|first: &TestNode| vec![first.grpc_addr().to_string()])
+                .unwrap_or_default();
+            nodes.push(TestNode::start(i, &options, bootstrap).await?);
         }
         Ok(Self { nodes })
     }

@@ -668,9 +668,12 @@ async fn a_restarted_node_serves_every_acknowledged_piece() {
             }
         }
         let used_before = cluster.node(0).running().store().space();
+        let addr_before = cluster.node(0).grpc_addr();
+        assert_eq!(cluster.node(2).running().bootstrap(), &[addr_before]);
         cluster.node_mut(0).restart().await.unwrap();
         let n = cluster.node(0);
         assert_eq!(n.running().store().space(), used_before);
+        assert_eq!(n.grpc_addr(), addr_before);
         for (i, piece, data) in &stored {
             let n = cluster.node(*i);
             let mut c = n.client().await.unwrap();
