@@ -95,6 +95,33 @@ async fn upload_download_audit_renew_delete() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_blocks_can_be_audited_and_downloaded() {
+    bounded(async {
+        let cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
+        let n = cluster.node(0);
+        let mut c = n.client().await.unwrap();
+        let owner = Owner::new();
+        let piece = random_piece();
+        let bs = shoal_proto::limits::MAX_BLOCK_SIZE;
+        let data = test_data(bs as usize + 1000, 20);
+        owner
+            .upload(&mut c, n.node_id(), piece, &data, bs)
+            .await
+            .unwrap();
+        let (info, block) = owner.audit(&mut c, n.node_id(), piece, 0).await.unwrap();
+        assert_eq!(block.len(), bs as usize);
+        assert!(info.verify_block(0, &block));
+        let (_, start, got) = owner
+            .download(&mut c, n.node_id(), piece, bs as u64 + 10, 1)
+            .await
+            .unwrap();
+        assert_eq!((start, got.as_slice()), (bs as u64, &data[bs as usize..]));
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn range_download_sends_whole_covering_blocks() {
     bounded(async {
         let cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
