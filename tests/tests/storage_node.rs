@@ -821,6 +821,16 @@ async fn http_serves_metrics_status_and_dashboard() {
         assert_eq!(status, 200);
         assert!(html.contains(&n.node_id().to_hex()) && html.contains("<table>"));
         assert_eq!(http_get(n.http_addr(), "/nope").await.unwrap().0, 404);
+
+        // The node record the DHT will publish: verifiable, with the bound address and
+        // the store's free space.
+        let record = n.running().state().node_record().unwrap();
+        let wire = pb::NodeRecord::from(&record);
+        let back =
+            shoal_proto::Signed::<shoal_proto::messages::NodeRecord>::try_from(wire).unwrap();
+        assert_eq!(back.node_id(), n.node_id());
+        assert_eq!(back.addresses, vec![n.grpc_addr()]);
+        assert_eq!(back.free_space, n.running().store().free_space());
         cluster.shutdown().await.unwrap();
     })
     .await;
