@@ -16,6 +16,7 @@ use shoal_proto::time::unix_ms;
 use shoal_proto::{Identity, NodeId, Signed};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
@@ -24,8 +25,12 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::NodeMetrics;
+use crate::net::Killable;
 use crate::service::{PieceStoreService, ServiceLimits};
 use crate::store::{PieceStore, Recovery};
+
+/// How long shutdown lets gRPC streams finish before cutting their connections.
+const RPC_DRAIN: Duration = Duration::from_secs(5);
 
 /// Pieces the expiry worker removes per round; the rest waits for the next round.
 const EXPIRY_BATCH: usize = 10_000;
@@ -126,6 +131,7 @@ pub struct RunningNode {
     stop: CancellationToken,
     http_stop: CancellationToken,
     rpc_stop: CancellationToken,
+    rpc_kill: CancellationToken,
     worker_stop: CancellationToken,
     http_task: JoinHandle<Result<(), Error>>,
     grpc_task: JoinHandle<Result<(), Error>>,
@@ -227,7 +233,11 @@ pub async fn start(
         rpc_stop.clone(),
     );
     let router = grpc_router(service, config);
-    let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let rpc_kill = CancellationToken::new();
+    let kill = rpc_kill.clone();
+    let incoming = TcpIncoming::from(grpc_listener)
+        .with_nodelay(Some(true))
+        .map(move |conn| conn.map(|c| Killable::new(c, &kill)));
     let grpc_stop = rpc_stop.clone();
     let grpc_task = tokio::spawn(async move {
         router
@@ -274,6 +284,7 @@ pub async fn start(
         stop,
         http_stop,
         rpc_stop,
+        rpc_kill,
         worker_stop,
         http_task,
         grpc_task,
@@ -347,7 +358,15 @@ impl RunningNode {
         self.http_stop.cancel();
         let http = join(self.http_task.await);
         self.rpc_stop.cancel();
-        let grpc = join(self.grpc_task.await);
+        let mut grpc_task = self.grpc_task;
+        let grpc = match tokio::time::timeout(RPC_DRAIN, &mut grpc_task).await {
+            Ok(r) => join(r),
+            Err(_) => {
+                warn!(drain = ?RPC_DRAIN, "gRPC streams did not finish; closing their connections");
+                self.rpc_kill.cancel();
+                join(grpc_task.await)
+            }
+        };
         self.worker_stop.cancel();
         let mut workers = Ok(());
         for (name, task) in self.workers {

@@ -342,7 +342,16 @@ impl piece_store_server::PieceStore for PieceStoreService {
                     }
                 };
                 let failed = msg.is_err();
-                if tx.send(msg).await.is_err() {
+                // A client that stops reading must not hold up shutdown.
+                let sent = tokio::select! {
+                    () = inner.shutdown.cancelled() => {
+                        t.failed(&Error::ShuttingDown);
+                        let _ = tx.try_send(Err(Status::from(Error::ShuttingDown)));
+                        break;
+                    }
+                    r = tx.send(msg) => r.is_ok(),
+                };
+                if !sent {
                     t.failed(&Error::Cancelled);
                     break;
                 }

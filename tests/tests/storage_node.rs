@@ -770,6 +770,43 @@ async fn shutdown_aborts_uploads_in_flight_and_removes_temp_files() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_not_held_up_by_a_client_that_stops_reading() {
+    bounded(async {
+        let mut cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
+        let n = cluster.node(0);
+        let mut c = n.client().await.unwrap();
+        let owner = Owner::new();
+        let piece = random_piece();
+        let data = test_data(32 << 20, 21);
+        owner
+            .upload(&mut c, n.node_id(), piece, &data, 65_536)
+            .await
+            .unwrap();
+        let order = owner.download_order(n.node_id(), piece, 0, 0).unwrap();
+        // Open the download and never read past the first message.
+        let mut stream = c
+            .download(pb::DownloadRequest { order: Some(order) })
+            .await
+            .unwrap()
+            .into_inner();
+        stream.message().await.unwrap().unwrap();
+        let metrics = n.running().metrics().clone();
+        wait_until(Duration::from_secs(10), "the stream to be blocked", || {
+            let m = metrics.clone();
+            async move { m.bytes_total("download") >= 3 * MAX_CHUNK as u64 }
+        })
+        .await
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(20), cluster.node_mut(0).stop())
+            .await
+            .expect("shutdown hung on a stalled reader")
+            .unwrap();
+        drop(stream);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_serves_metrics_status_and_dashboard() {
     bounded(async {
         let cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
