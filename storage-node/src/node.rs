@@ -150,7 +150,7 @@ pub async fn resolve_addresses(hosts: &[String]) -> Vec<SocketAddr> {
     for h in hosts {
         match tokio::net::lookup_host(h.as_str()).await {
             Ok(addrs) => out.extend(addrs),
-            Err(e) => warn!(address = %h, error = %e, "cannot resolve bootstrap address"),
+            Err(e) => warn!(address = %h, error = %e, "cannot resolve address"),
         }
     }
     out
