@@ -1,8 +1,10 @@
 //! Bounds on everything that arrives from the network. Conversions in
 //! [`crate::messages`] enforce the field limits; servers enforce the stream limits.
 
-/// Largest gRPC message a Shoal server or client accepts (encoded).
-pub const MAX_GRPC_MESSAGE: usize = 4 * 1024 * 1024;
+/// Largest gRPC message a Shoal server or client accepts (encoded). Room for an audit
+/// response: one whole block of up to [`MAX_BLOCK_SIZE`] plus the piece's hash list
+/// (32 hashes at that block size) and framing.
+pub const MAX_GRPC_MESSAGE: usize = MAX_BLOCK_SIZE as usize + 64 * 1024;
 /// Largest data chunk in one upload or download message.
 pub const MAX_CHUNK: usize = 1024 * 1024;
 /// Largest piece any node stores. A 64 MiB segment at k = 1 plus encryption overhead fits.
@@ -22,5 +24,11 @@ pub const MAX_SALT_LEN: usize = 64;
 pub const MAX_RECORD_VALUE: usize = 4096;
 /// Most node records in one discovery response (Kademlia's k).
 pub const MAX_CLOSER_NODES: usize = 20;
+// An audit response (block + piece info) must fit in one message.
+const _: () = assert!(
+    MAX_GRPC_MESSAGE
+        >= MAX_BLOCK_SIZE as usize + (MAX_PIECE_SIZE / MAX_BLOCK_SIZE as u64) as usize * 34 + 1024
+);
+
 /// How far an order's timestamp may be from the receiver's clock, either way.
 pub const ORDER_WINDOW_MS: u64 = 10 * 60 * 1000;

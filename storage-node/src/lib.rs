@@ -8,7 +8,8 @@
 //! - [`protocol`]: the piece protocol's checks as plain functions; [`service`]: the
 //!   tonic `PieceStore` service that applies them.
 //! - [`metrics`]: every Prometheus metric; [`http`]: `/metrics`, `/api/status`, dashboard.
-//! - [`node`]: starts all of the above and stops it through one shutdown path.
+//! - [`node`]: starts all of the above and stops it through one shutdown path; [`net`]:
+//!   connections that shutdown can cut after a drain period.
 //! - [`error`]: typed errors and their gRPC status codes.
 
 pub mod config;
@@ -17,6 +18,7 @@ pub mod http;
 pub mod info;
 pub mod meta;
 pub mod metrics;
+pub mod net;
 pub mod node;
 pub mod protocol;
 pub mod service;

@@ -11,10 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::Registry;
+use shoal_proto::messages::NodeRecord;
 use shoal_proto::time::unix_ms;
-use shoal_proto::{Identity, NodeId};
+use shoal_proto::{Identity, NodeId, Signed};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
@@ -23,8 +25,12 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::NodeMetrics;
+use crate::net::Killable;
 use crate::service::{PieceStoreService, ServiceLimits};
 use crate::store::{PieceStore, Recovery};
+
+/// How long shutdown lets gRPC streams finish before cutting their connections.
+const RPC_DRAIN: Duration = Duration::from_secs(5);
 
 /// Pieces the expiry worker removes per round; the rest waits for the next round.
 const EXPIRY_BATCH: usize = 10_000;
@@ -41,7 +47,37 @@ pub struct NodeState {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub external_address: Option<String>,
+    /// Where peers dial this node: `external_address` resolved, else the bound gRPC
+    /// address when it is a concrete IP. Goes into the node record.
+    pub advertised: Vec<SocketAddr>,
     pub started_at_ms: u64,
+}
+
+impl NodeState {
+    /// The node's signed record for the DHT: advertised addresses, free space, version,
+    /// start time. Fails when the node has no dialable address (listening on 0.0.0.0
+    /// without `external_address`).
+    pub fn node_record(&self) -> Result<Signed<NodeRecord>, Error> {
+        if self.advertised.is_empty() {
+            return Err(Error::Protocol(
+                "no address to advertise: set external_address when listening on 0.0.0.0",
+            ));
+        }
+        let record = NodeRecord {
+            public_key: *self.identity.public_key(),
+            addresses: self
+                .advertised
+                .iter()
+                .take(shoal_proto::limits::MAX_ADDRESSES)
+                .copied()
+                .collect(),
+            free_space: self.store.free_space(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at_ms: self.started_at_ms,
+            timestamp_ms: unix_ms(),
+        };
+        Ok(Signed::sign(record, &self.identity)?)
+    }
 }
 
 /// Builds the node's one gRPC server. Every service the node offers is added here, so
@@ -95,6 +131,7 @@ pub struct RunningNode {
     stop: CancellationToken,
     http_stop: CancellationToken,
     rpc_stop: CancellationToken,
+    rpc_kill: CancellationToken,
     worker_stop: CancellationToken,
     http_task: JoinHandle<Result<(), Error>>,
     grpc_task: JoinHandle<Result<(), Error>>,
@@ -113,7 +150,7 @@ pub async fn resolve_addresses(hosts: &[String]) -> Vec<SocketAddr> {
     for h in hosts {
         match tokio::net::lookup_host(h.as_str()).await {
             Ok(addrs) => out.extend(addrs),
-            Err(e) => warn!(address = %h, error = %e, "cannot resolve bootstrap address"),
+            Err(e) => warn!(address = %h, error = %e, "cannot resolve address"),
         }
     }
     out
@@ -151,6 +188,14 @@ pub async fn start(
         .local_addr()
         .map_err(|e| Error::io("cannot read address of", config.http.to_string(), e))?;
     let started_at_ms = unix_ms();
+    let advertised = match &config.external_address {
+        Some(a) => resolve_addresses(std::slice::from_ref(a)).await,
+        None if !grpc_addr.ip().is_unspecified() => vec![grpc_addr],
+        None => Vec::new(),
+    };
+    if advertised.is_empty() {
+        warn!(%grpc_addr, "no address to advertise: set external_address");
+    }
     metrics.start_time.set(started_at_ms as f64 / 1000.0);
 
     let state = Arc::new(NodeState {
@@ -161,6 +206,7 @@ pub async fn start(
         grpc_addr,
         http_addr,
         external_address: config.external_address.clone(),
+        advertised,
         started_at_ms,
     });
 
@@ -171,8 +217,8 @@ pub async fn start(
 
     let bootstrap = resolve_addresses(&config.bootstrap).await;
     // DHT WIRING POINT: build the DHT driver here from `identity`, `bootstrap`,
-    // `state.registry` (for its metrics) and `store.free_space()` / `grpc_addr` /
-    // `config.external_address` (for the node record); add its service in
+    // `state.registry` (for its metrics) and `state.node_record()` (signed record with
+    // the advertised addresses and `store.free_space()`); add its service in
     // `grpc_router`, and start its refresh/republish loops with `spawn_worker` on
     // `worker_stop` so they share the shutdown path.
 
@@ -187,7 +233,11 @@ pub async fn start(
         rpc_stop.clone(),
     );
     let router = grpc_router(service, config);
-    let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let rpc_kill = CancellationToken::new();
+    let kill = rpc_kill.clone();
+    let incoming = TcpIncoming::from(grpc_listener)
+        .with_nodelay(Some(true))
+        .map(move |conn| conn.map(|c| Killable::new(c, &kill)));
     let grpc_stop = rpc_stop.clone();
     let grpc_task = tokio::spawn(async move {
         router
@@ -234,6 +284,7 @@ pub async fn start(
         stop,
         http_stop,
         rpc_stop,
+        rpc_kill,
         worker_stop,
         http_task,
         grpc_task,
@@ -307,7 +358,15 @@ impl RunningNode {
         self.http_stop.cancel();
         let http = join(self.http_task.await);
         self.rpc_stop.cancel();
-        let grpc = join(self.grpc_task.await);
+        let mut grpc_task = self.grpc_task;
+        let grpc = match tokio::time::timeout(RPC_DRAIN, &mut grpc_task).await {
+            Ok(r) => join(r),
+            Err(_) => {
+                warn!(drain = ?RPC_DRAIN, "gRPC streams did not finish; closing their connections");
+                self.rpc_kill.cancel();
+                join(grpc_task.await)
+            }
+        };
         self.worker_stop.cancel();
         let mut workers = Ok(());
         for (name, task) in self.workers {

@@ -186,6 +186,9 @@ impl Inner {
     }
 
     /// The next upload message, or why there is none: stall, shutdown or stream error.
+    ///
+    /// LATER: a minimum average upload rate. Today a peer that trickles one byte per
+    /// stall period keeps its reservation (up to `max_streams_per_peer` × max_size).
     async fn next(
         &self,
         stream: &mut Streaming<pb::UploadRequest>,
@@ -342,7 +345,16 @@ impl piece_store_server::PieceStore for PieceStoreService {
                     }
                 };
                 let failed = msg.is_err();
-                if tx.send(msg).await.is_err() {
+                // A client that stops reading must not hold up shutdown.
+                let sent = tokio::select! {
+                    () = inner.shutdown.cancelled() => {
+                        t.failed(&Error::ShuttingDown);
+                        let _ = tx.try_send(Err(Status::from(Error::ShuttingDown)));
+                        break;
+                    }
+                    r = tx.send(msg) => r.is_ok(),
+                };
+                if !sent {
                     t.failed(&Error::Cancelled);
                     break;
                 }

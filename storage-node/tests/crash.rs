@@ -182,7 +182,13 @@ async fn kill_9_during_uploads_loses_no_acknowledged_piece() {
                 .unwrap();
         }
         let acked = acked.lock().unwrap().clone();
-        eprintln!("{} pieces acknowledged before SIGKILL", acked.len());
+        let temp_files = std::fs::read_dir(dir.path().join("storage/tmp"))
+            .unwrap()
+            .count();
+        eprintln!(
+            "{} pieces acknowledged before SIGKILL; {temp_files} uploads left half-written",
+            acked.len()
+        );
 
         let (mut child, node2, addr) = run(dir.path()).await;
         assert_eq!(node2, node);

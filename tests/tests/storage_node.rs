@@ -95,6 +95,33 @@ async fn upload_download_audit_renew_delete() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_blocks_can_be_audited_and_downloaded() {
+    bounded(async {
+        let cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
+        let n = cluster.node(0);
+        let mut c = n.client().await.unwrap();
+        let owner = Owner::new();
+        let piece = random_piece();
+        let bs = shoal_proto::limits::MAX_BLOCK_SIZE;
+        let data = test_data(bs as usize + 1000, 20);
+        owner
+            .upload(&mut c, n.node_id(), piece, &data, bs)
+            .await
+            .unwrap();
+        let (info, block) = owner.audit(&mut c, n.node_id(), piece, 0).await.unwrap();
+        assert_eq!(block.len(), bs as usize);
+        assert!(info.verify_block(0, &block));
+        let (_, start, got) = owner
+            .download(&mut c, n.node_id(), piece, bs as u64 + 10, 1)
+            .await
+            .unwrap();
+        assert_eq!((start, got.as_slice()), (bs as u64, &data[bs as usize..]));
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn range_download_sends_whole_covering_blocks() {
     bounded(async {
         let cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
@@ -743,6 +770,43 @@ async fn shutdown_aborts_uploads_in_flight_and_removes_temp_files() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_not_held_up_by_a_client_that_stops_reading() {
+    bounded(async {
+        let mut cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
+        let n = cluster.node(0);
+        let mut c = n.client().await.unwrap();
+        let owner = Owner::new();
+        let piece = random_piece();
+        let data = test_data(32 << 20, 21);
+        owner
+            .upload(&mut c, n.node_id(), piece, &data, 65_536)
+            .await
+            .unwrap();
+        let order = owner.download_order(n.node_id(), piece, 0, 0).unwrap();
+        // Open the download and never read past the first message.
+        let mut stream = c
+            .download(pb::DownloadRequest { order: Some(order) })
+            .await
+            .unwrap()
+            .into_inner();
+        stream.message().await.unwrap().unwrap();
+        let metrics = n.running().metrics().clone();
+        wait_until(Duration::from_secs(10), "the stream to be blocked", || {
+            let m = metrics.clone();
+            async move { m.bytes_total("download") >= 3 * MAX_CHUNK as u64 }
+        })
+        .await
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(20), cluster.node_mut(0).stop())
+            .await
+            .expect("shutdown hung on a stalled reader")
+            .unwrap();
+        drop(stream);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_serves_metrics_status_and_dashboard() {
     bounded(async {
         let cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
@@ -794,6 +858,16 @@ async fn http_serves_metrics_status_and_dashboard() {
         assert_eq!(status, 200);
         assert!(html.contains(&n.node_id().to_hex()) && html.contains("<table>"));
         assert_eq!(http_get(n.http_addr(), "/nope").await.unwrap().0, 404);
+
+        // The node record the DHT will publish: verifiable, with the bound address and
+        // the store's free space.
+        let record = n.running().state().node_record().unwrap();
+        let wire = pb::NodeRecord::from(&record);
+        let back =
+            shoal_proto::Signed::<shoal_proto::messages::NodeRecord>::try_from(wire).unwrap();
+        assert_eq!(back.node_id(), n.node_id());
+        assert_eq!(back.addresses, vec![n.grpc_addr()]);
+        assert_eq!(back.free_space, n.running().store().free_space());
         cluster.shutdown().await.unwrap();
     })
     .await;
