@@ -186,6 +186,9 @@ impl Inner {
     }
 
     /// The next upload message, or why there is none: stall, shutdown or stream error.
+    ///
+    /// LATER: a minimum average upload rate. Today a peer that trickles one byte per
+    /// stall period keeps its reservation (up to `max_streams_per_peer` × max_size).
     async fn next(
         &self,
         stream: &mut Streaming<pb::UploadRequest>,

@@ -107,6 +107,9 @@ fn sync_dir(path: &Path) -> Result<(), Error> {
 impl PieceStore {
     /// Opens the store under `dir`, creating it if needed, and repairs what a crash left
     /// behind (see the module docs). Does not walk the piece files.
+    ///
+    /// LATER: compare the allocation with the file system's real free space (statvfs
+    /// needs `unsafe` or a new crate) and warn when the disk cannot hold it.
     pub fn open(dir: &Path, allocated: u64) -> Result<(Arc<Self>, Recovery), Error> {
         let pieces_dir = dir.join("pieces");
         let tmp_dir = dir.join("tmp");
