@@ -110,7 +110,6 @@ impl PieceStore {
     ///
     /// LATER: compare the allocation with the file system's real free space (statvfs
     /// needs `unsafe` or a new crate) and warn when the disk cannot hold it.
-
     pub fn open(dir: &Path, allocated: u64) -> Result<(Arc<Self>, Recovery), Error> {
         let pieces_dir = dir.join("pieces");
         let tmp_dir = dir.join("tmp");
