@@ -5,3 +5,5 @@
 pub mod key;
 pub mod lookup;
 pub mod table;
+pub mod membership;
+pub mod store;
