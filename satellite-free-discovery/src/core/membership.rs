@@ -162,7 +162,9 @@ impl<T: PeerData> Membership<T> {
     ) -> Vec<&Member<T>> {
         let mut by_subnet: HashMap<Subnet, Vec<&Member<T>>> = HashMap::new();
         for m in self.members.values() {
-            let fresh = m.last_seen.is_some_and(|t| t.saturating_add(max_age_ms) >= now);
+            let fresh = m
+                .last_seen
+                .is_some_and(|t| t.saturating_add(max_age_ms) >= now);
             if fresh && m.free_space >= min_free_space {
                 by_subnet.entry(m.subnet).or_default().push(m);
             }
@@ -221,7 +223,10 @@ mod tests {
             sybil_picks += s.iter().filter(|x| x.subnet == subnet(1, 1)).count();
             let s = m.sample(3, 1 << 30, 1000, 200, &mut rng);
             assert_eq!(s.len(), 3);
-            assert!(s.iter().all(|x| x.free_space >= 1 << 30 && x.last_seen.is_some()));
+            assert!(
+                s.iter()
+                    .all(|x| x.free_space >= 1 << 30 && x.last_seen.is_some())
+            );
         }
         assert_eq!(sybil_picks, 200);
         // Too old: nothing.

@@ -4,6 +4,6 @@
 
 pub mod key;
 pub mod lookup;
-pub mod table;
 pub mod membership;
 pub mod store;
+pub mod table;

@@ -58,7 +58,9 @@ pub enum RecordRefused {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
     New,
-    Replaced { previous_seq: u64 },
+    Replaced {
+        previous_seq: u64,
+    },
     /// The very same record was held already.
     Unchanged,
 }
@@ -78,6 +80,11 @@ impl RecordStore {
             records: HashMap::new(),
             per_owner: HashMap::new(),
         }
+    }
+
+    /// A store with the default bounds.
+    pub fn default_config() -> Self {
+        Self::new(StoreConfig::default())
     }
 
     pub fn len(&self) -> usize {
@@ -219,13 +226,22 @@ mod tests {
         assert_eq!(s.put(rec(&id, b"a", 5, b"x"), None, NOW), Ok(Stored::New));
         assert_eq!(
             s.put(rec(&id, b"a", 4, b"old"), None, NOW),
-            Err(RecordRefused::NotNewer { held: 5, offered: 4 })
+            Err(RecordRefused::NotNewer {
+                held: 5,
+                offered: 4
+            })
         );
         assert_eq!(
             s.put(rec(&id, b"a", 5, b"other"), None, NOW),
-            Err(RecordRefused::NotNewer { held: 5, offered: 5 })
+            Err(RecordRefused::NotNewer {
+                held: 5,
+                offered: 5
+            })
         );
-        assert_eq!(s.put(rec(&id, b"a", 5, b"x"), None, NOW), Ok(Stored::Unchanged));
+        assert_eq!(
+            s.put(rec(&id, b"a", 5, b"x"), None, NOW),
+            Ok(Stored::Unchanged)
+        );
         assert_eq!(
             s.put(rec(&id, b"a", 6, b"y"), None, NOW),
             Ok(Stored::Replaced { previous_seq: 5 })
@@ -297,14 +313,13 @@ mod tests {
             Err(RecordRefused::StoreFull { limit: 3 })
         );
         assert_eq!(s.expire(NOW + 3_600_000), 3);
-        assert!(s.get(&MutableRecord::key_for(id.public_key(), b"1"), NOW + 3_600_000).is_none());
+        assert!(
+            s.get(
+                &MutableRecord::key_for(id.public_key(), b"1"),
+                NOW + 3_600_000
+            )
+            .is_none()
+        );
         s.put(rec(&id, b"3", 1, b""), None, NOW).unwrap();
-    }
-}
-
-impl RecordStore {
-    /// A store with the default bounds.
-    pub fn default_config() -> Self {
-        Self::new(StoreConfig::default())
     }
 }
