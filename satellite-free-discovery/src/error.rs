@@ -32,6 +32,8 @@ pub enum DhtError {
     CasMismatch,
     #[error("the DHT has shut down")]
     Shutdown,
+    #[error("cannot create the DHT metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// Why the server refused a request.

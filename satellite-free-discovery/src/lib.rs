@@ -14,6 +14,7 @@ pub mod core;
 pub mod driver;
 pub mod error;
 pub mod metrics;
+pub mod sim;
 
 pub use driver::{
     Dht, DhtConfig, DhtHandle, DiscoveryService, MemberInfo, Mode, Peer, PutReport, RecordFields,

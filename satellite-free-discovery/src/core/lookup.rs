@@ -170,17 +170,22 @@ impl<T: PeerData> Lookup<T> {
         if self.finished {
             return Step::Done;
         }
+        // Expire every overdue request first, so that the deadline reported in `Wait` is
+        // always in the future.
+        for p in self.peers.values_mut() {
+            if let PeerState::Waiting { deadline } = p.state
+                && deadline <= now
+            {
+                p.state = PeerState::Unresponsive;
+                self.waiting -= 1;
+            }
+        }
         let mut succeeded = Some(0usize);
         for p in self.peers.values_mut() {
             match p.state {
-                PeerState::Waiting { deadline } => {
-                    if deadline <= now {
-                        p.state = PeerState::Unresponsive;
-                        self.waiting -= 1;
-                    } else {
-                        // A closer request is still open: not done, whatever follows.
-                        succeeded = None;
-                    }
+                PeerState::Waiting { .. } => {
+                    // A closer request is still open: not done, whatever follows.
+                    succeeded = None;
                 }
                 PeerState::Succeeded => {
                     if let Some(n) = succeeded.as_mut() {

@@ -67,6 +67,7 @@ fn drive(net: &Net, cfg: LookupConfig, seeds: usize, rng: &mut SmallRng) -> Outc
             }
             Step::Wait { until } => {
                 assert!(!open.is_empty() || until.is_none());
+                assert!(until.is_none_or(|u| u > now), "deadline in the past");
                 if open.is_empty() {
                     continue;
                 }

@@ -81,10 +81,7 @@ impl Dht {
         config: DhtConfig,
         mode: Mode,
     ) -> Result<DhtHandle, DhtError> {
-        let metrics = Metrics::new().map_err(|e| DhtError::BadResponse {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            reason: format!("metrics: {e}"),
-        })?;
+        let metrics = Metrics::new()?;
         let (fields, client) = match mode {
             Mode::Node(rx) => (Some(rx), false),
             Mode::Client => (None, true),
