@@ -108,6 +108,9 @@ pub struct SimReport {
     pub record_reads: usize,
     pub record_reads_latest: f64,
     pub messages: u64,
+    /// Requests sent, by kind: find, get, put, ping; and requests sent during set-up.
+    pub requests_by_kind: [u64; 4],
+    pub setup_requests: u64,
     pub virtual_ms: u64,
     pub final_live: usize,
 }
@@ -233,6 +236,8 @@ struct Sim {
     dialing: HashSet<(u32, u32)>,
     records: Vec<SimRecord>,
     messages: u64,
+    by_kind: [u64; 4],
+    setup_requests: u64,
     // Results.
     hops: Vec<u32>,
     found: Vec<usize>,
@@ -264,6 +269,8 @@ impl Sim {
             dialing: HashSet::new(),
             records: Vec::new(),
             messages: 0,
+            by_kind: [0; 4],
+            setup_requests: 0,
             hops: Vec::new(),
             found: Vec::new(),
             successes: 0,
@@ -315,6 +322,25 @@ impl Sim {
     }
 
     fn kill(&mut self, idx: u32) {
+        // Its lookups die with it; a measured lookup or read is started again elsewhere,
+        // so the run measures the configured number of them.
+        let mine: Vec<u64> = self
+            .ops
+            .iter()
+            .filter(|(_, op)| op.node == idx)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut mine = mine;
+        mine.sort_unstable();
+        for id in mine {
+            if let Some(op) = self.ops.remove(&id) {
+                match op.kind {
+                    OpKind::Measured { .. } => self.at(self.now, Ev::Measure),
+                    OpKind::Get { .. } => self.at(self.now, Ev::Read),
+                    _ => {}
+                }
+            }
+        }
         let n = &mut self.nodes[idx as usize];
         n.alive = false;
         n.store = None;
@@ -361,6 +387,15 @@ impl Sim {
             },
         );
         self.messages += 1;
+        self.by_kind[match kind {
+            ReqKind::Find(_) => 0,
+            ReqKind::Get(_) => 1,
+            ReqKind::Put(..) => 2,
+            ReqKind::Ping { .. } => 3,
+        }] += 1;
+        if self.window.1 == 0 {
+            self.setup_requests += 1;
+        }
         self.at(self.now + HARD_TIMEOUT, Ev::HardTimeout(id));
         if self.cfg.loss > 0.0 && self.rng.random_bool(self.cfg.loss) {
             return;
@@ -502,7 +537,11 @@ impl Sim {
         }
         // Unknown sender: dial it back before it may enter the table.
         let from_id = self.nodes[from as usize].id;
-        if self.nodes[to as usize].table.get(&from_id).is_none() && self.dialing.insert((to, from))
+        let from_subnet = self.nodes[from as usize].subnet;
+        let table = &self.nodes[to as usize].table;
+        if table.get_any(&from_id).is_none()
+            && table.precheck(&from_id, from_subnet, self.now).is_none()
+            && self.dialing.insert((to, from))
         {
             self.send(to, from, None, ReqKind::Ping { join: false });
         }
@@ -566,7 +605,9 @@ impl Sim {
         let (to_id, to_subnet) = (self.nodes[to as usize].id, self.nodes[to as usize].subnet);
         let n = &mut self.nodes[from as usize];
         n.rtt.observe(rtt);
-        if let Insert::Pending { check } = n.table.observe(to_id, to_subnet, to, self.now) {
+        if let Insert::Pending { check: Some(check) } =
+            n.table.observe(to_id, to_subnet, to, self.now)
+        {
             let check_idx = n.table.get(&check).map(|e| e.data);
             if let Some(c) = check_idx
                 && self.dialing.insert((from, c))
@@ -965,6 +1006,8 @@ impl Sim {
             record_reads: self.reads,
             record_reads_latest: ratio(self.reads_latest, self.reads),
             messages: self.messages,
+            requests_by_kind: self.by_kind,
+            setup_requests: self.setup_requests,
             virtual_ms: self.now,
             final_live: self.live.len(),
         }
@@ -1015,7 +1058,10 @@ mod tests {
         let r = small(false, 0.3);
         assert_eq!(r.final_live, 300);
         assert!(r.success >= 0.95, "{}", r.line());
-        assert!(r.line().starts_with("nodes=300 churn=0.30 lookups=100 success="));
+        assert!(
+            r.line()
+                .starts_with("nodes=300 churn=0.30 lookups=100 success=")
+        );
     }
 
     #[test]

@@ -505,3 +505,116 @@ async fn uplink_client_looks_up_reads_writes_and_samples_without_entering_tables
     .await
     .expect("test timed out");
 }
+
+/// A node that answers FindNode with more records than the protocol allows.
+struct Oversharing {
+    me: pb::NodeRecord,
+    junk: Vec<pb::NodeRecord>,
+}
+
+#[tonic::async_trait]
+impl pb::discovery_server::Discovery for Oversharing {
+    async fn ping(
+        &self,
+        _: tonic::Request<pb::PingRequest>,
+    ) -> Result<tonic::Response<pb::PingResponse>, tonic::Status> {
+        Ok(tonic::Response::new(pb::PingResponse {
+            responder: Some(self.me.clone()),
+        }))
+    }
+    async fn find_node(
+        &self,
+        _: tonic::Request<pb::FindNodeRequest>,
+    ) -> Result<tonic::Response<pb::FindNodeResponse>, tonic::Status> {
+        Ok(tonic::Response::new(pb::FindNodeResponse {
+            responder: Some(self.me.clone()),
+            closer: self.junk.clone(),
+        }))
+    }
+    async fn get_record(
+        &self,
+        _: tonic::Request<pb::GetRecordRequest>,
+    ) -> Result<tonic::Response<pb::GetRecordResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("no"))
+    }
+    async fn put_record(
+        &self,
+        _: tonic::Request<pb::PutRecordRequest>,
+    ) -> Result<tonic::Response<pb::PutRecordResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("no"))
+    }
+}
+
+fn signed_record(who: &Identity, addr: SocketAddr) -> pb::NodeRecord {
+    pb::NodeRecord::from(
+        &Signed::sign(
+            NodeRecord {
+                public_key: *who.public_key(),
+                addresses: vec![addr],
+                free_space: 1 << 30,
+                version: "test".into(),
+                started_at_ms: 1,
+                timestamp_ms: shoal_proto::time::unix_ms(),
+            },
+            who,
+        )
+        .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_with_too_many_nodes_is_refused_whole() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let listener = TcpListener::bind("127.0.160.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let evil = identity();
+        let junk_ids: Vec<Arc<Identity>> = (0..21).map(|_| identity()).collect();
+        let junk = junk_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| signed_record(id, SocketAddr::from(([127, 0, 161, 1], 1000 + i as u16))))
+            .collect();
+        let svc = Oversharing {
+            me: signed_record(&evil, addr),
+            junk,
+        };
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let server = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(pb::discovery_server::DiscoveryServer::new(svc))
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    token.cancelled_owned(),
+                )
+                .await
+                .unwrap();
+        });
+        let client = Dht::start(
+            Arc::new(Identity::random()),
+            config(vec![addr]),
+            Mode::Client,
+        )
+        .unwrap();
+        client.bootstrap().await.unwrap();
+        assert!(client.metrics().requests_failed.get() >= 1);
+        let members = client.members();
+        for j in &junk_ids {
+            assert!(
+                members.iter().all(|m| m.record.node_id() != j.node_id()),
+                "junk record accepted"
+            );
+        }
+        assert!(
+            client
+                .table()
+                .iter()
+                .all(|e| e.record.node_id() == evil.node_id())
+        );
+        client.shutdown().await;
+        stop.cancel();
+        server.await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}

@@ -102,6 +102,11 @@ fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         peak_rss_mib().map_or("?".into(), |m| m.to_string()),
     );
+    let [find, get, put, ping] = r.requests_by_kind;
+    println!(
+        "requests: find={find} get={get} put={put} ping={ping} during_setup={}",
+        r.setup_requests
+    );
     println!("{}", r.line());
     Ok(())
 }

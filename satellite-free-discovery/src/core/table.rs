@@ -31,6 +31,9 @@ pub struct TableConfig {
     pub replacements: usize,
     /// Consecutive failures after which an entry is dropped. Default 2.
     pub max_failures: u32,
+    /// A full bucket asks for a liveness check of its least recently seen entry only if
+    /// that entry has not answered for this long (ms). Default 60 s.
+    pub recheck_after_ms: u64,
 }
 
 impl Default for TableConfig {
@@ -41,6 +44,7 @@ impl Default for TableConfig {
             per_subnet_table: 10,
             replacements: 8,
             max_failures: 2,
+            recheck_after_ms: 60_000,
         }
     }
 }
@@ -84,9 +88,10 @@ pub enum Insert {
     Added,
     /// Already present: refreshed (data, last seen, failures reset).
     Updated,
-    /// Bucket full: kept in the replacement cache. The caller should ping `check` (the
-    /// least recently seen entry) and report the outcome; a failure makes room.
-    Pending { check: NodeId },
+    /// Bucket full: kept in the replacement cache. If `check` is set, the caller should
+    /// ping it (the least recently seen entry, silent for `recheck_after_ms`) and report
+    /// the outcome; a failure makes room.
+    Pending { check: Option<NodeId> },
     /// Refused: the bucket already holds `per_subnet_bucket` nodes of this subnet.
     SubnetBucketFull,
     /// Refused: the table already holds `per_subnet_table` nodes of this subnet.
@@ -137,6 +142,18 @@ impl<T: Clone> RoutingTable<T> {
             .get(&(b as u8))?
             .nodes
             .iter()
+            .find(|e| e.id == *id)
+    }
+
+    /// The entry of `id` in its bucket or in the replacement cache: a node that answered
+    /// us recently, whether or not there was room for it.
+    pub fn get_any(&self, id: &NodeId) -> Option<&Entry<T>> {
+        let b = bucket_index(&self.local, id)?;
+        let bucket = self.buckets.get(&(b as u8))?;
+        bucket
+            .nodes
+            .iter()
+            .chain(bucket.replacements.iter())
             .find(|e| e.id == *id)
     }
 
@@ -200,9 +217,41 @@ impl<T: Clone> RoutingTable<T> {
             }
             bucket.replacements.push(entry);
         }
-        // `nodes` is full, so non-empty.
-        let check = bucket.nodes.first().map(|e| e.id).unwrap_or(id);
+        let check = bucket
+            .nodes
+            .first()
+            .filter(|e| e.last_seen.saturating_add(cfg.recheck_after_ms) <= now)
+            .map(|e| e.id);
         Insert::Pending { check }
+    }
+
+    /// What [`RoutingTable::observe`] would do with a newcomer, without changing
+    /// anything: `None` if it would be added (or could be, after a liveness check), else
+    /// the refusal. Lets a caller skip dialling back a node it would not insert.
+    pub fn precheck(&self, id: &NodeId, subnet: Subnet, now: u64) -> Option<Insert> {
+        let Some(b) = bucket_index(&self.local, id) else {
+            return Some(Insert::Local);
+        };
+        let Some(bucket) = self.buckets.get(&(b as u8)) else {
+            return (self.subnet_count_table(subnet) >= self.cfg.per_subnet_table)
+                .then_some(Insert::SubnetTableFull);
+        };
+        if bucket.nodes.iter().any(|e| e.id == *id) {
+            return None;
+        }
+        if bucket.nodes.iter().filter(|e| e.subnet == subnet).count() >= self.cfg.per_subnet_bucket
+        {
+            return Some(Insert::SubnetBucketFull);
+        }
+        if self.subnet_count_table(subnet) >= self.cfg.per_subnet_table {
+            return Some(Insert::SubnetTableFull);
+        }
+        let full = bucket.nodes.len() >= self.cfg.k;
+        let lrs_fresh = bucket
+            .nodes
+            .first()
+            .is_some_and(|e| e.last_seen.saturating_add(self.cfg.recheck_after_ms) > now);
+        (full && lrs_fresh).then_some(Insert::Pending { check: None })
     }
 
     /// Records that a request to `id` failed. Returns true if the entry was dropped (after
@@ -352,11 +401,25 @@ mod tests {
         let newcomer = id(0x80, 100);
         assert_eq!(
             t.observe(newcomer, subnet(100), (), 2),
-            Insert::Pending { check: id(0x80, 0) }
+            Insert::Pending { check: None },
+            "the oldest answered recently: no check"
+        );
+        assert_eq!(
+            t.observe(newcomer, subnet(100), (), 60_001),
+            Insert::Pending {
+                check: Some(id(0x80, 0))
+            }
         );
         assert!(t.get(&newcomer).is_none());
+        assert!(
+            t.get_any(&newcomer).is_some(),
+            "kept in the replacement cache"
+        );
         // The oldest answers the check: nobody is evicted.
-        assert_eq!(t.observe(id(0x80, 0), subnet(0), (), 3), Insert::Updated);
+        assert_eq!(
+            t.observe(id(0x80, 0), subnet(0), (), 60_002),
+            Insert::Updated
+        );
         assert!(t.get(&newcomer).is_none());
         assert_eq!(t.len(), 20);
         // The next-oldest fails twice: the replacement takes its place.
@@ -378,7 +441,12 @@ mod tests {
         let s = subnet(7);
         assert_eq!(t.observe(id(0x80, 1), s, (), 1), Insert::Added);
         assert_eq!(t.observe(id(0x80, 2), s, (), 1), Insert::Added);
+        assert_eq!(
+            t.precheck(&id(0x80, 3), s, 1),
+            Some(Insert::SubnetBucketFull)
+        );
         assert_eq!(t.observe(id(0x80, 3), s, (), 1), Insert::SubnetBucketFull);
+        assert_eq!(t.precheck(&id(0x80, 3), subnet(8), 1), None);
         // Other buckets accept until the table holds 10 of the subnet.
         let mut added = 2;
         for b in 0..8u8 {
@@ -390,6 +458,10 @@ mod tests {
             }
         }
         assert_eq!(added, 10);
+        assert_eq!(
+            t.precheck(&id(0x01, 9), s, 1),
+            Some(Insert::SubnetTableFull)
+        );
         assert_eq!(t.observe(id(0x01, 9), s, (), 1), Insert::SubnetTableFull);
         assert_eq!(t.iter().filter(|e| e.subnet == s).count(), 10);
         assert_eq!(t.observe(NodeId([0; 32]), s, (), 1), Insert::Local);

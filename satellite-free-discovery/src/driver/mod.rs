@@ -430,7 +430,8 @@ impl Inner {
                 .peers_refused
                 .with_label_values(&["subnet_table"])
                 .inc(),
-            Insert::Pending { check } => self.check_liveness(check),
+            Insert::Pending { check: Some(check) } => self.check_liveness(check),
+            Insert::Pending { check: None } => {}
             Insert::Added | Insert::Updated | Insert::Local => {}
         }
     }
@@ -481,16 +482,37 @@ impl Inner {
         );
         {
             let table = lock(&self.table);
-            if let Some(e) = table.get(&id)
+            if let Some(e) = table.get_any(&id)
                 && e.data.timestamp_ms >= sender.timestamp_ms
             {
-                // Same (or older) record as one whose address we verified.
+                // Same (or older) record as one whose address we verified (in a bucket
+                // or in the replacement cache).
                 return;
             }
         }
         let Some(addr) = dial_addr(&sender) else {
             return;
         };
+        // Not worth a dial-back if the table would not take it.
+        let refusal = lock(&self.table).precheck(&id, subnet_of(&sender), self.now());
+        match refusal {
+            None => {}
+            Some(Insert::SubnetBucketFull) => {
+                self.metrics
+                    .peers_refused
+                    .with_label_values(&["subnet_bucket"])
+                    .inc();
+                return;
+            }
+            Some(Insert::SubnetTableFull) => {
+                self.metrics
+                    .peers_refused
+                    .with_label_values(&["subnet_table"])
+                    .inc();
+                return;
+            }
+            Some(_) => return,
+        }
         let Ok(permit) = self.dialbacks.clone().try_acquire_owned() else {
             self.metrics
                 .peers_refused
