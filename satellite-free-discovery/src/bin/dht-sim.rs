@@ -1,0 +1,112 @@
+//! `dht-sim`: drives the DHT core over an in-memory network with virtual time and prints
+//! one summary line (last) in the format of issue 4. See `satellite_free_discovery::sim`
+//! for the latency model and what a hop counts.
+
+use std::time::Instant;
+
+use clap::Parser;
+use satellite_free_discovery::sim::{SimConfig, run};
+
+#[derive(Debug, Parser)]
+#[command(about = "Simulate the Shoal DHT with virtual time")]
+struct Args {
+    /// Nodes in the network.
+    #[arg(long, default_value_t = 10_000)]
+    nodes: usize,
+    /// Measured lookups (and as many record reads).
+    #[arg(long, default_value_t = 2_000)]
+    lookups: usize,
+    /// Fraction of nodes replaced during the measured window.
+    #[arg(long, default_value_t = 0.0)]
+    churn: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Measured window, minutes of virtual time.
+    #[arg(long, default_value_t = 60)]
+    window_min: u64,
+    /// Bucket refresh interval, minutes (0: never).
+    #[arg(long, default_value_t = 60)]
+    refresh_min: u64,
+    /// Message loss probability.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// One-way latency: base ms plus spread ms per unit of distance.
+    #[arg(long, default_value_t = 5.0)]
+    latency_base_ms: f64,
+    #[arg(long, default_value_t = 100.0)]
+    latency_spread_ms: f64,
+    /// Relative jitter added to each delay.
+    #[arg(long, default_value_t = 0.1)]
+    jitter: f64,
+    #[arg(long, default_value_t = 20)]
+    k: usize,
+    #[arg(long, default_value_t = 3)]
+    alpha: usize,
+    /// Mutable records, and updates of each during the window.
+    #[arg(long, default_value_t = 100)]
+    records: usize,
+    #[arg(long, default_value_t = 3)]
+    updates: usize,
+    /// Build the initial tables from the global view instead of joining every node
+    /// through the protocol (fast set-up for very large networks).
+    #[arg(long)]
+    direct_join: bool,
+}
+
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    anyhow::ensure!(a.nodes >= 2, "--nodes must be at least 2");
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&a.churn),
+        "--churn must be within 0..=1"
+    );
+    anyhow::ensure!((0.0..1.0).contains(&a.loss), "--loss must be within 0..1");
+    anyhow::ensure!(
+        a.k >= 1 && a.alpha >= 1,
+        "--k and --alpha must be at least 1"
+    );
+    let cfg = SimConfig {
+        nodes: a.nodes,
+        lookups: a.lookups,
+        churn: a.churn,
+        seed: a.seed,
+        k: a.k,
+        alpha: a.alpha,
+        latency_base_ms: a.latency_base_ms,
+        latency_spread_ms: a.latency_spread_ms,
+        jitter: a.jitter,
+        loss: a.loss,
+        window_ms: a.window_min * 60_000,
+        refresh_ms: a.refresh_min * 60_000,
+        records: a.records,
+        updates: a.updates,
+        direct_join: a.direct_join,
+    };
+    let started = Instant::now();
+    let r = run(cfg);
+    println!(
+        "messages={} virtual_s={} live_at_end={} hops_mean={:.2} closest_found_mean={:.2} record_reads={} wall_s={:.1} peak_rss_mib={}",
+        r.messages,
+        r.virtual_ms / 1000,
+        r.final_live,
+        r.hops_mean,
+        r.closest_found_mean,
+        r.record_reads,
+        started.elapsed().as_secs_f64(),
+        peak_rss_mib().map_or("?".into(), |m| m.to_string()),
+    );
+    let [find, get, put, ping] = r.requests_by_kind;
+    println!(
+        "requests: find={find} get={get} put={put} ping={ping} during_setup={}",
+        r.setup_requests
+    );
+    println!("{}", r.line());
+    Ok(())
+}

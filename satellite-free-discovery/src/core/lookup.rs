@@ -1,0 +1,376 @@
+//! Iterative Kademlia lookup as a state machine.
+//!
+//! The caller seeds it with nodes from its routing table, then loops: [`Lookup::poll`]
+//! says whom to query next (at most `alpha` requests in flight), and the caller reports
+//! each answer with [`Lookup::on_success`] (carrying the closer nodes the peer returned) or
+//! [`Lookup::on_failure`]. A request that outlives its deadline stops counting against
+//! `alpha` but may still answer late. The lookup is done when the `k` closest nodes it
+//! has seen have all answered, or when nobody is left to ask.
+//!
+//! Every node carries a depth: 0 for the seeds, `d + 1` for a node first learned from
+//! the answer of a node at depth `d`. The depth of a result is the number of sequential
+//! round trips it took to learn of it; [`Lookup::hops`] is the largest depth among the
+//! results.
+
+use std::collections::BTreeMap;
+
+use shoal_proto::NodeId;
+
+use super::key::{Distance, distance};
+
+/// Data a lookup carries per node (the driver: a signed node record; the simulator: an
+/// index). When the same node is reported twice, a newer value replaces an older one.
+pub trait PeerData: Clone {
+    fn newer_than(&self, _other: &Self) -> bool {
+        false
+    }
+}
+
+impl PeerData for () {}
+impl PeerData for u32 {}
+
+/// Lookup parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct LookupConfig {
+    /// Results wanted (Kademlia's k). Default 20.
+    pub k: usize,
+    /// Requests in flight at most. Default 3.
+    pub alpha: usize,
+    /// Most candidates remembered; the farthest never-contacted ones are dropped beyond
+    /// it, which bounds memory whatever peers send. Default 200.
+    pub max_candidates: usize,
+}
+
+impl Default for LookupConfig {
+    fn default() -> Self {
+        Self {
+            k: 20,
+            alpha: 3,
+            max_candidates: 200,
+        }
+    }
+}
+
+/// Where one node stands in a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    NotContacted,
+    /// Request sent; `deadline` in caller milliseconds.
+    Waiting {
+        deadline: u64,
+    },
+    /// Timed out; no longer counted in flight, still accepted if it answers.
+    Unresponsive,
+    Failed,
+    Succeeded,
+}
+
+/// A node known to a lookup.
+#[derive(Debug, Clone)]
+pub struct LookupPeer<T> {
+    pub id: NodeId,
+    pub data: T,
+    pub state: PeerState,
+    pub depth: u32,
+}
+
+/// What the caller should do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step<T> {
+    /// Send a request to this node.
+    Query { id: NodeId, data: T },
+    /// Nothing to send now; poll again on an answer or at `until` (a request deadline).
+    Wait { until: Option<u64> },
+    /// Finished: read [`Lookup::results`].
+    Done,
+}
+
+/// One iterative lookup towards `target`.
+#[derive(Debug)]
+pub struct Lookup<T> {
+    target: [u8; 32],
+    local: Option<NodeId>,
+    cfg: LookupConfig,
+    timeout: u64,
+    peers: BTreeMap<Distance, LookupPeer<T>>,
+    waiting: usize,
+    finished: bool,
+    queried: usize,
+}
+
+impl<T: PeerData> Lookup<T> {
+    /// A lookup for `target` starting from `seeds`. `local` (our own id, if any) is never
+    /// queried; `timeout` is the per-request deadline in milliseconds.
+    pub fn new(
+        target: [u8; 32],
+        local: Option<NodeId>,
+        seeds: impl IntoIterator<Item = (NodeId, T)>,
+        cfg: LookupConfig,
+        timeout: u64,
+    ) -> Self {
+        let mut l = Self {
+            target,
+            local,
+            cfg,
+            timeout,
+            peers: BTreeMap::new(),
+            waiting: 0,
+            finished: false,
+            queried: 0,
+        };
+        for (id, data) in seeds {
+            l.add(id, data, 0);
+        }
+        l
+    }
+
+    pub fn target(&self) -> &[u8; 32] {
+        &self.target
+    }
+
+    fn add(&mut self, id: NodeId, data: T, depth: u32) {
+        if Some(id) == self.local {
+            return;
+        }
+        let d = distance(&self.target, &id);
+        match self.peers.get_mut(&d) {
+            Some(p) => {
+                if p.state == PeerState::NotContacted && data.newer_than(&p.data) {
+                    p.data = data;
+                }
+                p.depth = p.depth.min(depth);
+            }
+            None => {
+                self.peers.insert(
+                    d,
+                    LookupPeer {
+                        id,
+                        data,
+                        state: PeerState::NotContacted,
+                        depth,
+                    },
+                );
+                if self.peers.len() > self.cfg.max_candidates {
+                    let drop = self
+                        .peers
+                        .iter()
+                        .rev()
+                        .find(|(_, p)| p.state == PeerState::NotContacted)
+                        .map(|(d, _)| *d);
+                    if let Some(d) = drop {
+                        self.peers.remove(&d);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decides the next step at time `now`.
+    pub fn poll(&mut self, now: u64) -> Step<T> {
+        if self.finished {
+            return Step::Done;
+        }
+        // Expire every overdue request first, so that the deadline reported in `Wait` is
+        // always in the future.
+        for p in self.peers.values_mut() {
+            if let PeerState::Waiting { deadline } = p.state
+                && deadline <= now
+            {
+                p.state = PeerState::Unresponsive;
+                self.waiting -= 1;
+            }
+        }
+        let mut succeeded = Some(0usize);
+        for p in self.peers.values_mut() {
+            match p.state {
+                PeerState::Waiting { .. } => {
+                    // A closer request is still open: not done, whatever follows.
+                    succeeded = None;
+                }
+                PeerState::Succeeded => {
+                    if let Some(n) = succeeded.as_mut() {
+                        *n += 1;
+                        if *n >= self.cfg.k {
+                            self.finished = true;
+                            return Step::Done;
+                        }
+                    }
+                }
+                PeerState::NotContacted => {
+                    if self.waiting < self.cfg.alpha {
+                        p.state = PeerState::Waiting {
+                            deadline: now.saturating_add(self.timeout),
+                        };
+                        self.waiting += 1;
+                        self.queried += 1;
+                        return Step::Query {
+                            id: p.id,
+                            data: p.data.clone(),
+                        };
+                    }
+                    return Step::Wait {
+                        until: self.next_deadline(),
+                    };
+                }
+                PeerState::Unresponsive | PeerState::Failed => {}
+            }
+        }
+        if self.waiting > 0 {
+            Step::Wait {
+                until: self.next_deadline(),
+            }
+        } else {
+            self.finished = true;
+            Step::Done
+        }
+    }
+
+    /// Earliest deadline of an open request.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.peers
+            .values()
+            .filter_map(|p| match p.state {
+                PeerState::Waiting { deadline } => Some(deadline),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// `id` answered with `closer`. Returns false if no request to `id` was open.
+    pub fn on_success(
+        &mut self,
+        id: &NodeId,
+        closer: impl IntoIterator<Item = (NodeId, T)>,
+    ) -> bool {
+        if self.finished {
+            return false;
+        }
+        let d = distance(&self.target, id);
+        let depth = match self.peers.get_mut(&d) {
+            Some(p) => match p.state {
+                PeerState::Waiting { .. } => {
+                    self.waiting -= 1;
+                    p.state = PeerState::Succeeded;
+                    p.depth
+                }
+                PeerState::Unresponsive => {
+                    p.state = PeerState::Succeeded;
+                    p.depth
+                }
+                _ => return false,
+            },
+            None => return false,
+        };
+        for (cid, data) in closer {
+            self.add(cid, data, depth + 1);
+        }
+        true
+    }
+
+    /// A request to `id` failed. Returns false if no request to `id` was open.
+    pub fn on_failure(&mut self, id: &NodeId) -> bool {
+        if self.finished {
+            return false;
+        }
+        let d = distance(&self.target, id);
+        match self.peers.get_mut(&d) {
+            Some(p) => match p.state {
+                PeerState::Waiting { .. } => {
+                    self.waiting -= 1;
+                    p.state = PeerState::Failed;
+                    true
+                }
+                PeerState::Unresponsive => {
+                    p.state = PeerState::Failed;
+                    true
+                }
+                _ => false,
+            },
+            None => false,
+        }
+    }
+
+    /// Requests currently counted in flight.
+    pub fn in_flight(&self) -> usize {
+        self.waiting
+    }
+
+    /// Requests sent so far.
+    pub fn queried(&self) -> usize {
+        self.queried
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Every node the lookup knows, nearest first.
+    pub fn peers(&self) -> impl Iterator<Item = &LookupPeer<T>> {
+        self.peers.values()
+    }
+
+    /// The `k` closest nodes that answered, nearest first.
+    pub fn results(&self) -> Vec<&LookupPeer<T>> {
+        self.peers
+            .values()
+            .filter(|p| p.state == PeerState::Succeeded)
+            .take(self.cfg.k)
+            .collect()
+    }
+
+    /// Round trips on the longest path to a result (see the module docs).
+    pub fn hops(&self) -> u32 {
+        self.results().iter().map(|p| p.depth).max().unwrap_or(0)
+    }
+}
+
+/// Round-trip estimator for adaptive request timeouts (RFC 6298 smoothing), clamped to
+/// `[min, max]` so that a burst of fast or slow answers cannot push it out of bounds.
+#[derive(Debug, Clone)]
+pub struct RttEstimator {
+    srtt: Option<f64>,
+    rttvar: f64,
+    min: u64,
+    max: u64,
+    initial: u64,
+}
+
+impl RttEstimator {
+    pub fn new(initial: u64, min: u64, max: u64) -> Self {
+        Self {
+            srtt: None,
+            rttvar: 0.0,
+            min,
+            max: max.max(min),
+            initial,
+        }
+    }
+
+    /// Adds one measured round trip (ms).
+    pub fn observe(&mut self, rtt: u64) {
+        let r = rtt as f64;
+        match self.srtt {
+            None => {
+                self.srtt = Some(r);
+                self.rttvar = r / 2.0;
+            }
+            Some(s) => {
+                self.rttvar = 0.75 * self.rttvar + 0.25 * (s - r).abs();
+                self.srtt = Some(0.875 * s + 0.125 * r);
+            }
+        }
+    }
+
+    /// The request timeout to use now (ms).
+    pub fn timeout(&self) -> u64 {
+        let t = match self.srtt {
+            None => self.initial,
+            Some(s) => (s + 4.0 * self.rttvar).ceil() as u64,
+        };
+        t.clamp(self.min, self.max)
+    }
+}
+
+#[cfg(test)]
+#[path = "lookup_tests.rs"]
+mod tests;

@@ -1,0 +1,325 @@
+//! Rules of the mutable-record store (BEP 44 style).
+//!
+//! A record arrives as a [`Signed<MutableRecord>`], so its signature over
+//! (salt, seq, value, expiry) has already been checked by the wire conversion. The store
+//! then accepts it only if its `seq` is strictly greater than the one held (an identical
+//! copy is acknowledged without change, so republishing is harmless), the optional
+//! compare-and-swap `expected_seq` matches, its value is within 4 KiB, it has not
+//! expired and does not expire too far ahead, and neither the store nor the publisher's
+//! share of it is full. Time is the caller's unix milliseconds.
+
+use std::collections::HashMap;
+
+use shoal_proto::limits::MAX_RECORD_VALUE;
+use shoal_proto::messages::MutableRecord;
+use shoal_proto::{PublicKey, RecordKey, Signed};
+
+/// Store bounds.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Records held at most. Default 10,000 (at most ~45 MiB).
+    pub max_records: usize,
+    /// Records of one publisher key held at most. Default 64.
+    pub max_per_owner: usize,
+    /// Furthest expiry accepted, from now. Default 7 days.
+    pub max_ttl_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            max_records: 10_000,
+            max_per_owner: 64,
+            max_ttl_ms: 7 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// Why a record was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordRefused {
+    #[error("record seq {offered} is not newer than the held seq {held}")]
+    NotNewer { held: u64, offered: u64 },
+    #[error("compare-and-swap expected seq {expected}, but the held seq is {held:?}")]
+    CasMismatch { expected: u64, held: Option<u64> },
+    #[error("record value is {actual} bytes, over the limit of {limit}")]
+    TooLarge { actual: usize, limit: usize },
+    #[error("record expired at {expires_at_ms}")]
+    Expired { expires_at_ms: u64 },
+    #[error("record expiry is {ahead_ms} ms ahead, beyond the {limit_ms} ms allowed")]
+    ExpiryTooFar { ahead_ms: u64, limit_ms: u64 },
+    #[error("record store is full ({limit} records)")]
+    StoreFull { limit: usize },
+    #[error("publisher already has {limit} records here")]
+    OwnerFull { limit: usize },
+}
+
+/// What an accepted put did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    New,
+    Replaced {
+        previous_seq: u64,
+    },
+    /// The very same record was held already.
+    Unchanged,
+}
+
+/// The records one node holds for others.
+#[derive(Debug, Default)]
+pub struct RecordStore {
+    cfg: StoreConfig,
+    records: HashMap<RecordKey, Signed<MutableRecord>>,
+    per_owner: HashMap<PublicKey, usize>,
+}
+
+impl RecordStore {
+    pub fn new(cfg: StoreConfig) -> Self {
+        Self {
+            cfg,
+            records: HashMap::new(),
+            per_owner: HashMap::new(),
+        }
+    }
+
+    /// A store with the default bounds.
+    pub fn default_config() -> Self {
+        Self::new(StoreConfig::default())
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Applies the store rules to `record` at unix time `now`.
+    pub fn put(
+        &mut self,
+        record: Signed<MutableRecord>,
+        expected_seq: Option<u64>,
+        now: u64,
+    ) -> Result<Stored, RecordRefused> {
+        if record.value.len() > MAX_RECORD_VALUE {
+            return Err(RecordRefused::TooLarge {
+                actual: record.value.len(),
+                limit: MAX_RECORD_VALUE,
+            });
+        }
+        if record.expires_at_ms <= now {
+            return Err(RecordRefused::Expired {
+                expires_at_ms: record.expires_at_ms,
+            });
+        }
+        if record.expires_at_ms - now > self.cfg.max_ttl_ms {
+            return Err(RecordRefused::ExpiryTooFar {
+                ahead_ms: record.expires_at_ms - now,
+                limit_ms: self.cfg.max_ttl_ms,
+            });
+        }
+        let key = record.key();
+        let held = self
+            .records
+            .get(&key)
+            .filter(|r| r.expires_at_ms > now)
+            .map(|r| (r.seq, *r == record));
+        if let Some(expected) = expected_seq
+            && let Some((held_seq, _)) = held
+            && held_seq != expected
+        {
+            return Err(RecordRefused::CasMismatch {
+                expected,
+                held: Some(held_seq),
+            });
+        }
+        match held {
+            Some((_, true)) => return Ok(Stored::Unchanged),
+            Some((held_seq, false)) if record.seq <= held_seq => {
+                return Err(RecordRefused::NotNewer {
+                    held: held_seq,
+                    offered: record.seq,
+                });
+            }
+            _ => {}
+        }
+        let owner = record.public_key;
+        match self.records.get(&key) {
+            Some(old) => {
+                let previous_seq = old.seq;
+                self.records.insert(key, record);
+                Ok(Stored::Replaced { previous_seq })
+            }
+            None => {
+                if self.records.len() >= self.cfg.max_records {
+                    self.expire(now);
+                    if self.records.len() >= self.cfg.max_records {
+                        return Err(RecordRefused::StoreFull {
+                            limit: self.cfg.max_records,
+                        });
+                    }
+                }
+                let n = self.per_owner.entry(owner).or_insert(0);
+                if *n >= self.cfg.max_per_owner {
+                    return Err(RecordRefused::OwnerFull {
+                        limit: self.cfg.max_per_owner,
+                    });
+                }
+                *n += 1;
+                self.records.insert(key, record);
+                Ok(Stored::New)
+            }
+        }
+    }
+
+    /// The live record under `key`.
+    pub fn get(&self, key: &RecordKey, now: u64) -> Option<&Signed<MutableRecord>> {
+        self.records.get(key).filter(|r| r.expires_at_ms > now)
+    }
+
+    /// Drops expired records; returns how many.
+    pub fn expire(&mut self, now: u64) -> usize {
+        let before = self.records.len();
+        let per_owner = &mut self.per_owner;
+        self.records.retain(|_, r| {
+            let keep = r.expires_at_ms > now;
+            if !keep && let Some(n) = per_owner.get_mut(&r.public_key) {
+                *n = n.saturating_sub(1);
+            }
+            keep
+        });
+        per_owner.retain(|_, n| *n > 0);
+        before - self.records.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Signed<MutableRecord>> {
+        self.records.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_proto::Identity;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn rec(id: &Identity, salt: &[u8], seq: u64, value: &[u8]) -> Signed<MutableRecord> {
+        Signed::sign(
+            MutableRecord {
+                public_key: *id.public_key(),
+                salt: salt.to_vec(),
+                seq,
+                value: value.to_vec(),
+                expires_at_ms: NOW + 3_600_000,
+            },
+            id,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn newer_seq_only() {
+        let id = Identity::random();
+        let mut s = RecordStore::default_config();
+        assert_eq!(s.put(rec(&id, b"a", 5, b"x"), None, NOW), Ok(Stored::New));
+        assert_eq!(
+            s.put(rec(&id, b"a", 4, b"old"), None, NOW),
+            Err(RecordRefused::NotNewer {
+                held: 5,
+                offered: 4
+            })
+        );
+        assert_eq!(
+            s.put(rec(&id, b"a", 5, b"other"), None, NOW),
+            Err(RecordRefused::NotNewer {
+                held: 5,
+                offered: 5
+            })
+        );
+        assert_eq!(
+            s.put(rec(&id, b"a", 5, b"x"), None, NOW),
+            Ok(Stored::Unchanged)
+        );
+        assert_eq!(
+            s.put(rec(&id, b"a", 6, b"y"), None, NOW),
+            Ok(Stored::Replaced { previous_seq: 5 })
+        );
+        let key = MutableRecord::key_for(id.public_key(), b"a");
+        assert_eq!(s.get(&key, NOW).unwrap().value, b"y");
+        // Another salt is another record.
+        assert_eq!(s.put(rec(&id, b"b", 1, b"z"), None, NOW), Ok(Stored::New));
+    }
+
+    #[test]
+    fn compare_and_swap() {
+        let id = Identity::random();
+        let mut s = RecordStore::default_config();
+        s.put(rec(&id, b"a", 1, b"x"), None, NOW).unwrap();
+        assert_eq!(
+            s.put(rec(&id, b"a", 3, b"y"), Some(2), NOW),
+            Err(RecordRefused::CasMismatch {
+                expected: 2,
+                held: Some(1)
+            })
+        );
+        assert_eq!(
+            s.put(rec(&id, b"a", 3, b"y"), Some(1), NOW),
+            Ok(Stored::Replaced { previous_seq: 1 })
+        );
+    }
+
+    #[test]
+    fn oversize_expired_and_far_expiry_refused() {
+        let id = Identity::random();
+        let mut s = RecordStore::default_config();
+        let big = rec(&id, b"a", 1, &vec![0u8; MAX_RECORD_VALUE + 1]);
+        assert!(matches!(
+            s.put(big, None, NOW),
+            Err(RecordRefused::TooLarge { .. })
+        ));
+        let r = rec(&id, b"a", 1, b"x");
+        assert!(matches!(
+            s.put(r.clone(), None, NOW + 3_600_000),
+            Err(RecordRefused::Expired { .. })
+        ));
+        assert!(matches!(
+            s.put(r, None, NOW - 8 * 24 * 3_600_000),
+            Err(RecordRefused::ExpiryTooFar { .. })
+        ));
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn bounded_per_owner_and_in_total_and_expiry_frees_space() {
+        let id = Identity::random();
+        let mut s = RecordStore::new(StoreConfig {
+            max_records: 3,
+            max_per_owner: 2,
+            max_ttl_ms: u64::MAX,
+        });
+        s.put(rec(&id, b"1", 1, b""), None, NOW).unwrap();
+        s.put(rec(&id, b"2", 1, b""), None, NOW).unwrap();
+        assert_eq!(
+            s.put(rec(&id, b"3", 1, b""), None, NOW),
+            Err(RecordRefused::OwnerFull { limit: 2 })
+        );
+        let other = Identity::random();
+        s.put(rec(&other, b"1", 1, b""), None, NOW).unwrap();
+        let third = Identity::random();
+        assert_eq!(
+            s.put(rec(&third, b"1", 1, b""), None, NOW),
+            Err(RecordRefused::StoreFull { limit: 3 })
+        );
+        assert_eq!(s.expire(NOW + 3_600_000), 3);
+        assert!(
+            s.get(
+                &MutableRecord::key_for(id.public_key(), b"1"),
+                NOW + 3_600_000
+            )
+            .is_none()
+        );
+        s.put(rec(&id, b"3", 1, b""), None, NOW).unwrap();
+    }
+}

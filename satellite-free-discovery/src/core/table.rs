@@ -1,0 +1,500 @@
+//! The Kademlia routing table: 256 buckets of `k` nodes over XOR distance.
+//!
+//! Rules that answer Storj's Sybil problem:
+//! - Only nodes that have answered us are inserted (the caller calls [`RoutingTable::observe`]
+//!   after a response, or after dialling a claimed address back); only entries without
+//!   recent failures are handed to others ([`RoutingTable::closest`] with `only_live`).
+//! - A responsive node is never evicted for a newcomer: a full bucket puts the newcomer in
+//!   a replacement cache and asks the caller to check the least recently seen entry; only
+//!   when that entry fails does a replacement take its place.
+//! - At most `per_subnet_bucket` nodes of one IPv4 /24 (IPv6 /48) per bucket and
+//!   `per_subnet_table` per table, so one network cannot fill a table.
+//!
+//! Time is a caller-supplied millisecond counter; the table never reads a clock.
+
+use std::collections::BTreeMap;
+
+use shoal_proto::NodeId;
+
+use super::key::{Distance, Subnet, bucket_index, distance};
+
+/// Routing table parameters.
+#[derive(Debug, Clone)]
+pub struct TableConfig {
+    /// Nodes per bucket (Kademlia's k). Default 20.
+    pub k: usize,
+    /// Nodes of one /24 (/48) per bucket. Default 2.
+    pub per_subnet_bucket: usize,
+    /// Nodes of one /24 (/48) per table. Default 10.
+    pub per_subnet_table: usize,
+    /// Replacement-cache entries per bucket. Default 8.
+    pub replacements: usize,
+    /// Consecutive failures after which an entry is dropped. Default 2.
+    pub max_failures: u32,
+    /// A full bucket asks for a liveness check of its least recently seen entry only if
+    /// that entry has not answered for this long (ms). Default 60 s.
+    pub recheck_after_ms: u64,
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        Self {
+            k: 20,
+            per_subnet_bucket: 2,
+            per_subnet_table: 10,
+            replacements: 8,
+            max_failures: 2,
+            recheck_after_ms: 60_000,
+        }
+    }
+}
+
+/// One node in the table.
+#[derive(Debug, Clone)]
+pub struct Entry<T> {
+    pub id: NodeId,
+    pub subnet: Subnet,
+    /// What the caller keeps with the node (the driver: its signed record).
+    pub data: T,
+    /// When the node last answered us (caller's milliseconds).
+    pub last_seen: u64,
+    /// Consecutive failed requests since it last answered.
+    pub failures: u32,
+}
+
+#[derive(Debug)]
+struct Bucket<T> {
+    /// Least recently seen first.
+    nodes: Vec<Entry<T>>,
+    /// Most recently seen last.
+    replacements: Vec<Entry<T>>,
+    last_refresh: u64,
+}
+
+impl<T> Bucket<T> {
+    fn new(now: u64) -> Self {
+        Self {
+            nodes: Vec::new(),
+            replacements: Vec::new(),
+            last_refresh: now,
+        }
+    }
+}
+
+/// What [`RoutingTable::observe`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Insert {
+    /// New entry in its bucket.
+    Added,
+    /// Already present: refreshed (data, last seen, failures reset).
+    Updated,
+    /// Bucket full: kept in the replacement cache. If `check` is set, the caller should
+    /// ping it (the least recently seen entry, silent for `recheck_after_ms`) and report
+    /// the outcome; a failure makes room.
+    Pending { check: Option<NodeId> },
+    /// Refused: the bucket already holds `per_subnet_bucket` nodes of this subnet.
+    SubnetBucketFull,
+    /// Refused: the table already holds `per_subnet_table` nodes of this subnet.
+    SubnetTableFull,
+    /// Refused: that is our own id.
+    Local,
+}
+
+/// Routing table of one node.
+#[derive(Debug)]
+pub struct RoutingTable<T> {
+    local: NodeId,
+    cfg: TableConfig,
+    buckets: BTreeMap<u8, Bucket<T>>,
+    len: usize,
+}
+
+impl<T: Clone> RoutingTable<T> {
+    pub fn new(local: NodeId, cfg: TableConfig) -> Self {
+        Self {
+            local,
+            cfg,
+            buckets: BTreeMap::new(),
+            len: 0,
+        }
+    }
+
+    pub fn local(&self) -> &NodeId {
+        &self.local
+    }
+
+    pub fn config(&self) -> &TableConfig {
+        &self.cfg
+    }
+
+    /// Number of nodes in buckets (replacements not counted).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn get(&self, id: &NodeId) -> Option<&Entry<T>> {
+        let b = bucket_index(&self.local, id)?;
+        self.buckets
+            .get(&(b as u8))?
+            .nodes
+            .iter()
+            .find(|e| e.id == *id)
+    }
+
+    /// The entry of `id` in its bucket or in the replacement cache: a node that answered
+    /// us recently, whether or not there was room for it.
+    pub fn get_any(&self, id: &NodeId) -> Option<&Entry<T>> {
+        let b = bucket_index(&self.local, id)?;
+        let bucket = self.buckets.get(&(b as u8))?;
+        bucket
+            .nodes
+            .iter()
+            .chain(bucket.replacements.iter())
+            .find(|e| e.id == *id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Entry<T>> {
+        self.buckets.values().flat_map(|b| b.nodes.iter())
+    }
+
+    fn subnet_count_table(&self, subnet: Subnet) -> usize {
+        self.iter().filter(|e| e.subnet == subnet).count()
+    }
+
+    /// Records that `id` answered us at an address in `subnet`, carrying `data`.
+    pub fn observe(&mut self, id: NodeId, subnet: Subnet, data: T, now: u64) -> Insert {
+        let Some(b) = bucket_index(&self.local, &id) else {
+            return Insert::Local;
+        };
+        let b = b as u8;
+        // Present already: refresh in place, unless it moved to another subnet, in which
+        // case it is re-admitted under the limits like a newcomer.
+        if let Some(bucket) = self.buckets.get_mut(&b)
+            && let Some(pos) = bucket.nodes.iter().position(|e| e.id == id)
+        {
+            if bucket.nodes[pos].subnet == subnet {
+                let mut e = bucket.nodes.remove(pos);
+                e.data = data;
+                e.last_seen = now;
+                e.failures = 0;
+                bucket.nodes.push(e);
+                return Insert::Updated;
+            }
+            bucket.nodes.remove(pos);
+            self.len -= 1;
+        }
+        let table_count = self.subnet_count_table(subnet);
+        let cfg = self.cfg.clone();
+        let bucket = self.buckets.entry(b).or_insert_with(|| Bucket::new(now));
+        let bucket_count = bucket.nodes.iter().filter(|e| e.subnet == subnet).count();
+        if bucket_count >= cfg.per_subnet_bucket {
+            return Insert::SubnetBucketFull;
+        }
+        if table_count >= cfg.per_subnet_table {
+            return Insert::SubnetTableFull;
+        }
+        let entry = Entry {
+            id,
+            subnet,
+            data,
+            last_seen: now,
+            failures: 0,
+        };
+        if bucket.nodes.len() < cfg.k {
+            bucket.replacements.retain(|e| e.id != id);
+            bucket.nodes.push(entry);
+            self.len += 1;
+            return Insert::Added;
+        }
+        bucket.replacements.retain(|e| e.id != id);
+        if cfg.replacements > 0 {
+            if bucket.replacements.len() >= cfg.replacements {
+                bucket.replacements.remove(0);
+            }
+            bucket.replacements.push(entry);
+        }
+        let check = bucket
+            .nodes
+            .first()
+            .filter(|e| e.last_seen.saturating_add(cfg.recheck_after_ms) <= now)
+            .map(|e| e.id);
+        Insert::Pending { check }
+    }
+
+    /// What [`RoutingTable::observe`] would do with a newcomer, without changing
+    /// anything: `None` if it would be added (or could be, after a liveness check), else
+    /// the refusal. Lets a caller skip dialling back a node it would not insert.
+    pub fn precheck(&self, id: &NodeId, subnet: Subnet, now: u64) -> Option<Insert> {
+        let Some(b) = bucket_index(&self.local, id) else {
+            return Some(Insert::Local);
+        };
+        let Some(bucket) = self.buckets.get(&(b as u8)) else {
+            return (self.subnet_count_table(subnet) >= self.cfg.per_subnet_table)
+                .then_some(Insert::SubnetTableFull);
+        };
+        if bucket.nodes.iter().any(|e| e.id == *id) {
+            return None;
+        }
+        if bucket.nodes.iter().filter(|e| e.subnet == subnet).count() >= self.cfg.per_subnet_bucket
+        {
+            return Some(Insert::SubnetBucketFull);
+        }
+        if self.subnet_count_table(subnet) >= self.cfg.per_subnet_table {
+            return Some(Insert::SubnetTableFull);
+        }
+        let full = bucket.nodes.len() >= self.cfg.k;
+        let lrs_fresh = bucket
+            .nodes
+            .first()
+            .is_some_and(|e| e.last_seen.saturating_add(self.cfg.recheck_after_ms) > now);
+        (full && lrs_fresh).then_some(Insert::Pending { check: None })
+    }
+
+    /// Records that a request to `id` failed. Returns true if the entry was dropped (after
+    /// `max_failures` in a row); a cached replacement then takes its place.
+    pub fn on_failure(&mut self, id: &NodeId) -> bool {
+        let Some(b) = bucket_index(&self.local, id) else {
+            return false;
+        };
+        let max = self.cfg.max_failures;
+        let Some(bucket) = self.buckets.get_mut(&(b as u8)) else {
+            return false;
+        };
+        let Some(pos) = bucket.nodes.iter().position(|e| e.id == *id) else {
+            bucket.replacements.retain(|e| e.id != *id);
+            return false;
+        };
+        bucket.nodes[pos].failures += 1;
+        if bucket.nodes[pos].failures < max {
+            return false;
+        }
+        self.remove(id);
+        true
+    }
+
+    /// Drops `id` and promotes the most recent replacement that fits the subnet limits.
+    pub fn remove(&mut self, id: &NodeId) -> Option<Entry<T>> {
+        let b = bucket_index(&self.local, id)? as u8;
+        let bucket = self.buckets.get_mut(&b)?;
+        let pos = bucket.nodes.iter().position(|e| e.id == *id)?;
+        let removed = bucket.nodes.remove(pos);
+        self.len -= 1;
+        while let Some(candidate) = self.buckets.get_mut(&b).and_then(|b| b.replacements.pop()) {
+            let table_count = self.subnet_count_table(candidate.subnet);
+            let Some(bucket) = self.buckets.get_mut(&b) else {
+                break;
+            };
+            let bucket_count = bucket
+                .nodes
+                .iter()
+                .filter(|e| e.subnet == candidate.subnet)
+                .count();
+            if bucket_count < self.cfg.per_subnet_bucket && table_count < self.cfg.per_subnet_table
+            {
+                bucket.nodes.push(candidate);
+                self.len += 1;
+                break;
+            }
+        }
+        Some(removed)
+    }
+
+    /// The `n` entries closest to `target`, nearest first. With `only_live`, entries that
+    /// failed since they last answered are left out (they are not handed to others).
+    pub fn closest(&self, target: &[u8; 32], n: usize, only_live: bool) -> Vec<&Entry<T>> {
+        let mut all: Vec<(Distance, &Entry<T>)> = self
+            .iter()
+            .filter(|e| !only_live || e.failures == 0)
+            .map(|e| (distance(target, &e.id), e))
+            .collect();
+        if all.len() > n && n > 0 {
+            all.select_nth_unstable_by(n - 1, |a, b| a.0.cmp(&b.0));
+            all.truncate(n);
+        } else if n == 0 {
+            all.clear();
+        }
+        all.sort_unstable_by_key(|a| a.0);
+        all.into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// Buckets worth refreshing: every bucket from the farthest down to one below the
+    /// nearest non-empty one, not looked up within `interval`.
+    pub fn refresh_due(&self, now: u64, interval: u64) -> Vec<usize> {
+        let Some(&lowest) = self
+            .buckets
+            .iter()
+            .find(|(_, b)| !b.nodes.is_empty())
+            .map(|(i, _)| i)
+        else {
+            return Vec::new();
+        };
+        (usize::from(lowest.saturating_sub(1))..256)
+            .filter(|i| match self.buckets.get(&(*i as u8)) {
+                Some(b) => b.last_refresh.saturating_add(interval) <= now,
+                None => true,
+            })
+            .collect()
+    }
+
+    /// Notes that a lookup covered the bucket of `target`.
+    pub fn mark_refreshed(&mut self, target: &[u8; 32], now: u64) {
+        if let Some(b) = bucket_index(&self.local, &NodeId(*target)) {
+            self.buckets
+                .entry(b as u8)
+                .or_insert_with(|| Bucket::new(now))
+                .last_refresh = now;
+        }
+    }
+
+    /// Entries that have not answered for `max_age`: candidates for a liveness check.
+    pub fn stale(&self, now: u64, max_age: u64) -> Vec<NodeId> {
+        self.iter()
+            .filter(|e| e.last_seen.saturating_add(max_age) <= now)
+            .map(|e| e.id)
+            .collect()
+    }
+
+    /// Number of non-empty buckets.
+    pub fn bucket_count(&self) -> usize {
+        self.buckets
+            .values()
+            .filter(|b| !b.nodes.is_empty())
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    fn id(b: u8, tail: u8) -> NodeId {
+        let mut x = [0u8; 32];
+        x[0] = b;
+        x[31] = tail;
+        NodeId(x)
+    }
+
+    fn subnet(n: u32) -> Subnet {
+        let ip: IpAddr = format!("10.{}.{}.1", n / 256, n % 256).parse().unwrap();
+        Subnet::of(&ip)
+    }
+
+    fn table() -> RoutingTable<()> {
+        RoutingTable::new(NodeId([0; 32]), TableConfig::default())
+    }
+
+    #[test]
+    fn full_bucket_keeps_responsive_nodes_and_caches_newcomers() {
+        let mut t = table();
+        // Bucket 255: first bit set.
+        for i in 0..20u8 {
+            assert_eq!(
+                t.observe(id(0x80, i), subnet(u32::from(i)), (), 1),
+                Insert::Added
+            );
+        }
+        let newcomer = id(0x80, 100);
+        assert_eq!(
+            t.observe(newcomer, subnet(100), (), 2),
+            Insert::Pending { check: None },
+            "the oldest answered recently: no check"
+        );
+        assert_eq!(
+            t.observe(newcomer, subnet(100), (), 60_001),
+            Insert::Pending {
+                check: Some(id(0x80, 0))
+            }
+        );
+        assert!(t.get(&newcomer).is_none());
+        assert!(
+            t.get_any(&newcomer).is_some(),
+            "kept in the replacement cache"
+        );
+        // The oldest answers the check: nobody is evicted.
+        assert_eq!(
+            t.observe(id(0x80, 0), subnet(0), (), 60_002),
+            Insert::Updated
+        );
+        assert!(t.get(&newcomer).is_none());
+        assert_eq!(t.len(), 20);
+        // The next-oldest fails twice: the replacement takes its place.
+        assert!(!t.on_failure(&id(0x80, 1)));
+        // Not handed to others while it has failures.
+        assert!(
+            t.closest(&id(0x80, 1).0, 20, true)
+                .iter()
+                .all(|e| e.id != id(0x80, 1))
+        );
+        assert!(t.on_failure(&id(0x80, 1)));
+        assert!(t.get(&newcomer).is_some());
+        assert_eq!(t.len(), 20);
+    }
+
+    #[test]
+    fn subnet_limits_per_bucket_and_table() {
+        let mut t = table();
+        let s = subnet(7);
+        assert_eq!(t.observe(id(0x80, 1), s, (), 1), Insert::Added);
+        assert_eq!(t.observe(id(0x80, 2), s, (), 1), Insert::Added);
+        assert_eq!(
+            t.precheck(&id(0x80, 3), s, 1),
+            Some(Insert::SubnetBucketFull)
+        );
+        assert_eq!(t.observe(id(0x80, 3), s, (), 1), Insert::SubnetBucketFull);
+        assert_eq!(t.precheck(&id(0x80, 3), subnet(8), 1), None);
+        // Other buckets accept until the table holds 10 of the subnet.
+        let mut added = 2;
+        for b in 0..8u8 {
+            for tail in 0..3u8 {
+                let first = 0x40 >> b;
+                if t.observe(id(first, tail), s, (), 1) == Insert::Added {
+                    added += 1;
+                }
+            }
+        }
+        assert_eq!(added, 10);
+        assert_eq!(
+            t.precheck(&id(0x01, 9), s, 1),
+            Some(Insert::SubnetTableFull)
+        );
+        assert_eq!(t.observe(id(0x01, 9), s, (), 1), Insert::SubnetTableFull);
+        assert_eq!(t.iter().filter(|e| e.subnet == s).count(), 10);
+        assert_eq!(t.observe(NodeId([0; 32]), s, (), 1), Insert::Local);
+    }
+
+    #[test]
+    fn closest_is_sorted_and_bounded() {
+        let mut t = table();
+        for i in 0..200u32 {
+            let mut x: [u8; 32] = [0; 32];
+            x[..4].copy_from_slice(&(i.wrapping_mul(2_654_435_761)).to_be_bytes());
+            t.observe(NodeId(x), subnet(i), (), 1);
+        }
+        let target = [0x33; 32];
+        let c = t.closest(&target, 20, true);
+        assert_eq!(c.len(), 20);
+        for w in c.windows(2) {
+            assert!(distance(&target, &w[0].id) < distance(&target, &w[1].id));
+        }
+        let best = t.iter().map(|e| distance(&target, &e.id)).min().unwrap();
+        assert_eq!(distance(&target, &c[0].id), best);
+    }
+
+    #[test]
+    fn refresh_and_staleness() {
+        let mut t = table();
+        t.observe(id(0x80, 1), subnet(1), (), 0);
+        assert!(t.refresh_due(10, 100).contains(&254));
+        assert!(!t.refresh_due(10, 100).contains(&255));
+        assert!(t.refresh_due(100, 100).contains(&255));
+        t.mark_refreshed(&id(0x80, 9).0, 100);
+        assert!(!t.refresh_due(150, 100).contains(&255));
+        assert_eq!(t.stale(50, 50), vec![id(0x80, 1)]);
+        assert!(t.stale(49, 50).is_empty());
+    }
+}

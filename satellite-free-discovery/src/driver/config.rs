@@ -1,0 +1,84 @@
+//! Configuration of the DHT driver.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::core::membership::MembershipConfig;
+use crate::core::store::StoreConfig;
+use crate::core::table::TableConfig;
+
+/// Everything the driver needs besides the identity. Defaults suit a production network.
+#[derive(Debug, Clone)]
+pub struct DhtConfig {
+    /// Proof-of-work bits every node id must carry. Default
+    /// [`shoal_proto::DEFAULT_DIFFICULTY`].
+    pub difficulty: u32,
+    /// `ip:port` of nodes to join through. Default none.
+    pub bootstrap: Vec<SocketAddr>,
+    /// Bucket size and result count (Kademlia's k). Default 20.
+    pub k: usize,
+    /// Requests in flight per lookup (Kademlia's α). Default 3.
+    pub alpha: usize,
+    /// Request timeout before any round trip was measured. Default 2 s.
+    pub initial_timeout: Duration,
+    /// Bounds of the adaptive request timeout. Defaults 250 ms and 5 s.
+    pub min_timeout: Duration,
+    pub max_timeout: Duration,
+    /// How long a request may run at all (a timed-out request may still answer late
+    /// within this). Default 10 s.
+    pub hard_timeout: Duration,
+    /// Buckets not looked up for this long are refreshed. Default 15 min.
+    pub refresh_interval: Duration,
+    /// Entries not heard from for this long are pinged. Default 5 min.
+    pub liveness_interval: Duration,
+    /// Records put through this handle are republished this often. Default 30 min.
+    pub republish_interval: Duration,
+    /// Held records are pushed to the current k closest this often. Default 20 min.
+    pub replicate_interval: Duration,
+    /// Run the membership crawler (uplinks do; storage nodes need not). Default false.
+    pub crawl: bool,
+    /// Pause between two crawl requests: the crawl's rate bound. Default 200 ms.
+    pub crawl_interval: Duration,
+    /// Concurrent dial-backs of claimed addresses at most; more are dropped. Default 16.
+    pub max_dialbacks: usize,
+    /// Software version put in the node record. Default this crate's version.
+    pub version: String,
+    pub table: TableConfig,
+    pub store: StoreConfig,
+    pub membership: MembershipConfig,
+}
+
+impl Default for DhtConfig {
+    fn default() -> Self {
+        Self {
+            difficulty: shoal_proto::DEFAULT_DIFFICULTY,
+            bootstrap: Vec::new(),
+            k: 20,
+            alpha: 3,
+            initial_timeout: Duration::from_secs(2),
+            min_timeout: Duration::from_millis(250),
+            max_timeout: Duration::from_secs(5),
+            hard_timeout: Duration::from_secs(10),
+            refresh_interval: Duration::from_secs(15 * 60),
+            liveness_interval: Duration::from_secs(5 * 60),
+            republish_interval: Duration::from_secs(30 * 60),
+            replicate_interval: Duration::from_secs(20 * 60),
+            crawl: false,
+            crawl_interval: Duration::from_millis(200),
+            max_dialbacks: 16,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            table: TableConfig::default(),
+            store: StoreConfig::default(),
+            membership: MembershipConfig::default(),
+        }
+    }
+}
+
+/// The fields of the local node record that the host changes while running.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecordFields {
+    /// `ip:port` where the node's gRPC server answers (at most 8).
+    pub addresses: Vec<SocketAddr>,
+    /// Bytes the node will still accept.
+    pub free_space: u64,
+}

@@ -1,0 +1,76 @@
+//! Errors of the DHT driver, and their gRPC status in one place.
+
+use std::net::SocketAddr;
+
+use shoal_proto::{IdentityError, WireError};
+
+use crate::core::store::RecordRefused;
+
+/// What can go wrong in a DHT operation.
+#[derive(Debug, thiserror::Error)]
+pub enum DhtError {
+    #[error("the routing table is empty; bootstrap first (no bootstrap node answered)")]
+    NoPeers,
+    #[error("node mode needs at least one address in the node record")]
+    NoAddress,
+    #[error("cannot sign the local node record: {0}")]
+    Identity(#[from] IdentityError),
+    #[error("local node record is invalid: {0}")]
+    LocalRecord(WireError),
+    #[error("request to {addr} failed: {status}")]
+    Rpc {
+        addr: SocketAddr,
+        status: Box<tonic::Status>,
+    },
+    #[error("request to {addr} timed out")]
+    Timeout { addr: SocketAddr },
+    #[error("bad response from {addr}: {reason}")]
+    BadResponse { addr: SocketAddr, reason: String },
+    #[error("no node accepted the record ({refused} refused it, {failed} did not answer)")]
+    PutFailed { refused: usize, failed: usize },
+    #[error("compare-and-swap failed: the network holds another seq")]
+    CasMismatch,
+    #[error("the DHT has shut down")]
+    Shutdown,
+    #[error("cannot create the DHT metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Why the server refused a request.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ServeError {
+    #[error("invalid {what}: {source}")]
+    Wire {
+        what: &'static str,
+        #[source]
+        source: WireError,
+    },
+    #[error("sender's proof of work is too low: {0}")]
+    Work(IdentityError),
+    #[error("record refused: {0}")]
+    Refused(#[from] RecordRefused),
+    #[error("this node has no signed record yet")]
+    NotReady,
+}
+
+impl From<ServeError> for tonic::Status {
+    fn from(e: ServeError) -> Self {
+        let msg = e.to_string();
+        match e {
+            ServeError::Wire { .. } => tonic::Status::invalid_argument(msg),
+            ServeError::Work(_) => tonic::Status::permission_denied(msg),
+            ServeError::Refused(r) => match r {
+                RecordRefused::NotNewer { .. } | RecordRefused::CasMismatch { .. } => {
+                    tonic::Status::failed_precondition(msg)
+                }
+                RecordRefused::TooLarge { .. }
+                | RecordRefused::Expired { .. }
+                | RecordRefused::ExpiryTooFar { .. } => tonic::Status::invalid_argument(msg),
+                RecordRefused::StoreFull { .. } | RecordRefused::OwnerFull { .. } => {
+                    tonic::Status::resource_exhausted(msg)
+                }
+            },
+            ServeError::NotReady => tonic::Status::unavailable(msg),
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Every metric of the DHT, registered in one place. Names start with `shoal_dht_`.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// The DHT's metrics. Created with the DHT; [`Metrics::register`] adds them to the host's
+/// registry (the storage node's `/metrics`).
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub table_size: IntGauge,
+    pub records_held: IntGauge,
+    pub members: IntGauge,
+    pub lookups: IntCounterVec,
+    pub lookup_failures: IntCounter,
+    pub lookup_hops: Histogram,
+    pub requests_failed: IntCounter,
+    pub peers_refused: IntCounterVec,
+    pub dialbacks_failed: IntCounter,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            table_size: IntGauge::new("shoal_dht_table_size", "Nodes in the routing table")?,
+            records_held: IntGauge::new(
+                "shoal_dht_records_held",
+                "Mutable records this node stores for the network",
+            )?,
+            members: IntGauge::new("shoal_dht_members", "Nodes known to the membership sampler")?,
+            lookups: IntCounterVec::new(
+                Opts::new(
+                    "shoal_dht_lookups_total",
+                    "Iterative lookups started, by kind",
+                ),
+                &["kind"],
+            )?,
+            lookup_failures: IntCounter::new(
+                "shoal_dht_lookup_failures_total",
+                "Lookups that ended without any node answering",
+            )?,
+            lookup_hops: Histogram::with_opts(
+                HistogramOpts::new(
+                    "shoal_dht_lookup_hops",
+                    "Sequential round trips on the longest path to a lookup's results",
+                )
+                .buckets(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0]),
+            )?,
+            requests_failed: IntCounter::new(
+                "shoal_dht_requests_failed_total",
+                "Outgoing DHT requests that failed or timed out",
+            )?,
+            peers_refused: IntCounterVec::new(
+                Opts::new(
+                    "shoal_dht_peers_refused_total",
+                    "Peers kept out of the routing table, by reason",
+                ),
+                &["reason"],
+            )?,
+            dialbacks_failed: IntCounter::new(
+                "shoal_dht_dialbacks_failed_total",
+                "Claimed addresses that did not answer when dialled back",
+            )?,
+        })
+    }
+
+    /// Registers every metric in `registry`.
+    pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.table_size.clone()))?;
+        registry.register(Box::new(self.records_held.clone()))?;
+        registry.register(Box::new(self.members.clone()))?;
+        registry.register(Box::new(self.lookups.clone()))?;
+        registry.register(Box::new(self.lookup_failures.clone()))?;
+        registry.register(Box::new(self.lookup_hops.clone()))?;
+        registry.register(Box::new(self.requests_failed.clone()))?;
+        registry.register(Box::new(self.peers_refused.clone()))?;
+        registry.register(Box::new(self.dialbacks_failed.clone()))?;
+        Ok(())
+    }
+}
