@@ -24,7 +24,7 @@ pub const ENV_PREFIX: &str = "SHOAL_NODE_";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Address the gRPC server (piece store, and the DHT once it lands) listens on.
+    /// Address the gRPC server (piece store and DHT, one port) listens on.
     /// Default `0.0.0.0:7777`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,

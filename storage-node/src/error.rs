@@ -67,6 +67,8 @@ pub enum Error {
     Metrics(#[from] prometheus::Error),
     #[error("background task failed: {0}")]
     Task(String),
+    #[error("discovery (DHT): {0}")]
+    Dht(#[from] satellite_free_discovery::DhtError),
 }
 
 impl Error {
@@ -109,7 +111,7 @@ impl Error {
             Error::Io { .. } => "io",
             Error::Db(_) => "db",
             Error::Corrupt { .. } => "corrupt",
-            Error::Identity(_) | Error::Metrics(_) | Error::Task(_) => "internal",
+            Error::Identity(_) | Error::Metrics(_) | Error::Task(_) | Error::Dht(_) => "internal",
         }
     }
 }
@@ -143,7 +145,8 @@ impl From<Error> for tonic::Status {
             | Error::Db(_)
             | Error::Identity(_)
             | Error::Metrics(_)
-            | Error::Task(_) => Code::Internal,
+            | Error::Task(_)
+            | Error::Dht(_) => Code::Internal,
         };
         tonic::Status::new(code, e.to_string())
     }

@@ -11,10 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::Registry;
+use satellite_free_discovery::{Dht, DhtConfig, DhtHandle, Mode, RecordFields};
 use shoal_proto::messages::NodeRecord;
 use shoal_proto::time::unix_ms;
 use shoal_proto::{Identity, NodeId, Signed};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -82,14 +84,42 @@ impl NodeState {
 
 /// Builds the node's one gRPC server. Every service the node offers is added here, so
 /// they share one port.
-pub fn grpc_router(piece_store: PieceStoreService, config: &Config) -> Router {
+pub fn grpc_router(piece_store: PieceStoreService, dht: &DhtHandle, config: &Config) -> Router {
     let per_connection = u32::try_from(config.max_streams_per_peer).unwrap_or(u32::MAX);
     Server::builder()
         .max_concurrent_streams(per_connection)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(piece_store.into_server())
-    // DHT WIRING POINT: when [dht] lands, add its service on the same port, e.g.
-    //     .add_service(DiscoveryServer::new(dht_service))
+        .add_service(dht.service())
+}
+
+/// How often the node's free space is compared with what its DHT record says.
+const RECORD_UPDATE_INTERVAL: Duration = Duration::from_secs(30);
+/// A change of free space smaller than this does not re-sign the node record.
+const RECORD_UPDATE_MIN_CHANGE: u64 = 64 << 20;
+
+/// Joins the DHT through the bootstrap nodes, retrying with backoff until one answers
+/// or the node stops. A seed node (no bootstrap) has nothing to do.
+async fn join_dht(dht: DhtHandle, bootstrap: Vec<SocketAddr>, stop: CancellationToken) {
+    if bootstrap.is_empty() {
+        return;
+    }
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match dht.bootstrap().await {
+            Ok(n) if n > 0 => {
+                info!(known = n, "joined the DHT");
+                return;
+            }
+            Ok(_) => warn!(?bootstrap, "no bootstrap node answered; retrying"),
+            Err(e) => warn!(error = %e, "DHT bootstrap failed; retrying"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
 }
 
 /// Spawns a periodic background job. Every worker has this shape and stops when `stop`
@@ -125,8 +155,7 @@ where
 pub struct RunningNode {
     state: Arc<NodeState>,
     recovery: Recovery,
-    /// Bootstrap addresses, resolved at start. Unused until the DHT lands: then they are
-    /// handed to the DHT driver at the DHT wiring point in [`start`].
+    /// Bootstrap addresses, resolved at start and handed to the DHT driver.
     bootstrap: Vec<SocketAddr>,
     stop: CancellationToken,
     http_stop: CancellationToken,
@@ -136,6 +165,7 @@ pub struct RunningNode {
     http_task: JoinHandle<Result<(), Error>>,
     grpc_task: JoinHandle<Result<(), Error>>,
     workers: Vec<(&'static str, JoinHandle<Result<(), Error>>)>,
+    dht: DhtHandle,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
@@ -216,11 +246,31 @@ pub async fn start(
     let worker_stop = CancellationToken::new();
 
     let bootstrap = resolve_addresses(&config.bootstrap).await;
-    // DHT WIRING POINT: build the DHT driver here from `identity`, `bootstrap`,
-    // `state.registry` (for its metrics) and `state.node_record()` (signed record with
-    // the advertised addresses and `store.free_space()`); add its service in
-    // `grpc_router`, and start its refresh/republish loops with `spawn_worker` on
-    // `worker_stop` so they share the shutdown path.
+    // The DHT shares the gRPC port. A node with no address to advertise cannot be found,
+    // so it takes part as a client only (it can still look others up) until it is
+    // configured with an `external_address`.
+    let dht_config = DhtConfig {
+        difficulty: config.difficulty,
+        bootstrap: bootstrap.clone(),
+        ..DhtConfig::default()
+    };
+    let (record_tx, mode) = if state.advertised.is_empty() {
+        warn!("no advertised address: this node joins the DHT as a client and will get no pieces");
+        (None, Mode::Client)
+    } else {
+        let (tx, rx) = watch::channel(RecordFields {
+            addresses: state.advertised.clone(),
+            free_space: store.free_space(),
+        });
+        (Some(tx), Mode::Node(rx))
+    };
+    let dht = Dht::start(Arc::clone(&identity), dht_config, mode)?;
+    dht.register_metrics(&state.registry)?;
+    tokio::spawn(join_dht(
+        dht.clone(),
+        bootstrap.clone(),
+        worker_stop.clone(),
+    ));
 
     let service = PieceStoreService::new(
         identity,
@@ -232,7 +282,7 @@ pub async fn start(
         },
         rpc_stop.clone(),
     );
-    let router = grpc_router(service, config);
+    let router = grpc_router(service, &dht, config);
     let rpc_kill = CancellationToken::new();
     let kill = rpc_kill.clone();
     let incoming = TcpIncoming::from(grpc_listener)
@@ -276,6 +326,28 @@ pub async fn start(
         },
     );
 
+    let mut workers = vec![("expiry", expiry)];
+    if let Some(record_tx) = record_tx {
+        let record_store = Arc::clone(&store);
+        let record = spawn_worker(
+            "dht-record",
+            RECORD_UPDATE_INTERVAL,
+            worker_stop.clone(),
+            move || {
+                let free = record_store.free_space();
+                record_tx.send_if_modified(|f| {
+                    if f.free_space.abs_diff(free) < RECORD_UPDATE_MIN_CHANGE {
+                        return false;
+                    }
+                    f.free_space = free;
+                    true
+                });
+                async { Ok(()) }
+            },
+        );
+        workers.push(("dht-record", record));
+    }
+
     info!(node_id = %state.identity.node_id(), %grpc_addr, %http_addr, "storage node started");
     Ok(RunningNode {
         state,
@@ -288,7 +360,8 @@ pub async fn start(
         worker_stop,
         http_task,
         grpc_task,
-        workers: vec![("expiry", expiry)],
+        workers,
+        dht,
     })
 }
 
@@ -332,9 +405,14 @@ impl RunningNode {
         self.recovery
     }
 
-    /// Resolved bootstrap addresses (for the DHT, once it lands).
+    /// Resolved bootstrap addresses the node joins the DHT through.
     pub fn bootstrap(&self) -> &[SocketAddr] {
         &self.bootstrap
+    }
+
+    /// The node's DHT participant (served on the gRPC port).
+    pub fn dht(&self) -> &DhtHandle {
+        &self.dht
     }
 
     /// Cancelling this token makes [`RunningNode::wait`] shut the node down.
@@ -367,6 +445,7 @@ impl RunningNode {
                 join(grpc_task.await)
             }
         };
+        self.dht.shutdown().await;
         self.worker_stop.cancel();
         let mut workers = Ok(());
         for (name, task) in self.workers {

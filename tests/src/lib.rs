@@ -170,8 +170,7 @@ impl Cluster {
     pub async fn start(n: usize, options: NodeOptions) -> anyhow::Result<Self> {
         let mut nodes = Vec::with_capacity(n);
         for i in 0..n {
-            // Every node but the first bootstraps from the first (unused until the DHT
-            // is wired in).
+            // Every node but the first joins the DHT through the first.
             let bootstrap = nodes
                 .first()
                 .map(|first: &TestNode| vec![first.grpc_addr().to_string()])
