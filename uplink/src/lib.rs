@@ -1,1 +1,10 @@
-//! The uplink client library and CLI. Not built yet: it arrives with the `[uplink]` issue.
+//! The Shoal uplink: everything a data owner runs on their own machine.
+//!
+//! - [`access`]: the root secret, keys derived from it, and access grant strings.
+//! - [`crypto`]: per-object keys, key wrapping, and block encryption (AES-256-GCM).
+//! - [`codec`]: the redundancy [`Scheme`](codec::Scheme) and the erasure [`Codec`](codec::Codec)
+//!   interface with its two Reed-Solomon implementations.
+pub mod access;
+pub mod codec;
+pub mod crypto;
+mod hexser;
