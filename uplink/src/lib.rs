@@ -5,6 +5,10 @@
 //! - [`codec`]: the redundancy [`Scheme`](codec::Scheme) and the erasure [`Codec`](codec::Codec)
 //!   interface with its two Reed-Solomon implementations.
 pub mod access;
+pub mod catalog;
 pub mod codec;
 pub mod crypto;
 mod hexser;
+pub mod select;
+pub mod store;
+pub mod testing;
