@@ -6,9 +6,21 @@
 //!   interface with its two Reed-Solomon implementations.
 pub mod access;
 pub mod catalog;
+pub mod client;
 pub mod codec;
 pub mod crypto;
+mod download;
+pub mod error;
 mod hexser;
+pub mod metrics;
+pub mod segment;
 pub mod select;
 pub mod store;
 pub mod testing;
+mod upload;
+
+pub use access::{Access, RootSecret};
+pub use client::{DeleteReport, Progress, PutOptions, PutReport, Uplink, UplinkConfig};
+pub use codec::{CodecKind, Scheme};
+pub use error::Error;
+pub use store::{NodeCandidate, NodeSource, PieceStore, StaticNodes};
