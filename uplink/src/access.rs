@@ -209,11 +209,11 @@ impl Access {
             }
             return Err(GrantError::NotAGrant);
         };
-        let payload = Zeroizing::new(
-            URL_SAFE_NO_PAD
-                .decode(body)
-                .map_err(|e| GrantError::Encoding(e.to_string()))?,
-        );
+        let payload = Zeroizing::new(URL_SAFE_NO_PAD.decode(body).map_err(|e| match e {
+            // A length no encoder produces: the grant was cut short.
+            base64::DecodeError::InvalidLength(_) => GrantError::Truncated(body.len() * 3 / 4),
+            e => GrantError::Encoding(e.to_string()),
+        })?);
         // root + peer count + checksum at least.
         if payload.len() < 32 + 1 + 4 {
             return Err(GrantError::Truncated(payload.len()));

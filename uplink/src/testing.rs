@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use shoal_proto::messages::{DeleteOrder, DownloadOrder, Receipt, UploadOrder};
+use shoal_proto::messages::{DeleteOrder, DownloadOrder, NodeRecord, Receipt, UploadOrder};
 use shoal_proto::piece_hash::{PieceHasher, PieceInfo};
 use shoal_proto::{Identity, NodeId, PieceId, PublicKey, Signed};
 
@@ -132,6 +132,22 @@ impl MemoryPieceStore {
             self.uploads.load(Ordering::Relaxed),
             self.downloads.load(Ordering::Relaxed),
         )
+    }
+
+    /// The node's signed record, as its DHT would publish it.
+    pub fn node_record(&self, node: &NodeId) -> Option<Signed<NodeRecord>> {
+        let nodes = lock(&self.nodes);
+        let n = nodes.get(node)?;
+        let now = shoal_proto::time::unix_ms();
+        let record = NodeRecord {
+            public_key: *n.identity.public_key(),
+            addresses: vec![n.address],
+            free_space: n.free_space,
+            version: "fake".into(),
+            started_at_ms: now,
+            timestamp_ms: now,
+        };
+        Signed::sign(record, &n.identity).ok()
     }
 
     fn behaviour(&self, node: &NodeId) -> Option<Behaviour> {

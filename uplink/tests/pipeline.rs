@@ -180,7 +180,16 @@ async fn download_survives_losing_total_minus_k_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_and_stalled_nodes_never_produce_wrong_output() {
-    let (store, up) = setup(12, "3/5/7/10");
+    // No download margin: the corrupt and the stalled data pieces must be replaced (and
+    // the corrupt one is certainly seen, not just outrun).
+    let store = MemoryPieceStore::with_nodes(12);
+    let cfg = UplinkConfig {
+        download_margin: Some(0),
+        piece_timeout: Duration::from_millis(500),
+        ..config("3/5/7/10")
+    };
+    let up = uplink_with(&store, [1; 32], Catalog::temporary().unwrap(), cfg);
+    up.create_bucket("bucket").unwrap();
     let bytes = data(6 * BLOCK + 11, 5);
     let report = put(&up, "c", &bytes).await;
     // The data pieces of every segment: one corrupts, one stalls.

@@ -1,0 +1,541 @@
+//! The `uplink` binary end to end over real gRPC: fake storage nodes (the in-memory
+//! store behind tonic servers on 127.0.N.1) and the CLI run as a process.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use shoal_proto::messages::{DeleteOrder, DownloadOrder, UploadOrder, UploadTrailer};
+use shoal_proto::pb::discovery_server::{Discovery, DiscoveryServer};
+use shoal_proto::pb::piece_store_server::{PieceStore as PieceStoreService, PieceStoreServer};
+use shoal_proto::{NodeId, Signed, pb};
+use tokio::sync::oneshot;
+use tonic::{Request, Response, Status, Streaming};
+use uplink::store::{DownloadPart, NodeAddress, PieceStore, UploadPart};
+use uplink::testing::MemoryPieceStore;
+
+/// One fake node: the shared in-memory store, answering as `id`.
+#[derive(Clone)]
+struct FakeNode {
+    store: MemoryPieceStore,
+    id: NodeId,
+    address: SocketAddr,
+}
+
+fn bad(e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn piece_status(e: uplink::store::PieceError) -> Status {
+    Status::failed_precondition(e.to_string())
+}
+
+#[tonic::async_trait]
+impl PieceStoreService for FakeNode {
+    async fn upload(
+        &self,
+        request: Request<Streaming<pb::UploadRequest>>,
+    ) -> Result<Response<pb::UploadResponse>, Status> {
+        use pb::upload_request::Message;
+        let mut stream = request.into_inner();
+        let Some(Ok(pb::UploadRequest {
+            message: Some(Message::Order(order)),
+        })) = stream.next().await
+        else {
+            return Err(bad("first message must be the order"));
+        };
+        let order = Signed::<UploadOrder>::try_from(order).map_err(bad)?;
+        let body = stream
+            .filter_map(|m| {
+                futures::future::ready(match m.ok().and_then(|m| m.message) {
+                    Some(Message::Chunk(c)) => Some(UploadPart::Chunk(c.into())),
+                    Some(Message::Trailer(t)) => Signed::<UploadTrailer>::try_from(t)
+                        .ok()
+                        .map(|t| UploadPart::Trailer(Box::new(t))),
+                    _ => None,
+                })
+            })
+            .boxed();
+        let node = NodeAddress {
+            id: self.id,
+            address: self.address,
+        };
+        let receipt = self
+            .store
+            .upload(node, order, body)
+            .await
+            .map_err(piece_status)?;
+        Ok(Response::new(pb::UploadResponse {
+            receipt: Some(pb::Receipt::from(&receipt)),
+        }))
+    }
+
+    type DownloadStream = futures::stream::BoxStream<'static, Result<pb::DownloadResponse, Status>>;
+
+    async fn download(
+        &self,
+        request: Request<pb::DownloadRequest>,
+    ) -> Result<Response<Self::DownloadStream>, Status> {
+        let order = request.into_inner().order.ok_or_else(|| bad("no order"))?;
+        let order = Signed::<DownloadOrder>::try_from(order).map_err(bad)?;
+        let node = NodeAddress {
+            id: self.id,
+            address: self.address,
+        };
+        let parts = self
+            .store
+            .download(node, order)
+            .await
+            .map_err(piece_status)?;
+        let out = parts
+            .map_err(piece_status)
+            .map_ok(|p| match p {
+                DownloadPart::Info(info) => pb::DownloadResponse {
+                    info: Some((&info).into()),
+                    offset: 0,
+                    data: Vec::new(),
+                },
+                DownloadPart::Data { offset, data } => pb::DownloadResponse {
+                    info: None,
+                    offset,
+                    data: data.to_vec(),
+                },
+            })
+            .boxed();
+        Ok(Response::new(out))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let order = request.into_inner().order.ok_or_else(|| bad("no order"))?;
+        let order = Signed::<DeleteOrder>::try_from(order).map_err(bad)?;
+        let node = NodeAddress {
+            id: self.id,
+            address: self.address,
+        };
+        self.store.delete(node, order).await.map_err(piece_status)?;
+        Ok(Response::new(pb::DeleteResponse {}))
+    }
+
+    async fn audit(
+        &self,
+        _: Request<pb::AuditRequest>,
+    ) -> Result<Response<pb::AuditResponse>, Status> {
+        Err(Status::unimplemented("audit"))
+    }
+
+    async fn renew(
+        &self,
+        _: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::RenewResponse>, Status> {
+        Err(Status::unimplemented("renew"))
+    }
+}
+
+#[tonic::async_trait]
+impl Discovery for FakeNode {
+    async fn ping(
+        &self,
+        _: Request<pb::PingRequest>,
+    ) -> Result<Response<pb::PingResponse>, Status> {
+        let record = self
+            .store
+            .node_record(&self.id)
+            .ok_or_else(|| Status::internal("no record"))?;
+        Ok(Response::new(pb::PingResponse {
+            responder: Some((&record).into()),
+        }))
+    }
+
+    async fn find_node(
+        &self,
+        _: Request<pb::FindNodeRequest>,
+    ) -> Result<Response<pb::FindNodeResponse>, Status> {
+        Err(Status::unimplemented("find_node"))
+    }
+
+    async fn get_record(
+        &self,
+        _: Request<pb::GetRecordRequest>,
+    ) -> Result<Response<pb::GetRecordResponse>, Status> {
+        Err(Status::unimplemented("get_record"))
+    }
+
+    async fn put_record(
+        &self,
+        _: Request<pb::PutRecordRequest>,
+    ) -> Result<Response<pb::PutRecordResponse>, Status> {
+        Err(Status::unimplemented("put_record"))
+    }
+}
+
+struct Network {
+    store: MemoryPieceStore,
+    addresses: Vec<SocketAddr>,
+    stops: Vec<oneshot::Sender<()>>,
+}
+
+async fn start_network(n: usize) -> Network {
+    let store = MemoryPieceStore::default();
+    let mut addresses = Vec::new();
+    let mut stops = Vec::new();
+    for i in 0..n {
+        let listener = tokio::net::TcpListener::bind(format!("127.0.{}.1:0", i + 1))
+            .await
+            .unwrap();
+        let address = listener.local_addr().unwrap();
+        let id = store.add_node(address, 1 << 40);
+        let node = FakeNode {
+            store: store.clone(),
+            id,
+            address,
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(PieceStoreServer::new(node.clone()))
+                .add_service(DiscoveryServer::new(node))
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async {
+                        let _ = rx.await;
+                    },
+                ),
+        );
+        addresses.push(address);
+        stops.push(tx);
+    }
+    Network {
+        store,
+        addresses,
+        stops,
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        for s in self.stops.drain(..) {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn uplink(dir: &Path, args: &[&str], stdin: Option<Vec<u8>>) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_uplink"));
+    cmd.args(args)
+        .env("SHOAL_CONFIG_DIR", dir)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(input) = stdin {
+        pipe.write_all(&input).await.unwrap();
+    }
+    drop(pipe);
+    tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("uplink timed out")
+        .unwrap()
+}
+
+async fn ok(dir: &Path, args: &[&str], stdin: Option<Vec<u8>>) -> Vec<u8> {
+    let out = uplink(dir, args, stdin).await;
+    assert!(
+        out.status.success(),
+        "uplink {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+async fn text(dir: &Path, args: &[&str], stdin: Option<Vec<u8>>) -> String {
+    String::from_utf8(ok(dir, args, stdin).await).unwrap()
+}
+
+async fn fails(dir: &Path, args: &[&str], stdin: Option<Vec<u8>>) -> String {
+    let out = uplink(dir, args, stdin).await;
+    assert!(!out.status.success(), "uplink {args:?} should have failed");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn data(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn configure(dir: &Path, net: &Network, scheme: Option<&str>) {
+    let nodes: Vec<String> = net.addresses.iter().map(|a| format!("\"{a}\"")).collect();
+    let mut text = format!("nodes = [{}]\n", nodes.join(", "));
+    if let Some(s) = scheme {
+        text.push_str(&format!("scheme = \"{s}\"\n"));
+    }
+    std::fs::write(dir.join("config.toml"), text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_grants_and_wrong_passphrases() {
+    let net = start_network(12).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    configure(d, &net, None);
+    let grant = text(
+        d,
+        &[
+            "access",
+            "create",
+            "--passphrase-stdin",
+            "--bootstrap",
+            "127.0.1.1:1",
+        ],
+        Some(b"right horse\n".to_vec()),
+    )
+    .await;
+    assert!(grant.trim().starts_with("shoal1"));
+    let inspect = text(d, &["access", "inspect"], None).await;
+    assert!(inspect.contains("127.0.1.1:1"));
+    assert!(!inspect.contains(grant.trim()));
+    // Refuses to overwrite silently.
+    assert!(
+        fails(d, &["access", "create"], None)
+            .await
+            .contains("--force")
+    );
+
+    ok(d, &["mb", "shoal://docs"], None).await;
+    let body = data(20_000, 1);
+    ok(
+        d,
+        &["cp", "-", "shoal://docs/secret.bin"],
+        Some(body.clone()),
+    )
+    .await;
+    // The default scheme does not fit 12 nodes: the CLI says which one it used.
+    let out = uplink(
+        d,
+        &["cp", "-", "shoal://docs/again.bin"],
+        Some(body.clone()),
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("was stored with 3/3/8/12"));
+    assert_eq!(
+        ok(d, &["cp", "shoal://docs/secret.bin", "-"], None).await,
+        body
+    );
+
+    // A wrong passphrase is another access: it reads nothing and says so.
+    ok(
+        d,
+        &["access", "create", "--force", "--passphrase-stdin"],
+        Some(b"wrong horse\n".to_vec()),
+    )
+    .await;
+    let err = fails(d, &["cp", "shoal://docs/secret.bin", "-"], None).await;
+    assert!(err.contains("bucket `docs` does not exist"), "{err}");
+    // The right passphrase, even re-typed later, reads it again.
+    ok(
+        d,
+        &["access", "create", "--force", "--passphrase-stdin"],
+        Some(b"right horse\n".to_vec()),
+    )
+    .await;
+    assert_eq!(
+        ok(d, &["cp", "shoal://docs/secret.bin", "-"], None).await,
+        body
+    );
+
+    // Grants: import round trip; garbage and damaged grants are refused clearly.
+    let other = tempfile::tempdir().unwrap();
+    ok(other.path(), &["access", "import", grant.trim()], None).await;
+    let err = fails(
+        other.path(),
+        &["access", "import", "--force", "hello"],
+        None,
+    )
+    .await;
+    assert!(err.contains("not an access grant"), "{err}");
+    let truncated = &grant.trim()[..grant.trim().len() - 5];
+    let err = fails(
+        other.path(),
+        &["access", "import", "--force", truncated],
+        None,
+    )
+    .await;
+    assert!(
+        err.contains("checksum") || err.contains("truncated"),
+        "{err}"
+    );
+}
+
+fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_up_down_list_move_remove_and_trees() {
+    let net = start_network(12).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    configure(d, &net, Some("3/5/7/10"));
+    ok(d, &["access", "create"], None).await;
+    ok(d, &["mb", "shoal://bkt"], None).await;
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+
+    // Files of several sizes, up and back.
+    for (i, n) in [0usize, 1, 4096, 4097, 300_000].into_iter().enumerate() {
+        let src = w.join(format!("f{i}"));
+        std::fs::write(&src, data(n, i as u64)).unwrap();
+        ok(
+            d,
+            &[
+                "cp",
+                "--no-progress",
+                src.to_str().unwrap(),
+                "shoal://bkt/files/",
+            ],
+            None,
+        )
+        .await;
+        let back = w.join(format!("back{i}"));
+        ok(
+            d,
+            &[
+                "cp",
+                &format!("shoal://bkt/files/f{i}"),
+                back.to_str().unwrap(),
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(std::fs::read(&back).unwrap(), data(n, i as u64), "size {n}");
+    }
+    // Range: bytes 1000..=1999.
+    let part = ok(
+        d,
+        &["cp", "--range", "1000-1999", "shoal://bkt/files/f4", "-"],
+        None,
+    )
+    .await;
+    assert_eq!(part, data(300_000, 4)[1000..2000]);
+
+    let ls = text(d, &["ls", "shoal://bkt"], None).await;
+    assert!(ls.contains("files/"), "{ls}");
+    let ls = text(d, &["ls", "-r", "--json", "shoal://bkt/files/"], None).await;
+    assert_eq!(ls.lines().count(), 5);
+    assert!(
+        ls.lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+    );
+    assert!(text(d, &["ls"], None).await.contains("bkt"));
+
+    ok(
+        d,
+        &["mv", "shoal://bkt/files/f4", "shoal://bkt/moved/f4"],
+        None,
+    )
+    .await;
+    assert_eq!(
+        ok(d, &["cp", "shoal://bkt/moved/f4", "-"], None).await,
+        data(300_000, 4)
+    );
+    let err = fails(d, &["cp", "shoal://bkt/files/f4", "-"], None).await;
+    assert!(
+        err.contains("bkt/files/f4") && err.contains("does not exist"),
+        "{err}"
+    );
+    ok(d, &["rm", "shoal://bkt/moved/f4"], None).await;
+    ok(d, &["rm", "-r", "shoal://bkt/files/"], None).await;
+    assert!(
+        fails(d, &["rm", "shoal://bkt/nothing"], None)
+            .await
+            .contains("does not exist")
+    );
+
+    // A tree of 1,000 files (a few larger than the inline limit) up and back.
+    let tree = w.join("tree");
+    for i in 0..1000u64 {
+        let p = tree.join(format!("d{}/s{}/file-{i}.dat", i % 7, i % 3));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let n = if i % 100 == 0 {
+            70_000
+        } else {
+            (i as usize * 37) % 3000
+        };
+        std::fs::write(p, data(n, i)).unwrap();
+    }
+    ok(
+        d,
+        &[
+            "cp",
+            "-r",
+            "--parallelism",
+            "8",
+            tree.to_str().unwrap(),
+            "shoal://bkt/backup",
+        ],
+        None,
+    )
+    .await;
+    let restored = w.join("restored");
+    ok(
+        d,
+        &["cp", "-r", "shoal://bkt/backup", restored.to_str().unwrap()],
+        None,
+    )
+    .await;
+    let (a, b) = (files_under(&tree), files_under(&restored));
+    assert_eq!(a.len(), 1000);
+    assert_eq!(a, b);
+    for f in &a {
+        assert_eq!(
+            std::fs::read(tree.join(f)).unwrap(),
+            std::fs::read(restored.join(f)).unwrap(),
+            "{}",
+            f.display()
+        );
+    }
+
+    assert!(
+        fails(d, &["rb", "shoal://bkt"], None)
+            .await
+            .contains("not empty")
+    );
+    ok(d, &["rb", "--force", "shoal://bkt"], None).await;
+    assert!(!text(d, &["ls"], None).await.contains("bkt"));
+    // Only pieces of cancelled long tails remain (at most total - success per segment of
+    // the 12 objects stored remotely); they go when their leases end.
+    assert!(
+        net.store.piece_count() <= 3 * 12,
+        "{} pieces left",
+        net.store.piece_count()
+    );
+}
