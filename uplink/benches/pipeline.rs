@@ -25,7 +25,9 @@ fn scheme() -> Scheme {
 }
 
 fn plaintext() -> Vec<u8> {
-    (0..BLOCKS * PLAIN_BLOCK).map(|i| (i * 131 + i / 7) as u8).collect()
+    (0..BLOCKS * PLAIN_BLOCK)
+        .map(|i| (i * 131 + i / 7) as u8)
+        .collect()
 }
 
 fn encode(cipher: &BlockCipher, codec: CodecKind, plain: &[u8], hash: bool) -> (Vec<Stripe>, u64) {
@@ -34,7 +36,8 @@ fn encode(cipher: &BlockCipher, codec: CodecKind, plain: &[u8], hash: bool) -> (
     let mut hashers: Vec<PieceHasher> = (0..80).map(|_| PieceHasher::new(64 * 1024)).collect();
     let blocks: Vec<&[u8]> = plain.chunks(PLAIN_BLOCK).collect();
     for (i, b) in blocks.iter().enumerate() {
-        enc.push_block(b, i + 1 == blocks.len(), &mut stripes).unwrap();
+        enc.push_block(b, i + 1 == blocks.len(), &mut stripes)
+            .unwrap();
         if hash {
             for st in &stripes {
                 for (h, shard) in hashers.iter_mut().zip(st) {

@@ -12,8 +12,8 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use uplink::access::{Access, RootSecret};
 use uplink::catalog::{Catalog, Listing};
-use uplink::config::{CachedNodes, Paths};
-use uplink::grpc::{GrpcPieceStore, PingNodes};
+use uplink::config::{CachedNodes, ConfiguredNodes, Paths, parse_node};
+use uplink::grpc::GrpcPieceStore;
 use uplink::{PutOptions, Scheme, Uplink};
 
 #[derive(Debug, Parser)]
@@ -192,22 +192,22 @@ fn open(paths: Paths) -> Result<Env> {
     let catalog_dir = paths.catalog_dir(&owner);
     let catalog = Catalog::open(&catalog_dir)
         .with_context(|| format!("cannot open the catalog at {}", catalog_dir.display()))?;
-    // Until the DHT membership sampler is plugged in, candidates are the configured
-    // nodes and the grant's bootstrap peers, asked for their node records directly.
-    let mut addresses = file.nodes.clone();
+    // TODO(dht): until the DHT membership sampler is plugged in as the NodeSource, the
+    // candidates are the configured nodes and the grant's bootstrap peers.
+    let mut entries = Vec::new();
+    for n in &file.nodes {
+        entries.push(parse_node(n).map_err(|e| anyhow!("{}: {e}", paths.config_file().display()))?);
+    }
     for peer in access.bootstrap() {
-        match peer.parse() {
-            Ok(a) => addresses.push(a),
+        match parse_node(peer) {
+            Ok(e) => entries.push(e),
             Err(_) => tracing::warn!(peer = %peer, "bootstrap peer is not an IP:PORT; skipped"),
         }
     }
-    addresses.sort();
-    addresses.dedup();
+    entries.sort();
+    entries.dedup();
     let nodes = CachedNodes::new(
-        PingNodes {
-            addresses,
-            timeout: Duration::from_secs(5),
-        },
+        ConfiguredNodes::new(&entries, Duration::from_secs(5)),
         Duration::from_secs(60),
     );
     let uplink = Uplink::new(
@@ -341,14 +341,7 @@ fn access(paths: Paths, cmd: AccessCommand) -> Result<()> {
             println!("owner public key: {}", access.owner().public_key().to_hex());
             println!("owner id:         {owner}");
             println!("bootstrap peers:  {}", access.bootstrap().join(", "));
-            println!(
-                "configured nodes: {}",
-                file.nodes
-                    .iter()
-                    .map(|a| a.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            println!("configured nodes: {}", file.nodes.join(", "));
             println!("access file:      {}", paths.access_file().display());
             println!("catalog:          {}", paths.catalog_dir(&owner).display());
             Ok(())

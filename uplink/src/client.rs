@@ -1,6 +1,6 @@
 //! [`Uplink`]: buckets and objects over a [`PieceStore`] and a [`NodeSource`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -421,10 +421,5 @@ impl Uplink {
         self.inner.catalog.put_object(to_bucket, &entry)?;
         self.inner.catalog.remove_object(bucket, key)?;
         Ok(())
-    }
-
-    /// Nodes this uplink currently avoids or prefers, from its history (for `inspect`).
-    pub fn known_nodes(&self) -> Result<HashSet<shoal_proto::NodeId>, Error> {
-        Ok(self.inner.catalog.node_stats()?.into_keys().collect())
     }
 }

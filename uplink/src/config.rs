@@ -22,6 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::UplinkConfig;
 use crate::codec::{CodecKind, Scheme};
+use shoal_proto::NodeId;
+
+use crate::grpc::PingNodes;
 use crate::store::{DiscoveryError, NodeCandidate, NodeSource};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,10 +47,11 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// Storage node gRPC addresses to use (in addition to the grant's bootstrap peers)
-    /// until DHT discovery is wired in. Default: none.
+    /// Storage nodes to use (in addition to the grant's bootstrap peers) until DHT
+    /// discovery is wired in: `NODEID@IP:PORT` (node id in hex, used as is) or `IP:PORT`
+    /// (asked for its signed node record with `Discovery.Ping`). Default: none.
     #[serde(default)]
-    pub nodes: Vec<SocketAddr>,
+    pub nodes: Vec<String>,
     /// Redundancy scheme `k/repair/success/total`. Default `29/35/80/110`.
     pub scheme: Option<String>,
     /// `reed-solomon-simd` (default) or `reed-solomon-erasure`.
@@ -81,6 +85,76 @@ impl FileConfig {
             c.piece_timeout = Duration::from_secs(t.max(1));
         }
         Ok(c)
+    }
+}
+
+/// Parses one `nodes` entry: `NODEID@IP:PORT` or `IP:PORT`.
+pub fn parse_node(entry: &str) -> Result<(Option<NodeId>, SocketAddr), String> {
+    let (id, addr) = match entry.split_once('@') {
+        Some((id, addr)) => {
+            let id = NodeId::from_hex(id.trim())
+                .ok_or_else(|| format!("`{entry}`: the node id must be 64 hex digits"))?;
+            (Some(id), addr)
+        }
+        None => (None, entry),
+    };
+    let addr = addr
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{entry}`: `{addr}` is not IP:PORT"))?;
+    Ok((id, addr))
+}
+
+/// The CLI's node source until the DHT sampler replaces it: nodes configured with their
+/// id are used as they are (free space unknown); the others are pinged for their record.
+#[derive(Debug, Clone)]
+pub struct ConfiguredNodes {
+    known: Vec<NodeCandidate>,
+    ping: PingNodes,
+}
+
+impl ConfiguredNodes {
+    pub fn new(entries: &[(Option<NodeId>, SocketAddr)], timeout: Duration) -> Self {
+        let mut known = Vec::new();
+        let mut addresses = Vec::new();
+        for (id, addr) in entries {
+            match id {
+                Some(id) => known.push(NodeCandidate {
+                    id: *id,
+                    public_key: None,
+                    address: *addr,
+                    free_space: u64::MAX,
+                }),
+                None => addresses.push(*addr),
+            }
+        }
+        Self {
+            known,
+            ping: PingNodes { addresses, timeout },
+        }
+    }
+}
+
+impl NodeSource for ConfiguredNodes {
+    fn sample(&self, wanted: usize) -> BoxFuture<'_, Result<Vec<NodeCandidate>, DiscoveryError>> {
+        Box::pin(async move {
+            let mut nodes = self.known.clone();
+            if !self.ping.addresses.is_empty() {
+                match self.ping.sample(wanted).await {
+                    Ok(found) => nodes.extend(found),
+                    Err(e) if !nodes.is_empty() => {
+                        tracing::warn!(error = %e, "pinging nodes failed")
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if nodes.is_empty() {
+                return Err(DiscoveryError(
+                    "no storage nodes: add `nodes = [\"NODEID@IP:PORT\"]` to config.toml or bootstrap peers to the grant".into(),
+                ));
+            }
+            Ok(nodes)
+        })
     }
 }
 
@@ -234,13 +308,25 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(paths.load_config().unwrap().nodes.is_empty());
+        let id = NodeId([7; 32]).to_hex();
         fs::write(
             paths.config_file(),
-            "nodes = [\"127.0.1.1:7000\"]\nscheme = \"3/5/7/10\"\n",
+            format!(
+                "nodes = [\"127.0.1.1:7000\", \"{id}@127.0.2.1:7000\"]\nscheme = \"3/5/7/10\"\n"
+            ),
         )
         .unwrap();
         let c = paths.load_config().unwrap();
-        assert_eq!(c.nodes.len(), 1);
+        assert_eq!(
+            parse_node(&c.nodes[0]).unwrap(),
+            (None, "127.0.1.1:7000".parse().unwrap())
+        );
+        assert_eq!(
+            parse_node(&c.nodes[1]).unwrap(),
+            (Some(NodeId([7; 32])), "127.0.2.1:7000".parse().unwrap())
+        );
+        assert!(parse_node("zz@127.0.0.1:1").is_err());
+        assert!(parse_node("localhost").is_err());
         assert_eq!(
             c.uplink_config(&paths.config_file())
                 .unwrap()

@@ -14,13 +14,13 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use shoal_proto::Signed;
 use shoal_proto::limits::MAX_GRPC_MESSAGE;
 use shoal_proto::messages::{DeleteOrder, DownloadOrder, NodeRecord, Receipt, UploadOrder};
 use shoal_proto::pb;
 use shoal_proto::pb::discovery_client::DiscoveryClient;
 use shoal_proto::pb::piece_store_client::PieceStoreClient;
 use shoal_proto::piece_hash::PieceInfo;
-use shoal_proto::{NodeId, Signed};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::store::{
@@ -302,9 +302,4 @@ impl NodeSource for PingNodes {
             Ok(nodes)
         })
     }
-}
-
-/// Whether `id` is one of `nodes` (used by the CLI's `access inspect`).
-pub fn contains(nodes: &[NodeCandidate], id: &NodeId) -> bool {
-    nodes.iter().any(|n| n.id == *id)
 }

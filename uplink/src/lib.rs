@@ -1,9 +1,24 @@
 //! The Shoal uplink: everything a data owner runs on their own machine.
 //!
-//! - [`access`]: the root secret, keys derived from it, and access grant strings.
-//! - [`crypto`]: per-object keys, key wrapping, and block encryption (AES-256-GCM).
-//! - [`codec`]: the redundancy [`Scheme`](codec::Scheme) and the erasure [`Codec`](codec::Codec)
-//!   interface with its two Reed-Solomon implementations.
+//! Data path (see `DESIGN.md`): object → segments (≤ 64 MiB; ≤ 4 KiB inline) → sealed
+//! blocks → erasure-coded stripes → one piece per node, and back.
+//!
+//! - [`access`]: the root secret, the keys derived from it, access grant strings.
+//! - [`crypto`]: per-object keys, key wrapping, block encryption (AES-256-GCM).
+//! - [`codec`]: the redundancy [`Scheme`] and the erasure [`codec::Codec`] interface with
+//!   its two Reed-Solomon implementations ([`CodecKind`]).
+//! - [`segment`]: the synchronous pipeline: blocks → stripes → shards, and back.
+//! - [`store`]: the two traits at the edges: [`PieceStore`] (talk to one node) and
+//!   [`NodeSource`] (find candidate nodes); [`grpc`] implements them over tonic.
+//! - [`select`]: node selection, a pure function.
+//! - [`catalog`]: buckets, objects and node history in sled (serde structs).
+//! - `upload` / `download`: orchestration over the traits (parallel pieces, long-tail
+//!   cancellation, erasures, replacement pieces).
+//! - [`client`]: [`Uplink`], the API the CLI and the gateway use.
+//! - [`config`]: the CLI's files and `config.toml`; [`metrics`]: Prometheus metrics.
+//! - [`testing`]: an in-memory piece store with misbehaving nodes, and the same behind
+//!   real gRPC servers on loopback.
+
 pub mod access;
 pub mod catalog;
 pub mod client;

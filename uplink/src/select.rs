@@ -132,7 +132,7 @@ mod tests {
         let id = shoal_proto::Identity::from_seed([i; 32]);
         NodeCandidate {
             id: id.node_id(),
-            public_key: *id.public_key(),
+            public_key: Some(*id.public_key()),
             address: SocketAddr::from(([127, 0, subnet, i], 7000)),
             free_space: free,
         }

@@ -34,7 +34,9 @@ pub struct NodeAddress {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeCandidate {
     pub id: NodeId,
-    pub public_key: PublicKey,
+    /// The node's key when known (from its signed record). Optional: the node id is the
+    /// hash of the key, so receipts are checked against the id either way.
+    pub public_key: Option<PublicKey>,
     pub address: SocketAddr,
     /// Bytes the node says it will still accept.
     pub free_space: u64,
@@ -46,7 +48,7 @@ impl NodeCandidate {
     pub fn from_record(record: &NodeRecord) -> Option<Self> {
         Some(Self {
             id: record.node_id(),
-            public_key: record.public_key,
+            public_key: Some(record.public_key),
             address: *record.addresses.first()?,
             free_space: record.free_space,
         })

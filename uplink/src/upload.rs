@@ -158,12 +158,32 @@ fn plan_scheme(
     })
 }
 
-/// Uploads every segment of `reader`; returns them in order and the scheme used.
+/// Uploads every segment of `reader`; returns them in order and the scheme used. On
+/// failure, the pieces of segments already committed are deleted (best effort).
 pub(crate) async fn upload_object<R: AsyncRead + Unpin + Send>(
     inner: &Arc<Inner>,
     ctx: ObjectUpload<'_>,
     reader: R,
 ) -> Result<(Vec<SegmentInfo>, Scheme), Error> {
+    let mut done = Vec::new();
+    match upload_segments(inner, ctx, reader, &mut done).await {
+        Ok(used) => {
+            done.sort_by_key(|s| s.index);
+            Ok((done, used))
+        }
+        Err(e) => {
+            delete_segments(inner, &done).await;
+            Err(e)
+        }
+    }
+}
+
+async fn upload_segments<R: AsyncRead + Unpin + Send>(
+    inner: &Arc<Inner>,
+    ctx: ObjectUpload<'_>,
+    reader: R,
+    done: &mut Vec<SegmentInfo>,
+) -> Result<Scheme, Error> {
     let mut blocks = BlockReader::new(reader);
     let candidates = inner
         .nodes
@@ -172,7 +192,6 @@ pub(crate) async fn upload_object<R: AsyncRead + Unpin + Send>(
     let history = inner.catalog.node_stats()?;
     let exclude: Arc<Mutex<HashSet<NodeId>>> = Arc::default();
     let mut in_flight: JoinSet<Result<SegmentInfo, Error>> = JoinSet::new();
-    let mut done = Vec::new();
     let mut remaining_hint = ctx.size_hint;
     let mut used = ctx.scheme;
     let seed: u64 = rand::random();
@@ -248,8 +267,7 @@ pub(crate) async fn upload_object<R: AsyncRead + Unpin + Send>(
     while let Some(r) = in_flight.join_next().await {
         done.push(joined(r, &ctx, u32::MAX)?);
     }
-    done.sort_by_key(|s| s.index);
-    Ok((done, used))
+    Ok(used)
 }
 
 fn joined(
@@ -549,7 +567,7 @@ fn verify_receipt(
     let Some((size, hash)) = sent else {
         return Err(bad("the node answered before the upload was complete"));
     };
-    if receipt.node_key != node.public_key || receipt.node_id() != node.id {
+    if receipt.node_id() != node.id || node.public_key.is_some_and(|k| k != receipt.node_key) {
         return Err(bad("signed by another node"));
     }
     if receipt.piece_id != order.piece_id || receipt.owner_key != order.owner_key {
@@ -684,10 +702,14 @@ async fn commit(
 /// Asks every node holding a piece of `entry` to delete it. Best effort: pieces that
 /// cannot be deleted now are collected by their nodes when the lease ends.
 pub(crate) async fn delete_pieces(inner: &Arc<Inner>, entry: &ObjectEntry) -> DeleteReport {
+    delete_segments(inner, entry.segments()).await
+}
+
+async fn delete_segments(inner: &Arc<Inner>, segments: &[SegmentInfo]) -> DeleteReport {
     let owner = inner.access.owner();
     let now = shoal_proto::time::unix_ms();
     let mut calls = Vec::new();
-    for seg in entry.segments() {
+    for seg in segments {
         for p in &seg.pieces {
             let order = DeleteOrder {
                 piece_id: PieceId(p.piece_id),

@@ -2,227 +2,14 @@
 //! store behind tonic servers on 127.0.N.1) and the CLI run as a process.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
-use shoal_proto::messages::{DeleteOrder, DownloadOrder, UploadOrder, UploadTrailer};
-use shoal_proto::pb::discovery_server::{Discovery, DiscoveryServer};
-use shoal_proto::pb::piece_store_server::{PieceStore as PieceStoreService, PieceStoreServer};
-use shoal_proto::{NodeId, Signed, pb};
-use tokio::sync::oneshot;
-use tonic::{Request, Response, Status, Streaming};
-use uplink::store::{DownloadPart, NodeAddress, PieceStore, UploadPart};
-use uplink::testing::MemoryPieceStore;
-
-/// One fake node: the shared in-memory store, answering as `id`.
-#[derive(Clone)]
-struct FakeNode {
-    store: MemoryPieceStore,
-    id: NodeId,
-    address: SocketAddr,
-}
-
-fn bad(e: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(e.to_string())
-}
-
-fn piece_status(e: uplink::store::PieceError) -> Status {
-    Status::failed_precondition(e.to_string())
-}
-
-#[tonic::async_trait]
-impl PieceStoreService for FakeNode {
-    async fn upload(
-        &self,
-        request: Request<Streaming<pb::UploadRequest>>,
-    ) -> Result<Response<pb::UploadResponse>, Status> {
-        use pb::upload_request::Message;
-        let mut stream = request.into_inner();
-        let Some(Ok(pb::UploadRequest {
-            message: Some(Message::Order(order)),
-        })) = stream.next().await
-        else {
-            return Err(bad("first message must be the order"));
-        };
-        let order = Signed::<UploadOrder>::try_from(order).map_err(bad)?;
-        let body = stream
-            .filter_map(|m| {
-                futures::future::ready(match m.ok().and_then(|m| m.message) {
-                    Some(Message::Chunk(c)) => Some(UploadPart::Chunk(c.into())),
-                    Some(Message::Trailer(t)) => Signed::<UploadTrailer>::try_from(t)
-                        .ok()
-                        .map(|t| UploadPart::Trailer(Box::new(t))),
-                    _ => None,
-                })
-            })
-            .boxed();
-        let node = NodeAddress {
-            id: self.id,
-            address: self.address,
-        };
-        let receipt = self
-            .store
-            .upload(node, order, body)
-            .await
-            .map_err(piece_status)?;
-        Ok(Response::new(pb::UploadResponse {
-            receipt: Some(pb::Receipt::from(&receipt)),
-        }))
-    }
-
-    type DownloadStream = futures::stream::BoxStream<'static, Result<pb::DownloadResponse, Status>>;
-
-    async fn download(
-        &self,
-        request: Request<pb::DownloadRequest>,
-    ) -> Result<Response<Self::DownloadStream>, Status> {
-        let order = request.into_inner().order.ok_or_else(|| bad("no order"))?;
-        let order = Signed::<DownloadOrder>::try_from(order).map_err(bad)?;
-        let node = NodeAddress {
-            id: self.id,
-            address: self.address,
-        };
-        let parts = self
-            .store
-            .download(node, order)
-            .await
-            .map_err(piece_status)?;
-        let out = parts
-            .map_err(piece_status)
-            .map_ok(|p| match p {
-                DownloadPart::Info(info) => pb::DownloadResponse {
-                    info: Some((&info).into()),
-                    offset: 0,
-                    data: Vec::new(),
-                },
-                DownloadPart::Data { offset, data } => pb::DownloadResponse {
-                    info: None,
-                    offset,
-                    data: data.to_vec(),
-                },
-            })
-            .boxed();
-        Ok(Response::new(out))
-    }
-
-    async fn delete(
-        &self,
-        request: Request<pb::DeleteRequest>,
-    ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let order = request.into_inner().order.ok_or_else(|| bad("no order"))?;
-        let order = Signed::<DeleteOrder>::try_from(order).map_err(bad)?;
-        let node = NodeAddress {
-            id: self.id,
-            address: self.address,
-        };
-        self.store.delete(node, order).await.map_err(piece_status)?;
-        Ok(Response::new(pb::DeleteResponse {}))
-    }
-
-    async fn audit(
-        &self,
-        _: Request<pb::AuditRequest>,
-    ) -> Result<Response<pb::AuditResponse>, Status> {
-        Err(Status::unimplemented("audit"))
-    }
-
-    async fn renew(
-        &self,
-        _: Request<pb::RenewRequest>,
-    ) -> Result<Response<pb::RenewResponse>, Status> {
-        Err(Status::unimplemented("renew"))
-    }
-}
-
-#[tonic::async_trait]
-impl Discovery for FakeNode {
-    async fn ping(
-        &self,
-        _: Request<pb::PingRequest>,
-    ) -> Result<Response<pb::PingResponse>, Status> {
-        let record = self
-            .store
-            .node_record(&self.id)
-            .ok_or_else(|| Status::internal("no record"))?;
-        Ok(Response::new(pb::PingResponse {
-            responder: Some((&record).into()),
-        }))
-    }
-
-    async fn find_node(
-        &self,
-        _: Request<pb::FindNodeRequest>,
-    ) -> Result<Response<pb::FindNodeResponse>, Status> {
-        Err(Status::unimplemented("find_node"))
-    }
-
-    async fn get_record(
-        &self,
-        _: Request<pb::GetRecordRequest>,
-    ) -> Result<Response<pb::GetRecordResponse>, Status> {
-        Err(Status::unimplemented("get_record"))
-    }
-
-    async fn put_record(
-        &self,
-        _: Request<pb::PutRecordRequest>,
-    ) -> Result<Response<pb::PutRecordResponse>, Status> {
-        Err(Status::unimplemented("put_record"))
-    }
-}
-
-struct Network {
-    store: MemoryPieceStore,
-    addresses: Vec<SocketAddr>,
-    stops: Vec<oneshot::Sender<()>>,
-}
+use uplink::testing::fake_net::FakeNetwork as Network;
 
 async fn start_network(n: usize) -> Network {
-    let store = MemoryPieceStore::default();
-    let mut addresses = Vec::new();
-    let mut stops = Vec::new();
-    for i in 0..n {
-        let listener = tokio::net::TcpListener::bind(format!("127.0.{}.1:0", i + 1))
-            .await
-            .unwrap();
-        let address = listener.local_addr().unwrap();
-        let id = store.add_node(address, 1 << 40);
-        let node = FakeNode {
-            store: store.clone(),
-            id,
-            address,
-        };
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(PieceStoreServer::new(node.clone()))
-                .add_service(DiscoveryServer::new(node))
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    async {
-                        let _ = rx.await;
-                    },
-                ),
-        );
-        addresses.push(address);
-        stops.push(tx);
-    }
-    Network {
-        store,
-        addresses,
-        stops,
-    }
-}
-
-impl Drop for Network {
-    fn drop(&mut self) {
-        for s in self.stops.drain(..) {
-            let _ = s.send(());
-        }
-    }
+    Network::start(n).await.unwrap()
 }
 
 async fn uplink(dir: &Path, args: &[&str], stdin: Option<Vec<u8>>) -> Output {
@@ -280,7 +67,20 @@ fn data(n: usize, seed: u64) -> Vec<u8> {
 }
 
 fn configure(dir: &Path, net: &Network, scheme: Option<&str>) {
-    let nodes: Vec<String> = net.addresses.iter().map(|a| format!("\"{a}\"")).collect();
+    // Half the nodes by address only (pinged for their record), half as ID@ADDRESS.
+    let nodes: Vec<String> = net
+        .store
+        .candidates()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if i % 2 == 0 {
+                format!("\"{}\"", c.address)
+            } else {
+                format!("\"{}@{}\"", c.id, c.address)
+            }
+        })
+        .collect();
     let mut text = format!("nodes = [{}]\n", nodes.join(", "));
     if let Some(s) = scheme {
         text.push_str(&format!("scheme = \"{s}\"\n"));

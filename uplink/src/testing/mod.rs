@@ -1,6 +1,9 @@
-//! An in-memory piece store that follows the node side of the piece protocol, with
+//! Test doubles. [`MemoryPieceStore`]: an in-memory piece store that follows the node side of the piece protocol, with
 //! switchable misbehaviour (dead, stalled, corrupting, refusing). For tests of the uplink
 //! and of anything built on it; it is small and has no I/O, so it is always compiled.
+//! [`fake_net::FakeNetwork`]: the same store behind real gRPC servers on loopback.
+
+pub mod fake_net;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -54,6 +57,8 @@ struct FakeNode {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryPieceStore {
     nodes: Arc<Mutex<HashMap<NodeId, FakeNode>>>,
+    /// Keep only each piece's hashes, not its bytes (upload benchmarks of large objects).
+    discard: Arc<std::sync::atomic::AtomicBool>,
     uploads: Arc<AtomicU64>,
     downloads: Arc<AtomicU64>,
 }
@@ -92,13 +97,20 @@ impl MemoryPieceStore {
         id
     }
 
+    /// From now on, store only the hashes of new pieces and drop their bytes, so that
+    /// uploads of large objects can be measured without holding them in memory.
+    /// Downloads of such pieces then serve zero bytes (and fail verification).
+    pub fn discard_data(&self, discard: bool) {
+        self.discard.store(discard, Ordering::Relaxed);
+    }
+
     /// Every node, sorted by address, as the discovery layer would list them.
     pub fn candidates(&self) -> Vec<NodeCandidate> {
         let mut v: Vec<NodeCandidate> = lock(&self.nodes)
             .iter()
             .map(|(id, n)| NodeCandidate {
                 id: *id,
-                public_key: *n.identity.public_key(),
+                public_key: Some(*n.identity.public_key()),
                 address: n.address,
                 free_space: n.free_space,
             })
@@ -189,14 +201,19 @@ impl PieceStore for MemoryPieceStore {
             }
             let mut hasher = PieceHasher::new(order.block_size);
             let mut data = Vec::new();
+            let mut received = 0u64;
+            let keep = !this.discard.load(Ordering::Relaxed);
             let trailer = loop {
                 match body.next().await {
                     Some(UploadPart::Chunk(c)) => {
-                        if (data.len() + c.len()) as u64 > order.max_size {
+                        received += c.len() as u64;
+                        if received > order.max_size {
                             return Err(refused(id, "piece larger than the order's max size"));
                         }
                         hasher.update(&c);
-                        data.extend_from_slice(&c);
+                        if keep {
+                            data.extend_from_slice(&c);
+                        }
                     }
                     Some(UploadPart::Trailer(t)) => break t,
                     None => return Err(refused(id, "upload ended without a trailer")),
@@ -205,7 +222,7 @@ impl PieceStore for MemoryPieceStore {
             let info = hasher.finish();
             if trailer.piece_id != order.piece_id
                 || trailer.owner_key != order.owner_key
-                || trailer.size != data.len() as u64
+                || trailer.size != received
                 || trailer.piece_hash != info.root()
             {
                 return Err(refused(id, "trailer does not match the data"));
@@ -225,7 +242,7 @@ impl PieceStore for MemoryPieceStore {
                 piece_id: order.piece_id,
                 node_key: *n.identity.public_key(),
                 owner_key: order.owner_key,
-                size: data.len() as u64,
+                size: received,
                 piece_hash: hash,
                 expires_at_ms: order.expires_at_ms,
                 timestamp_ms: shoal_proto::time::unix_ms(),
