@@ -32,21 +32,33 @@ fn plaintext() -> Vec<u8> {
 
 fn encode(cipher: &BlockCipher, codec: CodecKind, plain: &[u8], hash: bool) -> (Vec<Stripe>, u64) {
     let mut enc = SegmentEncoder::new(cipher, codec, scheme(), 64 * 1024, 0).unwrap();
+    let mut fresh = Vec::new();
     let mut stripes = Vec::new();
     let mut hashers: Vec<PieceHasher> = (0..80).map(|_| PieceHasher::new(64 * 1024)).collect();
-    let blocks: Vec<&[u8]> = plain.chunks(PLAIN_BLOCK).collect();
-    for (i, b) in blocks.iter().enumerate() {
-        enc.push_block(b, i + 1 == blocks.len(), &mut stripes)
-            .unwrap();
-        if hash {
-            for st in &stripes {
-                for (h, shard) in hashers.iter_mut().zip(st) {
+    // Each new stripe's 80 shards are hashed once, as the piece uploads do.
+    // With `hash`, stripes are dropped after hashing (as after sending); without, they
+    // are returned for the download benchmark.
+    let mut take = |fresh: &mut Vec<Stripe>, stripes: &mut Vec<Stripe>| {
+        for st in fresh.drain(..) {
+            if hash {
+                for (h, shard) in hashers.iter_mut().zip(&st) {
                     h.update(shard);
                 }
             }
+            // Uploads send and free each stripe at once; keep them only for download.
+            if !hash {
+                stripes.push(st);
+            }
         }
+    };
+    let blocks: Vec<&[u8]> = plain.chunks(PLAIN_BLOCK).collect();
+    for (i, b) in blocks.iter().enumerate() {
+        enc.push_block(b, i + 1 == blocks.len(), &mut fresh)
+            .unwrap();
+        take(&mut fresh, &mut stripes);
     }
-    let (_, sealed) = enc.finish(&mut stripes).unwrap();
+    let (_, sealed) = enc.finish(&mut fresh).unwrap();
+    take(&mut fresh, &mut stripes);
     (stripes, sealed)
 }
 
