@@ -1,1 +1,43 @@
-//! The uplink client library and CLI. Not built yet: it arrives with the `[uplink]` issue.
+//! The Shoal uplink: everything a data owner runs on their own machine.
+//!
+//! Data path (see `DESIGN.md`): object → segments (≤ 64 MiB; ≤ 4 KiB inline) → sealed
+//! blocks → erasure-coded stripes → one piece per node, and back.
+//!
+//! - [`access`]: the root secret, the keys derived from it, access grant strings.
+//! - [`crypto`]: per-object keys, key wrapping, block encryption (AES-256-GCM).
+//! - [`codec`]: the redundancy [`Scheme`] and the erasure [`codec::Codec`] interface with
+//!   its two Reed-Solomon implementations ([`CodecKind`]).
+//! - [`segment`]: the synchronous pipeline: blocks → stripes → shards, and back.
+//! - [`store`]: the two traits at the edges: [`PieceStore`] (talk to one node) and
+//!   [`NodeSource`] (find candidate nodes); [`grpc`] implements them over tonic.
+//! - [`select`]: node selection, a pure function.
+//! - [`catalog`]: buckets, objects and node history in sled (serde structs).
+//! - `upload` / `download`: orchestration over the traits (parallel pieces, long-tail
+//!   cancellation, erasures, replacement pieces).
+//! - [`client`]: [`Uplink`], the API the CLI and the gateway use.
+//! - [`config`]: the CLI's files and `config.toml`; [`metrics`]: Prometheus metrics.
+//! - [`testing`]: an in-memory piece store with misbehaving nodes, and the same behind
+//!   real gRPC servers on loopback.
+
+pub mod access;
+pub mod catalog;
+pub mod client;
+pub mod codec;
+pub mod config;
+pub mod crypto;
+mod download;
+pub mod error;
+pub mod grpc;
+mod hexser;
+pub mod metrics;
+pub mod segment;
+pub mod select;
+pub mod store;
+pub mod testing;
+mod upload;
+
+pub use access::{Access, RootSecret};
+pub use client::{DeleteReport, Progress, PutOptions, PutReport, Uplink, UplinkConfig};
+pub use codec::{CodecKind, Scheme};
+pub use error::Error;
+pub use store::{NodeCandidate, NodeSource, PieceStore, StaticNodes};

@@ -1,0 +1,369 @@
+//! Access: the owner's 32-byte root secret, the keys derived from it, and the access
+//! grant string that carries it to another machine.
+//!
+//! Everything an owner can do follows from the root secret:
+//! - the owner signing key (orders to nodes), `blake3::derive_key("shoal v1 uplink owner
+//!   signing key", root)` fed to [`Identity::from_seed`];
+//! - the content-key root, from which per-object wrapping keys are derived
+//!   ([`crate::crypto`]);
+//! - the catalog key, which will encrypt the catalog when it is stored in the network.
+//!
+//! Each derivation uses its own BLAKE3 `derive_key` context, so the keys are independent.
+//!
+//! A root secret comes either from the OS random generator or from a passphrase with
+//! Argon2id ([`PASSPHRASE_PARAMS`]): m = 64 MiB, t = 3, p = 1, 32-byte output, and a
+//! fixed, public salt so that the same passphrase gives the same secret on any machine
+//! (that is the point of a passphrase; the cost parameters are what protect it).
+//!
+//! # Grant format
+//! `shoal1` + base64url (no padding) of
+//! `root secret (32) | peer count (1) | per peer: length (1) + "host:port" UTF-8 | checksum (4)`,
+//! where the checksum is the first 4 bytes of `blake3::derive_key("shoal v1 grant
+//! checksum", "shoal1" | payload)`. The prefix names the format version: a future
+//! `shoal2` grant is refused with [`GrantError::UnsupportedVersion`], not misread.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use shoal_proto::Identity;
+use zeroize::{Zeroize, Zeroizing};
+
+/// Prefix of every version-1 grant.
+pub const GRANT_PREFIX: &str = "shoal1";
+/// Most bootstrap peers a grant carries.
+pub const MAX_GRANT_PEERS: usize = 32;
+/// Longest bootstrap peer string (`host:port`).
+pub const MAX_PEER_LEN: usize = 255;
+
+const SIGNING_CONTEXT: &str = "shoal v1 uplink owner signing key";
+const CONTENT_CONTEXT: &str = "shoal v1 uplink content key root";
+const CATALOG_CONTEXT: &str = "shoal v1 uplink catalog key";
+const CHECKSUM_CONTEXT: &str = "shoal v1 grant checksum";
+const PASSPHRASE_SALT: &[u8] = b"shoal v1 uplink passphrase salt";
+
+/// Argon2id cost parameters for passphrases: memory in KiB, iterations, lanes.
+/// 64 MiB and 3 passes (RFC 9106's second recommended option, with one lane) take a few
+/// hundred milliseconds on one core and make guessing expensive.
+pub const PASSPHRASE_PARAMS: (u32, u32, u32) = (64 * 1024, 3, 1);
+
+/// Why a grant string could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    #[error("not an access grant: it should start with `{GRANT_PREFIX}`")]
+    NotAGrant,
+    #[error(
+        "access grant version `{0}` is not supported by this uplink (it reads `{GRANT_PREFIX}`)"
+    )]
+    UnsupportedVersion(String),
+    #[error("access grant is not valid base64url: {0}")]
+    Encoding(String),
+    #[error("access grant is truncated ({0} bytes of payload); was it copied completely?")]
+    Truncated(usize),
+    #[error("access grant checksum does not match: it was mistyped or damaged")]
+    Checksum,
+    #[error("access grant has malformed bootstrap peers: {0}")]
+    BadPeer(String),
+    #[error("access grant has trailing bytes after the bootstrap peers")]
+    TrailingBytes,
+}
+
+/// Why a passphrase could not be turned into a root secret.
+#[derive(Debug, thiserror::Error)]
+pub enum PassphraseError {
+    #[error("the passphrase is empty")]
+    Empty,
+    #[error("argon2id failed: {0}")]
+    Argon2(String),
+}
+
+/// The owner's root secret. Zeroed when dropped; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RootSecret([u8; 32]);
+
+impl Drop for RootSecret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for RootSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RootSecret(..)")
+    }
+}
+
+impl RootSecret {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// A fresh secret from the OS random generator.
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+
+    /// The secret of a passphrase (Argon2id, [`PASSPHRASE_PARAMS`], fixed salt).
+    pub fn from_passphrase(passphrase: &[u8]) -> Result<Self, PassphraseError> {
+        if passphrase.is_empty() {
+            return Err(PassphraseError::Empty);
+        }
+        let (m, t, p) = PASSPHRASE_PARAMS;
+        let params = argon2::Params::new(m, t, p, Some(32))
+            .map_err(|e| PassphraseError::Argon2(e.to_string()))?;
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut out = [0u8; 32];
+        argon
+            .hash_password_into(passphrase, PASSPHRASE_SALT, &mut out)
+            .map_err(|e| PassphraseError::Argon2(e.to_string()))?;
+        Ok(Self(out))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+/// Everything derived from one root secret, plus the bootstrap peers of its grant.
+pub struct Access {
+    root: RootSecret,
+    owner: Identity,
+    content_root: Zeroizing<[u8; 32]>,
+    catalog_key: Zeroizing<[u8; 32]>,
+    bootstrap: Vec<String>,
+}
+
+impl fmt::Debug for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Access")
+            .field("owner", &self.owner.public_key())
+            .field("bootstrap", &self.bootstrap)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Access {
+    pub fn new(root: RootSecret, bootstrap: Vec<String>) -> Self {
+        let owner = Identity::from_seed(blake3::derive_key(SIGNING_CONTEXT, root.as_bytes()));
+        let content_root = Zeroizing::new(blake3::derive_key(CONTENT_CONTEXT, root.as_bytes()));
+        let catalog_key = Zeroizing::new(blake3::derive_key(CATALOG_CONTEXT, root.as_bytes()));
+        Self {
+            root,
+            owner,
+            content_root,
+            catalog_key,
+            bootstrap,
+        }
+    }
+
+    /// The owner's signing identity: signs every order sent to nodes.
+    pub fn owner(&self) -> &Identity {
+        &self.owner
+    }
+
+    /// Root of every per-object wrapping key.
+    pub fn content_root(&self) -> &[u8; 32] {
+        &self.content_root
+    }
+
+    /// Key for the catalog once it is stored in the network (a later issue).
+    pub fn catalog_key(&self) -> &[u8; 32] {
+        &self.catalog_key
+    }
+
+    pub fn bootstrap(&self) -> &[String] {
+        &self.bootstrap
+    }
+
+    pub fn root(&self) -> &RootSecret {
+        &self.root
+    }
+
+    /// The grant string that carries this access to another machine.
+    pub fn to_grant(&self) -> String {
+        let mut payload = Zeroizing::new(Vec::with_capacity(64));
+        payload.extend_from_slice(self.root.as_bytes());
+        let peers = &self.bootstrap[..self.bootstrap.len().min(MAX_GRANT_PEERS)];
+        payload.push(peers.len() as u8);
+        for p in peers {
+            let b = &p.as_bytes()[..p.len().min(MAX_PEER_LEN)];
+            payload.push(b.len() as u8);
+            payload.extend_from_slice(b);
+        }
+        let sum = checksum(&payload);
+        payload.extend_from_slice(&sum);
+        format!("{GRANT_PREFIX}{}", URL_SAFE_NO_PAD.encode(&payload[..]))
+    }
+
+    /// Reads a grant string made by [`Access::to_grant`].
+    pub fn from_grant(grant: &str) -> Result<Self, GrantError> {
+        let grant = grant.trim();
+        let Some(body) = grant.strip_prefix(GRANT_PREFIX) else {
+            // Name a future version rather than calling it garbage.
+            if let Some(rest) = grant.strip_prefix("shoal") {
+                let version: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+                if !version.is_empty() {
+                    return Err(GrantError::UnsupportedVersion(format!("shoal{version}")));
+                }
+            }
+            return Err(GrantError::NotAGrant);
+        };
+        let payload = Zeroizing::new(URL_SAFE_NO_PAD.decode(body).map_err(|e| match e {
+            // A length no encoder produces: the grant was cut short.
+            base64::DecodeError::InvalidLength(_) => GrantError::Truncated(body.len() * 3 / 4),
+            e => GrantError::Encoding(e.to_string()),
+        })?);
+        // root + peer count + checksum at least.
+        if payload.len() < 32 + 1 + 4 {
+            return Err(GrantError::Truncated(payload.len()));
+        }
+        let (data, sum) = payload.split_at(payload.len() - 4);
+        if checksum(data) != sum {
+            return Err(GrantError::Checksum);
+        }
+        let mut root = [0u8; 32];
+        root.copy_from_slice(&data[..32]);
+        let count = usize::from(data[32]);
+        if count > MAX_GRANT_PEERS {
+            return Err(GrantError::BadPeer(format!(
+                "{count} peers, at most {MAX_GRANT_PEERS}"
+            )));
+        }
+        let mut rest = &data[33..];
+        let mut bootstrap = Vec::with_capacity(count);
+        for i in 0..count {
+            let Some((&len, tail)) = rest.split_first() else {
+                return Err(GrantError::BadPeer(format!("peer {i} is missing")));
+            };
+            let len = usize::from(len);
+            if tail.len() < len {
+                return Err(GrantError::BadPeer(format!("peer {i} is cut short")));
+            }
+            let peer = std::str::from_utf8(&tail[..len])
+                .map_err(|_| GrantError::BadPeer(format!("peer {i} is not UTF-8")))?;
+            bootstrap.push(peer.to_string());
+            rest = &tail[len..];
+        }
+        if !rest.is_empty() {
+            return Err(GrantError::TrailingBytes);
+        }
+        let access = Self::new(RootSecret::from_bytes(root), bootstrap);
+        root.zeroize();
+        Ok(access)
+    }
+}
+
+fn checksum(payload: &[u8]) -> [u8; 4] {
+    let mut h = blake3::Hasher::new_derive_key(CHECKSUM_CONTEXT);
+    h.update(GRANT_PREFIX.as_bytes());
+    h.update(payload);
+    let mut out = [0u8; 4];
+    out.copy_from_slice(&h.finalize().as_bytes()[..4]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access() -> Access {
+        Access::new(
+            RootSecret::from_bytes([7; 32]),
+            vec!["127.0.1.1:7777".into(), "[::1]:9000".into()],
+        )
+    }
+
+    #[test]
+    fn grant_round_trips() {
+        let a = access();
+        let grant = a.to_grant();
+        assert!(grant.starts_with("shoal1"));
+        let b = Access::from_grant(&grant).unwrap();
+        assert_eq!(b.root(), a.root());
+        assert_eq!(b.bootstrap(), a.bootstrap());
+        assert_eq!(b.owner().public_key(), a.owner().public_key());
+        // Surrounding whitespace from copy and paste is fine.
+        assert!(Access::from_grant(&format!("  {grant}\n")).is_ok());
+    }
+
+    #[test]
+    fn derived_keys_are_independent_and_deterministic() {
+        let a = access();
+        let keys = [
+            *a.content_root(),
+            *a.catalog_key(),
+            *a.owner().seed(),
+            *a.root().as_bytes(),
+        ];
+        for i in 0..keys.len() {
+            for j in i + 1..keys.len() {
+                assert_ne!(keys[i], keys[j]);
+            }
+        }
+        let b = Access::new(RootSecret::from_bytes([7; 32]), vec![]);
+        assert_eq!(a.content_root(), b.content_root());
+        let c = Access::new(RootSecret::from_bytes([8; 32]), vec![]);
+        assert_ne!(a.content_root(), c.content_root());
+        assert_ne!(a.owner().public_key(), c.owner().public_key());
+    }
+
+    #[test]
+    fn passphrase_is_deterministic_and_sensitive() {
+        let a = RootSecret::from_passphrase(b"correct horse").unwrap();
+        let b = RootSecret::from_passphrase(b"correct horse").unwrap();
+        let c = RootSecret::from_passphrase(b"correct horsf").unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert!(matches!(
+            RootSecret::from_passphrase(b""),
+            Err(PassphraseError::Empty)
+        ));
+    }
+
+    #[test]
+    fn bad_grants_give_typed_errors() {
+        let grant = access().to_grant();
+        assert_eq!(
+            Access::from_grant("hello").unwrap_err(),
+            GrantError::NotAGrant
+        );
+        assert_eq!(
+            Access::from_grant(&grant.replacen("shoal1", "shoal2", 1)).unwrap_err(),
+            GrantError::UnsupportedVersion("shoal2".into())
+        );
+        assert!(matches!(
+            Access::from_grant(&format!("{grant}!")).unwrap_err(),
+            GrantError::Encoding(_)
+        ));
+        // Truncated anywhere: either too short, or the checksum no longer matches.
+        for cut in [7, 20, 40, grant.len() - 1] {
+            let err = Access::from_grant(&grant[..cut]).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    GrantError::Truncated(_) | GrantError::Checksum | GrantError::Encoding(_)
+                ),
+                "cut {cut}: {err:?}"
+            );
+        }
+        assert!(matches!(
+            Access::from_grant(&grant[..12]).unwrap_err(),
+            GrantError::Truncated(_)
+        ));
+        // One changed character is caught by the checksum.
+        let mut chars: Vec<char> = grant.chars().collect();
+        let i = 20;
+        chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+        let typo: String = chars.into_iter().collect();
+        assert_eq!(Access::from_grant(&typo).unwrap_err(), GrantError::Checksum);
+    }
+
+    #[test]
+    fn debug_never_prints_the_secret() {
+        let a = access();
+        let text = format!("{a:?} {:?}", a.root());
+        assert!(!text.contains("7, 7, 7"));
+        assert!(!text.contains(&shoal_proto::ids::to_hex(a.root().as_bytes())));
+    }
+}

@@ -1,0 +1,799 @@
+//! Command-line flags and what each command does, on top of the `uplink` library.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use uplink::access::{Access, RootSecret};
+use uplink::catalog::{Catalog, Listing};
+use uplink::config::{CachedNodes, ConfiguredNodes, Paths, parse_node};
+use uplink::grpc::GrpcPieceStore;
+use uplink::{PutOptions, Scheme, Uplink};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "uplink",
+    version,
+    about = "Store and fetch data on a Shoal network"
+)]
+pub struct Args {
+    /// Directory holding the config, the access grant and the catalog
+    /// (default: the user's config and data dirs).
+    #[arg(long, env = "SHOAL_CONFIG_DIR", global = true)]
+    config_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, import or inspect the access grant.
+    #[command(subcommand)]
+    Access(AccessCommand),
+    /// Make a bucket: `uplink mb shoal://BUCKET`.
+    Mb { bucket: String },
+    /// Remove a bucket.
+    Rb {
+        bucket: String,
+        /// Delete the bucket's objects too.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List buckets, or the objects of `shoal://BUCKET[/PREFIX]`.
+    Ls {
+        location: Option<String>,
+        /// List every key under the prefix instead of folding at `/`.
+        #[arg(short, long)]
+        recursive: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy files up or objects down; `-` is stdin or stdout.
+    Cp(CpArgs),
+    /// Remove an object, or with -r every object under a prefix.
+    Rm {
+        location: String,
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Move (rename) an object; its pieces stay where they are.
+    Mv { from: String, to: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum AccessCommand {
+    /// Make a new root secret (random, or from a passphrase) and print its grant.
+    Create {
+        /// Read a passphrase from the first line of stdin instead of a random secret.
+        #[arg(long)]
+        passphrase_stdin: bool,
+        /// Bootstrap peer HOST:PORT to put into the grant (repeatable).
+        #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+        bootstrap: Vec<String>,
+        /// Replace an existing access.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Use an access grant made elsewhere.
+    Import {
+        grant: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show what the current access is (never its secret).
+    Inspect,
+}
+
+#[derive(Debug, clap::Args)]
+struct CpArgs {
+    src: String,
+    dst: String,
+    /// Copy a directory tree (or every object under a prefix).
+    #[arg(short, long)]
+    recursive: bool,
+    /// Show progress bars even when stderr is not a terminal.
+    #[arg(long, overrides_with = "no_progress")]
+    progress: bool,
+    /// Never show progress bars.
+    #[arg(long)]
+    no_progress: bool,
+    /// Redundancy scheme K/REPAIR/SUCCESS/TOTAL for uploads.
+    #[arg(long = "rs", value_name = "K/R/S/T")]
+    scheme: Option<Scheme>,
+    /// Files transferred at once with -r (default from config, else 4).
+    #[arg(long, value_name = "N")]
+    parallelism: Option<usize>,
+    /// Download only bytes START through END (inclusive; END may be empty for "to the end").
+    #[arg(long, value_name = "START-END")]
+    range: Option<String>,
+    /// Let uploaded objects expire after this long (e.g. 30s, 90m, 12h, 7d).
+    #[arg(long, value_name = "DURATION")]
+    expires: Option<String>,
+}
+
+/// `shoal://bucket/key` split into its parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Location {
+    bucket: String,
+    key: String,
+}
+
+fn parse_location(s: &str) -> Option<Location> {
+    let rest = s.strip_prefix("shoal://")?;
+    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+    Some(Location {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+    })
+}
+
+fn require_location(s: &str) -> Result<Location> {
+    parse_location(s).ok_or_else(|| anyhow!("`{s}` is not a shoal://BUCKET[/KEY] location"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("`{s}` is not a duration like 7d or 12h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        "w" => n * 7 * 86_400,
+        other => bail!("unknown duration unit `{other}` in `{s}` (use s, m, h, d or w)"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// `START-END` (inclusive) → `[start, end)`; `END` empty = to `size`.
+fn parse_range(s: &str, size: u64) -> Result<(u64, u64)> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| anyhow!("range `{s}` is not START-END"))?;
+    let start: u64 = a
+        .trim()
+        .parse()
+        .with_context(|| format!("bad range start in `{s}`"))?;
+    let end = if b.trim().is_empty() {
+        size
+    } else {
+        let e: u64 = b
+            .trim()
+            .parse()
+            .with_context(|| format!("bad range end in `{s}`"))?;
+        e.saturating_add(1).min(size)
+    };
+    if start > end {
+        bail!("range `{s}` is empty or outside the object of {size} bytes");
+    }
+    Ok((start, end))
+}
+
+struct Env {
+    uplink: Uplink,
+    parallelism: usize,
+}
+
+fn open(paths: Paths) -> Result<Env> {
+    let grant = paths.load_grant()?;
+    let access = Access::from_grant(&grant).context("the saved access grant is unreadable")?;
+    let file = paths.load_config()?;
+    let config = file.uplink_config(&paths.config_file())?;
+    let owner = access.owner().node_id().to_hex();
+    let catalog_dir = paths.catalog_dir(&owner);
+    let catalog = Catalog::open(&catalog_dir)
+        .with_context(|| format!("cannot open the catalog at {}", catalog_dir.display()))?;
+    // TODO(dht): until the DHT membership sampler is plugged in as the NodeSource, the
+    // candidates are the configured nodes and the grant's bootstrap peers.
+    let mut entries = Vec::new();
+    for n in &file.nodes {
+        entries.push(parse_node(n).map_err(|e| anyhow!("{}: {e}", paths.config_file().display()))?);
+    }
+    for peer in access.bootstrap() {
+        match parse_node(peer) {
+            Ok(e) => entries.push(e),
+            Err(_) => tracing::warn!(peer = %peer, "bootstrap peer is not an IP:PORT; skipped"),
+        }
+    }
+    entries.sort();
+    entries.dedup();
+    let nodes = CachedNodes::new(
+        ConfiguredNodes::new(&entries, Duration::from_secs(5)),
+        Duration::from_secs(60),
+    );
+    let uplink = Uplink::new(
+        access,
+        Arc::new(GrpcPieceStore::default()),
+        Arc::new(nodes),
+        catalog,
+        config,
+    )?;
+    Ok(Env {
+        uplink,
+        parallelism: file.parallelism.unwrap_or(4).max(1),
+    })
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let paths = Paths::resolve(args.config_dir)?;
+    match args.command {
+        Command::Access(cmd) => access(paths, cmd),
+        Command::Mb { bucket } => {
+            let env = open(paths)?;
+            let loc = require_location(&bucket)?;
+            env.uplink
+                .create_bucket(&loc.bucket)
+                .with_context(|| format!("cannot make bucket {bucket}"))?;
+            env.uplink.catalog().flush()?;
+            println!("Bucket {} created", loc.bucket);
+            Ok(())
+        }
+        Command::Rb { bucket, force } => {
+            let env = open(paths)?;
+            let loc = require_location(&bucket)?;
+            let report = env
+                .uplink
+                .remove_bucket(&loc.bucket, force)
+                .await
+                .with_context(|| format!("cannot remove bucket {bucket}"))?;
+            env.uplink.catalog().flush()?;
+            if report.pieces_failed > 0 {
+                eprintln!(
+                    "warning: {} pieces could not be deleted now; their nodes drop them when the lease ends",
+                    report.pieces_failed
+                );
+            }
+            println!("Bucket {} removed", loc.bucket);
+            Ok(())
+        }
+        Command::Ls {
+            location,
+            recursive,
+            json,
+        } => ls(&open(paths)?, location, recursive, json),
+        Command::Cp(cp_args) => cp(&open(paths)?, cp_args).await,
+        Command::Rm {
+            location,
+            recursive,
+        } => rm(&open(paths)?, &location, recursive).await,
+        Command::Mv { from, to } => {
+            let env = open(paths)?;
+            let (a, b) = (require_location(&from)?, require_location(&to)?);
+            let to_key = if b.key.is_empty() || b.key.ends_with('/') {
+                format!("{}{}", b.key, a.key.rsplit('/').next().unwrap_or(&a.key))
+            } else {
+                b.key.clone()
+            };
+            env.uplink
+                .rename(&a.bucket, &a.key, &b.bucket, &to_key)
+                .with_context(|| format!("cannot move {from} to {to}"))?;
+            env.uplink.catalog().flush()?;
+            Ok(())
+        }
+    }
+}
+
+fn access(paths: Paths, cmd: AccessCommand) -> Result<()> {
+    match cmd {
+        AccessCommand::Create {
+            passphrase_stdin,
+            bootstrap,
+            force,
+        } => {
+            if !force && paths.load_grant().is_ok() {
+                bail!(
+                    "an access already exists in {}; use --force to replace it (its data becomes unreadable unless you kept the grant)",
+                    paths.config_dir.display()
+                );
+            }
+            let root = if passphrase_stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut line)
+                    .context("cannot read the passphrase from stdin")?;
+                let passphrase = line.lines().next().unwrap_or("").to_string();
+                RootSecret::from_passphrase(passphrase.as_bytes())?
+            } else {
+                RootSecret::random()
+            };
+            for b in &bootstrap {
+                if b.len() > uplink::access::MAX_PEER_LEN || !b.contains(':') {
+                    bail!("bootstrap peer `{b}` is not HOST:PORT");
+                }
+            }
+            let access = Access::new(root, bootstrap);
+            let grant = access.to_grant();
+            paths.save_grant(&grant)?;
+            eprintln!(
+                "Access saved in {}. Keep this grant safe: it is the only key to your data.",
+                paths.access_file().display()
+            );
+            println!("{grant}");
+            Ok(())
+        }
+        AccessCommand::Import { grant, force } => {
+            let access = Access::from_grant(&grant).context("cannot import the access grant")?;
+            if !force && paths.load_grant().is_ok_and(|g| g != grant.trim()) {
+                bail!(
+                    "another access already exists in {}; use --force to replace it",
+                    paths.config_dir.display()
+                );
+            }
+            paths.save_grant(&access.to_grant())?;
+            println!("Access imported (owner {})", access.owner().node_id());
+            Ok(())
+        }
+        AccessCommand::Inspect => {
+            let grant = paths.load_grant()?;
+            let access =
+                Access::from_grant(&grant).context("the saved access grant is unreadable")?;
+            let file = paths.load_config()?;
+            let owner = access.owner().node_id().to_hex();
+            println!("owner public key: {}", access.owner().public_key().to_hex());
+            println!("owner id:         {owner}");
+            println!("bootstrap peers:  {}", access.bootstrap().join(", "));
+            println!("configured nodes: {}", file.nodes.join(", "));
+            println!("access file:      {}", paths.access_file().display());
+            println!("catalog:          {}", paths.catalog_dir(&owner).display());
+            Ok(())
+        }
+    }
+}
+
+fn format_time(ms: u64) -> String {
+    // Seconds since the epoch as UTC date and time, without a date library.
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{s:02}")
+}
+
+fn ls(env: &Env, location: Option<String>, recursive: bool, json: bool) -> Result<()> {
+    let Some(location) = location else {
+        for b in env.uplink.buckets()? {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"kind": "bucket", "name": b.name, "created_ms": b.created_ms})
+                );
+            } else {
+                println!("{}  {}", format_time(b.created_ms), b.name);
+            }
+        }
+        return Ok(());
+    };
+    let loc = require_location(&location)?;
+    let rows = env
+        .uplink
+        .list(&loc.bucket, &loc.key, recursive)
+        .with_context(|| format!("cannot list {location}"))?;
+    for row in rows {
+        if json {
+            println!("{}", serde_json::to_string(&row)?);
+            continue;
+        }
+        match row {
+            Listing::Object {
+                key,
+                size,
+                modified_ms,
+                ..
+            } => {
+                println!("{}  {size:>14}  {key}", format_time(modified_ms));
+            }
+            Listing::Prefix { prefix } => println!("{:>19}  {:>14}  {prefix}", "", "PRE"),
+        }
+    }
+    Ok(())
+}
+
+fn progress_bar(args: &CpArgs, total: u64) -> ProgressBar {
+    let show = !args.no_progress && (args.progress || std::io::stderr().is_terminal());
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{bar:40.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// One transfer of a `cp`.
+#[derive(Debug)]
+enum Transfer {
+    Up { from: Option<PathBuf>, to: Location },
+    Down { from: Location, to: Option<PathBuf> },
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read directory {}", dir.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("cannot read directory {}", dir.display()))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let kind = e
+            .file_type()
+            .with_context(|| format!("cannot stat {}", path.display()))?;
+        if kind.is_dir() {
+            walk(&path, out)?;
+        } else if kind.is_file() {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn join_key(prefix: &str, rest: &str) -> String {
+    if prefix.is_empty() || prefix.ends_with('/') {
+        format!("{prefix}{rest}")
+    } else {
+        format!("{prefix}/{rest}")
+    }
+}
+
+fn plan_cp(env: &Env, args: &CpArgs) -> Result<Vec<Transfer>> {
+    let (src, dst) = (parse_location(&args.src), parse_location(&args.dst));
+    match (src, dst) {
+        (None, Some(to)) => {
+            if args.src == "-" {
+                if to.key.is_empty() || to.key.ends_with('/') {
+                    bail!(
+                        "uploading stdin needs a full object key, not `{}`",
+                        args.dst
+                    );
+                }
+                return Ok(vec![Transfer::Up { from: None, to }]);
+            }
+            let src = PathBuf::from(&args.src);
+            if src.is_dir() {
+                if !args.recursive {
+                    bail!("{} is a directory; use -r to copy it", src.display());
+                }
+                let mut files = Vec::new();
+                walk(&src, &mut files)?;
+                return files
+                    .into_iter()
+                    .map(|f| {
+                        let rel = f.strip_prefix(&src).unwrap_or(&f);
+                        let rel = rel
+                            .to_str()
+                            .ok_or_else(|| anyhow!("{} is not valid UTF-8", f.display()))?
+                            .to_string();
+                        Ok(Transfer::Up {
+                            from: Some(f),
+                            to: Location {
+                                bucket: to.bucket.clone(),
+                                key: join_key(&to.key, &rel),
+                            },
+                        })
+                    })
+                    .collect();
+            }
+            let name = src
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| anyhow!("{} has no usable file name", src.display()))?;
+            let key = if to.key.is_empty() || to.key.ends_with('/') {
+                format!("{}{name}", to.key)
+            } else {
+                to.key.clone()
+            };
+            Ok(vec![Transfer::Up {
+                from: Some(src),
+                to: Location {
+                    bucket: to.bucket,
+                    key,
+                },
+            }])
+        }
+        (Some(from), None) => {
+            if args.recursive {
+                let rows = env.uplink.list(&from.bucket, &from.key, true)?;
+                let base = PathBuf::from(&args.dst);
+                let strip = if from.key.is_empty() || from.key.ends_with('/') {
+                    from.key.clone()
+                } else {
+                    format!("{}/", from.key)
+                };
+                return rows
+                    .into_iter()
+                    .filter_map(|r| match r {
+                        Listing::Object { key, .. } => Some(key),
+                        Listing::Prefix { .. } => None,
+                    })
+                    .map(|key| {
+                        let rel = key.strip_prefix(&strip).unwrap_or(&key).to_string();
+                        if rel.split('/').any(|c| c == ".." || c == ".")
+                            || rel.starts_with('/')
+                            || rel.is_empty()
+                        {
+                            bail!("object key `{key}` cannot be a safe local path");
+                        }
+                        Ok(Transfer::Down {
+                            from: Location {
+                                bucket: from.bucket.clone(),
+                                key: key.clone(),
+                            },
+                            to: Some(base.join(rel)),
+                        })
+                    })
+                    .collect();
+            }
+            if from.key.is_empty() {
+                bail!(
+                    "`{}` names a bucket, not an object; use -r to copy everything in it",
+                    args.src
+                );
+            }
+            if args.dst == "-" {
+                return Ok(vec![Transfer::Down { from, to: None }]);
+            }
+            let mut to = PathBuf::from(&args.dst);
+            if to.is_dir() {
+                to = to.join(from.key.rsplit('/').next().unwrap_or(&from.key));
+            }
+            Ok(vec![Transfer::Down { from, to: Some(to) }])
+        }
+        (Some(_), Some(_)) => bail!(
+            "copying between two shoal:// locations is not supported yet; download and upload instead"
+        ),
+        (None, None) => bail!("one of SRC and DST must be a shoal:// location"),
+    }
+}
+
+async fn cp(env: &Env, args: CpArgs) -> Result<()> {
+    let transfers = plan_cp(env, &args)?;
+    let expires = args.expires.as_deref().map(parse_duration).transpose()?;
+    let mut total = 0u64;
+    for t in &transfers {
+        total += match t {
+            Transfer::Up { from: Some(p), .. } => {
+                std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+            }
+            Transfer::Up { from: None, .. } => 0,
+            Transfer::Down { from, .. } => env
+                .uplink
+                .stat(&from.bucket, &from.key)
+                .map(|e| e.size)
+                .unwrap_or(0),
+        };
+    }
+    let bar = progress_bar(&args, total);
+    let progress: uplink::Progress = {
+        let bar = bar.clone();
+        Arc::new(move |n| bar.inc(n))
+    };
+    let parallelism = args.parallelism.unwrap_or(env.parallelism).max(1);
+    let count = transfers.len();
+    let results: Vec<Result<()>> = futures::stream::iter(transfers.into_iter().map(|t| {
+        let progress = progress.clone();
+        let args = &args;
+        async move { transfer(env, args, t, expires, progress).await }
+    }))
+    .buffer_unordered(parallelism)
+    .collect()
+    .await;
+    bar.finish_and_clear();
+    env.uplink.catalog().flush()?;
+    let failures: Vec<_> = results.into_iter().filter_map(|r| r.err()).collect();
+    for f in &failures {
+        eprintln!("error: {f:#}");
+    }
+    if !failures.is_empty() {
+        bail!("{} of {count} transfers failed", failures.len());
+    }
+    Ok(())
+}
+
+async fn transfer(
+    env: &Env,
+    args: &CpArgs,
+    t: Transfer,
+    expires: Option<Duration>,
+    progress: uplink::Progress,
+) -> Result<()> {
+    match t {
+        Transfer::Up { from, to } => {
+            let opts = PutOptions {
+                size_hint: None,
+                content_type: None,
+                metadata: BTreeMap::new(),
+                expires,
+                scheme: args.scheme,
+                progress: Some(progress),
+            };
+            let name = from
+                .as_ref()
+                .map_or("stdin".to_string(), |p| p.display().to_string());
+            let target = format!("shoal://{}/{}", to.bucket, to.key);
+            let report = match &from {
+                Some(path) => {
+                    let file = tokio::fs::File::open(path)
+                        .await
+                        .with_context(|| format!("cannot open {}", path.display()))?;
+                    let size = file.metadata().await.ok().map(|m| m.len());
+                    let opts = PutOptions {
+                        size_hint: size,
+                        ..opts
+                    };
+                    env.uplink
+                        .put(
+                            &to.bucket,
+                            &to.key,
+                            tokio::io::BufReader::with_capacity(1 << 20, file),
+                            opts,
+                        )
+                        .await
+                }
+                None => {
+                    env.uplink
+                        .put(&to.bucket, &to.key, tokio::io::stdin(), opts)
+                        .await
+                }
+            }
+            .with_context(|| format!("cannot copy {name} to {target}"))?;
+            if let Some(used) = report.used
+                && used != report.requested
+            {
+                eprintln!(
+                    "note: the network is too small for scheme {}; {target} was stored with {used}",
+                    report.requested
+                );
+            }
+            Ok(())
+        }
+        Transfer::Down { from, to } => {
+            let source = format!("shoal://{}/{}", from.bucket, from.key);
+            let range = match &args.range {
+                Some(r) => {
+                    let size = env
+                        .uplink
+                        .stat(&from.bucket, &from.key)
+                        .with_context(|| format!("cannot read {source}"))?
+                        .size;
+                    Some(parse_range(r, size)?)
+                }
+                None => None,
+            };
+            match to {
+                None => {
+                    let mut out = tokio::io::stdout();
+                    env.uplink
+                        .get(&from.bucket, &from.key, range, &mut out, Some(progress))
+                        .await
+                        .with_context(|| format!("cannot copy {source} to stdout"))?;
+                }
+                Some(path) => {
+                    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                        tokio::fs::create_dir_all(parent)
+                            .await
+                            .with_context(|| format!("cannot create {}", parent.display()))?;
+                    }
+                    // Write next to the target and rename, so a failed download never
+                    // leaves a truncated file under the real name.
+                    let tmp = path.with_file_name(format!(
+                        ".{}.shoal-partial",
+                        path.file_name()
+                            .and_then(|n| n.to_str())
+                            .unwrap_or("download")
+                    ));
+                    let file = tokio::fs::File::create(&tmp)
+                        .await
+                        .with_context(|| format!("cannot create {}", tmp.display()))?;
+                    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+                    let result = env
+                        .uplink
+                        .get(&from.bucket, &from.key, range, &mut out, Some(progress))
+                        .await;
+                    if let Err(e) = result {
+                        let _ = tokio::fs::remove_file(&tmp).await;
+                        return Err(e).with_context(|| {
+                            format!("cannot copy {source} to {}", path.display())
+                        });
+                    }
+                    tokio::fs::rename(&tmp, &path).await.with_context(|| {
+                        format!("cannot move the download into {}", path.display())
+                    })?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn rm(env: &Env, location: &str, recursive: bool) -> Result<()> {
+    let loc = require_location(location)?;
+    let keys: Vec<String> = if recursive {
+        env.uplink
+            .list(&loc.bucket, &loc.key, true)?
+            .into_iter()
+            .filter_map(|r| match r {
+                Listing::Object { key, .. } => Some(key),
+                Listing::Prefix { .. } => None,
+            })
+            .collect()
+    } else {
+        if loc.key.is_empty() {
+            bail!("`{location}` names a bucket; use `uplink rb` or rm -r");
+        }
+        vec![loc.key.clone()]
+    };
+    let mut failed = 0;
+    for key in keys {
+        let r = env
+            .uplink
+            .delete(&loc.bucket, &key)
+            .await
+            .with_context(|| format!("cannot remove shoal://{}/{key}", loc.bucket))?;
+        failed += r.pieces_failed;
+        println!("removed shoal://{}/{key}", loc.bucket);
+    }
+    env.uplink.catalog().flush()?;
+    if failed > 0 {
+        eprintln!(
+            "warning: {failed} pieces could not be deleted now; their nodes drop them when the lease ends"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_ranges_and_durations_parse() {
+        assert_eq!(
+            parse_location("shoal://b/a/c"),
+            Some(Location {
+                bucket: "b".into(),
+                key: "a/c".into()
+            })
+        );
+        assert_eq!(
+            parse_location("shoal://b"),
+            Some(Location {
+                bucket: "b".into(),
+                key: "".into()
+            })
+        );
+        assert_eq!(parse_location("/tmp/x"), None);
+        assert_eq!(parse_range("0-9", 100).unwrap(), (0, 10));
+        assert_eq!(parse_range("10-", 100).unwrap(), (10, 100));
+        assert_eq!(parse_range("90-200", 100).unwrap(), (90, 100));
+        assert!(parse_range("5-2", 100).is_err());
+        assert!(parse_range("x", 100).is_err());
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("3y").is_err());
+        assert_eq!(format_time(0), "1970-01-01 00:00:00");
+        assert_eq!(format_time(1_700_000_000_000), "2023-11-14 22:13:20");
+    }
+}

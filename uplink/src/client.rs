@@ -1,0 +1,425 @@
+//! [`Uplink`]: buckets and objects over a [`PieceStore`] and a [`NodeSource`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::access::Access;
+use crate::catalog::{BucketInfo, Catalog, Content, Listing, ObjectEntry};
+use crate::codec::{CodecKind, Scheme};
+use crate::crypto::{self, BlockCipher, ObjectId, ObjectKey};
+use crate::error::{Error, check_bucket, check_key};
+use crate::metrics::Metrics;
+use crate::segment::INLINE_LIMIT;
+use crate::store::{NodeSource, PieceStore};
+
+/// Settings of an uplink. Every field has a default (see [`UplinkConfig::default`]).
+#[derive(Debug, Clone)]
+pub struct UplinkConfig {
+    /// Redundancy for new objects. Default `29/35/80/110`.
+    pub scheme: Scheme,
+    /// Erasure codec for new segments. Default `reed-solomon-simd` (fastest portable).
+    pub codec: CodecKind,
+    /// On a network with fewer suitable nodes than `scheme.total`, store with a
+    /// proportionally smaller scheme (reported in [`PutReport`]) instead of failing.
+    /// Default `true`.
+    pub allow_smaller_scheme: bool,
+    /// Plaintext blocks (65,520 B) per segment. Default 1024 (64 MiB sealed).
+    pub segment_blocks: u64,
+    /// Segments of one object whose pieces are in flight at once. Default 2.
+    pub segment_parallelism: usize,
+    /// Stripes queued per piece upload; a piece whose queue is full is lagging. Default 4.
+    pub piece_buffer: usize,
+    /// How long lagging piece uploads may hold the others back before they are cut off
+    /// (while more than `success` remain). Default 2 s.
+    pub slow_piece_grace: Duration,
+    /// Longest a needed piece transfer may make no progress. Default 30 s.
+    pub piece_timeout: Duration,
+    /// Piece downloads started beyond `k`. Default `None`: `max(2, k / 4)`.
+    pub download_margin: Option<usize>,
+    /// Lease of pieces stored without an explicit expiry. Default 365 days. (Renewal
+    /// arrives with repair in a later issue.)
+    pub default_lease: Duration,
+}
+
+impl Default for UplinkConfig {
+    fn default() -> Self {
+        Self {
+            scheme: Scheme::default(),
+            codec: CodecKind::default(),
+            allow_smaller_scheme: true,
+            segment_blocks: crate::segment::SEGMENT_BLOCKS,
+            segment_parallelism: 2,
+            piece_buffer: 4,
+            slow_piece_grace: Duration::from_secs(2),
+            piece_timeout: Duration::from_secs(30),
+            download_margin: None,
+            default_lease: Duration::from_secs(365 * 24 * 3600),
+        }
+    }
+}
+
+/// Called with the number of plaintext bytes just processed.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// Options of one upload.
+#[derive(Default, Clone)]
+pub struct PutOptions {
+    /// Expected size, when known (files); lets small objects get small pieces exactly.
+    pub size_hint: Option<u64>,
+    pub content_type: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    /// Pieces expire (and the object with them) after this long.
+    pub expires: Option<Duration>,
+    /// Overrides the configured scheme for this object.
+    pub scheme: Option<Scheme>,
+    pub progress: Option<Progress>,
+}
+
+impl std::fmt::Debug for PutOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PutOptions")
+            .field("size_hint", &self.size_hint)
+            .field("content_type", &self.content_type)
+            .field("expires", &self.expires)
+            .field("scheme", &self.scheme)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an upload did.
+#[derive(Debug, Clone)]
+pub struct PutReport {
+    pub entry: ObjectEntry,
+    /// Scheme asked for.
+    pub requested: Scheme,
+    /// Scheme used for the segments (`None` for inline objects). Differs from
+    /// `requested` when the network was too small.
+    pub used: Option<Scheme>,
+}
+
+/// What a delete did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeleteReport {
+    pub pieces_deleted: usize,
+    /// Pieces whose node could not be reached; their leases will expire.
+    pub pieces_failed: usize,
+}
+
+pub(crate) struct Inner {
+    pub access: Access,
+    pub store: Arc<dyn PieceStore>,
+    pub nodes: Arc<dyn NodeSource>,
+    pub catalog: Catalog,
+    pub config: UplinkConfig,
+    pub metrics: Metrics,
+}
+
+/// The uplink client library's entry point. Cheap to clone.
+#[derive(Clone)]
+pub struct Uplink {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Uplink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uplink")
+            .field("owner", &self.inner.access.owner().public_key())
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Uplink {
+    pub fn new(
+        access: Access,
+        store: Arc<dyn PieceStore>,
+        nodes: Arc<dyn NodeSource>,
+        catalog: Catalog,
+        config: UplinkConfig,
+    ) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            inner: Arc::new(Inner {
+                access,
+                store,
+                nodes,
+                catalog,
+                config,
+                metrics: Metrics::new()?,
+            }),
+        })
+    }
+
+    pub fn access(&self) -> &Access {
+        &self.inner.access
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    pub fn config(&self) -> &UplinkConfig {
+        &self.inner.config
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn create_bucket(&self, name: &str) -> Result<(), Error> {
+        check_bucket(name)?;
+        let info = BucketInfo {
+            name: name.to_string(),
+            created_ms: shoal_proto::time::unix_ms(),
+        };
+        if !self.inner.catalog.create_bucket(&info)? {
+            return Err(Error::BucketExists(name.to_string()));
+        }
+        Ok(())
+    }
+
+    fn require_bucket(&self, name: &str) -> Result<(), Error> {
+        if self.inner.catalog.bucket(name)?.is_none() {
+            return Err(Error::NoSuchBucket(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Removes a bucket; with `force`, deletes its objects first.
+    pub async fn remove_bucket(&self, name: &str, force: bool) -> Result<DeleteReport, Error> {
+        self.require_bucket(name)?;
+        let mut report = DeleteReport::default();
+        if !self.inner.catalog.bucket_is_empty(name)? {
+            if !force {
+                return Err(Error::BucketNotEmpty(name.to_string()));
+            }
+            for e in self.inner.catalog.objects(name, "")? {
+                let r = self.delete(name, &e.key).await?;
+                report.pieces_deleted += r.pieces_deleted;
+                report.pieces_failed += r.pieces_failed;
+            }
+        }
+        self.inner.catalog.remove_bucket(name)?;
+        Ok(report)
+    }
+
+    pub fn buckets(&self) -> Result<Vec<BucketInfo>, Error> {
+        Ok(self.inner.catalog.buckets()?)
+    }
+
+    pub fn list(&self, bucket: &str, prefix: &str, recursive: bool) -> Result<Vec<Listing>, Error> {
+        self.require_bucket(bucket)?;
+        Ok(self.inner.catalog.list(bucket, prefix, recursive)?)
+    }
+
+    pub fn stat(&self, bucket: &str, key: &str) -> Result<ObjectEntry, Error> {
+        self.require_bucket(bucket)?;
+        self.inner
+            .catalog
+            .object(bucket, key)?
+            .ok_or_else(|| Error::NoSuchObject {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            })
+    }
+
+    /// Stores everything `reader` yields as `bucket/key`, replacing any object there.
+    pub async fn put<R>(
+        &self,
+        bucket: &str,
+        key: &str,
+        mut reader: R,
+        opts: PutOptions,
+    ) -> Result<PutReport, Error>
+    where
+        R: AsyncRead + Unpin + Send,
+    {
+        check_key(key)?;
+        self.require_bucket(bucket)?;
+        let read_err = |source| Error::Read {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            source,
+        };
+        let requested = opts.scheme.unwrap_or(self.inner.config.scheme);
+        requested.validate()?;
+        let object_id = ObjectId::random();
+        let object_key = ObjectKey::random();
+        let cipher = BlockCipher::new(&object_key, object_id);
+
+        // Read just past the inline limit to decide where the object goes.
+        let mut head = Vec::with_capacity(INLINE_LIMIT + 1);
+        (&mut reader)
+            .take(INLINE_LIMIT as u64 + 1)
+            .read_to_end(&mut head)
+            .await
+            .map_err(read_err)?;
+        let now = shoal_proto::time::unix_ms();
+        let lease = opts.expires.unwrap_or(self.inner.config.default_lease);
+        let expires_ms = now.saturating_add(lease.as_millis() as u64);
+        let (content, size, used) = if head.len() <= INLINE_LIMIT {
+            if let Some(p) = &opts.progress {
+                p(head.len() as u64);
+            }
+            let sealed = crypto::seal_all(&cipher, 0, &head, true);
+            (Content::Inline { sealed }, head.len() as u64, None)
+        } else {
+            let chained = std::io::Cursor::new(head).chain(reader);
+            let ctx = crate::upload::ObjectUpload {
+                bucket,
+                key,
+                cipher: &cipher,
+                scheme: requested,
+                expires_ms,
+                size_hint: opts.size_hint,
+                progress: opts.progress.clone(),
+            };
+            let (segments, used) = crate::upload::upload_object(&self.inner, ctx, chained).await?;
+            let size = segments.iter().map(|s| s.plain_size).sum();
+            (Content::Segments(segments), size, Some(used))
+        };
+        let entry = ObjectEntry {
+            key: key.to_string(),
+            size,
+            created_ms: now,
+            modified_ms: shoal_proto::time::unix_ms(),
+            expires_ms: opts.expires.map(|_| expires_ms),
+            content_type: opts.content_type,
+            metadata: opts.metadata,
+            object_id,
+            wrapped_key: crypto::wrap_key(
+                self.inner.access.content_root(),
+                bucket,
+                key,
+                &object_id,
+                &object_key,
+            ),
+            content,
+        };
+        let previous = self.inner.catalog.put_object(bucket, &entry)?;
+        self.inner.metrics.bytes_uploaded.inc_by(size);
+        if let Some(old) = previous {
+            // Best effort: pieces we cannot delete now expire with their lease.
+            let _ = crate::upload::delete_pieces(&self.inner, &old).await;
+        }
+        Ok(PutReport {
+            entry,
+            requested,
+            used,
+        })
+    }
+
+    /// Writes bytes `[start, end)` of `bucket/key` (all of it when `range` is `None`)
+    /// to `writer`. Returns the number of bytes written.
+    pub async fn get<W>(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<(u64, u64)>,
+        mut writer: W,
+        progress: Option<Progress>,
+    ) -> Result<u64, Error>
+    where
+        W: AsyncWrite + Unpin + Send,
+    {
+        let entry = self.stat(bucket, key)?;
+        let (start, end) = range.unwrap_or((0, entry.size));
+        if start > end || end > entry.size {
+            return Err(Error::InvalidRange {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                start,
+                end,
+                size: entry.size,
+            });
+        }
+        let crypto_err = |source| Error::Crypto {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            source,
+        };
+        let object_key = crypto::unwrap_key(
+            self.inner.access.content_root(),
+            bucket,
+            key,
+            &entry.object_id,
+            &entry.wrapped_key,
+        )
+        .map_err(crypto_err)?;
+        let cipher = BlockCipher::new(&object_key, entry.object_id);
+        let write_err = |source| Error::Write {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            source,
+        };
+        let written = match &entry.content {
+            Content::Inline { sealed } => {
+                let plain = crypto::open_all(&cipher, 0, sealed, true).map_err(crypto_err)?;
+                let slice = plain.get(start as usize..end as usize).unwrap_or_default();
+                writer.write_all(slice).await.map_err(write_err)?;
+                if let Some(p) = &progress {
+                    p(slice.len() as u64);
+                }
+                slice.len() as u64
+            }
+            Content::Segments(segments) => {
+                let ctx = crate::download::ObjectDownload {
+                    bucket,
+                    key,
+                    cipher: &cipher,
+                    progress,
+                };
+                crate::download::download_range(&self.inner, ctx, segments, start, end, &mut writer)
+                    .await?
+            }
+        };
+        writer.flush().await.map_err(write_err)?;
+        self.inner.metrics.bytes_downloaded.inc_by(written);
+        Ok(written)
+    }
+
+    /// Removes `bucket/key` and asks its nodes to delete the pieces.
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<DeleteReport, Error> {
+        let entry = self.stat(bucket, key)?;
+        self.inner.catalog.remove_object(bucket, key)?;
+        Ok(crate::upload::delete_pieces(&self.inner, &entry).await)
+    }
+
+    /// Moves an object to a new bucket/key without touching its pieces: only its key is
+    /// re-wrapped for the new path.
+    pub fn rename(
+        &self,
+        bucket: &str,
+        key: &str,
+        to_bucket: &str,
+        to_key: &str,
+    ) -> Result<(), Error> {
+        check_key(to_key)?;
+        self.require_bucket(to_bucket)?;
+        let mut entry = self.stat(bucket, key)?;
+        if self.inner.catalog.object(to_bucket, to_key)?.is_some() {
+            return Err(Error::ObjectExists {
+                bucket: to_bucket.to_string(),
+                key: to_key.to_string(),
+            });
+        }
+        let root = self.inner.access.content_root();
+        let object_key =
+            crypto::unwrap_key(root, bucket, key, &entry.object_id, &entry.wrapped_key).map_err(
+                |source| Error::Crypto {
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                    source,
+                },
+            )?;
+        entry.wrapped_key =
+            crypto::wrap_key(root, to_bucket, to_key, &entry.object_id, &object_key);
+        entry.key = to_key.to_string();
+        entry.modified_ms = shoal_proto::time::unix_ms();
+        self.inner.catalog.put_object(to_bucket, &entry)?;
+        self.inner.catalog.remove_object(bucket, key)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,432 @@
+//! Download orchestration: range → segments → stripes, from any `k` verified pieces.
+//!
+//! Per segment, the uplink starts `k + margin` piece downloads for exactly the stripes
+//! the range needs (data pieces first: if they all answer, no decoding is needed), and
+//! keeps the first `k` to deliver a verified shard; the rest are cancelled. Each piece
+//! download checks the node's piece info against the hash recorded at upload, then
+//! every block against the info, before a shard reaches the decoder. A piece that fails,
+//! stalls (`piece_timeout`) or serves a bad block is dropped as an erasure, the node is
+//! remembered, and the next unused piece of the segment takes over from the current
+//! stripe. Output is therefore either right or an error, never wrong.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use shoal_proto::messages::DownloadOrder;
+use shoal_proto::piece_hash::PieceInfo;
+use shoal_proto::{NodeId, PieceHash, PieceId, Signed};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::catalog::SegmentInfo;
+use crate::client::{Inner, Progress};
+use crate::crypto::BlockCipher;
+use crate::error::Error;
+use crate::segment::{BlockOpener, StripeDecoder, plan_range};
+use crate::select::NodeStats;
+use crate::store::{DownloadPart, PieceError, PiecePlacement};
+
+pub(crate) struct ObjectDownload<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    pub cipher: &'a BlockCipher,
+    pub progress: Option<Progress>,
+}
+
+impl ObjectDownload<'_> {
+    fn err(&self, segment: u32, reason: impl Into<String>) -> Error {
+        Error::Download {
+            bucket: self.bucket.to_string(),
+            key: self.key.to_string(),
+            segment,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Writes plaintext `[start, end)` of an object made of `segments`.
+pub(crate) async fn download_range<W: AsyncWrite + Unpin + Send>(
+    inner: &Arc<Inner>,
+    ctx: ObjectDownload<'_>,
+    segments: &[SegmentInfo],
+    start: u64,
+    end: u64,
+    writer: &mut W,
+) -> Result<u64, Error> {
+    let mut offset = 0u64;
+    let mut written = 0u64;
+    for (i, seg) in segments.iter().enumerate() {
+        let (seg_start, seg_end) = (offset, offset + seg.plain_size);
+        offset = seg_end;
+        if seg_end <= start || seg_start >= end {
+            continue;
+        }
+        let a = start.max(seg_start) - seg_start;
+        let b = end.min(seg_end) - seg_start;
+        written +=
+            download_segment(inner, &ctx, seg, i + 1 == segments.len(), a, b, writer).await?;
+    }
+    Ok(written)
+}
+
+/// A running piece download that yields verified shards; cancelled when dropped.
+struct Active {
+    placement: PiecePlacement,
+    rx: mpsc::Receiver<Result<Bytes, PieceError>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn start_piece(
+    inner: &Arc<Inner>,
+    seg: &SegmentInfo,
+    p: &PiecePlacement,
+    from_stripe: u64,
+    stripes: u64,
+) -> Active {
+    let (tx, rx) = mpsc::channel(2);
+    let task = tokio::spawn(piece_download(
+        inner.clone(),
+        p.clone(),
+        seg.shard_size,
+        seg.piece_size,
+        from_stripe,
+        stripes,
+        tx,
+    ));
+    Active {
+        placement: p.clone(),
+        rx,
+        task,
+    }
+}
+
+async fn piece_download(
+    inner: Arc<Inner>,
+    p: PiecePlacement,
+    shard_size: u32,
+    piece_size: u64,
+    from_stripe: u64,
+    stripes: u64,
+    tx: mpsc::Sender<Result<Bytes, PieceError>>,
+) {
+    let node = NodeId(p.node_id);
+    let protocol = |reason: String| PieceError::Protocol { node, reason };
+    let bs = u64::from(shard_size);
+    let run = async {
+        let owner = inner.access.owner();
+        let order = DownloadOrder {
+            piece_id: PieceId(p.piece_id),
+            node_id: node,
+            owner_key: *owner.public_key(),
+            offset: from_stripe * bs,
+            length: stripes * bs,
+            timestamp_ms: shoal_proto::time::unix_ms(),
+        };
+        let order = Signed::sign(order, owner).map_err(|e| protocol(e.to_string()))?;
+        let mut stream = inner.store.download(p.node(), order).await?;
+        let info: PieceInfo = match stream.next().await {
+            Some(Ok(DownloadPart::Info(info))) => info,
+            Some(Err(e)) => return Err(e),
+            _ => return Err(protocol("the first message was not the piece info".into())),
+        };
+        if info.root() != PieceHash(p.piece_hash) {
+            return Err(PieceError::Corrupt {
+                node,
+                reason: "piece info does not hash to the recorded piece hash".into(),
+            });
+        }
+        if info.block_size != shard_size || info.size != piece_size {
+            return Err(protocol(format!(
+                "piece info says {} bytes in blocks of {}, expected {piece_size} in {shard_size}",
+                info.size, info.block_size
+            )));
+        }
+        let mut next_offset = from_stripe * bs;
+        let end = (from_stripe + stripes) * bs;
+        let mut buf = BytesMut::new();
+        while next_offset < end {
+            let Some(part) = stream.next().await else {
+                return Err(protocol(format!(
+                    "stream ended at byte {next_offset} of {end}"
+                )));
+            };
+            let (offset, data) = match part? {
+                DownloadPart::Data { offset, data } => (offset, data),
+                DownloadPart::Info(_) => return Err(protocol("piece info sent twice".into())),
+            };
+            let have = next_offset + buf.len() as u64;
+            if offset > have || offset + (data.len() as u64) < have {
+                return Err(protocol(format!("data at {offset}, expected {have}")));
+            }
+            // Whole blocks may start before what we still need: skip the overlap.
+            buf.extend_from_slice(&data[(have - offset) as usize..]);
+            while buf.len() as u64 >= bs && next_offset < end {
+                let block = buf.split_to(bs as usize).freeze();
+                let index = next_offset / bs;
+                if !info.verify_block(index, &block) {
+                    return Err(PieceError::Corrupt {
+                        node,
+                        reason: format!("block {index} does not match its hash"),
+                    });
+                }
+                next_offset += bs;
+                if tx.send(Ok(block)).await.is_err() {
+                    return Ok(()); // cancelled
+                }
+            }
+        }
+        Ok(())
+    };
+    if let Err(e) = run.await {
+        let _ = tx.send(Err(e)).await;
+    }
+}
+
+fn record(inner: &Inner, node: [u8; 32], error: Option<&PieceError>) {
+    let (label, delta) = match error {
+        None => (
+            "ok",
+            NodeStats {
+                successes: 1,
+                ..NodeStats::default()
+            },
+        ),
+        Some(PieceError::Corrupt { .. }) => (
+            "corrupt",
+            NodeStats {
+                failures: 1,
+                corrupt: 1,
+                ..NodeStats::default()
+            },
+        ),
+        Some(_) => (
+            "failed",
+            NodeStats {
+                failures: 1,
+                ..NodeStats::default()
+            },
+        ),
+    };
+    inner
+        .metrics
+        .piece_downloads
+        .with_label_values(&[label])
+        .inc();
+    let _ = inner.catalog.record_node(&NodeId(node), delta);
+}
+
+fn describe(
+    node: [u8; 32],
+    r: Result<Option<Result<Bytes, PieceError>>, tokio::time::error::Elapsed>,
+    secs: f64,
+) -> PieceError {
+    let node = NodeId(node);
+    match r {
+        Ok(Some(Err(e))) => e,
+        Ok(_) => PieceError::Protocol {
+            node,
+            reason: "piece download ended early".into(),
+        },
+        Err(_) => PieceError::Timeout {
+            node,
+            seconds: secs,
+        },
+    }
+}
+
+async fn download_segment<W: AsyncWrite + Unpin + Send>(
+    inner: &Arc<Inner>,
+    ctx: &ObjectDownload<'_>,
+    seg: &SegmentInfo,
+    last_segment: bool,
+    start: u64,
+    end: u64,
+    writer: &mut W,
+) -> Result<u64, Error> {
+    let plan = plan_range(seg, start, end);
+    let k = usize::from(seg.scheme.k);
+    let timeout = inner.config.piece_timeout;
+    let secs = timeout.as_secs_f64();
+    let history = inner.catalog.node_stats()?;
+    // Data pieces first (no decoding if they all answer), nodes that served corrupt data
+    // last; otherwise in piece order.
+    let mut order: Vec<&PiecePlacement> = seg.pieces.iter().collect();
+    order.sort_by_key(|p| {
+        let bad = history
+            .get(&NodeId(p.node_id))
+            .is_some_and(|s| s.corrupt > 0);
+        (bad, usize::from(p.index) >= k, p.index)
+    });
+    let mut reserve: VecDeque<&PiecePlacement> = order.into();
+    let margin = inner.config.download_margin.unwrap_or((k / 4).max(2));
+    let want = (k + margin).min(reserve.len());
+    let mut errors: Vec<String> = Vec::new();
+    let not_enough = |errors: &[String], have: usize| {
+        let sample: Vec<&str> = errors.iter().take(3).map(String::as_str).collect();
+        ctx.err(
+            seg.index,
+            format!(
+                "only {have} of the {k} pieces needed could be read ({} failed, e.g. {})",
+                errors.len(),
+                sample.join("; ")
+            ),
+        )
+    };
+
+    // Phase 1: race k + margin pieces to their first verified shard.
+    let first_wait = |mut a: Active| async move {
+        let r = tokio::time::timeout(timeout, a.rx.recv()).await;
+        (a, r)
+    };
+    let mut racing = FuturesUnordered::new();
+    for _ in 0..want {
+        if let Some(p) = reserve.pop_front() {
+            racing.push(first_wait(start_piece(
+                inner,
+                seg,
+                p,
+                plan.first_stripe,
+                plan.stripes,
+            )));
+        }
+    }
+    let mut active: Vec<Active> = Vec::with_capacity(k);
+    let mut failed: Vec<u16> = Vec::new();
+    let mut shards: Vec<(u16, Bytes)> = Vec::with_capacity(k);
+    while active.len() < k {
+        let Some((a, r)) = racing.next().await else {
+            return Err(not_enough(&errors, active.len()));
+        };
+        match r {
+            Ok(Some(Ok(shard))) => {
+                shards.push((a.placement.index, shard));
+                active.push(a);
+            }
+            other => {
+                let e = describe(a.placement.node_id, other, secs);
+                record(inner, a.placement.node_id, Some(&e));
+                errors.push(e.to_string());
+                failed.push(a.placement.index);
+                if let Some(p) = reserve.pop_front() {
+                    racing.push(first_wait(start_piece(
+                        inner,
+                        seg,
+                        p,
+                        plan.first_stripe,
+                        plan.stripes,
+                    )));
+                }
+            }
+        }
+    }
+    // Cancel the rest; they stay usable as replacements, after the untried pieces.
+    let cancelled = racing.len() as u64;
+    drop(racing);
+    inner
+        .metrics
+        .piece_downloads
+        .with_label_values(&["cancelled"])
+        .inc_by(cancelled);
+    let mut unused: VecDeque<PiecePlacement> = reserve.iter().map(|p| (*p).clone()).collect();
+    for p in &seg.pieces {
+        let used = active.iter().any(|a| a.placement.index == p.index)
+            || failed.contains(&p.index)
+            || reserve.iter().any(|r| r.index == p.index);
+        if !used {
+            unused.push_back(p.clone());
+        }
+    }
+
+    // Phase 2: stripe by stripe from the k active pieces.
+    let mut decoder = StripeDecoder::new(seg.codec, seg.scheme, seg.shard_size as usize)?;
+    let mut opener = BlockOpener::new(ctx.cipher, seg, last_segment, &plan);
+    let mut stripe = Vec::with_capacity(k * seg.shard_size as usize);
+    let mut plain = Vec::new();
+    let mut written = 0u64;
+    for s in 0..plan.stripes {
+        if s > 0 {
+            shards.clear();
+            let mut replacements = Vec::new();
+            let mut i = 0;
+            while i < active.len() {
+                let r = tokio::time::timeout(timeout, active[i].rx.recv()).await;
+                match r {
+                    Ok(Some(Ok(shard))) => {
+                        shards.push((active[i].placement.index, shard));
+                        i += 1;
+                        continue;
+                    }
+                    other => {
+                        let a = active.remove(i);
+                        let e = describe(a.placement.node_id, other, secs);
+                        record(inner, a.placement.node_id, Some(&e));
+                        errors.push(e.to_string());
+                    }
+                }
+                // Replace the lost piece from the current stripe on.
+                loop {
+                    let Some(p) = unused.pop_front() else {
+                        return Err(not_enough(&errors, active.len() + replacements.len()));
+                    };
+                    let from = plan.first_stripe + s;
+                    let mut a = start_piece(inner, seg, &p, from, plan.stripes - s);
+                    match tokio::time::timeout(timeout, a.rx.recv()).await {
+                        Ok(Some(Ok(shard))) => {
+                            shards.push((a.placement.index, shard));
+                            replacements.push(a);
+                            break;
+                        }
+                        other => {
+                            let e = describe(a.placement.node_id, other, secs);
+                            record(inner, a.placement.node_id, Some(&e));
+                            errors.push(e.to_string());
+                        }
+                    }
+                }
+            }
+            active.extend(replacements);
+        }
+        stripe.clear();
+        decoder
+            .decode(&shards, &mut stripe)
+            .map_err(|e| ctx.err(seg.index, e.to_string()))?;
+        plain.clear();
+        opener
+            .push(&stripe, &mut plain)
+            .map_err(|source| Error::Crypto {
+                bucket: ctx.bucket.to_string(),
+                key: ctx.key.to_string(),
+                source,
+            })?;
+        writer
+            .write_all(&plain)
+            .await
+            .map_err(|source| Error::Write {
+                bucket: ctx.bucket.to_string(),
+                key: ctx.key.to_string(),
+                source,
+            })?;
+        written += plain.len() as u64;
+        if let Some(p) = &ctx.progress {
+            p(plain.len() as u64);
+        }
+        if opener.done() {
+            break;
+        }
+    }
+    for a in &active {
+        record(inner, a.placement.node_id, None);
+    }
+    inner.metrics.segments_downloaded.inc();
+    Ok(written)
+}

@@ -1,0 +1,144 @@
+//! The uplink's error type. Every variant about an object names it.
+
+use crate::catalog::CatalogError;
+use crate::codec::{CodecError, SchemeError};
+use crate::crypto::CryptoError;
+use crate::select::SelectionError;
+use crate::store::DiscoveryError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("bucket `{0}` does not exist")]
+    NoSuchBucket(String),
+    #[error("bucket `{0}` already exists")]
+    BucketExists(String),
+    #[error("bucket `{0}` is not empty; remove its objects first or use --force")]
+    BucketNotEmpty(String),
+    #[error("invalid bucket name `{name}`: {reason}")]
+    InvalidBucket { name: String, reason: &'static str },
+    #[error("invalid object key `{key}`: {reason}")]
+    InvalidKey { key: String, reason: &'static str },
+    #[error("object `{bucket}/{key}` does not exist")]
+    NoSuchObject { bucket: String, key: String },
+    #[error("object `{bucket}/{key}` is already stored")]
+    ObjectExists { bucket: String, key: String },
+    #[error("range {start}-{end} is not within object `{bucket}/{key}` of {size} bytes")]
+    InvalidRange {
+        bucket: String,
+        key: String,
+        start: u64,
+        end: u64,
+        size: u64,
+    },
+    #[error("reading the data for `{bucket}/{key}`: {source}")]
+    Read {
+        bucket: String,
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing the data of `{bucket}/{key}`: {source}")]
+    Write {
+        bucket: String,
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{bucket}/{key}`: {source}")]
+    Crypto {
+        bucket: String,
+        key: String,
+        #[source]
+        source: CryptoError,
+    },
+    #[error("uploading `{bucket}/{key}` (segment {segment}): {reason}")]
+    Upload {
+        bucket: String,
+        key: String,
+        segment: u32,
+        reason: String,
+    },
+    #[error("downloading `{bucket}/{key}` (segment {segment}): {reason}")]
+    Download {
+        bucket: String,
+        key: String,
+        segment: u32,
+        reason: String,
+    },
+    #[error("the network is too small for scheme {scheme}: {source}")]
+    NetworkTooSmall {
+        scheme: crate::codec::Scheme,
+        #[source]
+        source: SelectionError,
+    },
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    #[error(transparent)]
+    Scheme(#[from] SchemeError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+/// Checks a bucket name: 3 to 63 characters of `a-z`, `0-9`, `-` and `.`, starting and
+/// ending with a letter or digit (the S3 rules, so the gateway can serve every bucket).
+pub fn check_bucket(name: &str) -> Result<(), Error> {
+    let bad = |reason| {
+        Err(Error::InvalidBucket {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if !(3..=63).contains(&name.len()) {
+        return bad("must be 3 to 63 characters long");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    {
+        return bad("may contain only lowercase letters, digits, '-' and '.'");
+    }
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if !name.bytes().next().is_some_and(alnum) || !name.bytes().last().is_some_and(alnum) {
+        return bad("must start and end with a letter or digit");
+    }
+    Ok(())
+}
+
+/// Checks an object key: 1 to 1024 bytes, no NUL.
+pub fn check_key(key: &str) -> Result<(), Error> {
+    let bad = |reason| {
+        Err(Error::InvalidKey {
+            key: key.to_string(),
+            reason,
+        })
+    };
+    if key.is_empty() {
+        return bad("must not be empty");
+    }
+    if key.len() > crate::catalog::MAX_KEY_LEN {
+        return bad("must be at most 1024 bytes");
+    }
+    if key.contains('\0') {
+        return bad("must not contain NUL");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_bucket("photos-2024.bak").is_ok());
+        for bad in ["ab", "Photos", "-abc", "abc-", "a_b_c", &"a".repeat(64)] {
+            assert!(check_bucket(bad).is_err(), "{bad}");
+        }
+        assert!(check_key("a/b/c.txt").is_ok());
+        assert!(check_key("").is_err());
+        assert!(check_key("a\0b").is_err());
+        assert!(check_key(&"k".repeat(1025)).is_err());
+    }
+}

@@ -1,0 +1,345 @@
+//! The real piece store: [`PieceStore`] over the generated gRPC `PieceStoreClient`, and
+//! [`PingNodes`], a [`NodeSource`] that asks a fixed list of addresses for their signed
+//! node records over `Discovery.Ping`.
+//!
+//! Wire types stay here: orders and trailers go out through `From<&Signed<X>> for pb::X`,
+//! receipts, piece infos and node records come back through `TryFrom`, which checks their
+//! signatures and bounds. Everything else is verified by the orchestration.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use shoal_proto::Signed;
+use shoal_proto::limits::{MAX_CHUNK, MAX_GRPC_MESSAGE};
+use shoal_proto::messages::{DeleteOrder, DownloadOrder, NodeRecord, Receipt, UploadOrder};
+use shoal_proto::pb;
+use shoal_proto::pb::discovery_client::DiscoveryClient;
+use shoal_proto::pb::piece_store_client::PieceStoreClient;
+use shoal_proto::piece_hash::PieceInfo;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::store::{
+    DiscoveryError, DownloadPart, DownloadStream, NodeAddress, NodeCandidate, NodeSource,
+    PieceError, PieceStore, UploadPart,
+};
+
+/// Piece transfers over gRPC, one lazily connected HTTP/2 channel per node address.
+#[derive(Debug)]
+pub struct GrpcPieceStore {
+    channels: Mutex<HashMap<SocketAddr, Channel>>,
+    connect_timeout: Duration,
+}
+
+impl Default for GrpcPieceStore {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(5))
+    }
+}
+
+fn endpoint(addr: SocketAddr, connect_timeout: Duration) -> Result<Endpoint, String> {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .map(|e| e.connect_timeout(connect_timeout).tcp_nodelay(true))
+        .map_err(|e| e.to_string())
+}
+
+fn status_error(node: NodeAddress, status: tonic::Status) -> PieceError {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown
+            if status.message().contains("transport") =>
+        {
+            PieceError::Unreachable {
+                node: node.id,
+                address: node.address,
+                reason: status.message().to_string(),
+            }
+        }
+        tonic::Code::Unavailable => PieceError::Unreachable {
+            node: node.id,
+            address: node.address,
+            reason: status.message().to_string(),
+        },
+        tonic::Code::DeadlineExceeded => PieceError::Timeout {
+            node: node.id,
+            seconds: 0.0,
+        },
+        code => PieceError::Refused {
+            node: node.id,
+            reason: format!("{code:?}: {}", status.message()),
+        },
+    }
+}
+
+impl GrpcPieceStore {
+    pub fn new(connect_timeout: Duration) -> Self {
+        Self {
+            channels: Mutex::default(),
+            connect_timeout,
+        }
+    }
+
+    fn client(&self, node: NodeAddress) -> Result<PieceStoreClient<Channel>, PieceError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let channel = match channels.get(&node.address) {
+            Some(c) => c.clone(),
+            None => {
+                let c = endpoint(node.address, self.connect_timeout)
+                    .map_err(|reason| PieceError::Unreachable {
+                        node: node.id,
+                        address: node.address,
+                        reason,
+                    })?
+                    .connect_lazy();
+                channels.insert(node.address, c.clone());
+                c
+            }
+        };
+        Ok(PieceStoreClient::new(channel)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE))
+    }
+}
+
+fn upload_request(part: UploadPart) -> pb::UploadRequest {
+    use pb::upload_request::Message;
+    pb::UploadRequest {
+        message: Some(match part {
+            UploadPart::Chunk(b) => Message::Chunk(b.to_vec()),
+            UploadPart::Trailer(t) => Message::Trailer(pb::UploadTrailer::from(&*t)),
+        }),
+    }
+}
+
+async fn upload(
+    client: Result<PieceStoreClient<Channel>, PieceError>,
+    node: NodeAddress,
+    order: Signed<UploadOrder>,
+    body: BoxStream<'static, UploadPart>,
+) -> Result<Signed<Receipt>, PieceError> {
+    let mut client = client?;
+    let first = upload_request_order(&order);
+    let requests = Requests {
+        first: Some(first),
+        body,
+        held: None,
+        ended: false,
+    };
+    let response = client
+        .upload(requests)
+        .await
+        .map_err(|s| status_error(node, s))?
+        .into_inner();
+    let receipt = response.receipt.ok_or_else(|| PieceError::Protocol {
+        node: node.id,
+        reason: "upload response without a receipt".into(),
+    })?;
+    Signed::<Receipt>::try_from(receipt).map_err(|e| PieceError::Protocol {
+        node: node.id,
+        reason: format!("bad receipt: {e}"),
+    })
+}
+
+/// The upload's request stream: the order, then the body, with consecutive data chunks
+/// that are already available merged into messages of up to [`MAX_CHUNK`] bytes (one
+/// copy, which the `Vec` field of the message needs anyway; far fewer messages). A
+/// named type, not a stream combinator with a closure, so that the future is `Send`.
+struct Requests {
+    first: Option<pb::UploadRequest>,
+    body: BoxStream<'static, UploadPart>,
+    held: Option<UploadPart>,
+    ended: bool,
+}
+
+impl futures::Stream for Requests {
+    type Item = pb::UploadRequest;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<pb::UploadRequest>> {
+        use std::task::Poll;
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(first));
+        }
+        let mut chunk: Vec<u8> = Vec::new();
+        if let Some(part) = self.held.take() {
+            match part {
+                UploadPart::Chunk(b) => chunk.extend_from_slice(&b),
+                trailer => return Poll::Ready(Some(upload_request(trailer))),
+            }
+        }
+        while !self.ended && chunk.len() < MAX_CHUNK / 2 {
+            match self.body.poll_next_unpin(cx) {
+                Poll::Ready(Some(UploadPart::Chunk(b))) => {
+                    if !chunk.is_empty() && chunk.len() + b.len() > MAX_CHUNK {
+                        self.held = Some(UploadPart::Chunk(b));
+                        break;
+                    }
+                    chunk.extend_from_slice(&b);
+                }
+                Poll::Ready(Some(trailer)) => {
+                    if chunk.is_empty() {
+                        return Poll::Ready(Some(upload_request(trailer)));
+                    }
+                    self.held = Some(trailer);
+                    break;
+                }
+                Poll::Ready(None) => self.ended = true,
+                Poll::Pending if chunk.is_empty() => return Poll::Pending,
+                Poll::Pending => break,
+            }
+        }
+        if chunk.is_empty() {
+            return Poll::Ready(None);
+        }
+        Poll::Ready(Some(pb::UploadRequest {
+            message: Some(pb::upload_request::Message::Chunk(chunk)),
+        }))
+    }
+}
+
+fn upload_request_order(order: &Signed<UploadOrder>) -> pb::UploadRequest {
+    pb::UploadRequest {
+        message: Some(pb::upload_request::Message::Order(pb::UploadOrder::from(
+            order,
+        ))),
+    }
+}
+
+impl PieceStore for GrpcPieceStore {
+    fn upload(
+        &self,
+        node: NodeAddress,
+        order: Signed<UploadOrder>,
+        body: BoxStream<'static, UploadPart>,
+    ) -> BoxFuture<'static, Result<Signed<Receipt>, PieceError>> {
+        Box::pin(upload(self.client(node), node, order, body))
+    }
+
+    fn download(
+        &self,
+        node: NodeAddress,
+        order: Signed<DownloadOrder>,
+    ) -> BoxFuture<'static, Result<DownloadStream, PieceError>> {
+        let client = self.client(node);
+        Box::pin(async move {
+            let mut client = client?;
+            let request = pb::DownloadRequest {
+                order: Some(pb::DownloadOrder::from(&order)),
+            };
+            let stream = client
+                .download(request)
+                .await
+                .map_err(|s| status_error(node, s))?
+                .into_inner();
+            let parts = stream
+                .map_err(move |s| status_error(node, s))
+                .map_ok(move |m: pb::DownloadResponse| {
+                    let mut parts = Vec::with_capacity(2);
+                    if let Some(info) = m.info {
+                        parts.push(PieceInfo::try_from(info).map(DownloadPart::Info).map_err(
+                            |e| PieceError::Protocol {
+                                node: node.id,
+                                reason: format!("bad piece info: {e}"),
+                            },
+                        ));
+                    }
+                    if !m.data.is_empty() {
+                        parts.push(Ok(DownloadPart::Data {
+                            offset: m.offset,
+                            data: m.data.into(),
+                        }));
+                    }
+                    futures::stream::iter(parts)
+                })
+                .try_flatten();
+            Ok(parts.boxed())
+        })
+    }
+
+    fn delete(
+        &self,
+        node: NodeAddress,
+        order: Signed<DeleteOrder>,
+    ) -> BoxFuture<'static, Result<(), PieceError>> {
+        let client = self.client(node);
+        Box::pin(async move {
+            let mut client = client?;
+            client
+                .delete(pb::DeleteRequest {
+                    order: Some(pb::DeleteOrder::from(&order)),
+                })
+                .await
+                .map_err(|s| status_error(node, s))?;
+            Ok(())
+        })
+    }
+}
+
+/// Candidates from a fixed list of node addresses: each is asked for its signed node
+/// record with `Discovery.Ping` (no sender record: the uplink is not a DHT member).
+///
+/// Stand-in until the uplink samples the DHT membership (the lead plugs in the DHT's
+/// sampler as a [`NodeSource`]); also useful for a private network of known nodes.
+#[derive(Debug, Clone)]
+pub struct PingNodes {
+    pub addresses: Vec<SocketAddr>,
+    pub timeout: Duration,
+}
+
+impl PingNodes {
+    async fn ping(addr: SocketAddr, timeout: Duration) -> Result<NodeCandidate, String> {
+        let channel = endpoint(addr, timeout)?
+            .timeout(timeout)
+            .connect()
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        let mut client = DiscoveryClient::new(channel);
+        let response = client
+            .ping(pb::PingRequest { sender: None })
+            .await
+            .map_err(|s| format!("{addr}: {}", s.message()))?
+            .into_inner();
+        let record = response
+            .responder
+            .ok_or_else(|| format!("{addr}: no node record in the answer"))?;
+        let record = Signed::<NodeRecord>::try_from(record).map_err(|e| format!("{addr}: {e}"))?;
+        let mut candidate = NodeCandidate::from_record(&record)
+            .ok_or_else(|| format!("{addr}: node record without addresses"))?;
+        // We reached it here, whatever it advertises.
+        candidate.address = addr;
+        Ok(candidate)
+    }
+}
+
+impl NodeSource for PingNodes {
+    fn sample(&self, _wanted: usize) -> BoxFuture<'_, Result<Vec<NodeCandidate>, DiscoveryError>> {
+        Box::pin(async move {
+            let pings = self.addresses.iter().map(|a| Self::ping(*a, self.timeout));
+            let results = futures::future::join_all(pings).await;
+            let mut nodes = Vec::new();
+            let mut errors = Vec::new();
+            for r in results {
+                match r {
+                    Ok(c) => nodes.push(c),
+                    Err(e) => errors.push(e),
+                }
+            }
+            for e in &errors {
+                tracing::warn!(error = %e, "node did not answer");
+            }
+            if nodes.is_empty() {
+                return Err(DiscoveryError(if errors.is_empty() {
+                    "no storage nodes configured".into()
+                } else {
+                    format!("no configured node answered ({})", errors.join("; "))
+                }));
+            }
+            Ok(nodes)
+        })
+    }
+}

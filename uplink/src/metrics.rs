@@ -1,0 +1,83 @@
+//! Every Prometheus metric of the uplink, registered in one place.
+
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+
+/// The uplink's metrics. `Metrics::new` registers them in its own registry, which
+/// [`Metrics::registry`] exposes (the gateway will serve it).
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub bytes_uploaded: IntCounter,
+    pub bytes_downloaded: IntCounter,
+    /// Piece uploads by result: `ok`, `failed`, `cut` (too slow), `cancelled` (long tail).
+    pub piece_uploads: IntCounterVec,
+    /// Piece downloads by result: `ok`, `failed`, `corrupt`, `cancelled`.
+    pub piece_downloads: IntCounterVec,
+    pub segments_uploaded: IntCounter,
+    pub segments_downloaded: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let vec = |name: &str, help: &str| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), &["result"])?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        Ok(Self {
+            bytes_uploaded: counter(
+                "shoal_uplink_bytes_uploaded_total",
+                "Plaintext bytes of objects stored",
+            )?,
+            bytes_downloaded: counter(
+                "shoal_uplink_bytes_downloaded_total",
+                "Plaintext bytes of objects read back",
+            )?,
+            piece_uploads: vec(
+                "shoal_uplink_piece_uploads_total",
+                "Piece uploads by result (ok, failed, cut, cancelled)",
+            )?,
+            piece_downloads: vec(
+                "shoal_uplink_piece_downloads_total",
+                "Piece downloads by result (ok, failed, corrupt, cancelled)",
+            )?,
+            segments_uploaded: counter(
+                "shoal_uplink_segments_uploaded_total",
+                "Segments committed with at least `success` verified receipts",
+            )?,
+            segments_downloaded: counter(
+                "shoal_uplink_segments_downloaded_total",
+                "Segments decoded and decrypted",
+            )?,
+            registry,
+        })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn metrics_register_with_shoal_names() {
+        let m = super::Metrics::new().unwrap();
+        m.piece_uploads.with_label_values(&["ok"]).inc();
+        m.bytes_uploaded.inc_by(5);
+        let names: Vec<String> = m
+            .registry()
+            .gather()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
+        assert!(names.iter().all(|n| n.starts_with("shoal_uplink_")));
+        assert!(names.contains(&"shoal_uplink_piece_uploads_total".to_string()));
+    }
+}

@@ -1,0 +1,358 @@
+//! Test doubles. [`MemoryPieceStore`]: an in-memory piece store that follows the node side of the piece protocol, with
+//! switchable misbehaviour (dead, stalled, corrupting, refusing). For tests of the uplink
+//! and of anything built on it; it is small and has no I/O, so it is always compiled.
+//! [`fake_net::FakeNetwork`]: the same store behind real gRPC servers on loopback.
+
+pub mod fake_net;
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use shoal_proto::messages::{DeleteOrder, DownloadOrder, NodeRecord, Receipt, UploadOrder};
+use shoal_proto::piece_hash::{PieceHasher, PieceInfo};
+use shoal_proto::{Identity, NodeId, PieceId, PublicKey, Signed};
+
+use crate::store::{
+    DownloadPart, DownloadStream, NodeAddress, NodeCandidate, PieceError, PieceStore, UploadPart,
+};
+
+/// How a fake node behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Behaviour {
+    #[default]
+    Honest,
+    /// Every call fails at once, as if the host were down.
+    Dead,
+    /// Every call hangs forever.
+    Stalled,
+    /// Stores pieces but flips a bit in every block it serves.
+    Corrupt,
+    /// Accepts uploads but returns a receipt over the wrong hash.
+    LyingReceipt,
+}
+
+#[derive(Debug)]
+struct StoredPiece {
+    owner: PublicKey,
+    data: Bytes,
+    info: PieceInfo,
+}
+
+#[derive(Debug)]
+struct FakeNode {
+    identity: Identity,
+    address: SocketAddr,
+    behaviour: Behaviour,
+    free_space: u64,
+    pieces: HashMap<PieceId, StoredPiece>,
+}
+
+/// A network of fake nodes in one process.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryPieceStore {
+    nodes: Arc<Mutex<HashMap<NodeId, FakeNode>>>,
+    /// Keep only each piece's hashes, not its bytes (upload benchmarks of large objects).
+    discard: Arc<std::sync::atomic::AtomicBool>,
+    uploads: Arc<AtomicU64>,
+    downloads: Arc<AtomicU64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MemoryPieceStore {
+    /// `n` honest nodes, node `i` on its own /24 (`127.0.i.1`).
+    pub fn with_nodes(n: usize) -> Self {
+        let s = Self::default();
+        for i in 0..n {
+            let addr = SocketAddr::from((
+                Ipv4Addr::new(127, (i / 250) as u8, (i % 250) as u8 + 1, 1),
+                7000,
+            ));
+            s.add_node(addr, 1 << 40);
+        }
+        s
+    }
+
+    pub fn add_node(&self, address: SocketAddr, free_space: u64) -> NodeId {
+        let identity = Identity::random();
+        let id = identity.node_id();
+        lock(&self.nodes).insert(
+            id,
+            FakeNode {
+                identity,
+                address,
+                behaviour: Behaviour::Honest,
+                free_space,
+                pieces: HashMap::new(),
+            },
+        );
+        id
+    }
+
+    /// From now on, store only the hashes of new pieces and drop their bytes, so that
+    /// uploads of large objects can be measured without holding them in memory.
+    /// Downloads of such pieces then serve zero bytes (and fail verification).
+    pub fn discard_data(&self, discard: bool) {
+        self.discard.store(discard, Ordering::Relaxed);
+    }
+
+    /// Every node, sorted by address, as the discovery layer would list them.
+    pub fn candidates(&self) -> Vec<NodeCandidate> {
+        let mut v: Vec<NodeCandidate> = lock(&self.nodes)
+            .iter()
+            .map(|(id, n)| NodeCandidate {
+                id: *id,
+                public_key: Some(*n.identity.public_key()),
+                address: n.address,
+                free_space: n.free_space,
+            })
+            .collect();
+        v.sort_by_key(|c| c.address);
+        v
+    }
+
+    pub fn set_behaviour(&self, node: &NodeId, behaviour: Behaviour) {
+        if let Some(n) = lock(&self.nodes).get_mut(node) {
+            n.behaviour = behaviour;
+        }
+    }
+
+    /// Node ids holding at least one piece.
+    pub fn nodes_with_pieces(&self) -> Vec<NodeId> {
+        lock(&self.nodes)
+            .iter()
+            .filter(|(_, n)| !n.pieces.is_empty())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub fn piece_count(&self) -> usize {
+        lock(&self.nodes).values().map(|n| n.pieces.len()).sum()
+    }
+
+    /// Upload and download calls started so far.
+    pub fn calls(&self) -> (u64, u64) {
+        (
+            self.uploads.load(Ordering::Relaxed),
+            self.downloads.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The node's signed record, as its DHT would publish it.
+    pub fn node_record(&self, node: &NodeId) -> Option<Signed<NodeRecord>> {
+        let nodes = lock(&self.nodes);
+        let n = nodes.get(node)?;
+        let now = shoal_proto::time::unix_ms();
+        let record = NodeRecord {
+            public_key: *n.identity.public_key(),
+            addresses: vec![n.address],
+            free_space: n.free_space,
+            version: "fake".into(),
+            started_at_ms: now,
+            timestamp_ms: now,
+        };
+        Signed::sign(record, &n.identity).ok()
+    }
+
+    fn behaviour(&self, node: &NodeId) -> Option<Behaviour> {
+        lock(&self.nodes).get(node).map(|n| n.behaviour)
+    }
+}
+
+fn refused(node: NodeId, reason: impl Into<String>) -> PieceError {
+    PieceError::Refused {
+        node,
+        reason: reason.into(),
+    }
+}
+
+impl PieceStore for MemoryPieceStore {
+    fn upload(
+        &self,
+        node: NodeAddress,
+        order: Signed<UploadOrder>,
+        mut body: BoxStream<'static, UploadPart>,
+    ) -> BoxFuture<'static, Result<Signed<Receipt>, PieceError>> {
+        let this = self.clone();
+        this.uploads.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async move {
+            let id = node.id;
+            match this.behaviour(&id) {
+                None | Some(Behaviour::Dead) => {
+                    return Err(PieceError::Unreachable {
+                        node: id,
+                        address: node.address,
+                        reason: "connection refused".into(),
+                    });
+                }
+                Some(Behaviour::Stalled) => futures::future::pending::<()>().await,
+                _ => {}
+            }
+            if order.node_id != id {
+                return Err(refused(id, "order is addressed to another node"));
+            }
+            let mut hasher = PieceHasher::new(order.block_size);
+            let mut data = Vec::new();
+            let mut received = 0u64;
+            let keep = !this.discard.load(Ordering::Relaxed);
+            let trailer = loop {
+                match body.next().await {
+                    Some(UploadPart::Chunk(c)) => {
+                        received += c.len() as u64;
+                        if received > order.max_size {
+                            return Err(refused(id, "piece larger than the order's max size"));
+                        }
+                        hasher.update(&c);
+                        if keep {
+                            data.extend_from_slice(&c);
+                        }
+                    }
+                    Some(UploadPart::Trailer(t)) => break t,
+                    None => return Err(refused(id, "upload ended without a trailer")),
+                }
+            };
+            let info = hasher.finish();
+            if trailer.piece_id != order.piece_id
+                || trailer.owner_key != order.owner_key
+                || trailer.size != received
+                || trailer.piece_hash != info.root()
+            {
+                return Err(refused(id, "trailer does not match the data"));
+            }
+            let mut nodes = lock(&this.nodes);
+            let Some(n) = nodes.get_mut(&id) else {
+                return Err(refused(id, "node vanished"));
+            };
+            if n.pieces.contains_key(&order.piece_id) {
+                return Err(refused(id, "piece already exists"));
+            }
+            let mut hash = info.root();
+            if n.behaviour == Behaviour::LyingReceipt {
+                hash.0[0] ^= 1;
+            }
+            let receipt = Receipt {
+                piece_id: order.piece_id,
+                node_key: *n.identity.public_key(),
+                owner_key: order.owner_key,
+                size: received,
+                piece_hash: hash,
+                expires_at_ms: order.expires_at_ms,
+                timestamp_ms: shoal_proto::time::unix_ms(),
+            };
+            let signed =
+                Signed::sign(receipt, &n.identity).map_err(|e| refused(id, e.to_string()))?;
+            n.pieces.insert(
+                order.piece_id,
+                StoredPiece {
+                    owner: order.owner_key,
+                    data: Bytes::from(data),
+                    info,
+                },
+            );
+            Ok(signed)
+        })
+    }
+
+    fn download(
+        &self,
+        node: NodeAddress,
+        order: Signed<DownloadOrder>,
+    ) -> BoxFuture<'static, Result<DownloadStream, PieceError>> {
+        let this = self.clone();
+        this.downloads.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async move {
+            let id = node.id;
+            let behaviour = this.behaviour(&id);
+            match behaviour {
+                None | Some(Behaviour::Dead) => {
+                    return Err(PieceError::Unreachable {
+                        node: id,
+                        address: node.address,
+                        reason: "connection refused".into(),
+                    });
+                }
+                Some(Behaviour::Stalled) => futures::future::pending::<()>().await,
+                _ => {}
+            }
+            if order.node_id != id {
+                return Err(refused(id, "order is addressed to another node"));
+            }
+            let (data, info) = {
+                let nodes = lock(&this.nodes);
+                let piece = nodes
+                    .get(&id)
+                    .and_then(|n| n.pieces.get(&order.piece_id))
+                    .ok_or_else(|| refused(id, "no such piece"))?;
+                if piece.owner != order.owner_key {
+                    return Err(refused(id, "not the piece's owner"));
+                }
+                (piece.data.clone(), piece.info.clone())
+            };
+            let bs = u64::from(info.block_size);
+            let size = data.len() as u64;
+            let end = if order.length == 0 {
+                size
+            } else {
+                (order.offset + order.length).min(size)
+            };
+            let first = order.offset / bs * bs;
+            let last = end.div_ceil(bs) * bs;
+            let mut parts = vec![Ok(DownloadPart::Info(info))];
+            let mut at = first;
+            while at < last.min(size) {
+                let to = (at + bs).min(size);
+                let mut block = data.slice(at as usize..to as usize);
+                if behaviour == Some(Behaviour::Corrupt) {
+                    let mut v = block.to_vec();
+                    v[0] ^= 1;
+                    block = Bytes::from(v);
+                }
+                parts.push(Ok(DownloadPart::Data {
+                    offset: at,
+                    data: block,
+                }));
+                at = to;
+            }
+            Ok(futures::stream::iter(parts).boxed())
+        })
+    }
+
+    fn delete(
+        &self,
+        node: NodeAddress,
+        order: Signed<DeleteOrder>,
+    ) -> BoxFuture<'static, Result<(), PieceError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let mut nodes = lock(&this.nodes);
+            let n = nodes
+                .get_mut(&node.id)
+                .ok_or_else(|| refused(node.id, "unknown node"))?;
+            if n.behaviour == Behaviour::Dead {
+                return Err(PieceError::Unreachable {
+                    node: node.id,
+                    address: node.address,
+                    reason: "connection refused".into(),
+                });
+            }
+            match n.pieces.get(&order.piece_id) {
+                Some(p) if p.owner != order.owner_key => {
+                    Err(refused(node.id, "not the piece's owner"))
+                }
+                Some(_) => {
+                    n.pieces.remove(&order.piece_id);
+                    Ok(())
+                }
+                None => Ok(()),
+            }
+        })
+    }
+}

@@ -1,0 +1,341 @@
+//! The `uplink` binary end to end over real gRPC: fake storage nodes (the in-memory
+//! store behind tonic servers on 127.0.N.1) and the CLI run as a process.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use uplink::testing::fake_net::FakeNetwork as Network;
+
+async fn start_network(n: usize) -> Network {
+    Network::start(n).await.unwrap()
+}
+
+async fn uplink(dir: &Path, args: &[&str], stdin: Option<Vec<u8>>) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_uplink"));
+    cmd.args(args)
+        .env("SHOAL_CONFIG_DIR", dir)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(input) = stdin {
+        pipe.write_all(&input).await.unwrap();
+    }
+    drop(pipe);
+    tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("uplink timed out")
+        .unwrap()
+}
+
+async fn ok(dir: &Path, args: &[&str], stdin: Option<Vec<u8>>) -> Vec<u8> {
+    let out = uplink(dir, args, stdin).await;
+    assert!(
+        out.status.success(),
+        "uplink {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+async fn text(dir: &Path, args: &[&str], stdin: Option<Vec<u8>>) -> String {
+    String::from_utf8(ok(dir, args, stdin).await).unwrap()
+}
+
+async fn fails(dir: &Path, args: &[&str], stdin: Option<Vec<u8>>) -> String {
+    let out = uplink(dir, args, stdin).await;
+    assert!(!out.status.success(), "uplink {args:?} should have failed");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn data(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn configure(dir: &Path, net: &Network, scheme: Option<&str>) {
+    // Half the nodes by address only (pinged for their record), half as ID@ADDRESS.
+    let nodes: Vec<String> = net
+        .store
+        .candidates()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if i % 2 == 0 {
+                format!("\"{}\"", c.address)
+            } else {
+                format!("\"{}@{}\"", c.id, c.address)
+            }
+        })
+        .collect();
+    let mut text = format!("nodes = [{}]\n", nodes.join(", "));
+    if let Some(s) = scheme {
+        text.push_str(&format!("scheme = \"{s}\"\n"));
+    }
+    std::fs::write(dir.join("config.toml"), text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_grants_and_wrong_passphrases() {
+    let net = start_network(12).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    configure(d, &net, None);
+    let grant = text(
+        d,
+        &[
+            "access",
+            "create",
+            "--passphrase-stdin",
+            "--bootstrap",
+            "127.0.1.1:1",
+        ],
+        Some(b"right horse\n".to_vec()),
+    )
+    .await;
+    assert!(grant.trim().starts_with("shoal1"));
+    let inspect = text(d, &["access", "inspect"], None).await;
+    assert!(inspect.contains("127.0.1.1:1"));
+    assert!(!inspect.contains(grant.trim()));
+    // Refuses to overwrite silently.
+    assert!(
+        fails(d, &["access", "create"], None)
+            .await
+            .contains("--force")
+    );
+
+    ok(d, &["mb", "shoal://docs"], None).await;
+    let body = data(20_000, 1);
+    ok(
+        d,
+        &["cp", "-", "shoal://docs/secret.bin"],
+        Some(body.clone()),
+    )
+    .await;
+    // The default scheme does not fit 12 nodes: the CLI says which one it used.
+    let out = uplink(
+        d,
+        &["cp", "-", "shoal://docs/again.bin"],
+        Some(body.clone()),
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("was stored with 3/3/8/12"));
+    assert_eq!(
+        ok(d, &["cp", "shoal://docs/secret.bin", "-"], None).await,
+        body
+    );
+
+    // A wrong passphrase is another access: it reads nothing and says so.
+    ok(
+        d,
+        &["access", "create", "--force", "--passphrase-stdin"],
+        Some(b"wrong horse\n".to_vec()),
+    )
+    .await;
+    let err = fails(d, &["cp", "shoal://docs/secret.bin", "-"], None).await;
+    assert!(err.contains("bucket `docs` does not exist"), "{err}");
+    // The right passphrase, even re-typed later, reads it again.
+    ok(
+        d,
+        &["access", "create", "--force", "--passphrase-stdin"],
+        Some(b"right horse\n".to_vec()),
+    )
+    .await;
+    assert_eq!(
+        ok(d, &["cp", "shoal://docs/secret.bin", "-"], None).await,
+        body
+    );
+
+    // Grants: import round trip; garbage and damaged grants are refused clearly.
+    let other = tempfile::tempdir().unwrap();
+    ok(other.path(), &["access", "import", grant.trim()], None).await;
+    let err = fails(
+        other.path(),
+        &["access", "import", "--force", "hello"],
+        None,
+    )
+    .await;
+    assert!(err.contains("not an access grant"), "{err}");
+    let truncated = &grant.trim()[..grant.trim().len() - 5];
+    let err = fails(
+        other.path(),
+        &["access", "import", "--force", truncated],
+        None,
+    )
+    .await;
+    assert!(
+        err.contains("checksum") || err.contains("truncated"),
+        "{err}"
+    );
+}
+
+fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_up_down_list_move_remove_and_trees() {
+    let net = start_network(12).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    configure(d, &net, Some("3/5/7/10"));
+    ok(d, &["access", "create"], None).await;
+    ok(d, &["mb", "shoal://bkt"], None).await;
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+
+    // Files of several sizes, up and back.
+    for (i, n) in [0usize, 1, 4096, 4097, 300_000].into_iter().enumerate() {
+        let src = w.join(format!("f{i}"));
+        std::fs::write(&src, data(n, i as u64)).unwrap();
+        ok(
+            d,
+            &[
+                "cp",
+                "--no-progress",
+                src.to_str().unwrap(),
+                "shoal://bkt/files/",
+            ],
+            None,
+        )
+        .await;
+        let back = w.join(format!("back{i}"));
+        ok(
+            d,
+            &[
+                "cp",
+                &format!("shoal://bkt/files/f{i}"),
+                back.to_str().unwrap(),
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(std::fs::read(&back).unwrap(), data(n, i as u64), "size {n}");
+    }
+    // Range: bytes 1000..=1999.
+    let part = ok(
+        d,
+        &["cp", "--range", "1000-1999", "shoal://bkt/files/f4", "-"],
+        None,
+    )
+    .await;
+    assert_eq!(part, data(300_000, 4)[1000..2000]);
+
+    let ls = text(d, &["ls", "shoal://bkt"], None).await;
+    assert!(ls.contains("files/"), "{ls}");
+    let ls = text(d, &["ls", "-r", "--json", "shoal://bkt/files/"], None).await;
+    assert_eq!(ls.lines().count(), 5);
+    assert!(
+        ls.lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+    );
+    assert!(text(d, &["ls"], None).await.contains("bkt"));
+
+    ok(
+        d,
+        &["mv", "shoal://bkt/files/f4", "shoal://bkt/moved/f4"],
+        None,
+    )
+    .await;
+    assert_eq!(
+        ok(d, &["cp", "shoal://bkt/moved/f4", "-"], None).await,
+        data(300_000, 4)
+    );
+    let err = fails(d, &["cp", "shoal://bkt/files/f4", "-"], None).await;
+    assert!(
+        err.contains("bkt/files/f4") && err.contains("does not exist"),
+        "{err}"
+    );
+    ok(d, &["rm", "shoal://bkt/moved/f4"], None).await;
+    ok(d, &["rm", "-r", "shoal://bkt/files/"], None).await;
+    assert!(
+        fails(d, &["rm", "shoal://bkt/nothing"], None)
+            .await
+            .contains("does not exist")
+    );
+
+    // A tree of 1,000 files (a few larger than the inline limit) up and back.
+    let tree = w.join("tree");
+    for i in 0..1000u64 {
+        let p = tree.join(format!("d{}/s{}/file-{i}.dat", i % 7, i % 3));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let n = if i % 100 == 0 {
+            70_000
+        } else {
+            (i as usize * 37) % 3000
+        };
+        std::fs::write(p, data(n, i)).unwrap();
+    }
+    ok(
+        d,
+        &[
+            "cp",
+            "-r",
+            "--parallelism",
+            "8",
+            tree.to_str().unwrap(),
+            "shoal://bkt/backup",
+        ],
+        None,
+    )
+    .await;
+    let restored = w.join("restored");
+    ok(
+        d,
+        &["cp", "-r", "shoal://bkt/backup", restored.to_str().unwrap()],
+        None,
+    )
+    .await;
+    let (a, b) = (files_under(&tree), files_under(&restored));
+    assert_eq!(a.len(), 1000);
+    assert_eq!(a, b);
+    for f in &a {
+        assert_eq!(
+            std::fs::read(tree.join(f)).unwrap(),
+            std::fs::read(restored.join(f)).unwrap(),
+            "{}",
+            f.display()
+        );
+    }
+
+    assert!(
+        fails(d, &["rb", "shoal://bkt"], None)
+            .await
+            .contains("not empty")
+    );
+    ok(d, &["rb", "--force", "shoal://bkt"], None).await;
+    assert!(!text(d, &["ls"], None).await.contains("bkt"));
+    // Only pieces of cancelled long tails remain (at most total - success per segment of
+    // the 12 objects stored remotely); they go when their leases end.
+    assert!(
+        net.store.piece_count() <= 3 * 12,
+        "{} pieces left",
+        net.store.piece_count()
+    );
+}

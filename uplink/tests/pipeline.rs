@@ -1,0 +1,378 @@
+//! End-to-end tests of the uplink library over the in-memory piece store: round trips,
+//! ranges, and nodes that die, stall, corrupt data or lie.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use uplink::catalog::{Catalog, Content};
+use uplink::testing::{Behaviour, MemoryPieceStore};
+use uplink::{Access, Error, PutOptions, RootSecret, Scheme, StaticNodes, Uplink, UplinkConfig};
+
+fn data(n: usize, seed: u8) -> Vec<u8> {
+    let mut x = u64::from(seed) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn config(scheme: &str) -> UplinkConfig {
+    UplinkConfig {
+        scheme: scheme.parse().unwrap(),
+        // Small segments so that multi-segment objects stay small in tests.
+        segment_blocks: 4,
+        slow_piece_grace: Duration::from_millis(200),
+        piece_timeout: Duration::from_secs(2),
+        ..UplinkConfig::default()
+    }
+}
+
+fn uplink_with(
+    store: &MemoryPieceStore,
+    root: [u8; 32],
+    catalog: Catalog,
+    config: UplinkConfig,
+) -> Uplink {
+    let access = Access::new(RootSecret::from_bytes(root), vec![]);
+    let nodes = Arc::new(StaticNodes(store.candidates()));
+    Uplink::new(access, Arc::new(store.clone()), nodes, catalog, config).unwrap()
+}
+
+fn setup(nodes: usize, scheme: &str) -> (MemoryPieceStore, Uplink) {
+    let store = MemoryPieceStore::with_nodes(nodes);
+    let up = uplink_with(
+        &store,
+        [1; 32],
+        Catalog::temporary().unwrap(),
+        config(scheme),
+    );
+    up.create_bucket("bucket").unwrap();
+    (store, up)
+}
+
+async fn put(up: &Uplink, key: &str, bytes: &[u8]) -> uplink::PutReport {
+    let opts = PutOptions {
+        size_hint: Some(bytes.len() as u64),
+        ..PutOptions::default()
+    };
+    tokio::time::timeout(Duration::from_secs(60), up.put("bucket", key, bytes, opts))
+        .await
+        .expect("upload timed out")
+        .unwrap()
+}
+
+async fn get(up: &Uplink, key: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        up.get("bucket", key, range, &mut out, None),
+    )
+    .await
+    .expect("download timed out")?;
+    Ok(out)
+}
+
+const BLOCK: usize = uplink::crypto::PLAIN_BLOCK;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trips_at_boundary_sizes() {
+    let (store, up) = setup(12, "3/5/7/10");
+    let sizes = [
+        0,
+        1,
+        4096,
+        4097,
+        BLOCK - 1,
+        BLOCK,
+        BLOCK + 1,
+        4 * BLOCK,
+        4 * BLOCK + 1,
+        9 * BLOCK + 123,
+    ];
+    for (i, &n) in sizes.iter().enumerate() {
+        let bytes = data(n, i as u8);
+        let key = format!("obj-{n}");
+        let report = put(&up, &key, &bytes).await;
+        assert_eq!(report.entry.size, n as u64);
+        match &report.entry.content {
+            Content::Inline { .. } => assert!(n <= 4096),
+            Content::Segments(s) => {
+                assert!(n > 4096);
+                // 4 blocks per segment in this config.
+                assert_eq!(s.len(), n.div_ceil(4 * BLOCK));
+                assert!(s.iter().all(|s| s.pieces.len() >= 7));
+            }
+        }
+        assert_eq!(get(&up, &key, None).await.unwrap(), bytes, "size {n}");
+    }
+    assert!(store.piece_count() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_of_unknown_size_round_trip() {
+    let (_, up) = setup(12, "3/5/7/10");
+    for n in [5000usize, 4 * BLOCK, 4 * BLOCK + 7] {
+        let bytes = data(n, 9);
+        let opts = PutOptions::default(); // no size hint: like stdin
+        up.put("bucket", "s", &bytes[..], opts).await.unwrap();
+        assert_eq!(get(&up, "s", None).await.unwrap(), bytes);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_reads_return_exactly_the_range_and_fetch_little() {
+    let (store, up) = setup(12, "3/5/7/10");
+    let bytes = data(9 * BLOCK + 500, 3);
+    put(&up, "r", &bytes).await;
+    let n = bytes.len() as u64;
+    for (a, b) in [
+        (0, 1),
+        (0, n),
+        (n - 1, n),
+        (5, 5),
+        (BLOCK as u64 - 3, BLOCK as u64 + 3),
+        (4 * BLOCK as u64 + 1, 8 * BLOCK as u64 + 9),
+    ] {
+        assert_eq!(
+            get(&up, "r", Some((a, b))).await.unwrap(),
+            bytes[a as usize..b as usize],
+            "{a}-{b}"
+        );
+    }
+    // A one-byte range touches one segment: at most k + margin piece downloads.
+    let before = store.calls().1;
+    get(&up, "r", Some((10, 11))).await.unwrap();
+    assert!(
+        store.calls().1 - before <= 5,
+        "{} downloads",
+        store.calls().1 - before
+    );
+    assert!(matches!(
+        get(&up, "r", Some((0, n + 1))).await,
+        Err(Error::InvalidRange { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_survives_losing_total_minus_k_nodes() {
+    let (store, up) = setup(12, "3/5/7/10");
+    let bytes = data(6 * BLOCK, 4);
+    let report = put(&up, "x", &bytes).await;
+    // Kill every node holding pieces of the first segment except k of them.
+    let seg = &report.entry.segments()[0];
+    let k = usize::from(seg.scheme.k);
+    for p in &seg.pieces[..seg.pieces.len() - k] {
+        store.set_behaviour(&shoal_proto::NodeId(p.node_id), Behaviour::Dead);
+    }
+    assert_eq!(get(&up, "x", None).await.unwrap(), bytes);
+    // One more dead node and the segment cannot be read: an error, never wrong data.
+    let last = &seg.pieces[seg.pieces.len() - 1];
+    store.set_behaviour(&shoal_proto::NodeId(last.node_id), Behaviour::Dead);
+    let err = get(&up, "x", None).await.unwrap_err();
+    assert!(matches!(err, Error::Download { .. }), "{err}");
+    assert!(err.to_string().contains("bucket/x"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_and_stalled_nodes_never_produce_wrong_output() {
+    // No download margin: the corrupt and the stalled data pieces must be replaced (and
+    // the corrupt one is certainly seen, not just outrun).
+    let store = MemoryPieceStore::with_nodes(12);
+    let cfg = UplinkConfig {
+        download_margin: Some(0),
+        piece_timeout: Duration::from_millis(500),
+        ..config("3/5/7/10")
+    };
+    let up = uplink_with(&store, [1; 32], Catalog::temporary().unwrap(), cfg);
+    up.create_bucket("bucket").unwrap();
+    let bytes = data(6 * BLOCK + 11, 5);
+    let report = put(&up, "c", &bytes).await;
+    // The data pieces of every segment: one corrupts, one stalls.
+    for seg in report.entry.segments() {
+        store.set_behaviour(
+            &shoal_proto::NodeId(seg.pieces[0].node_id),
+            Behaviour::Corrupt,
+        );
+        store.set_behaviour(
+            &shoal_proto::NodeId(seg.pieces[1].node_id),
+            Behaviour::Stalled,
+        );
+    }
+    assert_eq!(get(&up, "c", None).await.unwrap(), bytes);
+    let corrupt = shoal_proto::NodeId(report.entry.segments()[0].pieces[0].node_id);
+    assert!(up.catalog().node_stats().unwrap()[&corrupt].corrupt > 0);
+    // When every node corrupts, the result is an error.
+    for c in store.candidates() {
+        store.set_behaviour(&c.id, Behaviour::Corrupt);
+    }
+    assert!(get(&up, "c", None).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_succeeds_with_total_minus_success_nodes_dead_or_stalled() {
+    // Exactly `total` nodes, so the uplink cannot avoid the bad ones.
+    let store = MemoryPieceStore::with_nodes(10);
+    let nodes = store.candidates();
+    store.set_behaviour(&nodes[0].id, Behaviour::Dead);
+    store.set_behaviour(&nodes[1].id, Behaviour::Stalled);
+    store.set_behaviour(&nodes[2].id, Behaviour::LyingReceipt);
+    let up = uplink_with(
+        &store,
+        [1; 32],
+        Catalog::temporary().unwrap(),
+        config("3/5/7/10"),
+    );
+    up.create_bucket("bucket").unwrap();
+    let bytes = data(3 * BLOCK, 6);
+    let report = put(&up, "u", &bytes).await;
+    let seg = &report.entry.segments()[0];
+    assert!(seg.pieces.len() >= 7);
+    let bad: Vec<_> = nodes[..3].iter().map(|n| n.id.0).collect();
+    assert!(seg.pieces.iter().all(|p| !bad.contains(&p.node_id)));
+    assert_eq!(get(&up, "u", None).await.unwrap(), bytes);
+    let m = up.metrics().piece_uploads.with_label_values(&["ok"]).get();
+    assert!(m >= 7);
+
+    // One more bad node and `success` cannot be reached: a clear error.
+    store.set_behaviour(&nodes[3].id, Behaviour::Dead);
+    store.set_behaviour(&nodes[4].id, Behaviour::Dead);
+    let up = uplink_with(
+        &store,
+        [1; 32],
+        Catalog::temporary().unwrap(),
+        config("3/5/9/10"),
+    );
+    up.create_bucket("bucket").unwrap();
+    let err = up
+        .put("bucket", "v", &bytes[..], PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Upload { .. }), "{err}");
+    assert!(err.to_string().contains("bucket/v"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_networks_get_a_smaller_scheme_or_a_clear_error() {
+    let store = MemoryPieceStore::with_nodes(12);
+    let up = uplink_with(
+        &store,
+        [1; 32],
+        Catalog::temporary().unwrap(),
+        config("29/35/80/110"),
+    );
+    up.create_bucket("bucket").unwrap();
+    let bytes = data(2 * BLOCK, 7);
+    let report = put(&up, "s", &bytes).await;
+    assert_eq!(report.requested, Scheme::default());
+    assert_eq!(report.used.unwrap().to_string(), "3/3/8/12");
+    assert_eq!(get(&up, "s", None).await.unwrap(), bytes);
+
+    let strict = UplinkConfig {
+        allow_smaller_scheme: false,
+        ..config("29/35/80/110")
+    };
+    let up = uplink_with(&store, [1; 32], Catalog::temporary().unwrap(), strict);
+    up.create_bucket("bucket").unwrap();
+    let err = up
+        .put("bucket", "s", &bytes[..], PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NetworkTooSmall { .. }), "{err}");
+    assert!(err.to_string().contains("only 12 suitable nodes"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_access_reads_nothing() {
+    let store = MemoryPieceStore::with_nodes(12);
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::open(dir.path()).unwrap();
+    let up = uplink_with(&store, [1; 32], catalog.clone(), config("3/5/7/10"));
+    up.create_bucket("bucket").unwrap();
+    put(&up, "big", &data(2 * BLOCK, 1)).await;
+    put(&up, "small", b"hello").await;
+    // Same catalog, different root secret (wrong passphrase or grant).
+    let other = uplink_with(&store, [2; 32], catalog, config("3/5/7/10"));
+    for key in ["big", "small"] {
+        let mut out = Vec::new();
+        let err = other
+            .get("bucket", key, None, &mut out, None)
+            .await
+            .unwrap_err();
+        assert!(out.is_empty());
+        assert!(err.to_string().contains("wrong access"), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_rename_and_buckets() {
+    let (store, up) = setup(12, "3/5/7/10");
+    let bytes = data(2 * BLOCK, 8);
+    put(&up, "a/b", &bytes).await;
+    let pieces = store.piece_count();
+    assert!(pieces >= 7);
+    up.rename("bucket", "a/b", "bucket", "c/d").unwrap();
+    assert!(matches!(
+        up.stat("bucket", "a/b"),
+        Err(Error::NoSuchObject { .. })
+    ));
+    assert_eq!(get(&up, "c/d", None).await.unwrap(), bytes);
+    assert!(matches!(
+        up.remove_bucket("bucket", false).await,
+        Err(Error::BucketNotEmpty(_))
+    ));
+    // Overwriting replaces the object and deletes the old pieces.
+    put(&up, "c/d", &bytes).await;
+    assert!(store.piece_count() <= 2 * pieces);
+    let placed: usize = up
+        .stat("bucket", "c/d")
+        .unwrap()
+        .segments()
+        .iter()
+        .map(|s| s.pieces.len())
+        .sum();
+    let report = up.delete("bucket", "c/d").await.unwrap();
+    assert_eq!(report.pieces_deleted, placed);
+    // Pieces of the cancelled long tail that completed anyway are not recorded; they
+    // go when their lease ends.
+    assert!(store.piece_count() <= pieces - placed);
+    put(&up, "e", &bytes).await;
+    let before = store.piece_count();
+    let placed: usize = up
+        .stat("bucket", "e")
+        .unwrap()
+        .segments()
+        .iter()
+        .map(|s| s.pieces.len())
+        .sum();
+    let report = up.remove_bucket("bucket", true).await.unwrap();
+    assert_eq!(report.pieces_deleted, placed);
+    assert_eq!(store.piece_count(), before - placed);
+    assert!(up.buckets().unwrap().is_empty());
+    assert!(matches!(
+        up.create_bucket("Bad_Name"),
+        Err(Error::InvalidBucket { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_size_segments_round_trip() {
+    // 64 MiB + 1 with the default segment size: two segments, the second of one byte.
+    let store = MemoryPieceStore::with_nodes(12);
+    let cfg = UplinkConfig {
+        segment_blocks: uplink::segment::SEGMENT_BLOCKS,
+        ..config("3/5/7/10")
+    };
+    let up = uplink_with(&store, [1; 32], Catalog::temporary().unwrap(), cfg);
+    up.create_bucket("bucket").unwrap();
+    let n = (uplink::segment::SEGMENT_BLOCKS as usize) * BLOCK + 1;
+    let bytes = data(n, 2);
+    let report = put(&up, "big", &bytes).await;
+    assert_eq!(report.entry.segments().len(), 2);
+    assert_eq!(report.entry.segments()[1].plain_size, 1);
+    assert_eq!(get(&up, "big", None).await.unwrap(), bytes);
+}
