@@ -42,7 +42,8 @@ pub struct Config {
     /// `HOST:PORT` of DHT nodes to join through. Default: none.
     #[serde(default)]
     pub bootstrap: Vec<String>,
-    /// Proof-of-work bits the network requires of node ids. Default 18.
+    /// Proof-of-work bits the network requires of node ids. Default 19
+    /// (`shoal_proto::DEFAULT_DIFFICULTY`).
     #[serde(default = "default_difficulty")]
     pub difficulty: u32,
     /// Most piece-store requests one IP address may have open at once. Default 64.

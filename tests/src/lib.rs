@@ -532,3 +532,5 @@ impl Owner {
 pub fn random_piece() -> PieceId {
     PieceId(rand::random())
 }
+
+pub mod devnet;

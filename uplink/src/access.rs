@@ -132,6 +132,9 @@ pub struct Access {
     content_root: Zeroizing<[u8; 32]>,
     catalog_key: Zeroizing<[u8; 32]>,
     bootstrap: Vec<String>,
+    /// The network's proof-of-work difficulty, when the grant names it (so an uplink
+    /// set up from the grant alone checks node ids against the right bar).
+    difficulty: Option<u32>,
 }
 
 impl fmt::Debug for Access {
@@ -154,7 +157,19 @@ impl Access {
             content_root,
             catalog_key,
             bootstrap,
+            difficulty: None,
         }
+    }
+
+    /// The same access, carrying the network's proof-of-work difficulty in its grant.
+    pub fn with_difficulty(mut self, difficulty: u32) -> Self {
+        self.difficulty = Some(difficulty.min(shoal_proto::identity::MAX_DIFFICULTY));
+        self
+    }
+
+    /// The network's proof-of-work difficulty named by the grant, if any.
+    pub fn difficulty(&self) -> Option<u32> {
+        self.difficulty
     }
 
     /// The owner's signing identity: signs every order sent to nodes.
@@ -190,6 +205,10 @@ impl Access {
             let b = &p.as_bytes()[..p.len().min(MAX_PEER_LEN)];
             payload.push(b.len() as u8);
             payload.extend_from_slice(b);
+        }
+        // Optional trailing byte: the network's difficulty (grants without it stay valid).
+        if let Some(d) = self.difficulty {
+            payload.push(u8::try_from(d).unwrap_or(u8::MAX));
         }
         let sum = checksum(&payload);
         payload.extend_from_slice(&sum);
@@ -245,10 +264,13 @@ impl Access {
             bootstrap.push(peer.to_string());
             rest = &tail[len..];
         }
-        if !rest.is_empty() {
-            return Err(GrantError::TrailingBytes);
-        }
-        let access = Self::new(RootSecret::from_bytes(root), bootstrap);
+        let difficulty = match rest {
+            [] => None,
+            [d] if u32::from(*d) <= shoal_proto::identity::MAX_DIFFICULTY => Some(u32::from(*d)),
+            _ => return Err(GrantError::TrailingBytes),
+        };
+        let mut access = Self::new(RootSecret::from_bytes(root), bootstrap);
+        access.difficulty = difficulty;
         root.zeroize();
         Ok(access)
     }
@@ -285,6 +307,17 @@ mod tests {
         assert_eq!(b.owner().public_key(), a.owner().public_key());
         // Surrounding whitespace from copy and paste is fine.
         assert!(Access::from_grant(&format!("  {grant}\n")).is_ok());
+        assert_eq!(b.difficulty(), None);
+    }
+
+    #[test]
+    fn grant_carries_the_network_difficulty() {
+        let grant = access().with_difficulty(8).to_grant();
+        let back = Access::from_grant(&grant).unwrap();
+        assert_eq!(back.difficulty(), Some(8));
+        assert_eq!(back.bootstrap(), access().bootstrap());
+        // Cut off a character: truncated or checksum error, never a silent misread.
+        assert!(Access::from_grant(&grant[..grant.len() - 1]).is_err());
     }
 
     #[test]

@@ -10,10 +10,13 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
+use shoal_proto::Identity;
 use uplink::access::{Access, RootSecret};
 use uplink::catalog::{Catalog, Listing};
 use uplink::config::{CachedNodes, ConfiguredNodes, Paths, parse_node};
+use uplink::discovery::DhtNodes;
 use uplink::grpc::GrpcPieceStore;
+use uplink::store::NodeSource;
 use uplink::{PutOptions, Scheme, Uplink};
 
 #[derive(Debug, Parser)]
@@ -178,12 +181,24 @@ fn parse_range(s: &str, size: u64) -> Result<(u64, u64)> {
     Ok((start, end))
 }
 
+/// Resolves `HOST:PORT` bootstrap peers; unresolvable ones are reported and skipped.
+async fn resolve_peers(peers: &[String]) -> Vec<std::net::SocketAddr> {
+    let mut out = Vec::new();
+    for p in peers {
+        match tokio::net::lookup_host(p.as_str()).await {
+            Ok(addrs) => out.extend(addrs),
+            Err(e) => tracing::warn!(peer = %p, error = %e, "cannot resolve bootstrap peer"),
+        }
+    }
+    out
+}
+
 struct Env {
     uplink: Uplink,
     parallelism: usize,
 }
 
-fn open(paths: Paths) -> Result<Env> {
+async fn open(paths: Paths) -> Result<Env> {
     let grant = paths.load_grant()?;
     let access = Access::from_grant(&grant).context("the saved access grant is unreadable")?;
     let file = paths.load_config()?;
@@ -192,28 +207,37 @@ fn open(paths: Paths) -> Result<Env> {
     let catalog_dir = paths.catalog_dir(&owner);
     let catalog = Catalog::open(&catalog_dir)
         .with_context(|| format!("cannot open the catalog at {}", catalog_dir.display()))?;
-    // TODO(dht): until the DHT membership sampler is plugged in as the NodeSource, the
-    // candidates are the configured nodes and the grant's bootstrap peers.
-    let mut entries = Vec::new();
-    for n in &file.nodes {
-        entries.push(parse_node(n).map_err(|e| anyhow!("{}: {e}", paths.config_file().display()))?);
-    }
-    for peer in access.bootstrap() {
-        match parse_node(peer) {
-            Ok(e) => entries.push(e),
-            Err(_) => tracing::warn!(peer = %peer, "bootstrap peer is not an IP:PORT; skipped"),
+    // Nodes come from the DHT, joined through the grant's bootstrap peers; a fixed
+    // `nodes` list in config.toml replaces discovery for closed setups.
+    let nodes: Arc<dyn NodeSource> = if file.nodes.is_empty() {
+        let bootstrap = resolve_peers(access.bootstrap()).await;
+        let identity = Arc::new(Identity::from_seed(*access.owner().seed()));
+        let difficulty = file
+            .difficulty
+            .or(access.difficulty())
+            .unwrap_or(shoal_proto::DEFAULT_DIFFICULTY);
+        Arc::new(CachedNodes::new(
+            DhtNodes::new(identity, bootstrap, difficulty),
+            Duration::from_secs(60),
+        ))
+    } else {
+        let mut entries = Vec::new();
+        for n in &file.nodes {
+            entries.push(
+                parse_node(n).map_err(|e| anyhow!("{}: {e}", paths.config_file().display()))?,
+            );
         }
-    }
-    entries.sort();
-    entries.dedup();
-    let nodes = CachedNodes::new(
-        ConfiguredNodes::new(&entries, Duration::from_secs(5)),
-        Duration::from_secs(60),
-    );
+        entries.sort();
+        entries.dedup();
+        Arc::new(CachedNodes::new(
+            ConfiguredNodes::new(&entries, Duration::from_secs(5)),
+            Duration::from_secs(60),
+        ))
+    };
     let uplink = Uplink::new(
         access,
         Arc::new(GrpcPieceStore::default()),
-        Arc::new(nodes),
+        nodes,
         catalog,
         config,
     )?;
@@ -228,7 +252,7 @@ pub async fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Access(cmd) => access(paths, cmd),
         Command::Mb { bucket } => {
-            let env = open(paths)?;
+            let env = open(paths).await?;
             let loc = require_location(&bucket)?;
             env.uplink
                 .create_bucket(&loc.bucket)
@@ -238,7 +262,7 @@ pub async fn run(args: Args) -> Result<()> {
             Ok(())
         }
         Command::Rb { bucket, force } => {
-            let env = open(paths)?;
+            let env = open(paths).await?;
             let loc = require_location(&bucket)?;
             let report = env
                 .uplink
@@ -259,14 +283,14 @@ pub async fn run(args: Args) -> Result<()> {
             location,
             recursive,
             json,
-        } => ls(&open(paths)?, location, recursive, json),
-        Command::Cp(cp_args) => cp(&open(paths)?, cp_args).await,
+        } => ls(&open(paths).await?, location, recursive, json),
+        Command::Cp(cp_args) => cp(&open(paths).await?, cp_args).await,
         Command::Rm {
             location,
             recursive,
-        } => rm(&open(paths)?, &location, recursive).await,
+        } => rm(&open(paths).await?, &location, recursive).await,
         Command::Mv { from, to } => {
-            let env = open(paths)?;
+            let env = open(paths).await?;
             let (a, b) = (require_location(&from)?, require_location(&to)?);
             let to_key = if b.key.is_empty() || b.key.ends_with('/') {
                 format!("{}{}", b.key, a.key.rsplit('/').next().unwrap_or(&a.key))

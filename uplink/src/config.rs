@@ -47,11 +47,15 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// Storage nodes to use (in addition to the grant's bootstrap peers) until DHT
-    /// discovery is wired in: `NODEID@IP:PORT` (node id in hex, used as is) or `IP:PORT`
-    /// (asked for its signed node record with `Discovery.Ping`). Default: none.
+    /// A fixed list of storage nodes to use instead of DHT discovery (for closed test
+    /// setups): `NODEID@IP:PORT` (node id in hex, used as is) or `IP:PORT` (asked for its
+    /// signed node record with `Discovery.Ping`). Default: none, nodes are found through
+    /// the DHT, joined via the access grant's bootstrap peers.
     #[serde(default)]
     pub nodes: Vec<String>,
+    /// Proof-of-work bits the network requires of node ids; nodes below it are ignored.
+    /// Default `shoal_proto::DEFAULT_DIFFICULTY` (19). A devnet writes its own.
+    pub difficulty: Option<u32>,
     /// Redundancy scheme `k/repair/success/total`. Default `29/35/80/110`.
     pub scheme: Option<String>,
     /// `reed-solomon-simd` (default) or `reed-solomon-erasure`.

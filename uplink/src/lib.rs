@@ -25,6 +25,7 @@ pub mod client;
 pub mod codec;
 pub mod config;
 pub mod crypto;
+pub mod discovery;
 mod download;
 pub mod error;
 pub mod grpc;

@@ -1,0 +1,111 @@
+//! `devnet up` → upload → stop → `devnet up` again on the same dir → the download is
+//! identical; and the printed grant works from a fresh uplink config.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_proto::Identity;
+use shoal_tests::devnet::{Devnet, DevnetParams, ensure_uplink_access};
+use shoal_tests::test_data;
+use storage_node::ByteSize;
+use uplink::catalog::Catalog;
+use uplink::discovery::DhtNodes;
+use uplink::grpc::GrpcPieceStore;
+use uplink::{Access, PutOptions, Uplink, UplinkConfig};
+
+/// A port free on 127.0.1.1 (the seed's address); the other nodes use other IPs.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.1.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn uplink_from_grant(grant: &str, catalog_dir: &Path) -> Uplink {
+    let access = Access::from_grant(grant).unwrap();
+    let bootstrap: Vec<SocketAddr> = access
+        .bootstrap()
+        .iter()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let identity = Arc::new(Identity::from_seed(*access.owner().seed()));
+    let difficulty = access
+        .difficulty()
+        .expect("a devnet grant names its difficulty");
+    let nodes = DhtNodes::new(identity, bootstrap, difficulty);
+    Uplink::new(
+        access,
+        Arc::new(GrpcPieceStore::default()),
+        Arc::new(nodes),
+        Catalog::open(catalog_dir).unwrap(),
+        UplinkConfig::default(),
+    )
+    .unwrap()
+}
+
+async fn put(up: &Uplink, bucket: &str, key: &str, data: &[u8]) {
+    up.put(bucket, key, data, PutOptions::default())
+        .await
+        .unwrap();
+}
+
+async fn get(up: &Uplink, bucket: &str, key: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    up.get(bucket, key, None, &mut out, None).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devnet_resumes_with_every_piece_and_its_grant_works_elsewhere() {
+    tokio::time::timeout(Duration::from_secs(300), async {
+        let dir = tempfile::tempdir().unwrap();
+        let params = DevnetParams {
+            base_port: free_port(),
+            difficulty: 4,
+            allocate: ByteSize(256 << 20),
+        };
+        let net = Devnet::up(dir.path(), 12, &params).await.unwrap();
+        assert!(net.wait_joined(Duration::from_secs(60)).await);
+        let access = ensure_uplink_access(dir.path(), net.seed()).unwrap();
+        let catalog = dir.path().join("uplink").join("catalog");
+        let data = test_data(3 << 20, 7);
+        {
+            let up = uplink_from_grant(&access.grant, &catalog);
+            up.create_bucket("backups").unwrap();
+            put(&up, "backups", "photo.raw", &data).await;
+            assert_eq!(get(&up, "backups", "photo.raw").await, data);
+        }
+        net.shutdown().await.unwrap();
+
+        // Same dir again: same nodes, same addresses, every piece still there.
+        let net = Devnet::up(dir.path(), 12, &params).await.unwrap();
+        assert_eq!(net.nodes().len(), 12);
+        let again = ensure_uplink_access(dir.path(), net.seed()).unwrap();
+        assert_eq!(again.grant, access.grant, "the devnet keeps its grant");
+        {
+            let up = uplink_from_grant(&access.grant, &catalog);
+            assert_eq!(get(&up, "backups", "photo.raw").await, data);
+        }
+
+        // A second terminal: only the grant, a fresh config and catalog.
+        let fresh = tempfile::tempdir().unwrap();
+        assert!(net.wait_joined(Duration::from_secs(60)).await);
+        let up = uplink_from_grant(&access.grant, fresh.path());
+        up.create_bucket("other").unwrap();
+        let more = test_data(1 << 20, 8);
+        put(&up, "other", "file", &more).await;
+        assert_eq!(get(&up, "other", "file").await, more);
+        drop(up);
+        net.shutdown().await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn status_of_a_devnet_that_is_not_running_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = shoal_tests::devnet::status(dir.path()).await.unwrap_err();
+    assert!(err.to_string().contains("no devnet"), "{err}");
+}

@@ -1,0 +1,144 @@
+//! The production [`NodeSource`]: the DHT's membership sampler.
+//!
+//! The uplink joins the DHT as a client (it sends no node record and never enters
+//! anyone's routing table), crawls the membership at the DHT's bounded rate and samples
+//! uniformly over /24 subnets, which is what node selection needs. "Closest to a random
+//! id" would favour nodes next to large gaps in the key space, so it is not used.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use satellite_free_discovery::{Dht, DhtConfig, DhtHandle, Mode};
+use shoal_proto::Identity;
+use tokio::sync::OnceCell;
+
+use crate::store::{DiscoveryError, NodeCandidate, NodeSource};
+
+/// Members not heard from for this long are not offered for new pieces.
+const MAX_MEMBER_AGE: Duration = Duration::from_secs(10 * 60);
+/// Crawl steps between two looks at the sample.
+const CRAWL_BATCH: usize = 8;
+/// Batches without a new member after which the membership is taken as complete.
+const STALE_BATCHES: usize = 3;
+/// Most crawl steps one sample may run.
+const MAX_CRAWL_STEPS: usize = 1024;
+
+/// Node candidates from the DHT. Joins lazily, on the first sample, so commands that
+/// need no new placements (listing, downloads, deletes) never touch the DHT.
+#[derive(Debug)]
+pub struct DhtNodes {
+    identity: Arc<Identity>,
+    bootstrap: Vec<SocketAddr>,
+    difficulty: u32,
+    dht: OnceCell<DhtHandle>,
+}
+
+impl DhtNodes {
+    /// A source that joins the DHT through `bootstrap` when first asked for nodes.
+    /// `difficulty` is the network's proof-of-work requirement: nodes below it are ignored.
+    pub fn new(identity: Arc<Identity>, bootstrap: Vec<SocketAddr>, difficulty: u32) -> Self {
+        Self {
+            identity,
+            bootstrap,
+            difficulty,
+            dht: OnceCell::new(),
+        }
+    }
+
+    /// The joined DHT client, joining now if needed.
+    pub async fn handle(&self) -> Result<&DhtHandle, DiscoveryError> {
+        self.dht.get_or_try_init(|| self.join()).await
+    }
+
+    async fn join(&self) -> Result<DhtHandle, DiscoveryError> {
+        let bootstrap = &self.bootstrap;
+        if bootstrap.is_empty() {
+            return Err(DiscoveryError(
+                "no bootstrap peers: the access grant must name at least one node".into(),
+            ));
+        }
+        let config = DhtConfig {
+            difficulty: self.difficulty,
+            bootstrap: bootstrap.clone(),
+            crawl: true,
+            ..DhtConfig::default()
+        };
+        let dht = Dht::start(Arc::clone(&self.identity), config, Mode::Client)
+            .map_err(|e| DiscoveryError(format!("cannot start the DHT client: {e}")))?;
+        match dht.bootstrap().await {
+            Ok(n) if n > 0 => Ok(dht),
+            Ok(_) => {
+                dht.shutdown().await;
+                Err(DiscoveryError(format!(
+                    "no bootstrap peer answered ({}); is the network running?",
+                    list(bootstrap)
+                )))
+            }
+            Err(e) => {
+                dht.shutdown().await;
+                Err(DiscoveryError(format!(
+                    "joining the DHT through {} failed: {e}",
+                    list(bootstrap)
+                )))
+            }
+        }
+    }
+
+    /// Stops the DHT client's background work, if it was started.
+    pub async fn shutdown(&self) {
+        if let Some(dht) = self.dht.get() {
+            dht.shutdown().await;
+        }
+    }
+}
+
+fn list(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl NodeSource for DhtNodes {
+    fn sample(&self, wanted: usize) -> BoxFuture<'_, Result<Vec<NodeCandidate>, DiscoveryError>> {
+        Box::pin(async move {
+            let dht = self.handle().await?;
+            let wanted = wanted.max(1);
+            let mut best = 0;
+            let mut stale = 0;
+            let mut steps = 0;
+            // Crawl until the sample is large enough or the membership stops growing.
+            loop {
+                let members = dht.sample(usize::MAX, 0, MAX_MEMBER_AGE);
+                if members.len() >= wanted || steps >= MAX_CRAWL_STEPS {
+                    break;
+                }
+                if members.len() > best {
+                    best = members.len();
+                    stale = 0;
+                } else {
+                    stale += 1;
+                    if stale >= STALE_BATCHES {
+                        break;
+                    }
+                }
+                dht.crawl(CRAWL_BATCH).await;
+                steps += CRAWL_BATCH;
+            }
+            let nodes: Vec<NodeCandidate> = dht
+                .sample(wanted, 0, MAX_MEMBER_AGE)
+                .iter()
+                .filter_map(|m| NodeCandidate::from_record(&m.record))
+                .collect();
+            if nodes.is_empty() {
+                return Err(DiscoveryError(
+                    "the DHT knows no live storage node yet; is the network running?".into(),
+                ));
+            }
+            Ok(nodes)
+        })
+    }
+}
