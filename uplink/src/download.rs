@@ -93,7 +93,9 @@ fn start_piece(
     from_stripe: u64,
     stripes: u64,
 ) -> Active {
-    let (tx, rx) = mpsc::channel(2);
+    // A few shards of slack per piece, so that one slow moment of the decoder or the
+    // writer does not stall every node stream at once.
+    let (tx, rx) = mpsc::channel(8);
     let task = tokio::spawn(piece_download(
         inner.clone(),
         p.clone(),
