@@ -49,6 +49,9 @@ impl ObjectDownload<'_> {
 }
 
 /// Writes plaintext `[start, end)` of an object made of `segments`.
+///
+/// TODO(perf): segments are fetched one after the other; starting the next segment's
+/// piece downloads while the current one drains would hide the per-segment start-up.
 pub(crate) async fn download_range<W: AsyncWrite + Unpin + Send>(
     inner: &Arc<Inner>,
     ctx: ObjectDownload<'_>,
