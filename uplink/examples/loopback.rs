@@ -7,6 +7,7 @@
 //! cargo run --release -p uplink --example loopback -- 20 3/5/7/10 256
 //! cargo run --release -p uplink --example loopback -- 110 29/35/80/110 256
 //! cargo run --release -p uplink --example loopback -- 20 3/5/7/10 4096 discard   # peak RSS
+//! cargo run --release -p uplink --example loopback -- 20 3/5/7/10 0 small    # 1,000 × 4 KiB
 //! ```
 //! The fake nodes share the process (and its CPU) with the uplink and keep pieces in
 //! memory, so this measures the uplink plus gRPC, not a real storage node; `discard`
@@ -70,6 +71,7 @@ async fn main() {
     let scheme = args.get(2).map_or("3/5/7/10", |s| s.as_str());
     let mib: u64 = args.get(3).map_or(256, |a| a.parse().unwrap());
     let discard = args.get(4).is_some_and(|a| a == "discard");
+    let small = args.get(4).is_some_and(|a| a == "small");
     let size = mib << 20;
 
     let net = FakeNetwork::start(nodes).await.unwrap();
@@ -87,6 +89,40 @@ async fn main() {
     )
     .unwrap();
     up.create_bucket("bench").unwrap();
+
+    if small {
+        // 1,000 objects of 4 KiB: stored inline in the catalog (sled, on disk).
+        let dir = tempfile::tempdir().unwrap();
+        let up = Uplink::new(
+            Access::new(RootSecret::random(), vec![]),
+            Arc::new(GrpcPieceStore::default()),
+            Arc::new(StaticNodes(net.store.candidates())),
+            Catalog::open(dir.path()).unwrap(),
+            UplinkConfig::default(),
+        )
+        .unwrap();
+        up.create_bucket("small").unwrap();
+        let body = vec![7u8; 4096];
+        let t = Instant::now();
+        for i in 0..1000 {
+            up.put("small", &format!("o{i}"), &body[..], PutOptions::default())
+                .await
+                .unwrap();
+        }
+        up.catalog().flush().unwrap();
+        let put_s = 1000.0 / t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for i in 0..1000 {
+            let mut out = Vec::new();
+            up.get("small", &format!("o{i}"), None, &mut out, None)
+                .await
+                .unwrap();
+            assert_eq!(out.len(), 4096);
+        }
+        let get_s = 1000.0 / t.elapsed().as_secs_f64();
+        println!("small objects=1000 size=4096 put_per_s={put_s:.0} get_per_s={get_s:.0}");
+        return;
+    }
 
     let source = Source {
         left: size,

@@ -4,6 +4,9 @@
 //! whole catalog, encrypt it with the catalog key and store it in the network unchanged.
 //! Object keys are stored under `bucket \0 key`; sled orders keys bytewise, which for
 //! UTF-8 is code-point order, so listings come out in true key order.
+//!
+//! TODO(catalog-in-network): store the catalog encrypted with the catalog key, erasure
+//! coded, behind a mutable DHT record signed by the owner (a later issue).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

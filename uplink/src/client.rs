@@ -39,8 +39,8 @@ pub struct UplinkConfig {
     pub piece_timeout: Duration,
     /// Piece downloads started beyond `k`. Default `None`: `max(2, k / 4)`.
     pub download_margin: Option<usize>,
-    /// Lease of pieces stored without an explicit expiry. Default 365 days. (Renewal
-    /// arrives with repair in a later issue.)
+    /// Lease of pieces stored without an explicit expiry. Default 365 days.
+    /// TODO(renew): renewal (RenewOrder) arrives with repair in a later issue.
     pub default_lease: Duration,
 }
 

@@ -49,6 +49,9 @@ impl ObjectDownload<'_> {
 }
 
 /// Writes plaintext `[start, end)` of an object made of `segments`.
+///
+/// TODO(perf): segments are fetched one after the other; starting the next segment's
+/// piece downloads while the current one drains would hide the per-segment start-up.
 pub(crate) async fn download_range<W: AsyncWrite + Unpin + Send>(
     inner: &Arc<Inner>,
     ctx: ObjectDownload<'_>,
@@ -93,7 +96,9 @@ fn start_piece(
     from_stripe: u64,
     stripes: u64,
 ) -> Active {
-    let (tx, rx) = mpsc::channel(2);
+    // A few shards of slack per piece, so that one slow moment of the decoder or the
+    // writer does not stall every node stream at once.
+    let (tx, rx) = mpsc::channel(8);
     let task = tokio::spawn(piece_download(
         inner.clone(),
         p.clone(),

@@ -13,6 +13,10 @@
 //! node we chose, for our piece id, owner, size and piece hash); the long tail is then
 //! cancelled. A node whose piece failed is excluded for the rest of the object (failed
 //! pieces are never retried on the same node) and remembered in the catalog's history.
+//!
+//! TODO(retry): a segment that misses `success` fails the upload; retrying it on fresh
+//! nodes would need its plaintext again (buffer or re-read), which the stream does not
+//! keep.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -672,7 +676,9 @@ async fn commit(
             }
         }
     }
-    // Cancel the long tail.
+    // Cancel the long tail. TODO(long-tail): pieces that completed after the commit are
+    // not recorded; delete them (their receipts are lost with the aborted tasks) instead
+    // of leaving them to lease expiry.
     let tail = seg.tasks.len() as u64;
     seg.tasks.abort_all();
     inner

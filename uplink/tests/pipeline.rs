@@ -26,7 +26,7 @@ fn config(scheme: &str) -> UplinkConfig {
         scheme: scheme.parse().unwrap(),
         // Small segments so that multi-segment objects stay small in tests.
         segment_blocks: 4,
-        slow_piece_grace: Duration::from_millis(200),
+        slow_piece_grace: Duration::from_secs(1),
         piece_timeout: Duration::from_secs(2),
         ..UplinkConfig::default()
     }
@@ -161,9 +161,11 @@ async fn range_reads_return_exactly_the_range_and_fetch_little() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn download_survives_losing_total_minus_k_nodes() {
     let (store, up) = setup(12, "3/5/7/10");
-    let bytes = data(6 * BLOCK, 4);
+    // One segment, so that the nodes killed below hold no other segment's pieces.
+    let bytes = data(3 * BLOCK + 5, 4);
     let report = put(&up, "x", &bytes).await;
-    // Kill every node holding pieces of the first segment except k of them.
+    assert_eq!(report.entry.segments().len(), 1);
+    // Kill every node holding a piece except k of them.
     let seg = &report.entry.segments()[0];
     let k = usize::from(seg.scheme.k);
     for p in &seg.pieces[..seg.pieces.len() - k] {
@@ -192,19 +194,16 @@ async fn corrupt_and_stalled_nodes_never_produce_wrong_output() {
     up.create_bucket("bucket").unwrap();
     let bytes = data(6 * BLOCK + 11, 5);
     let report = put(&up, "c", &bytes).await;
-    // The data pieces of every segment: one corrupts, one stalls.
-    for seg in report.entry.segments() {
-        store.set_behaviour(
-            &shoal_proto::NodeId(seg.pieces[0].node_id),
-            Behaviour::Corrupt,
-        );
-        store.set_behaviour(
-            &shoal_proto::NodeId(seg.pieces[1].node_id),
-            Behaviour::Stalled,
-        );
-    }
+    // Two of the first segment's data pieces: one node corrupts, one stalls. (Only the
+    // first segment: a node holding pieces of both could not be both.)
+    let seg = &report.entry.segments()[0];
+    let corrupt = shoal_proto::NodeId(seg.pieces[0].node_id);
+    store.set_behaviour(&corrupt, Behaviour::Corrupt);
+    store.set_behaviour(
+        &shoal_proto::NodeId(seg.pieces[1].node_id),
+        Behaviour::Stalled,
+    );
     assert_eq!(get(&up, "c", None).await.unwrap(), bytes);
-    let corrupt = shoal_proto::NodeId(report.entry.segments()[0].pieces[0].node_id);
     assert!(up.catalog().node_stats().unwrap()[&corrupt].corrupt > 0);
     // When every node corrupts, the result is an error.
     for c in store.candidates() {
@@ -335,11 +334,12 @@ async fn delete_rename_and_buckets() {
         .iter()
         .map(|s| s.pieces.len())
         .sum();
+    let before_delete = store.piece_count();
     let report = up.delete("bucket", "c/d").await.unwrap();
     assert_eq!(report.pieces_deleted, placed);
-    // Pieces of the cancelled long tail that completed anyway are not recorded; they
-    // go when their lease ends.
-    assert!(store.piece_count() <= pieces - placed);
+    // Exactly the recorded pieces go. Pieces of a cancelled long tail that completed
+    // anyway are not recorded; they go when their lease ends.
+    assert_eq!(store.piece_count(), before_delete - placed);
     put(&up, "e", &bytes).await;
     let before = store.piece_count();
     let placed: usize = up
