@@ -109,8 +109,9 @@ pub fn parse_node(entry: &str) -> Result<(Option<NodeId>, SocketAddr), String> {
     Ok((id, addr))
 }
 
-/// The CLI's node source until the DHT sampler replaces it: nodes configured with their
-/// id are used as they are (free space unknown); the others are pinged for their record.
+/// A fixed node list (config.toml `nodes`), used instead of DHT discovery in closed setups:
+/// entries with a node id are used as they are (free space unknown); the others are
+/// pinged (`Discovery.Ping`, no sender record) for their signed record.
 #[derive(Debug, Clone)]
 pub struct ConfiguredNodes {
     known: Vec<NodeCandidate>,
