@@ -9,8 +9,10 @@
 //! - **Loss.** Each request and each response is dropped independently with probability
 //!   `loss`.
 //! - **Timeouts.** Each node keeps the core's [`RttEstimator`] (2 s initial, clamped to
-//!   250 ms–5 s): a lookup stops counting a request after that soft deadline; after 5 s
-//!   the request is a failure and the routing table is told.
+//!   250 ms–5 s): a lookup stops counting a request after that soft deadline, and the
+//!   request is sent once more (as TCP under gRPC would retransmit; any answer counts,
+//!   and the lookup still queried the node once); after 5 s the request is a failure and
+//!   the routing table is told.
 //! - **Churn.** `churn × nodes` nodes leave without notice at uniformly random times of
 //!   the measured window, and as many new nodes join (ping a random live node, look up
 //!   their own id, refresh every bucket).
@@ -163,6 +165,7 @@ struct Req {
     op: Option<u64>,
     kind: ReqKind,
     sent: u64,
+    retransmitted: bool,
 }
 
 enum OpKind {
@@ -198,6 +201,9 @@ enum Ev {
     },
     Poll(u64),
     HardTimeout(u64),
+    /// Unanswered at the sender's soft deadline: send once more, as TCP under gRPC would
+    /// retransmit a lost segment.
+    Retransmit(u64),
     Join,
     Leave,
     Measure,
@@ -384,6 +390,7 @@ impl Sim {
                 op,
                 kind,
                 sent: self.now,
+                retransmitted: false,
             },
         );
         self.messages += 1;
@@ -397,6 +404,15 @@ impl Sim {
             self.setup_requests += 1;
         }
         self.at(self.now + HARD_TIMEOUT, Ev::HardTimeout(id));
+        let rto = self.nodes[from as usize].rtt.timeout();
+        if rto < HARD_TIMEOUT {
+            self.at(self.now + rto, Ev::Retransmit(id));
+        }
+        self.transmit(id, from, to);
+    }
+
+    /// Puts one copy of request `id` on the wire (or loses it).
+    fn transmit(&mut self, id: u64, from: u32, to: u32) {
         if self.cfg.loss > 0.0 && self.rng.random_bool(self.cfg.loss) {
             return;
         }
@@ -604,7 +620,10 @@ impl Sim {
         let rtt = self.now - req.sent;
         let (to_id, to_subnet) = (self.nodes[to as usize].id, self.nodes[to as usize].subnet);
         let n = &mut self.nodes[from as usize];
-        n.rtt.observe(rtt);
+        // Karn: a retransmitted request gives no clean round-trip sample.
+        if !req.retransmitted {
+            n.rtt.observe(rtt);
+        }
         if let Insert::Pending { check: Some(check) } =
             n.table.observe(to_id, to_subnet, to, self.now)
         {
@@ -656,6 +675,8 @@ impl Sim {
 
     fn join(&mut self) {
         let Some(boot) = self.random_live(true) else {
+            // No joined node found to bootstrap from (early in the set-up): try again.
+            self.at(self.now + 100, Ev::Join);
             return;
         };
         let idx = self.new_node();
@@ -834,6 +855,14 @@ impl Sim {
                 self.advance(op);
             }
             Ev::HardTimeout(id) => self.on_hard_timeout(id),
+            Ev::Retransmit(id) => {
+                if let Some(req) = self.reqs.get_mut(&id) {
+                    req.retransmitted = true;
+                    let (from, to) = (req.from, req.to);
+                    self.messages += 1;
+                    self.transmit(id, from, to);
+                }
+            }
             Ev::Join => self.join(),
             Ev::Leave => {
                 if let Some(i) = self.random_live(false) {

@@ -109,6 +109,22 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Looks `who` up from `from` until it is found at `addr` (deadline 30 s).
+async fn found_at(from: &DhtHandle, who: shoal_proto::NodeId, addr: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = from.find_node(who).await.unwrap();
+        if found.as_ref().is_some_and(|f| f.addresses[0] == addr) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{who} not found at {addr}: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn raw_client(addr: SocketAddr) -> DiscoveryClient<tonic::transport::Channel> {
     DiscoveryClient::connect(format!("http://{addr}"))
         .await
@@ -141,9 +157,7 @@ async fn thirty_nodes_bootstrap_from_one_seed_and_find_each_other() {
             let targets = targets.clone();
             async move {
                 for (id, addr) in targets {
-                    let found = n.handle.find_node(id).await.unwrap();
-                    let found = found.unwrap_or_else(|| panic!("{} did not find {id}", n.addr));
-                    assert_eq!(found.addresses[0], addr);
+                    found_at(&n.handle, id, addr).await;
                 }
             }
         });
@@ -409,13 +423,8 @@ async fn node_restarted_on_a_new_port_is_found_at_its_new_address() {
         .await;
         first.handle.bootstrap().await.unwrap();
         let old = first.addr;
-        let found = nodes[5]
-            .handle
-            .find_node(moving.node_id())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(found.addresses[0], old);
+        // Peers add a newcomer once their dial-back returns: wait for that, bounded.
+        found_at(&nodes[5].handle, moving.node_id(), old).await;
         first.stop().await;
 
         let second = start_node(
@@ -427,9 +436,7 @@ async fn node_restarted_on_a_new_port_is_found_at_its_new_address() {
         assert_ne!(second.addr, old);
         second.handle.bootstrap().await.unwrap();
         for n in &nodes {
-            let found = n.handle.find_node(moving.node_id()).await.unwrap();
-            let found = found.expect("moved node not found");
-            assert_eq!(found.addresses[0], second.addr, "seen from {}", n.addr);
+            found_at(&n.handle, moving.node_id(), second.addr).await;
         }
         nodes.push(second);
         stop_all(nodes).await;

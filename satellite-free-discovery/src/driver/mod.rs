@@ -48,6 +48,7 @@ impl PeerData for Peer {
 }
 
 /// The address a node is dialled at: the first one of its record.
+// LATER: try the other advertised addresses when the first does not answer.
 pub(crate) fn dial_addr(p: &Signed<NodeRecord>) -> Option<SocketAddr> {
     p.addresses.first().copied()
 }

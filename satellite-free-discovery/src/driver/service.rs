@@ -134,6 +134,9 @@ impl Discovery for DiscoveryService {
                 source,
             })?;
         self.sender(req.sender)?;
+        // LATER: BEP 44 write tokens (issued by GetRecord, required here) and a check that
+        // this node is among the k closest to the key; until then only the store's total
+        // and per-publisher bounds limit what a writer can make us hold.
         let now = shoal_proto::time::unix_ms();
         let mut store = lock(&self.inner.store);
         let outcome = store.put(record, req.expected_seq, now);
