@@ -181,6 +181,20 @@ async fn records_put_by_one_are_read_by_another_and_bad_ones_are_refused() {
         let nodes = network(50, 8).await;
         let owner = Identity::random();
         let key = MutableRecord::key_for(owner.public_key(), b"catalog");
+        // Peers enter tables only once their dial-back returns: wait (bounded) until a
+        // lookup from the writer reaches the other 7 nodes, however loaded the machine.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let reached = nodes[1].handle.closest(key.0).await.unwrap().len();
+            if reached >= 7 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "lookups reach only {reached} nodes"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let report = nodes[1]
             .handle
             .put_record(record(&owner, 1, b"v1"), None)
