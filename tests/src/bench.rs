@@ -96,17 +96,18 @@ pub async fn updown(cluster: &Cluster, scheme: Scheme, size_mib: u64) -> anyhow:
     Ok(())
 }
 
-/// Puts then gets `count` objects of 4 KiB with `concurrency` in flight; prints
-/// `case=small ...`.
+/// Puts then gets `count` objects of `len` bytes with `concurrency` in flight; prints
+/// `case=small ...`. Objects up to 4 KiB are stored inline in the catalog; 4 KiB + 1 is
+/// the smallest object whose bytes go to the nodes.
 pub async fn small_objects(
     cluster: &Cluster,
     scheme: Scheme,
     count: usize,
     concurrency: usize,
+    len: u64,
 ) -> anyhow::Result<()> {
     use futures::StreamExt;
     let up = uplink_for(candidates(cluster), scheme)?;
-    let len = 4096u64;
     let t = Instant::now();
     let puts: Vec<anyhow::Result<()>> = futures::stream::iter((0..count).map(|i| {
         let up = up.clone();
@@ -150,7 +151,7 @@ pub async fn small_objects(
     let get_secs = t.elapsed().as_secs_f64();
     gets.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
     println!(
-        "case=small count={count} size=4096 concurrency={concurrency} \
+        "case=small count={count} size={len} concurrency={concurrency} \
          put_per_s={:.0} get_per_s={:.0}",
         count as f64 / put_secs.max(1e-9),
         count as f64 / get_secs.max(1e-9)

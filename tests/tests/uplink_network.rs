@@ -254,12 +254,19 @@ async fn download_succeeds_with_total_minus_k_piece_holders_stopped() {
 async fn corrupted_piece_on_disk_becomes_an_erasure_and_the_node_is_noted() {
     tokio::time::timeout(Duration::from_secs(300), async {
         let cluster = cluster().await;
-        let up = uplink_on(&cluster, random_access(), config());
+        // No download margin: exactly k pieces are read, so the tampered one is always
+        // among them (with a margin it could lose the race for the first stripe).
+        let cfg = UplinkConfig {
+            download_margin: Some(0),
+            ..config()
+        };
+        let up = uplink_on(&cluster, random_access(), cfg);
         let len = 9 * MIB + 11;
         let report = put_pattern(&up, "tampered", len, 31).await;
         let seg = &report.entry.segments()[0];
-        // Piece 0 is a data piece, which the download asks for first.
-        let victim = seg.pieces.iter().find(|p| p.index == 0).unwrap();
+        // The download asks for pieces in index order (data pieces first), so the
+        // lowest-index stored piece is always read (piece 0 may be in the cancelled tail).
+        let victim = seg.pieces.iter().min_by_key(|p| p.index).unwrap();
         let bad = NodeId(victim.node_id);
         let node = &cluster.nodes[index_of(&cluster)[&bad]];
         let path = piece_file(&node.storage_dir(), &PieceId(victim.piece_id));
@@ -364,21 +371,22 @@ async fn upload_succeeds_with_total_minus_success_nodes_dead_or_stalled() {
                 assert!(!dead.contains(&NodeId(p.node_id)), "no piece on a bad node");
             }
         }
-        let failed = up
-            .metrics()
-            .piece_uploads
-            .with_label_values(&["failed"])
-            .get()
-            + up.metrics().piece_uploads.with_label_values(&["cut"]).get();
-        assert!(
-            failed >= 4,
-            "the bad nodes' pieces failed or were cut: {failed}"
-        );
+        // Dead nodes fail, stalled ones are cut after the grace period (or cancelled as
+        // the long tail if the others finish first): never a receipt from them.
+        let lost: u64 = ["failed", "cut", "cancelled"]
+            .iter()
+            .map(|l| up.metrics().piece_uploads.with_label_values(&[l]).get())
+            .sum();
+        assert!(lost >= 4, "the bad nodes' pieces did not complete: {lost}");
         check_pattern(&up, "resilient", len, 41, None).await;
 
         // Several segments (~1 MiB each): nodes that failed are excluded for the rest of
         // the object, which leaves 8 candidates for 12 pieces; with smaller schemes
         // allowed the uplink goes on at a smaller scheme and says which.
+        // Left for later (uplink): later segments then drop as low as 2/4/5/8 although
+        // 8 live nodes could hold 4/6/8/8 (k and success kept, only the unused long
+        // tail dropped); with `allow_smaller_scheme = false` it would be refused as
+        // too small a network (not exercised here).
         let cfg = UplinkConfig {
             segment_blocks: 16,
             allow_smaller_scheme: true,

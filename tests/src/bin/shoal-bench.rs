@@ -31,7 +31,7 @@ struct Cli {
     /// Object size of the throughput cases, MiB.
     #[arg(long, default_value_t = 512)]
     size_mib: u64,
-    /// Number of 4 KiB objects.
+    /// Number of small objects (4 KiB, inline; and 4 KiB + 1, the smallest on the nodes).
     #[arg(long, default_value_t = 1000)]
     objects: usize,
     /// 4 KiB operations in flight (the sequential case always runs too).
@@ -83,8 +83,10 @@ async fn main() -> anyhow::Result<()> {
 
     let cluster = bench::start_cluster(cli.nodes).await?;
     bench::updown(&cluster, cli.narrow, cli.size_mib).await?;
-    bench::small_objects(&cluster, cli.narrow, cli.objects, 1).await?;
-    bench::small_objects(&cluster, cli.narrow, cli.objects, cli.concurrency).await?;
+    for size in [4096, 4097] {
+        bench::small_objects(&cluster, cli.narrow, cli.objects, 1, size).await?;
+        bench::small_objects(&cluster, cli.narrow, cli.objects, cli.concurrency, size).await?;
+    }
     for &size in &cli.rss_mib {
         bench::measure_rss(&exe, &cluster, cli.narrow, size).await?;
     }
