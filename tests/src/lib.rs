@@ -533,4 +533,6 @@ pub fn random_piece() -> PieceId {
     PieceId(rand::random())
 }
 
+pub mod bench;
 pub mod devnet;
+pub mod e2e;
