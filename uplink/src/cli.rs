@@ -1,6 +1,6 @@
 //! Command-line flags and what each command does, on top of the `uplink` library.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -683,10 +683,19 @@ async fn transfer(
             if let Some(used) = report.used
                 && used != report.requested
             {
-                eprintln!(
-                    "note: the network is too small for scheme {}; {target} was stored with {used}",
-                    report.requested
-                );
+                // Said once per scheme pair, not once per file of a recursive copy.
+                static SAID: std::sync::Mutex<BTreeSet<(String, String)>> =
+                    std::sync::Mutex::new(BTreeSet::new());
+                let first = SAID
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert((report.requested.to_string(), used.to_string()));
+                if first {
+                    eprintln!(
+                        "note: the network is too small for scheme {}; {target} was stored with {used}",
+                        report.requested
+                    );
+                }
             }
             Ok(())
         }
