@@ -401,12 +401,15 @@ async fn expired_pieces_are_collected() {
             .await
             .unwrap();
         let store = n.running().store().clone();
+        // The worker counts what it removed after the removal: wait for both.
+        let expired = n.running().metrics().expired.clone();
         wait_until(
             Duration::from_secs(20),
-            "the expired piece to be collected",
+            "the expired piece to be collected and counted",
             || {
                 let s = store.clone();
-                async move { s.space().pieces == 1 }
+                let e = expired.clone();
+                async move { s.space().pieces == 1 && e.get() == 1 }
             },
         )
         .await
