@@ -534,5 +534,35 @@ pub fn random_piece() -> PieceId {
 }
 
 pub mod bench;
+/// The workspace root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Builds binary `bin` of `package` with the test profile (reusing the running test's
+/// artifacts: a test of another crate does not get it built) and returns its path;
+/// `Ok(None)` when cargo is not available.
+pub fn build_binary(package: &str, bin: &str) -> anyhow::Result<Option<PathBuf>> {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return Ok(None);
+    };
+    let out = std::process::Command::new(cargo)
+        .current_dir(repo_root())
+        .args(["build", "-p", package, "--bin", bin, "--profile", "test"])
+        .arg("--message-format=json")
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        bail!("cargo build of {package} failed");
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .find(|p| p.file_name().is_some_and(|n| n == bin)))
+}
+
 pub mod devnet;
 pub mod e2e;

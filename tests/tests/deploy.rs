@@ -492,32 +492,8 @@ fn prometheus_scrapes_every_compose_node_and_grafana_reads_prometheus() {
 // ---------------------------------------------------------------------------------------
 // The container entrypoint, with the real storage-node binary
 
-/// Builds the storage-node binary (a test of another crate does not build it; the test
-/// profile reuses this test's artifacts) and returns its path, or `None` when cargo is
-/// not available.
 fn storage_node_binary() -> Option<PathBuf> {
-    let cargo = std::env::var_os("CARGO")?;
-    let out = std::process::Command::new(cargo)
-        .current_dir(repo())
-        .args([
-            "build",
-            "-p",
-            "storage-node",
-            "--bin",
-            "storage-node",
-            "--profile",
-            "test",
-            "--message-format=json",
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "cargo build of storage-node failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
-        .find(|p| p.file_name().is_some_and(|n| n == "storage-node"))
+    shoal_tests::build_binary("storage-node", "storage-node").unwrap()
 }
 
 /// The entrypoint with a clean environment: the binary on PATH, node on loopback.

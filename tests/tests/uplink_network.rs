@@ -512,38 +512,8 @@ async fn wrong_passphrase_or_grant_reads_nothing_and_says_so() {
 // ---------------------------------------------------------------------------------------
 // The real `uplink` binary: `cp -r` of a 1,000-file tree up and back
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// Builds the uplink binary with the test profile (reusing this test's artifacts) and
-/// returns its path; `None` when cargo is not available.
 fn uplink_binary() -> Option<PathBuf> {
-    let cargo = std::env::var_os("CARGO")?;
-    let out = std::process::Command::new(cargo)
-        .current_dir(repo())
-        .args([
-            "build",
-            "-p",
-            "uplink",
-            "--bin",
-            "uplink",
-            "--profile",
-            "test",
-            "--message-format=json",
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "cargo build of uplink failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
-        .find(|p| p.file_name().is_some_and(|n| n == "uplink"))
+    shoal_tests::build_binary("uplink", "uplink").unwrap()
 }
 
 /// Runs the uplink CLI; returns (success, stdout, stderr).
