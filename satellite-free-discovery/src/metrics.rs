@@ -15,6 +15,7 @@ pub struct Metrics {
     pub requests_failed: IntCounter,
     pub peers_refused: IntCounterVec,
     pub dialbacks_failed: IntCounter,
+    pub record_checks: IntCounterVec,
 }
 
 impl Metrics {
@@ -59,6 +60,14 @@ impl Metrics {
                 "shoal_dht_dialbacks_failed_total",
                 "Claimed addresses that did not answer when dialled back",
             )?,
+            record_checks: IntCounterVec::new(
+                Opts::new(
+                    "shoal_dht_record_checks_total",
+                    "Node records received, by outcome: verified (signature and work \
+                     checked now), cached (the same bytes were checked before), rejected",
+                ),
+                &["result"],
+            )?,
         })
     }
 
@@ -73,6 +82,7 @@ impl Metrics {
         registry.register(Box::new(self.requests_failed.clone()))?;
         registry.register(Box::new(self.peers_refused.clone()))?;
         registry.register(Box::new(self.dialbacks_failed.clone()))?;
+        registry.register(Box::new(self.record_checks.clone()))?;
         Ok(())
     }
 }

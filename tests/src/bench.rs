@@ -10,7 +10,7 @@
 //! Sizes are in MiB; rates in MB/s are 10^6 bytes per second.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use shoal_proto::NodeId;
@@ -38,6 +38,30 @@ pub async fn start_cluster(n: usize) -> anyhow::Result<Cluster> {
         .await
         .with_context(|| format!("starting {n} storage nodes"))?;
     eprintln!("started {n} nodes in {:.1} s", t.elapsed().as_secs_f64());
+    // Measure a settled network: the joins' lookups and dial-backs are over once no
+    // routing table has changed for a second, not during the first upload.
+    let tables = || -> Vec<usize> {
+        cluster
+            .nodes
+            .iter()
+            .map(|node| node.running().dht().table().len())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut last, mut since) = (tables(), Instant::now());
+    while since.elapsed() < Duration::from_secs(1) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = tables();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    eprintln!(
+        "DHT settled after {:.1} s: table sizes {}..={}",
+        t.elapsed().as_secs_f64(),
+        last.iter().min().unwrap_or(&0),
+        last.iter().max().unwrap_or(&0)
+    );
     Ok(cluster)
 }
 

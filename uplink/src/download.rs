@@ -30,6 +30,9 @@ use crate::segment::{BlockOpener, StripeDecoder, plan_range};
 use crate::select::NodeStats;
 use crate::store::{DownloadPart, PieceError, PiecePlacement};
 
+/// How long data pieces still racing may trail the k-th piece to arrive (see phase 1).
+const PREFER_DATA_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
 pub(crate) struct ObjectDownload<'a> {
     pub bucket: &'a str,
     pub key: &'a str,
@@ -288,14 +291,19 @@ async fn download_segment<W: AsyncWrite + Unpin + Send>(
         )
     };
 
-    // Phase 1: race k + margin pieces to their first verified shard.
+    // Phase 1: race k + margin pieces to their first verified shard. Keep the first k,
+    // except that data pieces are preferred: with all k of them no stripe needs decoding
+    // (a copy instead of an erasure decode, ~30% of a download's CPU at 3/10). Once k
+    // pieces are in, data pieces still racing get `PREFER_DATA_WAIT` more to arrive.
     let first_wait = |mut a: Active| async move {
         let r = tokio::time::timeout(timeout, a.rx.recv()).await;
         (a, r)
     };
     let mut racing = FuturesUnordered::new();
+    let mut racing_data = 0usize;
     for _ in 0..want {
         if let Some(p) = reserve.pop_front() {
+            racing_data += usize::from(usize::from(p.index) < k);
             racing.push(first_wait(start_piece(
                 inner,
                 seg,
@@ -305,24 +313,46 @@ async fn download_segment<W: AsyncWrite + Unpin + Send>(
             )));
         }
     }
-    let mut active: Vec<Active> = Vec::with_capacity(k);
+    let mut arrived: Vec<(Active, Bytes)> = Vec::with_capacity(want);
     let mut failed: Vec<u16> = Vec::new();
-    let mut shards: Vec<(u16, Bytes)> = Vec::with_capacity(k);
-    while active.len() < k {
-        let Some((a, r)) = racing.next().await else {
-            return Err(not_enough(&errors, active.len()));
+    let mut prefer_until: Option<tokio::time::Instant> = None;
+    loop {
+        let data_in = arrived
+            .iter()
+            .filter(|(a, _)| usize::from(a.placement.index) < k);
+        if arrived.len() >= k && (data_in.count() >= k || racing_data == 0) {
+            break;
+        }
+        let next = match prefer_until {
+            Some(until) => match tokio::time::timeout_at(until, racing.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => racing.next().await,
         };
+        let Some((a, r)) = next else {
+            if arrived.len() >= k {
+                break;
+            }
+            return Err(not_enough(&errors, arrived.len()));
+        };
+        racing_data -= usize::from(usize::from(a.placement.index) < k);
         match r {
             Ok(Some(Ok(shard))) => {
-                shards.push((a.placement.index, shard));
-                active.push(a);
+                arrived.push((a, shard));
+                if arrived.len() == k {
+                    prefer_until = Some(tokio::time::Instant::now() + PREFER_DATA_WAIT);
+                }
             }
             other => {
                 let e = describe(a.placement.node_id, other, secs);
                 record(inner, a.placement.node_id, Some(&e));
                 errors.push(e.to_string());
                 failed.push(a.placement.index);
-                if let Some(p) = reserve.pop_front() {
+                if arrived.len() < k
+                    && let Some(p) = reserve.pop_front()
+                {
+                    racing_data += usize::from(usize::from(p.index) < k);
                     racing.push(first_wait(start_piece(
                         inner,
                         seg,
@@ -334,6 +364,19 @@ async fn download_segment<W: AsyncWrite + Unpin + Send>(
             }
         }
     }
+    // Data pieces first, then in order of arrival; pieces beyond k are cancelled.
+    arrived.sort_by_key(|(a, _)| usize::from(a.placement.index) >= k);
+    let mut spare: Vec<PiecePlacement> = Vec::new();
+    let mut active: Vec<Active> = Vec::with_capacity(k);
+    let mut shards: Vec<(u16, Bytes)> = Vec::with_capacity(k);
+    for (a, shard) in arrived {
+        if active.len() < k {
+            shards.push((a.placement.index, shard));
+            active.push(a);
+        } else {
+            spare.push(a.placement.clone());
+        }
+    }
     // Cancel the rest; they stay usable as replacements, after the untried pieces.
     let cancelled = racing.len() as u64;
     drop(racing);
@@ -343,10 +386,12 @@ async fn download_segment<W: AsyncWrite + Unpin + Send>(
         .with_label_values(&["cancelled"])
         .inc_by(cancelled);
     let mut unused: VecDeque<PiecePlacement> = reserve.iter().map(|p| (*p).clone()).collect();
+    unused.extend(spare.iter().cloned());
     for p in &seg.pieces {
         let used = active.iter().any(|a| a.placement.index == p.index)
             || failed.contains(&p.index)
-            || reserve.iter().any(|r| r.index == p.index);
+            || reserve.iter().any(|r| r.index == p.index)
+            || spare.iter().any(|r| r.index == p.index);
         if !used {
             unused.push_back(p.clone());
         }
@@ -402,9 +447,12 @@ async fn download_segment<W: AsyncWrite + Unpin + Send>(
             active.extend(replacements);
         }
         stripe.clear();
-        decoder
+        let decoded = decoder
             .decode(&shards, &mut stripe)
             .map_err(|e| ctx.err(seg.index, e.to_string()))?;
+        if decoded {
+            inner.metrics.stripes_decoded.inc();
+        }
         plain.clear();
         opener
             .push(&stripe, &mut plain)

@@ -15,6 +15,7 @@ pub struct Metrics {
     pub piece_downloads: IntCounterVec,
     pub segments_uploaded: IntCounter,
     pub segments_downloaded: IntCounter,
+    pub stripes_decoded: IntCounter,
 }
 
 impl Metrics {
@@ -54,6 +55,11 @@ impl Metrics {
             segments_downloaded: counter(
                 "shoal_uplink_segments_downloaded_total",
                 "Segments decoded and decrypted",
+            )?,
+            stripes_decoded: counter(
+                "shoal_uplink_stripes_decoded_total",
+                "Downloaded stripes that needed an erasure decode (the others came whole \
+                 from the data pieces)",
             )?,
             registry,
         })

@@ -193,8 +193,13 @@ impl StripeDecoder {
     }
 
     /// `shards` are (piece index, shard) pairs; appends the stripe's `k * shard_size` data
-    /// bytes to `out`.
-    pub fn decode(&mut self, shards: &[(u16, Bytes)], out: &mut Vec<u8>) -> Result<(), CodecError> {
+    /// bytes to `out`. Returns whether an erasure decode was needed (false: all k data
+    /// shards were there and were copied).
+    pub fn decode(
+        &mut self,
+        shards: &[(u16, Bytes)],
+        out: &mut Vec<u8>,
+    ) -> Result<bool, CodecError> {
         let have_all_data = (0..self.k).all(|i| shards.iter().any(|(j, _)| usize::from(*j) == i));
         if have_all_data {
             for i in 0..self.k {
@@ -202,7 +207,7 @@ impl StripeDecoder {
                     out.extend_from_slice(s);
                 }
             }
-            return Ok(());
+            return Ok(false);
         }
         let mut slots: Vec<Option<Vec<u8>>> = vec![None; self.total];
         for (i, s) in shards {
@@ -223,7 +228,7 @@ impl StripeDecoder {
             }
         }
         debug_assert_eq!(out.len() % self.shard_size, 0);
-        Ok(())
+        Ok(true)
     }
 }
 

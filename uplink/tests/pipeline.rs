@@ -286,6 +286,26 @@ async fn small_networks_get_a_smaller_scheme_or_a_clear_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_downloads_read_data_pieces_and_decode_nothing() {
+    let (store, up) = setup(12, "3/5/7/10");
+    let bytes = data(5 * BLOCK + 3, 9);
+    let report = put(&up, "d", &bytes).await;
+    let decoded = || up.metrics().stripes_decoded.get();
+    // Every node answers: the k data pieces are used as they are, whatever the order in
+    // which the k + margin raced pieces arrive.
+    for _ in 0..5 {
+        assert_eq!(get(&up, "d", None).await.unwrap(), bytes);
+    }
+    assert_eq!(decoded(), 0, "no stripe needed decoding");
+    // Without data piece 0 every stripe is decoded from a parity piece.
+    let seg = &report.entry.segments()[0];
+    let p0 = seg.pieces.iter().find(|p| p.index == 0).unwrap();
+    store.set_behaviour(&shoal_proto::NodeId(p0.node_id), Behaviour::Dead);
+    assert_eq!(get(&up, "d", None).await.unwrap(), bytes);
+    assert!(decoded() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_access_reads_nothing() {
     let store = MemoryPieceStore::with_nodes(12);
     let dir = tempfile::tempdir().unwrap();

@@ -7,3 +7,4 @@ pub mod lookup;
 pub mod membership;
 pub mod store;
 pub mod table;
+pub mod verified;

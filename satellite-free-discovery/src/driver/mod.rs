@@ -35,11 +35,16 @@ use crate::core::lookup::{Lookup, LookupConfig, PeerData, PeerState, RttEstimato
 use crate::core::membership::Membership;
 use crate::core::store::RecordStore;
 use crate::core::table::{Insert, RoutingTable};
-use crate::error::DhtError;
+use crate::core::verified::VerifiedCache;
+use crate::error::{DhtError, ServeError};
 use crate::metrics::Metrics;
 
 /// A verified node record, shared.
 pub type Peer = Arc<Signed<NodeRecord>>;
+
+/// Node records remembered as checked (per generation; see [`VerifiedCache`]): enough for
+/// every record a node meets in a network of thousands, ~100 bytes each.
+const VERIFIED_RECORDS: usize = 4096;
 
 impl PeerData for Peer {
     fn newer_than(&self, other: &Self) -> bool {
@@ -101,6 +106,7 @@ impl Dht {
             rtt: Mutex::new(rtt),
             channels: Mutex::new(HashMap::new()),
             dialing: Mutex::new(HashSet::new()),
+            verified: Mutex::new(VerifiedCache::new(VERIFIED_RECORDS)),
             dialbacks: Arc::new(Semaphore::new(config.max_dialbacks.max(1))),
             owned: Mutex::new(HashMap::new()),
             local: Mutex::new(None),
@@ -319,6 +325,7 @@ pub(crate) struct Inner {
     rtt: Mutex<RttEstimator>,
     channels: Mutex<HashMap<SocketAddr, DiscoveryClient<Channel>>>,
     dialing: Mutex<HashSet<NodeId>>,
+    verified: Mutex<VerifiedCache<Peer>>,
     dialbacks: Arc<Semaphore>,
     owned: Mutex<HashMap<RecordKey, Signed<MutableRecord>>>,
     local: Mutex<Option<Peer>>,
@@ -384,6 +391,40 @@ impl Inner {
         let peer = Arc::new(checked);
         *lock(&self.local) = Some(peer.clone());
         Ok(peer)
+    }
+
+    /// Checks a node record from the network: well formed, signed by its key, with enough
+    /// proof of work. Bytes identical to a record checked before give that record back
+    /// without checking again.
+    pub(crate) fn check_node_record(
+        &self,
+        what: &'static str,
+        m: pb::NodeRecord,
+    ) -> Result<Peer, ServeError> {
+        let digest = *blake3::hash(&prost::Message::encode_to_vec(&m)).as_bytes();
+        let checks = &self.metrics.record_checks;
+        if let Some(peer) = lock(&self.verified).get(&digest) {
+            checks.with_label_values(&["cached"]).inc();
+            return Ok(peer);
+        }
+        let checked = Signed::<NodeRecord>::try_from(m)
+            .map_err(|source| ServeError::Wire { what, source })
+            .and_then(|rec| {
+                shoal_proto::identity::verify_work(&rec.node_id(), self.config.difficulty)
+                    .map_err(ServeError::Work)?;
+                Ok(Arc::new(rec))
+            });
+        match checked {
+            Ok(peer) => {
+                checks.with_label_values(&["verified"]).inc();
+                lock(&self.verified).insert(digest, peer.clone());
+                Ok(peer)
+            }
+            Err(e) => {
+                checks.with_label_values(&["rejected"]).inc();
+                Err(e)
+            }
+        }
     }
 
     /// The sender record put in requests (none in client mode).
@@ -867,5 +908,82 @@ impl Inner {
         let mut members = lock(&self.members);
         members.expire(self.now());
         self.metrics.members.set(members.len() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(identity: &Identity, free_space: u64) -> pb::NodeRecord {
+        let body = NodeRecord {
+            public_key: *identity.public_key(),
+            addresses: vec!["127.0.3.1:7777".parse().unwrap()],
+            free_space,
+            version: "test".into(),
+            started_at_ms: 1,
+            timestamp_ms: 2,
+        };
+        pb::NodeRecord::from(&Signed::sign(body, identity).unwrap())
+    }
+
+    fn checks(dht: &DhtHandle, result: &str) -> u64 {
+        dht.inner
+            .metrics
+            .record_checks
+            .with_label_values(&[result])
+            .get()
+    }
+
+    #[tokio::test]
+    async fn a_record_seen_before_is_not_verified_again_but_altered_bytes_are_refused() {
+        let config = DhtConfig {
+            difficulty: 0,
+            ..DhtConfig::default()
+        };
+        let dht = Dht::start(Arc::new(Identity::random()), config, Mode::Client).unwrap();
+        let inner = &dht.inner;
+        let peer = Identity::random();
+        let good = record(&peer, 10);
+
+        let first = inner.check_node_record("test", good.clone()).unwrap();
+        let again = inner.check_node_record("test", good.clone()).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the cached record is returned");
+        assert_eq!((checks(&dht, "verified"), checks(&dht, "cached")), (1, 1));
+
+        // Same signature, another body: the cache must not vouch for it.
+        let mut body_changed = good.clone();
+        body_changed.free_space = 11;
+        assert!(inner.check_node_record("test", body_changed).is_err());
+        // Same body, another signature.
+        let mut sig_changed = good.clone();
+        sig_changed.signature[0] ^= 1;
+        assert!(inner.check_node_record("test", sig_changed).is_err());
+        // Another key's signature over the same body.
+        let mut resigned = record(&Identity::random(), 10);
+        resigned.public_key = good.public_key.clone();
+        assert!(inner.check_node_record("test", resigned).is_err());
+        assert_eq!(checks(&dht, "rejected"), 3);
+        assert_eq!(checks(&dht, "verified"), 1);
+        dht.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn proof_of_work_is_checked_before_a_record_is_cached() {
+        let config = DhtConfig {
+            difficulty: 30,
+            ..DhtConfig::default()
+        };
+        let dht = Dht::start(Arc::new(Identity::random()), config, Mode::Client).unwrap();
+        // A random key has 30 trailing zero bits with probability 2^-30.
+        let weak = record(&Identity::random(), 10);
+        for _ in 0..2 {
+            assert!(matches!(
+                dht.inner.check_node_record("test", weak.clone()),
+                Err(ServeError::Work(_))
+            ));
+        }
+        assert_eq!(checks(&dht, "cached"), 0);
+        dht.shutdown().await;
     }
 }

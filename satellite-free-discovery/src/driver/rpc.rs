@@ -1,11 +1,9 @@
 //! Outgoing requests, and the checks every answer passes before the core sees it.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use shoal_proto::identity::verify_work;
 use shoal_proto::limits::MAX_CLOSER_NODES;
-use shoal_proto::messages::{MutableRecord, NodeRecord};
+use shoal_proto::messages::MutableRecord;
 use shoal_proto::pb::discovery_client::DiscoveryClient;
 use shoal_proto::{NodeId, RecordKey, Signed, pb};
 use tokio::time::Instant;
@@ -54,15 +52,11 @@ impl Inner {
 
     /// Checks a node record from the network: valid, signed, enough work.
     fn check_record(&self, addr: SocketAddr, m: pb::NodeRecord) -> Result<Peer, DhtError> {
-        let rec = Signed::<NodeRecord>::try_from(m).map_err(|e| DhtError::BadResponse {
-            addr,
-            reason: e.to_string(),
-        })?;
-        verify_work(&rec.node_id(), self.config.difficulty).map_err(|e| DhtError::BadResponse {
-            addr,
-            reason: e.to_string(),
-        })?;
-        Ok(Arc::new(rec))
+        self.check_node_record("node record", m)
+            .map_err(|e| DhtError::BadResponse {
+                addr,
+                reason: e.to_string(),
+            })
     }
 
     fn check_responder(

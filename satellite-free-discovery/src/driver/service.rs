@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-use shoal_proto::identity::verify_work;
-use shoal_proto::messages::{MutableRecord, NodeRecord};
+use shoal_proto::messages::MutableRecord;
 use shoal_proto::pb::discovery_server::Discovery;
 use shoal_proto::{RecordKey, Signed, pb};
 use tonic::{Request, Response, Status};
@@ -33,12 +32,8 @@ impl DiscoveryService {
             // Uplinks send none: they are served but never enter the table.
             return Ok(());
         };
-        let rec = Signed::<NodeRecord>::try_from(m).map_err(|source| ServeError::Wire {
-            what: "sender record",
-            source,
-        })?;
-        verify_work(&rec.node_id(), self.inner.config.difficulty).map_err(ServeError::Work)?;
-        self.inner.on_sender(Arc::new(rec));
+        let rec = self.inner.check_node_record("sender record", m)?;
+        self.inner.on_sender(rec);
         Ok(())
     }
 
