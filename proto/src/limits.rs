@@ -32,3 +32,14 @@ const _: () = assert!(
 
 /// How far an order's timestamp may be from the receiver's clock, either way.
 pub const ORDER_WINDOW_MS: u64 = 10 * 60 * 1000;
+
+/// HTTP/2 frame size the piece transfer endpoints accept (RFC 9113's default is 16 KiB).
+/// Piece data moves in MiB-sized messages; larger frames cut the per-frame work (headers,
+/// flow-control accounting, wake-ups) on both ends.
+pub const H2_MAX_FRAME: u32 = 256 * 1024;
+/// HTTP/2 flow-control window per stream for piece transfers: how much one piece upload
+/// or download may have in flight before the receiver reads it.
+pub const H2_STREAM_WINDOW: u32 = 4 * 1024 * 1024;
+/// HTTP/2 flow-control window per connection (all streams of one peer together). With
+/// the per-peer stream limit it bounds what one peer can make a node buffer.
+pub const H2_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;

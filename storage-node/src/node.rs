@@ -89,6 +89,9 @@ pub fn grpc_router(piece_store: PieceStoreService, dht: &DhtHandle, config: &Con
     Server::builder()
         .max_concurrent_streams(per_connection)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .max_frame_size(shoal_proto::limits::H2_MAX_FRAME)
+        .initial_stream_window_size(shoal_proto::limits::H2_STREAM_WINDOW)
+        .initial_connection_window_size(shoal_proto::limits::H2_CONNECTION_WINDOW)
         .add_service(piece_store.into_server())
         .add_service(dht.service())
 }

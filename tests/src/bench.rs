@@ -81,6 +81,23 @@ fn uplink_for(nodes: Vec<NodeCandidate>, scheme: Scheme) -> anyhow::Result<Uplin
     Ok(up)
 }
 
+/// CPU seconds (user + system) this process has used so far, from `/proc/self/stat`:
+/// uplink and nodes together. On a shared machine, CPU per byte is steadier than wall
+/// time; 0 where procfs is missing.
+pub fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn mbps(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / 1e6 / secs.max(1e-9)
 }
@@ -95,26 +112,31 @@ pub async fn updown(cluster: &Cluster, scheme: Scheme, size_mib: u64) -> anyhow:
         size_hint: Some(len),
         ..PutOptions::default()
     };
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     let report = up.put(BUCKET, "big", pattern.reader(len), opts).await?;
     let up_secs = t.elapsed().as_secs_f64();
+    let up_cpu = cpu_seconds() - cpu;
     if report.used != Some(scheme) {
         bail!("stored at {:?} instead of {scheme}", report.used);
     }
     let mut out = HashWriter::new();
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     up.get(BUCKET, "big", None, &mut out, None).await?;
     let down_secs = t.elapsed().as_secs_f64();
+    let down_cpu = cpu_seconds() - cpu;
     if out.len != len || out.finalize() != pattern.hash(0, len) {
         bail!("the download differs from the upload");
     }
     let deleted = up.delete(BUCKET, "big").await?;
     println!(
         "case=updown scheme={scheme} nodes={} size_mib={size_mib} up_s={up_secs:.2} \
-         up_mbps={:.1} down_s={down_secs:.2} down_mbps={:.1} pieces_deleted={}",
+         up_mbps={:.1} up_cpu_s={up_cpu:.2} up_cpu_mbps={:.1} down_s={down_secs:.2} \
+         down_mbps={:.1} down_cpu_s={down_cpu:.2} down_cpu_mbps={:.1} pieces_deleted={}",
         cluster.nodes.len(),
         mbps(len, up_secs),
+        mbps(len, up_cpu),
         mbps(len, down_secs),
+        mbps(len, down_cpu),
         deleted.pieces_deleted
     );
     Ok(())

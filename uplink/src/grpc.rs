@@ -43,7 +43,13 @@ impl Default for GrpcPieceStore {
 
 fn endpoint(addr: SocketAddr, connect_timeout: Duration) -> Result<Endpoint, String> {
     Endpoint::from_shared(format!("http://{addr}"))
-        .map(|e| e.connect_timeout(connect_timeout).tcp_nodelay(true))
+        .map(|e| {
+            e.connect_timeout(connect_timeout)
+                .tcp_nodelay(true)
+                .max_frame_size(shoal_proto::limits::H2_MAX_FRAME)
+                .initial_stream_window_size(shoal_proto::limits::H2_STREAM_WINDOW)
+                .initial_connection_window_size(shoal_proto::limits::H2_CONNECTION_WINDOW)
+        })
         .map_err(|e| e.to_string())
 }
 
