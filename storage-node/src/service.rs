@@ -336,7 +336,7 @@ impl piece_store_server::PieceStore for PieceStoreService {
                         Ok(pb::DownloadResponse {
                             info: info.take(),
                             offset,
-                            data,
+                            data: data.into(),
                         })
                     }
                     Err(e) => {

@@ -333,7 +333,9 @@ impl Owner {
             message: Some(upload_request::Message::Order(order)),
         }];
         msgs.extend(data.chunks(MAX_CHUNK).map(|c| pb::UploadRequest {
-            message: Some(upload_request::Message::Chunk(c.to_vec())),
+            message: Some(upload_request::Message::Chunk(
+                bytes::Bytes::copy_from_slice(c),
+            )),
         }));
         msgs.push(pb::UploadRequest {
             message: Some(upload_request::Message::Trailer(

@@ -23,7 +23,7 @@ async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
 
 fn chunk(data: Vec<u8>) -> pb::UploadRequest {
     pb::UploadRequest {
-        message: Some(upload_request::Message::Chunk(data)),
+        message: Some(upload_request::Message::Chunk(data.into())),
     }
 }
 
@@ -170,7 +170,9 @@ async fn wrong_hash_is_refused_and_nothing_is_stored() {
             .unwrap();
         // Same trailer, one flipped byte of data.
         if let Some(upload_request::Message::Chunk(c)) = &mut msgs[1].message {
-            c[100] ^= 1;
+            let mut flipped = c.to_vec();
+            flipped[100] ^= 1;
+            *c = flipped.into();
         }
         let err = owner.send_upload(&mut c, msgs).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{err}");

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -114,7 +115,7 @@ fn upload_request(part: UploadPart) -> pb::UploadRequest {
     use pb::upload_request::Message;
     pb::UploadRequest {
         message: Some(match part {
-            UploadPart::Chunk(b) => Message::Chunk(b.to_vec()),
+            UploadPart::Chunk(b) => Message::Chunk(b),
             UploadPart::Trailer(t) => Message::Trailer(pb::UploadTrailer::from(&*t)),
         }),
     }
@@ -171,37 +172,55 @@ impl futures::Stream for Requests {
         if let Some(first) = self.first.take() {
             return Poll::Ready(Some(first));
         }
-        let mut chunk: Vec<u8> = Vec::new();
+        // The first chunk is kept as it is (no copy); a second one that is already
+        // available starts a merged message.
+        let mut first: Option<Bytes> = None;
+        let mut merged = BytesMut::new();
+        let len = |first: &Option<Bytes>, merged: &BytesMut| {
+            first.as_ref().map_or(0, Bytes::len) + merged.len()
+        };
         if let Some(part) = self.held.take() {
             match part {
-                UploadPart::Chunk(b) => chunk.extend_from_slice(&b),
+                UploadPart::Chunk(b) => first = Some(b),
                 trailer => return Poll::Ready(Some(upload_request(trailer))),
             }
         }
-        while !self.ended && chunk.len() < MAX_CHUNK / 2 {
+        while !self.ended && len(&first, &merged) < MAX_CHUNK / 2 {
             match self.body.poll_next_unpin(cx) {
                 Poll::Ready(Some(UploadPart::Chunk(b))) => {
-                    if !chunk.is_empty() && chunk.len() + b.len() > MAX_CHUNK {
+                    let have = len(&first, &merged);
+                    if have > 0 && have + b.len() > MAX_CHUNK {
                         self.held = Some(UploadPart::Chunk(b));
                         break;
                     }
-                    chunk.extend_from_slice(&b);
+                    match &first {
+                        None if merged.is_empty() => first = Some(b),
+                        _ => {
+                            if let Some(f) = first.take() {
+                                merged.reserve(MAX_CHUNK);
+                                merged.extend_from_slice(&f);
+                            }
+                            merged.extend_from_slice(&b);
+                        }
+                    }
                 }
                 Poll::Ready(Some(trailer)) => {
-                    if chunk.is_empty() {
+                    if len(&first, &merged) == 0 {
                         return Poll::Ready(Some(upload_request(trailer)));
                     }
                     self.held = Some(trailer);
                     break;
                 }
                 Poll::Ready(None) => self.ended = true,
-                Poll::Pending if chunk.is_empty() => return Poll::Pending,
+                Poll::Pending if len(&first, &merged) == 0 => return Poll::Pending,
                 Poll::Pending => break,
             }
         }
-        if chunk.is_empty() {
-            return Poll::Ready(None);
-        }
+        let chunk = match first {
+            Some(f) => f,
+            None if merged.is_empty() => return Poll::Ready(None),
+            None => merged.freeze(),
+        };
         Poll::Ready(Some(pb::UploadRequest {
             message: Some(pb::upload_request::Message::Chunk(chunk)),
         }))
@@ -257,7 +276,7 @@ impl PieceStore for GrpcPieceStore {
                     if !m.data.is_empty() {
                         parts.push(Ok(DownloadPart::Data {
                             offset: m.offset,
-                            data: m.data.into(),
+                            data: m.data,
                         }));
                     }
                     futures::stream::iter(parts)

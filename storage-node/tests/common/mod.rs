@@ -106,7 +106,9 @@ pub async fn upload(
     let bytes = std::sync::Arc::clone(&payload.bytes);
     let chunks = (0..bytes.len().div_ceil(MAX_CHUNK)).map(move |i| pb::UploadRequest {
         message: Some(upload_request::Message::Chunk(
-            bytes[i * MAX_CHUNK..((i + 1) * MAX_CHUNK).min(bytes.len())].to_vec(),
+            bytes[i * MAX_CHUNK..((i + 1) * MAX_CHUNK).min(bytes.len())]
+                .to_vec()
+                .into(),
         )),
     });
     let msgs = std::iter::once(order)

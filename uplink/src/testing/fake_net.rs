@@ -50,7 +50,7 @@ impl PieceStoreService for FakeNode {
         let body = stream
             .filter_map(|m| {
                 futures::future::ready(match m.ok().and_then(|m| m.message) {
-                    Some(Message::Chunk(c)) => Some(UploadPart::Chunk(c.into())),
+                    Some(Message::Chunk(c)) => Some(UploadPart::Chunk(c)),
                     Some(Message::Trailer(t)) => Signed::<UploadTrailer>::try_from(t)
                         .ok()
                         .map(|t| UploadPart::Trailer(Box::new(t))),
@@ -95,12 +95,12 @@ impl PieceStoreService for FakeNode {
                 DownloadPart::Info(info) => pb::DownloadResponse {
                     info: Some((&info).into()),
                     offset: 0,
-                    data: Vec::new(),
+                    data: bytes::Bytes::new(),
                 },
                 DownloadPart::Data { offset, data } => pb::DownloadResponse {
                     info: None,
                     offset,
-                    data: data.to_vec(),
+                    data,
                 },
             })
             .boxed();
