@@ -30,7 +30,7 @@ use crate::segment::{BlockOpener, StripeDecoder, plan_range};
 use crate::select::NodeStats;
 use crate::store::{DownloadPart, PieceError, PiecePlacement};
 
-/// How long data pieces still racing may trail the k-th piece to arrive (see phase 1).
+/// Least time data pieces still racing may trail the k-th piece to arrive (phase 1).
 const PREFER_DATA_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 
 pub(crate) struct ObjectDownload<'a> {
@@ -294,11 +294,13 @@ async fn download_segment<W: AsyncWrite + Unpin + Send>(
     // Phase 1: race k + margin pieces to their first verified shard. Keep the first k,
     // except that data pieces are preferred: with all k of them no stripe needs decoding
     // (a copy instead of an erasure decode, ~30% of a download's CPU at 3/10). Once k
-    // pieces are in, data pieces still racing get `PREFER_DATA_WAIT` more to arrive.
+    // pieces are in, data pieces still racing get as long again as that took (at least
+    // `PREFER_DATA_WAIT`) to arrive.
     let first_wait = |mut a: Active| async move {
         let r = tokio::time::timeout(timeout, a.rx.recv()).await;
         (a, r)
     };
+    let started = tokio::time::Instant::now();
     let mut racing = FuturesUnordered::new();
     let mut racing_data = 0usize;
     for _ in 0..want {
@@ -341,7 +343,9 @@ async fn download_segment<W: AsyncWrite + Unpin + Send>(
             Ok(Some(Ok(shard))) => {
                 arrived.push((a, shard));
                 if arrived.len() == k {
-                    prefer_until = Some(tokio::time::Instant::now() + PREFER_DATA_WAIT);
+                    // As long again as the k pieces took, at least PREFER_DATA_WAIT.
+                    let wait = started.elapsed().max(PREFER_DATA_WAIT).min(timeout);
+                    prefer_until = Some(tokio::time::Instant::now() + wait);
                 }
             }
             other => {
