@@ -287,9 +287,13 @@ async fn small_networks_get_a_smaller_scheme_or_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_downloads_read_data_pieces_and_decode_nothing() {
-    let (store, up) = setup(12, "3/5/7/10");
+    // success = total: every piece, data pieces included, is stored.
+    let (store, up) = setup(12, "3/5/10/10");
     let bytes = data(5 * BLOCK + 3, 9);
     let report = put(&up, "d", &bytes).await;
+    for seg in report.entry.segments() {
+        assert!((0..3).all(|i| seg.pieces.iter().any(|p| p.index == i)));
+    }
     let decoded = || up.metrics().stripes_decoded.get();
     // Every node answers: the k data pieces are used as they are, whatever the order in
     // which the k + margin raced pieces arrive.
