@@ -393,6 +393,7 @@ enum Handover {
 /// One started piece upload of a segment, as the commit and the reaper see it.
 struct PieceTicket {
     node: NodeCandidate,
+    task: tokio::task::AbortHandle,
     handover: Arc<Mutex<Handover>>,
 }
 
@@ -447,6 +448,7 @@ async fn encode_segment<R: AsyncRead + Unpin + Send>(
             task.id(),
             PieceTicket {
                 node: node.clone(),
+                task,
                 handover,
             },
         );
@@ -840,6 +842,10 @@ async fn commit(
         };
         got.take(&inner, &mut seg, joined, &exclude);
     }
+    // Receipts that came in with the deadline still count.
+    while let Some(joined) = seg.tasks.try_join_next_with_id() {
+        got.take(&inner, &mut seg, joined, &exclude);
+    }
     release_tail(&inner, seg.tasks, seg.tickets, &exclude);
     inner.metrics.segments_uploaded.inc();
     let mut ok = got.ok;
@@ -861,9 +867,10 @@ async fn commit(
     })
 }
 
-/// Gives up the piece uploads of a segment that are still running: those still sending
-/// data are cancelled (no trailer, so nothing is stored; their node is excluded for the
-/// rest of the object, like a node cut off for being slow); those already complete on
+/// Gives up the piece uploads of a segment that are still running, and excludes their
+/// nodes for the rest of the object (like nodes cut off for lagging: they did not answer
+/// in time). Those still sending data are cancelled: no trailer, so nothing is stored,
+/// and their tasks are aborted at once (freeing their queued shards). Those complete on
 /// the wire go to the [`Reaper`], which deletes them if they are stored after all.
 fn release_tail(
     inner: &Arc<Inner>,
@@ -874,6 +881,7 @@ fn release_tail(
     let mut late = HashMap::new();
     let mut cancelled = 0u64;
     for (id, ticket) in tickets {
+        lock(exclude).insert(ticket.node.id);
         let mut state = lock(&ticket.handover);
         match *state {
             Handover::Complete { .. } => {
@@ -881,9 +889,11 @@ fn release_tail(
                 late.insert(id, ticket);
             }
             Handover::Sending | Handover::Cancelled => {
+                // Under the lock the stream checks before its trailer: from here on it can
+                // never send one, so aborting cannot leave a stored piece behind.
                 *state = Handover::Cancelled;
+                ticket.task.abort();
                 cancelled += 1;
-                lock(exclude).insert(ticket.node.id);
             }
         }
     }
@@ -892,8 +902,6 @@ fn release_tail(
         .piece_uploads
         .with_label_values(&["cancelled"])
         .inc_by(cancelled);
-    // Cancelled streams end by themselves once polled; a transport that never polls
-    // them again (a stalled node) is dropped with the tasks by the reaper or here.
     inner.reaper.take(inner, tasks, late);
 }
 
@@ -930,7 +938,10 @@ impl Reaper {
         }
         let n = u32::try_from(late.len()).unwrap_or(u32::MAX);
         let Ok(permit) = self.slots.clone().try_acquire_many_owned(n) else {
-            tracing::debug!(pieces = late.len(), "reaper full: long tail left to lease expiry");
+            tracing::debug!(
+                pieces = late.len(),
+                "reaper full: long tail left to lease expiry"
+            );
             return;
         };
         let inner = inner.clone();
@@ -940,7 +951,8 @@ impl Reaper {
             let until = Instant::now() + wait;
             let mut deletes = JoinSet::new();
             while !late.is_empty() {
-                let Ok(Some(joined)) = tokio::time::timeout_at(until, tasks.join_next_with_id()).await
+                let Ok(Some(joined)) =
+                    tokio::time::timeout_at(until, tasks.join_next_with_id()).await
                 else {
                     break;
                 };
@@ -951,7 +963,16 @@ impl Reaper {
                 late.remove(&id);
                 // An upload that failed stored nothing; a receipt means the node holds
                 // the piece.
-                if let Ok((_, PieceOutcome { result: Ok(_), node, piece_id, .. })) = joined {
+                if let Ok((
+                    _,
+                    PieceOutcome {
+                        result: Ok(_),
+                        node,
+                        piece_id,
+                        ..
+                    },
+                )) = joined
+                {
                     let store = inner.store.clone();
                     if let Some(order) = delete_order(&inner, node.id, piece_id) {
                         deletes.spawn(store.delete(node.address(), order));
@@ -973,7 +994,9 @@ impl Reaper {
             .await;
             failed += deletes.len() as u64;
             let m = &inner.metrics;
-            m.late_pieces.with_label_values(&["deleted"]).inc_by(deleted);
+            m.late_pieces
+                .with_label_values(&["deleted"])
+                .inc_by(deleted);
             m.late_pieces
                 .with_label_values(&["delete_failed"])
                 .inc_by(failed);

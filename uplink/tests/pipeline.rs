@@ -379,12 +379,7 @@ async fn full_size_segments_round_trip() {
 }
 
 fn piece_total(report: &uplink::PutReport) -> usize {
-    report
-        .entry
-        .segments()
-        .iter()
-        .map(|s| s.pieces.len())
-        .sum()
+    report.entry.segments().iter().map(|s| s.pieces.len()).sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,12 +397,21 @@ async fn the_long_tail_is_kept_and_no_piece_is_left_behind() {
     let report = put(&up, "tail", &bytes).await;
     assert_eq!(report.entry.segments().len(), 3);
     for seg in report.entry.segments() {
-        assert_eq!(seg.pieces.len(), 10, "segment {}: all `total` pieces", seg.index);
+        assert_eq!(
+            seg.pieces.len(),
+            10,
+            "segment {}: all `total` pieces",
+            seg.index
+        );
         let indices: Vec<u16> = seg.pieces.iter().map(|p| p.index).collect();
         assert_eq!(indices, (0..10).collect::<Vec<u16>>());
     }
     assert!(up.settle(Duration::from_secs(10)).await);
-    assert_eq!(store.piece_count(), piece_total(&report), "no orphan pieces");
+    assert_eq!(
+        store.piece_count(),
+        piece_total(&report),
+        "no orphan pieces"
+    );
     // Any 3 pieces of a segment rebuild it: kill every node but 3 holders of segment 0.
     let seg = &report.entry.segments()[0];
     let keep: Vec<_> = seg.pieces[7..].iter().map(|p| p.node_id).collect();
@@ -416,7 +420,10 @@ async fn the_long_tail_is_kept_and_no_piece_is_left_behind() {
             store.set_behaviour(&c.id, Behaviour::Dead);
         }
     }
-    assert_eq!(get(&up, "tail", Some((0, 3 * BLOCK as u64))).await.unwrap(), &bytes[..3 * BLOCK]);
+    assert_eq!(
+        get(&up, "tail", Some((0, 3 * BLOCK as u64))).await.unwrap(),
+        &bytes[..3 * BLOCK]
+    );
     for c in store.candidates() {
         store.set_behaviour(&c.id, Behaviour::Honest);
     }
