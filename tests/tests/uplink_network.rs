@@ -386,8 +386,17 @@ async fn later_segments_keep_the_scheme_after_nodes_fail_mid_object() {
         };
         let failed: Vec<NodeId> = all[..2].iter().map(|c| c.id).collect();
         let (report, ()) = tokio::join!(up.put("e2e", "failover", reader, opts), async {
-            // Two segments read: stop two nodes of the pool, both holding pieces.
+            // Two segments read and the first committed: stop two nodes of the pool,
+            // both holding pieces of it.
             reached.await.unwrap();
+            let up = &up;
+            wait_until(
+                Duration::from_secs(60),
+                "the first segment committed",
+                || async { up.metrics().segments_uploaded.get() >= 1 },
+            )
+            .await
+            .unwrap();
             for i in 0..2 {
                 cluster.node_mut(i).stop().await.unwrap();
             }
@@ -411,11 +420,15 @@ async fn later_segments_keep_the_scheme_after_nodes_fail_mid_object() {
             );
             assert!(seg.pieces.len() >= usize::from(tail_scheme().success));
         }
+        assert_eq!(
+            segs[0].pieces.len(),
+            10,
+            "the first segment, before the failure"
+        );
         assert!(
-            segs[0]
-                .pieces
+            failed
                 .iter()
-                .any(|p| failed.contains(&NodeId(p.node_id))),
+                .all(|f| segs[0].pieces.iter().any(|p| NodeId(p.node_id) == *f)),
             "the failed nodes held pieces of the first segment"
         );
         // Segments planned once the failures are known avoid the failed nodes and place

@@ -23,9 +23,9 @@
 //! of a segment that fails are deleted the same way.
 //!
 //! Nodes: the object's candidate pool is sampled once with room to spare (twice `total`
-//! and more). A node whose piece failed, was cut or cancelled is excluded for the rest of
-//! the object (failed pieces are never retried on the same node) and the failure is
-//! remembered in the catalog's history. When exclusions leave the pool too small for the
+//! and more). A node whose piece failed, was cut off or missed the grace is excluded for
+//! the rest of the object (failed pieces are never retried on the same node); failures
+//! are remembered in the catalog's history. When exclusions leave the pool too small for the
 //! requested scheme, fresh candidates are sampled and merged in; only when the network
 //! really has too few does the scheme shrink, giving up upload slack first, then promised
 //! pieces, and only then `k` ([`Scheme::shrink_to`]).
