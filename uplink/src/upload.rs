@@ -239,13 +239,33 @@ async fn upload_segments<R: AsyncRead + Unpin + Send>(
     reader: R,
     done: &mut Vec<SegmentInfo>,
 ) -> Result<Scheme, Error> {
+    let mut in_flight: JoinSet<Result<SegmentInfo, Error>> = JoinSet::new();
+    let result = upload_segments_into(inner, &ctx, reader, done, &mut in_flight).await;
+    if result.is_err() {
+        // Let the segments still committing finish, so that the caller can delete their
+        // pieces too instead of leaving them to lease expiry (each commit is bounded).
+        while let Some(r) = in_flight.join_next().await {
+            if let Ok(Ok(seg)) = r {
+                done.push(seg);
+            }
+        }
+    }
+    result
+}
+
+async fn upload_segments_into<R: AsyncRead + Unpin + Send>(
+    inner: &Arc<Inner>,
+    ctx: &ObjectUpload<'_>,
+    reader: R,
+    done: &mut Vec<SegmentInfo>,
+    in_flight: &mut JoinSet<Result<SegmentInfo, Error>>,
+) -> Result<Scheme, Error> {
     let mut blocks = BlockReader::new(reader);
     let mut pool = inner.nodes.sample(pool_size(ctx.scheme)).await?;
     // Set once a fresh sample brought no new node: the network has no more to offer.
     let mut pool_exhausted = false;
     let history = inner.catalog.node_stats()?;
     let exclude: Arc<Mutex<HashSet<NodeId>>> = Arc::default();
-    let mut in_flight: JoinSet<Result<SegmentInfo, Error>> = JoinSet::new();
     let mut remaining_hint = ctx.size_hint;
     let mut used = ctx.scheme;
     let seed: u64 = rand::random();
@@ -320,7 +340,7 @@ async fn upload_segments<R: AsyncRead + Unpin + Send>(
         remaining_hint = remaining_hint.map(|r| r.saturating_sub(pending.plain_size));
         while in_flight.len() >= inner.config.segment_parallelism.max(1) {
             if let Some(r) = in_flight.join_next().await {
-                done.push(joined(r, &ctx, index)?);
+                done.push(joined(r, ctx, index)?);
             }
         }
         in_flight.spawn(commit(
@@ -331,7 +351,7 @@ async fn upload_segments<R: AsyncRead + Unpin + Send>(
         ));
     }
     while let Some(r) = in_flight.join_next().await {
-        done.push(joined(r, &ctx, u32::MAX)?);
+        done.push(joined(r, ctx, u32::MAX)?);
     }
     Ok(used)
 }

@@ -553,3 +553,41 @@ async fn failed_nodes_are_replaced_from_a_fresh_sample_and_the_scheme_is_kept() 
     assert!(source.calls.load(std::sync::atomic::Ordering::SeqCst) >= 2);
     assert_eq!(get(&up, "swap", None).await.unwrap(), bytes);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_that_misses_success_leaves_no_pieces_behind() {
+    // Success 9 of 10, and two nodes store their piece but answer only after the piece
+    // timeout: the segment fails with 8 receipts while 10 pieces are stored.
+    let store = MemoryPieceStore::with_nodes(10);
+    let nodes = store.candidates();
+    for n in &nodes[..2] {
+        store.set_behaviour(&n.id, Behaviour::LateReceipt(Duration::from_millis(2200)));
+    }
+    let cfg = UplinkConfig {
+        allow_smaller_scheme: false,
+        piece_timeout: Duration::from_millis(1500),
+        ..config("3/5/9/10")
+    };
+    let up = uplink_with(&store, [1; 32], Catalog::temporary().unwrap(), cfg);
+    up.create_bucket("bucket").unwrap();
+    let bytes = data(3 * BLOCK, 14);
+    let err = up
+        .put("bucket", "lost", &bytes[..], PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Upload { .. }), "{err}");
+    assert!(err.to_string().contains("8 of 9 receipts"), "{err}");
+    // The 8 recorded pieces are deleted at once, the 2 late ones by the reaper.
+    assert!(up.settle(Duration::from_secs(10)).await);
+    assert_eq!(store.piece_count(), 0, "no piece left behind");
+    let late = up
+        .metrics()
+        .late_pieces
+        .with_label_values(&["deleted"])
+        .get();
+    assert_eq!(late, 2);
+    assert!(matches!(
+        up.stat("bucket", "lost"),
+        Err(Error::NoSuchObject { .. })
+    ));
+}
