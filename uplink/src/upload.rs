@@ -323,7 +323,7 @@ async fn upload_segments_into<R: AsyncRead + Unpin + Send>(
         .map_err(|source| Error::NetworkTooSmall { scheme, source })?;
         let pending = encode_segment(
             inner,
-            &ctx,
+            ctx,
             &mut blocks,
             SegmentPlan {
                 index,
