@@ -958,6 +958,11 @@ impl Reaper {
         }
         let n = u32::try_from(late.len()).unwrap_or(u32::MAX);
         let Ok(permit) = self.slots.clone().try_acquire_many_owned(n) else {
+            inner
+                .metrics
+                .piece_uploads
+                .with_label_values(&["cancelled"])
+                .inc_by(late.len() as u64);
             tracing::debug!(
                 pieces = late.len(),
                 "reaper full: long tail left to lease expiry"
