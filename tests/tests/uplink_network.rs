@@ -3,7 +3,10 @@
 //!
 //! Scheme: `4/6/8/12` (k = 4, repair 6, success 8, total 12) — the 29/35/80/110
 //! scaled to 12 nodes, one piece per node and /24, keeping `total − success = 4` nodes of
-//! slack on upload and `total − k = 8` losses on download.
+//! slack on upload and `total − k = 8` losses on download. The long-tail tests use
+//! `3/5/7/10`, which leaves nodes without a piece: a segment keeps all `total` pieces
+//! (not just the first `success`), survives `total − k` stopped holders, and keeps its
+//! scheme when nodes fail mid-object while spare nodes exist.
 //!
 //! Big objects are streamed from a deterministic generator and checked by a streaming
 //! hash, so a 200 MiB round trip keeps test memory small.
@@ -14,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use shoal_proto::{Identity, NodeId, PieceId};
@@ -23,6 +27,7 @@ use uplink::access::GrantError;
 use uplink::catalog::Catalog;
 use uplink::crypto::PLAIN_BLOCK;
 use uplink::discovery::DhtNodes;
+use uplink::grpc::GrpcPieceStore;
 use uplink::{Access, Error, NodeCandidate, NodeSource, PutOptions, RootSecret, Scheme, Uplink};
 use uplink::{UplinkConfig, segment::SEGMENT_BLOCKS};
 
@@ -194,48 +199,69 @@ async fn objects_at_the_real_segment_boundary_round_trip() {
     .expect("test timed out");
 }
 
+/// The long-tail scheme of the tests: `3/5/7/10` on 12 nodes leaves two nodes
+/// without a piece, so that "the nodes holding pieces" and "the nodes" differ.
+fn tail_scheme() -> Scheme {
+    Scheme::new(3, 5, 7, 10).unwrap()
+}
+
+/// Generous graces: on a loaded machine no piece is cut for lagging or left out of the
+/// commit for answering late, so every segment records all `total` pieces.
+fn patient(scheme: Scheme) -> UplinkConfig {
+    UplinkConfig {
+        scheme,
+        allow_smaller_scheme: false,
+        slow_piece_grace: Duration::from_secs(60),
+        long_tail_grace: Duration::from_secs(60),
+        ..UplinkConfig::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn download_succeeds_with_total_minus_k_piece_holders_stopped() {
     tokio::time::timeout(Duration::from_secs(300), async {
         let mut cluster = cluster().await;
-        let up = uplink_on(&cluster, random_access(), config());
+        let up = uplink_on(&cluster, random_access(), patient(tail_scheme()));
         let len = 5 * MIB + 3;
         let report = put_pattern(&up, "survivor", len, 21).await;
+        assert_eq!(report.used, Some(tail_scheme()));
         let seg = &report.entry.segments()[0];
+        let k = usize::from(tail_scheme().k);
+        let total = usize::from(tail_scheme().total);
+        // The long tail is kept: the catalog records a piece on every one of `total`
+        // nodes, not just the first `success` to answer.
+        assert_eq!(seg.pieces.len(), total, "all `total` pieces recorded");
+        let stored = up
+            .catalog()
+            .object("e2e", "survivor")
+            .unwrap()
+            .unwrap()
+            .segments()[0]
+            .pieces
+            .len();
+        assert_eq!(stored, total, "and so says the catalog");
         let holders: Vec<usize> = {
             let by_id = index_of(&cluster);
             let mut pieces: Vec<_> = seg.pieces.iter().collect();
             pieces.sort_by_key(|p| p.index);
             pieces.iter().map(|p| by_id[&NodeId(p.node_id)]).collect()
         };
-        let k = usize::from(scheme().k);
-        let total = usize::from(scheme().total);
-        // The upload keeps `success` pieces and cancels the long tail, so at most
-        // `pieces − k` holders can go. Stop total − k = 8 of the 12 nodes: every node
-        // without a piece, and every holder but k, data-piece holders first (the
-        // download must decode from parity).
-        let stop_holders = holders.len() - k;
-        assert!(stop_holders >= usize::from(scheme().success) - k);
-        let others: Vec<usize> = (0..NODES).filter(|i| !holders.contains(i)).collect();
-        let stopped: Vec<usize> = holders
-            .iter()
-            .take(stop_holders)
-            .chain(others.iter())
-            .copied()
-            .collect();
-        assert_eq!(stopped.len(), total - k, "total − k nodes stopped");
-        println!(
-            "{} pieces stored; stopping {stop_holders} holders and {} other nodes, {k} holders left",
-            holders.len(),
-            others.len()
-        );
-        for &i in &stopped {
+        let distinct: std::collections::HashSet<_> = holders.iter().collect();
+        assert_eq!(distinct.len(), total, "one piece per node");
+        // Stop total − k = 7 of the nodes holding pieces, data pieces first, so that
+        // the download must decode from the 3 parity pieces left.
+        let stopped = &holders[..total - k];
+        for &i in stopped {
             cluster.node_mut(i).stop().await.unwrap();
         }
+        println!(
+            "{total} pieces stored; stopped {} holders, {k} holders left",
+            stopped.len()
+        );
         check_pattern(&up, "survivor", len, 21, None).await;
         check_pattern(&up, "survivor", len, 21, Some((MIB, 2 * MIB + 5))).await;
         // One more holder gone: now it must fail, and say why, not write wrong bytes.
-        cluster.node_mut(holders[stop_holders]).stop().await.unwrap();
+        cluster.node_mut(holders[total - k]).stop().await.unwrap();
         let mut out = HashWriter::new();
         let err = up
             .get("e2e", "survivor", None, &mut out, None)
@@ -244,6 +270,184 @@ async fn download_succeeds_with_total_minus_k_piece_holders_stopped() {
         assert!(matches!(err, Error::Download { .. }), "{err}");
         assert!(err.to_string().contains("survivor"), "{err}");
         assert_eq!(out.len, 0, "nothing written when a segment cannot be read");
+        cluster.shutdown().await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A discovery layer answering, like a DHT sampler, with a limited view: `first` on the
+/// first call, then every node.
+struct Narrow {
+    first: Vec<NodeCandidate>,
+    all: Vec<NodeCandidate>,
+    calls: AtomicUsize,
+}
+
+impl NodeSource for Narrow {
+    fn sample(
+        &self,
+        _wanted: usize,
+    ) -> futures::future::BoxFuture<'_, Result<Vec<NodeCandidate>, uplink::store::DiscoveryError>>
+    {
+        let first = self.calls.fetch_add(1, Ordering::SeqCst) == 0;
+        let nodes = if first {
+            self.first.clone()
+        } else {
+            self.all.clone()
+        };
+        Box::pin(async move { Ok(nodes) })
+    }
+}
+
+/// Streams a [`Pattern`] but stops at byte `gate`, says so on `reached`, and goes on
+/// only once `release` fires: lets a test act at a known point of an upload.
+struct GatedReader {
+    pattern: Pattern,
+    pos: u64,
+    end: u64,
+    gate: u64,
+    reached: Option<tokio::sync::oneshot::Sender<()>>,
+    release: tokio::sync::oneshot::Receiver<()>,
+    open: bool,
+}
+
+impl tokio::io::AsyncRead for GatedReader {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::future::Future;
+        if !self.open && self.pos >= self.gate {
+            if let Some(tx) = self.reached.take() {
+                let _ = tx.send(());
+            }
+            match std::pin::Pin::new(&mut self.release).poll(cx) {
+                std::task::Poll::Ready(_) => self.open = true,
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            }
+        }
+        let limit = if self.open { self.end } else { self.gate };
+        let n = ((limit - self.pos) as usize).min(buf.remaining());
+        if n > 0 {
+            let pos = self.pos;
+            let dst = buf.initialize_unfilled_to(n);
+            self.pattern.fill(pos, dst);
+            buf.advance(n);
+            self.pos += n as u64;
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_segments_keep_the_scheme_after_nodes_fail_mid_object() {
+    tokio::time::timeout(Duration::from_secs(300), async {
+        let mut cluster = cluster().await;
+        let all = candidates(&cluster);
+        // The first sample holds exactly `total` = 10 nodes; two of them fail during the
+        // upload. Two spare nodes exist, but only a fresh sample finds them.
+        let source = Arc::new(Narrow {
+            first: all[..10].to_vec(),
+            all: all.clone(),
+            calls: AtomicUsize::new(0),
+        });
+        let cfg = UplinkConfig {
+            segment_blocks: 16,
+            segment_parallelism: 1,
+            ..patient(tail_scheme())
+        };
+        let up = Uplink::new(
+            random_access(),
+            Arc::new(GrpcPieceStore::default()),
+            source.clone(),
+            Catalog::temporary().unwrap(),
+            cfg,
+        )
+        .unwrap();
+        up.create_bucket("e2e").unwrap();
+        let seg_len = 16 * PLAIN_BLOCK as u64;
+        let len = 6 * seg_len + 777;
+        let (reached_tx, reached) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = tokio::sync::oneshot::channel();
+        let reader = GatedReader {
+            pattern: Pattern::new(61),
+            pos: 0,
+            end: len,
+            gate: 2 * seg_len,
+            reached: Some(reached_tx),
+            release: release_rx,
+            open: false,
+        };
+        let opts = PutOptions {
+            size_hint: Some(len),
+            ..PutOptions::default()
+        };
+        let failed: Vec<NodeId> = all[..2].iter().map(|c| c.id).collect();
+        let (report, ()) = tokio::join!(up.put("e2e", "failover", reader, opts), async {
+            // Two segments read and the first committed: stop two nodes of the pool,
+            // both holding pieces of it.
+            reached.await.unwrap();
+            let up = &up;
+            wait_until(
+                Duration::from_secs(60),
+                "the first segment committed",
+                || async { up.metrics().segments_uploaded.get() >= 1 },
+            )
+            .await
+            .unwrap();
+            for i in 0..2 {
+                cluster.node_mut(i).stop().await.unwrap();
+            }
+            release.send(()).unwrap();
+        });
+        let report = report.unwrap();
+        let segs = report.entry.segments();
+        assert_eq!(segs.len(), 7);
+        let schemes: Vec<String> = segs
+            .iter()
+            .map(|s| format!("{}:{}", s.scheme, s.pieces.len()))
+            .collect();
+        println!("segments (scheme:pieces) with 2 nodes failed mid-object: {schemes:?}");
+        assert_eq!(report.used, Some(tail_scheme()));
+        for seg in segs {
+            assert_eq!(
+                seg.scheme,
+                tail_scheme(),
+                "segment {} keeps the scheme",
+                seg.index
+            );
+            assert!(seg.pieces.len() >= usize::from(tail_scheme().success));
+        }
+        assert_eq!(
+            segs[0].pieces.len(),
+            10,
+            "the first segment, before the failure"
+        );
+        assert!(
+            failed
+                .iter()
+                .all(|f| segs[0].pieces.iter().any(|p| NodeId(p.node_id) == *f)),
+            "the failed nodes held pieces of the first segment"
+        );
+        // Segments planned once the failures are known avoid the failed nodes and place
+        // all `total` pieces on fresh ones.
+        for seg in &segs[3..] {
+            assert_eq!(seg.pieces.len(), 10, "segment {}", seg.index);
+            assert!(
+                seg.pieces
+                    .iter()
+                    .all(|p| !failed.contains(&NodeId(p.node_id))),
+                "segment {}: no piece on a failed node",
+                seg.index
+            );
+        }
+        assert!(
+            source.calls.load(Ordering::SeqCst) >= 2,
+            "fresh nodes sampled"
+        );
+        check_pattern(&up, "failover", len, 61, None).await;
         cluster.shutdown().await.unwrap();
     })
     .await
@@ -371,8 +575,8 @@ async fn upload_succeeds_with_total_minus_success_nodes_dead_or_stalled() {
                 assert!(!dead.contains(&NodeId(p.node_id)), "no piece on a bad node");
             }
         }
-        // Dead nodes fail, stalled ones are cut after the grace period (or cancelled as
-        // the long tail if the others finish first): never a receipt from them.
+        // Dead nodes fail, stalled ones are cut after the grace period (or cancelled when
+        // the long tail's grace ends): never a receipt from them.
         let lost: u64 = ["failed", "cut", "cancelled"]
             .iter()
             .map(|l| up.metrics().piece_uploads.with_label_values(&[l]).get())
@@ -381,12 +585,10 @@ async fn upload_succeeds_with_total_minus_success_nodes_dead_or_stalled() {
         check_pattern(&up, "resilient", len, 41, None).await;
 
         // Several segments (~1 MiB each): nodes that failed are excluded for the rest of
-        // the object, which leaves 8 candidates for 12 pieces; with smaller schemes
-        // allowed the uplink goes on at a smaller scheme and says which.
-        // Left for later (uplink): later segments then drop as low as 2/4/5/8 although
-        // 8 live nodes could hold 4/6/8/8 (k and success kept, only the unused long
-        // tail dropped); with `allow_smaller_scheme = false` it would be refused as
-        // too small a network (not exercised here).
+        // the object, which leaves 8 candidates for 12 pieces and no spare to sample;
+        // with smaller schemes allowed the uplink goes on at a smaller scheme and says
+        // which. It gives up only the upload slack: k, repair and success are kept
+        // (4/6/8/8; the old proportional rule went as low as 2/4/5/8).
         let cfg = UplinkConfig {
             segment_blocks: 16,
             allow_smaller_scheme: true,
@@ -403,11 +605,33 @@ async fn upload_succeeds_with_total_minus_success_nodes_dead_or_stalled() {
             .map(|s| format!("{}:{}", s.scheme, s.pieces.len()))
             .collect();
         println!("multi-segment upload with 4 bad candidates: {schemes:?}");
+        let shrunk = Scheme::new(4, 6, 8, 8).unwrap();
         for seg in report.entry.segments() {
+            // Segments planned before every bad node is known may drop only the known
+            // ones (e.g. 4/6/8/10); none gives up more than slack.
+            let s = seg.scheme;
+            assert!(
+                (s.k, s.repair, s.success) == (4, 6, 8) && (8..=12).contains(&s.total),
+                "segment {}: {s} keeps k, repair and success",
+                seg.index,
+            );
+            assert_eq!(
+                seg.pieces.len(),
+                8,
+                "segment {}: the 8 live nodes",
+                seg.index
+            );
             for p in &seg.pieces {
                 assert!(!dead.contains(&NodeId(p.node_id)), "no piece on a bad node");
             }
         }
+        let last = report.entry.segments().last().unwrap();
+        assert_eq!(last.scheme, shrunk, "once the bad nodes are known");
+        assert_eq!(
+            report.used,
+            Some(shrunk),
+            "and the smaller scheme is reported"
+        );
         check_pattern(&up3, "multi", len, 42, None).await;
 
         // One more bad node than the slack: the upload fails with a clear error.

@@ -589,6 +589,9 @@ fn plan_cp(env: &Env, args: &CpArgs) -> Result<Vec<Transfer>> {
     }
 }
 
+/// Longest `cp` waits after its transfers for the deletion of late long-tail pieces.
+const LATE_PIECE_WAIT: Duration = Duration::from_secs(5);
+
 async fn cp(env: &Env, args: CpArgs) -> Result<()> {
     let transfers = plan_cp(env, &args)?;
     let expires = args.expires.as_deref().map(parse_duration).transpose()?;
@@ -623,6 +626,9 @@ async fn cp(env: &Env, args: CpArgs) -> Result<()> {
     .await;
     bar.finish_and_clear();
     env.uplink.catalog().flush()?;
+    // Let the reaper delete long-tail pieces whose receipts come late rather than leave
+    // them to their lease; bounded, so a stalled node cannot hold the command up.
+    env.uplink.settle(LATE_PIECE_WAIT).await;
     let failures: Vec<_> = results.into_iter().filter_map(|r| r.err()).collect();
     for f in &failures {
         eprintln!("error: {f:#}");

@@ -22,9 +22,9 @@ pub struct UplinkConfig {
     pub scheme: Scheme,
     /// Erasure codec for new segments. Default `reed-solomon-simd` (fastest portable).
     pub codec: CodecKind,
-    /// On a network with fewer suitable nodes than `scheme.total`, store with a
-    /// proportionally smaller scheme (reported in [`PutReport`]) instead of failing.
-    /// Default `true`.
+    /// On a network with fewer suitable nodes than `scheme.total`, store with a smaller
+    /// scheme (reported in [`PutReport`]; see [`Scheme::shrink_to`] for what is given up
+    /// first) instead of failing. Default `true`.
     pub allow_smaller_scheme: bool,
     /// Plaintext blocks (65,520 B) per segment. Default 1024 (64 MiB sealed).
     pub segment_blocks: u64,
@@ -35,8 +35,17 @@ pub struct UplinkConfig {
     /// How long lagging piece uploads may hold the others back before they are cut off
     /// (while more than `success` remain). Default 2 s.
     pub slow_piece_grace: Duration,
-    /// Longest a needed piece transfer may make no progress. Default 30 s.
+    /// Longest a needed piece transfer may make no progress. Default 30 s. Also bounds
+    /// how long the background reaper waits for late receipts of a segment's long tail.
     pub piece_timeout: Duration,
+    /// Once `success` receipts of a segment are verified, how long the other piece
+    /// uploads still running get to deliver theirs. Every receipt verified by then is
+    /// recorded, so a segment usually keeps all `total` pieces (on a healthy network they
+    /// finish within milliseconds of each other) and survives `total − k` lost nodes.
+    /// Pieces still unanswered are cancelled; those whose data was already complete are
+    /// handed to a background reaper that deletes them if their receipt comes late.
+    /// `0` commits with the receipts already in, as soon as `success` are. Default 2 s.
+    pub long_tail_grace: Duration,
     /// Piece downloads started beyond `k`. Default `None`: `max(2, k / 4)`.
     pub download_margin: Option<usize>,
     /// Lease of pieces stored without an explicit expiry. Default 365 days.
@@ -55,6 +64,7 @@ impl Default for UplinkConfig {
             piece_buffer: 4,
             slow_piece_grace: Duration::from_secs(2),
             piece_timeout: Duration::from_secs(30),
+            long_tail_grace: Duration::from_secs(2),
             download_margin: None,
             default_lease: Duration::from_secs(365 * 24 * 3600),
         }
@@ -115,6 +125,8 @@ pub(crate) struct Inner {
     pub catalog: Catalog,
     pub config: UplinkConfig,
     pub metrics: Metrics,
+    /// Bounds the long-tail pieces waited on in the background (see `upload::Reaper`).
+    pub reaper: crate::upload::Reaper,
 }
 
 /// The uplink client library's entry point. Cheap to clone.
@@ -148,6 +160,7 @@ impl Uplink {
                 catalog,
                 config,
                 metrics: Metrics::new()?,
+                reaper: crate::upload::Reaper::default(),
             }),
         })
     }
@@ -166,6 +179,14 @@ impl Uplink {
 
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Waits (at most `limit`) until the background reaper has dealt with every long-tail
+    /// piece of past uploads: deleted it if its receipt came late, or given it up. Call
+    /// before a short-lived process exits, so that late pieces are not left to their
+    /// lease. Returns whether everything was settled in time.
+    pub async fn settle(&self, limit: Duration) -> bool {
+        self.inner.reaper.settle(limit).await
     }
 
     pub fn create_bucket(&self, name: &str) -> Result<(), Error> {

@@ -95,25 +95,50 @@ impl Scheme {
         usize::from(self.total - self.k)
     }
 
-    /// The same shape scaled down to `nodes` pieces, for networks too small for `self`.
-    /// Keeps the expansion factor roughly and every invariant. `None` below 2 nodes.
+    /// The scheme to use when only `nodes` suitable nodes can take a piece (a network too
+    /// small for `self`, or one whose nodes failed during an upload). `None` below 2 nodes.
+    ///
+    /// What is given up, in order (each step only as far as needed):
+    /// 1. `total` down to `success`: only the upload's slack goes (with the long tail kept,
+    ///    pieces beyond `success` are a bonus, not a promise); `k`, `repair` and `success`
+    ///    stay, so the segment is stored exactly as strong as asked.
+    /// 2. `success` down to `repair` (`total = success`): fewer pieces are promised, but a
+    ///    new segment is still at or above its repair threshold and `k` (piece size, decode
+    ///    threshold) is unchanged.
+    /// 3. Below `repair`, keeping `k` would store segments already due for repair with
+    ///    fewer spare pieces than the scheme's repair margin `repair − k`, down to a single
+    ///    one (29/30/30/30). Instead `k` gives way one for one, keeping that margin (the
+    ///    losses a segment survives before it needs repair): `k' = n − (repair − k)`, at
+    ///    least 1, and always below `n` so that at least one loss is survivable.
+    ///
+    /// In steps 1–3 every started piece must succeed once `total` is down to `success`:
+    /// the caller has no more nodes, and a segment below `success` would break the
+    /// scheme's promise. The result is monotone in `nodes` (fewer nodes never give a
+    /// larger `k`, `repair`, `success` or `total`).
     pub fn shrink_to(&self, nodes: usize) -> Option<Scheme> {
-        let n = u16::try_from(nodes).ok()?;
+        let n = u16::try_from(nodes).unwrap_or(u16::MAX);
         if n >= self.total {
             return Some(*self);
         }
         if n < 2 {
             return None;
         }
-        let scale = |v: u16| ((u32::from(v) * u32::from(n)) / u32::from(self.total)) as u16;
-        let k = scale(self.k).clamp(1, n - 1);
-        let success = scale(self.success).clamp(k, n);
-        let repair = scale(self.repair).clamp(k, success);
-        let s = Scheme {
-            k,
-            repair,
-            success,
-            total: n,
+        let s = if n >= self.success && n > self.k {
+            Scheme { total: n, ..*self }
+        } else if n >= self.repair && n > self.k {
+            Scheme {
+                success: n,
+                total: n,
+                ..*self
+            }
+        } else {
+            let margin = self.repair - self.k;
+            Scheme {
+                k: n.saturating_sub(margin).clamp(1, n - 1),
+                repair: n,
+                success: n,
+                total: n,
+            }
         };
         s.validate().ok().map(|_| s)
     }
@@ -430,16 +455,66 @@ mod tests {
     }
 
     #[test]
-    fn shrinking_keeps_invariants() {
-        let s = Scheme::default();
-        assert_eq!(s.shrink_to(200), Some(s));
-        assert_eq!(s.shrink_to(1), None);
-        for n in 2..110 {
-            let t = s.shrink_to(n).unwrap();
-            t.validate().unwrap();
-            assert_eq!(usize::from(t.total), n);
+    fn shrinking_keeps_invariants_and_is_monotone() {
+        for s in [
+            Scheme::default(),
+            "3/5/7/10".parse().unwrap(),
+            "4/6/8/12".parse().unwrap(),
+            "3/3/8/12".parse().unwrap(),
+            "1/1/1/2".parse().unwrap(),
+            "10/10/10/11".parse().unwrap(),
+        ] {
+            assert_eq!(s.shrink_to(usize::from(s.total)), Some(s));
+            assert_eq!(s.shrink_to(100_000), Some(s));
+            assert_eq!(s.shrink_to(1), None);
+            assert_eq!(s.shrink_to(0), None);
+            let mut prev = s;
+            for n in (2..usize::from(s.total)).rev() {
+                let t = s.shrink_to(n).unwrap();
+                t.validate().unwrap();
+                assert_eq!(usize::from(t.total), n, "{s} on {n}");
+                assert!(
+                    t.k <= prev.k
+                        && t.repair <= prev.repair
+                        && t.success <= prev.success
+                        && t.total < prev.total,
+                    "{s}: {prev} then {t}"
+                );
+                prev = t;
+            }
         }
-        assert_eq!(s.shrink_to(12).unwrap().to_string(), "3/3/8/12");
+    }
+
+    #[test]
+    fn shrinking_gives_up_total_then_success_and_only_then_k() {
+        let s: Scheme = "4/6/8/12".parse().unwrap();
+        let on = |n: usize| s.shrink_to(n).unwrap().to_string();
+        // Total first, down to success: k, repair and success are kept.
+        assert_eq!(on(11), "4/6/8/11");
+        assert_eq!(on(8), "4/6/8/8");
+        // Then success, down to repair.
+        assert_eq!(on(7), "4/6/7/7");
+        assert_eq!(on(6), "4/6/6/6");
+        // Only then k, keeping the repair margin (2 spare pieces) while it can.
+        assert_eq!(on(5), "3/5/5/5");
+        assert_eq!(on(3), "1/3/3/3");
+        assert_eq!(on(2), "1/2/2/2");
+
+        let d = Scheme::default();
+        let on = |n: usize| d.shrink_to(n).unwrap().to_string();
+        assert_eq!(on(100), "29/35/80/100");
+        assert_eq!(on(80), "29/35/80/80");
+        assert_eq!(on(50), "29/35/50/50");
+        assert_eq!(on(35), "29/35/35/35");
+        assert_eq!(on(34), "28/34/34/34");
+        // A small network keeps the 6 spare pieces of the requested repair margin.
+        assert_eq!(on(12), "6/12/12/12");
+        assert_eq!(on(7), "1/7/7/7");
+
+        // A scheme without a repair margin still survives one loss.
+        let tight: Scheme = "3/3/8/12".parse().unwrap();
+        assert_eq!(tight.shrink_to(10).unwrap().to_string(), "3/3/8/10");
+        assert_eq!(tight.shrink_to(3).unwrap().to_string(), "2/3/3/3");
     }
 
     fn stripe(k: usize, size: usize, seed: u8) -> Vec<Vec<u8>> {

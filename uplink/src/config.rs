@@ -66,6 +66,10 @@ pub struct FileConfig {
     pub parallelism: Option<usize>,
     /// Seconds before a stalled piece transfer is given up. Default 30.
     pub piece_timeout_secs: Option<u64>,
+    /// Milliseconds the long tail of a segment's piece uploads gets, once `success`
+    /// receipts are in, to deliver more receipts (all recorded). 0 commits at once.
+    /// Default 2000.
+    pub long_tail_grace_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -87,6 +91,9 @@ impl FileConfig {
         }
         if let Some(t) = self.piece_timeout_secs {
             c.piece_timeout = Duration::from_secs(t.max(1));
+        }
+        if let Some(t) = self.long_tail_grace_ms {
+            c.long_tail_grace = Duration::from_millis(t);
         }
         Ok(c)
     }

@@ -13,6 +13,9 @@ pub struct Metrics {
     pub piece_uploads: IntCounterVec,
     /// Piece downloads by result: `ok`, `failed`, `corrupt`, `cancelled`.
     pub piece_downloads: IntCounterVec,
+    /// Long-tail pieces whose receipt came after their segment was committed, by what the
+    /// background reaper did: `deleted`, `delete_failed` (left to lease expiry).
+    pub late_pieces: IntCounterVec,
     pub segments_uploaded: IntCounter,
     pub segments_downloaded: IntCounter,
     pub stripes_decoded: IntCounter,
@@ -47,6 +50,11 @@ impl Metrics {
             piece_downloads: vec(
                 "shoal_uplink_piece_downloads_total",
                 "Piece downloads by result (ok, failed, corrupt, cancelled)",
+            )?,
+            late_pieces: vec(
+                "shoal_uplink_late_pieces_total",
+                "Long-tail pieces that completed after their segment was committed, by what \
+                 the reaper did with them (deleted, delete_failed)",
             )?,
             segments_uploaded: counter(
                 "shoal_uplink_segments_uploaded_total",

@@ -9,17 +9,34 @@
 //! the pipeline runs at the pace of the `success`-th fastest node, and memory is bounded
 //! by `segments in flight × total × piece_buffer × shard size` whatever the object size.
 //!
-//! A segment is committed once `success` receipts have been verified (signed by the
-//! node we chose, for our piece id, owner, size and piece hash); the long tail is then
-//! cancelled. A node whose piece failed is excluded for the rest of the object (failed
-//! pieces are never retried on the same node) and remembered in the catalog's history.
+//! Commit and the long tail: a segment is committable once `success` receipts have been
+//! verified (signed by the node we chose, for our piece id, owner, size and piece hash).
+//! The other pieces then get `long_tail_grace` to deliver theirs, and every receipt
+//! verified by then is recorded too: on a healthy network all `total` pieces finish within
+//! milliseconds of each other, so a segment keeps all of them and survives `total − k`
+//! lost nodes rather than `success − k`. The extra pieces are a bonus, never a
+//! requirement. When the grace ends, a piece still sending data is cancelled: its stream
+//! ends without the signed trailer, so the node discards it and no orphan can exist. A
+//! piece whose data and trailer are already on the wire may still be stored; rather than
+//! leave it until its lease ends, its task goes to a bounded background [`Reaper`], which
+//! deletes it (signed `DeleteOrder`) if its receipt arrives within `piece_timeout`. Pieces
+//! of a segment that fails are deleted the same way.
+//!
+//! Nodes: the object's candidate pool is sampled once with room to spare (twice `total`
+//! and more). A node whose piece failed, was cut off or missed the grace is excluded for
+//! the rest of the object (failed pieces are never retried on the same node); failures
+//! are remembered in the catalog's history. When exclusions leave the pool too small for the
+//! requested scheme, fresh candidates are sampled and merged in; only when the network
+//! really has too few does the scheme shrink, giving up upload slack first, then promised
+//! pieces, and only then `k` ([`Scheme::shrink_to`]).
 //!
 //! TODO(retry): a segment that misses `success` fails the upload; retrying it on fresh
 //! nodes would need its plaintext again (buffer or re-read), which the stream does not
 //! keep.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -27,9 +44,10 @@ use shoal_proto::messages::{DeleteOrder, Receipt, UploadOrder, UploadTrailer};
 use shoal_proto::piece_hash::PieceHasher;
 use shoal_proto::{NodeId, PieceHash, PieceId, SegmentRoot, Signed};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::catalog::{ObjectEntry, SegmentInfo};
 use crate::client::{DeleteReport, Inner, Progress};
@@ -37,7 +55,7 @@ use crate::codec::Scheme;
 use crate::crypto::{BlockCipher, CIPHER_BLOCK, PLAIN_BLOCK, sealed_len};
 use crate::error::Error;
 use crate::segment::{Layout, SegmentEncoder, shard_size_for};
-use crate::select::{NodeStats, capacity, select_nodes};
+use crate::select::{NodeStats, SelectionError, capacity, select_nodes};
 use crate::store::{NodeCandidate, PieceError, PiecePlacement, UploadPart};
 
 pub(crate) struct ObjectUpload<'a> {
@@ -118,18 +136,47 @@ impl<R: AsyncRead + Unpin> BlockReader<R> {
     }
 }
 
+/// Candidates sampled per object up front: twice `total`, plus a few, so that nodes that
+/// fail during the upload can be replaced without shrinking the scheme.
+fn pool_size(scheme: Scheme) -> usize {
+    usize::from(scheme.total) * 2 + 8
+}
+
+/// Adds the candidates of `fresh` not yet in `pool`; returns how many were new.
+fn merge_candidates(pool: &mut Vec<NodeCandidate>, fresh: Vec<NodeCandidate>) -> usize {
+    let known: HashSet<NodeId> = pool.iter().map(|c| c.id).collect();
+    let before = pool.len();
+    let mut added = HashSet::new();
+    pool.extend(
+        fresh
+            .into_iter()
+            .filter(|c| !known.contains(&c.id) && added.insert(c.id)),
+    );
+    pool.len() - before
+}
+
+/// How one segment is stored: its scheme and the sizes that follow from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SegmentShape {
+    scheme: Scheme,
+    shard: usize,
+    piece: u64,
+}
+
 /// Picks the scheme for a segment of at most `sealed_bound` bytes: `requested` if the
-/// network can hold it, else (if allowed) the largest proportionally smaller one.
+/// candidates not in `exclude` can hold it, else (if `allow_smaller`) the largest scheme
+/// they can hold, shrunk as [`Scheme::shrink_to`] says.
 fn plan_scheme(
-    inner: &Inner,
     requested: Scheme,
+    allow_smaller: bool,
     candidates: &[NodeCandidate],
     sealed_bound: u64,
     exclude: &HashSet<NodeId>,
-) -> Result<(Scheme, usize, u64), crate::select::SelectionError> {
+) -> Result<SegmentShape, SelectionError> {
     let mut scheme = requested;
-    // Shrinking lowers k, which makes pieces larger and may rule out more nodes: iterate.
-    for _ in 0..4 {
+    // Shrinking may lower k, which makes pieces larger and may rule out more nodes:
+    // iterate (k only ever goes down, so this ends).
+    for _ in 0..8 {
         let k = usize::from(scheme.k);
         let shard = shard_size_for(sealed_bound, k);
         let piece = Layout {
@@ -140,14 +187,18 @@ fn plan_scheme(
         .piece_size();
         let cap = capacity(candidates, piece, exclude);
         if cap >= usize::from(scheme.total) {
-            return Ok((scheme, shard, piece));
+            return Ok(SegmentShape {
+                scheme,
+                shard,
+                piece,
+            });
         }
-        let err = crate::select::SelectionError {
+        let err = SelectionError {
             needed: usize::from(scheme.total),
             available: cap,
             min_free: piece,
         };
-        if !inner.config.allow_smaller_scheme {
+        if !allow_smaller {
             return Err(err);
         }
         match scheme.shrink_to(cap) {
@@ -155,7 +206,7 @@ fn plan_scheme(
             _ => return Err(err),
         }
     }
-    Err(crate::select::SelectionError {
+    Err(SelectionError {
         needed: usize::from(scheme.total),
         available: 0,
         min_free: 0,
@@ -188,18 +239,38 @@ async fn upload_segments<R: AsyncRead + Unpin + Send>(
     reader: R,
     done: &mut Vec<SegmentInfo>,
 ) -> Result<Scheme, Error> {
+    let mut in_flight: JoinSet<Result<SegmentInfo, Error>> = JoinSet::new();
+    let result = upload_segments_into(inner, &ctx, reader, done, &mut in_flight).await;
+    if result.is_err() {
+        // Let the segments still committing finish, so that the caller can delete their
+        // pieces too instead of leaving them to lease expiry (each commit is bounded).
+        while let Some(r) = in_flight.join_next().await {
+            if let Ok(Ok(seg)) = r {
+                done.push(seg);
+            }
+        }
+    }
+    result
+}
+
+async fn upload_segments_into<R: AsyncRead + Unpin + Send>(
+    inner: &Arc<Inner>,
+    ctx: &ObjectUpload<'_>,
+    reader: R,
+    done: &mut Vec<SegmentInfo>,
+    in_flight: &mut JoinSet<Result<SegmentInfo, Error>>,
+) -> Result<Scheme, Error> {
     let mut blocks = BlockReader::new(reader);
-    let candidates = inner
-        .nodes
-        .sample(usize::from(ctx.scheme.total) * 2)
-        .await?;
+    let mut pool = inner.nodes.sample(pool_size(ctx.scheme)).await?;
+    // Set once a fresh sample brought no new node: the network has no more to offer.
+    let mut pool_exhausted = false;
     let history = inner.catalog.node_stats()?;
     let exclude: Arc<Mutex<HashSet<NodeId>>> = Arc::default();
-    let mut in_flight: JoinSet<Result<SegmentInfo, Error>> = JoinSet::new();
     let mut remaining_hint = ctx.size_hint;
     let mut used = ctx.scheme;
     let seed: u64 = rand::random();
     let max_blocks = inner.config.segment_blocks.max(1);
+    let allow_smaller = inner.config.allow_smaller_scheme;
     for index in 0u32.. {
         let read_err = |source| Error::Read {
             bucket: ctx.bucket.to_string(),
@@ -222,32 +293,43 @@ async fn upload_segments<R: AsyncRead + Unpin + Send>(
             expected_blocks * CIPHER_BLOCK as u64
         };
         let excluded = lock(&exclude).clone();
-        let (scheme, shard, piece_bound) =
-            plan_scheme(inner, ctx.scheme, &candidates, sealed_bound, &excluded).map_err(
-                |source| Error::NetworkTooSmall {
-                    scheme: ctx.scheme,
-                    source,
-                },
-            )?;
+        let mut planned = plan_scheme(ctx.scheme, allow_smaller, &pool, sealed_bound, &excluded);
+        if !pool_exhausted && planned.as_ref().map_or(true, |p| p.scheme != ctx.scheme) {
+            // Failed nodes (or a short first sample) left too few: replace them with fresh
+            // candidates before settling for a smaller scheme.
+            let fresh = inner
+                .nodes
+                .sample(pool_size(ctx.scheme) + excluded.len())
+                .await?;
+            let added = merge_candidates(&mut pool, fresh);
+            tracing::debug!(segment = index, added, "sampled fresh candidates");
+            pool_exhausted = added == 0;
+            planned = plan_scheme(ctx.scheme, allow_smaller, &pool, sealed_bound, &excluded);
+        }
+        let shape = planned.map_err(|source| Error::NetworkTooSmall {
+            scheme: ctx.scheme,
+            source,
+        })?;
+        let scheme = shape.scheme;
         used = scheme;
         let nodes = select_nodes(
-            &candidates,
+            &pool,
             &history,
             usize::from(scheme.total),
-            piece_bound,
+            shape.piece,
             &excluded,
             seed ^ u64::from(index),
         )
         .map_err(|source| Error::NetworkTooSmall { scheme, source })?;
         let pending = encode_segment(
             inner,
-            &ctx,
+            ctx,
             &mut blocks,
             SegmentPlan {
                 index,
                 scheme,
-                shard,
-                piece_bound,
+                shard: shape.shard,
+                piece_bound: shape.piece,
                 expected_blocks,
                 nodes,
             },
@@ -258,7 +340,7 @@ async fn upload_segments<R: AsyncRead + Unpin + Send>(
         remaining_hint = remaining_hint.map(|r| r.saturating_sub(pending.plain_size));
         while in_flight.len() >= inner.config.segment_parallelism.max(1) {
             if let Some(r) = in_flight.join_next().await {
-                done.push(joined(r, &ctx, index)?);
+                done.push(joined(r, ctx, index)?);
             }
         }
         in_flight.spawn(commit(
@@ -269,7 +351,7 @@ async fn upload_segments<R: AsyncRead + Unpin + Send>(
         ));
     }
     while let Some(r) = in_flight.join_next().await {
-        done.push(joined(r, &ctx, u32::MAX)?);
+        done.push(joined(r, ctx, u32::MAX)?);
     }
     Ok(used)
 }
@@ -312,6 +394,29 @@ struct PieceOutcome {
     result: Result<Signed<Receipt>, PieceError>,
 }
 
+/// How far one piece upload's data has gone; shared by its stream and the commit, and
+/// changed under one lock so that a piece is either cancelled before its trailer or
+/// complete, never both.
+#[derive(Debug, Clone, Copy, Default)]
+enum Handover {
+    /// Data is still being sent; no trailer yet.
+    #[default]
+    Sending,
+    /// Every byte and the signed trailer were handed to the transport: the node may
+    /// store the piece (and must answer with a receipt for this size and hash).
+    Complete { size: u64, hash: PieceHash },
+    /// Given up before the trailer: the stream ends without it and the node discards
+    /// the piece.
+    Cancelled,
+}
+
+/// One started piece upload of a segment, as the commit and the reaper see it.
+struct PieceTicket {
+    node: NodeCandidate,
+    task: tokio::task::AbortHandle,
+    handover: Arc<Mutex<Handover>>,
+}
+
 /// A segment whose data has been handed to the piece uploads.
 pub(crate) struct PendingSegment {
     index: u32,
@@ -320,6 +425,8 @@ pub(crate) struct PendingSegment {
     plain_size: u64,
     sealed_size: u64,
     tasks: JoinSet<PieceOutcome>,
+    /// By task id: which piece each task uploads.
+    tickets: HashMap<tokio::task::Id, PieceTicket>,
 }
 
 async fn encode_segment<R: AsyncRead + Unpin + Send>(
@@ -334,6 +441,7 @@ async fn encode_segment<R: AsyncRead + Unpin + Send>(
     let root = SegmentRoot::random();
     let now = shoal_proto::time::unix_ms();
     let mut tasks = JoinSet::new();
+    let mut tickets = HashMap::with_capacity(plan.nodes.len());
     let mut slots = Vec::with_capacity(plan.nodes.len());
     for (i, node) in plan.nodes.iter().enumerate() {
         let index = i as u16;
@@ -348,7 +456,22 @@ async fn encode_segment<R: AsyncRead + Unpin + Send>(
         };
         let order = Signed::sign(order, owner).map_err(|e| ctx.err(plan.index, e.to_string()))?;
         let (tx, rx) = mpsc::channel(inner.config.piece_buffer.max(1));
-        tasks.spawn(upload_piece(inner.clone(), node.clone(), index, order, rx));
+        let handover: Arc<Mutex<Handover>> = Arc::default();
+        let task = tasks.spawn(upload_piece(
+            inner.clone(),
+            node.clone(),
+            index,
+            order,
+            (rx, handover.clone()),
+        ));
+        tickets.insert(
+            task.id(),
+            PieceTicket {
+                node: node.clone(),
+                task,
+                handover,
+            },
+        );
         slots.push(Slot {
             node: node.id,
             tx: Some(tx),
@@ -414,6 +537,7 @@ async fn encode_segment<R: AsyncRead + Unpin + Send>(
         plain_size,
         sealed_size,
         tasks,
+        tickets,
     })
 }
 
@@ -501,39 +625,48 @@ async fn upload_piece(
     node: NodeCandidate,
     index: u16,
     order: Signed<UploadOrder>,
-    rx: mpsc::Receiver<PieceMsg>,
+    (rx, handover): (mpsc::Receiver<PieceMsg>, Arc<Mutex<Handover>>),
 ) -> PieceOutcome {
-    let sent: Arc<Mutex<Option<(u64, PieceHash)>>> = Arc::default();
     let state = (
         rx,
         Some(PieceHasher::new(order.block_size)),
         inner.clone(),
         order.clone(),
-        sent.clone(),
+        handover.clone(),
     );
     let body = futures::stream::unfold(
         state,
-        |(mut rx, mut hasher, inner, order, sent)| async move {
+        |(mut rx, mut hasher, inner, order, handover)| async move {
             let h = hasher.as_mut()?;
-            match rx.recv().await? {
+            let msg = rx.recv().await?;
+            let mut state = lock(&handover);
+            if matches!(*state, Handover::Cancelled) {
+                // Ends the stream without a trailer: the node discards the piece.
+                return None;
+            }
+            match msg {
                 PieceMsg::Shard(b) => {
                     h.update(&b);
-                    Some((UploadPart::Chunk(b), (rx, hasher, inner, order, sent)))
+                    drop(state);
+                    Some((UploadPart::Chunk(b), (rx, hasher, inner, order, handover)))
                 }
                 PieceMsg::Finish => {
                     let info = hasher.take()?.finish();
-                    let root = info.root();
-                    *lock(&sent) = Some((info.size, root));
                     let trailer = UploadTrailer {
                         piece_id: order.piece_id,
                         owner_key: order.owner_key,
                         size: info.size,
-                        piece_hash: root,
+                        piece_hash: info.root(),
                     };
                     let signed = Signed::sign(trailer, inner.access.owner()).ok()?;
+                    *state = Handover::Complete {
+                        size: info.size,
+                        hash: info.root(),
+                    };
+                    drop(state);
                     Some((
                         UploadPart::Trailer(Box::new(signed)),
-                        (rx, None, inner, order, sent),
+                        (rx, None, inner, order, handover),
                     ))
                 }
             }
@@ -545,7 +678,10 @@ async fn upload_piece(
         .upload(node.address(), order.clone(), body)
         .await
         .and_then(|receipt| {
-            let sent = *lock(&sent);
+            let sent = match *lock(&handover) {
+                Handover::Complete { size, hash } => Some((size, hash)),
+                _ => None,
+            };
             verify_receipt(&receipt, &order, &node, sent)?;
             Ok(receipt)
         });
@@ -589,53 +725,32 @@ fn verify_receipt(
     Ok(())
 }
 
-async fn commit(
-    inner: Arc<Inner>,
-    mut seg: PendingSegment,
-    exclude: Arc<Mutex<HashSet<NodeId>>>,
-    (bucket, key): (String, String),
-) -> Result<SegmentInfo, Error> {
-    let success = usize::from(seg.scheme.success);
-    let mut ok: Vec<PiecePlacement> = Vec::new();
-    let mut failures: Vec<String> = Vec::new();
-    let err = |reason: String| Error::Upload {
-        bucket: bucket.clone(),
-        key: key.clone(),
-        segment: seg.index,
-        reason,
-    };
-    // Wait for `success` verified receipts; then take the ones already in, but no more.
-    loop {
-        let next = if ok.len() < success {
-            tokio::time::timeout(inner.config.piece_timeout, seg.tasks.join_next()).await
-        } else {
-            match seg.tasks.try_join_next() {
-                Some(r) => Ok(Some(r)),
-                None => break,
+/// What the commit has gathered of one segment's piece uploads.
+struct Gathered {
+    ok: Vec<PiecePlacement>,
+    failures: Vec<String>,
+}
+
+impl Gathered {
+    /// Takes one finished piece task: a verified receipt becomes a placement, anything
+    /// else a failure remembered against the node (excluded for the rest of the object).
+    fn take(
+        &mut self,
+        inner: &Inner,
+        seg: &mut PendingSegment,
+        joined: Result<(tokio::task::Id, PieceOutcome), tokio::task::JoinError>,
+        exclude: &Mutex<HashSet<NodeId>>,
+    ) {
+        let outcome = match joined {
+            Ok((id, o)) => {
+                seg.tickets.remove(&id);
+                o
             }
-        };
-        let outcome = match next {
-            Err(_) => {
-                return Err(err(format!(
-                    "no piece finished within {:?}: {} of {success} receipts verified",
-                    inner.config.piece_timeout,
-                    ok.len()
-                )));
+            Err(join) => {
+                seg.tickets.remove(&join.id());
+                self.failures.push(join.to_string());
+                return;
             }
-            Ok(None) => {
-                let sample: Vec<&str> = failures.iter().take(3).map(String::as_str).collect();
-                return Err(err(format!(
-                    "only {} of {success} needed receipts verified ({} pieces failed, e.g. {})",
-                    ok.len(),
-                    failures.len(),
-                    sample.join("; ")
-                )));
-            }
-            Ok(Some(Err(join))) => {
-                failures.push(join.to_string());
-                continue;
-            }
-            Ok(Some(Ok(o))) => o,
         };
         match outcome.result {
             Ok(receipt) => {
@@ -647,7 +762,7 @@ async fn commit(
                         ..NodeStats::default()
                     },
                 );
-                ok.push(PiecePlacement {
+                self.ok.push(PiecePlacement {
                     index: outcome.index,
                     node_id: outcome.node.id.0,
                     address: outcome.node.address,
@@ -671,22 +786,89 @@ async fn commit(
                         ..NodeStats::default()
                     },
                 );
-                lock(&exclude).insert(outcome.node.id);
-                failures.push(e.to_string());
+                lock(exclude).insert(outcome.node.id);
+                self.failures.push(e.to_string());
             }
         }
     }
-    // Cancel the long tail. TODO(long-tail): pieces that completed after the commit are
-    // not recorded; delete them (their receipts are lost with the aborted tasks) instead
-    // of leaving them to lease expiry.
-    let tail = seg.tasks.len() as u64;
-    seg.tasks.abort_all();
-    inner
-        .metrics
-        .piece_uploads
-        .with_label_values(&["cancelled"])
-        .inc_by(tail);
+}
+
+async fn commit(
+    inner: Arc<Inner>,
+    mut seg: PendingSegment,
+    exclude: Arc<Mutex<HashSet<NodeId>>>,
+    (bucket, key): (String, String),
+) -> Result<SegmentInfo, Error> {
+    let success = usize::from(seg.scheme.success);
+    let mut got = Gathered {
+        ok: Vec::new(),
+        failures: Vec::new(),
+    };
+    let segment = seg.index;
+    let err = |reason: String| Error::Upload {
+        bucket: bucket.clone(),
+        key: key.clone(),
+        segment,
+        reason,
+    };
+    // Wait for `success` verified receipts: the segment cannot do without them.
+    while got.ok.len() < success {
+        let next =
+            tokio::time::timeout(inner.config.piece_timeout, seg.tasks.join_next_with_id()).await;
+        let reason = match next {
+            Ok(Some(joined)) => {
+                got.take(&inner, &mut seg, joined, &exclude);
+                continue;
+            }
+            Err(_) => format!(
+                "no piece finished within {:?}: {} of {success} receipts verified",
+                inner.config.piece_timeout,
+                got.ok.len()
+            ),
+            Ok(None) => {
+                let sample: Vec<&str> = got.failures.iter().take(3).map(String::as_str).collect();
+                format!(
+                    "only {} of {success} needed receipts verified ({} pieces failed, e.g. {})",
+                    got.ok.len(),
+                    got.failures.len(),
+                    sample.join("; ")
+                )
+            }
+        };
+        // The segment is lost: its stored pieces are orphans now, delete them.
+        let placed = got.ok;
+        release_tail(&inner, seg.tasks, seg.tickets, &exclude);
+        let _ = tokio::time::timeout(
+            inner.config.piece_timeout,
+            delete_placements(&inner, &placed),
+        )
+        .await;
+        return Err(err(reason));
+    }
+    // The long tail: a bounded grace to deliver more receipts, all recorded.
+    let grace = inner.config.long_tail_grace;
+    let deadline = Instant::now() + grace;
+    while !seg.tasks.is_empty() {
+        let next = if grace.is_zero() {
+            seg.tasks.try_join_next_with_id()
+        } else {
+            tokio::time::timeout_at(deadline, seg.tasks.join_next_with_id())
+                .await
+                .ok()
+                .flatten()
+        };
+        let Some(joined) = next else {
+            break;
+        };
+        got.take(&inner, &mut seg, joined, &exclude);
+    }
+    // Receipts that came in with the deadline still count.
+    while let Some(joined) = seg.tasks.try_join_next_with_id() {
+        got.take(&inner, &mut seg, joined, &exclude);
+    }
+    release_tail(&inner, seg.tasks, seg.tickets, &exclude);
     inner.metrics.segments_uploaded.inc();
+    let mut ok = got.ok;
     ok.sort_by_key(|p| p.index);
     let layout = Layout {
         k: usize::from(seg.scheme.k),
@@ -705,6 +887,170 @@ async fn commit(
     })
 }
 
+/// Gives up the piece uploads of a segment that are still running, and excludes their
+/// nodes for the rest of the object (like nodes cut off for lagging: they did not answer
+/// in time). Those still sending data are cancelled: no trailer, so nothing is stored,
+/// and their tasks are aborted at once (freeing their queued shards). Those complete on
+/// the wire go to the [`Reaper`], which deletes them if they are stored after all.
+fn release_tail(
+    inner: &Arc<Inner>,
+    tasks: JoinSet<PieceOutcome>,
+    tickets: HashMap<tokio::task::Id, PieceTicket>,
+    exclude: &Mutex<HashSet<NodeId>>,
+) {
+    let mut late = HashMap::new();
+    let mut cancelled = 0u64;
+    for (id, ticket) in tickets {
+        lock(exclude).insert(ticket.node.id);
+        let mut state = lock(&ticket.handover);
+        match *state {
+            Handover::Complete { .. } => {
+                drop(state);
+                late.insert(id, ticket);
+            }
+            Handover::Sending | Handover::Cancelled => {
+                // Under the lock the stream checks before its trailer: from here on it can
+                // never send one, so aborting cannot leave a stored piece behind.
+                *state = Handover::Cancelled;
+                ticket.task.abort();
+                cancelled += 1;
+            }
+        }
+    }
+    inner
+        .metrics
+        .piece_uploads
+        .with_label_values(&["cancelled"])
+        .inc_by(cancelled);
+    inner.reaper.take(inner, tasks, late);
+}
+
+/// Pieces that may be stored after their segment was committed (or given up): waits for
+/// their late receipts in the background and deletes what arrives, so that a short grace
+/// leaves no orphans. Bounded: at most [`Reaper::PIECES`] pieces are waited on at once
+/// (beyond that a tail is dropped and left to lease expiry), each tail for at most
+/// `piece_timeout`, and its deletes for at most as long again.
+#[derive(Debug, Clone)]
+pub(crate) struct Reaper {
+    slots: Arc<Semaphore>,
+}
+
+impl Default for Reaper {
+    fn default() -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(Self::PIECES)),
+        }
+    }
+}
+
+impl Reaper {
+    /// Most long-tail pieces waited on at once, over every upload of one uplink.
+    pub const PIECES: usize = 1024;
+
+    fn take(
+        &self,
+        inner: &Arc<Inner>,
+        mut tasks: JoinSet<PieceOutcome>,
+        mut late: HashMap<tokio::task::Id, PieceTicket>,
+    ) {
+        if late.is_empty() {
+            return; // dropping `tasks` aborts what is left
+        }
+        let n = u32::try_from(late.len()).unwrap_or(u32::MAX);
+        let Ok(permit) = self.slots.clone().try_acquire_many_owned(n) else {
+            inner
+                .metrics
+                .piece_uploads
+                .with_label_values(&["cancelled"])
+                .inc_by(late.len() as u64);
+            tracing::debug!(
+                pieces = late.len(),
+                "reaper full: long tail left to lease expiry"
+            );
+            return;
+        };
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let wait = inner.config.piece_timeout;
+            let until = Instant::now() + wait;
+            let mut deletes = JoinSet::new();
+            while !late.is_empty() {
+                let Ok(Some(joined)) =
+                    tokio::time::timeout_at(until, tasks.join_next_with_id()).await
+                else {
+                    break;
+                };
+                let id = match &joined {
+                    Ok((id, _)) => *id,
+                    Err(e) => e.id(),
+                };
+                late.remove(&id);
+                // An upload that failed stored nothing; a receipt means the node holds
+                // the piece.
+                if let Ok((
+                    _,
+                    PieceOutcome {
+                        result: Ok(_),
+                        node,
+                        piece_id,
+                        ..
+                    },
+                )) = joined
+                {
+                    let store = inner.store.clone();
+                    if let Some(order) = delete_order(&inner, node.id, piece_id) {
+                        deletes.spawn(store.delete(node.address(), order));
+                    }
+                }
+            }
+            drop(tasks);
+            let mut deleted = 0u64;
+            let mut failed = 0u64;
+            let _ = tokio::time::timeout(wait, async {
+                while let Some(r) = deletes.join_next().await {
+                    if matches!(r, Ok(Ok(()))) {
+                        deleted += 1;
+                    } else {
+                        failed += 1;
+                    }
+                }
+            })
+            .await;
+            failed += deletes.len() as u64;
+            let m = &inner.metrics;
+            m.late_pieces
+                .with_label_values(&["deleted"])
+                .inc_by(deleted);
+            m.late_pieces
+                .with_label_values(&["delete_failed"])
+                .inc_by(failed);
+            m.piece_uploads
+                .with_label_values(&["cancelled"])
+                .inc_by(late.len() as u64);
+        });
+    }
+
+    /// Waits (at most `limit`) until no long tail is being waited on.
+    pub(crate) async fn settle(&self, limit: Duration) -> bool {
+        let n = Self::PIECES as u32;
+        tokio::time::timeout(limit, self.slots.acquire_many(n))
+            .await
+            .is_ok_and(|p| p.is_ok())
+    }
+}
+
+fn delete_order(inner: &Inner, node: NodeId, piece: PieceId) -> Option<Signed<DeleteOrder>> {
+    let owner = inner.access.owner();
+    let order = DeleteOrder {
+        piece_id: piece,
+        node_id: node,
+        owner_key: *owner.public_key(),
+        timestamp_ms: shoal_proto::time::unix_ms(),
+    };
+    Signed::sign(order, owner).ok()
+}
+
 /// Asks every node holding a piece of `entry` to delete it. Best effort: pieces that
 /// cannot be deleted now are collected by their nodes when the lease ends.
 pub(crate) async fn delete_pieces(inner: &Arc<Inner>, entry: &ObjectEntry) -> DeleteReport {
@@ -712,22 +1058,21 @@ pub(crate) async fn delete_pieces(inner: &Arc<Inner>, entry: &ObjectEntry) -> De
 }
 
 async fn delete_segments(inner: &Arc<Inner>, segments: &[SegmentInfo]) -> DeleteReport {
-    let owner = inner.access.owner();
-    let now = shoal_proto::time::unix_ms();
-    let mut calls = Vec::new();
-    for seg in segments {
-        for p in &seg.pieces {
-            let order = DeleteOrder {
-                piece_id: PieceId(p.piece_id),
-                node_id: NodeId(p.node_id),
-                owner_key: *owner.public_key(),
-                timestamp_ms: now,
-            };
-            if let Ok(order) = Signed::sign(order, owner) {
-                calls.push(inner.store.delete(p.node(), order));
-            }
-        }
-    }
+    let pieces: Vec<PiecePlacement> = segments
+        .iter()
+        .flat_map(|s| s.pieces.iter().cloned())
+        .collect();
+    delete_placements(inner, &pieces).await
+}
+
+async fn delete_placements(inner: &Arc<Inner>, pieces: &[PiecePlacement]) -> DeleteReport {
+    let calls: Vec<_> = pieces
+        .iter()
+        .filter_map(|p| {
+            let order = delete_order(inner, NodeId(p.node_id), PieceId(p.piece_id))?;
+            Some(inner.store.delete(p.node(), order))
+        })
+        .collect();
     let results: Vec<_> = futures::stream::iter(calls)
         .buffer_unordered(32)
         .collect()
@@ -736,5 +1081,114 @@ async fn delete_segments(inner: &Arc<Inner>, segments: &[SegmentInfo]) -> Delete
     DeleteReport {
         pieces_deleted: results.len() - failed,
         pieces_failed: failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn node(i: u8, free: u64) -> NodeCandidate {
+        let id = shoal_proto::Identity::from_seed([i; 32]);
+        NodeCandidate {
+            id: id.node_id(),
+            public_key: Some(*id.public_key()),
+            address: SocketAddr::from(([127, 0, i, 1], 7000)),
+            free_space: free,
+        }
+    }
+
+    fn nodes(n: u8) -> Vec<NodeCandidate> {
+        (1..=n).map(|i| node(i, 1 << 30)).collect()
+    }
+
+    fn scheme(s: &str) -> Scheme {
+        s.parse().unwrap()
+    }
+
+    const SEALED: u64 = 4 << 20;
+
+    #[test]
+    fn the_requested_scheme_is_kept_while_the_pool_can_hold_it() {
+        let pool = nodes(14);
+        // Two nodes failed earlier in the object: 12 left for 12 pieces.
+        let failed: HashSet<NodeId> = pool[..2].iter().map(|c| c.id).collect();
+        let shape = plan_scheme(scheme("4/6/8/12"), false, &pool, SEALED, &failed).unwrap();
+        assert_eq!(shape.scheme, scheme("4/6/8/12"));
+        assert_eq!(shape.shard, shard_size_for(SEALED, 4));
+        assert!(shape.piece >= SEALED / 4);
+    }
+
+    #[test]
+    fn a_short_pool_drops_total_first_then_success_and_only_then_k() {
+        let pool = nodes(12);
+        let failed = |n: usize| -> HashSet<NodeId> { pool[..n].iter().map(|c| c.id).collect() };
+        let plan = |n| {
+            plan_scheme(scheme("4/6/8/12"), true, &pool, SEALED, &failed(n))
+                .unwrap()
+                .scheme
+                .to_string()
+        };
+        assert_eq!(plan(0), "4/6/8/12");
+        assert_eq!(plan(1), "4/6/8/11");
+        // 4 of 12 failed: the unused slack goes, not k (the old rule gave 2/4/5/8).
+        assert_eq!(plan(4), "4/6/8/8");
+        assert_eq!(plan(5), "4/6/7/7");
+        assert_eq!(plan(6), "4/6/6/6");
+        assert_eq!(plan(7), "3/5/5/5");
+        // Refused instead when smaller schemes are not allowed, naming the shortfall.
+        let err = plan_scheme(scheme("4/6/8/12"), false, &pool, SEALED, &failed(4)).unwrap_err();
+        assert_eq!((err.needed, err.available), (12, 8));
+        // One node left: nothing can be stored.
+        assert!(plan_scheme(scheme("4/6/8/12"), true, &pool, SEALED, &failed(11)).is_err());
+    }
+
+    #[test]
+    fn a_smaller_k_means_larger_pieces_and_full_nodes_drop_out() {
+        // 8 roomy nodes and 4 with room for a piece at k = 4 but not at k = 3.
+        let piece_at = |k: usize| {
+            Layout {
+                k,
+                shard_size: shard_size_for(SEALED, k),
+                sealed_size: SEALED,
+            }
+            .piece_size()
+        };
+        let mut pool = nodes(8);
+        pool.extend((9..=12).map(|i| node(i, piece_at(4))));
+        assert!(piece_at(3) > piece_at(4));
+        let none = HashSet::new();
+        let shape = plan_scheme(scheme("4/6/8/12"), true, &pool, SEALED, &none).unwrap();
+        assert_eq!(shape.scheme, scheme("4/6/8/12"));
+        // 4 roomy nodes failed: 8 left, k is kept and so are the small nodes.
+        let failed: HashSet<NodeId> = pool[..4].iter().map(|c| c.id).collect();
+        let shape = plan_scheme(scheme("4/6/8/12"), true, &pool, SEALED, &failed).unwrap();
+        assert_eq!(shape.scheme, scheme("4/6/8/8"));
+        // 6 roomy and 1 small failed: 5 left, below `repair`, so k drops to 3, whose
+        // pieces the small nodes cannot take: the plan is checked again and shrinks on.
+        let failed: HashSet<NodeId> = pool[..6].iter().chain(&pool[8..9]).map(|c| c.id).collect();
+        let shape = plan_scheme(scheme("4/6/8/12"), true, &pool, SEALED, &failed).unwrap();
+        assert_eq!(shape.scheme, scheme("1/2/2/2"));
+        assert!(capacity(&pool, shape.piece, &failed) >= 2);
+    }
+
+    #[test]
+    fn fresh_candidates_are_merged_without_duplicates() {
+        let all = nodes(16);
+        let mut pool = all[..10].to_vec();
+        let fresh = vec![
+            all[3].clone(),
+            all[12].clone(),
+            all[12].clone(),
+            all[15].clone(),
+        ];
+        assert_eq!(merge_candidates(&mut pool, fresh), 2);
+        assert_eq!(pool.len(), 12);
+        let ids: HashSet<NodeId> = pool.iter().map(|c| c.id).collect();
+        assert_eq!(ids.len(), 12);
+        assert_eq!(merge_candidates(&mut pool, all[..12].to_vec()), 2);
+        assert_eq!(merge_candidates(&mut pool, Vec::new()), 0);
+        assert!(pool_size(scheme("4/6/8/12")) > 2 * 12);
     }
 }

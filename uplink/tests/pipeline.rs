@@ -268,7 +268,8 @@ async fn small_networks_get_a_smaller_scheme_or_a_clear_error() {
     let bytes = data(2 * BLOCK, 7);
     let report = put(&up, "s", &bytes).await;
     assert_eq!(report.requested, Scheme::default());
-    assert_eq!(report.used.unwrap().to_string(), "3/3/8/12");
+    // k gives way only after total and success, keeping the repair margin of 6 pieces.
+    assert_eq!(report.used.unwrap().to_string(), "6/12/12/12");
     assert_eq!(get(&up, "s", None).await.unwrap(), bytes);
 
     let strict = UplinkConfig {
@@ -361,8 +362,8 @@ async fn delete_rename_and_buckets() {
     let before_delete = store.piece_count();
     let report = up.delete("bucket", "c/d").await.unwrap();
     assert_eq!(report.pieces_deleted, placed);
-    // Exactly the recorded pieces go. Pieces of a cancelled long tail that completed
-    // anyway are not recorded; they go when their lease ends.
+    // Exactly the recorded pieces go (the long tail is recorded, or deleted by the reaper
+    // when its receipt comes after the commit).
     assert_eq!(store.piece_count(), before_delete - placed);
     put(&up, "e", &bytes).await;
     let before = store.piece_count();
@@ -399,4 +400,218 @@ async fn full_size_segments_round_trip() {
     assert_eq!(report.entry.segments().len(), 2);
     assert_eq!(report.entry.segments()[1].plain_size, 1);
     assert_eq!(get(&up, "big", None).await.unwrap(), bytes);
+}
+
+fn piece_total(report: &uplink::PutReport) -> usize {
+    report.entry.segments().iter().map(|s| s.pieces.len()).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_long_tail_is_kept_and_no_piece_is_left_behind() {
+    // A generous grace: on healthy nodes every piece of every segment is recorded.
+    let store = MemoryPieceStore::with_nodes(12);
+    let cfg = UplinkConfig {
+        long_tail_grace: Duration::from_secs(30),
+        slow_piece_grace: Duration::from_secs(30),
+        ..config("3/5/7/10")
+    };
+    let up = uplink_with(&store, [1; 32], Catalog::temporary().unwrap(), cfg);
+    up.create_bucket("bucket").unwrap();
+    let bytes = data(9 * BLOCK + 5, 11);
+    let report = put(&up, "tail", &bytes).await;
+    assert_eq!(report.entry.segments().len(), 3);
+    for seg in report.entry.segments() {
+        assert_eq!(
+            seg.pieces.len(),
+            10,
+            "segment {}: all `total` pieces",
+            seg.index
+        );
+        let indices: Vec<u16> = seg.pieces.iter().map(|p| p.index).collect();
+        assert_eq!(indices, (0..10).collect::<Vec<u16>>());
+    }
+    assert!(up.settle(Duration::from_secs(10)).await);
+    assert_eq!(
+        store.piece_count(),
+        piece_total(&report),
+        "no orphan pieces"
+    );
+    // Any 3 pieces of a segment rebuild it: kill every node but 3 holders of segment 0.
+    let seg = &report.entry.segments()[0];
+    let keep: Vec<_> = seg.pieces[7..].iter().map(|p| p.node_id).collect();
+    for c in store.candidates() {
+        if !keep.contains(&c.id.0) {
+            store.set_behaviour(&c.id, Behaviour::Dead);
+        }
+    }
+    assert_eq!(
+        get(&up, "tail", Some((0, 3 * BLOCK as u64))).await.unwrap(),
+        &bytes[..3 * BLOCK]
+    );
+    for c in store.candidates() {
+        store.set_behaviour(&c.id, Behaviour::Honest);
+    }
+    let report = up.delete("bucket", "tail").await.unwrap();
+    assert_eq!(report.pieces_deleted, 30);
+    assert_eq!(store.piece_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_receipts_are_deleted_by_the_reaper_not_left_as_orphans() {
+    let store = MemoryPieceStore::with_nodes(10);
+    let nodes = store.candidates();
+    // Three nodes store their piece at once but answer long after the grace.
+    for n in &nodes[..3] {
+        store.set_behaviour(&n.id, Behaviour::LateReceipt(Duration::from_millis(800)));
+    }
+    let cfg = UplinkConfig {
+        long_tail_grace: Duration::from_millis(50),
+        piece_timeout: Duration::from_secs(10),
+        ..config("3/5/7/10")
+    };
+    let up = uplink_with(&store, [1; 32], Catalog::temporary().unwrap(), cfg);
+    up.create_bucket("bucket").unwrap();
+    let bytes = data(2 * BLOCK, 12);
+    let report = put(&up, "late", &bytes).await;
+    let late: Vec<_> = nodes[..3].iter().map(|n| n.id.0).collect();
+    let seg = &report.entry.segments()[0];
+    assert_eq!(seg.pieces.len(), 7, "only the prompt receipts are recorded");
+    assert!(seg.pieces.iter().all(|p| !late.contains(&p.node_id)));
+    // The late pieces were stored; the reaper deletes them once their receipts come.
+    assert!(up.settle(Duration::from_secs(20)).await, "reaper settled");
+    assert_eq!(store.piece_count(), 7, "late pieces deleted");
+    let m = up.metrics();
+    assert_eq!(m.late_pieces.with_label_values(&["deleted"]).get(), 3);
+    assert_eq!(m.late_pieces.with_label_values(&["delete_failed"]).get(), 0);
+    assert_eq!(get(&up, "late", None).await.unwrap(), bytes);
+
+    // Grace 0: commit with what is in as soon as `success` are, as before; the tail is
+    // still reaped.
+    let cfg = UplinkConfig {
+        long_tail_grace: Duration::ZERO,
+        piece_timeout: Duration::from_secs(10),
+        ..config("3/5/7/10")
+    };
+    let up = uplink_with(&store, [1; 32], Catalog::temporary().unwrap(), cfg);
+    up.create_bucket("bucket").unwrap();
+    let before = store.piece_count();
+    let report = put(&up, "now", &bytes).await;
+    let placed = piece_total(&report);
+    assert_eq!(placed, 7, "the late pieces are not waited for");
+    assert!(up.settle(Duration::from_secs(20)).await);
+    assert_eq!(store.piece_count(), before + placed);
+}
+
+/// A discovery layer that, like a DHT sampler, answers with a limited random view: the
+/// first answer is `first`, every later one the whole list.
+struct Narrow {
+    first: Vec<uplink::NodeCandidate>,
+    all: Vec<uplink::NodeCandidate>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl uplink::NodeSource for Narrow {
+    fn sample(
+        &self,
+        _wanted: usize,
+    ) -> futures::future::BoxFuture<
+        '_,
+        Result<Vec<uplink::NodeCandidate>, uplink::store::DiscoveryError>,
+    > {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let nodes = if n == 0 {
+            self.first.clone()
+        } else {
+            self.all.clone()
+        };
+        Box::pin(async move { Ok(nodes) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_nodes_are_replaced_from_a_fresh_sample_and_the_scheme_is_kept() {
+    let store = MemoryPieceStore::with_nodes(14);
+    let all = store.candidates();
+    // The first sample has exactly `total` nodes, two of them dead.
+    store.set_behaviour(&all[0].id, Behaviour::Dead);
+    store.set_behaviour(&all[1].id, Behaviour::Dead);
+    let source = Arc::new(Narrow {
+        first: all[..10].to_vec(),
+        all: all.clone(),
+        calls: Default::default(),
+    });
+    let access = Access::new(RootSecret::from_bytes([1; 32]), vec![]);
+    let cfg = UplinkConfig {
+        segment_parallelism: 1,
+        ..config("3/5/7/10")
+    };
+    let up = Uplink::new(
+        access,
+        Arc::new(store.clone()),
+        source.clone(),
+        Catalog::temporary().unwrap(),
+        cfg,
+    )
+    .unwrap();
+    up.create_bucket("bucket").unwrap();
+    let bytes = data(16 * BLOCK, 13);
+    let report = put(&up, "swap", &bytes).await;
+    let segs = report.entry.segments();
+    assert_eq!(segs.len(), 4);
+    assert_eq!(report.used.unwrap().to_string(), "3/5/7/10");
+    // The first segment loses the two dead nodes' pieces (so may the second, planned
+    // before the first commits). From then on the dead nodes are excluded and replaced by
+    // fresh ones: the scheme stays as asked and every piece is placed.
+    assert_eq!(segs[0].pieces.len(), 8);
+    for seg in segs {
+        assert_eq!(seg.scheme.to_string(), "3/5/7/10", "segment {}", seg.index);
+    }
+    for seg in &segs[2..] {
+        assert_eq!(seg.pieces.len(), 10, "segment {}", seg.index);
+        assert!(
+            seg.pieces
+                .iter()
+                .all(|p| p.node_id != all[0].id.0 && p.node_id != all[1].id.0)
+        );
+    }
+    assert!(source.calls.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    assert_eq!(get(&up, "swap", None).await.unwrap(), bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_that_misses_success_leaves_no_pieces_behind() {
+    // Success 9 of 10, and two nodes store their piece but answer only after the piece
+    // timeout: the segment fails with 8 receipts while 10 pieces are stored.
+    let store = MemoryPieceStore::with_nodes(10);
+    let nodes = store.candidates();
+    for n in &nodes[..2] {
+        store.set_behaviour(&n.id, Behaviour::LateReceipt(Duration::from_millis(2200)));
+    }
+    let cfg = UplinkConfig {
+        allow_smaller_scheme: false,
+        piece_timeout: Duration::from_millis(1500),
+        ..config("3/5/9/10")
+    };
+    let up = uplink_with(&store, [1; 32], Catalog::temporary().unwrap(), cfg);
+    up.create_bucket("bucket").unwrap();
+    let bytes = data(3 * BLOCK, 14);
+    let err = up
+        .put("bucket", "lost", &bytes[..], PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Upload { .. }), "{err}");
+    assert!(err.to_string().contains("8 of 9 receipts"), "{err}");
+    // The 8 recorded pieces are deleted at once, the 2 late ones by the reaper.
+    assert!(up.settle(Duration::from_secs(10)).await);
+    assert_eq!(store.piece_count(), 0, "no piece left behind");
+    let late = up
+        .metrics()
+        .late_pieces
+        .with_label_values(&["deleted"])
+        .get();
+    assert_eq!(late, 2);
+    assert!(matches!(
+        up.stat("bucket", "lost"),
+        Err(Error::NoSuchObject { .. })
+    ));
 }

@@ -35,6 +35,8 @@ pub enum Behaviour {
     Corrupt,
     /// Accepts uploads but returns a receipt over the wrong hash.
     LyingReceipt,
+    /// Stores uploads at once but answers with the receipt only this long after.
+    LateReceipt(std::time::Duration),
 }
 
 #[derive(Debug)]
@@ -227,36 +229,43 @@ impl PieceStore for MemoryPieceStore {
             {
                 return Err(refused(id, "trailer does not match the data"));
             }
-            let mut nodes = lock(&this.nodes);
-            let Some(n) = nodes.get_mut(&id) else {
-                return Err(refused(id, "node vanished"));
-            };
-            if n.pieces.contains_key(&order.piece_id) {
-                return Err(refused(id, "piece already exists"));
+            let stored = (|| {
+                let mut nodes = lock(&this.nodes);
+                let Some(n) = nodes.get_mut(&id) else {
+                    return Err(refused(id, "node vanished"));
+                };
+                if n.pieces.contains_key(&order.piece_id) {
+                    return Err(refused(id, "piece already exists"));
+                }
+                let mut hash = info.root();
+                if n.behaviour == Behaviour::LyingReceipt {
+                    hash.0[0] ^= 1;
+                }
+                let receipt = Receipt {
+                    piece_id: order.piece_id,
+                    node_key: *n.identity.public_key(),
+                    owner_key: order.owner_key,
+                    size: received,
+                    piece_hash: hash,
+                    expires_at_ms: order.expires_at_ms,
+                    timestamp_ms: shoal_proto::time::unix_ms(),
+                };
+                let signed =
+                    Signed::sign(receipt, &n.identity).map_err(|e| refused(id, e.to_string()))?;
+                n.pieces.insert(
+                    order.piece_id,
+                    StoredPiece {
+                        owner: order.owner_key,
+                        data: Bytes::from(data),
+                        info,
+                    },
+                );
+                Ok((signed, n.behaviour))
+            })();
+            let (signed, behaviour) = stored?;
+            if let Behaviour::LateReceipt(after) = behaviour {
+                tokio::time::sleep(after).await;
             }
-            let mut hash = info.root();
-            if n.behaviour == Behaviour::LyingReceipt {
-                hash.0[0] ^= 1;
-            }
-            let receipt = Receipt {
-                piece_id: order.piece_id,
-                node_key: *n.identity.public_key(),
-                owner_key: order.owner_key,
-                size: received,
-                piece_hash: hash,
-                expires_at_ms: order.expires_at_ms,
-                timestamp_ms: shoal_proto::time::unix_ms(),
-            };
-            let signed =
-                Signed::sign(receipt, &n.identity).map_err(|e| refused(id, e.to_string()))?;
-            n.pieces.insert(
-                order.piece_id,
-                StoredPiece {
-                    owner: order.owner_key,
-                    data: Bytes::from(data),
-                    info,
-                },
-            );
             Ok(signed)
         })
     }
