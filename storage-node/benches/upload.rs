@@ -1,7 +1,13 @@
 //! Upload throughput to one node over loopback gRPC: 1 MiB and 32 MiB pieces, 1 and 8
-//! concurrent streams. Prints one line per case. Baseline in the same run: the same
-//! pieces written straight into a `PieceStore` (hash + write + fsync, no gRPC), so the
-//! figures can be read as ratios on a noisy machine.
+//! concurrent streams, each with piece data written buffered (through the page cache)
+//! and with `O_DIRECT`. Prints one line per case. Baseline in the same run: the same
+//! pieces written straight into a `PieceStore` (hash + write + fsync, no gRPC) with
+//! buffered writes, so the figures can be read as ratios on a noisy machine.
+//!
+//! Then cold reads of stored pieces (page cache dropped for those files with
+//! `POSIX_FADV_DONTNEED` before each pass), as a download reads them (1 MiB `read_at`
+//! calls): plain buffered, buffered after `advise_sequential` (what the node does), and
+//! `O_DIRECT`; plus a warm pass for reference.
 //!
 //! `cargo bench -p storage-node --bench upload` (`SHOAL_BENCH_MB` = data per case,
 //! default 256; `SHOAL_BENCH_DIR` = where to store, default the system temp dir).
@@ -13,7 +19,9 @@ use std::time::Instant;
 
 use shoal_proto::time::unix_ms;
 use shoal_proto::{Identity, PieceId};
-use storage_node::{ByteSize, Config, PieceStore};
+use storage_node::piece_file::{ALIGN, advise_sequential};
+use storage_node::store::read_at;
+use storage_node::{ByteSize, Config, PieceStore, StoreOptions};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -27,9 +35,15 @@ fn tempdir() -> tempfile::TempDir {
     }
 }
 
-fn direct(payload: &Payload, pieces: usize) -> f64 {
+fn io_name(direct_io: bool) -> &'static str {
+    if direct_io { "direct" } else { "buffered" }
+}
+
+fn store_only(payload: &Payload, pieces: usize, direct_io: bool) -> f64 {
     let dir = tempdir();
-    let (store, _) = PieceStore::open(dir.path(), 1 << 40).unwrap();
+    let (store, _) =
+        PieceStore::open_with(dir.path(), 1 << 40, StoreOptions { direct_io }).unwrap();
+    assert_eq!(store.direct_io(), direct_io);
     let owner = *Identity::random().public_key();
     let start = Instant::now();
     for _ in 0..pieces {
@@ -51,13 +65,14 @@ fn direct(payload: &Payload, pieces: usize) -> f64 {
     (pieces * payload.bytes.len()) as f64 / start.elapsed().as_secs_f64() / 1e6
 }
 
-async fn grpc(payload: &Payload, pieces: usize, streams: usize) -> f64 {
+async fn grpc(payload: &Payload, pieces: usize, streams: usize, direct_io: bool) -> f64 {
     let dir = tempdir();
     let config = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         http: SocketAddr::from(([127, 0, 0, 1], 0)),
         allocate: ByteSize(1 << 40),
         difficulty: 0,
+        direct_io,
         ..Config::default()
     };
     let node = storage_node::start(&config, Identity::random(), dir.path())
@@ -99,6 +114,110 @@ async fn grpc(payload: &Payload, pieces: usize, streams: usize) -> f64 {
     rate
 }
 
+/// How a cold read pass reads a piece.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Read {
+    Buffered,
+    Advised,
+    Direct,
+    Warm,
+}
+
+fn drop_cache(f: &std::fs::File) {
+    rustix::fs::fadvise(f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+}
+
+/// Reads every piece whole in 1 MiB calls; returns MB/s.
+fn read_pass(store: &PieceStore, ids: &[PieceId], size: usize, how: Read) -> f64 {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::os::unix::io::AsRawFd;
+    for id in ids {
+        let (_, f) = store.open_piece(id, 0).unwrap();
+        if !matches!(how, Read::Warm) {
+            drop_cache(&f);
+        }
+    }
+    let chunk = 1usize << 20;
+    let mut raw = vec![0u8; chunk + ALIGN];
+    let start_at = raw.as_ptr().align_offset(ALIGN);
+    let mut sum = 0u64;
+    let start = Instant::now();
+    for id in ids {
+        let (_, mut f) = store.open_piece(id, 0).unwrap();
+        match how {
+            Read::Buffered | Read::Warm => {}
+            Read::Advised => advise_sequential(&f, 0, size as u64),
+            Read::Direct => {
+                f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+                    .open(format!("/proc/self/fd/{}", f.as_raw_fd()))
+                    .unwrap();
+            }
+        }
+        let mut at = 0;
+        while at < size {
+            let len = chunk.min(size - at);
+            if let Read::Direct = how {
+                let buf = &mut raw[start_at..start_at + len.next_multiple_of(ALIGN)];
+                let n = f.read_at(buf, at as u64).unwrap();
+                assert!(n >= len);
+                sum += u64::from(buf[len - 1]);
+            } else {
+                let data = read_at(&mut f, at as u64, len).unwrap();
+                sum += u64::from(data[len - 1]);
+            }
+            at += len;
+        }
+    }
+    std::hint::black_box(sum);
+    (ids.len() * size) as f64 / start.elapsed().as_secs_f64() / 1e6
+}
+
+fn cold_reads(mb: usize) {
+    for piece_mib in [2usize, 32] {
+        let dir = tempdir();
+        let (store, _) = PieceStore::open(dir.path(), 1 << 40).unwrap();
+        let payload = Payload::with_block_size(data(piece_mib << 20, 7), 64 * 1024);
+        let owner = *Identity::random().public_key();
+        let ids: Vec<PieceId> = (0..(mb / piece_mib).max(8))
+            .map(|_| {
+                let id = PieceId(rand::random());
+                let mut p = store
+                    .begin_upload(id, owner, payload.bytes.len() as u64, 65536, u64::MAX)
+                    .unwrap();
+                p.write(&payload.bytes).unwrap();
+                p.commit(payload.bytes.len() as u64, &payload.root, unix_ms())
+                    .unwrap();
+                id
+            })
+            .collect();
+        let size = payload.bytes.len();
+        // Two rounds, interleaved, so a burst of load on the machine hits all cases.
+        let mut results: Vec<(Read, Vec<f64>)> =
+            [Read::Buffered, Read::Advised, Read::Direct, Read::Warm]
+                .into_iter()
+                .map(|how| (how, Vec::new()))
+                .collect();
+        for _ in 0..2 {
+            for (how, rates) in &mut results {
+                rates.push(read_pass(&store, &ids, size, *how));
+            }
+        }
+        let base: f64 = results[0].1.iter().sum::<f64>() / results[0].1.len() as f64;
+        for (how, rates) in &results {
+            let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+            let runs: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+            println!(
+                "read piece={piece_mib}MiB mode={how:?} pieces={} MB/s={mean:.1} runs={} ratio_to_buffered={:.2}",
+                ids.len(),
+                runs.join("/"),
+                mean / base
+            );
+        }
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
     let mb: usize = std::env::var("SHOAL_BENCH_MB")
@@ -109,16 +228,23 @@ fn main() {
     for piece_mib in [1usize, 32] {
         let payload = Payload::with_block_size(data(piece_mib << 20, piece_mib as u64), 64 * 1024);
         let pieces = (mb / piece_mib).max(8);
-        let base = direct(&payload, pieces);
-        println!(
-            "upload piece={piece_mib}MiB mode=direct-store streams=1 pieces={pieces} MB/s={base:.1}"
-        );
-        for streams in [1usize, 8] {
-            let rate = rt.block_on(grpc(&payload, pieces, streams));
+        let mut base = None;
+        for direct_io in [false, true] {
+            let io = io_name(direct_io);
+            let rate = store_only(&payload, pieces, direct_io);
+            let base = *base.get_or_insert(rate);
             println!(
-                "upload piece={piece_mib}MiB mode=grpc-loopback streams={streams} pieces={pieces} MB/s={rate:.1} ratio_to_direct={:.2}",
+                "upload piece={piece_mib}MiB mode=store io={io} streams=1 pieces={pieces} MB/s={rate:.1} ratio_to_buffered_store={:.2}",
                 rate / base
             );
+            for streams in [1usize, 8] {
+                let rate = rt.block_on(grpc(&payload, pieces, streams, direct_io));
+                println!(
+                    "upload piece={piece_mib}MiB mode=grpc-loopback io={io} streams={streams} pieces={pieces} MB/s={rate:.1} ratio_to_buffered_store={:.2}",
+                    rate / base
+                );
+            }
         }
     }
+    cold_reads(mb);
 }

@@ -101,6 +101,9 @@ struct Settings {
     /// How often to remove expired pieces (ms).
     #[arg(long, value_name = "MS")]
     expiry_interval_ms: Option<u64>,
+    /// Write pieces with O_DIRECT (true/false).
+    #[arg(long, value_name = "BOOL")]
+    direct_io: Option<bool>,
 }
 
 impl From<Settings> for Overrides {
@@ -115,6 +118,7 @@ impl From<Settings> for Overrides {
             max_streams_per_peer: s.max_streams_per_peer,
             stall_timeout_ms: s.stall_timeout_ms,
             expiry_interval_ms: s.expiry_interval_ms,
+            direct_io: s.direct_io,
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::error::Error;
 use crate::metrics::NodeMetrics;
 use crate::net::Killable;
 use crate::service::{PieceStoreService, ServiceLimits};
-use crate::store::{PieceStore, Recovery};
+use crate::store::{PieceStore, Recovery, StoreOptions};
 
 /// How long shutdown lets gRPC streams finish before cutting their connections.
 const RPC_DRAIN: Duration = Duration::from_secs(5);
@@ -200,9 +200,13 @@ pub async fn start(
     let identity = Arc::new(identity);
     let dir = storage_dir.to_owned();
     let allocated = config.allocate.0;
-    let (store, recovery) = tokio::task::spawn_blocking(move || PieceStore::open(&dir, allocated))
-        .await
-        .map_err(|e| Error::Task(e.to_string()))??;
+    let options = StoreOptions {
+        direct_io: config.direct_io,
+    };
+    let (store, recovery) =
+        tokio::task::spawn_blocking(move || PieceStore::open_with(&dir, allocated, options))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??;
     if recovery != Recovery::default() {
         info!(?recovery, "repaired what an unclean stop left behind");
     }

@@ -24,6 +24,7 @@ use tracing::{debug, instrument};
 use crate::error::Error;
 use crate::meta::PieceMeta;
 use crate::metrics::NodeMetrics;
+use crate::piece_file;
 use crate::protocol;
 use crate::store::{PieceStore, read_at};
 
@@ -308,6 +309,12 @@ impl piece_store_server::PieceStore for PieceStoreService {
                 .open_for_owner(order.piece_id, order.owner_key)
                 .await?;
             let plan = protocol::plan_download(&meta.info, order.offset, order.length)?;
+            // Pieces are written with O_DIRECT, so a download usually finds them cold:
+            // have the kernel read the whole range ahead of the 1 MiB reads below.
+            if let (Some(first), Some(last)) = (plan.chunks.first(), plan.chunks.last()) {
+                let end = last.0 + last.1 as u64;
+                piece_file::advise_sequential(&file, first.0, end - first.0);
+            }
             Ok::<_, Error>((meta, file, plan))
         }
         .await;

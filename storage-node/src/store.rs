@@ -14,11 +14,16 @@
 //! renames into place. Removal runs the other way (metadata out and into the trash in one
 //! transaction, then the file), so startup only ever looks at `tmp/` and the trash, never
 //! at the piece files, and the counters are always exactly the committed pieces.
+//!
+//! Piece data is written with `O_DIRECT` where the file system allows it (see
+//! [`crate::piece_file`]); the steps above are unchanged: the temp file is cut to its exact
+//! size and fsynced before the metadata commit.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use shoal_proto::piece_hash::PieceHasher;
@@ -26,6 +31,21 @@ use shoal_proto::{PieceHash, PieceId, PublicKey};
 
 use crate::error::Error;
 use crate::meta::{Counters, MetaDb, PieceMeta};
+use crate::piece_file::{PieceWriter, Refuse};
+
+/// How the store writes piece files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Write piece data with `O_DIRECT` (Linux), falling back to buffered writes on a
+    /// file system that refuses it. Default true.
+    pub direct_io: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { direct_io: true }
+    }
+}
 
 /// Space as the node accounts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -96,6 +116,9 @@ pub struct PieceStore {
     meta: MetaDb,
     allocated: u64,
     state: Mutex<State>,
+    /// Cleared (for good) the first time the file system refuses `O_DIRECT`.
+    direct_io: AtomicBool,
+    inject: Refuse,
 }
 
 fn sync_dir(path: &Path) -> Result<(), Error> {
@@ -111,6 +134,34 @@ impl PieceStore {
     /// LATER: compare the allocation with the file system's real free space (statvfs
     /// needs `unsafe` or a new crate) and warn when the disk cannot hold it.
     pub fn open(dir: &Path, allocated: u64) -> Result<(Arc<Self>, Recovery), Error> {
+        Self::open_with(dir, allocated, StoreOptions::default())
+    }
+
+    /// [`PieceStore::open`] with options.
+    pub fn open_with(
+        dir: &Path,
+        allocated: u64,
+        options: StoreOptions,
+    ) -> Result<(Arc<Self>, Recovery), Error> {
+        Self::open_inner(dir, allocated, options, Refuse::default())
+    }
+
+    /// A store whose file system refuses `O_DIRECT` as `inject` says (tests).
+    #[cfg(test)]
+    pub(crate) fn open_refusing(
+        dir: &Path,
+        allocated: u64,
+        inject: Refuse,
+    ) -> Result<(Arc<Self>, Recovery), Error> {
+        Self::open_inner(dir, allocated, StoreOptions::default(), inject)
+    }
+
+    fn open_inner(
+        dir: &Path,
+        allocated: u64,
+        options: StoreOptions,
+        inject: Refuse,
+    ) -> Result<(Arc<Self>, Recovery), Error> {
         let pieces_dir = dir.join("pieces");
         let tmp_dir = dir.join("tmp");
         for d in [dir, &pieces_dir, &tmp_dir] {
@@ -123,6 +174,8 @@ impl PieceStore {
             meta,
             allocated,
             state: Mutex::new(State::default()),
+            direct_io: AtomicBool::new(options.direct_io),
+            inject,
         };
         let recovery = store.recover()?;
         let counters = store.meta.counters()?;
@@ -144,6 +197,23 @@ impl PieceStore {
         // A panic while holding the lock cannot leave the counters half-updated (each
         // update is a few assignments), so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether new uploads are written with `O_DIRECT` (false if configured off or
+    /// after the file system refused it).
+    pub fn direct_io(&self) -> bool {
+        self.direct_io.load(Ordering::Relaxed)
+    }
+
+    /// The file system refused `O_DIRECT`: stop using it for this store, saying so once.
+    fn direct_refused(&self, path: &Path, error: &std::io::Error) {
+        if self.direct_io.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                path = %path.display(),
+                %error,
+                "the file system refuses O_DIRECT; writing pieces through the page cache"
+            );
+        }
     }
 
     fn recover(&self) -> Result<Recovery, Error> {
@@ -265,16 +335,15 @@ impl PieceStore {
             max_size,
             reserved: max_size,
             tmp_path: self.tmp_path(&piece),
-            file: None,
+            writer: None,
             hasher: PieceHasher::new(block_size),
             meta_committed: false,
         };
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&pending.tmp_path)
-            .map_err(|e| Error::io("cannot create", &pending.tmp_path, e))?;
-        pending.file = Some(file);
+        let writer =
+            PieceWriter::create_with(&pending.tmp_path, self.direct_io(), max_size, self.inject);
+        pending.writer =
+            Some(writer.map_err(|e| Error::io("cannot create", &pending.tmp_path, e))?);
+        pending.note_refusal();
         Ok(pending)
     }
 
@@ -461,7 +530,7 @@ pub struct PendingPiece {
     max_size: u64,
     reserved: u64,
     tmp_path: PathBuf,
-    file: Option<File>,
+    writer: Option<PieceWriter>,
     hasher: PieceHasher,
     meta_committed: bool,
 }
@@ -469,6 +538,17 @@ pub struct PendingPiece {
 impl PendingPiece {
     pub fn piece_id(&self) -> &PieceId {
         &self.piece
+    }
+
+    /// Whether this piece is being written with `O_DIRECT`.
+    pub fn is_direct(&self) -> bool {
+        self.writer.as_ref().is_some_and(PieceWriter::is_direct)
+    }
+
+    fn note_refusal(&mut self) {
+        if let Some(e) = self.writer.as_mut().and_then(PieceWriter::take_refusal) {
+            self.store.direct_refused(&self.tmp_path, &e);
+        }
     }
 
     /// Bytes received so far.
@@ -483,12 +563,13 @@ impl PendingPiece {
                 max_size: self.max_size,
             });
         }
-        let file = self
-            .file
+        let writer = self
+            .writer
             .as_mut()
             .ok_or(Error::Protocol("upload already closed"))?;
-        file.write_all(data)
-            .map_err(|e| Error::io("cannot write", &self.tmp_path, e))?;
+        let written = writer.write(data);
+        self.note_refusal();
+        written.map_err(|e| Error::io("cannot write", &self.tmp_path, e))?;
         self.hasher.update(data);
         Ok(())
     }
@@ -512,8 +593,16 @@ impl PendingPiece {
         if info.root() != *declared_hash {
             return Err(Error::HashMismatch);
         }
-        if let Some(file) = self.file.take() {
-            file.sync_all()
+        if let Some(writer) = self.writer.as_mut() {
+            // Writes the padded tail and cuts the file to its exact size: what is
+            // fsynced next is the piece, byte for byte.
+            let finished = writer.finish();
+            self.note_refusal();
+            finished.map_err(|e| Error::io("cannot write", &self.tmp_path, e))?;
+        }
+        if let Some(writer) = self.writer.take() {
+            writer
+                .sync()
                 .map_err(|e| Error::io("cannot sync", &self.tmp_path, e))?;
         }
         let meta = PieceMeta {
@@ -541,7 +630,7 @@ impl PendingPiece {
 
 impl Drop for PendingPiece {
     fn drop(&mut self) {
-        self.file = None;
+        self.writer = None;
         if !self.meta_committed {
             let _ = fs::remove_file(&self.tmp_path);
         }

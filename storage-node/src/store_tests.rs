@@ -1,4 +1,5 @@
 use super::*;
+use crate::piece_file::Refuse;
 use shoal_proto::Identity;
 use shoal_proto::piece_hash::PieceHasher;
 
@@ -185,4 +186,115 @@ fn recovery_removes_partial_uploads_and_finishes_commits() {
     assert_eq!((c.counters.used, c.counters.pieces), (18_000, 2));
     let (_, mut f) = store.open_piece(&PieceId([3; 32]), 1).unwrap();
     assert_eq!(read_at(&mut f, 0, 9000).unwrap(), bytes);
+}
+
+fn put_in_chunks(store: &Arc<PieceStore>, id: u8, bytes: &[u8]) -> (bool, PieceMeta) {
+    let mut p = store
+        .begin_upload(
+            PieceId([id; 32]),
+            owner(),
+            bytes.len() as u64,
+            4096,
+            u64::MAX,
+        )
+        .unwrap();
+    for c in bytes.chunks(100_000) {
+        p.write(c).unwrap();
+    }
+    let direct = p.is_direct();
+    (
+        direct,
+        p.commit(bytes.len() as u64, &root(bytes), 1).unwrap(),
+    )
+}
+
+fn read_back(store: &Arc<PieceStore>, id: u8) -> Vec<u8> {
+    let (meta, mut f) = store.open_piece(&PieceId([id; 32]), 1).unwrap();
+    assert_eq!(
+        f.metadata().unwrap().len(),
+        meta.info.size,
+        "exact size, no padding"
+    );
+    read_at(&mut f, 0, meta.info.size as usize).unwrap()
+}
+
+#[test]
+fn direct_and_buffered_stores_hold_the_same_pieces() {
+    for direct_io in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) =
+            PieceStore::open_with(dir.path(), 1 << 30, StoreOptions { direct_io }).unwrap();
+        for (id, len) in [
+            (1u8, 0usize),
+            (2, 1),
+            (3, 4097),
+            (4, (1 << 20) + 4096),
+            (5, 3_000_001),
+        ] {
+            let bytes = data(len, id);
+            let (was_direct, meta) = put_in_chunks(&store, id, &bytes);
+            assert_eq!(was_direct, direct_io);
+            assert_eq!(meta.info.size, len as u64);
+            assert!(
+                read_back(&store, id) == bytes,
+                "piece {id}, direct {direct_io}"
+            );
+        }
+        assert_eq!(store.direct_io(), direct_io);
+        let c = store.check().unwrap();
+        assert!(c.is_consistent(), "{c:?}");
+    }
+}
+
+#[test]
+fn a_file_system_refusing_o_direct_gets_buffered_writes_and_the_store_remembers() {
+    let cases = [
+        Refuse {
+            open: true,
+            writes_from: None,
+        },
+        Refuse {
+            open: false,
+            writes_from: Some(0),
+        },
+        Refuse {
+            open: false,
+            writes_from: Some(1 << 20),
+        },
+    ];
+    for inject in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = PieceStore::open_refusing(dir.path(), 1 << 30, inject).unwrap();
+        assert!(store.direct_io());
+        let bytes = data(3_000_001, 1);
+        let (was_direct, _) = put_in_chunks(&store, 1, &bytes);
+        assert!(!was_direct, "{inject:?}: fell back");
+        assert!(!store.direct_io(), "{inject:?}: remembered for the store");
+        assert!(read_back(&store, 1) == bytes, "{inject:?}");
+        // The next piece does not even try.
+        let (was_direct, _) = put_in_chunks(&store, 2, &bytes[..5000]);
+        assert!(!was_direct);
+        assert!(read_back(&store, 2) == bytes[..5000]);
+        let c = store.check().unwrap();
+        assert!(c.is_consistent(), "{c:?}");
+    }
+}
+
+#[test]
+fn direct_uploads_keep_the_size_bound_and_drop_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = PieceStore::open(dir.path(), 1 << 30).unwrap();
+    let mut p = store
+        .begin_upload(PieceId([1; 32]), owner(), 10_000, 4096, 10)
+        .unwrap();
+    assert!(p.is_direct());
+    p.write(&data(9_000, 1)).unwrap();
+    assert!(matches!(
+        p.write(&data(1_001, 1)),
+        Err(Error::OverMaxSize { max_size: 10_000 })
+    ));
+    assert_eq!(store.temp_file_count(), 1);
+    drop(p);
+    assert_eq!(store.temp_file_count(), 0);
+    assert_eq!(store.space().reserved, 0);
 }
