@@ -10,8 +10,11 @@
 //! (through [`PieceWriter::take_refusal`]) so the store stops trying.
 //!
 //! Reads stay buffered: [`advise_sequential`] asks the kernel to read ahead the range a
-//! download will stream, which measured faster on cold data than `O_DIRECT` reads (see
-//! BENCHMARKS.md, "Direct I/O") and keeps arbitrary ranges simple.
+//! download will stream. On cold pieces it measured about as fast as plain buffered
+//! reads and no worse than `O_DIRECT` reads overall (BENCHMARKS.md, "Direct I/O"), and
+//! `O_DIRECT` reads would need aligned ranges and a copy out of an aligned buffer into
+//! the message's `Vec`. LATER: `O_DIRECT` reads used 2–3× less CPU per MB in most
+//! measurements; try them for downloads in the end-to-end bench, where CPU is the limit.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind};
