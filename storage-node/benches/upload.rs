@@ -11,7 +11,7 @@
 //!
 //! `cargo bench -p storage-node --bench upload` (`SHOAL_BENCH_MB` = data per case,
 //! default 256; `SHOAL_BENCH_DIR` = where to store, default the system temp dir;
-//! `SHOAL_BENCH_CASES` = `upload`, `read` or both, the default).
+//! `SHOAL_BENCH_CASES` = any of `upload`, `read`, `small`; default `upload,read`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -252,6 +252,50 @@ fn main() {
     }
     if cases.contains("read") {
         cold_reads(mb);
+    }
+    if cases.contains("small") {
+        small_commits();
+    }
+}
+
+/// Commits per second of 4 KiB + 1 byte pieces straight into the store from 1 and 16
+/// threads: the cost of the three syncs per piece and whether concurrency hides it.
+fn small_commits() {
+    let payload = Payload::new(data(4097, 3));
+    for threads in [1usize, 16] {
+        for direct_io in [false, true] {
+            let dir = tempdir();
+            let (store, _) =
+                PieceStore::open_with(dir.path(), 1 << 40, StoreOptions { direct_io }).unwrap();
+            let owner = *Identity::random().public_key();
+            let per_thread = 400 / threads;
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(|| {
+                        for _ in 0..per_thread {
+                            let mut p = store
+                                .begin_upload(
+                                    PieceId(rand::random()),
+                                    owner,
+                                    4097,
+                                    payload.block_size,
+                                    u64::MAX,
+                                )
+                                .unwrap();
+                            p.write(&payload.bytes).unwrap();
+                            p.commit(4097, &payload.root, unix_ms()).unwrap();
+                        }
+                    });
+                }
+            });
+            let rate = (threads * per_thread) as f64 / start.elapsed().as_secs_f64();
+            println!(
+                "commit piece=4097B io={} threads={threads} pieces={} commits/s={rate:.0}",
+                io_name(direct_io),
+                threads * per_thread
+            );
+        }
     }
 }
 
