@@ -10,7 +10,8 @@
 //! `O_DIRECT`; plus a warm pass for reference.
 //!
 //! `cargo bench -p storage-node --bench upload` (`SHOAL_BENCH_MB` = data per case,
-//! default 256; `SHOAL_BENCH_DIR` = where to store, default the system temp dir).
+//! default 256; `SHOAL_BENCH_DIR` = where to store, default the system temp dir;
+//! `SHOAL_BENCH_CASES` = any of `upload`, `read`, `small`; default `upload,read`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -127,8 +128,18 @@ fn drop_cache(f: &std::fs::File) {
     rustix::fs::fadvise(f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
 }
 
-/// Reads every piece whole in 1 MiB calls; returns MB/s.
-fn read_pass(store: &PieceStore, ids: &[PieceId], size: usize, how: Read) -> f64 {
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat`.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of the line (utime, stime) are 11 and 12 after the name.
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// Reads every piece whole in 1 MiB calls; returns MB/s and MB per CPU second.
+fn read_pass(store: &PieceStore, ids: &[PieceId], size: usize, how: Read) -> (f64, f64) {
     use std::os::unix::fs::{FileExt, OpenOptionsExt};
     use std::os::unix::io::AsRawFd;
     for id in ids {
@@ -138,10 +149,9 @@ fn read_pass(store: &PieceStore, ids: &[PieceId], size: usize, how: Read) -> f64
         }
     }
     let chunk = 1usize << 20;
-    let mut raw = vec![0u8; chunk + ALIGN];
-    let start_at = raw.as_ptr().align_offset(ALIGN);
     let mut sum = 0u64;
     let start = Instant::now();
+    let cpu = cpu_seconds();
     for id in ids {
         let (_, mut f) = store.open_piece(id, 0).unwrap();
         match how {
@@ -158,20 +168,28 @@ fn read_pass(store: &PieceStore, ids: &[PieceId], size: usize, how: Read) -> f64
         let mut at = 0;
         while at < size {
             let len = chunk.min(size - at);
-            if let Read::Direct = how {
-                let buf = &mut raw[start_at..start_at + len.next_multiple_of(ALIGN)];
-                let n = f.read_at(buf, at as u64).unwrap();
+            let data = if let Read::Direct = how {
+                // What the node would have to do: a fresh aligned buffer per message
+                // (the data is moved into it), then the exact bytes copied out, as
+                // the message field is a plain Vec.
+                let mut raw = vec![0u8; len.next_multiple_of(ALIGN) + ALIGN];
+                let s = raw.as_ptr().align_offset(ALIGN);
+                let n = f
+                    .read_at(&mut raw[s..s + len.next_multiple_of(ALIGN)], at as u64)
+                    .unwrap();
                 assert!(n >= len);
-                sum += u64::from(buf[len - 1]);
+                raw[s..s + len].to_vec()
             } else {
-                let data = read_at(&mut f, at as u64, len).unwrap();
-                sum += u64::from(data[len - 1]);
-            }
+                read_at(&mut f, at as u64, len).unwrap()
+            };
+            sum += u64::from(data[len - 1]);
             at += len;
         }
     }
     std::hint::black_box(sum);
-    (ids.len() * size) as f64 / start.elapsed().as_secs_f64() / 1e6
+    let mb = (ids.len() * size) as f64 / 1e6;
+    let cpu = (cpu_seconds() - cpu).max(0.01);
+    (mb / start.elapsed().as_secs_f64(), mb / cpu)
 }
 
 fn cold_reads(mb: usize) {
@@ -193,26 +211,30 @@ fn cold_reads(mb: usize) {
             })
             .collect();
         let size = payload.bytes.len();
-        // Two rounds, interleaved, so a burst of load on the machine hits all cases.
-        let mut results: Vec<(Read, Vec<f64>)> =
+        // Rounds interleaved, so a burst of load on the machine hits all cases.
+        let mut results: Vec<(Read, Vec<(f64, f64)>)> =
             [Read::Buffered, Read::Advised, Read::Direct, Read::Warm]
                 .into_iter()
                 .map(|how| (how, Vec::new()))
                 .collect();
-        for _ in 0..2 {
+        for _ in 0..3 {
             for (how, rates) in &mut results {
                 rates.push(read_pass(&store, &ids, size, *how));
             }
         }
-        let base: f64 = results[0].1.iter().sum::<f64>() / results[0].1.len() as f64;
+        let mean = |v: &[(f64, f64)], cpu: bool| {
+            v.iter().map(|r| if cpu { r.1 } else { r.0 }).sum::<f64>() / v.len() as f64
+        };
+        let base = mean(&results[0].1, false);
         for (how, rates) in &results {
-            let mean = rates.iter().sum::<f64>() / rates.len() as f64;
-            let runs: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+            let rate = mean(rates, false);
+            let runs: Vec<String> = rates.iter().map(|r| format!("{:.0}", r.0)).collect();
             println!(
-                "read piece={piece_mib}MiB mode={how:?} pieces={} MB/s={mean:.1} runs={} ratio_to_buffered={:.2}",
+                "read piece={piece_mib}MiB mode={how:?} pieces={} MB/s={rate:.1} runs={} MB_per_cpu_s={:.0} ratio_to_buffered={:.2}",
                 ids.len(),
                 runs.join("/"),
-                mean / base
+                mean(rates, true),
+                rate / base
             );
         }
     }
@@ -224,27 +246,88 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(256);
+    let cases = std::env::var("SHOAL_BENCH_CASES").unwrap_or_else(|_| "upload,read".into());
+    if cases.contains("upload") {
+        uploads(mb);
+    }
+    if cases.contains("read") {
+        cold_reads(mb);
+    }
+    if cases.contains("small") {
+        small_commits();
+    }
+}
+
+/// Commits per second of 4 KiB + 1 byte pieces straight into the store from 1 and 16
+/// threads: the cost of the three syncs per piece and whether concurrency hides it.
+fn small_commits() {
+    let payload = Payload::new(data(4097, 3));
+    for threads in [1usize, 16] {
+        for direct_io in [false, true] {
+            let dir = tempdir();
+            let (store, _) =
+                PieceStore::open_with(dir.path(), 1 << 40, StoreOptions { direct_io }).unwrap();
+            let owner = *Identity::random().public_key();
+            let per_thread = 400 / threads;
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(|| {
+                        for _ in 0..per_thread {
+                            let mut p = store
+                                .begin_upload(
+                                    PieceId(rand::random()),
+                                    owner,
+                                    4097,
+                                    payload.block_size,
+                                    u64::MAX,
+                                )
+                                .unwrap();
+                            p.write(&payload.bytes).unwrap();
+                            p.commit(4097, &payload.root, unix_ms()).unwrap();
+                        }
+                    });
+                }
+            });
+            let rate = (threads * per_thread) as f64 / start.elapsed().as_secs_f64();
+            println!(
+                "commit piece=4097B io={} threads={threads} pieces={} commits/s={rate:.0}",
+                io_name(direct_io),
+                threads * per_thread
+            );
+        }
+    }
+}
+
+fn uploads(mb: usize) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     for piece_mib in [1usize, 32] {
         let payload = Payload::with_block_size(data(piece_mib << 20, piece_mib as u64), 64 * 1024);
         let pieces = (mb / piece_mib).max(8);
         let mut base = None;
-        for direct_io in [false, true] {
-            let io = io_name(direct_io);
-            let rate = store_only(&payload, pieces, direct_io);
-            let base = *base.get_or_insert(rate);
-            println!(
-                "upload piece={piece_mib}MiB mode=store io={io} streams=1 pieces={pieces} MB/s={rate:.1} ratio_to_buffered_store={:.2}",
-                rate / base
-            );
-            for streams in [1usize, 8] {
-                let rate = rt.block_on(grpc(&payload, pieces, streams, direct_io));
+        // Buffered and direct back to back for each case, so drifting load on the
+        // machine hits both alike. CPU is the whole process's (node and client alike).
+        for streams in [0usize, 1, 8] {
+            for direct_io in [false, true] {
+                let cpu = cpu_seconds();
+                let rate = if streams == 0 {
+                    store_only(&payload, pieces, direct_io)
+                } else {
+                    rt.block_on(grpc(&payload, pieces, streams, direct_io))
+                };
+                let per_cpu =
+                    (pieces * payload.bytes.len()) as f64 / 1e6 / (cpu_seconds() - cpu).max(0.01);
+                let base = *base.get_or_insert(rate);
+                let (mode, streams) = match streams {
+                    0 => ("store", 1),
+                    s => ("grpc-loopback", s),
+                };
                 println!(
-                    "upload piece={piece_mib}MiB mode=grpc-loopback io={io} streams={streams} pieces={pieces} MB/s={rate:.1} ratio_to_buffered_store={:.2}",
+                    "upload piece={piece_mib}MiB mode={mode} io={} streams={streams} pieces={pieces} MB/s={rate:.1} MB_per_cpu_s={per_cpu:.0} ratio_to_buffered_store={:.2}",
+                    io_name(direct_io),
                     rate / base
                 );
             }
         }
     }
-    cold_reads(mb);
 }

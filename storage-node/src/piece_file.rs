@@ -10,8 +10,11 @@
 //! (through [`PieceWriter::take_refusal`]) so the store stops trying.
 //!
 //! Reads stay buffered: [`advise_sequential`] asks the kernel to read ahead the range a
-//! download will stream, which measured faster on cold data than `O_DIRECT` reads (see
-//! BENCHMARKS.md, "Direct I/O") and keeps arbitrary ranges simple.
+//! download will stream. On cold pieces it measured about as fast as plain buffered
+//! reads and no worse than `O_DIRECT` reads overall (BENCHMARKS.md, "Direct I/O"), and
+//! `O_DIRECT` reads would need aligned ranges and a copy out of an aligned buffer into
+//! the message's `Vec`. LATER: `O_DIRECT` reads used 2–3× less CPU per MB in most
+//! measurements; try them for downloads in the end-to-end bench, where CPU is the limit.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind};
@@ -23,6 +26,11 @@ use std::path::{Path, PathBuf};
 pub const ALIGN: usize = 4096;
 /// The most a piece buffers before a direct write.
 pub const BUFFER: usize = 1 << 20;
+/// Pieces whose order allows less than this are written buffered even when direct I/O
+/// is on: copying a few KiB costs nothing, while a direct write of a tiny piece waits
+/// for the device and needs a `set_len` (4 KiB + 1 byte pieces: 1,219 commits/s direct
+/// against 2,072 buffered from 16 threads, BENCHMARKS.md "Direct I/O").
+pub const DIRECT_MIN_SIZE: u64 = 64 * 1024;
 
 /// Whether an error means "this file system does not do `O_DIRECT` (here)".
 pub fn is_direct_refusal(e: &io::Error) -> bool {
@@ -108,9 +116,10 @@ pub struct PieceWriter {
 }
 
 impl PieceWriter {
-    /// Creates `path` (which must not exist). With `direct`, opens it with `O_DIRECT`
-    /// and a buffer of `BUFFER` bytes, or less if `max_size` is smaller; falls back to
-    /// buffered writes if the file system refuses.
+    /// Creates `path` (which must not exist). With `direct` and a `max_size` of at
+    /// least [`DIRECT_MIN_SIZE`], opens it with `O_DIRECT` and a buffer of `BUFFER`
+    /// bytes, or less if `max_size` is smaller; falls back to buffered writes if the
+    /// file system refuses.
     pub fn create(path: &Path, direct: bool, max_size: u64) -> io::Result<Self> {
         Self::create_with(path, direct, max_size, Refuse::default())
     }
@@ -129,7 +138,10 @@ impl PieceWriter {
             refusal: None,
             inject,
         };
-        if direct && let Err(e) = w.go_direct(max_size) {
+        if direct
+            && max_size >= DIRECT_MIN_SIZE
+            && let Err(e) = w.go_direct(max_size)
+        {
             if !is_direct_refusal(&e) {
                 return Err(e);
             }
@@ -291,7 +303,10 @@ mod tests {
         chunk: usize,
     ) -> (Vec<u8>, bool, bool) {
         let path = dir.join(format!("p{}-{chunk}-{direct}-{inject:?}", bytes.len()));
-        let mut w = PieceWriter::create_with(&path, direct, bytes.len() as u64, inject).unwrap();
+        // The order's bound, not the data, decides direct or not: small data under a
+        // large bound still exercises the padded tail.
+        let max_size = (bytes.len() as u64).max(DIRECT_MIN_SIZE);
+        let mut w = PieceWriter::create_with(&path, direct, max_size, inject).unwrap();
         let started_direct = w.is_direct();
         for c in bytes.chunks(chunk.max(1)) {
             w.write(c).unwrap();
@@ -303,7 +318,9 @@ mod tests {
         w.sync().unwrap();
         drop(w);
         assert_eq!(started_direct && !ended_direct, refused && started_direct);
-        (std::fs::read(&path).unwrap(), started_direct, refused)
+        let got = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        (got, started_direct, refused)
     }
 
     #[test]
@@ -352,16 +369,20 @@ mod tests {
     #[test]
     fn small_pieces_get_a_small_buffer() {
         let dir = tempfile::tempdir().unwrap();
-        let w = PieceWriter::create(&dir.path().join("small"), true, 4097).unwrap();
+        let w = PieceWriter::create(&dir.path().join("small"), true, DIRECT_MIN_SIZE + 1).unwrap();
         match &w.mode {
-            Mode::Direct(b) => assert_eq!(b.cap, 2 * ALIGN),
+            Mode::Direct(b) => assert_eq!(b.cap, DIRECT_MIN_SIZE as usize + ALIGN),
             Mode::Buffered => panic!("expected direct"),
         }
         // The kernel agrees that the descriptor bypasses the page cache.
         let direct = rustix::fs::OFlags::DIRECT.bits();
         assert_ne!(fd_flags(&w.file) & direct, 0);
-        let b = PieceWriter::create(&dir.path().join("buffered"), false, 4097).unwrap();
+        let b = PieceWriter::create(&dir.path().join("buffered"), false, 1 << 30).unwrap();
         assert_eq!(fd_flags(&b.file) & direct, 0);
+        let tiny = PieceWriter::create(&dir.path().join("tiny"), true, DIRECT_MIN_SIZE - 1);
+        let tiny = tiny.unwrap();
+        assert!(!tiny.is_direct(), "tiny pieces are written buffered");
+        assert_eq!(fd_flags(&tiny.file) & direct, 0);
     }
 
     /// The open flags of a descriptor, as the kernel reports them.

@@ -233,7 +233,8 @@ fn direct_and_buffered_stores_hold_the_same_pieces() {
         ] {
             let bytes = data(len, id);
             let (was_direct, meta) = put_in_chunks(&store, id, &bytes);
-            assert_eq!(was_direct, direct_io);
+            let big = len as u64 >= crate::piece_file::DIRECT_MIN_SIZE;
+            assert_eq!(was_direct, direct_io && big, "piece {id}");
             assert_eq!(meta.info.size, len as u64);
             assert!(
                 read_back(&store, id) == bytes,
@@ -272,9 +273,9 @@ fn a_file_system_refusing_o_direct_gets_buffered_writes_and_the_store_remembers(
         assert!(!store.direct_io(), "{inject:?}: remembered for the store");
         assert!(read_back(&store, 1) == bytes, "{inject:?}");
         // The next piece does not even try.
-        let (was_direct, _) = put_in_chunks(&store, 2, &bytes[..5000]);
+        let (was_direct, _) = put_in_chunks(&store, 2, &bytes[..200_000]);
         assert!(!was_direct);
-        assert!(read_back(&store, 2) == bytes[..5000]);
+        assert!(read_back(&store, 2) == bytes[..200_000]);
         let c = store.check().unwrap();
         assert!(c.is_consistent(), "{c:?}");
     }
@@ -285,13 +286,13 @@ fn direct_uploads_keep_the_size_bound_and_drop_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = PieceStore::open(dir.path(), 1 << 30).unwrap();
     let mut p = store
-        .begin_upload(PieceId([1; 32]), owner(), 10_000, 4096, 10)
+        .begin_upload(PieceId([1; 32]), owner(), 100_000, 4096, 10)
         .unwrap();
     assert!(p.is_direct());
-    p.write(&data(9_000, 1)).unwrap();
+    p.write(&data(99_000, 1)).unwrap();
     assert!(matches!(
         p.write(&data(1_001, 1)),
-        Err(Error::OverMaxSize { max_size: 10_000 })
+        Err(Error::OverMaxSize { max_size: 100_000 })
     ));
     assert_eq!(store.temp_file_count(), 1);
     drop(p);
