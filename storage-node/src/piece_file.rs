@@ -272,18 +272,44 @@ impl PieceWriter {
     }
 }
 
-/// Asks the kernel to read `offset..offset + len` of a piece ahead of a sequential
-/// reader (a download). Advice only: errors are ignored.
-pub fn advise_sequential(file: &File, offset: u64, len: u64) {
+/// How far ahead of a download's reads the kernel is asked to read.
+pub const READ_AHEAD: u64 = 4 << 20;
+
+/// Read-ahead for a download that reads `start..end` of a piece in order, called before
+/// reading `offset..offset + len`. Pieces are written with `O_DIRECT`, so a download
+/// usually finds them cold. The first call asks for the first [`READ_AHEAD`] bytes, each
+/// later one for the bytes that enter the window, so the disk works ahead of the reads,
+/// yet a download cancelled early (the uplink races more pieces than it keeps) has cost
+/// at most a window. Advice only: errors are ignored. Call it off the async runtime:
+/// `WILLNEED` can block while it queues the reads.
+pub fn advise_read(file: &File, start: u64, end: u64, offset: u64, len: u64) {
     #[cfg(target_os = "linux")]
     {
         use rustix::fs::{Advice, fadvise};
-        let len = std::num::NonZeroU64::new(len);
-        let _ = fadvise(file, offset, len, Advice::Sequential);
-        let _ = fadvise(file, offset, len, Advice::WillNeed);
+        let (from, to) = if offset <= start {
+            let _ = fadvise(
+                file,
+                start,
+                std::num::NonZeroU64::new(end - start),
+                Advice::Sequential,
+            );
+            (start, start.saturating_add(READ_AHEAD))
+        } else {
+            let from = offset.saturating_add(READ_AHEAD);
+            (from, from.saturating_add(len))
+        };
+        let to = to.min(end);
+        if to > from {
+            let _ = fadvise(
+                file,
+                from,
+                std::num::NonZeroU64::new(to - from),
+                Advice::WillNeed,
+            );
+        }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = (file, offset, len);
+    let _ = (file, start, end, offset, len);
 }
 
 #[cfg(test)]

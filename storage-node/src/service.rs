@@ -309,12 +309,6 @@ impl piece_store_server::PieceStore for PieceStoreService {
                 .open_for_owner(order.piece_id, order.owner_key)
                 .await?;
             let plan = protocol::plan_download(&meta.info, order.offset, order.length)?;
-            // Pieces are written with O_DIRECT, so a download usually finds them cold:
-            // have the kernel read the whole range ahead of the 1 MiB reads below.
-            if let (Some(first), Some(last)) = (plan.chunks.first(), plan.chunks.last()) {
-                let end = last.0 + last.1 as u64;
-                piece_file::advise_sequential(&file, first.0, end - first.0);
-            }
             Ok::<_, Error>((meta, file, plan))
         }
         .await;
@@ -325,9 +319,12 @@ impl piece_store_server::PieceStore for PieceStoreService {
             let bytes = inner.metrics.bytes.with_label_values(&["download"]);
             let mut info = Some(pb::PieceInfo::from(&meta.info));
             let mut file = Some(file);
+            let start = plan.chunks.first().map_or(0, |c| c.0);
+            let end = plan.chunks.last().map_or(0, |c| c.0 + c.1 as u64);
             for (offset, len) in plan.chunks {
                 let Some(mut f) = file.take() else { break };
                 let read = blocking(move || {
+                    piece_file::advise_read(&f, start, end, offset, len as u64);
                     read_at(&mut f, offset, len)
                         .map(|d| (d, f))
                         .map_err(|e| Error::io("cannot read piece", "", e))

@@ -132,13 +132,17 @@ pub async fn updown(cluster: &Cluster, scheme: Scheme, size_mib: u64) -> anyhow:
         "case=updown scheme={scheme} nodes={} size_mib={size_mib} up_s={up_secs:.2} \
          up_mbps={:.1} up_cpu_s={up_cpu:.2} up_cpu_mbps={:.1} down_s={down_secs:.2} \
          down_mbps={:.1} down_cpu_s={down_cpu:.2} down_cpu_mbps={:.1} stripes_decoded={} \
-         pieces_deleted={}",
+         piece_downloads_failed={} pieces_deleted={}",
         cluster.nodes.len(),
         mbps(len, up_secs),
         mbps(len, up_cpu),
         mbps(len, down_secs),
         mbps(len, down_cpu),
         up.metrics().stripes_decoded.get(),
+        up.metrics()
+            .piece_downloads
+            .with_label_values(&["failed"])
+            .get(),
         deleted.pieces_deleted
     );
     Ok(())

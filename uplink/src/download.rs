@@ -31,7 +31,12 @@ use crate::select::NodeStats;
 use crate::store::{DownloadPart, PieceError, PiecePlacement};
 
 /// Least time data pieces still racing may trail the k-th piece to arrive (phase 1).
-const PREFER_DATA_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+///
+/// A decode of a whole 64 MiB segment at 3/10 costs ~250 ms of CPU here, while a data
+/// piece read cold from a busy disk can trail the others by tens of ms: waiting is the
+/// cheaper side. A dead data node answers with an error and ends the wait at once; only
+/// a stalled one costs it.
+const PREFER_DATA_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub(crate) struct ObjectDownload<'a> {
     pub bucket: &'a str,
@@ -293,7 +298,7 @@ async fn download_segment<W: AsyncWrite + Unpin + Send>(
 
     // Phase 1: race k + margin pieces to their first verified shard. Keep the first k,
     // except that data pieces are preferred: with all k of them no stripe needs decoding
-    // (a copy instead of an erasure decode, ~30% of a download's CPU at 3/10). Once k
+    // (a copy instead of an erasure decode, which costs ~250 ms of CPU per segment at 3/10). Once k
     // pieces are in, data pieces still racing get as long again as that took (at least
     // `PREFER_DATA_WAIT`) to arrive.
     let first_wait = |mut a: Active| async move {
