@@ -6,7 +6,7 @@
 //!
 //! Then cold reads of stored pieces (page cache dropped for those files with
 //! `POSIX_FADV_DONTNEED` before each pass), as a download reads them (1 MiB `read_at`
-//! calls): plain buffered, buffered after `advise_sequential` (what the node does), and
+//! calls): plain buffered, buffered with `advise_read` before each read (what the node does), and
 //! `O_DIRECT`; plus a warm pass for reference.
 //!
 //! `cargo bench -p storage-node --bench upload` (`SHOAL_BENCH_MB` = data per case,
@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use shoal_proto::time::unix_ms;
 use shoal_proto::{Identity, PieceId};
-use storage_node::piece_file::{ALIGN, advise_sequential};
+use storage_node::piece_file::{ALIGN, advise_read};
 use storage_node::store::read_at;
 use storage_node::{ByteSize, Config, PieceStore, StoreOptions};
 
@@ -155,8 +155,7 @@ fn read_pass(store: &PieceStore, ids: &[PieceId], size: usize, how: Read) -> (f6
     for id in ids {
         let (_, mut f) = store.open_piece(id, 0).unwrap();
         match how {
-            Read::Buffered | Read::Warm => {}
-            Read::Advised => advise_sequential(&f, 0, size as u64),
+            Read::Buffered | Read::Warm | Read::Advised => {}
             Read::Direct => {
                 f = std::fs::OpenOptions::new()
                     .read(true)
@@ -180,6 +179,9 @@ fn read_pass(store: &PieceStore, ids: &[PieceId], size: usize, how: Read) -> (f6
                 assert!(n >= len);
                 raw[s..s + len].to_vec()
             } else {
+                if let Read::Advised = how {
+                    advise_read(&f, 0, size as u64, at as u64, len as u64);
+                }
                 read_at(&mut f, at as u64, len).unwrap()
             };
             sum += u64::from(data[len - 1]);

@@ -9,8 +9,8 @@
 //! write) gets the old buffered path for the rest of that piece, and the caller is told
 //! (through [`PieceWriter::take_refusal`]) so the store stops trying.
 //!
-//! Reads stay buffered: [`advise_sequential`] asks the kernel to read ahead the range a
-//! download will stream. On cold pieces it measured about as fast as plain buffered
+//! Reads stay buffered: [`advise_read`] asks the kernel to read ahead, a window at a
+//! time, the range a download streams. On cold pieces it measured about as fast as plain buffered
 //! reads and no worse than `O_DIRECT` reads overall (BENCHMARKS.md, "Direct I/O"), and
 //! `O_DIRECT` reads would need aligned ranges and a copy out of an aligned buffer into
 //! the message's `Vec`. LATER: `O_DIRECT` reads used 2–3× less CPU per MB in most
@@ -277,39 +277,38 @@ pub const READ_AHEAD: u64 = 4 << 20;
 
 /// Read-ahead for a download that reads `start..end` of a piece in order, called before
 /// reading `offset..offset + len`. Pieces are written with `O_DIRECT`, so a download
-/// usually finds them cold. The first call asks for the first [`READ_AHEAD`] bytes, each
-/// later one for the bytes that enter the window, so the disk works ahead of the reads,
-/// yet a download cancelled early (the uplink races more pieces than it keeps) has cost
-/// at most a window. Advice only: errors are ignored. Call it off the async runtime:
+/// usually finds them cold. Each call asks for the [`READ_AHEAD`] bytes from `offset`, so
+/// the disk works ahead of the reads, yet a download cancelled early (the uplink races
+/// more pieces than it keeps) has cost at most a window. Advice only: errors are ignored. Call it off the async runtime:
 /// `WILLNEED` can block while it queues the reads.
 pub fn advise_read(file: &File, start: u64, end: u64, offset: u64, len: u64) {
     #[cfg(target_os = "linux")]
     {
         use rustix::fs::{Advice, fadvise};
-        let (from, to) = if offset <= start {
+        use std::num::NonZeroU64;
+        if offset <= start {
             let _ = fadvise(
                 file,
                 start,
-                std::num::NonZeroU64::new(end - start),
+                NonZeroU64::new(end.saturating_sub(start)),
                 Advice::Sequential,
             );
-            (start, start.saturating_add(READ_AHEAD))
-        } else {
-            let from = offset.saturating_add(READ_AHEAD);
-            (from, from.saturating_add(len))
-        };
-        let to = to.min(end);
-        if to > from {
-            let _ = fadvise(
-                file,
-                from,
-                std::num::NonZeroU64::new(to - from),
-                Advice::WillNeed,
-            );
+        }
+        if let Some((from, to)) = read_ahead_range(start, end, offset, len) {
+            let _ = fadvise(file, from, NonZeroU64::new(to - from), Advice::WillNeed);
         }
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (file, start, end, offset, len);
+}
+
+/// The bytes [`advise_read`] asks for before reading `offset..offset + len` of a
+/// download of `start..end`: the window of [`READ_AHEAD`] bytes from `offset`, cut at
+/// `end` (pages already cached or under way cost the kernel a lookup, not a read).
+pub fn read_ahead_range(start: u64, end: u64, offset: u64, len: u64) -> Option<(u64, u64)> {
+    let from = offset.max(start);
+    let to = from.saturating_add(READ_AHEAD.max(len)).min(end);
+    (to > from).then_some((from, to))
 }
 
 #[cfg(test)]
@@ -480,13 +479,43 @@ mod tests {
     }
 
     #[test]
+    fn read_ahead_covers_each_byte_once_and_stays_in_the_range() {
+        const MIB: u64 = 1 << 20;
+        for (start, end) in [
+            (0, 21 * MIB + 123),
+            (5 * MIB, 6 * MIB),
+            (0, 3 * MIB),
+            (7, 7),
+        ] {
+            let mut asked = Vec::new();
+            let mut at = start;
+            while at < end {
+                let len = MIB.min(end - at);
+                asked.extend(read_ahead_range(start, end, at, len));
+                at += len;
+            }
+            // Each request starts at the chunk about to be read, reaches a window ahead
+            // of it and never past `end`: together they cover the range.
+            let mut covered = start;
+            for (from, to) in &asked {
+                assert!(*from <= covered, "{start}..{end}: gap before {from}");
+                assert!(to > from && *to <= end);
+                assert!(*to == end || to - from >= READ_AHEAD);
+                covered = covered.max(*to);
+            }
+            assert_eq!(covered, end, "{start}..{end}: {asked:?}");
+        }
+    }
+
+    #[test]
     fn advice_on_any_file_is_harmless() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a");
         std::fs::write(&path, data(10_000)).unwrap();
         let f = File::open(&path).unwrap();
-        advise_sequential(&f, 0, 0);
-        advise_sequential(&f, 5000, 100_000);
+        advise_read(&f, 0, 0, 0, 0);
+        advise_read(&f, 5000, 100_000, 5000, 4096);
+        advise_read(&f, 0, 10_000, 8192, 4096);
         let mut buf = vec![0; 10];
         f.read_exact_at(&mut buf, 4096).unwrap();
         assert_eq!(buf, data(10_000)[4096..4106]);
