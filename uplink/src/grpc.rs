@@ -172,54 +172,51 @@ impl futures::Stream for Requests {
         if let Some(first) = self.first.take() {
             return Poll::Ready(Some(first));
         }
-        // The first chunk is kept as it is (no copy); a second one that is already
-        // available starts a merged message.
-        let mut first: Option<Bytes> = None;
-        let mut merged = BytesMut::new();
-        let len = |first: &Option<Bytes>, merged: &BytesMut| {
-            first.as_ref().map_or(0, Bytes::len) + merged.len()
-        };
+        // The chunks already available, sent as one message: a lone chunk as it is (no
+        // copy), several copied into one buffer.
+        let mut parts: Vec<Bytes> = Vec::new();
+        let mut size = 0;
         if let Some(part) = self.held.take() {
             match part {
-                UploadPart::Chunk(b) => first = Some(b),
+                UploadPart::Chunk(b) => {
+                    size = b.len();
+                    parts.push(b);
+                }
                 trailer => return Poll::Ready(Some(upload_request(trailer))),
             }
         }
-        while !self.ended && len(&first, &merged) < MAX_CHUNK / 2 {
+        while !self.ended && size < MAX_CHUNK / 2 {
             match self.body.poll_next_unpin(cx) {
                 Poll::Ready(Some(UploadPart::Chunk(b))) => {
-                    let have = len(&first, &merged);
-                    if have > 0 && have + b.len() > MAX_CHUNK {
+                    if size > 0 && size + b.len() > MAX_CHUNK {
                         self.held = Some(UploadPart::Chunk(b));
                         break;
                     }
-                    match &first {
-                        None if merged.is_empty() => first = Some(b),
-                        _ => {
-                            if let Some(f) = first.take() {
-                                merged.reserve(MAX_CHUNK);
-                                merged.extend_from_slice(&f);
-                            }
-                            merged.extend_from_slice(&b);
-                        }
-                    }
+                    size += b.len();
+                    parts.push(b);
                 }
                 Poll::Ready(Some(trailer)) => {
-                    if len(&first, &merged) == 0 {
+                    if size == 0 {
                         return Poll::Ready(Some(upload_request(trailer)));
                     }
                     self.held = Some(trailer);
                     break;
                 }
                 Poll::Ready(None) => self.ended = true,
-                Poll::Pending if len(&first, &merged) == 0 => return Poll::Pending,
+                Poll::Pending if size == 0 => return Poll::Pending,
                 Poll::Pending => break,
             }
         }
-        let chunk = match first {
-            Some(f) => f,
-            None if merged.is_empty() => return Poll::Ready(None),
-            None => merged.freeze(),
+        let chunk = match parts.len() {
+            0 => return Poll::Ready(None),
+            1 => parts.swap_remove(0),
+            _ => {
+                let mut merged = BytesMut::with_capacity(size);
+                for p in &parts {
+                    merged.extend_from_slice(p);
+                }
+                merged.freeze()
+            }
         };
         Poll::Ready(Some(pb::UploadRequest {
             message: Some(pb::upload_request::Message::Chunk(chunk)),
