@@ -298,35 +298,31 @@ async fn download_segment<W: AsyncWrite + Unpin + Send>(
 
     // Phase 1: race k + margin pieces to their first verified shard. Keep the first k,
     // except that data pieces are preferred: with all k of them no stripe needs decoding
-    // (a copy instead of an erasure decode, which costs ~250 ms of CPU per segment at 3/10). Once k
+    // (a copy instead of an erasure decode, ~250 ms of CPU per segment at 3/10). Once k
     // pieces are in, data pieces still racing get as long again as that took (at least
     // `PREFER_DATA_WAIT`) to arrive.
-    let first_wait = |mut a: Active| async move {
-        let r = tokio::time::timeout(timeout, a.rx.recv()).await;
-        (a, r)
+    let is_data = |index: u16| usize::from(index) < k;
+    let race = |p: &PiecePlacement| {
+        let mut a = start_piece(inner, seg, p, plan.first_stripe, plan.stripes);
+        async move {
+            let r = tokio::time::timeout(timeout, a.rx.recv()).await;
+            (a, r)
+        }
     };
     let started = tokio::time::Instant::now();
     let mut racing = FuturesUnordered::new();
     let mut racing_data = 0usize;
     for _ in 0..want {
         if let Some(p) = reserve.pop_front() {
-            racing_data += usize::from(usize::from(p.index) < k);
-            racing.push(first_wait(start_piece(
-                inner,
-                seg,
-                p,
-                plan.first_stripe,
-                plan.stripes,
-            )));
+            racing_data += usize::from(is_data(p.index));
+            racing.push(race(p));
         }
     }
     let mut arrived: Vec<(Active, Bytes)> = Vec::with_capacity(want);
     let mut failed: Vec<u16> = Vec::new();
     let mut prefer_until: Option<tokio::time::Instant> = None;
     loop {
-        let data_in = arrived
-            .iter()
-            .filter(|(a, _)| usize::from(a.placement.index) < k);
+        let data_in = arrived.iter().filter(|(a, _)| is_data(a.placement.index));
         if arrived.len() >= k && (data_in.count() >= k || racing_data == 0) {
             break;
         }
@@ -343,7 +339,7 @@ async fn download_segment<W: AsyncWrite + Unpin + Send>(
             }
             return Err(not_enough(&errors, arrived.len()));
         };
-        racing_data -= usize::from(usize::from(a.placement.index) < k);
+        racing_data -= usize::from(is_data(a.placement.index));
         match r {
             Ok(Some(Ok(shard))) => {
                 arrived.push((a, shard));
@@ -361,20 +357,14 @@ async fn download_segment<W: AsyncWrite + Unpin + Send>(
                 if arrived.len() < k
                     && let Some(p) = reserve.pop_front()
                 {
-                    racing_data += usize::from(usize::from(p.index) < k);
-                    racing.push(first_wait(start_piece(
-                        inner,
-                        seg,
-                        p,
-                        plan.first_stripe,
-                        plan.stripes,
-                    )));
+                    racing_data += usize::from(is_data(p.index));
+                    racing.push(race(p));
                 }
             }
         }
     }
     // Data pieces first, then in order of arrival; pieces beyond k are cancelled.
-    arrived.sort_by_key(|(a, _)| usize::from(a.placement.index) >= k);
+    arrived.sort_by_key(|(a, _)| !is_data(a.placement.index));
     let mut spare: Vec<PiecePlacement> = Vec::new();
     let mut active: Vec<Active> = Vec::with_capacity(k);
     let mut shards: Vec<(u16, Bytes)> = Vec::with_capacity(k);
