@@ -287,6 +287,23 @@ fn count_present(shards: &[Option<Vec<u8>>], k: usize) -> Result<(), CodecError>
     Ok(())
 }
 
+/// What every codec's `encode` checks first: `k` data shards of `shard_size` bytes and
+/// room for `parity` parity shards.
+fn check_encode(
+    data: &[&[u8]],
+    parity: &[Vec<u8>],
+    (k, parity_count, shard_size): (usize, usize, usize),
+) -> Result<(), CodecError> {
+    check_sizes(data.iter().copied(), shard_size)?;
+    if data.len() != k || parity.len() != parity_count {
+        return Err(CodecError::NotEnoughShards {
+            have: data.len(),
+            need: k,
+        });
+    }
+    Ok(())
+}
+
 struct ErasureCodec {
     rs: reed_solomon_erasure::galois_8::ReedSolomon,
     k: usize,
@@ -300,13 +317,7 @@ impl Codec for ErasureCodec {
     }
 
     fn encode(&mut self, data: &[&[u8]], parity: &mut [Vec<u8>]) -> Result<(), CodecError> {
-        check_sizes(data.iter().copied(), self.shard_size)?;
-        if data.len() != self.k || parity.len() != self.parity {
-            return Err(CodecError::NotEnoughShards {
-                have: data.len(),
-                need: self.k,
-            });
-        }
+        check_encode(data, parity, (self.k, self.parity, self.shard_size))?;
         for p in parity.iter_mut() {
             p.resize(self.shard_size, 0);
         }
@@ -356,13 +367,7 @@ impl Codec for SimdCodec {
     }
 
     fn encode(&mut self, data: &[&[u8]], parity: &mut [Vec<u8>]) -> Result<(), CodecError> {
-        check_sizes(data.iter().copied(), self.shard_size)?;
-        if data.len() != self.k || parity.len() != self.parity {
-            return Err(CodecError::NotEnoughShards {
-                have: data.len(),
-                need: self.k,
-            });
-        }
+        check_encode(data, parity, (self.k, self.parity, self.shard_size))?;
         let enc = match &mut self.encoder {
             Some(e) => {
                 e.reset(self.k, self.parity, self.shard_size)
