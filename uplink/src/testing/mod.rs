@@ -167,6 +167,24 @@ impl MemoryPieceStore {
     fn behaviour(&self, node: &NodeId) -> Option<Behaviour> {
         lock(&self.nodes).get(node).map(|n| n.behaviour)
     }
+
+    /// How `node` takes a transfer: an unknown or dead node refuses the connection, a
+    /// stalled one never answers; otherwise its behaviour.
+    async fn answer(&self, node: NodeAddress) -> Result<Behaviour, PieceError> {
+        match self.behaviour(&node.id) {
+            None | Some(Behaviour::Dead) => Err(unreachable(node)),
+            Some(Behaviour::Stalled) => futures::future::pending().await,
+            Some(b) => Ok(b),
+        }
+    }
+}
+
+fn unreachable(node: NodeAddress) -> PieceError {
+    PieceError::Unreachable {
+        node: node.id,
+        address: node.address,
+        reason: "connection refused".into(),
+    }
 }
 
 fn refused(node: NodeId, reason: impl Into<String>) -> PieceError {
@@ -187,17 +205,7 @@ impl PieceStore for MemoryPieceStore {
         this.uploads.fetch_add(1, Ordering::Relaxed);
         Box::pin(async move {
             let id = node.id;
-            match this.behaviour(&id) {
-                None | Some(Behaviour::Dead) => {
-                    return Err(PieceError::Unreachable {
-                        node: id,
-                        address: node.address,
-                        reason: "connection refused".into(),
-                    });
-                }
-                Some(Behaviour::Stalled) => futures::future::pending::<()>().await,
-                _ => {}
-            }
+            this.answer(node).await?;
             if order.node_id != id {
                 return Err(refused(id, "order is addressed to another node"));
             }
@@ -279,18 +287,7 @@ impl PieceStore for MemoryPieceStore {
         this.downloads.fetch_add(1, Ordering::Relaxed);
         Box::pin(async move {
             let id = node.id;
-            let behaviour = this.behaviour(&id);
-            match behaviour {
-                None | Some(Behaviour::Dead) => {
-                    return Err(PieceError::Unreachable {
-                        node: id,
-                        address: node.address,
-                        reason: "connection refused".into(),
-                    });
-                }
-                Some(Behaviour::Stalled) => futures::future::pending::<()>().await,
-                _ => {}
-            }
+            let behaviour = this.answer(node).await?;
             if order.node_id != id {
                 return Err(refused(id, "order is addressed to another node"));
             }
@@ -319,7 +316,7 @@ impl PieceStore for MemoryPieceStore {
             while at < last.min(size) {
                 let to = (at + bs).min(size);
                 let mut block = data.slice(at as usize..to as usize);
-                if behaviour == Some(Behaviour::Corrupt) {
+                if behaviour == Behaviour::Corrupt {
                     let mut v = block.to_vec();
                     v[0] ^= 1;
                     block = Bytes::from(v);
@@ -346,11 +343,7 @@ impl PieceStore for MemoryPieceStore {
                 .get_mut(&node.id)
                 .ok_or_else(|| refused(node.id, "unknown node"))?;
             if n.behaviour == Behaviour::Dead {
-                return Err(PieceError::Unreachable {
-                    node: node.id,
-                    address: node.address,
-                    reason: "connection refused".into(),
-                });
+                return Err(unreachable(node));
             }
             match n.pieces.get(&order.piece_id) {
                 Some(p) if p.owner != order.owner_key => {
