@@ -38,7 +38,7 @@ fn uplink_from_grant(grant: &str, catalog_dir: &Path) -> Uplink {
         access,
         Arc::new(GrpcPieceStore::default()),
         Arc::new(nodes),
-        Catalog::open(catalog_dir).unwrap(),
+        Catalog::open(catalog_dir, uplink::catalog::WriterId::random()).unwrap(),
         UplinkConfig::default(),
     )
     .unwrap()

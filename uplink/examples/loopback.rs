@@ -97,7 +97,7 @@ async fn main() {
             Access::new(RootSecret::random(), vec![]),
             Arc::new(GrpcPieceStore::default()),
             Arc::new(StaticNodes(net.store.candidates())),
-            Catalog::open(dir.path()).unwrap(),
+            Catalog::open(dir.path(), uplink::catalog::WriterId::random()).unwrap(),
             UplinkConfig::default(),
         )
         .unwrap();

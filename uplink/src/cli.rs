@@ -68,6 +68,21 @@ enum Command {
     },
     /// Move (rename) an object; its pieces stay where they are.
     Mv { from: String, to: String },
+    /// The catalog in the network.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CatalogCommand {
+    /// This writer's id, changes not yet published, the last snapshot, and every writer
+    /// known with the sequence number merged here.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pull what other writers published and publish what is queued here.
+    Sync,
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,6 +213,29 @@ struct Env {
     parallelism: usize,
 }
 
+impl Env {
+    /// Merges what other writers published; every command does this first.
+    async fn pull(&self) -> Result<()> {
+        self.uplink.pull().await.context(
+            "cannot pull the catalog from the network (nothing was changed here; retry when the network is reachable)",
+        )?;
+        Ok(())
+    }
+
+    /// The durability point: publishes this command's changes (one publish, however
+    /// many objects it touched) before the command may exit 0.
+    async fn publish(&self) -> Result<()> {
+        if self.uplink.catalog().pending_count() == 0 {
+            self.uplink.catalog().flush()?;
+            return Ok(());
+        }
+        self.uplink.flush().await.context(
+            "the changes are saved on this machine but not yet in the network; run `uplink catalog sync` to publish them",
+        )?;
+        Ok(())
+    }
+}
+
 async fn open(paths: Paths) -> Result<Env> {
     let grant = paths.load_grant()?;
     let access = Access::from_grant(&grant).context("the saved access grant is unreadable")?;
@@ -205,71 +243,80 @@ async fn open(paths: Paths) -> Result<Env> {
     let config = file.uplink_config(&paths.config_file())?;
     let owner = access.owner().node_id().to_hex();
     let catalog_dir = paths.catalog_dir(&owner);
-    let catalog = Catalog::open(&catalog_dir)
+    let writer = paths.writer_id()?;
+    let catalog = Catalog::open(&catalog_dir, writer)
         .with_context(|| format!("cannot open the catalog at {}", catalog_dir.display()))?;
-    // Nodes come from the DHT, joined through the grant's bootstrap peers; a fixed
-    // `nodes` list in config.toml replaces discovery for closed setups.
-    let nodes: Arc<dyn NodeSource> = if file.nodes.is_empty() {
-        let bootstrap = resolve_peers(access.bootstrap()).await;
-        let identity = Arc::new(Identity::from_seed(*access.owner().seed()));
-        let difficulty = file
-            .difficulty
-            .or(access.difficulty())
-            .unwrap_or(shoal_proto::DEFAULT_DIFFICULTY);
-        Arc::new(CachedNodes::new(
-            DhtNodes::new(identity, bootstrap, difficulty),
-            Duration::from_secs(60),
-        ))
+    let mut configured = Vec::new();
+    for n in &file.nodes {
+        configured
+            .push(parse_node(n).map_err(|e| anyhow!("{}: {e}", paths.config_file().display()))?);
+    }
+    configured.sort();
+    configured.dedup();
+    // The DHT is joined through the grant's bootstrap peers (or, in a closed setup whose
+    // grant names none, through the configured nodes). It finds nodes for new pieces
+    // unless config.toml fixes a `nodes` list, and it holds the catalog's records.
+    let mut bootstrap = resolve_peers(access.bootstrap()).await;
+    if bootstrap.is_empty() {
+        bootstrap = configured.iter().map(|(_, a)| *a).collect();
+    }
+    let identity = Arc::new(Identity::from_seed(*access.owner().seed()));
+    let difficulty = file
+        .difficulty
+        .or(access.difficulty())
+        .unwrap_or(shoal_proto::DEFAULT_DIFFICULTY);
+    let dht = Arc::new(DhtNodes::new(identity, bootstrap, difficulty));
+    let nodes: Arc<dyn NodeSource> = if configured.is_empty() {
+        Arc::new(CachedNodes::new(dht.clone(), Duration::from_secs(60)))
     } else {
-        let mut entries = Vec::new();
-        for n in &file.nodes {
-            entries.push(
-                parse_node(n).map_err(|e| anyhow!("{}: {e}", paths.config_file().display()))?,
-            );
-        }
-        entries.sort();
-        entries.dedup();
         Arc::new(CachedNodes::new(
-            ConfiguredNodes::new(&entries, Duration::from_secs(5)),
+            ConfiguredNodes::new(&configured, Duration::from_secs(5)),
             Duration::from_secs(60),
         ))
     };
-    let uplink = Uplink::new(
-        access,
-        Arc::new(GrpcPieceStore::default()),
-        nodes,
-        catalog,
-        config,
-    )?;
+    let store = Arc::new(GrpcPieceStore::default());
+    let uplink = if file.network_catalog.unwrap_or(true) {
+        Uplink::with_network_catalog(access, store, nodes, catalog, config, dht)?
+    } else {
+        Uplink::new(access, store, nodes, catalog, config)?
+    };
     Ok(Env {
         uplink,
         parallelism: file.parallelism.unwrap_or(4).max(1),
     })
 }
 
+/// Opens the access and pulls the network's changes: the start of every command.
+async fn open_pulled(paths: Paths) -> Result<Env> {
+    let env = open(paths).await?;
+    env.pull().await?;
+    Ok(env)
+}
+
 pub async fn run(args: Args) -> Result<()> {
     let paths = Paths::resolve(args.config_dir)?;
     match args.command {
-        Command::Access(cmd) => access(paths, cmd),
+        Command::Access(cmd) => access(paths, cmd).await,
+        Command::Catalog(cmd) => catalog(paths, cmd).await,
         Command::Mb { bucket } => {
-            let env = open(paths).await?;
+            let env = open_pulled(paths).await?;
             let loc = require_location(&bucket)?;
             env.uplink
                 .create_bucket(&loc.bucket)
                 .with_context(|| format!("cannot make bucket {bucket}"))?;
-            env.uplink.catalog().flush()?;
+            env.publish().await?;
             println!("Bucket {} created", loc.bucket);
             Ok(())
         }
         Command::Rb { bucket, force } => {
-            let env = open(paths).await?;
+            let env = open_pulled(paths).await?;
             let loc = require_location(&bucket)?;
             let report = env
                 .uplink
                 .remove_bucket(&loc.bucket, force)
                 .await
                 .with_context(|| format!("cannot remove bucket {bucket}"))?;
-            env.uplink.catalog().flush()?;
+            env.publish().await?;
             if report.pieces_failed > 0 {
                 eprintln!(
                     "warning: {} pieces could not be deleted now; their nodes drop them when the lease ends",
@@ -283,14 +330,14 @@ pub async fn run(args: Args) -> Result<()> {
             location,
             recursive,
             json,
-        } => ls(&open(paths).await?, location, recursive, json),
-        Command::Cp(cp_args) => cp(&open(paths).await?, cp_args).await,
+        } => ls(&open_pulled(paths).await?, location, recursive, json),
+        Command::Cp(cp_args) => cp(&open_pulled(paths).await?, cp_args).await,
         Command::Rm {
             location,
             recursive,
-        } => rm(&open(paths).await?, &location, recursive).await,
+        } => rm(&open_pulled(paths).await?, &location, recursive).await,
         Command::Mv { from, to } => {
-            let env = open(paths).await?;
+            let env = open_pulled(paths).await?;
             let (a, b) = (require_location(&from)?, require_location(&to)?);
             let to_key = if b.key.is_empty() || b.key.ends_with('/') {
                 format!("{}{}", b.key, a.key.rsplit('/').next().unwrap_or(&a.key))
@@ -300,13 +347,69 @@ pub async fn run(args: Args) -> Result<()> {
             env.uplink
                 .rename(&a.bucket, &a.key, &b.bucket, &to_key)
                 .with_context(|| format!("cannot move {from} to {to}"))?;
-            env.uplink.catalog().flush()?;
+            env.publish().await?;
             Ok(())
         }
     }
 }
 
-fn access(paths: Paths, cmd: AccessCommand) -> Result<()> {
+async fn catalog(paths: Paths, cmd: CatalogCommand) -> Result<()> {
+    match cmd {
+        CatalogCommand::Status { json } => {
+            let env = open(paths).await?;
+            let status = env.uplink.catalog_status()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+                return Ok(());
+            }
+            println!("writer:        {} (this config dir)", status.writer);
+            println!("unpublished:   {} changes", status.pending);
+            println!("published seq: {}", status.published_seq);
+            match &status.last_snapshot {
+                Some(s) => println!(
+                    "last snapshot: by writer {} at {}, {} entries",
+                    s.taken_by,
+                    format_time(s.taken_at_ms),
+                    s.entries
+                ),
+                None => println!("last snapshot: none yet"),
+            }
+            println!("writers (sequence number merged here):");
+            for (w, seq) in &status.writers {
+                let me = if *w == status.writer {
+                    "  (this one)"
+                } else {
+                    ""
+                };
+                println!("  {w}  {seq}{me}");
+            }
+            Ok(())
+        }
+        CatalogCommand::Sync => {
+            let env = open(paths).await?;
+            let pulled = env.uplink.pull().await.context("cannot pull the catalog")?;
+            let published = env
+                .uplink
+                .flush()
+                .await
+                .context("cannot publish the catalog's changes")?;
+            println!(
+                "pulled {} deltas and {} snapshots from {} writers ({} changes merged); published {}",
+                pulled.deltas,
+                pulled.snapshots,
+                pulled.writers,
+                pulled.changes_applied,
+                match published.seq {
+                    Some(seq) => format!("{} changes as delta {seq}", published.changes),
+                    None => "nothing (no changes queued)".to_string(),
+                }
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn access(paths: Paths, cmd: AccessCommand) -> Result<()> {
     match cmd {
         AccessCommand::Create {
             passphrase_stdin,
@@ -354,6 +457,23 @@ fn access(paths: Paths, cmd: AccessCommand) -> Result<()> {
             }
             paths.save_grant(&access.to_grant())?;
             println!("Access imported (owner {})", access.owner().node_id());
+            // Recovery: rebuild the local catalog from what the network holds.
+            let env = open(paths).await?;
+            let pulled = env.uplink.pull().await.context(
+                "the grant is saved, but the catalog could not be recovered from the network",
+            )?;
+            let buckets = env.uplink.buckets()?;
+            let mut objects = 0;
+            for b in &buckets {
+                objects += env.uplink.catalog().objects(&b.name, "")?.len();
+            }
+            println!(
+                "Catalog: {} buckets, {objects} objects (from {} writers: {} deltas, {} snapshots)",
+                buckets.len(),
+                pulled.writers,
+                pulled.deltas,
+                pulled.snapshots
+            );
             Ok(())
         }
         AccessCommand::Inspect => {
@@ -625,7 +745,9 @@ async fn cp(env: &Env, args: CpArgs) -> Result<()> {
     .collect()
     .await;
     bar.finish_and_clear();
-    env.uplink.catalog().flush()?;
+    // One publish for the whole copy, also when some transfers failed: what was stored
+    // must be found again.
+    let published = env.publish().await;
     // Let the reaper delete long-tail pieces whose receipts come late rather than leave
     // them to their lease; bounded, so a stalled node cannot hold the command up.
     env.uplink.settle(LATE_PIECE_WAIT).await;
@@ -636,7 +758,7 @@ async fn cp(env: &Env, args: CpArgs) -> Result<()> {
     if !failures.is_empty() {
         bail!("{} of {count} transfers failed", failures.len());
     }
-    Ok(())
+    published
 }
 
 async fn transfer(
@@ -782,16 +904,27 @@ async fn rm(env: &Env, location: &str, recursive: bool) -> Result<()> {
         vec![loc.key.clone()]
     };
     let mut failed = 0;
+    let mut result = Ok(());
     for key in keys {
-        let r = env
+        match env
             .uplink
             .delete(&loc.bucket, &key)
             .await
-            .with_context(|| format!("cannot remove shoal://{}/{key}", loc.bucket))?;
-        failed += r.pieces_failed;
-        println!("removed shoal://{}/{key}", loc.bucket);
+            .with_context(|| format!("cannot remove shoal://{}/{key}", loc.bucket))
+        {
+            Ok(r) => {
+                failed += r.pieces_failed;
+                println!("removed shoal://{}/{key}", loc.bucket);
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
     }
-    env.uplink.catalog().flush()?;
+    // What was removed is published even when a later removal failed.
+    env.publish().await?;
+    result?;
     if failed > 0 {
         eprintln!(
             "warning: {failed} pieces could not be deleted now; their nodes drop them when the lease ends"

@@ -7,7 +7,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::access::Access;
-use crate::catalog::{BucketInfo, Catalog, Content, Listing, ObjectEntry};
+use crate::catalog::{
+    BucketInfo, Catalog, Change, Content, EntryKey, Listing, ObjectEntry, Value, Version,
+};
 use crate::codec::{CodecKind, Scheme};
 use crate::crypto::{self, BlockCipher, ObjectId, ObjectKey};
 use crate::error::{Error, check_bucket, check_key};
@@ -51,7 +53,17 @@ pub struct UplinkConfig {
     /// Lease of pieces stored without an explicit expiry. Default 365 days.
     /// TODO(renew): renewal (RenewOrder) arrives with repair in a later issue.
     pub default_lease: Duration,
+    /// Redundancy of the catalog's own blobs (deltas and snapshots). At most
+    /// [`MAX_CATALOG_PIECES`] pieces, so that a head record naming one segment fits the
+    /// DHT's 4 KiB. Default `8/12/16/24`.
+    pub catalog_scheme: Scheme,
+    /// A publish also uploads a snapshot of the whole catalog once this many deltas (of
+    /// all writers) were published since the last snapshot. Default 64.
+    pub snapshot_every: u64,
 }
+
+/// Most pieces a catalog blob segment may have (see [`UplinkConfig::catalog_scheme`]).
+pub const MAX_CATALOG_PIECES: u16 = 28;
 
 impl Default for UplinkConfig {
     fn default() -> Self {
@@ -67,6 +79,13 @@ impl Default for UplinkConfig {
             long_tail_grace: Duration::from_secs(2),
             download_margin: None,
             default_lease: Duration::from_secs(365 * 24 * 3600),
+            catalog_scheme: Scheme {
+                k: 8,
+                repair: 12,
+                success: 16,
+                total: 24,
+            },
+            snapshot_every: 64,
         }
     }
 }
@@ -127,6 +146,8 @@ pub(crate) struct Inner {
     pub metrics: Metrics,
     /// Bounds the long-tail pieces waited on in the background (see `upload::Reaper`).
     pub reaper: crate::upload::Reaper,
+    /// The catalog in the network (`None`: local only).
+    pub sync: Option<crate::sync::SyncState>,
 }
 
 /// The uplink client library's entry point. Cheap to clone.
@@ -145,13 +166,54 @@ impl std::fmt::Debug for Uplink {
 }
 
 impl Uplink {
+    /// An uplink whose catalog stays on this machine (tests, benchmarks, embedders that
+    /// keep their own metadata). Use [`Uplink::with_network_catalog`] for the real thing.
     pub fn new(
         access: Access,
         store: Arc<dyn PieceStore>,
         nodes: Arc<dyn NodeSource>,
         catalog: Catalog,
         config: UplinkConfig,
-    ) -> Result<Self, prometheus::Error> {
+    ) -> Result<Self, Error> {
+        Self::build(access, store, nodes, catalog, config, None)
+    }
+
+    /// An uplink whose catalog lives in the network: changes are published through
+    /// `records` (the DHT) and blobs on the nodes by [`Uplink::flush`], and other
+    /// writers' changes merged by [`Uplink::pull`].
+    pub fn with_network_catalog(
+        access: Access,
+        store: Arc<dyn PieceStore>,
+        nodes: Arc<dyn NodeSource>,
+        catalog: Catalog,
+        config: UplinkConfig,
+        records: Arc<dyn crate::sync::CatalogRecords>,
+    ) -> Result<Self, Error> {
+        Self::build(
+            access,
+            store,
+            nodes,
+            catalog,
+            config,
+            Some(crate::sync::SyncState::new(records)),
+        )
+    }
+
+    fn build(
+        access: Access,
+        store: Arc<dyn PieceStore>,
+        nodes: Arc<dyn NodeSource>,
+        catalog: Catalog,
+        config: UplinkConfig,
+        sync: Option<crate::sync::SyncState>,
+    ) -> Result<Self, Error> {
+        config.catalog_scheme.validate()?;
+        if config.catalog_scheme.total > MAX_CATALOG_PIECES {
+            return Err(Error::CatalogScheme {
+                scheme: config.catalog_scheme,
+                limit: MAX_CATALOG_PIECES,
+            });
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 access,
@@ -159,10 +221,32 @@ impl Uplink {
                 nodes,
                 catalog,
                 config,
-                metrics: Metrics::new()?,
+                metrics: Metrics::new().map_err(|e| Error::Metrics(e.to_string()))?,
                 reaper: crate::upload::Reaper::default(),
+                sync,
             }),
         })
+    }
+
+    /// Records a change made here: merged into the local catalog and queued for the
+    /// next publish.
+    fn change(&self, key: EntryKey, version: Version, value: Value) -> Result<(), Error> {
+        self.inner.catalog.apply_local(&Change {
+            key,
+            version,
+            value,
+        })?;
+        if let Some(s) = &self.inner.sync {
+            s.changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    fn object_key(bucket: &str, key: &str) -> EntryKey {
+        EntryKey::Object {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+        }
     }
 
     pub fn access(&self) -> &Access {
@@ -191,14 +275,20 @@ impl Uplink {
 
     pub fn create_bucket(&self, name: &str) -> Result<(), Error> {
         check_bucket(name)?;
-        let info = BucketInfo {
-            name: name.to_string(),
-            created_ms: shoal_proto::time::unix_ms(),
-        };
-        if !self.inner.catalog.create_bucket(&info)? {
+        if self.inner.catalog.bucket(name)?.is_some() {
             return Err(Error::BucketExists(name.to_string()));
         }
-        Ok(())
+        let version = self.inner.catalog.next_version()?;
+        let info = BucketInfo {
+            name: name.to_string(),
+            created_ms: version.hlc.millis(),
+            version,
+        };
+        self.change(
+            EntryKey::Bucket(name.to_string()),
+            version,
+            Value::Bucket(info),
+        )
     }
 
     fn require_bucket(&self, name: &str) -> Result<(), Error> {
@@ -222,7 +312,12 @@ impl Uplink {
                 report.pieces_failed += r.pieces_failed;
             }
         }
-        self.inner.catalog.remove_bucket(name)?;
+        let version = self.inner.catalog.next_version()?;
+        self.change(
+            EntryKey::Bucket(name.to_string()),
+            version,
+            Value::Tombstone,
+        )?;
         Ok(report)
     }
 
@@ -318,8 +413,14 @@ impl Uplink {
                 &object_key,
             ),
             content,
+            version: self.inner.catalog.next_version()?,
         };
-        let previous = self.inner.catalog.put_object(bucket, &entry)?;
+        let previous = self.inner.catalog.object(bucket, key)?;
+        self.change(
+            Self::object_key(bucket, key),
+            entry.version,
+            Value::Object(entry.clone()),
+        )?;
         self.inner.metrics.bytes_uploaded.inc_by(size);
         if let Some(old) = previous {
             // Best effort: pieces we cannot delete now expire with their lease.
@@ -404,7 +505,8 @@ impl Uplink {
     /// Removes `bucket/key` and asks its nodes to delete the pieces.
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<DeleteReport, Error> {
         let entry = self.stat(bucket, key)?;
-        self.inner.catalog.remove_object(bucket, key)?;
+        let version = self.inner.catalog.next_version()?;
+        self.change(Self::object_key(bucket, key), version, Value::Tombstone)?;
         Ok(crate::upload::delete_pieces(&self.inner, &entry).await)
     }
 
@@ -438,9 +540,15 @@ impl Uplink {
         entry.wrapped_key =
             crypto::wrap_key(root, to_bucket, to_key, &entry.object_id, &object_key);
         entry.key = to_key.to_string();
-        entry.modified_ms = shoal_proto::time::unix_ms();
-        self.inner.catalog.put_object(to_bucket, &entry)?;
-        self.inner.catalog.remove_object(bucket, key)?;
-        Ok(())
+        let version = self.inner.catalog.next_version()?;
+        entry.modified_ms = version.hlc.millis();
+        entry.version = version;
+        // One version for both halves: the new key appears as the old one goes.
+        self.change(
+            Self::object_key(to_bucket, to_key),
+            version,
+            Value::Object(entry),
+        )?;
+        self.change(Self::object_key(bucket, key), version, Value::Tombstone)
     }
 }

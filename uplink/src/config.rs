@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::WriterId;
 use crate::client::UplinkConfig;
 use crate::codec::{CodecKind, Scheme};
 use shoal_proto::NodeId;
@@ -70,6 +71,16 @@ pub struct FileConfig {
     /// receipts are in, to deliver more receipts (all recorded). 0 commits at once.
     /// Default 2000.
     pub long_tail_grace_ms: Option<u64>,
+    /// Keep the catalog in the network (default `true`): every command first pulls what
+    /// other writers published and exits 0 only once its own changes are published.
+    /// `false` keeps it on this machine only, for closed test setups whose nodes serve
+    /// no DHT; a machine lost then loses its catalog.
+    pub network_catalog: Option<bool>,
+    /// Redundancy of the catalog's own blobs, `k/repair/success/total` with at most 28
+    /// pieces. Default `8/12/16/24`.
+    pub catalog_scheme: Option<String>,
+    /// Publishes between two snapshots of the whole catalog. Default 64.
+    pub snapshot_every: Option<u64>,
 }
 
 impl FileConfig {
@@ -94,6 +105,18 @@ impl FileConfig {
         }
         if let Some(t) = self.long_tail_grace_ms {
             c.long_tail_grace = Duration::from_millis(t);
+        }
+        if let Some(s) = &self.catalog_scheme {
+            c.catalog_scheme = s.parse::<Scheme>().map_err(|e| invalid(e.to_string()))?;
+            if c.catalog_scheme.total > crate::client::MAX_CATALOG_PIECES {
+                return Err(invalid(format!(
+                    "catalog_scheme {s} has more than {} pieces",
+                    crate::client::MAX_CATALOG_PIECES
+                )));
+            }
+        }
+        if let Some(n) = self.snapshot_every {
+            c.snapshot_every = n.max(1);
         }
         Ok(c)
     }
@@ -209,6 +232,28 @@ impl Paths {
             .join(format!("catalog-{}", &owner_hex[..owner_hex.len().min(16)]))
     }
 
+    /// The file holding this config dir's writer id.
+    pub fn writer_file(&self) -> PathBuf {
+        self.config_dir.join("writer-id")
+    }
+
+    /// This config dir's writer id, made (random) and saved on first use.
+    pub fn writer_id(&self) -> Result<WriterId, ConfigError> {
+        let path = self.writer_file();
+        match fs::read_to_string(&path) {
+            Ok(text) => WriterId::from_hex(&text).ok_or_else(|| ConfigError::Invalid {
+                path,
+                reason: "not a writer id (32 hex digits); remove the file to make a new one".into(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let id = WriterId::random();
+                write_atomic(&self.config_dir, &path, id.to_hex().as_bytes(), 0o644)?;
+                Ok(id)
+            }
+            Err(source) => Err(ConfigError::Io { path, source }),
+        }
+    }
+
     pub fn load_config(&self) -> Result<FileConfig, ConfigError> {
         let path = self.config_file();
         match fs::read_to_string(&path) {
@@ -232,28 +277,36 @@ impl Paths {
 
     /// Writes the grant with mode 0600 (it is the owner's whole secret), atomically.
     pub fn save_grant(&self, grant: &str) -> Result<(), ConfigError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| ConfigError::Io { path, source }
-        };
-        fs::create_dir_all(&self.config_dir).map_err(io(&self.config_dir))?;
-        let path = self.access_file();
-        let tmp = path.with_extension("tmp");
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
-        f.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(io(&tmp))?;
-        f.write_all(grant.as_bytes()).map_err(io(&tmp))?;
-        f.write_all(b"\n").map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io(&path))?;
-        Ok(())
+        write_atomic(
+            &self.config_dir,
+            &self.access_file(),
+            format!("{grant}\n").as_bytes(),
+            0o600,
+        )
     }
+}
+
+/// Writes `path` (in `dir`, made if missing) with `mode` through a synced temp file.
+fn write_atomic(dir: &Path, path: &Path, bytes: &[u8], mode: u32) -> Result<(), ConfigError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ConfigError::Io { path, source }
+    };
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io(&tmp))?;
+    f.write_all(bytes).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    fs::rename(&tmp, path).map_err(io(path))?;
+    Ok(())
 }
 
 /// Caches another [`NodeSource`] for `ttl`, so a recursive copy of many files does not

@@ -70,6 +70,11 @@ impl ObjectKey {
     pub fn random() -> Self {
         Self(Zeroizing::new(rand::random()))
     }
+
+    /// A key derived elsewhere (catalog blobs derive theirs from the catalog key).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
 }
 
 /// An object key sealed under the object's wrapping key.

@@ -15,6 +15,13 @@ use shoal_proto::Identity;
 use tokio::sync::OnceCell;
 
 use crate::store::{DiscoveryError, NodeCandidate, NodeSource};
+use crate::sync::{CatalogRecords, RecordError};
+use shoal_proto::messages::MutableRecord;
+use shoal_proto::{RecordKey, Signed};
+
+/// Longest one catalog record read or write may take (lookups inside have their own
+/// per-request deadlines; this bounds the whole).
+const RECORD_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Members not heard from for this long are not offered for new pieces.
 const MAX_MEMBER_AGE: Duration = Duration::from_secs(10 * 60);
@@ -139,6 +146,48 @@ impl NodeSource for DhtNodes {
                 ));
             }
             Ok(nodes)
+        })
+    }
+}
+
+impl DhtNodes {
+    async fn with_deadline<T>(
+        what: &str,
+        f: impl std::future::Future<Output = Result<T, satellite_free_discovery::error::DhtError>>,
+    ) -> Result<T, RecordError> {
+        match tokio::time::timeout(RECORD_DEADLINE, f).await {
+            Ok(r) => r.map_err(|e| RecordError(format!("{what}: {e}"))),
+            Err(_) => Err(RecordError(format!(
+                "{what}: no answer within {} s",
+                RECORD_DEADLINE.as_secs()
+            ))),
+        }
+    }
+}
+
+/// The catalog's records live in the same DHT the nodes are found in.
+impl CatalogRecords for DhtNodes {
+    fn get(
+        &self,
+        key: RecordKey,
+    ) -> BoxFuture<'_, Result<Option<Signed<MutableRecord>>, RecordError>> {
+        Box::pin(async move {
+            let dht = self.handle().await.map_err(|e| RecordError(e.0))?;
+            Self::with_deadline("reading a DHT record", dht.get_record(key)).await
+        })
+    }
+
+    fn put(
+        &self,
+        record: Signed<MutableRecord>,
+        expected_seq: Option<u64>,
+    ) -> BoxFuture<'_, Result<usize, RecordError>> {
+        Box::pin(async move {
+            let dht = self.handle().await.map_err(|e| RecordError(e.0))?;
+            let report =
+                Self::with_deadline("storing a DHT record", dht.put_record(record, expected_seq))
+                    .await?;
+            Ok(report.stored)
         })
     }
 }

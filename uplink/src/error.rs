@@ -79,6 +79,17 @@ pub enum Error {
     Codec(#[from] CodecError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error("the catalog in the network: {0}")]
+    Sync(#[from] crate::sync::SyncError),
+    #[error(
+        "catalog scheme {scheme} has more than {limit} pieces: its head record would not fit the DHT"
+    )]
+    CatalogScheme {
+        scheme: crate::codec::Scheme,
+        limit: u16,
+    },
+    #[error("cannot register the uplink's metrics: {0}")]
+    Metrics(String),
 }
 
 /// Checks a bucket name: 3 to 63 characters of `a-z`, `0-9`, `-` and `.`, starting and

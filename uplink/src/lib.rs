@@ -11,7 +11,10 @@
 //! - [`store`]: the two traits at the edges: [`PieceStore`] (talk to one node) and
 //!   [`NodeSource`] (find candidate nodes); [`grpc`] implements them over tonic.
 //! - [`select`]: node selection, a pure function.
-//! - [`catalog`]: buckets, objects and node history in sled (serde structs).
+//! - [`catalog`]: buckets, objects and node history in sled (serde structs); its
+//!   [`catalog::model`] is the CRDT (versions, tombstones, merge) and [`catalog::log`]
+//!   the network formats (deltas, snapshots, head and writers records).
+//! - [`sync`]: publishing and pulling the catalog in the network.
 //! - `upload` / `download`: orchestration over the traits (parallel pieces, long-tail
 //!   cancellation, erasures, replacement pieces).
 //! - [`client`]: [`Uplink`], the API the CLI and the gateway use.
@@ -34,6 +37,7 @@ pub mod metrics;
 pub mod segment;
 pub mod select;
 pub mod store;
+pub mod sync;
 pub mod testing;
 mod upload;
 

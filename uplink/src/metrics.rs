@@ -19,6 +19,12 @@ pub struct Metrics {
     pub segments_uploaded: IntCounter,
     pub segments_downloaded: IntCounter,
     pub stripes_decoded: IntCounter,
+    /// Catalog publishes (one per command, or per group commit).
+    pub catalog_publishes: IntCounter,
+    /// Bytes a publish sent: pieces of catalog blobs plus record copies.
+    pub catalog_publish_bytes: IntCounter,
+    /// Catalog deltas and snapshots merged from the network.
+    pub catalog_blobs_pulled: IntCounter,
 }
 
 impl Metrics {
@@ -68,6 +74,18 @@ impl Metrics {
                 "shoal_uplink_stripes_decoded_total",
                 "Downloaded stripes that needed an erasure decode (the others came whole \
                  from the data pieces)",
+            )?,
+            catalog_publishes: counter(
+                "shoal_uplink_catalog_publishes_total",
+                "Publishes of catalog changes to the network",
+            )?,
+            catalog_publish_bytes: counter(
+                "shoal_uplink_catalog_publish_bytes_total",
+                "Bytes sent by catalog publishes (blob pieces and DHT record copies)",
+            )?,
+            catalog_blobs_pulled: counter(
+                "shoal_uplink_catalog_blobs_pulled_total",
+                "Catalog deltas and snapshots fetched and merged",
             )?,
             registry,
         })

@@ -81,7 +81,9 @@ fn configure(dir: &Path, net: &Network, scheme: Option<&str>) {
             }
         })
         .collect();
-    let mut text = format!("nodes = [{}]\n", nodes.join(", "));
+    // These fake nodes serve no DHT, so the catalog stays local here; the catalog in the
+    // network is tested against real nodes in `tests/tests/catalog.rs`.
+    let mut text = format!("nodes = [{}]\nnetwork_catalog = false\n", nodes.join(", "));
     if let Some(s) = scheme {
         text.push_str(&format!("scheme = \"{s}\"\n"));
     }
@@ -161,7 +163,14 @@ async fn access_grants_and_wrong_passphrases() {
 
     // Grants: import round trip; garbage and damaged grants are refused clearly.
     let other = tempfile::tempdir().unwrap();
+    configure(other.path(), &net, None);
     ok(other.path(), &["access", "import", grant.trim()], None).await;
+    // With the catalog in the network (the default), import recovers the catalog; when
+    // the grant's network cannot be reached it says so and fails, keeping the grant.
+    let offline = tempfile::tempdir().unwrap();
+    let err = fails(offline.path(), &["access", "import", grant.trim()], None).await;
+    assert!(err.contains("could not be recovered"), "{err}");
+    assert!(offline.path().join("access").exists());
     let err = fails(
         other.path(),
         &["access", "import", "--force", "hello"],

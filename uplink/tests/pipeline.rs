@@ -314,7 +314,7 @@ async fn healthy_downloads_read_data_pieces_and_decode_nothing() {
 async fn another_access_reads_nothing() {
     let store = MemoryPieceStore::with_nodes(12);
     let dir = tempfile::tempdir().unwrap();
-    let catalog = Catalog::open(dir.path()).unwrap();
+    let catalog = Catalog::open(dir.path(), uplink::catalog::WriterId::random()).unwrap();
     let up = uplink_with(&store, [1; 32], catalog.clone(), config("3/5/7/10"));
     up.create_bucket("bucket").unwrap();
     put(&up, "big", &data(2 * BLOCK, 1)).await;

@@ -21,7 +21,9 @@ pub struct StoreConfig {
     pub max_records: usize,
     /// Records of one publisher key held at most. Default 64.
     pub max_per_owner: usize,
-    /// Furthest expiry accepted, from now. Default 7 days.
+    /// Furthest expiry accepted, from now. Default 366 days: the uplink's catalog
+    /// pointers live as long as the data leases they lead to (a year at most), so that an
+    /// owner who lost their machine has that whole time to recover.
     pub max_ttl_ms: u64,
 }
 
@@ -30,7 +32,7 @@ impl Default for StoreConfig {
         Self {
             max_records: 10_000,
             max_per_owner: 64,
-            max_ttl_ms: 7 * 24 * 3600 * 1000,
+            max_ttl_ms: 366 * 24 * 3600 * 1000,
         }
     }
 }

@@ -4,6 +4,9 @@
 //! [`fake_net::FakeNetwork`]: the same store behind real gRPC servers on loopback.
 
 pub mod fake_net;
+mod records;
+
+pub use records::MemoryRecords;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -125,6 +128,21 @@ impl MemoryPieceStore {
         if let Some(n) = lock(&self.nodes).get_mut(node) {
             n.behaviour = behaviour;
         }
+    }
+
+    /// Flips one byte of piece `piece` on `node`, as a bad disk or a lying node would;
+    /// returns whether the node held that piece.
+    pub fn tamper_piece(&self, node: &NodeId, piece: &PieceId) -> bool {
+        let mut nodes = lock(&self.nodes);
+        let Some(p) = nodes.get_mut(node).and_then(|n| n.pieces.get_mut(piece)) else {
+            return false;
+        };
+        let mut data = p.data.to_vec();
+        if let Some(b) = data.first_mut() {
+            *b ^= 0x55;
+        }
+        p.data = Bytes::from(data);
+        true
     }
 
     /// Node ids holding at least one piece.

@@ -1,0 +1,431 @@
+//! The catalog's network formats: per-writer logs of encrypted deltas, snapshots, and the
+//! two kinds of DHT record that point at them. Plain code: encoding, sealing and the
+//! checks a reader makes; [`crate::sync`] moves the bytes.
+//!
+//! - A **delta** is one publish of one writer: its sequence number, the changes, a
+//!   reference to the writer's previous delta (so the log is a chain a reader walks
+//!   back) and to the newest snapshot the writer knew of.
+//! - A **snapshot** holds every entry and tombstone of a replica that had merged each
+//!   writer's log up to the sequence numbers in its `covers` vector. A reader applies the
+//!   newest snapshot it can find, then only the deltas after it.
+//! - Deltas and snapshots are **blobs**: postcard bytes stored like any object (sealed
+//!   in 64 KiB AES-GCM blocks under a key derived from the catalog key and the blob's
+//!   random id, erasure coded, pieces on nodes; inline object bytes travel inside).
+//! - The **head record** of a writer (DHT mutable record, `seq` = the log's sequence
+//!   number) names its newest delta. The **writers record** lists the writer ids.
+//!   Record values are sealed with AES-256-GCM under a key derived from the catalog key,
+//!   with the record's salt and seq as associated data; the salts are derived from the
+//!   catalog key, so a record key (`H(owner key, salt)`) reveals nothing beyond the
+//!   owner's public key.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use serde::{Deserialize, Serialize};
+use shoal_proto::limits::MAX_RECORD_VALUE;
+use zeroize::Zeroizing;
+
+use super::SegmentInfo;
+use super::model::{Change, Hlc, WriterId};
+use crate::crypto::{ObjectId, ObjectKey};
+
+/// Most writers one owner's catalog may have (the writers record must fit 4 KiB).
+pub const MAX_WRITERS: usize = 200;
+/// Largest catalog blob a reader fetches: bounds what a damaged reference can make it
+/// allocate.
+pub const MAX_BLOB: u64 = 2 << 30;
+/// Pseudo bucket name of catalog blobs in messages and errors.
+pub const CATALOG_BUCKET: &str = ".catalog";
+
+const RECORD_KEY_CONTEXT: &str = "shoal v1 catalog record key";
+const SALT_CONTEXT: &str = "shoal v1 catalog record salt";
+const BLOB_KEY_CONTEXT: &str = "shoal v1 catalog blob key";
+/// First byte of every blob and record plaintext: the format version.
+const FORMAT: u8 = 1;
+
+/// Why catalog data from the network was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogError {
+    #[error("{what} failed authentication: it was tampered with or not made with this access")]
+    Tampered { what: String },
+    #[error("{what} is malformed: {reason}")]
+    Malformed { what: String, reason: String },
+    #[error("{what} is format version {0}, which this uplink cannot read", .found)]
+    Format { what: String, found: u8 },
+    #[error("{what} is {size} bytes, over the limit of {limit}")]
+    TooLarge { what: String, size: u64, limit: u64 },
+}
+
+/// Where a blob is: the pieces of its segments, and its id (which, with the catalog key,
+/// gives its content key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub object_id: ObjectId,
+    /// Plaintext bytes.
+    pub size: u64,
+    pub segments: Vec<SegmentInfo>,
+}
+
+/// A snapshot and the log positions it covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRef {
+    pub taken_by: WriterId,
+    pub taken_at: Hlc,
+    /// Per writer, the last sequence number merged into the snapshot.
+    pub covers: BTreeMap<WriterId, u64>,
+    /// Entries and tombstones in it.
+    pub entries: u64,
+    pub blob: BlobRef,
+}
+
+impl SnapshotRef {
+    /// Whether this snapshot holds something a replica at `applied` has not merged.
+    pub fn is_ahead_of(&self, applied: &BTreeMap<WriterId, u64>) -> bool {
+        self.covers
+            .iter()
+            .any(|(w, s)| *s > applied.get(w).copied().unwrap_or(0))
+    }
+}
+
+/// One publish of one writer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delta {
+    pub writer: WriterId,
+    pub seq: u64,
+    /// The writer's delta `seq - 1` (`None` for its first).
+    pub prev: Option<BlobRef>,
+    /// The newest snapshot the writer knew of when publishing.
+    pub snapshot: Option<SnapshotRef>,
+    pub changes: Vec<Change>,
+}
+
+/// A whole catalog state at the log positions of `covers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub covers: BTreeMap<WriterId, u64>,
+    pub changes: Vec<Change>,
+}
+
+/// What a blob holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Blob {
+    Delta(Delta),
+    Snapshot(Snapshot),
+}
+
+/// The value of a writer's head record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub writer: WriterId,
+    pub seq: u64,
+    pub delta: BlobRef,
+}
+
+fn to_bytes<T: Serialize>(what: &str, v: &T) -> Result<Vec<u8>, LogError> {
+    let mut out = vec![FORMAT];
+    out.extend(postcard::to_allocvec(v).map_err(|e| LogError::Malformed {
+        what: what.to_string(),
+        reason: e.to_string(),
+    })?);
+    Ok(out)
+}
+
+fn from_bytes<T: for<'de> Deserialize<'de>>(what: &str, b: &[u8]) -> Result<T, LogError> {
+    match b.split_first() {
+        Some((&FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| LogError::Malformed {
+            what: what.to_string(),
+            reason: e.to_string(),
+        }),
+        Some((&found, _)) => Err(LogError::Format {
+            what: what.to_string(),
+            found,
+        }),
+        None => Err(LogError::Malformed {
+            what: what.to_string(),
+            reason: "empty".into(),
+        }),
+    }
+}
+
+/// The plaintext bytes of a blob.
+pub fn encode_blob(blob: &Blob) -> Result<Vec<u8>, LogError> {
+    to_bytes("catalog blob", blob)
+}
+
+/// Reads a blob's plaintext (already authenticated by its AES-GCM blocks).
+pub fn decode_blob(what: &str, bytes: &[u8]) -> Result<Blob, LogError> {
+    from_bytes(what, bytes)
+}
+
+/// The content key of blob `id`.
+pub fn blob_key(catalog_key: &[u8; 32], id: &ObjectId) -> ObjectKey {
+    let mut h = blake3::Hasher::new_derive_key(BLOB_KEY_CONTEXT);
+    h.update(catalog_key);
+    h.update(&id.0);
+    ObjectKey::from_bytes(*h.finalize().as_bytes())
+}
+
+fn salt(catalog_key: &[u8; 32], label: &[u8]) -> Vec<u8> {
+    let mut h = blake3::Hasher::new_derive_key(SALT_CONTEXT);
+    h.update(catalog_key);
+    h.update(label);
+    h.finalize().as_bytes().to_vec()
+}
+
+/// Salt of the owner's writers record.
+pub fn writers_salt(catalog_key: &[u8; 32]) -> Vec<u8> {
+    salt(catalog_key, b"writers")
+}
+
+/// Salt of writer `w`'s head record.
+pub fn head_salt(catalog_key: &[u8; 32], w: &WriterId) -> Vec<u8> {
+    salt(catalog_key, &[&b"head "[..], &w.0].concat())
+}
+
+fn record_cipher(catalog_key: &[u8; 32]) -> Aes256Gcm {
+    let key = Zeroizing::new(blake3::derive_key(RECORD_KEY_CONTEXT, catalog_key));
+    Aes256Gcm::new(&(*key).into())
+}
+
+fn record_aad(salt: &[u8], seq: u64) -> Vec<u8> {
+    [salt, &seq.to_be_bytes()].concat()
+}
+
+/// Seals a record value: `nonce (12) | ciphertext`, bound to the record's salt and seq.
+fn seal_record(catalog_key: &[u8; 32], salt: &[u8], seq: u64, plain: &[u8]) -> Vec<u8> {
+    let nonce: [u8; 12] = rand::random();
+    let aad = record_aad(salt, seq);
+    let sealed = record_cipher(catalog_key).encrypt(
+        &Nonce::from(nonce),
+        Payload {
+            msg: plain,
+            aad: &aad,
+        },
+    );
+    // Encryption of an in-memory buffer under a valid key cannot fail; an empty value
+    // would be refused by every reader as tampered, never misread.
+    let sealed = sealed.unwrap_or_default();
+    [&nonce[..], &sealed].concat()
+}
+
+fn open_record(
+    what: &str,
+    catalog_key: &[u8; 32],
+    salt: &[u8],
+    seq: u64,
+    value: &[u8],
+) -> Result<Vec<u8>, LogError> {
+    let tampered = || LogError::Tampered {
+        what: what.to_string(),
+    };
+    if value.len() < 12 {
+        return Err(tampered());
+    }
+    let (nonce, sealed) = value.split_at(12);
+    let nonce: [u8; 12] = nonce.try_into().map_err(|_| tampered())?;
+    let aad = record_aad(salt, seq);
+    record_cipher(catalog_key)
+        .decrypt(
+            &Nonce::from(nonce),
+            Payload {
+                msg: sealed,
+                aad: &aad,
+            },
+        )
+        .map_err(|_| tampered())
+}
+
+fn check_record_size(what: &str, v: Vec<u8>) -> Result<Vec<u8>, LogError> {
+    if v.len() > MAX_RECORD_VALUE {
+        return Err(LogError::TooLarge {
+            what: what.to_string(),
+            size: v.len() as u64,
+            limit: MAX_RECORD_VALUE as u64,
+        });
+    }
+    Ok(v)
+}
+
+/// The sealed value of a head record at `head.seq`.
+pub fn seal_head(catalog_key: &[u8; 32], head: &Head) -> Result<Vec<u8>, LogError> {
+    let what = format!("head record of writer {}", head.writer);
+    let plain = to_bytes(&what, head)?;
+    let salt = head_salt(catalog_key, &head.writer);
+    check_record_size(&what, seal_record(catalog_key, &salt, head.seq, &plain))
+}
+
+/// Opens writer `w`'s head record value held at record seq `seq`; the head inside must
+/// name the same writer and seq.
+pub fn open_head(
+    catalog_key: &[u8; 32],
+    w: &WriterId,
+    seq: u64,
+    value: &[u8],
+) -> Result<Head, LogError> {
+    let what = format!("head record of writer {w}");
+    let salt = head_salt(catalog_key, w);
+    let head: Head = from_bytes(&what, &open_record(&what, catalog_key, &salt, seq, value)?)?;
+    if head.writer != *w || head.seq != seq {
+        return Err(LogError::Malformed {
+            what,
+            reason: format!("it names writer {} seq {}", head.writer, head.seq),
+        });
+    }
+    Ok(head)
+}
+
+/// The sealed value of the writers record at `seq`.
+pub fn seal_writers(
+    catalog_key: &[u8; 32],
+    seq: u64,
+    writers: &BTreeSet<WriterId>,
+) -> Result<Vec<u8>, LogError> {
+    let what = "writers record";
+    if writers.len() > MAX_WRITERS {
+        return Err(LogError::TooLarge {
+            what: what.into(),
+            size: writers.len() as u64,
+            limit: MAX_WRITERS as u64,
+        });
+    }
+    let plain = to_bytes(what, writers)?;
+    check_record_size(
+        what,
+        seal_record(catalog_key, &writers_salt(catalog_key), seq, &plain),
+    )
+}
+
+/// Opens the writers record value held at record seq `seq`.
+pub fn open_writers(
+    catalog_key: &[u8; 32],
+    seq: u64,
+    value: &[u8],
+) -> Result<BTreeSet<WriterId>, LogError> {
+    let what = "writers record";
+    let salt = writers_salt(catalog_key);
+    from_bytes(what, &open_record(what, catalog_key, &salt, seq, value)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::model::{EntryKey, Value, Version};
+    use crate::codec::{CodecKind, Scheme};
+    use crate::store::PiecePlacement;
+
+    const KEY: [u8; 32] = [7; 32];
+
+    fn blob_ref(pieces: usize) -> BlobRef {
+        BlobRef {
+            object_id: ObjectId([1; 16]),
+            size: 1234,
+            segments: vec![SegmentInfo {
+                index: 0,
+                plain_size: 1234,
+                sealed_size: 1250,
+                codec: CodecKind::default(),
+                scheme: Scheme::new(8, 12, 16, 24).unwrap(),
+                shard_size: 4096,
+                piece_size: 4096,
+                pieces: (0..pieces)
+                    .map(|i| PiecePlacement {
+                        index: i as u16,
+                        node_id: [i as u8; 32],
+                        address: ([127, 0, i as u8, 1], 7777).into(),
+                        piece_id: [2; 32],
+                        piece_hash: [3; 32],
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_head_of_24_pieces_fits_a_record_and_round_trips() {
+        let w = WriterId([4; 16]);
+        let head = Head {
+            writer: w,
+            seq: 9,
+            delta: blob_ref(24),
+        };
+        let sealed = seal_head(&KEY, &head).unwrap();
+        assert!(sealed.len() <= MAX_RECORD_VALUE, "{} bytes", sealed.len());
+        assert_eq!(open_head(&KEY, &w, 9, &sealed).unwrap(), head);
+        // The same value read as another seq, another writer or with another key fails.
+        assert!(matches!(
+            open_head(&KEY, &w, 8, &sealed),
+            Err(LogError::Tampered { .. })
+        ));
+        assert!(open_head(&KEY, &WriterId([5; 16]), 9, &sealed).is_err());
+        assert!(open_head(&[8; 32], &w, 9, &sealed).is_err());
+        let mut flipped = sealed.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert!(matches!(
+            open_head(&KEY, &w, 9, &flipped),
+            Err(LogError::Tampered { .. })
+        ));
+        assert!(open_head(&KEY, &w, 9, &sealed[..5]).is_err());
+        // Too many pieces do not fit a record: refused before publishing.
+        let huge = Head {
+            delta: blob_ref(60),
+            ..head
+        };
+        assert!(matches!(
+            seal_head(&KEY, &huge),
+            Err(LogError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn writers_records_round_trip_and_are_bounded() {
+        let set: BTreeSet<_> = (0..10u8).map(|i| WriterId([i; 16])).collect();
+        let v = seal_writers(&KEY, 3, &set).unwrap();
+        assert_eq!(open_writers(&KEY, 3, &v).unwrap(), set);
+        assert!(open_writers(&KEY, 4, &v).is_err(), "seq is bound");
+        let many: BTreeSet<_> = (0..=MAX_WRITERS as u16)
+            .map(|i| {
+                let mut id = [0u8; 16];
+                id[..2].copy_from_slice(&i.to_be_bytes());
+                WriterId(id)
+            })
+            .collect();
+        assert!(seal_writers(&KEY, 1, &many).is_err());
+    }
+
+    #[test]
+    fn salts_hide_the_writer_and_differ_per_access() {
+        let w = WriterId([4; 16]);
+        let s = head_salt(&KEY, &w);
+        assert!(!s.windows(16).any(|x| x == w.0));
+        assert_ne!(s, head_salt(&[8; 32], &w));
+        assert_ne!(s, writers_salt(&KEY));
+        assert!(s.len() <= shoal_proto::limits::MAX_SALT_LEN);
+    }
+
+    #[test]
+    fn blobs_round_trip_and_refuse_unknown_formats() {
+        let delta = Blob::Delta(Delta {
+            writer: WriterId([1; 16]),
+            seq: 2,
+            prev: Some(blob_ref(3)),
+            snapshot: None,
+            changes: vec![Change {
+                key: EntryKey::Bucket("b".into()),
+                version: Version::default(),
+                value: Value::Tombstone,
+            }],
+        });
+        let bytes = encode_blob(&delta).unwrap();
+        assert_eq!(decode_blob("x", &bytes).unwrap(), delta);
+        let mut v2 = bytes.clone();
+        v2[0] = 2;
+        assert!(matches!(
+            decode_blob("x", &v2),
+            Err(LogError::Format { found: 2, .. })
+        ));
+        assert!(decode_blob("x", &bytes[..bytes.len() / 2]).is_err());
+        assert!(decode_blob("x", &[]).is_err());
+    }
+}

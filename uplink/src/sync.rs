@@ -1,0 +1,778 @@
+//! The catalog in the network: publishing this writer's changes and pulling the others'.
+//!
+//! Formats are in [`crate::catalog::log`], the merge rule in [`crate::catalog::model`];
+//! this module moves the bytes, through the [`CatalogRecords`] trait for the DHT records
+//! (the DHT client in production, [`crate::testing::MemoryRecords`] in tests) and the
+//! uplink's own object upload and download for blobs.
+//!
+//! **Publish** (one per [`Uplink::flush`]; concurrent callers share one, a group commit):
+//! take the queued changes, upload them as delta `seq + 1` of this writer's log (with a
+//! snapshot of the whole catalog first, every [`UplinkConfig::snapshot_every`] deltas),
+//! then point the writer's head record at it. The queue is cleared only after the head
+//! record is stored, so a crash at any point loses nothing: the next publish sends the
+//! changes again (a blob left without a head is reclaimed by its lease).
+//!
+//! **Pull**: read the writers record, then each writer's head record (one DHT read per
+//! writer, no piece traffic when nothing changed). A head older than one already merged
+//! is refused (rollback). For writers with news, fetch their head deltas, apply the newest
+//! snapshot any of them names if it covers something not yet merged, then walk each
+//! writer's chain back to what is merged and apply the deltas oldest first. Everything is
+//! checked: record signatures (by the DHT types), AES-GCM on record values and blob
+//! blocks, piece hashes, and that each blob is the writer's delta `seq` it should be.
+//! Anything missing is an error that names it; nothing is skipped silently.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Cursor;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use shoal_proto::messages::MutableRecord;
+use shoal_proto::{RecordKey, Signed};
+
+use crate::catalog::log::{
+    self, Blob, BlobRef, CATALOG_BUCKET, Delta, Head, LogError, MAX_BLOB, Snapshot, SnapshotRef,
+};
+use crate::catalog::{CatalogError, WriterId};
+use crate::client::{Inner, Uplink};
+use crate::crypto::{BlockCipher, ObjectId};
+
+/// Longest a catalog record lives without being republished; the DHT nodes' limit.
+pub const MAX_RECORD_TTL: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+/// Attempts at adding this writer to the writers record against racing writers.
+const REGISTER_ATTEMPTS: usize = 8;
+
+const APPLIED: &str = "applied";
+const OWN: &str = "own";
+const SNAPSHOT: &str = "snapshot";
+
+/// Why a DHT record operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct RecordError(pub String);
+
+/// The DHT records the catalog's pointers live in.
+pub trait CatalogRecords: Send + Sync + std::fmt::Debug {
+    /// The newest valid record under `key`, if any node holds one.
+    fn get(
+        &self,
+        key: RecordKey,
+    ) -> BoxFuture<'_, Result<Option<Signed<MutableRecord>>, RecordError>>;
+    /// Stores `record` where it belongs (compare-and-swap when `expected_seq` is set);
+    /// returns how many nodes now hold it.
+    fn put(
+        &self,
+        record: Signed<MutableRecord>,
+        expected_seq: Option<u64>,
+    ) -> BoxFuture<'_, Result<usize, RecordError>>;
+}
+
+/// Why publishing or pulling the catalog failed. Every variant names what it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{what}: the DHT failed: {source}")]
+    Record {
+        what: String,
+        #[source]
+        source: RecordError,
+    },
+    #[error("{what}: no DHT node stored it (is the network reachable?)")]
+    NotStored { what: String },
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(
+        "writer {writer}'s head record offers seq {offered}, older than seq {seen} already merged: refusing a rollback"
+    )]
+    Rollback {
+        writer: WriterId,
+        seen: u64,
+        offered: u64,
+    },
+    #[error(
+        "the head record of writer {writer} is missing from the DHT (seq {seen} was merged before)"
+    )]
+    MissingHead { writer: WriterId, seen: u64 },
+    #[error(
+        "delta {seq} of writer {writer} is missing: the log ends at delta {seq_after} and no snapshot covers it"
+    )]
+    MissingDelta {
+        writer: WriterId,
+        seq: u64,
+        seq_after: u64,
+    },
+    #[error("cannot fetch {what}: {source}")]
+    Fetch {
+        what: String,
+        #[source]
+        source: Box<crate::Error>,
+    },
+    #[error("{what} is not what its reference says: {reason}")]
+    WrongBlob { what: String, reason: String },
+    #[error("cannot store {what}: {source}")]
+    Store {
+        what: String,
+        #[source]
+        source: Box<crate::Error>,
+    },
+    #[error("the writers record kept changing under {attempts} attempts to add writer {writer}")]
+    WritersRace { writer: WriterId, attempts: usize },
+    #[error("cannot sign a catalog record: {0}")]
+    Sign(String),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+/// This writer's own log, as last published.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct OwnLog {
+    seq: u64,
+    head: Option<BlobRef>,
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishReport {
+    /// The delta's sequence number (`None`: nothing to publish).
+    pub seq: Option<u64>,
+    pub changes: usize,
+    /// Whether a snapshot was taken with it.
+    pub snapshot: bool,
+    /// Bytes sent: blob pieces plus DHT record copies.
+    pub bytes_sent: u64,
+}
+
+/// What a pull did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullReport {
+    pub writers: usize,
+    pub deltas: usize,
+    pub snapshots: usize,
+    pub changes_applied: usize,
+}
+
+/// A snapshot, for `uplink catalog status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotStatus {
+    pub taken_by: WriterId,
+    pub taken_at_ms: u64,
+    pub entries: u64,
+    pub covers: BTreeMap<WriterId, u64>,
+}
+
+/// `uplink catalog status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CatalogStatus {
+    pub writer: WriterId,
+    /// Changes made here and not yet published.
+    pub pending: usize,
+    /// This writer's last published sequence number.
+    pub published_seq: u64,
+    pub last_snapshot: Option<SnapshotStatus>,
+    /// Every writer known, with the sequence number merged here.
+    pub writers: BTreeMap<WriterId, u64>,
+}
+
+/// The sync half of an [`Uplink`]: the records and the group-commit state.
+pub(crate) struct SyncState {
+    pub records: Arc<dyn CatalogRecords>,
+    publish: tokio::sync::Mutex<()>,
+    pull: tokio::sync::Mutex<()>,
+    /// Local changes made so far (bumped by every catalog write).
+    pub changes: std::sync::atomic::AtomicU64,
+    /// `changes` as of the start of the last successful publish.
+    published: std::sync::atomic::AtomicU64,
+}
+
+impl SyncState {
+    pub fn new(records: Arc<dyn CatalogRecords>) -> Self {
+        Self {
+            records,
+            publish: tokio::sync::Mutex::new(()),
+            pull: tokio::sync::Mutex::new(()),
+            changes: Default::default(),
+            published: Default::default(),
+        }
+    }
+}
+
+fn applied(inner: &Inner) -> Result<BTreeMap<WriterId, u64>, CatalogError> {
+    Ok(inner
+        .catalog
+        .sync_value::<Vec<(WriterId, u64)>>(APPLIED)?
+        .unwrap_or_default()
+        .into_iter()
+        .collect())
+}
+
+fn set_applied(inner: &Inner, a: &BTreeMap<WriterId, u64>) -> Result<(), CatalogError> {
+    let v: Vec<(WriterId, u64)> = a.iter().map(|(w, s)| (*w, *s)).collect();
+    inner.catalog.set_sync_value(APPLIED, &v)
+}
+
+fn blob_name(writer: &WriterId, kind: &str, seq: u64) -> String {
+    format!("{kind} {seq} of writer {writer}")
+}
+
+fn record_what(kind: &str) -> String {
+    format!("catalog {kind} record")
+}
+
+impl Inner {
+    fn sync(&self) -> Option<&SyncState> {
+        self.sync.as_ref()
+    }
+
+    fn catalog_key(&self) -> &[u8; 32] {
+        self.access.catalog_key()
+    }
+
+    fn record_key(&self, salt: &[u8]) -> RecordKey {
+        MutableRecord::key_for(self.access.owner().public_key(), salt)
+    }
+
+    async fn get_record(
+        &self,
+        sync: &SyncState,
+        what: &str,
+        salt: &[u8],
+    ) -> Result<Option<Signed<MutableRecord>>, SyncError> {
+        sync.records
+            .get(self.record_key(salt))
+            .await
+            .map_err(|source| SyncError::Record {
+                what: what.to_string(),
+                source,
+            })
+    }
+
+    async fn put_record(
+        &self,
+        sync: &SyncState,
+        what: &str,
+        salt: Vec<u8>,
+        seq: u64,
+        value: Vec<u8>,
+        expected_seq: Option<u64>,
+    ) -> Result<u64, SyncError> {
+        let ttl = self.config.default_lease.min(MAX_RECORD_TTL);
+        let len = value.len() as u64;
+        let record = MutableRecord {
+            public_key: *self.access.owner().public_key(),
+            salt,
+            seq,
+            value,
+            expires_at_ms: shoal_proto::time::unix_ms().saturating_add(ttl.as_millis() as u64),
+        };
+        let signed = Signed::sign(record, self.access.owner())
+            .map_err(|e| SyncError::Sign(e.to_string()))?;
+        let stored = sync
+            .records
+            .put(signed, expected_seq)
+            .await
+            .map_err(|source| SyncError::Record {
+                what: what.to_string(),
+                source,
+            })?;
+        if stored == 0 {
+            return Err(SyncError::NotStored {
+                what: what.to_string(),
+            });
+        }
+        Ok(len * stored as u64)
+    }
+
+    /// The writers record: its seq (0 when there is none) and set.
+    async fn writers(&self, sync: &SyncState) -> Result<(u64, BTreeSet<WriterId>), SyncError> {
+        let what = record_what("writers");
+        match self
+            .get_record(sync, &what, &log::writers_salt(self.catalog_key()))
+            .await?
+        {
+            None => Ok((0, BTreeSet::new())),
+            Some(r) => Ok((
+                r.seq,
+                log::open_writers(self.catalog_key(), r.seq, &r.value)?,
+            )),
+        }
+    }
+
+    /// Makes sure the writers record lists this writer and every writer merged here
+    /// (healing a record that lost one in a race): compare-and-swap, and on a lost race
+    /// merge the sets and try again.
+    async fn register(
+        &self,
+        sync: &SyncState,
+        known: &BTreeSet<WriterId>,
+    ) -> Result<u64, SyncError> {
+        let me = self.catalog.writer();
+        let mut sent = 0;
+        for _ in 0..REGISTER_ATTEMPTS {
+            let (seq, current) = self.writers(sync).await?;
+            if current.contains(&me) && known.is_subset(&current) {
+                return Ok(sent);
+            }
+            let mut next = current;
+            next.insert(me);
+            next.extend(known.iter().copied());
+            let value = log::seal_writers(self.catalog_key(), seq + 1, &next)?;
+            // A refusal (a racing writer got there first) shows on the next read.
+            sent += self
+                .put_record(
+                    sync,
+                    &record_what("writers"),
+                    log::writers_salt(self.catalog_key()),
+                    seq + 1,
+                    value,
+                    Some(seq),
+                )
+                .await
+                .unwrap_or(0);
+        }
+        Err(SyncError::WritersRace {
+            writer: me,
+            attempts: REGISTER_ATTEMPTS,
+        })
+    }
+
+    async fn put_blob(
+        self: &Arc<Self>,
+        what: &str,
+        blob: &Blob,
+    ) -> Result<(BlobRef, u64), SyncError> {
+        let bytes = log::encode_blob(blob)?;
+        let size = bytes.len() as u64;
+        let object_id = ObjectId::random();
+        let key = log::blob_key(self.catalog_key(), &object_id);
+        let cipher = BlockCipher::new(&key, object_id);
+        let lease = self.config.default_lease;
+        let ctx = crate::upload::ObjectUpload {
+            bucket: CATALOG_BUCKET,
+            key: what,
+            cipher: &cipher,
+            scheme: self.config.catalog_scheme,
+            expires_ms: shoal_proto::time::unix_ms().saturating_add(lease.as_millis() as u64),
+            size_hint: Some(size),
+            progress: None,
+        };
+        let (segments, _) = crate::upload::upload_object(self, ctx, Cursor::new(bytes))
+            .await
+            .map_err(|e| SyncError::Store {
+                what: what.to_string(),
+                source: Box::new(e),
+            })?;
+        let sent = segments
+            .iter()
+            .map(|s| s.piece_size * s.pieces.len() as u64)
+            .sum();
+        Ok((
+            BlobRef {
+                object_id,
+                size,
+                segments,
+            },
+            sent,
+        ))
+    }
+
+    async fn get_blob(self: &Arc<Self>, what: &str, r: &BlobRef) -> Result<Blob, SyncError> {
+        let wrong = |reason: String| SyncError::WrongBlob {
+            what: what.to_string(),
+            reason,
+        };
+        if r.size > MAX_BLOB {
+            return Err(LogError::TooLarge {
+                what: what.to_string(),
+                size: r.size,
+                limit: MAX_BLOB,
+            }
+            .into());
+        }
+        let total: u64 = r.segments.iter().map(|s| s.plain_size).sum();
+        if total != r.size {
+            return Err(wrong(format!(
+                "segments hold {total} bytes, the reference says {}",
+                r.size
+            )));
+        }
+        let key = log::blob_key(self.catalog_key(), &r.object_id);
+        let cipher = BlockCipher::new(&key, r.object_id);
+        let mut out = Vec::with_capacity(r.size as usize);
+        let ctx = crate::download::ObjectDownload {
+            bucket: CATALOG_BUCKET,
+            key: what,
+            cipher: &cipher,
+            progress: None,
+        };
+        crate::download::download_range(self, ctx, &r.segments, 0, r.size, &mut out)
+            .await
+            .map_err(|e| SyncError::Fetch {
+                what: what.to_string(),
+                source: Box::new(e),
+            })?;
+        self.metrics.catalog_blobs_pulled.inc();
+        Ok(log::decode_blob(what, &out)?)
+    }
+
+    async fn get_delta(
+        self: &Arc<Self>,
+        writer: WriterId,
+        seq: u64,
+        r: &BlobRef,
+    ) -> Result<Delta, SyncError> {
+        let what = blob_name(&writer, "delta", seq);
+        match self.get_blob(&what, r).await? {
+            Blob::Delta(d) if d.writer == writer && d.seq == seq => Ok(d),
+            Blob::Delta(d) => Err(SyncError::WrongBlob {
+                what,
+                reason: format!("it is delta {} of writer {}", d.seq, d.writer),
+            }),
+            Blob::Snapshot(_) => Err(SyncError::WrongBlob {
+                what,
+                reason: "it is a snapshot".into(),
+            }),
+        }
+    }
+
+    async fn apply_snapshot(
+        self: &Arc<Self>,
+        s: &SnapshotRef,
+        applied: &mut BTreeMap<WriterId, u64>,
+    ) -> Result<usize, SyncError> {
+        let what = format!(
+            "snapshot taken by writer {} at {}",
+            s.taken_by,
+            s.taken_at.millis()
+        );
+        let snap = match self.get_blob(&what, &s.blob).await? {
+            Blob::Snapshot(snap) => snap,
+            Blob::Delta(_) => {
+                return Err(SyncError::WrongBlob {
+                    what,
+                    reason: "it is a delta".into(),
+                });
+            }
+        };
+        if snap.covers != s.covers {
+            return Err(SyncError::WrongBlob {
+                what,
+                reason: "it covers other log positions than its reference says".into(),
+            });
+        }
+        let mut n = 0;
+        for c in &snap.changes {
+            n += usize::from(self.catalog.apply_remote(c)?);
+        }
+        for (w, seq) in &s.covers {
+            let e = applied.entry(*w).or_insert(0);
+            *e = (*e).max(*seq);
+        }
+        set_applied(self, applied)?;
+        let newer = self
+            .catalog
+            .sync_value::<SnapshotRef>(SNAPSHOT)?
+            .is_none_or(|old| old.taken_at < s.taken_at);
+        if newer {
+            self.catalog.set_sync_value(SNAPSHOT, s)?;
+        }
+        Ok(n)
+    }
+
+    pub(crate) async fn pull(self: &Arc<Self>) -> Result<PullReport, SyncError> {
+        let Some(sync) = self.sync() else {
+            return Ok(PullReport::default());
+        };
+        let _guard = sync.pull.lock().await;
+        let mut report = PullReport::default();
+        let (_, listed) = self.writers(sync).await?;
+        let mut applied = applied(self)?;
+        // Writers merged before stay known even if a racing update dropped them from
+        // the record (the next publish puts them back).
+        let writers: BTreeSet<WriterId> = listed.iter().chain(applied.keys()).copied().collect();
+        report.writers = writers.len();
+        let me = self.catalog.writer();
+        let mut heads: Vec<Head> = Vec::new();
+        for w in &writers {
+            let seen = applied.get(w).copied().unwrap_or(0);
+            let what = format!("head record of writer {w}");
+            let Some(r) = self
+                .get_record(sync, &what, &log::head_salt(self.catalog_key(), w))
+                .await?
+            else {
+                if seen > 0 && *w != me {
+                    return Err(SyncError::MissingHead { writer: *w, seen });
+                }
+                // Registered but never published (or our own, not yet published).
+                continue;
+            };
+            let head = log::open_head(self.catalog_key(), w, r.seq, &r.value)?;
+            if head.seq < seen {
+                return Err(SyncError::Rollback {
+                    writer: *w,
+                    seen,
+                    offered: head.seq,
+                });
+            }
+            if head.seq > seen {
+                heads.push(head);
+            }
+        }
+        if heads.is_empty() {
+            return Ok(report);
+        }
+        let mut deltas: Vec<Delta> = Vec::with_capacity(heads.len());
+        for h in &heads {
+            deltas.push(self.get_delta(h.writer, h.seq, &h.delta).await?);
+            report.deltas += 1;
+        }
+        // A replica far behind (or new) starts from the newest snapshot named anywhere,
+        // if it holds something not merged yet; one a few deltas behind walks them.
+        let behind: u64 = heads
+            .iter()
+            .map(|h| h.seq - applied.get(&h.writer).copied().unwrap_or(0))
+            .sum();
+        let best = deltas
+            .iter()
+            .filter_map(|d| d.snapshot.as_ref())
+            .max_by_key(|s| s.taken_at)
+            .filter(|s| s.is_ahead_of(&applied))
+            .filter(|_| applied.is_empty() || behind > self.config.snapshot_every)
+            .cloned();
+        if let Some(s) = best {
+            report.changes_applied += self.apply_snapshot(&s, &mut applied).await?;
+            report.snapshots += 1;
+        }
+        for head_delta in deltas {
+            let w = head_delta.writer;
+            let seen = applied.get(&w).copied().unwrap_or(0);
+            if head_delta.seq <= seen {
+                continue;
+            }
+            // Walk back to the first delta not merged yet.
+            let mut chain = vec![head_delta];
+            while let Some(oldest) = chain.last() {
+                if oldest.seq <= seen + 1 {
+                    break;
+                }
+                let want = oldest.seq - 1;
+                let Some(prev) = oldest.prev.clone() else {
+                    return Err(SyncError::MissingDelta {
+                        writer: w,
+                        seq: want,
+                        seq_after: oldest.seq,
+                    });
+                };
+                chain.push(self.get_delta(w, want, &prev).await?);
+                report.deltas += 1;
+            }
+            for d in chain.iter().rev() {
+                for c in &d.changes {
+                    report.changes_applied += usize::from(self.catalog.apply_remote(c)?);
+                }
+                applied.insert(w, d.seq);
+                set_applied(self, &applied)?;
+            }
+            // A snapshot named by a delta we merged is the newest known if it is newer.
+            if let Some(s) = chain.first().and_then(|d| d.snapshot.as_ref()) {
+                let newer = self
+                    .catalog
+                    .sync_value::<SnapshotRef>(SNAPSHOT)?
+                    .is_none_or(|old| old.taken_at < s.taken_at);
+                if newer && !s.is_ahead_of(&applied) {
+                    self.catalog.set_sync_value(SNAPSHOT, s)?;
+                }
+            }
+        }
+        self.catalog.flush()?;
+        Ok(report)
+    }
+
+    /// One publish of everything queued. Caller holds the publish lock.
+    async fn publish(self: &Arc<Self>, sync: &SyncState) -> Result<PublishReport, SyncError> {
+        let pending = self.catalog.pending()?;
+        let me = self.catalog.writer();
+        let mut applied = applied(self)?;
+        let mut report = PublishReport::default();
+        let own: OwnLog = self.catalog.sync_value(OWN)?.unwrap_or_default();
+        let mut known: BTreeSet<WriterId> = applied.keys().copied().collect();
+        known.remove(&me);
+        report.bytes_sent += self.register(sync, &known).await?;
+        if pending.is_empty() {
+            return Ok(report);
+        }
+        let mut seq = own.seq + 1;
+        applied.insert(me, seq);
+        // A snapshot every `snapshot_every` deltas (of all writers) since the last one.
+        let last = self.catalog.sync_value::<SnapshotRef>(SNAPSHOT)?;
+        let since: u64 = applied
+            .iter()
+            .map(|(w, s)| {
+                s.saturating_sub(
+                    last.as_ref()
+                        .and_then(|l| l.covers.get(w))
+                        .copied()
+                        .unwrap_or(0),
+                )
+            })
+            .sum();
+        let mut snapshot = last;
+        if since >= self.config.snapshot_every.max(1) {
+            let changes = self.catalog.all_changes()?;
+            let entries = changes.len() as u64;
+            let blob = Blob::Snapshot(Snapshot {
+                covers: applied.clone(),
+                changes,
+            });
+            let (blob, sent) = self
+                .put_blob(&format!("snapshot at delta {seq} of writer {me}"), &blob)
+                .await?;
+            report.bytes_sent += sent;
+            report.snapshot = true;
+            snapshot = Some(SnapshotRef {
+                taken_by: me,
+                taken_at: self.catalog.next_version()?.hlc,
+                covers: applied.clone(),
+                entries,
+                blob,
+            });
+        }
+        let delta = Delta {
+            writer: me,
+            seq,
+            prev: own.head.clone(),
+            snapshot: snapshot.clone(),
+            changes: pending.iter().map(|(c, _)| c.clone()).collect(),
+        };
+        let (mut head_blob, sent) = self
+            .put_blob(&blob_name(&me, "delta", seq), &Blob::Delta(delta))
+            .await?;
+        report.bytes_sent += sent;
+        let mut head = Head {
+            writer: me,
+            seq,
+            delta: head_blob.clone(),
+        };
+        let mut value = log::seal_head(self.catalog_key(), &head);
+        if matches!(value, Err(LogError::TooLarge { .. })) {
+            // A delta of more than one segment does not fit a record: point the head at
+            // an empty delta after it instead.
+            seq += 1;
+            applied.insert(me, seq);
+            let bridge = Delta {
+                writer: me,
+                seq,
+                prev: Some(head_blob),
+                snapshot: snapshot.clone(),
+                changes: Vec::new(),
+            };
+            let (b, sent) = self
+                .put_blob(&blob_name(&me, "delta", seq), &Blob::Delta(bridge))
+                .await?;
+            report.bytes_sent += sent;
+            head_blob = b;
+            head = Head {
+                writer: me,
+                seq,
+                delta: head_blob.clone(),
+            };
+            value = log::seal_head(self.catalog_key(), &head);
+        }
+        report.bytes_sent += self
+            .put_record(
+                sync,
+                &format!("head record of writer {me}"),
+                log::head_salt(self.catalog_key(), &me),
+                seq,
+                value?,
+                None,
+            )
+            .await?;
+        // Published: remember it, then drop the queued changes it carried.
+        self.catalog.set_sync_value(
+            OWN,
+            &OwnLog {
+                seq,
+                head: Some(head_blob),
+            },
+        )?;
+        set_applied(self, &applied)?;
+        if let Some(s) = &snapshot {
+            self.catalog.set_sync_value(SNAPSHOT, s)?;
+        }
+        self.catalog.clear_published(&pending)?;
+        self.catalog.flush()?;
+        report.seq = Some(seq);
+        report.changes = pending.len();
+        self.metrics.catalog_publishes.inc();
+        self.metrics.catalog_publish_bytes.inc_by(report.bytes_sent);
+        Ok(report)
+    }
+}
+
+impl Uplink {
+    /// Merges what other writers published since the last pull. Cheap when nothing
+    /// changed: one DHT read for the writers record and one per writer.
+    pub async fn pull(&self) -> Result<PullReport, crate::Error> {
+        Ok(self.inner.pull().await?)
+    }
+
+    /// Publishes every change made so far and returns once it is in the network (the
+    /// durability point). Concurrent callers share one publish: a caller whose changes
+    /// an earlier publish already carried returns at once (group commit). Without a
+    /// network catalog this only flushes the local one.
+    pub async fn flush(&self) -> Result<PublishReport, crate::Error> {
+        let Some(sync) = self.inner.sync() else {
+            self.inner.catalog.flush()?;
+            return Ok(PublishReport::default());
+        };
+        let wanted = sync.changes.load(Ordering::SeqCst);
+        let _guard = sync.publish.lock().await;
+        if sync.published.load(Ordering::SeqCst) >= wanted && wanted > 0 {
+            return Ok(PublishReport::default());
+        }
+        let taken = sync.changes.load(Ordering::SeqCst);
+        let report = self.inner.publish(sync).await?;
+        sync.published.fetch_max(taken, Ordering::SeqCst);
+        Ok(report)
+    }
+
+    /// This writer's sync state.
+    pub fn catalog_status(&self) -> Result<CatalogStatus, crate::Error> {
+        let c = &self.inner.catalog;
+        let own: OwnLog = c.sync_value(OWN)?.unwrap_or_default();
+        let mut writers = applied(&self.inner)?;
+        writers.entry(c.writer()).or_insert(own.seq);
+        Ok(CatalogStatus {
+            writer: c.writer(),
+            pending: c.pending_count(),
+            published_seq: own.seq,
+            last_snapshot: c
+                .sync_value::<SnapshotRef>(SNAPSHOT)?
+                .map(|s| SnapshotStatus {
+                    taken_by: s.taken_by,
+                    taken_at_ms: s.taken_at.millis(),
+                    entries: s.entries,
+                    covers: s.covers,
+                }),
+            writers,
+        })
+    }
+}
+
+/// The blob of the newest snapshot this replica knows of (inspection tools, tests).
+pub fn snapshot_blob(up: &Uplink) -> Result<Option<BlobRef>, crate::Error> {
+    Ok(up
+        .inner
+        .catalog
+        .sync_value::<SnapshotRef>(SNAPSHOT)?
+        .map(|s| s.blob))
+}
+
+/// Fetches the delta at `blob` and returns the reference to the delta before it
+/// (inspection tools, tests).
+pub async fn previous_blob(up: &Uplink, blob: &BlobRef) -> Result<Option<BlobRef>, crate::Error> {
+    match up.inner.get_blob("inspected delta", blob).await? {
+        Blob::Delta(d) => Ok(d.prev),
+        Blob::Snapshot(_) => Ok(None),
+    }
+}

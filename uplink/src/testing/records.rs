@@ -1,0 +1,88 @@
+//! [`MemoryRecords`]: the catalog's DHT records in memory, kept by the DHT's own record
+//! rules ([`RecordStore`]: newer seq only, compare-and-swap, bounds), with hooks to make
+//! the "network" serve a tampered or replayed record.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::future::BoxFuture;
+use satellite_free_discovery::core::store::RecordStore;
+use shoal_proto::messages::MutableRecord;
+use shoal_proto::{RecordKey, Signed};
+
+use super::lock;
+use crate::sync::{CatalogRecords, RecordError};
+
+/// One in-memory record holder.
+#[derive(Debug, Default)]
+pub struct MemoryRecords {
+    store: Mutex<RecordStore>,
+    /// Served instead of what the store holds (a lying or replaying network).
+    forced: Mutex<HashMap<RecordKey, Signed<MutableRecord>>>,
+    gets: AtomicU64,
+    puts: AtomicU64,
+}
+
+impl MemoryRecords {
+    pub fn new() -> Self {
+        Self {
+            store: Mutex::new(RecordStore::default_config()),
+            ..Self::default()
+        }
+    }
+
+    /// Reads and writes served so far.
+    pub fn calls(&self) -> (u64, u64) {
+        (
+            self.gets.load(Ordering::Relaxed),
+            self.puts.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The record the store holds under `key`.
+    pub fn held(&self, key: &RecordKey) -> Option<Signed<MutableRecord>> {
+        lock(&self.store)
+            .get(key, shoal_proto::time::unix_ms())
+            .cloned()
+    }
+
+    /// Every record held.
+    pub fn all(&self) -> Vec<Signed<MutableRecord>> {
+        lock(&self.store).iter().cloned().collect()
+    }
+
+    /// From now on, reads of `record.key()` get `record`, whatever is stored.
+    pub fn force(&self, record: Signed<MutableRecord>) {
+        lock(&self.forced).insert(record.key(), record);
+    }
+
+    /// Serve what the store holds again.
+    pub fn unforce(&self, key: &RecordKey) {
+        lock(&self.forced).remove(key);
+    }
+}
+
+impl CatalogRecords for MemoryRecords {
+    fn get(
+        &self,
+        key: RecordKey,
+    ) -> BoxFuture<'_, Result<Option<Signed<MutableRecord>>, RecordError>> {
+        self.gets.fetch_add(1, Ordering::Relaxed);
+        let forced = lock(&self.forced).get(&key).cloned();
+        let out = forced.or_else(|| self.held(&key));
+        Box::pin(async move { Ok(out) })
+    }
+
+    fn put(
+        &self,
+        record: Signed<MutableRecord>,
+        expected_seq: Option<u64>,
+    ) -> BoxFuture<'_, Result<usize, RecordError>> {
+        self.puts.fetch_add(1, Ordering::Relaxed);
+        let stored = lock(&self.store)
+            .put(record, expected_seq, shoal_proto::time::unix_ms())
+            .is_ok();
+        Box::pin(async move { Ok(usize::from(stored)) })
+    }
+}

@@ -1,0 +1,392 @@
+//! The catalog in the network, over the in-memory piece store and record store: a fresh
+//! replica recovers everything, two writers merge, and tampered, missing or replayed
+//! catalog data is refused with an error that names it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_proto::messages::MutableRecord;
+use shoal_proto::{PieceId, Signed, pb};
+use uplink::catalog::log::{self, BlobRef};
+use uplink::catalog::{Catalog, Listing};
+use uplink::sync::SyncError;
+use uplink::testing::{MemoryPieceStore, MemoryRecords};
+use uplink::{Access, Error, PutOptions, RootSecret, StaticNodes, Uplink, UplinkConfig};
+
+const ROOT: [u8; 32] = [42; 32];
+
+fn data(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn config() -> UplinkConfig {
+    UplinkConfig {
+        scheme: "2/3/4/5".parse().unwrap(),
+        catalog_scheme: "2/3/4/4".parse().unwrap(),
+        segment_blocks: 4,
+        snapshot_every: 3,
+        piece_timeout: Duration::from_secs(2),
+        long_tail_grace: Duration::from_millis(100),
+        ..UplinkConfig::default()
+    }
+}
+
+struct World {
+    store: MemoryPieceStore,
+    records: Arc<MemoryRecords>,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            store: MemoryPieceStore::with_nodes(12),
+            records: Arc::new(MemoryRecords::new()),
+        }
+    }
+
+    /// A writer: a new config dir (empty catalog, random writer id) with the grant.
+    fn writer(&self) -> Uplink {
+        Uplink::with_network_catalog(
+            Access::new(RootSecret::from_bytes(ROOT), vec![]),
+            Arc::new(self.store.clone()),
+            Arc::new(StaticNodes(self.store.candidates())),
+            Catalog::temporary().unwrap(),
+            config(),
+            self.records.clone(),
+        )
+        .unwrap()
+    }
+
+    fn access(&self) -> Access {
+        Access::new(RootSecret::from_bytes(ROOT), vec![])
+    }
+
+    fn head_key(&self, up: &Uplink) -> shoal_proto::RecordKey {
+        let a = self.access();
+        MutableRecord::key_for(
+            a.owner().public_key(),
+            &log::head_salt(a.catalog_key(), &up.catalog().writer()),
+        )
+    }
+
+    /// The head delta's blob reference of `up`'s log, read from the record store.
+    fn head_blob(&self, up: &Uplink) -> BlobRef {
+        let r = self.records.held(&self.head_key(up)).unwrap();
+        let a = self.access();
+        log::open_head(a.catalog_key(), &up.catalog().writer(), r.seq, &r.value)
+            .unwrap()
+            .delta
+    }
+
+    fn tamper_blob(&self, blob: &BlobRef) {
+        for seg in &blob.segments {
+            for p in &seg.pieces {
+                assert!(
+                    self.store
+                        .tamper_piece(&shoal_proto::NodeId(p.node_id), &PieceId(p.piece_id))
+                );
+            }
+        }
+    }
+}
+
+async fn put(up: &Uplink, bucket: &str, key: &str, bytes: &[u8]) -> uplink::PutReport {
+    let opts = PutOptions {
+        size_hint: Some(bytes.len() as u64),
+        ..PutOptions::default()
+    };
+    up.put(bucket, key, bytes, opts).await.unwrap()
+}
+
+async fn get(up: &Uplink, bucket: &str, key: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    up.get(bucket, key, None, &mut out, None).await.unwrap();
+    out
+}
+
+/// Every bucket's full listing, and every object's bytes.
+async fn everything(up: &Uplink) -> BTreeMap<String, (Vec<Listing>, BTreeMap<String, Vec<u8>>)> {
+    let mut out = BTreeMap::new();
+    for b in up.buckets().unwrap() {
+        let listing = up.list(&b.name, "", true).unwrap();
+        let mut bytes = BTreeMap::new();
+        for row in &listing {
+            if let Listing::Object { key, .. } = row {
+                bytes.insert(key.clone(), get(up, &b.name, key).await);
+            }
+        }
+        out.insert(b.name, (listing, bytes));
+    }
+    out
+}
+
+/// Writer A's history: three buckets, 30 objects (a third inline), deletes and renames,
+/// published over several commands (so that snapshots are taken too).
+async fn history(a: &Uplink) {
+    for b in ["bkt0", "bkt1", "bkt2"] {
+        a.create_bucket(b).unwrap();
+    }
+    a.flush().await.unwrap();
+    for i in 0..30u64 {
+        let size = if i % 3 == 0 {
+            100 + i as usize
+        } else {
+            5000 + 13 * i as usize
+        };
+        put(
+            a,
+            &format!("bkt{}", i % 3),
+            &format!("dir/obj{i:02}"),
+            &data(size, i),
+        )
+        .await;
+        if i % 5 == 4 {
+            a.flush().await.unwrap();
+        }
+    }
+    a.delete("bkt0", "dir/obj03").await.unwrap();
+    a.delete("bkt1", "dir/obj04").await.unwrap();
+    a.rename("bkt2", "dir/obj05", "bkt2", "renamed/obj05")
+        .unwrap();
+    a.flush().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_fresh_replica_recovers_every_listing_and_object() {
+    let w = World::new();
+    let a = w.writer();
+    history(&a).await;
+    assert_eq!(a.catalog().pending_count(), 0, "everything is published");
+    let status = a.catalog_status().unwrap();
+    assert!(status.last_snapshot.is_some(), "snapshots were taken");
+
+    let b = w.writer();
+    let report = b.pull().await.unwrap();
+    assert_eq!(report.snapshots, 1, "{report:?}");
+    assert_eq!(everything(&b).await, everything(&a).await);
+    assert!(
+        b.stat("bkt0", "dir/obj03").is_err(),
+        "deleted stays deleted"
+    );
+    assert!(b.stat("bkt2", "dir/obj05").is_err(), "renamed away");
+    assert_eq!(
+        get(&b, "bkt2", "renamed/obj05").await,
+        data(5000 + 13 * 5, 5),
+        "renamed object readable under its new key"
+    );
+    assert_eq!(b.list("bkt0", "", true).unwrap().len(), 9);
+
+    // Pulling again with nothing new costs one record read per writer plus the writers
+    // record, and no piece traffic.
+    let (gets, _) = w.records.calls();
+    let (_, downloads) = w.store.calls();
+    let again = b.pull().await.unwrap();
+    assert_eq!((again.deltas, again.snapshots), (0, 0));
+    assert_eq!(w.records.calls().0 - gets, 1 + again.writers as u64);
+    assert_eq!(w.store.calls().1, downloads, "no piece downloads");
+
+    // A later change by A reaches B as one delta on top of what it has.
+    put(&a, "bkt1", "late", b"late").await;
+    a.flush().await.unwrap();
+    let late = b.pull().await.unwrap();
+    assert_eq!((late.deltas, late.snapshots), (1, 0), "{late:?}");
+    assert_eq!(get(&b, "bkt1", "late").await, b"late");
+}
+
+#[tokio::test]
+async fn two_writers_merge_and_the_later_version_of_a_common_key_wins() {
+    let w = World::new();
+    let (a, b) = (w.writer(), w.writer());
+    a.create_bucket("shared").unwrap();
+    a.flush().await.unwrap();
+    b.pull().await.unwrap();
+    let write = |up: Uplink, tag: &'static str| async move {
+        for i in 0..10 {
+            put(
+                &up,
+                "shared",
+                &format!("{tag}{i}"),
+                &data(3000 + i, i as u64),
+            )
+            .await;
+        }
+        let common = put(&up, "shared", "common", tag.as_bytes()).await;
+        up.flush().await.unwrap();
+        common.entry.version
+    };
+    let (va, vb) = tokio::join!(write(a.clone(), "from-a"), write(b.clone(), "from-b"));
+    a.pull().await.unwrap();
+    b.pull().await.unwrap();
+    let (ea, eb) = (everything(&a).await, everything(&b).await);
+    assert_eq!(ea, eb, "both replicas are equal");
+    assert_eq!(ea["shared"].0.len(), 21, "every object of both writers");
+    let winner = if va > vb { "from-a" } else { "from-b" };
+    assert_eq!(ea["shared"].1["common"], winner.as_bytes());
+    assert_eq!(a.stat("shared", "common").unwrap().version, va.max(vb));
+    // Each knows both writers at their published sequence numbers.
+    let (sa, sb) = (a.catalog_status().unwrap(), b.catalog_status().unwrap());
+    assert_eq!(sa.writers, sb.writers);
+    assert_eq!(sa.writers.len(), 2);
+}
+
+#[tokio::test]
+async fn a_tampered_head_record_is_refused_and_named() {
+    let w = World::new();
+    let a = w.writer();
+    history(&a).await;
+    let key = w.head_key(&a);
+    let held = w.records.held(&key).unwrap();
+    // Tampered in transit: the owner's signature no longer verifies, so the DHT types
+    // refuse it before the catalog sees it.
+    let mut wire = pb::MutableRecord::from(&held);
+    let last = wire.value.len() - 1;
+    wire.value[last] ^= 1;
+    assert!(Signed::<MutableRecord>::try_from(wire).is_err());
+    // Tampered and re-signed (a writer bug, or a stolen signing key without the
+    // catalog key): the value fails authentication.
+    let mut body = (*held).clone();
+    body.value[last] ^= 1;
+    w.records
+        .force(Signed::sign(body, w.access().owner()).unwrap());
+    let err = w.writer().pull().await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Sync(SyncError::Log(log::LogError::Tampered { .. }))
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&a.catalog().writer().to_hex()),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_tampered_delta_is_detected_and_named() {
+    let w = World::new();
+    let a = w.writer();
+    history(&a).await;
+    let head = w.head_blob(&a);
+    w.tamper_blob(&head);
+    let err = w.writer().pull().await.unwrap_err();
+    let seq = a.catalog_status().unwrap().published_seq;
+    assert!(
+        matches!(&err, Error::Sync(SyncError::Fetch { what, .. }) if *what == format!("delta {seq} of writer {}", a.catalog().writer())),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_tampered_snapshot_is_detected_and_named() {
+    let w = World::new();
+    let a = w.writer();
+    history(&a).await;
+    let snapshot_of = |a: &Uplink| {
+        // The newest snapshot is named by the head delta; read it like a replica would.
+        let status = a.catalog_status().unwrap();
+        status.last_snapshot.unwrap()
+    };
+    let snap = snapshot_of(&a);
+    // Find the snapshot's blob through the head delta on a healthy replica.
+    let probe = w.writer();
+    probe.pull().await.unwrap();
+    let blob = uplink::sync::snapshot_blob(&probe).unwrap().unwrap();
+    w.tamper_blob(&blob);
+    let err = w.writer().pull().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Sync(SyncError::Fetch { what, .. }) if what.starts_with("snapshot taken by writer")),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&snap.taken_by.to_hex()), "{err}");
+}
+
+#[tokio::test]
+async fn a_replayed_older_head_is_refused() {
+    let w = World::new();
+    let a = w.writer();
+    history(&a).await;
+    let key = w.head_key(&a);
+    let old = w.records.held(&key).unwrap();
+    put(&a, "bkt0", "newer", b"x").await;
+    a.flush().await.unwrap();
+    let b = w.writer();
+    b.pull().await.unwrap();
+    // The network (or an attacker who kept the old record) serves the older head.
+    w.records.force(old.clone());
+    let err = b.pull().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Sync(SyncError::Rollback { seen, offered, .. }) if *offered == old.seq && *seen == old.seq + 1),
+        "{err}"
+    );
+    // The DHT itself never takes the older record back either.
+    w.records.unforce(&key);
+    let refused = uplink::sync::CatalogRecords::put(&*w.records, old, None)
+        .await
+        .unwrap();
+    assert_eq!(refused, 0);
+}
+
+#[tokio::test]
+async fn a_missing_delta_is_named() {
+    let w = World::new();
+    let a = w.writer();
+    a.create_bucket("bkt").unwrap();
+    a.flush().await.unwrap();
+    put(&a, "bkt", "k", b"v").await;
+    a.flush().await.unwrap();
+    // Lose every piece of delta 1 (its nodes are gone); no snapshot covers it yet.
+    let head = w.head_blob(&a);
+    let b = w.writer();
+    // Delta 2 is readable, but its chain leads to delta 1, which is damaged.
+    let first = uplink::sync::previous_blob(&b, &head)
+        .await
+        .unwrap()
+        .unwrap();
+    w.tamper_blob(&first);
+    let err = b.pull().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Sync(SyncError::Fetch { what, .. }) if *what == format!("delta 1 of writer {}", a.catalog().writer())),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_flushes_share_publishes_and_lose_nothing() {
+    let w = World::new();
+    let a = w.writer();
+    a.create_bucket("bkt").unwrap();
+    a.flush().await.unwrap();
+    let before = a.metrics().catalog_publishes.get();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let a = a.clone();
+            tokio::spawn(async move {
+                put(&a, "bkt", &format!("k{i}"), &data(100, i)).await;
+                a.flush().await.unwrap();
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let publishes = a.metrics().catalog_publishes.get() - before;
+    assert!(
+        (1..8).contains(&publishes),
+        "{publishes} publishes for 8 callers"
+    );
+    assert_eq!(a.catalog().pending_count(), 0);
+    let b = w.writer();
+    b.pull().await.unwrap();
+    assert_eq!(b.list("bkt", "", true).unwrap().len(), 8);
+}
