@@ -391,6 +391,7 @@ impl Uplink {
                 expires_ms,
                 size_hint: opts.size_hint,
                 progress: opts.progress.clone(),
+                allow_smaller: None,
             };
             let (segments, used) = crate::upload::upload_object(&self.inner, ctx, chained).await?;
             let size = segments.iter().map(|s| s.plain_size).sum();

@@ -354,6 +354,7 @@ impl Inner {
             expires_ms: shoal_proto::time::unix_ms().saturating_add(lease.as_millis() as u64),
             size_hint: Some(size),
             progress: None,
+            allow_smaller: Some(true),
         };
         let (segments, _) = crate::upload::upload_object(self, ctx, Cursor::new(bytes))
             .await
@@ -705,6 +706,13 @@ impl Inner {
         report.changes = pending.len();
         self.metrics.catalog_publishes.inc();
         self.metrics.catalog_publish_bytes.inc_by(report.bytes_sent);
+        tracing::info!(
+            seq,
+            changes = report.changes,
+            snapshot = report.snapshot,
+            bytes_sent = report.bytes_sent,
+            "catalog published"
+        );
         Ok(report)
     }
 }

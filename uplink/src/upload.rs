@@ -66,6 +66,9 @@ pub(crate) struct ObjectUpload<'a> {
     pub expires_ms: u64,
     pub size_hint: Option<u64>,
     pub progress: Option<Progress>,
+    /// Overrides [`crate::UplinkConfig::allow_smaller_scheme`] (catalog blobs always
+    /// take what the network can hold rather than fail the command).
+    pub allow_smaller: Option<bool>,
 }
 
 impl ObjectUpload<'_> {
@@ -270,7 +273,9 @@ async fn upload_segments_into<R: AsyncRead + Unpin + Send>(
     let mut used = ctx.scheme;
     let seed: u64 = rand::random();
     let max_blocks = inner.config.segment_blocks.max(1);
-    let allow_smaller = inner.config.allow_smaller_scheme;
+    let allow_smaller = ctx
+        .allow_smaller
+        .unwrap_or(inner.config.allow_smaller_scheme);
     for index in 0u32.. {
         let read_err = |source| Error::Read {
             bucket: ctx.bucket.to_string(),

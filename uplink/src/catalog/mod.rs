@@ -127,6 +127,8 @@ pub enum Listing {
         size: u64,
         modified_ms: u64,
         content_type: Option<String>,
+        /// The version that wrote this entry (later clock wins; writer id breaks ties).
+        version: Version,
     },
     /// A common prefix ending in `/` (non-recursive listings).
     Prefix { prefix: String },
@@ -539,6 +541,7 @@ impl Catalog {
                 size: e.size,
                 modified_ms: e.modified_ms,
                 content_type: e.content_type,
+                version: e.version,
             });
         }
         Ok(out)

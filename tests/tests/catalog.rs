@@ -1,0 +1,320 @@
+//! The catalog in the network, end to end (issue 10, "Done when"): the real `uplink` CLI
+//! against a [`Cluster`] of 12 storage nodes on `127.0.{1..12}.1`, finding them and the
+//! catalog's records through the DHT.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_proto::Identity;
+use shoal_tests::e2e::Pattern;
+use shoal_tests::{Cluster, NodeOptions, wait_until};
+use uplink::discovery::DhtNodes;
+use uplink::store::NodeSource;
+use uplink::{Access, RootSecret};
+
+const NODES: usize = 12;
+const CONFIG: &str =
+    "difficulty = 0\nscheme = \"4/6/8/12\"\ncatalog_scheme = \"4/6/8/12\"\nsnapshot_every = 4\n";
+
+struct Net {
+    cluster: Cluster,
+    bin: PathBuf,
+    grant: String,
+    work: tempfile::TempDir,
+}
+
+impl Net {
+    async fn start() -> Net {
+        let bin = shoal_tests::build_binary("uplink", "uplink")
+            .unwrap()
+            .expect("this test runs the uplink binary: run it through cargo test (CARGO set)");
+        let cluster = Cluster::start(
+            NODES,
+            NodeOptions {
+                allocate: 1 << 30,
+                ..NodeOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let seed = cluster.node(0).grpc_addr();
+        let probe = DhtNodes::new(Arc::new(Identity::random()), vec![seed], 0);
+        wait_until(
+            Duration::from_secs(60),
+            "a DHT client sees every node",
+            || {
+                let probe = &probe;
+                async move { probe.sample(NODES).await.is_ok_and(|n| n.len() >= NODES) }
+            },
+        )
+        .await
+        .unwrap();
+        probe.shutdown().await;
+        let grant = Access::new(RootSecret::random(), vec![seed.to_string()]).to_grant();
+        Net {
+            cluster,
+            bin,
+            grant,
+            work: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A new config dir with the grant imported (its catalog recovered from the network).
+    async fn config_dir(&self, name: &str) -> (PathBuf, String) {
+        let dir = self.work.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.toml"), CONFIG).unwrap();
+        let out = self.ok(&dir, &["access", "import", &self.grant]).await;
+        (dir, out)
+    }
+
+    async fn run(&self, dir: &Path, args: &[&str]) -> (bool, String, String) {
+        let out = tokio::process::Command::new(&self.bin)
+            .arg("--config-dir")
+            .arg(dir)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    async fn ok(&self, dir: &Path, args: &[&str]) -> String {
+        let (ok, out, err) = self.run(dir, args).await;
+        assert!(ok, "uplink {args:?} failed: {err}");
+        out
+    }
+}
+
+/// `n` files in nested directories; every third one at most 4 KiB (inline in the
+/// catalog), the others erasure coded onto the nodes.
+fn write_tree(root: &Path, n: u64, seed: u64) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    for i in 0..n {
+        let rel = format!("d{}/file-{i:03}.bin", i % 4);
+        let len = if i % 3 == 0 {
+            (i * 37) % 4096 + 1
+        } else {
+            5_000 + i * 11
+        };
+        let bytes = Pattern::new(seed * 1000 + i).bytes(0, len);
+        let path = root.join(&rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+        files.insert(rel, bytes);
+    }
+    files
+}
+
+/// Every file under `root`, by path relative to it.
+fn read_tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_str().unwrap().to_string();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_survives_the_loss_of_its_machine() {
+    tokio::time::timeout(Duration::from_secs(600), async {
+        let net = Net::start().await;
+        let (a, _) = net.config_dir("laptop").await;
+        // 300 objects in 3 buckets, one `cp -r` each.
+        let mut expected: BTreeMap<String, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
+        for (i, bucket) in ["photos", "documents", "music"].iter().enumerate() {
+            net.ok(&a, &["mb", &format!("shoal://{bucket}")]).await;
+            let src = net.work.path().join(format!("src-{bucket}"));
+            let files = write_tree(&src, 100, i as u64);
+            net.ok(
+                &a,
+                &[
+                    "cp",
+                    "-r",
+                    "--no-progress",
+                    src.to_str().unwrap(),
+                    &format!("shoal://{bucket}"),
+                ],
+            )
+            .await;
+            expected.insert(bucket.to_string(), files);
+        }
+        // Deleted and renamed before the loss.
+        for i in [0u64, 1, 2] {
+            let key = format!("d{}/file-{i:03}.bin", i % 4);
+            net.ok(&a, &["rm", &format!("shoal://photos/{key}")]).await;
+            expected.get_mut("photos").unwrap().remove(&key);
+        }
+        for i in [3u64, 4] {
+            let key = format!("d{}/file-{i:03}.bin", i % 4);
+            let to = format!("renamed/file-{i:03}.bin");
+            net.ok(
+                &a,
+                &[
+                    "mv",
+                    &format!("shoal://music/{key}"),
+                    &format!("shoal://music/{to}"),
+                ],
+            )
+            .await;
+            let bytes = expected.get_mut("music").unwrap().remove(&key).unwrap();
+            expected.get_mut("music").unwrap().insert(to, bytes);
+        }
+        let mut listings = BTreeMap::new();
+        for bucket in expected.keys() {
+            listings.insert(
+                bucket.clone(),
+                net.ok(&a, &["ls", "-r", &format!("shoal://{bucket}")])
+                    .await,
+            );
+        }
+        let status = net.ok(&a, &["catalog", "status", "--json"]).await;
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        assert_eq!(status["pending"], 0, "every command published: {status}");
+
+        // The laptop is lost.
+        std::fs::remove_dir_all(&a).unwrap();
+
+        let (b, imported) = net.config_dir("new-laptop").await;
+        let objects: usize = expected.values().map(BTreeMap::len).sum();
+        assert_eq!(objects, 297, "300 stored, 3 deleted, 2 renamed");
+        assert!(
+            imported.contains(&format!("3 buckets, {objects} objects")),
+            "{imported}"
+        );
+        for (bucket, files) in &expected {
+            let listing = net
+                .ok(&b, &["ls", "-r", &format!("shoal://{bucket}")])
+                .await;
+            assert_eq!(&listing, &listings[bucket], "listing of {bucket}");
+            let back = net.work.path().join(format!("back-{bucket}"));
+            net.ok(
+                &b,
+                &[
+                    "cp",
+                    "-r",
+                    "--no-progress",
+                    &format!("shoal://{bucket}"),
+                    back.to_str().unwrap(),
+                ],
+            )
+            .await;
+            assert!(
+                read_tree(&back) == *files,
+                "{bucket}: every object byte-identical"
+            );
+        }
+        // The recovered config dir is a writer like any other.
+        net.ok(&b, &["rm", "shoal://documents/d1/file-001.bin"])
+            .await;
+        let (ok, _, err) = net
+            .run(&b, &["cp", "shoal://photos/d0/file-000.bin", "/dev/null"])
+            .await;
+        assert!(
+            !ok && err.contains("does not exist"),
+            "deleted stays deleted: {err}"
+        );
+        net.cluster.shutdown().await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_uplinks_with_one_grant_write_at_once_and_agree() {
+    tokio::time::timeout(Duration::from_secs(600), async {
+        let net = Net::start().await;
+        let (a, _) = net.config_dir("server").await;
+        let (b, _) = net.config_dir("laptop").await;
+        net.ok(&a, &["mb", "shoal://shared"]).await;
+        let tree_a = net.work.path().join("tree-a");
+        let tree_b = net.work.path().join("tree-b");
+        write_tree(&tree_a, 20, 1);
+        write_tree(&tree_b, 20, 2);
+        let common_a = net.work.path().join("common-a");
+        let common_b = net.work.path().join("common-b");
+        std::fs::write(&common_a, Pattern::new(77).bytes(0, 6000)).unwrap();
+        std::fs::write(&common_b, Pattern::new(78).bytes(0, 7000)).unwrap();
+        let write = |dir: PathBuf, tree: PathBuf, prefix: &'static str, common: PathBuf| {
+            let net = &net;
+            async move {
+                net.ok(
+                    &dir,
+                    &[
+                        "cp",
+                        "-r",
+                        "--no-progress",
+                        tree.to_str().unwrap(),
+                        &format!("shoal://shared/{prefix}"),
+                    ],
+                )
+                .await;
+                net.ok(
+                    &dir,
+                    &["cp", common.to_str().unwrap(), "shoal://shared/common"],
+                )
+                .await;
+            }
+        };
+        tokio::join!(
+            write(a.clone(), tree_a, "from-a", common_a.clone()),
+            write(b.clone(), tree_b, "from-b", common_b.clone())
+        );
+        let la = net.ok(&a, &["ls", "-r", "--json", "shoal://shared"]).await;
+        let lb = net.ok(&b, &["ls", "-r", "--json", "shoal://shared"]).await;
+        assert_eq!(la, lb, "both list the same");
+        assert_eq!(la.lines().count(), 41, "20 + 20 objects and the common key");
+        // The common key's winner is the version with the later clock (writer id breaking
+        // a tie), and its bytes are that writer's.
+        let common: serde_json::Value = la
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["key"] == "common")
+            .unwrap();
+        let winner = common["version"]["writer"].as_str().unwrap().to_string();
+        let writer_of = |dir: &Path| {
+            std::fs::read_to_string(dir.join("writer-id"))
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        let expected = if winner == writer_of(&a) {
+            std::fs::read(&common_a).unwrap()
+        } else {
+            assert_eq!(winner, writer_of(&b));
+            std::fs::read(&common_b).unwrap()
+        };
+        for dir in [&a, &b] {
+            let out = net.work.path().join("common-out");
+            net.ok(dir, &["cp", "shoal://shared/common", out.to_str().unwrap()])
+                .await;
+            assert_eq!(std::fs::read(&out).unwrap(), expected);
+        }
+        let status = net.ok(&a, &["catalog", "status", "--json"]).await;
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        assert_eq!(status["writers"].as_object().unwrap().len(), 2, "{status}");
+        net.cluster.shutdown().await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}

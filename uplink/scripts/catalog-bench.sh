@@ -1,0 +1,91 @@
+#!/bin/bash
+# Catalog benchmarks (issue 10): N storage-node processes on 127.0.N.1 (node 1 the DHT
+# seed, the others joining through it) and the release `uplink` CLI, which finds the nodes
+# and the catalog's records through the DHT as a user's would. Prints one line per case:
+#   - cp -r of 1,000 files of 4 KiB (inline) and 4 KiB + 1 (pieces on nodes), files/s,
+#     publish included;
+#   - per catalog size: bytes the publish of one new object sent (from the CLI's
+#     `catalog published` log line), and the time `access import` takes to recover the
+#     whole catalog into an empty config dir (checked: every object listed).
+#
+#   uplink/scripts/catalog-bench.sh [NODES] [CATALOG SIZES...]
+#   uplink/scripts/catalog-bench.sh 20 1000 10000 100000
+#
+# Needs target/release/storage-node and target/release/uplink (cargo build --release).
+set -u
+N=${1:-20}; shift || true
+SIZES=${*:-1000 10000}
+BIN=$(cd "$(dirname "$0")/../.." && pwd)/target/release
+SN=$BIN/storage-node; UP=$BIN/uplink
+ROOT=$(mktemp -d /tmp/shoal-catalog-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait; rm -rf "$ROOT"; }
+trap cleanup EXIT
+now() { date +%s.%N; }
+start_node() { # index [bootstrap]
+  local d=$ROOT/node$1 boot=()
+  [ -n "${2:-}" ] && boot=(--bootstrap "$2")
+  $SN setup --dir "$d" --difficulty 2 --allocate 20GB --listen "127.0.$1.1:0" \
+    --http "127.0.$1.1:0" "${boot[@]}" > "$d.setup.log" 2>&1 \
+    || { echo "setup of node $1 failed"; cat "$d.setup.log"; exit 1; }
+  $SN run --dir "$d" > "$d.log" 2>&1 &
+  PIDS+=($!)
+}
+wait_node() {
+  for _ in $(seq 1 400); do [ -f "$ROOT/node$1/running.json" ] && return 0; sleep 0.05; done
+  echo "node $1 did not start"; cat "$ROOT/node$1.log"; exit 1
+}
+start_node 1; wait_node 1
+SEED=$(python3 -c "import json; print(json.load(open('$ROOT/node1/running.json'))['grpc'])")
+for i in $(seq 2 "$N"); do start_node "$i" "$SEED"; done
+for i in $(seq 2 "$N"); do wait_node "$i"; done
+
+# A config dir with a fresh grant; waits until the DHT has settled enough to store.
+new_owner() { # dir
+  mkdir -p "$1"
+  printf 'difficulty = 2\nscheme = "3/5/7/10"\n' > "$1/config.toml"
+  $UP --config-dir "$1" access create --bootstrap "$SEED" > "$1/grant.txt" 2>/dev/null || exit 1
+  for _ in $(seq 1 100); do
+    $UP --config-dir "$1" mb shoal://bench > /dev/null 2>&1 && return 0; sleep 0.2
+  done
+  echo "cannot make a bucket"; exit 1
+}
+tree() { # dir count size
+  python3 - "$@" <<'PY'
+import os, sys
+d, n, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(n):
+    sub = os.path.join(d, f"d{i % 100:02}")
+    os.makedirs(sub, exist_ok=True)
+    with open(os.path.join(sub, f"f{i:06}"), "wb") as f:
+        f.write(os.urandom(size))
+PY
+}
+
+echo "# $(date -u +%FT%TZ) nodes=$N load: $(cut -d' ' -f1-3 /proc/loadavg)"
+for size in 4096 4097; do
+  A=$ROOT/cp-$size; new_owner "$A"; tree "$ROOT/files-$size" 1000 "$size"
+  t0=$(now)
+  $UP --config-dir "$A" cp -r --no-progress "$ROOT/files-$size" shoal://bench/t || exit 1
+  t1=$(now)
+  python3 -c "print(f'catalog-bench nodes=$N case=cp-r files=1000 size=$size files_per_s={1000/($t1-$t0):.0f} (publish included)')"
+  rm -rf "$ROOT/files-$size"
+done
+
+for n in $SIZES; do
+  A=$ROOT/owner-$n; new_owner "$A"; tree "$ROOT/small-$n" "$n" 100
+  t0=$(now)
+  $UP --config-dir "$A" cp -r --no-progress "$ROOT/small-$n" shoal://bench/many || exit 1
+  t1=$(now)
+  rm -rf "$ROOT/small-$n"
+  echo one > "$ROOT/one"
+  RUST_LOG=uplink::sync=info $UP --config-dir "$A" cp --no-progress "$ROOT/one" shoal://bench/one \
+    2> "$ROOT/one.log" || { cat "$ROOT/one.log"; exit 1; }
+  bytes=$(sed -n 's/.*bytes_sent=\([0-9]*\).*/\1/p' "$ROOT/one.log" | tail -1)
+  B=$ROOT/recovered-$n; mkdir -p "$B"; cp "$A/config.toml" "$B/"
+  t2=$(now)
+  out=$($UP --config-dir "$B" access import "$(cat "$A/grant.txt")") || exit 1
+  t3=$(now)
+  echo "$out" | grep -q "1 buckets, $((n + 1)) objects" || { echo "recovery incomplete: $out"; exit 1; }
+  python3 -c "print(f'catalog-bench nodes=$N catalog={$n+1} build_files_per_s={$n/($t1-$t0):.0f} publish_one_object_bytes=$bytes recover_s={$t3-$t2:.2f} recovered=all')"
+done
