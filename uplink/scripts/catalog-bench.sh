@@ -81,7 +81,7 @@ for n in $SIZES; do
   echo one > "$ROOT/one"
   RUST_LOG=uplink::sync=info $UP --config-dir "$A" cp --no-progress "$ROOT/one" shoal://bench/one \
     2> "$ROOT/one.log" || { cat "$ROOT/one.log"; exit 1; }
-  bytes=$(sed -n 's/.*bytes_sent=\([0-9]*\).*/\1/p' "$ROOT/one.log" | tail -1)
+  bytes=$(sed 's/\x1b\[[0-9;]*m//g' "$ROOT/one.log" | sed -n 's/.*bytes_sent=\([0-9]*\).*/\1/p' | tail -1)
   B=$ROOT/recovered-$n; mkdir -p "$B"; cp "$A/config.toml" "$B/"
   t2=$(now)
   out=$($UP --config-dir "$B" access import "$(cat "$A/grant.txt")") || exit 1
