@@ -287,7 +287,7 @@ mod tests {
             Err(RecordRefused::Expired { .. })
         ));
         assert!(matches!(
-            s.put(r, None, NOW - 8 * 24 * 3_600_000),
+            s.put(r, None, NOW - 367 * 24 * 3_600_000),
             Err(RecordRefused::ExpiryTooFar { .. })
         ));
         assert!(s.is_empty());
