@@ -134,6 +134,11 @@ pub struct SimReport {
     pub setup_requests: u64,
     pub virtual_ms: u64,
     pub final_live: usize,
+    /// At the end: operations under way and requests awaiting an answer over all live
+    /// nodes, and events queued.
+    pub open_operations: usize,
+    pub pending_requests: usize,
+    pub queued_events: usize,
     /// Routing-table entries of live honest nodes, and how many of them are liars.
     pub honest_table_entries: usize,
     pub liar_table_entries: usize,
@@ -174,8 +179,8 @@ struct SimNode {
     /// Its bootstrap ping was answered (the join is under way).
     booted: bool,
     node: Box<Node<u32>>,
-    /// When a tick of this node is scheduled.
-    timer_at: Option<u64>,
+    /// Times of the ticks of this node in the event queue (a handful).
+    ticks: Vec<u64>,
 }
 
 /// What the simulator waits for from an operation.
@@ -193,7 +198,7 @@ enum Ev {
         from: u32,
         to: u32,
         req: ReqId,
-        request: Request,
+        request: Box<Request>,
         boot: bool,
     },
     /// The answer to request `req` of node `to`, from node `from`.
@@ -201,7 +206,7 @@ enum Ev {
         from: u32,
         to: u32,
         req: ReqId,
-        result: Result<Response<u32>, Failure>,
+        result: Box<Result<Response<u32>, Failure>>,
         boot: bool,
     },
     Tick(u32, u64),
@@ -326,7 +331,7 @@ impl Sim {
             liar,
             booted: false,
             node: Box::new(node),
-            timer_at: None,
+            ticks: Vec::new(),
         });
         if liar {
             let pos = self.liars.partition_point(|(l, _)| *l < id);
@@ -419,12 +424,14 @@ impl Sim {
         if !n.alive {
             return;
         }
-        if let Some(t) = n.node.next_timer()
-            && n.timer_at.is_none_or(|s| t < s)
-        {
+        // A tick already queued at or before `t` runs first and schedules the next one:
+        // only an earlier deadline needs another event.
+        if let Some(t) = n.node.next_timer() {
             let t = t.max(self.now);
-            n.timer_at = Some(t);
-            self.at(t, Ev::Tick(idx, t));
+            if n.ticks.iter().all(|s| *s > t) {
+                n.ticks.push(t);
+                self.at(t, Ev::Tick(idx, t));
+            }
         }
     }
 
@@ -449,7 +456,7 @@ impl Sim {
                 from,
                 to,
                 req,
-                request,
+                request: Box::new(request),
                 boot,
             },
         );
@@ -488,7 +495,7 @@ impl Sim {
                 from: to,
                 to: from,
                 req,
-                result,
+                result: Box::new(result),
                 boot,
             },
         );
@@ -744,20 +751,20 @@ impl Sim {
                 req,
                 request,
                 boot,
-            } => self.on_deliver(from, to, req, request, boot),
+            } => self.on_deliver(from, to, req, *request, boot),
             Ev::Reply {
                 from,
                 to,
                 req,
                 result,
                 boot,
-            } => self.on_reply(from, to, req, result, boot),
+            } => self.on_reply(from, to, req, *result, boot),
             Ev::Tick(i, t) => {
                 let n = &mut self.nodes[i as usize];
-                if !n.alive || n.timer_at != Some(t) {
+                n.ticks.retain(|s| *s != t);
+                if !n.alive {
                     return;
                 }
-                n.timer_at = None;
                 let unix = BASE_UNIX_MS + self.now;
                 n.node.tick(self.now, unix);
                 self.drain(i);
@@ -929,6 +936,17 @@ impl Sim {
             setup_requests: self.setup_requests,
             virtual_ms: self.now,
             final_live: self.live.len(),
+            open_operations: self
+                .live
+                .iter()
+                .map(|i| self.nodes[*i as usize].node.open_operations())
+                .sum(),
+            pending_requests: self
+                .live
+                .iter()
+                .map(|i| self.nodes[*i as usize].node.pending_requests())
+                .sum(),
+            queued_events: self.payloads.len(),
             honest_table_entries: entries,
             liar_table_entries: liar_entries,
         }

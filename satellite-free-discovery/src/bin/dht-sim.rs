@@ -141,6 +141,10 @@ fn main() -> anyhow::Result<()> {
         "requests: find={find} get={get} put={put} ping={ping} during_setup={}",
         r.setup_requests
     );
+    println!(
+        "at end: open_operations={} pending_requests={} queued_events={}",
+        r.open_operations, r.pending_requests, r.queued_events
+    );
     if r.adversarial > 0.0 {
         println!(
             "liars: {} of {} routing-table entries of honest nodes ({:.3})",

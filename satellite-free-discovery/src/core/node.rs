@@ -469,6 +469,11 @@ impl<P: PeerData> Node<P> {
         self.pending.len()
     }
 
+    /// Operations under way.
+    pub fn open_operations(&self) -> usize {
+        self.ops.len()
+    }
+
     /// The next queued output.
     pub fn poll_output(&mut self) -> Option<Output<P>> {
         self.out.pop_front()
@@ -963,6 +968,16 @@ impl<P: PeerData> Node<P> {
                 o.wake = None;
             }
             self.advance(id, now, unix);
+        }
+        // Give back the room a burst of requests (a join) took.
+        if self.pending.capacity() > 2 * self.pending.len() + 8 {
+            self.pending.shrink_to(self.pending.len());
+        }
+        if self.ops.capacity() > 2 * self.ops.len() + 8 {
+            self.ops.shrink_to(self.ops.len());
+        }
+        if self.out.capacity() > 2 * self.out.len() + 8 {
+            self.out.shrink_to(self.out.len());
         }
         if now >= self.next_refresh {
             self.next_refresh = now + self.cfg.refresh_ms;
