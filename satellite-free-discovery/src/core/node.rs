@@ -654,6 +654,12 @@ impl<P: PeerData> Node<P> {
         self.observe_answer(now, contact, at_advertised);
     }
 
+    // LATER(dht-core): a table-admission rule that keeps nodes which answer lookups only
+    // with each other at their share of the population. Today every node that answers
+    // at its address may enter a bucket with room, so such liars, being what every
+    // lookup meets first, fill 62 % of honest tables at 20 % of the nodes (BENCHMARKS,
+    // `dht-sim --adversarial`); disjoint paths cannot help while every path starts from
+    // the same table.
     fn observe_answer(&mut self, now: u64, c: Contact<P>, at_advertised: bool) {
         if c.id == self.local {
             return;
