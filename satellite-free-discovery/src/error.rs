@@ -60,9 +60,13 @@ impl From<ServeError> for tonic::Status {
             ServeError::Wire { .. } => tonic::Status::invalid_argument(msg),
             ServeError::Work(_) => tonic::Status::permission_denied(msg),
             ServeError::Refused(r) => match r {
-                RecordRefused::NotNewer { .. } | RecordRefused::CasMismatch { .. } => {
+                RecordRefused::NotNewer { .. } | RecordRefused::NotAmongClosest { .. } => {
                     tonic::Status::failed_precondition(msg)
                 }
+                // The code the writer decides on (gRPC's code for a failed
+                // read-modify-write): never the message text.
+                RecordRefused::CasMismatch { .. } => tonic::Status::aborted(msg),
+                RecordRefused::WriteToken => tonic::Status::permission_denied(msg),
                 RecordRefused::TooLarge { .. }
                 | RecordRefused::Expired { .. }
                 | RecordRefused::ExpiryTooFar { .. } => tonic::Status::invalid_argument(msg),

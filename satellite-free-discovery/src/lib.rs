@@ -1,12 +1,14 @@
 //! Shoal's Kademlia DHT, the discovery layer that replaces Storj's satellite.
 //!
 //! - [`core`]: sans-IO state machines — the routing table ([`core::table`]), iterative
-//!   lookups ([`core::lookup`]), record-store rules ([`core::store`]) and the membership
-//!   sampler ([`core::membership`]). They take messages and `now`, return decisions, and are
-//!   driven both by the tokio driver and by the `dht-sim` simulator ([`sim`]).
+//!   lookups ([`core::lookup`]), record-store rules ([`core::store`]), the membership
+//!   sampler ([`core::membership`]) and, above them, the one protocol state machine
+//!   ([`core::node::Node`]) that holds every rule of the protocol. It takes messages,
+//!   ticks and `now`, and returns messages to send and finished operations; the tokio
+//!   driver and the `dht-sim` simulator ([`sim`]) both drive it.
 //! - [`driver`]: tokio + tonic. [`Dht::start`] returns a [`DhtHandle`]: the Discovery gRPC
-//!   service to mount, bootstrap, lookups, records, membership samples, background
-//!   workers and shutdown.
+//!   service to mount, bootstrap, lookups, records, membership samples and shutdown; one
+//!   task drives the node.
 //! - [`metrics`]: the `shoal_dht_*` Prometheus metrics.
 //! - [`error`]: [`DhtError`], and the gRPC status of every refusal in one place.
 

@@ -1,26 +1,25 @@
-//! Discrete-event simulator: the same core (routing table, lookups, record store) over an
-//! in-memory network with virtual time. Used by the `dht-sim` binary.
+//! Discrete-event simulator: many [`Node`]s — the very protocol state machine the tokio
+//! driver runs — over an in-memory network with virtual time. Used by the `dht-sim`
+//! binary. The simulator holds the network, churn, liars and the measurements; every
+//! protocol rule (answers, dial-backs, liveness, retransmission, disjoint paths, write
+//! tokens, read repair, republish, replication) is the node's.
 //!
 //! ## Model
 //! - **Latency.** Every node gets a random point in a unit square; the one-way delay of a
 //!   message is `base + spread × euclidean distance`, times a uniform jitter in
 //!   `[1, 1 + jitter]`. Defaults 5 ms + 100 ms × d, jitter 10 %: one-way delays of
 //!   5–160 ms, round trips of 10–320 ms. Processing takes no time.
-//! - **Loss.** Each request and each response is dropped independently with probability
-//!   `loss`.
-//! - **Timeouts.** Each node keeps the core's [`RttEstimator`] (2 s initial, clamped to
-//!   250 ms–5 s): a lookup stops counting a request after that soft deadline, and the
-//!   request is sent once more (as TCP under gRPC would retransmit; any answer counts,
-//!   and the lookup still queried the node once); after 5 s the request is a failure and
-//!   the routing table is told.
+//! - **Loss.** Each copy of a request and each response is dropped independently with
+//!   probability `loss`. The node sends an unanswered request again at its soft
+//!   deadlines and gives up at its hard timeout ([`NodeConfig`]).
 //! - **Churn.** `churn × nodes` nodes leave without notice at uniformly random times of
-//!   the measured window, and as many new nodes join (ping a random live node, look up
-//!   their own id, refresh every bucket).
-//! - **Joining, security.** A node that receives a request from a node not in its table
-//!   dials it back (a ping) before inserting it, as the driver does. Full buckets ping
-//!   their least recently seen entry. Nodes refresh stale buckets every `refresh`
-//!   interval, holders push records to their current k closest every 20 minutes, and
-//!   owners republish every 30 minutes.
+//!   the measured window, and as many new nodes join (ping a random live node, then the
+//!   node's bootstrap: a lookup of its own id and a refresh of every bucket).
+//! - **Liars** (`adversarial`): that fraction of the nodes (random ids, as valid proof of
+//!   work gives, and random subnets) answer pings, but answer FindNode and GetRecord only
+//!   with the liars closest to the target, serve the oldest version of a record they
+//!   were asked for, and refuse every PutRecord (they never store). Measured lookups
+//!   and reads start at honest nodes, look for honest nodes and read honest records.
 //! - **Hop.** A node learned from our own table is at depth 0; one learned from the
 //!   answer of a node at depth d is at depth d + 1. A lookup's hops are the largest depth
 //!   among the k nodes it returns: the number of round trips on the longest causal chain
@@ -30,22 +29,23 @@
 //!   Success: the target answered and is among the results. Closest found: how many of
 //!   the true 20 closest live nodes (other than the initiator) at the end of the lookup
 //!   are among the results. Record reads: as many as lookups, for a random record; a read
-//!   is "latest" if it returns the seq of the newest put that had finished (5 s after its
-//!   store requests were sent) when the read started.
+//!   is "latest" if it returns at least the seq of the newest put that had finished (all
+//!   its store requests answered or failed) when the read started.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap};
 
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use shoal_proto::messages::MutableRecord;
-use shoal_proto::{Identity, NodeId, Signed};
+use shoal_proto::{Identity, NodeId, RecordKey, Signed};
 
 use crate::core::key::{Subnet, distance};
-use crate::core::lookup::{Lookup, LookupConfig, RttEstimator, Step};
-use crate::core::store::RecordStore;
-use crate::core::table::{Insert, RoutingTable, TableConfig};
+use crate::core::node::{
+    Answer, Contact, Failure, Node, NodeConfig, OpId, Outcome, Output, ReqId, Request, Response,
+};
+use crate::core::store::RecordRefused;
 
 /// Simulation parameters.
 #[derive(Debug, Clone)]
@@ -65,16 +65,28 @@ pub struct SimConfig {
     pub window_ms: u64,
     /// Bucket refresh interval (ms); 0 disables refresh.
     pub refresh_ms: u64,
+    /// Liveness pings of entries silent this long (ms); 0 disables them.
+    pub liveness_ms: u64,
     pub records: usize,
     /// Updates of each record during the window.
     pub updates: usize,
     /// Build the initial tables directly from the global view instead of joining every
     /// node through the protocol (for very large networks).
     pub direct_join: bool,
+    /// Fraction of nodes that lie (see the module documentation).
+    pub adversarial: f64,
+    /// Disjoint paths of record reads and writes, and of node lookups.
+    pub record_paths: usize,
+    pub node_paths: usize,
+    /// Times an unanswered request is sent again.
+    pub retransmits: u32,
+    /// A request unanswered this long has failed (ms).
+    pub hard_timeout_ms: u64,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
+        let node = NodeConfig::default();
         Self {
             nodes: 1000,
             lookups: 500,
@@ -88,9 +100,15 @@ impl Default for SimConfig {
             loss: 0.0,
             window_ms: 3_600_000,
             refresh_ms: 3_600_000,
+            liveness_ms: 3_600_000,
             records: 100,
             updates: 3,
             direct_join: false,
+            adversarial: 0.0,
+            record_paths: node.record_paths,
+            node_paths: node.node_paths,
+            retransmits: node.retransmits,
+            hard_timeout_ms: 5_000,
         }
     }
 }
@@ -100,6 +118,7 @@ impl Default for SimConfig {
 pub struct SimReport {
     pub nodes: usize,
     pub churn: f64,
+    pub adversarial: f64,
     pub lookups: usize,
     pub success: f64,
     pub hops_median: u32,
@@ -115,12 +134,20 @@ pub struct SimReport {
     pub setup_requests: u64,
     pub virtual_ms: u64,
     pub final_live: usize,
+    /// At the end: operations under way and requests awaiting an answer over all live
+    /// nodes, and events queued.
+    pub open_operations: usize,
+    pub pending_requests: usize,
+    pub queued_events: usize,
+    /// Routing-table entries of live honest nodes, and how many of them are liars.
+    pub honest_table_entries: usize,
+    pub liar_table_entries: usize,
 }
 
 impl SimReport {
-    /// The summary line in the format.
+    /// The summary line in the format (with liars, their fraction appended).
     pub fn line(&self) -> String {
-        format!(
+        let mut line = format!(
             "nodes={} churn={:.2} lookups={} success={:.4} hops_median={} hops_p99={} closest_found_median={} record_reads_latest={:.4}",
             self.nodes,
             self.churn,
@@ -130,96 +157,68 @@ impl SimReport {
             self.hops_p99,
             self.closest_found_median,
             self.record_reads_latest
-        )
+        );
+        if self.adversarial > 0.0 {
+            line.push_str(&format!(" adversarial={:.2}", self.adversarial));
+        }
+        line
     }
 }
 
-const HARD_TIMEOUT: u64 = 5_000;
-const REPLICATE_MS: u64 = 20 * 60_000;
-const REPUBLISH_MS: u64 = 30 * 60_000;
-const PUT_SETTLE_MS: u64 = 5_000;
 const BASE_UNIX_MS: u64 = 1_700_000_000_000;
+/// A lost bootstrap ping is tried again after this long.
+const BOOT_RETRY_MS: u64 = 1_000;
 
-struct Node {
+struct SimNode {
     id: NodeId,
     subnet: Subnet,
     pos: (f32, f32),
     alive: bool,
     joined: bool,
-    table: RoutingTable<u32>,
-    store: Option<Box<RecordStore>>,
-    rtt: RttEstimator,
+    liar: bool,
+    /// Its bootstrap ping was answered (the join is under way).
+    booted: bool,
+    node: Box<Node<u32>>,
+    /// Times of the ticks of this node in the event queue (a handful).
+    ticks: Vec<u64>,
 }
 
-#[derive(Clone, Copy)]
-enum ReqKind {
-    Find([u8; 32]),
-    Get(usize),
-    Put(usize, usize),
-    Ping { join: bool },
-}
-
-struct Req {
-    from: u32,
-    to: u32,
-    op: Option<u64>,
-    kind: ReqKind,
-    sent: u64,
-    retransmitted: bool,
-}
-
-enum OpKind {
+/// What the simulator waits for from an operation.
+enum SimOp {
     Join,
-    Refresh,
-    Measured {
-        target: NodeId,
-    },
-    Put {
-        rec: usize,
-        ver: usize,
-    },
-    Get {
-        rec: usize,
-        latest: u64,
-        best: Option<u64>,
-    },
-}
-
-struct Op {
-    node: u32,
-    lookup: Lookup<u32>,
-    kind: OpKind,
-    poll_at: Option<u64>,
+    Measured { target: NodeId, target_idx: u32 },
+    Put { rec: usize, seq: u64 },
+    Get { latest: u64 },
 }
 
 enum Ev {
-    Request(u64),
-    Response {
-        req: u64,
-        closer: Vec<u32>,
-        seq: Option<u64>,
+    /// A copy of request `req` of node `from` reaches node `to` (`boot`: a bootstrap
+    /// ping the joining node's driver sends to a bare address).
+    Deliver {
+        from: u32,
+        to: u32,
+        req: ReqId,
+        request: Box<Request>,
+        boot: bool,
     },
-    Poll(u64),
-    HardTimeout(u64),
-    /// Unanswered at the sender's soft deadline: send once more, as TCP under gRPC would
-    /// retransmit a lost segment.
-    Retransmit(u64),
+    /// The answer to request `req` of node `to`, from node `from`.
+    Reply {
+        from: u32,
+        to: u32,
+        req: ReqId,
+        result: Box<Result<Response<u32>, Failure>>,
+        boot: bool,
+    },
+    Tick(u32, u64),
+    BootPing(u32),
     Join,
     Leave,
     Measure,
     Read,
     Update(usize),
-    Refresh(u32),
-    Replicate(u32),
-    Republish(usize),
-    PutDone {
-        rec: usize,
-        seq: u64,
-    },
 }
 
 struct SimRecord {
-    owner: Identity,
     versions: Vec<Signed<MutableRecord>>,
     done_seq: u64,
     publisher: u32,
@@ -227,20 +226,20 @@ struct SimRecord {
 
 struct Sim {
     cfg: SimConfig,
+    node_cfg: NodeConfig,
     rng: SmallRng,
     now: u64,
     seq: u64,
     events: BinaryHeap<Reverse<(u64, u64)>>,
     payloads: HashMap<u64, Ev>,
-    nodes: Vec<Node>,
+    nodes: Vec<SimNode>,
     live: Vec<u32>,
     live_pos: HashMap<u32, usize>,
-    reqs: HashMap<u64, Req>,
-    next_req: u64,
-    ops: HashMap<u64, Op>,
-    next_op: u64,
-    dialing: HashSet<(u32, u32)>,
+    /// Live liars, by id (for their answers).
+    liars: Vec<(NodeId, u32)>,
+    ops: HashMap<(u32, OpId), SimOp>,
     records: Vec<SimRecord>,
+    record_of: HashMap<RecordKey, usize>,
     messages: u64,
     by_kind: [u64; 4],
     setup_requests: u64,
@@ -258,9 +257,23 @@ struct Sim {
 
 impl Sim {
     fn new(cfg: SimConfig) -> Self {
+        let node_cfg = NodeConfig {
+            k: cfg.k,
+            alpha: cfg.alpha,
+            record_paths: cfg.record_paths,
+            node_paths: cfg.node_paths,
+            retransmits: cfg.retransmits,
+            hard_timeout_ms: cfg.hard_timeout_ms,
+            refresh_ms: cfg.refresh_ms,
+            liveness_ms: cfg.liveness_ms,
+            // A simulated node keeps no membership list (the crawler is an uplink's).
+            membership: None,
+            ..NodeConfig::default()
+        };
         Self {
             rng: SmallRng::seed_from_u64(cfg.seed),
             cfg,
+            node_cfg,
             now: 0,
             seq: 0,
             events: BinaryHeap::new(),
@@ -268,12 +281,10 @@ impl Sim {
             nodes: Vec::new(),
             live: Vec::new(),
             live_pos: HashMap::new(),
-            reqs: HashMap::new(),
-            next_req: 0,
+            liars: Vec::new(),
             ops: HashMap::new(),
-            next_op: 0,
-            dialing: HashSet::new(),
             records: Vec::new(),
+            record_of: HashMap::new(),
             messages: 0,
             by_kind: [0; 4],
             setup_requests: 0,
@@ -294,64 +305,78 @@ impl Sim {
         self.payloads.insert(self.seq, ev);
     }
 
-    fn lookup_cfg(&self) -> LookupConfig {
-        LookupConfig {
-            k: self.cfg.k,
-            alpha: self.cfg.alpha,
-            max_candidates: self.cfg.k * 10,
-        }
+    fn unix(&self) -> u64 {
+        BASE_UNIX_MS + self.now
     }
 
-    fn new_node(&mut self) -> u32 {
+    fn new_node(&mut self, may_lie: bool) -> u32 {
         let id = NodeId(self.rng.random());
         let ip: [u8; 4] = self.rng.random();
         let idx = self.nodes.len() as u32;
-        self.nodes.push(Node {
+        let liar =
+            may_lie && self.cfg.adversarial > 0.0 && self.rng.random_bool(self.cfg.adversarial);
+        let node = Node::new(
+            id,
+            self.node_cfg.clone(),
+            self.now,
+            self.rng.random(),
+            self.rng.random(),
+        );
+        self.nodes.push(SimNode {
             id,
             subnet: Subnet::of(&std::net::IpAddr::from(ip)),
             pos: (self.rng.random(), self.rng.random()),
             alive: true,
             joined: false,
-            table: RoutingTable::new(
-                id,
-                TableConfig {
-                    k: self.cfg.k,
-                    ..TableConfig::default()
-                },
-            ),
-            store: None,
-            rtt: RttEstimator::new(2000, 250, 5000),
+            liar,
+            booted: false,
+            node: Box::new(node),
+            ticks: Vec::new(),
         });
+        if liar {
+            let pos = self.liars.partition_point(|(l, _)| *l < id);
+            self.liars.insert(pos, (id, idx));
+        }
         self.live_pos.insert(idx, self.live.len());
         self.live.push(idx);
         idx
     }
 
+    fn contact(&self, idx: u32) -> Contact<u32> {
+        let n = &self.nodes[idx as usize];
+        Contact {
+            id: n.id,
+            subnet: n.subnet,
+            free_space: 0,
+            data: idx,
+        }
+    }
+
     fn kill(&mut self, idx: u32) {
-        // Its lookups die with it; a measured lookup or read is started again elsewhere,
-        // so the run measures the configured number of them.
-        let mine: Vec<u64> = self
+        // Its operations die with it; a measured lookup or read is started again
+        // elsewhere, so the run measures the configured number of them.
+        let mut mine: Vec<(u32, OpId)> = self
             .ops
-            .iter()
-            .filter(|(_, op)| op.node == idx)
-            .map(|(id, _)| *id)
+            .keys()
+            .filter(|(n, _)| *n == idx)
+            .copied()
             .collect();
-        let mut mine = mine;
         mine.sort_unstable();
-        for id in mine {
-            if let Some(op) = self.ops.remove(&id) {
-                match op.kind {
-                    OpKind::Measured { .. } => self.at(self.now, Ev::Measure),
-                    OpKind::Get { .. } => self.at(self.now, Ev::Read),
-                    _ => {}
-                }
+        for key in mine {
+            match self.ops.remove(&key) {
+                Some(SimOp::Measured { .. }) => self.at(self.now, Ev::Measure),
+                Some(SimOp::Get { .. }) => self.at(self.now, Ev::Read),
+                _ => {}
             }
         }
         let n = &mut self.nodes[idx as usize];
         n.alive = false;
-        n.store = None;
-        // Free the table: a dead node's memory is not part of the network any more.
-        n.table = RoutingTable::new(n.id, TableConfig::default());
+        // Free its state: a dead node's memory is not part of the network any more.
+        *n.node = Node::new(n.id, self.node_cfg.clone(), 0, 0, [0; 32]);
+        if n.liar {
+            let id = n.id;
+            self.liars.retain(|(l, _)| *l != id);
+        }
         if let Some(pos) = self.live_pos.remove(&idx) {
             self.live.swap_remove(pos);
             if let Some(moved) = self.live.get(pos) {
@@ -360,12 +385,13 @@ impl Sim {
         }
     }
 
-    fn random_live(&mut self, joined: bool) -> Option<u32> {
-        for _ in 0..100 {
+    fn random_live(&mut self, joined: bool, honest: bool) -> Option<u32> {
+        for _ in 0..1000 {
             let i = *self
                 .live
                 .get(self.rng.random_range(0..self.live.len().max(1)))?;
-            if !joined || self.nodes[i as usize].joined {
+            let n = &self.nodes[i as usize];
+            if (!joined || n.joined) && (!honest || !n.liar) {
                 return Some(i);
             }
         }
@@ -379,132 +405,188 @@ impl Sim {
         ((self.cfg.latency_base_ms + self.cfg.latency_spread_ms * d) * j).round() as u64
     }
 
-    fn send(&mut self, from: u32, to: u32, op: Option<u64>, kind: ReqKind) {
-        self.next_req += 1;
-        let id = self.next_req;
-        self.reqs.insert(
-            id,
-            Req {
-                from,
-                to,
-                op,
-                kind,
-                sent: self.now,
-                retransmitted: false,
-            },
-        );
+    fn lost(&mut self) -> bool {
+        self.cfg.loss > 0.0 && self.rng.random_bool(self.cfg.loss)
+    }
+
+    /// Carries out what node `idx` queued, and schedules its next tick.
+    fn drain(&mut self, idx: u32) {
+        while let Some(o) = self.nodes[idx as usize].node.poll_output() {
+            match o {
+                Output::Send {
+                    req, data, request, ..
+                } => self.transmit(idx, data, req, request, false),
+                Output::Done { op, outcome } => self.done(idx, op, outcome),
+                Output::Note(_) => {}
+            }
+        }
+        let n = &mut self.nodes[idx as usize];
+        if !n.alive {
+            return;
+        }
+        // A tick already queued at or before `t` runs first and schedules the next one:
+        // only an earlier deadline needs another event.
+        if let Some(t) = n.node.next_timer() {
+            let t = t.max(self.now);
+            if n.ticks.iter().all(|s| *s > t) {
+                n.ticks.push(t);
+                self.at(t, Ev::Tick(idx, t));
+            }
+        }
+    }
+
+    fn transmit(&mut self, from: u32, to: u32, req: ReqId, request: Request, boot: bool) {
         self.messages += 1;
-        self.by_kind[match kind {
-            ReqKind::Find(_) => 0,
-            ReqKind::Get(_) => 1,
-            ReqKind::Put(..) => 2,
-            ReqKind::Ping { .. } => 3,
+        self.by_kind[match request {
+            Request::FindNode { .. } => 0,
+            Request::GetRecord { .. } => 1,
+            Request::PutRecord { .. } => 2,
+            Request::Ping => 3,
         }] += 1;
         if self.window.1 == 0 {
             self.setup_requests += 1;
         }
-        self.at(self.now + HARD_TIMEOUT, Ev::HardTimeout(id));
-        let rto = self.nodes[from as usize].rtt.timeout();
-        if rto < HARD_TIMEOUT {
-            self.at(self.now + rto, Ev::Retransmit(id));
-        }
-        self.transmit(id, from, to);
-    }
-
-    /// Puts one copy of request `id` on the wire (or loses it).
-    fn transmit(&mut self, id: u64, from: u32, to: u32) {
-        if self.cfg.loss > 0.0 && self.rng.random_bool(self.cfg.loss) {
+        if self.lost() {
             return;
         }
         let lat = self.latency(from, to);
-        self.at(self.now + lat, Ev::Request(id));
-    }
-
-    fn start_op(&mut self, node: u32, target: [u8; 32], kind: OpKind) {
-        let n = &self.nodes[node as usize];
-        let seeds: Vec<(NodeId, u32)> = n
-            .table
-            .closest(&target, self.cfg.k, false)
-            .into_iter()
-            .map(|e| (e.id, e.data))
-            .collect();
-        let lookup = Lookup::new(
-            target,
-            Some(n.id),
-            seeds,
-            self.lookup_cfg(),
-            n.rtt.timeout(),
-        );
-        self.next_op += 1;
-        let id = self.next_op;
-        self.ops.insert(
-            id,
-            Op {
-                node,
-                lookup,
-                kind,
-                poll_at: None,
+        self.at(
+            self.now + lat,
+            Ev::Deliver {
+                from,
+                to,
+                req,
+                request: Box::new(request),
+                boot,
             },
         );
-        self.advance(id);
     }
 
-    fn advance(&mut self, op_id: u64) {
-        loop {
-            let Some(op) = self.ops.get_mut(&op_id) else {
-                return;
-            };
-            let node = op.node;
-            match op.lookup.poll(self.now) {
-                Step::Query { id: _, data } => {
-                    let kind = match op.kind {
-                        OpKind::Get { rec, .. } => ReqKind::Get(rec),
-                        _ => ReqKind::Find(*op.lookup.target()),
-                    };
-                    self.send(node, data, Some(op_id), kind);
-                }
-                Step::Wait { until } => {
-                    if let Some(t) = until
-                        && op.poll_at != Some(t)
-                    {
-                        op.poll_at = Some(t);
-                        self.at(t, Ev::Poll(op_id));
-                    }
-                    return;
-                }
-                Step::Done => {
-                    if let Some(op) = self.ops.remove(&op_id) {
-                        self.complete(op);
-                    }
-                    return;
-                }
-            }
-        }
-    }
-
-    fn complete(&mut self, op: Op) {
-        let node = op.node;
-        if !self.nodes[node as usize].alive {
+    fn on_deliver(&mut self, from: u32, to: u32, req: ReqId, request: Request, boot: bool) {
+        if !self.nodes[to as usize].alive {
             return;
         }
-        let target = *op.lookup.target();
-        self.nodes[node as usize]
-            .table
-            .mark_refreshed(&target, self.now);
-        match op.kind {
-            OpKind::Join => {
-                self.nodes[node as usize].joined = true;
-                let due = self.nodes[node as usize].table.refresh_due(self.now, 0);
-                let local = self.nodes[node as usize].id;
-                for b in due {
-                    let key = crate::core::key::key_in_bucket(&local, b, self.rng.random());
-                    self.start_op(node, key, OpKind::Refresh);
-                }
+        let result = if self.nodes[to as usize].liar {
+            self.lie(to, request)
+        } else {
+            let (now, unix) = (self.now, self.unix());
+            let sender = self.contact(from);
+            let r = self.nodes[to as usize].node.handle_request(
+                now,
+                unix,
+                Some(sender),
+                &from.to_be_bytes(),
+                request,
+            );
+            self.drain(to);
+            r.map_err(|e| Failure::Refused {
+                compare_and_swap: matches!(e, RecordRefused::CasMismatch { .. }),
+                reason: e.to_string(),
+            })
+        };
+        self.messages += 1;
+        if self.lost() {
+            return;
+        }
+        let lat = self.latency(to, from);
+        self.at(
+            self.now + lat,
+            Ev::Reply {
+                from: to,
+                to: from,
+                req,
+                result: Box::new(result),
+                boot,
+            },
+        );
+    }
+
+    /// A liar's answer (see the module documentation).
+    fn lie(&mut self, liar: u32, request: Request) -> Result<Response<u32>, Failure> {
+        match request {
+            Request::Ping => Ok(Response::Pong),
+            Request::FindNode { target } => Ok(Response::Nodes {
+                closer: self.liars_near(&target, liar),
+            }),
+            Request::GetRecord { key } => Ok(Response::Record {
+                record: self
+                    .record_of
+                    .get(&key)
+                    .map(|r| self.records[*r].versions[0].clone()),
+                closer: self.liars_near(&key.0, liar),
+                token: Some([0; 32]),
+            }),
+            Request::PutRecord { .. } => Err(Failure::Refused {
+                compare_and_swap: false,
+                reason: "refused".into(),
+            }),
+        }
+    }
+
+    /// Up to k live liars near `target` (by XOR distance among those sharing the
+    /// longest prefixes with it), other than `me`.
+    fn liars_near(&self, target: &[u8; 32], me: u32) -> Vec<Contact<u32>> {
+        let pos = self.liars.partition_point(|(l, _)| l.0 < *target);
+        let lo = pos.saturating_sub(2 * self.cfg.k);
+        let hi = (pos + 2 * self.cfg.k).min(self.liars.len());
+        let mut near: Vec<(NodeId, u32)> = self.liars[lo..hi]
+            .iter()
+            .filter(|(_, i)| *i != me)
+            .copied()
+            .collect();
+        near.sort_unstable_by_key(|(id, _)| distance(target, id));
+        near.truncate(self.cfg.k);
+        near.into_iter().map(|(_, i)| self.contact(i)).collect()
+    }
+
+    fn on_reply(
+        &mut self,
+        from: u32,
+        to: u32,
+        req: ReqId,
+        result: Result<Response<u32>, Failure>,
+        boot: bool,
+    ) {
+        if !self.nodes[to as usize].alive {
+            return;
+        }
+        let (now, unix) = (self.now, self.unix());
+        let responder = self.contact(from);
+        if boot {
+            if self.nodes[to as usize].booted || result.is_err() {
+                return;
             }
-            OpKind::Refresh => {}
-            OpKind::Measured { target } => {
-                let results: Vec<NodeId> = op.lookup.results().iter().map(|p| p.id).collect();
-                let me = self.nodes[node as usize].id;
+            // The joining node's bootstrap ping was answered: join through it.
+            self.nodes[to as usize].booted = true;
+            let n = &mut self.nodes[to as usize].node;
+            n.on_contact(now, responder, true);
+            let op = n.bootstrap(now, unix);
+            self.ops.insert((to, op), SimOp::Join);
+            return self.drain(to);
+        }
+        let answer = result.map(|response| Answer {
+            responder,
+            at_advertised: true,
+            response,
+        });
+        self.nodes[to as usize]
+            .node
+            .on_response(now, unix, req, answer);
+        self.drain(to);
+    }
+
+    fn done(&mut self, idx: u32, op: OpId, outcome: Outcome<u32>) {
+        let Some(what) = self.ops.remove(&(idx, op)) else {
+            return;
+        };
+        match (what, outcome) {
+            (SimOp::Join, _) => self.nodes[idx as usize].joined = true,
+            (SimOp::Measured { target, target_idx }, outcome) => {
+                let (results, hops) = match outcome {
+                    Outcome::Closest { results, hops } => (results, hops),
+                    _ => (Vec::new(), 0),
+                };
+                let me = self.nodes[idx as usize].id;
                 let mut truth: Vec<(crate::core::key::Distance, NodeId)> = self
                     .live
                     .iter()
@@ -517,189 +599,259 @@ impl Sim {
                     truth.select_nth_unstable(k - 1);
                     truth.truncate(k);
                 }
-                let truth: HashSet<NodeId> = truth.into_iter().map(|(_, id)| id).collect();
-                let found = results.iter().filter(|r| truth.contains(r)).count();
+                let found = results
+                    .iter()
+                    .filter(|r| {
+                        let id = self.nodes[**r as usize].id;
+                        truth.iter().any(|(_, t)| *t == id)
+                    })
+                    .count();
                 self.measured += 1;
-                if results.contains(&target) {
+                if results.contains(&target_idx) {
                     self.successes += 1;
                 }
                 self.found.push(found);
-                self.hops.push(op.lookup.hops());
+                self.hops.push(hops);
             }
-            OpKind::Put { rec, ver } => {
-                let to: Vec<u32> = op.lookup.results().iter().map(|p| p.data).collect();
-                for t in to {
-                    self.send(node, t, None, ReqKind::Put(rec, ver));
-                }
-                let seq = self.records[rec].versions[ver].seq;
-                self.at(self.now + PUT_SETTLE_MS, Ev::PutDone { rec, seq });
+            (SimOp::Put { rec, seq }, Outcome::Put(Ok(_))) => {
+                let r = &mut self.records[rec];
+                r.done_seq = r.done_seq.max(seq);
             }
-            OpKind::Get { latest, best, .. } => {
+            (SimOp::Put { .. }, _) => {}
+            (SimOp::Get { latest }, outcome) => {
                 self.reads += 1;
-                if best.is_some_and(|b| b >= latest) {
+                if let Outcome::Record(Some(r)) = outcome
+                    && r.seq >= latest
+                {
                     self.reads_latest += 1;
                 }
             }
         }
     }
 
-    fn on_request(&mut self, id: u64) {
-        let Some(req) = self.reqs.get(&id) else {
-            return;
-        };
-        let (from, to, kind) = (req.from, req.to, req.kind);
-        if !self.nodes[to as usize].alive {
-            return;
-        }
-        // Unknown sender: dial it back before it may enter the table.
-        let from_id = self.nodes[from as usize].id;
-        let from_subnet = self.nodes[from as usize].subnet;
-        let table = &self.nodes[to as usize].table;
-        if table.get_any(&from_id).is_none()
-            && table.precheck(&from_id, from_subnet, self.now).is_none()
-            && self.dialing.insert((to, from))
-        {
-            self.send(to, from, None, ReqKind::Ping { join: false });
-        }
-        let now_unix = BASE_UNIX_MS + self.now;
-        let k = self.cfg.k;
-        let closest = |n: &Node, t: &[u8; 32]| -> Vec<u32> {
-            n.table
-                .closest(t, k, true)
-                .into_iter()
-                .map(|e| e.data)
-                .collect()
-        };
-        let (closer, seq) = match kind {
-            ReqKind::Find(t) => (closest(&self.nodes[to as usize], &t), None),
-            ReqKind::Get(rec) => {
-                let key = self.records[rec].versions[0].key();
-                let n = &self.nodes[to as usize];
-                let seq = n
-                    .store
-                    .as_ref()
-                    .and_then(|s| s.get(&key, now_unix))
-                    .map(|r| r.seq);
-                (closest(n, &key.0), seq)
+    fn run(mut self) -> SimReport {
+        let n = self.cfg.nodes;
+        // Build the network. The first node is honest: someone honest starts it.
+        let first = self.new_node(false);
+        self.nodes[first as usize].joined = true;
+        if self.cfg.direct_join {
+            for _ in 1..n {
+                self.new_node(true);
             }
-            ReqKind::Put(rec, ver) => {
-                let r = self.records[rec].versions[ver].clone();
-                let n = &mut self.nodes[to as usize];
-                let _ = n
-                    .store
-                    .get_or_insert_with(|| Box::new(RecordStore::default_config()))
-                    .put(r, None, now_unix);
-                (Vec::new(), None)
-            }
-            ReqKind::Ping { .. } => (Vec::new(), None),
-        };
-        self.messages += 1;
-        if self.cfg.loss > 0.0 && self.rng.random_bool(self.cfg.loss) {
-            return;
-        }
-        let lat = self.latency(to, from);
-        self.at(
-            self.now + lat,
-            Ev::Response {
-                req: id,
-                closer,
-                seq,
-            },
-        );
-    }
-
-    fn on_response(&mut self, id: u64, closer: Vec<u32>, seq: Option<u64>) {
-        let Some(req) = self.reqs.remove(&id) else {
-            return;
-        };
-        let (from, to) = (req.from, req.to);
-        self.dialing.remove(&(from, to));
-        if !self.nodes[from as usize].alive {
-            return;
-        }
-        let rtt = self.now - req.sent;
-        let (to_id, to_subnet) = (self.nodes[to as usize].id, self.nodes[to as usize].subnet);
-        let n = &mut self.nodes[from as usize];
-        // Karn: a retransmitted request gives no clean round-trip sample.
-        if !req.retransmitted {
-            n.rtt.observe(rtt);
-        }
-        if let Insert::Pending { check: Some(check) } =
-            n.table.observe(to_id, to_subnet, to, self.now)
-        {
-            let check_idx = n.table.get(&check).map(|e| e.data);
-            if let Some(c) = check_idx
-                && self.dialing.insert((from, c))
-            {
-                self.send(from, c, None, ReqKind::Ping { join: false });
+            self.direct_build();
+        } else {
+            for i in 1..n {
+                // Joins 10 ms apart; a join takes a few hundred ms.
+                self.at(i as u64 * 10, Ev::Join);
             }
         }
-        if let ReqKind::Ping { join: true } = req.kind {
-            let me = self.nodes[from as usize].id;
-            self.start_op(from, me.0, OpKind::Join);
+        let setup_end = if self.cfg.direct_join {
+            0
+        } else {
+            n as u64 * 10 + 60_000
+        };
+        self.drain_until(setup_end);
+        let start = self.now;
+        let end = start + self.cfg.window_ms;
+        self.window = (start, end);
+        for i in self.live.clone() {
+            self.drain(i);
         }
-        if let Some(op_id) = req.op
-            && let Some(op) = self.ops.get_mut(&op_id)
-        {
-            let peers: Vec<(NodeId, u32)> = closer
-                .iter()
-                .map(|i| (self.nodes[*i as usize].id, *i))
+        // Records: first put at the start, updates during the window.
+        for r in 0..self.cfg.records {
+            let owner = Identity::from_seed(self.rng.random());
+            let publisher = self.random_live(true, true).unwrap_or(0);
+            let expires = BASE_UNIX_MS + end + 2 * 24 * 3_600_000;
+            let versions: Vec<_> = (1..=self.cfg.updates as u64 + 1)
+                .filter_map(|seq| {
+                    Signed::sign(
+                        MutableRecord {
+                            public_key: *owner.public_key(),
+                            salt: (r as u64).to_be_bytes().to_vec(),
+                            seq,
+                            value: format!("record {r} version {seq}").into_bytes(),
+                            expires_at_ms: expires,
+                        },
+                        &owner,
+                    )
+                    .ok()
+                })
                 .collect();
-            op.lookup.on_success(&to_id, peers);
-            if let OpKind::Get { best, .. } = &mut op.kind
-                && let Some(s) = seq
-            {
-                *best = Some(best.map_or(s, |b| b.max(s)));
+            let key = versions[0].key();
+            self.records.push(SimRecord {
+                versions,
+                done_seq: 0,
+                publisher,
+            });
+            self.record_of.insert(key, r);
+            self.put(r, 0);
+            for _ in 0..self.cfg.updates {
+                let t = start
+                    + 60_000
+                    + self
+                        .rng
+                        .random_range(0..self.cfg.window_ms.saturating_sub(60_000).max(1));
+                self.at(t, Ev::Update(r));
             }
-            self.advance(op_id);
         }
+        let churn_events = (self.cfg.churn * n as f64).round() as usize;
+        for _ in 0..churn_events {
+            let t = start + self.rng.random_range(0..self.cfg.window_ms.max(1));
+            self.at(t, Ev::Leave);
+            let t = start + self.rng.random_range(0..self.cfg.window_ms.max(1));
+            self.at(t, Ev::Join);
+        }
+        for _ in 0..self.cfg.lookups {
+            let t = start + self.rng.random_range(0..self.cfg.window_ms.max(1));
+            self.at(t, Ev::Measure);
+            let t = start
+                + 60_000
+                + self
+                    .rng
+                    .random_range(0..self.cfg.window_ms.saturating_sub(60_000).max(1));
+            self.at(t, Ev::Read);
+        }
+        self.drain_until(end + 60_000);
+        self.report()
     }
 
-    fn on_hard_timeout(&mut self, id: u64) {
-        let Some(req) = self.reqs.remove(&id) else {
-            return;
-        };
-        self.dialing.remove(&(req.from, req.to));
-        if !self.nodes[req.from as usize].alive {
-            return;
-        }
-        let to_id = self.nodes[req.to as usize].id;
-        self.nodes[req.from as usize].table.on_failure(&to_id);
-        if let Some(op_id) = req.op
-            && let Some(op) = self.ops.get_mut(&op_id)
-        {
-            op.lookup.on_failure(&to_id);
-            self.advance(op_id);
-        }
+    fn put(&mut self, rec: usize, ver: usize) {
+        let publisher = self.records[rec].publisher;
+        let record = self.records[rec].versions[ver].clone();
+        let seq = record.seq;
+        self.started.insert(rec, seq);
+        let (now, unix) = (self.now, self.unix());
+        let op = self.nodes[publisher as usize]
+            .node
+            .put_record(now, unix, record, None);
+        self.ops.insert((publisher, op), SimOp::Put { rec, seq });
+        self.drain(publisher);
     }
 
-    fn join(&mut self) {
-        let Some(boot) = self.random_live(true) else {
-            // No joined node found to bootstrap from (early in the set-up): try again.
-            self.at(self.now + 100, Ev::Join);
-            return;
-        };
-        let idx = self.new_node();
-        self.send(idx, boot, None, ReqKind::Ping { join: true });
-        if self.window.1 > 0 {
-            self.schedule_maintenance(idx, false);
-        }
-    }
-
-    fn schedule_maintenance(&mut self, idx: u32, stagger: bool) {
-        let off = |rng: &mut SmallRng, p: u64| {
-            if stagger {
-                rng.random_range(0..p.max(1))
-            } else {
-                p
+    fn drain_until(&mut self, until: u64) {
+        while let Some(Reverse((t, s))) = self.events.peek().copied() {
+            if t > until {
+                break;
             }
-        };
-        if self.cfg.refresh_ms > 0 {
-            let t = self.now + off(&mut self.rng, self.cfg.refresh_ms);
-            self.at(t, Ev::Refresh(idx));
+            self.events.pop();
+            self.now = t;
+            let Some(ev) = self.payloads.remove(&s) else {
+                continue;
+            };
+            self.handle(ev);
         }
-        let t = self.now + off(&mut self.rng, REPLICATE_MS);
-        self.at(t, Ev::Replicate(idx));
+        self.now = self.now.max(until);
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Deliver {
+                from,
+                to,
+                req,
+                request,
+                boot,
+            } => self.on_deliver(from, to, req, *request, boot),
+            Ev::Reply {
+                from,
+                to,
+                req,
+                result,
+                boot,
+            } => self.on_reply(from, to, req, *result, boot),
+            Ev::Tick(i, t) => {
+                let n = &mut self.nodes[i as usize];
+                n.ticks.retain(|s| *s != t);
+                if !n.alive {
+                    return;
+                }
+                let unix = BASE_UNIX_MS + self.now;
+                n.node.tick(self.now, unix);
+                self.drain(i);
+            }
+            Ev::BootPing(i) => {
+                if !self.nodes[i as usize].alive || self.nodes[i as usize].booted {
+                    return;
+                }
+                let Some(boot) = self.random_live(true, false) else {
+                    self.at(self.now + BOOT_RETRY_MS, Ev::BootPing(i));
+                    return;
+                };
+                self.transmit(i, boot, 0, Request::Ping, true);
+                self.at(self.now + BOOT_RETRY_MS, Ev::BootPing(i));
+            }
+            Ev::Join => {
+                if self.random_live(true, false).is_none() {
+                    // No joined node to bootstrap from (early in the set-up): try again.
+                    self.at(self.now + 100, Ev::Join);
+                    return;
+                }
+                let idx = self.new_node(true);
+                self.handle(Ev::BootPing(idx));
+            }
+            Ev::Leave => {
+                if let Some(i) = self.random_live(false, false) {
+                    self.kill(i);
+                }
+            }
+            Ev::Measure => {
+                let (Some(from), Some(to)) =
+                    (self.random_live(true, true), self.random_live(false, true))
+                else {
+                    return;
+                };
+                if from == to {
+                    return self.handle(Ev::Measure);
+                }
+                let target = self.nodes[to as usize].id;
+                let (now, unix) = (self.now, self.unix());
+                let op = self.nodes[from as usize].node.closest(now, unix, target.0);
+                self.ops.insert(
+                    (from, op),
+                    SimOp::Measured {
+                        target,
+                        target_idx: to,
+                    },
+                );
+                self.drain(from);
+            }
+            Ev::Read => {
+                let Some(from) = self.random_live(true, true) else {
+                    return;
+                };
+                if self.records.is_empty() {
+                    return;
+                }
+                let rec = self.rng.random_range(0..self.records.len());
+                let latest = self.records[rec].done_seq;
+                let key = self.records[rec].versions[0].key();
+                let (now, unix) = (self.now, self.unix());
+                let op = self.nodes[from as usize].node.get_record(now, unix, key);
+                self.ops.insert((from, op), SimOp::Get { latest });
+                self.drain(from);
+            }
+            Ev::Update(rec) => {
+                let r = &self.records[rec];
+                let started = self.started.get(&rec).copied().unwrap_or(0);
+                let next = r
+                    .versions
+                    .iter()
+                    .position(|v| v.seq > r.done_seq.max(started));
+                let current = r.publisher;
+                if let Some(ver) = next {
+                    let publisher = if self.nodes[current as usize].alive {
+                        current
+                    } else {
+                        match self.random_live(true, true) {
+                            Some(p) => p,
+                            None => return,
+                        }
+                    };
+                    self.records[rec].publisher = publisher;
+                    self.put(rec, ver);
+                }
+            }
+        }
     }
 
     /// Fills every table from the global view, as a converged network would have them.
@@ -730,284 +882,15 @@ impl Sim {
                     pick.truncate(k);
                 }
                 for p in pick {
-                    let (id, other) = sorted[p];
-                    let subnet = self.nodes[other as usize].subnet;
-                    self.nodes[idx as usize].table.observe(id, subnet, other, 0);
+                    let (_, other) = sorted[p];
+                    let c = self.contact(other);
+                    self.nodes[idx as usize].node.on_contact(0, c, true);
                 }
             }
+            // Nothing is sent at time 0 for these (full buckets ping nobody that fresh).
+            while self.nodes[idx as usize].node.poll_output().is_some() {}
             self.nodes[idx as usize].joined = true;
         }
-    }
-
-    fn run(mut self) -> SimReport {
-        let n = self.cfg.nodes;
-        // Build the network.
-        let first = self.new_node();
-        self.nodes[first as usize].joined = true;
-        if self.cfg.direct_join {
-            for _ in 1..n {
-                self.new_node();
-            }
-            self.direct_build();
-        } else {
-            for i in 1..n {
-                // Joins 10 ms apart; a join takes a few hundred ms.
-                self.at(i as u64 * 10, Ev::Join);
-            }
-        }
-        let setup_end = if self.cfg.direct_join {
-            0
-        } else {
-            n as u64 * 10 + 60_000
-        };
-        self.drain(setup_end);
-        let start = self.now;
-        let end = start + self.cfg.window_ms;
-        self.window = (start, end);
-        // Every node refreshes and re-replicates on its own staggered schedule.
-        for i in self.live.clone() {
-            self.schedule_maintenance(i, true);
-        }
-        // Records: first put at the start, updates during the window.
-        for r in 0..self.cfg.records {
-            let owner = Identity::from_seed(self.rng.random());
-            let publisher = self.random_live(true).unwrap_or(0);
-            let expires = BASE_UNIX_MS + end + 2 * 24 * 3_600_000;
-            let versions = (1..=self.cfg.updates as u64 + 1)
-                .filter_map(|seq| {
-                    Signed::sign(
-                        MutableRecord {
-                            public_key: *owner.public_key(),
-                            salt: (r as u64).to_be_bytes().to_vec(),
-                            seq,
-                            value: format!("record {r} version {seq}").into_bytes(),
-                            expires_at_ms: expires,
-                        },
-                        &owner,
-                    )
-                    .ok()
-                })
-                .collect();
-            self.records.push(SimRecord {
-                owner,
-                versions,
-                done_seq: 0,
-                publisher,
-            });
-            let key = self.records[r].versions[0].key();
-            self.start_op(publisher, key.0, OpKind::Put { rec: r, ver: 0 });
-            for _ in 0..self.cfg.updates {
-                let t = start
-                    + 60_000
-                    + self
-                        .rng
-                        .random_range(0..self.cfg.window_ms.saturating_sub(60_000).max(1));
-                self.at(t, Ev::Update(r));
-            }
-            self.at(start + REPUBLISH_MS, Ev::Republish(r));
-        }
-        let churn_events = (self.cfg.churn * n as f64).round() as usize;
-        for _ in 0..churn_events {
-            let t = start + self.rng.random_range(0..self.cfg.window_ms.max(1));
-            self.at(t, Ev::Leave);
-            let t = start + self.rng.random_range(0..self.cfg.window_ms.max(1));
-            self.at(t, Ev::Join);
-        }
-        for _ in 0..self.cfg.lookups {
-            let t = start + self.rng.random_range(0..self.cfg.window_ms.max(1));
-            self.at(t, Ev::Measure);
-            let t = start
-                + 60_000
-                + self
-                    .rng
-                    .random_range(0..self.cfg.window_ms.saturating_sub(60_000).max(1));
-            self.at(t, Ev::Read);
-        }
-        self.drain(end + 60_000);
-        self.report()
-    }
-
-    fn drain(&mut self, until: u64) {
-        while let Some(Reverse((t, s))) = self.events.peek().copied() {
-            if t > until {
-                break;
-            }
-            self.events.pop();
-            self.now = t;
-            let Some(ev) = self.payloads.remove(&s) else {
-                continue;
-            };
-            self.handle(ev);
-        }
-        self.now = self.now.max(until);
-    }
-
-    fn handle(&mut self, ev: Ev) {
-        let (start, end) = self.window;
-        let in_window = end > 0 && self.now >= start && self.now < end;
-        match ev {
-            Ev::Request(id) => self.on_request(id),
-            Ev::Response { req, closer, seq } => self.on_response(req, closer, seq),
-            Ev::Poll(op) => {
-                if let Some(o) = self.ops.get_mut(&op) {
-                    o.poll_at = None;
-                }
-                self.advance(op);
-            }
-            Ev::HardTimeout(id) => self.on_hard_timeout(id),
-            Ev::Retransmit(id) => {
-                if let Some(req) = self.reqs.get_mut(&id) {
-                    req.retransmitted = true;
-                    let (from, to) = (req.from, req.to);
-                    self.messages += 1;
-                    self.transmit(id, from, to);
-                }
-            }
-            Ev::Join => self.join(),
-            Ev::Leave => {
-                if let Some(i) = self.random_live(false) {
-                    self.kill(i);
-                }
-            }
-            Ev::Measure => {
-                let (Some(from), Some(to)) = (self.random_live(true), self.random_live(false))
-                else {
-                    return;
-                };
-                if from == to {
-                    return self.handle(Ev::Measure);
-                }
-                let target = self.nodes[to as usize].id;
-                self.start_op(from, target.0, OpKind::Measured { target });
-            }
-            Ev::Read => {
-                let Some(from) = self.random_live(true) else {
-                    return;
-                };
-                if self.records.is_empty() {
-                    return;
-                }
-                let rec = self.rng.random_range(0..self.records.len());
-                let latest = self.records[rec].done_seq;
-                let key = self.records[rec].versions[0].key();
-                self.start_op(
-                    from,
-                    key.0,
-                    OpKind::Get {
-                        rec,
-                        latest,
-                        best: None,
-                    },
-                );
-            }
-            Ev::Update(rec) => {
-                let r = &self.records[rec];
-                let next = r
-                    .versions
-                    .iter()
-                    .position(|v| v.seq > r.done_seq.max(self.max_started(rec)));
-                let current = r.publisher;
-                if let Some(ver) = next {
-                    self.mark_started(rec, ver);
-                    let publisher = if self.nodes[current as usize].alive {
-                        current
-                    } else {
-                        match self.random_live(true) {
-                            Some(p) => p,
-                            None => return,
-                        }
-                    };
-                    self.records[rec].publisher = publisher;
-                    let key = self.records[rec].versions[0].key();
-                    self.start_op(publisher, key.0, OpKind::Put { rec, ver });
-                }
-            }
-            Ev::Republish(rec) => {
-                let r = &self.records[rec];
-                if self.nodes[r.publisher as usize].alive {
-                    let ver = r
-                        .versions
-                        .iter()
-                        .rposition(|v| v.seq <= r.done_seq)
-                        .unwrap_or(0);
-                    let (p, key) = (r.publisher, r.versions[0].key());
-                    self.start_op(p, key.0, OpKind::Put { rec, ver });
-                }
-                if in_window {
-                    self.at(self.now + REPUBLISH_MS, Ev::Republish(rec));
-                }
-            }
-            Ev::PutDone { rec, seq } => {
-                let r = &mut self.records[rec];
-                r.done_seq = r.done_seq.max(seq);
-            }
-            Ev::Refresh(i) => {
-                if !self.nodes[i as usize].alive || self.now > end.max(1) && end > 0 {
-                    return;
-                }
-                let due = self.nodes[i as usize]
-                    .table
-                    .refresh_due(self.now, self.cfg.refresh_ms);
-                let local = self.nodes[i as usize].id;
-                for b in due {
-                    let key = crate::core::key::key_in_bucket(&local, b, self.rng.random());
-                    self.start_op(i, key, OpKind::Refresh);
-                }
-                self.at(self.now + self.cfg.refresh_ms, Ev::Refresh(i));
-            }
-            Ev::Replicate(i) => {
-                if !self.nodes[i as usize].alive || self.now > end.max(1) && end > 0 {
-                    return;
-                }
-                let now_unix = BASE_UNIX_MS + self.now;
-                let held: Vec<(usize, usize)> = match &self.nodes[i as usize].store {
-                    Some(s) => s
-                        .iter()
-                        .filter(|r| r.expires_at_ms > now_unix)
-                        .filter_map(|r| {
-                            let rec = self.record_index(r)?;
-                            let ver = self.records[rec]
-                                .versions
-                                .iter()
-                                .position(|v| v.seq == r.seq)?;
-                            Some((rec, ver))
-                        })
-                        .collect(),
-                    None => Vec::new(),
-                };
-                // Store order is a hash order; sort so that a seed gives one outcome.
-                let mut held = held;
-                held.sort_unstable();
-                for (rec, ver) in held {
-                    let key = self.records[rec].versions[0].key();
-                    let to: Vec<u32> = self.nodes[i as usize]
-                        .table
-                        .closest(&key.0, self.cfg.k, true)
-                        .into_iter()
-                        .map(|e| e.data)
-                        .collect();
-                    for t in to {
-                        self.send(i, t, None, ReqKind::Put(rec, ver));
-                    }
-                }
-                self.at(self.now + REPLICATE_MS, Ev::Replicate(i));
-            }
-        }
-    }
-
-    fn record_index(&self, r: &Signed<MutableRecord>) -> Option<usize> {
-        let salt: [u8; 8] = r.salt.as_slice().try_into().ok()?;
-        let i = u64::from_be_bytes(salt) as usize;
-        (i < self.records.len() && *self.records[i].owner.public_key() == r.public_key).then_some(i)
-    }
-
-    fn max_started(&self, rec: usize) -> u64 {
-        self.started.get(&rec).copied().unwrap_or(0)
-    }
-
-    fn mark_started(&mut self, rec: usize, ver: usize) {
-        let seq = self.records[rec].versions[ver].seq;
-        self.started.insert(rec, seq);
     }
 
     fn report(&self) -> SimReport {
@@ -1022,9 +905,23 @@ impl Sim {
                 v[((v.len() - 1) as f64 * p).round() as usize]
             }
         };
+        let (mut entries, mut liar_entries) = (0, 0);
+        for i in &self.live {
+            let n = &self.nodes[*i as usize];
+            if n.liar {
+                continue;
+            }
+            for e in n.node.table().iter() {
+                entries += 1;
+                if self.nodes[e.data as usize].liar {
+                    liar_entries += 1;
+                }
+            }
+        }
         SimReport {
             nodes: self.cfg.nodes,
             churn: self.cfg.churn,
+            adversarial: self.cfg.adversarial,
             lookups: self.measured,
             success: ratio(self.successes, self.measured),
             hops_median: pct(&hops, 0.5),
@@ -1039,6 +936,19 @@ impl Sim {
             setup_requests: self.setup_requests,
             virtual_ms: self.now,
             final_live: self.live.len(),
+            open_operations: self
+                .live
+                .iter()
+                .map(|i| self.nodes[*i as usize].node.open_operations())
+                .sum(),
+            pending_requests: self
+                .live
+                .iter()
+                .map(|i| self.nodes[*i as usize].node.pending_requests())
+                .sum(),
+            queued_events: self.payloads.len(),
+            honest_table_entries: entries,
+            liar_table_entries: liar_entries,
         }
     }
 }

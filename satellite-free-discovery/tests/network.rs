@@ -639,3 +639,70 @@ async fn an_answer_with_too_many_nodes_is_refused_whole() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_needs_the_write_token_of_a_recent_read_and_a_failed_swap_says_aborted() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let node = start_node(Ipv4Addr::new(127, 0, 170, 1), identity(), vec![]).await;
+        let mut client = raw_client(node.addr).await;
+        let owner = Identity::random();
+        let key = MutableRecord::key_for(owner.public_key(), b"catalog");
+        let put = |rec: &Signed<MutableRecord>, expected_seq, token: Option<&[u8]>| {
+            let mut req = tonic::Request::new(pb::PutRecordRequest {
+                sender: None,
+                record: Some(pb::MutableRecord::from(rec)),
+                expected_seq,
+            });
+            if let Some(t) = token {
+                req.metadata_mut().insert_bin(
+                    "shoal-write-token-bin",
+                    tonic::metadata::MetadataValue::from_bytes(t),
+                );
+            }
+            req
+        };
+        // No token: refused, nothing stored.
+        let status = client
+            .put_record(put(&record(&owner, 1, b"v1"), None, None))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+        // A forged token: refused.
+        let status = client
+            .put_record(put(&record(&owner, 1, b"v1"), None, Some(&[7u8; 32])))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+        // The token of a read: accepted.
+        let read = client
+            .get_record(pb::GetRecordRequest {
+                sender: None,
+                key: key.0.to_vec(),
+            })
+            .await
+            .unwrap();
+        assert!(read.get_ref().record.is_none());
+        let token = read
+            .metadata()
+            .get_bin("shoal-write-token-bin")
+            .expect("a GetRecord answer carries a write token")
+            .to_bytes()
+            .unwrap();
+        client
+            .put_record(put(&record(&owner, 1, b"v1"), None, Some(&token)))
+            .await
+            .unwrap();
+        // Compare-and-swap against the wrong seq: ABORTED, told apart by its code.
+        let status = client
+            .put_record(put(&record(&owner, 3, b"v3"), Some(2), Some(&token)))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Aborted, "{status}");
+        let got = node.handle.get_record(key).await;
+        // The node's own read: its table is empty, so nobody else to ask.
+        assert!(matches!(got, Err(DhtError::NoPeers)), "{got:?}");
+        node.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use clap::Parser;
+use satellite_free_discovery::core::node::NodeConfig;
 use satellite_free_discovery::sim::{SimConfig, run};
 
 #[derive(Debug, Parser)]
@@ -47,6 +48,25 @@ struct Args {
     records: usize,
     #[arg(long, default_value_t = 3)]
     updates: usize,
+    /// Liveness pings of routing-table entries silent this long, minutes (0: never).
+    #[arg(long, default_value_t = 60)]
+    liveness_min: u64,
+    /// Fraction of nodes that lie: answer lookups only with each other, serve stale
+    /// records, refuse to store.
+    #[arg(long, default_value_t = 0.0)]
+    adversarial: f64,
+    /// Disjoint paths of record reads and writes (S/Kademlia).
+    #[arg(long, default_value_t = NodeConfig::default().record_paths)]
+    record_paths: usize,
+    /// Disjoint paths of node lookups.
+    #[arg(long, default_value_t = NodeConfig::default().node_paths)]
+    node_paths: usize,
+    /// Times an unanswered request is sent again before its hard timeout.
+    #[arg(long, default_value_t = NodeConfig::default().retransmits)]
+    retransmits: u32,
+    /// A request unanswered this long has failed, ms.
+    #[arg(long, default_value_t = 5_000)]
+    hard_timeout_ms: u64,
     /// Build the initial tables from the global view instead of joining every node
     /// through the protocol (fast set-up for very large networks).
     #[arg(long)]
@@ -69,6 +89,14 @@ fn main() -> anyhow::Result<()> {
     );
     anyhow::ensure!((0.0..1.0).contains(&a.loss), "--loss must be within 0..1");
     anyhow::ensure!(
+        (0.0..1.0).contains(&a.adversarial),
+        "--adversarial must be within 0..1"
+    );
+    anyhow::ensure!(
+        a.record_paths >= 1 && a.node_paths >= 1,
+        "--record-paths and --node-paths must be at least 1"
+    );
+    anyhow::ensure!(
         a.k >= 1 && a.alpha >= 1,
         "--k and --alpha must be at least 1"
     );
@@ -88,6 +116,12 @@ fn main() -> anyhow::Result<()> {
         records: a.records,
         updates: a.updates,
         direct_join: a.direct_join,
+        liveness_ms: a.liveness_min * 60_000,
+        adversarial: a.adversarial,
+        record_paths: a.record_paths,
+        node_paths: a.node_paths,
+        retransmits: a.retransmits,
+        hard_timeout_ms: a.hard_timeout_ms,
     };
     let started = Instant::now();
     let r = run(cfg);
@@ -107,6 +141,18 @@ fn main() -> anyhow::Result<()> {
         "requests: find={find} get={get} put={put} ping={ping} during_setup={}",
         r.setup_requests
     );
+    println!(
+        "at end: open_operations={} pending_requests={} queued_events={}",
+        r.open_operations, r.pending_requests, r.queued_events
+    );
+    if r.adversarial > 0.0 {
+        println!(
+            "liars: {} of {} routing-table entries of honest nodes ({:.3})",
+            r.liar_table_entries,
+            r.honest_table_entries,
+            r.liar_table_entries as f64 / r.honest_table_entries.max(1) as f64
+        );
+    }
     println!("{}", r.line());
     Ok(())
 }

@@ -181,10 +181,21 @@ impl<T: PeerData> Lookup<T> {
             }
         }
         let mut succeeded = Some(0usize);
+        let mut blocked = false;
         for p in self.peers.values_mut() {
             match p.state {
                 PeerState::Waiting { .. } => {
                     // A closer request is still open: not done, whatever follows.
+                    succeeded = None;
+                }
+                PeerState::Unresponsive => {
+                    // Past its soft deadline, but the request may still be answered (it
+                    // is retransmitted): a closer node that may answer keeps the lookup
+                    // open until it answers or fails, so one lost message does not cost
+                    // the result. It no longer counts against `alpha`.
+                    if succeeded.is_some() {
+                        blocked = true;
+                    }
                     succeeded = None;
                 }
                 PeerState::Succeeded => {
@@ -212,10 +223,10 @@ impl<T: PeerData> Lookup<T> {
                         until: self.next_deadline(),
                     };
                 }
-                PeerState::Unresponsive | PeerState::Failed => {}
+                PeerState::Failed => {}
             }
         }
-        if self.waiting > 0 {
+        if self.waiting > 0 || blocked {
             Step::Wait {
                 until: self.next_deadline(),
             }

@@ -54,6 +54,10 @@ pub enum RecordRefused {
     StoreFull { limit: usize },
     #[error("publisher already has {limit} records here")]
     OwnerFull { limit: usize },
+    #[error("no valid write token: read the key from this node first (GetRecord)")]
+    WriteToken,
+    #[error("this node is not among the {k} closest it knows to the key")]
+    NotAmongClosest { k: usize },
 }
 
 /// What an accepted put did.
@@ -104,48 +108,10 @@ impl RecordStore {
         expected_seq: Option<u64>,
         now: u64,
     ) -> Result<Stored, RecordRefused> {
-        if record.value.len() > MAX_RECORD_VALUE {
-            return Err(RecordRefused::TooLarge {
-                actual: record.value.len(),
-                limit: MAX_RECORD_VALUE,
-            });
-        }
-        if record.expires_at_ms <= now {
-            return Err(RecordRefused::Expired {
-                expires_at_ms: record.expires_at_ms,
-            });
-        }
-        if record.expires_at_ms - now > self.cfg.max_ttl_ms {
-            return Err(RecordRefused::ExpiryTooFar {
-                ahead_ms: record.expires_at_ms - now,
-                limit_ms: self.cfg.max_ttl_ms,
-            });
+        if self.check(&record, expected_seq, now)? {
+            return Ok(Stored::Unchanged);
         }
         let key = record.key();
-        let held = self
-            .records
-            .get(&key)
-            .filter(|r| r.expires_at_ms > now)
-            .map(|r| (r.seq, *r == record));
-        if let Some(expected) = expected_seq
-            && let Some((held_seq, _)) = held
-            && held_seq != expected
-        {
-            return Err(RecordRefused::CasMismatch {
-                expected,
-                held: Some(held_seq),
-            });
-        }
-        match held {
-            Some((_, true)) => return Ok(Stored::Unchanged),
-            Some((held_seq, false)) if record.seq <= held_seq => {
-                return Err(RecordRefused::NotNewer {
-                    held: held_seq,
-                    offered: record.seq,
-                });
-            }
-            _ => {}
-        }
         let owner = record.public_key;
         match self.records.get(&key) {
             Some(old) => {
@@ -172,6 +138,59 @@ impl RecordStore {
                 self.records.insert(key, record);
                 Ok(Stored::New)
             }
+        }
+    }
+
+    /// The record rules that do not depend on room in the store, without changing it:
+    /// `Ok(true)` if this very record is held already (a retried put is acknowledged
+    /// whatever its compare-and-swap expected), `Ok(false)` if it would replace or add.
+    pub fn check(
+        &self,
+        record: &Signed<MutableRecord>,
+        expected_seq: Option<u64>,
+        now: u64,
+    ) -> Result<bool, RecordRefused> {
+        if record.value.len() > MAX_RECORD_VALUE {
+            return Err(RecordRefused::TooLarge {
+                actual: record.value.len(),
+                limit: MAX_RECORD_VALUE,
+            });
+        }
+        if record.expires_at_ms <= now {
+            return Err(RecordRefused::Expired {
+                expires_at_ms: record.expires_at_ms,
+            });
+        }
+        if record.expires_at_ms - now > self.cfg.max_ttl_ms {
+            return Err(RecordRefused::ExpiryTooFar {
+                ahead_ms: record.expires_at_ms - now,
+                limit_ms: self.cfg.max_ttl_ms,
+            });
+        }
+        let key = record.key();
+        let held = self
+            .records
+            .get(&key)
+            .filter(|r| r.expires_at_ms > now)
+            .map(|r| (r.seq, r == record));
+        if let Some((_, true)) = held {
+            return Ok(true);
+        }
+        if let Some(expected) = expected_seq
+            && let Some((held_seq, _)) = held
+            && held_seq != expected
+        {
+            return Err(RecordRefused::CasMismatch {
+                expected,
+                held: Some(held_seq),
+            });
+        }
+        match held {
+            Some((held_seq, _)) if record.seq <= held_seq => Err(RecordRefused::NotNewer {
+                held: held_seq,
+                offered: record.seq,
+            }),
+            _ => Ok(false),
         }
     }
 
@@ -323,5 +342,116 @@ mod tests {
             .is_none()
         );
         s.put(rec(&id, b"3", 1, b""), None, NOW).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    //! Properties of the store under any sequence of puts and expiries.
+    use super::*;
+    use proptest::prelude::*;
+    use shoal_proto::Identity;
+    use std::collections::HashMap;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    #[derive(Debug, Clone)]
+    struct Put {
+        owner: usize,
+        salt: u8,
+        seq: u64,
+        value_len: usize,
+        ttl: u64,
+        expected: Option<u64>,
+        dt: u64,
+    }
+
+    fn put() -> impl Strategy<Value = Put> {
+        (
+            0usize..3,
+            0u8..4,
+            0u64..8,
+            prop_oneof![4 => 0usize..64, 1 => Just(MAX_RECORD_VALUE + 1)],
+            prop_oneof![4 => 1u64..10_000, 1 => Just(0u64), 1 => Just(200_000u64)],
+            proptest::option::weighted(0.3, 0u64..8),
+            0u64..3_000,
+        )
+            .prop_map(|(owner, salt, seq, value_len, ttl, expected, dt)| Put {
+                owner,
+                salt,
+                seq,
+                value_len,
+                ttl,
+                expected,
+                dt,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn seq_is_monotonic_cas_is_honoured_and_bounds_hold(
+            puts in proptest::collection::vec(put(), 1..120),
+        ) {
+            let owners: Vec<Identity> = (0..3).map(|i| Identity::from_seed([i as u8 + 1; 32])).collect();
+            let cfg = StoreConfig { max_records: 6, max_per_owner: 3, max_ttl_ms: 100_000 };
+            let mut s = RecordStore::new(cfg.clone());
+            let mut now = NOW;
+            for p in puts {
+                now += p.dt;
+                let owner = &owners[p.owner];
+                let salt = [p.salt];
+                let key = MutableRecord::key_for(owner.public_key(), &salt);
+                let held = s.get(&key, now).map(|r| r.seq);
+                let record = Signed::sign(
+                    MutableRecord {
+                        public_key: *owner.public_key(),
+                        salt: salt.to_vec(),
+                        seq: p.seq,
+                        value: vec![7; p.value_len],
+                        expires_at_ms: now + p.ttl,
+                    },
+                    owner,
+                )
+                .unwrap();
+                let same = s.get(&key, now).is_some_and(|r| *r == record);
+                let outcome = s.put(record, p.expected, now);
+                let after = s.get(&key, now).map(|r| r.seq);
+                match &outcome {
+                    Ok(Stored::Unchanged) => {
+                        prop_assert!(same);
+                        prop_assert_eq!(after, held);
+                    }
+                    Ok(_) => {
+                        prop_assert!(held.is_none_or(|h| p.seq > h), "seq went from {held:?} to {}", p.seq);
+                        if let (Some(e), Some(h)) = (p.expected, held) {
+                            prop_assert_eq!(e, h, "CAS ignored");
+                        }
+                        prop_assert!(p.value_len <= MAX_RECORD_VALUE);
+                        prop_assert!(p.ttl > 0 && p.ttl <= cfg.max_ttl_ms);
+                        prop_assert_eq!(after, Some(p.seq));
+                    }
+                    Err(_) => prop_assert_eq!(after, held, "a refused put changed the store"),
+                }
+                if let (Some(e), Some(h)) = (p.expected, held)
+                    && e != h
+                    && !same
+                {
+                    prop_assert!(outcome.is_err(), "CAS mismatch accepted");
+                }
+                // Bounds hold at every step.
+                prop_assert!(s.len() <= cfg.max_records);
+                let mut per_owner: HashMap<PublicKey, usize> = HashMap::new();
+                for r in s.iter() {
+                    *per_owner.entry(r.public_key).or_default() += 1;
+                }
+                prop_assert!(per_owner.values().all(|n| *n <= cfg.max_per_owner), "{per_owner:?}");
+                if p.dt > 2_000 {
+                    s.expire(now);
+                    prop_assert!(s.iter().all(|r| r.expires_at_ms > now));
+                }
+            }
+        }
     }
 }

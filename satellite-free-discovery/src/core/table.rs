@@ -498,3 +498,137 @@ mod tests {
         assert!(t.stale(49, 50).is_empty());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Properties of the table under any sequence of observations, failures and removals.
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+    use std::net::IpAddr;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Node `n` answered at `subnet`, `dt` ms after the previous operation.
+        Observe {
+            n: u8,
+            subnet: u8,
+            dt: u16,
+        },
+        Fail {
+            n: u8,
+        },
+        Remove {
+            n: u8,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (any::<u8>(), 0u8..12, 0u16..40_000).prop_map(|(n, subnet, dt)| Op::Observe { n, subnet, dt }),
+            2 => any::<u8>().prop_map(|n| Op::Fail { n }),
+            1 => any::<u8>().prop_map(|n| Op::Remove { n }),
+        ]
+    }
+
+    /// Node ids crowded into few buckets (first byte 0x80..0x83 or 0x40, 0x20) so that
+    /// buckets fill and replacement caches are exercised.
+    fn node(n: u8) -> NodeId {
+        let mut x = [0u8; 32];
+        x[0] = [0x80, 0x81, 0x82, 0x83, 0x40, 0x20][usize::from(n % 6)];
+        x[1] = n;
+        NodeId(x)
+    }
+
+    fn subnet(s: u8) -> Subnet {
+        Subnet::of(&IpAddr::from([10, 0, s, 1]))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn limits_hold_and_responsive_nodes_are_never_evicted(
+            ops in proptest::collection::vec(op(), 1..400),
+            k in 2usize..8,
+            per_bucket in 1usize..4,
+            per_table in 1usize..12,
+        ) {
+            let cfg = TableConfig {
+                k,
+                per_subnet_bucket: per_bucket,
+                per_subnet_table: per_table,
+                replacements: 3,
+                max_failures: 2,
+                recheck_after_ms: 60_000,
+            };
+            let mut t: RoutingTable<u8> = RoutingTable::new(NodeId([0; 32]), cfg);
+            let mut now = 0u64;
+            // Consecutive failures of each node since it last answered.
+            let mut failures: HashMap<NodeId, u32> = HashMap::new();
+            for op in ops {
+                let before: Vec<NodeId> = t.iter().map(|e| e.id).collect();
+                let mut may_leave: Option<NodeId> = None;
+                match op {
+                    Op::Observe { n, subnet: s, dt } => {
+                        now += u64::from(dt);
+                        let id = node(n);
+                        let moved = t.get(&id).is_some_and(|e| e.subnet != subnet(s));
+                        if moved {
+                            // Re-admitted under the limits like a newcomer: may drop out.
+                            may_leave = Some(id);
+                        }
+                        t.observe(id, subnet(s), n, now);
+                        failures.insert(id, 0);
+                        // Whatever happened to the newcomer, a node in a bucket stays.
+                    }
+                    Op::Fail { n } => {
+                        let id = node(n);
+                        let in_bucket = t.get(&id).is_some();
+                        let dropped = t.on_failure(&id);
+                        if in_bucket {
+                            let f = failures.entry(id).or_insert(0);
+                            *f += 1;
+                            prop_assert_eq!(dropped, *f >= 2, "dropped only after 2 failures");
+                            if dropped {
+                                may_leave = Some(id);
+                                failures.remove(&id);
+                            }
+                        } else {
+                            prop_assert!(!dropped);
+                        }
+                    }
+                    Op::Remove { n } => {
+                        may_leave = Some(node(n));
+                        t.remove(&node(n));
+                    }
+                }
+                // A node in a bucket leaves only by its own failures, removal or a move.
+                for id in before {
+                    if Some(id) != may_leave {
+                        prop_assert!(t.get(&id).is_some(), "{id} evicted");
+                    }
+                }
+                // Bounds: k per bucket, subnet limits per bucket and per table.
+                let mut per_b: HashMap<usize, usize> = HashMap::new();
+                let mut per_bs: HashMap<(usize, Subnet), usize> = HashMap::new();
+                let mut per_ts: HashMap<Subnet, usize> = HashMap::new();
+                for e in t.iter() {
+                    let b = crate::core::key::bucket_index(t.local(), &e.id).unwrap_or(0);
+                    *per_b.entry(b).or_default() += 1;
+                    *per_bs.entry((b, e.subnet)).or_default() += 1;
+                    *per_ts.entry(e.subnet).or_default() += 1;
+                }
+                prop_assert!(per_b.values().all(|n| *n <= k), "bucket over k: {per_b:?}");
+                prop_assert!(per_bs.values().all(|n| *n <= per_bucket), "subnet over its bucket limit");
+                prop_assert!(per_ts.values().all(|n| *n <= per_table), "subnet over its table limit");
+                prop_assert_eq!(t.len(), t.iter().count());
+                // Live entries only are handed out, nearest first.
+                let target = [0x81; 32];
+                let c = t.closest(&target, k, true);
+                prop_assert!(c.iter().all(|e| e.failures == 0));
+                prop_assert!(c.windows(2).all(|w| distance(&target, &w[0].id) < distance(&target, &w[1].id)));
+            }
+        }
+    }
+}

@@ -1,28 +1,35 @@
-//! The tokio/tonic driver: owns sockets, timers and tasks, and feeds the sans-IO core.
+//! The tokio/tonic driver: owns sockets, timers and tasks, and drives the one protocol
+//! state machine of the core ([`crate::core::node::Node`]).
 //!
 //! [`Dht::start`] returns a [`DhtHandle`]. A storage node mounts [`DhtHandle::service`] on
 //! its tonic server and supplies the changing fields of its node record through a
 //! `watch` channel; an uplink starts in [`Mode::Client`], sends no sender record and so
 //! never enters anyone's table.
+//!
+//! One task ([`task::run`]) drives the node: it starts the operations the handle asks
+//! for, sends the requests the node queues (each a future it polls), feeds their answers
+//! and the node's timers back in, and hands finished operations to their callers. The
+//! node sits behind a single mutex only so that the Discovery service can answer a
+//! request and the handle's synchronous getters can read, each in a short critical
+//! section that never awaits; no protocol rule lives here. What remains at this edge:
+//! checking signatures and proof of work of what arrives, client channels, the signed
+//! local record, and metrics.
 
 mod config;
 mod rpc;
 mod service;
-mod workers;
+mod task;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use rand::RngExt;
 use shoal_proto::messages::{MutableRecord, NodeRecord};
 use shoal_proto::pb::discovery_client::DiscoveryClient;
 use shoal_proto::pb::discovery_server::DiscoveryServer;
 use shoal_proto::{Identity, NodeId, RecordKey, Signed, pb};
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -30,11 +37,10 @@ use tonic::transport::Channel;
 pub use config::{DhtConfig, RecordFields};
 pub use service::DiscoveryService;
 
-use crate::core::key::{Subnet, distance};
-use crate::core::lookup::{Lookup, LookupConfig, PeerData, PeerState, RttEstimator, Step};
-use crate::core::membership::Membership;
-use crate::core::store::RecordStore;
-use crate::core::table::{Insert, RoutingTable};
+use crate::core::key::Subnet;
+use crate::core::lookup::PeerData;
+pub use crate::core::node::PutReport;
+use crate::core::node::{Contact, Node, NodeConfig, OpId, Outcome, PutError};
 use crate::core::verified::VerifiedCache;
 use crate::error::{DhtError, ServeError};
 use crate::metrics::Metrics;
@@ -64,6 +70,16 @@ pub(crate) fn subnet_of(p: &Signed<NodeRecord>) -> Subnet {
     })
 }
 
+/// The core's view of a checked node record.
+pub(crate) fn contact(p: &Peer) -> Contact<Peer> {
+    Contact {
+        id: p.node_id(),
+        subnet: subnet_of(p),
+        free_space: p.free_space,
+        data: p.clone(),
+    }
+}
+
 /// How this participant takes part.
 #[derive(Debug)]
 pub enum Mode {
@@ -79,8 +95,30 @@ pub enum Mode {
 #[derive(Debug)]
 pub struct Dht;
 
+fn node_config(c: &DhtConfig, client: bool) -> NodeConfig {
+    NodeConfig {
+        k: c.k,
+        alpha: c.alpha,
+        client,
+        initial_timeout_ms: ms(c.initial_timeout),
+        min_timeout_ms: ms(c.min_timeout),
+        max_timeout_ms: ms(c.max_timeout),
+        hard_timeout_ms: ms(c.hard_timeout),
+        refresh_ms: ms(c.refresh_interval),
+        liveness_ms: ms(c.liveness_interval),
+        republish_ms: ms(c.republish_interval),
+        replicate_ms: ms(c.replicate_interval),
+        crawl_ms: if c.crawl { ms(c.crawl_interval) } else { 0 },
+        max_dialbacks: c.max_dialbacks,
+        table: c.table.clone(),
+        store: c.store.clone(),
+        membership: Some(c.membership.clone()),
+        ..NodeConfig::default()
+    }
+}
+
 impl Dht {
-    /// Starts the DHT's background workers and returns the handle. Call
+    /// Starts the DHT's driver task and returns the handle. Call
     /// [`DhtHandle::bootstrap`] to join. Must run inside a tokio runtime.
     pub fn start(
         identity: Arc<Identity>,
@@ -92,53 +130,39 @@ impl Dht {
             Mode::Node(rx) => (Some(rx), false),
             Mode::Client => (None, true),
         };
-        let local_id = identity.node_id();
-        let rtt = RttEstimator::new(
-            ms(config.initial_timeout),
-            ms(config.min_timeout),
-            ms(config.max_timeout),
+        let mut rng = rand::rng();
+        let node = Node::new(
+            identity.node_id(),
+            node_config(&config, client),
+            0,
+            rng.random(),
+            rng.random(),
         );
-        let inner = Arc::new_cyclic(|me| Inner {
-            me: me.clone(),
-            table: Mutex::new(RoutingTable::new(local_id, config.table.clone())),
-            store: Mutex::new(RecordStore::new(config.store.clone())),
-            members: Mutex::new(Membership::new(config.membership.clone())),
-            rtt: Mutex::new(rtt),
+        let (cmds, rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            node: Mutex::new(node),
+            wake: Notify::new(),
+            cmds,
             channels: Mutex::new(HashMap::new()),
-            dialing: Mutex::new(HashSet::new()),
             verified: Mutex::new(VerifiedCache::new(VERIFIED_RECORDS)),
-            dialbacks: Arc::new(Semaphore::new(config.max_dialbacks.max(1))),
-            owned: Mutex::new(HashMap::new()),
             local: Mutex::new(None),
             started_at_ms: shoal_proto::time::unix_ms(),
             epoch: Instant::now(),
             cancel: CancellationToken::new(),
-            tasks: Mutex::new(JoinSet::new()),
+            task: Mutex::new(None),
             identity,
             config,
             client,
             metrics,
         });
-        if let Some(rx) = fields {
+        if let Some(rx) = &fields {
             let current = rx.borrow().clone();
             inner.sign_local(&current)?;
-            let worker = inner.clone();
-            inner.spawn(async move { worker.publish_worker(rx).await });
         }
-        workers::spawn_all(&inner);
+        let handle = tokio::spawn(task::run(inner.clone(), rx, fields));
+        *lock(&inner.task) = Some(handle);
         Ok(DhtHandle { inner })
     }
-}
-
-/// What a DHT put achieved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PutReport {
-    /// Nodes that now hold the record.
-    pub stored: usize,
-    /// Nodes that refused it, with their reason.
-    pub refused: Vec<(NodeId, String)>,
-    /// Nodes that did not answer.
-    pub failed: usize,
 }
 
 /// One node of the membership list.
@@ -174,44 +198,99 @@ impl DhtHandle {
     /// Joins through the configured bootstrap addresses: pings them, looks up our own id
     /// and refreshes every bucket. Returns the routing-table size.
     pub async fn bootstrap(&self) -> Result<usize, DhtError> {
-        self.inner.bootstrap().await
+        let inner = &self.inner;
+        let mut answered = 0;
+        for addr in inner.config.bootstrap.clone() {
+            match inner.ping(addr, None).await {
+                Ok(peer) => {
+                    answered += 1;
+                    let at_advertised = dial_addr(&peer) == Some(addr);
+                    inner.with_node(|n, now, _| n.on_contact(now, contact(&peer), at_advertised));
+                }
+                Err(e) => tracing::warn!(%addr, error = %e, "bootstrap node did not answer"),
+            }
+        }
+        if answered == 0 && lock(&inner.node).table().is_empty() {
+            return Err(DhtError::NoPeers);
+        }
+        match inner.op(|n, now, unix| n.bootstrap(now, unix)).await? {
+            Outcome::Bootstrapped { table } => Ok(table),
+            _ => Err(DhtError::NoPeers),
+        }
     }
 
     /// Finds node `id` and returns its record as it answered at its address, or `None`
     /// if it could not be reached.
     pub async fn find_node(&self, id: NodeId) -> Result<Option<Peer>, DhtError> {
-        self.inner.find_node(id).await
+        if let Some(local) = lock(&self.inner.local)
+            .as_ref()
+            .filter(|p| p.node_id() == id)
+        {
+            return Ok(Some(local.clone()));
+        }
+        match self
+            .inner
+            .op(move |n, now, unix| n.find_node(now, unix, id))
+            .await?
+        {
+            Outcome::Found(p) => Ok(p),
+            _ => Err(DhtError::NoPeers),
+        }
     }
 
     /// The k closest reachable nodes to `target`, nearest first.
     pub async fn closest(&self, target: [u8; 32]) -> Result<Vec<Peer>, DhtError> {
-        Ok(self.inner.lookup(target, None).await?.results)
+        match self
+            .inner
+            .op(move |n, now, unix| n.closest(now, unix, target))
+            .await?
+        {
+            Outcome::Closest { results, .. } => Ok(results),
+            _ => Err(DhtError::NoPeers),
+        }
     }
 
-    /// Stores `record` on the k nodes closest to its key; with `expected_seq`, only where
-    /// the held seq is that one (compare-and-swap). The record is then republished by
-    /// this handle until [`DhtHandle::forget_record`].
+    /// Stores `record` on the k nodes closest to its key, found along disjoint paths;
+    /// with `expected_seq`, only where the held seq is that one (compare-and-swap). The
+    /// record is then republished by this handle until [`DhtHandle::forget_record`].
     pub async fn put_record(
         &self,
         record: Signed<MutableRecord>,
         expected_seq: Option<u64>,
     ) -> Result<PutReport, DhtError> {
-        let report = self.inner.put_record(&record, expected_seq).await?;
-        lock(&self.inner.owned).insert(record.key(), record);
-        Ok(report)
+        let outcome = self
+            .inner
+            .op(move |n, now, unix| n.put_record(now, unix, record, expected_seq))
+            .await?;
+        match outcome {
+            Outcome::Put(Ok(report)) => Ok(report),
+            Outcome::Put(Err(PutError::CompareAndSwap)) => Err(DhtError::CasMismatch),
+            Outcome::Put(Err(PutError::Failed { refused, failed })) => {
+                Err(DhtError::PutFailed { refused, failed })
+            }
+            _ => Err(DhtError::NoPeers),
+        }
     }
 
     /// Stops republishing the record under `key`.
     pub fn forget_record(&self, key: &RecordKey) {
-        lock(&self.inner.owned).remove(key);
+        self.inner.with_node(|n, _, _| n.forget_record(key));
     }
 
-    /// The newest live record under `key` held by the k closest nodes.
+    /// The newest live record under `key` held by the k closest nodes, read along
+    /// disjoint paths.
     pub async fn get_record(
         &self,
         key: RecordKey,
     ) -> Result<Option<Signed<MutableRecord>>, DhtError> {
-        self.inner.get_record(key).await
+        match self
+            .inner
+            .op(move |n, now, unix| n.get_record(now, unix, key))
+            .await?
+        {
+            Outcome::Record(r) => Ok(r),
+            _ => Err(DhtError::NoPeers),
+        }
     }
 
     /// Up to `n` live members, one per /24 (/48), with at least `min_free_space` bytes
@@ -223,7 +302,10 @@ impl DhtHandle {
         max_age: std::time::Duration,
     ) -> Vec<MemberInfo> {
         let now = self.inner.now();
-        let members = lock(&self.inner.members);
+        let node = lock(&self.inner.node);
+        let Some(members) = node.members() else {
+            return Vec::new();
+        };
         members
             .sample(n, min_free_space, ms(max_age), now, &mut rand::rng())
             .into_iter()
@@ -233,20 +315,30 @@ impl DhtHandle {
 
     /// Every known member with when it last answered.
     pub fn members(&self) -> Vec<MemberInfo> {
-        let members = lock(&self.inner.members);
-        members.iter().map(|m| self.inner.member_info(m)).collect()
+        let node = lock(&self.inner.node);
+        node.members()
+            .map(|m| m.iter().map(|m| self.inner.member_info(m)).collect())
+            .unwrap_or_default()
     }
 
     /// Runs `n` crawl steps now (the background crawler does this at its bounded rate).
     pub async fn crawl(&self, n: usize) {
         for _ in 0..n {
-            self.inner.crawl_step().await;
+            if self
+                .inner
+                .op(|n, now, unix| n.crawl(now, unix))
+                .await
+                .is_err()
+            {
+                return;
+            }
         }
     }
 
     /// The routing table's entries.
     pub fn table(&self) -> Vec<TableEntry> {
-        lock(&self.inner.table)
+        lock(&self.inner.node)
+            .table()
             .iter()
             .map(|e| TableEntry {
                 record: e.data.clone(),
@@ -258,7 +350,7 @@ impl DhtHandle {
 
     /// Dial-backs and liveness checks still running.
     pub fn pending_dialbacks(&self) -> usize {
-        lock(&self.inner.dialing).len()
+        lock(&self.inner.node).dialing()
     }
 
     /// The currently signed local record (node mode).
@@ -283,12 +375,14 @@ impl DhtHandle {
         self.inner.metrics.register(registry)
     }
 
-    /// Stops every background worker and waits for them. The gRPC service stops with the
-    /// host's server; call this after stopping it.
+    /// Stops the driver task and waits for it. The gRPC service stops with the host's
+    /// server; call this after stopping it.
     pub async fn shutdown(&self) {
         self.inner.cancel.cancel();
-        let mut tasks = std::mem::take(&mut *lock(&self.inner.tasks));
-        while tasks.join_next().await.is_some() {}
+        let task = lock(&self.inner.task).take();
+        if let Some(t) = task {
+            let _ = t.await;
+        }
     }
 }
 
@@ -301,39 +395,41 @@ pub(crate) fn ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// What a lookup found.
-#[derive(Debug)]
-pub(crate) struct LookupOutcome {
-    pub results: Vec<Peer>,
-    /// Newest record per node id seen in any answer.
-    pub seen: HashMap<NodeId, Peer>,
-    /// Newest valid mutable record among the answers (record lookups).
-    pub record: Option<Signed<MutableRecord>>,
-    /// Nodes that answered a record lookup with an older record or none.
-    pub stale_holders: Vec<Peer>,
+/// Starts an operation on the node; returns its id.
+pub(crate) type Start = Box<dyn FnOnce(&mut Node<Peer>, u64, u64) -> OpId + Send>;
+
+/// A request to the driver task.
+pub(crate) struct Cmd {
+    pub start: Start,
+    pub reply: oneshot::Sender<Outcome<Peer>>,
 }
 
-#[derive(Debug)]
 pub(crate) struct Inner {
-    me: std::sync::Weak<Inner>,
+    /// The protocol state machine, driven by the task.
+    pub(crate) node: Mutex<Node<Peer>>,
+    /// Tells the task the node queued outputs outside its loop (a served request).
+    pub(crate) wake: Notify,
+    cmds: mpsc::UnboundedSender<Cmd>,
     identity: Arc<Identity>,
-    config: DhtConfig,
+    pub(crate) config: DhtConfig,
     client: bool,
-    table: Mutex<RoutingTable<Peer>>,
-    store: Mutex<RecordStore>,
-    members: Mutex<Membership<Peer>>,
-    rtt: Mutex<RttEstimator>,
     channels: Mutex<HashMap<SocketAddr, DiscoveryClient<Channel>>>,
-    dialing: Mutex<HashSet<NodeId>>,
     verified: Mutex<VerifiedCache<Peer>>,
-    dialbacks: Arc<Semaphore>,
-    owned: Mutex<HashMap<RecordKey, Signed<MutableRecord>>>,
     local: Mutex<Option<Peer>>,
     started_at_ms: u64,
     epoch: Instant,
-    cancel: CancellationToken,
-    tasks: Mutex<JoinSet<()>>,
-    metrics: Metrics,
+    pub(crate) cancel: CancellationToken,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    pub(crate) metrics: Metrics,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("node", &self.identity.node_id())
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Inner {
@@ -342,25 +438,43 @@ impl Inner {
         ms(self.epoch.elapsed())
     }
 
+    pub(crate) fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
     fn unix_of(&self, now: u64) -> u64 {
         let age = self.now().saturating_sub(now);
         shoal_proto::time::unix_ms().saturating_sub(age)
     }
 
-    pub(crate) fn spawn<F>(&self, f: F)
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        let cancel = self.cancel.clone();
-        let mut tasks = lock(&self.tasks);
-        // Reap finished tasks so the set does not grow with short-lived ones.
-        while tasks.try_join_next().is_some() {}
-        tasks.spawn(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = f => {}
-            }
-        });
+    /// Runs `f` on the node (never across an await), then wakes the task to send what
+    /// it queued.
+    pub(crate) fn with_node<R>(&self, f: impl FnOnce(&mut Node<Peer>, u64, u64) -> R) -> R {
+        let r = f(
+            &mut lock(&self.node),
+            self.now(),
+            shoal_proto::time::unix_ms(),
+        );
+        self.wake.notify_one();
+        r
+    }
+
+    /// Has the task start an operation and waits for its outcome.
+    async fn op(
+        &self,
+        start: impl FnOnce(&mut Node<Peer>, u64, u64) -> OpId + Send + 'static,
+    ) -> Result<Outcome<Peer>, DhtError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmds
+            .send(Cmd {
+                start: Box::new(start),
+                reply,
+            })
+            .map_err(|_| DhtError::Shutdown)?;
+        match rx.await.map_err(|_| DhtError::Shutdown)? {
+            Outcome::NoPeers => Err(DhtError::NoPeers),
+            o => Ok(o),
+        }
     }
 
     fn member_info(&self, m: &crate::core::membership::Member<Peer>) -> MemberInfo {
@@ -437,477 +551,8 @@ impl Inner {
             .map(|p| pb::NodeRecord::from(&**p))
     }
 
-    /// A node answered us at `addr`: it enters (or refreshes in) the table.
-    pub(crate) fn on_answered(&self, peer: &Peer, addr: SocketAddr) {
-        let now = self.now();
-        lock(&self.members).on_answer(
-            peer.node_id(),
-            subnet_of(peer),
-            peer.free_space,
-            peer.clone(),
-            now,
-        );
-        if dial_addr(peer) != Some(addr) {
-            // It answered, but its record names another address: we have not verified
-            // that one, so it does not enter the table on this answer.
-            return;
-        }
-        let mut table = lock(&self.table);
-        let id = peer.node_id();
-        let data = match table.get(&id) {
-            Some(e) if e.data.timestamp_ms > peer.timestamp_ms => e.data.clone(),
-            _ => peer.clone(),
-        };
-        let outcome = table.observe(id, subnet_of(&data), data, now);
-        self.metrics.table_size.set(table.len() as i64);
-        drop(table);
-        match outcome {
-            Insert::SubnetBucketFull => self
-                .metrics
-                .peers_refused
-                .with_label_values(&["subnet_bucket"])
-                .inc(),
-            Insert::SubnetTableFull => self
-                .metrics
-                .peers_refused
-                .with_label_values(&["subnet_table"])
-                .inc(),
-            Insert::Pending { check: Some(check) } => self.check_liveness(check),
-            Insert::Pending { check: None } => {}
-            Insert::Added | Insert::Updated | Insert::Local => {}
-        }
-    }
-
-    pub(crate) fn on_request_failed(&self, id: &NodeId) {
-        self.metrics.requests_failed.inc();
-        let mut table = lock(&self.table);
-        table.on_failure(id);
-        self.metrics.table_size.set(table.len() as i64);
-        drop(table);
-        lock(&self.members).on_failure(id);
-    }
-
-    /// Pings `id` (the least recently seen entry of a full bucket) in the background.
-    fn check_liveness(&self, id: NodeId) {
-        let Some(addr) = lock(&self.table).get(&id).and_then(|e| dial_addr(&e.data)) else {
-            return;
-        };
-        if !lock(&self.dialing).insert(id) {
-            return;
-        }
-        let Some(me) = self.self_arc() else {
-            lock(&self.dialing).remove(&id);
-            return;
-        };
-        self.spawn(async move {
-            match me.ping(addr, Some(id)).await {
-                Ok(peer) => me.on_answered(&peer, addr),
-                Err(_) => me.on_request_failed(&id),
-            }
-            lock(&me.dialing).remove(&id);
-        });
-    }
-
-    /// A request arrived from `sender`: refresh it if we know this exact record, else
-    /// dial its claimed address back before it may enter the table.
-    pub(crate) fn on_sender(&self, sender: Peer) {
-        let id = sender.node_id();
-        if id == self.identity.node_id() {
-            return;
-        }
-        lock(&self.members).observe(
-            id,
-            subnet_of(&sender),
-            sender.free_space,
-            sender.clone(),
-            self.now(),
-        );
-        {
-            let table = lock(&self.table);
-            if let Some(e) = table.get_any(&id)
-                && e.data.timestamp_ms >= sender.timestamp_ms
-            {
-                // Same (or older) record as one whose address we verified (in a bucket
-                // or in the replacement cache).
-                return;
-            }
-        }
-        let Some(addr) = dial_addr(&sender) else {
-            return;
-        };
-        // Not worth a dial-back if the table would not take it.
-        let refusal = lock(&self.table).precheck(&id, subnet_of(&sender), self.now());
-        match refusal {
-            None => {}
-            Some(Insert::SubnetBucketFull) => {
-                self.metrics
-                    .peers_refused
-                    .with_label_values(&["subnet_bucket"])
-                    .inc();
-                return;
-            }
-            Some(Insert::SubnetTableFull) => {
-                self.metrics
-                    .peers_refused
-                    .with_label_values(&["subnet_table"])
-                    .inc();
-                return;
-            }
-            Some(_) => return,
-        }
-        let Ok(permit) = self.dialbacks.clone().try_acquire_owned() else {
-            self.metrics
-                .peers_refused
-                .with_label_values(&["dialback_busy"])
-                .inc();
-            return;
-        };
-        if !lock(&self.dialing).insert(id) {
-            return;
-        }
-        let Some(me) = self.self_arc() else {
-            lock(&self.dialing).remove(&id);
-            return;
-        };
-        self.spawn(async move {
-            match me.ping(addr, Some(id)).await {
-                Ok(peer) => me.on_answered(&peer, addr),
-                Err(e) => {
-                    tracing::debug!(%addr, node = %id, error = %e, "dial-back failed");
-                    me.metrics.dialbacks_failed.inc();
-                    me.metrics
-                        .peers_refused
-                        .with_label_values(&["unreachable"])
-                        .inc();
-                }
-            }
-            lock(&me.dialing).remove(&id);
-            drop(permit);
-        });
-    }
-
-    fn self_arc(&self) -> Option<Arc<Inner>> {
-        self.me.upgrade()
-    }
-
-    fn lookup_config(&self) -> LookupConfig {
-        LookupConfig {
-            k: self.config.k,
-            alpha: self.config.alpha,
-            max_candidates: self.config.k * 10,
-        }
-    }
-
-    /// Runs one iterative lookup; with `record`, asks GetRecord for that key.
-    pub(crate) async fn lookup(
-        &self,
-        target: [u8; 32],
-        record: Option<RecordKey>,
-    ) -> Result<LookupOutcome, DhtError> {
-        let kind = if record.is_some() { "record" } else { "node" };
-        self.metrics.lookups.with_label_values(&[kind]).inc();
-        let seeds: Vec<(NodeId, Peer)> = lock(&self.table)
-            .closest(&target, self.config.k, false)
-            .into_iter()
-            .map(|e| (e.id, e.data.clone()))
-            .collect();
-        if seeds.is_empty() {
-            return Err(DhtError::NoPeers);
-        }
-        let timeout = lock(&self.rtt).timeout();
-        let mut lookup = Lookup::new(
-            target,
-            Some(self.identity.node_id()),
-            seeds,
-            self.lookup_config(),
-            timeout,
-        );
-        let mut pending = FuturesUnordered::new();
-        let mut seen: HashMap<NodeId, Peer> = HashMap::new();
-        let mut best: Option<Signed<MutableRecord>> = None;
-        let mut held_seq: HashMap<NodeId, Option<u64>> = HashMap::new();
-        loop {
-            match lookup.poll(self.now()) {
-                Step::Query { id, data } => {
-                    pending.push(async move {
-                        let res = match dial_addr(&data) {
-                            Some(addr) => self.query(addr, id, &target, record).await,
-                            None => Err(DhtError::NoAddress),
-                        };
-                        (id, res)
-                    });
-                }
-                Step::Wait { until } => {
-                    let sleep = async {
-                        match until {
-                            Some(t) => {
-                                tokio::time::sleep_until(
-                                    self.epoch + std::time::Duration::from_millis(t),
-                                )
-                                .await
-                            }
-                            None => futures::future::pending().await,
-                        }
-                    };
-                    tokio::select! {
-                        next = pending.next() => {
-                            let Some((id, res)) = next else { continue };
-                            match res {
-                                Ok(answer) => {
-                                    for p in &answer.closer {
-                                        let pid = p.node_id();
-                                        match seen.get(&pid) {
-                                            Some(old) if old.timestamp_ms >= p.timestamp_ms => {}
-                                            _ => { seen.insert(pid, p.clone()); }
-                                        }
-                                        lock(&self.members).observe(pid, subnet_of(p), p.free_space, p.clone(), self.now());
-                                    }
-                                    seen.insert(id, answer.responder.clone());
-                                    if let Some(r) = answer.record {
-                                        held_seq.insert(id, Some(r.seq));
-                                        if best.as_ref().is_none_or(|b| r.seq > b.seq) {
-                                            best = Some(r);
-                                        }
-                                    } else {
-                                        held_seq.insert(id, None);
-                                    }
-                                    let closer = answer.closer.into_iter().map(|p| (p.node_id(), p));
-                                    lookup.on_success(&id, closer);
-                                }
-                                Err(_) => {
-                                    self.on_request_failed(&id);
-                                    lookup.on_failure(&id);
-                                }
-                            }
-                        }
-                        _ = sleep => {}
-                        _ = self.cancel.cancelled() => return Err(DhtError::Shutdown),
-                    }
-                }
-                Step::Done => break,
-            }
-        }
-        lock(&self.table).mark_refreshed(&target, self.now());
-        let results: Vec<Peer> = lookup
-            .results()
-            .into_iter()
-            .map(|p| seen.get(&p.id).cloned().unwrap_or_else(|| p.data.clone()))
-            .collect();
-        if results.is_empty() {
-            self.metrics.lookup_failures.inc();
-        } else {
-            self.metrics.lookup_hops.observe(f64::from(lookup.hops()));
-        }
-        // Reached nodes stay reachable for the target check in find_node.
-        for p in lookup.peers() {
-            if p.state == PeerState::Succeeded {
-                seen.entry(p.id).or_insert_with(|| p.data.clone());
-            }
-        }
-        let stale_holders = match &best {
-            Some(b) => results
-                .iter()
-                .filter(|p| {
-                    held_seq
-                        .get(&p.node_id())
-                        .is_some_and(|s| s.is_none_or(|s| s < b.seq))
-                })
-                .cloned()
-                .collect(),
-            None => Vec::new(),
-        };
-        Ok(LookupOutcome {
-            results,
-            seen,
-            record: best,
-            stale_holders,
-        })
-    }
-
-    async fn bootstrap(&self) -> Result<usize, DhtError> {
-        let mut answered = 0;
-        for addr in self.config.bootstrap.clone() {
-            match self.ping(addr, None).await {
-                Ok(peer) => {
-                    answered += 1;
-                    self.on_answered(&peer, addr);
-                }
-                Err(e) => tracing::warn!(%addr, error = %e, "bootstrap node did not answer"),
-            }
-        }
-        if answered == 0 && lock(&self.table).is_empty() {
-            return Err(DhtError::NoPeers);
-        }
-        let own = if self.client {
-            rand::rng().random()
-        } else {
-            self.identity.node_id().0
-        };
-        self.lookup(own, None).await?;
-        self.refresh(0).await;
-        Ok(lock(&self.table).len())
-    }
-
-    /// Looks up a random key in every bucket not refreshed within `interval` ms.
-    pub(crate) async fn refresh(&self, interval: u64) {
-        let due = lock(&self.table).refresh_due(self.now(), interval);
-        let local = self.identity.node_id();
-        for bucket in due {
-            let key = crate::core::key::key_in_bucket(&local, bucket, rand::rng().random());
-            if let Err(e) = self.lookup(key, None).await {
-                tracing::debug!(bucket, error = %e, "bucket refresh failed");
-            }
-        }
-    }
-
-    async fn find_node(&self, id: NodeId) -> Result<Option<Peer>, DhtError> {
-        if let Some(local) = lock(&self.local).as_ref().filter(|p| p.node_id() == id) {
-            return Ok(Some(local.clone()));
-        }
-        let outcome = self.lookup(id.0, None).await?;
-        if let Some(p) = outcome.results.iter().find(|p| p.node_id() == id) {
-            return Ok(Some(p.clone()));
-        }
-        // Not reached, but someone knows a record of it: it may have moved. Try the
-        // newest record's address directly.
-        if let Some(p) = outcome.seen.get(&id)
-            && let Some(addr) = dial_addr(p)
-            && let Ok(found) = self.ping(addr, Some(id)).await
-        {
-            self.on_answered(&found, addr);
-            return Ok(Some(found));
-        }
-        Ok(None)
-    }
-
-    pub(crate) async fn put_record(
-        &self,
-        record: &Signed<MutableRecord>,
-        expected_seq: Option<u64>,
-    ) -> Result<PutReport, DhtError> {
-        let key = record.key();
-        let outcome = self.lookup(key.0, None).await?;
-        self.put_to(record, expected_seq, &outcome.results).await
-    }
-
-    pub(crate) async fn put_to(
-        &self,
-        record: &Signed<MutableRecord>,
-        expected_seq: Option<u64>,
-        to: &[Peer],
-    ) -> Result<PutReport, DhtError> {
-        let key = record.key();
-        // Hold a copy ourselves when we are among the closest.
-        let mut report = PutReport {
-            stored: 0,
-            refused: Vec::new(),
-            failed: 0,
-        };
-        if !self.client {
-            let me = distance(&key.0, &self.identity.node_id());
-            let farthest = to.last().map(|p| distance(&key.0, &p.node_id()));
-            if to.len() < self.config.k || farthest.is_none_or(|f| me < f) {
-                let now = shoal_proto::time::unix_ms();
-                let mut store = lock(&self.store);
-                match store.put(record.clone(), expected_seq, now) {
-                    Ok(_) => report.stored += 1,
-                    Err(e) => report
-                        .refused
-                        .push((self.identity.node_id(), e.to_string())),
-                }
-                self.metrics.records_held.set(store.len() as i64);
-            }
-        }
-        let mut calls: FuturesUnordered<_> = to
-            .iter()
-            .filter_map(|p| Some((p.node_id(), dial_addr(p)?)))
-            .map(|(id, addr)| async move { (id, self.put_one(addr, record, expected_seq).await) })
-            .collect();
-        let mut cas_refusals = 0;
-        while let Some((id, res)) = calls.next().await {
-            match res {
-                Ok(()) => report.stored += 1,
-                Err(DhtError::Rpc { status, .. }) => {
-                    if status.code() == tonic::Code::FailedPrecondition
-                        && status.message().contains("compare-and-swap")
-                    {
-                        cas_refusals += 1;
-                    }
-                    report.refused.push((id, status.message().to_string()));
-                }
-                Err(_) => {
-                    self.on_request_failed(&id);
-                    report.failed += 1;
-                }
-            }
-        }
-        if report.stored == 0 {
-            if expected_seq.is_some() && cas_refusals > 0 {
-                return Err(DhtError::CasMismatch);
-            }
-            return Err(DhtError::PutFailed {
-                refused: report.refused.len(),
-                failed: report.failed,
-            });
-        }
-        Ok(report)
-    }
-
-    async fn get_record(&self, key: RecordKey) -> Result<Option<Signed<MutableRecord>>, DhtError> {
-        let now = shoal_proto::time::unix_ms();
-        let local = if self.client {
-            None
-        } else {
-            lock(&self.store).get(&key, now).cloned()
-        };
-        let outcome = self.lookup(key.0, Some(key)).await?;
-        let best = match (local, outcome.record) {
-            (Some(a), Some(b)) => Some(if a.seq >= b.seq { a } else { b }),
-            (a, b) => a.or(b),
-        };
-        // Read repair: give the newest record to closest nodes that lacked it.
-        if let Some(b) = &best
-            && !outcome.stale_holders.is_empty()
-            && let Some(me) = self.self_arc()
-        {
-            let (rec, to) = (b.clone(), outcome.stale_holders);
-            self.spawn(async move {
-                let _ = me.put_to(&rec, None, &to).await;
-            });
-        }
-        Ok(best)
-    }
-
-    async fn crawl_step(&self) {
-        let now = self.now();
-        let next = lock(&self.members).next_to_crawl(now);
-        let next = match next {
-            Some(n) => Some(n),
-            None => lock(&self.table)
-                .iter()
-                .next()
-                .map(|e| (e.id, e.data.clone())),
-        };
-        let Some((id, peer)) = next else { return };
-        let Some(addr) = dial_addr(&peer) else { return };
-        let target: [u8; 32] = rand::rng().random();
-        match self.query(addr, id, &target, None).await {
-            Ok(answer) => {
-                for p in &answer.closer {
-                    lock(&self.members).observe(
-                        p.node_id(),
-                        subnet_of(p),
-                        p.free_space,
-                        p.clone(),
-                        self.now(),
-                    );
-                }
-            }
-            Err(_) => self.on_request_failed(&id),
-        }
-        let mut members = lock(&self.members);
-        members.expire(self.now());
-        self.metrics.members.set(members.len() as i64);
+    pub(crate) fn local_record(&self) -> Option<Peer> {
+        lock(&self.local).clone()
     }
 }
 

@@ -5,22 +5,34 @@ use std::net::SocketAddr;
 use shoal_proto::limits::MAX_CLOSER_NODES;
 use shoal_proto::messages::MutableRecord;
 use shoal_proto::pb::discovery_client::DiscoveryClient;
-use shoal_proto::{NodeId, RecordKey, Signed, pb};
-use tokio::time::Instant;
+use shoal_proto::{NodeId, Signed, pb};
 use tonic::transport::{Channel, Endpoint};
 
-use super::{Inner, Peer, lock, service::MAX_DISCOVERY_MESSAGE};
+use super::{Inner, Peer, contact, dial_addr, lock, service::MAX_DISCOVERY_MESSAGE};
+use crate::core::node::{Answer, Contact, Failure, Request, Response, WriteToken};
 use crate::error::DhtError;
 
 /// Most cached client channels; the cache is emptied when it grows past this.
 const MAX_CHANNELS: usize = 512;
 
-/// A checked answer to FindNode or GetRecord.
-#[derive(Debug)]
-pub(crate) struct Answer {
-    pub responder: Peer,
-    pub closer: Vec<Peer>,
-    pub record: Option<Signed<MutableRecord>>,
+/// Metadata entry that carries a write token: in GetRecord answers, and back in
+/// PutRecord requests. Metadata rather than a message field keeps the Discovery
+/// messages as they are for existing clients.
+// LATER: a `write_token` field in GetRecordResponse and PutRecordRequest at the next
+// wire version.
+pub(crate) const WRITE_TOKEN_HEADER: &str = "shoal-write-token-bin";
+
+/// The write token in `meta`, if one of the right size is there.
+pub(crate) fn token_from(meta: &tonic::metadata::MetadataMap) -> Option<WriteToken> {
+    let v = meta.get_bin(WRITE_TOKEN_HEADER)?.to_bytes().ok()?;
+    WriteToken::try_from(v.as_ref()).ok()
+}
+
+pub(crate) fn token_into(meta: &mut tonic::metadata::MetadataMap, token: &WriteToken) {
+    meta.insert_bin(
+        WRITE_TOKEN_HEADER,
+        tonic::metadata::MetadataValue::from_bytes(token),
+    );
 }
 
 impl Inner {
@@ -117,10 +129,6 @@ impl Inner {
         }
     }
 
-    fn observe_rtt(&self, started: Instant) {
-        lock(&self.rtt).observe(super::ms(started.elapsed()));
-    }
-
     /// Pings `addr`; with `expect`, the answer must come from that node.
     pub(crate) async fn ping(
         &self,
@@ -128,7 +136,6 @@ impl Inner {
         expect: Option<NodeId>,
     ) -> Result<Peer, DhtError> {
         let mut client = self.client(addr)?;
-        let started = Instant::now();
         let req = pb::PingRequest {
             sender: self.sender(),
         };
@@ -137,87 +144,141 @@ impl Inner {
             .map_err(|_| DhtError::Timeout { addr })?
             .map_err(|s| self.rpc_error(addr, s))?
             .into_inner();
-        self.observe_rtt(started);
         self.check_responder(addr, res.responder, expect)
     }
 
-    /// FindNode (or GetRecord when `record` is set) to `id` at `addr`.
-    pub(crate) async fn query(
+    /// Sends `request` to node `to` (`data`: its record) and checks the answer: from
+    /// that node, well formed, signed, bounded. A refusal of a PutRecord is told apart
+    /// from a failure by its gRPC code.
+    pub(crate) async fn call(
+        &self,
+        to: NodeId,
+        data: &Peer,
+        request: Request,
+    ) -> Result<Answer<Peer>, Failure> {
+        let Some(addr) = dial_addr(data) else {
+            return Err(Failure::Unreachable);
+        };
+        let (responder, response) = match self.exchange(addr, to, request).await {
+            Ok(r) => r,
+            Err(DhtError::Rpc { status, .. })
+                if !matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                ) =>
+            {
+                return Err(Failure::Refused {
+                    compare_and_swap: status.code() == tonic::Code::Aborted,
+                    reason: status.message().to_string(),
+                });
+            }
+            Err(e) => {
+                tracing::debug!(%addr, node = %to, error = %e, "request failed");
+                return Err(Failure::Unreachable);
+            }
+        };
+        Ok(Answer {
+            at_advertised: dial_addr(&responder) == Some(addr),
+            responder: contact(&responder),
+            response,
+        })
+    }
+
+    async fn exchange(
         &self,
         addr: SocketAddr,
         id: NodeId,
-        target: &[u8; 32],
-        record: Option<RecordKey>,
-    ) -> Result<Answer, DhtError> {
+        request: Request,
+    ) -> Result<(Peer, Response<Peer>), DhtError> {
         let mut client = self.client(addr)?;
-        let started = Instant::now();
         let sender = self.sender();
-        let answer = match record {
-            None => {
+        let hard = self.config.hard_timeout;
+        let timeout = |_| DhtError::Timeout { addr };
+        let closer = |v: Vec<Peer>| -> Vec<Contact<Peer>> { v.iter().map(contact).collect() };
+        match request {
+            Request::Ping => {
+                let res = tokio::time::timeout(hard, client.ping(pb::PingRequest { sender }))
+                    .await
+                    .map_err(timeout)?
+                    .map_err(|s| self.rpc_error(addr, s))?
+                    .into_inner();
+                Ok((
+                    self.check_responder(addr, res.responder, Some(id))?,
+                    Response::Pong,
+                ))
+            }
+            Request::FindNode { target } => {
                 let req = pb::FindNodeRequest {
                     sender,
                     target: target.to_vec(),
                 };
-                let res = tokio::time::timeout(self.config.hard_timeout, client.find_node(req))
+                let res = tokio::time::timeout(hard, client.find_node(req))
                     .await
-                    .map_err(|_| DhtError::Timeout { addr })?
+                    .map_err(timeout)?
                     .map_err(|s| self.rpc_error(addr, s))?
                     .into_inner();
-                Answer {
-                    responder: self.check_responder(addr, res.responder, Some(id))?,
-                    closer: self.check_closer(addr, res.closer)?,
-                    record: None,
-                }
+                let responder = self.check_responder(addr, res.responder, Some(id))?;
+                let found = self.check_closer(addr, res.closer)?;
+                Ok((
+                    responder,
+                    Response::Nodes {
+                        closer: closer(found),
+                    },
+                ))
             }
-            Some(key) => {
+            Request::GetRecord { key } => {
                 let req = pb::GetRecordRequest {
                     sender,
                     key: key.0.to_vec(),
                 };
-                let res = tokio::time::timeout(self.config.hard_timeout, client.get_record(req))
+                let res = tokio::time::timeout(hard, client.get_record(req))
                     .await
-                    .map_err(|_| DhtError::Timeout { addr })?
-                    .map_err(|s| self.rpc_error(addr, s))?
-                    .into_inner();
-                let now = shoal_proto::time::unix_ms();
-                // A record that fails its signature, belongs to another key or has
-                // expired is ignored; the rest of the answer still counts.
+                    .map_err(timeout)?
+                    .map_err(|s| self.rpc_error(addr, s))?;
+                let token = token_from(res.metadata());
+                let res = res.into_inner();
+                // A record that fails its signature is ignored; the rest of the answer
+                // still counts (the core checks key and expiry).
                 let record = res
                     .record
-                    .and_then(|r| Signed::<MutableRecord>::try_from(r).ok())
-                    .filter(|r| r.key() == key && r.expires_at_ms > now);
-                Answer {
-                    responder: self.check_responder(addr, res.responder, Some(id))?,
-                    closer: self.check_closer(addr, res.closer)?,
-                    record,
-                }
+                    .and_then(|r| Signed::<MutableRecord>::try_from(r).ok());
+                let responder = self.check_responder(addr, res.responder, Some(id))?;
+                let found = self.check_closer(addr, res.closer)?;
+                Ok((
+                    responder,
+                    Response::Record {
+                        record,
+                        closer: closer(found),
+                        token,
+                    },
+                ))
             }
-        };
-        self.observe_rtt(started);
-        self.on_answered(&answer.responder, addr);
-        Ok(answer)
-    }
-
-    /// PutRecord to one node.
-    pub(crate) async fn put_one(
-        &self,
-        addr: SocketAddr,
-        record: &Signed<MutableRecord>,
-        expected_seq: Option<u64>,
-    ) -> Result<(), DhtError> {
-        let mut client = self.client(addr)?;
-        let req = pb::PutRecordRequest {
-            sender: self.sender(),
-            record: Some(pb::MutableRecord::from(record)),
-            expected_seq,
-        };
-        tokio::time::timeout(self.config.hard_timeout, client.put_record(req))
-            .await
-            .map_err(|_| DhtError::Timeout { addr })?
-            .map_err(|s| DhtError::Rpc {
-                addr,
-                status: Box::new(s),
-            })?;
-        Ok(())
+            Request::PutRecord {
+                record,
+                expected_seq,
+                token,
+            } => {
+                let mut req = tonic::Request::new(pb::PutRecordRequest {
+                    sender,
+                    record: Some(pb::MutableRecord::from(&record)),
+                    expected_seq,
+                });
+                if let Some(t) = &token {
+                    token_into(req.metadata_mut(), t);
+                }
+                let res = tokio::time::timeout(hard, client.put_record(req))
+                    .await
+                    .map_err(timeout)?
+                    .map_err(|s| DhtError::Rpc {
+                        addr,
+                        status: Box::new(s),
+                    })?
+                    .into_inner();
+                Ok((
+                    self.check_responder(addr, res.responder, Some(id))?,
+                    Response::Stored,
+                ))
+            }
+        }
     }
 }

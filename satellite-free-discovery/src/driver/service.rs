@@ -1,5 +1,5 @@
-//! The Discovery gRPC service: every request is checked at the edge, then answered from
-//! the core.
+//! The Discovery gRPC service: every request is checked at the edge (wire form,
+//! signatures, proof of work), then answered by the core.
 
 use std::sync::Arc;
 
@@ -8,7 +8,9 @@ use shoal_proto::pb::discovery_server::Discovery;
 use shoal_proto::{RecordKey, Signed, pb};
 use tonic::{Request, Response, Status};
 
-use super::{Inner, lock};
+use super::rpc::{token_from, token_into};
+use super::{Inner, Peer, contact};
+use crate::core::node::{self, Contact};
 use crate::error::ServeError;
 
 /// Largest encoded Discovery message: 21 node records of at most ~700 bytes plus a 4 KiB
@@ -21,43 +23,47 @@ pub struct DiscoveryService {
     inner: Arc<Inner>,
 }
 
+/// Who a write token is bound to: the peer's IP address (BEP 44), as seen by the server.
+fn requester<T>(req: &Request<T>) -> Vec<u8> {
+    match req.remote_addr().map(|a| a.ip()) {
+        Some(std::net::IpAddr::V4(v4)) => v4.octets().to_vec(),
+        Some(std::net::IpAddr::V6(v6)) => v6.octets().to_vec(),
+        None => Vec::new(),
+    }
+}
+
 impl DiscoveryService {
     pub(crate) fn new(inner: Arc<Inner>) -> Self {
         Self { inner }
     }
 
-    /// Checks the sender record (when present) and hands it to the dial-back logic.
-    fn sender(&self, sender: Option<pb::NodeRecord>) -> Result<(), ServeError> {
+    /// Checks the sender record (when present: uplinks send none and never enter the
+    /// table).
+    fn sender(&self, sender: Option<pb::NodeRecord>) -> Result<Option<Contact<Peer>>, ServeError> {
         let Some(m) = sender else {
-            // Uplinks send none: they are served but never enter the table.
-            return Ok(());
+            return Ok(None);
         };
         let rec = self.inner.check_node_record("sender record", m)?;
-        self.inner.on_sender(rec);
-        Ok(())
+        Ok(Some(contact(&rec)))
     }
 
     fn responder(&self) -> Result<pb::NodeRecord, ServeError> {
-        lock(&self.inner.local)
-            .as_ref()
-            .map(|p| pb::NodeRecord::from(&**p))
+        self.inner
+            .local_record()
+            .map(|p| pb::NodeRecord::from(&*p))
             .ok_or(ServeError::NotReady)
     }
 
-    fn closer(&self, target: &[u8; 32]) -> Vec<pb::NodeRecord> {
-        let table = lock(&self.inner.table);
-        table
-            .closest(
-                target,
-                self.inner
-                    .config
-                    .k
-                    .min(shoal_proto::limits::MAX_CLOSER_NODES),
-                true,
-            )
-            .into_iter()
-            .map(|e| pb::NodeRecord::from(&*e.data))
-            .collect()
+    /// Hands a checked request to the node.
+    fn serve(
+        &self,
+        sender: Option<Contact<Peer>>,
+        requester: &[u8],
+        request: node::Request,
+    ) -> Result<node::Response<Peer>, ServeError> {
+        Ok(self
+            .inner
+            .with_node(|n, now, unix| n.handle_request(now, unix, sender, requester, request))?)
     }
 }
 
@@ -70,16 +76,26 @@ fn key32(field: &'static str, bytes: &[u8]) -> Result<[u8; 32], ServeError> {
         })
 }
 
+fn records(closer: Vec<Contact<Peer>>) -> Vec<pb::NodeRecord> {
+    closer
+        .iter()
+        .map(|c| pb::NodeRecord::from(&*c.data))
+        .collect()
+}
+
 #[tonic::async_trait]
 impl Discovery for DiscoveryService {
     async fn ping(
         &self,
         req: Request<pb::PingRequest>,
     ) -> Result<Response<pb::PingResponse>, Status> {
+        let who = requester(&req);
         let req = req.into_inner();
-        self.sender(req.sender)?;
+        let sender = self.sender(req.sender)?;
+        let responder = self.responder()?;
+        self.serve(sender, &who, node::Request::Ping)?;
         Ok(Response::new(pb::PingResponse {
-            responder: Some(self.responder()?),
+            responder: Some(responder),
         }))
     }
 
@@ -87,12 +103,18 @@ impl Discovery for DiscoveryService {
         &self,
         req: Request<pb::FindNodeRequest>,
     ) -> Result<Response<pb::FindNodeResponse>, Status> {
+        let who = requester(&req);
         let req = req.into_inner();
         let target = key32("target", &req.target)?;
-        self.sender(req.sender)?;
+        let sender = self.sender(req.sender)?;
+        let responder = self.responder()?;
+        let closer = match self.serve(sender, &who, node::Request::FindNode { target })? {
+            node::Response::Nodes { closer } => records(closer),
+            _ => Vec::new(),
+        };
         Ok(Response::new(pb::FindNodeResponse {
-            responder: Some(self.responder()?),
-            closer: self.closer(&target),
+            responder: Some(responder),
+            closer,
         }))
     }
 
@@ -100,24 +122,41 @@ impl Discovery for DiscoveryService {
         &self,
         req: Request<pb::GetRecordRequest>,
     ) -> Result<Response<pb::GetRecordResponse>, Status> {
+        let who = requester(&req);
         let req = req.into_inner();
         let key = RecordKey(key32("key", &req.key)?);
-        self.sender(req.sender)?;
-        let now = shoal_proto::time::unix_ms();
-        let record = lock(&self.inner.store)
-            .get(&key, now)
-            .map(pb::MutableRecord::from);
-        Ok(Response::new(pb::GetRecordResponse {
-            responder: Some(self.responder()?),
+        let sender = self.sender(req.sender)?;
+        let responder = self.responder()?;
+        let (record, closer, token) =
+            match self.serve(sender, &who, node::Request::GetRecord { key })? {
+                node::Response::Record {
+                    record,
+                    closer,
+                    token,
+                } => (
+                    record.map(|r| pb::MutableRecord::from(&r)),
+                    records(closer),
+                    token,
+                ),
+                _ => (None, Vec::new(), None),
+            };
+        let mut res = Response::new(pb::GetRecordResponse {
+            responder: Some(responder),
             record,
-            closer: self.closer(&key.0),
-        }))
+            closer,
+        });
+        if let Some(t) = &token {
+            token_into(res.metadata_mut(), t);
+        }
+        Ok(res)
     }
 
     async fn put_record(
         &self,
         req: Request<pb::PutRecordRequest>,
     ) -> Result<Response<pb::PutRecordResponse>, Status> {
+        let who = requester(&req);
+        let token = token_from(req.metadata());
         let req = req.into_inner();
         let record = req.record.ok_or(ServeError::Wire {
             what: "record",
@@ -128,18 +167,19 @@ impl Discovery for DiscoveryService {
                 what: "record",
                 source,
             })?;
-        self.sender(req.sender)?;
-        // LATER: BEP 44 write tokens (issued by GetRecord, required here) and a check that
-        // this node is among the k closest to the key; until then only the store's total
-        // and per-publisher bounds limit what a writer can make us hold.
-        let now = shoal_proto::time::unix_ms();
-        let mut store = lock(&self.inner.store);
-        let outcome = store.put(record, req.expected_seq, now);
-        self.inner.metrics.records_held.set(store.len() as i64);
-        drop(store);
-        outcome.map_err(ServeError::from)?;
+        let sender = self.sender(req.sender)?;
+        let responder = self.responder()?;
+        self.serve(
+            sender,
+            &who,
+            node::Request::PutRecord {
+                record,
+                expected_seq: req.expected_seq,
+                token,
+            },
+        )?;
         Ok(Response::new(pb::PutRecordResponse {
-            responder: Some(self.responder()?),
+            responder: Some(responder),
         }))
     }
 }

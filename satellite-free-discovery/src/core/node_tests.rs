@@ -1,0 +1,412 @@
+use std::net::IpAddr;
+
+use shoal_proto::Identity;
+
+use super::*;
+
+const UNIX: u64 = 1_700_000_000_000;
+
+fn id(first: u8, tail: u8) -> NodeId {
+    let mut x = [0u8; 32];
+    x[0] = first;
+    x[31] = tail;
+    NodeId(x)
+}
+
+fn contact(first: u8, tail: u8) -> Contact<u32> {
+    Contact {
+        id: id(first, tail),
+        subnet: Subnet::of(&IpAddr::from([10, first, tail, 1])),
+        free_space: 0,
+        data: u32::from(first) << 8 | u32::from(tail),
+    }
+}
+
+fn cfg() -> NodeConfig {
+    NodeConfig {
+        membership: None,
+        refresh_ms: 0,
+        liveness_ms: 0,
+        republish_ms: 0,
+        replicate_ms: 0,
+        ..NodeConfig::default()
+    }
+}
+
+fn node(local: NodeId) -> Node<u32> {
+    Node::new(local, cfg(), 0, 1, [7; 32])
+}
+
+fn outputs(n: &mut Node<u32>) -> Vec<Output<u32>> {
+    std::iter::from_fn(|| n.poll_output()).collect()
+}
+
+fn sends(outs: &[Output<u32>]) -> Vec<(ReqId, NodeId, Request)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                req, to, request, ..
+            } => Some((*req, *to, request.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn record(owner: &Identity, seq: u64) -> Record {
+    Signed::sign(
+        MutableRecord {
+            public_key: *owner.public_key(),
+            salt: b"s".to_vec(),
+            seq,
+            value: vec![seq as u8],
+            expires_at_ms: UNIX + 3_600_000,
+        },
+        owner,
+    )
+    .unwrap()
+}
+
+fn answer(from: &Contact<u32>, response: Response<u32>) -> Result<Answer<u32>, Failure> {
+    Ok(Answer {
+        responder: from.clone(),
+        at_advertised: true,
+        response,
+    })
+}
+
+#[test]
+fn put_needs_a_fresh_token_for_the_writer_and_closeness() {
+    let owner = Identity::from_seed([3; 32]);
+    let r1 = record(&owner, 1);
+    let key = r1.key();
+    let mut n = node(NodeId(key.0));
+    let put = |rec: &Record, token| Request::PutRecord {
+        record: rec.clone(),
+        expected_seq: None,
+        token,
+    };
+    let token = match n
+        .handle_request(0, UNIX, None, b"10.0.0.1", Request::GetRecord { key })
+        .unwrap()
+    {
+        Response::Record { token, .. } => token.unwrap(),
+        _ => panic!("not a record answer"),
+    };
+    assert_eq!(
+        n.handle_request(0, UNIX, None, b"10.0.0.1", put(&r1, None))
+            .unwrap_err(),
+        RecordRefused::WriteToken
+    );
+    assert_eq!(
+        n.handle_request(0, UNIX, None, b"10.0.0.2", put(&r1, Some(token)))
+            .unwrap_err(),
+        RecordRefused::WriteToken,
+        "a token is bound to its requester"
+    );
+    let mut forged = token;
+    forged[0] ^= 1;
+    assert_eq!(
+        n.handle_request(0, UNIX, None, b"10.0.0.1", put(&r1, Some(forged)))
+            .unwrap_err(),
+        RecordRefused::WriteToken
+    );
+    let period = n.config().token_period_ms;
+    assert_eq!(
+        n.handle_request(3 * period, UNIX, None, b"10.0.0.1", put(&r1, Some(token)))
+            .unwrap_err(),
+        RecordRefused::WriteToken,
+        "tokens expire"
+    );
+    assert!(matches!(
+        n.handle_request(period, UNIX, None, b"10.0.0.1", put(&r1, Some(token))),
+        Ok(Response::Stored)
+    ));
+    // A replay is refused for what it is before any token is looked at.
+    assert!(matches!(
+        n.handle_request(0, UNIX, None, b"x", put(&record(&owner, 0), None)),
+        Err(RecordRefused::NotNewer { .. })
+    ));
+
+    // A node with k live entries closer to the key than itself stores nothing.
+    let mut far = node(NodeId([!key.0[0]; 32]));
+    for t in 0..20u8 {
+        let mut c = contact(0, t);
+        c.id = NodeId(key.0);
+        c.id.0[31] ^= t + 1;
+        far.on_contact(0, c, true);
+    }
+    let token = match far
+        .handle_request(0, UNIX, None, b"w", Request::GetRecord { key })
+        .unwrap()
+    {
+        Response::Record { token, .. } => token,
+        _ => None,
+    };
+    assert_eq!(
+        far.handle_request(0, UNIX, None, b"w", put(&r1, token))
+            .unwrap_err(),
+        RecordRefused::NotAmongClosest { k: 20 }
+    );
+}
+
+#[test]
+fn an_unknown_sender_enters_the_table_only_after_answering_a_dial_back() {
+    let mut n = node(id(0, 0));
+    let x = contact(0x80, 1);
+    n.handle_request(0, UNIX, Some(x.clone()), b"", Request::Ping)
+        .unwrap();
+    let s = sends(&outputs(&mut n));
+    assert_eq!(s.len(), 1);
+    assert!(matches!(s[0].2, Request::Ping) && s[0].1 == x.id);
+    assert!(n.table().get(&x.id).is_none());
+    assert_eq!(n.dialing(), 1);
+    // Asking again while the dial-back runs sends nothing more.
+    n.handle_request(1, UNIX, Some(x.clone()), b"", Request::Ping)
+        .unwrap();
+    assert!(sends(&outputs(&mut n)).is_empty());
+    n.on_response(20, UNIX, s[0].0, answer(&x, Response::Pong));
+    assert!(n.table().get(&x.id).is_some());
+    assert_eq!(n.dialing(), 0);
+
+    // A sender whose dial-back fails stays out.
+    let y = contact(0x40, 2);
+    n.handle_request(30, UNIX, Some(y.clone()), b"", Request::Ping)
+        .unwrap();
+    let s = sends(&outputs(&mut n));
+    n.on_response(40, UNIX, s[0].0, Err(Failure::Unreachable));
+    assert!(n.table().get(&y.id).is_none());
+    let outs = outputs(&mut n);
+    assert!(
+        outs.iter()
+            .any(|o| matches!(o, Output::Note(Note::DialbackFailed)))
+    );
+    // An answer from another node than the one asked does not count.
+    n.handle_request(50, UNIX, Some(y.clone()), b"", Request::Ping)
+        .unwrap();
+    let s = sends(&outputs(&mut n));
+    n.on_response(60, UNIX, s[0].0, answer(&contact(0x40, 3), Response::Pong));
+    assert!(n.table().get(&y.id).is_none());
+    assert!(n.table().get(&id(0x40, 3)).is_none());
+}
+
+#[test]
+fn an_unanswered_request_is_sent_again_then_fails_and_the_lookup_waits_for_it() {
+    let mut n = node(id(0, 0));
+    let a = contact(0x80, 1);
+    n.on_contact(0, a.clone(), true);
+    let op = n.closest(0, UNIX, a.id.0);
+    let first = sends(&outputs(&mut n));
+    assert_eq!(first.len(), 1);
+    let soft = n.next_timer().unwrap();
+    assert_eq!(soft, n.config().initial_timeout_ms);
+    n.tick(soft, UNIX);
+    let again = sends(&outputs(&mut n));
+    assert_eq!(again.len(), 1, "sent again at the soft deadline");
+    assert_eq!(again[0].0, first[0].0, "the same request");
+    // The answer to either copy counts, and the lookup did not finish without it.
+    n.on_response(
+        soft + 10,
+        UNIX,
+        first[0].0,
+        answer(&a, Response::Nodes { closer: vec![] }),
+    );
+    let outs = outputs(&mut n);
+    let done = outs.iter().find_map(|o| match o {
+        Output::Done { op: o, outcome } if *o == op => Some(outcome.clone()),
+        _ => None,
+    });
+    match done {
+        Some(Outcome::Closest { results, .. }) => assert_eq!(results, vec![a.data]),
+        other => panic!("{other:?}"),
+    }
+    // A second answer to the same request is ignored.
+    n.on_response(
+        soft + 20,
+        UNIX,
+        first[0].0,
+        answer(&a, Response::Nodes { closer: vec![] }),
+    );
+    assert!(outputs(&mut n).is_empty());
+
+    // Never answered: retransmitted up to the limit, then failed at the hard timeout.
+    let op = n.closest(10_000, UNIX, a.id.0);
+    let mut copies = sends(&outputs(&mut n)).len();
+    let mut now = 10_000;
+    let mut finished = false;
+    while let Some(t) = n.next_timer() {
+        now = t;
+        n.tick(now, UNIX);
+        let outs = outputs(&mut n);
+        copies += sends(&outs).len();
+        if outs
+            .iter()
+            .any(|o| matches!(o, Output::Done { op: o, .. } if *o == op))
+        {
+            finished = true;
+            break;
+        }
+    }
+    assert!(finished);
+    assert_eq!(copies as u32, 1 + n.config().retransmits);
+    assert_eq!(now, 10_000 + n.config().hard_timeout_ms);
+    assert_eq!(n.table().get(&a.id).map(|e| e.failures), Some(1));
+}
+
+/// Answers every GetRecord of `n` from `holders` (seq held per node) until it is done.
+fn serve_reads(
+    n: &mut Node<u32>,
+    op: OpId,
+    peers: &[Contact<u32>],
+    held: &HashMap<NodeId, Record>,
+    asked: &mut Vec<NodeId>,
+) -> (Option<Outcome<u32>>, Vec<(NodeId, Request)>) {
+    let mut now = 0;
+    let mut done = None;
+    let mut other = Vec::new();
+    let mut queue: VecDeque<(ReqId, NodeId, Request)> = VecDeque::new();
+    loop {
+        for o in outputs(n) {
+            match o {
+                Output::Send {
+                    req, to, request, ..
+                } => queue.push_back((req, to, request)),
+                Output::Done { op: o, outcome } if o == op => done = Some(outcome),
+                _ => {}
+            }
+        }
+        let Some((req, to, request)) = queue.pop_front() else {
+            break;
+        };
+        now += 1;
+        let from = peers.iter().find(|p| p.id == to).unwrap();
+        match request {
+            Request::GetRecord { key } => {
+                asked.push(to);
+                let r = Response::Record {
+                    record: held.get(&to).cloned(),
+                    // Everyone points at everyone: paths would meet if allowed.
+                    closer: peers.to_vec(),
+                    token: Some([to.0[31]; 32]),
+                };
+                let _ = key;
+                n.on_response(now, UNIX, req, answer(from, r));
+            }
+            r => other.push((to, r)),
+        }
+    }
+    (done, other)
+}
+
+#[test]
+fn a_read_takes_disjoint_paths_returns_the_highest_seq_and_repairs_stale_holders() {
+    let owner = Identity::from_seed([5; 32]);
+    let key = record(&owner, 1).key();
+    let mut n = node(NodeId([!key.0[0]; 32]));
+    let peers: Vec<Contact<u32>> = (1..=9u8).map(|t| contact(0x80 | t, t)).collect();
+    for p in &peers {
+        n.on_contact(0, p.clone(), true);
+    }
+    let mut held = HashMap::new();
+    held.insert(peers[0].id, record(&owner, 3));
+    held.insert(peers[4].id, record(&owner, 7));
+    held.insert(peers[8].id, record(&owner, 5));
+    let op = n.get_record(0, UNIX, key);
+    let mut asked = Vec::new();
+    let (done, other) = serve_reads(&mut n, op, &peers, &held, &mut asked);
+    match done {
+        Some(Outcome::Record(Some(r))) => assert_eq!(r.seq, 7),
+        other => panic!("{other:?}"),
+    }
+    let unique: HashSet<_> = asked.iter().collect();
+    assert_eq!(unique.len(), asked.len(), "a node served two paths");
+    assert_eq!(asked.len(), 9);
+    // Read repair: every stale node got seq 7, with its own token.
+    let repaired: Vec<_> = other
+        .iter()
+        .filter_map(|(to, r)| match r {
+            Request::PutRecord { record, token, .. } => {
+                assert_eq!(record.seq, 7);
+                assert_eq!(*token, Some([to.0[31]; 32]));
+                Some(*to)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(repaired.len(), 8);
+    assert!(!repaired.contains(&peers[4].id));
+}
+
+#[test]
+fn a_write_puts_to_the_closest_with_their_tokens_and_reports_a_failed_swap() {
+    let owner = Identity::from_seed([6; 32]);
+    let r = record(&owner, 2);
+    let key = r.key();
+    // A client: it keeps no copy itself.
+    let mut n = Node::new(
+        NodeId([!key.0[0]; 32]),
+        NodeConfig {
+            client: true,
+            ..cfg()
+        },
+        0,
+        1,
+        [0; 32],
+    );
+    let peers: Vec<Contact<u32>> = (1..=4u8).map(|t| contact(0x80 | t, t)).collect();
+    for p in &peers {
+        n.on_contact(0, p.clone(), true);
+    }
+    let op = n.put_record(0, UNIX, r.clone(), Some(1));
+    let mut asked = Vec::new();
+    let (done, puts) = serve_reads(&mut n, op, &peers, &HashMap::new(), &mut asked);
+    assert!(done.is_none());
+    assert_eq!(puts.len(), 4);
+    for (to, p) in &puts {
+        match p {
+            Request::PutRecord {
+                token,
+                expected_seq,
+                ..
+            } => {
+                assert_eq!(*token, Some([to.0[31]; 32]));
+                assert_eq!(*expected_seq, Some(1));
+            }
+            _ => panic!("not a put"),
+        }
+    }
+    // Every node refuses: two held another seq.
+    let pending: Vec<ReqId> = n.pending.keys().copied().collect();
+    for (i, req) in pending.into_iter().enumerate() {
+        n.on_response(
+            100,
+            UNIX,
+            req,
+            Err(Failure::Refused {
+                compare_and_swap: i < 2,
+                reason: "no".into(),
+            }),
+        );
+    }
+    let outs = outputs(&mut n);
+    assert!(outs.iter().any(|o| matches!(
+        o,
+        Output::Done {
+            outcome: Outcome::Put(Err(PutError::CompareAndSwap)),
+            ..
+        }
+    )));
+    // A refusal is an answer: no table entry counts a failure.
+    assert!(n.table().iter().all(|e| e.failures == 0));
+    assert!(n.owned.is_empty(), "a failed write is not republished");
+}
+
+#[test]
+fn an_empty_table_reports_no_peers() {
+    let mut n = node(id(1, 1));
+    let op = n.get_record(0, UNIX, RecordKey([9; 32]));
+    let outs = outputs(&mut n);
+    assert!(outs.iter().any(|o| matches!(
+        o,
+        Output::Done { op: o, outcome: Outcome::NoPeers } if *o == op
+    )));
+}
