@@ -216,10 +216,14 @@ async fn open(paths: Paths) -> Result<Env> {
             .difficulty
             .or(access.difficulty())
             .unwrap_or(shoal_proto::DEFAULT_DIFFICULTY);
-        Arc::new(CachedNodes::new(
-            DhtNodes::new(identity, bootstrap, difficulty),
-            Duration::from_secs(60),
-        ))
+        let network = format!("{:?} difficulty {difficulty}", access.bootstrap());
+        Arc::new(
+            CachedNodes::new(
+                DhtNodes::new(identity, bootstrap, difficulty),
+                Duration::from_secs(60),
+            )
+            .persisted_in(paths.node_cache_file(), network),
+        )
     } else {
         let mut entries = Vec::new();
         for n in &file.nodes {
