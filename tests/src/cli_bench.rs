@@ -343,14 +343,24 @@ impl ProcessNetwork {
         // Sample the peak RSS until the process exits; read its CPU time while it is
         // a zombie (exited, not reaped), then reap it.
         let mut peak = 0;
-        let raw = Pid::from_raw(pid as i32).context("bad pid")?;
+        let Some(raw) = Pid::from_raw(pid as i32) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("uplink got an invalid pid {pid}");
+        };
         loop {
             let exited = rustix::process::waitid(
                 WaitId::Pid(raw),
                 WaitIdOptions::EXITED | WaitIdOptions::NOWAIT | WaitIdOptions::NOHANG,
-            )?;
-            if exited.is_some() {
-                break;
+            );
+            match exited {
+                Ok(Some(_)) => break,
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e).context("cannot wait for uplink");
+                }
             }
             if let Some(kib) = peak_rss_kib(pid) {
                 peak = peak.max(kib);
