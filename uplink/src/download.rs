@@ -60,15 +60,39 @@ impl ObjectDownload<'_> {
 const CHUNK: usize = 1 << 20;
 /// Chunks a segment may have decoded ahead of the writer.
 const CHUNKS_AHEAD: usize = 8;
+/// Most piece data the segments downloaded *ahead* of the one being written may hold.
+/// Each of a segment's `k + margin` piece streams buffers up to its HTTP/2 stream window
+/// plus its shard queue (or the whole piece, if smaller): at 3/10 about 22 MiB per
+/// segment, so one segment goes ahead; at 29/110 about 99 MiB, so none does, and the
+/// uplink's peak RSS stays where it was (measured: 276 MiB with one ahead at 29/110).
+const AHEAD_BUDGET: u64 = 32 << 20;
+/// Shards queued per piece download (see `start_piece`).
+const PIECE_QUEUE: usize = 8;
+
+fn margin(inner: &Inner, k: usize) -> usize {
+    inner.config.download_margin.unwrap_or((k / 4).max(2))
+}
+
+/// What the piece downloads of one segment may buffer (see `AHEAD_BUDGET`).
+fn segment_buffer(inner: &Inner, seg: &SegmentInfo) -> u64 {
+    let k = usize::from(seg.scheme.k);
+    let streams = (k + margin(inner, k)).min(seg.pieces.len()) as u64;
+    let per_piece = seg
+        .piece_size
+        .min(u64::from(shoal_proto::limits::H2_STREAM_WINDOW))
+        + PIECE_QUEUE as u64 * u64::from(seg.shard_size);
+    streams * per_piece
+}
 
 /// Writes plaintext `[start, end)` of an object made of `segments`.
 ///
-/// Segments are pipelined: up to `segment_parallelism` of them download at once, each
-/// into its own bounded queue of plaintext chunks, and the writer drains the queues in
-/// segment order. So the next segment's piece downloads start (and its first stripes
-/// decode) while the current one drains, and a slow `writer` only holds the decoders
-/// back once their queues are full. Memory stays bounded: per segment in flight, the
-/// piece queues of `start_piece` and `CHUNKS_AHEAD` chunks.
+/// Segments are pipelined: up to `segment_parallelism` of them download at once (fewer
+/// when their piece buffers would pass `AHEAD_BUDGET`), each into its own bounded queue
+/// of plaintext chunks, and the writer drains the queues in segment order. So the next
+/// segment's piece downloads start (and its first stripes decode) while the current one
+/// drains, and a slow `writer` only holds the decoders back once their queues are full.
+/// Memory stays bounded: per segment in flight, its piece buffers and `CHUNKS_AHEAD`
+/// chunks.
 pub(crate) async fn download_range<W: AsyncWrite + Unpin + Send>(
     inner: &Arc<Inner>,
     ctx: ObjectDownload<'_>,
@@ -94,7 +118,16 @@ pub(crate) async fn download_range<W: AsyncWrite + Unpin + Send>(
         .map(|_| mpsc::channel::<Vec<u8>>(CHUNKS_AHEAD))
         .unzip();
     let ctx = &ctx;
-    let depth = inner.config.segment_parallelism.max(1);
+    let widest = parts
+        .iter()
+        .map(|(seg, ..)| segment_buffer(inner, seg))
+        .max()
+        .unwrap_or(0);
+    let ahead = usize::try_from(AHEAD_BUDGET / widest.max(1)).unwrap_or(usize::MAX);
+    let depth = inner
+        .config
+        .segment_parallelism
+        .clamp(1, ahead.saturating_add(1));
     let produce = futures::stream::iter(parts.into_iter().zip(senders))
         .map(|((seg, last, a, b), tx)| download_segment(inner, ctx, seg, last, a, b, tx))
         .buffered(depth)
@@ -145,7 +178,7 @@ fn start_piece(
 ) -> Active {
     // A few shards of slack per piece, so that one slow moment of the decoder or the
     // writer does not stall every node stream at once.
-    let (tx, rx) = mpsc::channel(8);
+    let (tx, rx) = mpsc::channel(PIECE_QUEUE);
     let task = tokio::spawn(piece_download(
         inner.clone(),
         p.clone(),
@@ -337,8 +370,7 @@ async fn download_segment(
         (bad, usize::from(p.index) >= k, p.index)
     });
     let mut reserve: VecDeque<&PiecePlacement> = order.into();
-    let margin = inner.config.download_margin.unwrap_or((k / 4).max(2));
-    let want = (k + margin).min(reserve.len());
+    let want = (k + margin(inner, k)).min(reserve.len());
     let mut errors: Vec<String> = Vec::new();
     let not_enough = |errors: &[String], have: usize| {
         let sample: Vec<&str> = errors.iter().take(3).map(String::as_str).collect();
