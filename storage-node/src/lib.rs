@@ -4,7 +4,8 @@
 //!   environment variables and flags; [`size`] parses `500GB`/`2TiB`.
 //! - [`setup`]: creates a node directory (identity with proof of work, documented config).
 //! - [`meta`]: piece metadata and space counters in sled; [`store`]: piece files,
-//!   reservations, crash recovery and expiry.
+//!   reservations, crash recovery and expiry; [`group_sync`]: syncs shared among
+//!   concurrent commits.
 //! - [`protocol`]: the piece protocol's checks as plain functions; [`service`]: the
 //!   tonic `PieceStore` service that applies them.
 //! - [`metrics`]: every Prometheus metric; [`http`]: `/metrics`, `/api/status`, dashboard.
@@ -14,6 +15,7 @@
 
 pub mod config;
 pub mod error;
+pub mod group_sync;
 pub mod http;
 pub mod info;
 pub mod meta;

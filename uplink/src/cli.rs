@@ -266,8 +266,12 @@ async fn open(paths: Paths) -> Result<Env> {
         .or(access.difficulty())
         .unwrap_or(shoal_proto::DEFAULT_DIFFICULTY);
     let dht = Arc::new(DhtNodes::new(identity, bootstrap, difficulty));
+    let network = format!("{:?} difficulty {difficulty}", access.bootstrap());
     let nodes: Arc<dyn NodeSource> = if configured.is_empty() {
-        Arc::new(CachedNodes::new(dht.clone(), Duration::from_secs(60)))
+        Arc::new(
+            CachedNodes::new(dht.clone(), Duration::from_secs(60))
+                .persisted_in(paths.node_cache_file(), network),
+        )
     } else {
         Arc::new(CachedNodes::new(
             ConfiguredNodes::new(&configured, Duration::from_secs(5)),

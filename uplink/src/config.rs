@@ -222,6 +222,11 @@ impl Paths {
         self.config_dir.join("config.toml")
     }
 
+    /// The last node sample, kept for the next command (see [`CachedNodes`]).
+    pub fn node_cache_file(&self) -> PathBuf {
+        self.config_dir.join("nodes-cache.json")
+    }
+
     pub fn access_file(&self) -> PathBuf {
         self.config_dir.join("access")
     }
@@ -310,18 +315,83 @@ fn write_atomic(dir: &Path, path: &Path, bytes: &[u8], mode: u32) -> Result<(), 
 }
 
 /// Caches another [`NodeSource`] for `ttl`, so a recursive copy of many files does not
-/// rediscover the network for every object.
+/// rediscover the network for every object; with [`CachedNodes::persisted_in`], also
+/// across processes, so that consecutive commands within `ttl` skip the DHT join too.
+///
+/// A cached sample answers only requests for at most as many nodes as it was taken for:
+/// a larger request (an upload replacing failed nodes asks for more) samples afresh.
+/// The cache holds one sample of the source as it was, so the placement rules that
+/// apply to a fresh sample (one node per /24) apply to it unchanged.
 pub struct CachedNodes<S> {
     inner: S,
     ttl: Duration,
-    cache: Mutex<Option<(Instant, Vec<NodeCandidate>)>>,
+    cache: Mutex<Option<(Instant, usize, Vec<NodeCandidate>)>>,
+    /// The cache file and the network it is for (a sample of another network, e.g.
+    /// after `access import`, is not used).
+    file: Option<(PathBuf, String)>,
 }
 
 impl<S> std::fmt::Debug for CachedNodes<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CachedNodes")
             .field("ttl", &self.ttl)
+            .field("file", &self.file)
             .finish_non_exhaustive()
+    }
+}
+
+/// Largest node cache file read (a few hundred nodes take a few tens of KiB).
+const MAX_NODE_CACHE_FILE: u64 = 4 << 20;
+
+/// The node cache file: one sample and when it was taken.
+#[derive(Debug, Serialize, Deserialize)]
+struct NodeCacheFile {
+    /// Which network the sample is of (see [`CachedNodes::persisted_in`]).
+    network: String,
+    /// Unix time of the sample, ms.
+    taken_ms: u64,
+    /// Nodes asked for.
+    wanted: usize,
+    nodes: Vec<CachedNode>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CachedNode {
+    id: String,
+    public_key: Option<String>,
+    address: SocketAddr,
+    free_space: u64,
+}
+
+impl CachedNode {
+    fn of(n: &NodeCandidate) -> Self {
+        Self {
+            id: n.id.to_hex(),
+            public_key: n.public_key.map(|k| k.to_hex()),
+            address: n.address,
+            free_space: n.free_space,
+        }
+    }
+
+    fn candidate(&self) -> Option<NodeCandidate> {
+        let public_key = match &self.public_key {
+            Some(hex) => Some(
+                shoal_proto::ids::from_hex::<32>(hex)
+                    .and_then(|b| shoal_proto::PublicKey::from_bytes("public_key", &b).ok())?,
+            ),
+            None => None,
+        };
+        let id = NodeId::from_hex(&self.id)?;
+        // A key that does not hash to the id would make every receipt fail: drop it.
+        if public_key.is_some_and(|k| k.node_id() != id) {
+            return None;
+        }
+        Some(NodeCandidate {
+            id,
+            public_key,
+            address: self.address,
+            free_space: self.free_space,
+        })
     }
 }
 
@@ -331,6 +401,67 @@ impl<S: NodeSource> CachedNodes<S> {
             inner,
             ttl,
             cache: Mutex::default(),
+            file: None,
+        }
+    }
+
+    /// Also keeps the last sample in `file` (for `ttl`), for the next process. `network`
+    /// names the network the source samples (e.g. its bootstrap peers and difficulty): a
+    /// file written for another one is ignored.
+    pub fn persisted_in(mut self, file: PathBuf, network: String) -> Self {
+        self.file = Some((file, network));
+        self
+    }
+
+    /// The sample in the cache file, if it is readable, younger than `ttl` and was taken
+    /// for at least `wanted` nodes. Anything else (no file, a damaged one, a clock that
+    /// went back) counts as no cache.
+    fn load(&self, wanted: usize) -> Option<(Instant, usize, Vec<NodeCandidate>)> {
+        let (path, network) = self.file.as_ref()?;
+        let file = fs::File::open(path).ok()?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(file, MAX_NODE_CACHE_FILE),
+            &mut text,
+        )
+        .ok()?;
+        let cached: NodeCacheFile = serde_json::from_str(&text).ok()?;
+        let age = shoal_proto::time::unix_ms().checked_sub(cached.taken_ms)?;
+        if u128::from(age) >= self.ttl.as_millis()
+            || cached.wanted < wanted
+            || cached.network != *network
+        {
+            return None;
+        }
+        let nodes: Vec<NodeCandidate> = cached
+            .nodes
+            .iter()
+            .map(CachedNode::candidate)
+            .collect::<Option<_>>()?;
+        let taken = Instant::now().checked_sub(Duration::from_millis(age))?;
+        (!nodes.is_empty()).then_some((taken, cached.wanted, nodes))
+    }
+
+    /// Writes the sample to the cache file (atomically: a temp file renamed over it).
+    /// Best effort: a cache that cannot be written only costs the next command a join.
+    fn save(&self, wanted: usize, nodes: &[NodeCandidate]) {
+        let Some((path, network)) = &self.file else {
+            return;
+        };
+        let cached = NodeCacheFile {
+            network: network.clone(),
+            taken_ms: shoal_proto::time::unix_ms(),
+            wanted,
+            nodes: nodes.iter().map(CachedNode::of).collect(),
+        };
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let written = serde_json::to_vec(&cached)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| fs::write(&tmp, bytes))
+            .and_then(|()| fs::rename(&tmp, path));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            tracing::debug!(error = %e, path = %path.display(), "cannot write the node cache");
         }
     }
 }
@@ -340,17 +471,27 @@ impl<S: NodeSource> NodeSource for CachedNodes<S> {
         Box::pin(async move {
             {
                 let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some((at, nodes)) = cache.as_ref()
+                if let Some((at, for_wanted, nodes)) = cache.as_ref()
                     && at.elapsed() < self.ttl
+                    && *for_wanted >= wanted
                 {
                     return Ok(nodes.clone());
                 }
+            }
+            if let Some((taken, for_wanted, nodes)) = self.load(wanted) {
+                // In memory for what is left of the file's `ttl`.
+                self.cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .replace((taken, for_wanted, nodes.clone()));
+                return Ok(nodes);
             }
             let nodes = self.inner.sample(wanted).await?;
             self.cache
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .replace((Instant::now(), nodes.clone()));
+                .replace((Instant::now(), wanted, nodes.clone()));
+            self.save(wanted, &nodes);
             Ok(nodes)
         })
     }
@@ -404,5 +545,89 @@ mod tests {
         assert!(c.uplink_config(&paths.config_file()).is_err());
         fs::write(paths.config_file(), "bogus = 1\n").unwrap();
         assert!(paths.load_config().is_err());
+    }
+
+    /// Counts the samples it is asked for.
+    #[derive(Debug, Default)]
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl NodeSource for Counting {
+        fn sample(
+            &self,
+            wanted: usize,
+        ) -> BoxFuture<'_, Result<Vec<NodeCandidate>, DiscoveryError>> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let identity = shoal_proto::Identity::from_seed([3; 32]);
+            let nodes = (0..wanted.min(5))
+                .map(|i| NodeCandidate {
+                    id: identity.node_id(),
+                    public_key: Some(*identity.public_key()),
+                    address: SocketAddr::from(([127, 0, i as u8 + 1, 1], 7000)),
+                    free_space: 1 << 30,
+                })
+                .collect();
+            Box::pin(async move { Ok(nodes) })
+        }
+    }
+
+    fn samples(c: &CachedNodes<Counting>) -> usize {
+        c.inner.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn node_cache_file_spares_the_next_process_a_sample_within_its_ttl_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("nodes-cache.json");
+        let ttl = Duration::from_secs(60);
+        let open = |network: &str, ttl| {
+            CachedNodes::new(Counting::default(), ttl).persisted_in(file.clone(), network.into())
+        };
+        // The first process samples and writes the file.
+        let first = open("net-a", ttl);
+        let nodes = first.sample(5).await.unwrap();
+        assert_eq!(samples(&first), 1);
+        assert!(file.exists());
+        // The next process, same network, within the TTL: served from the file, as is.
+        let next = open("net-a", ttl);
+        let cached = next.sample(5).await.unwrap();
+        assert_eq!(samples(&next), 0);
+        assert_eq!(cached.len(), nodes.len());
+        for (a, b) in cached.iter().zip(&nodes) {
+            assert_eq!(
+                (a.id, a.public_key, a.address, a.free_space),
+                (b.id, b.public_key, b.address, b.free_space)
+            );
+        }
+        // A request for more nodes than the sample was taken for samples afresh.
+        let more = open("net-a", ttl);
+        more.sample(6).await.unwrap();
+        assert_eq!(samples(&more), 1);
+        // Another network's file, an expired one, or a damaged one is not used.
+        let other = open("net-b", ttl);
+        other.sample(5).await.unwrap();
+        assert_eq!(samples(&other), 1);
+        let expired = open("net-b", Duration::ZERO);
+        expired.sample(5).await.unwrap();
+        assert_eq!(samples(&expired), 1);
+        fs::write(&file, "{ not json").unwrap();
+        let damaged = open("net-b", ttl);
+        damaged.sample(5).await.unwrap();
+        assert_eq!(samples(&damaged), 1);
+        // A key that does not hash to its node id is refused with the whole file.
+        let text = fs::read_to_string(&file).unwrap();
+        let forged = text.replacen(
+            &shoal_proto::Identity::from_seed([3; 32])
+                .public_key()
+                .to_hex(),
+            &shoal_proto::Identity::from_seed([4; 32])
+                .public_key()
+                .to_hex(),
+            1,
+        );
+        assert_ne!(forged, text);
+        fs::write(&file, forged).unwrap();
+        let forged = open("net-b", ttl);
+        forged.sample(5).await.unwrap();
+        assert_eq!(samples(&forged), 1);
     }
 }

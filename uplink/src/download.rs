@@ -13,8 +13,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{StreamExt, TryStreamExt};
 use shoal_proto::messages::DownloadOrder;
 use shoal_proto::piece_hash::PieceInfo;
 use shoal_proto::{NodeId, PieceHash, PieceId, Signed};
@@ -56,10 +56,43 @@ impl ObjectDownload<'_> {
     }
 }
 
+/// Plaintext handed from a segment's download to the writer in chunks of about this size.
+const CHUNK: usize = 1 << 20;
+/// Chunks a segment may have decoded ahead of the writer.
+const CHUNKS_AHEAD: usize = 8;
+/// Most piece data the segments downloaded *ahead* of the one being written may hold.
+/// Each of a segment's `k + margin` piece streams buffers up to its HTTP/2 stream window
+/// plus its shard queue (or the whole piece, if smaller): at 3/10 about 22 MiB per
+/// segment, so one segment goes ahead; at 29/110 about 99 MiB, so none does, and the
+/// uplink's peak RSS stays where it was (measured: 276 MiB with one ahead at 29/110).
+const AHEAD_BUDGET: u64 = 32 << 20;
+/// Shards queued per piece download (see `start_piece`).
+const PIECE_QUEUE: usize = 8;
+
+fn margin(inner: &Inner, k: usize) -> usize {
+    inner.config.download_margin.unwrap_or((k / 4).max(2))
+}
+
+/// What the piece downloads of one segment may buffer (see `AHEAD_BUDGET`).
+fn segment_buffer(inner: &Inner, seg: &SegmentInfo) -> u64 {
+    let k = usize::from(seg.scheme.k);
+    let streams = (k + margin(inner, k)).min(seg.pieces.len()) as u64;
+    let per_piece = seg
+        .piece_size
+        .min(u64::from(shoal_proto::limits::H2_STREAM_WINDOW))
+        + PIECE_QUEUE as u64 * u64::from(seg.shard_size);
+    streams * per_piece
+}
+
 /// Writes plaintext `[start, end)` of an object made of `segments`.
 ///
-/// TODO(perf): segments are fetched one after the other; starting the next segment's
-/// piece downloads while the current one drains would hide the per-segment start-up.
+/// Segments are pipelined: up to `segment_parallelism` of them download at once (fewer
+/// when their piece buffers would pass `AHEAD_BUDGET`), each into its own bounded queue
+/// of plaintext chunks, and the writer drains the queues in segment order. So the next
+/// segment's piece downloads start (and its first stripes decode) while the current one
+/// drains, and a slow `writer` only holds the decoders back once their queues are full.
+/// Memory stays bounded: per segment in flight, its piece buffers and `CHUNKS_AHEAD`
+/// chunks.
 pub(crate) async fn download_range<W: AsyncWrite + Unpin + Send>(
     inner: &Arc<Inner>,
     ctx: ObjectDownload<'_>,
@@ -68,8 +101,8 @@ pub(crate) async fn download_range<W: AsyncWrite + Unpin + Send>(
     end: u64,
     writer: &mut W,
 ) -> Result<u64, Error> {
+    let mut parts = Vec::new();
     let mut offset = 0u64;
-    let mut written = 0u64;
     for (i, seg) in segments.iter().enumerate() {
         let (seg_start, seg_end) = (offset, offset + seg.plain_size);
         offset = seg_end;
@@ -78,9 +111,48 @@ pub(crate) async fn download_range<W: AsyncWrite + Unpin + Send>(
         }
         let a = start.max(seg_start) - seg_start;
         let b = end.min(seg_end) - seg_start;
-        written +=
-            download_segment(inner, &ctx, seg, i + 1 == segments.len(), a, b, writer).await?;
+        parts.push((seg, i + 1 == segments.len(), a, b));
     }
+    let (senders, receivers): (Vec<_>, Vec<_>) = parts
+        .iter()
+        .map(|_| mpsc::channel::<Vec<u8>>(CHUNKS_AHEAD))
+        .unzip();
+    let ctx = &ctx;
+    let widest = parts
+        .iter()
+        .map(|(seg, ..)| segment_buffer(inner, seg))
+        .max()
+        .unwrap_or(0);
+    let ahead = usize::try_from(AHEAD_BUDGET / widest.max(1)).unwrap_or(usize::MAX);
+    let depth = inner
+        .config
+        .segment_parallelism
+        .clamp(1, ahead.saturating_add(1));
+    let produce = futures::stream::iter(parts.into_iter().zip(senders))
+        .map(|((seg, last, a, b), tx)| download_segment(inner, ctx, seg, last, a, b, tx))
+        .buffered(depth)
+        .try_for_each(|_| std::future::ready(Ok(())));
+    let write = async {
+        let mut written = 0u64;
+        for mut rx in receivers {
+            while let Some(chunk) = rx.recv().await {
+                writer
+                    .write_all(&chunk)
+                    .await
+                    .map_err(|source| Error::Write {
+                        bucket: ctx.bucket.to_string(),
+                        key: ctx.key.to_string(),
+                        source,
+                    })?;
+                written += chunk.len() as u64;
+                if let Some(p) = &ctx.progress {
+                    p(chunk.len() as u64);
+                }
+            }
+        }
+        Ok(written)
+    };
+    let ((), written) = futures::try_join!(produce, write)?;
     Ok(written)
 }
 
@@ -106,7 +178,7 @@ fn start_piece(
 ) -> Active {
     // A few shards of slack per piece, so that one slow moment of the decoder or the
     // writer does not stall every node stream at once.
-    let (tx, rx) = mpsc::channel(8);
+    let (tx, rx) = mpsc::channel(PIECE_QUEUE);
     let task = tokio::spawn(piece_download(
         inner.clone(),
         p.clone(),
@@ -182,9 +254,23 @@ async fn piece_download(
                 return Err(protocol(format!("data at {offset}, expected {have}")));
             }
             // Whole blocks may start before what we still need: skip the overlap.
-            buf.extend_from_slice(&data[(have - offset) as usize..]);
-            while buf.len() as u64 >= bs && next_offset < end {
-                let block = buf.split_to(bs as usize).freeze();
+            let mut data = data.slice((have - offset) as usize..);
+            loop {
+                if next_offset >= end {
+                    break;
+                }
+                // Blocks wholly inside the message are slices of it (no copy); a block
+                // split between messages is gathered in `buf`.
+                let block = if buf.is_empty() && data.len() as u64 >= bs {
+                    data.split_to(bs as usize)
+                } else {
+                    let take = (bs as usize - buf.len()).min(data.len());
+                    buf.extend_from_slice(&data.split_to(take));
+                    if (buf.len() as u64) < bs {
+                        break;
+                    }
+                    buf.split().freeze()
+                };
                 let index = next_offset / bs;
                 if !info.verify_block(index, &block) {
                     return Err(PieceError::Corrupt {
@@ -257,15 +343,18 @@ fn describe(
     }
 }
 
-async fn download_segment<W: AsyncWrite + Unpin + Send>(
+/// Downloads plaintext `[start, end)` of one segment into `out`, in chunks of about
+/// `CHUNK` bytes. Returns early, with `Ok`, if the writer has gone (its own error is the
+/// one reported).
+async fn download_segment(
     inner: &Arc<Inner>,
     ctx: &ObjectDownload<'_>,
     seg: &SegmentInfo,
     last_segment: bool,
     start: u64,
     end: u64,
-    writer: &mut W,
-) -> Result<u64, Error> {
+    out: mpsc::Sender<Vec<u8>>,
+) -> Result<(), Error> {
     let plan = plan_range(seg, start, end);
     let k = usize::from(seg.scheme.k);
     let timeout = inner.config.piece_timeout;
@@ -281,8 +370,7 @@ async fn download_segment<W: AsyncWrite + Unpin + Send>(
         (bad, usize::from(p.index) >= k, p.index)
     });
     let mut reserve: VecDeque<&PiecePlacement> = order.into();
-    let margin = inner.config.download_margin.unwrap_or((k / 4).max(2));
-    let want = (k + margin).min(reserve.len());
+    let want = (k + margin(inner, k)).min(reserve.len());
     let mut errors: Vec<String> = Vec::new();
     let not_enough = |errors: &[String], have: usize| {
         let sample: Vec<&str> = errors.iter().take(3).map(String::as_str).collect();
@@ -399,9 +487,9 @@ async fn download_segment<W: AsyncWrite + Unpin + Send>(
     // Phase 2: stripe by stripe from the k active pieces.
     let mut decoder = StripeDecoder::new(seg.codec, seg.scheme, seg.shard_size as usize)?;
     let mut opener = BlockOpener::new(ctx.cipher, seg, last_segment, &plan);
-    let mut stripe = Vec::with_capacity(k * seg.shard_size as usize);
-    let mut plain = Vec::new();
-    let mut written = 0u64;
+    let stripe_bytes = k * seg.shard_size as usize;
+    let mut stripe = Vec::new();
+    let mut plain = Vec::with_capacity(CHUNK + stripe_bytes);
     for s in 0..plan.stripes {
         if s > 0 {
             shards.clear();
@@ -445,40 +533,44 @@ async fn download_segment<W: AsyncWrite + Unpin + Send>(
             }
             active.extend(replacements);
         }
-        stripe.clear();
-        let decoded = decoder
-            .decode(&shards, &mut stripe)
-            .map_err(|e| ctx.err(seg.index, e.to_string()))?;
-        if decoded {
-            inner.metrics.stripes_decoded.inc();
+        let crypto_err = |source| Error::Crypto {
+            bucket: ctx.bucket.to_string(),
+            key: ctx.key.to_string(),
+            source,
+        };
+        // With every data shard in, the stripe is their concatenation: open them where
+        // they are instead of copying them into `stripe` first.
+        if let Some(data) = decoder.data_in_order(&shards) {
+            for shard in data {
+                opener.push(shard, &mut plain).map_err(crypto_err)?;
+            }
+        } else {
+            stripe.clear();
+            let decoded = decoder
+                .decode(&shards, &mut stripe)
+                .map_err(|e| ctx.err(seg.index, e.to_string()))?;
+            if decoded {
+                inner.metrics.stripes_decoded.inc();
+            }
+            opener.push(&stripe, &mut plain).map_err(crypto_err)?;
         }
-        plain.clear();
-        opener
-            .push(&stripe, &mut plain)
-            .map_err(|source| Error::Crypto {
-                bucket: ctx.bucket.to_string(),
-                key: ctx.key.to_string(),
-                source,
-            })?;
-        writer
-            .write_all(&plain)
-            .await
-            .map_err(|source| Error::Write {
-                bucket: ctx.bucket.to_string(),
-                key: ctx.key.to_string(),
-                source,
-            })?;
-        written += plain.len() as u64;
-        if let Some(p) = &ctx.progress {
-            p(plain.len() as u64);
+        let done = opener.done();
+        if plain.len() >= CHUNK || (done && !plain.is_empty()) {
+            let full = std::mem::replace(&mut plain, Vec::with_capacity(CHUNK + stripe_bytes));
+            if out.send(full).await.is_err() {
+                return Ok(()); // the writer failed; it reports why
+            }
         }
-        if opener.done() {
+        if done {
             break;
         }
+    }
+    if !plain.is_empty() && out.send(plain).await.is_err() {
+        return Ok(());
     }
     for a in &active {
         record(inner, a.placement.node_id, None);
     }
     inner.metrics.segments_downloaded.inc();
-    Ok(written)
+    Ok(())
 }

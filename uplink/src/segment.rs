@@ -195,17 +195,27 @@ impl StripeDecoder {
     /// `shards` are (piece index, shard) pairs; appends the stripe's `k * shard_size` data
     /// bytes to `out`. Returns whether an erasure decode was needed (false: all k data
     /// shards were there and were copied).
+    /// The `k` data shards in order, if all of them are in `shards`: the stripe is then
+    /// their concatenation and needs no decoding.
+    pub fn data_in_order<'a>(&self, shards: &'a [(u16, Bytes)]) -> Option<Vec<&'a Bytes>> {
+        (0..self.k)
+            .map(|i| {
+                shards
+                    .iter()
+                    .find(|(j, _)| usize::from(*j) == i)
+                    .map(|(_, s)| s)
+            })
+            .collect()
+    }
+
     pub fn decode(
         &mut self,
         shards: &[(u16, Bytes)],
         out: &mut Vec<u8>,
     ) -> Result<bool, CodecError> {
-        let have_all_data = (0..self.k).all(|i| shards.iter().any(|(j, _)| usize::from(*j) == i));
-        if have_all_data {
-            for i in 0..self.k {
-                if let Some((_, s)) = shards.iter().find(|(j, _)| usize::from(*j) == i) {
-                    out.extend_from_slice(s);
-                }
+        if let Some(data) = self.data_in_order(shards) {
+            for s in data {
+                out.extend_from_slice(s);
             }
             return Ok(false);
         }
@@ -341,30 +351,40 @@ impl<'c> BlockOpener<'c> {
         }
         while !sealed.is_empty() && !self.done() {
             let want = self.block_len(self.next_block);
-            let take = (want - self.buf.len()).min(sealed.len());
-            self.buf.extend_from_slice(&sealed[..take]);
-            sealed = &sealed[take..];
-            if self.buf.len() == want {
-                let pos = BlockPos {
-                    segment: self.segment,
-                    block: self.next_block,
-                    last: self.last_segment && self.next_block + 1 == self.total_blocks,
-                };
-                let start = out.len();
-                self.cipher.open(pos, &self.buf, out)?;
-                self.buf.clear();
-                self.next_block += 1;
-                // Trim to the wanted plaintext.
-                let skip = (self.skip_plain as usize).min(out.len() - start);
-                out.drain(start..start + skip);
-                self.skip_plain -= skip as u64;
-                let produced = (out.len() - start) as u64;
-                if produced > self.remaining {
-                    out.truncate(start + self.remaining as usize);
-                    self.remaining = 0;
-                } else {
-                    self.remaining -= produced;
+            // A whole block in `sealed` is opened where it is; one split between pushes
+            // is gathered in `buf` first.
+            let block: &[u8] = if self.buf.is_empty() && sealed.len() >= want {
+                let (block, rest) = sealed.split_at(want);
+                sealed = rest;
+                block
+            } else {
+                let take = (want - self.buf.len()).min(sealed.len());
+                self.buf.extend_from_slice(&sealed[..take]);
+                sealed = &sealed[take..];
+                if self.buf.len() < want {
+                    continue;
                 }
+                &self.buf
+            };
+            let pos = BlockPos {
+                segment: self.segment,
+                block: self.next_block,
+                last: self.last_segment && self.next_block + 1 == self.total_blocks,
+            };
+            let start = out.len();
+            self.cipher.open(pos, block, out)?;
+            self.buf.clear();
+            self.next_block += 1;
+            // Trim to the wanted plaintext.
+            let skip = (self.skip_plain as usize).min(out.len() - start);
+            out.drain(start..start + skip);
+            self.skip_plain -= skip as u64;
+            let produced = (out.len() - start) as u64;
+            if produced > self.remaining {
+                out.truncate(start + self.remaining as usize);
+                self.remaining = 0;
+            } else {
+                self.remaining -= produced;
             }
         }
         Ok(())

@@ -2,6 +2,10 @@
 //! [`shoal_tests::bench`]). Prints one machine-readable line per case on stdout.
 //!
 //! `cargo run --release -p shoal-tests --bin shoal-bench -- [--nodes 20] [--wide-nodes 110]`
+//!
+//! With `--processes N` it instead runs the release `uplink` CLI against N separate
+//! `storage-node` processes (see [`shoal_tests::cli_bench`]):
+//! `cargo build --release -p storage-node -p uplink -p shoal-tests && ./target/release/shoal-bench --processes 20`
 
 use std::path::PathBuf;
 
@@ -43,6 +47,29 @@ struct Cli {
     /// Also measure peak RSS at the wide scheme on the wide network.
     #[arg(long)]
     wide_rss: bool,
+    /// Run the `uplink` CLI against this many `storage-node` processes instead of the
+    /// in-process cases (0: in-process cases). Uses the scheme of `--narrow`.
+    #[arg(long, default_value_t = 0)]
+    processes: usize,
+    /// Object sizes of the CLI up/down cases, MiB (comma-separated; 0 skips them).
+    #[arg(long, value_delimiter = ',', default_value = "256,1024")]
+    sizes_mib: Vec<u64>,
+    /// Files per `cp -r` case of the CLI (0 skips them).
+    #[arg(long, default_value_t = 1000)]
+    files: usize,
+    /// File sizes of the CLI `cp -r` cases, bytes (comma-separated; 0 skips them).
+    #[arg(long, value_delimiter = ',', default_value = "4097,65536")]
+    file_sizes: Vec<u64>,
+    /// Directory of the `storage-node` and `uplink` binaries the CLI cases run (default:
+    /// this executable's directory), e.g. a copy of another commit's build for an A/B.
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// `--parallelism` of the `cp -r` cases (default: the CLI's own default).
+    #[arg(long)]
+    cp_parallelism: Option<usize>,
+    /// Repetitions of the CLI start-up case (0 skips it).
+    #[arg(long, default_value_t = 5)]
+    startup_repeat: usize,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -80,6 +107,9 @@ async fn main() -> anyhow::Result<()> {
         return bench::rss_child(&nodes_file, scheme, size_mib).await;
     }
     let exe = std::env::current_exe().context("cannot find this executable for the RSS child")?;
+    if cli.processes > 0 {
+        return cli_cases(&cli, &exe).await;
+    }
 
     let cluster = bench::start_cluster(cli.nodes).await?;
     bench::updown(&cluster, cli.narrow, cli.size_mib).await?;
@@ -110,4 +140,29 @@ async fn main() -> anyhow::Result<()> {
         cluster.shutdown().await?;
     }
     Ok(())
+}
+
+async fn cli_cases(cli: &Cli, exe: &std::path::Path) -> anyhow::Result<()> {
+    use shoal_tests::cli_bench;
+    let bins = match &cli.bin_dir {
+        Some(dir) => cli_bench::Binaries::in_dir(dir)?,
+        None => cli_bench::Binaries::in_dir(exe.parent().context("no executable dir")?)?,
+    };
+    let net = cli_bench::ProcessNetwork::start(bins, cli.processes)?;
+    net.settle().await?;
+    if cli.startup_repeat > 0 {
+        cli_bench::startup(&net, cli.narrow, cli.startup_repeat)?;
+    }
+    for &size in cli.sizes_mib.iter().filter(|s| **s > 0) {
+        cli_bench::updown(&net, cli.narrow, size)?;
+    }
+    for &size in cli.file_sizes.iter().filter(|s| **s > 0 && cli.files > 0) {
+        cli_bench::tree(&net, cli.narrow, cli.files, size, cli.cp_parallelism)?;
+    }
+    println!(
+        "case=cli-nodes processes={} node_peak_rss_mib={:.1}",
+        net.len(),
+        net.nodes_peak_rss_kib() as f64 / 1024.0
+    );
+    net.shutdown()
 }

@@ -1,0 +1,644 @@
+//! `shoal-bench --processes N`: the release `uplink` CLI against N separate
+//! `storage-node` processes, as a user runs them.
+//!
+//! - [`ProcessNetwork`]: node `i` is `storage-node run` on `127.0.{i}.1` (port 0, one /24
+//!   each) in its own directory; node 1 is the DHT seed and the others bootstrap from it.
+//!   The uplink config dir holds an access grant naming the seed, so every `uplink`
+//!   command finds the nodes through the DHT, exactly as after `uplink access create
+//!   --bootstrap`.
+//! - [`updown`], [`tree`], [`startup`]: one summary line per case; every download is
+//!   compared byte for byte with its source after the timing.
+//!
+//! Times are wall times of whole `uplink` processes (start-up, DHT join and sampling
+//! included). CPU is the uplink process's own user + system time (read from
+//! `/proc/PID/stat` once it has exited, before it is reaped) and the nodes' CPU over the
+//! same interval; `peak_rss` is the uplink's `VmHWM`, sampled every 20 ms.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rustix::process::{Pid, WaitId, WaitIdOptions};
+use uplink::Scheme;
+
+use crate::bench::MIB;
+use crate::e2e::Pattern;
+
+/// Proof-of-work bits of the benchmark network: low, so that setup takes milliseconds.
+const DIFFICULTY: u32 = 2;
+const BUCKET: &str = "bench";
+
+/// The release binaries next to this executable.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub storage_node: PathBuf,
+    pub uplink: PathBuf,
+}
+
+impl Binaries {
+    /// `storage-node` and `uplink` from `dir` (`target/release` for a release build).
+    pub fn in_dir(dir: &Path) -> anyhow::Result<Self> {
+        let b = Self {
+            storage_node: dir.join("storage-node"),
+            uplink: dir.join("uplink"),
+        };
+        for p in [&b.storage_node, &b.uplink] {
+            if !p.exists() {
+                bail!(
+                    "{} is missing; build it first: cargo build --release -p storage-node -p uplink",
+                    p.display()
+                );
+            }
+        }
+        Ok(b)
+    }
+}
+
+/// One `storage-node run` process.
+#[derive(Debug)]
+struct NodeProcess {
+    child: Child,
+    http: SocketAddr,
+}
+
+/// N storage-node processes and an uplink config dir that reaches them through the DHT.
+#[derive(Debug)]
+pub struct ProcessNetwork {
+    bins: Binaries,
+    root: tempfile::TempDir,
+    nodes: Vec<NodeProcess>,
+    seed: SocketAddr,
+    commands: std::sync::atomic::AtomicUsize,
+}
+
+fn setup_node(
+    bins: &Binaries,
+    dir: &Path,
+    i: usize,
+    seed: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let ip = format!("127.0.{i}.1");
+    let mut cmd = Command::new(&bins.storage_node);
+    cmd.arg("setup")
+        .arg("--dir")
+        .arg(dir)
+        .args([
+            "--difficulty",
+            &DIFFICULTY.to_string(),
+            "--allocate",
+            "64GiB",
+        ])
+        .args(["--listen", &format!("{ip}:0"), "--http", &format!("{ip}:0")]);
+    if let Some(seed) = seed {
+        cmd.args(["--bootstrap", &seed.to_string()]);
+    }
+    let out = cmd.output().context("cannot run storage-node setup")?;
+    if !out.status.success() {
+        bail!(
+            "setup of node {i} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Starts `storage-node run` and waits for its `ready ... grpc=ADDR http=ADDR` line.
+fn run_node(bins: &Binaries, dir: &Path, i: usize) -> anyhow::Result<(NodeProcess, SocketAddr)> {
+    let log = std::fs::File::create(dir.with_extension("log"))?;
+    let mut child = Command::new(&bins.storage_node)
+        .arg("run")
+        .arg("--dir")
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .context("cannot start storage-node")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = loop {
+        match lines.next() {
+            Some(l) if l.as_ref().is_ok_and(|l| l.starts_with("ready ")) => break l?,
+            Some(_) => continue,
+            None => {
+                let _ = child.wait();
+                bail!(
+                    "node {i} exited before it was ready; see {}",
+                    dir.with_extension("log").display()
+                );
+            }
+        }
+    };
+    // Keep reading, so that a later line on stdout never meets a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let field = |name: &str| -> anyhow::Result<SocketAddr> {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+            .with_context(|| format!("node {i} printed no {name}= on its ready line: {line:?}"))
+    };
+    let (grpc, http) = match (field("grpc"), field("http")) {
+        (Ok(g), Ok(h)) => (g, h),
+        (Err(e), _) | (_, Err(e)) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
+    Ok((NodeProcess { child, http }, grpc))
+}
+
+/// `shoal_dht_table_size` of a node, from its `/metrics`.
+async fn table_size(http: SocketAddr) -> Option<u64> {
+    let (code, body) =
+        tokio::time::timeout(Duration::from_secs(2), crate::http_get(http, "/metrics"))
+            .await
+            .ok()?
+            .ok()?;
+    if code != 200 {
+        return None;
+    }
+    body.lines()
+        .find_map(|l| l.strip_prefix("shoal_dht_table_size "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+/// CPU seconds (user + system) of process `pid` so far, from `/proc/PID/stat`; also
+/// readable for an exited process that has not been reaped yet.
+pub fn process_cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// What one `uplink` command cost.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub secs: f64,
+    pub uplink_cpu: f64,
+    pub nodes_cpu: f64,
+    pub peak_rss_kib: u64,
+}
+
+impl ProcessNetwork {
+    /// Sets up and starts `n` nodes, then waits until their routing tables have settled.
+    pub fn start(bins: Binaries, n: usize) -> anyhow::Result<Self> {
+        if !(1..=254).contains(&n) {
+            bail!("between 1 and 254 node processes, not {n}");
+        }
+        let t = Instant::now();
+        let root = tempfile::Builder::new()
+            .prefix("shoal-cli-bench")
+            .tempdir()?;
+        let base = root.path().to_path_buf();
+        let dir = |i: usize| base.join(format!("node{i:03}"));
+        setup_node(&bins, &dir(1), 1, None)?;
+        let (seed_node, seed) = run_node(&bins, &dir(1), 1)?;
+        let mut net = Self {
+            bins,
+            root,
+            nodes: vec![seed_node],
+            seed,
+            commands: Default::default(),
+        };
+        // Set up the others in parallel (each setup is a short process of its own).
+        let dirs: Vec<PathBuf> = (2..=n).map(dir).collect();
+        std::thread::scope(|s| -> anyhow::Result<()> {
+            let handles: Vec<_> = dirs
+                .iter()
+                .enumerate()
+                .map(|(j, d)| {
+                    let bins = &net.bins;
+                    s.spawn(move || setup_node(bins, d, j + 2, Some(seed)))
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a setup thread panicked"))??;
+            }
+            Ok(())
+        })?;
+        for (j, d) in dirs.iter().enumerate() {
+            let (node, _) = run_node(&net.bins, d, j + 2)?;
+            net.nodes.push(node);
+        }
+        eprintln!(
+            "started {n} node processes in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        net.write_uplink_config()?;
+        Ok(net)
+    }
+
+    /// Waits until no node's routing table has changed for a second (at most 60 s), so
+    /// that the joins' lookups and dial-backs are over before anything is measured.
+    pub async fn settle(&self) -> anyhow::Result<()> {
+        let t = Instant::now();
+        let sizes = || async {
+            let mut v = Vec::with_capacity(self.nodes.len());
+            for n in &self.nodes {
+                v.push(table_size(n.http).await.unwrap_or(0));
+            }
+            v
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (mut last, mut since) = (sizes().await, Instant::now());
+        while since.elapsed() < Duration::from_secs(1) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = sizes().await;
+            if now != last {
+                (last, since) = (now, Instant::now());
+            }
+        }
+        eprintln!(
+            "DHT settled after {:.1} s: table sizes {}..={}",
+            t.elapsed().as_secs_f64(),
+            last.iter().min().unwrap_or(&0),
+            last.iter().max().unwrap_or(&0)
+        );
+        Ok(())
+    }
+
+    fn config_dir(&self) -> PathBuf {
+        self.root.path().join("uplink")
+    }
+
+    /// A scratch directory for the cases' files, inside the network's temp dir.
+    pub fn scratch(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let p = self.root.path().join("scratch").join(name);
+        std::fs::create_dir_all(&p)?;
+        Ok(p)
+    }
+
+    fn write_uplink_config(&self) -> anyhow::Result<()> {
+        let dir = self.config_dir();
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("config.toml"),
+            format!("difficulty = {DIFFICULTY}\n"),
+        )?;
+        self.uplink(&["access", "create", "--bootstrap", &self.seed.to_string()])?;
+        self.uplink(&["mb", &format!("shoal://{BUCKET}")])?;
+        Ok(())
+    }
+
+    /// Runs `uplink ARGS` with this network's config dir; fails unless it succeeds.
+    pub fn uplink(&self, args: &[&str]) -> anyhow::Result<Usage> {
+        let nodes_before = self.nodes_cpu();
+        let t = Instant::now();
+        // SHOAL_BENCH_PERF_DIR=DIR: record each uplink command with `perf record -g`
+        // into DIR (for profiles; the CPU and RSS figures are then perf's own).
+        let mut cmd = match std::env::var_os("SHOAL_BENCH_PERF_DIR") {
+            Some(dir) => {
+                let n = self
+                    .commands
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let name: String = args
+                    .iter()
+                    .filter(|a| !a.starts_with('/') && !a.starts_with("--"))
+                    .map(|a| a.replace(['/', ':'], "_"))
+                    .collect::<Vec<_>>()
+                    .join("-");
+                let mut c = Command::new("perf");
+                c.args(["record", "-q", "-F", "999", "-g", "-o"])
+                    .arg(Path::new(&dir).join(format!("{n:03}-{name}.data")))
+                    .arg("--")
+                    .arg(&self.bins.uplink);
+                c
+            }
+            None => Command::new(&self.bins.uplink),
+        };
+        let mut child = cmd
+            .args(args)
+            .env("SHOAL_CONFIG_DIR", self.config_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot start uplink")?;
+        let pid = child.id();
+        let mut stderr = child.stderr.take().context("no stderr")?;
+        let reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        // Sample the peak RSS until the process exits; read its CPU time while it is
+        // a zombie (exited, not reaped), then reap it.
+        let mut peak = 0;
+        let Some(raw) = Pid::from_raw(pid as i32) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("uplink got an invalid pid {pid}");
+        };
+        loop {
+            let exited = rustix::process::waitid(
+                WaitId::Pid(raw),
+                WaitIdOptions::EXITED | WaitIdOptions::NOWAIT | WaitIdOptions::NOHANG,
+            );
+            match exited {
+                Ok(Some(_)) => break,
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e).context("cannot wait for uplink");
+                }
+            }
+            if let Some(kib) = peak_rss_kib(pid) {
+                peak = peak.max(kib);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let uplink_cpu = process_cpu_seconds(pid);
+        let status = child.wait()?;
+        let nodes_cpu = self.nodes_cpu() - nodes_before;
+        let err = reader.join().unwrap_or_default();
+        if !status.success() {
+            bail!("uplink {} failed ({status}): {err}", args.join(" "));
+        }
+        Ok(Usage {
+            secs,
+            uplink_cpu,
+            nodes_cpu,
+            peak_rss_kib: peak,
+        })
+    }
+
+    /// CPU seconds all node processes have used so far.
+    pub fn nodes_cpu(&self) -> f64 {
+        self.nodes
+            .iter()
+            .map(|n| process_cpu_seconds(n.child.id()))
+            .sum()
+    }
+
+    /// The largest peak RSS of any node process, in KiB.
+    pub fn nodes_peak_rss_kib(&self) -> u64 {
+        self.nodes
+            .iter()
+            .filter_map(|n| peak_rss_kib(n.child.id()))
+            .max()
+            .unwrap_or(0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Stops every node (SIGTERM, then SIGKILL after 10 s) and removes the temp dir.
+    pub fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop_all();
+        Ok(())
+    }
+
+    fn stop_all(&mut self) {
+        for n in &self.nodes {
+            if let Some(pid) = Pid::from_raw(n.child.id() as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for n in &mut self.nodes {
+            loop {
+                match n.child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() >= deadline => {
+                        let _ = n.child.kill();
+                        let _ = n.child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+        self.nodes.clear();
+    }
+}
+
+impl Drop for ProcessNetwork {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+fn mbps(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / 1e6 / secs.max(1e-9)
+}
+
+/// Whether two files hold the same bytes.
+pub fn same_file(a: &Path, b: &Path) -> anyhow::Result<bool> {
+    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    if fa.metadata()?.len() != fb.metadata()?.len() {
+        return Ok(false);
+    }
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = fa.read(&mut ba)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        fb.read_exact(&mut bb[..n])?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+fn random_file(path: &Path, len: u64) -> anyhow::Result<()> {
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    // Pseudo-random (splitmix64) with a random seed: incompressible, and fast to make.
+    let pattern = Pattern::new(rand::random());
+    while left > 0 {
+        let n = (left as usize).min(buf.len());
+        pattern.fill(len - left, &mut buf[..n]);
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+/// Uploads a random file of `size_mib` MiB with `uplink cp`, downloads it into a new
+/// file with `uplink cp`, compares the two, removes the object; prints `case=cli-updown`.
+pub fn updown(net: &ProcessNetwork, scheme: Scheme, size_mib: u64) -> anyhow::Result<()> {
+    let dir = net.scratch("updown")?;
+    let (src, back) = (dir.join("object"), dir.join("back"));
+    let len = size_mib * MIB;
+    random_file(&src, len)?;
+    let key = format!("shoal://{BUCKET}/object-{size_mib}");
+    let rs = scheme.to_string();
+    let src_s = src.to_string_lossy().to_string();
+    let back_s = back.to_string_lossy().to_string();
+    let up = net.uplink(&["cp", "--no-progress", "--rs", &rs, &src_s, &key])?;
+    let down = net.uplink(&["cp", "--no-progress", &key, &back_s])?;
+    let identical = same_file(&src, &back)?;
+    net.uplink(&["rm", &key])?;
+    std::fs::remove_dir_all(&dir)?;
+    println!(
+        "case=cli-updown scheme={scheme} processes={} size_mib={size_mib} \
+         up_s={:.2} up_mbps={:.1} up_cpu_uplink_s={:.2} up_cpu_nodes_s={:.2} \
+         down_s={:.2} down_mbps={:.1} down_cpu_uplink_s={:.2} down_cpu_nodes_s={:.2} \
+         uplink_peak_rss_mib={:.1} identical={}",
+        net.len(),
+        up.secs,
+        mbps(len, up.secs),
+        up.uplink_cpu,
+        up.nodes_cpu,
+        down.secs,
+        mbps(len, down.secs),
+        down.uplink_cpu,
+        down.nodes_cpu,
+        up.peak_rss_kib.max(down.peak_rss_kib) as f64 / 1024.0,
+        if identical { "yes" } else { "NO" }
+    );
+    if !identical {
+        bail!("the download of {size_mib} MiB differs from the upload");
+    }
+    Ok(())
+}
+
+/// `cp -r` of `count` files of `size` bytes up, then `cp -r` back into a new directory;
+/// every file compared; prints `case=cli-tree`.
+pub fn tree(
+    net: &ProcessNetwork,
+    scheme: Scheme,
+    count: usize,
+    size: u64,
+    parallelism: Option<usize>,
+) -> anyhow::Result<()> {
+    let dir = net.scratch("tree")?;
+    let (src, back) = (dir.join("src"), dir.join("back"));
+    std::fs::create_dir_all(&src)?;
+    for i in 0..count {
+        std::fs::write(
+            src.join(format!("f{i:05}")),
+            Pattern::new(i as u64 + size).bytes(0, size),
+        )?;
+    }
+    let key = format!("shoal://{BUCKET}/tree-{size}/");
+    let rs = scheme.to_string();
+    let (src_s, back_s) = (
+        src.to_string_lossy().to_string(),
+        back.to_string_lossy().to_string(),
+    );
+    let par = parallelism.map(|p| p.to_string());
+    let par_args: Vec<&str> = match &par {
+        Some(p) => vec!["--parallelism", p],
+        None => Vec::new(),
+    };
+    let up_args = [
+        &["cp", "-r", "--no-progress", "--rs", &rs][..],
+        &par_args,
+        &[&src_s, &key],
+    ];
+    let up = net.uplink(&up_args.concat())?;
+    let down_args = [
+        &["cp", "-r", "--no-progress"][..],
+        &par_args,
+        &[&key, &back_s],
+    ];
+    let down = net.uplink(&down_args.concat())?;
+    let mut differ = 0;
+    for i in 0..count {
+        let name = format!("f{i:05}");
+        if !same_file(&src.join(&name), &back.join(&name)).unwrap_or(false) {
+            differ += 1;
+        }
+    }
+    net.uplink(&["rm", "-r", &key])?;
+    std::fs::remove_dir_all(&dir)?;
+    println!(
+        "case=cli-tree scheme={scheme} processes={} files={count} size={size} parallelism={} \
+         up_s={:.2} up_files_s={:.0} up_cpu_uplink_s={:.2} up_cpu_nodes_s={:.2} \
+         down_s={:.2} down_files_s={:.0} down_cpu_uplink_s={:.2} down_cpu_nodes_s={:.2} \
+         identical={}",
+        net.len(),
+        par.as_deref().unwrap_or("default"),
+        up.secs,
+        count as f64 / up.secs.max(1e-9),
+        up.uplink_cpu,
+        up.nodes_cpu,
+        down.secs,
+        count as f64 / down.secs.max(1e-9),
+        down.uplink_cpu,
+        down.nodes_cpu,
+        if differ == 0 {
+            "yes".to_string()
+        } else {
+            format!("NO({differ})")
+        }
+    );
+    if differ > 0 {
+        bail!("{differ} of {count} files differ after the round trip");
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// What one command costs before it moves any data: `uplink ls` (process start, access,
+/// catalog), `cp` of one 4 KiB + 1 file up (adds the DHT join, sampling and ten piece
+/// uploads) and down (no DHT), each `repeat` times; prints medians as `case=cli-startup`.
+pub fn startup(net: &ProcessNetwork, scheme: Scheme, repeat: usize) -> anyhow::Result<()> {
+    let dir = net.scratch("startup")?;
+    let (src, back) = (dir.join("one"), dir.join("back"));
+    std::fs::write(&src, Pattern::new(99).bytes(0, 4097))?;
+    let key = format!("shoal://{BUCKET}/startup-one");
+    let rs = scheme.to_string();
+    let (src_s, back_s) = (
+        src.to_string_lossy().to_string(),
+        back.to_string_lossy().to_string(),
+    );
+    let (mut ls, mut up, mut down) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..repeat.max(1) {
+        ls.push(net.uplink(&["ls", &format!("shoal://{BUCKET}")])?.secs);
+        up.push(
+            net.uplink(&["cp", "--no-progress", "--rs", &rs, &src_s, &key])?
+                .secs,
+        );
+        down.push(net.uplink(&["cp", "--no-progress", &key, &back_s])?.secs);
+        if !same_file(&src, &back)? {
+            bail!("the one-file download differs");
+        }
+    }
+    net.uplink(&["rm", &key])?;
+    std::fs::remove_dir_all(&dir)?;
+    println!(
+        "case=cli-startup scheme={scheme} processes={} repeat={} ls_ms={:.0} \
+         cp_one_up_ms={:.0} cp_one_down_ms={:.0}",
+        net.len(),
+        repeat.max(1),
+        median(ls) * 1e3,
+        median(up) * 1e3,
+        median(down) * 1e3
+    );
+    Ok(())
+}
