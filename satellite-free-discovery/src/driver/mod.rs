@@ -323,7 +323,7 @@ pub(crate) struct Inner {
     store: Mutex<RecordStore>,
     members: Mutex<Membership<Peer>>,
     rtt: Mutex<RttEstimator>,
-    channels: Mutex<HashMap<SocketAddr, DiscoveryClient<Channel>>>,
+    channels: Mutex<HashMap<(NodeId, SocketAddr), DiscoveryClient<Channel>>>,
     dialing: Mutex<HashSet<NodeId>>,
     verified: Mutex<VerifiedCache<Peer>>,
     dialbacks: Arc<Semaphore>,
@@ -500,7 +500,7 @@ impl Inner {
             return;
         };
         self.spawn(async move {
-            match me.ping(addr, Some(id)).await {
+            match me.ping(addr, id).await {
                 Ok(peer) => me.on_answered(&peer, addr),
                 Err(_) => me.on_request_failed(&id),
             }
@@ -570,7 +570,7 @@ impl Inner {
             return;
         };
         self.spawn(async move {
-            match me.ping(addr, Some(id)).await {
+            match me.ping(addr, id).await {
                 Ok(peer) => me.on_answered(&peer, addr),
                 Err(e) => {
                     tracing::debug!(%addr, node = %id, error = %e, "dial-back failed");
@@ -726,17 +726,26 @@ impl Inner {
 
     async fn bootstrap(&self) -> Result<usize, DhtError> {
         let mut answered = 0;
-        for addr in self.config.bootstrap.clone() {
-            match self.ping(addr, None).await {
+        let mut failures = Vec::new();
+        for (id, addr) in self.config.bootstrap.clone() {
+            match self.ping(addr, id).await {
                 Ok(peer) => {
                     answered += 1;
                     self.on_answered(&peer, addr);
                 }
-                Err(e) => tracing::warn!(%addr, error = %e, "bootstrap node did not answer"),
+                Err(e) => {
+                    tracing::warn!(%addr, node = %id, error = %e, "bootstrap node did not answer");
+                    failures.push(e.to_string());
+                }
             }
         }
         if answered == 0 && lock(&self.table).is_empty() {
-            return Err(DhtError::NoPeers);
+            if failures.is_empty() {
+                return Err(DhtError::NoPeers);
+            }
+            return Err(DhtError::BootstrapFailed {
+                reasons: failures.join("; "),
+            });
         }
         let own = if self.client {
             rand::rng().random()
@@ -772,7 +781,7 @@ impl Inner {
         // newest record's address directly.
         if let Some(p) = outcome.seen.get(&id)
             && let Some(addr) = dial_addr(p)
-            && let Ok(found) = self.ping(addr, Some(id)).await
+            && let Ok(found) = self.ping(addr, id).await
         {
             self.on_answered(&found, addr);
             return Ok(Some(found));
@@ -818,11 +827,13 @@ impl Inner {
                 self.metrics.records_held.set(store.len() as i64);
             }
         }
-        let mut calls: FuturesUnordered<_> = to
-            .iter()
-            .filter_map(|p| Some((p.node_id(), dial_addr(p)?)))
-            .map(|(id, addr)| async move { (id, self.put_one(addr, record, expected_seq).await) })
-            .collect();
+        let mut calls: FuturesUnordered<_> =
+            to.iter()
+                .filter_map(|p| Some((p.node_id(), dial_addr(p)?)))
+                .map(|(id, addr)| async move {
+                    (id, self.put_one(id, addr, record, expected_seq).await)
+                })
+                .collect();
         let mut cas_refusals = 0;
         while let Some((id, res)) = calls.next().await {
             match res {

@@ -5,15 +5,20 @@ use std::net::SocketAddr;
 use shoal_proto::limits::MAX_CLOSER_NODES;
 use shoal_proto::messages::MutableRecord;
 use shoal_proto::pb::discovery_client::DiscoveryClient;
+use shoal_proto::tls;
 use shoal_proto::{NodeId, RecordKey, Signed, pb};
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::{Inner, Peer, lock, service::MAX_DISCOVERY_MESSAGE};
 use crate::error::DhtError;
 
 /// Most cached client channels; the cache is emptied when it grows past this.
 const MAX_CHANNELS: usize = 512;
+/// HTTP/2 pings on idle DHT connections, and how long one may go unanswered before
+/// the connection counts as dead.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A checked answer to FindNode or GetRecord.
 #[derive(Debug)]
@@ -24,30 +29,35 @@ pub(crate) struct Answer {
 }
 
 impl Inner {
-    fn client(&self, addr: SocketAddr) -> Result<DiscoveryClient<Channel>, DhtError> {
+    /// A client for node `id` at `addr`: TLS that only `id`'s identity key completes.
+    fn client(&self, id: NodeId, addr: SocketAddr) -> Result<DiscoveryClient<Channel>, DhtError> {
         let mut channels = lock(&self.channels);
-        if let Some(c) = channels.get(&addr) {
+        if let Some(c) = channels.get(&(id, addr)) {
             return Ok(c.clone());
         }
         if channels.len() >= MAX_CHANNELS {
             channels.clear();
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| DhtError::BadResponse {
-                addr,
-                reason: format!("not a dialable address: {e}"),
-            })?
-            .connect_timeout(self.config.max_timeout)
-            .timeout(self.config.hard_timeout);
-        let client = DiscoveryClient::new(endpoint.connect_lazy())
+        let (connect, hard) = (self.config.max_timeout, self.config.hard_timeout);
+        let channel = tls::Connector::channel(id, addr, |e| {
+            e.connect_timeout(connect)
+                .timeout(hard)
+                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        })
+        .map_err(|e| DhtError::BadResponse {
+            addr,
+            reason: e.to_string(),
+        })?;
+        let client = DiscoveryClient::new(channel)
             .max_decoding_message_size(MAX_DISCOVERY_MESSAGE)
             .max_encoding_message_size(MAX_DISCOVERY_MESSAGE);
-        channels.insert(addr, client.clone());
+        channels.insert((id, addr), client.clone());
         Ok(client)
     }
 
-    fn forget_channel(&self, addr: &SocketAddr) {
-        lock(&self.channels).remove(addr);
+    fn forget_channel(&self, id: NodeId, addr: SocketAddr) {
+        lock(&self.channels).remove(&(id, addr));
     }
 
     /// Checks a node record from the network: valid, signed, enough work.
@@ -104,12 +114,18 @@ impl Inner {
             .collect())
     }
 
-    fn rpc_error(&self, addr: SocketAddr, status: tonic::Status) -> DhtError {
+    fn rpc_error(&self, id: NodeId, addr: SocketAddr, status: tonic::Status) -> DhtError {
         if matches!(
             status.code(),
             tonic::Code::Unavailable | tonic::Code::Unknown
         ) {
-            self.forget_channel(&addr);
+            self.forget_channel(id, addr);
+        }
+        if let Some(wrong) = tls::wrong_node(&status) {
+            return DhtError::WrongNode {
+                addr,
+                source: wrong.clone(),
+            };
         }
         DhtError::Rpc {
             addr,
@@ -121,13 +137,10 @@ impl Inner {
         lock(&self.rtt).observe(super::ms(started.elapsed()));
     }
 
-    /// Pings `addr`; with `expect`, the answer must come from that node.
-    pub(crate) async fn ping(
-        &self,
-        addr: SocketAddr,
-        expect: Option<NodeId>,
-    ) -> Result<Peer, DhtError> {
-        let mut client = self.client(addr)?;
+    /// Pings node `id` at `addr`: the TLS handshake and the signed answer must both come
+    /// from that node.
+    pub(crate) async fn ping(&self, addr: SocketAddr, id: NodeId) -> Result<Peer, DhtError> {
+        let mut client = self.client(id, addr)?;
         let started = Instant::now();
         let req = pb::PingRequest {
             sender: self.sender(),
@@ -135,10 +148,10 @@ impl Inner {
         let res = tokio::time::timeout(self.config.max_timeout, client.ping(req))
             .await
             .map_err(|_| DhtError::Timeout { addr })?
-            .map_err(|s| self.rpc_error(addr, s))?
+            .map_err(|s| self.rpc_error(id, addr, s))?
             .into_inner();
         self.observe_rtt(started);
-        self.check_responder(addr, res.responder, expect)
+        self.check_responder(addr, res.responder, Some(id))
     }
 
     /// FindNode (or GetRecord when `record` is set) to `id` at `addr`.
@@ -149,7 +162,7 @@ impl Inner {
         target: &[u8; 32],
         record: Option<RecordKey>,
     ) -> Result<Answer, DhtError> {
-        let mut client = self.client(addr)?;
+        let mut client = self.client(id, addr)?;
         let started = Instant::now();
         let sender = self.sender();
         let answer = match record {
@@ -161,7 +174,7 @@ impl Inner {
                 let res = tokio::time::timeout(self.config.hard_timeout, client.find_node(req))
                     .await
                     .map_err(|_| DhtError::Timeout { addr })?
-                    .map_err(|s| self.rpc_error(addr, s))?
+                    .map_err(|s| self.rpc_error(id, addr, s))?
                     .into_inner();
                 Answer {
                     responder: self.check_responder(addr, res.responder, Some(id))?,
@@ -177,7 +190,7 @@ impl Inner {
                 let res = tokio::time::timeout(self.config.hard_timeout, client.get_record(req))
                     .await
                     .map_err(|_| DhtError::Timeout { addr })?
-                    .map_err(|s| self.rpc_error(addr, s))?
+                    .map_err(|s| self.rpc_error(id, addr, s))?
                     .into_inner();
                 let now = shoal_proto::time::unix_ms();
                 // A record that fails its signature, belongs to another key or has
@@ -198,14 +211,15 @@ impl Inner {
         Ok(answer)
     }
 
-    /// PutRecord to one node.
+    /// PutRecord to node `id` at `addr`.
     pub(crate) async fn put_one(
         &self,
+        id: NodeId,
         addr: SocketAddr,
         record: &Signed<MutableRecord>,
         expected_seq: Option<u64>,
     ) -> Result<(), DhtError> {
-        let mut client = self.client(addr)?;
+        let mut client = self.client(id, addr)?;
         let req = pb::PutRecordRequest {
             sender: self.sender(),
             record: Some(pb::MutableRecord::from(record)),

@@ -39,7 +39,7 @@ pub(crate) fn spawn_all(inner: &Arc<Inner>) {
                 for id in stale.into_iter().take(2 * m.config.k) {
                     let addr = lock(&m.table).get(&id).and_then(|e| dial_addr(&e.data));
                     if let Some(addr) = addr {
-                        match m.ping(addr, Some(id)).await {
+                        match m.ping(addr, id).await {
                             Ok(p) => m.on_answered(&p, addr),
                             Err(_) => m.on_request_failed(&id),
                         }
