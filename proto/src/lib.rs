@@ -10,6 +10,7 @@
 //! - [`messages`]: orders, receipts, node records and mutable records.
 //! - [`piece_hash`]: per-block BLAKE3 hashes of a piece and the root they hash to.
 //! - [`limits`]: every bound applied to what comes from the network.
+//! - [`tls`]: TLS 1.3 whose certificate key is the node identity, pinned by node id.
 //! - [`time`]: unix-millisecond clock helpers and the freshness window for orders.
 
 pub mod error;
@@ -20,6 +21,7 @@ pub mod messages;
 pub mod piece_hash;
 pub mod signing;
 pub mod time;
+pub mod tls;
 
 /// Generated protobuf and gRPC code (`shoal.v1`).
 #[allow(missing_docs, clippy::all, missing_debug_implementations)]

@@ -11,6 +11,8 @@ use crate::core::store::RecordRefused;
 pub enum DhtError {
     #[error("the routing table is empty; bootstrap first (no bootstrap node answered)")]
     NoPeers,
+    #[error("no bootstrap node answered: {reasons}")]
+    BootstrapFailed { reasons: String },
     #[error("node mode needs at least one address in the node record")]
     NoAddress,
     #[error("cannot sign the local node record: {0}")]
@@ -21,6 +23,11 @@ pub enum DhtError {
     Rpc {
         addr: SocketAddr,
         status: Box<tonic::Status>,
+    },
+    #[error("refused the connection to {addr}: {source}")]
+    WrongNode {
+        addr: SocketAddr,
+        source: shoal_proto::tls::WrongNode,
     },
     #[error("request to {addr} timed out")]
     Timeout { addr: SocketAddr },

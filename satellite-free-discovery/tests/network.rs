@@ -8,11 +8,13 @@ use std::time::Duration;
 use satellite_free_discovery::{Dht, DhtConfig, DhtError, DhtHandle, Mode, RecordFields};
 use shoal_proto::messages::{MutableRecord, NodeRecord};
 use shoal_proto::pb::discovery_client::DiscoveryClient;
-use shoal_proto::{Identity, Signed, pb};
+use shoal_proto::{Identity, NodeId, Signed, pb, tls};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic::transport::server::Router;
 
 const DIFFICULTY: u32 = 4;
 
@@ -26,6 +28,11 @@ struct TestNode {
 }
 
 impl TestNode {
+    /// This node as a pinned bootstrap entry.
+    fn pin(&self) -> (NodeId, SocketAddr) {
+        (self.identity.node_id(), self.addr)
+    }
+
     async fn stop(self) {
         self.stop.cancel();
         let _ = self.server.await;
@@ -33,7 +40,7 @@ impl TestNode {
     }
 }
 
-fn config(bootstrap: Vec<SocketAddr>) -> DhtConfig {
+fn config(bootstrap: Vec<(NodeId, SocketAddr)>) -> DhtConfig {
     DhtConfig {
         difficulty: DIFFICULTY,
         bootstrap,
@@ -41,7 +48,30 @@ fn config(bootstrap: Vec<SocketAddr>) -> DhtConfig {
     }
 }
 
-async fn start_node(ip: Ipv4Addr, identity: Arc<Identity>, bootstrap: Vec<SocketAddr>) -> TestNode {
+/// Serves `router` over node-identity TLS with `identity`'s certificate until `stop`.
+fn serve(
+    listener: TcpListener,
+    identity: &Identity,
+    router: Router,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let incoming = tls::accept(
+        TcpListenerStream::new(listener),
+        tls::server_config(identity).unwrap(),
+    );
+    tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+            .await
+            .unwrap();
+    })
+}
+
+async fn start_node(
+    ip: Ipv4Addr,
+    identity: Arc<Identity>,
+    bootstrap: Vec<(NodeId, SocketAddr)>,
+) -> TestNode {
     let listener = TcpListener::bind((ip, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = watch::channel(RecordFields {
@@ -50,15 +80,12 @@ async fn start_node(ip: Ipv4Addr, identity: Arc<Identity>, bootstrap: Vec<Socket
     });
     let handle = Dht::start(identity.clone(), config(bootstrap), Mode::Node(rx)).unwrap();
     let stop = CancellationToken::new();
-    let svc = handle.service();
-    let token = stop.clone();
-    let server = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), token.cancelled_owned())
-            .await
-            .unwrap();
-    });
+    let server = serve(
+        listener,
+        &identity,
+        Server::builder().add_service(handle.service()),
+        stop.clone(),
+    );
     TestNode {
         handle,
         addr,
@@ -76,7 +103,7 @@ fn identity() -> Arc<Identity> {
 /// `n` nodes on 127.0.{base+i}.1, all bootstrapped from the first.
 async fn network(base: u8, n: u8) -> Vec<TestNode> {
     let seed = start_node(Ipv4Addr::new(127, 0, base, 1), identity(), vec![]).await;
-    let seed_addr = seed.addr;
+    let seed_addr = seed.pin();
     let mut nodes = vec![seed];
     for i in 1..n {
         let node = start_node(
@@ -125,10 +152,10 @@ async fn found_at(from: &DhtHandle, who: shoal_proto::NodeId, addr: SocketAddr) 
     }
 }
 
-async fn raw_client(addr: SocketAddr) -> DiscoveryClient<tonic::transport::Channel> {
-    DiscoveryClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap()
+async fn raw_client(node: &TestNode) -> DiscoveryClient<tonic::transport::Channel> {
+    DiscoveryClient::new(
+        tls::Connector::channel(node.identity.node_id(), node.addr, |e| e).unwrap(),
+    )
 }
 
 fn record(owner: &Identity, seq: u64, value: &[u8]) -> Signed<MutableRecord> {
@@ -217,7 +244,7 @@ async fn records_put_by_one_are_read_by_another_and_bad_ones_are_refused() {
             .unwrap_err();
         assert!(matches!(err, DhtError::CasMismatch), "{err}");
 
-        let mut client = raw_client(nodes[4].addr).await;
+        let mut client = raw_client(&nodes[4]).await;
         // Replayed (older seq): refused.
         let replay = pb::MutableRecord::from(&record(&owner, 1, b"v1"));
         let status = client
@@ -280,7 +307,12 @@ async fn a_flood_from_one_subnet_never_exceeds_the_limits() {
         let target = start_node(Ipv4Addr::new(127, 0, 100, 1), identity(), vec![]).await;
         let mut flood = Vec::new();
         for _ in 0..30 {
-            let n = start_node(Ipv4Addr::new(127, 0, 200, 1), identity(), vec![target.addr]).await;
+            let n = start_node(
+                Ipv4Addr::new(127, 0, 200, 1),
+                identity(),
+                vec![target.pin()],
+            )
+            .await;
             n.handle.bootstrap().await.unwrap();
             flood.push(n);
         }
@@ -289,7 +321,7 @@ async fn a_flood_from_one_subnet_never_exceeds_the_limits() {
             let n = start_node(
                 Ipv4Addr::new(127, 0, 101 + i, 1),
                 identity(),
-                vec![target.addr],
+                vec![target.pin()],
             )
             .await;
             n.handle.bootstrap().await.unwrap();
@@ -353,7 +385,7 @@ async fn a_flood_from_one_subnet_never_exceeds_the_limits() {
 async fn unreachable_claimed_address_low_work_and_bad_signature_are_kept_out() {
     tokio::time::timeout(Duration::from_secs(60), async {
         let target = start_node(Ipv4Addr::new(127, 0, 110, 1), identity(), vec![]).await;
-        let mut client = raw_client(target.addr).await;
+        let mut client = raw_client(&target).await;
         // A port that nobody listens on.
         let closed = {
             let l = std::net::TcpListener::bind("127.0.77.1:0").unwrap();
@@ -432,7 +464,7 @@ async fn node_restarted_on_a_new_port_is_found_at_its_new_address() {
         let first = start_node(
             Ipv4Addr::new(127, 0, 140, 1),
             moving.clone(),
-            vec![nodes[0].addr],
+            vec![nodes[0].pin()],
         )
         .await;
         first.handle.bootstrap().await.unwrap();
@@ -444,7 +476,7 @@ async fn node_restarted_on_a_new_port_is_found_at_its_new_address() {
         let second = start_node(
             Ipv4Addr::new(127, 0, 140, 1),
             moving.clone(),
-            vec![nodes[0].addr],
+            vec![nodes[0].pin()],
         )
         .await;
         assert_ne!(second.addr, old);
@@ -464,8 +496,12 @@ async fn uplink_client_looks_up_reads_writes_and_samples_without_entering_tables
     tokio::time::timeout(Duration::from_secs(120), async {
         let nodes = network(150, 8).await;
         let uplink_id = Arc::new(Identity::random());
-        let client =
-            Dht::start(uplink_id.clone(), config(vec![nodes[3].addr]), Mode::Client).unwrap();
+        let client = Dht::start(
+            uplink_id.clone(),
+            config(vec![nodes[3].pin()]),
+            Mode::Client,
+        )
+        .unwrap();
         client.bootstrap().await.unwrap();
         let found = client
             .find_node(nodes[6].identity.node_id())
@@ -600,20 +636,15 @@ async fn an_answer_with_too_many_nodes_is_refused_whole() {
             junk,
         };
         let stop = CancellationToken::new();
-        let token = stop.clone();
-        let server = tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(pb::discovery_server::DiscoveryServer::new(svc))
-                .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(listener),
-                    token.cancelled_owned(),
-                )
-                .await
-                .unwrap();
-        });
+        let server = serve(
+            listener,
+            &evil,
+            Server::builder().add_service(pb::discovery_server::DiscoveryServer::new(svc)),
+            stop.clone(),
+        );
         let client = Dht::start(
             Arc::new(Identity::random()),
-            config(vec![addr]),
+            config(vec![(evil.node_id(), addr)]),
             Mode::Client,
         )
         .unwrap();
@@ -641,10 +672,44 @@ async fn an_answer_with_too_many_nodes_is_refused_whole() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_entry_pinned_to_another_node_is_refused() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let seed = start_node(Ipv4Addr::new(127, 0, 170, 1), identity(), vec![]).await;
+        let impostor = identity().node_id();
+        let client = Dht::start(
+            Arc::new(Identity::random()),
+            config(vec![(impostor, seed.addr)]),
+            Mode::Client,
+        )
+        .unwrap();
+        let err = client.bootstrap().await.unwrap_err();
+        assert!(matches!(err, DhtError::BootstrapFailed { .. }), "{err}");
+        // The error names the pinned id and the one the node proved.
+        let text = err.to_string();
+        assert!(text.contains(&impostor.to_hex()), "{text}");
+        assert!(text.contains(&seed.identity.node_id().to_hex()), "{text}");
+        assert!(client.table().is_empty());
+        client.shutdown().await;
+        // The same address pinned to the right id joins.
+        let client = Dht::start(
+            Arc::new(Identity::random()),
+            config(vec![seed.pin()]),
+            Mode::Client,
+        )
+        .unwrap();
+        assert_eq!(client.bootstrap().await.unwrap(), 1);
+        client.shutdown().await;
+        seed.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_needs_the_write_token_of_a_recent_read_and_a_failed_swap_says_aborted() {
     tokio::time::timeout(Duration::from_secs(60), async {
         let node = start_node(Ipv4Addr::new(127, 0, 170, 1), identity(), vec![]).await;
-        let mut client = raw_client(node.addr).await;
+        let mut client = raw_client(&node).await;
         let owner = Identity::random();
         let key = MutableRecord::key_for(owner.public_key(), b"catalog");
         let put = |rec: &Signed<MutableRecord>, expected_seq, token: Option<&[u8]>| {

@@ -82,7 +82,7 @@ async fn grpc(payload: &Payload, pieces: usize, streams: usize, direct_io: bool)
     let (addr, node_id) = (node.grpc_addr(), node.node_id());
     let owner = Arc::new(Identity::random());
     // Warm up the connection.
-    let mut c = client(addr).await;
+    let mut c = client(node_id, addr).await;
     upload(
         &mut c,
         &owner,
@@ -98,7 +98,7 @@ async fn grpc(payload: &Payload, pieces: usize, streams: usize, direct_io: bool)
             let (owner, payload) = (Arc::clone(&owner), payload.clone());
             let n = pieces / streams + usize::from(s < pieces % streams);
             tokio::spawn(async move {
-                let mut c = client(addr).await;
+                let mut c = client(node_id, addr).await;
                 for _ in 0..n {
                     upload(&mut c, &owner, node_id, PieceId(rand::random()), &payload)
                         .await

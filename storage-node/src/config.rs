@@ -280,7 +280,12 @@ impl Config {
             host_port("external_address", a)?;
         }
         for b in &self.bootstrap {
-            host_port("bootstrap", b)?;
+            b.parse::<shoal_proto::tls::PinnedPeer>()
+                .map_err(|e| ConfigError::Invalid {
+                    source_name: "setting",
+                    key: "bootstrap".into(),
+                    reason: e.to_string(),
+                })?;
         }
         if self.difficulty > shoal_proto::identity::MAX_DIFFICULTY {
             return Err(ConfigError::Invalid {
@@ -352,7 +357,7 @@ impl Config {
             format!("allocate = {}", q(&self.allocate.to_string())),
         );
         field(
-            "HOST:PORT of DHT nodes to join the network through. Default: none.",
+            "DHT nodes to join the network through, each NODEID@HOST:PORT: the node id pins\nthe node's TLS key, so nobody else can answer in its place. Default: none.",
             format!(
                 "bootstrap = [{}]",
                 self.bootstrap
@@ -406,6 +411,9 @@ impl NodeDir {
 mod tests {
     use super::*;
 
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
@@ -417,7 +425,7 @@ mod tests {
     fn documented_toml_round_trips_and_documents_every_field() {
         let mut c = Config {
             allocate: ByteSize(2 << 40),
-            bootstrap: vec!["127.0.0.2:7777".into()],
+            bootstrap: vec![format!("{}@127.0.0.2:7777", "ab".repeat(32))],
             external_address: Some("node.example.com:7777".into()),
             ..Config::default()
         };
@@ -466,7 +474,10 @@ mod tests {
         let env = Overrides::from_env(vars(&[
             ("SHOAL_NODE_ALLOCATE", "2TiB"),
             ("SHOAL_NODE_LISTEN", "127.0.0.1:2000"),
-            ("SHOAL_NODE_BOOTSTRAP", "127.0.0.5:1, 127.0.0.6:2"),
+            (
+                "SHOAL_NODE_BOOTSTRAP",
+                &format!("{A}@127.0.0.5:1, {B}@127.0.0.6:2"),
+            ),
             ("SHOAL_NODE_DIRECT_IO", "false"),
             ("SHOAL_NODE_DIR", "/var/lib/shoal"),
             ("SHOAL_NODE_IDENTITY", "/identity/identity.key"),
@@ -482,7 +493,10 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:3000".parse().unwrap());
         assert_eq!(c.http, "127.0.0.1:1001".parse().unwrap());
         assert_eq!(c.difficulty, 3);
-        assert_eq!(c.bootstrap, vec!["127.0.0.5:1", "127.0.0.6:2"]);
+        assert_eq!(
+            c.bootstrap,
+            vec![format!("{A}@127.0.0.5:1"), format!("{B}@127.0.0.6:2")]
+        );
         assert!(!c.direct_io);
         let c = resolve(
             Some((Path::new("c"), file)),
@@ -519,5 +533,13 @@ mod tests {
             ..none()
         };
         assert!(resolve(None, none(), bad_bootstrap).is_err());
+        // A bootstrap entry must pin the node id.
+        let unpinned = Overrides {
+            allocate: Some(ByteSize(1)),
+            bootstrap: Some(vec!["127.0.0.1:7777".into()]),
+            ..none()
+        };
+        let err = resolve(None, none(), unpinned).unwrap_err().to_string();
+        assert!(err.contains("NODEID@HOST:PORT"), "{err}");
     }
 }

@@ -69,6 +69,8 @@ pub enum Error {
     Task(String),
     #[error("discovery (DHT): {0}")]
     Dht(#[from] satellite_free_discovery::DhtError),
+    #[error("TLS: {0}")]
+    Tls(#[from] shoal_proto::tls::TlsError),
 }
 
 impl Error {
@@ -111,7 +113,11 @@ impl Error {
             Error::Io { .. } => "io",
             Error::Db(_) => "db",
             Error::Corrupt { .. } => "corrupt",
-            Error::Identity(_) | Error::Metrics(_) | Error::Task(_) | Error::Dht(_) => "internal",
+            Error::Identity(_)
+            | Error::Metrics(_)
+            | Error::Task(_)
+            | Error::Dht(_)
+            | Error::Tls(_) => "internal",
         }
     }
 }
@@ -146,7 +152,8 @@ impl From<Error> for tonic::Status {
             | Error::Identity(_)
             | Error::Metrics(_)
             | Error::Task(_)
-            | Error::Dht(_) => Code::Internal,
+            | Error::Dht(_)
+            | Error::Tls(_) => Code::Internal,
         };
         tonic::Status::new(code, e.to_string())
     }

@@ -86,8 +86,8 @@ struct Settings {
     /// HTTP address for /metrics, /api/status and the dashboard.
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
-    /// DHT node to join through (repeatable).
-    #[arg(long, value_name = "HOST:PORT")]
+    /// DHT node to join through, pinned by its node id (repeatable).
+    #[arg(long, value_name = "NODEID@HOST:PORT")]
     bootstrap: Vec<String>,
     /// Proof-of-work bits required of node ids.
     #[arg(long, value_name = "N")]

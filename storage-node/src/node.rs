@@ -14,6 +14,7 @@ use prometheus::Registry;
 use satellite_free_discovery::{Dht, DhtConfig, DhtHandle, Mode, RecordFields};
 use shoal_proto::messages::NodeRecord;
 use shoal_proto::time::unix_ms;
+use shoal_proto::tls::{self, PinnedPeer};
 use shoal_proto::{Identity, NodeId, Signed};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -103,7 +104,7 @@ const RECORD_UPDATE_MIN_CHANGE: u64 = 64 << 20;
 
 /// Joins the DHT through the bootstrap nodes, retrying with backoff until one answers
 /// or the node stops. A seed node (no bootstrap) has nothing to do.
-async fn join_dht(dht: DhtHandle, bootstrap: Vec<SocketAddr>, stop: CancellationToken) {
+async fn join_dht(dht: DhtHandle, bootstrap: Vec<(NodeId, SocketAddr)>, stop: CancellationToken) {
     if bootstrap.is_empty() {
         return;
     }
@@ -158,8 +159,8 @@ where
 pub struct RunningNode {
     state: Arc<NodeState>,
     recovery: Recovery,
-    /// Bootstrap addresses, resolved at start and handed to the DHT driver.
-    bootstrap: Vec<SocketAddr>,
+    /// Bootstrap nodes (pinned ids), resolved at start and handed to the DHT driver.
+    bootstrap: Vec<(NodeId, SocketAddr)>,
     stop: CancellationToken,
     http_stop: CancellationToken,
     rpc_stop: CancellationToken,
@@ -189,6 +190,26 @@ pub async fn resolve_addresses(hosts: &[String]) -> Vec<SocketAddr> {
     out
 }
 
+/// Resolves pinned `NODEID@HOST:PORT` entries; malformed or unresolvable ones are
+/// logged and skipped (the config check refuses malformed ones before this).
+pub async fn resolve_pinned(entries: &[String]) -> Vec<(NodeId, SocketAddr)> {
+    let mut out = Vec::new();
+    for e in entries {
+        let resolved = match e.parse::<PinnedPeer>() {
+            Ok(p) => p.resolve().await,
+            Err(err) => {
+                warn!(entry = %e, error = %err, "bad bootstrap entry");
+                continue;
+            }
+        };
+        match resolved {
+            Ok(addrs) => out.extend(addrs),
+            Err(err) => warn!(entry = %e, error = %err, "cannot resolve address"),
+        }
+    }
+    out
+}
+
 /// Opens the store under `storage_dir` (repairing what a crash left), binds the gRPC and
 /// HTTP listeners and starts serving.
 pub async fn start(
@@ -197,6 +218,7 @@ pub async fn start(
     storage_dir: &std::path::Path,
 ) -> Result<RunningNode, Error> {
     shoal_proto::identity::verify_work(&identity.node_id(), config.difficulty)?;
+    let tls_config = tls::server_config(&identity)?;
     let identity = Arc::new(identity);
     let dir = storage_dir.to_owned();
     let allocated = config.allocate.0;
@@ -252,7 +274,7 @@ pub async fn start(
     let rpc_stop = CancellationToken::new();
     let worker_stop = CancellationToken::new();
 
-    let bootstrap = resolve_addresses(&config.bootstrap).await;
+    let bootstrap = resolve_pinned(&config.bootstrap).await;
     // The DHT shares the gRPC port. A node with no address to advertise cannot be found,
     // so it takes part as a client only (it can still look others up) until it is
     // configured with an `external_address`.
@@ -292,9 +314,13 @@ pub async fn start(
     let router = grpc_router(service, &dht, config);
     let rpc_kill = CancellationToken::new();
     let kill = rpc_kill.clone();
-    let incoming = TcpIncoming::from(grpc_listener)
-        .with_nodelay(Some(true))
-        .map(move |conn| conn.map(|c| Killable::new(c, &kill)));
+    // Every connection is TLS 1.3 over the node's identity key; plaintext is refused.
+    let incoming = tls::accept(
+        TcpIncoming::from(grpc_listener)
+            .with_nodelay(Some(true))
+            .map(move |conn| conn.map(|c| Killable::new(c, &kill))),
+        tls_config,
+    );
     let grpc_stop = rpc_stop.clone();
     let grpc_task = tokio::spawn(async move {
         router
@@ -412,8 +438,8 @@ impl RunningNode {
         self.recovery
     }
 
-    /// Resolved bootstrap addresses the node joins the DHT through.
-    pub fn bootstrap(&self) -> &[SocketAddr] {
+    /// Resolved bootstrap nodes the node joins the DHT through.
+    pub fn bootstrap(&self) -> &[(NodeId, SocketAddr)] {
         &self.bootstrap
     }
 

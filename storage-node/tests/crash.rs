@@ -95,7 +95,7 @@ fn start_uploads(
         .map(|s| {
             let (owner, acked) = (Arc::clone(&owner), Arc::clone(&acked));
             tokio::spawn(async move {
-                let mut c = client(addr).await;
+                let mut c = client(node, addr).await;
                 for i in 0u64.. {
                     let seed = s * 1_000_000 + i;
                     let len = 10_000 + (seed as usize * 7919) % 400_000;
@@ -192,7 +192,7 @@ async fn kill_9_during_uploads_loses_no_acknowledged_piece() {
 
         let (mut child, node2, addr) = run(dir.path()).await;
         assert_eq!(node2, node);
-        let mut c = client(addr).await;
+        let mut c = client(node, addr).await;
         for (piece, seed, len) in &acked {
             let got = download(&mut c, &owner, node, *piece).await.unwrap();
             assert!(

@@ -128,7 +128,9 @@ impl Devnet {
                     bootstrap: if i == 0 {
                         Vec::new()
                     } else {
-                        vec![seed.to_string()]
+                        // Pinned: the seed (set up first) must prove its node id.
+                        let seed_id = Identity::load(&NodeDir(node_dir(dir, 0)).identity())?;
+                        vec![format!("{}@{seed}", seed_id.node_id())]
                     },
                     ..Config::default()
                 };
@@ -193,6 +195,13 @@ impl Devnet {
             .first()
             .map(|n| n.grpc_addr())
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 1, 1], self.params.base_port)))
+    }
+
+    /// The seed node pinned, `NODEID@IP:PORT`: the bootstrap entry uplinks get.
+    pub fn seed_pinned(&self) -> Option<String> {
+        self.nodes
+            .first()
+            .map(|n| format!("{}@{}", n.node_id(), n.grpc_addr()))
     }
 
     pub fn entries(&self) -> Vec<NodeEntry> {
@@ -293,7 +302,8 @@ pub struct UplinkAccess {
 /// Creates (first run) or reads the devnet's access grant, and writes the uplink config
 /// for this network into `DIR/uplink`: the grant (bootstrap = the seed node, and the
 /// devnet's proof-of-work difficulty) and a `config.toml` that names the difficulty too.
-pub fn ensure_uplink_access(dir: &Path, seed: SocketAddr) -> anyhow::Result<UplinkAccess> {
+/// `seed` is the seed node pinned, `NODEID@IP:PORT`.
+pub fn ensure_uplink_access(dir: &Path, seed: &str) -> anyhow::Result<UplinkAccess> {
     let params_path = dir.join(PARAMS_FILE);
     let params: DevnetParams = toml::from_str(
         &std::fs::read_to_string(&params_path)
@@ -305,7 +315,7 @@ pub fn ensure_uplink_access(dir: &Path, seed: SocketAddr) -> anyhow::Result<Upli
     let grant = match paths.load_grant() {
         Ok(grant) => grant,
         Err(_) => {
-            let access = uplink::Access::new(uplink::RootSecret::random(), vec![seed.to_string()])
+            let access = uplink::Access::new(uplink::RootSecret::random(), vec![seed.to_owned()])
                 .with_difficulty(params.difficulty);
             let grant = access.to_grant();
             paths.save_grant(&grant)?;

@@ -134,12 +134,17 @@ impl TestNode {
         self.running().http_addr()
     }
 
-    /// A gRPC client with the protocol's message bounds.
+    /// This node as a pinned `NODEID@IP:PORT` entry.
+    pub fn pinned(&self) -> String {
+        format!("{}@{}", self.node_id(), self.grpc_addr())
+    }
+
+    /// A gRPC client with the protocol's message bounds, over TLS pinned to this node.
     pub async fn client(&self) -> anyhow::Result<PieceStoreClient<Channel>> {
-        let channel = Channel::from_shared(format!("http://{}", self.grpc_addr()))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await?;
+        let channel =
+            shoal_proto::tls::Connector::channel(self.node_id(), self.grpc_addr(), |e| {
+                e.connect_timeout(Duration::from_secs(5))
+            })?;
         Ok(PieceStoreClient::new(channel)
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
             .max_encoding_message_size(MAX_GRPC_MESSAGE))
@@ -173,7 +178,7 @@ impl Cluster {
             // Every node but the first joins the DHT through the first.
             let bootstrap = nodes
                 .first()
-                .map(|first: &TestNode| vec![first.grpc_addr().to_string()])
+                .map(|first: &TestNode| vec![first.pinned()])
                 .unwrap_or_default();
             nodes.push(TestNode::start(i, &options, bootstrap).await?);
         }

@@ -41,7 +41,7 @@ impl Net {
         )
         .await
         .unwrap();
-        let seed = cluster.node(0).grpc_addr();
+        let seed = (cluster.node(0).node_id(), cluster.node(0).grpc_addr());
         let probe = DhtNodes::new(Arc::new(Identity::random()), vec![seed], 0);
         wait_until(
             Duration::from_secs(60),
@@ -54,7 +54,7 @@ impl Net {
         .await
         .unwrap();
         probe.shutdown().await;
-        let grant = Access::new(RootSecret::random(), vec![seed.to_string()]).to_grant();
+        let grant = Access::new(RootSecret::random(), vec![cluster.node(0).pinned()]).to_grant();
         Net {
             cluster,
             bin,

@@ -446,7 +446,9 @@ fn prometheus_scrapes_every_compose_node_and_grafana_reads_prometheus() {
         .collect();
     assert!(nodes.len() >= 3, "{nodes:?}");
     // The seed bootstraps from nobody; the others join through the seed.
-    assert!(compose.contains("SHOAL_NODE_BOOTSTRAP: seed:7777"));
+    assert!(
+        compose.contains("SHOAL_NODE_BOOTSTRAP: ${SHOAL_SEED_ID:-SET_SHOAL_SEED_ID}@seed:7777")
+    );
     assert!(compose.contains("SHOAL_NODE_BOOTSTRAP: \"\""));
     // Room for the gateway.
     assert!(compose.contains("# gateway:"));

@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_proto::Identity;
+use shoal_proto::tls::PinnedPeer;
+use shoal_proto::{Identity, NodeId};
 use shoal_tests::devnet::{Devnet, DevnetParams, ensure_uplink_access};
 use shoal_tests::test_data;
 use storage_node::ByteSize;
@@ -24,10 +25,13 @@ fn free_port() -> u16 {
 
 fn uplink_from_grant(grant: &str, catalog_dir: &Path) -> Uplink {
     let access = Access::from_grant(grant).unwrap();
-    let bootstrap: Vec<SocketAddr> = access
+    let bootstrap: Vec<(NodeId, SocketAddr)> = access
         .bootstrap()
         .iter()
-        .map(|p| p.parse().unwrap())
+        .map(|p| {
+            let p: PinnedPeer = p.parse().unwrap();
+            (p.id, p.address.parse().unwrap())
+        })
         .collect();
     let identity = Arc::new(Identity::from_seed(*access.owner().seed()));
     let difficulty = access
@@ -67,7 +71,7 @@ async fn devnet_resumes_with_every_piece_and_its_grant_works_elsewhere() {
         };
         let net = Devnet::up(dir.path(), 12, &params).await.unwrap();
         assert!(net.wait_joined(Duration::from_secs(60)).await);
-        let access = ensure_uplink_access(dir.path(), net.seed()).unwrap();
+        let access = ensure_uplink_access(dir.path(), &net.seed_pinned().unwrap()).unwrap();
         let catalog = dir.path().join("uplink").join("catalog");
         let data = test_data(3 << 20, 7);
         {
@@ -81,7 +85,7 @@ async fn devnet_resumes_with_every_piece_and_its_grant_works_elsewhere() {
         // Same dir again: same nodes, same addresses, every piece still there.
         let net = Devnet::up(dir.path(), 12, &params).await.unwrap();
         assert_eq!(net.nodes().len(), 12);
-        let again = ensure_uplink_access(dir.path(), net.seed()).unwrap();
+        let again = ensure_uplink_access(dir.path(), &net.seed_pinned().unwrap()).unwrap();
         assert_eq!(again.grant, access.grant, "the devnet keeps its grant");
         {
             let up = uplink_from_grant(&access.grant, &catalog);

@@ -701,7 +701,10 @@ async fn a_restarted_node_serves_every_acknowledged_piece() {
         }
         let used_before = cluster.node(0).running().store().space();
         let addr_before = cluster.node(0).grpc_addr();
-        assert_eq!(cluster.node(2).running().bootstrap(), &[addr_before]);
+        assert_eq!(
+            cluster.node(2).running().bootstrap(),
+            &[(cluster.node(0).node_id(), addr_before)]
+        );
         cluster.node_mut(0).restart().await.unwrap();
         let n = cluster.node(0);
         assert_eq!(n.running().store().space(), used_before);
@@ -873,6 +876,54 @@ async fn http_serves_metrics_status_and_dashboard() {
         assert_eq!(back.node_id(), n.node_id());
         assert_eq!(back.addresses, vec![n.grpc_addr()]);
         assert_eq!(back.free_space, n.running().store().free_space());
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_port_speaks_only_node_identity_tls() {
+    bounded(async {
+        let cluster = Cluster::start(2, NodeOptions::default()).await.unwrap();
+        let (n, other) = (cluster.node(0), cluster.node(1));
+
+        // A plaintext HTTP/2 client gets no answer: the node wants a TLS handshake.
+        let plain = tonic::transport::Endpoint::from_shared(format!("http://{}", n.grpc_addr()))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(5));
+        let refused = match plain.connect().await {
+            Err(e) => e.to_string(),
+            Ok(channel) => pb::discovery_client::DiscoveryClient::new(channel)
+                .ping(pb::PingRequest { sender: None })
+                .await
+                .unwrap_err()
+                .to_string(),
+        };
+        println!("plaintext client: {refused}");
+
+        // Pinned to another node's id: the dialler aborts naming both ids.
+        let wrong =
+            shoal_proto::tls::Connector::channel(other.node_id(), n.grpc_addr(), |e| e).unwrap();
+        let status = pb::discovery_client::DiscoveryClient::new(wrong)
+            .ping(pb::PingRequest { sender: None })
+            .await
+            .unwrap_err();
+        let mismatch = shoal_proto::tls::wrong_node(&status).expect("a node-id mismatch");
+        assert_eq!(mismatch.expected, other.node_id());
+        assert_eq!(mismatch.actual, n.node_id());
+        let text = mismatch.to_string();
+        assert!(text.contains(&n.node_id().to_hex()) && text.contains(&other.node_id().to_hex()));
+
+        // Pinned right: the node answers, as itself.
+        let right =
+            shoal_proto::tls::Connector::channel(n.node_id(), n.grpc_addr(), |e| e).unwrap();
+        let pong = pb::discovery_client::DiscoveryClient::new(right)
+            .ping(pb::PingRequest { sender: None })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(pong.responder.is_some());
         cluster.shutdown().await.unwrap();
     })
     .await;

@@ -799,7 +799,7 @@ async fn cli_recursive_copy_of_a_thousand_files_is_identical_under_diff() {
     };
     tokio::time::timeout(Duration::from_secs(600), async {
         let cluster = cluster().await;
-        let seed = cluster.node(0).grpc_addr();
+        let seed = (cluster.node(0).node_id(), cluster.node(0).grpc_addr());
         // The CLI finds the nodes through the DHT like a real uplink: wait until a DHT
         // client joined through the seed sees all of them.
         let probe = DhtNodes::new(Arc::new(Identity::random()), vec![seed], 0);
@@ -823,7 +823,7 @@ async fn cli_recursive_copy_of_a_thousand_files_is_identical_under_diff() {
             "difficulty = 0\nscheme = \"4/6/8/12\"\nallow_smaller_scheme = false\n",
         )
         .unwrap();
-        let grant = Access::new(RootSecret::random(), vec![seed.to_string()]).to_grant();
+        let grant = Access::new(RootSecret::random(), vec![cluster.node(0).pinned()]).to_grant();
         let (ok, _, err) = run_uplink(&bin, &cfg, &["access", "import", &grant]).await;
         assert!(ok, "access import: {err}");
         let (ok, _, err) = run_uplink(&bin, &cfg, &["mb", "shoal://backups"]).await;

@@ -10,7 +10,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use shoal_proto::Identity;
+use shoal_proto::tls::PinnedPeer;
+use shoal_proto::{Identity, NodeId};
 use uplink::access::{Access, RootSecret};
 use uplink::catalog::{Catalog, Listing};
 use uplink::config::{CachedNodes, ConfiguredNodes, Paths, parse_node};
@@ -92,8 +93,8 @@ enum AccessCommand {
         /// Read a passphrase from the first line of stdin instead of a random secret.
         #[arg(long)]
         passphrase_stdin: bool,
-        /// Bootstrap peer HOST:PORT to put into the grant (repeatable).
-        #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+        /// Bootstrap peer to put into the grant, pinned by its node id (repeatable).
+        #[arg(long = "bootstrap", value_name = "NODEID@HOST:PORT")]
         bootstrap: Vec<String>,
         /// Replace an existing access.
         #[arg(long)]
@@ -196,16 +197,20 @@ fn parse_range(s: &str, size: u64) -> Result<(u64, u64)> {
     Ok((start, end))
 }
 
-/// Resolves `HOST:PORT` bootstrap peers; unresolvable ones are reported and skipped.
-async fn resolve_peers(peers: &[String]) -> Vec<std::net::SocketAddr> {
+/// Resolves pinned `NODEID@HOST:PORT` bootstrap peers; an unpinned or malformed one is
+/// an error, an unresolvable one is reported and skipped.
+async fn resolve_peers(peers: &[String]) -> Result<Vec<(NodeId, std::net::SocketAddr)>> {
     let mut out = Vec::new();
     for p in peers {
-        match tokio::net::lookup_host(p.as_str()).await {
+        let pinned: PinnedPeer = p
+            .parse()
+            .with_context(|| "the access grant has a bootstrap peer without a node id; make a new grant with `uplink access create --bootstrap NODEID@HOST:PORT`")?;
+        match pinned.resolve().await {
             Ok(addrs) => out.extend(addrs),
             Err(e) => tracing::warn!(peer = %p, error = %e, "cannot resolve bootstrap peer"),
         }
     }
-    out
+    Ok(out)
 }
 
 struct Env {
@@ -256,9 +261,9 @@ async fn open(paths: Paths) -> Result<Env> {
     // The DHT is joined through the grant's bootstrap peers (or, in a closed setup whose
     // grant names none, through the configured nodes). It finds nodes for new pieces
     // unless config.toml fixes a `nodes` list, and it holds the catalog's records.
-    let mut bootstrap = resolve_peers(access.bootstrap()).await;
+    let mut bootstrap = resolve_peers(access.bootstrap()).await?;
     if bootstrap.is_empty() {
-        bootstrap = configured.iter().map(|(_, a)| *a).collect();
+        bootstrap = configured.clone();
     }
     let identity = Arc::new(Identity::from_seed(*access.owner().seed()));
     let difficulty = file
@@ -274,7 +279,7 @@ async fn open(paths: Paths) -> Result<Env> {
         )
     } else {
         Arc::new(CachedNodes::new(
-            ConfiguredNodes::new(&configured, Duration::from_secs(5)),
+            ConfiguredNodes::new(&configured),
             Duration::from_secs(60),
         ))
     };
@@ -437,9 +442,11 @@ async fn access(paths: Paths, cmd: AccessCommand) -> Result<()> {
                 RootSecret::random()
             };
             for b in &bootstrap {
-                if b.len() > uplink::access::MAX_PEER_LEN || !b.contains(':') {
-                    bail!("bootstrap peer `{b}` is not HOST:PORT");
+                if b.len() > uplink::access::MAX_PEER_LEN {
+                    bail!("bootstrap peer `{b}` is too long");
                 }
+                b.parse::<PinnedPeer>()
+                    .with_context(|| format!("bootstrap peer `{b}`"))?;
             }
             let access = Access::new(root, bootstrap);
             let grant = access.to_grant();

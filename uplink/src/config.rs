@@ -24,8 +24,8 @@ use crate::catalog::WriterId;
 use crate::client::UplinkConfig;
 use crate::codec::{CodecKind, Scheme};
 use shoal_proto::NodeId;
+use shoal_proto::tls::{PinnedPeer, PinnedPeerError};
 
-use crate::grpc::PingNodes;
 use crate::store::{DiscoveryError, NodeCandidate, NodeSource};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +49,9 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// A fixed list of storage nodes to use instead of DHT discovery (for closed test
-    /// setups): `NODEID@IP:PORT` (node id in hex, used as is) or `IP:PORT` (asked for its
-    /// signed node record with `Discovery.Ping`). Default: none, nodes are found through
-    /// the DHT, joined via the access grant's bootstrap peers.
+    /// setups): `NODEID@IP:PORT`, the node id in hex pinning the node's TLS key (a node
+    /// that cannot prove it is never used). Default: none, nodes are found through the
+    /// DHT, joined via the access grant's bootstrap peers.
     #[serde(default)]
     pub nodes: Vec<String>,
     /// Proof-of-work bits the network requires of node ids; nodes below it are ignored.
@@ -122,73 +122,47 @@ impl FileConfig {
     }
 }
 
-/// Parses one `nodes` entry: `NODEID@IP:PORT` or `IP:PORT`.
-pub fn parse_node(entry: &str) -> Result<(Option<NodeId>, SocketAddr), String> {
-    let (id, addr) = match entry.split_once('@') {
-        Some((id, addr)) => {
-            let id = NodeId::from_hex(id.trim())
-                .ok_or_else(|| format!("`{entry}`: the node id must be 64 hex digits"))?;
-            (Some(id), addr)
-        }
-        None => (None, entry),
-    };
-    let addr = addr
-        .trim()
+/// Parses one `nodes` entry: `NODEID@IP:PORT` (the node id pins the node's TLS key).
+pub fn parse_node(entry: &str) -> Result<(NodeId, SocketAddr), String> {
+    let pinned: PinnedPeer = entry.parse().map_err(|e: PinnedPeerError| e.to_string())?;
+    let addr = pinned
+        .address
         .parse()
-        .map_err(|_| format!("`{entry}`: `{addr}` is not IP:PORT"))?;
-    Ok((id, addr))
+        .map_err(|_| format!("`{entry}`: `{}` is not IP:PORT", pinned.address))?;
+    Ok((pinned.id, addr))
 }
 
-/// A fixed node list (config.toml `nodes`), used instead of DHT discovery in closed setups:
-/// entries with a node id are used as they are (free space unknown); the others are
-/// pinged (`Discovery.Ping`, no sender record) for their signed record.
+/// A fixed node list (config.toml `nodes`), used instead of DHT discovery in closed
+/// setups: every entry is pinned, and used as it is (free space unknown).
 #[derive(Debug, Clone)]
 pub struct ConfiguredNodes {
     known: Vec<NodeCandidate>,
-    ping: PingNodes,
 }
 
 impl ConfiguredNodes {
-    pub fn new(entries: &[(Option<NodeId>, SocketAddr)], timeout: Duration) -> Self {
-        let mut known = Vec::new();
-        let mut addresses = Vec::new();
-        for (id, addr) in entries {
-            match id {
-                Some(id) => known.push(NodeCandidate {
-                    id: *id,
-                    public_key: None,
-                    address: *addr,
-                    free_space: u64::MAX,
-                }),
-                None => addresses.push(*addr),
-            }
-        }
-        Self {
-            known,
-            ping: PingNodes { addresses, timeout },
-        }
+    pub fn new(entries: &[(NodeId, SocketAddr)]) -> Self {
+        let known = entries
+            .iter()
+            .map(|(id, addr)| NodeCandidate {
+                id: *id,
+                public_key: None,
+                address: *addr,
+                free_space: u64::MAX,
+            })
+            .collect();
+        Self { known }
     }
 }
 
 impl NodeSource for ConfiguredNodes {
-    fn sample(&self, wanted: usize) -> BoxFuture<'_, Result<Vec<NodeCandidate>, DiscoveryError>> {
+    fn sample(&self, _wanted: usize) -> BoxFuture<'_, Result<Vec<NodeCandidate>, DiscoveryError>> {
         Box::pin(async move {
-            let mut nodes = self.known.clone();
-            if !self.ping.addresses.is_empty() {
-                match self.ping.sample(wanted).await {
-                    Ok(found) => nodes.extend(found),
-                    Err(e) if !nodes.is_empty() => {
-                        tracing::warn!(error = %e, "pinging nodes failed")
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            if nodes.is_empty() {
+            if self.known.is_empty() {
                 return Err(DiscoveryError(
                     "no storage nodes: add `nodes = [\"NODEID@IP:PORT\"]` to config.toml or bootstrap peers to the grant".into(),
                 ));
             }
-            Ok(nodes)
+            Ok(self.known.clone())
         })
     }
 }
@@ -523,16 +497,16 @@ mod tests {
         )
         .unwrap();
         let c = paths.load_config().unwrap();
-        assert_eq!(
-            parse_node(&c.nodes[0]).unwrap(),
-            (None, "127.0.1.1:7000".parse().unwrap())
-        );
+        // An unpinned entry is refused, saying how to pin it.
+        let unpinned = parse_node(&c.nodes[0]).unwrap_err();
+        assert!(unpinned.contains("NODEID@HOST:PORT"), "{unpinned}");
         assert_eq!(
             parse_node(&c.nodes[1]).unwrap(),
-            (Some(NodeId([7; 32])), "127.0.2.1:7000".parse().unwrap())
+            (NodeId([7; 32]), "127.0.2.1:7000".parse().unwrap())
         );
         assert!(parse_node("zz@127.0.0.1:1").is_err());
         assert!(parse_node("localhost").is_err());
+        assert!(parse_node(&format!("{}@localhost:1", NodeId([7; 32]))).is_err());
         assert_eq!(
             c.uplink_config(&paths.config_file())
                 .unwrap()

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use satellite_free_discovery::{Dht, DhtConfig, DhtHandle, Mode};
-use shoal_proto::Identity;
+use shoal_proto::{Identity, NodeId};
 use tokio::sync::OnceCell;
 
 use crate::store::{DiscoveryError, NodeCandidate, NodeSource};
@@ -37,15 +37,20 @@ const MAX_CRAWL_STEPS: usize = 1024;
 #[derive(Debug)]
 pub struct DhtNodes {
     identity: Arc<Identity>,
-    bootstrap: Vec<SocketAddr>,
+    bootstrap: Vec<(NodeId, SocketAddr)>,
     difficulty: u32,
     dht: OnceCell<DhtHandle>,
 }
 
 impl DhtNodes {
-    /// A source that joins the DHT through `bootstrap` when first asked for nodes.
-    /// `difficulty` is the network's proof-of-work requirement: nodes below it are ignored.
-    pub fn new(identity: Arc<Identity>, bootstrap: Vec<SocketAddr>, difficulty: u32) -> Self {
+    /// A source that joins the DHT through `bootstrap` (pinned node ids) when first asked
+    /// for nodes. `difficulty` is the network's proof-of-work requirement: nodes below it
+    /// are ignored.
+    pub fn new(
+        identity: Arc<Identity>,
+        bootstrap: Vec<(NodeId, SocketAddr)>,
+        difficulty: u32,
+    ) -> Self {
         Self {
             identity,
             bootstrap,
@@ -101,10 +106,10 @@ impl DhtNodes {
     }
 }
 
-fn list(addrs: &[SocketAddr]) -> String {
-    addrs
+fn list(peers: &[(NodeId, SocketAddr)]) -> String {
+    peers
         .iter()
-        .map(ToString::to_string)
+        .map(|(id, addr)| format!("{id}@{addr}"))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -1,6 +1,6 @@
-//! The real piece store: [`PieceStore`] over the generated gRPC `PieceStoreClient`, and
-//! [`PingNodes`], a [`NodeSource`] that asks a fixed list of addresses for their signed
-//! node records over `Discovery.Ping`.
+//! The real piece store: [`PieceStore`] over the generated gRPC `PieceStoreClient`, every
+//! connection over node-identity TLS pinned to the node id of the placement (a node
+//! that cannot prove that id's key is never sent an order or a byte).
 //!
 //! Wire types stay here: orders and trailers go out through `From<&Signed<X>> for pb::X`,
 //! receipts, piece infos and node records come back through `TryFrom`, which checks their
@@ -17,22 +17,19 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use shoal_proto::Signed;
 use shoal_proto::limits::{MAX_CHUNK, MAX_GRPC_MESSAGE};
-use shoal_proto::messages::{DeleteOrder, DownloadOrder, NodeRecord, Receipt, UploadOrder};
-use shoal_proto::pb;
-use shoal_proto::pb::discovery_client::DiscoveryClient;
+use shoal_proto::messages::{DeleteOrder, DownloadOrder, Receipt, UploadOrder};
 use shoal_proto::pb::piece_store_client::PieceStoreClient;
 use shoal_proto::piece_hash::PieceInfo;
-use tonic::transport::{Channel, Endpoint};
+use shoal_proto::{NodeId, pb, tls};
+use tonic::transport::Channel;
 
-use crate::store::{
-    DiscoveryError, DownloadPart, DownloadStream, NodeAddress, NodeCandidate, NodeSource,
-    PieceError, PieceStore, UploadPart,
-};
+use crate::store::{DownloadPart, DownloadStream, NodeAddress, PieceError, PieceStore, UploadPart};
 
-/// Piece transfers over gRPC, one lazily connected HTTP/2 channel per node address.
+/// Piece transfers over gRPC, one lazily connected HTTP/2 channel per node (id and
+/// address).
 #[derive(Debug)]
 pub struct GrpcPieceStore {
-    channels: Mutex<HashMap<SocketAddr, Channel>>,
+    channels: Mutex<HashMap<(NodeId, SocketAddr), Channel>>,
     connect_timeout: Duration,
 }
 
@@ -42,19 +39,29 @@ impl Default for GrpcPieceStore {
     }
 }
 
-fn endpoint(addr: SocketAddr, connect_timeout: Duration) -> Result<Endpoint, String> {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .map(|e| {
-            e.connect_timeout(connect_timeout)
-                .tcp_nodelay(true)
-                .max_frame_size(shoal_proto::limits::H2_MAX_FRAME)
-                .initial_stream_window_size(shoal_proto::limits::H2_STREAM_WINDOW)
-                .initial_connection_window_size(shoal_proto::limits::H2_CONNECTION_WINDOW)
-        })
-        .map_err(|e| e.to_string())
+/// A channel to `node`, TLS pinned to its id.
+fn channel(node: NodeAddress, connect_timeout: Duration) -> Result<Channel, PieceError> {
+    tls::Connector::channel(node.id, node.address, |e| {
+        e.connect_timeout(connect_timeout)
+            .max_frame_size(shoal_proto::limits::H2_MAX_FRAME)
+            .initial_stream_window_size(shoal_proto::limits::H2_STREAM_WINDOW)
+            .initial_connection_window_size(shoal_proto::limits::H2_CONNECTION_WINDOW)
+    })
+    .map_err(|e| PieceError::Unreachable {
+        node: node.id,
+        address: node.address,
+        reason: e.to_string(),
+    })
 }
 
 fn status_error(node: NodeAddress, status: tonic::Status) -> PieceError {
+    if let Some(wrong) = tls::wrong_node(&status) {
+        return PieceError::Unreachable {
+            node: node.id,
+            address: node.address,
+            reason: wrong.to_string(),
+        };
+    }
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::Unknown
             if status.message().contains("transport") =>
@@ -91,17 +98,12 @@ impl GrpcPieceStore {
 
     fn client(&self, node: NodeAddress) -> Result<PieceStoreClient<Channel>, PieceError> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        let channel = match channels.get(&node.address) {
+        let key = (node.id, node.address);
+        let channel = match channels.get(&key) {
             Some(c) => c.clone(),
             None => {
-                let c = endpoint(node.address, self.connect_timeout)
-                    .map_err(|reason| PieceError::Unreachable {
-                        node: node.id,
-                        address: node.address,
-                        reason,
-                    })?
-                    .connect_lazy();
-                channels.insert(node.address, c.clone());
+                let c = channel(node, self.connect_timeout)?;
+                channels.insert(key, c.clone());
                 c
             }
         };
@@ -298,70 +300,6 @@ impl PieceStore for GrpcPieceStore {
                 .await
                 .map_err(|s| status_error(node, s))?;
             Ok(())
-        })
-    }
-}
-
-/// Candidates from a fixed list of node addresses: each is asked for its signed node
-/// record with `Discovery.Ping` (no sender record: the uplink is not a DHT member).
-///
-/// Stand-in until the uplink samples the DHT membership (the lead plugs in the DHT's
-/// sampler as a [`NodeSource`]); also useful for a private network of known nodes.
-#[derive(Debug, Clone)]
-pub struct PingNodes {
-    pub addresses: Vec<SocketAddr>,
-    pub timeout: Duration,
-}
-
-impl PingNodes {
-    async fn ping(addr: SocketAddr, timeout: Duration) -> Result<NodeCandidate, String> {
-        let channel = endpoint(addr, timeout)?
-            .timeout(timeout)
-            .connect()
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
-        let mut client = DiscoveryClient::new(channel);
-        let response = client
-            .ping(pb::PingRequest { sender: None })
-            .await
-            .map_err(|s| format!("{addr}: {}", s.message()))?
-            .into_inner();
-        let record = response
-            .responder
-            .ok_or_else(|| format!("{addr}: no node record in the answer"))?;
-        let record = Signed::<NodeRecord>::try_from(record).map_err(|e| format!("{addr}: {e}"))?;
-        let mut candidate = NodeCandidate::from_record(&record)
-            .ok_or_else(|| format!("{addr}: node record without addresses"))?;
-        // We reached it here, whatever it advertises.
-        candidate.address = addr;
-        Ok(candidate)
-    }
-}
-
-impl NodeSource for PingNodes {
-    fn sample(&self, _wanted: usize) -> BoxFuture<'_, Result<Vec<NodeCandidate>, DiscoveryError>> {
-        Box::pin(async move {
-            let pings = self.addresses.iter().map(|a| Self::ping(*a, self.timeout));
-            let results = futures::future::join_all(pings).await;
-            let mut nodes = Vec::new();
-            let mut errors = Vec::new();
-            for r in results {
-                match r {
-                    Ok(c) => nodes.push(c),
-                    Err(e) => errors.push(e),
-                }
-            }
-            for e in &errors {
-                tracing::warn!(error = %e, "node did not answer");
-            }
-            if nodes.is_empty() {
-                return Err(DiscoveryError(if errors.is_empty() {
-                    "no storage nodes configured".into()
-                } else {
-                    format!("no configured node answered ({})", errors.join("; "))
-                }));
-            }
-            Ok(nodes)
         })
     }
 }

@@ -1,6 +1,8 @@
 //! Configuration of the DHT driver.
 
 use std::net::SocketAddr;
+
+use shoal_proto::NodeId;
 use std::time::Duration;
 
 use crate::core::membership::MembershipConfig;
@@ -13,8 +15,9 @@ pub struct DhtConfig {
     /// Proof-of-work bits every node id must carry. Default
     /// [`shoal_proto::DEFAULT_DIFFICULTY`].
     pub difficulty: u32,
-    /// `ip:port` of nodes to join through. Default none.
-    pub bootstrap: Vec<SocketAddr>,
+    /// Nodes to join through, each with the node id its TLS certificate must prove
+    /// (pinned `NODEID@HOST:PORT` entries, resolved). Default none.
+    pub bootstrap: Vec<(NodeId, SocketAddr)>,
     /// Bucket size and result count (Kademlia's k). Default 20.
     pub k: usize,
     /// Requests in flight per lookup (Kademlia's α). Default 3.

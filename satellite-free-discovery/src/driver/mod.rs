@@ -200,18 +200,27 @@ impl DhtHandle {
     pub async fn bootstrap(&self) -> Result<usize, DhtError> {
         let inner = &self.inner;
         let mut answered = 0;
-        for addr in inner.config.bootstrap.clone() {
-            match inner.ping(addr, None).await {
+        let mut failures = Vec::new();
+        for (id, addr) in inner.config.bootstrap.clone() {
+            match inner.ping(addr, id).await {
                 Ok(peer) => {
                     answered += 1;
                     let at_advertised = dial_addr(&peer) == Some(addr);
                     inner.with_node(|n, now, _| n.on_contact(now, contact(&peer), at_advertised));
                 }
-                Err(e) => tracing::warn!(%addr, error = %e, "bootstrap node did not answer"),
+                Err(e) => {
+                    tracing::warn!(%addr, node = %id, error = %e, "bootstrap node did not answer");
+                    failures.push(e.to_string());
+                }
             }
         }
         if answered == 0 && lock(&inner.node).table().is_empty() {
-            return Err(DhtError::NoPeers);
+            if failures.is_empty() {
+                return Err(DhtError::NoPeers);
+            }
+            return Err(DhtError::BootstrapFailed {
+                reasons: failures.join("; "),
+            });
         }
         match inner.op(|n, now, unix| n.bootstrap(now, unix)).await? {
             Outcome::Bootstrapped { table } => Ok(table),
@@ -413,7 +422,7 @@ pub(crate) struct Inner {
     identity: Arc<Identity>,
     pub(crate) config: DhtConfig,
     client: bool,
-    channels: Mutex<HashMap<SocketAddr, DiscoveryClient<Channel>>>,
+    channels: Mutex<HashMap<(NodeId, SocketAddr), DiscoveryClient<Channel>>>,
     verified: Mutex<VerifiedCache<Peer>>,
     local: Mutex<Option<Peer>>,
     started_at_ms: u64,

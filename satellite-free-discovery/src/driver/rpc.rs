@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use shoal_proto::limits::MAX_CLOSER_NODES;
 use shoal_proto::messages::MutableRecord;
 use shoal_proto::pb::discovery_client::DiscoveryClient;
+use shoal_proto::tls;
 use shoal_proto::{NodeId, Signed, pb};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::{Inner, Peer, contact, dial_addr, lock, service::MAX_DISCOVERY_MESSAGE};
 use crate::core::node::{Answer, Contact, Failure, Request, Response, WriteToken};
@@ -14,6 +15,10 @@ use crate::error::DhtError;
 
 /// Most cached client channels; the cache is emptied when it grows past this.
 const MAX_CHANNELS: usize = 512;
+/// HTTP/2 pings on idle DHT connections, and how long one may go unanswered before
+/// the connection counts as dead.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Metadata entry that carries a write token: in GetRecord answers, and back in
 /// PutRecord requests. Metadata rather than a message field keeps the Discovery
@@ -36,30 +41,35 @@ pub(crate) fn token_into(meta: &mut tonic::metadata::MetadataMap, token: &WriteT
 }
 
 impl Inner {
-    fn client(&self, addr: SocketAddr) -> Result<DiscoveryClient<Channel>, DhtError> {
+    /// A client for node `id` at `addr`: TLS that only `id`'s identity key completes.
+    fn client(&self, id: NodeId, addr: SocketAddr) -> Result<DiscoveryClient<Channel>, DhtError> {
         let mut channels = lock(&self.channels);
-        if let Some(c) = channels.get(&addr) {
+        if let Some(c) = channels.get(&(id, addr)) {
             return Ok(c.clone());
         }
         if channels.len() >= MAX_CHANNELS {
             channels.clear();
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| DhtError::BadResponse {
-                addr,
-                reason: format!("not a dialable address: {e}"),
-            })?
-            .connect_timeout(self.config.max_timeout)
-            .timeout(self.config.hard_timeout);
-        let client = DiscoveryClient::new(endpoint.connect_lazy())
+        let (connect, hard) = (self.config.max_timeout, self.config.hard_timeout);
+        let channel = tls::Connector::channel(id, addr, |e| {
+            e.connect_timeout(connect)
+                .timeout(hard)
+                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        })
+        .map_err(|e| DhtError::BadResponse {
+            addr,
+            reason: e.to_string(),
+        })?;
+        let client = DiscoveryClient::new(channel)
             .max_decoding_message_size(MAX_DISCOVERY_MESSAGE)
             .max_encoding_message_size(MAX_DISCOVERY_MESSAGE);
-        channels.insert(addr, client.clone());
+        channels.insert((id, addr), client.clone());
         Ok(client)
     }
 
-    fn forget_channel(&self, addr: &SocketAddr) {
-        lock(&self.channels).remove(addr);
+    fn forget_channel(&self, id: NodeId, addr: SocketAddr) {
+        lock(&self.channels).remove(&(id, addr));
     }
 
     /// Checks a node record from the network: valid, signed, enough work.
@@ -116,12 +126,18 @@ impl Inner {
             .collect())
     }
 
-    fn rpc_error(&self, addr: SocketAddr, status: tonic::Status) -> DhtError {
+    fn rpc_error(&self, id: NodeId, addr: SocketAddr, status: tonic::Status) -> DhtError {
         if matches!(
             status.code(),
             tonic::Code::Unavailable | tonic::Code::Unknown
         ) {
-            self.forget_channel(&addr);
+            self.forget_channel(id, addr);
+        }
+        if let Some(wrong) = tls::wrong_node(&status) {
+            return DhtError::WrongNode {
+                addr,
+                source: wrong.clone(),
+            };
         }
         DhtError::Rpc {
             addr,
@@ -129,22 +145,19 @@ impl Inner {
         }
     }
 
-    /// Pings `addr`; with `expect`, the answer must come from that node.
-    pub(crate) async fn ping(
-        &self,
-        addr: SocketAddr,
-        expect: Option<NodeId>,
-    ) -> Result<Peer, DhtError> {
-        let mut client = self.client(addr)?;
+    /// Pings node `id` at `addr`: the TLS handshake and the signed answer must both come
+    /// from that node.
+    pub(crate) async fn ping(&self, addr: SocketAddr, id: NodeId) -> Result<Peer, DhtError> {
+        let mut client = self.client(id, addr)?;
         let req = pb::PingRequest {
             sender: self.sender(),
         };
         let res = tokio::time::timeout(self.config.max_timeout, client.ping(req))
             .await
             .map_err(|_| DhtError::Timeout { addr })?
-            .map_err(|s| self.rpc_error(addr, s))?
+            .map_err(|s| self.rpc_error(id, addr, s))?
             .into_inner();
-        self.check_responder(addr, res.responder, expect)
+        self.check_responder(addr, res.responder, Some(id))
     }
 
     /// Sends `request` to node `to` (`data`: its record) and checks the answer: from
@@ -190,7 +203,7 @@ impl Inner {
         id: NodeId,
         request: Request,
     ) -> Result<(Peer, Response<Peer>), DhtError> {
-        let mut client = self.client(addr)?;
+        let mut client = self.client(id, addr)?;
         let sender = self.sender();
         let hard = self.config.hard_timeout;
         let timeout = |_| DhtError::Timeout { addr };
@@ -200,7 +213,7 @@ impl Inner {
                 let res = tokio::time::timeout(hard, client.ping(pb::PingRequest { sender }))
                     .await
                     .map_err(timeout)?
-                    .map_err(|s| self.rpc_error(addr, s))?
+                    .map_err(|s| self.rpc_error(id, addr, s))?
                     .into_inner();
                 Ok((
                     self.check_responder(addr, res.responder, Some(id))?,
@@ -215,7 +228,7 @@ impl Inner {
                 let res = tokio::time::timeout(hard, client.find_node(req))
                     .await
                     .map_err(timeout)?
-                    .map_err(|s| self.rpc_error(addr, s))?
+                    .map_err(|s| self.rpc_error(id, addr, s))?
                     .into_inner();
                 let responder = self.check_responder(addr, res.responder, Some(id))?;
                 let found = self.check_closer(addr, res.closer)?;
@@ -234,7 +247,7 @@ impl Inner {
                 let res = tokio::time::timeout(hard, client.get_record(req))
                     .await
                     .map_err(timeout)?
-                    .map_err(|s| self.rpc_error(addr, s))?;
+                    .map_err(|s| self.rpc_error(id, addr, s))?;
                 let token = token_from(res.metadata());
                 let res = res.into_inner();
                 // A record that fails its signature is ignored; the rest of the answer

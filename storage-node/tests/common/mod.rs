@@ -53,13 +53,12 @@ impl Payload {
     }
 }
 
-pub async fn client(addr: SocketAddr) -> PieceStoreClient<Channel> {
-    let ch = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .unwrap();
+/// A client of node `node` at `addr`, over node-identity TLS pinned to `node`.
+pub async fn client(node: NodeId, addr: SocketAddr) -> PieceStoreClient<Channel> {
+    let ch = shoal_proto::tls::Connector::channel(node, addr, |e| {
+        e.connect_timeout(Duration::from_secs(5))
+    })
+    .unwrap();
     PieceStoreClient::new(ch)
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE)

@@ -89,11 +89,11 @@ async fn up(dir: PathBuf, nodes: usize, params: DevnetParams) -> anyhow::Result<
     if !net.wait_joined(Duration::from_secs(20)).await {
         eprintln!("warning: not every node has joined the DHT yet; uplinks may see fewer nodes");
     }
-    let access = devnet::ensure_uplink_access(&dir, net.seed())?;
+    let seed = net.seed_pinned().context("the devnet has no nodes")?;
+    let access = devnet::ensure_uplink_access(&dir, &seed)?;
     println!(
-        "devnet up: {} storage nodes (seed {})",
+        "devnet up: {} storage nodes (seed {seed})",
         net.nodes().len(),
-        net.seed()
     );
     for entry in net.entries() {
         println!(

@@ -1,5 +1,6 @@
 //! Fake storage nodes over real gRPC: the in-memory store behind tonic `PieceStore` and
-//! `Discovery` servers, one per address `127.0.N.1:0`. For end-to-end tests of the
+//! `Discovery` servers, one per address `127.0.N.1:0`, over node-identity TLS like real
+//! nodes. For end-to-end tests of the
 //! uplink's gRPC client and CLI, and for loopback benchmarks, without the storage-node
 //! crate (which the uplink must not depend on).
 
@@ -198,6 +199,14 @@ impl FakeNetwork {
                 id,
                 address,
             };
+            let tls_config = store
+                .with_identity(&id, shoal_proto::tls::server_config)
+                .ok_or_else(|| std::io::Error::other("node vanished"))?
+                .map_err(std::io::Error::other)?;
+            let incoming = shoal_proto::tls::accept(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                tls_config,
+            );
             let (tx, rx) = oneshot::channel::<()>();
             tokio::spawn(
                 tonic::transport::Server::builder()
@@ -207,12 +216,9 @@ impl FakeNetwork {
                             .max_encoding_message_size(shoal_proto::limits::MAX_GRPC_MESSAGE),
                     )
                     .add_service(DiscoveryServer::new(node))
-                    .serve_with_incoming_shutdown(
-                        tokio_stream::wrappers::TcpListenerStream::new(listener),
-                        async {
-                            let _ = rx.await;
-                        },
-                    ),
+                    .serve_with_incoming_shutdown(incoming, async {
+                        let _ = rx.await;
+                    }),
             );
             addresses.push(address);
             stops.push(tx);

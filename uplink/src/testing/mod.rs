@@ -102,6 +102,11 @@ impl MemoryPieceStore {
         id
     }
 
+    /// Runs `f` with the identity of node `id` (e.g. to build its TLS configuration).
+    pub fn with_identity<R>(&self, id: &NodeId, f: impl FnOnce(&Identity) -> R) -> Option<R> {
+        lock(&self.nodes).get(id).map(|n| f(&n.identity))
+    }
+
     /// From now on, store only the hashes of new pieces and drop their bytes, so that
     /// uploads of large objects can be measured without holding them in memory.
     /// Downloads of such pieces then serve zero bytes (and fail verification).
