@@ -36,7 +36,10 @@ wait_node() {
   echo "node $1 did not start"; cat "$ROOT/node$1.log"; exit 1
 }
 start_node 1; wait_node 1
-SEED=$(python3 -c "import json; print(json.load(open('$ROOT/node1/running.json'))['grpc'])")
+# Pinned NODEID@HOST:PORT: every connection is TLS keyed by the node's identity.
+SEED_ADDR=$(python3 -c "import json; print(json.load(open('$ROOT/node1/running.json'))['grpc'])")
+SEED_ID=$($SN info --dir "$ROOT/node1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["node_id"])')
+SEED="$SEED_ID@$SEED_ADDR"
 for i in $(seq 2 "$N"); do start_node "$i" "$SEED"; done
 for i in $(seq 2 "$N"); do wait_node "$i"; done
 
