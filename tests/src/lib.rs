@@ -542,6 +542,7 @@ pub fn random_piece() -> PieceId {
 
 pub mod bench;
 pub mod cli_bench;
+pub mod cli_net;
 /// The workspace root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
