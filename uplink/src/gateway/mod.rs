@@ -456,26 +456,152 @@ async fn sweep(s3: s3::ShoalS3, max_age: Duration, every: Duration) {
     loop {
         tick.tick().await;
         let cutoff = shoal_proto::time::unix_ms().saturating_sub(max_age.as_millis() as u64);
-        match s3.uploads.expired(cutoff) {
-            Ok((uploads, completed)) => {
-                for id in uploads {
-                    tracing::info!(upload = %id, "aborting a multipart upload past its age");
-                    if let Err(e) = s3.abort(&id).await {
-                        tracing::warn!(upload = %id, error = ?e, "cannot abort an old upload");
-                    }
-                }
-                for id in completed {
-                    let _ = s3.uploads.forget_completed(&id);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot read the multipart uploads"),
+        if let Err(e) = sweep_once(&s3, cutoff).await {
+            tracing::warn!(error = %e, "cannot read the multipart uploads");
         }
     }
+}
+
+/// Aborts the uploads started before `cutoff_ms` (deleting their parts' pieces) and
+/// drops completion records older than it. Returns how many uploads were aborted.
+async fn sweep_once(
+    s3: &s3::ShoalS3,
+    cutoff_ms: u64,
+) -> Result<usize, crate::catalog::CatalogError> {
+    let (uploads, completed) = s3.uploads.expired(cutoff_ms)?;
+    let mut aborted = 0;
+    for id in uploads {
+        tracing::info!(upload = %id, "aborting a multipart upload past its age");
+        match s3.abort(&id).await {
+            Ok(()) => aborted += 1,
+            Err(e) => tracing::warn!(upload = %id, error = ?e, "cannot abort an old upload"),
+        }
+    }
+    for id in completed {
+        s3.uploads.forget_completed(&id)?;
+    }
+    Ok(aborted)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::Catalog;
+    use crate::testing::MemoryPieceStore;
+    use crate::{Access, PutOptions, RootSecret, StaticNodes, UplinkConfig};
+
+    fn memory_s3() -> (MemoryPieceStore, s3::ShoalS3) {
+        let store = MemoryPieceStore::with_nodes(8);
+        let config = UplinkConfig {
+            scheme: "2/3/4/6".parse().unwrap(),
+            segment_blocks: 4,
+            ..UplinkConfig::default()
+        };
+        let catalog = Catalog::temporary().unwrap();
+        let uploads = multipart::Uploads::new(catalog.local_tree("gateway-uploads").unwrap());
+        let up = Uplink::new(
+            Access::new(RootSecret::from_bytes([7; 32]), vec![]),
+            Arc::new(store.clone()),
+            Arc::new(StaticNodes(store.candidates())),
+            catalog,
+            config,
+        )
+        .unwrap();
+        up.create_bucket("bkt").unwrap();
+        let s3 = s3::ShoalS3 {
+            uplink: up,
+            uploads,
+            region: "us-east-1".into(),
+        };
+        (store, s3)
+    }
+
+    async fn stage(s3: &s3::ShoalS3, id: &str, number: u32, data: &[u8]) {
+        let mut part = s3
+            .uplink
+            .stage_part("bkt", "k", number, data, &PutOptions::default())
+            .await
+            .unwrap();
+        part.info.md5 = [number as u8; 16];
+        s3.uploads.put_part(id, &part).unwrap();
+    }
+
+    fn record(created_ms: u64) -> multipart::UploadRecord {
+        multipart::UploadRecord {
+            bucket: "bkt".into(),
+            key: "k".into(),
+            created_ms,
+            content_type: None,
+            metadata: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn uploads_past_their_age_are_aborted_and_their_pieces_deleted() {
+        let (store, s3) = memory_s3();
+        let old = s3.uploads.create(&record(1_000)).unwrap();
+        let new = s3.uploads.create(&record(u64::MAX / 2)).unwrap();
+        stage(&s3, &old, 1, &[1u8; 100_000]).await;
+        stage(&s3, &old, 2, &[2u8; 10]).await;
+        let before = store.piece_count();
+        stage(&s3, &new, 1, &[3u8; 100_000]).await;
+        let with_new = store.piece_count();
+        assert!(before > 0 && with_new > before);
+        assert_eq!(sweep_once(&s3, 2_000).await.unwrap(), 1);
+        assert_eq!(s3.uploads.get(&old).unwrap(), None);
+        assert!(s3.uploads.parts(&old).unwrap().is_empty());
+        // Only the old upload's pieces went.
+        assert_eq!(store.piece_count(), with_new - before);
+        assert!(s3.uploads.get(&new).unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn parts_assemble_into_one_object_read_back_in_ranges() {
+        let (store, s3) = memory_s3();
+        let id = s3.uploads.create(&record(1)).unwrap();
+        let a: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let b: Vec<u8> = (0..70_000u32).map(|i| (i % 13) as u8).collect();
+        // Part 1 sent twice: the second replaces the first (a fresh key: no nonce reuse).
+        stage(&s3, &id, 1, &[9u8; 5000]).await;
+        stage(&s3, &id, 1, &a).await;
+        stage(&s3, &id, 2, &b).await;
+        stage(&s3, &id, 3, &[]).await;
+        let parts: Vec<_> = s3.uploads.parts(&id).unwrap().into_values().collect();
+        s3.uplink
+            .commit_parts("bkt", "k", parts, None, Default::default())
+            .await
+            .unwrap();
+        let whole = [a.clone(), b.clone()].concat();
+        for (start, end) in [
+            (0, whole.len()),
+            (299_990, 300_010),
+            (300_000, 300_001),
+            (5, 6),
+        ] {
+            let mut out = Vec::new();
+            s3.uplink
+                .get("bkt", "k", Some((start as u64, end as u64)), &mut out, None)
+                .await
+                .unwrap();
+            assert_eq!(out, whole[start..end], "{start}..{end}");
+        }
+        // A copy shares the pieces; deleting the original keeps them.
+        let pieces = store.piece_count();
+        s3.uplink
+            .copy("bkt", "k", "bkt", "k2", None, None)
+            .await
+            .unwrap();
+        s3.uplink.delete("bkt", "k").await.unwrap();
+        assert_eq!(store.piece_count(), pieces);
+        let mut out = Vec::new();
+        s3.uplink
+            .get("bkt", "k2", None, &mut out, None)
+            .await
+            .unwrap();
+        assert_eq!(out, whole);
+        s3.uplink.delete("bkt", "k2").await.unwrap();
+        assert!(store.piece_count() < pieces);
+    }
 
     #[test]
     fn derived_credentials_are_stable_and_distinct() {
