@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_proto::Identity;
+use shoal_proto::address::AddressScope;
 use shoal_tests::e2e::Pattern;
 use shoal_tests::{Cluster, NodeOptions, wait_until};
 use uplink::discovery::DhtNodes;
@@ -17,8 +18,7 @@ use uplink::store::NodeSource;
 use uplink::{Access, RootSecret};
 
 const NODES: usize = 12;
-const CONFIG: &str =
-    "difficulty = 0\nscheme = \"4/6/8/12\"\ncatalog_scheme = \"4/6/8/12\"\nsnapshot_every = 4\n";
+const CONFIG: &str = "difficulty = 0\nlocal_network = true\nscheme = \"4/6/8/12\"\ncatalog_scheme = \"4/6/8/12\"\nsnapshot_every = 4\n";
 
 struct Net {
     cluster: Cluster,
@@ -42,7 +42,12 @@ impl Net {
         .await
         .unwrap();
         let seed = (cluster.node(0).node_id(), cluster.node(0).grpc_addr());
-        let probe = DhtNodes::new(Arc::new(Identity::random()), vec![seed], 0);
+        let probe = DhtNodes::new(
+            Arc::new(Identity::random()),
+            vec![seed],
+            0,
+            AddressScope::Local,
+        );
         wait_until(
             Duration::from_secs(60),
             "a DHT client sees every node",
