@@ -70,16 +70,12 @@ pub struct ProcessNetwork {
     bins: Binaries,
     root: tempfile::TempDir,
     nodes: Vec<NodeProcess>,
-    seed: SocketAddr,
+    /// The seed, pinned: `NODEID@IP:PORT`.
+    seed: String,
     commands: std::sync::atomic::AtomicUsize,
 }
 
-fn setup_node(
-    bins: &Binaries,
-    dir: &Path,
-    i: usize,
-    seed: Option<SocketAddr>,
-) -> anyhow::Result<()> {
+fn setup_node(bins: &Binaries, dir: &Path, i: usize, seed: Option<&str>) -> anyhow::Result<()> {
     let ip = format!("127.0.{i}.1");
     let mut cmd = Command::new(&bins.storage_node);
     cmd.arg("setup")
@@ -91,9 +87,11 @@ fn setup_node(
             "--allocate",
             "64GiB",
         ])
-        .args(["--listen", &format!("{ip}:0"), "--http", &format!("{ip}:0")]);
+        .args(["--listen", &format!("{ip}:0"), "--http", &format!("{ip}:0")])
+        // The bench network lives on 127.0.N.1.
+        .arg("--local-network");
     if let Some(seed) = seed {
-        cmd.args(["--bootstrap", &seed.to_string()]);
+        cmd.args(["--bootstrap", seed]);
     }
     let out = cmd.output().context("cannot run storage-node setup")?;
     if !out.status.success() {
@@ -106,7 +104,8 @@ fn setup_node(
 }
 
 /// Starts `storage-node run` and waits for its `ready ... grpc=ADDR http=ADDR` line.
-fn run_node(bins: &Binaries, dir: &Path, i: usize) -> anyhow::Result<(NodeProcess, SocketAddr)> {
+/// Starts a set-up node; returns it and its pinned `NODEID@IP:PORT` entry.
+fn run_node(bins: &Binaries, dir: &Path, i: usize) -> anyhow::Result<(NodeProcess, String)> {
     let log = std::fs::File::create(dir.with_extension("log"))?;
     let mut child = Command::new(&bins.storage_node)
         .arg("run")
@@ -139,15 +138,20 @@ fn run_node(bins: &Binaries, dir: &Path, i: usize) -> anyhow::Result<(NodeProces
             .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
             .with_context(|| format!("node {i} printed no {name}= on its ready line: {line:?}"))
     };
-    let (grpc, http) = match (field("grpc"), field("http")) {
-        (Ok(g), Ok(h)) => (g, h),
-        (Err(e), _) | (_, Err(e)) => {
+    let node_id = line
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("node_id="))
+        .map(str::to_owned)
+        .with_context(|| format!("node {i} printed no node_id= on its ready line: {line:?}"));
+    let (grpc, http, node_id) = match (field("grpc"), field("http"), node_id) {
+        (Ok(g), Ok(h), Ok(id)) => (g, h, id),
+        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
             let _ = child.kill();
             let _ = child.wait();
             return Err(e);
         }
     };
-    Ok((NodeProcess { child, http }, grpc))
+    Ok((NodeProcess { child, http }, format!("{node_id}@{grpc}")))
 }
 
 /// `shoal_dht_table_size` of a node, from its `/metrics`.
@@ -226,6 +230,7 @@ impl ProcessNetwork {
                 .enumerate()
                 .map(|(j, d)| {
                     let bins = &net.bins;
+                    let seed = net.seed.as_str();
                     s.spawn(move || setup_node(bins, d, j + 2, Some(seed)))
                 })
                 .collect();
@@ -292,9 +297,9 @@ impl ProcessNetwork {
         std::fs::create_dir_all(&dir)?;
         std::fs::write(
             dir.join("config.toml"),
-            format!("difficulty = {DIFFICULTY}\n"),
+            format!("difficulty = {DIFFICULTY}\nlocal_network = true\n"),
         )?;
-        self.uplink(&["access", "create", "--bootstrap", &self.seed.to_string()])?;
+        self.uplink(&["access", "create", "--bootstrap", &self.seed])?;
         self.uplink(&["mb", &format!("shoal://{BUCKET}")])?;
         Ok(())
     }

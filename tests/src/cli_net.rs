@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use shoal_proto::Identity;
+use shoal_proto::address::AddressScope;
 use uplink::discovery::DhtNodes;
 use uplink::store::NodeSource;
 use uplink::{Access, RootSecret};
@@ -40,7 +41,12 @@ impl CliNet {
         )
         .await?;
         let seed = (cluster.node(0).node_id(), cluster.node(0).grpc_addr());
-        let probe = DhtNodes::new(Arc::new(Identity::random()), vec![seed], 0);
+        let probe = DhtNodes::new(
+            Arc::new(Identity::random()),
+            vec![seed],
+            0,
+            AddressScope::Local,
+        );
         let seen = wait_until(
             Duration::from_secs(60),
             "a DHT client sees every node",

@@ -77,6 +77,8 @@ impl TestNode {
             stall_timeout_ms: options.stall_timeout_ms,
             expiry_interval_ms: options.expiry_interval_ms,
             bootstrap,
+            // Every test node is on 127.0.N.1.
+            local_network: true,
             ..Config::default()
         };
         let mut node = Self {

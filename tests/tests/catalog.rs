@@ -11,8 +11,7 @@ use shoal_tests::cli_net::CliNet;
 use shoal_tests::e2e::Pattern;
 
 const NODES: usize = 12;
-const CONFIG: &str =
-    "difficulty = 0\nscheme = \"4/6/8/12\"\ncatalog_scheme = \"4/6/8/12\"\nsnapshot_every = 4\n";
+const CONFIG: &str = "difficulty = 0\nlocal_network = true\nscheme = \"4/6/8/12\"\ncatalog_scheme = \"4/6/8/12\"\nsnapshot_every = 4\n";
 
 /// The shared harness, with this file's unwrapping helpers.
 struct Net(CliNet);

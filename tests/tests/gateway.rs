@@ -14,8 +14,7 @@ use shoal_tests::cli_net::CliNet;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const NODES: usize = 12;
-const CONFIG: &str =
-    "difficulty = 0\nscheme = \"4/6/8/12\"\ncatalog_scheme = \"4/6/8/12\"\nsnapshot_every = 16\n";
+const CONFIG: &str = "difficulty = 0\nlocal_network = true\nscheme = \"4/6/8/12\"\ncatalog_scheme = \"4/6/8/12\"\nsnapshot_every = 16\n";
 const ACCESS_KEY: &str = "SHOALTESTKEY";
 const SECRET_KEY: &str = "shoal-test-secret-key-0123456789";
 

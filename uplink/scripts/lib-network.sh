@@ -11,7 +11,7 @@ now() { date +%s.%N; }
 start_node() { # index [bootstrap]
   local d=$ROOT/node$1 boot=()
   [ -n "${2:-}" ] && boot=(--bootstrap "$2")
-  $SN setup --dir "$d" --difficulty 2 --allocate 20GB --listen "127.0.$1.1:0" \
+  $SN setup --dir "$d" --difficulty 2 --allocate 20GB --listen "127.0.$1.1:0" --local-network \
     --http "127.0.$1.1:0" "${boot[@]}" > "$d.setup.log" 2>&1 \
     || { echo "setup of node $1 failed"; cat "$d.setup.log"; exit 1; }
   $SN run --dir "$d" > "$d.log" 2>&1 &
@@ -32,7 +32,7 @@ for i in $(seq 2 "$N"); do wait_node "$i"; done
 # A config dir with a fresh grant; waits until the DHT has settled enough to store.
 new_owner() { # dir [scheme]
   mkdir -p "$1"
-  printf 'difficulty = 2\nscheme = "%s"\n' "${2:-3/5/7/10}" > "$1/config.toml"
+  printf 'difficulty = 2\nlocal_network = true\nscheme = "%s"\n' "${2:-3/5/7/10}" > "$1/config.toml"
   $UP --config-dir "$1" access create --bootstrap "$SEED" > "$1/grant.txt" 2>/dev/null || exit 1
   for _ in $(seq 1 100); do
     $UP --config-dir "$1" mb shoal://bench > /dev/null 2>&1 && return 0; sleep 0.2

@@ -285,8 +285,10 @@ async fn open(paths: Paths) -> Result<Env> {
         .with_context(|| format!("cannot open the catalog at {}", catalog_dir.display()))?;
     let mut configured = Vec::new();
     for n in &file.nodes {
-        configured
-            .push(parse_node(n).map_err(|e| anyhow!("{}: {e}", paths.config_file().display()))?);
+        configured.push(
+            parse_node(n, file.address_scope())
+                .map_err(|e| anyhow!("{}: {e}", paths.config_file().display()))?,
+        );
     }
     configured.sort();
     configured.dedup();
@@ -302,7 +304,12 @@ async fn open(paths: Paths) -> Result<Env> {
         .difficulty
         .or(access.difficulty())
         .unwrap_or(shoal_proto::DEFAULT_DIFFICULTY);
-    let dht = Arc::new(DhtNodes::new(identity, bootstrap, difficulty));
+    let dht = Arc::new(DhtNodes::new(
+        identity,
+        bootstrap,
+        difficulty,
+        file.address_scope(),
+    ));
     let network = format!("{:?} difficulty {difficulty}", access.bootstrap());
     let nodes: Arc<dyn NodeSource> = if configured.is_empty() {
         Arc::new(
