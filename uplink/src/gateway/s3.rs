@@ -327,6 +327,23 @@ impl ShoalS3 {
         }
     }
 
+    /// The entry a GET or HEAD reads, after its version and conditions are checked.
+    fn read_entry(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        c: &Conditions,
+    ) -> S3Result<ObjectEntry> {
+        if version_id.is_some_and(|v| v != "null") {
+            return Err(s3_error!(InvalidArgument, "Invalid version id specified"));
+        }
+        self.require_bucket(bucket)?;
+        let entry = self.entry(bucket, key)?;
+        Self::check_read(c, &entry)?;
+        Ok(entry)
+    }
+
     fn read_conditions(
         if_match: Option<&ETagCondition>,
         if_none_match: Option<&ETagCondition>,
@@ -551,6 +568,78 @@ fn copy_range(spec: &str, size: u64) -> S3Result<(u64, u64)> {
     Ok((a, b + 1))
 }
 
+/// The bytes a GET or HEAD answers with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Selection {
+    start: u64,
+    end: u64,
+    /// `Content-Range` (and status 206) for a range or a part of a multipart object.
+    content_range: Option<String>,
+}
+
+/// Resolves `Range` or `partNumber` (not both) against an object.
+fn select(entry: &ObjectEntry, range: Option<&Range>, part: Option<i32>) -> S3Result<Selection> {
+    let size = entry.size;
+    let (start, end, partial) = match (range, part) {
+        (Some(_), Some(_)) => {
+            return Err(s3_error!(
+                InvalidRequest,
+                "Cannot specify both Range header and partNumber query parameter"
+            ));
+        }
+        (Some(r), None) => {
+            let r = r
+                .check(size)
+                .map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))?;
+            (r.start, r.end, true)
+        }
+        (None, Some(n)) => {
+            let (a, b) = part_range(entry, n)?;
+            (a, b, attrs::parts_count(entry).is_some())
+        }
+        (None, None) => (0, size, false),
+    };
+    let content_range = partial.then(|| {
+        if start == end {
+            format!("bytes */{size}")
+        } else {
+            format!("bytes {start}-{}/{size}", end - 1)
+        }
+    });
+    Ok(Selection {
+        start,
+        end,
+        content_range,
+    })
+}
+
+/// The representation headers GetObject and HeadObject share (their outputs are two
+/// types with the same fields).
+macro_rules! object_output {
+    ($ty:ident, $entry:expr, $sel:expr, { $($extra:tt)* }) => {{
+        let entry: &ObjectEntry = $entry;
+        let sel: Selection = $sel;
+        let standard = |h: &str| attrs::standard(&entry.metadata, h).map(str::to_string);
+        $ty {
+            content_length: Some((sel.end - sel.start) as i64),
+            content_range: sel.content_range,
+            accept_ranges: Some("bytes".into()),
+            content_type: entry.content_type.clone(),
+            e_tag: Some(strong(&attrs::etag(entry))),
+            last_modified: Some(ms_to_ts(entry.modified_ms)),
+            metadata: Some(attrs::user_metadata(&entry.metadata)),
+            cache_control: standard("cache-control"),
+            content_disposition: standard("content-disposition"),
+            content_encoding: standard("content-encoding"),
+            content_language: standard("content-language"),
+            expires: stored_expires(&entry.metadata),
+            parts_count: attrs::parts_count(entry).map(|n| n as i32),
+            $($extra)*
+            ..Default::default()
+        }
+    }};
+}
+
 #[async_trait::async_trait]
 impl S3 for ShoalS3 {
     async fn list_buckets(
@@ -751,67 +840,24 @@ impl S3 for ShoalS3 {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let i = &req.input;
-        if i.version_id.as_deref().is_some_and(|v| v != "null") {
-            return Err(s3_error!(InvalidArgument, "Invalid version id specified"));
-        }
-        self.require_bucket(&i.bucket)?;
-        let entry = self.entry(&i.bucket, &i.key)?;
-        Self::check_read(
+        let entry = self.read_entry(
+            &i.bucket,
+            &i.key,
+            i.version_id.as_deref(),
             &Self::read_conditions(
                 i.if_match.as_ref(),
                 i.if_none_match.as_ref(),
                 i.if_modified_since.as_ref(),
                 i.if_unmodified_since.as_ref(),
             ),
-            &entry,
         )?;
-        let size = entry.size;
-        let (start, end, partial) = match (&i.range, i.part_number) {
-            (Some(_), Some(_)) => {
-                return Err(s3_error!(
-                    InvalidRequest,
-                    "Cannot specify both Range header and partNumber query parameter"
-                ));
-            }
-            (Some(r), None) => {
-                let r = r.check(size).map_err(|_| {
-                    s3_error!(InvalidRange, "The requested range is not satisfiable")
-                })?;
-                (r.start, r.end, true)
-            }
-            (None, Some(n)) => {
-                let (a, b) = part_range(&entry, n)?;
-                (a, b, attrs::parts_count(&entry).is_some())
-            }
-            (None, None) => (0, size, false),
-        };
-        let output = GetObjectOutput {
-            content_length: Some((end - start) as i64),
-            content_range: partial.then(|| {
-                if start == end {
-                    format!("bytes */{size}")
-                } else {
-                    format!("bytes {start}-{}/{size}", end - 1)
-                }
+        let sel = select(&entry, i.range.as_ref(), i.part_number)?;
+        let body = self.stream(&i.bucket, &i.key, entry.clone(), sel.start, sel.end);
+        Ok(S3Response::new(
+            object_output!(GetObjectOutput, &entry, sel, {
+                body: Some(body),
             }),
-            accept_ranges: Some("bytes".into()),
-            content_type: entry.content_type.clone(),
-            e_tag: Some(strong(&attrs::etag(&entry))),
-            last_modified: Some(ms_to_ts(entry.modified_ms)),
-            metadata: Some(attrs::user_metadata(&entry.metadata)),
-            cache_control: attrs::standard(&entry.metadata, "cache-control").map(str::to_string),
-            content_disposition: attrs::standard(&entry.metadata, "content-disposition")
-                .map(str::to_string),
-            content_encoding: attrs::standard(&entry.metadata, "content-encoding")
-                .map(str::to_string),
-            content_language: attrs::standard(&entry.metadata, "content-language")
-                .map(str::to_string),
-            expires: stored_expires(&entry.metadata),
-            parts_count: attrs::parts_count(&entry).map(|n| n as i32),
-            body: Some(self.stream(&i.bucket, &i.key, entry, start, end)),
-            ..Default::default()
-        };
-        Ok(S3Response::new(output))
+        ))
     }
 
     async fn head_object(
@@ -819,60 +865,24 @@ impl S3 for ShoalS3 {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = &req.input;
-        if i.version_id.as_deref().is_some_and(|v| v != "null") {
-            return Err(s3_error!(InvalidArgument, "Invalid version id specified"));
-        }
-        self.require_bucket(&i.bucket)?;
-        let entry = self.entry(&i.bucket, &i.key)?;
-        Self::check_read(
+        let entry = self.read_entry(
+            &i.bucket,
+            &i.key,
+            i.version_id.as_deref(),
             &Self::read_conditions(
                 i.if_match.as_ref(),
                 i.if_none_match.as_ref(),
                 i.if_modified_since.as_ref(),
                 i.if_unmodified_since.as_ref(),
             ),
-            &entry,
         )?;
-        let size = entry.size;
-        let (len, content_range) = match (&i.range, i.part_number) {
-            (Some(r), _) => {
-                let r = r.check(size).map_err(|_| {
-                    s3_error!(InvalidRange, "The requested range is not satisfiable")
-                })?;
-                (
-                    r.end - r.start,
-                    Some(format!(
-                        "bytes {}-{}/{size}",
-                        r.start,
-                        r.end.saturating_sub(1)
-                    )),
-                )
-            }
-            (None, Some(n)) => {
-                let (a, b) = part_range(&entry, n)?;
-                (b - a, None)
-            }
-            (None, None) => (size, None),
-        };
-        Ok(S3Response::new(HeadObjectOutput {
-            content_length: Some(len as i64),
-            content_range,
-            accept_ranges: Some("bytes".into()),
-            content_type: entry.content_type.clone(),
-            e_tag: Some(strong(&attrs::etag(&entry))),
-            last_modified: Some(ms_to_ts(entry.modified_ms)),
-            metadata: Some(attrs::user_metadata(&entry.metadata)),
-            cache_control: attrs::standard(&entry.metadata, "cache-control").map(str::to_string),
-            content_disposition: attrs::standard(&entry.metadata, "content-disposition")
-                .map(str::to_string),
-            content_encoding: attrs::standard(&entry.metadata, "content-encoding")
-                .map(str::to_string),
-            content_language: attrs::standard(&entry.metadata, "content-language")
-                .map(str::to_string),
-            expires: stored_expires(&entry.metadata),
-            parts_count: attrs::parts_count(&entry).map(|n| n as i32),
-            ..Default::default()
-        }))
+        let sel = select(&entry, i.range.as_ref(), i.part_number)?;
+        Ok(S3Response::new(object_output!(
+            HeadObjectOutput,
+            &entry,
+            sel,
+            {}
+        )))
     }
 
     async fn delete_object(
