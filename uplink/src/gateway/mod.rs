@@ -405,7 +405,9 @@ async fn finish(resp: s3s::HttpResponse, request_id: &str) -> Response<GatewayBo
     if let Ok(v) = hyper::header::HeaderValue::from_str(request_id) {
         parts.headers.insert("x-amz-request-id", v);
     }
-    let small = content_length(&parts.headers, "content-length")
+    let small = hyper::body::Body::size_hint(&body)
+        .exact()
+        .or_else(|| content_length(&parts.headers, "content-length"))
         .is_some_and(|n| n as usize <= MAX_ERROR_BODY);
     if parts.status.as_u16() >= 400 && small {
         let bytes = match body.collect().await {

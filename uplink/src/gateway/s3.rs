@@ -461,8 +461,9 @@ impl ShoalS3 {
         Ok(())
     }
 
-    fn object_row(&self, e: &ObjectEntry, url: bool) -> Object {
+    fn object_row(&self, e: &ObjectEntry, url: bool, with_owner: bool) -> Object {
         Object {
+            owner: with_owner.then(owner),
             key: Some(enc(url, &e.key)),
             size: Some(e.size as i64),
             e_tag: Some(strong(&attrs::etag(e))),
@@ -644,12 +645,49 @@ macro_rules! object_output {
 impl S3 for ShoalS3 {
     async fn list_buckets(
         &self,
-        _req: S3Request<ListBucketsInput>,
+        req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
-        let buckets = self
+        let i = req.input;
+        let max = match i.max_buckets {
+            None => usize::MAX,
+            Some(n) if (1..=10_000).contains(&n) => n as usize,
+            Some(_) => {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "max-buckets must be between 1 and 10000"
+                ));
+            }
+        };
+        let after = match i.continuation_token.as_deref().filter(|t| !t.is_empty()) {
+            Some(t) => match Resume::from_token(t) {
+                Some(Resume::AfterKey(name)) => Some(name),
+                _ => {
+                    return Err(s3_error!(
+                        InvalidArgument,
+                        "The continuation token provided is incorrect"
+                    ));
+                }
+            },
+            None => None,
+        };
+        let prefix = i.prefix.clone().unwrap_or_default();
+        // Buckets come in name order from the catalog.
+        let mut names = self
             .uplink
             .buckets()
             .map_err(s3_err)?
+            .into_iter()
+            .filter(|b| b.name.starts_with(&prefix))
+            .filter(|b| after.as_ref().is_none_or(|a| b.name.as_str() > a.as_str()));
+        let page: Vec<_> = names.by_ref().take(max).collect();
+        let more = names.next().is_some();
+        let token = if more {
+            page.last()
+                .and_then(|b| Resume::AfterKey(b.name.clone()).token())
+        } else {
+            None
+        };
+        let buckets = page
             .into_iter()
             .map(|b| Bucket {
                 name: Some(b.name),
@@ -660,7 +698,8 @@ impl S3 for ShoalS3 {
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(buckets),
             owner: Some(owner()),
-            ..Default::default()
+            continuation_token: token,
+            prefix: i.prefix,
         }))
     }
 
@@ -1033,11 +1072,17 @@ impl S3 for ShoalS3 {
         };
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(i.bucket),
-            prefix: Some(enc(url, &prefix)),
+            // v1 echoes the prefix as sent: clients decode only Delimiter, Marker,
+            // NextMarker and Key (botocore; Ceph's s3-tests check it).
+            prefix: Some(prefix.clone()),
             marker: Some(enc(url, &marker)),
             max_keys: Some(max as i32),
             is_truncated: Some(page.is_truncated()),
-            contents: Some(page.objects().map(|e| self.object_row(e, url)).collect()),
+            contents: Some(
+                page.objects()
+                    .map(|e| self.object_row(e, url, true))
+                    .collect(),
+            ),
             common_prefixes: Some(
                 page.prefixes()
                     .map(|p| CommonPrefix {
@@ -1061,8 +1106,10 @@ impl S3 for ShoalS3 {
         let max = max_keys(i.max_keys)?;
         let prefix = i.prefix.clone().unwrap_or_default();
         let delimiter = i.delimiter.clone().filter(|d| !d.is_empty());
+        let fetch_owner = i.fetch_owner.unwrap_or(false);
         let resume = match (&i.continuation_token, &i.start_after) {
-            (Some(t), _) => Resume::from_token(t).ok_or_else(|| {
+            // An empty token is no token (as S3 and the conformance suite have it).
+            (Some(t), _) if !t.is_empty() => Resume::from_token(t).ok_or_else(|| {
                 s3_error!(
                     InvalidArgument,
                     "The continuation token provided is incorrect"
@@ -1080,7 +1127,11 @@ impl S3 for ShoalS3 {
             continuation_token: i.continuation_token,
             is_truncated: Some(page.is_truncated()),
             next_continuation_token: page.next.as_ref().and_then(Resume::token),
-            contents: Some(page.objects().map(|e| self.object_row(e, url)).collect()),
+            contents: Some(
+                page.objects()
+                    .map(|e| self.object_row(e, url, fetch_owner))
+                    .collect(),
+            ),
             common_prefixes: Some(
                 page.prefixes()
                     .map(|p| CommonPrefix {
