@@ -89,7 +89,8 @@ pub fn grpc_router(piece_store: PieceStoreService, dht: &DhtHandle, config: &Con
     let per_connection = u32::try_from(config.max_streams_per_peer).unwrap_or(u32::MAX);
     Server::builder()
         .max_concurrent_streams(per_connection)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_interval(Some(shoal_proto::limits::H2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(shoal_proto::limits::H2_KEEPALIVE_TIMEOUT))
         .max_frame_size(shoal_proto::limits::H2_MAX_FRAME)
         .initial_stream_window_size(shoal_proto::limits::H2_STREAM_WINDOW)
         .initial_connection_window_size(shoal_proto::limits::H2_CONNECTION_WINDOW)
@@ -224,6 +225,7 @@ pub async fn start(
     let allocated = config.allocate.0;
     let options = StoreOptions {
         direct_io: config.direct_io,
+        max_bytes_per_owner: config.max_bytes_per_owner.map(|b| b.0),
     };
     let (store, recovery) =
         tokio::task::spawn_blocking(move || PieceStore::open_with(&dir, allocated, options))
