@@ -54,6 +54,14 @@ pub enum Error {
     OutOfRange { what: &'static str, detail: String },
     #[error("upload stalled: no message for {timeout_ms} ms")]
     Stalled { timeout_ms: u64 },
+    #[error(
+        "upload too slow: {received} bytes in {elapsed_ms} ms, below the minimum of {min_rate} bytes/s"
+    )]
+    TooSlow {
+        received: u64,
+        elapsed_ms: u64,
+        min_rate: u64,
+    },
     #[error("the node is shutting down")]
     ShuttingDown,
     #[error("the client went away")]
@@ -119,6 +127,7 @@ impl Error {
             Error::Expired { .. } => "expired",
             Error::OutOfRange { .. } => "out_of_range",
             Error::Stalled { .. } => "stalled",
+            Error::TooSlow { .. } => "too_slow",
             Error::ShuttingDown => "shutdown",
             Error::Cancelled => "cancelled",
             Error::Stream(_) => "stream",
@@ -159,7 +168,7 @@ impl From<Error> for tonic::Status {
                 Code::ResourceExhausted
             }
             Error::OutOfRange { .. } => Code::OutOfRange,
-            Error::Stalled { .. } => Code::DeadlineExceeded,
+            Error::Stalled { .. } | Error::TooSlow { .. } => Code::DeadlineExceeded,
             Error::Cancelled => Code::Cancelled,
             Error::Corrupt { .. } => Code::DataLoss,
             Error::Io { .. }

@@ -391,6 +391,10 @@ impl PieceStore {
     /// opens its temp file. Refuses, before any data: `max_size` 0, an existing piece id,
     /// an upload that would exceed the allocation, and one that would take its owner past
     /// the per-owner limit (counting the owner's stored pieces and uploads in flight).
+    ///
+    /// LATER(hardening): reserve incrementally (a first step, then more as data arrives)
+    /// instead of all of `max_size` up front; today a slow upload holds its whole
+    /// reservation until the minimum-rate check cuts it (after 30 s at most, at < 4 KiB/s).
     pub fn begin_upload(
         self: &Arc<Self>,
         piece: PieceId,
