@@ -33,10 +33,13 @@ MIB = 1024 * 1024
 
 
 def client(secret=SECRET, access=ACCESS, style="path", endpoint=ENDPOINT, **kw):
+    # Retries as every SDK does them (5xx and throttling only; a 4xx is never retried,
+    # so error-code checks see the first answer), and room for a loaded test machine.
     cfg = Config(
         signature_version=kw.pop("signature_version", "s3v4"),
         s3={"addressing_style": style},
-        retries={"max_attempts": 1},
+        retries={"max_attempts": 3, "mode": "standard"},
+        read_timeout=300,
         **kw,
     )
     return boto3.client(
