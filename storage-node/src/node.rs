@@ -308,6 +308,7 @@ pub async fn start(
         ServiceLimits {
             stall_timeout: config.stall_timeout(),
             max_streams_per_peer: config.max_streams_per_peer,
+            max_lease_ms: config.max_lease_ms,
         },
         rpc_stop.clone(),
     );
