@@ -234,7 +234,12 @@ impl Uplink {
 
     /// Records a change made here: merged into the local catalog and queued for the
     /// next publish.
-    fn change(&self, key: EntryKey, version: Version, value: Value) -> Result<(), Error> {
+    pub(crate) fn change(
+        &self,
+        key: EntryKey,
+        version: Version,
+        value: Value,
+    ) -> Result<(), Error> {
         self.inner.catalog.apply_local(&Change {
             key,
             version,
@@ -246,7 +251,7 @@ impl Uplink {
         Ok(())
     }
 
-    fn object_key(bucket: &str, key: &str) -> EntryKey {
+    pub(crate) fn object_key(bucket: &str, key: &str) -> EntryKey {
         EntryKey::Object {
             bucket: bucket.to_string(),
             key: key.to_string(),

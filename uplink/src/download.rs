@@ -128,8 +128,14 @@ pub(crate) async fn download_range<W: AsyncWrite + Unpin + Send>(
         .config
         .segment_parallelism
         .clamp(1, ahead.saturating_add(1));
-    let produce = futures::stream::iter(parts.into_iter().zip(senders))
+    // The futures are made by an iterator, not a stream combinator holding the closure,
+    // so that a caller's future stays provably `Send` (background renewals spawn it).
+    let segment_futures: Vec<_> = parts
+        .into_iter()
+        .zip(senders)
         .map(|((seg, last, a, b), tx)| download_segment(inner, ctx, seg, last, a, b, tx))
+        .collect();
+    let produce = futures::stream::iter(segment_futures)
         .buffered(depth)
         .try_for_each(|_| std::future::ready(Ok(())));
     let write = async {
@@ -195,7 +201,7 @@ fn start_piece(
     }
 }
 
-async fn piece_download(
+pub(crate) async fn piece_download(
     inner: Arc<Inner>,
     p: PiecePlacement,
     shard_size: u32,

@@ -700,7 +700,7 @@ async fn upload_piece(
 }
 
 /// A receipt counts only if the node we chose signed it for exactly what we sent.
-fn verify_receipt(
+pub(crate) fn verify_receipt(
     receipt: &Signed<Receipt>,
     order: &UploadOrder,
     node: &NodeCandidate,
@@ -1072,7 +1072,10 @@ async fn delete_segments(inner: &Arc<Inner>, segments: &[SegmentInfo]) -> Delete
     delete_placements(inner, &pieces).await
 }
 
-async fn delete_placements(inner: &Arc<Inner>, pieces: &[PiecePlacement]) -> DeleteReport {
+pub(crate) async fn delete_placements(
+    inner: &Arc<Inner>,
+    pieces: &[PiecePlacement],
+) -> DeleteReport {
     let calls: Vec<_> = pieces
         .iter()
         .filter_map(|p| {
