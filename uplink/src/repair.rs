@@ -907,11 +907,18 @@ impl Drop for Renewer {
 
 /// Renews everything `uplink` stores (objects and catalog, [`Scope::everything`]) now
 /// and then every `interval`, in the background, until the returned handle is stopped
-/// or dropped. For long-running processes (the S3 gateway, `devnet up`).
+/// or dropped. With a network catalog, each round first pulls what other writers
+/// published, so their objects are renewed too. For long-running processes (the S3
+/// gateway, `devnet up`).
 pub fn spawn_renewer(uplink: Uplink, interval: Duration) -> Renewer {
     let (tx, mut rx) = oneshot::channel();
     let task = tokio::spawn(async move {
         loop {
+            if uplink.inner.sync.is_some()
+                && let Err(e) = uplink.pull().await
+            {
+                tracing::warn!(error = %e, "background renew: cannot pull the catalog; renewing what is known here");
+            }
             match uplink.renew(&Scope::everything(), None).await {
                 Ok(r) => tracing::info!(
                     pieces = r.pieces,
