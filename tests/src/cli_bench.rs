@@ -70,16 +70,12 @@ pub struct ProcessNetwork {
     bins: Binaries,
     root: tempfile::TempDir,
     nodes: Vec<NodeProcess>,
-    seed: SocketAddr,
+    /// The DHT seed, pinned: `NODEID@HOST:PORT`.
+    seed: String,
     commands: std::sync::atomic::AtomicUsize,
 }
 
-fn setup_node(
-    bins: &Binaries,
-    dir: &Path,
-    i: usize,
-    seed: Option<SocketAddr>,
-) -> anyhow::Result<()> {
+fn setup_node(bins: &Binaries, dir: &Path, i: usize, seed: Option<&str>) -> anyhow::Result<()> {
     let ip = format!("127.0.{i}.1");
     let mut cmd = Command::new(&bins.storage_node);
     cmd.arg("setup")
@@ -93,7 +89,7 @@ fn setup_node(
         ])
         .args(["--listen", &format!("{ip}:0"), "--http", &format!("{ip}:0")]);
     if let Some(seed) = seed {
-        cmd.args(["--bootstrap", &seed.to_string()]);
+        cmd.args(["--bootstrap", seed]);
     }
     let out = cmd.output().context("cannot run storage-node setup")?;
     if !out.status.success() {
@@ -106,7 +102,8 @@ fn setup_node(
 }
 
 /// Starts `storage-node run` and waits for its `ready ... grpc=ADDR http=ADDR` line.
-fn run_node(bins: &Binaries, dir: &Path, i: usize) -> anyhow::Result<(NodeProcess, SocketAddr)> {
+/// Returns the process and the node pinned, `NODEID@GRPC_ADDR`.
+fn run_node(bins: &Binaries, dir: &Path, i: usize) -> anyhow::Result<(NodeProcess, String)> {
     let log = std::fs::File::create(dir.with_extension("log"))?;
     let mut child = Command::new(&bins.storage_node)
         .arg("run")
@@ -139,15 +136,20 @@ fn run_node(bins: &Binaries, dir: &Path, i: usize) -> anyhow::Result<(NodeProces
             .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
             .with_context(|| format!("node {i} printed no {name}= on its ready line: {line:?}"))
     };
-    let (grpc, http) = match (field("grpc"), field("http")) {
-        (Ok(g), Ok(h)) => (g, h),
-        (Err(e), _) | (_, Err(e)) => {
+    let node_id = line
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("node_id="))
+        .map(str::to_owned)
+        .with_context(|| format!("node {i} printed no node_id= on its ready line: {line:?}"));
+    let (grpc, http, node_id) = match (field("grpc"), field("http"), node_id) {
+        (Ok(g), Ok(h), Ok(id)) => (g, h, id),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             let _ = child.kill();
             let _ = child.wait();
             return Err(e);
         }
     };
-    Ok((NodeProcess { child, http }, grpc))
+    Ok((NodeProcess { child, http }, format!("{node_id}@{grpc}")))
 }
 
 /// `shoal_dht_table_size` of a node, from its `/metrics`.
@@ -228,6 +230,7 @@ impl ProcessNetwork {
                 .enumerate()
                 .map(|(j, d)| {
                     let bins = &net.bins;
+                    let seed = net.seed.as_str();
                     s.spawn(move || setup_node(bins, d, j + 2, Some(seed)))
                 })
                 .collect();
@@ -296,7 +299,7 @@ impl ProcessNetwork {
             dir.join("config.toml"),
             format!("difficulty = {DIFFICULTY}\n"),
         )?;
-        self.uplink(&["access", "create", "--bootstrap", &self.seed.to_string()])?;
+        self.uplink(&["access", "create", "--bootstrap", &self.seed])?;
         self.uplink(&["mb", &format!("shoal://{BUCKET}")])?;
         Ok(())
     }
@@ -683,9 +686,25 @@ pub fn maintenance(
     size_mib: u64,
     kill: usize,
     audit_fraction: f64,
+    renew_files: usize,
 ) -> anyhow::Result<()> {
     let dir = net.scratch("maintenance")?;
     let rs = scheme.to_string();
+    // Many small objects (8 KiB, one segment each) for the renew case: `cp -r` once.
+    if renew_files > 0 {
+        let tree = dir.join("small");
+        std::fs::create_dir_all(&tree)?;
+        for i in 0..renew_files {
+            std::fs::write(
+                tree.join(format!("f{i:05}")),
+                Pattern::new(i as u64).bytes(0, 8192),
+            )?;
+        }
+        let tree_s = tree.to_string_lossy().to_string();
+        let dst = format!("shoal://{BUCKET}/renew-small");
+        net.uplink(&["cp", "-r", "--no-progress", "--rs", &rs, &tree_s, &dst])?;
+        std::fs::remove_dir_all(&tree)?;
+    }
     for i in 0..objects {
         let src = dir.join(format!("object-{i}"));
         random_file(&src, size_mib * MIB)?;
@@ -698,12 +717,13 @@ pub fn maintenance(
     let json = |u: &Usage| -> anyhow::Result<serde_json::Value> {
         serde_json::from_str(&u.stdout).context("the uplink's --json output")
     };
-    let renew = net.uplink(&["renew", "-r", "--json", &scope])?;
+    let renew = net.uplink(&["renew", "-r", "--json", &format!("shoal://{BUCKET}")])?;
     let r = json(&renew)?;
     let pieces = r["pieces"].as_u64().unwrap_or(0);
     println!(
-        "case=cli-renew scheme={scheme} processes={} objects={objects} pieces={pieces} renewed={} orders={} s={:.2} pieces_per_s={:.0} cpu_uplink_s={:.2} cpu_nodes_s={:.2}",
+        "case=cli-renew scheme={scheme} processes={} objects={} pieces={pieces} renewed={} orders={} s={:.2} pieces_per_s={:.0} cpu_uplink_s={:.2} cpu_nodes_s={:.2}",
         net.len(),
+        objects + renew_files,
         r["renewed"],
         r["orders"],
         renew.secs,

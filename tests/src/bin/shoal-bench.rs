@@ -85,6 +85,9 @@ struct Cli {
     /// `--audit-fraction` of that case's check.
     #[arg(long, default_value_t = 0.0)]
     maint_audit_fraction: f64,
+    /// Extra 8 KiB objects (one `cp -r`) renewed with the others, for renew throughput.
+    #[arg(long, default_value_t = 0)]
+    maint_renew_files: usize,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -182,6 +185,7 @@ async fn cli_cases(cli: &Cli, exe: &std::path::Path) -> anyhow::Result<()> {
             cli.maint_size_mib,
             cli.maint_kill,
             cli.maint_audit_fraction,
+            cli.maint_renew_files,
         )?;
     }
     println!(
