@@ -24,7 +24,8 @@ use uplink::{PutOptions, Scheme, Uplink};
 #[command(
     name = "uplink",
     version,
-    about = "Store and fetch data on a Shoal network"
+    about = "Store and fetch data on a Shoal network",
+    after_help = crate::maintain::EXIT_STATUSES
 )]
 pub struct Args {
     /// Directory holding the config, the access grant and the catalog

@@ -12,16 +12,17 @@ use crate::cli::{Env, format_time, open_pulled, parse_duration, require_location
 use uplink::config::Paths;
 
 /// Exit statuses of `check` and `repair`, shown in `--help`.
-const EXIT_STATUSES: &str = "Exit status: 0 every segment healthy; 2 some segment at or below \
+pub(crate) const EXIT_STATUSES: &str = "Exit status of `check` and `repair`: 0 every segment healthy; 2 some segment at or below \
 its repair threshold (none lost); 3 some segment lost (fewer than k healthy pieces); 1 any \
 other error.";
 
 #[derive(Debug, Subcommand)]
 pub enum MaintainCommand {
-    /// Extend the lease of every piece (default: every object and the catalog itself)
-    /// by the configured lease (default 90 days), one signed batch order per node.
-    /// Objects stored with --expires are left to expire. Idempotent; never shortens a
-    /// lease.
+    /// Extend the leases of pieces (default: of everything, catalog included).
+    ///
+    /// Every piece is renewed by the configured lease (default 90 days), one signed
+    /// batch order per node. Objects stored with --expires are left to expire.
+    /// Idempotent; never shortens a lease.
     Renew {
         /// `shoal://BUCKET[/PREFIX]`: only these objects (the catalog is renewed only
         /// when no location is given).
@@ -35,9 +36,11 @@ pub enum MaintainCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Audit every piece of the objects at `shoal://BUCKET[/PREFIX]`: per segment, how
-    /// many pieces are reachable and verified; a summary of healthy, below the repair
-    /// threshold, and lost segments.
+    /// Audit the pieces of `shoal://BUCKET[/PREFIX]`; exit 2 below threshold, 3 lost.
+    ///
+    /// Per segment, how many pieces are reachable and verified (random blocks checked
+    /// against the recorded hashes); a summary of healthy, below the repair threshold,
+    /// and lost segments.
     #[command(after_help = EXIT_STATUSES)]
     Check {
         location: String,
@@ -53,9 +56,11 @@ pub enum MaintainCommand {
         #[arg(long)]
         repair: bool,
     },
-    /// Check, then repair every segment at or below its repair threshold: fetch k
-    /// verified pieces, regenerate only the missing ones on new nodes (one per /24), and
-    /// publish the new placements. Healthy segments are untouched; rerun after a crash.
+    /// Check, then repair every segment at or below its repair threshold.
+    ///
+    /// Fetches k verified pieces, regenerates only the missing ones on new nodes (one
+    /// per /24, none holding a piece of the segment), and publishes the new placements.
+    /// Healthy segments are untouched; rerun after a crash.
     #[command(after_help = EXIT_STATUSES)]
     Repair {
         location: String,
