@@ -11,8 +11,10 @@
 //! - [`piece_hash`]: per-block BLAKE3 hashes of a piece and the root they hash to.
 //! - [`limits`]: every bound applied to what comes from the network.
 //! - [`tls`]: TLS 1.3 whose certificate key is the node identity, pinned by node id.
+//! - [`address`]: which addresses a network may dial (public, or `local_network`).
 //! - [`time`]: unix-millisecond clock helpers and the freshness window for orders.
 
+pub mod address;
 pub mod error;
 pub mod identity;
 pub mod ids;

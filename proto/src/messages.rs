@@ -601,7 +601,7 @@ impl Signable for NodeRecord {
     }
 }
 
-/// Parses a record address: an `ip:port` with a real port and a routable-looking IP.
+/// Parses a record address: an `ip:port` with a real port and a unicast IP.
 pub fn parse_address(field: &'static str, s: &str) -> Result<SocketAddr, WireError> {
     if s.len() > 64 {
         return Err(WireError::TooLong {
@@ -614,12 +614,14 @@ pub fn parse_address(field: &'static str, s: &str) -> Result<SocketAddr, WireErr
         field,
         reason: format!("{s:?} is not an ip:port address"),
     })?;
-    if addr.port() == 0 || addr.ip().is_unspecified() || addr.ip().is_multicast() {
-        return Err(WireError::Malformed {
+    // Undialable anywhere; whether it is routable is the reader's network's question
+    // (`AddressScope`).
+    crate::address::AddressScope::Local
+        .check(&addr)
+        .map_err(|e| WireError::Malformed {
             field,
-            reason: format!("{addr} cannot be dialled"),
-        });
-    }
+            reason: e.to_string(),
+        })?;
     Ok(addr)
 }
 

@@ -15,6 +15,12 @@ pub enum DhtError {
     BootstrapFailed { reasons: String },
     #[error("node mode needs at least one address in the node record")]
     NoAddress,
+    #[error("{what} {addr}: {source}")]
+    Address {
+        what: &'static str,
+        addr: SocketAddr,
+        source: shoal_proto::address::AddressRefused,
+    },
     #[error("cannot sign the local node record: {0}")]
     Identity(#[from] IdentityError),
     #[error("local node record is invalid: {0}")]
@@ -54,6 +60,12 @@ pub(crate) enum ServeError {
     },
     #[error("sender's proof of work is too low: {0}")]
     Work(IdentityError),
+    #[error("invalid {what}: {source}")]
+    Address {
+        what: &'static str,
+        #[source]
+        source: shoal_proto::address::AddressRefused,
+    },
     #[error("record refused: {0}")]
     Refused(#[from] RecordRefused),
     #[error("this node has no signed record yet")]
@@ -66,6 +78,7 @@ impl From<ServeError> for tonic::Status {
         match e {
             ServeError::Wire { .. } => tonic::Status::invalid_argument(msg),
             ServeError::Work(_) => tonic::Status::permission_denied(msg),
+            ServeError::Address { .. } => tonic::Status::invalid_argument(msg),
             ServeError::Refused(r) => match r {
                 RecordRefused::NotNewer { .. } | RecordRefused::NotAmongClosest { .. } => {
                     tonic::Status::failed_precondition(msg)

@@ -44,6 +44,8 @@ fn config(bootstrap: Vec<(NodeId, SocketAddr)>) -> DhtConfig {
     DhtConfig {
         difficulty: DIFFICULTY,
         bootstrap,
+        // Every node of these tests is on 127.0.N.1.
+        local_network: true,
         ..DhtConfig::default()
     }
 }

@@ -74,6 +74,7 @@ async fn grpc(payload: &Payload, pieces: usize, streams: usize, direct_io: bool)
         allocate: ByteSize(1 << 40),
         difficulty: 0,
         direct_io,
+        local_network: true,
         ..Config::default()
     };
     let node = storage_node::start(&config, Identity::random(), dir.path())

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use shoal_proto::address::{AddressRefused, AddressScope};
 
 use crate::error::ConfigError;
 use crate::size::ByteSize;
@@ -65,6 +66,12 @@ pub struct Config {
     /// buffered writes by itself on a file system that refuses it. Default true.
     #[serde(default = "default_direct_io")]
     pub direct_io: bool,
+    /// The network lives on one machine or LAN (devnet, tests, a home lab): loopback and
+    /// private addresses may be listened on, advertised, dialled and accepted in node
+    /// records. Default false: the public network, where every address must be globally
+    /// routable ([`shoal_proto::address`]).
+    #[serde(default)]
+    pub local_network: bool,
 }
 
 fn default_listen() -> SocketAddr {
@@ -106,6 +113,7 @@ impl Default for Config {
             expiry_interval_ms: default_expiry_interval_ms(),
             max_lease_ms: default_max_lease_ms(),
             direct_io: default_direct_io(),
+            local_network: false,
         }
     }
 }
@@ -124,6 +132,7 @@ pub struct Overrides {
     pub expiry_interval_ms: Option<u64>,
     pub max_lease_ms: Option<u64>,
     pub direct_io: Option<bool>,
+    pub local_network: Option<bool>,
 }
 
 fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError>
@@ -173,6 +182,7 @@ impl Overrides {
                 "EXPIRY_INTERVAL_MS" => o.expiry_interval_ms = Some(parse(&key, &value)?),
                 "MAX_LEASE_MS" => o.max_lease_ms = Some(parse(&key, &value)?),
                 "DIRECT_IO" => o.direct_io = Some(parse(&key, &value)?),
+                "LOCAL_NETWORK" => o.local_network = Some(parse(&key, &value)?),
                 _ => {
                     return Err(ConfigError::Invalid {
                         source_name: "environment variable",
@@ -198,6 +208,7 @@ impl Overrides {
             expiry_interval_ms,
             max_lease_ms,
             direct_io,
+            local_network,
         } = self;
         if let Some(v) = listen {
             c.listen = v;
@@ -231,6 +242,9 @@ impl Overrides {
         }
         if let Some(v) = direct_io {
             c.direct_io = v;
+        }
+        if let Some(v) = local_network {
+            c.local_network = v;
         }
     }
 }
@@ -293,13 +307,22 @@ impl Config {
         if let Some(a) = &self.external_address {
             host_port("external_address", a)?;
         }
+        self.check_advertised()?;
         for b in &self.bootstrap {
-            b.parse::<shoal_proto::tls::PinnedPeer>()
-                .map_err(|e| ConfigError::Invalid {
-                    source_name: "setting",
-                    key: "bootstrap".into(),
-                    reason: e.to_string(),
-                })?;
+            let invalid = |reason: String| ConfigError::Invalid {
+                source_name: "setting",
+                key: "bootstrap".into(),
+                reason,
+            };
+            let peer = b
+                .parse::<shoal_proto::tls::PinnedPeer>()
+                .map_err(|e| invalid(e.to_string()))?;
+            // An IP is checked here; a name once resolved, at start.
+            if let Ok(addr) = peer.address.parse::<SocketAddr>() {
+                self.address_scope()
+                    .check(&addr)
+                    .map_err(|e| invalid(format!("`{b}`: {e}")))?;
+            }
         }
         if self.difficulty > shoal_proto::identity::MAX_DIFFICULTY {
             return Err(ConfigError::Invalid {
@@ -327,6 +350,43 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Which addresses this node's network dials and accepts.
+    pub fn address_scope(&self) -> AddressScope {
+        AddressScope::from_local_network(self.local_network)
+    }
+
+    /// What the node will advertise must be routable in its network: `external_address`
+    /// when it is an IP (a name is checked once resolved, at start), else a concrete
+    /// `listen` address. A node on `0.0.0.0` without `external_address` advertises
+    /// nothing (it runs as a DHT client and says so).
+    fn check_advertised(&self) -> Result<(), ConfigError> {
+        let (key, addr) = match &self.external_address {
+            Some(a) => match a.parse::<SocketAddr>() {
+                Ok(addr) => ("external_address", addr),
+                Err(_) => return Ok(()),
+            },
+            None if self.listen.ip().is_unspecified() => return Ok(()),
+            // Port 0 listens on a port chosen at start: only the IP is in question.
+            None => (
+                "listen",
+                SocketAddr::new(self.listen.ip(), self.listen.port().max(1)),
+            ),
+        };
+        self.address_scope()
+            .check(&addr)
+            .map_err(|e| ConfigError::Invalid {
+                source_name: "setting",
+                key: key.into(),
+                reason: match e {
+                    AddressRefused::NonRoutable(n) => format!(
+                        "{addr} is a {} address, which other nodes on the public network cannot dial and refuse to; set `external_address` to the address others dial, or `local_network = true` (`--local-network`, SHOAL_NODE_LOCAL_NETWORK=true) for a network on one machine or LAN",
+                        n.kind
+                    ),
+                    AddressRefused::Undialable(u) => u.to_string(),
+                },
+            })
     }
 
     pub fn stall_timeout(&self) -> Duration {
@@ -406,6 +466,10 @@ impl Config {
             "Write piece data with O_DIRECT (Linux), bypassing the page cache: less CPU and\nfaster durable writes. A file system that refuses it (the node logs this once)\ngets buffered writes by itself; false forces them. Default true.",
             format!("direct_io = {}", self.direct_io),
         );
+        field(
+            "The network lives on one machine or LAN (devnet, tests, a home lab): loopback\nand private addresses may be listened on, advertised, dialled and accepted in\nnode records. Default false: the public network, where every address must be\nglobally routable.",
+            format!("local_network = {}", self.local_network),
+        );
         out
     }
 }
@@ -446,6 +510,7 @@ mod tests {
             allocate: ByteSize(2 << 40),
             bootstrap: vec![format!("{}@127.0.0.2:7777", "ab".repeat(32))],
             external_address: Some("node.example.com:7777".into()),
+            local_network: true,
             ..Config::default()
         };
         let text = c.to_documented_toml();
@@ -489,7 +554,7 @@ mod tests {
 
     #[test]
     fn flags_beat_environment_beat_file() {
-        let file = "allocate = \"10MB\"\nlisten = \"127.0.0.1:1000\"\nhttp = \"127.0.0.1:1001\"\ndifficulty = 3\n";
+        let file = "allocate = \"10MB\"\nlisten = \"127.0.0.1:1000\"\nhttp = \"127.0.0.1:1001\"\ndifficulty = 3\nlocal_network = true\n";
         let env = Overrides::from_env(vars(&[
             ("SHOAL_NODE_ALLOCATE", "2TiB"),
             ("SHOAL_NODE_LISTEN", "127.0.0.1:2000"),
@@ -560,5 +625,72 @@ mod tests {
         };
         let err = resolve(None, none(), unpinned).unwrap_err().to_string();
         assert!(err.contains("NODEID@HOST:PORT"), "{err}");
+    }
+
+    #[test]
+    fn a_local_listen_address_needs_local_network_and_the_error_says_so() {
+        let none = || Overrides::default();
+        let at = |listen: &str, external: Option<&str>, local: Option<bool>| Overrides {
+            allocate: Some(ByteSize(1)),
+            listen: Some(listen.parse().unwrap()),
+            external_address: external.map(str::to_owned),
+            local_network: local,
+            ..none()
+        };
+        for listen in [
+            "127.0.0.1:7777",
+            "10.0.0.5:7777",
+            "[::1]:7777",
+            "[fd00::5]:7777",
+        ] {
+            let err = resolve(None, none(), at(listen, None, None))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("listen"), "{err}");
+            assert!(err.contains("--local-network"), "{err}");
+            assert!(err.contains("external_address"), "{err}");
+            assert!(resolve(None, none(), at(listen, None, Some(true))).is_ok());
+            // Behind NAT: listening privately, advertising a public address.
+            assert!(resolve(None, none(), at(listen, Some("203.0.114.7:7777"), None)).is_ok());
+            assert!(
+                resolve(
+                    None,
+                    none(),
+                    at(listen, Some("node.example.com:7777"), None)
+                )
+                .is_ok()
+            );
+        }
+        // A private external address is refused the same way.
+        let err = resolve(
+            None,
+            none(),
+            at("0.0.0.0:7777", Some("192.168.1.4:7777"), None),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("external_address") && err.contains("private"),
+            "{err}"
+        );
+        // 0.0.0.0 with nothing to advertise and a public address are fine.
+        assert!(resolve(None, none(), at("0.0.0.0:7777", None, None)).is_ok());
+        assert!(resolve(None, none(), at("198.51.99.1:7777", None, None)).is_ok());
+        // Port 0 (chosen at start) is fine where the address is.
+        assert!(resolve(None, none(), at("127.0.0.1:0", None, Some(true))).is_ok());
+        assert!(resolve(None, none(), at("127.0.0.1:0", None, None)).is_err());
+        // So is a bootstrap entry at a local IP.
+        let local_seed = Overrides {
+            bootstrap: Some(vec![format!("{A}@127.0.0.5:7777")]),
+            ..at("0.0.0.0:7777", None, None)
+        };
+        let err = resolve(None, none(), local_seed).unwrap_err().to_string();
+        assert!(
+            err.contains("bootstrap") && err.contains("loopback"),
+            "{err}"
+        );
+        // The environment sets it too.
+        let env = Overrides::from_env(vars(&[("SHOAL_NODE_LOCAL_NETWORK", "true")])).unwrap();
+        assert!(resolve(None, env, at("127.0.0.1:7777", None, None)).is_ok());
     }
 }

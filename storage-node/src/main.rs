@@ -107,6 +107,10 @@ struct Settings {
     /// Write pieces with O_DIRECT (true/false).
     #[arg(long, value_name = "BOOL")]
     direct_io: Option<bool>,
+    /// The network lives on one machine or LAN: allow loopback and private addresses
+    /// (devnet, tests). Without it every address must be globally routable.
+    #[arg(long)]
+    local_network: bool,
 }
 
 impl From<Settings> for Overrides {
@@ -123,6 +127,7 @@ impl From<Settings> for Overrides {
             expiry_interval_ms: s.expiry_interval_ms,
             max_lease_ms: s.max_lease_ms,
             direct_io: s.direct_io,
+            local_network: s.local_network.then_some(true),
         }
     }
 }

@@ -255,6 +255,16 @@ pub async fn start(
     if advertised.is_empty() {
         warn!(%grpc_addr, "no address to advertise: set external_address");
     }
+    // The config check covered IPs; a name is checked once resolved.
+    for addr in &advertised {
+        config.address_scope().check(addr).map_err(|source| {
+            satellite_free_discovery::DhtError::Address {
+                what: "advertised address",
+                addr: *addr,
+                source,
+            }
+        })?;
+    }
     metrics.start_time.set(started_at_ms as f64 / 1000.0);
 
     let state = Arc::new(NodeState {
@@ -281,6 +291,7 @@ pub async fn start(
     let dht_config = DhtConfig {
         difficulty: config.difficulty,
         bootstrap: bootstrap.clone(),
+        local_network: config.local_network,
         ..DhtConfig::default()
     };
     let (record_tx, mode) = if state.advertised.is_empty() {

@@ -48,6 +48,7 @@ const SETUP: &[&str] = &[
     "127.0.0.1:0",
     "--http",
     "127.0.0.1:0",
+    "--local-network",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,6 +29,7 @@ async fn setup(dir: &Path) {
         Command::new(BIN)
             .args(["setup", "--allocate", "1GiB", "--difficulty", "0"])
             .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .arg("--local-network")
             .arg("--dir")
             .arg(dir)
             .stdout(Stdio::null())

@@ -70,7 +70,7 @@ pub struct ProcessNetwork {
     bins: Binaries,
     root: tempfile::TempDir,
     nodes: Vec<NodeProcess>,
-    /// The DHT seed, pinned: `NODEID@HOST:PORT`.
+    /// The seed, pinned: `NODEID@IP:PORT`.
     seed: String,
     commands: std::sync::atomic::AtomicUsize,
 }
@@ -87,7 +87,9 @@ fn setup_node(bins: &Binaries, dir: &Path, i: usize, seed: Option<&str>) -> anyh
             "--allocate",
             "64GiB",
         ])
-        .args(["--listen", &format!("{ip}:0"), "--http", &format!("{ip}:0")]);
+        .args(["--listen", &format!("{ip}:0"), "--http", &format!("{ip}:0")])
+        // The bench network lives on 127.0.N.1.
+        .arg("--local-network");
     if let Some(seed) = seed {
         cmd.args(["--bootstrap", seed]);
     }
@@ -102,7 +104,7 @@ fn setup_node(bins: &Binaries, dir: &Path, i: usize, seed: Option<&str>) -> anyh
 }
 
 /// Starts `storage-node run` and waits for its `ready ... grpc=ADDR http=ADDR` line.
-/// Returns the process and the node pinned, `NODEID@GRPC_ADDR`.
+/// Starts a set-up node; returns it and its pinned `NODEID@IP:PORT` entry.
 fn run_node(bins: &Binaries, dir: &Path, i: usize) -> anyhow::Result<(NodeProcess, String)> {
     let log = std::fs::File::create(dir.with_extension("log"))?;
     let mut child = Command::new(&bins.storage_node)
@@ -143,7 +145,7 @@ fn run_node(bins: &Binaries, dir: &Path, i: usize) -> anyhow::Result<(NodeProces
         .with_context(|| format!("node {i} printed no node_id= on its ready line: {line:?}"));
     let (grpc, http, node_id) = match (field("grpc"), field("http"), node_id) {
         (Ok(g), Ok(h), Ok(id)) => (g, h, id),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
             let _ = child.kill();
             let _ = child.wait();
             return Err(e);
@@ -297,7 +299,7 @@ impl ProcessNetwork {
         std::fs::create_dir_all(&dir)?;
         std::fs::write(
             dir.join("config.toml"),
-            format!("difficulty = {DIFFICULTY}\n"),
+            format!("difficulty = {DIFFICULTY}\nlocal_network = true\n"),
         )?;
         self.uplink(&["access", "create", "--bootstrap", &self.seed])?;
         self.uplink(&["mb", &format!("shoal://{BUCKET}")])?;

@@ -132,6 +132,8 @@ impl Devnet {
                         let seed_id = Identity::load(&NodeDir(node_dir(dir, 0)).identity())?;
                         vec![format!("{}@{seed}", seed_id.node_id())]
                     },
+                    // A devnet lives on this machine's 127.0.N.1 addresses.
+                    local_network: true,
                     ..Config::default()
                 };
                 let setup_dir = ndir.clone();
@@ -327,14 +329,23 @@ pub fn ensure_uplink_access(dir: &Path, seed: &str) -> anyhow::Result<UplinkAcce
     std::fs::write(&grant_file, format!("{grant}\n"))
         .with_context(|| format!("cannot write {}", grant_file.display()))?;
     let config_file = paths.config_file();
-    if !config_file.exists() {
-        let text = format!(
+    let text = match std::fs::read_to_string(&config_file) {
+        // A devnet made before `local_network` existed gains the line.
+        Ok(text) if !text.contains("local_network") => Some(format!(
+            "{text}# The devnet lives on this machine's 127.0.N.1 addresses.\nlocal_network = true\n"
+        )),
+        Ok(_) => None,
+        Err(_) => Some(format!(
             "# Uplink configuration for the devnet in {}.\n\
              # Proof-of-work bits of this network's node ids.\n\
-             difficulty = {}\n",
+             difficulty = {}\n\
+             # The devnet lives on this machine's 127.0.N.1 addresses.\n\
+             local_network = true\n",
             dir.display(),
             params.difficulty
-        );
+        )),
+    };
+    if let Some(text) = text {
         std::fs::write(&config_file, text)
             .with_context(|| format!("cannot write {}", config_file.display()))?;
     }
@@ -394,7 +405,10 @@ pub async fn spawn_renewer(
         .unwrap_or(shoal_proto::DEFAULT_DIFFICULTY);
     let identity = Arc::new(Identity::from_seed(*grant.owner().seed()));
     let dht = Arc::new(uplink::discovery::DhtNodes::new(
-        identity, bootstrap, difficulty,
+        identity,
+        bootstrap,
+        difficulty,
+        file.address_scope(),
     ));
     let nodes = Arc::new(CachedNodes::new(dht.clone(), Duration::from_secs(60)));
     let up = uplink::Uplink::with_network_catalog(

@@ -81,6 +81,8 @@ impl TestNode {
             expiry_interval_ms: options.expiry_interval_ms,
             max_lease_ms: options.max_lease_ms,
             bootstrap,
+            // Every test node is on 127.0.N.1.
+            local_network: true,
             ..Config::default()
         };
         let mut node = Self {
@@ -576,6 +578,7 @@ pub fn random_piece() -> PieceId {
 
 pub mod bench;
 pub mod cli_bench;
+pub mod cli_net;
 /// The workspace root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

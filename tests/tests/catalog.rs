@@ -5,95 +5,35 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_proto::Identity;
+use shoal_tests::cli_net::CliNet;
 use shoal_tests::e2e::Pattern;
-use shoal_tests::{Cluster, NodeOptions, wait_until};
-use uplink::discovery::DhtNodes;
-use uplink::store::NodeSource;
-use uplink::{Access, RootSecret};
 
 const NODES: usize = 12;
-const CONFIG: &str =
-    "difficulty = 0\nscheme = \"4/6/8/12\"\ncatalog_scheme = \"4/6/8/12\"\nsnapshot_every = 4\n";
+const CONFIG: &str = "difficulty = 0\nlocal_network = true\nscheme = \"4/6/8/12\"\ncatalog_scheme = \"4/6/8/12\"\nsnapshot_every = 4\n";
 
-struct Net {
-    cluster: Cluster,
-    bin: PathBuf,
-    grant: String,
-    work: tempfile::TempDir,
+/// The shared harness, with this file's unwrapping helpers.
+struct Net(CliNet);
+
+impl std::ops::Deref for Net {
+    type Target = CliNet;
+    fn deref(&self) -> &CliNet {
+        &self.0
+    }
 }
 
 impl Net {
     async fn start() -> Net {
-        let bin = shoal_tests::build_binary("uplink", "uplink")
-            .unwrap()
-            .expect("this test runs the uplink binary: run it through cargo test (CARGO set)");
-        let cluster = Cluster::start(
-            NODES,
-            NodeOptions {
-                allocate: 1 << 30,
-                ..NodeOptions::default()
-            },
-        )
-        .await
-        .unwrap();
-        let seed = (cluster.node(0).node_id(), cluster.node(0).grpc_addr());
-        let probe = DhtNodes::new(Arc::new(Identity::random()), vec![seed], 0);
-        wait_until(
-            Duration::from_secs(60),
-            "a DHT client sees every node",
-            || {
-                let probe = &probe;
-                async move { probe.sample(NODES).await.is_ok_and(|n| n.len() >= NODES) }
-            },
-        )
-        .await
-        .unwrap();
-        probe.shutdown().await;
-        let grant = Access::new(RootSecret::random(), vec![cluster.node(0).pinned()]).to_grant();
-        Net {
-            cluster,
-            bin,
-            grant,
-            work: tempfile::tempdir().unwrap(),
-        }
+        Net(CliNet::start(NODES, CONFIG).await.unwrap())
     }
 
-    /// A new config dir with the grant imported (its catalog recovered from the network).
     async fn config_dir(&self, name: &str) -> (PathBuf, String) {
-        let dir = self.work.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("config.toml"), CONFIG).unwrap();
-        let out = self.ok(&dir, &["access", "import", &self.grant]).await;
-        (dir, out)
-    }
-
-    async fn run(&self, dir: &Path, args: &[&str]) -> (bool, String, String) {
-        let out = tokio::process::Command::new(&self.bin)
-            .arg("--config-dir")
-            .arg(dir)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        self.0.config_dir(name).await.unwrap()
     }
 
     async fn ok(&self, dir: &Path, args: &[&str]) -> String {
-        let (ok, out, err) = self.run(dir, args).await;
-        assert!(ok, "uplink {args:?} failed: {err}");
-        out
+        self.0.ok(dir, args).await.unwrap()
     }
 }
 
@@ -229,12 +169,13 @@ async fn a_backup_survives_the_loss_of_its_machine() {
             .await;
         let (ok, _, err) = net
             .run(&b, &["cp", "shoal://photos/d0/file-000.bin", "/dev/null"])
-            .await;
+            .await
+            .unwrap();
         assert!(
             !ok && err.contains("does not exist"),
             "deleted stays deleted: {err}"
         );
-        net.cluster.shutdown().await.unwrap();
+        net.0.cluster.shutdown().await.unwrap();
     })
     .await
     .expect("test timed out");
@@ -313,7 +254,7 @@ async fn two_uplinks_with_one_grant_write_at_once_and_agree() {
         let status = net.ok(&a, &["catalog", "status", "--json"]).await;
         let status: serde_json::Value = serde_json::from_str(&status).unwrap();
         assert_eq!(status["writers"].as_object().unwrap().len(), 2, "{status}");
-        net.cluster.shutdown().await.unwrap();
+        net.0.cluster.shutdown().await.unwrap();
     })
     .await
     .expect("test timed out");

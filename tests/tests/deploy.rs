@@ -510,6 +510,8 @@ fn entrypoint(bin_dir: &Path, data: &Path, key: &Path) -> tokio::process::Comman
         .env("SHOAL_NODE_LISTEN", "127.0.0.1:0")
         .env("SHOAL_NODE_HTTP", "127.0.0.1:0")
         .env("SHOAL_NODE_DIFFICULTY", "4")
+        // A node on loopback is a local network.
+        .env("SHOAL_NODE_LOCAL_NETWORK", "true")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shoal_proto::address::AddressScope;
 use shoal_proto::tls::PinnedPeer;
 use shoal_proto::{Identity, NodeId};
 use shoal_tests::devnet::{Devnet, DevnetParams, ensure_uplink_access};
@@ -37,7 +38,7 @@ fn uplink_from_grant(grant: &str, catalog_dir: &Path) -> Uplink {
     let difficulty = access
         .difficulty()
         .expect("a devnet grant names its difficulty");
-    let nodes = DhtNodes::new(identity, bootstrap, difficulty);
+    let nodes = DhtNodes::new(identity, bootstrap, difficulty, AddressScope::Local);
     Uplink::new(
         access,
         Arc::new(GrpcPieceStore::default()),

@@ -44,7 +44,7 @@ impl Net {
         std::fs::write(
             work.path().join("config.toml"),
             format!(
-                "difficulty = 0\nnetwork_catalog = false\nallow_smaller_scheme = false\npiece_timeout_secs = 5\nnodes = [{}]\n{extra_config}",
+                "difficulty = 0\nlocal_network = true\nnetwork_catalog = false\nallow_smaller_scheme = false\npiece_timeout_secs = 5\nnodes = [{}]\n{extra_config}",
                 list.join(", ")
             ),
         )

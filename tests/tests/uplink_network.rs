@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use shoal_proto::address::AddressScope;
 use shoal_proto::{Identity, NodeId, PieceId};
 use shoal_tests::e2e::{HashWriter, Pattern, candidates, cluster_uplink};
 use shoal_tests::{Cluster, NodeOptions, Owner, wait_until};
@@ -797,7 +798,12 @@ async fn cli_recursive_copy_of_a_thousand_files_is_identical_under_diff() {
         let seed = (cluster.node(0).node_id(), cluster.node(0).grpc_addr());
         // The CLI finds the nodes through the DHT like a real uplink: wait until a DHT
         // client joined through the seed sees all of them.
-        let probe = DhtNodes::new(Arc::new(Identity::random()), vec![seed], 0);
+        let probe = DhtNodes::new(
+            Arc::new(Identity::random()),
+            vec![seed],
+            0,
+            AddressScope::Local,
+        );
         wait_until(
             Duration::from_secs(60),
             "a DHT client sees every node",
@@ -815,7 +821,7 @@ async fn cli_recursive_copy_of_a_thousand_files_is_identical_under_diff() {
         std::fs::create_dir_all(&cfg).unwrap();
         std::fs::write(
             cfg.join("config.toml"),
-            "difficulty = 0\nscheme = \"4/6/8/12\"\nallow_smaller_scheme = false\n",
+            "difficulty = 0\nlocal_network = true\nscheme = \"4/6/8/12\"\nallow_smaller_scheme = false\n",
         )
         .unwrap();
         let grant = Access::new(RootSecret::random(), vec![cluster.node(0).pinned()]).to_grant();

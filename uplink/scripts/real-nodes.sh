@@ -17,7 +17,7 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait; rm -rf 
 trap cleanup EXIT
 for i in $(seq 1 "$N"); do
   d=$ROOT/node$i
-  $SN setup --dir "$d" --difficulty 2 --allocate 20GB --listen "127.0.$i.1:0" --http "127.0.$i.1:0" > "$d.setup.log" 2>&1 \
+  $SN setup --dir "$d" --difficulty 2 --allocate 20GB --listen "127.0.$i.1:0" --local-network --http "127.0.$i.1:0" > "$d.setup.log" 2>&1 \
     || { echo "setup of node $i failed"; cat "$d.setup.log"; exit 1; }
   $SN run --dir "$d" > "$d.log" 2>&1 &
   PIDS+=($!)
@@ -31,7 +31,7 @@ for i in $(seq 1 "$N"); do
   NODES="$NODES\"$id@$addr\","
 done
 export SHOAL_CONFIG_DIR=$ROOT/uplink; mkdir -p "$SHOAL_CONFIG_DIR"
-printf 'nodes = [%s]\nscheme = "%s"\n' "${NODES%,}" "$SCHEME" > "$SHOAL_CONFIG_DIR/config.toml"
+printf 'nodes = [%s]\nlocal_network = true\nscheme = "%s"\n' "${NODES%,}" "$SCHEME" > "$SHOAL_CONFIG_DIR/config.toml"
 $UP access create > /dev/null && $UP mb shoal://bench
 head -c $((MIB << 20)) /dev/urandom > "$ROOT/object"
 t0=$(date +%s.%N); $UP cp --no-progress "$ROOT/object" shoal://bench/object || exit 1; t1=$(date +%s.%N)

@@ -75,6 +75,38 @@ enum Command {
     Catalog(CatalogCommand),
     #[command(flatten)]
     Maintain(crate::maintain::MaintainCommand),
+    /// Serve the S3 API for this access (aws CLI, rclone, restic, boto3 ...) until
+    /// SIGINT or SIGTERM. Without --access-key/--secret-key, credentials derived from the
+    /// access grant are printed at start.
+    Gateway(GatewayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct GatewayArgs {
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:7780")]
+    listen: std::net::SocketAddr,
+    /// Access key id clients must sign with (default: derived from the grant).
+    #[arg(long, env = "SHOAL_GATEWAY_ACCESS_KEY", requires = "secret_key")]
+    access_key: Option<String>,
+    /// Secret key clients must sign with (default: derived from the grant).
+    #[arg(
+        long,
+        env = "SHOAL_GATEWAY_SECRET_KEY",
+        requires = "access_key",
+        hide_env_values = true
+    )]
+    secret_key: Option<String>,
+    /// Region clients sign for.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// Domain for virtual-host-style requests (BUCKET.DOMAIN); repeatable.
+    #[arg(long = "domain", default_value = "localhost")]
+    domains: Vec<String>,
+    /// Multipart uploads neither completed nor aborted after this long are aborted
+    /// and their pieces deleted (e.g. 7d, 12h).
+    #[arg(long, default_value = "7d")]
+    multipart_max_age: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,8 +288,10 @@ async fn open(paths: Paths) -> Result<Env> {
         .with_context(|| format!("cannot open the catalog at {}", catalog_dir.display()))?;
     let mut configured = Vec::new();
     for n in &file.nodes {
-        configured
-            .push(parse_node(n).map_err(|e| anyhow!("{}: {e}", paths.config_file().display()))?);
+        configured.push(
+            parse_node(n, file.address_scope())
+                .map_err(|e| anyhow!("{}: {e}", paths.config_file().display()))?,
+        );
     }
     configured.sort();
     configured.dedup();
@@ -273,7 +307,12 @@ async fn open(paths: Paths) -> Result<Env> {
         .difficulty
         .or(access.difficulty())
         .unwrap_or(shoal_proto::DEFAULT_DIFFICULTY);
-    let dht = Arc::new(DhtNodes::new(identity, bootstrap, difficulty));
+    let dht = Arc::new(DhtNodes::new(
+        identity,
+        bootstrap,
+        difficulty,
+        file.address_scope(),
+    ));
     let network = format!("{:?} difficulty {difficulty}", access.bootstrap());
     let nodes: Arc<dyn NodeSource> = if configured.is_empty() {
         Arc::new(
@@ -311,6 +350,7 @@ pub async fn run(args: Args) -> Result<()> {
         Command::Access(cmd) => access(paths, cmd).await,
         Command::Catalog(cmd) => catalog(paths, cmd).await,
         Command::Maintain(cmd) => crate::maintain::run(paths, cmd).await,
+        Command::Gateway(args) => gateway(paths, args).await,
         Command::Mb { bucket } => {
             let env = open_pulled(paths).await?;
             let loc = require_location(&bucket)?;
@@ -363,6 +403,60 @@ pub async fn run(args: Args) -> Result<()> {
             env.publish().await?;
             Ok(())
         }
+    }
+}
+
+async fn gateway(paths: Paths, args: GatewayArgs) -> Result<()> {
+    let env = open_pulled(paths).await?;
+    let (access_key, secret_key) = match (args.access_key, args.secret_key) {
+        (Some(a), Some(s)) => (a, s),
+        _ => uplink::gateway::derived_credentials(env.uplink.access().root().as_bytes()),
+    };
+    if access_key.trim().is_empty() || secret_key.trim().is_empty() {
+        bail!("--access-key and --secret-key must not be empty");
+    }
+    let mut config = uplink::gateway::GatewayConfig::new(access_key.clone(), secret_key.clone());
+    config.region = args.region.clone();
+    config.domains = args.domains;
+    config.multipart_max_age = parse_duration(&args.multipart_max_age)?;
+    let gateway = uplink::gateway::Gateway::bind(env.uplink.clone(), args.listen, config)
+        .await
+        .context("cannot start the S3 gateway")?;
+    let addr = gateway.local_addr()?;
+    println!("S3 gateway for this access on http://{addr}");
+    println!("  access key: {access_key}");
+    println!("  secret key: {secret_key}");
+    println!("  region:     {}", args.region);
+    println!(
+        "  try:        AWS_ACCESS_KEY_ID={access_key} AWS_SECRET_ACCESS_KEY=... aws --endpoint-url http://{addr} s3 ls"
+    );
+    println!(
+        "  metrics:    http://{addr}{}",
+        uplink::gateway::METRICS_PATH
+    );
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    gateway
+        .run(shutdown_signal())
+        .await
+        .context("the gateway stopped, but the catalog's last changes are not in the network yet; run `uplink catalog sync`")?;
+    eprintln!("gateway stopped; every change is in the network");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
     }
 }
 

@@ -8,7 +8,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::access::Access;
 use crate::catalog::{
-    BucketInfo, Catalog, Change, Content, EntryKey, Listing, ObjectEntry, Value, Version,
+    BucketInfo, Catalog, Change, Content, EntryKey, Listing, ObjectEntry, PartInfo, SegmentInfo,
+    Value, Version,
 };
 use crate::codec::{CodecKind, Scheme};
 use crate::crypto::{self, BlockCipher, ObjectId, ObjectKey};
@@ -131,6 +132,46 @@ pub struct PutReport {
     /// Scheme used for the segments (`None` for inline objects). Differs from
     /// `requested` when the network was too small.
     pub used: Option<Scheme>,
+}
+
+/// Content stored by [`Uplink::stage`] and not yet in the catalog.
+#[derive(Debug)]
+pub struct Staged {
+    bucket: String,
+    key: String,
+    object_id: ObjectId,
+    object_key: ObjectKey,
+    content: Content,
+    size: u64,
+    created_ms: u64,
+    expires_ms: Option<u64>,
+    requested: Scheme,
+    used: Option<Scheme>,
+}
+
+impl Staged {
+    /// Plaintext bytes stored.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn segments(&self) -> &[SegmentInfo] {
+        match &self.content {
+            Content::Segments(s) | Content::Parts { segments: s, .. } => s,
+            Content::Inline { .. } => &[],
+        }
+    }
+}
+
+/// One part of a multipart upload, stored on the nodes by [`Uplink::stage_part`] and
+/// not yet in the catalog. Serializable, so that the S3 gateway can keep it on disk
+/// until the upload completes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StagedPart {
+    pub info: PartInfo,
+    pub segments: Vec<SegmentInfo>,
+    /// When the part was stored (unix ms).
+    pub staged_ms: u64,
 }
 
 /// What a delete did.
@@ -355,9 +396,27 @@ impl Uplink {
         &self,
         bucket: &str,
         key: &str,
-        mut reader: R,
+        reader: R,
         opts: PutOptions,
     ) -> Result<PutReport, Error>
+    where
+        R: AsyncRead + Unpin + Send,
+    {
+        let staged = self.stage(bucket, key, reader, &opts).await?;
+        self.commit(staged, opts.content_type, opts.metadata).await
+    }
+
+    /// The first half of [`Uplink::put`]: stores the content (on the nodes, or sealed
+    /// for the catalog when small) without touching the catalog. Pass the result to
+    /// [`Uplink::commit`] to make it the object, or to [`Uplink::discard`] to drop it
+    /// (the S3 gateway checks a request's digests in between).
+    pub async fn stage<R>(
+        &self,
+        bucket: &str,
+        key: &str,
+        mut reader: R,
+        opts: &PutOptions,
+    ) -> Result<Staged, Error>
     where
         R: AsyncRead + Unpin + Send,
     {
@@ -385,62 +444,320 @@ impl Uplink {
         let lease = opts.expires.unwrap_or(self.inner.config.default_lease);
         let expires_ms = now.saturating_add(lease.as_millis() as u64);
         let (content, size, used) = if head.len() <= INLINE_LIMIT {
-            if let Some(p) = &opts.progress {
-                p(head.len() as u64);
+            // The reader must be at its end: a source that fails late fails the upload.
+            let mut rest = [0u8; 1];
+            let more = reader.read(&mut rest).await.map_err(read_err)?;
+            if more == 0 {
+                if let Some(p) = &opts.progress {
+                    p(head.len() as u64);
+                }
+                let sealed = crypto::seal_all(&cipher, 0, &head, true);
+                (Content::Inline { sealed }, head.len() as u64, None)
+            } else {
+                head.push(rest[0]);
+                let (segments, used) = self
+                    .upload_content(
+                        bucket, key, &cipher, requested, expires_ms, opts, head, reader,
+                    )
+                    .await?;
+                let size = segments.iter().map(|s| s.plain_size).sum();
+                (Content::Segments(segments), size, Some(used))
             }
-            let sealed = crypto::seal_all(&cipher, 0, &head, true);
-            (Content::Inline { sealed }, head.len() as u64, None)
         } else {
-            let chained = std::io::Cursor::new(head).chain(reader);
-            let ctx = crate::upload::ObjectUpload {
-                bucket,
-                key,
-                cipher: &cipher,
-                scheme: requested,
-                expires_ms,
-                size_hint: opts.size_hint,
-                progress: opts.progress.clone(),
-                allow_smaller: None,
-            };
-            let (segments, used) = crate::upload::upload_object(&self.inner, ctx, chained).await?;
+            let (segments, used) = self
+                .upload_content(
+                    bucket, key, &cipher, requested, expires_ms, opts, head, reader,
+                )
+                .await?;
             let size = segments.iter().map(|s| s.plain_size).sum();
             (Content::Segments(segments), size, Some(used))
         };
-        let entry = ObjectEntry {
+        Ok(Staged {
+            bucket: bucket.to_string(),
             key: key.to_string(),
+            object_id,
+            object_key,
+            content,
             size,
             created_ms: now,
-            modified_ms: shoal_proto::time::unix_ms(),
             expires_ms: opts.expires.map(|_| expires_ms),
-            content_type: opts.content_type,
-            metadata: opts.metadata,
+            requested,
+            used,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn upload_content<R: AsyncRead + Unpin + Send>(
+        &self,
+        bucket: &str,
+        key: &str,
+        cipher: &BlockCipher,
+        scheme: Scheme,
+        expires_ms: u64,
+        opts: &PutOptions,
+        head: Vec<u8>,
+        reader: R,
+    ) -> Result<(Vec<crate::catalog::SegmentInfo>, Scheme), Error> {
+        let chained = std::io::Cursor::new(head).chain(reader);
+        let ctx = crate::upload::ObjectUpload {
+            bucket,
+            key,
+            cipher,
+            scheme,
+            expires_ms,
+            size_hint: opts.size_hint,
+            progress: opts.progress.clone(),
+            allow_smaller: None,
+        };
+        crate::upload::upload_object(&self.inner, ctx, chained).await
+    }
+
+    /// Makes staged content the object at its bucket and key (the second half of
+    /// [`Uplink::put`]); the pieces of the object it replaces are deleted.
+    pub async fn commit(
+        &self,
+        staged: Staged,
+        content_type: Option<String>,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<PutReport, Error> {
+        let Staged {
+            bucket,
+            key,
+            object_id,
+            object_key,
+            content,
+            size,
+            created_ms,
+            expires_ms,
+            requested,
+            used,
+        } = staged;
+        self.require_bucket(&bucket)?;
+        let entry = ObjectEntry {
+            key: key.clone(),
+            size,
+            created_ms,
+            modified_ms: shoal_proto::time::unix_ms(),
+            expires_ms,
+            content_type,
+            metadata,
             object_id,
             wrapped_key: crypto::wrap_key(
                 self.inner.access.content_root(),
-                bucket,
-                key,
+                &bucket,
+                &key,
                 &object_id,
                 &object_key,
             ),
             content,
             version: self.inner.catalog.next_version()?,
         };
+        self.replace(&bucket, &key, &entry).await?;
+        self.inner.metrics.bytes_uploaded.inc_by(size);
+        Ok(PutReport {
+            entry,
+            requested,
+            used,
+        })
+    }
+
+    /// Records `entry` at `bucket/key` and deletes the pieces of the entry it replaced
+    /// (unless another entry shares them).
+    async fn replace(&self, bucket: &str, key: &str, entry: &ObjectEntry) -> Result<(), Error> {
         let previous = self.inner.catalog.object(bucket, key)?;
         self.change(
             Self::object_key(bucket, key),
             entry.version,
             Value::Object(entry.clone()),
         )?;
-        self.inner.metrics.bytes_uploaded.inc_by(size);
         if let Some(old) = previous {
             // Best effort: pieces we cannot delete now expire with their lease.
             let _ = crate::upload::delete_pieces(&self.inner, &old).await;
         }
-        Ok(PutReport {
-            entry,
-            requested,
-            used,
+        Ok(())
+    }
+
+    /// Drops staged content that will not be committed: deletes its pieces.
+    pub async fn discard(&self, staged: Staged) -> DeleteReport {
+        crate::upload::delete_segment_pieces(&self.inner, staged.segments()).await
+    }
+
+    /// Stores one part of a multipart upload to `bucket/key`: always on the nodes,
+    /// sealed under a key of its own (so a part sent again never reuses a nonce). The
+    /// caller fills in [`StagedPart::info`]'s `md5` and `number`, keeps the part until
+    /// [`Uplink::commit_parts`], and [`Uplink::discard_part`]s it if the upload is
+    /// aborted.
+    pub async fn stage_part<R>(
+        &self,
+        bucket: &str,
+        key: &str,
+        number: u32,
+        reader: R,
+        opts: &PutOptions,
+    ) -> Result<StagedPart, Error>
+    where
+        R: AsyncRead + Unpin + Send,
+    {
+        check_key(key)?;
+        self.require_bucket(bucket)?;
+        let scheme = opts.scheme.unwrap_or(self.inner.config.scheme);
+        scheme.validate()?;
+        let object_id = ObjectId::random();
+        let object_key = ObjectKey::random();
+        let cipher = BlockCipher::new(&object_key, object_id);
+        let now = shoal_proto::time::unix_ms();
+        let lease = opts.expires.unwrap_or(self.inner.config.default_lease);
+        let expires_ms = now.saturating_add(lease.as_millis() as u64);
+        let (segments, _) = self
+            .upload_content(
+                bucket,
+                key,
+                &cipher,
+                scheme,
+                expires_ms,
+                opts,
+                Vec::new(),
+                reader,
+            )
+            .await?;
+        let size = segments.iter().map(|s| s.plain_size).sum();
+        Ok(StagedPart {
+            info: PartInfo {
+                number,
+                size,
+                segments: segments.len() as u32,
+                md5: [0; 16],
+                object_id,
+                wrapped_key: crypto::wrap_key(
+                    self.inner.access.content_root(),
+                    bucket,
+                    key,
+                    &object_id,
+                    &object_key,
+                ),
+            },
+            segments,
+            staged_ms: now,
         })
+    }
+
+    /// Deletes the pieces of a part that will not be used.
+    pub async fn discard_part(&self, part: &StagedPart) -> DeleteReport {
+        crate::upload::delete_segment_pieces(&self.inner, &part.segments).await
+    }
+
+    /// Makes `parts` (in order) the object at `bucket/key`.
+    pub async fn commit_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        parts: Vec<StagedPart>,
+        content_type: Option<String>,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<PutReport, Error> {
+        check_key(key)?;
+        self.require_bucket(bucket)?;
+        let size = parts.iter().map(|p| p.info.size).sum();
+        let mut infos = Vec::with_capacity(parts.len());
+        let mut segments = Vec::new();
+        for p in parts {
+            infos.push(p.info);
+            segments.extend(p.segments);
+        }
+        let object_id = ObjectId::random();
+        let now = shoal_proto::time::unix_ms();
+        let entry = ObjectEntry {
+            key: key.to_string(),
+            size,
+            created_ms: now,
+            modified_ms: now,
+            expires_ms: None,
+            content_type,
+            metadata,
+            object_id,
+            // Unused: each part carries its own key. Wrapped all the same, so every entry
+            // has the same shape.
+            wrapped_key: crypto::wrap_key(
+                self.inner.access.content_root(),
+                bucket,
+                key,
+                &object_id,
+                &ObjectKey::random(),
+            ),
+            content: Content::Parts {
+                parts: infos,
+                segments,
+            },
+            version: self.inner.catalog.next_version()?,
+        };
+        self.replace(bucket, key, &entry).await?;
+        self.inner.metrics.bytes_uploaded.inc_by(size);
+        Ok(PutReport {
+            requested: self.inner.config.scheme,
+            used: entry.segments().first().map(|s| s.scheme),
+            entry,
+        })
+    }
+
+    /// Copies `bucket/key` to `to_bucket/to_key` without moving data: the new entry
+    /// shares the source's pieces (their keys re-wrapped for the new path), so the
+    /// pieces stay until neither entry uses them. `content_type` and `metadata` replace
+    /// the source's when given.
+    pub async fn copy(
+        &self,
+        bucket: &str,
+        key: &str,
+        to_bucket: &str,
+        to_key: &str,
+        content_type: Option<Option<String>>,
+        metadata: Option<BTreeMap<String, String>>,
+    ) -> Result<ObjectEntry, Error> {
+        check_key(to_key)?;
+        self.require_bucket(to_bucket)?;
+        let mut entry = self.rewrapped(bucket, key, to_bucket, to_key)?;
+        if let Some(ct) = content_type {
+            entry.content_type = ct;
+        }
+        if let Some(m) = metadata {
+            entry.metadata = m;
+        }
+        let version = self.inner.catalog.next_version()?;
+        entry.modified_ms = version.hlc.millis();
+        entry.version = version;
+        self.replace(to_bucket, to_key, &entry).await?;
+        Ok(entry)
+    }
+
+    /// The entry of `bucket/key` with its keys (and its parts' keys) wrapped for
+    /// `to_bucket/to_key`.
+    fn rewrapped(
+        &self,
+        bucket: &str,
+        key: &str,
+        to_bucket: &str,
+        to_key: &str,
+    ) -> Result<ObjectEntry, Error> {
+        let mut entry = self.stat(bucket, key)?;
+        let root = self.inner.access.content_root();
+        let crypto_err = |source| Error::Crypto {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            source,
+        };
+        let object_key =
+            crypto::unwrap_key(root, bucket, key, &entry.object_id, &entry.wrapped_key)
+                .map_err(crypto_err)?;
+        entry.wrapped_key =
+            crypto::wrap_key(root, to_bucket, to_key, &entry.object_id, &object_key);
+        if let Content::Parts { parts, .. } = &mut entry.content {
+            for p in parts {
+                let k = crypto::unwrap_key(root, bucket, key, &p.object_id, &p.wrapped_key)
+                    .map_err(crypto_err)?;
+                p.wrapped_key = crypto::wrap_key(root, to_bucket, to_key, &p.object_id, &k);
+            }
+        }
+        entry.key = to_key.to_string();
+        Ok(entry)
     }
 
     /// Writes bytes `[start, end)` of `bucket/key` (all of it when `range` is `None`)
@@ -450,13 +767,31 @@ impl Uplink {
         bucket: &str,
         key: &str,
         range: Option<(u64, u64)>,
-        mut writer: W,
+        writer: W,
         progress: Option<Progress>,
     ) -> Result<u64, Error>
     where
         W: AsyncWrite + Unpin + Send,
     {
         let entry = self.stat(bucket, key)?;
+        self.get_entry(bucket, key, &entry, range, writer, progress)
+            .await
+    }
+
+    /// [`Uplink::get`] of an entry already read from the catalog (the S3 gateway answers
+    /// a request's headers and its body from the same entry).
+    pub async fn get_entry<W>(
+        &self,
+        bucket: &str,
+        key: &str,
+        entry: &ObjectEntry,
+        range: Option<(u64, u64)>,
+        mut writer: W,
+        progress: Option<Progress>,
+    ) -> Result<u64, Error>
+    where
+        W: AsyncWrite + Unpin + Send,
+    {
         let (start, end) = range.unwrap_or((0, entry.size));
         if start > end || end > entry.size {
             return Err(Error::InvalidRange {
@@ -506,6 +841,41 @@ impl Uplink {
                 crate::download::download_range(&self.inner, ctx, segments, start, end, &mut writer)
                     .await?
             }
+            Content::Parts { segments, .. } => {
+                // Part after part, each a unit sealed under its own key.
+                let root = self.inner.access.content_root();
+                let mut written = 0u64;
+                let mut offset = 0u64;
+                for (part, range) in entry.content.part_ranges() {
+                    let Some(part) = part else { continue };
+                    let (ps, pe) = (offset, offset + part.size);
+                    offset = pe;
+                    if pe <= start || ps >= end {
+                        continue;
+                    }
+                    let part_key =
+                        crypto::unwrap_key(root, bucket, key, &part.object_id, &part.wrapped_key)
+                            .map_err(crypto_err)?;
+                    let part_cipher = BlockCipher::new(&part_key, part.object_id);
+                    let ctx = crate::download::ObjectDownload {
+                        bucket,
+                        key,
+                        cipher: &part_cipher,
+                        progress: progress.clone(),
+                    };
+                    let seg = segments.get(range).unwrap_or_default();
+                    written += crate::download::download_range(
+                        &self.inner,
+                        ctx,
+                        seg,
+                        start.max(ps) - ps,
+                        end.min(pe) - ps,
+                        &mut writer,
+                    )
+                    .await?;
+                }
+                written
+            }
         };
         writer.flush().await.map_err(write_err)?;
         self.inner.metrics.bytes_downloaded.inc_by(written);
@@ -531,25 +901,13 @@ impl Uplink {
     ) -> Result<(), Error> {
         check_key(to_key)?;
         self.require_bucket(to_bucket)?;
-        let mut entry = self.stat(bucket, key)?;
         if self.inner.catalog.object(to_bucket, to_key)?.is_some() {
             return Err(Error::ObjectExists {
                 bucket: to_bucket.to_string(),
                 key: to_key.to_string(),
             });
         }
-        let root = self.inner.access.content_root();
-        let object_key =
-            crypto::unwrap_key(root, bucket, key, &entry.object_id, &entry.wrapped_key).map_err(
-                |source| Error::Crypto {
-                    bucket: bucket.to_string(),
-                    key: key.to_string(),
-                    source,
-                },
-            )?;
-        entry.wrapped_key =
-            crypto::wrap_key(root, to_bucket, to_key, &entry.object_id, &object_key);
-        entry.key = to_key.to_string();
+        let mut entry = self.rewrapped(bucket, key, to_bucket, to_key)?;
         let version = self.inner.catalog.next_version()?;
         entry.modified_ms = version.hlc.millis();
         entry.version = version;

@@ -24,6 +24,7 @@ use crate::catalog::WriterId;
 use crate::client::UplinkConfig;
 use crate::codec::{CodecKind, Scheme};
 use shoal_proto::NodeId;
+use shoal_proto::address::AddressScope;
 use shoal_proto::tls::{PinnedPeer, PinnedPeerError};
 
 use crate::store::{DiscoveryError, NodeCandidate, NodeSource};
@@ -85,9 +86,18 @@ pub struct FileConfig {
     /// Default 7776000 (90 days). Nodes refuse more than their `max_lease` (default one
     /// year); `renew` then asks for exactly their limit.
     pub default_lease_secs: Option<u64>,
+    /// The network lives on one machine or LAN (devnet, tests): loopback and private
+    /// addresses may be dialled. Default false: bootstrap peers, `nodes` entries and
+    /// node records must name globally routable addresses ([`shoal_proto::address`]).
+    pub local_network: Option<bool>,
 }
 
 impl FileConfig {
+    /// Which addresses this uplink dials.
+    pub fn address_scope(&self) -> AddressScope {
+        AddressScope::from_local_network(self.local_network.unwrap_or(false))
+    }
+
     /// Resolves the file's settings over the library defaults.
     pub fn uplink_config(&self, path: &Path) -> Result<UplinkConfig, ConfigError> {
         let invalid = |reason: String| ConfigError::Invalid {
@@ -132,13 +142,15 @@ impl FileConfig {
     }
 }
 
-/// Parses one `nodes` entry: `NODEID@IP:PORT` (the node id pins the node's TLS key).
-pub fn parse_node(entry: &str) -> Result<(NodeId, SocketAddr), String> {
+/// Parses one `nodes` entry: `NODEID@IP:PORT` (the node id pins the node's TLS key),
+/// whose address `scope` allows.
+pub fn parse_node(entry: &str, scope: AddressScope) -> Result<(NodeId, SocketAddr), String> {
     let pinned: PinnedPeer = entry.parse().map_err(|e: PinnedPeerError| e.to_string())?;
     let addr = pinned
         .address
         .parse()
         .map_err(|_| format!("`{entry}`: `{}` is not IP:PORT", pinned.address))?;
+    scope.check(&addr).map_err(|e| format!("`{entry}`: {e}"))?;
     Ok((pinned.id, addr))
 }
 
@@ -508,15 +520,26 @@ mod tests {
         .unwrap();
         let c = paths.load_config().unwrap();
         // An unpinned entry is refused, saying how to pin it.
-        let unpinned = parse_node(&c.nodes[0]).unwrap_err();
+        let local = AddressScope::Local;
+        let unpinned = parse_node(&c.nodes[0], local).unwrap_err();
         assert!(unpinned.contains("NODEID@HOST:PORT"), "{unpinned}");
         assert_eq!(
-            parse_node(&c.nodes[1]).unwrap(),
+            parse_node(&c.nodes[1], local).unwrap(),
             (NodeId([7; 32]), "127.0.2.1:7000".parse().unwrap())
         );
-        assert!(parse_node("zz@127.0.0.1:1").is_err());
-        assert!(parse_node("localhost").is_err());
-        assert!(parse_node(&format!("{}@localhost:1", NodeId([7; 32]))).is_err());
+        // Without `local_network = true` a loopback node is refused, saying so.
+        assert_eq!(c.address_scope(), AddressScope::Public);
+        let refused = parse_node(&c.nodes[1], c.address_scope()).unwrap_err();
+        assert!(
+            refused.contains("loopback") && refused.contains("local_network = true"),
+            "{refused}"
+        );
+        assert!(parse_node(&format!("{id}@203.0.114.1:7000"), c.address_scope()).is_ok());
+        assert!(parse_node("zz@127.0.0.1:1", local).is_err());
+        assert!(parse_node("localhost", local).is_err());
+        assert!(parse_node(&format!("{}@localhost:1", NodeId([7; 32])), local).is_err());
+        fs::write(paths.config_file(), "local_network = true\n").unwrap();
+        assert_eq!(paths.load_config().unwrap().address_scope(), local);
         assert_eq!(
             c.uplink_config(&paths.config_file())
                 .unwrap()

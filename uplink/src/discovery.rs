@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use satellite_free_discovery::{Dht, DhtConfig, DhtHandle, Mode};
+use shoal_proto::address::AddressScope;
 use shoal_proto::{Identity, NodeId};
 use tokio::sync::OnceCell;
 
@@ -39,22 +40,26 @@ pub struct DhtNodes {
     identity: Arc<Identity>,
     bootstrap: Vec<(NodeId, SocketAddr)>,
     difficulty: u32,
+    scope: AddressScope,
     dht: OnceCell<DhtHandle>,
 }
 
 impl DhtNodes {
     /// A source that joins the DHT through `bootstrap` (pinned node ids) when first asked
     /// for nodes. `difficulty` is the network's proof-of-work requirement: nodes below it
-    /// are ignored.
+    /// are ignored. `scope` says which addresses may be dialled (bootstrap peers and the
+    /// addresses of node records): the public network's, or a local network's.
     pub fn new(
         identity: Arc<Identity>,
         bootstrap: Vec<(NodeId, SocketAddr)>,
         difficulty: u32,
+        scope: AddressScope,
     ) -> Self {
         Self {
             identity,
             bootstrap,
             difficulty,
+            scope,
             dht: OnceCell::new(),
         }
     }
@@ -74,6 +79,7 @@ impl DhtNodes {
         let config = DhtConfig {
             difficulty: self.difficulty,
             bootstrap: bootstrap.clone(),
+            local_network: self.scope == AddressScope::Local,
             crawl: true,
             ..DhtConfig::default()
         };

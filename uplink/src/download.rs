@@ -128,14 +128,14 @@ pub(crate) async fn download_range<W: AsyncWrite + Unpin + Send>(
         .config
         .segment_parallelism
         .clamp(1, ahead.saturating_add(1));
-    // The futures are made by an iterator, not a stream combinator holding the closure,
-    // so that a caller's future stays provably `Send` (background renewals spawn it).
-    let segment_futures: Vec<_> = parts
+    // The futures are made up front (they start only when polled): a closure inside the
+    // stream would make the whole download non-`Send` for callers that spawn it.
+    let segment_downloads: Vec<_> = parts
         .into_iter()
         .zip(senders)
         .map(|((seg, last, a, b), tx)| download_segment(inner, ctx, seg, last, a, b, tx))
         .collect();
-    let produce = futures::stream::iter(segment_futures)
+    let produce = futures::stream::iter(segment_downloads)
         .buffered(depth)
         .try_for_each(|_| std::future::ready(Ok(())));
     let write = async {

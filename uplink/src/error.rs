@@ -114,6 +114,15 @@ pub fn check_bucket(name: &str) -> Result<(), Error> {
     if !name.bytes().next().is_some_and(alnum) || !name.bytes().last().is_some_and(alnum) {
         return bad("must start and end with a letter or digit");
     }
+    if name.contains("..") {
+        return bad("must not contain two adjacent periods");
+    }
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return bad("must not be formatted as an IP address");
+    }
+    if name.starts_with("xn--") || name.ends_with("-s3alias") {
+        return bad("must not start with `xn--` or end with `-s3alias` (reserved by S3)");
+    }
     Ok(())
 }
 
@@ -144,7 +153,17 @@ mod tests {
     #[test]
     fn names_are_checked() {
         assert!(check_bucket("photos-2024.bak").is_ok());
-        for bad in ["ab", "Photos", "-abc", "abc-", "a_b_c", &"a".repeat(64)] {
+        for bad in [
+            "ab",
+            "Photos",
+            "-abc",
+            "abc-",
+            "a_b_c",
+            &"a".repeat(64),
+            "a..b",
+            "192.168.1.1",
+            "xn--abc",
+        ] {
             assert!(check_bucket(bad).is_err(), "{bad}");
         }
         assert!(check_key("a/b/c.txt").is_ok());

@@ -34,6 +34,7 @@ pub mod crypto;
 pub mod discovery;
 mod download;
 pub mod error;
+pub mod gateway;
 pub mod grpc;
 pub mod health;
 mod hexser;
@@ -47,7 +48,9 @@ pub mod testing;
 mod upload;
 
 pub use access::{Access, RootSecret};
-pub use client::{DeleteReport, Progress, PutOptions, PutReport, Uplink, UplinkConfig};
+pub use client::{
+    DeleteReport, Progress, PutOptions, PutReport, Staged, StagedPart, Uplink, UplinkConfig,
+};
 pub use codec::{CodecKind, Scheme};
 pub use error::Error;
 pub use store::{NodeCandidate, NodeSource, PieceStore, StaticNodes};

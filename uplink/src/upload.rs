@@ -1060,8 +1060,22 @@ fn delete_order(inner: &Inner, node: NodeId, piece: PieceId) -> Option<Signed<De
 
 /// Asks every node holding a piece of `entry` to delete it. Best effort: pieces that
 /// cannot be deleted now are collected by their nodes when the lease ends.
+/// Deletes the pieces of an entry that was just replaced or removed in the catalog,
+/// unless another live entry still uses them (a copy sharing its source's pieces).
 pub(crate) async fn delete_pieces(inner: &Arc<Inner>, entry: &ObjectEntry) -> DeleteReport {
-    delete_segments(inner, entry.segments()).await
+    match inner.catalog.object_id_in_use(&entry.object_id) {
+        Ok(false) => delete_segments(inner, entry.segments()).await,
+        // Shared, or unknown: keep the pieces (their leases reclaim them if nobody renews).
+        Ok(true) | Err(_) => DeleteReport::default(),
+    }
+}
+
+/// Deletes every piece of `segments` (content that never reached the catalog).
+pub(crate) async fn delete_segment_pieces(
+    inner: &Arc<Inner>,
+    segments: &[SegmentInfo],
+) -> DeleteReport {
+    delete_segments(inner, segments).await
 }
 
 async fn delete_segments(inner: &Arc<Inner>, segments: &[SegmentInfo]) -> DeleteReport {

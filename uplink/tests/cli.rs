@@ -76,7 +76,10 @@ fn configure(dir: &Path, net: &Network, scheme: Option<&str>) {
         .collect();
     // These fake nodes serve no DHT, so the catalog stays local here; the catalog in the
     // network is tested against real nodes in `tests/tests/catalog.rs`.
-    let mut text = format!("nodes = [{}]\nnetwork_catalog = false\n", nodes.join(", "));
+    let mut text = format!(
+        "nodes = [{}]\nnetwork_catalog = false\nlocal_network = true\n",
+        nodes.join(", ")
+    );
     if let Some(s) = scheme {
         text.push_str(&format!("scheme = \"{s}\"\n"));
     }

@@ -664,13 +664,18 @@ impl<P: PeerData> Node<P> {
         if c.id == self.local {
             return;
         }
-        if let Some(m) = self.members.as_mut() {
-            m.on_answer(c.id, c.subnet, c.free_space, c.data.clone(), now);
-        }
         if !at_advertised {
             // It answered, but its record names another address: that one is not
-            // verified, so it does not enter the table on this answer.
+            // verified, so it neither enters the table nor counts as live in the
+            // membership on this answer (an uplink would place pieces at an address
+            // nobody has seen answer); it is only learned of, for the crawl to check.
+            if let Some(m) = self.members.as_mut() {
+                m.observe(c.id, c.subnet, c.free_space, c.data, now);
+            }
             return;
+        }
+        if let Some(m) = self.members.as_mut() {
+            m.on_answer(c.id, c.subnet, c.free_space, c.data.clone(), now);
         }
         let data = match self.table.get(&c.id) {
             Some(e) if e.data.newer_than(&c.data) => e.data.clone(),

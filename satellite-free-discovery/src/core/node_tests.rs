@@ -410,3 +410,26 @@ fn an_empty_table_reports_no_peers() {
         Output::Done { op: o, outcome: Outcome::NoPeers } if *o == op
     )));
 }
+
+#[test]
+fn membership_counts_a_node_live_only_when_it_answered_at_its_advertised_address() {
+    let mut n = Node::new(
+        id(0, 0),
+        NodeConfig {
+            membership: Some(MembershipConfig::default()),
+            ..cfg()
+        },
+        0,
+        1,
+        [7; 32],
+    );
+    let elsewhere = contact(0x80, 1);
+    n.on_contact(10, elsewhere.clone(), false);
+    let m = n.members().unwrap().get(&elsewhere.id).unwrap();
+    assert_eq!(m.last_seen, None, "learned of, not live");
+    assert!(n.table().get(&elsewhere.id).is_none());
+    n.on_contact(20, elsewhere.clone(), true);
+    let m = n.members().unwrap().get(&elsewhere.id).unwrap();
+    assert_eq!(m.last_seen, Some(20));
+    assert!(n.table().get(&elsewhere.id).is_some());
+}

@@ -18,6 +18,11 @@ pub struct DhtConfig {
     /// Nodes to join through, each with the node id its TLS certificate must prove
     /// (pinned `NODEID@HOST:PORT` entries, resolved). Default none.
     pub bootstrap: Vec<(NodeId, SocketAddr)>,
+    /// A network on one machine or LAN (`local_network = true`): loopback and private
+    /// addresses may be dialled and advertised. Default false: node records and
+    /// bootstrap entries naming a non-routable address are refused
+    /// ([`shoal_proto::address`]).
+    pub local_network: bool,
     /// Bucket size and result count (Kademlia's k). Default 20.
     pub k: usize,
     /// Requests in flight per lookup (Kademlia's α). Default 3.
@@ -56,6 +61,7 @@ impl Default for DhtConfig {
         Self {
             difficulty: shoal_proto::DEFAULT_DIFFICULTY,
             bootstrap: Vec::new(),
+            local_network: false,
             k: 20,
             alpha: 3,
             initial_timeout: Duration::from_secs(2),

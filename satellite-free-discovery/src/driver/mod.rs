@@ -25,6 +25,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rand::RngExt;
+use shoal_proto::address::AddressScope;
 use shoal_proto::messages::{MutableRecord, NodeRecord};
 use shoal_proto::pb::discovery_client::DiscoveryClient;
 use shoal_proto::pb::discovery_server::DiscoveryServer;
@@ -125,6 +126,14 @@ impl Dht {
         config: DhtConfig,
         mode: Mode,
     ) -> Result<DhtHandle, DhtError> {
+        let scope = AddressScope::from_local_network(config.local_network);
+        for (_, addr) in &config.bootstrap {
+            scope.check(addr).map_err(|source| DhtError::Address {
+                what: "bootstrap entry",
+                addr: *addr,
+                source,
+            })?;
+        }
         let metrics = Metrics::new()?;
         let (fields, client) = match mode {
             Mode::Node(rx) => (Some(rx), false),
@@ -442,6 +451,11 @@ impl std::fmt::Debug for Inner {
 }
 
 impl Inner {
+    /// Which addresses this network dials and accepts in records.
+    pub(crate) fn scope(&self) -> AddressScope {
+        AddressScope::from_local_network(self.config.local_network)
+    }
+
     /// The core's clock: milliseconds since this DHT started.
     pub(crate) fn now(&self) -> u64 {
         ms(self.epoch.elapsed())
@@ -498,6 +512,15 @@ impl Inner {
         if fields.addresses.is_empty() {
             return Err(DhtError::NoAddress);
         }
+        for addr in &fields.addresses {
+            self.scope()
+                .check(addr)
+                .map_err(|source| DhtError::Address {
+                    what: "the node record's address",
+                    addr: *addr,
+                    source,
+                })?;
+        }
         let prev = lock(&self.local).as_ref().map_or(0, |p| p.timestamp_ms);
         let body = NodeRecord {
             public_key: *self.identity.public_key(),
@@ -517,8 +540,8 @@ impl Inner {
     }
 
     /// Checks a node record from the network: well formed, signed by its key, with enough
-    /// proof of work. Bytes identical to a record checked before give that record back
-    /// without checking again.
+    /// proof of work, every address allowed in this network. Bytes identical to a record
+    /// checked before give that record back without checking again.
     pub(crate) fn check_node_record(
         &self,
         what: &'static str,
@@ -535,6 +558,12 @@ impl Inner {
             .and_then(|rec| {
                 shoal_proto::identity::verify_work(&rec.node_id(), self.config.difficulty)
                     .map_err(ServeError::Work)?;
+                // Never dial wherever a record says: a record naming an address this
+                // network does not route is refused whole, before anything (table,
+                // membership, the verified cache) learns of it.
+                self.scope()
+                    .check_all(&rec.addresses)
+                    .map_err(|source| ServeError::Address { what, source })?;
                 Ok(Arc::new(rec))
             });
         match checked {
@@ -593,6 +622,7 @@ mod tests {
     async fn a_record_seen_before_is_not_verified_again_but_altered_bytes_are_refused() {
         let config = DhtConfig {
             difficulty: 0,
+            local_network: true,
             ..DhtConfig::default()
         };
         let dht = Dht::start(Arc::new(Identity::random()), config, Mode::Client).unwrap();
@@ -638,6 +668,77 @@ mod tests {
             ));
         }
         assert_eq!(checks(&dht, "cached"), 0);
+        dht.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_public_network_refuses_records_bootstrap_entries_and_its_own_record_naming_local_addresses()
+     {
+        let public = DhtConfig {
+            difficulty: 0,
+            ..DhtConfig::default()
+        };
+        let dht = Dht::start(Arc::new(Identity::random()), public.clone(), Mode::Client).unwrap();
+        // A signed, valid record at 127.0.3.1: refused, never cached, twice.
+        let local = record(&Identity::random(), 10);
+        for _ in 0..2 {
+            let err = dht
+                .inner
+                .check_node_record("test", local.clone())
+                .unwrap_err();
+            assert!(matches!(err, ServeError::Address { .. }), "{err}");
+            assert!(err.to_string().contains("loopback"), "{err}");
+            assert_eq!(
+                tonic::Status::from(err).code(),
+                tonic::Code::InvalidArgument
+            );
+        }
+        assert_eq!((checks(&dht, "cached"), checks(&dht, "verified")), (0, 0));
+        dht.shutdown().await;
+
+        // A bootstrap entry at a private address.
+        let private = DhtConfig {
+            bootstrap: vec![(NodeId([1; 32]), "192.168.1.2:7777".parse().unwrap())],
+            ..public.clone()
+        };
+        let err = Dht::start(Arc::new(Identity::random()), private, Mode::Client).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                DhtError::Address {
+                    what: "bootstrap entry",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("private"), "{err}");
+
+        // A node that would advertise a loopback address.
+        let (_tx, rx) = watch::channel(RecordFields {
+            addresses: vec!["127.0.0.1:7777".parse().unwrap()],
+            free_space: 1,
+        });
+        let err = Dht::start(Arc::new(Identity::random()), public, Mode::Node(rx)).unwrap_err();
+        assert!(matches!(err, DhtError::Address { .. }), "{err}");
+
+        // The same record and entries on a local network are fine.
+        let (_tx, rx) = watch::channel(RecordFields {
+            addresses: vec!["127.0.0.1:7777".parse().unwrap()],
+            free_space: 1,
+        });
+        let dht = Dht::start(
+            Arc::new(Identity::random()),
+            DhtConfig {
+                difficulty: 0,
+                local_network: true,
+                bootstrap: vec![(NodeId([1; 32]), "192.168.1.2:7777".parse().unwrap())],
+                ..DhtConfig::default()
+            },
+            Mode::Node(rx),
+        )
+        .unwrap();
+        assert!(dht.inner.check_node_record("test", local).is_ok());
         dht.shutdown().await;
     }
 }

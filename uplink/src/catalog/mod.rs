@@ -84,10 +84,20 @@ pub struct ObjectEntry {
 }
 
 impl ObjectEntry {
+    /// Every segment of the object, in order (the segments of all parts of a multipart
+    /// object, part after part).
     pub fn segments(&self) -> &[SegmentInfo] {
         match &self.content {
             Content::Inline { .. } => &[],
-            Content::Segments(s) => s,
+            Content::Segments(s) | Content::Parts { segments: s, .. } => s,
+        }
+    }
+
+    /// The segments, to record new placements (repair).
+    pub fn segments_mut(&mut self) -> &mut [SegmentInfo] {
+        match &mut self.content {
+            Content::Inline { .. } => &mut [],
+            Content::Segments(s) | Content::Parts { segments: s, .. } => s,
         }
     }
 }
@@ -102,6 +112,55 @@ pub enum Content {
         sealed: Vec<u8>,
     },
     Segments(Vec<SegmentInfo>),
+    /// An object assembled from the parts of a multipart upload (S3 gateway). Each part
+    /// was sealed as a unit of its own, under its own key and object id, as it arrived:
+    /// `parts[i]` owns the next `parts[i].segments` entries of `segments`. (This variant
+    /// comes last so that catalogs written before it still decode unchanged.)
+    Parts {
+        parts: Vec<PartInfo>,
+        segments: Vec<SegmentInfo>,
+    },
+}
+
+/// One part of a [`Content::Parts`] object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartInfo {
+    /// The part number the client gave (1 to 10,000).
+    pub number: u32,
+    /// Plaintext size in bytes.
+    pub size: u64,
+    /// How many of the object's segments belong to this part.
+    pub segments: u32,
+    /// MD5 of the part's plaintext (its S3 ETag).
+    #[serde(with = "crate::hexser")]
+    pub md5: [u8; 16],
+    pub object_id: ObjectId,
+    /// The part's key, wrapped like an object key (for the object's bucket and key and
+    /// the part's object id).
+    pub wrapped_key: WrappedKey,
+}
+
+impl Content {
+    /// The parts and their segment ranges, for [`Content::Parts`]; one whole unit
+    /// otherwise.
+    pub fn part_ranges(&self) -> Vec<(Option<&PartInfo>, std::ops::Range<usize>)> {
+        match self {
+            Content::Inline { .. } => vec![(None, 0..0)],
+            Content::Segments(s) => vec![(None, 0..s.len())],
+            Content::Parts { parts, segments } => {
+                let mut at = 0usize;
+                parts
+                    .iter()
+                    .map(|p| {
+                        let end = (at + p.segments as usize).min(segments.len());
+                        let r = at..end;
+                        at = end;
+                        (Some(p), r)
+                    })
+                    .collect()
+            }
+        }
+    }
 }
 
 /// One erasure-coded segment and where its pieces went.
@@ -147,6 +206,11 @@ pub struct Catalog {
     /// The sync state of [`crate::sync`] (JSON values under fixed names).
     sync: sled::Tree,
     nodes: sled::Tree,
+    /// Which live objects use which object id (`object id || object key` → empty): a
+    /// copy made by the S3 gateway shares its source's pieces, so pieces are deleted only
+    /// once no live entry names their object id. Kept in the same transaction as the
+    /// entries; rebuilt from them when missing (catalogs made before it existed).
+    by_object: sled::Tree,
     writer: WriterId,
 }
 
@@ -190,6 +254,8 @@ fn held_version(key: &EntryKey, what: &str, v: &[u8]) -> Result<Version, Catalog
 
 /// Name of the sync-state value holding the clock.
 const HLC: &str = "hlc";
+/// Name of the sync-state value saying the object-id index is built (format 1).
+const OBJECT_INDEX: &str = "object-index";
 
 impl Catalog {
     /// Opens the catalog at `path` for writer `writer` (the id kept in the config dir).
@@ -213,9 +279,36 @@ impl Catalog {
             pending: db.open_tree("pending")?,
             sync: db.open_tree("sync")?,
             nodes: db.open_tree("nodes")?,
+            by_object: db.open_tree("by_object")?,
             writer,
             db,
         })
+        .and_then(|c| c.build_object_index().map(|()| c))
+    }
+
+    /// Builds the object-id index once for a catalog made before it existed.
+    fn build_object_index(&self) -> Result<(), CatalogError> {
+        if self.sync_value::<u32>(OBJECT_INDEX)? == Some(1) {
+            return Ok(());
+        }
+        self.by_object.clear()?;
+        for r in self.objects.iter() {
+            let (k, v) = r?;
+            let e: ObjectEntry = decode(&String::from_utf8_lossy(&k), &v)?;
+            self.by_object
+                .insert([&e.object_id.0[..], &k[..]].concat(), &[] as &[u8])?;
+        }
+        self.set_sync_value(OBJECT_INDEX, &1u32)
+    }
+
+    /// Whether a live object uses `id` (its pieces must stay).
+    pub fn object_id_in_use(&self, id: &ObjectId) -> Result<bool, CatalogError> {
+        Ok(self
+            .by_object
+            .scan_prefix(id.0)
+            .next()
+            .transpose()?
+            .is_some())
     }
 
     /// This replica's writer id.
@@ -226,6 +319,18 @@ impl Catalog {
     pub fn flush(&self) -> Result<(), CatalogError> {
         self.db.flush()?;
         Ok(())
+    }
+
+    /// [`Catalog::flush`] without blocking a runtime thread.
+    pub async fn flush_async(&self) -> Result<(), CatalogError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// A tree of the catalog's database kept on this machine only, never published
+    /// (the S3 gateway's multipart uploads in progress).
+    pub fn local_tree(&self, name: &str) -> Result<sled::Tree, CatalogError> {
+        Ok(self.db.open_tree(format!("local/{name}"))?)
     }
 
     /// A fresh version for a change made here: later than every version made or seen.
@@ -329,11 +434,17 @@ impl Catalog {
         } else {
             None
         };
-        let applied = (live_tree, &self.tombstones, &self.pending).transaction(
-            |(live, tombs, pending)| {
-                let held = match live.get(&live_key)? {
+        let is_object = matches!(change.key, EntryKey::Object { .. });
+        let new_id = match &change.value {
+            Value::Object(e) => Some(e.object_id),
+            _ => None,
+        };
+        let applied = (live_tree, &self.tombstones, &self.pending, &self.by_object).transaction(
+            |(live, tombs, pending, by_object)| {
+                let old = live.get(&live_key)?;
+                let held = match &old {
                     Some(v) => Some(
-                        held_version(&change.key, &what, &v)
+                        held_version(&change.key, &what, v)
                             .map_err(ConflictableTransactionError::Abort)?,
                     ),
                     None => match tombs.get(&tkey)? {
@@ -346,6 +457,16 @@ impl Catalog {
                 };
                 if !model::wins(change.version, held) {
                     return Ok(false);
+                }
+                if is_object {
+                    if let Some(v) = &old {
+                        let e: ObjectEntry =
+                            decode(&what, v).map_err(ConflictableTransactionError::Abort)?;
+                        by_object.remove([&e.object_id.0[..], &live_key[..]].concat())?;
+                    }
+                    if let Some(id) = &new_id {
+                        by_object.insert([&id.0[..], &live_key[..]].concat(), &[] as &[u8])?;
+                    }
                 }
                 match &live_value {
                     Some(v) => {
@@ -502,6 +623,23 @@ impl Catalog {
                 decode(&String::from_utf8_lossy(&k), &v)
             })
             .collect()
+    }
+
+    /// The entries of `bucket` from key `from` (inclusive) on, in key order, read lazily
+    /// (listing pages read only what they return).
+    pub fn objects_from<'a>(
+        &'a self,
+        bucket: &str,
+        from: &str,
+    ) -> impl Iterator<Item = Result<ObjectEntry, CatalogError>> + 'a {
+        let start = object_key(bucket, from);
+        // Bucket names hold no control characters: `bucket \x01` follows every key of
+        // `bucket`.
+        let end = [bucket.as_bytes(), &[1u8][..]].concat();
+        self.objects.range(start..end).map(|r| {
+            let (k, v) = r?;
+            decode(&String::from_utf8_lossy(&k), &v)
+        })
     }
 
     /// Whether the bucket holds any object.

@@ -1,0 +1,241 @@
+//! Which addresses a participant may dial or advertise: the one rule, used by the DHT (for
+//! signed node records and bootstrap entries), the storage node (for what it advertises)
+//! and the uplink (for grants and configured node lists).
+//!
+//! On the public network every address must be globally routable: a signed record that
+//! names a loopback, private, link-local, unique-local or otherwise special address would
+//! make every node that believes it dial into its own host or LAN (the record's signer
+//! chooses where thousands of nodes connect to). A network that lives on one machine or
+//! one LAN (devnet, tests, a home lab) says so with `local_network = true`, and then any
+//! unicast address is allowed.
+//!
+//! The classification follows the IANA special-purpose registries (RFC 6890 and its
+//! updates), the same ranges as the standard library's unstable `IpAddr::is_global`
+//! (which stable Rust does not offer), kept deliberately strict: an address that is not
+//! certainly global is refused.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// Which addresses a network accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AddressScope {
+    /// The public network: globally routable unicast addresses only (the default).
+    #[default]
+    Public,
+    /// A network on one machine or LAN (`local_network = true`): any unicast address.
+    Local,
+}
+
+/// An address the network's scope does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{ip} is a {kind} address, which only a local network may use (set `local_network = true` in config.toml for a network on one machine or LAN)"
+)]
+pub struct NonRoutable {
+    pub ip: IpAddr,
+    /// What kind of special address it is (`loopback`, `private`, ...).
+    pub kind: &'static str,
+}
+
+/// An address no network may use (nobody can be dialled there).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0} cannot be dialled")]
+pub struct Undialable(pub SocketAddr);
+
+/// Why an address is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressRefused {
+    #[error(transparent)]
+    NonRoutable(#[from] NonRoutable),
+    #[error(transparent)]
+    Undialable(#[from] Undialable),
+}
+
+impl AddressScope {
+    /// `Local` when `local_network` is set.
+    pub fn from_local_network(local_network: bool) -> Self {
+        if local_network {
+            Self::Local
+        } else {
+            Self::Public
+        }
+    }
+
+    /// Checks that `addr` may be dialled or advertised in this network.
+    pub fn check(self, addr: &SocketAddr) -> Result<(), AddressRefused> {
+        let ip = canonical(addr.ip());
+        if addr.port() == 0 || ip.is_unspecified() || ip.is_multicast() || is_broadcast(&ip) {
+            return Err(Undialable(*addr).into());
+        }
+        match (self, special_kind(&ip)) {
+            (Self::Public, Some(kind)) => Err(NonRoutable { ip, kind }.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks every address of a list (e.g. a node record's).
+    pub fn check_all<'a>(
+        self,
+        addrs: impl IntoIterator<Item = &'a SocketAddr>,
+    ) -> Result<(), AddressRefused> {
+        addrs.into_iter().try_for_each(|a| self.check(a))
+    }
+}
+
+impl fmt::Display for AddressScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Public => "public network",
+            Self::Local => "local network",
+        })
+    }
+}
+
+/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is its IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn is_broadcast(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
+}
+
+/// Whether `ip` is globally routable: no special kind.
+pub fn is_global(ip: &IpAddr) -> bool {
+    let ip = canonical(*ip);
+    !ip.is_unspecified() && !ip.is_multicast() && special_kind(&ip).is_none()
+}
+
+/// The kind of a unicast address that is not globally routable, or `None` for a global
+/// one.
+fn special_kind(ip: &IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => v4_kind(v4),
+        IpAddr::V6(v6) => v6_kind(v6),
+    }
+}
+
+fn v4_kind(ip: &Ipv4Addr) -> Option<&'static str> {
+    let [a, b, c, _] = ip.octets();
+    Some(match (a, b, c) {
+        (127, ..) => "loopback",
+        (10, ..) | (172, 16..=31, _) | (192, 168, _) => "private",
+        (169, 254, _) => "link-local",
+        (100, 64..=127, _) => "shared (carrier-grade NAT)",
+        (0, ..) => "\"this network\"",
+        (192, 0, 0) => "IETF protocol assignment",
+        (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => "documentation",
+        (198, 18..=19, _) => "benchmarking",
+        (240..=255, ..) => "reserved",
+        _ => return None,
+    })
+}
+
+fn v6_kind(ip: &Ipv6Addr) -> Option<&'static str> {
+    let s = ip.segments();
+    Some(match s {
+        _ if ip.is_loopback() => "loopback",
+        _ if ip.is_unique_local() => "unique local (ULA)",
+        _ if ip.is_unicast_link_local() => "link-local",
+        [0xfec0..=0xfeff, ..] => "site-local",
+        // ::/96: IPv4-compatible addresses (deprecated).
+        [0, 0, 0, 0, 0, 0, ..] => "reserved",
+        [0x0064, 0xff9b, 0x0001, ..] => "local-use NAT64",
+        [0x5f00, ..] => "segment routing (SRv6)",
+        [0x0100, 0, 0, 0, ..] => "discard-only",
+        [0x2001, 0x0db8, ..] | [0x3fff, 0x0000..=0x0fff, ..] => "documentation",
+        [0x2001, 0x0000..=0x01ff, ..] => "IETF protocol assignment",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_public_network_refuses_every_special_range_and_says_which() {
+        let refused = [
+            ("127.0.0.1:7777", "loopback"),
+            ("127.3.2.1:1", "loopback"),
+            ("10.1.2.3:7777", "private"),
+            ("172.16.0.1:7777", "private"),
+            ("172.31.255.255:7777", "private"),
+            ("192.168.1.10:7777", "private"),
+            ("169.254.169.254:80", "link-local"),
+            ("100.64.0.1:7777", "shared (carrier-grade NAT)"),
+            ("0.1.2.3:7777", "\"this network\""),
+            ("192.0.2.1:7777", "documentation"),
+            ("198.18.0.1:7777", "benchmarking"),
+            ("240.0.0.1:7777", "reserved"),
+            ("[::1]:7777", "loopback"),
+            ("[fd00::1]:7777", "unique local (ULA)"),
+            ("[fc12::1]:7777", "unique local (ULA)"),
+            ("[fe80::1]:7777", "link-local"),
+            ("[fec0::1]:7777", "site-local"),
+            ("[::ffff:10.0.0.1]:7777", "private"),
+            ("[::ffff:127.0.0.1]:7777", "loopback"),
+            ("[::10.0.0.1]:7777", "reserved"),
+            ("[2001:db8::1]:7777", "documentation"),
+            ("[64:ff9b:1::1]:7777", "local-use NAT64"),
+            ("[100::1]:7777", "discard-only"),
+        ];
+        for (a, kind) in refused {
+            let err = AddressScope::Public.check(&addr(a)).unwrap_err();
+            assert_eq!(
+                err,
+                AddressRefused::NonRoutable(NonRoutable {
+                    ip: canonical(addr(a).ip()),
+                    kind
+                }),
+                "{a}"
+            );
+            assert!(err.to_string().contains("local_network = true"), "{err}");
+            // A local network takes them all.
+            assert_eq!(AddressScope::Local.check(&addr(a)), Ok(()), "{a}");
+            assert!(!is_global(&addr(a).ip()), "{a}");
+        }
+    }
+
+    #[test]
+    fn global_addresses_pass_and_undialable_ones_fail_everywhere() {
+        for a in [
+            "1.1.1.1:7777",
+            "8.8.8.8:53",
+            "172.32.0.1:7777",
+            "100.128.0.1:7777",
+            "192.0.3.1:7777",
+            "[2a00:1450:4001::1]:443",
+            "[2606:4700::1111]:7777",
+            "[::ffff:8.8.8.8]:7777",
+        ] {
+            for scope in [AddressScope::Public, AddressScope::Local] {
+                assert_eq!(scope.check(&addr(a)), Ok(()), "{a} in {scope}");
+            }
+            assert!(is_global(&addr(a).ip()), "{a}");
+        }
+        for a in [
+            "0.0.0.0:7777",
+            "[::]:7777",
+            "1.1.1.1:0",
+            "224.0.0.1:7777",
+            "255.255.255.255:7777",
+            "[ff02::1]:7777",
+        ] {
+            for scope in [AddressScope::Public, AddressScope::Local] {
+                assert!(
+                    matches!(scope.check(&addr(a)), Err(AddressRefused::Undialable(_))),
+                    "{a} in {scope}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! A network for tests of the real `uplink` binary: a [`Cluster`] of storage nodes, a
+//! DHT every node has joined, an access grant pinned to the first node, and config dirs
+//! that import it. Used by the catalog and gateway tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use shoal_proto::Identity;
+use shoal_proto::address::AddressScope;
+use uplink::discovery::DhtNodes;
+use uplink::store::NodeSource;
+use uplink::{Access, RootSecret};
+
+use crate::{Cluster, NodeOptions, wait_until};
+
+#[derive(Debug)]
+pub struct CliNet {
+    pub cluster: Cluster,
+    /// The `uplink` binary, built for this test run.
+    pub bin: PathBuf,
+    pub grant: String,
+    /// The `config.toml` every config dir gets.
+    pub config: String,
+    pub work: tempfile::TempDir,
+}
+
+impl CliNet {
+    /// Starts `nodes` nodes and waits until a DHT client sees all of them.
+    pub async fn start(nodes: usize, config: &str) -> anyhow::Result<CliNet> {
+        let bin = crate::build_binary("uplink", "uplink")?
+            .context("this test runs the uplink binary: run it through cargo test (CARGO set)")?;
+        let cluster = Cluster::start(
+            nodes,
+            NodeOptions {
+                allocate: 1 << 30,
+                ..NodeOptions::default()
+            },
+        )
+        .await?;
+        let seed = (cluster.node(0).node_id(), cluster.node(0).grpc_addr());
+        let probe = DhtNodes::new(
+            Arc::new(Identity::random()),
+            vec![seed],
+            0,
+            AddressScope::Local,
+        );
+        let seen = wait_until(
+            Duration::from_secs(60),
+            "a DHT client sees every node",
+            || {
+                let probe = &probe;
+                async move { probe.sample(nodes).await.is_ok_and(|n| n.len() >= nodes) }
+            },
+        )
+        .await;
+        probe.shutdown().await;
+        seen?;
+        let grant = Access::new(RootSecret::random(), vec![cluster.node(0).pinned()]).to_grant();
+        Ok(CliNet {
+            cluster,
+            bin,
+            grant,
+            config: config.to_string(),
+            work: tempfile::tempdir()?,
+        })
+    }
+
+    /// A new config dir with the grant imported (its catalog recovered from the
+    /// network). Returns the dir and what `access import` printed.
+    pub async fn config_dir(&self, name: &str) -> anyhow::Result<(PathBuf, String)> {
+        let dir = self.work.path().join(name);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("config.toml"), &self.config)?;
+        let out = self.ok(&dir, &["access", "import", &self.grant]).await?;
+        Ok((dir, out))
+    }
+
+    /// A command of config dir `dir`: (success, stdout, stderr).
+    pub async fn run(&self, dir: &Path, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+        let out = self
+            .command(dir, args)
+            .stdin(Stdio::null())
+            .output()
+            .await?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// A command that must succeed; returns its stdout.
+    pub async fn ok(&self, dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+        let (ok, out, err) = self.run(dir, args).await?;
+        if !ok {
+            bail!("uplink {args:?} failed: {err}");
+        }
+        Ok(out)
+    }
+
+    /// The command for `uplink --config-dir dir args...` (killed when dropped).
+    pub fn command(&self, dir: &Path, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(&self.bin);
+        c.arg("--config-dir")
+            .arg(dir)
+            .args(args)
+            .env("RUST_LOG", "warn,s3s=off")
+            .kill_on_drop(true);
+        c
+    }
+}
