@@ -104,6 +104,19 @@ fn is_broadcast(ip: &IpAddr) -> bool {
     matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
 }
 
+/// The group a peer's limits count against: an IPv4 address, or the /64 of an IPv6
+/// address (one subscriber usually holds a whole /64, so per-address limits would not
+/// bind it). IPv4-mapped IPv6 addresses count as their IPv4 address.
+pub fn peer_group(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 /// Whether `ip` is globally routable: no special kind.
 pub fn is_global(ip: &IpAddr) -> bool {
     let ip = canonical(*ip);
@@ -203,6 +216,16 @@ mod tests {
             assert_eq!(AddressScope::Local.check(&addr(a)), Ok(()), "{a}");
             assert!(!is_global(&addr(a).ip()), "{a}");
         }
+    }
+
+    #[test]
+    fn peers_are_grouped_by_ipv4_address_and_ipv6_slash_64() {
+        let g = |s: &str| peer_group(s.parse().unwrap());
+        assert_eq!(g("203.0.114.7"), g("203.0.114.7"));
+        assert_ne!(g("203.0.114.7"), g("203.0.114.8"));
+        assert_eq!(g("2001:db8:1:2::1"), g("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+        assert_ne!(g("2001:db8:1:2::1"), g("2001:db8:1:3::1"));
+        assert_eq!(g("::ffff:203.0.114.7"), g("203.0.114.7"));
     }
 
     #[test]

@@ -47,3 +47,52 @@ pub const H2_STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 /// HTTP/2 flow-control window per connection (all streams of one peer together). With
 /// the per-peer stream limit it bounds what one peer can make a node buffer.
 pub const H2_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+
+/// HTTP/2 PING interval on every gRPC connection, client and server: a peer that
+/// vanished without closing (power loss, a dropped NAT mapping) is noticed within
+/// interval + timeout instead of holding streams until the OS gives up (hours).
+pub const H2_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a PING may go unanswered before the connection is closed.
+pub const H2_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The pause after a failed `accept` (out of file descriptors and the like), shared by
+/// every accept loop: doubling from 5 ms to at most 1 s, reset by the next success, so a
+/// server neither spins on the error nor stays deaf for long once it clears.
+#[derive(Debug, Clone, Default)]
+pub struct AcceptBackoff {
+    current: std::time::Duration,
+}
+
+impl AcceptBackoff {
+    const MIN: std::time::Duration = std::time::Duration::from_millis(5);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// An accept failed: how long to pause before the next one.
+    pub fn failed(&mut self) -> std::time::Duration {
+        self.current = (self.current * 2).clamp(Self::MIN, Self::MAX);
+        self.current
+    }
+
+    /// An accept succeeded.
+    pub fn succeeded(&mut self) {
+        self.current = std::time::Duration::ZERO;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn accept_backoff_doubles_up_to_a_second_and_resets() {
+        let mut b = AcceptBackoff::default();
+        let pauses: Vec<Duration> = (0..10).map(|_| b.failed()).collect();
+        assert_eq!(pauses[0], Duration::from_millis(5));
+        assert_eq!(pauses[1], Duration::from_millis(10));
+        assert!(pauses.windows(2).all(|w| w[1] >= w[0]));
+        assert_eq!(pauses[9], Duration::from_secs(1));
+        b.succeeded();
+        assert_eq!(b.failed(), Duration::from_millis(5));
+    }
+}

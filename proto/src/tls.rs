@@ -298,6 +298,20 @@ pub fn wrong_node<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'
     None
 }
 
+/// Whether an error (a `tonic::Status` from a call, say) comes from the connection
+/// rather than from the peer's answer: a transport, HTTP/2 or socket error somewhere in
+/// its source chain. Decided on the types in the chain, never on the message text.
+pub fn connection_failed(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(error);
+    while let Some(e) = cur {
+        if e.is::<tonic::transport::Error>() || e.is::<hyper::Error>() || e.is::<io::Error>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
 /// An error and its sources, `a: b: c` (tonic's transport errors hide the cause).
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut out = error.to_string();
@@ -461,7 +475,7 @@ where
         acceptor: tokio_rustls::TlsAcceptor::from(config),
         handshakes: FuturesUnordered::new(),
         pause: None,
-        backoff: Duration::ZERO,
+        backoff: crate::limits::AcceptBackoff::default(),
     }
 }
 
@@ -475,7 +489,7 @@ pub struct TlsIncoming<S, T> {
     handshakes: FuturesUnordered<Handshake<T>>,
     /// Set after an accept error: no accepting until it elapses.
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
-    backoff: Duration,
+    backoff: crate::limits::AcceptBackoff,
 }
 
 impl<S, T> fmt::Debug for TlsIncoming<S, T> {
@@ -514,7 +528,7 @@ where
                 Poll::Pending => break,
                 Poll::Ready(None) => this.incoming = None,
                 Poll::Ready(Some(Ok(conn))) => {
-                    this.backoff = Duration::ZERO;
+                    this.backoff.succeeded();
                     let accepting = this.acceptor.accept(conn);
                     this.handshakes.push(Box::pin(async move {
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, accepting).await {
@@ -532,10 +546,9 @@ where
                 }
                 Poll::Ready(Some(Err(e))) => {
                     // Out of file descriptors and the like: pause rather than spin.
-                    this.backoff =
-                        (this.backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
-                    tracing::warn!(error = %e, pause_ms = this.backoff.as_millis() as u64, "accept failed");
-                    this.pause = Some(Box::pin(tokio::time::sleep(this.backoff)));
+                    let pause = this.backoff.failed();
+                    tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "accept failed");
+                    this.pause = Some(Box::pin(tokio::time::sleep(pause)));
                 }
             }
         }

@@ -70,6 +70,8 @@ pub(crate) enum ServeError {
     Refused(#[from] RecordRefused),
     #[error("this node has no signed record yet")]
     NotReady,
+    #[error("too many requests from this address; slow down")]
+    RateLimited,
 }
 
 impl From<ServeError> for tonic::Status {
@@ -95,6 +97,7 @@ impl From<ServeError> for tonic::Status {
                 }
             },
             ServeError::NotReady => tonic::Status::unavailable(msg),
+            ServeError::RateLimited => tonic::Status::resource_exhausted(msg),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use satellite_free_discovery::core::rate::RateConfig;
 use satellite_free_discovery::{Dht, DhtConfig, DhtError, DhtHandle, Mode, RecordFields};
 use shoal_proto::messages::{MutableRecord, NodeRecord};
 use shoal_proto::pb::discovery_client::DiscoveryClient;
@@ -46,6 +47,12 @@ fn config(bootstrap: Vec<(NodeId, SocketAddr)>) -> DhtConfig {
         bootstrap,
         // Every node of these tests is on 127.0.N.1.
         local_network: true,
+        // ...and dials out from 127.0.0.1, so to a per-address budget every node is one
+        // peer: the limit is off here, and tested on its own below.
+        rate: RateConfig {
+            per_second: 0.0,
+            ..RateConfig::default()
+        },
         ..DhtConfig::default()
     }
 }
@@ -74,13 +81,17 @@ async fn start_node(
     identity: Arc<Identity>,
     bootstrap: Vec<(NodeId, SocketAddr)>,
 ) -> TestNode {
+    start_node_with(ip, identity, config(bootstrap)).await
+}
+
+async fn start_node_with(ip: Ipv4Addr, identity: Arc<Identity>, config: DhtConfig) -> TestNode {
     let listener = TcpListener::bind((ip, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = watch::channel(RecordFields {
         addresses: vec![addr],
         free_space: 1 << 30,
     });
-    let handle = Dht::start(identity.clone(), config(bootstrap), Mode::Node(rx)).unwrap();
+    let handle = Dht::start(identity.clone(), config, Mode::Node(rx)).unwrap();
     let stop = CancellationToken::new();
     let server = serve(
         listener,
@@ -702,6 +713,41 @@ async fn a_bootstrap_entry_pinned_to_another_node_is_refused() {
         assert_eq!(client.bootstrap().await.unwrap(), 1);
         client.shutdown().await;
         seed.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_past_its_request_budget_gets_resource_exhausted() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let tight = DhtConfig {
+            rate: RateConfig {
+                per_second: 0.01,
+                burst: 3.0,
+                max_peers: 100,
+            },
+            ..config(vec![])
+        };
+        let node = start_node_with(Ipv4Addr::new(127, 0, 171, 1), identity(), tight).await;
+        let mut client = raw_client(&node).await;
+        for _ in 0..3 {
+            client.ping(pb::PingRequest { sender: None }).await.unwrap();
+        }
+        let refused = client
+            .ping(pb::PingRequest { sender: None })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused}");
+        let refused = client
+            .find_node(pb::FindNodeRequest {
+                sender: None,
+                target: vec![7; 32],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused}");
+        node.stop().await;
     })
     .await
     .expect("test timed out");

@@ -42,8 +42,15 @@ fn io_name(direct_io: bool) -> &'static str {
 
 fn store_only(payload: &Payload, pieces: usize, direct_io: bool) -> f64 {
     let dir = tempdir();
-    let (store, _) =
-        PieceStore::open_with(dir.path(), 1 << 40, StoreOptions { direct_io }).unwrap();
+    let (store, _) = PieceStore::open_with(
+        dir.path(),
+        1 << 40,
+        StoreOptions {
+            direct_io,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
     assert_eq!(store.direct_io(), direct_io);
     let owner = *Identity::random().public_key();
     let start = Instant::now();
@@ -268,8 +275,15 @@ fn small_commits() {
     for threads in [1usize, 16] {
         for direct_io in [false, true] {
             let dir = tempdir();
-            let (store, _) =
-                PieceStore::open_with(dir.path(), 1 << 40, StoreOptions { direct_io }).unwrap();
+            let (store, _) = PieceStore::open_with(
+                dir.path(),
+                1 << 40,
+                StoreOptions {
+                    direct_io,
+                    ..StoreOptions::default()
+                },
+            )
+            .unwrap();
             let owner = *Identity::random().public_key();
             let per_thread = 400 / threads;
             let start = Instant::now();

@@ -72,6 +72,11 @@ pub struct Config {
     /// routable ([`shoal_proto::address`]).
     #[serde(default)]
     pub local_network: bool,
+    /// Most bytes one owner key may store on this node (each piece counts its size plus
+    /// a fixed 4 KiB overhead), e.g. `50GB`. Default: none, only the allocation bounds an
+    /// owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes_per_owner: Option<ByteSize>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -114,6 +119,7 @@ impl Default for Config {
             max_lease_ms: default_max_lease_ms(),
             direct_io: default_direct_io(),
             local_network: false,
+            max_bytes_per_owner: None,
         }
     }
 }
@@ -133,6 +139,7 @@ pub struct Overrides {
     pub max_lease_ms: Option<u64>,
     pub direct_io: Option<bool>,
     pub local_network: Option<bool>,
+    pub max_bytes_per_owner: Option<ByteSize>,
 }
 
 fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError>
@@ -183,6 +190,7 @@ impl Overrides {
                 "MAX_LEASE_MS" => o.max_lease_ms = Some(parse(&key, &value)?),
                 "DIRECT_IO" => o.direct_io = Some(parse(&key, &value)?),
                 "LOCAL_NETWORK" => o.local_network = Some(parse(&key, &value)?),
+                "MAX_BYTES_PER_OWNER" => o.max_bytes_per_owner = Some(parse(&key, &value)?),
                 _ => {
                     return Err(ConfigError::Invalid {
                         source_name: "environment variable",
@@ -209,6 +217,7 @@ impl Overrides {
             max_lease_ms,
             direct_io,
             local_network,
+            max_bytes_per_owner,
         } = self;
         if let Some(v) = listen {
             c.listen = v;
@@ -245,6 +254,9 @@ impl Overrides {
         }
         if let Some(v) = local_network {
             c.local_network = v;
+        }
+        if let Some(v) = max_bytes_per_owner {
+            c.max_bytes_per_owner = Some(v).filter(|b| b.0 > 0);
         }
     }
 }
@@ -470,6 +482,13 @@ impl Config {
             "The network lives on one machine or LAN (devnet, tests, a home lab): loopback\nand private addresses may be listened on, advertised, dialled and accepted in\nnode records. Default false: the public network, where every address must be\nglobally routable.",
             format!("local_network = {}", self.local_network),
         );
+        field(
+            "Most bytes one owner key may store on this node (each piece counts its size\nplus a fixed 4 KiB overhead), e.g. \"50GB\". Uploads past it are refused\n(RESOURCE_EXHAUSTED, reason owner_quota). Default: unset, only the allocation\nbounds an owner.",
+            match self.max_bytes_per_owner {
+                Some(b) => format!("max_bytes_per_owner = {}", q(&b.to_string())),
+                None => "# max_bytes_per_owner = \"50GB\"".into(),
+            },
+        );
         out
     }
 }
@@ -527,6 +546,7 @@ mod tests {
         // Every field is present (possibly commented out) right after a comment.
         let keys = toml::to_string(&Config {
             external_address: Some("x:1".into()),
+            max_bytes_per_owner: Some(ByteSize(1)),
             ..c.clone()
         })
         .unwrap();

@@ -24,6 +24,16 @@ pub enum Error {
     Busy(PieceId),
     #[error("not enough space: {requested} bytes requested, {free} bytes free")]
     NoSpace { requested: u64, free: u64 },
+    #[error(
+        "the owner's limit on this node is {limit} bytes: it stores or reserves {used}, {requested} more requested"
+    )]
+    OwnerQuota {
+        limit: u64,
+        used: u64,
+        requested: u64,
+    },
+    #[error("max_size 0: an upload order must allow at least one byte")]
+    ZeroMaxSize,
     #[error("too many concurrent streams from {peer} (limit {limit})")]
     TooManyStreams { peer: String, limit: usize },
     #[error("protocol violation: {0}")]
@@ -53,6 +63,14 @@ pub enum Error {
     OutOfRange { what: &'static str, detail: String },
     #[error("upload stalled: no message for {timeout_ms} ms")]
     Stalled { timeout_ms: u64 },
+    #[error(
+        "upload too slow: {received} bytes in {elapsed_ms} ms, below the minimum of {min_rate} bytes/s"
+    )]
+    TooSlow {
+        received: u64,
+        elapsed_ms: u64,
+        min_rate: u64,
+    },
     #[error("the node is shutting down")]
     ShuttingDown,
     #[error("the client went away")]
@@ -106,6 +124,8 @@ impl Error {
             Error::AlreadyExists(_) => "already_exists",
             Error::Busy(_) => "busy",
             Error::NoSpace { .. } => "no_space",
+            Error::OwnerQuota { .. } => "owner_quota",
+            Error::ZeroMaxSize => "zero_max_size",
             Error::TooManyStreams { .. } => "too_many_streams",
             Error::Protocol(_) => "protocol",
             Error::ChunkTooLarge { .. } => "chunk_too_large",
@@ -119,6 +139,7 @@ impl Error {
             Error::Replay(crate::replay::ReplayError::Full { .. }) => "replay_set_full",
             Error::OutOfRange { .. } => "out_of_range",
             Error::Stalled { .. } => "stalled",
+            Error::TooSlow { .. } => "too_slow",
             Error::ShuttingDown => "shutdown",
             Error::Cancelled => "cancelled",
             Error::Stream(_) => "stream",
@@ -149,7 +170,8 @@ impl From<Error> for tonic::Status {
             | Error::SizeMismatch { .. }
             | Error::HashMismatch
             | Error::TrailerMismatch(_)
-            | Error::Expired { .. } => Code::InvalidArgument,
+            | Error::Expired { .. }
+            | Error::ZeroMaxSize => Code::InvalidArgument,
             Error::NotOwner(_) => Code::PermissionDenied,
             // The uplink acts on these two codes: it renews at the node's limit (given in
             // the `x-shoal-max-lease-ms` metadata) and never retries a replayed order.
@@ -167,9 +189,11 @@ impl From<Error> for tonic::Status {
             Error::NotFound(_) => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::Busy(_) | Error::ShuttingDown => Code::Unavailable,
-            Error::NoSpace { .. } | Error::TooManyStreams { .. } => Code::ResourceExhausted,
+            Error::NoSpace { .. } | Error::OwnerQuota { .. } | Error::TooManyStreams { .. } => {
+                Code::ResourceExhausted
+            }
             Error::OutOfRange { .. } => Code::OutOfRange,
-            Error::Stalled { .. } => Code::DeadlineExceeded,
+            Error::Stalled { .. } | Error::TooSlow { .. } => Code::DeadlineExceeded,
             Error::Cancelled => Code::Cancelled,
             Error::Corrupt { .. } => Code::DataLoss,
             Error::Io { .. }

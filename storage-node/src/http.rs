@@ -1,5 +1,14 @@
 //! The HTTP server (hyper 1): `/metrics` (Prometheus text of the node's whole registry),
 //! `/api/status` (JSON) and `/` (a small dashboard page, plain HTML).
+//!
+//! Bounded like every server of the node: at most [`MAX_CONNECTIONS`] connections at
+//! once (more wait in the listen backlog), one request per connection within
+//! [`CONNECTION_DEADLINE`], accept errors paused with the shared backoff. The pages a
+//! browser shows (`/`, `/api/status`) answer only requests whose `Host` is an IP
+//! literal or `localhost` ([`host_allowed`]): a page on another site whose name was
+//! re-pointed at 127.0.0.1 (DNS rebinding) names its own host and gets 421, so it cannot
+//! read the dashboard through the victim's browser. `/metrics` is exempt: Prometheus
+//! scrapes it by name (`seed:7778` in the compose network), and it holds no secret.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -8,20 +17,26 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus::{Encoder, TextEncoder};
 use serde::{Deserialize, Serialize};
+use shoal_proto::limits::AcceptBackoff;
 use shoal_proto::time::unix_ms;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
+
+use shoal_proto::PublicKey;
 
 use crate::error::Error;
+use crate::metrics::TOP_OWNERS;
 use crate::node::NodeState;
 use crate::size::ByteSize;
+use crate::store::Usage;
 
 /// What `/api/status` returns (and `storage-node info` prints).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +57,37 @@ pub struct NodeStatus {
     pub downloads: u64,
     pub upload_bytes: u64,
     pub download_bytes: u64,
+    /// Owner keys storing at least one piece.
+    #[serde(default)]
+    pub owners: u64,
+    /// The per-owner limit in bytes, if any.
+    #[serde(default)]
+    pub max_bytes_per_owner: Option<u64>,
+    /// The largest owners (at most [`TOP_OWNERS`]), most first.
+    #[serde(default)]
+    pub top_owners: Vec<OwnerStatus>,
+}
+
+/// One owner's totals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerStatus {
+    /// The owner's public key, hex.
+    pub owner: String,
+    /// Charged bytes (sizes plus the per-piece overhead).
+    pub bytes: u64,
+    pub pieces: u64,
+}
+
+impl OwnerStatus {
+    pub fn list(top: &[(PublicKey, Usage)]) -> Vec<Self> {
+        top.iter()
+            .map(|(k, u)| Self {
+                owner: k.to_hex(),
+                bytes: u.bytes,
+                pieces: u.pieces,
+            })
+            .collect()
+    }
 }
 
 impl NodeStatus {
@@ -49,6 +95,7 @@ impl NodeStatus {
         let space = state.store.space();
         let m = &state.metrics;
         let now = unix_ms();
+        let (top, owners) = state.store.top_owners(TOP_OWNERS).unwrap_or_default();
         Self {
             node_id: state.identity.node_id().to_hex(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -66,6 +113,9 @@ impl NodeStatus {
             downloads: m.requests_total("download"),
             upload_bytes: m.bytes_total("upload"),
             download_bytes: m.bytes_total("download"),
+            owners: owners as u64,
+            max_bytes_per_owner: state.store.max_bytes_per_owner(),
+            top_owners: OwnerStatus::list(&top),
         }
     }
 }
@@ -84,14 +134,51 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
     r
 }
 
-/// Answers one request; no I/O beyond reading the node's state.
-pub fn route(state: &NodeState, method: &Method, path: &str) -> Response<Body> {
+/// Most HTTP connections served at once.
+pub const MAX_CONNECTIONS: usize = 32;
+/// Longest one HTTP connection may live: reading the request, answering, and the
+/// client reading the answer.
+pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Whether a browser page may be served to a request for `host` (the `Host` header, if
+/// any): an IP literal (with or without a port) or `localhost`. Any other name may be
+/// an attacker's domain re-pointed at this machine (DNS rebinding).
+pub fn host_allowed(host: Option<&str>) -> bool {
+    let Some(host) = host.map(str::trim) else {
+        return false;
+    };
+    // `[v6]:port`, `[v6]`, `v4:port`, `v4`, `name:port`, `name`.
+    let name = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, after)) if after.is_empty() || after.starts_with(':') => v6,
+            _ => return false,
+        },
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || name.eq_ignore_ascii_case("localhost.")
+}
+
+/// Answers one request; no I/O beyond reading the node's state. `host` is the request's
+/// `Host` header.
+pub fn route(state: &NodeState, method: &Method, path: &str, host: Option<&str>) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n");
+    }
+    if path != "/metrics" && !host_allowed(host) {
+        return reply(
+            StatusCode::MISDIRECTED_REQUEST,
+            "text/plain",
+            "open the dashboard at an IP address (http://127.0.0.1:PORT/) or localhost\n",
+        );
     }
     match path {
         "/metrics" => {
             state.metrics.set_space(&state.store.space());
+            if let Ok((top, owners)) = state.store.top_owners(TOP_OWNERS) {
+                state.metrics.set_owners(&top, owners);
+            }
             let mut buf = Vec::new();
             let encoder = TextEncoder::new();
             match encoder.encode(&state.registry.gather(), &mut buf) {
@@ -168,6 +255,21 @@ pub fn dashboard(s: &NodeStatus) -> String {
     );
     rows += &row("Free", ByteSize(s.free_bytes).human());
     rows += &row(
+        "Owners",
+        format!(
+            "{} (limit per owner: {})",
+            s.owners,
+            s.max_bytes_per_owner
+                .map_or("none".into(), |b| ByteSize(b).human())
+        ),
+    );
+    for o in &s.top_owners {
+        rows += &row(
+            &format!("&nbsp;&nbsp;owner {}…", &o.owner[..o.owner.len().min(16)]),
+            format!("{} in {} pieces", ByteSize(o.bytes).human(), o.pieces),
+        );
+    }
+    rows += &row(
         "Ingress (uploads)",
         format!(
             "{} in {} uploads, {} average",
@@ -203,31 +305,58 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> Result<(), Error> {
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = AcceptBackoff::default();
     loop {
+        // A free slot first: past the cap, connections wait in the listen backlog.
+        let slot = tokio::select! {
+            () = stop.cancelled() => break,
+            s = Arc::clone(&slots).acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             () = stop.cancelled() => break,
             r = listener.accept() => match r {
-                Ok(c) => c,
+                Ok(c) => {
+                    backoff.succeeded();
+                    c
+                }
                 Err(e) => {
-                    debug!(error = %e, "HTTP accept failed");
-                    continue;
+                    // Out of file descriptors and the like: pause rather than spin.
+                    let pause = backoff.failed();
+                    warn!(error = %e, pause_ms = pause.as_millis() as u64, "HTTP accept failed");
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(pause) => continue,
+                    }
                 }
             },
         };
         let state = Arc::clone(&state);
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let r = route(&state, req.method(), req.uri().path());
+            let host = req
+                .headers()
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| req.uri().authority().map(|a| a.as_str()));
+            let r = route(&state, req.method(), req.uri().path(), host);
             async move { Ok::<_, Infallible>(r) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(Duration::from_secs(10))
+            .keep_alive(false)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(%peer, error = %e, "HTTP connection ended with an error");
+            match tokio::time::timeout(CONNECTION_DEADLINE, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => debug!(%peer, error = %e, "HTTP connection ended with an error"),
+                Err(_) => debug!(%peer, "HTTP connection cut at its deadline"),
             }
+            drop(slot);
         });
     }
     drop(listener);
@@ -258,6 +387,9 @@ mod tests {
             downloads: 3,
             upload_bytes: 1 << 29,
             download_bytes: 10,
+            owners: 0,
+            max_bytes_per_owner: None,
+            top_owners: Vec::new(),
         };
         let html = dashboard(&s);
         assert!(!html.contains("<script>"));
@@ -265,5 +397,32 @@ mod tests {
         assert!(html.contains("50.0%"));
         assert!(html.contains("1d 1h 1m"));
         assert!(html.contains(&s.node_id));
+    }
+
+    #[test]
+    fn browser_pages_need_an_ip_or_localhost_host_header() {
+        for ok in [
+            "127.0.0.1:7778",
+            "127.0.0.1",
+            "[::1]:7778",
+            "[::1]",
+            "10.0.0.4:7778",
+            "localhost:7778",
+            "LOCALHOST",
+        ] {
+            assert!(host_allowed(Some(ok)), "{ok}");
+        }
+        for bad in [
+            None,
+            Some("evil.example.com:7778"),
+            Some("evil.example.com"),
+            Some("127.0.0.1.evil.example.com:7778"),
+            Some("localhost.evil.example.com"),
+            Some("[::1"),
+            Some("[::1]x"),
+            Some(""),
+        ] {
+            assert!(!host_allowed(bad), "{bad:?}");
+        }
     }
 }

@@ -12,7 +12,8 @@ use shoal_proto::Identity;
 
 use crate::config::{Config, NodeDir};
 use crate::error::Error;
-use crate::http::NodeStatus;
+use crate::http::{NodeStatus, OwnerStatus};
+use crate::metrics::TOP_OWNERS;
 use crate::store::PieceStore;
 
 /// What `info` reports.
@@ -27,6 +28,12 @@ pub struct InfoReport {
     pub used_bytes: u64,
     pub free_bytes: u64,
     pub pieces: u64,
+    /// Owner keys storing at least one piece.
+    pub owners: u64,
+    /// The per-owner limit in bytes, if any.
+    pub max_bytes_per_owner: Option<u64>,
+    /// The largest owners, most first.
+    pub top_owners: Vec<OwnerStatus>,
 }
 
 /// Where to reach a server that listens on `addr` from this machine.
@@ -104,7 +111,7 @@ pub async fn gather_at(dir: &Path, identity: &Path, config: &Config) -> Result<I
     let d = NodeDir(dir.to_owned());
     let identity = Identity::load(identity)?;
     let storage = d.storage();
-    let counters = tokio::task::spawn_blocking(move || PieceStore::inspect(&storage))
+    let counters = tokio::task::spawn_blocking(move || PieceStore::inspect(&storage, TOP_OWNERS))
         .await
         .map_err(|e| Error::Task(e.to_string()))?;
     let mut report = InfoReport {
@@ -117,12 +124,17 @@ pub async fn gather_at(dir: &Path, identity: &Path, config: &Config) -> Result<I
         used_bytes: 0,
         free_bytes: config.allocate.0,
         pieces: 0,
+        owners: 0,
+        max_bytes_per_owner: config.max_bytes_per_owner.map(|b| b.0),
+        top_owners: Vec::new(),
     };
     match counters {
-        Ok(c) => {
+        Ok((c, top, owners)) => {
             report.used_bytes = c.used;
             report.free_bytes = config.allocate.0.saturating_sub(c.used);
             report.pieces = c.pieces;
+            report.owners = owners as u64;
+            report.top_owners = OwnerStatus::list(&top);
         }
         // The database is locked by the running node: ask it.
         Err(locked) => {
@@ -139,6 +151,9 @@ pub async fn gather_at(dir: &Path, identity: &Path, config: &Config) -> Result<I
             report.used_bytes = status.used_bytes;
             report.free_bytes = status.free_bytes;
             report.pieces = status.pieces;
+            report.owners = status.owners;
+            report.max_bytes_per_owner = status.max_bytes_per_owner;
+            report.top_owners = status.top_owners;
         }
     }
     Ok(report)

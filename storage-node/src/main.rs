@@ -107,6 +107,10 @@ struct Settings {
     /// Write pieces with O_DIRECT (true/false).
     #[arg(long, value_name = "BOOL")]
     direct_io: Option<bool>,
+    /// Most bytes one owner key may store on this node, e.g. 50GB (default: no limit
+    /// beyond the allocation).
+    #[arg(long, value_name = "SIZE")]
+    max_bytes_per_owner: Option<ByteSize>,
     /// The network lives on one machine or LAN: allow loopback and private addresses
     /// (devnet, tests). Without it every address must be globally routable.
     #[arg(long)]
@@ -128,6 +132,7 @@ impl From<Settings> for Overrides {
             max_lease_ms: s.max_lease_ms,
             direct_io: s.direct_io,
             local_network: s.local_network.then_some(true),
+            max_bytes_per_owner: s.max_bytes_per_owner,
         }
     }
 }
@@ -275,5 +280,20 @@ fn info(dir: &Path, key: &Path, json: bool) -> anyhow::Result<()> {
     );
     println!("free        {}", ByteSize(report.free_bytes).human());
     println!("pieces      {}", report.pieces);
+    println!(
+        "owners      {} (limit per owner: {})",
+        report.owners,
+        report
+            .max_bytes_per_owner
+            .map_or("none".into(), |b| ByteSize(b).human())
+    );
+    for o in &report.top_owners {
+        println!(
+            "  {}  {} in {} pieces",
+            o.owner,
+            ByteSize(o.bytes).human(),
+            o.pieces
+        );
+    }
     Ok(())
 }

@@ -7,7 +7,14 @@
 //! - `trash`: piece id → empty, for pieces whose metadata is gone but whose file may not
 //!   be (a crash between the two); startup finishes those removals;
 //! - `counters`: `used` and `pieces`, updated in the same transaction as `pieces`, so the
-//!   used space is exact at every moment and is never recomputed from the files.
+//!   used space is exact at every moment and is never recomputed from the files;
+//! - `owners`: owner public key → that owner's used bytes and pieces, updated in the
+//!   same transaction as `counters`, so the per-owner totals add up to the global ones
+//!   at every moment.
+//!
+//! "Used" bytes are **charged** bytes: a piece's size plus [`PIECE_OVERHEAD`], so that a
+//! million empty pieces (each a file, an inode and a metadata record) cost what they
+//! cost the disk instead of nothing.
 
 use std::path::Path;
 
@@ -20,7 +27,53 @@ use crate::error::Error;
 
 const USED: &[u8] = b"used";
 const PIECES: &[u8] = b"pieces";
+/// Which accounting the counters follow; a database without it (or with an older one)
+/// has its counters and owner totals rebuilt from the metadata once, at open.
+const ACCOUNTING: &[u8] = b"accounting";
+/// 2: charged bytes (size + [`PIECE_OVERHEAD`]) and per-owner totals.
+const ACCOUNTING_VERSION: u64 = 2;
 const META_VERSION: u8 = 1;
+
+/// Bytes every stored piece is charged on top of its size, in the allocation and in its
+/// owner's total: one file-system block (4 KiB on ext4 and xfs) for the file's inode,
+/// directory entry and tail, and the piece's metadata record (about 100 bytes plus 32
+/// per block hash). Without it a zero- or one-byte piece would take a file, an inode and
+/// a database record while counting as (almost) nothing.
+pub const PIECE_OVERHEAD: u64 = 4096;
+
+/// What a piece of `size` bytes is charged.
+pub fn charged(size: u64) -> u64 {
+    size.saturating_add(PIECE_OVERHEAD)
+}
+
+/// Bytes (charged) and pieces one owner has stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    pub bytes: u64,
+    pub pieces: u64,
+}
+
+impl Usage {
+    fn decode(v: Option<sled::IVec>) -> Self {
+        match v.as_deref().and_then(|b| <[u8; 16]>::try_from(b).ok()) {
+            Some(b) => {
+                let (bytes, pieces) = b.split_at(8);
+                Self {
+                    bytes: u64::from_be_bytes(bytes.try_into().unwrap_or_default()),
+                    pieces: u64::from_be_bytes(pieces.try_into().unwrap_or_default()),
+                }
+            }
+            None => Self::default(),
+        }
+    }
+
+    fn encode(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.bytes.to_be_bytes());
+        out[8..].copy_from_slice(&self.pieces.to_be_bytes());
+        out
+    }
+}
 /// sled's page cache. Its default (1 GiB) is more memory than a storage node should take
 /// for metadata; lookups of cold pieces read from disk instead (see BENCHMARKS.md).
 const CACHE_BYTES: u64 = 64 << 20;
@@ -119,7 +172,7 @@ fn read_u64(v: Option<sled::IVec>) -> u64 {
         .unwrap_or(0)
 }
 
-/// Used bytes and piece count as committed in sled.
+/// Used (charged) bytes and piece count as committed in sled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Counters {
     pub used: u64,
@@ -134,6 +187,7 @@ pub struct MetaDb {
     expiry: sled::Tree,
     trash: sled::Tree,
     counters: sled::Tree,
+    owners: sled::Tree,
 }
 
 enum Abort {
@@ -152,13 +206,92 @@ impl MetaDb {
             // only bounds how much unacknowledged metadata a crash may lose.
             .flush_every_ms(Some(1000))
             .open()?;
-        Ok(Self {
+        let this = Self {
             pieces: db.open_tree("pieces")?,
             expiry: db.open_tree("expiry")?,
             trash: db.open_tree("trash")?,
             counters: db.open_tree("counters")?,
+            owners: db.open_tree("owners")?,
             db,
-        })
+        };
+        if read_u64(this.counters.get(ACCOUNTING)?) != ACCOUNTING_VERSION {
+            this.rebuild_accounting()?;
+        }
+        Ok(this)
+    }
+
+    /// Recomputes the counters and owner totals from the piece metadata: once, for a
+    /// database written before the current accounting (a walk of the metadata, never of
+    /// the files).
+    fn rebuild_accounting(&self) -> Result<(), Error> {
+        let mut total = Counters::default();
+        let mut owners: std::collections::HashMap<PublicKey, Usage> =
+            std::collections::HashMap::new();
+        for kv in self.all() {
+            let (_, meta) = kv?;
+            let c = charged(meta.info.size);
+            total.used += c;
+            total.pieces += 1;
+            let u = owners.entry(meta.owner).or_default();
+            u.bytes += c;
+            u.pieces += 1;
+        }
+        self.owners.clear()?;
+        for (owner, usage) in &owners {
+            self.owners.insert(owner.as_bytes(), &usage.encode())?;
+        }
+        self.counters.insert(USED, &total.used.to_be_bytes())?;
+        self.counters.insert(PIECES, &total.pieces.to_be_bytes())?;
+        self.counters
+            .insert(ACCOUNTING, &ACCOUNTING_VERSION.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// What `owner` has stored (charged bytes, pieces).
+    pub fn owner_usage(&self, owner: &PublicKey) -> Result<Usage, Error> {
+        Ok(Usage::decode(self.owners.get(owner.as_bytes())?))
+    }
+
+    /// Owners that store something, and how many.
+    pub fn owner_count(&self) -> usize {
+        self.owners.len()
+    }
+
+    /// The `n` owners storing the most bytes, most first (a walk of the owner totals:
+    /// one small record per owner).
+    pub fn top_owners(&self, n: usize) -> Result<Vec<(PublicKey, Usage)>, Error> {
+        let mut heap = std::collections::BinaryHeap::new();
+        for kv in self.owners.iter() {
+            let (k, v) = kv?;
+            let Ok(owner) = PublicKey::from_bytes("owner", &k) else {
+                continue;
+            };
+            let usage = Usage::decode(Some(v));
+            // A min-heap of the n largest so far.
+            heap.push(std::cmp::Reverse((
+                usage.bytes,
+                usage.pieces,
+                *owner.as_bytes(),
+            )));
+            if heap.len() > n {
+                heap.pop();
+            }
+        }
+        let mut out: Vec<(PublicKey, Usage)> = heap
+            .into_iter()
+            .filter_map(|std::cmp::Reverse((bytes, pieces, key))| {
+                PublicKey::from_bytes("owner", &key)
+                    .ok()
+                    .map(|k| (k, Usage { bytes, pieces }))
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.1.bytes
+                .cmp(&a.1.bytes)
+                .then(a.0.as_bytes().cmp(b.0.as_bytes()))
+        });
+        Ok(out)
     }
 
     pub fn counters(&self) -> Result<Counters, Error> {
@@ -184,9 +317,10 @@ impl MetaDb {
     pub fn insert(&self, piece: &PieceId, meta: &PieceMeta) -> Result<Counters, Error> {
         let value = meta.encode();
         let ekey = expiry_key(meta.expires_at_ms, piece);
-        let size = meta.info.size;
-        let result = (&self.pieces, &self.expiry, &self.counters).transaction(
-            |(pieces, expiry, counters)| {
+        let size = charged(meta.info.size);
+        let owner = meta.owner.as_bytes();
+        let result = (&self.pieces, &self.expiry, &self.counters, &self.owners).transaction(
+            |(pieces, expiry, counters, owners)| {
                 if pieces.get(piece.as_bytes())?.is_some() {
                     return Err(ConflictableTransactionError::Abort(Abort::Exists));
                 }
@@ -196,6 +330,10 @@ impl MetaDb {
                 let count = read_u64(counters.get(PIECES)?) + 1;
                 counters.insert(USED, &used.to_be_bytes())?;
                 counters.insert(PIECES, &count.to_be_bytes())?;
+                let mut usage = Usage::decode(owners.get(owner)?);
+                usage.bytes += size;
+                usage.pieces += 1;
+                owners.insert(owner.as_slice(), &usage.encode())?;
                 Ok(Counters {
                     used,
                     pieces: count,
@@ -208,28 +346,43 @@ impl MetaDb {
     /// Removes a piece's metadata, subtracts it from the counters and puts the piece in
     /// the trash (whose file the caller then removes), in one transaction.
     pub fn remove(&self, piece: &PieceId) -> Result<(PieceMeta, Counters), Error> {
-        let result = (&self.pieces, &self.expiry, &self.counters, &self.trash).transaction(
-            |(pieces, expiry, counters, trash)| {
-                let Some(raw) = pieces.remove(piece.as_bytes().as_slice())? else {
-                    return Err(ConflictableTransactionError::Abort(Abort::Missing));
-                };
-                let meta = PieceMeta::decode(piece, &raw)
-                    .map_err(|_| ConflictableTransactionError::Abort(Abort::Corrupt))?;
-                expiry.remove(expiry_key(meta.expires_at_ms, piece).as_slice())?;
-                trash.insert(piece.as_bytes().as_slice(), &[] as &[u8])?;
-                let used = read_u64(counters.get(USED)?).saturating_sub(meta.info.size);
-                let count = read_u64(counters.get(PIECES)?).saturating_sub(1);
-                counters.insert(USED, &used.to_be_bytes())?;
-                counters.insert(PIECES, &count.to_be_bytes())?;
-                Ok((
-                    meta,
-                    Counters {
-                        used,
-                        pieces: count,
-                    },
-                ))
-            },
+        let trees = (
+            &self.pieces,
+            &self.expiry,
+            &self.counters,
+            &self.trash,
+            &self.owners,
         );
+        let result = trees.transaction(|(pieces, expiry, counters, trash, owners)| {
+            let Some(raw) = pieces.remove(piece.as_bytes().as_slice())? else {
+                return Err(ConflictableTransactionError::Abort(Abort::Missing));
+            };
+            let meta = PieceMeta::decode(piece, &raw)
+                .map_err(|_| ConflictableTransactionError::Abort(Abort::Corrupt))?;
+            let size = charged(meta.info.size);
+            expiry.remove(expiry_key(meta.expires_at_ms, piece).as_slice())?;
+            trash.insert(piece.as_bytes().as_slice(), &[] as &[u8])?;
+            let used = read_u64(counters.get(USED)?).saturating_sub(size);
+            let count = read_u64(counters.get(PIECES)?).saturating_sub(1);
+            counters.insert(USED, &used.to_be_bytes())?;
+            counters.insert(PIECES, &count.to_be_bytes())?;
+            let owner = meta.owner.as_bytes();
+            let mut usage = Usage::decode(owners.get(owner)?);
+            usage.bytes = usage.bytes.saturating_sub(size);
+            usage.pieces = usage.pieces.saturating_sub(1);
+            if usage.pieces == 0 {
+                owners.remove(owner.as_slice())?;
+            } else {
+                owners.insert(owner.as_slice(), &usage.encode())?;
+            }
+            Ok((
+                meta,
+                Counters {
+                    used,
+                    pieces: count,
+                },
+            ))
+        });
         self.finish(piece, result)
     }
 
@@ -373,7 +526,7 @@ mod tests {
         assert_eq!(
             db.counters().unwrap(),
             Counters {
-                used: 300,
+                used: 300 + 2 * PIECE_OVERHEAD,
                 pieces: 2
             }
         );
@@ -385,7 +538,7 @@ mod tests {
         assert_eq!(
             c,
             Counters {
-                used: 100,
+                used: 100 + PIECE_OVERHEAD,
                 pieces: 1
             }
         );
@@ -394,5 +547,92 @@ mod tests {
         db.set_expiry(&a, 5).unwrap();
         assert_eq!(db.expired(5, 10).unwrap(), vec![a]);
         assert_eq!(db.get(&a).unwrap().unwrap().expires_at_ms, 5);
+    }
+
+    fn meta_of(owner: u8, size: u64) -> PieceMeta {
+        PieceMeta {
+            owner: *Identity::from_seed([owner; 32]).public_key(),
+            ..meta(size, 99)
+        }
+    }
+
+    #[test]
+    fn owner_totals_add_up_to_the_counters_and_follow_every_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = MetaDb::open(&dir.path().join("meta")).unwrap();
+        let (a, b) = (meta_of(1, 0).owner, meta_of(2, 0).owner);
+        db.insert(&PieceId([1; 32]), &meta_of(1, 1000)).unwrap();
+        db.insert(&PieceId([2; 32]), &meta_of(1, 0)).unwrap();
+        db.insert(&PieceId([3; 32]), &meta_of(2, 5000)).unwrap();
+        // An existing id changes nothing, for anyone.
+        assert!(db.insert(&PieceId([3; 32]), &meta_of(1, 7)).is_err());
+        let ua = db.owner_usage(&a).unwrap();
+        let ub = db.owner_usage(&b).unwrap();
+        assert_eq!(
+            ua,
+            Usage {
+                bytes: 1000 + 2 * PIECE_OVERHEAD,
+                pieces: 2
+            }
+        );
+        assert_eq!(
+            ub,
+            Usage {
+                bytes: 5000 + PIECE_OVERHEAD,
+                pieces: 1
+            }
+        );
+        let c = db.counters().unwrap();
+        assert_eq!(
+            (c.used, c.pieces),
+            (ua.bytes + ub.bytes, ua.pieces + ub.pieces)
+        );
+        // a's two pieces (one empty) outweigh b's one larger piece, thanks to the overhead.
+        assert!(ua.bytes > ub.bytes);
+        assert_eq!(db.top_owners(1).unwrap(), vec![(a, ua)]);
+        assert_eq!(db.top_owners(5).unwrap(), vec![(a, ua), (b, ub)]);
+        assert_eq!(db.owner_count(), 2);
+        // A zero-byte piece costs its overhead.
+        db.remove(&PieceId([2; 32])).unwrap();
+        assert_eq!(
+            db.owner_usage(&a).unwrap(),
+            Usage {
+                bytes: 1000 + PIECE_OVERHEAD,
+                pieces: 1
+            }
+        );
+        db.remove(&PieceId([3; 32])).unwrap();
+        assert_eq!(db.owner_usage(&b).unwrap(), Usage::default());
+        assert_eq!(
+            db.owner_count(),
+            1,
+            "an owner with nothing left is forgotten"
+        );
+    }
+
+    #[test]
+    fn a_database_from_before_owner_accounting_is_rebuilt_once_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta");
+        {
+            let db = MetaDb::open(&path).unwrap();
+            db.insert(&PieceId([1; 32]), &meta_of(1, 1000)).unwrap();
+            db.insert(&PieceId([2; 32]), &meta_of(2, 10)).unwrap();
+            // As an older version left it: sizes only, no owners, no version.
+            db.owners.clear().unwrap();
+            db.counters.insert(USED, &1010u64.to_be_bytes()).unwrap();
+            db.counters.remove(ACCOUNTING).unwrap();
+            db.flush().unwrap();
+        }
+        let db = MetaDb::open(&path).unwrap();
+        assert_eq!(
+            db.counters().unwrap(),
+            Counters {
+                used: 1010 + 2 * PIECE_OVERHEAD,
+                pieces: 2
+            }
+        );
+        assert_eq!(db.owner_usage(&meta_of(1, 0).owner).unwrap().pieces, 1);
+        assert_eq!(db.owner_count(), 2);
     }
 }

@@ -7,7 +7,23 @@ use prometheus::{
     Registry,
 };
 
-use crate::store::Space;
+use shoal_proto::PublicKey;
+
+use crate::store::{Space, Usage};
+
+/// Owners shown one by one in the metrics (and `/api/status`, `storage-node info`): the
+/// ones storing the most bytes. Bounded, because every label value is a time series
+/// Prometheus keeps: one series per owner key would let anyone with free keys blow up
+/// the operator's Prometheus. The top ten name who uses the node; everyone else is in
+/// the totals (`shoal_node_used_bytes`, `shoal_node_owners`). Hashed buckets were the
+/// other candidate: bounded too, but a bucket names no one an operator could act on.
+pub const TOP_OWNERS: usize = 10;
+
+/// The label of an owner: the first 16 hex digits of its key (enough to find it in
+/// `storage-node info`, short enough to read).
+pub fn owner_label(owner: &PublicKey) -> String {
+    owner.to_hex()[..16].to_owned()
+}
 
 /// Operations the node counts, as metric labels.
 pub const OPS: [&str; 5] = ["upload", "download", "delete", "audit", "renew"];
@@ -32,6 +48,11 @@ pub struct NodeMetrics {
     pub reserved_bytes: IntGauge,
     pub free_bytes: IntGauge,
     pub pieces: IntGauge,
+    /// Owners storing at least one piece.
+    pub owners: IntGauge,
+    /// Charged bytes and pieces of the [`TOP_OWNERS`] largest owners.
+    pub owner_bytes: IntGaugeVec,
+    pub owner_pieces: IntGaugeVec,
     pub start_time: Gauge,
     pub build_info: IntGaugeVec,
 }
@@ -94,6 +115,24 @@ impl NodeMetrics {
                 "Bytes a new upload may still reserve (allocated - used - reserved).",
             )?,
             pieces: IntGauge::new("shoal_node_pieces", "Stored pieces.")?,
+            owners: IntGauge::new(
+                "shoal_node_owners",
+                "Owner keys storing at least one piece on this node.",
+            )?,
+            owner_bytes: IntGaugeVec::new(
+                Opts::new(
+                    "shoal_node_owner_used_bytes",
+                    "Bytes (sizes plus the per-piece overhead) stored by each of the ten largest owners; label: the first 16 hex digits of the owner key.",
+                ),
+                &["owner"],
+            )?,
+            owner_pieces: IntGaugeVec::new(
+                Opts::new(
+                    "shoal_node_owner_pieces",
+                    "Pieces stored by each of the ten largest owners (by bytes).",
+                ),
+                &["owner"],
+            )?,
             start_time: Gauge::new(
                 "shoal_node_start_time_seconds",
                 "Unix time at which the node started.",
@@ -114,6 +153,9 @@ impl NodeMetrics {
         registry.register(Box::new(m.reserved_bytes.clone()))?;
         registry.register(Box::new(m.free_bytes.clone()))?;
         registry.register(Box::new(m.pieces.clone()))?;
+        registry.register(Box::new(m.owners.clone()))?;
+        registry.register(Box::new(m.owner_bytes.clone()))?;
+        registry.register(Box::new(m.owner_pieces.clone()))?;
         registry.register(Box::new(m.start_time.clone()))?;
         registry.register(Box::new(m.build_info.clone()))?;
         m.build_info
@@ -137,6 +179,24 @@ impl NodeMetrics {
         self.reserved_bytes.set(g(s.reserved));
         self.free_bytes.set(g(s.free));
         self.pieces.set(g(s.pieces));
+    }
+
+    /// Copies the largest owners and the owner count into the gauges (before every
+    /// scrape); owners that left the top are dropped, so the series stay bounded.
+    pub fn set_owners(&self, top: &[(PublicKey, Usage)], owners: usize) {
+        let g = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.owners.set(g(owners as u64));
+        self.owner_bytes.reset();
+        self.owner_pieces.reset();
+        for (owner, usage) in top.iter().take(TOP_OWNERS) {
+            let label = owner_label(owner);
+            self.owner_bytes
+                .with_label_values(&[&label])
+                .set(g(usage.bytes));
+            self.owner_pieces
+                .with_label_values(&[&label])
+                .set(g(usage.pieces));
+        }
     }
 
     pub fn bytes_total(&self, op: &str) -> u64 {
@@ -166,5 +226,36 @@ mod tests {
         }
         // Registering twice in one registry is refused rather than silently shadowed.
         assert!(NodeMetrics::register(&r).is_err());
+    }
+
+    #[test]
+    fn owner_series_stay_at_the_top_ten() {
+        let r = Registry::new();
+        let m = NodeMetrics::register(&r).unwrap();
+        let owners: Vec<(PublicKey, Usage)> = (0..25u8)
+            .map(|i| {
+                let key = *shoal_proto::Identity::from_seed([i; 32]).public_key();
+                (
+                    key,
+                    Usage {
+                        bytes: 1000 - u64::from(i),
+                        pieces: 1,
+                    },
+                )
+            })
+            .collect();
+        m.set_owners(&owners, 25);
+        let series = |name: &str| {
+            r.gather()
+                .into_iter()
+                .find(|f| f.name() == name)
+                .map_or(0, |f| f.get_metric().len())
+        };
+        assert_eq!(series("shoal_node_owner_used_bytes"), TOP_OWNERS);
+        assert_eq!(m.owners.get(), 25);
+        // A new top replaces the old series instead of adding to them.
+        m.set_owners(&owners[20..], 25);
+        assert_eq!(series("shoal_node_owner_used_bytes"), 5);
+        assert_eq!(series("shoal_node_owner_pieces"), 5);
     }
 }

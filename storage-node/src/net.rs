@@ -3,9 +3,12 @@
 //! connection is wrapped so that, once the drain period is over, its reads and writes
 //! fail and hyper closes it.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -18,6 +21,8 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 pub struct Killable {
     inner: TcpStream,
     kill: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The connection's place in [`ConnectionLimits`], given back when it closes.
+    _slot: Option<ConnectionSlot>,
 }
 
 impl Killable {
@@ -25,11 +30,91 @@ impl Killable {
         Self {
             inner,
             kill: Box::pin(kill.clone().cancelled_owned()),
+            _slot: None,
+        }
+    }
+
+    /// A connection holding `slot` until it closes.
+    pub fn with_slot(inner: TcpStream, kill: &CancellationToken, slot: ConnectionSlot) -> Self {
+        Self {
+            _slot: Some(slot),
+            ..Self::new(inner, kill)
         }
     }
 
     fn killed(&mut self, cx: &mut Context<'_>) -> bool {
         self.kill.as_mut().poll(cx).is_ready()
+    }
+}
+
+/// Most gRPC connections a node keeps open at once, from everyone.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Most gRPC connections from one peer (an IPv4 address or an IPv6 /64). An uplink or a
+/// node needs one (HTTP/2 multiplexes every stream over it); a few more cover restarts.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 32;
+
+/// Connection caps, global and per peer group: a connection past either is closed as
+/// soon as it is accepted, before its TLS handshake costs anything.
+#[derive(Debug)]
+pub struct ConnectionLimits {
+    max_total: usize,
+    max_per_peer: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One admitted connection; released when dropped.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    limits: Arc<ConnectionLimits>,
+    group: IpAddr,
+}
+
+impl ConnectionLimits {
+    pub fn new(max_total: usize, max_per_peer: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max_total,
+            max_per_peer,
+            open: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    /// A slot for a connection from `peer`, or `None` past a cap.
+    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<ConnectionSlot> {
+        let group = shoal_proto::address::peer_group(peer);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, per_peer) = &mut *open;
+        let mine = per_peer.entry(group).or_insert(0);
+        if *total >= self.max_total || *mine >= self.max_per_peer {
+            if *mine == 0 {
+                per_peer.remove(&group);
+            }
+            return None;
+        }
+        *mine += 1;
+        *total += 1;
+        Some(ConnectionSlot {
+            limits: Arc::clone(self),
+            group,
+        })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut open = self.limits.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, per_peer) = &mut *open;
+        *total = total.saturating_sub(1);
+        if let Some(n) = per_peer.get_mut(&self.group) {
+            *n -= 1;
+            if *n == 0 {
+                per_peer.remove(&self.group);
+            }
+        }
     }
 }
 
@@ -94,5 +179,30 @@ impl Connected for Killable {
 
     fn connect_info(&self) -> TcpConnectInfo {
         self.inner.connect_info()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_capped_globally_and_per_peer_and_given_back() {
+        let limits = ConnectionLimits::new(3, 2);
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let a1 = limits.admit(ip("203.0.114.1")).unwrap();
+        let _a2 = limits.admit(ip("203.0.114.1")).unwrap();
+        assert!(limits.admit(ip("203.0.114.1")).is_none(), "per peer");
+        // An IPv6 /64 is one peer.
+        let _b1 = limits.admit(ip("2001:db8::1")).unwrap();
+        assert!(limits.admit(ip("2001:db8::2")).is_none(), "global");
+        assert_eq!(limits.open(), 3);
+        drop(a1);
+        assert_eq!(limits.open(), 2);
+        let _b2 = limits.admit(ip("2001:db8::2")).unwrap();
+        assert!(
+            limits.admit(ip("2001:db8::3")).is_none(),
+            "the /64 is at its cap"
+        );
     }
 }

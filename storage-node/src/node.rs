@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::Registry;
+use satellite_free_discovery::core::rate::RateConfig;
 use satellite_free_discovery::{Dht, DhtConfig, DhtHandle, Mode, RecordFields};
 use shoal_proto::messages::NodeRecord;
 use shoal_proto::time::unix_ms;
@@ -23,12 +24,12 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::NodeMetrics;
-use crate::net::Killable;
+use crate::net::{ConnectionLimits, Killable, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER};
 use crate::service::{PieceStoreService, ServiceLimits};
 use crate::store::{PieceStore, Recovery, StoreOptions};
 
@@ -89,7 +90,8 @@ pub fn grpc_router(piece_store: PieceStoreService, dht: &DhtHandle, config: &Con
     let per_connection = u32::try_from(config.max_streams_per_peer).unwrap_or(u32::MAX);
     Server::builder()
         .max_concurrent_streams(per_connection)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_interval(Some(shoal_proto::limits::H2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(shoal_proto::limits::H2_KEEPALIVE_TIMEOUT))
         .max_frame_size(shoal_proto::limits::H2_MAX_FRAME)
         .initial_stream_window_size(shoal_proto::limits::H2_STREAM_WINDOW)
         .initial_connection_window_size(shoal_proto::limits::H2_CONNECTION_WINDOW)
@@ -224,6 +226,7 @@ pub async fn start(
     let allocated = config.allocate.0;
     let options = StoreOptions {
         direct_io: config.direct_io,
+        max_bytes_per_owner: config.max_bytes_per_owner.map(|b| b.0),
     };
     let (store, recovery) =
         tokio::task::spawn_blocking(move || PieceStore::open_with(&dir, allocated, options))
@@ -292,6 +295,16 @@ pub async fn start(
         difficulty: config.difficulty,
         bootstrap: bootstrap.clone(),
         local_network: config.local_network,
+        // On one machine or LAN every peer dials from one address (127.0.0.1, a NAT), so a
+        // per-address budget would throttle the whole network as one peer.
+        rate: if config.local_network {
+            RateConfig {
+                per_second: 0.0,
+                ..RateConfig::default()
+            }
+        } else {
+            RateConfig::default()
+        },
         ..DhtConfig::default()
     };
     let (record_tx, mode) = if state.advertised.is_empty() {
@@ -320,6 +333,8 @@ pub async fn start(
             stall_timeout: config.stall_timeout(),
             max_streams_per_peer: config.max_streams_per_peer,
             max_lease_ms: config.max_lease_ms,
+            min_upload_rate: crate::protocol::MIN_UPLOAD_RATE,
+            upload_grace: crate::protocol::UPLOAD_GRACE,
         },
         rpc_stop.clone(),
     );
@@ -327,10 +342,22 @@ pub async fn start(
     let rpc_kill = CancellationToken::new();
     let kill = rpc_kill.clone();
     // Every connection is TLS 1.3 over the node's identity key; plaintext is refused.
+    let limits = ConnectionLimits::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER);
     let incoming = tls::accept(
         TcpIncoming::from(grpc_listener)
             .with_nodelay(Some(true))
-            .map(move |conn| conn.map(|c| Killable::new(c, &kill))),
+            .filter_map(move |conn| match conn {
+                Ok(c) => {
+                    let peer = c.peer_addr().ok()?.ip();
+                    // Past a cap the connection is dropped (closed) right here.
+                    let Some(slot) = limits.admit(peer) else {
+                        debug!(%peer, "connection refused: connection cap reached");
+                        return None;
+                    };
+                    Some(Ok(Killable::with_slot(c, &kill, slot)))
+                }
+                Err(e) => Some(Err(e)),
+            }),
         tls_config,
     );
     let grpc_stop = rpc_stop.clone();

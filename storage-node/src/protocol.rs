@@ -10,6 +10,38 @@ use shoal_proto::{NodeId, PublicKey};
 use crate::error::Error;
 use crate::meta::PieceMeta;
 
+/// Minimum average upload rate, in bytes per second, once [`UPLOAD_GRACE`] has passed:
+/// an upload slower than this holds its reservation, a stream slot and a temp file for
+/// nothing, so it is cut. 4 KiB/s is far below any working link (a 64 MiB segment spread
+/// over 80 pieces on a 1 Mbit/s uplink still gives each piece ~1.5 KiB/s only while all
+/// 80 run at once, which the grace covers for pieces up to ~45 KiB; bigger uplinks run
+/// fewer pieces at a time per node).
+pub const MIN_UPLOAD_RATE: u64 = 4 * 1024;
+/// How long an upload may run before its average rate is checked.
+pub const UPLOAD_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Checks an upload's average rate: `received` bytes after `elapsed`. Nothing is checked
+/// within `grace`; after it the average must be at least `min_rate` bytes per second.
+pub fn check_upload_rate(
+    received: u64,
+    elapsed: std::time::Duration,
+    grace: std::time::Duration,
+    min_rate: u64,
+) -> Result<(), Error> {
+    if elapsed <= grace || min_rate == 0 {
+        return Ok(());
+    }
+    let needed = (elapsed.as_secs_f64() * min_rate as f64) as u64;
+    if received < needed {
+        return Err(Error::TooSlow {
+            received,
+            elapsed_ms: elapsed.as_millis() as u64,
+            min_rate,
+        });
+    }
+    Ok(())
+}
+
 /// Checks that an order names this node and was made within the freshness window.
 pub fn check_order(
     this: &NodeId,
@@ -123,6 +155,25 @@ pub fn plan_download(info: &PieceInfo, offset: u64, length: u64) -> Result<Downl
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_trickling_upload_is_cut_after_the_grace_and_a_working_one_is_not() {
+        use std::time::Duration;
+        let grace = Duration::from_secs(30);
+        let s = Duration::from_secs;
+        // Anything goes within the grace, even nothing at all.
+        assert!(check_upload_rate(0, s(30), grace, 4096).is_ok());
+        // One byte every 29 s (the attack): cut at the first message after the grace.
+        assert!(matches!(
+            check_upload_rate(2, s(58), grace, 4096),
+            Err(Error::TooSlow { received: 2, .. })
+        ));
+        // A slow but working link passes.
+        assert!(check_upload_rate(60 * 5000, s(60), grace, 4096).is_ok());
+        assert!(check_upload_rate(60 * 4000, s(60), grace, 4096).is_err());
+        // 0 turns the check off.
+        assert!(check_upload_rate(0, s(3600), grace, 0).is_ok());
+    }
     use super::*;
 
     fn info(size: u64, block_size: u32) -> PieceInfo {

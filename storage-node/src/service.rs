@@ -34,10 +34,14 @@ use crate::store::{PieceStore, read_at};
 pub struct ServiceLimits {
     /// Longest wait for the next message of an upload before it is aborted.
     pub stall_timeout: Duration,
-    /// Most piece-store requests one IP address may have open at once.
+    /// Most piece-store requests one IP address (IPv6: one /64) may have open at once.
     pub max_streams_per_peer: usize,
     /// Latest lease expiry an order may ask for, from now (config `max_lease`).
     pub max_lease_ms: u64,
+    /// Minimum average upload rate (bytes/s) once `upload_grace` has passed
+    /// ([`protocol::check_upload_rate`]); 0 turns it off.
+    pub min_upload_rate: u64,
+    pub upload_grace: Duration,
 }
 
 /// The piece-store service; cheap to clone.
@@ -156,8 +160,13 @@ impl PieceStoreService {
             .max_encoding_message_size(shoal_proto::limits::MAX_GRPC_MESSAGE)
     }
 
+    /// One of the peer's concurrent streams; peers are counted per IPv4 address or IPv6
+    /// /64 (one subscriber's prefix), so a host cannot multiply its limit by its
+    /// addresses.
     fn permit(&self, remote: Option<SocketAddr>) -> Result<PeerPermit, Error> {
-        let ip = remote.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let ip = remote.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| {
+            shoal_proto::address::peer_group(a.ip())
+        });
         let limit = self.inner.limits.max_streams_per_peer;
         let mut peers = self.inner.peers.lock().unwrap_or_else(|p| p.into_inner());
         let n = peers.entry(ip).or_insert(0);
@@ -209,9 +218,6 @@ impl Inner {
     }
 
     /// The next upload message, or why there is none: stall, shutdown or stream error.
-    ///
-    /// LATER: a minimum average upload rate. Today a peer that trickles one byte per
-    /// stall period keeps its reservation (up to `max_streams_per_peer` × max_size).
     async fn next(
         &self,
         stream: &mut Streaming<pb::UploadRequest>,
@@ -260,8 +266,17 @@ impl Inner {
         })
         .await?;
         let bytes = self.metrics.bytes.with_label_values(&["upload"]);
+        let started = Instant::now();
         loop {
-            match self.next(&mut stream).await?.and_then(|m| m.message) {
+            let message = self.next(&mut stream).await?;
+            // A trickle (one byte per stall period) is cut once the grace is over.
+            protocol::check_upload_rate(
+                pending.received(),
+                started.elapsed(),
+                self.limits.upload_grace,
+                self.limits.min_upload_rate,
+            )?;
+            match message.and_then(|m| m.message) {
                 Some(upload_request::Message::Chunk(data)) => {
                     if data.len() > MAX_CHUNK {
                         return Err(Error::ChunkTooLarge {

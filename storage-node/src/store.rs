@@ -46,7 +46,7 @@
 //! [`crate::piece_file`]); the steps above are unchanged: the temp file is cut to its exact
 //! size and fsynced before the metadata commit.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -60,19 +60,26 @@ use shoal_proto::{PieceHash, PieceId, PublicKey};
 use crate::error::Error;
 use crate::group_sync::GroupSync;
 use crate::meta::{Counters, MetaDb, PieceMeta};
+pub use crate::meta::{PIECE_OVERHEAD, Usage, charged};
 use crate::piece_file::{PieceWriter, Refuse};
 
-/// How the store writes piece files.
+/// How the store writes piece files and what one owner may store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
     /// Write piece data with `O_DIRECT` (Linux), falling back to buffered writes on a
     /// file system that refuses it. Default true.
     pub direct_io: bool,
+    /// Most bytes one owner key may store and reserve (charged bytes: sizes plus
+    /// [`PIECE_OVERHEAD`] each). Default none: only the allocation bounds an owner.
+    pub max_bytes_per_owner: Option<u64>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { direct_io: true }
+        Self {
+            direct_io: true,
+            max_bytes_per_owner: None,
+        }
     }
 }
 
@@ -81,9 +88,9 @@ impl Default for StoreOptions {
 pub struct Space {
     /// Bytes the operator allocated.
     pub allocated: u64,
-    /// Bytes of committed pieces.
+    /// Bytes of committed pieces, each charged its size plus [`PIECE_OVERHEAD`].
     pub used: u64,
-    /// Bytes reserved by uploads in flight (their orders' `max_size`).
+    /// Bytes reserved by uploads in flight (their orders' `max_size`, charged alike).
     pub reserved: u64,
     /// Bytes a new upload may still reserve: `allocated - used - reserved`.
     pub free: u64,
@@ -96,8 +103,27 @@ struct State {
     used: u64,
     pieces: u64,
     reserved: u64,
+    /// Reservations per owner (only owners with an upload in flight).
+    owner_reserved: HashMap<PublicKey, u64>,
     /// Pieces with a write, removal or renewal in progress.
     busy: HashSet<PieceId>,
+}
+
+impl State {
+    fn reserve(&mut self, owner: PublicKey, bytes: u64) {
+        self.reserved += bytes;
+        *self.owner_reserved.entry(owner).or_default() += bytes;
+    }
+
+    fn release(&mut self, owner: &PublicKey, bytes: u64) {
+        self.reserved = self.reserved.saturating_sub(bytes);
+        if let Some(r) = self.owner_reserved.get_mut(owner) {
+            *r = r.saturating_sub(bytes);
+            if *r == 0 {
+                self.owner_reserved.remove(owner);
+            }
+        }
+    }
 }
 
 /// What startup found and repaired.
@@ -115,7 +141,7 @@ pub struct Recovery {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Consistency {
     pub counters: Counters,
-    /// Sum and count over the metadata records.
+    /// Sum and count over the metadata records (sizes, not charged bytes).
     pub meta_bytes: u64,
     pub meta_pieces: u64,
     /// Sum and count over the piece files.
@@ -128,7 +154,7 @@ pub struct Consistency {
 
 impl Consistency {
     pub fn is_consistent(&self) -> bool {
-        self.counters.used == self.meta_bytes
+        self.counters.used == self.meta_bytes + self.meta_pieces * PIECE_OVERHEAD
             && self.counters.pieces == self.meta_pieces
             && self.file_bytes == self.meta_bytes
             && self.file_count == self.meta_pieces
@@ -137,6 +163,10 @@ impl Consistency {
     }
 }
 
+/// What [`PieceStore::inspect`] reads: the counters, the largest owners (most first) and
+/// the owner count.
+pub type Inspection = (Counters, Vec<(PublicKey, Usage)>, usize);
+
 /// Pieces on disk.
 #[derive(Debug)]
 pub struct PieceStore {
@@ -144,6 +174,7 @@ pub struct PieceStore {
     tmp_dir: PathBuf,
     meta: MetaDb,
     allocated: u64,
+    max_bytes_per_owner: Option<u64>,
     state: Mutex<State>,
     /// Cleared (for good) the first time the file system refuses `O_DIRECT`.
     direct_io: AtomicBool,
@@ -206,6 +237,7 @@ impl PieceStore {
             tmp_dir,
             meta,
             allocated,
+            max_bytes_per_owner: options.max_bytes_per_owner,
             state: Mutex::new(State::default()),
             direct_io: AtomicBool::new(options.direct_io),
             inject,
@@ -222,10 +254,12 @@ impl PieceStore {
         Ok((Arc::new(store), recovery))
     }
 
-    /// Reads the committed counters of the store under `dir` without repairing anything.
-    /// Fails if a running node holds the database.
-    pub fn inspect(dir: &Path) -> Result<Counters, Error> {
-        MetaDb::open(&dir.join("meta"))?.counters()
+    /// Reads the committed counters of the store under `dir`, its `top` largest owners
+    /// and its owner count, without repairing anything. Fails if a running node holds the
+    /// database.
+    pub fn inspect(dir: &Path, top: usize) -> Result<Inspection, Error> {
+        let meta = MetaDb::open(&dir.join("meta"))?;
+        Ok((meta.counters()?, meta.top_owners(top)?, meta.owner_count()))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -339,8 +373,29 @@ impl PieceStore {
         self.space().used
     }
 
-    /// Reserves `max_size` bytes for a new piece and opens its temp file. Refuses an
-    /// existing piece id and an upload that would exceed the allocation, before any data.
+    /// What `owner` stores (committed, charged bytes and pieces).
+    pub fn owner_usage(&self, owner: &PublicKey) -> Result<Usage, Error> {
+        self.meta.owner_usage(owner)
+    }
+
+    /// The `n` owners storing the most, most first, and how many owners there are.
+    pub fn top_owners(&self, n: usize) -> Result<(Vec<(PublicKey, Usage)>, usize), Error> {
+        Ok((self.meta.top_owners(n)?, self.meta.owner_count()))
+    }
+
+    /// The per-owner limit, if any.
+    pub fn max_bytes_per_owner(&self) -> Option<u64> {
+        self.max_bytes_per_owner
+    }
+
+    /// Reserves `max_size` bytes (charged: plus [`PIECE_OVERHEAD`]) for a new piece and
+    /// opens its temp file. Refuses, before any data: `max_size` 0, an existing piece id,
+    /// an upload that would exceed the allocation, and one that would take its owner past
+    /// the per-owner limit (counting the owner's stored pieces and uploads in flight).
+    ///
+    /// LATER(hardening): reserve incrementally (a first step, then more as data arrives)
+    /// instead of all of `max_size` up front; today a slow upload holds its whole
+    /// reservation until the minimum-rate check cuts it (after 30 s at most, at < 4 KiB/s).
     pub fn begin_upload(
         self: &Arc<Self>,
         piece: PieceId,
@@ -349,6 +404,10 @@ impl PieceStore {
         block_size: u32,
         expires_at_ms: u64,
     ) -> Result<PendingPiece, Error> {
+        if max_size == 0 {
+            return Err(Error::ZeroMaxSize);
+        }
+        let charge = charged(max_size);
         {
             let mut s = self.lock();
             if s.busy.contains(&piece) {
@@ -358,13 +417,26 @@ impl PieceStore {
                 return Err(Error::AlreadyExists(piece));
             }
             let free = self.allocated.saturating_sub(s.used + s.reserved);
-            if max_size > free {
+            if charge > free {
                 return Err(Error::NoSpace {
-                    requested: max_size,
+                    requested: charge,
                     free,
                 });
             }
-            s.reserved += max_size;
+            if let Some(limit) = self.max_bytes_per_owner {
+                // Read under the state lock: commits update the owner's total under it
+                // too, so stored + reserved never counts a piece twice or not at all.
+                let used = self.meta.owner_usage(&owner)?.bytes
+                    + s.owner_reserved.get(&owner).copied().unwrap_or(0);
+                if used.saturating_add(charge) > limit {
+                    return Err(Error::OwnerQuota {
+                        limit,
+                        used,
+                        requested: charge,
+                    });
+                }
+            }
+            s.reserve(owner, charge);
             s.busy.insert(piece);
         }
         let mut pending = PendingPiece {
@@ -373,7 +445,7 @@ impl PieceStore {
             owner,
             expires_at_ms,
             max_size,
-            reserved: max_size,
+            reserved: charge,
             tmp_path: self.tmp_path(&piece),
             writer: None,
             hasher: PieceHasher::new(block_size),
@@ -685,7 +757,7 @@ impl PendingPiece {
             let counters = self.store.meta.insert(&self.piece, &meta)?;
             s.used = counters.used;
             s.pieces = counters.pieces;
-            s.reserved -= self.reserved;
+            s.release(&self.owner, self.reserved);
             self.reserved = 0;
             // From here on the temp file is the committed piece: never delete it.
             self.meta_committed = true;
@@ -704,7 +776,7 @@ impl Drop for PendingPiece {
             let _ = fs::remove_file(&self.tmp_path);
         }
         let mut s = self.store.lock();
-        s.reserved -= self.reserved;
+        s.release(&self.owner, self.reserved);
         s.busy.remove(&self.piece);
     }
 }

@@ -41,7 +41,10 @@ fn commit_read_delete_keep_counters_exact() {
     assert_eq!(meta.info.size, 10_000);
     assert_eq!(read_at(&mut f, 4096, 10).unwrap(), bytes[4096..4106]);
     let space = store.space();
-    assert_eq!((space.used, space.pieces, space.reserved), (10_000, 1, 0));
+    assert_eq!(
+        (space.used, space.pieces, space.reserved),
+        (10_000 + PIECE_OVERHEAD, 1, 0)
+    );
     assert!(store.check().unwrap().is_consistent());
 
     assert!(matches!(
@@ -102,29 +105,114 @@ fn bad_hash_or_size_leaves_nothing() {
 #[test]
 fn reservations_never_exceed_the_allocation() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = PieceStore::open(dir.path(), 10_000).unwrap();
+    let alloc = 10_000 + 2 * PIECE_OVERHEAD;
+    let (store, _) = PieceStore::open(dir.path(), alloc).unwrap();
     let a = store
         .begin_upload(PieceId([1; 32]), owner(), 6000, 4096, 10)
         .unwrap();
     let b = store.begin_upload(PieceId([2; 32]), owner(), 6000, 4096, 10);
-    assert!(matches!(
-        b,
-        Err(Error::NoSpace {
-            requested: 6000,
-            free: 4000
-        })
-    ));
+    assert!(
+        matches!(b, Err(Error::NoSpace { requested, free })
+            if requested == 6000 + PIECE_OVERHEAD && free == 4000 + PIECE_OVERHEAD),
+        "{b:?}"
+    );
     // The same piece id cannot be uploaded twice at once.
     assert!(matches!(
         store.begin_upload(PieceId([1; 32]), owner(), 1, 4096, 10),
         Err(Error::Busy(_))
     ));
-    assert_eq!(store.space().reserved, 6000);
+    assert_eq!(store.space().reserved, 6000 + PIECE_OVERHEAD);
     drop(a);
     assert_eq!(store.space().reserved, 0);
     store
-        .begin_upload(PieceId([2; 32]), owner(), 10_000, 4096, 10)
+        .begin_upload(PieceId([2; 32]), owner(), 10_000 + PIECE_OVERHEAD, 4096, 10)
         .unwrap();
+}
+
+#[test]
+fn tiny_pieces_are_charged_their_overhead_and_max_size_zero_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // Room for three empty-ish pieces, not four.
+    let (store, _) = PieceStore::open(dir.path(), 3 * charged(1)).unwrap();
+    assert!(matches!(
+        store.begin_upload(PieceId([9; 32]), owner(), 0, 4096, u64::MAX),
+        Err(Error::ZeroMaxSize)
+    ));
+    for id in 1..=3 {
+        put(&store, id, &[id], u64::MAX).unwrap();
+    }
+    assert_eq!(store.space().used, 3 * charged(1));
+    assert!(matches!(
+        put(&store, 4, &[4], u64::MAX),
+        Err(Error::NoSpace { .. })
+    ));
+    // A piece declared with room but sent empty still costs its overhead.
+    store.delete(&PieceId([3; 32]), None).unwrap();
+    let p = store
+        .begin_upload(PieceId([5; 32]), owner(), 1, 4096, u64::MAX)
+        .unwrap();
+    p.commit(0, &root(&[]), 1).unwrap();
+    assert_eq!(store.space().used, 2 * charged(1) + charged(0));
+    assert!(store.check().unwrap().is_consistent());
+}
+
+#[test]
+fn one_owner_cannot_store_past_its_limit_and_others_are_unaffected() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 2 * charged(10_000);
+    let (store, _) = PieceStore::open_with(
+        dir.path(),
+        1 << 30,
+        StoreOptions {
+            max_bytes_per_owner: Some(limit),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    put(&store, 1, &data(10_000, 1), u64::MAX).unwrap();
+    // An upload in flight counts too.
+    let in_flight = store
+        .begin_upload(PieceId([2; 32]), owner(), 10_000, 4096, u64::MAX)
+        .unwrap();
+    let refused = store.begin_upload(PieceId([3; 32]), owner(), 1, 4096, u64::MAX);
+    assert!(
+        matches!(refused, Err(Error::OwnerQuota { limit: l, used, .. })
+            if l == limit && used == 2 * charged(10_000)),
+        "{refused:?}"
+    );
+    assert_eq!(
+        tonic::Status::from(Error::OwnerQuota {
+            limit: 1,
+            used: 1,
+            requested: 1
+        })
+        .code(),
+        tonic::Code::ResourceExhausted
+    );
+    // Another owner is not held back by this one.
+    let other = Identity::from_seed([7; 32]);
+    store
+        .begin_upload(
+            PieceId([4; 32]),
+            *other.public_key(),
+            10_000,
+            4096,
+            u64::MAX,
+        )
+        .unwrap();
+    // Aborting the upload in flight frees the owner's room again.
+    drop(in_flight);
+    put(&store, 3, &data(10_000, 3), u64::MAX).unwrap();
+    assert_eq!(
+        store.owner_usage(&owner()).unwrap(),
+        Usage {
+            bytes: limit,
+            pieces: 2
+        }
+    );
+    // Deleting a piece gives the room back.
+    store.delete(&PieceId([1; 32]), None).unwrap();
+    put(&store, 5, &data(100, 5), u64::MAX).unwrap();
 }
 
 #[test]
@@ -139,7 +227,7 @@ fn expired_pieces_are_collected() {
     ));
     assert_eq!(store.collect_expired(49, 100).unwrap(), 0);
     assert_eq!(store.collect_expired(50, 100).unwrap(), 1);
-    assert_eq!(store.space().used, 200);
+    assert_eq!(store.space().used, charged(200));
     store
         .renew(&[PieceId([2; 32])], &owner(), 5000, 60)
         .unwrap();
@@ -197,9 +285,9 @@ fn batch_renewal_is_per_piece_monotonic_and_idempotent() {
     assert_eq!(store.get(&ids[0], 65).unwrap().expires_at_ms, 5000);
     // Expiry follows the renewed lease, with exact accounting.
     assert_eq!(store.collect_expired(4999, 100).unwrap(), 1); // piece 3 (lease 50)
-    assert_eq!(store.space().used, 300);
+    assert_eq!(store.space().used, charged(100) + charged(200));
     assert_eq!(store.collect_expired(5000, 100).unwrap(), 1);
-    assert_eq!(store.space().used, 200);
+    assert_eq!(store.space().used, charged(200));
     assert_eq!(store.space().pieces, 1);
     assert!(store.check().unwrap().is_consistent());
 }
@@ -242,7 +330,7 @@ fn recovery_removes_partial_uploads_and_finishes_commits() {
     );
     let c = store.check().unwrap();
     assert!(c.is_consistent(), "{c:?}");
-    assert_eq!((c.counters.used, c.counters.pieces), (18_000, 2));
+    assert_eq!((c.counters.used, c.counters.pieces), (charged(9000) * 2, 2));
     let (_, mut f) = store.open_piece(&PieceId([3; 32]), 1).unwrap();
     assert_eq!(read_at(&mut f, 0, 9000).unwrap(), bytes);
 }
@@ -252,7 +340,7 @@ fn put_in_chunks(store: &Arc<PieceStore>, id: u8, bytes: &[u8]) -> (bool, PieceM
         .begin_upload(
             PieceId([id; 32]),
             owner(),
-            bytes.len() as u64,
+            (bytes.len() as u64).max(1),
             4096,
             u64::MAX,
         )
@@ -281,8 +369,15 @@ fn read_back(store: &Arc<PieceStore>, id: u8) -> Vec<u8> {
 fn direct_and_buffered_stores_hold_the_same_pieces() {
     for direct_io in [true, false] {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) =
-            PieceStore::open_with(dir.path(), 1 << 30, StoreOptions { direct_io }).unwrap();
+        let (store, _) = PieceStore::open_with(
+            dir.path(),
+            1 << 30,
+            StoreOptions {
+                direct_io,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
         for (id, len) in [
             (1u8, 0usize),
             (2, 1),

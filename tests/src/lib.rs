@@ -228,12 +228,22 @@ where
 
 /// `GET path` over HTTP/1.1: status and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    http_get_as(addr, path, &addr.to_string()).await
+}
+
+/// `GET path` naming `host` in the `Host` header (a browser on a re-pointed name sends
+/// its own).
+pub async fn http_get_as(
+    addr: SocketAddr,
+    path: &str,
+    host: &str,
+) -> anyhow::Result<(u16, String)> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     let conn = tokio::spawn(conn);
     let req = hyper::Request::get(path)
-        .header(hyper::header::HOST, addr.to_string())
+        .header(hyper::header::HOST, host)
         .body(Empty::<Bytes>::new())?;
     let resp = sender.send_request(req).await?;
     let status = resp.status().as_u16();

@@ -8,7 +8,10 @@ use shoal_proto::limits::{MAX_CHUNK, MAX_GRPC_MESSAGE, ORDER_WINDOW_MS};
 use shoal_proto::messages::{MAX_LEASE_METADATA, RenewResult, RenewStatus};
 use shoal_proto::pb::{self, upload_request};
 use shoal_proto::time::unix_ms;
-use shoal_tests::{Cluster, NodeOptions, Owner, http_get, random_piece, test_data, wait_until};
+use shoal_tests::{
+    Cluster, NodeOptions, Owner, http_get, http_get_as, random_piece, test_data, wait_until,
+};
+use storage_node::store::charged;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
@@ -84,7 +87,7 @@ async fn upload_download_audit_renew_delete() {
         let space = n.running().store().space();
         assert_eq!(
             (space.used, space.pieces, space.reserved),
-            (data.len() as u64, 1, 0)
+            (charged(data.len() as u64), 1, 0)
         );
         owner.delete(&mut c, n.node_id(), piece).await.unwrap();
         let err = owner
@@ -298,7 +301,7 @@ async fn overwrite_is_refused() {
             .await
             .unwrap();
         assert_eq!(got, data);
-        assert_eq!(n.running().store().space().used, 10_000);
+        assert_eq!(n.running().store().space().used, charged(10_000));
         cluster.shutdown().await.unwrap();
     })
     .await;
@@ -357,7 +360,7 @@ async fn uploads_over_the_allocation_are_refused_and_counters_unchanged() {
         let store = n.running().store().clone();
         wait_until(Duration::from_secs(10), "the reservation", || {
             let s = store.clone();
-            async move { s.space().reserved == 300_000 }
+            async move { s.space().reserved == charged(300_000) }
         })
         .await
         .unwrap();
@@ -424,7 +427,7 @@ async fn expired_pieces_are_collected() {
         )
         .await
         .unwrap();
-        assert_eq!(store.space().used, 7000);
+        assert_eq!(store.space().used, charged(7000));
         assert_eq!(
             owner
                 .download(&mut c, n.node_id(), short, 0, 0)
@@ -659,7 +662,7 @@ async fn concurrent_streams_per_peer_are_bounded() {
         let store = n.running().store().clone();
         wait_until(Duration::from_secs(10), "two open uploads", || {
             let s = store.clone();
-            async move { s.space().reserved == 2000 }
+            async move { s.space().reserved == 2 * charged(1000) }
         })
         .await
         .unwrap();
@@ -856,7 +859,13 @@ async fn http_serves_metrics_status_and_dashboard() {
             "shoal_node_transferred_bytes_total{op=\"upload\"} 12345",
             "shoal_node_transferred_bytes_total{op=\"download\"} 12345",
             "shoal_node_request_failures_total{op=\"delete\",reason=\"not_owner\"} 1",
-            "shoal_node_used_bytes 12345",
+            &format!("shoal_node_used_bytes {}", charged(12_345)),
+            "shoal_node_owners 1",
+            &format!(
+                "shoal_node_owner_used_bytes{{owner=\"{}\"}} {}",
+                &owner.identity.public_key().to_hex()[..16],
+                charged(12_345)
+            ),
             "shoal_node_pieces 1",
             "shoal_node_allocated_bytes",
             "shoal_node_request_duration_seconds_bucket",
@@ -869,12 +878,32 @@ async fn http_serves_metrics_status_and_dashboard() {
         assert_eq!(status, 200);
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["node_id"], n.node_id().to_hex());
-        assert_eq!(v["used_bytes"], 12_345);
+        assert_eq!(v["used_bytes"], charged(12_345));
         assert_eq!(v["pieces"], 1);
+        assert_eq!(v["owners"], 1);
+        assert_eq!(
+            v["top_owners"][0]["owner"],
+            owner.identity.public_key().to_hex()
+        );
         let (status, html) = http_get(n.http_addr(), "/").await.unwrap();
         assert_eq!(status, 200);
         assert!(html.contains(&n.node_id().to_hex()) && html.contains("<table>"));
         assert_eq!(http_get(n.http_addr(), "/nope").await.unwrap().0, 404);
+        // DNS rebinding: a page on another name re-pointed at the node gets nothing from
+        // the dashboard or the status; Prometheus scraping by name still works.
+        let port = n.http_addr().port();
+        for path in ["/", "/api/status"] {
+            let (status, body) = http_get_as(n.http_addr(), path, &format!("evil.example:{port}"))
+                .await
+                .unwrap();
+            assert_eq!(status, 421, "{path}: {body}");
+            assert!(!body.contains(&n.node_id().to_hex()));
+        }
+        let (by_name, local) = (format!("node1:{port}"), format!("localhost:{port}"));
+        let scraped = http_get_as(n.http_addr(), "/metrics", &by_name).await;
+        assert_eq!(scraped.unwrap().0, 200);
+        let dashboard = http_get_as(n.http_addr(), "/", &local).await;
+        assert_eq!(dashboard.unwrap().0, 200);
 
         // The node record the DHT will publish: verifiable, with the bound address and
         // the store's free space.

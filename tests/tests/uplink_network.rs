@@ -669,7 +669,7 @@ async fn upload_succeeds_with_total_minus_success_nodes_dead_or_stalled() {
 async fn wrong_passphrase_or_grant_reads_nothing_and_says_so() {
     tokio::time::timeout(Duration::from_secs(300), async {
         let cluster = cluster().await;
-        let right = RootSecret::from_passphrase(b"correct horse battery staple").unwrap();
+        let right = RootSecret::from_passphrase(b"correct horse battery staple", "alice").unwrap();
         let up = uplink_on(&cluster, Access::new(right, Vec::new()), config());
         put_pattern(&up, "secret-big", 300_000, 51).await;
         put_pattern(&up, "secret-small", 100, 52).await;
@@ -677,7 +677,7 @@ async fn wrong_passphrase_or_grant_reads_nothing_and_says_so() {
 
         // The same catalog opened with another passphrase: no key unwraps, nothing is
         // written, and the error names the object.
-        let wrong = RootSecret::from_passphrase(b"correct horse battery stapler").unwrap();
+        let wrong = RootSecret::from_passphrase(b"correct horse battery stapler", "alice").unwrap();
         let other = cluster_uplink(
             Access::new(wrong, Vec::new()),
             candidates(&cluster),

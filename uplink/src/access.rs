@@ -10,10 +10,16 @@
 //!
 //! Each derivation uses its own BLAKE3 `derive_key` context, so the keys are independent.
 //!
-//! A root secret comes either from the OS random generator or from a passphrase with
-//! Argon2id ([`PASSPHRASE_PARAMS`]): m = 64 MiB, t = 3, p = 1, 32-byte output, and a
-//! fixed, public salt so that the same passphrase gives the same secret on any machine
-//! (that is the point of a passphrase; the cost parameters are what protect it).
+//! A root secret comes either from the OS random generator (the default, and the
+//! strongest: 256 bits no one can guess) or from a passphrase with Argon2id
+//! ([`PASSPHRASE_PARAMS`]): m = 64 MiB, t = 3, p = 1, 32-byte output. The salt is the
+//! user's own name, chosen at `access create` (`blake3::derive_key("shoal v2 uplink
+//! passphrase salt", name)`): the same name and passphrase give the same secret on any
+//! machine (that is the point of a passphrase), while one Argon2 guess tests a
+//! passphrase against one user only, not against every user at once as a shared salt
+//! would (every order carries the owner's public key, so a shared salt would let one
+//! guess be checked against all of them). Passphrases that a strength estimate
+//! ([`MIN_PASSPHRASE_SCORE`], zxcvbn) finds guessable are refused.
 //!
 //! # Grant format
 //! `shoal1` + base64url (no padding) of
@@ -40,7 +46,14 @@ const SIGNING_CONTEXT: &str = "shoal v1 uplink owner signing key";
 const CONTENT_CONTEXT: &str = "shoal v1 uplink content key root";
 const CATALOG_CONTEXT: &str = "shoal v1 uplink catalog key";
 const CHECKSUM_CONTEXT: &str = "shoal v1 grant checksum";
-const PASSPHRASE_SALT: &[u8] = b"shoal v1 uplink passphrase salt";
+const PASSPHRASE_SALT_CONTEXT: &str = "shoal v2 uplink passphrase salt";
+
+/// Longest user name (the passphrase's salt), in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+/// Lowest zxcvbn score (0–4) a passphrase must reach: 4 means the estimate puts it
+/// beyond about 10^10 guesses, which at Argon2id's cost is centuries of one core per
+/// user. Lower scores are passphrases a dictionary attack finds.
+pub const MIN_PASSPHRASE_SCORE: u8 = 4;
 
 /// Argon2id cost parameters for passphrases: memory in KiB, iterations, lanes.
 /// 64 MiB and 3 passes (RFC 9106's second recommended option, with one lane) take a few
@@ -73,8 +86,66 @@ pub enum GrantError {
 pub enum PassphraseError {
     #[error("the passphrase is empty")]
     Empty,
+    #[error(
+        "a passphrase needs a name (your own, e.g. an e-mail address), the same every time: it keeps one guess from testing every user at once"
+    )]
+    NoName,
+    #[error("the name is longer than {MAX_NAME_LEN} bytes")]
+    NameTooLong,
+    #[error(
+        "the passphrase is too weak: its strength estimate is {score} of 4 (about 10^{guesses_log10:.0} guesses), 4 is needed{hint}; a random access (`uplink access create` without --passphrase-stdin) is the strongest choice"
+    )]
+    Weak {
+        score: u8,
+        guesses_log10: f64,
+        /// The estimator's advice, `: ...` or empty.
+        hint: String,
+    },
     #[error("argon2id failed: {0}")]
     Argon2(String),
+}
+
+/// Checks a new passphrase's strength (zxcvbn, with the name and "shoal" as words an
+/// attacker would try first); refuses one below [`MIN_PASSPHRASE_SCORE`].
+pub fn check_passphrase_strength(passphrase: &str, name: &str) -> Result<(), PassphraseError> {
+    if passphrase.is_empty() {
+        return Err(PassphraseError::Empty);
+    }
+    let estimate = zxcvbn::zxcvbn(passphrase, &[name, "shoal", "uplink"]);
+    let score = u8::from(estimate.score());
+    if score >= MIN_PASSPHRASE_SCORE {
+        return Ok(());
+    }
+    let hint = estimate
+        .feedback()
+        .map(|f| {
+            let mut parts: Vec<String> = Vec::new();
+            if let Some(w) = f.warning() {
+                parts.push(w.to_string());
+            }
+            parts.extend(f.suggestions().iter().map(|s| s.to_string()));
+            parts
+        })
+        .filter(|p| !p.is_empty())
+        .map_or(String::new(), |p| format!(" ({})", p.join(" ")));
+    Err(PassphraseError::Weak {
+        score,
+        guesses_log10: estimate.guesses_log10(),
+        hint,
+    })
+}
+
+/// The salt of `name`: trimmed and lower-cased first, so `Alice@Example.org ` and
+/// `alice@example.org` are one user.
+fn passphrase_salt(name: &str) -> Result<[u8; 32], PassphraseError> {
+    let name = name.trim().to_lowercase();
+    if name.is_empty() {
+        return Err(PassphraseError::NoName);
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(PassphraseError::NameTooLong);
+    }
+    Ok(blake3::derive_key(PASSPHRASE_SALT_CONTEXT, name.as_bytes()))
 }
 
 /// The owner's root secret. Zeroed when dropped; never printed.
@@ -103,11 +174,14 @@ impl RootSecret {
         Self(rand::random())
     }
 
-    /// The secret of a passphrase (Argon2id, [`PASSPHRASE_PARAMS`], fixed salt).
-    pub fn from_passphrase(passphrase: &[u8]) -> Result<Self, PassphraseError> {
+    /// The secret of `name`'s passphrase (Argon2id, [`PASSPHRASE_PARAMS`], salted with the
+    /// name). Does not judge the passphrase's strength: [`check_passphrase_strength`] does,
+    /// where a new one is chosen.
+    pub fn from_passphrase(passphrase: &[u8], name: &str) -> Result<Self, PassphraseError> {
         if passphrase.is_empty() {
             return Err(PassphraseError::Empty);
         }
+        let salt = passphrase_salt(name)?;
         let (m, t, p) = PASSPHRASE_PARAMS;
         let params = argon2::Params::new(m, t, p, Some(32))
             .map_err(|e| PassphraseError::Argon2(e.to_string()))?;
@@ -115,7 +189,7 @@ impl RootSecret {
             argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut out = [0u8; 32];
         argon
-            .hash_password_into(passphrase, PASSPHRASE_SALT, &mut out)
+            .hash_password_into(passphrase, &salt, &mut out)
             .map_err(|e| PassphraseError::Argon2(e.to_string()))?;
         Ok(Self(out))
     }
@@ -342,16 +416,58 @@ mod tests {
     }
 
     #[test]
-    fn passphrase_is_deterministic_and_sensitive() {
-        let a = RootSecret::from_passphrase(b"correct horse").unwrap();
-        let b = RootSecret::from_passphrase(b"correct horse").unwrap();
-        let c = RootSecret::from_passphrase(b"correct horsf").unwrap();
+    fn passphrase_is_deterministic_and_sensitive_to_passphrase_and_name() {
+        let a = RootSecret::from_passphrase(b"correct horse", "alice@example.org").unwrap();
+        let b = RootSecret::from_passphrase(b"correct horse", " Alice@Example.org").unwrap();
+        let c = RootSecret::from_passphrase(b"correct horsf", "alice@example.org").unwrap();
+        // The same passphrase for another user is another secret: one guess tests one user.
+        let d = RootSecret::from_passphrase(b"correct horse", "bob@example.org").unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
+        assert_ne!(a, d);
         assert!(matches!(
-            RootSecret::from_passphrase(b""),
+            RootSecret::from_passphrase(b"", "alice"),
             Err(PassphraseError::Empty)
         ));
+        assert!(matches!(
+            RootSecret::from_passphrase(b"correct horse", "  "),
+            Err(PassphraseError::NoName)
+        ));
+        assert!(matches!(
+            RootSecret::from_passphrase(b"correct horse", &"x".repeat(MAX_NAME_LEN + 1)),
+            Err(PassphraseError::NameTooLong)
+        ));
+    }
+
+    #[test]
+    fn weak_passphrases_are_refused_with_the_estimate() {
+        for weak in [
+            "password",
+            "correct horse",
+            "alice2024",
+            "qwertyuiop",
+            "shoalshoal1",
+        ] {
+            let err = check_passphrase_strength(weak, "alice").unwrap_err();
+            assert!(
+                matches!(err, PassphraseError::Weak { score, .. } if score < 4),
+                "{weak}"
+            );
+            assert!(err.to_string().contains("random access"), "{err}");
+        }
+        // The user's own name does not make a passphrase strong.
+        assert!(check_passphrase_strength("alice@example.org", "alice@example.org").is_err());
+        assert!(matches!(
+            check_passphrase_strength("", "alice"),
+            Err(PassphraseError::Empty)
+        ));
+        for strong in [
+            "correct horse battery staple",
+            "plinth-oxbow-tundra-marzipan-7",
+            "Vq8#mZ2!pL5@wR9k",
+        ] {
+            check_passphrase_strength(strong, "alice").unwrap();
+        }
     }
 
     #[test]

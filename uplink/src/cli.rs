@@ -125,9 +125,14 @@ enum CatalogCommand {
 enum AccessCommand {
     /// Make a new root secret (random, or from a passphrase) and print its grant.
     Create {
-        /// Read a passphrase from the first line of stdin instead of a random secret.
-        #[arg(long)]
+        /// Read a passphrase from the first line of stdin instead of a random secret
+        /// (a random one is the default and the strongest). Needs --name.
+        #[arg(long, requires = "name")]
         passphrase_stdin: bool,
+        /// Your name for the passphrase (e.g. your e-mail address), the same every time:
+        /// it salts the passphrase, so one guess cannot test every user at once.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
         /// Bootstrap peer to put into the grant, pinned by its node id (repeatable).
         #[arg(long = "bootstrap", value_name = "NODEID@HOST:PORT")]
         bootstrap: Vec<String>,
@@ -520,6 +525,7 @@ async fn access(paths: Paths, cmd: AccessCommand) -> Result<()> {
     match cmd {
         AccessCommand::Create {
             passphrase_stdin,
+            name,
             bootstrap,
             force,
         } => {
@@ -535,7 +541,9 @@ async fn access(paths: Paths, cmd: AccessCommand) -> Result<()> {
                     .read_to_string(&mut line)
                     .context("cannot read the passphrase from stdin")?;
                 let passphrase = line.lines().next().unwrap_or("").to_string();
-                RootSecret::from_passphrase(passphrase.as_bytes())?
+                let name = name.unwrap_or_default();
+                uplink::access::check_passphrase_strength(&passphrase, &name)?;
+                RootSecret::from_passphrase(passphrase.as_bytes(), &name)?
             } else {
                 RootSecret::random()
             };

@@ -443,26 +443,14 @@ impl Uplink {
         let now = shoal_proto::time::unix_ms();
         let lease = opts.expires.unwrap_or(self.inner.config.default_lease);
         let expires_ms = now.saturating_add(lease.as_millis() as u64);
+        // A short head means the reader reached its end (a source that fails at its end,
+        // such as a body whose hash does not match, fails this read).
         let (content, size, used) = if head.len() <= INLINE_LIMIT {
-            // The reader must be at its end: a source that fails late fails the upload.
-            let mut rest = [0u8; 1];
-            let more = reader.read(&mut rest).await.map_err(read_err)?;
-            if more == 0 {
-                if let Some(p) = &opts.progress {
-                    p(head.len() as u64);
-                }
-                let sealed = crypto::seal_all(&cipher, 0, &head, true);
-                (Content::Inline { sealed }, head.len() as u64, None)
-            } else {
-                head.push(rest[0]);
-                let (segments, used) = self
-                    .upload_content(
-                        bucket, key, &cipher, requested, expires_ms, opts, head, reader,
-                    )
-                    .await?;
-                let size = segments.iter().map(|s| s.plain_size).sum();
-                (Content::Segments(segments), size, Some(used))
+            if let Some(p) = &opts.progress {
+                p(head.len() as u64);
             }
+            let sealed = crypto::seal_all(&cipher, 0, &head, true);
+            (Content::Inline { sealed }, head.len() as u64, None)
         } else {
             let (segments, used) = self
                 .upload_content(

@@ -46,6 +46,8 @@ impl Default for GrpcPieceStore {
 fn channel(node: NodeAddress, connect_timeout: Duration) -> Result<Channel, PieceError> {
     tls::Connector::channel(node.id, node.address, |e| {
         e.connect_timeout(connect_timeout)
+            .http2_keep_alive_interval(shoal_proto::limits::H2_KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(shoal_proto::limits::H2_KEEPALIVE_TIMEOUT)
             .max_frame_size(shoal_proto::limits::H2_MAX_FRAME)
             .initial_stream_window_size(shoal_proto::limits::H2_STREAM_WINDOW)
             .initial_connection_window_size(shoal_proto::limits::H2_CONNECTION_WINDOW)
@@ -65,21 +67,16 @@ fn status_error(node: NodeAddress, status: tonic::Status) -> PieceError {
             reason: wrong.to_string(),
         };
     }
-    match status.code() {
-        tonic::Code::Unavailable | tonic::Code::Unknown
-            if status.message().contains("transport") =>
-        {
-            PieceError::Unreachable {
-                node: node.id,
-                address: node.address,
-                reason: status.message().to_string(),
-            }
-        }
-        tonic::Code::Unavailable => PieceError::Unreachable {
+    // A failed connection shows in the status's source chain (tonic puts the transport
+    // error there); the node's own refusals have none.
+    if status.code() == tonic::Code::Unavailable || tls::connection_failed(&status) {
+        return PieceError::Unreachable {
             node: node.id,
             address: node.address,
-            reason: status.message().to_string(),
-        },
+            reason: tls::error_chain(&status),
+        };
+    }
+    match status.code() {
         tonic::Code::DeadlineExceeded => PieceError::Timeout {
             node: node.id,
             seconds: 0.0,

@@ -56,7 +56,7 @@ use crate::crypto::{BlockCipher, CIPHER_BLOCK, PLAIN_BLOCK, sealed_len};
 use crate::error::Error;
 use crate::segment::{Layout, SegmentEncoder, shard_size_for};
 use crate::select::{NodeStats, SelectionError, capacity, select_nodes};
-use crate::store::{NodeCandidate, PieceError, PiecePlacement, UploadPart};
+use crate::store::{NodeAddress, NodeCandidate, PieceError, PiecePlacement, UploadPart};
 
 pub(crate) struct ObjectUpload<'a> {
     pub bucket: &'a str,
@@ -1003,11 +1003,9 @@ impl Reaper {
                         ..
                     },
                 )) = joined
+                    && let Some(order) = delete_order(&inner, node.id, piece_id)
                 {
-                    let store = inner.store.clone();
-                    if let Some(order) = delete_order(&inner, node.id, piece_id) {
-                        deletes.spawn(store.delete(node.address(), order));
-                    }
+                    deletes.spawn(delete_piece(&inner, node.address(), order));
                 }
             }
             drop(tasks);
@@ -1058,6 +1056,25 @@ fn delete_order(inner: &Inner, node: NodeId, piece: PieceId) -> Option<Signed<De
     Signed::sign(order, owner).ok()
 }
 
+/// One delete, within `piece_timeout`: a node that never answers costs that long and
+/// counts as failed (its piece goes when its lease ends), never hangs the command.
+fn delete_piece(
+    inner: &Inner,
+    node: NodeAddress,
+    order: Signed<DeleteOrder>,
+) -> impl std::future::Future<Output = Result<(), PieceError>> + Send + 'static {
+    let call = inner.store.delete(node, order);
+    let limit = inner.config.piece_timeout;
+    async move {
+        tokio::time::timeout(limit, call)
+            .await
+            .unwrap_or(Err(PieceError::Timeout {
+                node: node.id,
+                seconds: limit.as_secs_f64(),
+            }))
+    }
+}
+
 /// Asks every node holding a piece of `entry` to delete it. Best effort: pieces that
 /// cannot be deleted now are collected by their nodes when the lease ends.
 /// Deletes the pieces of an entry that was just replaced or removed in the catalog,
@@ -1094,7 +1111,7 @@ pub(crate) async fn delete_placements(
         .iter()
         .filter_map(|p| {
             let order = delete_order(inner, NodeId(p.node_id), PieceId(p.piece_id))?;
-            Some(inner.store.delete(p.node(), order))
+            Some(delete_piece(inner, p.node(), order))
         })
         .collect();
     let results: Vec<_> = futures::stream::iter(calls)

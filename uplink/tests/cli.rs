@@ -102,10 +102,12 @@ async fn access_grants_and_wrong_passphrases() {
             "access",
             "create",
             "--passphrase-stdin",
+            "--name",
+            "alice@example.org",
             "--bootstrap",
             &pinned,
         ],
-        Some(b"right horse\n".to_vec()),
+        Some(b"right horse battery staple\n".to_vec()),
     )
     .await;
     assert!(grant.trim().starts_with("shoal1"));
@@ -140,20 +142,67 @@ async fn access_grants_and_wrong_passphrases() {
         body
     );
 
-    // A wrong passphrase is another access: it reads nothing and says so.
-    ok(
+    // A weak passphrase is refused, saying why and what is stronger.
+    let weak = fails(
         d,
-        &["access", "create", "--force", "--passphrase-stdin"],
-        Some(b"wrong horse\n".to_vec()),
+        &[
+            "access",
+            "create",
+            "--force",
+            "--passphrase-stdin",
+            "--name",
+            "alice@example.org",
+        ],
+        Some(b"horse123\n".to_vec()),
     )
     .await;
-    let err = fails(d, &["cp", "shoal://docs/secret.bin", "-"], None).await;
-    assert!(err.contains("bucket `docs` does not exist"), "{err}");
-    // The right passphrase, even re-typed later, reads it again.
-    ok(
+    assert!(
+        weak.contains("too weak") && weak.contains("random access"),
+        "{weak}"
+    );
+    // So is a passphrase without a name to salt it.
+    let nameless = fails(
         d,
         &["access", "create", "--force", "--passphrase-stdin"],
-        Some(b"right horse\n".to_vec()),
+        None,
+    )
+    .await;
+    assert!(nameless.contains("--name"), "{nameless}");
+    // A wrong passphrase is another access: it reads nothing and says so. So is the
+    // right passphrase under another name.
+    for (passphrase, name) in [
+        (&b"wrong horse battery staple\n"[..], "alice@example.org"),
+        (&b"right horse battery staple\n"[..], "bob@example.org"),
+    ] {
+        ok(
+            d,
+            &[
+                "access",
+                "create",
+                "--force",
+                "--passphrase-stdin",
+                "--name",
+                name,
+            ],
+            Some(passphrase.to_vec()),
+        )
+        .await;
+        let err = fails(d, &["cp", "shoal://docs/secret.bin", "-"], None).await;
+        assert!(err.contains("bucket `docs` does not exist"), "{err}");
+    }
+    // The right passphrase and name, even re-typed later (the name in other case),
+    // read it again.
+    ok(
+        d,
+        &[
+            "access",
+            "create",
+            "--force",
+            "--passphrase-stdin",
+            "--name",
+            "Alice@Example.org",
+        ],
+        Some(b"right horse battery staple\n".to_vec()),
     )
     .await;
     assert_eq!(

@@ -386,6 +386,28 @@ async fn delete_rename_and_buckets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_to_a_silent_node_gives_up_at_the_piece_deadline() {
+    let (store, up) = setup(12, "3/5/7/10");
+    put(&up, "k", &data(2 * BLOCK, 9)).await;
+    let entry = up.stat("bucket", "k").unwrap();
+    let placed: Vec<_> = entry.segments()[0]
+        .pieces
+        .iter()
+        .map(|p| p.node_id)
+        .collect();
+    // One node holding a piece accepts the connection and never answers.
+    store.set_behaviour(&shoal_proto::NodeId(placed[0]), Behaviour::Stalled);
+    let total: usize = entry.segments().iter().map(|s| s.pieces.len()).sum();
+    // Bounded: the delete ends at its deadline (2 s here) instead of hanging `rm`.
+    let report = tokio::time::timeout(Duration::from_secs(60), up.delete("bucket", "k"))
+        .await
+        .expect("a silent node hung the delete")
+        .unwrap();
+    assert_eq!(report.pieces_failed, 1);
+    assert_eq!(report.pieces_deleted, total - 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_size_segments_round_trip() {
     // 64 MiB + 1 with the default segment size: two segments, the second of one byte.
     let store = MemoryPieceStore::with_nodes(12);

@@ -8,6 +8,7 @@ pub mod key;
 pub mod lookup;
 pub mod membership;
 pub mod node;
+pub mod rate;
 pub mod store;
 pub mod table;
 pub mod verified;

@@ -6,6 +6,7 @@ use shoal_proto::NodeId;
 use std::time::Duration;
 
 use crate::core::membership::MembershipConfig;
+use crate::core::rate::RateConfig;
 use crate::core::store::StoreConfig;
 use crate::core::table::TableConfig;
 
@@ -54,6 +55,10 @@ pub struct DhtConfig {
     pub table: TableConfig,
     pub store: StoreConfig,
     pub membership: MembershipConfig,
+    /// Requests the Discovery service answers per peer (IPv4 address or IPv6 /64): a
+    /// token bucket, default 50 per second with bursts of 200; more get
+    /// RESOURCE_EXHAUSTED.
+    pub rate: RateConfig,
 }
 
 impl Default for DhtConfig {
@@ -79,6 +84,7 @@ impl Default for DhtConfig {
             table: TableConfig::default(),
             store: StoreConfig::default(),
             membership: MembershipConfig::default(),
+            rate: RateConfig::default(),
         }
     }
 }

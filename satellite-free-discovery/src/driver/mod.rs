@@ -42,6 +42,7 @@ use crate::core::key::Subnet;
 use crate::core::lookup::PeerData;
 pub use crate::core::node::PutReport;
 use crate::core::node::{Contact, Node, NodeConfig, OpId, Outcome, PutError};
+use crate::core::rate::RateLimiter;
 use crate::core::verified::VerifiedCache;
 use crate::error::{DhtError, ServeError};
 use crate::metrics::Metrics;
@@ -154,6 +155,7 @@ impl Dht {
             cmds,
             channels: Mutex::new(HashMap::new()),
             verified: Mutex::new(VerifiedCache::new(VERIFIED_RECORDS)),
+            rate: Mutex::new(RateLimiter::new(config.rate)),
             local: Mutex::new(None),
             started_at_ms: shoal_proto::time::unix_ms(),
             epoch: Instant::now(),
@@ -433,6 +435,8 @@ pub(crate) struct Inner {
     client: bool,
     channels: Mutex<HashMap<(NodeId, SocketAddr), DiscoveryClient<Channel>>>,
     verified: Mutex<VerifiedCache<Peer>>,
+    /// Per-peer request budget of the Discovery service.
+    pub(crate) rate: Mutex<RateLimiter>,
     local: Mutex<Option<Peer>>,
     started_at_ms: u64,
     epoch: Instant,

@@ -15,10 +15,6 @@ use crate::error::DhtError;
 
 /// Most cached client channels; the cache is emptied when it grows past this.
 const MAX_CHANNELS: usize = 512;
-/// HTTP/2 pings on idle DHT connections, and how long one may go unanswered before
-/// the connection counts as dead.
-const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
-const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Metadata entry that carries a write token: in GetRecord answers, and back in
 /// PutRecord requests. Metadata rather than a message field keeps the Discovery
@@ -54,8 +50,8 @@ impl Inner {
         let channel = tls::Connector::channel(id, addr, |e| {
             e.connect_timeout(connect)
                 .timeout(hard)
-                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                .http2_keep_alive_interval(shoal_proto::limits::H2_KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(shoal_proto::limits::H2_KEEPALIVE_TIMEOUT)
         })
         .map_err(|e| DhtError::BadResponse {
             addr,

@@ -37,6 +37,20 @@ impl DiscoveryService {
         Self { inner }
     }
 
+    /// Takes one request from the peer's budget (per IPv4 address or IPv6 /64), before
+    /// anything else is looked at.
+    fn admit<T>(&self, req: &Request<T>) -> Result<(), ServeError> {
+        let Some(ip) = req.remote_addr().map(|a| a.ip()) else {
+            return Ok(());
+        };
+        let now = self.inner.now();
+        if super::lock(&self.inner.rate).admit(ip, now) {
+            Ok(())
+        } else {
+            Err(ServeError::RateLimited)
+        }
+    }
+
     /// Checks the sender record (when present: uplinks send none and never enter the
     /// table).
     fn sender(&self, sender: Option<pb::NodeRecord>) -> Result<Option<Contact<Peer>>, ServeError> {
@@ -89,6 +103,7 @@ impl Discovery for DiscoveryService {
         &self,
         req: Request<pb::PingRequest>,
     ) -> Result<Response<pb::PingResponse>, Status> {
+        self.admit(&req)?;
         let who = requester(&req);
         let req = req.into_inner();
         let sender = self.sender(req.sender)?;
@@ -103,6 +118,7 @@ impl Discovery for DiscoveryService {
         &self,
         req: Request<pb::FindNodeRequest>,
     ) -> Result<Response<pb::FindNodeResponse>, Status> {
+        self.admit(&req)?;
         let who = requester(&req);
         let req = req.into_inner();
         let target = key32("target", &req.target)?;
@@ -122,6 +138,7 @@ impl Discovery for DiscoveryService {
         &self,
         req: Request<pb::GetRecordRequest>,
     ) -> Result<Response<pb::GetRecordResponse>, Status> {
+        self.admit(&req)?;
         let who = requester(&req);
         let req = req.into_inner();
         let key = RecordKey(key32("key", &req.key)?);
@@ -155,6 +172,7 @@ impl Discovery for DiscoveryService {
         &self,
         req: Request<pb::PutRecordRequest>,
     ) -> Result<Response<pb::PutRecordResponse>, Status> {
+        self.admit(&req)?;
         let who = requester(&req);
         let token = token_from(req.metadata());
         let req = req.into_inner();

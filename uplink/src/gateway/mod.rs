@@ -387,6 +387,50 @@ impl Gateway {
     }
 }
 
+/// An S3 error as s3s renders it.
+fn s3s_response(e: s3s::S3Error) -> s3s::HttpResponse {
+    match e.to_http_response() {
+        Ok(r) => r,
+        Err(_) => {
+            let mut r = Response::new(s3s::Body::empty());
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        }
+    }
+}
+
+/// Adds the request id (header always, `<RequestId>` in error documents).
+async fn finish(resp: s3s::HttpResponse, request_id: &str) -> Response<GatewayBody> {
+    let (mut parts, body) = resp.into_parts();
+    if let Ok(v) = hyper::header::HeaderValue::from_str(request_id) {
+        parts.headers.insert("x-amz-request-id", v);
+    }
+    let small = hyper::body::Body::size_hint(&body)
+        .exact()
+        .or_else(|| content_length(&parts.headers, "content-length"))
+        .is_some_and(|n| n as usize <= MAX_ERROR_BODY);
+    if parts.status.as_u16() >= 400 && small {
+        let bytes = match body.collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(_) => Bytes::new(),
+        };
+        let bytes = match with_request_id(&bytes, request_id) {
+            Some(b) => Bytes::from(b),
+            None => bytes,
+        };
+        parts.headers.insert(
+            hyper::header::CONTENT_LENGTH,
+            hyper::header::HeaderValue::from(bytes.len()),
+        );
+        return Response::from_parts(parts, Full::new(bytes).map_err(|e| match e {}).boxed());
+    }
+    Response::from_parts(
+        parts,
+        body.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e })
+            .boxed(),
+    )
+}
+
 /// One request: the metrics page, or S3.
 async fn handle(
     service: S3Service,
@@ -406,16 +450,23 @@ async fn handle(
         return Ok(resp);
     }
     let started = Instant::now();
+    let request_id = format!("{:016X}", rand::random::<u64>());
+    if presigned_expiry_too_long(req.uri().query()) {
+        let e = s3_error!(
+            AccessDenied,
+            "X-Amz-Expires must be less than a week (in seconds) that is 604800"
+        );
+        let resp = finish(s3s_response(e), &request_id).await;
+        metrics.record("unauthenticated", resp.status(), started.elapsed(), 0, 0);
+        return Ok(resp);
+    }
     let slot = OpSlot::default();
     req.extensions_mut().insert(slot.clone());
     let declared_in = content_length(req.headers(), "x-amz-decoded-content-length")
         .or_else(|| content_length(req.headers(), "content-length"))
         .unwrap_or(0);
     let resp = match service.call(req.map(s3s::Body::from)).await {
-        Ok(r) => r.map(|b| {
-            b.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e })
-                .boxed()
-        }),
+        Ok(r) => finish(r, &request_id).await,
         Err(e) => {
             tracing::error!(error = ?e, "S3 service failed");
             let mut r = Response::new(Full::new(Bytes::new()).map_err(|e| match e {}).boxed());
@@ -433,6 +484,36 @@ async fn handle(
     metrics.record(&op, resp.status(), started.elapsed(), declared_in, out);
     Ok(resp)
 }
+
+/// Longest a SigV4 presigned URL may live (`X-Amz-Expires`), as on S3: one week.
+pub const MAX_PRESIGNED_EXPIRY_S: u64 = 604_800;
+
+/// Whether a query string carries an `X-Amz-Expires` beyond a week (or unreadable).
+fn presigned_expiry_too_long(query: Option<&str>) -> bool {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|kv| kv.split_once('='))
+        .any(|(k, v)| {
+            k.eq_ignore_ascii_case("X-Amz-Expires")
+                && v.parse::<u64>()
+                    .map_or(true, |n| n > MAX_PRESIGNED_EXPIRY_S)
+        })
+}
+
+/// An S3 error document with `<RequestId>` added (the same id as the
+/// `x-amz-request-id` header), or `None` when it is not one or already has it.
+fn with_request_id(body: &[u8], id: &str) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(body).ok()?;
+    if !text.contains("<Error>") || text.contains("<RequestId>") {
+        return None;
+    }
+    let at = text.rfind("</Error>")?;
+    Some(format!("{}<RequestId>{id}</RequestId>{}", &text[..at], &text[at..]).into_bytes())
+}
+
+/// Error documents are small; larger bodies are passed on untouched.
+const MAX_ERROR_BODY: usize = 64 * 1024;
 
 fn content_length(h: &hyper::HeaderMap, name: &str) -> Option<u64> {
     h.get(name)?.to_str().ok()?.parse().ok()
@@ -601,6 +682,31 @@ mod tests {
         assert_eq!(out, whole);
         s3.uplink.delete("bkt", "k2").await.unwrap();
         assert!(store.piece_count() < pieces);
+    }
+
+    #[test]
+    fn presigned_urls_live_at_most_a_week() {
+        assert!(!presigned_expiry_too_long(None));
+        assert!(!presigned_expiry_too_long(Some("X-Amz-Expires=604800&a=b")));
+        assert!(presigned_expiry_too_long(Some("a=b&X-Amz-Expires=604801")));
+        assert!(presigned_expiry_too_long(Some("x-amz-expires=-1")));
+        assert!(!presigned_expiry_too_long(Some("list-type=2")));
+    }
+
+    #[test]
+    fn error_documents_get_the_request_id() {
+        let doc = b"<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code></Error>";
+        let out = with_request_id(doc, "ABC").unwrap();
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .ends_with("<RequestId>ABC</RequestId></Error>")
+        );
+        assert_eq!(with_request_id(b"<ListBucketResult/>", "A"), None);
+        assert_eq!(
+            with_request_id(b"<Error><RequestId>x</RequestId></Error>", "A"),
+            None
+        );
     }
 
     #[test]

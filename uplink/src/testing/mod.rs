@@ -374,13 +374,12 @@ impl PieceStore for MemoryPieceStore {
     ) -> BoxFuture<'static, Result<(), PieceError>> {
         let this = self.clone();
         Box::pin(async move {
+            // A dead node refuses, a stalled one never answers.
+            this.answer(node).await?;
             let mut nodes = lock(&this.nodes);
             let n = nodes
                 .get_mut(&node.id)
                 .ok_or_else(|| refused(node.id, "unknown node"))?;
-            if n.behaviour == Behaviour::Dead {
-                return Err(unreachable(node));
-            }
             match n.pieces.get(&order.piece_id) {
                 Some(p) if p.owner != order.owner_key => {
                     Err(refused(node.id, "not the piece's owner"))
