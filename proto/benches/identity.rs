@@ -35,6 +35,7 @@ fn sign_verify(c: &mut Criterion) {
         node_id: NodeId([2; 32]),
         owner_key: *id.public_key(),
         timestamp_ms: 1,
+        nonce: shoal_proto::Nonce([4; 16]),
     };
     c.bench_function("sign_delete_order", |b| {
         b.iter(|| Signed::sign(body.clone(), &id).unwrap())

@@ -168,6 +168,34 @@ impl SegmentRoot {
     }
 }
 
+/// 16 random bytes that make an order unique: a node accepts each (owner, nonce) once
+/// within the order window (see `storage-node`'s replay guard).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Nonce(pub [u8; 16]);
+
+impl Nonce {
+    pub const LEN: usize = 16;
+
+    /// A fresh random nonce for a new order.
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+
+    pub fn from_wire(field: &'static str, bytes: &[u8]) -> Result<Self, WireError> {
+        fixed::<16>(field, bytes).map(Self)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Nonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Nonce({})", to_hex(&self.0))
+    }
+}
+
 /// An ed25519 public key that is a valid curve point.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PublicKey(ed25519_dalek::VerifyingKey);

@@ -33,5 +33,5 @@ pub mod pb {
 
 pub use error::{IdentityError, WireError};
 pub use identity::{DEFAULT_DIFFICULTY, Identity};
-pub use ids::{NodeId, PieceHash, PieceId, PublicKey, RecordKey, SegmentRoot, Signature};
+pub use ids::{NodeId, Nonce, PieceHash, PieceId, PublicKey, RecordKey, SegmentRoot, Signature};
 pub use signing::{Domain, Signable, Signed};

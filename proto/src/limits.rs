@@ -30,6 +30,10 @@ const _: () = assert!(
         >= MAX_BLOCK_SIZE as usize + (MAX_PIECE_SIZE / MAX_BLOCK_SIZE as u64) as usize * 34 + 1024
 );
 
+/// Most pieces one renew order may name (32 KiB of piece ids): one order per node
+/// covers this many pieces; an uplink splits larger batches.
+pub const MAX_RENEW_PIECES: usize = 1024;
+
 /// How far an order's timestamp may be from the receiver's clock, either way.
 pub const ORDER_WINDOW_MS: u64 = 10 * 60 * 1000;
 

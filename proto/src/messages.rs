@@ -8,13 +8,18 @@
 use std::net::SocketAddr;
 
 use crate::error::WireError;
-use crate::ids::{NodeId, PieceHash, PieceId, PublicKey, RecordKey, Signature};
+use crate::ids::{NodeId, Nonce, PieceHash, PieceId, PublicKey, RecordKey, Signature};
 use crate::limits::{
-    MAX_ADDRESSES, MAX_PIECE_SIZE, MAX_RECORD_VALUE, MAX_SALT_LEN, MAX_VERSION_LEN,
+    MAX_ADDRESSES, MAX_PIECE_SIZE, MAX_RECORD_VALUE, MAX_RENEW_PIECES, MAX_SALT_LEN,
+    MAX_VERSION_LEN,
 };
 use crate::pb;
 use crate::piece_hash::check_block_size;
 use crate::signing::{Canonical, Domain, Signable, Signed};
+
+/// gRPC response metadata of a node's FAILED_PRECONDITION refusal of a lease beyond its
+/// `max_lease`: that limit, in milliseconds, so the uplink can renew up to it.
+pub const MAX_LEASE_METADATA: &str = "x-shoal-max-lease-ms";
 
 /// Unwraps an optional sub-message, naming it when missing.
 pub fn required<T>(field: &'static str, value: Option<T>) -> Result<T, WireError> {
@@ -52,6 +57,8 @@ pub struct UploadOrder {
     pub block_size: u32,
     pub expires_at_ms: u64,
     pub timestamp_ms: u64,
+    /// Makes the order unique: a node accepts it once.
+    pub nonce: Nonce,
 }
 
 impl Signable for UploadOrder {
@@ -68,7 +75,8 @@ impl Signable for UploadOrder {
             .u64(self.max_size)
             .u32(self.block_size)
             .u64(self.expires_at_ms)
-            .u64(self.timestamp_ms);
+            .u64(self.timestamp_ms)
+            .fixed(self.nonce.as_bytes());
     }
 }
 
@@ -93,6 +101,7 @@ impl TryFrom<pb::UploadOrder> for Signed<UploadOrder> {
             block_size: m.block_size,
             expires_at_ms,
             timestamp_ms,
+            nonce: Nonce::from_wire("nonce", &m.nonce)?,
         };
         Signed::verify(body, signature(&m.signature)?)
     }
@@ -108,6 +117,7 @@ impl From<&Signed<UploadOrder>> for pb::UploadOrder {
             block_size: s.block_size,
             expires_at_ms: s.expires_at_ms,
             timestamp_ms: s.timestamp_ms,
+            nonce: s.nonce.0.to_vec(),
             signature: s.signature().0.to_vec(),
         }
     }
@@ -241,6 +251,8 @@ pub struct DownloadOrder {
     pub offset: u64,
     pub length: u64,
     pub timestamp_ms: u64,
+    /// Makes the order unique: a node accepts it once.
+    pub nonce: Nonce,
 }
 
 impl Signable for DownloadOrder {
@@ -256,7 +268,8 @@ impl Signable for DownloadOrder {
             .fixed(self.owner_key.as_bytes())
             .u64(self.offset)
             .u64(self.length)
-            .u64(self.timestamp_ms);
+            .u64(self.timestamp_ms)
+            .fixed(self.nonce.as_bytes());
     }
 }
 
@@ -271,6 +284,7 @@ impl TryFrom<pb::DownloadOrder> for Signed<DownloadOrder> {
             offset: at_most("offset", m.offset, MAX_PIECE_SIZE)?,
             length: at_most("length", m.length, MAX_PIECE_SIZE)?,
             timestamp_ms: nonzero("timestamp_ms", m.timestamp_ms)?,
+            nonce: Nonce::from_wire("nonce", &m.nonce)?,
         };
         Signed::verify(body, signature(&m.signature)?)
     }
@@ -285,6 +299,7 @@ impl From<&Signed<DownloadOrder>> for pb::DownloadOrder {
             offset: s.offset,
             length: s.length,
             timestamp_ms: s.timestamp_ms,
+            nonce: s.nonce.0.to_vec(),
             signature: s.signature().0.to_vec(),
         }
     }
@@ -297,6 +312,8 @@ pub struct DeleteOrder {
     pub node_id: NodeId,
     pub owner_key: PublicKey,
     pub timestamp_ms: u64,
+    /// Makes the order unique: a node accepts it once.
+    pub nonce: Nonce,
 }
 
 impl Signable for DeleteOrder {
@@ -310,7 +327,8 @@ impl Signable for DeleteOrder {
         c.fixed(self.piece_id.as_bytes())
             .fixed(self.node_id.as_bytes())
             .fixed(self.owner_key.as_bytes())
-            .u64(self.timestamp_ms);
+            .u64(self.timestamp_ms)
+            .fixed(self.nonce.as_bytes());
     }
 }
 
@@ -323,6 +341,7 @@ impl TryFrom<pb::DeleteOrder> for Signed<DeleteOrder> {
             node_id: NodeId::from_wire("node_id", &m.node_id)?,
             owner_key: PublicKey::from_bytes("owner_key", &m.owner_key)?,
             timestamp_ms: nonzero("timestamp_ms", m.timestamp_ms)?,
+            nonce: Nonce::from_wire("nonce", &m.nonce)?,
         };
         Signed::verify(body, signature(&m.signature)?)
     }
@@ -335,6 +354,7 @@ impl From<&Signed<DeleteOrder>> for pb::DeleteOrder {
             node_id: s.node_id.0.to_vec(),
             owner_key: s.owner_key.as_bytes().to_vec(),
             timestamp_ms: s.timestamp_ms,
+            nonce: s.nonce.0.to_vec(),
             signature: s.signature().0.to_vec(),
         }
     }
@@ -348,6 +368,8 @@ pub struct AuditOrder {
     pub owner_key: PublicKey,
     pub block_index: u32,
     pub timestamp_ms: u64,
+    /// Makes the order unique: a node accepts it once.
+    pub nonce: Nonce,
 }
 
 impl Signable for AuditOrder {
@@ -362,7 +384,8 @@ impl Signable for AuditOrder {
             .fixed(self.node_id.as_bytes())
             .fixed(self.owner_key.as_bytes())
             .u32(self.block_index)
-            .u64(self.timestamp_ms);
+            .u64(self.timestamp_ms)
+            .fixed(self.nonce.as_bytes());
     }
 }
 
@@ -381,6 +404,7 @@ impl TryFrom<pb::AuditOrder> for Signed<AuditOrder> {
             )?)
             .unwrap_or(u32::MAX),
             timestamp_ms: nonzero("timestamp_ms", m.timestamp_ms)?,
+            nonce: Nonce::from_wire("nonce", &m.nonce)?,
         };
         Signed::verify(body, signature(&m.signature)?)
     }
@@ -394,19 +418,23 @@ impl From<&Signed<AuditOrder>> for pb::AuditOrder {
             owner_key: s.owner_key.as_bytes().to_vec(),
             block_index: s.block_index,
             timestamp_ms: s.timestamp_ms,
+            nonce: s.nonce.0.to_vec(),
             signature: s.signature().0.to_vec(),
         }
     }
 }
 
-/// Extends a piece's lease to `expires_at_ms`.
+/// Extends the leases of up to [`MAX_RENEW_PIECES`] pieces on one node to (at least)
+/// `expires_at_ms`. Renewing is monotonic: no lease is ever shortened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenewOrder {
-    pub piece_id: PieceId,
+    /// Distinct, non-empty, at most [`MAX_RENEW_PIECES`].
+    pub piece_ids: Vec<PieceId>,
     pub node_id: NodeId,
     pub owner_key: PublicKey,
     pub expires_at_ms: u64,
     pub timestamp_ms: u64,
+    pub nonce: Nonce,
 }
 
 impl Signable for RenewOrder {
@@ -417,11 +445,12 @@ impl Signable for RenewOrder {
     }
 
     fn encode(&self, c: &mut Canonical) {
-        c.fixed(self.piece_id.as_bytes())
+        c.list(self.piece_ids.iter().map(|p| p.as_bytes()))
             .fixed(self.node_id.as_bytes())
             .fixed(self.owner_key.as_bytes())
             .u64(self.expires_at_ms)
-            .u64(self.timestamp_ms);
+            .u64(self.timestamp_ms)
+            .fixed(self.nonce.as_bytes());
     }
 }
 
@@ -429,12 +458,35 @@ impl TryFrom<pb::RenewOrder> for Signed<RenewOrder> {
     type Error = WireError;
 
     fn try_from(m: pb::RenewOrder) -> Result<Self, WireError> {
+        if m.piece_ids.is_empty() {
+            return Err(WireError::Missing { field: "piece_ids" });
+        }
+        if m.piece_ids.len() > MAX_RENEW_PIECES {
+            return Err(WireError::TooMany {
+                field: "piece_ids",
+                limit: MAX_RENEW_PIECES,
+                actual: m.piece_ids.len(),
+            });
+        }
+        let piece_ids = m
+            .piece_ids
+            .iter()
+            .map(|p| PieceId::from_wire("piece_ids", p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let distinct: std::collections::HashSet<&PieceId> = piece_ids.iter().collect();
+        if distinct.len() != piece_ids.len() {
+            return Err(WireError::Malformed {
+                field: "piece_ids",
+                reason: "a piece id is listed twice".into(),
+            });
+        }
         let body = RenewOrder {
-            piece_id: PieceId::from_wire("piece_id", &m.piece_id)?,
+            piece_ids,
             node_id: NodeId::from_wire("node_id", &m.node_id)?,
             owner_key: PublicKey::from_bytes("owner_key", &m.owner_key)?,
             expires_at_ms: nonzero("expires_at_ms", m.expires_at_ms)?,
             timestamp_ms: nonzero("timestamp_ms", m.timestamp_ms)?,
+            nonce: Nonce::from_wire("nonce", &m.nonce)?,
         };
         Signed::verify(body, signature(&m.signature)?)
     }
@@ -443,12 +495,74 @@ impl TryFrom<pb::RenewOrder> for Signed<RenewOrder> {
 impl From<&Signed<RenewOrder>> for pb::RenewOrder {
     fn from(s: &Signed<RenewOrder>) -> Self {
         Self {
-            piece_id: s.piece_id.0.to_vec(),
+            piece_ids: s.piece_ids.iter().map(|p| p.0.to_vec()).collect(),
             node_id: s.node_id.0.to_vec(),
             owner_key: s.owner_key.as_bytes().to_vec(),
             expires_at_ms: s.expires_at_ms,
             timestamp_ms: s.timestamp_ms,
             signature: s.signature().0.to_vec(),
+            nonce: s.nonce.0.to_vec(),
+        }
+    }
+}
+
+/// What a renew order did to one piece (not signed: the TLS channel is pinned to the
+/// node, and audits, not promises, tell whether a node keeps a piece).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenewStatus {
+    /// The lease now ends at `expires_at_ms` (the later of the old lease and the order's).
+    Renewed {
+        expires_at_ms: u64,
+    },
+    NotFound,
+    NotOwner,
+    Busy,
+}
+
+/// The outcome for one piece of a renew order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenewResult {
+    pub piece_id: PieceId,
+    pub status: RenewStatus,
+}
+
+impl TryFrom<pb::RenewResult> for RenewResult {
+    type Error = WireError;
+
+    fn try_from(m: pb::RenewResult) -> Result<Self, WireError> {
+        let status = match pb::RenewStatus::try_from(m.status) {
+            Ok(pb::RenewStatus::Renewed) => RenewStatus::Renewed {
+                expires_at_ms: nonzero("expires_at_ms", m.expires_at_ms)?,
+            },
+            Ok(pb::RenewStatus::NotFound) => RenewStatus::NotFound,
+            Ok(pb::RenewStatus::NotOwner) => RenewStatus::NotOwner,
+            Ok(pb::RenewStatus::Busy) => RenewStatus::Busy,
+            Err(_) => {
+                return Err(WireError::Malformed {
+                    field: "status",
+                    reason: format!("unknown renew status {}", m.status),
+                });
+            }
+        };
+        Ok(Self {
+            piece_id: PieceId::from_wire("piece_id", &m.piece_id)?,
+            status,
+        })
+    }
+}
+
+impl From<&RenewResult> for pb::RenewResult {
+    fn from(r: &RenewResult) -> Self {
+        let (status, expires_at_ms) = match r.status {
+            RenewStatus::Renewed { expires_at_ms } => (pb::RenewStatus::Renewed, expires_at_ms),
+            RenewStatus::NotFound => (pb::RenewStatus::NotFound, 0),
+            RenewStatus::NotOwner => (pb::RenewStatus::NotOwner, 0),
+            RenewStatus::Busy => (pb::RenewStatus::Busy, 0),
+        };
+        Self {
+            piece_id: r.piece_id.0.to_vec(),
+            status: status as i32,
+            expires_at_ms,
         }
     }
 }

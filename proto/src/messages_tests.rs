@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::identity::Identity;
-use crate::ids::SegmentRoot;
+use crate::ids::{Nonce, SegmentRoot};
 use crate::limits::{MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
 
 /// (variant, field) of an error, for table rows.
@@ -136,6 +136,7 @@ fn upload_order() -> pb::UploadOrder {
         block_size: 64 * 1024,
         expires_at_ms: NOW + 86_400_000,
         timestamp_ms: NOW,
+        nonce: Nonce([5; 16]),
     };
     (&Signed::sign(body, &o).unwrap()).into()
 }
@@ -307,6 +308,7 @@ fn download_order() -> pb::DownloadOrder {
         offset: 10,
         length: 100,
         timestamp_ms: NOW,
+        nonce: Nonce([5; 16]),
     };
     (&Signed::sign(body, &o).unwrap()).into()
 }
@@ -357,6 +359,7 @@ fn delete_order() -> pb::DeleteOrder {
         node_id: node(),
         owner_key: *o.public_key(),
         timestamp_ms: NOW,
+        nonce: Nonce([5; 16]),
     };
     (&Signed::sign(body, &o).unwrap()).into()
 }
@@ -398,6 +401,7 @@ fn audit_order() -> pb::AuditOrder {
         owner_key: *o.public_key(),
         block_index: 3,
         timestamp_ms: NOW,
+        nonce: Nonce([5; 16]),
     };
     (&Signed::sign(body, &o).unwrap()).into()
 }
@@ -434,25 +438,65 @@ fn audit_order_table() {
 fn renew_order() -> pb::RenewOrder {
     let o = owner();
     let body = RenewOrder {
-        piece_id: piece(),
+        piece_ids: vec![piece(), PieceId([3; 32])],
         node_id: node(),
         owner_key: *o.public_key(),
         expires_at_ms: NOW + 5,
         timestamp_ms: NOW,
+        nonce: Nonce([5; 16]),
     };
     (&Signed::sign(body, &o).unwrap()).into()
 }
 
 #[test]
 fn renew_order_table() {
-    let mut rows = common_rows::<pb::RenewOrder>(
-        "piece_id",
-        "owner_key",
-        |m| &mut m.piece_id,
-        |m| &mut m.owner_key,
-        |m| &mut m.signature,
-    );
-    rows.extend::<Vec<Row<pb::RenewOrder>>>(vec![
+    let rows: Vec<Row<pb::RenewOrder>> = vec![
+        (
+            "no pieces",
+            Box::new(|m| m.piece_ids.clear()),
+            ("Missing", "piece_ids"),
+        ),
+        (
+            "too many pieces",
+            Box::new(|m| {
+                m.piece_ids = (0..=MAX_RENEW_PIECES as u32)
+                    .map(|i| [i.to_be_bytes().to_vec(), vec![0; 28]].concat())
+                    .collect()
+            }),
+            ("TooMany", "piece_ids"),
+        ),
+        (
+            "piece twice",
+            Box::new(|m| m.piece_ids[1] = m.piece_ids[0].clone()),
+            ("Malformed", "piece_ids"),
+        ),
+        (
+            "piece id short",
+            Box::new(|m| m.piece_ids[1].truncate(31)),
+            ("WrongLength", "piece_ids"),
+        ),
+        (
+            "piece dropped",
+            Box::new(|m| {
+                m.piece_ids.pop();
+            }),
+            ("BadSignature", "signature"),
+        ),
+        (
+            "owner key bad",
+            Box::new(|m| m.owner_key.truncate(3)),
+            ("WrongLength", "owner_key"),
+        ),
+        (
+            "no nonce",
+            Box::new(|m| m.nonce.clear()),
+            ("Missing", "nonce"),
+        ),
+        (
+            "nonce changed",
+            Box::new(|m| m.nonce[0] ^= 1),
+            ("BadSignature", "signature"),
+        ),
         (
             "no expiry",
             Box::new(|m| m.expires_at_ms = 0),
@@ -463,8 +507,68 @@ fn renew_order_table() {
             Box::new(|m| m.expires_at_ms += 1),
             ("BadSignature", "signature"),
         ),
-    ]);
+    ];
     run_table::<_, RenewOrder>(renew_order(), rows);
+}
+
+#[test]
+fn every_order_needs_a_nonce_and_signs_it() {
+    fn check<P: Clone, T>(valid: P, nonce: fn(&mut P) -> &mut Vec<u8>)
+    where
+        Signed<T>: TryFrom<P, Error = WireError>,
+    {
+        let mut m = valid.clone();
+        nonce(&mut m).clear();
+        assert!(matches!(
+            Signed::<T>::try_from(m),
+            Err(WireError::Missing { field: "nonce" })
+        ));
+        let mut m = valid.clone();
+        nonce(&mut m).push(0);
+        assert!(matches!(
+            Signed::<T>::try_from(m),
+            Err(WireError::WrongLength { field: "nonce", .. })
+        ));
+        let mut m = valid;
+        nonce(&mut m)[3] ^= 1;
+        assert!(matches!(
+            Signed::<T>::try_from(m),
+            Err(WireError::BadSignature { .. })
+        ));
+    }
+    check::<_, UploadOrder>(upload_order(), |m| &mut m.nonce);
+    check::<_, DownloadOrder>(download_order(), |m| &mut m.nonce);
+    check::<_, DeleteOrder>(delete_order(), |m| &mut m.nonce);
+    check::<_, AuditOrder>(audit_order(), |m| &mut m.nonce);
+    check::<_, RenewOrder>(renew_order(), |m| &mut m.nonce);
+}
+
+#[test]
+fn renew_results_round_trip_and_refuse_unknown_statuses() {
+    for status in [
+        RenewStatus::Renewed { expires_at_ms: 9 },
+        RenewStatus::NotFound,
+        RenewStatus::NotOwner,
+        RenewStatus::Busy,
+    ] {
+        let r = RenewResult {
+            piece_id: piece(),
+            status,
+        };
+        assert_eq!(RenewResult::try_from(pb::RenewResult::from(&r)), Ok(r));
+    }
+    let mut bad = pb::RenewResult::from(&RenewResult {
+        piece_id: piece(),
+        status: RenewStatus::Busy,
+    });
+    bad.status = 42;
+    assert!(matches!(
+        RenewResult::try_from(bad),
+        Err(WireError::Malformed {
+            field: "status",
+            ..
+        })
+    ));
 }
 
 fn node_record() -> pb::NodeRecord {
@@ -655,6 +759,7 @@ fn signing_with_the_wrong_key_is_refused() {
         node_id: node(),
         owner_key: *owner().public_key(),
         timestamp_ms: NOW,
+        nonce: Nonce([5; 16]),
     };
     assert!(Signed::sign(body, &Identity::from_seed([8; 32])).is_err());
 }

@@ -58,6 +58,10 @@ pub struct Config {
     /// Default 60000.
     #[serde(default = "default_expiry_interval_ms")]
     pub expiry_interval_ms: u64,
+    /// Latest lease an upload or renew order may ask for, from now (milliseconds);
+    /// later ones are refused (FAILED_PRECONDITION). Default one year.
+    #[serde(default = "default_max_lease_ms")]
+    pub max_lease_ms: u64,
     /// Write piece data with `O_DIRECT` (Linux), bypassing the page cache; falls back to
     /// buffered writes by itself on a file system that refuses it. Default true.
     #[serde(default = "default_direct_io")]
@@ -93,6 +97,9 @@ fn default_stall_timeout_ms() -> u64 {
 fn default_expiry_interval_ms() -> u64 {
     60_000
 }
+fn default_max_lease_ms() -> u64 {
+    365 * 24 * 3600 * 1000
+}
 fn default_direct_io() -> bool {
     true
 }
@@ -109,6 +116,7 @@ impl Default for Config {
             max_streams_per_peer: default_max_streams_per_peer(),
             stall_timeout_ms: default_stall_timeout_ms(),
             expiry_interval_ms: default_expiry_interval_ms(),
+            max_lease_ms: default_max_lease_ms(),
             direct_io: default_direct_io(),
             local_network: false,
             max_bytes_per_owner: None,
@@ -128,6 +136,7 @@ pub struct Overrides {
     pub max_streams_per_peer: Option<usize>,
     pub stall_timeout_ms: Option<u64>,
     pub expiry_interval_ms: Option<u64>,
+    pub max_lease_ms: Option<u64>,
     pub direct_io: Option<bool>,
     pub local_network: Option<bool>,
     pub max_bytes_per_owner: Option<ByteSize>,
@@ -178,6 +187,7 @@ impl Overrides {
                 "MAX_STREAMS_PER_PEER" => o.max_streams_per_peer = Some(parse(&key, &value)?),
                 "STALL_TIMEOUT_MS" => o.stall_timeout_ms = Some(parse(&key, &value)?),
                 "EXPIRY_INTERVAL_MS" => o.expiry_interval_ms = Some(parse(&key, &value)?),
+                "MAX_LEASE_MS" => o.max_lease_ms = Some(parse(&key, &value)?),
                 "DIRECT_IO" => o.direct_io = Some(parse(&key, &value)?),
                 "LOCAL_NETWORK" => o.local_network = Some(parse(&key, &value)?),
                 "MAX_BYTES_PER_OWNER" => o.max_bytes_per_owner = Some(parse(&key, &value)?),
@@ -204,6 +214,7 @@ impl Overrides {
             max_streams_per_peer,
             stall_timeout_ms,
             expiry_interval_ms,
+            max_lease_ms,
             direct_io,
             local_network,
             max_bytes_per_owner,
@@ -234,6 +245,9 @@ impl Overrides {
         }
         if let Some(v) = expiry_interval_ms {
             c.expiry_interval_ms = v;
+        }
+        if let Some(v) = max_lease_ms {
+            c.max_lease_ms = v;
         }
         if let Some(v) = direct_io {
             c.direct_io = v;
@@ -336,6 +350,7 @@ impl Config {
             ("max_streams_per_peer", self.max_streams_per_peer as u64),
             ("stall_timeout_ms", self.stall_timeout_ms),
             ("expiry_interval_ms", self.expiry_interval_ms),
+            ("max_lease_ms", self.max_lease_ms),
         ];
         for (key, v) in positive {
             if v == 0 {
@@ -454,6 +469,10 @@ impl Config {
         field(
             "How often, in milliseconds, expired pieces are removed. Default 60000.",
             format!("expiry_interval_ms = {}", self.expiry_interval_ms),
+        );
+        field(
+            "Latest lease, in milliseconds from now, that an upload or renew order may ask\nfor; later ones are refused and the uplink renews up to this. Default 31536000000\n(one year).",
+            format!("max_lease_ms = {}", self.max_lease_ms),
         );
         field(
             "Write piece data with O_DIRECT (Linux), bypassing the page cache: less CPU and\nfaster durable writes. A file system that refuses it (the node logs this once)\ngets buffered writes by itself; false forces them. Default true.",

@@ -50,6 +50,15 @@ pub enum Error {
     TrailerMismatch(&'static str),
     #[error("lease expiry {expires_at_ms} is not in the future")]
     Expired { expires_at_ms: u64 },
+    #[error(
+        "lease expiry {expires_at_ms} is beyond this node's max_lease of {max_lease_ms} ms from now"
+    )]
+    LeaseTooLong {
+        expires_at_ms: u64,
+        max_lease_ms: u64,
+    },
+    #[error("{0}")]
+    Replay(#[from] crate::replay::ReplayError),
     #[error("{what} is out of range: {detail}")]
     OutOfRange { what: &'static str, detail: String },
     #[error("upload stalled: no message for {timeout_ms} ms")]
@@ -125,6 +134,9 @@ impl Error {
             Error::HashMismatch => "hash_mismatch",
             Error::TrailerMismatch(_) => "trailer_mismatch",
             Error::Expired { .. } => "expired",
+            Error::LeaseTooLong { .. } => "lease_too_long",
+            Error::Replay(crate::replay::ReplayError::Replayed) => "replayed",
+            Error::Replay(crate::replay::ReplayError::Full { .. }) => "replay_set_full",
             Error::OutOfRange { .. } => "out_of_range",
             Error::Stalled { .. } => "stalled",
             Error::TooSlow { .. } => "too_slow",
@@ -161,6 +173,19 @@ impl From<Error> for tonic::Status {
             | Error::Expired { .. }
             | Error::ZeroMaxSize => Code::InvalidArgument,
             Error::NotOwner(_) => Code::PermissionDenied,
+            // The uplink acts on these two codes: it renews at the node's limit (given in
+            // the `x-shoal-max-lease-ms` metadata) and never retries a replayed order.
+            Error::LeaseTooLong { max_lease_ms, .. } => {
+                let mut status = tonic::Status::new(Code::FailedPrecondition, e.to_string());
+                if let Ok(v) = max_lease_ms.to_string().parse() {
+                    status
+                        .metadata_mut()
+                        .insert(shoal_proto::messages::MAX_LEASE_METADATA, v);
+                }
+                return status;
+            }
+            Error::Replay(crate::replay::ReplayError::Replayed) => Code::Aborted,
+            Error::Replay(crate::replay::ReplayError::Full { .. }) => Code::ResourceExhausted,
             Error::NotFound(_) => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::Busy(_) | Error::ShuttingDown => Code::Unavailable,

@@ -24,6 +24,7 @@ pub mod net;
 pub mod node;
 pub mod piece_file;
 pub mod protocol;
+pub mod replay;
 pub mod service;
 pub mod setup;
 pub mod size;

@@ -101,6 +101,9 @@ struct Settings {
     /// How often to remove expired pieces (ms).
     #[arg(long, value_name = "MS")]
     expiry_interval_ms: Option<u64>,
+    /// Refuse leases ending later than this from now (ms).
+    #[arg(long, value_name = "MS")]
+    max_lease_ms: Option<u64>,
     /// Write pieces with O_DIRECT (true/false).
     #[arg(long, value_name = "BOOL")]
     direct_io: Option<bool>,
@@ -126,6 +129,7 @@ impl From<Settings> for Overrides {
             max_streams_per_peer: s.max_streams_per_peer,
             stall_timeout_ms: s.stall_timeout_ms,
             expiry_interval_ms: s.expiry_interval_ms,
+            max_lease_ms: s.max_lease_ms,
             direct_io: s.direct_io,
             local_network: s.local_network.then_some(true),
             max_bytes_per_owner: s.max_bytes_per_owner,

@@ -332,6 +332,7 @@ pub async fn start(
         ServiceLimits {
             stall_timeout: config.stall_timeout(),
             max_streams_per_peer: config.max_streams_per_peer,
+            max_lease_ms: config.max_lease_ms,
             min_upload_rate: crate::protocol::MIN_UPLOAD_RATE,
             upload_grace: crate::protocol::UPLOAD_GRACE,
         },

@@ -58,16 +58,29 @@ pub fn check_order(
     check_fresh(timestamp_ms, now_ms, ORDER_WINDOW_MS).map_err(Error::Stale)
 }
 
-/// Checks an upload order: addressed here, fresh, and a lease that has not already ended.
-pub fn check_upload_order(this: &NodeId, order: &UploadOrder, now_ms: u64) -> Result<(), Error> {
+/// Checks an upload order: addressed here, fresh, and a lease that has not already ended
+/// and ends within `max_lease_ms`.
+pub fn check_upload_order(
+    this: &NodeId,
+    order: &UploadOrder,
+    now_ms: u64,
+    max_lease_ms: u64,
+) -> Result<(), Error> {
     check_order(this, &order.node_id, order.timestamp_ms, now_ms)?;
-    check_lease(order.expires_at_ms, now_ms)
+    check_lease(order.expires_at_ms, now_ms, max_lease_ms)
 }
 
-/// A lease must end in the future.
-pub fn check_lease(expires_at_ms: u64, now_ms: u64) -> Result<(), Error> {
+/// A lease must end in the future, and no later than `max_lease_ms` from now (the
+/// node's `max_lease`): a node promises space only as far ahead as its operator allows.
+pub fn check_lease(expires_at_ms: u64, now_ms: u64, max_lease_ms: u64) -> Result<(), Error> {
     if expires_at_ms <= now_ms {
         return Err(Error::Expired { expires_at_ms });
+    }
+    if expires_at_ms > now_ms.saturating_add(max_lease_ms) {
+        return Err(Error::LeaseTooLong {
+            expires_at_ms,
+            max_lease_ms,
+        });
     }
     Ok(())
 }
@@ -229,7 +242,19 @@ mod tests {
             check_order(&me, &me, now + ORDER_WINDOW_MS + 1, now),
             Err(Error::Stale(_))
         ));
-        assert!(check_lease(now + 1, now).is_ok());
-        assert!(check_lease(now, now).is_err());
+        assert!(check_lease(now + 1, now, 10).is_ok());
+        assert!(check_lease(now + 10, now, 10).is_ok());
+        assert!(matches!(
+            check_lease(now, now, 10),
+            Err(Error::Expired { .. })
+        ));
+        assert!(matches!(
+            check_lease(now + 11, now, 10),
+            Err(Error::LeaseTooLong {
+                max_lease_ms: 10,
+                ..
+            })
+        ));
+        assert!(check_lease(u64::MAX, now, u64::MAX).is_ok());
     }
 }

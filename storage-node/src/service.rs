@@ -26,6 +26,7 @@ use crate::meta::PieceMeta;
 use crate::metrics::NodeMetrics;
 use crate::piece_file;
 use crate::protocol;
+use crate::replay::ReplayGuard;
 use crate::store::{PieceStore, read_at};
 
 /// Bounds the service applies per request and per peer.
@@ -35,6 +36,8 @@ pub struct ServiceLimits {
     pub stall_timeout: Duration,
     /// Most piece-store requests one IP address (IPv6: one /64) may have open at once.
     pub max_streams_per_peer: usize,
+    /// Latest lease expiry an order may ask for, from now (config `max_lease`).
+    pub max_lease_ms: u64,
     /// Minimum average upload rate (bytes/s) once `upload_grace` has passed
     /// ([`protocol::check_upload_rate`]); 0 turns it off.
     pub min_upload_rate: u64,
@@ -55,6 +58,8 @@ struct Inner {
     limits: ServiceLimits,
     shutdown: CancellationToken,
     peers: Mutex<HashMap<IpAddr, usize>>,
+    /// Nonces of the orders accepted within the order window.
+    replay: ReplayGuard,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -143,6 +148,7 @@ impl PieceStoreService {
                 limits,
                 shutdown,
                 peers: Mutex::new(HashMap::new()),
+                replay: ReplayGuard::default(),
             }),
         }
     }
@@ -179,6 +185,22 @@ impl PieceStoreService {
 }
 
 impl Inner {
+    /// The checks every order passes before it is acted on, in this order: addressed
+    /// here and fresh (signature and shape were checked by the conversion), then never
+    /// seen before (the replay guard records it).
+    fn admit(
+        &self,
+        node_id: &shoal_proto::NodeId,
+        owner: &shoal_proto::PublicKey,
+        nonce: &shoal_proto::Nonce,
+        timestamp_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), Error> {
+        protocol::check_order(&self.identity.node_id(), node_id, timestamp_ms, now_ms)?;
+        self.replay.check(owner, nonce, timestamp_ms, now_ms)?;
+        Ok(())
+    }
+
     fn receipt(&self, meta: &PieceMeta, piece: shoal_proto::PieceId) -> Result<pb::Receipt, Error> {
         let receipt = Signed::sign(
             Receipt {
@@ -222,7 +244,15 @@ impl Inner {
             ));
         };
         let order: Signed<UploadOrder> = order.try_into()?;
-        protocol::check_upload_order(&self.identity.node_id(), &order, unix_ms())?;
+        let now = unix_ms();
+        protocol::check_upload_order(
+            &self.identity.node_id(),
+            &order,
+            now,
+            self.limits.max_lease_ms,
+        )?;
+        self.replay
+            .check(&order.owner_key, &order.nonce, order.timestamp_ms, now)?;
         let store = Arc::clone(&self.store);
         let o = (*order).clone();
         let mut pending = blocking(move || {
@@ -314,9 +344,10 @@ impl piece_store_server::PieceStore for PieceStoreService {
         let opened = async {
             let order = required("order", request.into_inner().order)?;
             let order: Signed<DownloadOrder> = order.try_into()?;
-            protocol::check_order(
-                &inner.identity.node_id(),
+            inner.admit(
                 &order.node_id,
+                &order.owner_key,
+                &order.nonce,
                 order.timestamp_ms,
                 unix_ms(),
             )?;
@@ -396,9 +427,10 @@ impl piece_store_server::PieceStore for PieceStoreService {
         let r = async {
             let order: Signed<DeleteOrder> =
                 required("order", request.into_inner().order)?.try_into()?;
-            protocol::check_order(
-                &self.inner.identity.node_id(),
+            self.inner.admit(
                 &order.node_id,
+                &order.owner_key,
+                &order.nonce,
                 order.timestamp_ms,
                 unix_ms(),
             )?;
@@ -420,9 +452,10 @@ impl piece_store_server::PieceStore for PieceStoreService {
         let r = async {
             let order: Signed<AuditOrder> =
                 required("order", request.into_inner().order)?.try_into()?;
-            protocol::check_order(
-                &self.inner.identity.node_id(),
+            self.inner.admit(
                 &order.node_id,
+                &order.owner_key,
+                &order.nonce,
                 order.timestamp_ms,
                 unix_ms(),
             )?;
@@ -477,14 +510,17 @@ impl piece_store_server::PieceStore for PieceStoreService {
                 order.timestamp_ms,
                 now,
             )?;
-            protocol::check_lease(order.expires_at_ms, now)?;
+            protocol::check_lease(order.expires_at_ms, now, self.inner.limits.max_lease_ms)?;
+            self.inner
+                .replay
+                .check(&order.owner_key, &order.nonce, order.timestamp_ms, now)?;
             let store = Arc::clone(&self.inner.store);
-            let o = (*order).clone();
-            let meta =
-                blocking(move || store.renew(&o.piece_id, &o.owner_key, o.expires_at_ms, now))
+            let o = order.into_body();
+            let results =
+                blocking(move || store.renew(&o.piece_ids, &o.owner_key, o.expires_at_ms, now))
                     .await?;
             Ok(pb::RenewResponse {
-                receipt: Some(self.inner.receipt(&meta, order.piece_id)?),
+                results: results.iter().map(pb::RenewResult::from).collect(),
             })
         }
         .await;

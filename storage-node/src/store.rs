@@ -53,6 +53,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use shoal_proto::messages::{RenewResult, RenewStatus};
 use shoal_proto::piece_hash::PieceHasher;
 use shoal_proto::{PieceHash, PieceId, PublicKey};
 
@@ -528,22 +529,48 @@ impl PieceStore {
         Ok(meta)
     }
 
-    /// Moves a piece's lease expiry; only its owner may.
+    /// Extends the leases of `pieces` to at least `expires_at_ms`: one renew order's
+    /// worth. Per piece: only its owner may; a lease is never shortened (renewing is
+    /// monotonic, so an old order cannot roll a lease back, and idempotent); a piece busy
+    /// with a write or removal, missing, or already expired is reported as such and
+    /// left alone. One metadata flush for the whole batch.
     pub fn renew(
         &self,
-        piece: &PieceId,
+        pieces: &[PieceId],
         owner: &PublicKey,
         expires_at_ms: u64,
         now_ms: u64,
-    ) -> Result<PieceMeta, Error> {
-        let _busy = self.mark_busy(piece)?;
-        let meta = self.get(piece, now_ms)?;
-        if *owner != meta.owner {
-            return Err(Error::NotOwner(*piece));
+    ) -> Result<Vec<RenewResult>, Error> {
+        let mut out = Vec::with_capacity(pieces.len());
+        let mut changed = false;
+        for piece in pieces {
+            let status = match self.mark_busy(piece) {
+                Err(_) => RenewStatus::Busy,
+                Ok(_busy) => match self.get(piece, now_ms) {
+                    Err(Error::NotFound(_)) => RenewStatus::NotFound,
+                    Err(e) => return Err(e),
+                    Ok(meta) if meta.owner != *owner => RenewStatus::NotOwner,
+                    Ok(meta) if meta.expires_at_ms >= expires_at_ms => RenewStatus::Renewed {
+                        expires_at_ms: meta.expires_at_ms,
+                    },
+                    Ok(_) => {
+                        let meta = self.meta.set_expiry(piece, expires_at_ms)?;
+                        changed = true;
+                        RenewStatus::Renewed {
+                            expires_at_ms: meta.expires_at_ms,
+                        }
+                    }
+                },
+            };
+            out.push(RenewResult {
+                piece_id: *piece,
+                status,
+            });
         }
-        let meta = self.meta.set_expiry(piece, expires_at_ms)?;
-        self.meta.flush()?;
-        Ok(meta)
+        if changed {
+            self.meta.flush()?;
+        }
+        Ok(out)
     }
 
     /// Removes up to `limit` pieces whose lease ended at or before `now_ms`; returns how

@@ -228,8 +228,67 @@ fn expired_pieces_are_collected() {
     assert_eq!(store.collect_expired(49, 100).unwrap(), 0);
     assert_eq!(store.collect_expired(50, 100).unwrap(), 1);
     assert_eq!(store.space().used, charged(200));
-    store.renew(&PieceId([2; 32]), &owner(), 5000, 60).unwrap();
+    store
+        .renew(&[PieceId([2; 32])], &owner(), 5000, 60)
+        .unwrap();
     assert_eq!(store.collect_expired(1000, 100).unwrap(), 0);
+    assert!(store.check().unwrap().is_consistent());
+}
+
+#[test]
+fn batch_renewal_is_per_piece_monotonic_and_idempotent() {
+    use shoal_proto::messages::RenewStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = PieceStore::open(dir.path(), 1 << 20).unwrap();
+    put(&store, 1, &data(100, 1), 500).unwrap();
+    put(&store, 2, &data(200, 2), 9000).unwrap();
+    put(&store, 3, &data(300, 3), 50).unwrap();
+    let ids = [
+        PieceId([1; 32]),
+        PieceId([2; 32]),
+        PieceId([3; 32]),
+        PieceId([4; 32]),
+    ];
+    let statuses = |r: Vec<shoal_proto::messages::RenewResult>| {
+        r.into_iter().map(|r| r.status).collect::<Vec<_>>()
+    };
+    let r = store.renew(&ids, &owner(), 5000, 60).unwrap();
+    assert_eq!(
+        statuses(r.clone()),
+        vec![
+            RenewStatus::Renewed {
+                expires_at_ms: 5000
+            },
+            // Never shortened: the piece keeps its later lease.
+            RenewStatus::Renewed {
+                expires_at_ms: 9000
+            },
+            // Expired before the order arrived: gone, not revived.
+            RenewStatus::NotFound,
+            RenewStatus::NotFound,
+        ]
+    );
+    assert_eq!(r.iter().map(|r| r.piece_id).collect::<Vec<_>>(), ids);
+    // The same order again changes nothing; an older one (earlier expiry) rolls nothing back.
+    assert_eq!(
+        statuses(store.renew(&ids, &owner(), 5000, 61).unwrap()),
+        statuses(r)
+    );
+    store.renew(&ids[..1], &owner(), 700, 62).unwrap();
+    assert_eq!(store.get(&ids[0], 63).unwrap().expires_at_ms, 5000);
+    // Another key cannot renew (or learn anything beyond "not yours").
+    let other = *Identity::from_seed([1; 32]).public_key();
+    assert_eq!(
+        statuses(store.renew(&ids[..1], &other, 8000, 64).unwrap()),
+        vec![RenewStatus::NotOwner]
+    );
+    assert_eq!(store.get(&ids[0], 65).unwrap().expires_at_ms, 5000);
+    // Expiry follows the renewed lease, with exact accounting.
+    assert_eq!(store.collect_expired(4999, 100).unwrap(), 1); // piece 3 (lease 50)
+    assert_eq!(store.space().used, charged(100) + charged(200));
+    assert_eq!(store.collect_expired(5000, 100).unwrap(), 1);
+    assert_eq!(store.space().used, charged(200));
+    assert_eq!(store.space().pieces, 1);
     assert!(store.check().unwrap().is_consistent());
 }
 

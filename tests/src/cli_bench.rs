@@ -193,12 +193,14 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// What one `uplink` command cost.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Usage {
     pub secs: f64,
     pub uplink_cpu: f64,
     pub nodes_cpu: f64,
     pub peak_rss_kib: u64,
+    /// What the command printed on stdout.
+    pub stdout: String,
 }
 
 impl ProcessNetwork {
@@ -306,6 +308,12 @@ impl ProcessNetwork {
 
     /// Runs `uplink ARGS` with this network's config dir; fails unless it succeeds.
     pub fn uplink(&self, args: &[&str]) -> anyhow::Result<Usage> {
+        self.uplink_accepting(args, &[0])
+    }
+
+    /// [`ProcessNetwork::uplink`] that also accepts the exit codes in `accept` (e.g. the
+    /// documented statuses of `check` and `repair`).
+    pub fn uplink_accepting(&self, args: &[&str], accept: &[i32]) -> anyhow::Result<Usage> {
         let nodes_before = self.nodes_cpu();
         let t = Instant::now();
         // SHOAL_BENCH_PERF_DIR=DIR: record each uplink command with `perf record -g`
@@ -334,7 +342,7 @@ impl ProcessNetwork {
             .args(args)
             .env("SHOAL_CONFIG_DIR", self.config_dir())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .context("cannot start uplink")?;
@@ -343,6 +351,12 @@ impl ProcessNetwork {
         let reader = std::thread::spawn(move || {
             let mut s = String::new();
             let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let mut stdout = child.stdout.take().context("no stdout")?;
+        let out_reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stdout.read_to_string(&mut s);
             s
         });
         // Sample the peak RSS until the process exits; read its CPU time while it is
@@ -377,7 +391,8 @@ impl ProcessNetwork {
         let status = child.wait()?;
         let nodes_cpu = self.nodes_cpu() - nodes_before;
         let err = reader.join().unwrap_or_default();
-        if !status.success() {
+        let stdout = out_reader.join().unwrap_or_default();
+        if !status.code().is_some_and(|c| accept.contains(&c)) {
             bail!("uplink {} failed ({status}): {err}", args.join(" "));
         }
         Ok(Usage {
@@ -385,6 +400,7 @@ impl ProcessNetwork {
             uplink_cpu,
             nodes_cpu,
             peak_rss_kib: peak,
+            stdout,
         })
     }
 
@@ -411,6 +427,14 @@ impl ProcessNetwork {
 
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
+    }
+
+    /// Kills node `i` (0-based) at once, as a machine that goes away.
+    pub fn kill_node(&mut self, i: usize) -> anyhow::Result<()> {
+        let n = self.nodes.get_mut(i).context("no such node")?;
+        n.child.kill()?;
+        n.child.wait()?;
+        Ok(())
     }
 
     /// Stops every node (SIGTERM, then SIGKILL after 10 s) and removes the temp dir.
@@ -645,5 +669,113 @@ pub fn startup(net: &ProcessNetwork, scheme: Scheme, repeat: usize) -> anyhow::R
         median(up) * 1e3,
         median(down) * 1e3
     );
+    Ok(())
+}
+
+/// Issue 12's figures on the process network: uploads `objects` random objects of
+/// `size_mib` MiB at `scheme`, then
+/// - `uplink renew -r`: renew throughput, pieces per second (one batch order per node);
+/// - `uplink check -r --audit-fraction F`: audit traffic per GB of piece data checked
+///   (and per GB of object data);
+/// - kills `kill` node processes and runs `uplink repair -r`: repair throughput, MB/s of
+///   segment (sealed) data repaired.
+///
+/// Prints `case=cli-renew`, `case=cli-check` and `case=cli-repair`.
+pub fn maintenance(
+    net: &mut ProcessNetwork,
+    scheme: Scheme,
+    objects: usize,
+    size_mib: u64,
+    kill: usize,
+    audit_fraction: f64,
+    renew_files: usize,
+) -> anyhow::Result<()> {
+    let dir = net.scratch("maintenance")?;
+    let rs = scheme.to_string();
+    // Many small objects (8 KiB, one segment each) for the renew case: `cp -r` once.
+    if renew_files > 0 {
+        let tree = dir.join("small");
+        std::fs::create_dir_all(&tree)?;
+        for i in 0..renew_files {
+            std::fs::write(
+                tree.join(format!("f{i:05}")),
+                Pattern::new(i as u64).bytes(0, 8192),
+            )?;
+        }
+        let tree_s = tree.to_string_lossy().to_string();
+        let dst = format!("shoal://{BUCKET}/renew-small");
+        net.uplink(&["cp", "-r", "--no-progress", "--rs", &rs, &tree_s, &dst])?;
+        std::fs::remove_dir_all(&tree)?;
+    }
+    for i in 0..objects {
+        let src = dir.join(format!("object-{i}"));
+        random_file(&src, size_mib * MIB)?;
+        let src_s = src.to_string_lossy().to_string();
+        let key = format!("shoal://{BUCKET}/maint/object-{i}");
+        net.uplink(&["cp", "--no-progress", "--rs", &rs, &src_s, &key])?;
+        std::fs::remove_file(&src)?;
+    }
+    let scope = format!("shoal://{BUCKET}/maint/");
+    let json = |u: &Usage| -> anyhow::Result<serde_json::Value> {
+        serde_json::from_str(&u.stdout).context("the uplink's --json output")
+    };
+    let renew = net.uplink(&["renew", "-r", "--json", &format!("shoal://{BUCKET}")])?;
+    let r = json(&renew)?;
+    let pieces = r["pieces"].as_u64().unwrap_or(0);
+    println!(
+        "case=cli-renew scheme={scheme} processes={} objects={} pieces={pieces} renewed={} orders={} s={:.2} pieces_per_s={:.0} cpu_uplink_s={:.2} cpu_nodes_s={:.2}",
+        net.len(),
+        objects + renew_files,
+        r["renewed"],
+        r["orders"],
+        renew.secs,
+        pieces as f64 / renew.secs.max(1e-9),
+        renew.uplink_cpu,
+        renew.nodes_cpu
+    );
+    let fraction = audit_fraction.to_string();
+    let check = net.uplink_accepting(
+        &[
+            "check",
+            "-r",
+            "--json",
+            "--audit-fraction",
+            &fraction,
+            &scope,
+        ],
+        &[0, 2, 3],
+    )?;
+    let c = json(&check)?;
+    let audit = c["audit_bytes"].as_u64().unwrap_or(0) as f64;
+    let checked = c["checked_bytes"].as_u64().unwrap_or(0) as f64;
+    let object_bytes = (objects as u64 * size_mib * MIB) as f64;
+    println!(
+        "case=cli-check scheme={scheme} processes={} audit_fraction={audit_fraction} s={:.2} audit_bytes={audit} piece_bytes_checked={checked} audit_bytes_per_gb_of_pieces={:.0} audit_bytes_per_gb_of_objects={:.0}",
+        net.len(),
+        check.secs,
+        audit / (checked / 1e9).max(1e-9),
+        audit / (object_bytes / 1e9).max(1e-9)
+    );
+    // Kill the last `kill` nodes (never the DHT seed, node 0).
+    let n = net.len();
+    for i in (n.saturating_sub(kill).max(1)..n).rev() {
+        net.kill_node(i)?;
+    }
+    let repair = net.uplink_accepting(&["repair", "-r", "--json", &scope], &[0, 2, 3])?;
+    let r = json(&repair)?;
+    let bytes = r["segment_bytes_repaired"].as_u64().unwrap_or(0);
+    println!(
+        "case=cli-repair scheme={scheme} processes={} killed={kill} segments={} below_threshold={} repaired={} pieces_uploaded={} s={:.2} mbps={:.1} cpu_uplink_s={:.2} failures={}",
+        net.len(),
+        r["check"]["segments"].as_array().map_or(0, Vec::len),
+        r["check"]["below_threshold"],
+        r["segments_repaired"],
+        r["pieces_uploaded"],
+        repair.secs,
+        mbps(bytes, repair.secs),
+        repair.uplink_cpu,
+        r["failures"].as_array().map_or(0, Vec::len)
+    );
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

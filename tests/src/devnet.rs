@@ -355,3 +355,72 @@ pub fn ensure_uplink_access(dir: &Path, seed: &str) -> anyhow::Result<UplinkAcce
         config_dir,
     })
 }
+
+/// How often a running devnet renews the leases of its uplink's data.
+pub const RENEW_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Keeps the devnet uplink's data alive while the devnet runs (issue 12: a long-running
+/// devnet renews in the background). It is a catalog writer of its own in `DIR/renewer`
+/// (same grant and config as `DIR/uplink`), so the uplink's config dir stays free for
+/// the CLI; every round pulls what the CLI published, then renews everything.
+#[derive(Debug)]
+pub struct DevnetRenewer {
+    renewer: uplink::repair::Renewer,
+    dht: std::sync::Arc<uplink::discovery::DhtNodes>,
+}
+
+impl DevnetRenewer {
+    /// Stops renewing and leaves the DHT.
+    pub async fn stop(self) {
+        self.renewer.stop().await;
+        self.dht.shutdown().await;
+    }
+}
+
+/// Starts the devnet's background renewer (see [`DevnetRenewer`]).
+pub async fn spawn_renewer(
+    dir: &Path,
+    access: &UplinkAccess,
+    interval: Duration,
+) -> anyhow::Result<DevnetRenewer> {
+    use std::sync::Arc;
+    use uplink::config::{CachedNodes, Paths};
+    let grant = uplink::Access::from_grant(&access.grant).context("the devnet's grant")?;
+    let file = Paths::resolve(Some(access.config_dir.clone()))?.load_config()?;
+    let config = file.uplink_config(&access.config_dir.join("config.toml"))?;
+    let paths = Paths::resolve(Some(dir.join("renewer")))?;
+    std::fs::create_dir_all(&paths.config_dir)
+        .with_context(|| format!("cannot create {}", paths.config_dir.display()))?;
+    let owner = grant.owner().node_id().to_hex();
+    let catalog = uplink::catalog::Catalog::open(&paths.catalog_dir(&owner), paths.writer_id()?)
+        .context("cannot open the renewer's catalog")?;
+    let mut bootstrap = Vec::new();
+    for peer in grant.bootstrap() {
+        let pinned: shoal_proto::tls::PinnedPeer = peer.parse()?;
+        bootstrap.extend(pinned.resolve().await?);
+    }
+    let difficulty = file
+        .difficulty
+        .or(grant.difficulty())
+        .unwrap_or(shoal_proto::DEFAULT_DIFFICULTY);
+    let identity = Arc::new(Identity::from_seed(*grant.owner().seed()));
+    let dht = Arc::new(uplink::discovery::DhtNodes::new(
+        identity,
+        bootstrap,
+        difficulty,
+        file.address_scope(),
+    ));
+    let nodes = Arc::new(CachedNodes::new(dht.clone(), Duration::from_secs(60)));
+    let up = uplink::Uplink::with_network_catalog(
+        grant,
+        Arc::new(uplink::grpc::GrpcPieceStore::default()),
+        nodes,
+        catalog,
+        config,
+        dht.clone(),
+    )?;
+    Ok(DevnetRenewer {
+        renewer: uplink::repair::spawn_renewer(up, interval),
+        dht,
+    })
+}

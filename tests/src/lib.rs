@@ -19,13 +19,14 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use shoal_proto::limits::{MAX_CHUNK, MAX_GRPC_MESSAGE};
 use shoal_proto::messages::{
-    AuditOrder, DeleteOrder, DownloadOrder, Receipt, RenewOrder, UploadOrder, UploadTrailer,
+    AuditOrder, DeleteOrder, DownloadOrder, Receipt, RenewOrder, RenewResult, UploadOrder,
+    UploadTrailer,
 };
 use shoal_proto::pb::piece_store_client::PieceStoreClient;
 use shoal_proto::pb::{self, upload_request};
 use shoal_proto::piece_hash::{PieceHasher, PieceInfo};
 use shoal_proto::time::unix_ms;
-use shoal_proto::{Identity, NodeId, PieceId, Signed};
+use shoal_proto::{Identity, NodeId, Nonce, PieceId, Signed};
 use storage_node::{ByteSize, Config, RunningNode};
 use tonic::transport::Channel;
 
@@ -36,6 +37,7 @@ pub struct NodeOptions {
     pub stall_timeout_ms: u64,
     pub expiry_interval_ms: u64,
     pub max_streams_per_peer: usize,
+    pub max_lease_ms: u64,
 }
 
 impl Default for NodeOptions {
@@ -45,6 +47,7 @@ impl Default for NodeOptions {
             stall_timeout_ms: 10_000,
             expiry_interval_ms: 60_000,
             max_streams_per_peer: 64,
+            max_lease_ms: Config::default().max_lease_ms,
         }
     }
 }
@@ -76,6 +79,7 @@ impl TestNode {
             max_streams_per_peer: options.max_streams_per_peer,
             stall_timeout_ms: options.stall_timeout_ms,
             expiry_interval_ms: options.expiry_interval_ms,
+            max_lease_ms: options.max_lease_ms,
             bootstrap,
             // Every test node is on 127.0.N.1.
             local_network: true,
@@ -302,6 +306,7 @@ impl Owner {
                 block_size,
                 expires_at_ms,
                 timestamp_ms,
+                nonce: Nonce::random(),
             },
             &self.identity,
         )?;
@@ -405,6 +410,7 @@ impl Owner {
                 offset,
                 length,
                 timestamp_ms: unix_ms(),
+                nonce: Nonce::random(),
             },
             &self.identity,
         )?;
@@ -462,26 +468,32 @@ impl Owner {
         Ok((info, start, data))
     }
 
-    pub async fn delete(
-        &self,
-        client: &mut PieceStoreClient<Channel>,
-        node: NodeId,
-        piece: PieceId,
-    ) -> Result<(), tonic::Status> {
+    /// A signed delete order (send it twice to replay it).
+    pub fn delete_order(&self, node: NodeId, piece: PieceId) -> anyhow::Result<pb::DeleteOrder> {
         let o = Signed::sign(
             DeleteOrder {
                 piece_id: piece,
                 node_id: node,
                 owner_key: *self.identity.public_key(),
                 timestamp_ms: unix_ms(),
+                nonce: Nonce::random(),
             },
             &self.identity,
-        )
-        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        )?;
+        Ok((&o).into())
+    }
+
+    pub async fn delete(
+        &self,
+        client: &mut PieceStoreClient<Channel>,
+        node: NodeId,
+        piece: PieceId,
+    ) -> Result<(), tonic::Status> {
+        let order = self
+            .delete_order(node, piece)
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
         client
-            .delete(pb::DeleteRequest {
-                order: Some((&o).into()),
-            })
+            .delete(pb::DeleteRequest { order: Some(order) })
             .await?;
         Ok(())
     }
@@ -500,6 +512,7 @@ impl Owner {
                 owner_key: *self.identity.public_key(),
                 block_index,
                 timestamp_ms: unix_ms(),
+                nonce: Nonce::random(),
             },
             &self.identity,
         )
@@ -515,35 +528,56 @@ impl Owner {
         Ok((info, r.block))
     }
 
+    /// A signed renew order for `pieces` (send it twice to replay it).
+    pub fn renew_order(
+        &self,
+        node: NodeId,
+        pieces: &[PieceId],
+        expires_at_ms: u64,
+        timestamp_ms: u64,
+    ) -> anyhow::Result<pb::RenewOrder> {
+        let o = Signed::sign(
+            RenewOrder {
+                piece_ids: pieces.to_vec(),
+                node_id: node,
+                owner_key: *self.identity.public_key(),
+                expires_at_ms,
+                timestamp_ms,
+                nonce: Nonce::random(),
+            },
+            &self.identity,
+        )?;
+        Ok((&o).into())
+    }
+
+    /// Sends a renew order; the node's result per piece.
+    pub async fn send_renew(
+        &self,
+        client: &mut PieceStoreClient<Channel>,
+        order: pb::RenewOrder,
+    ) -> Result<Vec<RenewResult>, tonic::Status> {
+        let r = client
+            .renew(pb::RenewRequest { order: Some(order) })
+            .await?
+            .into_inner();
+        r.results
+            .into_iter()
+            .map(|r| RenewResult::try_from(r).map_err(|e| tonic::Status::internal(e.to_string())))
+            .collect()
+    }
+
+    /// Extends the leases of `pieces` to (at least) `expires_at_ms` in one order.
     pub async fn renew(
         &self,
         client: &mut PieceStoreClient<Channel>,
         node: NodeId,
-        piece: PieceId,
+        pieces: &[PieceId],
         expires_at_ms: u64,
-    ) -> Result<Signed<Receipt>, tonic::Status> {
-        let o = Signed::sign(
-            RenewOrder {
-                piece_id: piece,
-                node_id: node,
-                owner_key: *self.identity.public_key(),
-                expires_at_ms,
-                timestamp_ms: unix_ms(),
-            },
-            &self.identity,
-        )
-        .map_err(|e| tonic::Status::internal(e.to_string()))?;
-        let r = client
-            .renew(pb::RenewRequest {
-                order: Some((&o).into()),
-            })
-            .await?
-            .into_inner();
-        Signed::<Receipt>::try_from(
-            r.receipt
-                .ok_or_else(|| tonic::Status::internal("no receipt"))?,
-        )
-        .map_err(|e| tonic::Status::internal(e.to_string()))
+    ) -> Result<Vec<RenewResult>, tonic::Status> {
+        let order = self
+            .renew_order(node, pieces, expires_at_ms, unix_ms())
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        self.send_renew(client, order).await
     }
 }
 

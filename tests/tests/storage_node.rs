@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use shoal_proto::limits::{MAX_CHUNK, MAX_GRPC_MESSAGE, ORDER_WINDOW_MS};
+use shoal_proto::messages::{MAX_LEASE_METADATA, RenewResult, RenewStatus};
 use shoal_proto::pb::{self, upload_request};
 use shoal_proto::time::unix_ms;
 use shoal_tests::{
@@ -70,11 +71,18 @@ async fn upload_download_audit_renew_delete() {
 
         let later = unix_ms() + 7_200_000;
         let renewed = owner
-            .renew(&mut c, n.node_id(), piece, later)
+            .renew(&mut c, n.node_id(), &[piece], later)
             .await
             .unwrap();
-        assert_eq!(renewed.expires_at_ms, later);
-        assert_eq!(renewed.piece_hash, receipt.piece_hash);
+        assert_eq!(
+            renewed,
+            vec![RenewResult {
+                piece_id: piece,
+                status: RenewStatus::Renewed {
+                    expires_at_ms: later
+                }
+            }]
+        );
 
         let space = n.running().store().space();
         assert_eq!(
@@ -247,11 +255,11 @@ async fn only_the_owner_may_delete_read_audit_or_renew() {
         );
         assert_eq!(
             other
-                .renew(&mut c, id, piece, unix_ms() + 1_000_000)
+                .renew(&mut c, id, &[piece], unix_ms() + 1_000_000)
                 .await
-                .unwrap_err()
-                .code(),
-            Code::PermissionDenied
+                .unwrap()[0]
+                .status,
+            RenewStatus::NotOwner
         );
         // Still there, untouched.
         let (_, _, got) = owner.download(&mut c, id, piece, 0, 0).await.unwrap();
@@ -491,6 +499,7 @@ async fn stale_future_and_misaddressed_orders_are_refused() {
                 offset: 0,
                 length: 0,
                 timestamp_ms: order.timestamp_ms,
+                nonce: shoal_proto::Nonce::random(),
             },
             &owner.identity,
         )
@@ -953,6 +962,165 @@ async fn grpc_port_speaks_only_node_identity_tls() {
             .unwrap()
             .into_inner();
         assert!(pong.responder.is_some());
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+/// Issue 13.5: every kind of order works once. A replay is refused with ABORTED,
+/// whatever it would have done: waste bandwidth, roll a lease back, or delete a piece
+/// that was uploaded again since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_orders_are_refused() {
+    bounded(async {
+        let cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
+        let n = cluster.node(0);
+        let id = n.node_id();
+        let mut c = n.client().await.unwrap();
+        let owner = Owner::new();
+        let piece = random_piece();
+        let data = test_data(20_000, 31);
+        let upload = owner.upload_messages(id, piece, &data, BS).unwrap();
+        owner.send_upload(&mut c, upload.clone()).await.unwrap();
+
+        // Download: the second use of one order is refused.
+        let order = owner.download_order(id, piece, 0, 0).unwrap();
+        let mut s = c
+            .download(pb::DownloadRequest {
+                order: Some(order.clone()),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        while s.message().await.unwrap().is_some() {}
+        let err = c
+            .download(pb::DownloadRequest { order: Some(order) })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Aborted, "{err}");
+
+        // Audit likewise.
+        let audit = shoal_proto::Signed::sign(
+            shoal_proto::messages::AuditOrder {
+                piece_id: piece,
+                node_id: id,
+                owner_key: *owner.identity.public_key(),
+                block_index: 1,
+                timestamp_ms: unix_ms(),
+                nonce: shoal_proto::Nonce::random(),
+            },
+            &owner.identity,
+        )
+        .unwrap();
+        let audit = pb::AuditRequest {
+            order: Some((&audit).into()),
+        };
+        c.audit(audit.clone()).await.unwrap();
+        assert_eq!(c.audit(audit).await.unwrap_err().code(), Code::Aborted);
+
+        // Renew: an older order replayed cannot roll the lease back (refused as a
+        // replay), and even a fresh order for an earlier expiry never shortens it.
+        let now = unix_ms();
+        let early = owner
+            .renew_order(id, &[piece], now + 7_200_000, now)
+            .unwrap();
+        owner.send_renew(&mut c, early.clone()).await.unwrap();
+        let late = now + 10_800_000;
+        owner.renew(&mut c, id, &[piece], late).await.unwrap();
+        let err = owner.send_renew(&mut c, early).await.unwrap_err();
+        assert_eq!(err.code(), Code::Aborted, "{err}");
+        let r = owner
+            .renew(&mut c, id, &[piece], now + 3_600_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            r[0].status,
+            RenewStatus::Renewed {
+                expires_at_ms: late
+            }
+        );
+        let store = n.running().store().clone();
+        assert_eq!(store.get(&piece, unix_ms()).unwrap().expires_at_ms, late);
+
+        // Delete: a replayed delete must not remove the piece uploaded again since.
+        let delete = owner.delete_order(id, piece).unwrap();
+        c.delete(pb::DeleteRequest {
+            order: Some(delete.clone()),
+        })
+        .await
+        .unwrap();
+        // The upload order was used once already: replaying the whole upload is refused.
+        let err = owner.send_upload(&mut c, upload).await.unwrap_err();
+        assert_eq!(err.code(), Code::Aborted, "{err}");
+        owner.upload(&mut c, id, piece, &data, BS).await.unwrap();
+        let err = c
+            .delete(pb::DeleteRequest {
+                order: Some(delete),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Aborted, "{err}");
+        let (_, _, got) = owner.download(&mut c, id, piece, 0, 0).await.unwrap();
+        assert_eq!(got, data);
+        let replays = n
+            .running()
+            .metrics()
+            .failures
+            .with_label_values(&["delete", "replayed"])
+            .get();
+        assert_eq!(replays, 1);
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+/// Issue 12: a node refuses a lease beyond its `max_lease`, on upload and on renew, with
+/// FAILED_PRECONDITION and its limit in the response metadata; at the limit it accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_beyond_max_lease_are_refused_with_the_limit() {
+    bounded(async {
+        let max_lease_ms = 3_600_000;
+        let options = NodeOptions {
+            max_lease_ms,
+            ..NodeOptions::default()
+        };
+        let cluster = Cluster::start(1, options).await.unwrap();
+        let n = cluster.node(0);
+        let id = n.node_id();
+        let mut c = n.client().await.unwrap();
+        let mut owner = Owner::new();
+        owner.lease = Duration::from_millis(max_lease_ms + 60_000);
+        let err = owner
+            .upload(&mut c, id, random_piece(), &test_data(5000, 1), BS)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+        let limit = err
+            .metadata()
+            .get(MAX_LEASE_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        assert_eq!(limit, Some(max_lease_ms));
+        assert_eq!(n.running().store().space().pieces, 0);
+
+        owner.lease = Duration::from_millis(max_lease_ms - 60_000);
+        let piece = random_piece();
+        owner
+            .upload(&mut c, id, piece, &test_data(5000, 1), BS)
+            .await
+            .unwrap();
+        let before = n.running().store().get(&piece, unix_ms()).unwrap();
+        let err = owner
+            .renew(&mut c, id, &[piece], unix_ms() + max_lease_ms + 60_000)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+        assert!(err.metadata().get(MAX_LEASE_METADATA).is_some());
+        let after = n.running().store().get(&piece, unix_ms()).unwrap();
+        assert_eq!(before.expires_at_ms, after.expires_at_ms);
+        let ok = unix_ms() + max_lease_ms - 1000;
+        let r = owner.renew(&mut c, id, &[piece], ok).await.unwrap();
+        assert_eq!(r[0].status, RenewStatus::Renewed { expires_at_ms: ok });
         cluster.shutdown().await.unwrap();
     })
     .await;

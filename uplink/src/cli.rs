@@ -24,7 +24,8 @@ use uplink::{PutOptions, Scheme, Uplink};
 #[command(
     name = "uplink",
     version,
-    about = "Store and fetch data on a Shoal network"
+    about = "Store and fetch data on a Shoal network",
+    after_help = crate::maintain::EXIT_STATUSES
 )]
 pub struct Args {
     /// Directory holding the config, the access grant and the catalog
@@ -72,6 +73,8 @@ enum Command {
     /// The catalog in the network.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    #[command(flatten)]
+    Maintain(crate::maintain::MaintainCommand),
     /// Serve the S3 API for this access (aws CLI, rclone, restic, boto3 ...) until
     /// SIGINT or SIGTERM. Without --access-key/--secret-key, credentials derived from the
     /// access grant are printed at start.
@@ -176,9 +179,9 @@ struct CpArgs {
 
 /// `shoal://bucket/key` split into its parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Location {
-    bucket: String,
-    key: String,
+pub(crate) struct Location {
+    pub(crate) bucket: String,
+    pub(crate) key: String,
 }
 
 fn parse_location(s: &str) -> Option<Location> {
@@ -190,11 +193,11 @@ fn parse_location(s: &str) -> Option<Location> {
     })
 }
 
-fn require_location(s: &str) -> Result<Location> {
+pub(crate) fn require_location(s: &str) -> Result<Location> {
     parse_location(s).ok_or_else(|| anyhow!("`{s}` is not a shoal://BUCKET[/KEY] location"))
 }
 
-fn parse_duration(s: &str) -> Result<Duration> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num
         .parse()
@@ -250,8 +253,8 @@ async fn resolve_peers(peers: &[String]) -> Result<Vec<(NodeId, std::net::Socket
     Ok(out)
 }
 
-struct Env {
-    uplink: Uplink,
+pub(crate) struct Env {
+    pub(crate) uplink: Uplink,
     parallelism: usize,
 }
 
@@ -266,7 +269,7 @@ impl Env {
 
     /// The durability point: publishes this command's changes (one publish, however
     /// many objects it touched) before the command may exit 0.
-    async fn publish(&self) -> Result<()> {
+    pub(crate) async fn publish(&self) -> Result<()> {
         if self.uplink.catalog().pending_count() == 0 {
             self.uplink.catalog().flush()?;
             return Ok(());
@@ -340,7 +343,7 @@ async fn open(paths: Paths) -> Result<Env> {
 }
 
 /// Opens the access and pulls the network's changes: the start of every command.
-async fn open_pulled(paths: Paths) -> Result<Env> {
+pub(crate) async fn open_pulled(paths: Paths) -> Result<Env> {
     let env = open(paths).await?;
     env.pull().await?;
     Ok(env)
@@ -351,6 +354,7 @@ pub async fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Access(cmd) => access(paths, cmd).await,
         Command::Catalog(cmd) => catalog(paths, cmd).await,
+        Command::Maintain(cmd) => crate::maintain::run(paths, cmd).await,
         Command::Gateway(args) => gateway(paths, args).await,
         Command::Mb { bucket } => {
             let env = open_pulled(paths).await?;
@@ -606,7 +610,7 @@ async fn access(paths: Paths, cmd: AccessCommand) -> Result<()> {
     }
 }
 
-fn format_time(ms: u64) -> String {
+pub(crate) fn format_time(ms: u64) -> String {
     // Seconds since the epoch as UTC date and time, without a date library.
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);

@@ -51,8 +51,9 @@ pub struct UplinkConfig {
     pub long_tail_grace: Duration,
     /// Piece downloads started beyond `k`. Default `None`: `max(2, k / 4)`.
     pub download_margin: Option<usize>,
-    /// Lease of pieces stored without an explicit expiry. Default 365 days.
-    /// TODO(renew): renewal (RenewOrder) arrives with repair in a later issue.
+    /// Lease of pieces stored without an explicit expiry, and how far `renew` extends
+    /// them. Default 90 days (config.toml `default_lease_secs`). Nodes refuse leases
+    /// beyond their `max_lease` (default one year); renewing then asks for that limit.
     pub default_lease: Duration,
     /// Redundancy of the catalog's own blobs (deltas and snapshots). At most
     /// [`MAX_CATALOG_PIECES`] pieces, so that a head record naming one segment fits the
@@ -62,6 +63,9 @@ pub struct UplinkConfig {
     /// all writers) were published since the last snapshot. Default 64.
     pub snapshot_every: u64,
 }
+
+/// Default lease of new pieces, and of renewals: 90 days.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// Most pieces a catalog blob segment may have (see [`UplinkConfig::catalog_scheme`]).
 pub const MAX_CATALOG_PIECES: u16 = 28;
@@ -79,7 +83,7 @@ impl Default for UplinkConfig {
             piece_timeout: Duration::from_secs(30),
             long_tail_grace: Duration::from_secs(2),
             download_margin: None,
-            default_lease: Duration::from_secs(365 * 24 * 3600),
+            default_lease: DEFAULT_LEASE,
             catalog_scheme: Scheme {
                 k: 8,
                 repair: 12,
@@ -271,7 +275,12 @@ impl Uplink {
 
     /// Records a change made here: merged into the local catalog and queued for the
     /// next publish.
-    fn change(&self, key: EntryKey, version: Version, value: Value) -> Result<(), Error> {
+    pub(crate) fn change(
+        &self,
+        key: EntryKey,
+        version: Version,
+        value: Value,
+    ) -> Result<(), Error> {
         self.inner.catalog.apply_local(&Change {
             key,
             version,
@@ -283,7 +292,7 @@ impl Uplink {
         Ok(())
     }
 
-    fn object_key(bucket: &str, key: &str) -> EntryKey {
+    pub(crate) fn object_key(bucket: &str, key: &str) -> EntryKey {
         EntryKey::Object {
             bucket: bucket.to_string(),
             key: key.to_string(),

@@ -82,6 +82,10 @@ pub struct FileConfig {
     pub catalog_scheme: Option<String>,
     /// Publishes between two snapshots of the whole catalog. Default 64.
     pub snapshot_every: Option<u64>,
+    /// Lease of new pieces, and how far `uplink renew` extends every piece, in seconds.
+    /// Default 7776000 (90 days). Nodes refuse more than their `max_lease` (default one
+    /// year); `renew` then asks for exactly their limit.
+    pub default_lease_secs: Option<u64>,
     /// The network lives on one machine or LAN (devnet, tests): loopback and private
     /// addresses may be dialled. Default false: bootstrap peers, `nodes` entries and
     /// node records must name globally routable addresses ([`shoal_proto::address`]).
@@ -127,6 +131,12 @@ impl FileConfig {
         }
         if let Some(n) = self.snapshot_every {
             c.snapshot_every = n.max(1);
+        }
+        if let Some(secs) = self.default_lease_secs {
+            if secs == 0 {
+                return Err(invalid("default_lease_secs must be above 0".into()));
+            }
+            c.default_lease = Duration::from_secs(secs);
         }
         Ok(c)
     }

@@ -201,7 +201,7 @@ fn start_piece(
     }
 }
 
-async fn piece_download(
+pub(crate) async fn piece_download(
     inner: Arc<Inner>,
     p: PiecePlacement,
     shard_size: u32,
@@ -222,6 +222,7 @@ async fn piece_download(
             offset: from_stripe * bs,
             length: stripes * bs,
             timestamp_ms: shoal_proto::time::unix_ms(),
+            nonce: shoal_proto::Nonce::random(),
         };
         let order = Signed::sign(order, owner).map_err(|e| protocol(e.to_string()))?;
         let mut stream = inner.store.download(p.node(), order).await?;
@@ -372,7 +373,7 @@ async fn download_segment(
     order.sort_by_key(|p| {
         let bad = history
             .get(&NodeId(p.node_id))
-            .is_some_and(|s| s.corrupt > 0);
+            .is_some_and(|s| s.is_excluded());
         (bad, usize::from(p.index) >= k, p.index)
     });
     let mut reserve: VecDeque<&PiecePlacement> = order.into();

@@ -17,7 +17,10 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use shoal_proto::Signed;
 use shoal_proto::limits::{MAX_CHUNK, MAX_GRPC_MESSAGE};
-use shoal_proto::messages::{DeleteOrder, DownloadOrder, Receipt, UploadOrder};
+use shoal_proto::messages::{
+    AuditOrder, DeleteOrder, DownloadOrder, MAX_LEASE_METADATA, Receipt, RenewOrder, RenewResult,
+    UploadOrder,
+};
 use shoal_proto::pb::piece_store_client::PieceStoreClient;
 use shoal_proto::piece_hash::PieceInfo;
 use shoal_proto::{NodeId, pb, tls};
@@ -78,6 +81,23 @@ fn status_error(node: NodeAddress, status: tonic::Status) -> PieceError {
             node: node.id,
             seconds: 0.0,
         },
+        tonic::Code::FailedPrecondition if status.metadata().get(MAX_LEASE_METADATA).is_some() => {
+            match status
+                .metadata()
+                .get(MAX_LEASE_METADATA)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                Some(max_lease_ms) => PieceError::LeaseTooLong {
+                    node: node.id,
+                    max_lease_ms,
+                },
+                None => PieceError::Protocol {
+                    node: node.id,
+                    reason: format!("unreadable {MAX_LEASE_METADATA} metadata"),
+                },
+            }
+        }
         code => PieceError::Refused {
             node: node.id,
             reason: format!("{code:?}: {}", status.message()),
@@ -297,6 +317,76 @@ impl PieceStore for GrpcPieceStore {
                 .await
                 .map_err(|s| status_error(node, s))?;
             Ok(())
+        })
+    }
+
+    fn renew(
+        &self,
+        node: NodeAddress,
+        order: Signed<RenewOrder>,
+    ) -> BoxFuture<'static, Result<Vec<RenewResult>, PieceError>> {
+        let client = self.client(node);
+        Box::pin(async move {
+            let mut client = client?;
+            let wanted = order.piece_ids.len();
+            let response = client
+                .renew(pb::RenewRequest {
+                    order: Some(pb::RenewOrder::from(&order)),
+                })
+                .await
+                .map_err(|s| status_error(node, s))?
+                .into_inner();
+            let protocol = |reason: String| PieceError::Protocol {
+                node: node.id,
+                reason,
+            };
+            if response.results.len() != wanted {
+                return Err(protocol(format!(
+                    "{} renew results for {wanted} pieces",
+                    response.results.len()
+                )));
+            }
+            let results = response
+                .results
+                .into_iter()
+                .map(RenewResult::try_from)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| protocol(format!("bad renew result: {e}")))?;
+            if results
+                .iter()
+                .zip(order.piece_ids.iter())
+                .any(|(r, p)| r.piece_id != *p)
+            {
+                return Err(protocol("renew results for other pieces".into()));
+            }
+            Ok(results)
+        })
+    }
+
+    fn audit(
+        &self,
+        node: NodeAddress,
+        order: Signed<AuditOrder>,
+    ) -> BoxFuture<'static, Result<(PieceInfo, Bytes), PieceError>> {
+        let client = self.client(node);
+        Box::pin(async move {
+            let mut client = client?;
+            let response = client
+                .audit(pb::AuditRequest {
+                    order: Some(pb::AuditOrder::from(&order)),
+                })
+                .await
+                .map_err(|s| status_error(node, s))?
+                .into_inner();
+            let info = response.info.ok_or_else(|| PieceError::Protocol {
+                node: node.id,
+                reason: "audit response without piece info".into(),
+            })?;
+            let info = PieceInfo::try_from(info).map_err(|e| PieceError::Protocol {
+                node: node.id,
+                reason: format!("bad piece info: {e}"),
+            })?;
+            Ok((info, Bytes::from(response.block)))
         })
     }
 }

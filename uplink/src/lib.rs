@@ -18,6 +18,9 @@
 //! - `upload` / `download`: orchestration over the traits (parallel pieces, long-tail
 //!   cancellation, erasures, replacement pieces).
 //! - [`client`]: [`Uplink`], the API the CLI and the gateway use.
+//! - [`health`]: the rules of keeping data alive (segment health, repair placement,
+//!   renew batches, audit blocks, `check` exit statuses), plain code; [`repair`] runs
+//!   them: renew, check (audit), repair, and the background [`repair::spawn_renewer`].
 //! - [`config`]: the CLI's files and `config.toml`; [`metrics`]: Prometheus metrics.
 //! - [`testing`]: an in-memory piece store with misbehaving nodes, and the same behind
 //!   real gRPC servers on loopback.
@@ -33,8 +36,10 @@ mod download;
 pub mod error;
 pub mod gateway;
 pub mod grpc;
+pub mod health;
 mod hexser;
 pub mod metrics;
+pub mod repair;
 pub mod segment;
 pub mod select;
 pub mod store;

@@ -2,6 +2,7 @@
 //! and calls the library (see `cli.rs`).
 
 mod cli;
+mod maintain;
 
 use std::process::ExitCode;
 
@@ -29,9 +30,16 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(cli::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        // `check` and `repair` exit with their documented statuses (see `--help`).
+        Err(e) => match e.downcast_ref::<maintain::ExitWith>() {
+            Some(status) => {
+                eprintln!("{status}");
+                ExitCode::from(status.code)
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -5,8 +5,9 @@
 //! with room for a piece, at most one node per /24 (IPv4) or /48 (IPv6) so that one
 //! operator's rack cannot hold many pieces of a segment, and among the rest a weighted
 //! random choice (Efraimidis-Spirakis sampling without replacement) where the weight is
-//! the node's local success rate, cut twenty-fold for a node that ever served corrupt
-//! data. Randomness spreads load; the weights prefer nodes that have worked for us.
+//! the node's local success rate. A node that ever served corrupt data or failed an
+//! audit is left out altogether. Randomness spreads load; the weights prefer nodes that
+//! have worked for us.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -16,20 +17,52 @@ use shoal_proto::NodeId;
 
 use crate::store::NodeCandidate;
 
-/// What this uplink has seen of one node.
+/// What this uplink has seen of one node: its local reputation, kept in the catalog's
+/// sled database in the config dir (crash-safe; never published).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStats {
     pub successes: u64,
     pub failures: u64,
     /// Times the node served data that failed verification (or lied in a receipt).
     pub corrupt: u64,
+    /// Audits the node failed: a block or piece info that did not match the recorded
+    /// hashes (a missing piece or an unreachable node counts as a plain failure).
+    #[serde(default)]
+    pub failed_audits: u64,
+    /// Moving average of the node's response time, milliseconds (0: not measured yet).
+    /// In a delta passed to `record_node`, one new sample.
+    #[serde(default)]
+    pub latency_ms: u64,
 }
 
 impl NodeStats {
-    /// Weight in selection: Laplace-smoothed success rate, much lower after corruption.
+    /// Whether the node was caught serving bad data (corrupt downloads, lying receipts,
+    /// failed audits): it gets no new pieces at all.
+    pub fn is_excluded(&self) -> bool {
+        self.corrupt > 0 || self.failed_audits > 0
+    }
+
+    /// Weight in selection: Laplace-smoothed success rate; 0 for an excluded node.
     pub fn weight(&self) -> f64 {
-        let rate = (self.successes as f64 + 1.0) / ((self.successes + self.failures) as f64 + 2.0);
-        if self.corrupt > 0 { rate / 20.0 } else { rate }
+        if self.is_excluded() {
+            return 0.0;
+        }
+        (self.successes as f64 + 1.0) / ((self.successes + self.failures) as f64 + 2.0)
+    }
+
+    /// Adds `delta` (counts, and one latency sample if non-zero) to this record.
+    pub fn merge(&mut self, delta: &NodeStats) {
+        self.successes += delta.successes;
+        self.failures += delta.failures;
+        self.corrupt += delta.corrupt;
+        self.failed_audits += delta.failed_audits;
+        if delta.latency_ms > 0 {
+            self.latency_ms = if self.latency_ms == 0 {
+                delta.latency_ms
+            } else {
+                (self.latency_ms * 7 + delta.latency_ms).div_ceil(8)
+            };
+        }
     }
 }
 
@@ -77,6 +110,21 @@ fn eligible<'a>(
         .filter(move |c| c.free_space >= min_free && !exclude.contains(&c.id) && seen.insert(c.id))
 }
 
+/// `exclude` plus every node the history says is caught serving bad data.
+pub fn with_excluded(
+    exclude: &HashSet<NodeId>,
+    history: &HashMap<NodeId, NodeStats>,
+) -> HashSet<NodeId> {
+    let mut out = exclude.clone();
+    out.extend(
+        history
+            .iter()
+            .filter(|(_, s)| s.is_excluded())
+            .map(|(id, _)| *id),
+    );
+    out
+}
+
 /// Number of distinct subnets among eligible candidates: how many pieces could be placed.
 pub fn capacity(candidates: &[NodeCandidate], min_free: u64, exclude: &HashSet<NodeId>) -> usize {
     eligible(candidates, min_free, exclude)
@@ -95,9 +143,10 @@ pub fn select_nodes(
     seed: u64,
 ) -> Result<Vec<NodeCandidate>, SelectionError> {
     let mut rng = seed;
+    let exclude = with_excluded(exclude, history);
     // Best key per subnet; key = ln(u) / w, larger is better.
     let mut best: HashMap<[u8; 6], (f64, &NodeCandidate)> = HashMap::new();
-    for c in eligible(candidates, min_free, exclude) {
+    for c in eligible(candidates, min_free, &exclude) {
         let w = history.get(&c.id).copied().unwrap_or_default().weight();
         // u in (0, 1]
         let u = ((splitmix(&mut rng) >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
@@ -178,16 +227,14 @@ mod tests {
             c[0].id,
             NodeStats {
                 successes: 100,
-                failures: 0,
-                corrupt: 0,
+                ..NodeStats::default()
             },
         );
         history.insert(
             c[1].id,
             NodeStats {
-                successes: 0,
-                failures: 0,
                 corrupt: 1,
+                ..NodeStats::default()
             },
         );
         let (mut good, mut bad) = (0, 0);
@@ -199,7 +246,21 @@ mod tests {
         // An unknown node is picked 5/20 = 25% of the time; the good one far more, the
         // corrupt one far less.
         assert!(good > 150, "good node picked {good}/400");
-        assert!(bad < 40, "corrupt node picked {bad}/400");
+        assert_eq!(bad, 0, "corrupt node picked {bad}/400");
+        // A failed audit excludes a node just the same.
+        history.insert(
+            c[2].id,
+            NodeStats {
+                successes: 50,
+                failed_audits: 1,
+                ..NodeStats::default()
+            },
+        );
+        for seed in 0..100 {
+            let picked = select_nodes(&c, &history, 17, 1, &HashSet::new(), seed).unwrap();
+            assert!(!picked.iter().any(|n| n.id == c[2].id || n.id == c[1].id));
+        }
+        assert!(select_nodes(&c, &history, 19, 1, &HashSet::new(), 0).is_err());
     }
 
     #[test]
@@ -208,5 +269,41 @@ mod tests {
         let a = select_nodes(&c, &HashMap::new(), 10, 1, &HashSet::new(), 9).unwrap();
         let b = select_nodes(&c, &HashMap::new(), 10, 1, &HashSet::new(), 9).unwrap();
         assert_eq!(a, b);
+    }
+}
+
+#[cfg(test)]
+mod reputation_tests {
+    use super::*;
+
+    #[test]
+    fn latency_is_a_moving_average_and_counts_add_up() {
+        let mut s = NodeStats::default();
+        s.merge(&NodeStats {
+            successes: 1,
+            latency_ms: 80,
+            ..NodeStats::default()
+        });
+        assert_eq!(s.latency_ms, 80);
+        s.merge(&NodeStats {
+            failures: 1,
+            latency_ms: 0,
+            ..NodeStats::default()
+        });
+        assert_eq!(s.latency_ms, 80, "no sample leaves the average alone");
+        s.merge(&NodeStats {
+            successes: 1,
+            latency_ms: 160,
+            ..NodeStats::default()
+        });
+        assert_eq!(s.latency_ms, 90);
+        assert_eq!((s.successes, s.failures), (2, 1));
+        assert!(!s.is_excluded());
+        s.merge(&NodeStats {
+            failed_audits: 1,
+            ..NodeStats::default()
+        });
+        assert!(s.is_excluded());
+        assert_eq!(s.weight(), 0.0);
     }
 }

@@ -18,7 +18,8 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use shoal_proto::messages::{
-    DeleteOrder, DownloadOrder, NodeRecord, Receipt, UploadOrder, UploadTrailer,
+    AuditOrder, DeleteOrder, DownloadOrder, NodeRecord, Receipt, RenewOrder, RenewResult,
+    UploadOrder, UploadTrailer,
 };
 use shoal_proto::piece_hash::PieceInfo;
 use shoal_proto::{NodeId, PublicKey, Signed};
@@ -96,6 +97,10 @@ pub enum PieceError {
     Timeout { node: NodeId, seconds: f64 },
     #[error("node {node} was cut off: {reason}")]
     Cancelled { node: NodeId, reason: String },
+    /// The node refused a lease ending later than `max_lease_ms` from now (its
+    /// `max_lease`); an order up to that limit is accepted.
+    #[error("node {node} accepts leases of at most {max_lease_ms} ms")]
+    LeaseTooLong { node: NodeId, max_lease_ms: u64 },
 }
 
 impl PieceError {
@@ -106,7 +111,8 @@ impl PieceError {
             | Self::Protocol { node, .. }
             | Self::Corrupt { node, .. }
             | Self::Timeout { node, .. }
-            | Self::Cancelled { node, .. } => *node,
+            | Self::Cancelled { node, .. }
+            | Self::LeaseTooLong { node, .. } => *node,
         }
     }
 }
@@ -141,6 +147,21 @@ pub trait PieceStore: Send + Sync + 'static {
         node: NodeAddress,
         order: Signed<DeleteOrder>,
     ) -> BoxFuture<'static, Result<(), PieceError>>;
+
+    /// Sends one batch renew order; the node's outcome per piece, in the order's order.
+    fn renew(
+        &self,
+        node: NodeAddress,
+        order: Signed<RenewOrder>,
+    ) -> BoxFuture<'static, Result<Vec<RenewResult>, PieceError>>;
+
+    /// Asks for one block of a piece: the piece info and the block, both unverified
+    /// (the caller checks them against the recorded piece hash).
+    fn audit(
+        &self,
+        node: NodeAddress,
+        order: Signed<AuditOrder>,
+    ) -> BoxFuture<'static, Result<(PieceInfo, Bytes), PieceError>>;
 }
 
 /// Why no candidates could be found.

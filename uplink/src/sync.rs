@@ -717,6 +717,41 @@ impl Inner {
     }
 }
 
+/// Deltas walked back from this writer's head when renewing the catalog: more than a
+/// snapshot interval's worth is never needed (older deltas are covered by the snapshot).
+const MAX_RENEW_WALK: usize = 1024;
+
+impl Inner {
+    /// The catalog blobs a new machine needs, whose pieces `renew` keeps alive: the
+    /// newest snapshot known here and this writer's deltas after it (walking back from
+    /// its head; each delta names the one before it).
+    ///
+    /// LATER(repair): each writer renews its own deltas; the deltas of a writer that
+    /// stopped running live until the next snapshot covers them or their lease ends.
+    pub(crate) async fn live_blobs(self: &Arc<Self>) -> Result<Vec<BlobRef>, SyncError> {
+        let me = self.catalog.writer();
+        let snapshot = self.catalog.sync_value::<SnapshotRef>(SNAPSHOT)?;
+        let covered = snapshot
+            .as_ref()
+            .and_then(|s| s.covers.get(&me).copied())
+            .unwrap_or(0);
+        let mut out: Vec<BlobRef> = snapshot.map(|s| s.blob).into_iter().collect();
+        let own: OwnLog = self.catalog.sync_value(OWN)?.unwrap_or_default();
+        let (mut seq, mut next) = (own.seq, own.head);
+        while let Some(blob) = next.take() {
+            if seq <= covered || out.len() > MAX_RENEW_WALK {
+                break;
+            }
+            if seq > covered + 1 {
+                next = self.get_delta(me, seq, &blob).await?.prev;
+            }
+            out.push(blob);
+            seq -= 1;
+        }
+        Ok(out)
+    }
+}
+
 impl Uplink {
     /// Merges what other writers published since the last pull. Cheap when nothing
     /// changed: one DHT read for the writers record and one per writer.

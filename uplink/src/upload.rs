@@ -42,7 +42,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use shoal_proto::messages::{DeleteOrder, Receipt, UploadOrder, UploadTrailer};
 use shoal_proto::piece_hash::PieceHasher;
-use shoal_proto::{NodeId, PieceHash, PieceId, SegmentRoot, Signed};
+use shoal_proto::{NodeId, Nonce, PieceHash, PieceId, SegmentRoot, Signed};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Semaphore, mpsc};
@@ -297,7 +297,7 @@ async fn upload_segments_into<R: AsyncRead + Unpin + Send>(
         } else {
             expected_blocks * CIPHER_BLOCK as u64
         };
-        let excluded = lock(&exclude).clone();
+        let excluded = crate::select::with_excluded(&lock(&exclude), &history);
         let mut planned = plan_scheme(ctx.scheme, allow_smaller, &pool, sealed_bound, &excluded);
         if !pool_exhausted && planned.as_ref().map_or(true, |p| p.scheme != ctx.scheme) {
             // Failed nodes (or a short first sample) left too few: replace them with fresh
@@ -458,6 +458,7 @@ async fn encode_segment<R: AsyncRead + Unpin + Send>(
             block_size: plan.shard as u32,
             expires_at_ms: ctx.expires_ms,
             timestamp_ms: now,
+            nonce: Nonce::random(),
         };
         let order = Signed::sign(order, owner).map_err(|e| ctx.err(plan.index, e.to_string()))?;
         let (tx, rx) = mpsc::channel(inner.config.piece_buffer.max(1));
@@ -699,7 +700,7 @@ async fn upload_piece(
 }
 
 /// A receipt counts only if the node we chose signed it for exactly what we sent.
-fn verify_receipt(
+pub(crate) fn verify_receipt(
     receipt: &Signed<Receipt>,
     order: &UploadOrder,
     node: &NodeCandidate,
@@ -1050,6 +1051,7 @@ fn delete_order(inner: &Inner, node: NodeId, piece: PieceId) -> Option<Signed<De
         node_id: node,
         owner_key: *owner.public_key(),
         timestamp_ms: shoal_proto::time::unix_ms(),
+        nonce: Nonce::random(),
     };
     Signed::sign(order, owner).ok()
 }
@@ -1101,7 +1103,10 @@ async fn delete_segments(inner: &Arc<Inner>, segments: &[SegmentInfo]) -> Delete
     delete_placements(inner, &pieces).await
 }
 
-async fn delete_placements(inner: &Arc<Inner>, pieces: &[PiecePlacement]) -> DeleteReport {
+pub(crate) async fn delete_placements(
+    inner: &Arc<Inner>,
+    pieces: &[PiecePlacement],
+) -> DeleteReport {
     let calls: Vec<_> = pieces
         .iter()
         .filter_map(|p| {

@@ -26,6 +26,7 @@ async fn a_node_answering_for_another_id_gets_no_order() {
                     node_id: node,
                     owner_key: *owner.public_key(),
                     timestamp_ms: unix_ms(),
+                    nonce: shoal_proto::Nonce::random(),
                 },
                 &owner,
             )

@@ -82,6 +82,7 @@ pub async fn upload(
             block_size: payload.block_size,
             expires_at_ms: now + 3_600_000,
             timestamp_ms: now,
+            nonce: shoal_proto::Nonce::random(),
         },
         owner,
     )
@@ -134,6 +135,7 @@ pub async fn download(
             offset: 0,
             length: 0,
             timestamp_ms: unix_ms(),
+            nonce: shoal_proto::Nonce::random(),
         },
         owner,
     )

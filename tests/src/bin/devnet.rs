@@ -122,8 +122,12 @@ async fn up(dir: PathBuf, nodes: usize, params: DevnetParams) -> anyhow::Result<
         "running; press Ctrl-C to stop (`devnet status --dir {}` from another terminal)",
         dir.display()
     );
+    // Leases end (90 days by default) unless renewed: renew the uplink's data now and
+    // every hour while the devnet runs.
+    let renewer = devnet::spawn_renewer(&dir, &access, devnet::RENEW_INTERVAL).await?;
     wait_for_signal().await?;
     eprintln!("stopping");
+    renewer.stop().await;
     net.shutdown().await.context("stopping the devnet")?;
     eprintln!("stopped; `devnet up --dir {}` resumes it", dir.display());
     Ok(())

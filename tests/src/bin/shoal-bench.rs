@@ -70,6 +70,24 @@ struct Cli {
     /// Repetitions of the CLI start-up case (0 skips it).
     #[arg(long, default_value_t = 5)]
     startup_repeat: usize,
+    /// Objects of the renew/check/repair case (`--processes` only; 0 skips it).
+    #[arg(long, default_value_t = 0)]
+    maint_objects: usize,
+    /// Size of each object of the renew/check/repair case, MiB.
+    #[arg(long, default_value_t = 16)]
+    maint_size_mib: u64,
+    /// Node processes killed before the repair of that case.
+    #[arg(long, default_value_t = 4)]
+    maint_kill: usize,
+    /// Scheme of that case (repair threshold high, so that a few lost nodes trigger it).
+    #[arg(long, default_value = "4/8/9/10")]
+    maint_scheme: Scheme,
+    /// `--audit-fraction` of that case's check.
+    #[arg(long, default_value_t = 0.0)]
+    maint_audit_fraction: f64,
+    /// Extra 8 KiB objects (one `cp -r`) renewed with the others, for renew throughput.
+    #[arg(long, default_value_t = 0)]
+    maint_renew_files: usize,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -148,7 +166,7 @@ async fn cli_cases(cli: &Cli, exe: &std::path::Path) -> anyhow::Result<()> {
         Some(dir) => cli_bench::Binaries::in_dir(dir)?,
         None => cli_bench::Binaries::in_dir(exe.parent().context("no executable dir")?)?,
     };
-    let net = cli_bench::ProcessNetwork::start(bins, cli.processes)?;
+    let mut net = cli_bench::ProcessNetwork::start(bins, cli.processes)?;
     net.settle().await?;
     if cli.startup_repeat > 0 {
         cli_bench::startup(&net, cli.narrow, cli.startup_repeat)?;
@@ -158,6 +176,17 @@ async fn cli_cases(cli: &Cli, exe: &std::path::Path) -> anyhow::Result<()> {
     }
     for &size in cli.file_sizes.iter().filter(|s| **s > 0 && cli.files > 0) {
         cli_bench::tree(&net, cli.narrow, cli.files, size, cli.cp_parallelism)?;
+    }
+    if cli.maint_objects > 0 {
+        cli_bench::maintenance(
+            &mut net,
+            cli.maint_scheme,
+            cli.maint_objects,
+            cli.maint_size_mib,
+            cli.maint_kill,
+            cli.maint_audit_fraction,
+            cli.maint_renew_files,
+        )?;
     }
     println!(
         "case=cli-nodes processes={} node_peak_rss_mib={:.1}",

@@ -704,9 +704,7 @@ impl Catalog {
             let mut s: NodeStats = old
                 .and_then(|o| serde_json::from_slice(o).ok())
                 .unwrap_or_default();
-            s.successes += delta.successes;
-            s.failures += delta.failures;
-            s.corrupt += delta.corrupt;
+            s.merge(&delta);
             serde_json::to_vec(&s).ok()
         })?;
         Ok(())
@@ -923,7 +921,7 @@ mod tests {
                 NodeStats {
                     successes: 2,
                     failures: 1,
-                    corrupt: 0,
+                    ..NodeStats::default()
                 },
             )
             .unwrap();
@@ -931,8 +929,8 @@ mod tests {
                 &NodeId([9; 32]),
                 NodeStats {
                     successes: 1,
-                    failures: 0,
                     corrupt: 1,
+                    ..NodeStats::default()
                 },
             )
             .unwrap();
@@ -948,7 +946,8 @@ mod tests {
             NodeStats {
                 successes: 3,
                 failures: 1,
-                corrupt: 1
+                corrupt: 1,
+                ..NodeStats::default()
             }
         );
         let json = serde_json::to_string(&stored).unwrap();

@@ -7,7 +7,9 @@
 use std::net::SocketAddr;
 
 use futures::{StreamExt, TryStreamExt};
-use shoal_proto::messages::{DeleteOrder, DownloadOrder, UploadOrder, UploadTrailer};
+use shoal_proto::messages::{
+    AuditOrder, DeleteOrder, DownloadOrder, RenewOrder, UploadOrder, UploadTrailer,
+};
 use shoal_proto::pb::discovery_server::{Discovery, DiscoveryServer};
 use shoal_proto::pb::piece_store_server::{PieceStore as PieceStoreService, PieceStoreServer};
 use shoal_proto::{NodeId, Signed, pb};
@@ -124,16 +126,35 @@ impl PieceStoreService for FakeNode {
 
     async fn audit(
         &self,
-        _: Request<pb::AuditRequest>,
+        request: Request<pb::AuditRequest>,
     ) -> Result<Response<pb::AuditResponse>, Status> {
-        Err(Status::unimplemented("audit"))
+        let order = request.into_inner().order.ok_or_else(|| bad("no order"))?;
+        let order = Signed::<AuditOrder>::try_from(order).map_err(bad)?;
+        let node = NodeAddress {
+            id: self.id,
+            address: self.address,
+        };
+        let (info, block) = self.store.audit(node, order).await.map_err(piece_status)?;
+        Ok(Response::new(pb::AuditResponse {
+            info: Some((&info).into()),
+            block: block.to_vec(),
+        }))
     }
 
     async fn renew(
         &self,
-        _: Request<pb::RenewRequest>,
+        request: Request<pb::RenewRequest>,
     ) -> Result<Response<pb::RenewResponse>, Status> {
-        Err(Status::unimplemented("renew"))
+        let order = request.into_inner().order.ok_or_else(|| bad("no order"))?;
+        let order = Signed::<RenewOrder>::try_from(order).map_err(bad)?;
+        let node = NodeAddress {
+            id: self.id,
+            address: self.address,
+        };
+        let results = self.store.renew(node, order).await.map_err(piece_status)?;
+        Ok(Response::new(pb::RenewResponse {
+            results: results.iter().map(pb::RenewResult::from).collect(),
+        }))
     }
 }
 

@@ -17,7 +17,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use shoal_proto::messages::{DeleteOrder, DownloadOrder, NodeRecord, Receipt, UploadOrder};
+use shoal_proto::messages::{
+    AuditOrder, DeleteOrder, DownloadOrder, NodeRecord, Receipt, RenewOrder, RenewResult,
+    RenewStatus, UploadOrder,
+};
 use shoal_proto::piece_hash::{PieceHasher, PieceInfo};
 use shoal_proto::{Identity, NodeId, PieceId, PublicKey, Signed};
 
@@ -47,6 +50,7 @@ struct StoredPiece {
     owner: PublicKey,
     data: Bytes,
     info: PieceInfo,
+    expires_at_ms: u64,
 }
 
 #[derive(Debug)]
@@ -157,6 +161,14 @@ impl MemoryPieceStore {
             .filter(|(_, n)| !n.pieces.is_empty())
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// The lease of `piece` on `node`, if it holds it.
+    pub fn lease(&self, node: &NodeId, piece: &PieceId) -> Option<u64> {
+        lock(&self.nodes)
+            .get(node)
+            .and_then(|n| n.pieces.get(piece))
+            .map(|p| p.expires_at_ms)
     }
 
     pub fn piece_count(&self) -> usize {
@@ -289,6 +301,7 @@ impl PieceStore for MemoryPieceStore {
                         owner: order.owner_key,
                         data: Bytes::from(data),
                         info,
+                        expires_at_ms: order.expires_at_ms,
                     },
                 );
                 Ok((signed, n.behaviour))
@@ -377,6 +390,78 @@ impl PieceStore for MemoryPieceStore {
                 }
                 None => Ok(()),
             }
+        })
+    }
+
+    fn renew(
+        &self,
+        node: NodeAddress,
+        order: Signed<RenewOrder>,
+    ) -> BoxFuture<'static, Result<Vec<RenewResult>, PieceError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            this.answer(node).await?;
+            let mut nodes = lock(&this.nodes);
+            let n = nodes
+                .get_mut(&node.id)
+                .ok_or_else(|| refused(node.id, "unknown node"))?;
+            let results = order
+                .piece_ids
+                .iter()
+                .map(|id| {
+                    let status = match n.pieces.get_mut(id) {
+                        None => RenewStatus::NotFound,
+                        Some(p) if p.owner != order.owner_key => RenewStatus::NotOwner,
+                        Some(p) => {
+                            p.expires_at_ms = p.expires_at_ms.max(order.expires_at_ms);
+                            RenewStatus::Renewed {
+                                expires_at_ms: p.expires_at_ms,
+                            }
+                        }
+                    };
+                    RenewResult {
+                        piece_id: *id,
+                        status,
+                    }
+                })
+                .collect();
+            Ok(results)
+        })
+    }
+
+    fn audit(
+        &self,
+        node: NodeAddress,
+        order: Signed<AuditOrder>,
+    ) -> BoxFuture<'static, Result<(PieceInfo, Bytes), PieceError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let behaviour = this.answer(node).await?;
+            let nodes = lock(&this.nodes);
+            let piece = nodes
+                .get(&node.id)
+                .and_then(|n| n.pieces.get(&order.piece_id))
+                .ok_or_else(|| refused(node.id, "no such piece"))?;
+            if piece.owner != order.owner_key {
+                return Err(refused(node.id, "not the piece's owner"));
+            }
+            let (start, end) = piece
+                .info
+                .block_range(u64::from(order.block_index))
+                .ok_or_else(|| refused(node.id, "no such block"))?;
+            let mut block = piece
+                .data
+                .get(start as usize..end as usize)
+                .map(Bytes::copy_from_slice)
+                .unwrap_or_default();
+            if behaviour == Behaviour::Corrupt {
+                let mut v = block.to_vec();
+                if let Some(b) = v.first_mut() {
+                    *b ^= 1;
+                }
+                block = Bytes::from(v);
+            }
+            Ok((piece.info.clone(), block))
         })
     }
 }
