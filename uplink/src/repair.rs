@@ -43,7 +43,7 @@ use shoal_proto::time::unix_ms;
 use shoal_proto::{NodeId, Nonce, PieceHash, PieceId, SegmentRoot, Signed};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::catalog::{Content, ObjectEntry, SegmentInfo, Value};
+use crate::catalog::{ObjectEntry, SegmentInfo, Value};
 use crate::client::{Inner, Uplink};
 use crate::error::Error;
 use crate::health::{self, SegmentState};
@@ -126,6 +126,8 @@ pub struct PieceProblem {
 pub struct SegmentHealth {
     pub bucket: String,
     pub key: String,
+    /// Position in the object's segments (for a multipart object, counted across its
+    /// parts).
     pub segment: u32,
     pub scheme: String,
     /// Pieces recorded in the catalog.
@@ -398,7 +400,9 @@ impl Uplink {
                 report.segments.push(SegmentHealth {
                     bucket: bucket.clone(),
                     key: e.key.clone(),
-                    segment: seg.index,
+                    // The position in the object's segment list: a multipart object's
+                    // parts each number their segments from 0.
+                    segment: si as u32,
                     scheme: seg.scheme.to_string(),
                     pieces: seg.pieces.len(),
                     healthy: healthy_indices.len(),
@@ -446,7 +450,8 @@ impl Uplink {
             let mut new_pieces: Vec<PiecePlacement> = Vec::new();
             let mut changed = Vec::new();
             for (i, sh) in segs {
-                let Some(seg) = entry.segments().iter().find(|s| s.index == sh.segment) else {
+                let pos = sh.segment as usize;
+                let Some(seg) = entry.segments().get(pos) else {
                     continue;
                 };
                 match repair_segment(&self.inner, seg, &sh.healthy_indices).await {
@@ -457,9 +462,7 @@ impl Uplink {
                         report.segment_bytes_repaired += seg.sealed_size;
                         report.segments_repaired += 1;
                         changed.push((i, health::classify(seg.scheme, healthy)));
-                        if let Content::Segments(all) = &mut updated.content
-                            && let Some(slot) = all.iter_mut().find(|s| s.index == seg.index)
-                        {
+                        if let Some(slot) = updated.segments_mut().get_mut(pos) {
                             *slot = new_seg;
                         }
                     }

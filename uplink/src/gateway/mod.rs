@@ -67,6 +67,11 @@ pub struct GatewayConfig {
     /// How often the gateway pulls what other writers of this access published (so a
     /// `uplink cp` elsewhere shows up here). Default 30 s.
     pub pull_interval: Duration,
+    /// How often the gateway renews the leases of everything the access stores (objects
+    /// and catalog; see [`crate::repair::spawn_renewer`]), starting at start-up. Leases
+    /// last `default_lease` (90 days), so a gateway that runs keeps the data alive.
+    /// Default 24 h.
+    pub renew_interval: Duration,
 }
 
 impl GatewayConfig {
@@ -82,6 +87,7 @@ impl GatewayConfig {
             max_connections: 1024,
             shutdown_grace: Duration::from_secs(30),
             pull_interval: Duration::from_secs(30),
+            renew_interval: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -325,6 +331,7 @@ impl Gateway {
             config.sweep_interval,
         ));
         let puller = tokio::spawn(pull(s3.uplink.clone(), config.pull_interval));
+        let renewer = crate::repair::spawn_renewer(s3.uplink.clone(), config.renew_interval);
         let graceful = GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -375,6 +382,8 @@ impl Gateway {
         drop(listener);
         sweeper.abort();
         puller.abort();
+        // A renewal cut short is harmless (renewing is idempotent; the next run redoes it).
+        drop(renewer);
         if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
             .await
             .is_err()
