@@ -145,6 +145,10 @@ def put_and_get_with_metadata():
     assert h["ContentLength"] == len(body) and h["ETag"] == g["ETag"]
     assert rfc2047(h["Metadata"]["author"]) == "Zoë"
     s3.head_object(Bucket="alpha", Key="notes/hello.txt", VersionId="null")
+    expect_error(
+        "MetadataTooLarge", 400, s3.put_object, Bucket="alpha", Key="fat", Body=b"x",
+        Metadata={"big": "x" * 3000},
+    )
     expect_error("404", 404, s3.head_object, Bucket="alpha", Key="notes/none")
     expect_error("NoSuchKey", 404, s3.get_object, Bucket="alpha", Key="notes/none")
 

@@ -47,6 +47,18 @@ pub fn user_metadata(meta: &BTreeMap<String, String>) -> HashMap<String, String>
         .collect()
 }
 
+/// Most bytes of user metadata (names and values) an object may carry, as on S3.
+pub const MAX_USER_METADATA: usize = 2048;
+
+/// Whether user metadata fits [`MAX_USER_METADATA`].
+pub fn user_metadata_fits(user: Option<&HashMap<String, String>>) -> bool {
+    user.into_iter()
+        .flatten()
+        .map(|(k, v)| k.len() + v.len())
+        .sum::<usize>()
+        <= MAX_USER_METADATA
+}
+
 /// The metadata map of a new object: user metadata, standard headers and the ETag.
 pub fn build(
     user: Option<&HashMap<String, String>>,
@@ -97,6 +109,14 @@ pub fn replace(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_metadata_is_bounded() {
+        let small: HashMap<String, String> = [("a".to_string(), "b".repeat(100))].into();
+        assert!(user_metadata_fits(Some(&small)) && user_metadata_fits(None));
+        let big: HashMap<String, String> = [("a".to_string(), "b".repeat(2048))].into();
+        assert!(!user_metadata_fits(Some(&big)));
+    }
 
     #[test]
     fn user_metadata_and_etag_round_trip() {

@@ -87,6 +87,17 @@ fn strong(etag: &str) -> ETag {
     ETag::Strong(etag.to_string())
 }
 
+fn check_metadata(user: Option<&std::collections::HashMap<String, String>>) -> S3Result<()> {
+    if attrs::user_metadata_fits(user) {
+        Ok(())
+    } else {
+        Err(s3_error!(
+            MetadataTooLarge,
+            "Your metadata headers exceed the maximum allowed metadata size (2 KiB)"
+        ))
+    }
+}
+
 fn check_key(key: &str) -> S3Result<()> {
     if key.len() > crate::catalog::MAX_KEY_LEN {
         return Err(s3_error!(
@@ -781,6 +792,7 @@ impl S3 for ShoalS3 {
         } = req;
         let (bucket, key) = (input.bucket.clone(), input.key.clone());
         check_key(&key)?;
+        check_metadata(input.metadata.as_ref())?;
         self.require_bucket(&bucket)?;
         let declared = input.content_length;
         if declared.is_some_and(|n| n as u64 > multipart::MAX_PART_SIZE) {
@@ -989,6 +1001,7 @@ impl S3 for ShoalS3 {
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let i = req.input;
         check_key(&i.key)?;
+        check_metadata(i.metadata.as_ref())?;
         self.require_bucket(&i.bucket)?;
         let c = Conditions {
             if_match: i.copy_source_if_match.as_ref().map(tag),
@@ -1212,6 +1225,7 @@ impl S3 for ShoalS3 {
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let i = req.input;
         check_key(&i.key)?;
+        check_metadata(i.metadata.as_ref())?;
         self.require_bucket(&i.bucket)?;
         let standard = standard_headers(
             i.cache_control,
