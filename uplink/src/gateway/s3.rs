@@ -190,6 +190,23 @@ fn expected_digests(
     Ok(e)
 }
 
+/// Checks a body's digests, the trailer's checksums (read once the body has ended)
+/// included.
+fn verify_body(
+    mut expected: Expected,
+    trailing: Option<s3s::TrailingHeaders>,
+    computed: &Computed,
+) -> Result<(), DigestError> {
+    if let Some(t) = trailing.and_then(|t| t.take()) {
+        for (name, value) in &t {
+            if let Ok(v) = value.to_str() {
+                expected.add_trailer(name.as_str(), v);
+            }
+        }
+    }
+    digest::verify(&expected, computed)
+}
+
 fn digest_err(e: DigestError) -> S3Error {
     match e {
         DigestError::InvalidDigest => {
@@ -809,7 +826,7 @@ impl S3 for ShoalS3 {
         let precondition =
             |current: Option<String>| write_outcome(&write_conditions, current.as_deref());
         precondition(self.current_etag(&bucket, &key)?)?;
-        let mut expected = expected_digests(
+        let expected = expected_digests(
             &headers,
             input.content_md5.as_deref(),
             [
@@ -841,14 +858,7 @@ impl S3 for ShoalS3 {
                 },
             )
             .await?;
-        if let Some(t) = trailing_headers.and_then(|t| t.take()) {
-            for (name, value) in &t {
-                if let Ok(v) = value.to_str() {
-                    expected.add_trailer(name.as_str(), v);
-                }
-            }
-        }
-        if let Err(e) = digest::verify(&expected, &computed) {
+        if let Err(e) = verify_body(expected, trailing_headers, &computed) {
             self.uplink.discard(staged).await;
             return Err(digest_err(e));
         }
@@ -1271,7 +1281,7 @@ impl S3 for ShoalS3 {
         if declared.is_some_and(|n| n as u64 > multipart::MAX_PART_SIZE) {
             return Err(s3_error!(EntityTooLarge, "A part may be at most 5 GiB"));
         }
-        let mut expected = expected_digests(
+        let expected = expected_digests(
             &headers,
             i.content_md5.as_deref(),
             [
@@ -1303,14 +1313,7 @@ impl S3 for ShoalS3 {
                 },
             )
             .await?;
-        if let Some(t) = trailing_headers.and_then(|t| t.take()) {
-            for (name, value) in &t {
-                if let Ok(v) = value.to_str() {
-                    expected.add_trailer(name.as_str(), v);
-                }
-            }
-        }
-        if let Err(e) = digest::verify(&expected, &computed) {
+        if let Err(e) = verify_body(expected, trailing_headers, &computed) {
             self.uplink.discard_part(&part).await;
             return Err(digest_err(e));
         }
