@@ -54,6 +54,15 @@ pub struct Config {
     /// (milliseconds). Default 30000.
     #[serde(default = "default_stall_timeout_ms")]
     pub stall_timeout_ms: u64,
+    /// Least average rate an upload must keep once `upload_grace_ms` has passed, in
+    /// bytes per second; a slower one is cut (RESOURCE_EXHAUSTED) and its reservation
+    /// freed. 0 turns the check off. Default 4096.
+    #[serde(default = "default_min_upload_rate")]
+    pub min_upload_rate: u64,
+    /// How long an upload may go at any rate before `min_upload_rate` applies
+    /// (milliseconds). Default 30000.
+    #[serde(default = "default_upload_grace_ms")]
+    pub upload_grace_ms: u64,
     /// How often the expiry worker removes pieces whose lease ended (milliseconds).
     /// Default 60000.
     #[serde(default = "default_expiry_interval_ms")]
@@ -94,6 +103,12 @@ fn default_max_streams_per_peer() -> usize {
 fn default_stall_timeout_ms() -> u64 {
     30_000
 }
+fn default_min_upload_rate() -> u64 {
+    crate::protocol::MIN_UPLOAD_RATE
+}
+fn default_upload_grace_ms() -> u64 {
+    crate::protocol::UPLOAD_GRACE.as_millis() as u64
+}
 fn default_expiry_interval_ms() -> u64 {
     60_000
 }
@@ -115,6 +130,8 @@ impl Default for Config {
             difficulty: default_difficulty(),
             max_streams_per_peer: default_max_streams_per_peer(),
             stall_timeout_ms: default_stall_timeout_ms(),
+            min_upload_rate: default_min_upload_rate(),
+            upload_grace_ms: default_upload_grace_ms(),
             expiry_interval_ms: default_expiry_interval_ms(),
             max_lease_ms: default_max_lease_ms(),
             direct_io: default_direct_io(),
@@ -135,6 +152,8 @@ pub struct Overrides {
     pub difficulty: Option<u32>,
     pub max_streams_per_peer: Option<usize>,
     pub stall_timeout_ms: Option<u64>,
+    pub min_upload_rate: Option<u64>,
+    pub upload_grace_ms: Option<u64>,
     pub expiry_interval_ms: Option<u64>,
     pub max_lease_ms: Option<u64>,
     pub direct_io: Option<bool>,
@@ -186,6 +205,8 @@ impl Overrides {
                 "DIFFICULTY" => o.difficulty = Some(parse(&key, &value)?),
                 "MAX_STREAMS_PER_PEER" => o.max_streams_per_peer = Some(parse(&key, &value)?),
                 "STALL_TIMEOUT_MS" => o.stall_timeout_ms = Some(parse(&key, &value)?),
+                "MIN_UPLOAD_RATE" => o.min_upload_rate = Some(parse(&key, &value)?),
+                "UPLOAD_GRACE_MS" => o.upload_grace_ms = Some(parse(&key, &value)?),
                 "EXPIRY_INTERVAL_MS" => o.expiry_interval_ms = Some(parse(&key, &value)?),
                 "MAX_LEASE_MS" => o.max_lease_ms = Some(parse(&key, &value)?),
                 "DIRECT_IO" => o.direct_io = Some(parse(&key, &value)?),
@@ -213,6 +234,8 @@ impl Overrides {
             difficulty,
             max_streams_per_peer,
             stall_timeout_ms,
+            min_upload_rate,
+            upload_grace_ms,
             expiry_interval_ms,
             max_lease_ms,
             direct_io,
@@ -242,6 +265,12 @@ impl Overrides {
         }
         if let Some(v) = stall_timeout_ms {
             c.stall_timeout_ms = v;
+        }
+        if let Some(v) = min_upload_rate {
+            c.min_upload_rate = v;
+        }
+        if let Some(v) = upload_grace_ms {
+            c.upload_grace_ms = v;
         }
         if let Some(v) = expiry_interval_ms {
             c.expiry_interval_ms = v;
@@ -465,6 +494,14 @@ impl Config {
         field(
             "An upload that sends nothing for this many milliseconds is aborted and leaves\nnothing behind. Default 30000.",
             format!("stall_timeout_ms = {}", self.stall_timeout_ms),
+        );
+        field(
+            "Least average upload rate, in bytes per second, once upload_grace_ms has passed;\na slower upload is cut and its space freed. 0 turns it off. Default 4096.",
+            format!("min_upload_rate = {}", self.min_upload_rate),
+        );
+        field(
+            "How long, in milliseconds, an upload may go at any rate before min_upload_rate\napplies. Default 30000.",
+            format!("upload_grace_ms = {}", self.upload_grace_ms),
         );
         field(
             "How often, in milliseconds, expired pieces are removed. Default 60000.",

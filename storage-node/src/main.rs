@@ -98,6 +98,12 @@ struct Settings {
     /// Abort uploads silent for this long (ms).
     #[arg(long, value_name = "MS")]
     stall_timeout_ms: Option<u64>,
+    /// Cut uploads slower than this on average once the grace is over (bytes/s; 0: off).
+    #[arg(long, value_name = "BYTES")]
+    min_upload_rate: Option<u64>,
+    /// How long an upload may go at any rate before --min-upload-rate applies (ms).
+    #[arg(long, value_name = "MS")]
+    upload_grace_ms: Option<u64>,
     /// How often to remove expired pieces (ms).
     #[arg(long, value_name = "MS")]
     expiry_interval_ms: Option<u64>,
@@ -128,6 +134,8 @@ impl From<Settings> for Overrides {
             difficulty: s.difficulty,
             max_streams_per_peer: s.max_streams_per_peer,
             stall_timeout_ms: s.stall_timeout_ms,
+            min_upload_rate: s.min_upload_rate,
+            upload_grace_ms: s.upload_grace_ms,
             expiry_interval_ms: s.expiry_interval_ms,
             max_lease_ms: s.max_lease_ms,
             direct_io: s.direct_io,

@@ -333,8 +333,8 @@ pub async fn start(
             stall_timeout: config.stall_timeout(),
             max_streams_per_peer: config.max_streams_per_peer,
             max_lease_ms: config.max_lease_ms,
-            min_upload_rate: crate::protocol::MIN_UPLOAD_RATE,
-            upload_grace: crate::protocol::UPLOAD_GRACE,
+            min_upload_rate: config.min_upload_rate,
+            upload_grace: Duration::from_millis(config.upload_grace_ms),
         },
         rpc_stop.clone(),
     );

@@ -63,6 +63,10 @@ use crate::meta::{Counters, MetaDb, PieceMeta};
 pub use crate::meta::{PIECE_OVERHEAD, Usage, charged};
 use crate::piece_file::{PieceWriter, Refuse};
 
+/// How much of an upload's `max_size` is reserved at a time: the first step when the
+/// upload is admitted, one more each time its data outgrows what it holds.
+pub const RESERVE_STEP: u64 = 1 << 20;
+
 /// How the store writes piece files and what one owner may store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
@@ -90,7 +94,8 @@ pub struct Space {
     pub allocated: u64,
     /// Bytes of committed pieces, each charged its size plus [`PIECE_OVERHEAD`].
     pub used: u64,
-    /// Bytes reserved by uploads in flight (their orders' `max_size`, charged alike).
+    /// Bytes reserved by uploads in flight: what each has received, rounded up to a
+    /// whole [`RESERVE_STEP`] (at most its order's `max_size`), plus [`PIECE_OVERHEAD`].
     pub reserved: u64,
     /// Bytes a new upload may still reserve: `allocated - used - reserved`.
     pub free: u64,
@@ -388,14 +393,51 @@ impl PieceStore {
         self.max_bytes_per_owner
     }
 
-    /// Reserves `max_size` bytes (charged: plus [`PIECE_OVERHEAD`]) for a new piece and
-    /// opens its temp file. Refuses, before any data: `max_size` 0, an existing piece id,
-    /// an upload that would exceed the allocation, and one that would take its owner past
-    /// the per-owner limit (counting the owner's stored pieces and uploads in flight).
+    /// Whether `owner` may take `bytes` (charged) more now: refuses with `NoSpace` past
+    /// the allocation, `OwnerQuota` past the per-owner limit. Called with the state
+    /// lock held: commits update the owner's stored total under it too, so stored +
+    /// reserved never counts a piece twice or not at all.
+    fn admit(&self, s: &State, owner: &PublicKey, bytes: u64) -> Result<(), Error> {
+        let free = self.allocated.saturating_sub(s.used + s.reserved);
+        if bytes > free {
+            return Err(Error::NoSpace {
+                requested: bytes,
+                free,
+            });
+        }
+        if let Some(limit) = self.max_bytes_per_owner {
+            let used = self.meta.owner_usage(owner)?.bytes
+                + s.owner_reserved.get(owner).copied().unwrap_or(0);
+            if used.saturating_add(bytes) > limit {
+                return Err(Error::OwnerQuota {
+                    limit,
+                    used,
+                    requested: bytes,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reserves `bytes` more for `owner`'s upload in flight, if [`Self::admit`] allows.
+    fn grow_reservation(&self, owner: &PublicKey, bytes: u64) -> Result<(), Error> {
+        let mut s = self.lock();
+        self.admit(&s, owner, bytes)?;
+        s.reserve(*owner, bytes);
+        Ok(())
+    }
+
+    /// Admits a new piece and opens its temp file. Refuses, before any data: `max_size`
+    /// 0, an existing piece id, a piece whose whole `max_size` (charged: plus
+    /// [`PIECE_OVERHEAD`]) does not fit in the free space now, and one that would take
+    /// its owner past the per-owner limit (counting the owner's stored pieces and
+    /// reservations in flight).
     ///
-    /// LATER(hardening): reserve incrementally (a first step, then more as data arrives)
-    /// instead of all of `max_size` up front; today a slow upload holds its whole
-    /// reservation until the minimum-rate check cuts it (after 30 s at most, at < 4 KiB/s).
+    /// Space is reserved incrementally: [`RESERVE_STEP`] (plus the overhead) now, then
+    /// one more step whenever the data outgrows it ([`PendingPiece::write`], which can
+    /// then refuse with `NoSpace` or `OwnerQuota`). So a slow upload holds at most what
+    /// it has sent plus one step, not its whole `max_size`, until the minimum-rate check
+    /// cuts it.
     pub fn begin_upload(
         self: &Arc<Self>,
         piece: PieceId,
@@ -407,7 +449,7 @@ impl PieceStore {
         if max_size == 0 {
             return Err(Error::ZeroMaxSize);
         }
-        let charge = charged(max_size);
+        let first = charged(max_size.min(RESERVE_STEP));
         {
             let mut s = self.lock();
             if s.busy.contains(&piece) {
@@ -416,27 +458,8 @@ impl PieceStore {
             if self.meta.contains(&piece)? {
                 return Err(Error::AlreadyExists(piece));
             }
-            let free = self.allocated.saturating_sub(s.used + s.reserved);
-            if charge > free {
-                return Err(Error::NoSpace {
-                    requested: charge,
-                    free,
-                });
-            }
-            if let Some(limit) = self.max_bytes_per_owner {
-                // Read under the state lock: commits update the owner's total under it
-                // too, so stored + reserved never counts a piece twice or not at all.
-                let used = self.meta.owner_usage(&owner)?.bytes
-                    + s.owner_reserved.get(&owner).copied().unwrap_or(0);
-                if used.saturating_add(charge) > limit {
-                    return Err(Error::OwnerQuota {
-                        limit,
-                        used,
-                        requested: charge,
-                    });
-                }
-            }
-            s.reserve(owner, charge);
+            self.admit(&s, &owner, charged(max_size))?;
+            s.reserve(owner, first);
             s.busy.insert(piece);
         }
         let mut pending = PendingPiece {
@@ -445,7 +468,7 @@ impl PieceStore {
             owner,
             expires_at_ms,
             max_size,
-            reserved: charge,
+            reserved: first,
             tmp_path: self.tmp_path(&piece),
             writer: None,
             hasher: PieceHasher::new(block_size),
@@ -694,12 +717,22 @@ impl PendingPiece {
         self.hasher.size()
     }
 
-    /// Appends data; refuses to go past the order's `max_size`.
+    /// Appends data; refuses to go past the order's `max_size`, and past the space or
+    /// the owner's limit when the data outgrows its reservation (which then grows by
+    /// whole [`RESERVE_STEP`]s).
     pub fn write(&mut self, data: &[u8]) -> Result<(), Error> {
-        if self.hasher.size() + data.len() as u64 > self.max_size {
+        let end = self.hasher.size() + data.len() as u64;
+        if end > self.max_size {
             return Err(Error::OverMaxSize {
                 max_size: self.max_size,
             });
+        }
+        let covered = self.reserved.saturating_sub(PIECE_OVERHEAD);
+        if end > covered {
+            let target = end.div_ceil(RESERVE_STEP).saturating_mul(RESERVE_STEP);
+            let extra = target.min(self.max_size) - covered;
+            self.store.grow_reservation(&self.owner, extra)?;
+            self.reserved += extra;
         }
         let writer = self
             .writer

@@ -130,6 +130,79 @@ fn reservations_never_exceed_the_allocation() {
 }
 
 #[test]
+fn uploads_reserve_step_by_step_and_a_stalled_one_holds_only_what_it_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let step = RESERVE_STEP;
+    let alloc = 6 * step;
+    let (store, _) = PieceStore::open(dir.path(), alloc).unwrap();
+    // Admitted with a 5-step max_size, it holds one step until data arrives.
+    let mut a = store
+        .begin_upload(PieceId([1; 32]), owner(), 5 * step, 4096, u64::MAX)
+        .unwrap();
+    assert_eq!(store.space().reserved, charged(step));
+    a.write(&vec![7; (step + 1) as usize]).unwrap();
+    assert_eq!(store.space().reserved, charged(2 * step));
+    // A second upload is admitted against what is free now (not against `a`'s
+    // max_size), so a trickling `a` does not keep it out...
+    let mut b = store
+        .begin_upload(PieceId([2; 32]), owner(), 3 * step, 4096, u64::MAX)
+        .unwrap();
+    b.write(&vec![8; (3 * step) as usize]).unwrap();
+    assert_eq!(
+        store.space().reserved,
+        charged(2 * step) + charged(3 * step)
+    );
+    // ...and when the space is taken, the one that grows last is refused mid-stream.
+    let refused = a.write(&vec![7; (2 * step) as usize]);
+    assert!(
+        matches!(refused, Err(Error::NoSpace { requested, .. }) if requested == 2 * step),
+        "{refused:?}"
+    );
+    // A refused write leaves the reservation as it was; dropping gives it all back.
+    assert_eq!(
+        store.space().reserved,
+        charged(2 * step) + charged(3 * step)
+    );
+    drop(a);
+    let bytes = vec![8; (3 * step) as usize];
+    let mut h = PieceHasher::new(4096);
+    h.update(&bytes);
+    b.commit(3 * step, &h.finish().root(), 1).unwrap();
+    assert_eq!(store.space().reserved, 0);
+    assert_eq!(store.space().used, charged(3 * step));
+    assert!(store.check().unwrap().is_consistent());
+}
+
+#[test]
+fn an_upload_growing_past_its_owner_limit_is_refused_mid_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let step = RESERVE_STEP;
+    let (store, _) = PieceStore::open_with(
+        dir.path(),
+        1 << 30,
+        StoreOptions {
+            max_bytes_per_owner: Some(charged(5 * step)),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let mut a = store
+        .begin_upload(PieceId([1; 32]), owner(), 3 * step, 4096, u64::MAX)
+        .unwrap();
+    let mut b = store
+        .begin_upload(PieceId([2; 32]), owner(), 3 * step, 4096, u64::MAX)
+        .unwrap();
+    a.write(&vec![1; (3 * step) as usize]).unwrap();
+    let refused = b.write(&vec![2; (2 * step) as usize]);
+    assert!(
+        matches!(refused, Err(Error::OwnerQuota { requested, .. }) if requested == step),
+        "{refused:?}"
+    );
+    drop((a, b));
+    assert_eq!(store.space().reserved, 0);
+}
+
+#[test]
 fn tiny_pieces_are_charged_their_overhead_and_max_size_zero_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     // Room for three empty-ish pieces, not four.

@@ -38,6 +38,9 @@ pub struct NodeOptions {
     pub expiry_interval_ms: u64,
     pub max_streams_per_peer: usize,
     pub max_lease_ms: u64,
+    /// `min_upload_rate` and `upload_grace_ms` of the node's config.
+    pub min_upload_rate: u64,
+    pub upload_grace_ms: u64,
 }
 
 impl Default for NodeOptions {
@@ -48,6 +51,8 @@ impl Default for NodeOptions {
             expiry_interval_ms: 60_000,
             max_streams_per_peer: 64,
             max_lease_ms: Config::default().max_lease_ms,
+            min_upload_rate: Config::default().min_upload_rate,
+            upload_grace_ms: Config::default().upload_grace_ms,
         }
     }
 }
@@ -80,6 +85,8 @@ impl TestNode {
             stall_timeout_ms: options.stall_timeout_ms,
             expiry_interval_ms: options.expiry_interval_ms,
             max_lease_ms: options.max_lease_ms,
+            min_upload_rate: options.min_upload_rate,
+            upload_grace_ms: options.upload_grace_ms,
             bootstrap,
             // Every test node is on 127.0.N.1.
             local_network: true,

@@ -11,7 +11,7 @@ use shoal_proto::time::unix_ms;
 use shoal_tests::{
     Cluster, NodeOptions, Owner, http_get, http_get_as, random_piece, test_data, wait_until,
 };
-use storage_node::store::charged;
+use storage_node::store::{RESERVE_STEP, charged};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
@@ -626,6 +626,68 @@ async fn stalled_uploads_time_out_and_leave_nothing() {
         .await
         .unwrap();
         assert_eq!(store.space().used, 0);
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickling_uploads_hold_one_step_and_are_cut_after_the_grace() {
+    bounded(async {
+        let options = NodeOptions {
+            upload_grace_ms: 1_000,
+            min_upload_rate: 64 * 1024,
+            ..NodeOptions::default()
+        };
+        let cluster = Cluster::start(1, options).await.unwrap();
+        let n = cluster.node(0);
+        let mut c = n.client().await.unwrap();
+        let owner = Owner::new();
+        let now = unix_ms();
+        // An order for 64 MiB, then 1 KiB every 50 ms (20 KiB/s): well inside the stall
+        // timeout, far below the minimum rate.
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(order_msg(
+            owner
+                .upload_order(n.node_id(), random_piece(), 64 << 20, BS, now + 60_000, now)
+                .unwrap(),
+        ))
+        .await
+        .unwrap();
+        let trickle = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            for i in 0..400u64 {
+                tick.tick().await;
+                if tx.send(chunk(test_data(1024, i))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let upload = tokio::spawn(async move { c.upload(ReceiverStream::new(rx)).await });
+        let store = n.running().store().clone();
+        // While it trickles, the node holds one reservation step, not 64 MiB.
+        wait_until(Duration::from_secs(10), "first step reserved", || {
+            let s = store.clone();
+            async move { s.space().reserved == charged(RESERVE_STEP) }
+        })
+        .await
+        .unwrap();
+        let err = upload.await.unwrap().unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+        trickle.abort();
+        let failures = n
+            .running()
+            .metrics()
+            .failures
+            .with_label_values(&["upload", "too_slow"])
+            .get();
+        assert_eq!(failures, 1, "the rate check, not the stall timeout, cut it");
+        wait_until(Duration::from_secs(10), "cleanup", || {
+            let s = store.clone();
+            async move { s.space().reserved == 0 && s.temp_file_count() == 0 }
+        })
+        .await
+        .unwrap();
         cluster.shutdown().await.unwrap();
     })
     .await;
