@@ -1000,7 +1000,31 @@ async fn grpc_port_speaks_only_node_identity_tls() {
                 .unwrap_err()
                 .to_string(),
         };
-        println!("plaintext client: {refused}");
+        assert!(!refused.is_empty(), "a plaintext client must be refused");
+
+        // A stock TLS client completes a TLS 1.3 handshake with the gRPC port (it checks
+        // no node id: the pinning is the dialler's, tested below).
+        let out = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::process::Command::new("openssl")
+                .args(["s_client", "-brief", "-tls1_3", "-alpn", "h2", "-connect"])
+                .arg(n.grpc_addr().to_string())
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("openssl s_client within 30 s")
+        .expect("openssl is not installed (apt-get install openssl)");
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            report.contains("CONNECTION ESTABLISHED") && report.contains("TLSv1.3"),
+            "openssl s_client: {report}"
+        );
 
         // Pinned to another node's id: the dialler aborts naming both ids.
         let wrong =
