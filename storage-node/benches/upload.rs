@@ -67,7 +67,7 @@ fn store_only(payload: &Payload, pieces: usize, direct_io: bool) -> f64 {
         for c in payload.bytes.chunks(1 << 20) {
             p.write(c).unwrap();
         }
-        p.commit(payload.bytes.len() as u64, &payload.root, unix_ms())
+        p.commit(payload.bytes.len() as u64, &payload.info.root(), unix_ms())
             .unwrap();
     }
     (pieces * payload.bytes.len()) as f64 / start.elapsed().as_secs_f64() / 1e6
@@ -215,7 +215,7 @@ fn cold_reads(mb: usize) {
                     .begin_upload(id, owner, payload.bytes.len() as u64, 65536, u64::MAX)
                     .unwrap();
                 p.write(&payload.bytes).unwrap();
-                p.commit(payload.bytes.len() as u64, &payload.root, unix_ms())
+                p.commit(payload.bytes.len() as u64, &payload.info.root(), unix_ms())
                     .unwrap();
                 id
             })
@@ -301,7 +301,7 @@ fn small_commits() {
                                 )
                                 .unwrap();
                             p.write(&payload.bytes).unwrap();
-                            p.commit(4097, &payload.root, unix_ms()).unwrap();
+                            p.commit(4097, &payload.info.root(), unix_ms()).unwrap();
                         }
                     });
                 }

@@ -4,8 +4,8 @@
 //!   (distinct /24s on loopback) with port 0 and its own temp directory, every node but
 //!   the first bootstrapping from the first, and restarts (same ports) or stops them on
 //!   the same directory.
-//! - [`Owner`] is an uplink-side key that signs orders and talks the piece protocol over
-//!   real gRPC, for tests that do not need the whole uplink.
+//! - [`Owner`] is an uplink-side key for tests that do not need the whole uplink: the
+//!   uplink's orders and its [`NodeClient`], plus the wire messages tests tamper with.
 //! - [`wait_until`] waits for a condition with a deadline (tests never sleep a fixed time);
 //!   [`http_get`] fetches a page from a node's HTTP port.
 
@@ -16,19 +16,18 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use futures::StreamExt;
 use http_body_util::{BodyExt, Empty};
-use shoal_proto::limits::{MAX_CHUNK, MAX_GRPC_MESSAGE};
-use shoal_proto::messages::{
-    AuditOrder, DeleteOrder, DownloadOrder, Receipt, RenewOrder, RenewResult, UploadOrder,
-    UploadTrailer,
-};
-use shoal_proto::pb::piece_store_client::PieceStoreClient;
+use shoal_proto::limits::MAX_CHUNK;
+use shoal_proto::messages::{Receipt, RenewOrder, RenewResult};
 use shoal_proto::pb::{self, upload_request};
 use shoal_proto::piece_hash::{PieceHasher, PieceInfo};
 use shoal_proto::time::unix_ms;
-use shoal_proto::{Identity, NodeId, Nonce, PieceId, Signed};
+use shoal_proto::{Identity, NodeId, PieceId, Signed};
 use storage_node::{ByteSize, Config, RunningNode};
-use tonic::transport::Channel;
+use uplink::grpc::NodeClient;
+use uplink::orders::{Orders, UploadTerms};
+use uplink::store::{DownloadPart, NodeAddress, UploadPart};
 
 /// How the nodes of a [`Cluster`] are configured.
 #[derive(Debug, Clone)]
@@ -153,14 +152,12 @@ impl TestNode {
     }
 
     /// A gRPC client with the protocol's message bounds, over TLS pinned to this node.
-    pub async fn client(&self) -> anyhow::Result<PieceStoreClient<Channel>> {
-        let channel =
-            shoal_proto::tls::Connector::channel(self.node_id(), self.grpc_addr(), |e| {
-                e.connect_timeout(Duration::from_secs(5))
-            })?;
-        Ok(PieceStoreClient::new(channel)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE))
+    pub async fn client(&self) -> anyhow::Result<NodeClient> {
+        let node = NodeAddress {
+            id: self.node_id(),
+            address: self.grpc_addr(),
+        };
+        Ok(NodeClient::new(node, Duration::from_secs(5))?)
     }
 
     /// Stops the node cleanly; its directory stays.
@@ -273,7 +270,9 @@ pub fn test_data(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// A piece owner (what the uplink is): signs orders and runs the piece protocol.
+/// A piece owner (what the uplink is), for tests that do not need the whole uplink: its
+/// orders come from the uplink's [`Orders`] and well-formed calls go through the
+/// uplink's [`NodeClient`]; what this adds is the wire messages tests tamper with.
 #[derive(Debug)]
 pub struct Owner {
     pub identity: Identity,
@@ -287,12 +286,27 @@ impl Default for Owner {
     }
 }
 
+/// Hashes `data` as a piece of `block_size` blocks.
+fn piece_info(data: &[u8], block_size: u32) -> PieceInfo {
+    let mut h = PieceHasher::new(block_size);
+    h.update(data);
+    h.finish()
+}
+
+fn status(e: impl std::fmt::Display) -> tonic::Status {
+    tonic::Status::internal(e.to_string())
+}
+
 impl Owner {
     pub fn new() -> Self {
         Self {
             identity: Identity::random(),
             lease: Duration::from_secs(3600),
         }
+    }
+
+    fn orders(&self) -> Orders<'_> {
+        Orders::new(&self.identity)
     }
 
     pub fn upload_order(
@@ -304,20 +318,12 @@ impl Owner {
         expires_at_ms: u64,
         timestamp_ms: u64,
     ) -> anyhow::Result<pb::UploadOrder> {
-        let order = Signed::sign(
-            UploadOrder {
-                piece_id: piece,
-                node_id: node,
-                owner_key: *self.identity.public_key(),
-                max_size,
-                block_size,
-                expires_at_ms,
-                timestamp_ms,
-                nonce: Nonce::random(),
-            },
-            &self.identity,
-        )?;
-        Ok((&order).into())
+        let terms = UploadTerms {
+            max_size,
+            block_size,
+            expires_at_ms,
+        };
+        Ok((&self.orders().upload(node, piece, terms, timestamp_ms)?).into())
     }
 
     /// The trailer for `data`, hashed with `block_size`.
@@ -327,17 +333,9 @@ impl Owner {
         data: &[u8],
         block_size: u32,
     ) -> anyhow::Result<pb::UploadTrailer> {
-        let mut h = PieceHasher::new(block_size);
-        h.update(data);
-        let trailer = Signed::sign(
-            UploadTrailer {
-                piece_id: piece,
-                owner_key: *self.identity.public_key(),
-                size: data.len() as u64,
-                piece_hash: h.finish().root(),
-            },
-            &self.identity,
-        )?;
+        let trailer = self
+            .orders()
+            .trailer(piece, &piece_info(data, block_size))?;
         Ok((&trailer).into())
     }
 
@@ -374,32 +372,48 @@ impl Owner {
         Ok(msgs)
     }
 
-    /// Sends `msgs` as one upload and checks the receipt.
+    /// Sends `msgs` as one upload and checks the receipt's signature.
     pub async fn send_upload(
         &self,
-        client: &mut PieceStoreClient<Channel>,
+        client: &mut NodeClient,
         msgs: Vec<pb::UploadRequest>,
     ) -> Result<Signed<Receipt>, tonic::Status> {
-        let resp = client.upload(tokio_stream::iter(msgs)).await?.into_inner();
-        let receipt = resp
-            .receipt
-            .ok_or_else(|| tonic::Status::internal("no receipt"))?;
-        Signed::<Receipt>::try_from(receipt)
-            .map_err(|e| tonic::Status::internal(format!("bad receipt: {e}")))
+        Ok(client.upload_requests(tokio_stream::iter(msgs)).await?)
     }
 
+    /// Uploads `data` the way the uplink does (order, data chunks, signed trailer).
     pub async fn upload(
         &self,
-        client: &mut PieceStoreClient<Channel>,
+        client: &mut NodeClient,
         node: NodeId,
         piece: PieceId,
         data: &[u8],
         block_size: u32,
     ) -> Result<Signed<Receipt>, tonic::Status> {
-        let msgs = self
-            .upload_messages(node, piece, data, block_size)
-            .map_err(|e| tonic::Status::internal(e.to_string()))?;
-        self.send_upload(client, msgs).await
+        let now = unix_ms();
+        let terms = UploadTerms {
+            max_size: data.len() as u64,
+            block_size,
+            expires_at_ms: now + self.lease.as_millis() as u64,
+        };
+        let order = self
+            .orders()
+            .upload(node, piece, terms, now)
+            .map_err(status)?;
+        let trailer = self
+            .orders()
+            .trailer(piece, &piece_info(data, block_size))
+            .map_err(status)?;
+        let data = Bytes::copy_from_slice(data);
+        let mut parts: Vec<UploadPart> = (0..data.len().div_ceil(MAX_CHUNK))
+            .map(|i| {
+                UploadPart::Chunk(data.slice(i * MAX_CHUNK..((i + 1) * MAX_CHUNK).min(data.len())))
+            })
+            .collect();
+        parts.push(UploadPart::Trailer(Box::new(trailer)));
+        Ok(client
+            .upload(&order, futures::stream::iter(parts).boxed())
+            .await?)
     }
 
     pub fn download_order(
@@ -409,67 +423,55 @@ impl Owner {
         offset: u64,
         length: u64,
     ) -> anyhow::Result<pb::DownloadOrder> {
-        let o = Signed::sign(
-            DownloadOrder {
-                piece_id: piece,
-                node_id: node,
-                owner_key: *self.identity.public_key(),
-                offset,
-                length,
-                timestamp_ms: unix_ms(),
-                nonce: Nonce::random(),
-            },
-            &self.identity,
-        )?;
-        Ok((&o).into())
+        Ok((&self
+            .orders()
+            .download(node, piece, offset, length, unix_ms())?)
+            .into())
     }
 
     /// Downloads a range: the piece info (from the first message) and the contiguous
     /// bytes sent with the piece offset they start at. Verifies every whole block.
     pub async fn download(
         &self,
-        client: &mut PieceStoreClient<Channel>,
+        client: &mut NodeClient,
         node: NodeId,
         piece: PieceId,
         offset: u64,
         length: u64,
     ) -> Result<(PieceInfo, u64, Vec<u8>), tonic::Status> {
         let order = self
-            .download_order(node, piece, offset, length)
-            .map_err(|e| tonic::Status::internal(e.to_string()))?;
-        let mut stream = client
-            .download(pb::DownloadRequest { order: Some(order) })
-            .await?
-            .into_inner();
+            .orders()
+            .download(node, piece, offset, length, unix_ms())
+            .map_err(status)?;
+        let mut stream = client.download(&order).await?;
         let mut info = None;
         let mut start = None;
         let mut data = Vec::new();
-        while let Some(msg) = stream.message().await? {
-            if let Some(i) = msg.info {
-                if info.is_some() {
-                    return Err(tonic::Status::internal("info sent twice"));
+        while let Some(part) = stream.next().await {
+            match part? {
+                DownloadPart::Info(i) => {
+                    if info.replace(i).is_some() {
+                        return Err(status("info sent twice"));
+                    }
                 }
-                info = Some(
-                    PieceInfo::try_from(i).map_err(|e| tonic::Status::internal(e.to_string()))?,
-                );
+                DownloadPart::Data { offset, data: d } => {
+                    let s = *start.get_or_insert(offset);
+                    if offset != s + data.len() as u64 {
+                        return Err(status("gap in download"));
+                    }
+                    data.extend_from_slice(&d);
+                }
             }
-            let s = *start.get_or_insert(msg.offset);
-            if msg.offset != s + data.len() as u64 {
-                return Err(tonic::Status::internal("gap in download"));
-            }
-            data.extend_from_slice(&msg.data);
         }
-        let info = info.ok_or_else(|| tonic::Status::internal("no piece info"))?;
+        let info: PieceInfo = info.ok_or_else(|| status("no piece info"))?;
         let start = start.unwrap_or(0);
         let bs = u64::from(info.block_size);
         if start % bs != 0 {
-            return Err(tonic::Status::internal(
-                "download does not start on a block",
-            ));
+            return Err(status("download does not start on a block"));
         }
         for (i, block) in data.chunks(bs as usize).enumerate() {
             if !info.verify_block(start / bs + i as u64, block) {
-                return Err(tonic::Status::internal("block does not verify"));
+                return Err(status("block does not verify"));
             }
         }
         Ok((info, start, data))
@@ -477,62 +479,35 @@ impl Owner {
 
     /// A signed delete order (send it twice to replay it).
     pub fn delete_order(&self, node: NodeId, piece: PieceId) -> anyhow::Result<pb::DeleteOrder> {
-        let o = Signed::sign(
-            DeleteOrder {
-                piece_id: piece,
-                node_id: node,
-                owner_key: *self.identity.public_key(),
-                timestamp_ms: unix_ms(),
-                nonce: Nonce::random(),
-            },
-            &self.identity,
-        )?;
-        Ok((&o).into())
+        Ok((&self.orders().delete(node, piece, unix_ms())?).into())
     }
 
     pub async fn delete(
         &self,
-        client: &mut PieceStoreClient<Channel>,
+        client: &mut NodeClient,
         node: NodeId,
         piece: PieceId,
     ) -> Result<(), tonic::Status> {
         let order = self
-            .delete_order(node, piece)
-            .map_err(|e| tonic::Status::internal(e.to_string()))?;
-        client
-            .delete(pb::DeleteRequest { order: Some(order) })
-            .await?;
-        Ok(())
+            .orders()
+            .delete(node, piece, unix_ms())
+            .map_err(status)?;
+        Ok(client.delete(&order).await?)
     }
 
     pub async fn audit(
         &self,
-        client: &mut PieceStoreClient<Channel>,
+        client: &mut NodeClient,
         node: NodeId,
         piece: PieceId,
         block_index: u32,
     ) -> Result<(PieceInfo, Vec<u8>), tonic::Status> {
-        let o = Signed::sign(
-            AuditOrder {
-                piece_id: piece,
-                node_id: node,
-                owner_key: *self.identity.public_key(),
-                block_index,
-                timestamp_ms: unix_ms(),
-                nonce: Nonce::random(),
-            },
-            &self.identity,
-        )
-        .map_err(|e| tonic::Status::internal(e.to_string()))?;
-        let r = client
-            .audit(pb::AuditRequest {
-                order: Some((&o).into()),
-            })
-            .await?
-            .into_inner();
-        let info = PieceInfo::try_from(r.info.ok_or_else(|| tonic::Status::internal("no info"))?)
-            .map_err(|e| tonic::Status::internal(e.to_string()))?;
-        Ok((info, r.block))
+        let order = self
+            .orders()
+            .audit(node, piece, block_index, unix_ms())
+            .map_err(status)?;
+        let (info, block) = client.audit(&order).await?;
+        Ok((info, block.to_vec()))
     }
 
     /// A signed renew order for `pieces` (send it twice to replay it).
@@ -542,48 +517,32 @@ impl Owner {
         pieces: &[PieceId],
         expires_at_ms: u64,
         timestamp_ms: u64,
-    ) -> anyhow::Result<pb::RenewOrder> {
-        let o = Signed::sign(
-            RenewOrder {
-                piece_ids: pieces.to_vec(),
-                node_id: node,
-                owner_key: *self.identity.public_key(),
-                expires_at_ms,
-                timestamp_ms,
-                nonce: Nonce::random(),
-            },
-            &self.identity,
-        )?;
-        Ok((&o).into())
+    ) -> anyhow::Result<Signed<RenewOrder>> {
+        Ok(self
+            .orders()
+            .renew(node, pieces.to_vec(), expires_at_ms, timestamp_ms)?)
     }
 
     /// Sends a renew order; the node's result per piece.
     pub async fn send_renew(
         &self,
-        client: &mut PieceStoreClient<Channel>,
-        order: pb::RenewOrder,
+        client: &mut NodeClient,
+        order: Signed<RenewOrder>,
     ) -> Result<Vec<RenewResult>, tonic::Status> {
-        let r = client
-            .renew(pb::RenewRequest { order: Some(order) })
-            .await?
-            .into_inner();
-        r.results
-            .into_iter()
-            .map(|r| RenewResult::try_from(r).map_err(|e| tonic::Status::internal(e.to_string())))
-            .collect()
+        Ok(client.renew(&order).await?)
     }
 
     /// Extends the leases of `pieces` to (at least) `expires_at_ms` in one order.
     pub async fn renew(
         &self,
-        client: &mut PieceStoreClient<Channel>,
+        client: &mut NodeClient,
         node: NodeId,
         pieces: &[PieceId],
         expires_at_ms: u64,
     ) -> Result<Vec<RenewResult>, tonic::Status> {
         let order = self
             .renew_order(node, pieces, expires_at_ms, unix_ms())
-            .map_err(|e| tonic::Status::internal(e.to_string()))?;
+            .map_err(status)?;
         self.send_renew(client, order).await
     }
 }

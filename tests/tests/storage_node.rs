@@ -15,6 +15,7 @@ use storage_node::store::{RESERVE_STEP, charged};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
+use uplink::orders::Orders;
 
 const LIMIT: Duration = Duration::from_secs(60);
 const BS: u32 = 4096;
@@ -356,7 +357,7 @@ async fn uploads_over_the_allocation_are_refused_and_counters_unchanged() {
         .await
         .unwrap();
         let mut c2 = n.client().await.unwrap();
-        let open = tokio::spawn(async move { c2.upload(ReceiverStream::new(rx)).await });
+        let open = tokio::spawn(async move { c2.wire().upload(ReceiverStream::new(rx)).await });
         let store = n.running().store().clone();
         wait_until(Duration::from_secs(10), "the reservation", || {
             let s = store.clone();
@@ -448,6 +449,7 @@ async fn expired_pieces_are_collected() {
             .upload_order(n.node_id(), random_piece(), 10, BS, now - 1, now - 2)
             .unwrap();
         let err = c
+            .wire()
             .upload(tokio_stream::iter(vec![order_msg(order)]))
             .await
             .unwrap_err();
@@ -488,23 +490,12 @@ async fn stale_future_and_misaddressed_orders_are_refused() {
             .upload(&mut c, n.node_id(), piece, &test_data(1000, 13), BS)
             .await
             .unwrap();
-        let mut order = owner.download_order(n.node_id(), piece, 0, 0).unwrap();
-        order.timestamp_ms = now - ORDER_WINDOW_MS - 60_000;
-        // Re-sign with the old timestamp.
-        let stale = shoal_proto::Signed::sign(
-            shoal_proto::messages::DownloadOrder {
-                piece_id: piece,
-                node_id: n.node_id(),
-                owner_key: *owner.identity.public_key(),
-                offset: 0,
-                length: 0,
-                timestamp_ms: order.timestamp_ms,
-                nonce: shoal_proto::Nonce::random(),
-            },
-            &owner.identity,
-        )
-        .unwrap();
+        // Signed properly, but made before the order window.
+        let stale = Orders::new(&owner.identity)
+            .download(n.node_id(), piece, 0, 0, now - ORDER_WINDOW_MS - 60_000)
+            .unwrap();
         let err = c
+            .wire()
             .download(pb::DownloadRequest {
                 order: Some((&stale).into()),
             })
@@ -512,7 +503,10 @@ async fn stale_future_and_misaddressed_orders_are_refused() {
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         // A tampered order (signature no longer matches) is refused.
+        let mut order = owner.download_order(n.node_id(), piece, 0, 0).unwrap();
+        order.timestamp_ms -= 1;
         let err = c
+            .wire()
             .download(pb::DownloadRequest { order: Some(order) })
             .await
             .unwrap_err();
@@ -536,6 +530,8 @@ async fn oversize_messages_are_refused_and_nothing_is_stored() {
             .client()
             .await
             .unwrap()
+            .wire()
+            .clone()
             .max_encoding_message_size(16 << 20);
         let piece = random_piece();
         let order = owner
@@ -553,14 +549,14 @@ async fn oversize_messages_are_refused_and_nothing_is_stored() {
             .upload_order(id, piece, 8 << 20, BS, now + 60_000, now)
             .unwrap();
         let msgs = vec![order_msg(order), chunk(vec![0; MAX_CHUNK + 1])];
-        let err = c.upload(tokio_stream::iter(msgs)).await.unwrap_err();
+        let err = c.wire().upload(tokio_stream::iter(msgs)).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{err}");
         // More data than the order's max_size.
         let order = owner
             .upload_order(id, piece, 1000, BS, now + 60_000, now)
             .unwrap();
         let msgs = vec![order_msg(order), chunk(vec![0; 1001])];
-        let err = c.upload(tokio_stream::iter(msgs)).await.unwrap_err();
+        let err = c.wire().upload(tokio_stream::iter(msgs)).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{err}");
         // A max_size over the piece limit.
         let order = owner.upload_order(
@@ -572,6 +568,7 @@ async fn oversize_messages_are_refused_and_nothing_is_stored() {
             now,
         );
         let err = c
+            .wire()
             .upload(tokio_stream::iter(vec![order_msg(order.unwrap())]))
             .await
             .unwrap_err();
@@ -615,7 +612,7 @@ async fn stalled_uploads_time_out_and_leave_nothing() {
         .unwrap();
         tx.send(chunk(test_data(50_000, 14))).await.unwrap();
         // Keep the stream open and silent.
-        let err = c.upload(ReceiverStream::new(rx)).await.unwrap_err();
+        let err = c.wire().upload(ReceiverStream::new(rx)).await.unwrap_err();
         assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
         drop(tx);
         let store = n.running().store().clone();
@@ -663,7 +660,7 @@ async fn trickling_uploads_hold_one_step_and_are_cut_after_the_grace() {
                 }
             }
         });
-        let upload = tokio::spawn(async move { c.upload(ReceiverStream::new(rx)).await });
+        let upload = tokio::spawn(async move { c.wire().upload(ReceiverStream::new(rx)).await });
         let store = n.running().store().clone();
         // While it trickles, the node holds one reservation step, not 64 MiB.
         wait_until(Duration::from_secs(10), "first step reserved", || {
@@ -717,7 +714,7 @@ async fn concurrent_streams_per_peer_are_bounded() {
             .unwrap();
             let mut c = n.client().await.unwrap();
             calls.push(tokio::spawn(async move {
-                c.upload(ReceiverStream::new(rx)).await
+                c.wire().upload(ReceiverStream::new(rx)).await
             }));
             senders.push(tx);
         }
@@ -823,7 +820,7 @@ async fn shutdown_aborts_uploads_in_flight_and_removes_temp_files() {
         .unwrap();
         tx.send(chunk(test_data(10_000, 16))).await.unwrap();
         let mut c = n.client().await.unwrap();
-        let call = tokio::spawn(async move { c.upload(ReceiverStream::new(rx)).await });
+        let call = tokio::spawn(async move { c.wire().upload(ReceiverStream::new(rx)).await });
         let store = n.running().store().clone();
         wait_until(Duration::from_secs(10), "the upload to start", || {
             let s = store.clone();
@@ -867,6 +864,7 @@ async fn shutdown_is_not_held_up_by_a_client_that_stops_reading() {
         let order = owner.download_order(n.node_id(), piece, 0, 0).unwrap();
         // Open the download and never read past the first message.
         let mut stream = c
+            .wire()
             .download(pb::DownloadRequest { order: Some(order) })
             .await
             .unwrap()
@@ -1072,6 +1070,7 @@ async fn replayed_orders_are_refused() {
         // Download: the second use of one order is refused.
         let order = owner.download_order(id, piece, 0, 0).unwrap();
         let mut s = c
+            .wire()
             .download(pb::DownloadRequest {
                 order: Some(order.clone()),
             })
@@ -1080,29 +1079,24 @@ async fn replayed_orders_are_refused() {
             .into_inner();
         while s.message().await.unwrap().is_some() {}
         let err = c
+            .wire()
             .download(pb::DownloadRequest { order: Some(order) })
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::Aborted, "{err}");
 
         // Audit likewise.
-        let audit = shoal_proto::Signed::sign(
-            shoal_proto::messages::AuditOrder {
-                piece_id: piece,
-                node_id: id,
-                owner_key: *owner.identity.public_key(),
-                block_index: 1,
-                timestamp_ms: unix_ms(),
-                nonce: shoal_proto::Nonce::random(),
-            },
-            &owner.identity,
-        )
-        .unwrap();
+        let audit = Orders::new(&owner.identity)
+            .audit(id, piece, 1, unix_ms())
+            .unwrap();
         let audit = pb::AuditRequest {
             order: Some((&audit).into()),
         };
-        c.audit(audit.clone()).await.unwrap();
-        assert_eq!(c.audit(audit).await.unwrap_err().code(), Code::Aborted);
+        c.wire().audit(audit.clone()).await.unwrap();
+        assert_eq!(
+            c.wire().audit(audit).await.unwrap_err().code(),
+            Code::Aborted
+        );
 
         // Renew: an older order replayed cannot roll the lease back (refused as a
         // replay), and even a fresh order for an earlier expiry never shortens it.
@@ -1130,16 +1124,18 @@ async fn replayed_orders_are_refused() {
 
         // Delete: a replayed delete must not remove the piece uploaded again since.
         let delete = owner.delete_order(id, piece).unwrap();
-        c.delete(pb::DeleteRequest {
-            order: Some(delete.clone()),
-        })
-        .await
-        .unwrap();
+        c.wire()
+            .delete(pb::DeleteRequest {
+                order: Some(delete.clone()),
+            })
+            .await
+            .unwrap();
         // The upload order was used once already: replaying the whole upload is refused.
         let err = owner.send_upload(&mut c, upload).await.unwrap_err();
         assert_eq!(err.code(), Code::Aborted, "{err}");
         owner.upload(&mut c, id, piece, &data, BS).await.unwrap();
         let err = c
+            .wire()
             .delete(pb::DeleteRequest {
                 order: Some(delete),
             })

@@ -15,9 +15,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
-use shoal_proto::messages::DownloadOrder;
 use shoal_proto::piece_hash::PieceInfo;
-use shoal_proto::{NodeId, PieceHash, PieceId, Signed};
+use shoal_proto::{NodeId, PieceHash, PieceId};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -26,6 +25,7 @@ use crate::catalog::SegmentInfo;
 use crate::client::{Inner, Progress};
 use crate::crypto::BlockCipher;
 use crate::error::Error;
+use crate::orders::Orders;
 use crate::segment::{BlockOpener, StripeDecoder, plan_range};
 use crate::select::NodeStats;
 use crate::store::{DownloadPart, PieceError, PiecePlacement};
@@ -214,17 +214,15 @@ pub(crate) async fn piece_download(
     let protocol = |reason: String| PieceError::Protocol { node, reason };
     let bs = u64::from(shard_size);
     let run = async {
-        let owner = inner.access.owner();
-        let order = DownloadOrder {
-            piece_id: PieceId(p.piece_id),
-            node_id: node,
-            owner_key: *owner.public_key(),
-            offset: from_stripe * bs,
-            length: stripes * bs,
-            timestamp_ms: shoal_proto::time::unix_ms(),
-            nonce: shoal_proto::Nonce::random(),
-        };
-        let order = Signed::sign(order, owner).map_err(|e| protocol(e.to_string()))?;
+        let order = Orders::new(inner.access.owner())
+            .download(
+                node,
+                PieceId(p.piece_id),
+                from_stripe * bs,
+                stripes * bs,
+                shoal_proto::time::unix_ms(),
+            )
+            .map_err(|e| protocol(e.to_string()))?;
         let mut stream = inner.store.download(p.node(), order).await?;
         let info: PieceInfo = match stream.next().await {
             Some(Ok(DownloadPart::Info(info))) => info,

@@ -2,6 +2,12 @@
 //! connection over node-identity TLS pinned to the node id of the placement (a node
 //! that cannot prove that id's key is never sent an order or a byte).
 //!
+//! [`NodeClient`] is the one owner-side client of the piece protocol: the uplink's
+//! transfers go through it (wrapped by [`GrpcPieceStore`], which maps its errors to
+//! [`PieceError`]), and so do the tests and benchmarks of the node, which add only
+//! malformed traffic on top (through [`NodeClient::wire`]). Orders come from
+//! [`crate::orders`].
+//!
 //! Wire types stay here: orders and trailers go out through `From<&Signed<X>> for pb::X`,
 //! receipts, piece infos and node records come back through `TryFrom`, which checks their
 //! signatures and bounds. Everything else is verified by the orchestration.
@@ -59,6 +65,36 @@ fn channel(node: NodeAddress, connect_timeout: Duration) -> Result<Channel, Piec
     })
 }
 
+/// What went wrong in one call of [`NodeClient`].
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The node refused, or the connection failed (the code says which).
+    #[error(transparent)]
+    Status(#[from] tonic::Status),
+    /// The node answered, but not as the protocol says.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl From<CallError> for tonic::Status {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Status(s) => s,
+            CallError::Protocol(reason) => tonic::Status::internal(reason),
+        }
+    }
+}
+
+fn call_error(node: NodeAddress, e: CallError) -> PieceError {
+    match e {
+        CallError::Status(s) => status_error(node, s),
+        CallError::Protocol(reason) => PieceError::Protocol {
+            node: node.id,
+            reason,
+        },
+    }
+}
+
 fn status_error(node: NodeAddress, status: tonic::Status) -> PieceError {
     if let Some(wrong) = tls::wrong_node(&status) {
         return PieceError::Unreachable {
@@ -113,7 +149,7 @@ impl GrpcPieceStore {
         }
     }
 
-    fn client(&self, node: NodeAddress) -> Result<PieceStoreClient<Channel>, PieceError> {
+    fn client(&self, node: NodeAddress) -> Result<NodeClient, PieceError> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         let key = (node.id, node.address);
         let channel = match channels.get(&key) {
@@ -124,9 +160,164 @@ impl GrpcPieceStore {
                 c
             }
         };
-        Ok(PieceStoreClient::new(channel)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE))
+        Ok(NodeClient::from_channel(channel))
+    }
+}
+
+/// One node's piece-store client over node-identity TLS pinned to the node's id. Cheap to
+/// clone (the HTTP/2 connection is shared).
+#[derive(Debug, Clone)]
+pub struct NodeClient {
+    client: PieceStoreClient<Channel>,
+}
+
+impl NodeClient {
+    /// A client of `node`; it connects on first use, and a peer that cannot prove
+    /// `node.id`'s key is refused at the handshake.
+    pub fn new(node: NodeAddress, connect_timeout: Duration) -> Result<Self, PieceError> {
+        Ok(Self::from_channel(channel(node, connect_timeout)?))
+    }
+
+    fn from_channel(channel: Channel) -> Self {
+        Self {
+            client: PieceStoreClient::new(channel)
+                .max_decoding_message_size(MAX_GRPC_MESSAGE)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE),
+        }
+    }
+
+    /// The generated stub on the same connection, for tests that send what no owner
+    /// would (tampered, replayed, truncated or out-of-order messages).
+    pub fn wire(&mut self) -> &mut PieceStoreClient<Channel> {
+        &mut self.client
+    }
+
+    /// Sends one upload as its request messages (the order first, the trailer last) and
+    /// returns the node's receipt, its signature checked. The checks of the receipt
+    /// against the order and the data are the caller's ([`crate::upload`]).
+    pub async fn upload_requests(
+        &mut self,
+        requests: impl futures::Stream<Item = pb::UploadRequest> + Send + 'static,
+    ) -> Result<Signed<Receipt>, CallError> {
+        let response = self.client.upload(requests).await?.into_inner();
+        let receipt = response
+            .receipt
+            .ok_or_else(|| CallError::Protocol("upload response without a receipt".into()))?;
+        Signed::<Receipt>::try_from(receipt)
+            .map_err(|e| CallError::Protocol(format!("bad receipt: {e}")))
+    }
+
+    /// Sends `order`, then every part of `body`; a body that ends without a trailer
+    /// cancels the upload (the node discards the piece).
+    pub async fn upload(
+        &mut self,
+        order: &Signed<UploadOrder>,
+        body: BoxStream<'static, UploadPart>,
+    ) -> Result<Signed<Receipt>, CallError> {
+        self.upload_requests(Requests {
+            first: Some(upload_request_order(order)),
+            body,
+            held: None,
+            ended: false,
+        })
+        .await
+    }
+
+    /// Sends `order` and returns the node's stream: [`DownloadPart::Info`] first (its
+    /// bounds and hashes checked), then data.
+    pub async fn download(
+        &mut self,
+        order: &Signed<DownloadOrder>,
+    ) -> Result<BoxStream<'static, Result<DownloadPart, CallError>>, CallError> {
+        let request = pb::DownloadRequest {
+            order: Some(pb::DownloadOrder::from(order)),
+        };
+        let stream = self.client.download(request).await?.into_inner();
+        let parts = stream
+            .map_err(CallError::Status)
+            .map_ok(|m: pb::DownloadResponse| {
+                let mut parts = Vec::with_capacity(2);
+                if let Some(info) = m.info {
+                    parts.push(
+                        PieceInfo::try_from(info)
+                            .map(DownloadPart::Info)
+                            .map_err(|e| CallError::Protocol(format!("bad piece info: {e}"))),
+                    );
+                }
+                if !m.data.is_empty() {
+                    parts.push(Ok(DownloadPart::Data {
+                        offset: m.offset,
+                        data: m.data,
+                    }));
+                }
+                futures::stream::iter(parts)
+            })
+            .try_flatten();
+        Ok(parts.boxed())
+    }
+
+    pub async fn delete(&mut self, order: &Signed<DeleteOrder>) -> Result<(), CallError> {
+        self.client
+            .delete(pb::DeleteRequest {
+                order: Some(pb::DeleteOrder::from(order)),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The node's result for each piece of `order`, in its order.
+    pub async fn renew(
+        &mut self,
+        order: &Signed<RenewOrder>,
+    ) -> Result<Vec<RenewResult>, CallError> {
+        let wanted = order.piece_ids.len();
+        let response = self
+            .client
+            .renew(pb::RenewRequest {
+                order: Some(pb::RenewOrder::from(order)),
+            })
+            .await?
+            .into_inner();
+        if response.results.len() != wanted {
+            return Err(CallError::Protocol(format!(
+                "{} renew results for {wanted} pieces",
+                response.results.len()
+            )));
+        }
+        let results = response
+            .results
+            .into_iter()
+            .map(RenewResult::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CallError::Protocol(format!("bad renew result: {e}")))?;
+        if results
+            .iter()
+            .zip(order.piece_ids.iter())
+            .any(|(r, p)| r.piece_id != *p)
+        {
+            return Err(CallError::Protocol("renew results for other pieces".into()));
+        }
+        Ok(results)
+    }
+
+    /// The piece's info and the audited block (verifying it is the caller's).
+    pub async fn audit(
+        &mut self,
+        order: &Signed<AuditOrder>,
+    ) -> Result<(PieceInfo, Bytes), CallError> {
+        let response = self
+            .client
+            .audit(pb::AuditRequest {
+                order: Some(pb::AuditOrder::from(order)),
+            })
+            .await?
+            .into_inner();
+        let info = response
+            .info
+            .ok_or_else(|| CallError::Protocol("audit response without piece info".into()))?;
+        let info = PieceInfo::try_from(info)
+            .map_err(|e| CallError::Protocol(format!("bad piece info: {e}")))?;
+        Ok((info, Bytes::from(response.block)))
     }
 }
 
@@ -138,35 +329,6 @@ fn upload_request(part: UploadPart) -> pb::UploadRequest {
             UploadPart::Trailer(t) => Message::Trailer(pb::UploadTrailer::from(&*t)),
         }),
     }
-}
-
-async fn upload(
-    client: Result<PieceStoreClient<Channel>, PieceError>,
-    node: NodeAddress,
-    order: Signed<UploadOrder>,
-    body: BoxStream<'static, UploadPart>,
-) -> Result<Signed<Receipt>, PieceError> {
-    let mut client = client?;
-    let first = upload_request_order(&order);
-    let requests = Requests {
-        first: Some(first),
-        body,
-        held: None,
-        ended: false,
-    };
-    let response = client
-        .upload(requests)
-        .await
-        .map_err(|s| status_error(node, s))?
-        .into_inner();
-    let receipt = response.receipt.ok_or_else(|| PieceError::Protocol {
-        node: node.id,
-        reason: "upload response without a receipt".into(),
-    })?;
-    Signed::<Receipt>::try_from(receipt).map_err(|e| PieceError::Protocol {
-        node: node.id,
-        reason: format!("bad receipt: {e}"),
-    })
 }
 
 /// The upload's request stream: the order, then the body, with consecutive data chunks
@@ -258,7 +420,13 @@ impl PieceStore for GrpcPieceStore {
         order: Signed<UploadOrder>,
         body: BoxStream<'static, UploadPart>,
     ) -> BoxFuture<'static, Result<Signed<Receipt>, PieceError>> {
-        Box::pin(upload(self.client(node), node, order, body))
+        let client = self.client(node);
+        Box::pin(async move {
+            client?
+                .upload(&order, body)
+                .await
+                .map_err(|e| call_error(node, e))
+        })
     }
 
     fn download(
@@ -268,37 +436,11 @@ impl PieceStore for GrpcPieceStore {
     ) -> BoxFuture<'static, Result<DownloadStream, PieceError>> {
         let client = self.client(node);
         Box::pin(async move {
-            let mut client = client?;
-            let request = pb::DownloadRequest {
-                order: Some(pb::DownloadOrder::from(&order)),
-            };
-            let stream = client
-                .download(request)
+            let parts = client?
+                .download(&order)
                 .await
-                .map_err(|s| status_error(node, s))?
-                .into_inner();
-            let parts = stream
-                .map_err(move |s| status_error(node, s))
-                .map_ok(move |m: pb::DownloadResponse| {
-                    let mut parts = Vec::with_capacity(2);
-                    if let Some(info) = m.info {
-                        parts.push(PieceInfo::try_from(info).map(DownloadPart::Info).map_err(
-                            |e| PieceError::Protocol {
-                                node: node.id,
-                                reason: format!("bad piece info: {e}"),
-                            },
-                        ));
-                    }
-                    if !m.data.is_empty() {
-                        parts.push(Ok(DownloadPart::Data {
-                            offset: m.offset,
-                            data: m.data,
-                        }));
-                    }
-                    futures::stream::iter(parts)
-                })
-                .try_flatten();
-            Ok(parts.boxed())
+                .map_err(|e| call_error(node, e))?;
+            Ok(parts.map_err(move |e| call_error(node, e)).boxed())
         })
     }
 
@@ -309,14 +451,10 @@ impl PieceStore for GrpcPieceStore {
     ) -> BoxFuture<'static, Result<(), PieceError>> {
         let client = self.client(node);
         Box::pin(async move {
-            let mut client = client?;
-            client
-                .delete(pb::DeleteRequest {
-                    order: Some(pb::DeleteOrder::from(&order)),
-                })
+            client?
+                .delete(&order)
                 .await
-                .map_err(|s| status_error(node, s))?;
-            Ok(())
+                .map_err(|e| call_error(node, e))
         })
     }
 
@@ -326,41 +464,7 @@ impl PieceStore for GrpcPieceStore {
         order: Signed<RenewOrder>,
     ) -> BoxFuture<'static, Result<Vec<RenewResult>, PieceError>> {
         let client = self.client(node);
-        Box::pin(async move {
-            let mut client = client?;
-            let wanted = order.piece_ids.len();
-            let response = client
-                .renew(pb::RenewRequest {
-                    order: Some(pb::RenewOrder::from(&order)),
-                })
-                .await
-                .map_err(|s| status_error(node, s))?
-                .into_inner();
-            let protocol = |reason: String| PieceError::Protocol {
-                node: node.id,
-                reason,
-            };
-            if response.results.len() != wanted {
-                return Err(protocol(format!(
-                    "{} renew results for {wanted} pieces",
-                    response.results.len()
-                )));
-            }
-            let results = response
-                .results
-                .into_iter()
-                .map(RenewResult::try_from)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| protocol(format!("bad renew result: {e}")))?;
-            if results
-                .iter()
-                .zip(order.piece_ids.iter())
-                .any(|(r, p)| r.piece_id != *p)
-            {
-                return Err(protocol("renew results for other pieces".into()));
-            }
-            Ok(results)
-        })
+        Box::pin(async move { client?.renew(&order).await.map_err(|e| call_error(node, e)) })
     }
 
     fn audit(
@@ -369,24 +473,6 @@ impl PieceStore for GrpcPieceStore {
         order: Signed<AuditOrder>,
     ) -> BoxFuture<'static, Result<(PieceInfo, Bytes), PieceError>> {
         let client = self.client(node);
-        Box::pin(async move {
-            let mut client = client?;
-            let response = client
-                .audit(pb::AuditRequest {
-                    order: Some(pb::AuditOrder::from(&order)),
-                })
-                .await
-                .map_err(|s| status_error(node, s))?
-                .into_inner();
-            let info = response.info.ok_or_else(|| PieceError::Protocol {
-                node: node.id,
-                reason: "audit response without piece info".into(),
-            })?;
-            let info = PieceInfo::try_from(info).map_err(|e| PieceError::Protocol {
-                node: node.id,
-                reason: format!("bad piece info: {e}"),
-            })?;
-            Ok((info, Bytes::from(response.block)))
-        })
+        Box::pin(async move { client?.audit(&order).await.map_err(|e| call_error(node, e)) })
     }
 }

@@ -39,6 +39,7 @@ pub mod grpc;
 pub mod health;
 mod hexser;
 pub mod metrics;
+pub mod orders;
 pub mod repair;
 pub mod segment;
 pub mod select;

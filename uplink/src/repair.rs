@@ -37,16 +37,17 @@ use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
 use shoal_proto::limits::MAX_CHUNK;
-use shoal_proto::messages::{AuditOrder, RenewOrder, RenewStatus, UploadOrder, UploadTrailer};
+use shoal_proto::messages::RenewStatus;
 use shoal_proto::piece_hash::PieceHasher;
 use shoal_proto::time::unix_ms;
-use shoal_proto::{NodeId, Nonce, PieceHash, PieceId, SegmentRoot, Signed};
+use shoal_proto::{NodeId, PieceHash, PieceId, SegmentRoot};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::catalog::{ObjectEntry, SegmentInfo, Value};
 use crate::client::{Inner, Uplink};
 use crate::error::Error;
 use crate::health::{self, SegmentState};
+use crate::orders::{Orders, UploadTerms};
 use crate::select::NodeStats;
 use crate::store::{NodeAddress, NodeCandidate, PieceError, PiecePlacement, UploadPart};
 
@@ -511,15 +512,7 @@ async fn renew_on(
     let owner = inner.access.owner();
     let timeout = inner.config.piece_timeout;
     let send = |expires_at_ms: u64, pieces: Vec<PieceId>| {
-        let order = RenewOrder {
-            piece_ids: pieces,
-            node_id: node.id,
-            owner_key: *owner.public_key(),
-            expires_at_ms,
-            timestamp_ms: unix_ms(),
-            nonce: Nonce::random(),
-        };
-        let signed = Signed::sign(order, owner);
+        let signed = Orders::new(owner).renew(node.id, pieces, expires_at_ms, unix_ms());
         let store = Arc::clone(&inner.store);
         async move {
             let signed = signed.map_err(|e| PieceError::Protocol {
@@ -556,18 +549,12 @@ async fn audit_piece(
     let corrupt = |reason: String| PieceError::Corrupt { node, reason };
     let mut bytes = 0u64;
     for &block in blocks {
-        let order = AuditOrder {
-            piece_id: PieceId(p.piece_id),
-            node_id: node,
-            owner_key: *owner.public_key(),
-            block_index: block,
-            timestamp_ms: unix_ms(),
-            nonce: Nonce::random(),
-        };
-        let order = Signed::sign(order, owner).map_err(|e| PieceError::Protocol {
-            node,
-            reason: e.to_string(),
-        })?;
+        let order = Orders::new(owner)
+            .audit(node, PieceId(p.piece_id), block, unix_ms())
+            .map_err(|e| PieceError::Protocol {
+                node,
+                reason: e.to_string(),
+            })?;
         let (info, data) = tokio::time::timeout(timeout, inner.store.audit(p.node(), order))
             .await
             .map_err(|_| PieceError::Timeout {
@@ -806,30 +793,22 @@ async fn upload_regenerated(
         reason,
     };
     let now = unix_ms();
-    let order = UploadOrder {
-        piece_id: PieceId::derive(&SegmentRoot::random(), &node.id, index),
-        node_id: node.id,
-        owner_key: *owner.public_key(),
+    let orders = Orders::new(owner);
+    let terms = UploadTerms {
         max_size: seg.piece_size,
         block_size: seg.shard_size,
         expires_at_ms: now.saturating_add(inner.config.default_lease.as_millis() as u64),
-        timestamp_ms: now,
-        nonce: Nonce::random(),
     };
-    let order = Signed::sign(order, owner).map_err(|e| protocol(e.to_string()))?;
+    let piece = PieceId::derive(&SegmentRoot::random(), &node.id, index);
+    let order = orders
+        .upload(node.id, piece, terms, now)
+        .map_err(|e| protocol(e.to_string()))?;
     let mut hasher = PieceHasher::new(seg.shard_size);
     hasher.update(&data);
     let info = hasher.finish();
-    let trailer = Signed::sign(
-        UploadTrailer {
-            piece_id: order.piece_id,
-            owner_key: order.owner_key,
-            size: info.size,
-            piece_hash: info.root(),
-        },
-        owner,
-    )
-    .map_err(|e| protocol(e.to_string()))?;
+    let trailer = orders
+        .trailer(piece, &info)
+        .map_err(|e| protocol(e.to_string()))?;
     let data = Bytes::from(data);
     let mut parts: Vec<UploadPart> = (0..data.len().div_ceil(MAX_CHUNK))
         .map(|i| {

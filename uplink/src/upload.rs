@@ -40,9 +40,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use shoal_proto::messages::{DeleteOrder, Receipt, UploadOrder, UploadTrailer};
+use shoal_proto::messages::{DeleteOrder, Receipt, UploadOrder};
 use shoal_proto::piece_hash::PieceHasher;
-use shoal_proto::{NodeId, Nonce, PieceHash, PieceId, SegmentRoot, Signed};
+use shoal_proto::{NodeId, PieceHash, PieceId, SegmentRoot, Signed};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Semaphore, mpsc};
@@ -54,6 +54,7 @@ use crate::client::{DeleteReport, Inner, Progress};
 use crate::codec::Scheme;
 use crate::crypto::{BlockCipher, CIPHER_BLOCK, PLAIN_BLOCK, sealed_len};
 use crate::error::Error;
+use crate::orders::{Orders, UploadTerms};
 use crate::segment::{Layout, SegmentEncoder, shard_size_for};
 use crate::select::{NodeStats, SelectionError, capacity, select_nodes};
 use crate::store::{NodeAddress, NodeCandidate, PieceError, PiecePlacement, UploadPart};
@@ -450,17 +451,14 @@ async fn encode_segment<R: AsyncRead + Unpin + Send>(
     let mut slots = Vec::with_capacity(plan.nodes.len());
     for (i, node) in plan.nodes.iter().enumerate() {
         let index = i as u16;
-        let order = UploadOrder {
-            piece_id: PieceId::derive(&root, &node.id, index),
-            node_id: node.id,
-            owner_key: *owner.public_key(),
+        let terms = UploadTerms {
             max_size: plan.piece_bound,
             block_size: plan.shard as u32,
             expires_at_ms: ctx.expires_ms,
-            timestamp_ms: now,
-            nonce: Nonce::random(),
         };
-        let order = Signed::sign(order, owner).map_err(|e| ctx.err(plan.index, e.to_string()))?;
+        let order = Orders::new(owner)
+            .upload(node.id, PieceId::derive(&root, &node.id, index), terms, now)
+            .map_err(|e| ctx.err(plan.index, e.to_string()))?;
         let (tx, rx) = mpsc::channel(inner.config.piece_buffer.max(1));
         let handover: Arc<Mutex<Handover>> = Arc::default();
         let task = tasks.spawn(upload_piece(
@@ -658,13 +656,9 @@ async fn upload_piece(
                 }
                 PieceMsg::Finish => {
                     let info = hasher.take()?.finish();
-                    let trailer = UploadTrailer {
-                        piece_id: order.piece_id,
-                        owner_key: order.owner_key,
-                        size: info.size,
-                        piece_hash: info.root(),
-                    };
-                    let signed = Signed::sign(trailer, inner.access.owner()).ok()?;
+                    let signed = Orders::new(inner.access.owner())
+                        .trailer(order.piece_id, &info)
+                        .ok()?;
                     *state = Handover::Complete {
                         size: info.size,
                         hash: info.root(),
@@ -1045,15 +1039,9 @@ impl Reaper {
 }
 
 fn delete_order(inner: &Inner, node: NodeId, piece: PieceId) -> Option<Signed<DeleteOrder>> {
-    let owner = inner.access.owner();
-    let order = DeleteOrder {
-        piece_id: piece,
-        node_id: node,
-        owner_key: *owner.public_key(),
-        timestamp_ms: shoal_proto::time::unix_ms(),
-        nonce: Nonce::random(),
-    };
-    Signed::sign(order, owner).ok()
+    Orders::new(inner.access.owner())
+        .delete(node, piece, shoal_proto::time::unix_ms())
+        .ok()
 }
 
 /// One delete, within `piece_timeout`: a node that never answers costs that long and

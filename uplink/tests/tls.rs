@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use shoal_proto::messages::DeleteOrder;
 use shoal_proto::time::unix_ms;
-use shoal_proto::{Identity, PieceId, Signed};
+use shoal_proto::{Identity, PieceId};
 use uplink::grpc::GrpcPieceStore;
+use uplink::orders::Orders;
 use uplink::store::{NodeAddress, PieceError, PieceStore};
 use uplink::testing::fake_net::FakeNetwork;
 
@@ -20,17 +20,9 @@ async fn a_node_answering_for_another_id_gets_no_order() {
         let owner = Identity::random();
         let store = GrpcPieceStore::default();
         let order = |node| {
-            Signed::sign(
-                DeleteOrder {
-                    piece_id: PieceId([1; 32]),
-                    node_id: node,
-                    owner_key: *owner.public_key(),
-                    timestamp_ms: unix_ms(),
-                    nonce: shoal_proto::Nonce::random(),
-                },
-                &owner,
-            )
-            .unwrap()
+            Orders::new(&owner)
+                .delete(node, PieceId([1; 32]), unix_ms())
+                .unwrap()
         };
         // `other`'s id pinned at `real`'s address: refused at the TLS handshake.
         let impostor = NodeAddress {

@@ -1,18 +1,20 @@
-//! A minimal owner-side client of the piece protocol, shared by the crash test and the
-//! upload benchmark (the real client is the uplink's).
+//! The crash test's and the upload benchmark's owner: the uplink's orders and its client
+//! ([`uplink::grpc::NodeClient`]), with deterministic test data.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use shoal_proto::limits::{MAX_CHUNK, MAX_GRPC_MESSAGE};
-use shoal_proto::messages::{DownloadOrder, Receipt, UploadOrder, UploadTrailer};
-use shoal_proto::pb::piece_store_client::PieceStoreClient;
-use shoal_proto::pb::{self, upload_request};
-use shoal_proto::piece_hash::PieceHasher;
+use bytes::Bytes;
+use futures::StreamExt;
+use shoal_proto::limits::MAX_CHUNK;
+use shoal_proto::messages::Receipt;
+use shoal_proto::piece_hash::{PieceHasher, PieceInfo};
 use shoal_proto::time::unix_ms;
-use shoal_proto::{Identity, NodeId, PieceHash, PieceId, Signed};
-use tonic::transport::Channel;
+use shoal_proto::{Identity, NodeId, PieceId, Signed};
+use uplink::grpc::{CallError, NodeClient};
+use uplink::orders::{Orders, UploadTerms};
+use uplink::store::{DownloadPart, NodeAddress, UploadPart};
 
 pub const BS: u32 = 4096;
 
@@ -29,12 +31,12 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Piece bytes with their hash computed once (block size [`BS`] unless set).
+/// Piece bytes with their hashes computed once (block size [`BS`] unless set).
 #[derive(Debug, Clone)]
 pub struct Payload {
     pub bytes: std::sync::Arc<Vec<u8>>,
     pub block_size: u32,
-    pub root: PieceHash,
+    pub info: PieceInfo,
 }
 
 impl Payload {
@@ -46,109 +48,65 @@ impl Payload {
         let mut h = PieceHasher::new(block_size);
         h.update(&bytes);
         Self {
-            root: h.finish().root(),
+            info: h.finish(),
             bytes: std::sync::Arc::new(bytes),
             block_size,
         }
     }
 }
 
-/// A client of node `node` at `addr`, over node-identity TLS pinned to `node`.
-pub async fn client(node: NodeId, addr: SocketAddr) -> PieceStoreClient<Channel> {
-    let ch = shoal_proto::tls::Connector::channel(node, addr, |e| {
-        e.connect_timeout(Duration::from_secs(5))
-    })
-    .unwrap();
-    PieceStoreClient::new(ch)
-        .max_decoding_message_size(MAX_GRPC_MESSAGE)
-        .max_encoding_message_size(MAX_GRPC_MESSAGE)
+/// The uplink's client of node `node` at `addr`, over node-identity TLS pinned to `node`.
+pub async fn client(node: NodeId, addr: SocketAddr) -> NodeClient {
+    let node = NodeAddress {
+        id: node,
+        address: addr,
+    };
+    NodeClient::new(node, Duration::from_secs(5)).unwrap()
 }
 
+/// Uploads `payload` as the uplink does: its orders, its client.
 pub async fn upload(
-    c: &mut PieceStoreClient<Channel>,
+    c: &mut NodeClient,
     owner: &Identity,
     node: NodeId,
     piece: PieceId,
     payload: &Payload,
-) -> Result<Signed<Receipt>, tonic::Status> {
+) -> Result<Signed<Receipt>, CallError> {
     let now = unix_ms();
     let size = payload.bytes.len() as u64;
-    let order = Signed::sign(
-        UploadOrder {
-            piece_id: piece,
-            node_id: node,
-            owner_key: *owner.public_key(),
-            max_size: size,
-            block_size: payload.block_size,
-            expires_at_ms: now + 3_600_000,
-            timestamp_ms: now,
-            nonce: shoal_proto::Nonce::random(),
-        },
-        owner,
-    )
-    .unwrap();
-    let trailer = Signed::sign(
-        UploadTrailer {
-            piece_id: piece,
-            owner_key: *owner.public_key(),
-            size,
-            piece_hash: payload.root,
-        },
-        owner,
-    )
-    .unwrap();
-    let order = pb::UploadRequest {
-        message: Some(upload_request::Message::Order((&order).into())),
+    let orders = Orders::new(owner);
+    let terms = UploadTerms {
+        max_size: size,
+        block_size: payload.block_size,
+        expires_at_ms: now + 3_600_000,
     };
-    let trailer = pb::UploadRequest {
-        message: Some(upload_request::Message::Trailer((&trailer).into())),
-    };
-    let bytes = std::sync::Arc::clone(&payload.bytes);
-    let chunks = (0..bytes.len().div_ceil(MAX_CHUNK)).map(move |i| pb::UploadRequest {
-        message: Some(upload_request::Message::Chunk(
-            bytes[i * MAX_CHUNK..((i + 1) * MAX_CHUNK).min(bytes.len())]
-                .to_vec()
-                .into(),
-        )),
-    });
-    let msgs = std::iter::once(order)
-        .chain(chunks)
-        .chain(std::iter::once(trailer));
-    let r = c.upload(tokio_stream::iter(msgs)).await?.into_inner();
-    let receipt = r
-        .receipt
-        .ok_or_else(|| tonic::Status::internal("no receipt"))?;
-    Signed::<Receipt>::try_from(receipt).map_err(|e| tonic::Status::internal(e.to_string()))
+    let order = orders.upload(node, piece, terms, now).unwrap();
+    let trailer = orders.trailer(piece, &payload.info).unwrap();
+    let bytes = Bytes::from(payload.bytes.as_ref().clone());
+    let parts = (0..bytes.len().div_ceil(MAX_CHUNK))
+        .map(move |i| {
+            UploadPart::Chunk(bytes.slice(i * MAX_CHUNK..((i + 1) * MAX_CHUNK).min(bytes.len())))
+        })
+        .chain(std::iter::once(UploadPart::Trailer(Box::new(trailer))));
+    c.upload(&order, futures::stream::iter(parts).boxed()).await
 }
 
+/// Downloads a whole piece through the uplink's client.
 pub async fn download(
-    c: &mut PieceStoreClient<Channel>,
+    c: &mut NodeClient,
     owner: &Identity,
     node: NodeId,
     piece: PieceId,
-) -> Result<Vec<u8>, tonic::Status> {
-    let order = Signed::sign(
-        DownloadOrder {
-            piece_id: piece,
-            node_id: node,
-            owner_key: *owner.public_key(),
-            offset: 0,
-            length: 0,
-            timestamp_ms: unix_ms(),
-            nonce: shoal_proto::Nonce::random(),
-        },
-        owner,
-    )
-    .unwrap();
-    let mut s = c
-        .download(pb::DownloadRequest {
-            order: Some((&order).into()),
-        })
-        .await?
-        .into_inner();
+) -> Result<Vec<u8>, CallError> {
+    let order = Orders::new(owner)
+        .download(node, piece, 0, 0, unix_ms())
+        .unwrap();
+    let mut s = c.download(&order).await?;
     let mut out = Vec::new();
-    while let Some(m) = s.message().await? {
-        out.extend_from_slice(&m.data);
+    while let Some(part) = s.next().await {
+        if let DownloadPart::Data { data, .. } = part? {
+            out.extend_from_slice(&data);
+        }
     }
     Ok(out)
 }
