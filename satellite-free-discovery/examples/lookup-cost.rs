@@ -23,9 +23,9 @@ use shoal_proto::pb::discovery_client::DiscoveryClient;
 use shoal_proto::{Identity, NodeId, pb, tls};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 
 const DIFFICULTY: u32 = 4;
 
@@ -63,8 +63,9 @@ async fn start_node(
         free_space: 1 << 30,
     });
     let handle = Dht::start(identity.clone(), config(bootstrap), Mode::Node(rx))?;
+    // As the storage node serves it: no Nagle delay on accepted connections.
     let incoming = tls::accept(
-        TcpListenerStream::new(listener),
+        TcpIncoming::from(listener).with_nodelay(Some(true)),
         tls::server_config(&identity)?,
     );
     let router = Server::builder().add_service(handle.service());
