@@ -12,10 +12,10 @@ use shoal_proto::pb::discovery_client::DiscoveryClient;
 use shoal_proto::{Identity, NodeId, Signed, pb, tls};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic::transport::server::Router;
+use tonic::transport::server::TcpIncoming;
 
 const DIFFICULTY: u32 = 4;
 
@@ -65,7 +65,8 @@ fn serve(
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let incoming = tls::accept(
-        TcpListenerStream::new(listener),
+        // As the storage node serves: no Nagle delay on small answers.
+        TcpIncoming::from(listener).with_nodelay(Some(true)),
         tls::server_config(identity).unwrap(),
     );
     tokio::spawn(async move {

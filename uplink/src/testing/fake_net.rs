@@ -225,7 +225,8 @@ impl FakeNetwork {
                 .ok_or_else(|| std::io::Error::other("node vanished"))?
                 .map_err(std::io::Error::other)?;
             let incoming = shoal_proto::tls::accept(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                // As the storage node serves: no Nagle delay on small answers.
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 tls_config,
             );
             let (tx, rx) = oneshot::channel::<()>();
