@@ -366,6 +366,10 @@ impl Gateway {
                     }
                 },
             };
+            // Small answers go out at once (no Nagle wait for the client's delayed ACK).
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+            }
             let (service, metrics, uplink) = (service.clone(), metrics.clone(), s3.uplink.clone());
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 handle(service.clone(), metrics.clone(), uplink.clone(), req)
