@@ -576,7 +576,7 @@ fn owner() -> Owner {
 }
 
 /// Parses `bytes=a-b` of `x-amz-copy-source-range` (both ends required, inclusive).
-fn copy_range(spec: &str, size: u64) -> S3Result<(u64, u64)> {
+pub(crate) fn copy_range(spec: &str, size: u64) -> S3Result<(u64, u64)> {
     let bad = || {
         s3_error!(
             InvalidArgument,
@@ -599,7 +599,7 @@ fn copy_range(spec: &str, size: u64) -> S3Result<(u64, u64)> {
 
 /// The bytes a GET or HEAD answers with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Selection {
+pub(crate) struct Selection {
     start: u64,
     end: u64,
     /// `Content-Range` (and status 206) for a range or a part of a multipart object.
@@ -607,7 +607,11 @@ struct Selection {
 }
 
 /// Resolves `Range` or `partNumber` (not both) against an object.
-fn select(entry: &ObjectEntry, range: Option<&Range>, part: Option<i32>) -> S3Result<Selection> {
+pub(crate) fn select(
+    entry: &ObjectEntry,
+    range: Option<&Range>,
+    part: Option<i32>,
+) -> S3Result<Selection> {
     let size = entry.size;
     let (start, end, partial) = match (range, part) {
         (Some(_), Some(_)) => {
