@@ -239,7 +239,7 @@ impl Harness {
     async fn other_orders(&self, rng: &mut SmallRng, input: &mut Vec<u8>) -> anyhow::Result<()> {
         let mut client = self.cluster.node(0).client().await?;
         let (path, seeds) = &self.piece_seeds[rng.random_range(1..self.piece_seeds.len())];
-        generate(rng, seeds, input);
+        generate_decodable(rng, path, seeds, input);
         let patience = CLIENT_PATIENCE;
         match path.as_str() {
             p if p.ends_with("Download") => {
@@ -335,7 +335,7 @@ impl Harness {
         })?;
         let mut client = DiscoveryClient::new(channel);
         let (path, seeds) = &self.dht_seeds[rng.random_range(0..self.dht_seeds.len())];
-        generate(rng, seeds, input);
+        generate_decodable(rng, path, seeds, input);
         let d = &input[..];
         match path.as_str() {
             p if p.ends_with("Ping") => {
@@ -468,6 +468,33 @@ impl Harness {
     /// Stops the nodes and removes their directories.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.cluster.shutdown().await
+    }
+}
+
+/// Whether `d` decodes as the request message of gRPC method `path`.
+fn decodes(path: &str, d: &[u8]) -> bool {
+    let method = path.rsplit('/').next().unwrap_or_default();
+    match method {
+        "Download" => pb::DownloadRequest::decode(d).is_ok(),
+        "Delete" => pb::DeleteRequest::decode(d).is_ok(),
+        "Audit" => pb::AuditRequest::decode(d).is_ok(),
+        "Renew" => pb::RenewRequest::decode(d).is_ok(),
+        "Ping" => pb::PingRequest::decode(d).is_ok(),
+        "FindNode" => pb::FindNodeRequest::decode(d).is_ok(),
+        "GetRecord" => pb::GetRecordRequest::decode(d).is_ok(),
+        "PutRecord" => pb::PutRecordRequest::decode(d).is_ok(),
+        _ => true,
+    }
+}
+
+/// A mutated message that still decodes as the request of `path` (undecodable bytes
+/// are what [`Live::RawGrpc`] sends), within a few tries.
+fn generate_decodable(rng: &mut SmallRng, path: &str, seeds: &[Vec<u8>], out: &mut Vec<u8>) {
+    for _ in 0..32 {
+        generate(rng, seeds, out);
+        if decodes(path, out) {
+            return;
+        }
     }
 }
 

@@ -24,8 +24,20 @@ struct Args {
     only: Option<String>,
 }
 
+/// Most heap the whole process (decoders and both nodes) may hold: an allocation sized
+/// by an oversized length or count aborts the run (a non-zero exit) instead of taking
+/// the machine's memory. Nodes and decoders together use well under 1 GiB.
+const MAX_HEAP: u64 = 8 << 30;
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Data).maximum;
+    let cap = rustix::process::Rlimit {
+        current: Some(hard.map_or(MAX_HEAP, |h| h.min(MAX_HEAP))),
+        maximum: hard,
+    };
+    rustix::process::setrlimit(rustix::process::Resource::Data, cap)
+        .map_err(|e| anyhow::anyhow!("cannot cap the heap at {MAX_HEAP} bytes: {e}"))?;
     let seed = args.seed.unwrap_or_else(rand::random);
     let mut opts = Options::new(Duration::from_secs(args.seconds), seed);
     opts.only = args.only.clone();
@@ -49,13 +61,17 @@ fn main() -> anyhow::Result<()> {
             .map_or_else(|| "-".to_string(), u64::to_string);
         println!("{name:<28} {n:>12} {rounds:>8}");
     }
-    if report.failures.is_empty() {
+    let failed = report.failures.len();
+    let passed = report.iterations.len().saturating_sub(failed);
+    if failed == 0 {
         println!("no panic, hang or leaked reservation");
+        println!("targets: {passed} passed, 0 failed");
         return Ok(());
     }
     for f in &report.failures {
         eprintln!("FAILED {f}");
     }
+    println!("targets: {passed} passed, {failed} failed");
     eprintln!("reproduce with --seed {seed}{only}");
     // A hung decoder thread cannot be joined: leave at once.
     std::process::exit(1);
