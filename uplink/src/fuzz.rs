@@ -157,7 +157,8 @@ fn entry(content: Content) -> ObjectEntry {
     }
 }
 
-fn entries() -> Vec<ObjectEntry> {
+/// Sample entries: inline, segments, and a multipart object of two parts.
+pub(crate) fn entries() -> Vec<ObjectEntry> {
     vec![
         entry(Content::Inline {
             sealed: vec![4; 19],
