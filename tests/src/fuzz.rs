@@ -187,7 +187,10 @@ async fn run_live(opts: &Options, deadline: Instant, report: &mut Report) -> any
     let mut input = Vec::new();
     // Live cases take milliseconds each: give them longer turns than decoders.
     let slice = (opts.slice * 8).max(Duration::from_secs(1));
-    'run: while Instant::now() < deadline {
+    // The first pass runs every kind for at least one case and its check, however short
+    // the run, so that no kind goes unexercised.
+    let mut first_pass = true;
+    'run: while first_pass || Instant::now() < deadline {
         for &live in &lives {
             let name = live.name().to_string();
             let end = (Instant::now() + slice).min(deadline);
@@ -237,10 +240,11 @@ async fn run_live(opts: &Options, deadline: Instant, report: &mut Report) -> any
                 });
                 break 'run;
             }
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline && !first_pass {
                 break 'run;
             }
         }
+        first_pass = false;
     }
     harness.shutdown().await
 }
