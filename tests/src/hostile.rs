@@ -6,6 +6,11 @@
 //!
 //! Cases draw their bytes from the same generator as the decoder targets
 //! ([`shoal_proto::fuzz`]), seeded by the run seed, the target and the case index.
+//!
+//! LATER(hardening): the node's HTTP port (metrics, dashboard) and the S3 gateway's
+//! HTTP server get no hostile client yet (the gateway's request decoders are fuzzed
+//! offline), and every connection comes from 127.0.0.1, so per-peer connection caps
+//! and the DHT's per-peer rate limit (off on a local network) are not exercised here.
 
 use std::net::SocketAddr;
 use std::time::Duration;
