@@ -13,9 +13,12 @@
 //! - [`tls`]: TLS 1.3 whose certificate key is the node identity, pinned by node id.
 //! - [`address`]: which addresses a network may dial (public, or `local_network`).
 //! - [`time`]: unix-millisecond clock helpers and the freshness window for orders.
+//! - [`fuzz`]: the fuzz input generator every crate's decoder targets share, and this
+//!   crate's targets.
 
 pub mod address;
 pub mod error;
+pub mod fuzz;
 pub mod identity;
 pub mod ids;
 pub mod limits;

@@ -15,6 +15,7 @@
 pub mod core;
 pub mod driver;
 pub mod error;
+pub mod fuzz;
 pub mod metrics;
 pub mod sim;
 

@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod error;
+pub mod fuzz;
 pub mod group_sync;
 pub mod http;
 pub mod info;

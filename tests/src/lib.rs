@@ -8,6 +8,8 @@
 //!   uplink's orders and its [`NodeClient`], plus the wire messages tests tamper with.
 //! - [`wait_until`] waits for a condition with a deadline (tests never sleep a fixed time);
 //!   [`http_get`] fetches a page from a node's HTTP port.
+//! - [`hostile`] attacks live nodes as a hostile client; [`fuzz`] runs it with every
+//!   crate's decoder fuzz targets (the `shoal-fuzz` binary).
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -587,3 +589,5 @@ pub fn build_binary(package: &str, bin: &str) -> anyhow::Result<Option<PathBuf>>
 
 pub mod devnet;
 pub mod e2e;
+pub mod fuzz;
+pub mod hostile;

@@ -350,7 +350,7 @@ impl Access {
     }
 }
 
-fn checksum(payload: &[u8]) -> [u8; 4] {
+pub(crate) fn checksum(payload: &[u8]) -> [u8; 4] {
     let mut h = blake3::Hasher::new_derive_key(CHECKSUM_CONTEXT);
     h.update(GRANT_PREFIX.as_bytes());
     h.update(payload);

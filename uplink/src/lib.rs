@@ -34,6 +34,7 @@ pub mod crypto;
 pub mod discovery;
 mod download;
 pub mod error;
+pub mod fuzz;
 pub mod gateway;
 pub mod grpc;
 pub mod health;

@@ -72,6 +72,26 @@ pub(crate) fn subnet_of(p: &Signed<NodeRecord>) -> Subnet {
     })
 }
 
+/// Checks a node record from the network, without a cache: well formed, signed by its
+/// key, with `difficulty` bits of proof of work, every address dialable in `scope`.
+pub(crate) fn check_node_record(
+    what: &'static str,
+    m: pb::NodeRecord,
+    difficulty: u32,
+    scope: AddressScope,
+) -> Result<Signed<NodeRecord>, ServeError> {
+    let rec =
+        Signed::<NodeRecord>::try_from(m).map_err(|source| ServeError::Wire { what, source })?;
+    shoal_proto::identity::verify_work(&rec.node_id(), difficulty).map_err(ServeError::Work)?;
+    // Never dial wherever a record says: a record naming an address this network does
+    // not route is refused whole, before anything (table, membership, the verified
+    // cache) learns of it.
+    scope
+        .check_all(&rec.addresses)
+        .map_err(|source| ServeError::Address { what, source })?;
+    Ok(rec)
+}
+
 /// The core's view of a checked node record.
 pub(crate) fn contact(p: &Peer) -> Contact<Peer> {
     Contact {
@@ -557,19 +577,8 @@ impl Inner {
             checks.with_label_values(&["cached"]).inc();
             return Ok(peer);
         }
-        let checked = Signed::<NodeRecord>::try_from(m)
-            .map_err(|source| ServeError::Wire { what, source })
-            .and_then(|rec| {
-                shoal_proto::identity::verify_work(&rec.node_id(), self.config.difficulty)
-                    .map_err(ServeError::Work)?;
-                // Never dial wherever a record says: a record naming an address this
-                // network does not route is refused whole, before anything (table,
-                // membership, the verified cache) learns of it.
-                self.scope()
-                    .check_all(&rec.addresses)
-                    .map_err(|source| ServeError::Address { what, source })?;
-                Ok(Arc::new(rec))
-            });
+        let checked =
+            check_node_record(what, m, self.config.difficulty, self.scope()).map(Arc::new);
         match checked {
             Ok(peer) => {
                 checks.with_label_values(&["verified"]).inc();

@@ -237,7 +237,10 @@ fn encode<T: Serialize>(what: &str, v: &T) -> Result<Vec<u8>, CatalogError> {
     })
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(what: &str, b: &[u8]) -> Result<T, CatalogError> {
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
+    what: &str,
+    b: &[u8],
+) -> Result<T, CatalogError> {
     serde_json::from_slice(b).map_err(|e| CatalogError::Corrupt {
         what: what.to_string(),
         reason: e.to_string(),

@@ -19,7 +19,7 @@ pub mod digest;
 pub mod host;
 pub mod listing;
 pub mod multipart;
-mod s3;
+pub(crate) mod s3;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

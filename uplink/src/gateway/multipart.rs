@@ -58,7 +58,7 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, CatalogError> {
     })
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, CatalogError> {
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, CatalogError> {
     serde_json::from_slice(b).map_err(|e| CatalogError::Corrupt {
         what: "multipart upload record".into(),
         reason: e.to_string(),

@@ -576,7 +576,7 @@ fn owner() -> Owner {
 }
 
 /// Parses `bytes=a-b` of `x-amz-copy-source-range` (both ends required, inclusive).
-fn copy_range(spec: &str, size: u64) -> S3Result<(u64, u64)> {
+pub(crate) fn copy_range(spec: &str, size: u64) -> S3Result<(u64, u64)> {
     let bad = || {
         s3_error!(
             InvalidArgument,
@@ -599,7 +599,7 @@ fn copy_range(spec: &str, size: u64) -> S3Result<(u64, u64)> {
 
 /// The bytes a GET or HEAD answers with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Selection {
+pub(crate) struct Selection {
     start: u64,
     end: u64,
     /// `Content-Range` (and status 206) for a range or a part of a multipart object.
@@ -607,7 +607,11 @@ struct Selection {
 }
 
 /// Resolves `Range` or `partNumber` (not both) against an object.
-fn select(entry: &ObjectEntry, range: Option<&Range>, part: Option<i32>) -> S3Result<Selection> {
+pub(crate) fn select(
+    entry: &ObjectEntry,
+    range: Option<&Range>,
+    part: Option<i32>,
+) -> S3Result<Selection> {
     let size = entry.size;
     let (start, end, partial) = match (range, part) {
         (Some(_), Some(_)) => {
@@ -1637,7 +1641,9 @@ fn part_range(entry: &ObjectEntry, n: i32) -> S3Result<(u64, u64)> {
         Content::Parts { parts, .. } => {
             let mut offset = 0u64;
             for p in parts {
-                let end = offset + p.size;
+                // Part sizes come from a catalog entry (a file, or another writer's
+                // delta): sizes that overflow make the part unservable, not a panic.
+                let end = offset.checked_add(p.size).ok_or_else(bad)?;
                 if i64::from(p.number) == i64::from(n) {
                     return Ok((offset, end));
                 }
@@ -1661,6 +1667,22 @@ mod tests {
         for bad in ["bytes=9-10", "bytes=5-4", "0-9", "bytes=a-b", "bytes=-3"] {
             assert!(copy_range(bad, 10).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn part_sizes_that_overflow_are_refused_not_a_panic() {
+        // Found by shoal-fuzz (uplink.catalog_entry): a corrupt entry whose part sizes
+        // add past u64::MAX made `partNumber` panic on overflow.
+        let mut e = crate::fuzz::entries().remove(2);
+        let Content::Parts { parts, .. } = &mut e.content else {
+            panic!("the third sample is a multipart object");
+        };
+        parts[0].size = u64::MAX;
+        for n in [2, 3] {
+            let err = select(&e, None, Some(n)).unwrap_err();
+            assert_eq!(err.code(), &S3ErrorCode::InvalidPart);
+        }
+        assert_eq!(select(&e, None, Some(1)).unwrap().end, u64::MAX);
     }
 
     #[test]

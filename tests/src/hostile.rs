@@ -1,0 +1,510 @@
+//! A hostile client against live nodes: malformed, oversize, truncated and out-of-order
+//! piece uploads and other piece orders over real gRPC, raw gRPC frames that lie about
+//! their lengths or carry huge varints, mutated Discovery requests, and garbage at the
+//! TLS port. After each round the node must still store and serve a piece, answer a
+//! DHT ping, and hold no reservation.
+//!
+//! Cases draw their bytes from the same generator as the decoder targets
+//! ([`shoal_proto::fuzz`]), seeded by the run seed, the target and the case index.
+//!
+//! LATER(hardening): the node's HTTP port (metrics, dashboard) and the S3 gateway's
+//! HTTP server get no hostile client yet (the gateway's request decoders are fuzzed
+//! offline), and every connection comes from 127.0.0.1, so per-peer connection caps
+//! and the DHT's per-peer rate limit (off on a local network) are not exercised here.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioExecutor;
+use prost::Message;
+use rand::RngExt;
+use rand::rngs::SmallRng;
+use shoal_proto::fuzz::{Target, generate};
+use shoal_proto::limits::MAX_CHUNK;
+use shoal_proto::pb::discovery_client::DiscoveryClient;
+use shoal_proto::pb::{self, upload_request};
+use shoal_proto::{NodeId, PieceId, tls};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::codegen::Service;
+
+use crate::{Cluster, NodeOptions, Owner, wait_until};
+
+/// How long the node may take to drop a stalled upload: the harness's nodes use this
+/// stall timeout, so a stalled stream never outlives a round.
+const STALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Longest a hostile client waits for one answer before giving up on it itself (the
+/// node must cope with clients that go away).
+const CLIENT_PATIENCE: Duration = Duration::from_millis(1500);
+
+/// The kinds of hostile traffic, each a target of `shoal-fuzz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Live {
+    /// Piece uploads out of order, cut short, stalled, lying about sizes, badly signed,
+    /// with mutated orders; and mutated download, delete, audit and renew orders.
+    PieceStreams,
+    /// Raw gRPC frames on every method of both services: lying frame lengths, huge
+    /// varints, compressed flags, truncation.
+    RawGrpc,
+    /// Mutated Discovery requests over gRPC.
+    Discovery,
+    /// Bytes at the TLS port: plain garbage, plaintext HTTP/2, and garbage after a
+    /// completed handshake.
+    Garbage,
+}
+
+impl Live {
+    pub const ALL: [Live; 4] = [
+        Live::PieceStreams,
+        Live::RawGrpc,
+        Live::Discovery,
+        Live::Garbage,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Live::PieceStreams => "live.piece_streams",
+            Live::RawGrpc => "live.raw_grpc",
+            Live::Discovery => "live.discovery",
+            Live::Garbage => "live.tls_garbage",
+        }
+    }
+}
+
+/// Live nodes and the seeds hostile messages are made from.
+#[derive(Debug)]
+pub struct Harness {
+    cluster: Cluster,
+    owner: Owner,
+    /// Encoded valid messages by gRPC path.
+    piece_seeds: Vec<(String, Vec<Vec<u8>>)>,
+    dht_seeds: Vec<(String, Vec<Vec<u8>>)>,
+}
+
+fn seeds_of(targets: &[Target], name: &str) -> Vec<Vec<u8>> {
+    targets
+        .iter()
+        .find(|t| t.name == name)
+        .map(|t| (t.seeds)())
+        .unwrap_or_default()
+}
+
+impl Harness {
+    /// Two nodes on 127.0.1.1 and 127.0.2.1 (the second joins the DHT through the
+    /// first, which every case targets).
+    pub async fn start() -> anyhow::Result<Self> {
+        let options = NodeOptions {
+            stall_timeout_ms: STALL_TIMEOUT.as_millis() as u64,
+            ..NodeOptions::default()
+        };
+        let cluster = Cluster::start(2, options).await?;
+        let proto = shoal_proto::fuzz::targets();
+        let dht = satellite_free_discovery::fuzz::targets();
+        let piece = "/shoal.v1.PieceStore/";
+        let piece_seeds = vec![
+            ("Upload", seeds_of(&proto, "proto.upload_request")),
+            ("Download", seeds_of(&proto, "proto.download")),
+            ("Delete", seeds_of(&proto, "proto.delete_audit")),
+            ("Audit", seeds_of(&proto, "proto.delete_audit")),
+            ("Renew", seeds_of(&proto, "proto.renew")),
+        ]
+        .into_iter()
+        .map(|(m, s)| (format!("{piece}{m}"), s))
+        .collect();
+        // The DHT target's seeds start with a byte naming the message kind.
+        let by_kind = |k: u8| -> Vec<Vec<u8>> {
+            seeds_of(&dht, "dht.messages")
+                .into_iter()
+                .filter(|s| s.first() == Some(&k))
+                .map(|s| s[1..].to_vec())
+                .collect()
+        };
+        let dht_seeds = ["Ping", "FindNode", "GetRecord", "PutRecord"]
+            .into_iter()
+            .zip(0u8..)
+            .map(|(m, kind)| (format!("/shoal.v1.Discovery/{m}"), by_kind(kind)))
+            .collect();
+        Ok(Self {
+            cluster,
+            owner: Owner::new(),
+            piece_seeds,
+            dht_seeds,
+        })
+    }
+
+    fn target(&self) -> (NodeId, SocketAddr) {
+        let n = self.cluster.node(0);
+        (n.node_id(), n.grpc_addr())
+    }
+
+    /// Runs one hostile case; `input` receives the bytes it was made from (for the
+    /// report). Refusals are the expected outcome; only harness failures are errors.
+    pub async fn case(
+        &self,
+        live: Live,
+        rng: &mut SmallRng,
+        input: &mut Vec<u8>,
+    ) -> anyhow::Result<()> {
+        input.clear();
+        match live {
+            Live::PieceStreams => self.piece_stream(rng, input).await,
+            Live::RawGrpc => self.raw_grpc(rng, input).await,
+            Live::Discovery => self.discovery(rng, input).await,
+            Live::Garbage => self.garbage(rng, input).await,
+        }
+    }
+
+    async fn piece_stream(&self, rng: &mut SmallRng, input: &mut Vec<u8>) -> anyhow::Result<()> {
+        let (node, _) = self.target();
+        let mut client = self.cluster.node(0).client().await?;
+        let piece = PieceId(rng.random());
+        let len = rng.random_range(0..3 * 4096);
+        let data: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        let mut msgs = self.owner.upload_messages(node, piece, &data, 4096)?;
+        let order = |m: &pb::UploadRequest| match &m.message {
+            Some(upload_request::Message::Order(o)) => Some(o.clone()),
+            _ => None,
+        };
+        let Some(first) = msgs.first().and_then(order) else {
+            bail!("upload_messages starts without an order");
+        };
+        match rng.random_range(0..10) {
+            // Data before the order.
+            0 => {
+                let second = 1.min(msgs.len() - 1);
+                msgs.swap(0, second);
+            }
+            // The stream stops after the order, or before the trailer.
+            1 => msgs.truncate(1),
+            2 => {
+                msgs.pop();
+            }
+            // The order reserves less than is sent.
+            3 => {
+                let now = shoal_proto::time::unix_ms();
+                let small = self.owner.upload_order(
+                    node,
+                    piece,
+                    (len as u64 / 2).max(1),
+                    4096,
+                    now + 3_600_000,
+                    now,
+                )?;
+                msgs[0].message = Some(upload_request::Message::Order(small));
+                msgs.insert(1, chunk(vec![0; len / 2 + 1]));
+            }
+            // The trailer lies about the size.
+            4 => {
+                let t = self.owner.trailer(piece, &data[..len / 2], 4096)?;
+                if let Some(last) = msgs.last_mut() {
+                    last.message = Some(upload_request::Message::Trailer(t));
+                }
+            }
+            // A bad signature on the order.
+            5 => {
+                let mut o = first.clone();
+                if let Some(b) = o.signature.first_mut() {
+                    *b ^= 1;
+                }
+                msgs[0].message = Some(upload_request::Message::Order(o));
+            }
+            // Two orders.
+            6 => msgs.insert(1, msgs[0].clone()),
+            // A mutated order.
+            7 => {
+                let seed = first.encode_to_vec();
+                generate(rng, &[seed], input);
+                let Ok(o) = pb::UploadOrder::decode(&input[..]) else {
+                    return Ok(());
+                };
+                msgs[0].message = Some(upload_request::Message::Order(o));
+            }
+            // A stalled upload: the client holds the stream open, then goes away.
+            8 => {
+                let (tx, rx) = futures::channel::mpsc::unbounded();
+                for m in msgs.into_iter().take(2) {
+                    tx.unbounded_send(m)?;
+                }
+                let call = client.upload(rx);
+                let _ = tokio::time::timeout(CLIENT_PATIENCE, call).await;
+                drop(tx);
+                return Ok(());
+            }
+            // Mutated download, delete, audit and renew requests.
+            _ => return self.other_orders(rng, input).await,
+        }
+        let _ = tokio::time::timeout(CLIENT_PATIENCE * 4, client.upload(tokio_stream::iter(msgs)))
+            .await;
+        Ok(())
+    }
+
+    async fn other_orders(&self, rng: &mut SmallRng, input: &mut Vec<u8>) -> anyhow::Result<()> {
+        let mut client = self.cluster.node(0).client().await?;
+        let (path, seeds) = &self.piece_seeds[rng.random_range(1..self.piece_seeds.len())];
+        generate_decodable(rng, path, seeds, input);
+        let patience = CLIENT_PATIENCE;
+        match path.as_str() {
+            p if p.ends_with("Download") => {
+                if let Ok(r) = pb::DownloadRequest::decode(&input[..]) {
+                    let call = async {
+                        let mut s = client.download(r).await?.into_inner();
+                        while s.message().await?.is_some() {}
+                        Ok::<_, tonic::Status>(())
+                    };
+                    let _ = tokio::time::timeout(patience, call).await;
+                }
+            }
+            p if p.ends_with("Delete") => {
+                if let Ok(r) = pb::DeleteRequest::decode(&input[..]) {
+                    let _ = tokio::time::timeout(patience, client.delete(r)).await;
+                }
+            }
+            p if p.ends_with("Audit") => {
+                if let Ok(r) = pb::AuditRequest::decode(&input[..]) {
+                    let _ = tokio::time::timeout(patience, client.audit(r)).await;
+                }
+            }
+            _ => {
+                if let Ok(r) = pb::RenewRequest::decode(&input[..]) {
+                    let _ = tokio::time::timeout(patience, client.renew(r)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn raw_grpc(&self, rng: &mut SmallRng, input: &mut Vec<u8>) -> anyhow::Result<()> {
+        let (node, addr) = self.target();
+        let all: Vec<&(String, Vec<Vec<u8>>)> =
+            self.piece_seeds.iter().chain(&self.dht_seeds).collect();
+        let (path, seeds) = all[rng.random_range(0..all.len())];
+        // One to three frames, each a mutated message under a header that may lie.
+        let mut body = Vec::new();
+        for _ in 0..rng.random_range(1..=3) {
+            generate(rng, seeds, input);
+            let compressed = u8::from(rng.random_range(0..8) == 0);
+            let len = match rng.random_range(0..6) {
+                0 => u32::MAX,
+                1 => input.len() as u32 + rng.random_range(1..100),
+                2 => (input.len() as u32).saturating_sub(rng.random_range(1..100)),
+                _ => input.len() as u32,
+            };
+            body.push(compressed);
+            body.extend_from_slice(&len.to_be_bytes());
+            body.extend_from_slice(input);
+        }
+        if rng.random_range(0..4) == 0 {
+            let cut = rng.random_range(0..=body.len());
+            body.truncate(cut);
+        }
+        input.clone_from(&body);
+        let io = tls::Connector::new(node, addr)?
+            .call(Default::default())
+            .await
+            .context("TLS connect")?;
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .context("HTTP/2 handshake")?;
+        let conn = tokio::spawn(conn);
+        let req = hyper::Request::post(format!("http://{addr}{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(Bytes::from(body)))?;
+        let exchange = async {
+            let res = send.send_request(req).await?;
+            // Read at most a little of the answer: a hostile client need not read all.
+            let mut body = res.into_body();
+            let mut read = 0usize;
+            while let Some(frame) = body.frame().await {
+                if let Ok(d) = frame?.into_data() {
+                    read += d.len();
+                }
+                if read > MAX_CHUNK {
+                    break;
+                }
+            }
+            Ok::<_, hyper::Error>(())
+        };
+        let _ = tokio::time::timeout(CLIENT_PATIENCE, exchange).await;
+        conn.abort();
+        Ok(())
+    }
+
+    async fn discovery(&self, rng: &mut SmallRng, input: &mut Vec<u8>) -> anyhow::Result<()> {
+        let (node, addr) = self.target();
+        let channel = tls::Connector::channel(node, addr, |e| {
+            e.connect_timeout(CLIENT_PATIENCE).timeout(CLIENT_PATIENCE)
+        })?;
+        let mut client = DiscoveryClient::new(channel);
+        let (path, seeds) = &self.dht_seeds[rng.random_range(0..self.dht_seeds.len())];
+        generate_decodable(rng, path, seeds, input);
+        let d = &input[..];
+        match path.as_str() {
+            p if p.ends_with("Ping") => {
+                if let Ok(r) = pb::PingRequest::decode(d) {
+                    let _ = client.ping(r).await;
+                }
+            }
+            p if p.ends_with("FindNode") => {
+                if let Ok(r) = pb::FindNodeRequest::decode(d) {
+                    let _ = client.find_node(r).await;
+                }
+            }
+            p if p.ends_with("GetRecord") => {
+                if let Ok(r) = pb::GetRecordRequest::decode(d) {
+                    let _ = client.get_record(r).await;
+                }
+            }
+            _ => {
+                if let Ok(r) = pb::PutRecordRequest::decode(d) {
+                    let mut req = tonic::Request::new(r);
+                    // A write token of any length in the metadata.
+                    let token = Bytes::copy_from_slice(&d[..d.len().min(40)]);
+                    req.metadata_mut().insert_bin(
+                        "shoal-write-token-bin",
+                        tonic::metadata::MetadataValue::from_bytes(&token),
+                    );
+                    let _ = client.put_record(req).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn garbage(&self, rng: &mut SmallRng, input: &mut Vec<u8>) -> anyhow::Result<()> {
+        let (node, addr) = self.target();
+        let len = rng.random_range(0..4096);
+        input.extend((0..len).map(|_| rng.random::<u8>()));
+        let preface: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        match rng.random_range(0..3) {
+            // Garbage, or plaintext HTTP/2, where a TLS ClientHello belongs.
+            0 | 1 => {
+                if rng.random_bool(0.5) {
+                    input.splice(0..0, preface.iter().copied());
+                }
+                let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+                let exchange = async {
+                    tcp.write_all(input).await?;
+                    let mut buf = [0u8; 1024];
+                    while tcp.read(&mut buf).await? > 0 {}
+                    Ok::<_, std::io::Error>(())
+                };
+                let _ = tokio::time::timeout(CLIENT_PATIENCE, exchange).await;
+            }
+            // A completed handshake, then garbage (after the HTTP/2 preface, or not).
+            _ => {
+                if rng.random_bool(0.5) {
+                    input.splice(0..0, preface.iter().copied());
+                }
+                let mut tls = tls::Connector::new(node, addr)?
+                    .call(Default::default())
+                    .await
+                    .context("TLS connect")?
+                    .into_inner();
+                let exchange = async {
+                    tls.write_all(input).await?;
+                    tls.flush().await?;
+                    let mut buf = [0u8; 1024];
+                    while tls.read(&mut buf).await? > 0 {}
+                    Ok::<_, std::io::Error>(())
+                };
+                let _ = tokio::time::timeout(CLIENT_PATIENCE, exchange).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// After a round: every node still stores and serves a piece and answers a DHT
+    /// ping, and no reservation is left.
+    pub async fn check(&self) -> anyhow::Result<()> {
+        for n in &self.cluster.nodes {
+            let mut client = n.client().await?;
+            let piece = crate::random_piece();
+            let data = crate::test_data(10_000, 1);
+            self.owner
+                .upload(&mut client, n.node_id(), piece, &data, 4096)
+                .await
+                .with_context(|| format!("node {} refuses a normal upload", n.index))?;
+            let (_, _, got) = self
+                .owner
+                .download(&mut client, n.node_id(), piece, 0, 0)
+                .await
+                .with_context(|| format!("node {} refuses a normal download", n.index))?;
+            if got != data {
+                bail!("node {} serves other bytes than it stored", n.index);
+            }
+            let (id, addr) = (n.node_id(), n.grpc_addr());
+            wait_until(
+                Duration::from_secs(30),
+                "the node answers a DHT ping",
+                || async move {
+                    let Ok(channel) = tls::Connector::channel(id, addr, |e| {
+                        e.connect_timeout(CLIENT_PATIENCE).timeout(CLIENT_PATIENCE)
+                    }) else {
+                        return false;
+                    };
+                    DiscoveryClient::new(channel)
+                        .ping(pb::PingRequest { sender: None })
+                        .await
+                        .is_ok()
+                },
+            )
+            .await?;
+            let store = n.running().store().clone();
+            wait_until(STALL_TIMEOUT * 5, "reservations return to zero", || {
+                let store = store.clone();
+                async move { store.space().reserved == 0 }
+            })
+            .await
+            .with_context(|| {
+                format!(
+                    "node {} still reserves {} bytes after the round",
+                    n.index,
+                    n.running().store().space().reserved
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Stops the nodes and removes their directories.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.cluster.shutdown().await
+    }
+}
+
+/// Whether `d` decodes as the request message of gRPC method `path`.
+fn decodes(path: &str, d: &[u8]) -> bool {
+    let method = path.rsplit('/').next().unwrap_or_default();
+    match method {
+        "Download" => pb::DownloadRequest::decode(d).is_ok(),
+        "Delete" => pb::DeleteRequest::decode(d).is_ok(),
+        "Audit" => pb::AuditRequest::decode(d).is_ok(),
+        "Renew" => pb::RenewRequest::decode(d).is_ok(),
+        "Ping" => pb::PingRequest::decode(d).is_ok(),
+        "FindNode" => pb::FindNodeRequest::decode(d).is_ok(),
+        "GetRecord" => pb::GetRecordRequest::decode(d).is_ok(),
+        "PutRecord" => pb::PutRecordRequest::decode(d).is_ok(),
+        _ => true,
+    }
+}
+
+/// A mutated message that still decodes as the request of `path` (undecodable bytes
+/// are what [`Live::RawGrpc`] sends), within a few tries.
+fn generate_decodable(rng: &mut SmallRng, path: &str, seeds: &[Vec<u8>], out: &mut Vec<u8>) {
+    for _ in 0..32 {
+        generate(rng, seeds, out);
+        if decodes(path, out) {
+            return;
+        }
+    }
+}
+
+fn chunk(data: Vec<u8>) -> pb::UploadRequest {
+    pb::UploadRequest {
+        message: Some(upload_request::Message::Chunk(data.into())),
+    }
+}
