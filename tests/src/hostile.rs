@@ -228,7 +228,7 @@ impl Harness {
                 for m in msgs.into_iter().take(2) {
                     tx.unbounded_send(m)?;
                 }
-                let call = client.upload(rx);
+                let call = client.wire().upload(rx);
                 let _ = tokio::time::timeout(CLIENT_PATIENCE, call).await;
                 drop(tx);
                 return Ok(());
@@ -236,8 +236,11 @@ impl Harness {
             // Mutated download, delete, audit and renew requests.
             _ => return self.other_orders(rng, input).await,
         }
-        let _ = tokio::time::timeout(CLIENT_PATIENCE * 4, client.upload(tokio_stream::iter(msgs)))
-            .await;
+        let _ = tokio::time::timeout(
+            CLIENT_PATIENCE * 4,
+            client.wire().upload(tokio_stream::iter(msgs)),
+        )
+        .await;
         Ok(())
     }
 
@@ -250,7 +253,7 @@ impl Harness {
             p if p.ends_with("Download") => {
                 if let Ok(r) = pb::DownloadRequest::decode(&input[..]) {
                     let call = async {
-                        let mut s = client.download(r).await?.into_inner();
+                        let mut s = client.wire().download(r).await?.into_inner();
                         while s.message().await?.is_some() {}
                         Ok::<_, tonic::Status>(())
                     };
@@ -259,17 +262,17 @@ impl Harness {
             }
             p if p.ends_with("Delete") => {
                 if let Ok(r) = pb::DeleteRequest::decode(&input[..]) {
-                    let _ = tokio::time::timeout(patience, client.delete(r)).await;
+                    let _ = tokio::time::timeout(patience, client.wire().delete(r)).await;
                 }
             }
             p if p.ends_with("Audit") => {
                 if let Ok(r) = pb::AuditRequest::decode(&input[..]) {
-                    let _ = tokio::time::timeout(patience, client.audit(r)).await;
+                    let _ = tokio::time::timeout(patience, client.wire().audit(r)).await;
                 }
             }
             _ => {
                 if let Ok(r) = pb::RenewRequest::decode(&input[..]) {
-                    let _ = tokio::time::timeout(patience, client.renew(r)).await;
+                    let _ = tokio::time::timeout(patience, client.wire().renew(r)).await;
                 }
             }
         }

@@ -12,14 +12,15 @@
 #   uplink/scripts/gateway-bench.sh [NODES] [SIZE_MIB] [SMALL_PUTS_PER_CLIENT]
 #   uplink/scripts/gateway-bench.sh 20 1024 200
 #
-# Needs target/release/storage-node and target/release/uplink (cargo build --release),
+# Needs target/release/storage-node and target/release/uplink (cargo build --release;
+# BIN=DIR runs the binaries in DIR instead),
 # curl, and python3 with boto3.
 set -u
 N=${1:-20}
 SIZE_MIB=${2:-1024}
 SMALL=${3:-200}
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-BIN=$REPO/target/release
+BIN=${BIN:-$REPO/target/release}  # another build for an A/B: BIN=DIR script ...
 ROOT=$(mktemp -d /tmp/shoal-gateway-bench.XXXXXX)
 . "$(dirname "$0")/lib-network.sh"
 rate() { python3 -c "print(f'{$1 / ($3 - $2) / 1e6:.0f}')"; }
