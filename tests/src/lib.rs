@@ -406,16 +406,8 @@ impl Owner {
             .orders()
             .trailer(piece, &piece_info(data, block_size))
             .map_err(status)?;
-        let data = Bytes::copy_from_slice(data);
-        let mut parts: Vec<UploadPart> = (0..data.len().div_ceil(MAX_CHUNK))
-            .map(|i| {
-                UploadPart::Chunk(data.slice(i * MAX_CHUNK..((i + 1) * MAX_CHUNK).min(data.len())))
-            })
-            .collect();
-        parts.push(UploadPart::Trailer(Box::new(trailer)));
-        Ok(client
-            .upload(&order, futures::stream::iter(parts).boxed())
-            .await?)
+        let body = UploadPart::whole_piece(Bytes::copy_from_slice(data), trailer);
+        Ok(client.upload(&order, body).await?)
     }
 
     pub fn download_order(

@@ -36,7 +36,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
-use shoal_proto::limits::MAX_CHUNK;
 use shoal_proto::messages::RenewStatus;
 use shoal_proto::piece_hash::PieceHasher;
 use shoal_proto::time::unix_ms;
@@ -809,23 +808,13 @@ async fn upload_regenerated(
     let trailer = orders
         .trailer(piece, &info)
         .map_err(|e| protocol(e.to_string()))?;
-    let data = Bytes::from(data);
-    let mut parts: Vec<UploadPart> = (0..data.len().div_ceil(MAX_CHUNK))
-        .map(|i| {
-            UploadPart::Chunk(data.slice(i * MAX_CHUNK..((i + 1) * MAX_CHUNK).min(data.len())))
-        })
-        .collect();
-    parts.push(UploadPart::Trailer(Box::new(trailer)));
     // A piece of up to 128 MiB: the per-transfer timeout, once per 16 MiB.
     let limit = inner.config.piece_timeout * (1 + (data.len() as u32 >> 24));
+    let body = UploadPart::whole_piece(Bytes::from(data), trailer);
     let started = tokio::time::Instant::now();
     let result = tokio::time::timeout(
         limit,
-        inner.store.upload(
-            node.address(),
-            order.clone(),
-            futures::stream::iter(parts).boxed(),
-        ),
+        inner.store.upload(node.address(), order.clone(), body),
     )
     .await
     .map_err(|_| PieceError::Timeout {

@@ -70,6 +70,22 @@ pub enum UploadPart {
     Trailer(Box<Signed<UploadTrailer>>),
 }
 
+impl UploadPart {
+    /// The body of an upload of a whole piece held in memory: `data` in chunks of at most
+    /// `MAX_CHUNK` bytes (slices of it, no copy), then `trailer`.
+    pub fn whole_piece(
+        data: Bytes,
+        trailer: Signed<UploadTrailer>,
+    ) -> BoxStream<'static, UploadPart> {
+        use futures::StreamExt;
+        let chunk = shoal_proto::limits::MAX_CHUNK;
+        let chunks = (0..data.len().div_ceil(chunk))
+            .map(move |i| Self::Chunk(data.slice(i * chunk..((i + 1) * chunk).min(data.len()))));
+        futures::stream::iter(chunks.chain(std::iter::once(Self::Trailer(Box::new(trailer)))))
+            .boxed()
+    }
+}
+
 /// One message of a download: the piece info first, then data at `offset`.
 #[derive(Debug, Clone)]
 pub enum DownloadPart {

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use shoal_proto::limits::MAX_CHUNK;
 use shoal_proto::messages::Receipt;
 use shoal_proto::piece_hash::{PieceHasher, PieceInfo};
 use shoal_proto::time::unix_ms;
@@ -82,13 +81,8 @@ pub async fn upload(
     };
     let order = orders.upload(node, piece, terms, now).unwrap();
     let trailer = orders.trailer(piece, &payload.info).unwrap();
-    let bytes = Bytes::from(payload.bytes.as_ref().clone());
-    let parts = (0..bytes.len().div_ceil(MAX_CHUNK))
-        .map(move |i| {
-            UploadPart::Chunk(bytes.slice(i * MAX_CHUNK..((i + 1) * MAX_CHUNK).min(bytes.len())))
-        })
-        .chain(std::iter::once(UploadPart::Trailer(Box::new(trailer))));
-    c.upload(&order, futures::stream::iter(parts).boxed()).await
+    let body = UploadPart::whole_piece(Bytes::from(payload.bytes.as_ref().clone()), trailer);
+    c.upload(&order, body).await
 }
 
 /// Downloads a whole piece through the uplink's client.
