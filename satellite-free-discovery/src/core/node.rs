@@ -18,8 +18,8 @@
 //!   dial-back at its advertised address (a bounded number at once), or when the driver
 //!   reports it (bootstrap). Answering our own lookups refreshes an entry but admits no
 //!   newcomer: nodes that name only each other (liars) would otherwise enter every table
-//!   that asks them. A full bucket pings its least recently seen entry (see
-//!   [`RoutingTable`]).
+//!   that asks them (a client, which nobody contacts, still learns from answers). A full
+//!   bucket pings its least recently seen entry (see [`RoutingTable`]).
 //! - **Liveness.** Entries silent for `liveness_ms` are pinged; buckets not looked up
 //!   for `refresh_ms` are refreshed with a lookup of a random key in them.
 //! - **Requests.** Each request gets a soft deadline from the round-trip estimator; an
@@ -668,6 +668,10 @@ impl<P: PeerData> Node<P> {
     /// A node answered at `c`'s address. It refreshes its entry if it has one; only with
     /// `admit` (it contacted us and answered our dial-back, or the driver vouches for
     /// it) may it enter the table as a newcomer.
+    // LATER(dht-core): a liar that sends a request to every node that asks it (so is
+    // dialled back) still enters tables with room; the simulator's liars do not, so
+    // `dht-sim --adversarial` does not measure that. Bounded sources in lookups hold
+    // either way; preferring long-lived entries when a bucket fills would bound it.
     fn observe_answer(&mut self, now: u64, c: Contact<P>, at_advertised: bool, admit: bool) {
         if c.id == self.local {
             return;
@@ -751,7 +755,9 @@ impl<P: PeerData> Node<P> {
         // Admission: only a node that contacted us first (dialled back) enters the
         // table; an answer to our own request refreshes a known entry but admits no
         // newcomer, so nodes that name only each other cannot fill tables by being asked.
-        let admit = matches!(p.purpose, Purpose::DialBack | Purpose::Liveness);
+        // A client is contacted by nobody: it learns its table from answers, as before
+        // (else its lookups would have only its bootstrap nodes to start from).
+        let admit = self.cfg.client || matches!(p.purpose, Purpose::DialBack | Purpose::Liveness);
         self.observe_answer(now, answer.responder, answer.at_advertised, admit);
         let (closer, record, token) = match answer.response {
             Response::Nodes { closer } => (closer, None, None),

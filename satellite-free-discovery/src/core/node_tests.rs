@@ -235,6 +235,31 @@ fn a_node_named_in_an_answer_enters_the_table_only_once_it_contacts_us() {
     assert_eq!(s.len(), 1);
     n.on_response(40, UNIX, s[0].0, answer(&b, Response::Pong));
     assert!(n.table().get(&b.id).is_some());
+
+    // A client, which nobody contacts, learns its table from answers.
+    let mut c = Node::new(
+        id(0, 0),
+        NodeConfig {
+            client: true,
+            ..cfg()
+        },
+        0,
+        1,
+        [7; 32],
+    );
+    c.on_contact(0, a.clone(), true);
+    c.closest(0, UNIX, b.id.0);
+    let s = sends(&outputs(&mut c));
+    let closer = vec![b.clone()];
+    c.on_response(10, UNIX, s[0].0, answer(&a, Response::Nodes { closer }));
+    let s = sends(&outputs(&mut c));
+    c.on_response(
+        20,
+        UNIX,
+        s[0].0,
+        answer(&b, Response::Nodes { closer: vec![] }),
+    );
+    assert!(c.table().get(&b.id).is_some());
 }
 
 #[test]
