@@ -13,8 +13,12 @@
 //!   probability `loss`. The node sends an unanswered request again at its soft
 //!   deadlines and gives up at its hard timeout ([`NodeConfig`]).
 //! - **Churn.** `churn × nodes` nodes leave without notice at uniformly random times of
-//!   the measured window, and as many new nodes join (ping a random live node, then the
-//!   node's bootstrap: a lookup of its own id and a refresh of every bucket).
+//!   the measured window, and as many new nodes join. A join is the driver's: ping the
+//!   nodes of its bootstrap list — `bootstrap_peers` distinct random joined nodes, any
+//!   of which may be a liar — then, once they answered (or 1 s later if some did), the
+//!   node's bootstrap: a lookup of its own id and a refresh of every bucket. A node whose
+//!   bootstrap nodes all lie knows only liars and is lost (probability
+//!   `adversarial^bootstrap_peers`); no protocol rule can find it or let it find others.
 //! - **Liars** (`adversarial`): that fraction of the nodes (random ids, as valid proof of
 //!   work gives, and random subnets) answer pings, but answer FindNode and GetRecord only
 //!   with the liars closest to the target, serve the oldest version of a record they
@@ -78,8 +82,13 @@ pub struct SimConfig {
     /// Disjoint paths of record reads and writes, and of node lookups.
     pub record_paths: usize,
     pub node_paths: usize,
+    /// Nodes first named by one answer that count among a lookup's closest.
+    pub per_source: usize,
     /// Times an unanswered request is sent again.
     pub retransmits: u32,
+    /// Random joined nodes a joining node pings (its bootstrap list); it joins once they
+    /// answered, or 1 s later if some did.
+    pub bootstrap_peers: usize,
     /// A request unanswered this long has failed (ms).
     pub hard_timeout_ms: u64,
 }
@@ -107,7 +116,9 @@ impl Default for SimConfig {
             adversarial: 0.0,
             record_paths: node.record_paths,
             node_paths: node.node_paths,
+            per_source: node.per_source,
             retransmits: node.retransmits,
+            bootstrap_peers: 4,
             hard_timeout_ms: 5_000,
         }
     }
@@ -176,8 +187,10 @@ struct SimNode {
     alive: bool,
     joined: bool,
     liar: bool,
-    /// Its bootstrap ping was answered (the join is under way).
+    /// Its join is under way (its bootstrap pings were answered).
     booted: bool,
+    /// Bootstrap pings answered so far.
+    boot_answers: usize,
     node: Box<Node<u32>>,
     /// Times of the ticks of this node in the event queue (a handful).
     ticks: Vec<u64>,
@@ -262,6 +275,7 @@ impl Sim {
             alpha: cfg.alpha,
             record_paths: cfg.record_paths,
             node_paths: cfg.node_paths,
+            per_source: cfg.per_source,
             retransmits: cfg.retransmits,
             hard_timeout_ms: cfg.hard_timeout_ms,
             refresh_ms: cfg.refresh_ms,
@@ -330,6 +344,7 @@ impl Sim {
             joined: false,
             liar,
             booted: false,
+            boot_answers: 0,
             node: Box::new(node),
             ticks: Vec::new(),
         });
@@ -556,13 +571,15 @@ impl Sim {
             if self.nodes[to as usize].booted || result.is_err() {
                 return;
             }
-            // The joining node's bootstrap ping was answered: join through it.
-            self.nodes[to as usize].booted = true;
-            let n = &mut self.nodes[to as usize].node;
-            n.on_contact(now, responder, true);
-            let op = n.bootstrap(now, unix);
-            self.ops.insert((to, op), SimOp::Join);
-            return self.drain(to);
+            // A bootstrap ping was answered: the driver tells the node, and joins once
+            // every bootstrap node answered (or at the next retry, if some did).
+            let n = &mut self.nodes[to as usize];
+            n.boot_answers += 1;
+            n.node.on_contact(now, responder, true);
+            if n.boot_answers >= self.cfg.bootstrap_peers {
+                self.start_join(to);
+            }
+            return;
         }
         let answer = result.map(|response| Answer {
             responder,
@@ -573,6 +590,16 @@ impl Sim {
             .node
             .on_response(now, unix, req, answer);
         self.drain(to);
+    }
+
+    /// The driver's join, once bootstrap nodes answered: the node's bootstrap.
+    fn start_join(&mut self, idx: u32) {
+        let (now, unix) = (self.now, self.unix());
+        let n = &mut self.nodes[idx as usize];
+        n.booted = true;
+        let op = n.node.bootstrap(now, unix);
+        self.ops.insert((idx, op), SimOp::Join);
+        self.drain(idx);
     }
 
     fn done(&mut self, idx: u32, op: OpId, outcome: Outcome<u32>) {
@@ -770,14 +797,28 @@ impl Sim {
                 self.drain(i);
             }
             Ev::BootPing(i) => {
-                if !self.nodes[i as usize].alive || self.nodes[i as usize].booted {
+                let n = &self.nodes[i as usize];
+                if !n.alive || n.booted {
                     return;
                 }
-                let Some(boot) = self.random_live(true, false) else {
-                    self.at(self.now + BOOT_RETRY_MS, Ev::BootPing(i));
-                    return;
-                };
-                self.transmit(i, boot, 0, Request::Ping, true);
+                if n.boot_answers > 0 {
+                    // Some bootstrap nodes answered, the others did not in time.
+                    return self.start_join(i);
+                }
+                let mut boots: Vec<u32> = Vec::new();
+                for _ in 0..4 * self.cfg.bootstrap_peers.max(1) {
+                    if boots.len() >= self.cfg.bootstrap_peers.max(1) {
+                        break;
+                    }
+                    if let Some(b) = self.random_live(true, false)
+                        && !boots.contains(&b)
+                    {
+                        boots.push(b);
+                    }
+                }
+                for boot in boots {
+                    self.transmit(i, boot, 0, Request::Ping, true);
+                }
                 self.at(self.now + BOOT_RETRY_MS, Ev::BootPing(i));
             }
             Ev::Join => {

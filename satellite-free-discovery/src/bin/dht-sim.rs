@@ -61,6 +61,14 @@ struct Args {
     /// Disjoint paths of node lookups.
     #[arg(long, default_value_t = NodeConfig::default().node_paths)]
     node_paths: usize,
+    /// Nodes first named by one answer that count among a lookup's closest (0: no
+    /// bound).
+    #[arg(long, default_value_t = NodeConfig::default().per_source)]
+    per_source: usize,
+    /// Random joined nodes each joining node pings first (its bootstrap list); it joins
+    /// once they answered (or 1 s later if some did).
+    #[arg(long, default_value_t = 4)]
+    bootstrap_peers: usize,
     /// Times an unanswered request is sent again before its hard timeout.
     #[arg(long, default_value_t = NodeConfig::default().retransmits)]
     retransmits: u32,
@@ -120,6 +128,8 @@ fn main() -> anyhow::Result<()> {
         adversarial: a.adversarial,
         record_paths: a.record_paths,
         node_paths: a.node_paths,
+        per_source: a.per_source,
+        bootstrap_peers: a.bootstrap_peers,
         retransmits: a.retransmits,
         hard_timeout_ms: a.hard_timeout_ms,
     };

@@ -7,6 +7,14 @@
 //! `alpha` but may still answer late. The lookup is done when the `k` closest nodes it
 //! has seen have all answered, or when nobody is left to ask.
 //!
+//! Sources: every answer is a source, and a node belongs to the answer that first named
+//! it (the seeds, our own table, to none). The lookup is done only when two views of its
+//! candidates have settled: the `k` closest of all, and the `k` closest counting at most
+//! `per_source` nodes of any one source. Nodes that name only each other — say liars
+//! who know the liars closest to any key — enter through the first of them asked and so
+//! count as one source: they cannot crowd out the branches honest answers opened, which
+//! are followed until they too reach the nodes closest to the target.
+//!
 //! Every node carries a depth: 0 for the seeds, `d + 1` for a node first learned from
 //! the answer of a node at depth `d`. The depth of a result is the number of sequential
 //! round trips it took to learn of it; [`Lookup::hops`] is the largest depth among the
@@ -39,6 +47,9 @@ pub struct LookupConfig {
     /// Most candidates remembered; the farthest never-contacted ones are dropped beyond
     /// it, which bounds memory whatever peers send. Default 200.
     pub max_candidates: usize,
+    /// Most nodes first learned from one answer that count among the closest (see
+    /// [`Lookup`]: sources); 0: no bound. Default 10.
+    pub per_source: usize,
 }
 
 impl Default for LookupConfig {
@@ -47,6 +58,7 @@ impl Default for LookupConfig {
             k: 20,
             alpha: 3,
             max_candidates: 200,
+            per_source: 10,
         }
     }
 }
@@ -72,7 +84,22 @@ pub struct LookupPeer<T> {
     pub data: T,
     pub state: PeerState,
     pub depth: u32,
+    /// Index of the answer that first named it (`SEED`: our own table).
+    source: u32,
 }
+
+/// What one walk over the candidates found.
+enum Scan {
+    /// Ask this candidate next.
+    Query(Distance),
+    /// Waiting for answers.
+    Open,
+    /// The closest have all answered, or nobody is left.
+    Done,
+}
+
+/// Source of the seeds: not bounded.
+const SEED: u32 = u32::MAX;
 
 /// What the caller should do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +123,10 @@ pub struct Lookup<T> {
     waiting: usize,
     finished: bool,
     queried: usize,
+    /// Answers received so far (numbers the sources).
+    answers: u32,
+    /// Scratch: nodes counted per source during one pass of `poll`.
+    counted: Vec<u16>,
 }
 
 impl<T: PeerData> Lookup<T> {
@@ -117,9 +148,11 @@ impl<T: PeerData> Lookup<T> {
             waiting: 0,
             finished: false,
             queried: 0,
+            answers: 0,
+            counted: Vec::new(),
         };
         for (id, data) in seeds {
-            l.add(id, data, 0);
+            l.add(id, data, 0, SEED);
         }
         l
     }
@@ -128,7 +161,7 @@ impl<T: PeerData> Lookup<T> {
         &self.target
     }
 
-    fn add(&mut self, id: NodeId, data: T, depth: u32) {
+    fn add(&mut self, id: NodeId, data: T, depth: u32, source: u32) {
         if Some(id) == self.local {
             return;
         }
@@ -148,6 +181,7 @@ impl<T: PeerData> Lookup<T> {
                         data,
                         state: PeerState::NotContacted,
                         depth,
+                        source,
                     },
                 );
                 if self.peers.len() > self.cfg.max_candidates {
@@ -180,9 +214,64 @@ impl<T: PeerData> Lookup<T> {
                 self.waiting -= 1;
             }
         }
+        // Two views of the candidates must both be settled: the closest with at most
+        // `per_source` first named by any one answer (so branches that other answers
+        // opened keep being followed, whatever one answer claims), and the closest of
+        // all (so that no closer node is left out of the results).
+        let bounded = if self.cfg.per_source > 0 {
+            self.scan(self.cfg.per_source)
+        } else {
+            Scan::Done
+        };
+        let all = self.scan(0);
+        let next = match (bounded, all) {
+            (Scan::Done, Scan::Done) => {
+                self.finished = true;
+                return Step::Done;
+            }
+            (Scan::Query(d), _) | (_, Scan::Query(d)) => d,
+            _ => {
+                return Step::Wait {
+                    until: self.next_deadline(),
+                };
+            }
+        };
+        if self.waiting >= self.cfg.alpha {
+            return Step::Wait {
+                until: self.next_deadline(),
+            };
+        }
+        let deadline = now.saturating_add(self.timeout);
+        let Some(p) = self.peers.get_mut(&next) else {
+            return Step::Wait {
+                until: self.next_deadline(),
+            };
+        };
+        p.state = PeerState::Waiting { deadline };
+        self.waiting += 1;
+        self.queried += 1;
+        Step::Query {
+            id: p.id,
+            data: p.data.clone(),
+        }
+    }
+
+    /// Walks the candidates nearest first, counting at most `cap` per source (0: all):
+    /// the first one to ask, or whether the `k` closest counted have all answered.
+    fn scan(&mut self, cap: usize) -> Scan {
         let mut succeeded = Some(0usize);
         let mut blocked = false;
-        for p in self.peers.values_mut() {
+        self.counted.clear();
+        if cap > 0 {
+            self.counted.resize(self.answers as usize, 0);
+        }
+        for (d, p) in &self.peers {
+            if let Some(c) = self.counted.get_mut(p.source as usize) {
+                if usize::from(*c) >= cap {
+                    continue;
+                }
+                *c += 1;
+            }
             match p.state {
                 PeerState::Waiting { .. } => {
                     // A closer request is still open: not done, whatever follows.
@@ -202,37 +291,18 @@ impl<T: PeerData> Lookup<T> {
                     if let Some(n) = succeeded.as_mut() {
                         *n += 1;
                         if *n >= self.cfg.k {
-                            self.finished = true;
-                            return Step::Done;
+                            return Scan::Done;
                         }
                     }
                 }
-                PeerState::NotContacted => {
-                    if self.waiting < self.cfg.alpha {
-                        p.state = PeerState::Waiting {
-                            deadline: now.saturating_add(self.timeout),
-                        };
-                        self.waiting += 1;
-                        self.queried += 1;
-                        return Step::Query {
-                            id: p.id,
-                            data: p.data.clone(),
-                        };
-                    }
-                    return Step::Wait {
-                        until: self.next_deadline(),
-                    };
-                }
+                PeerState::NotContacted => return Scan::Query(*d),
                 PeerState::Failed => {}
             }
         }
         if self.waiting > 0 || blocked {
-            Step::Wait {
-                until: self.next_deadline(),
-            }
+            Scan::Open
         } else {
-            self.finished = true;
-            Step::Done
+            Scan::Done
         }
     }
 
@@ -272,8 +342,10 @@ impl<T: PeerData> Lookup<T> {
             },
             None => return false,
         };
+        let source = self.answers;
+        self.answers = self.answers.saturating_add(1).min(SEED - 1);
         for (cid, data) in closer {
-            self.add(cid, data, depth + 1);
+            self.add(cid, data, depth + 1, source);
         }
         true
     }

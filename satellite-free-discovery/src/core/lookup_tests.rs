@@ -121,10 +121,11 @@ proptest! {
         k in 1usize..25,
         alpha in 1usize..6,
         seeds in 1usize..30,
+        per_source in 0usize..8,
     ) {
         let mut rng = SmallRng::seed_from_u64(seed);
         let net = net(n, view, dead, &mut rng);
-        let cfg = LookupConfig { k, alpha, max_candidates: 200 };
+        let cfg = LookupConfig { k, alpha, max_candidates: 200, per_source };
         let out = drive(&net, cfg, seeds, &mut rng);
         // Returns the k closest among those that answered, nearest first.
         prop_assert_eq!(out.results, out.answered);
@@ -168,6 +169,7 @@ fn timed_out_request_frees_a_slot_and_may_answer_late() {
         k: 2,
         alpha: 1,
         max_candidates: 10,
+        per_source: 0,
     };
     let mut l = Lookup::new([0; 32], None, [(a, ()), (b, ())], cfg, 100);
     assert_eq!(l.poll(0), Step::Query { id: a, data: () });
@@ -189,6 +191,7 @@ fn candidates_are_bounded_and_local_never_queried() {
         k: 3,
         alpha: 1,
         max_candidates: 10,
+        per_source: 0,
     };
     let first = NodeId([1; 32]);
     let mut l = Lookup::new([0; 32], Some(local), [(first, ()), (local, ())], cfg, 100);
@@ -229,4 +232,93 @@ fn rtt_estimator_adapts_within_bounds() {
         r.observe(100_000);
     }
     assert_eq!(r.timeout(), 5000, "clamped to the maximum");
+}
+
+/// Runs a lookup whose every request is answered at once from `answers`.
+fn run_fixed(
+    target: [u8; 32],
+    seeds: &[NodeId],
+    answers: &HashMap<NodeId, Vec<NodeId>>,
+    per_source: usize,
+) -> Lookup<()> {
+    let cfg = LookupConfig {
+        per_source,
+        ..LookupConfig::default()
+    };
+    let mut l = Lookup::new(target, None, seeds.iter().map(|s| (*s, ())), cfg, 100);
+    let mut now = 0;
+    loop {
+        match l.poll(now) {
+            Step::Query { id, .. } => {
+                now += 1;
+                let closer = answers.get(&id).cloned().unwrap_or_default();
+                l.on_success(&id, closer.into_iter().map(|c| (c, ())));
+            }
+            Step::Wait { .. } => unreachable!("answers are immediate"),
+            Step::Done => return l,
+        }
+    }
+}
+
+#[test]
+fn nodes_that_name_only_each_other_cannot_end_the_lookup() {
+    let node = |b0: u8, b1: u8| {
+        let mut x = [0u8; 32];
+        x[0] = b0;
+        x[1] = b1;
+        x[31] = 1;
+        NodeId(x)
+    };
+    let target = [0u8; 32];
+    // The target and the honest chain leading to it: h0 knows h1, h1 knows the target.
+    let t = node(0, 0);
+    let (h0, h1) = (node(0x40, 0), node(0x01, 0));
+    // Twenty liars, all closer to the target than h1, each naming the others.
+    let liars: Vec<NodeId> = (0..20).map(|i| node(0, 0x10 + i)).collect();
+    let l0 = node(0x20, 0);
+    let mut answers = HashMap::new();
+    answers.insert(h0, vec![h1]);
+    answers.insert(h1, vec![t]);
+    answers.insert(t, vec![h1]);
+    answers.insert(l0, liars.clone());
+    for l in &liars {
+        answers.insert(*l, liars.clone());
+    }
+    let seeds = [h0, l0];
+    // Unbounded: the liars are the 20 closest that answered, and the lookup stops there.
+    let plain = run_fixed(target, &seeds, &answers, 0);
+    assert!(plain.results().iter().all(|p| p.id != t));
+    assert!(plain.results().iter().all(|p| liars.contains(&p.id)));
+    // Bounded: the branch h0 opened is followed to the target.
+    let bounded = run_fixed(target, &seeds, &answers, 10);
+    assert_eq!(bounded.results().first().map(|p| p.id), Some(t));
+    assert_eq!(bounded.results().len(), 20);
+}
+
+#[test]
+fn bounded_sources_still_find_the_true_closest_of_an_honest_network() {
+    let mut rng = SmallRng::seed_from_u64(11);
+    for _ in 0..20 {
+        let net = net(500, 500, 0.0, &mut rng);
+        let target: [u8; 32] = rng.random();
+        let answers: HashMap<NodeId, Vec<NodeId>> = net
+            .ids
+            .iter()
+            .map(|id| {
+                (
+                    *id,
+                    answer(&net, id, &target, 20)
+                        .into_iter()
+                        .map(|a| a.0)
+                        .collect(),
+                )
+            })
+            .collect();
+        let l = run_fixed(target, &net.ids[..1], &answers, 10);
+        let mut truth = net.ids.clone();
+        truth.sort_by_key(|x| distance(&target, x));
+        truth.truncate(20);
+        let got: Vec<NodeId> = l.results().iter().map(|p| p.id).collect();
+        assert_eq!(got, truth);
+    }
 }

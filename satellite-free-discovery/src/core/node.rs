@@ -14,9 +14,12 @@
 //! The rules held here:
 //! - **Answering.** FindNode and GetRecord answer with the live table entries closest to
 //!   the target; GetRecord adds the held record and a write token.
-//! - **Admission.** A node enters the table only after it answered us at its advertised
-//!   address: an unknown sender is dialled back (a bounded number at once) before it may
-//!   enter; a full bucket pings its least recently seen entry (see [`RoutingTable`]).
+//! - **Admission.** A node enters the table only after it contacted us and answered our
+//!   dial-back at its advertised address (a bounded number at once), or when the driver
+//!   reports it (bootstrap). Answering our own lookups refreshes an entry but admits no
+//!   newcomer: nodes that name only each other (liars) would otherwise enter every table
+//!   that asks them (a client, which nobody contacts, still learns from answers). A full
+//!   bucket pings its least recently seen entry (see [`RoutingTable`]).
 //! - **Liveness.** Entries silent for `liveness_ms` are pinged; buckets not looked up
 //!   for `refresh_ms` are refreshed with a lookup of a random key in them.
 //! - **Requests.** Each request gets a soft deadline from the round-trip estimator; an
@@ -25,6 +28,10 @@
 //! - **Disjoint paths (S/Kademlia).** Record reads and writes run `record_paths`
 //!   lookups (node lookups `node_paths`) that never query the same node, so a path led
 //!   astray by nodes that lie does not take the others with it.
+//! - **Bounded sources.** In a lookup, at most `per_source` of the nodes first named by
+//!   one answer count among the closest it must ask ([`Lookup`]), so the branches other
+//!   answers opened are followed to the end whatever one answer (or a group of nodes
+//!   that name only each other) claims.
 //! - **Records (BEP 44 style).** A read returns the highest valid `seq` among every
 //!   answer of every path and gives it to the closest holders that lacked it (read
 //!   repair). A write first reads the key (which yields each node's write token), then
@@ -85,6 +92,9 @@ pub struct NodeConfig {
     pub record_paths: usize,
     /// Disjoint paths of node lookups. Default 1.
     pub node_paths: usize,
+    /// Most nodes first named by one answer that count among a lookup's closest (0: no
+    /// bound). Default 10.
+    pub per_source: usize,
     /// Request timeout before any round trip was measured, and the bounds of the
     /// adaptive one (ms). Defaults 2 s, 250 ms, 5 s.
     pub initial_timeout_ms: u64,
@@ -127,6 +137,7 @@ impl Default for NodeConfig {
             client: false,
             record_paths: 3,
             node_paths: 1,
+            per_source: 10,
             initial_timeout_ms: 2_000,
             min_timeout_ms: 250,
             max_timeout_ms: 5_000,
@@ -651,16 +662,17 @@ impl<P: PeerData> Node<P> {
     /// A node answered us (outside a request of ours, e.g. a bootstrap ping the driver
     /// sent to a bare address).
     pub fn on_contact(&mut self, now: u64, contact: Contact<P>, at_advertised: bool) {
-        self.observe_answer(now, contact, at_advertised);
+        self.observe_answer(now, contact, at_advertised, true);
     }
 
-    // LATER(dht-core): a table-admission rule that keeps nodes which answer lookups only
-    // with each other at their share of the population. Today every node that answers
-    // at its address may enter a bucket with room, so such liars, being what every
-    // lookup meets first, fill 62 % of honest tables at 20 % of the nodes (BENCHMARKS,
-    // `dht-sim --adversarial`); disjoint paths cannot help while every path starts from
-    // the same table.
-    fn observe_answer(&mut self, now: u64, c: Contact<P>, at_advertised: bool) {
+    /// A node answered at `c`'s address. It refreshes its entry if it has one; only with
+    /// `admit` (it contacted us and answered our dial-back, or the driver vouches for
+    /// it) may it enter the table as a newcomer.
+    // LATER(dht-core): a liar that sends a request to every node that asks it (so is
+    // dialled back) still enters tables with room; the simulator's liars do not, so
+    // `dht-sim --adversarial` does not measure that. Bounded sources in lookups hold
+    // either way; preferring long-lived entries when a bucket fills would bound it.
+    fn observe_answer(&mut self, now: u64, c: Contact<P>, at_advertised: bool, admit: bool) {
         if c.id == self.local {
             return;
         }
@@ -679,7 +691,9 @@ impl<P: PeerData> Node<P> {
         }
         let data = match self.table.get(&c.id) {
             Some(e) if e.data.newer_than(&c.data) => e.data.clone(),
-            _ => c.data,
+            Some(_) => c.data,
+            None if !admit => return,
+            None => c.data,
         };
         match self.table.observe(c.id, c.subnet, data, now) {
             Insert::SubnetBucketFull => self.note(Note::PeerRefused("subnet_bucket")),
@@ -738,7 +752,13 @@ impl<P: PeerData> Node<P> {
             self.rtt.observe(now.saturating_sub(p.sent_at));
         }
         let responder = answer.responder.clone();
-        self.observe_answer(now, answer.responder, answer.at_advertised);
+        // Admission: only a node that contacted us first (dialled back) enters the
+        // table; an answer to our own request refreshes a known entry but admits no
+        // newcomer, so nodes that name only each other cannot fill tables by being asked.
+        // A client is contacted by nobody: it learns its table from answers, as before
+        // (else its lookups would have only its bootstrap nodes to start from).
+        let admit = self.cfg.client || matches!(p.purpose, Purpose::DialBack | Purpose::Liveness);
+        self.observe_answer(now, answer.responder, answer.at_advertised, admit);
         let (closer, record, token) = match answer.response {
             Response::Nodes { closer } => (closer, None, None),
             Response::Record {
@@ -1116,6 +1136,7 @@ impl<P: PeerData> Node<P> {
             k: self.cfg.k,
             alpha: self.cfg.alpha,
             max_candidates: self.cfg.k * 10,
+            per_source: self.cfg.per_source,
         };
         let timeout = self.rtt.timeout();
         let lookups = split

@@ -190,6 +190,79 @@ fn an_unknown_sender_enters_the_table_only_after_answering_a_dial_back() {
 }
 
 #[test]
+fn a_node_named_in_an_answer_enters_the_table_only_once_it_contacts_us() {
+    let mut n = node(id(0, 0));
+    let a = contact(0x80, 1);
+    let b = contact(0x40, 2);
+    n.on_contact(0, a.clone(), true);
+    assert!(n.table().get(&a.id).is_some(), "the driver vouches for a");
+    let op = n.closest(0, UNIX, b.id.0);
+    let s = sends(&outputs(&mut n));
+    assert_eq!(s.len(), 1);
+    n.on_response(
+        10,
+        UNIX,
+        s[0].0,
+        answer(
+            &a,
+            Response::Nodes {
+                closer: vec![b.clone()],
+            },
+        ),
+    );
+    // b, named by a, is asked and answers: it is a result, but not in the table.
+    let s = sends(&outputs(&mut n));
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].1, b.id);
+    n.on_response(
+        20,
+        UNIX,
+        s[0].0,
+        answer(&b, Response::Nodes { closer: vec![] }),
+    );
+    let outs = outputs(&mut n);
+    assert!(outs.iter().any(|o| matches!(
+        o,
+        Output::Done { op: o, outcome: Outcome::Closest { results, .. } }
+            if *o == op && results.contains(&b.data)
+    )));
+    assert!(n.table().get(&b.id).is_none());
+    assert_eq!(n.table().get(&a.id).map(|e| e.last_seen), Some(10));
+    // b contacts us: dialled back, it answers and enters.
+    n.handle_request(30, UNIX, Some(b.clone()), b"", Request::Ping)
+        .unwrap();
+    let s = sends(&outputs(&mut n));
+    assert_eq!(s.len(), 1);
+    n.on_response(40, UNIX, s[0].0, answer(&b, Response::Pong));
+    assert!(n.table().get(&b.id).is_some());
+
+    // A client, which nobody contacts, learns its table from answers.
+    let mut c = Node::new(
+        id(0, 0),
+        NodeConfig {
+            client: true,
+            ..cfg()
+        },
+        0,
+        1,
+        [7; 32],
+    );
+    c.on_contact(0, a.clone(), true);
+    c.closest(0, UNIX, b.id.0);
+    let s = sends(&outputs(&mut c));
+    let closer = vec![b.clone()];
+    c.on_response(10, UNIX, s[0].0, answer(&a, Response::Nodes { closer }));
+    let s = sends(&outputs(&mut c));
+    c.on_response(
+        20,
+        UNIX,
+        s[0].0,
+        answer(&b, Response::Nodes { closer: vec![] }),
+    );
+    assert!(c.table().get(&b.id).is_some());
+}
+
+#[test]
 fn an_unanswered_request_is_sent_again_then_fails_and_the_lookup_waits_for_it() {
     let mut n = node(id(0, 0));
     let a = contact(0x80, 1);
