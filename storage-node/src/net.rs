@@ -70,6 +70,20 @@ pub struct ConnectionSlot {
 }
 
 impl ConnectionLimits {
+    /// The node's caps: [`MAX_CONNECTIONS`] in all and [`MAX_CONNECTIONS_PER_PEER`] per
+    /// peer group, except on a local network (`local_network = true`), where every node
+    /// dials from the same loopback or private address, so one "peer" is the whole
+    /// network (a devnet of 110 nodes would refuse its own uplink): there only the
+    /// global cap applies.
+    pub fn for_node(local_network: bool) -> Arc<Self> {
+        let per_peer = if local_network {
+            MAX_CONNECTIONS
+        } else {
+            MAX_CONNECTIONS_PER_PEER
+        };
+        Self::new(MAX_CONNECTIONS, per_peer)
+    }
+
     pub fn new(max_total: usize, max_per_peer: usize) -> Arc<Self> {
         Arc::new(Self {
             max_total,
@@ -204,5 +218,23 @@ mod tests {
             limits.admit(ip("2001:db8::3")).is_none(),
             "the /64 is at its cap"
         );
+    }
+
+    #[test]
+    fn a_public_node_caps_each_peer_and_a_local_network_only_the_total() {
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        let public = ConnectionLimits::for_node(false);
+        let held: Vec<_> = (0..MAX_CONNECTIONS_PER_PEER)
+            .map(|_| public.admit(loopback).unwrap())
+            .collect();
+        assert!(public.admit(loopback).is_none());
+        // On a local network every node dials from the same address: 110 nodes and an
+        // uplink must all get in.
+        let local = ConnectionLimits::for_node(true);
+        let many: Vec<_> = (0..MAX_CONNECTIONS_PER_PEER * 4)
+            .map(|_| local.admit(loopback).unwrap())
+            .collect();
+        assert_eq!(local.open(), many.len());
+        drop(held);
     }
 }

@@ -29,7 +29,7 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::NodeMetrics;
-use crate::net::{ConnectionLimits, Killable, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER};
+use crate::net::{ConnectionLimits, Killable};
 use crate::service::{PieceStoreService, ServiceLimits};
 use crate::store::{PieceStore, Recovery, StoreOptions};
 
@@ -342,7 +342,7 @@ pub async fn start(
     let rpc_kill = CancellationToken::new();
     let kill = rpc_kill.clone();
     // Every connection is TLS 1.3 over the node's identity key; plaintext is refused.
-    let limits = ConnectionLimits::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER);
+    let limits = ConnectionLimits::for_node(config.local_network);
     let incoming = tls::accept(
         TcpIncoming::from(grpc_listener)
             .with_nodelay(Some(true))
