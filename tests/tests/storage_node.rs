@@ -38,6 +38,25 @@ fn order_msg(o: pb::UploadOrder) -> pb::UploadRequest {
     }
 }
 
+/// An upload stream to `node` whose first message, an order for a fresh piece of up to
+/// `max_size` bytes, is already queued: the test sends (or withholds) the rest.
+async fn open_upload(
+    owner: &Owner,
+    node: shoal_proto::NodeId,
+    max_size: u64,
+) -> (
+    mpsc::Sender<pb::UploadRequest>,
+    ReceiverStream<pb::UploadRequest>,
+) {
+    let now = unix_ms();
+    let order = owner
+        .upload_order(node, random_piece(), max_size, BS, now + 60_000, now)
+        .unwrap();
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(order_msg(order)).await.unwrap();
+    (tx, ReceiverStream::new(rx))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_download_audit_renew_delete() {
     bounded(async {
@@ -347,17 +366,9 @@ async fn uploads_over_the_allocation_are_refused_and_counters_unchanged() {
         // Concurrent uploads reserve their max_size: with 400 KiB free, one open upload
         // reserving 300 KB leaves too little for a second one, before any data is sent.
         let id = n.node_id();
-        let (tx, rx) = mpsc::channel(4);
-        let now = unix_ms();
-        tx.send(order_msg(
-            owner
-                .upload_order(id, random_piece(), 300_000, BS, now + 60_000, now)
-                .unwrap(),
-        ))
-        .await
-        .unwrap();
+        let (tx, rx) = open_upload(&owner, id, 300_000).await;
         let mut c2 = n.client().await.unwrap();
-        let open = tokio::spawn(async move { c2.wire().upload(ReceiverStream::new(rx)).await });
+        let open = tokio::spawn(async move { c2.wire().upload(rx).await });
         let store = n.running().store().clone();
         wait_until(Duration::from_secs(10), "the reservation", || {
             let s = store.clone();
@@ -601,18 +612,10 @@ async fn stalled_uploads_time_out_and_leave_nothing() {
         let n = cluster.node(0);
         let mut c = n.client().await.unwrap();
         let owner = Owner::new();
-        let now = unix_ms();
-        let (tx, rx) = mpsc::channel(4);
-        tx.send(order_msg(
-            owner
-                .upload_order(n.node_id(), random_piece(), 100_000, BS, now + 60_000, now)
-                .unwrap(),
-        ))
-        .await
-        .unwrap();
+        let (tx, rx) = open_upload(&owner, n.node_id(), 100_000).await;
         tx.send(chunk(test_data(50_000, 14))).await.unwrap();
         // Keep the stream open and silent.
-        let err = c.wire().upload(ReceiverStream::new(rx)).await.unwrap_err();
+        let err = c.wire().upload(rx).await.unwrap_err();
         assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
         drop(tx);
         let store = n.running().store().clone();
@@ -640,17 +643,9 @@ async fn trickling_uploads_hold_one_step_and_are_cut_after_the_grace() {
         let n = cluster.node(0);
         let mut c = n.client().await.unwrap();
         let owner = Owner::new();
-        let now = unix_ms();
         // An order for 64 MiB, then 1 KiB every 50 ms (20 KiB/s): well inside the stall
         // timeout, far below the minimum rate.
-        let (tx, rx) = mpsc::channel(4);
-        tx.send(order_msg(
-            owner
-                .upload_order(n.node_id(), random_piece(), 64 << 20, BS, now + 60_000, now)
-                .unwrap(),
-        ))
-        .await
-        .unwrap();
+        let (tx, rx) = open_upload(&owner, n.node_id(), 64 << 20).await;
         let trickle = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(50));
             for i in 0..400u64 {
@@ -660,7 +655,7 @@ async fn trickling_uploads_hold_one_step_and_are_cut_after_the_grace() {
                 }
             }
         });
-        let upload = tokio::spawn(async move { c.wire().upload(ReceiverStream::new(rx)).await });
+        let upload = tokio::spawn(async move { c.wire().upload(rx).await });
         let store = n.running().store().clone();
         // While it trickles, the node holds one reservation step, not 64 MiB.
         wait_until(Duration::from_secs(10), "first step reserved", || {
@@ -700,22 +695,12 @@ async fn concurrent_streams_per_peer_are_bounded() {
         let cluster = Cluster::start(1, options).await.unwrap();
         let n = cluster.node(0);
         let owner = Owner::new();
-        let now = unix_ms();
         let mut senders = Vec::new();
         let mut calls = Vec::new();
         for _ in 0..2 {
-            let (tx, rx) = mpsc::channel(4);
-            tx.send(order_msg(
-                owner
-                    .upload_order(n.node_id(), random_piece(), 1000, BS, now + 60_000, now)
-                    .unwrap(),
-            ))
-            .await
-            .unwrap();
+            let (tx, rx) = open_upload(&owner, n.node_id(), 1000).await;
             let mut c = n.client().await.unwrap();
-            calls.push(tokio::spawn(async move {
-                c.wire().upload(ReceiverStream::new(rx)).await
-            }));
+            calls.push(tokio::spawn(async move { c.wire().upload(rx).await }));
             senders.push(tx);
         }
         let store = n.running().store().clone();
@@ -809,18 +794,10 @@ async fn shutdown_aborts_uploads_in_flight_and_removes_temp_files() {
         let mut cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
         let owner = Owner::new();
         let n = cluster.node(0);
-        let now = unix_ms();
-        let (tx, rx) = mpsc::channel(4);
-        tx.send(order_msg(
-            owner
-                .upload_order(n.node_id(), random_piece(), 100_000, BS, now + 60_000, now)
-                .unwrap(),
-        ))
-        .await
-        .unwrap();
+        let (tx, rx) = open_upload(&owner, n.node_id(), 100_000).await;
         tx.send(chunk(test_data(10_000, 16))).await.unwrap();
         let mut c = n.client().await.unwrap();
-        let call = tokio::spawn(async move { c.wire().upload(ReceiverStream::new(rx)).await });
+        let call = tokio::spawn(async move { c.wire().upload(rx).await });
         let store = n.running().store().clone();
         wait_until(Duration::from_secs(10), "the upload to start", || {
             let s = store.clone();
