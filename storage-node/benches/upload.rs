@@ -40,10 +40,10 @@ fn io_name(direct_io: bool) -> &'static str {
     if direct_io { "direct" } else { "buffered" }
 }
 
-fn store_only(payload: &Payload, pieces: usize, direct_io: bool) -> f64 {
-    let dir = tempdir();
+/// A store of 1 TiB in `dir`, writing pieces with `O_DIRECT` or not.
+fn open_store(dir: &std::path::Path, direct_io: bool) -> Arc<PieceStore> {
     let (store, _) = PieceStore::open_with(
-        dir.path(),
+        dir,
         1 << 40,
         StoreOptions {
             direct_io,
@@ -51,24 +51,36 @@ fn store_only(payload: &Payload, pieces: usize, direct_io: bool) -> f64 {
         },
     )
     .unwrap();
+    store
+}
+
+/// Stores `payload` as a new piece of `owner` straight into `store` (no network), in
+/// writes of at most 1 MiB as the service does; returns its id.
+fn commit_payload(
+    store: &Arc<PieceStore>,
+    owner: shoal_proto::PublicKey,
+    payload: &Payload,
+) -> PieceId {
+    let id = PieceId(rand::random());
+    let size = payload.bytes.len() as u64;
+    let mut p = store
+        .begin_upload(id, owner, size, payload.block_size, u64::MAX)
+        .unwrap();
+    for c in payload.bytes.chunks(1 << 20) {
+        p.write(c).unwrap();
+    }
+    p.commit(size, &payload.info.root(), unix_ms()).unwrap();
+    id
+}
+
+fn store_only(payload: &Payload, pieces: usize, direct_io: bool) -> f64 {
+    let dir = tempdir();
+    let store = open_store(dir.path(), direct_io);
     assert_eq!(store.direct_io(), direct_io);
     let owner = *Identity::random().public_key();
     let start = Instant::now();
     for _ in 0..pieces {
-        let mut p = store
-            .begin_upload(
-                PieceId(rand::random()),
-                owner,
-                payload.bytes.len() as u64,
-                payload.block_size,
-                u64::MAX,
-            )
-            .unwrap();
-        for c in payload.bytes.chunks(1 << 20) {
-            p.write(c).unwrap();
-        }
-        p.commit(payload.bytes.len() as u64, &payload.info.root(), unix_ms())
-            .unwrap();
+        commit_payload(&store, owner, payload);
     }
     (pieces * payload.bytes.len()) as f64 / start.elapsed().as_secs_f64() / 1e6
 }
@@ -209,16 +221,7 @@ fn cold_reads(mb: usize) {
         let payload = Payload::with_block_size(data(piece_mib << 20, 7), 64 * 1024);
         let owner = *Identity::random().public_key();
         let ids: Vec<PieceId> = (0..(mb / piece_mib).max(8))
-            .map(|_| {
-                let id = PieceId(rand::random());
-                let mut p = store
-                    .begin_upload(id, owner, payload.bytes.len() as u64, 65536, u64::MAX)
-                    .unwrap();
-                p.write(&payload.bytes).unwrap();
-                p.commit(payload.bytes.len() as u64, &payload.info.root(), unix_ms())
-                    .unwrap();
-                id
-            })
+            .map(|_| commit_payload(&store, owner, &payload))
             .collect();
         let size = payload.bytes.len();
         // Rounds interleaved, so a burst of load on the machine hits all cases.
@@ -275,15 +278,7 @@ fn small_commits() {
     for threads in [1usize, 16] {
         for direct_io in [false, true] {
             let dir = tempdir();
-            let (store, _) = PieceStore::open_with(
-                dir.path(),
-                1 << 40,
-                StoreOptions {
-                    direct_io,
-                    ..StoreOptions::default()
-                },
-            )
-            .unwrap();
+            let store = open_store(dir.path(), direct_io);
             let owner = *Identity::random().public_key();
             let per_thread = 400 / threads;
             let start = Instant::now();
@@ -291,17 +286,7 @@ fn small_commits() {
                 for _ in 0..threads {
                     s.spawn(|| {
                         for _ in 0..per_thread {
-                            let mut p = store
-                                .begin_upload(
-                                    PieceId(rand::random()),
-                                    owner,
-                                    4097,
-                                    payload.block_size,
-                                    u64::MAX,
-                                )
-                                .unwrap();
-                            p.write(&payload.bytes).unwrap();
-                            p.commit(4097, &payload.info.root(), unix_ms()).unwrap();
+                            commit_payload(&store, owner, &payload);
                         }
                     });
                 }
