@@ -58,7 +58,7 @@ impl CliNet {
         .await;
         probe.shutdown().await;
         seen?;
-        let grant = Access::new(RootSecret::random(), vec![cluster.node(0).pinned()]).to_grant();
+        let grant = Access::new(RootSecret::random(), vec![cluster.node(0).pinned()]).to_grant()?;
         Ok(CliNet {
             cluster,
             bin,

@@ -319,7 +319,7 @@ pub fn ensure_uplink_access(dir: &Path, seed: &str) -> anyhow::Result<UplinkAcce
         Err(_) => {
             let access = uplink::Access::new(uplink::RootSecret::random(), vec![seed.to_owned()])
                 .with_difficulty(params.difficulty);
-            let grant = access.to_grant();
+            let grant = access.to_grant()?;
             paths.save_grant(&grant)?;
             grant
         }

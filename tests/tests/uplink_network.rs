@@ -710,7 +710,9 @@ async fn wrong_passphrase_or_grant_reads_nothing_and_says_so() {
         println!("a stranger's download order: {denied}");
 
         // Damaged grants are refused with a typed error before anything is read.
-        let grant = Access::new(RootSecret::random(), vec!["127.0.1.1:7000".into()]).to_grant();
+        let grant = Access::new(RootSecret::random(), vec!["127.0.1.1:7000".into()])
+            .to_grant()
+            .unwrap();
         let mut flipped = grant.clone().into_bytes();
         let last = flipped.len() - 3;
         flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
@@ -824,7 +826,9 @@ async fn cli_recursive_copy_of_a_thousand_files_is_identical_under_diff() {
             "difficulty = 0\nlocal_network = true\nscheme = \"4/6/8/12\"\nallow_smaller_scheme = false\n",
         )
         .unwrap();
-        let grant = Access::new(RootSecret::random(), vec![cluster.node(0).pinned()]).to_grant();
+        let grant = Access::new(RootSecret::random(), vec![cluster.node(0).pinned()])
+            .to_grant()
+            .unwrap();
         let (ok, _, err) = run_uplink(&bin, &cfg, &["access", "import", &grant]).await;
         assert!(ok, "access import: {err}");
         let (ok, _, err) = run_uplink(&bin, &cfg, &["mb", "shoal://backups"]).await;

@@ -79,6 +79,10 @@ pub enum GrantError {
     BadPeer(String),
     #[error("access grant has trailing bytes after the bootstrap peers")]
     TrailingBytes,
+    #[error("bootstrap peer `{0}` is longer than {MAX_PEER_LEN} bytes: a grant cannot carry it")]
+    PeerTooLong(String),
+    #[error("{0} bootstrap peers: a grant carries at most {MAX_GRANT_PEERS}")]
+    TooManyPeers(usize),
 }
 
 /// Why a passphrase could not be turned into a root secret.
@@ -270,15 +274,24 @@ impl Access {
     }
 
     /// The grant string that carries this access to another machine.
-    pub fn to_grant(&self) -> String {
+    ///
+    /// Refuses (rather than cuts) a bootstrap list the format cannot carry: more than
+    /// [`MAX_GRANT_PEERS`] peers or one longer than [`MAX_PEER_LEN`] bytes.
+    pub fn to_grant(&self) -> Result<String, GrantError> {
+        let count = u8::try_from(self.bootstrap.len())
+            .ok()
+            .filter(|&n| usize::from(n) <= MAX_GRANT_PEERS)
+            .ok_or(GrantError::TooManyPeers(self.bootstrap.len()))?;
         let mut payload = Zeroizing::new(Vec::with_capacity(64));
         payload.extend_from_slice(self.root.as_bytes());
-        let peers = &self.bootstrap[..self.bootstrap.len().min(MAX_GRANT_PEERS)];
-        payload.push(peers.len() as u8);
-        for p in peers {
-            let b = &p.as_bytes()[..p.len().min(MAX_PEER_LEN)];
-            payload.push(b.len() as u8);
-            payload.extend_from_slice(b);
+        payload.push(count);
+        for p in &self.bootstrap {
+            let len = u8::try_from(p.len())
+                .ok()
+                .filter(|&n| usize::from(n) <= MAX_PEER_LEN)
+                .ok_or_else(|| GrantError::PeerTooLong(p.clone()))?;
+            payload.push(len);
+            payload.extend_from_slice(p.as_bytes());
         }
         // Optional trailing byte: the network's difficulty (grants without it stay valid).
         if let Some(d) = self.difficulty {
@@ -286,7 +299,10 @@ impl Access {
         }
         let sum = checksum(&payload);
         payload.extend_from_slice(&sum);
-        format!("{GRANT_PREFIX}{}", URL_SAFE_NO_PAD.encode(&payload[..]))
+        Ok(format!(
+            "{GRANT_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(&payload[..])
+        ))
     }
 
     /// Reads a grant string made by [`Access::to_grant`].
@@ -371,9 +387,40 @@ mod tests {
     }
 
     #[test]
+    fn grants_refuse_peers_they_cannot_carry() {
+        let root = || RootSecret::from_bytes([7; 32]);
+        // 255 bytes fit exactly and read back intact, multi-byte characters included.
+        let longest = format!("{}a:1", "é".repeat(126));
+        assert_eq!(longest.len(), MAX_PEER_LEN);
+        let grant = Access::new(root(), vec![longest.clone()])
+            .to_grant()
+            .unwrap();
+        assert_eq!(Access::from_grant(&grant).unwrap().bootstrap(), [longest]);
+        // One byte more is refused, not cut (a cut could split a character).
+        let long = format!("ab:1{}", "é".repeat(126));
+        assert!(!long.is_char_boundary(MAX_PEER_LEN));
+        assert_eq!(
+            Access::new(root(), vec![long.clone()]).to_grant(),
+            Err(GrantError::PeerTooLong(long))
+        );
+        let many: Vec<String> = (0..=MAX_GRANT_PEERS)
+            .map(|i| format!("127.0.0.1:{i}"))
+            .collect();
+        assert_eq!(
+            Access::new(root(), many).to_grant(),
+            Err(GrantError::TooManyPeers(MAX_GRANT_PEERS + 1))
+        );
+        let most: Vec<String> = (0..MAX_GRANT_PEERS)
+            .map(|i| format!("127.0.0.1:{i}"))
+            .collect();
+        let grant = Access::new(root(), most.clone()).to_grant().unwrap();
+        assert_eq!(Access::from_grant(&grant).unwrap().bootstrap(), most);
+    }
+
+    #[test]
     fn grant_round_trips() {
         let a = access();
-        let grant = a.to_grant();
+        let grant = a.to_grant().unwrap();
         assert!(grant.starts_with("shoal1"));
         let b = Access::from_grant(&grant).unwrap();
         assert_eq!(b.root(), a.root());
@@ -386,7 +433,7 @@ mod tests {
 
     #[test]
     fn grant_carries_the_network_difficulty() {
-        let grant = access().with_difficulty(8).to_grant();
+        let grant = access().with_difficulty(8).to_grant().unwrap();
         let back = Access::from_grant(&grant).unwrap();
         assert_eq!(back.difficulty(), Some(8));
         assert_eq!(back.bootstrap(), access().bootstrap());
@@ -472,7 +519,7 @@ mod tests {
 
     #[test]
     fn bad_grants_give_typed_errors() {
-        let grant = access().to_grant();
+        let grant = access().to_grant().unwrap();
         assert_eq!(
             Access::from_grant("hello").unwrap_err(),
             GrantError::NotAGrant

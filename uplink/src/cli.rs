@@ -548,14 +548,11 @@ async fn access(paths: Paths, cmd: AccessCommand) -> Result<()> {
                 RootSecret::random()
             };
             for b in &bootstrap {
-                if b.len() > uplink::access::MAX_PEER_LEN {
-                    bail!("bootstrap peer `{b}` is too long");
-                }
                 b.parse::<PinnedPeer>()
                     .with_context(|| format!("bootstrap peer `{b}`"))?;
             }
             let access = Access::new(root, bootstrap);
-            let grant = access.to_grant();
+            let grant = access.to_grant()?;
             paths.save_grant(&grant)?;
             eprintln!(
                 "Access saved in {}. Keep this grant safe: it is the only key to your data.",
@@ -572,7 +569,7 @@ async fn access(paths: Paths, cmd: AccessCommand) -> Result<()> {
                     paths.config_dir.display()
                 );
             }
-            paths.save_grant(&access.to_grant())?;
+            paths.save_grant(&access.to_grant()?)?;
             println!("Access imported (owner {})", access.owner().node_id());
             // Recovery: rebuild the local catalog from what the network holds.
             let env = open(paths).await?;

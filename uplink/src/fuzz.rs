@@ -41,11 +41,12 @@ fn grant(d: &[u8]) {
     payload.extend_from_slice(&crate::access::checksum(d));
     let framed = format!("{GRANT_PREFIX}{}", URL_SAFE_NO_PAD.encode(&payload));
     for access in [typed, Access::from_grant(&framed)].into_iter().flatten() {
-        let again = Access::from_grant(&access.to_grant());
+        // Every grant that reads back writes again (its peers fit by construction).
+        let again = access.to_grant().map(|g| Access::from_grant(&g));
         assert!(
-            again
+            again.is_ok_and(|again| again
                 .is_ok_and(|a| a.bootstrap() == access.bootstrap()
-                    && a.difficulty() == access.difficulty()),
+                    && a.difficulty() == access.difficulty())),
             "{access:?} does not survive a round trip through its grant"
         );
     }
@@ -63,7 +64,7 @@ fn grant_seeds() -> Vec<Vec<u8>> {
         ],
     )
     .with_difficulty(8);
-    let grant = access.to_grant();
+    let grant = access.to_grant().unwrap_or_default();
     // The payload seed for the framed path: the grant's body without its checksum.
     let body = URL_SAFE_NO_PAD
         .decode(grant.trim_start_matches(GRANT_PREFIX))
