@@ -317,6 +317,7 @@ impl ProcessNetwork {
         let nodes_before = self.nodes_cpu();
         let t = Instant::now();
         // SHOAL_BENCH_PERF_DIR=DIR: record each uplink command with `perf record -g`
+        // (`--call-graph $SHOAL_BENCH_PERF_CALL_GRAPH`, default `fp`)
         // into DIR (for profiles; the CPU and RSS figures are then perf's own).
         let mut cmd = match std::env::var_os("SHOAL_BENCH_PERF_DIR") {
             Some(dir) => {
@@ -329,11 +330,23 @@ impl ProcessNetwork {
                     .map(|a| a.replace(['/', ':'], "_"))
                     .collect::<Vec<_>>()
                     .join("-");
+                // SHOAL_BENCH_PERF_CALL_GRAPH=dwarf attributes samples to their callers
+                // in binaries built without frame pointers (bigger files).
+                let call_graph =
+                    std::env::var("SHOAL_BENCH_PERF_CALL_GRAPH").unwrap_or_else(|_| "fp".into());
                 let mut c = Command::new("perf");
-                c.args(["record", "-q", "-F", "999", "-g", "-o"])
-                    .arg(Path::new(&dir).join(format!("{n:03}-{name}.data")))
-                    .arg("--")
-                    .arg(&self.bins.uplink);
+                c.args([
+                    "record",
+                    "-q",
+                    "-F",
+                    "999",
+                    "--call-graph",
+                    &call_graph,
+                    "-o",
+                ])
+                .arg(Path::new(&dir).join(format!("{n:03}-{name}.data")))
+                .arg("--")
+                .arg(&self.bins.uplink);
                 c
             }
             None => Command::new(&self.bins.uplink),
