@@ -105,7 +105,7 @@ fn main() {
     for i in 0..n {
         let m = meta(i);
         let t = Instant::now();
-        db.insert(&id(i), &m).unwrap();
+        db.insert(&id(i), &m, None).unwrap();
         inserts.push(t.elapsed());
     }
     db.flush().unwrap();
@@ -120,7 +120,7 @@ fn main() {
     for i in n..n + 2000 {
         let m = meta(i);
         let t = Instant::now();
-        db.insert(&id(i), &m).unwrap();
+        db.insert(&id(i), &m, None).unwrap();
         db.flush().unwrap();
         flushed.push(t.elapsed());
     }

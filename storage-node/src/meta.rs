@@ -10,7 +10,10 @@
 //!   used space is exact at every moment and is never recomputed from the files;
 //! - `owners`: owner public key → that owner's used bytes and pieces, updated in the
 //!   same transaction as `counters`, so the per-owner totals add up to the global ones
-//!   at every moment.
+//!   at every moment;
+//! - `inline`: piece id → the piece's bytes, for small pieces kept here instead of in a
+//!   file of their own (see [`crate::store::INLINE_MAX`]), written and removed in the
+//!   same transaction as their `pieces` record.
 //!
 //! "Used" bytes are **charged** bytes: a piece's size plus [`PIECE_OVERHEAD`], so that a
 //! million empty pieces (each a file, an inode and a metadata record) cost what they
@@ -188,6 +191,7 @@ pub struct MetaDb {
     trash: sled::Tree,
     counters: sled::Tree,
     owners: sled::Tree,
+    inline: sled::Tree,
 }
 
 enum Abort {
@@ -212,6 +216,7 @@ impl MetaDb {
             trash: db.open_tree("trash")?,
             counters: db.open_tree("counters")?,
             owners: db.open_tree("owners")?,
+            inline: db.open_tree("inline")?,
             db,
         };
         if read_u64(this.counters.get(ACCOUNTING)?) != ACCOUNTING_VERSION {
@@ -312,48 +317,65 @@ impl MetaDb {
         Ok(self.pieces.contains_key(piece.as_bytes())?)
     }
 
-    /// Records a new piece and adds it to the counters, in one transaction. Refuses an
+    /// Records a new piece and adds it to the counters, in one transaction; with
+    /// `inline`, the piece's bytes too (a small piece without a file). Refuses an
     /// existing piece id. Not durable until [`MetaDb::flush`].
-    pub fn insert(&self, piece: &PieceId, meta: &PieceMeta) -> Result<Counters, Error> {
+    pub fn insert(
+        &self,
+        piece: &PieceId,
+        meta: &PieceMeta,
+        inline: Option<&[u8]>,
+    ) -> Result<Counters, Error> {
         let value = meta.encode();
         let ekey = expiry_key(meta.expires_at_ms, piece);
         let size = charged(meta.info.size);
         let owner = meta.owner.as_bytes();
-        let result = (&self.pieces, &self.expiry, &self.counters, &self.owners).transaction(
-            |(pieces, expiry, counters, owners)| {
-                if pieces.get(piece.as_bytes())?.is_some() {
-                    return Err(ConflictableTransactionError::Abort(Abort::Exists));
-                }
-                pieces.insert(piece.as_bytes().as_slice(), value.as_slice())?;
-                expiry.insert(ekey.as_slice(), &[] as &[u8])?;
-                let used = read_u64(counters.get(USED)?) + size;
-                let count = read_u64(counters.get(PIECES)?) + 1;
-                counters.insert(USED, &used.to_be_bytes())?;
-                counters.insert(PIECES, &count.to_be_bytes())?;
-                let mut usage = Usage::decode(owners.get(owner)?);
-                usage.bytes += size;
-                usage.pieces += 1;
-                owners.insert(owner.as_slice(), &usage.encode())?;
-                Ok(Counters {
-                    used,
-                    pieces: count,
-                })
-            },
+        let trees = (
+            &self.pieces,
+            &self.expiry,
+            &self.counters,
+            &self.owners,
+            &self.inline,
         );
+        let result = trees.transaction(|(pieces, expiry, counters, owners, inline_tree)| {
+            if pieces.get(piece.as_bytes())?.is_some() {
+                return Err(ConflictableTransactionError::Abort(Abort::Exists));
+            }
+            pieces.insert(piece.as_bytes().as_slice(), value.as_slice())?;
+            if let Some(bytes) = inline {
+                inline_tree.insert(piece.as_bytes().as_slice(), bytes)?;
+            }
+            expiry.insert(ekey.as_slice(), &[] as &[u8])?;
+            let used = read_u64(counters.get(USED)?) + size;
+            let count = read_u64(counters.get(PIECES)?) + 1;
+            counters.insert(USED, &used.to_be_bytes())?;
+            counters.insert(PIECES, &count.to_be_bytes())?;
+            let mut usage = Usage::decode(owners.get(owner)?);
+            usage.bytes += size;
+            usage.pieces += 1;
+            owners.insert(owner.as_slice(), &usage.encode())?;
+            Ok(Counters {
+                used,
+                pieces: count,
+            })
+        });
         self.finish(piece, result)
     }
 
-    /// Removes a piece's metadata, subtracts it from the counters and puts the piece in
-    /// the trash (whose file the caller then removes), in one transaction.
-    pub fn remove(&self, piece: &PieceId) -> Result<(PieceMeta, Counters), Error> {
+    /// Removes a piece's metadata, subtracts it from the counters and, for a piece with
+    /// a file, puts it in the trash (whose file the caller then removes), in one
+    /// transaction; an inline piece's bytes go with its metadata. The `bool` says
+    /// whether the piece was inline (no file to remove).
+    pub fn remove(&self, piece: &PieceId) -> Result<(PieceMeta, Counters, bool), Error> {
         let trees = (
             &self.pieces,
             &self.expiry,
             &self.counters,
             &self.trash,
             &self.owners,
+            &self.inline,
         );
-        let result = trees.transaction(|(pieces, expiry, counters, trash, owners)| {
+        let result = trees.transaction(|(pieces, expiry, counters, trash, owners, inline)| {
             let Some(raw) = pieces.remove(piece.as_bytes().as_slice())? else {
                 return Err(ConflictableTransactionError::Abort(Abort::Missing));
             };
@@ -361,7 +383,10 @@ impl MetaDb {
                 .map_err(|_| ConflictableTransactionError::Abort(Abort::Corrupt))?;
             let size = charged(meta.info.size);
             expiry.remove(expiry_key(meta.expires_at_ms, piece).as_slice())?;
-            trash.insert(piece.as_bytes().as_slice(), &[] as &[u8])?;
+            let was_inline = inline.remove(piece.as_bytes().as_slice())?.is_some();
+            if !was_inline {
+                trash.insert(piece.as_bytes().as_slice(), &[] as &[u8])?;
+            }
             let used = read_u64(counters.get(USED)?).saturating_sub(size);
             let count = read_u64(counters.get(PIECES)?).saturating_sub(1);
             counters.insert(USED, &used.to_be_bytes())?;
@@ -381,6 +406,7 @@ impl MetaDb {
                     used,
                     pieces: count,
                 },
+                was_inline,
             ))
         });
         self.finish(piece, result)
@@ -431,6 +457,11 @@ impl MetaDb {
             }
         }
         Ok(out)
+    }
+
+    /// The bytes of an inline piece (`None`: the piece has a file, or is not stored).
+    pub fn inline(&self, piece: &PieceId) -> Result<Option<sled::IVec>, Error> {
+        Ok(self.inline.get(piece.as_bytes())?)
     }
 
     /// Pieces whose metadata is removed but whose file may remain.
@@ -517,10 +548,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = MetaDb::open(&dir.path().join("meta")).unwrap();
         let (a, b) = (PieceId([1; 32]), PieceId([2; 32]));
-        db.insert(&a, &meta(100, 50)).unwrap();
-        db.insert(&b, &meta(200, 10)).unwrap();
+        db.insert(&a, &meta(100, 50), None).unwrap();
+        db.insert(&b, &meta(200, 10), None).unwrap();
         assert!(matches!(
-            db.insert(&a, &meta(1, 1)),
+            db.insert(&a, &meta(1, 1), None),
             Err(Error::AlreadyExists(_))
         ));
         assert_eq!(
@@ -533,7 +564,8 @@ mod tests {
         assert_eq!(db.expired(10, 10).unwrap(), vec![b]);
         assert_eq!(db.expired(9, 10).unwrap(), vec![]);
         assert_eq!(db.expired(1000, 10).unwrap(), vec![b, a]);
-        let (removed, c) = db.remove(&b).unwrap();
+        let (removed, c, inline) = db.remove(&b).unwrap();
+        assert!(!inline);
         assert_eq!(removed.info.size, 200);
         assert_eq!(
             c,
@@ -561,11 +593,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = MetaDb::open(&dir.path().join("meta")).unwrap();
         let (a, b) = (meta_of(1, 0).owner, meta_of(2, 0).owner);
-        db.insert(&PieceId([1; 32]), &meta_of(1, 1000)).unwrap();
-        db.insert(&PieceId([2; 32]), &meta_of(1, 0)).unwrap();
-        db.insert(&PieceId([3; 32]), &meta_of(2, 5000)).unwrap();
+        db.insert(&PieceId([1; 32]), &meta_of(1, 1000), None)
+            .unwrap();
+        db.insert(&PieceId([2; 32]), &meta_of(1, 0), None).unwrap();
+        db.insert(&PieceId([3; 32]), &meta_of(2, 5000), None)
+            .unwrap();
         // An existing id changes nothing, for anyone.
-        assert!(db.insert(&PieceId([3; 32]), &meta_of(1, 7)).is_err());
+        assert!(db.insert(&PieceId([3; 32]), &meta_of(1, 7), None).is_err());
         let ua = db.owner_usage(&a).unwrap();
         let ub = db.owner_usage(&b).unwrap();
         assert_eq!(
@@ -616,8 +650,9 @@ mod tests {
         let path = dir.path().join("meta");
         {
             let db = MetaDb::open(&path).unwrap();
-            db.insert(&PieceId([1; 32]), &meta_of(1, 1000)).unwrap();
-            db.insert(&PieceId([2; 32]), &meta_of(2, 10)).unwrap();
+            db.insert(&PieceId([1; 32]), &meta_of(1, 1000), None)
+                .unwrap();
+            db.insert(&PieceId([2; 32]), &meta_of(2, 10), None).unwrap();
             // As an older version left it: sizes only, no owners, no version.
             db.owners.clear().unwrap();
             db.counters.insert(USED, &1010u64.to_be_bytes()).unwrap();

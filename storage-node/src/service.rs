@@ -24,10 +24,9 @@ use tracing::{debug, instrument};
 use crate::error::Error;
 use crate::meta::PieceMeta;
 use crate::metrics::NodeMetrics;
-use crate::piece_file;
 use crate::protocol;
 use crate::replay::ReplayGuard;
-use crate::store::{PieceStore, read_at};
+use crate::store::{PieceData, PieceStore};
 
 /// Bounds the service applies per request and per peer.
 #[derive(Debug, Clone, Copy)]
@@ -308,7 +307,7 @@ impl Inner {
         &self,
         piece: shoal_proto::PieceId,
         owner: shoal_proto::PublicKey,
-    ) -> Result<(PieceMeta, std::fs::File), Error> {
+    ) -> Result<(PieceMeta, PieceData), Error> {
         let store = Arc::clone(&self.store);
         let (meta, file) = blocking(move || store.open_piece(&piece, unix_ms())).await?;
         protocol::check_owner(&meta, &owner, &piece)?;
@@ -370,8 +369,8 @@ impl piece_store_server::PieceStore for PieceStoreService {
             for (offset, len) in plan.chunks {
                 let Some(mut f) = file.take() else { break };
                 let read = blocking(move || {
-                    piece_file::advise_read(&f, start, end, offset, len as u64);
-                    read_at(&mut f, offset, len)
+                    f.advise_read(start, end, offset, len as u64);
+                    f.read_at(offset, len)
                         .map(|d| (d, f))
                         .map_err(|e| Error::io("cannot read piece", "", e))
                 });
@@ -475,7 +474,7 @@ impl piece_store_server::PieceStore for PieceStoreService {
                     ),
                 })?;
             let block = blocking(move || {
-                read_at(&mut file, start, (end - start) as usize)
+                file.read_at(start, (end - start) as usize)
                     .map_err(|e| Error::io("cannot read piece", "", e))
             })
             .await?;

@@ -45,6 +45,16 @@
 //! Piece data is written with `O_DIRECT` where the file system allows it (see
 //! [`crate::piece_file`]); the steps above are unchanged: the temp file is cut to its exact
 //! size and fsynced before the metadata commit.
+//!
+//! **Small pieces have no file.** A piece whose order allows at most [`INLINE_MAX`]
+//! bytes is received in memory and its bytes are written into the metadata database in
+//! the same transaction as its metadata and the counters (sled's `inline` tree), then
+//! flushed before the acknowledgment like any commit. So it is durable exactly when its
+//! metadata is (one atomic transaction: a crash leaves all of it or none), and it costs
+//! no temp file, file fsync, `tmp/` fsync, rename or inode. Measured on the 20-process
+//! bench, creating a file (ext4's inode allocation) was the largest single cost of a
+//! small piece. Removal drops the bytes with the metadata; such pieces never enter the
+//! trash. Stores from before this hold only file pieces, which keep working unchanged.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -62,6 +72,12 @@ use crate::group_sync::GroupSync;
 use crate::meta::{Counters, MetaDb, PieceMeta};
 pub use crate::meta::{PIECE_OVERHEAD, Usage, charged};
 use crate::piece_file::{PieceWriter, Refuse};
+
+/// Pieces whose order's `max_size` is at most this many bytes are kept in the metadata
+/// database rather than in a file of their own (see the module docs). Small enough that
+/// sled keeps them in its log rather than as separate blob files, and that an upload in
+/// flight buffers at most this much in memory.
+pub const INLINE_MAX: u64 = 16 * 1024;
 
 /// How much of an upload's `max_size` is reserved at a time: the first step when the
 /// upload is admitted, one more each time its data outgrows what it holds.
@@ -152,6 +168,9 @@ pub struct Consistency {
     /// Sum and count over the piece files.
     pub file_bytes: u64,
     pub file_count: u64,
+    /// Sum and count over the inline pieces' bytes.
+    pub inline_bytes: u64,
+    pub inline_count: u64,
     /// Pieces with metadata but no file, or a file of the wrong size.
     pub missing_or_wrong: Vec<PieceId>,
     pub temp_files: u64,
@@ -161,8 +180,8 @@ impl Consistency {
     pub fn is_consistent(&self) -> bool {
         self.counters.used == self.meta_bytes + self.meta_pieces * PIECE_OVERHEAD
             && self.counters.pieces == self.meta_pieces
-            && self.file_bytes == self.meta_bytes
-            && self.file_count == self.meta_pieces
+            && self.file_bytes + self.inline_bytes == self.meta_bytes
+            && self.file_count + self.inline_count == self.meta_pieces
             && self.missing_or_wrong.is_empty()
             && self.temp_files == 0
     }
@@ -471,9 +490,15 @@ impl PieceStore {
             reserved: first,
             tmp_path: self.tmp_path(&piece),
             writer: None,
+            inline: None,
             hasher: PieceHasher::new(block_size),
             meta_committed: false,
         };
+        if max_size <= INLINE_MAX {
+            // At most INLINE_MAX: checked above, so the cast is lossless.
+            pending.inline = Some(Vec::with_capacity(max_size as usize));
+            return Ok(pending);
+        }
         let writer =
             PieceWriter::create_with(&pending.tmp_path, self.direct_io(), max_size, self.inject);
         pending.writer =
@@ -490,12 +515,19 @@ impl PieceStore {
         }
     }
 
-    /// Opens a piece for reading.
-    pub fn open_piece(&self, piece: &PieceId, now_ms: u64) -> Result<(PieceMeta, File), Error> {
+    /// Opens a piece for reading: its file, or its bytes if it is inline.
+    pub fn open_piece(
+        &self,
+        piece: &PieceId,
+        now_ms: u64,
+    ) -> Result<(PieceMeta, PieceData), Error> {
         let meta = self.get(piece, now_ms)?;
+        if let Some(bytes) = self.meta.inline(piece)? {
+            return Ok((meta, PieceData::Inline(bytes)));
+        }
         let path = self.piece_path(piece);
         match File::open(&path) {
-            Ok(f) => Ok((meta, f)),
+            Ok(f) => Ok((meta, PieceData::File(f))),
             // Metadata is committed just before the rename: a read in that instant waits.
             Err(e)
                 if e.kind() == std::io::ErrorKind::NotFound && self.lock().busy.contains(piece) =>
@@ -536,12 +568,16 @@ impl PieceStore {
     fn remove_marked(&self, piece: &PieceId) -> Result<PieceMeta, Error> {
         let meta = {
             let mut s = self.lock();
-            let (meta, counters) = self.meta.remove(piece)?;
+            let (meta, counters, inline) = self.meta.remove(piece)?;
             s.used = counters.used;
             s.pieces = counters.pieces;
-            meta
+            (meta, inline)
         };
+        let (meta, inline) = meta;
         self.meta.flush()?;
+        if inline {
+            return Ok(meta);
+        }
         let path = self.piece_path(piece);
         match fs::remove_file(&path) {
             Ok(()) => {}
@@ -625,6 +661,14 @@ impl PieceStore {
             let (id, meta) = item?;
             c.meta_bytes += meta.info.size;
             c.meta_pieces += 1;
+            if let Some(bytes) = self.meta.inline(&id)? {
+                c.inline_bytes += bytes.len() as u64;
+                c.inline_count += 1;
+                if bytes.len() as u64 != meta.info.size {
+                    c.missing_or_wrong.push(id);
+                }
+                continue;
+            }
             match fs::metadata(self.piece_path(&id)) {
                 Ok(m) if m.len() == meta.info.size => {}
                 _ => c.missing_or_wrong.push(id),
@@ -680,8 +724,9 @@ impl Drop for BusyGuard<'_> {
     }
 }
 
-/// A piece being received: its reservation, temp file and running hash. Dropping it
-/// before [`PendingPiece::commit`] removes the temp file and releases the reservation.
+/// A piece being received: its reservation, temp file (or, if inline, its bytes so far)
+/// and running hash. Dropping it before [`PendingPiece::commit`] removes the temp file
+/// and releases the reservation.
 #[derive(Debug)]
 pub struct PendingPiece {
     store: Arc<PieceStore>,
@@ -692,6 +737,8 @@ pub struct PendingPiece {
     reserved: u64,
     tmp_path: PathBuf,
     writer: Option<PieceWriter>,
+    /// The bytes of an inline piece (`max_size` at most [`INLINE_MAX`]); no temp file.
+    inline: Option<Vec<u8>>,
     hasher: PieceHasher,
     meta_committed: bool,
 }
@@ -733,6 +780,11 @@ impl PendingPiece {
             let extra = target.min(self.max_size) - covered;
             self.store.grow_reservation(&self.owner, extra)?;
             self.reserved += extra;
+        }
+        if let Some(bytes) = self.inline.as_mut() {
+            bytes.extend_from_slice(data);
+            self.hasher.update(data);
+            return Ok(());
         }
         let writer = self
             .writer
@@ -776,8 +828,11 @@ impl PendingPiece {
                 .sync()
                 .map_err(|e| Error::io("cannot sync", &self.tmp_path, e))?;
         }
-        let tmp_dir = &self.store.tmp_dir;
-        self.store.tmp_sync.run(|| sync_dir(tmp_dir))?;
+        let inline = self.inline.take();
+        if inline.is_none() {
+            let tmp_dir = &self.store.tmp_dir;
+            self.store.tmp_sync.run(|| sync_dir(tmp_dir))?;
+        }
         let meta = PieceMeta {
             owner: self.owner,
             piece_hash: *declared_hash,
@@ -787,7 +842,10 @@ impl PendingPiece {
         };
         {
             let mut s = self.store.lock();
-            let counters = self.store.meta.insert(&self.piece, &meta)?;
+            let counters = self
+                .store
+                .meta
+                .insert(&self.piece, &meta, inline.as_deref())?;
             s.used = counters.used;
             s.pieces = counters.pieces;
             s.release(&self.owner, self.reserved);
@@ -797,7 +855,9 @@ impl PendingPiece {
         }
         let db = &self.store.meta;
         self.store.meta_sync.run(|| db.flush())?;
-        self.store.place(&self.tmp_path, &self.piece, false)?;
+        if inline.is_none() {
+            self.store.place(&self.tmp_path, &self.piece, false)?;
+        }
         Ok(meta)
     }
 }
@@ -805,7 +865,9 @@ impl PendingPiece {
 impl Drop for PendingPiece {
     fn drop(&mut self) {
         self.writer = None;
-        if !self.meta_committed {
+        // An inline piece has no temp file (after a failed commit took its bytes, the
+        // removal finds nothing, which is fine).
+        if !self.meta_committed && self.inline.is_none() {
             let _ = fs::remove_file(&self.tmp_path);
         }
         let mut s = self.store.lock();
@@ -814,12 +876,48 @@ impl Drop for PendingPiece {
     }
 }
 
-/// Reads `len` bytes at `offset` of a piece file.
-pub fn read_at(file: &mut File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
-    file.seek(SeekFrom::Start(offset))?;
-    file.read_exact(&mut buf)?;
-    Ok(buf)
+/// A stored piece's bytes, opened for reading.
+#[derive(Debug)]
+pub enum PieceData {
+    /// A piece file.
+    File(File),
+    /// An inline piece's bytes (see [`INLINE_MAX`]).
+    Inline(sled::IVec),
+}
+
+impl PieceData {
+    /// Reads `len` bytes at `offset`.
+    pub fn read_at(&mut self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        match self {
+            Self::File(file) => {
+                let mut buf = vec![0u8; len];
+                file.seek(SeekFrom::Start(offset))?;
+                file.read_exact(&mut buf)?;
+                Ok(buf)
+            }
+            Self::Inline(bytes) => usize::try_from(offset)
+                .ok()
+                .and_then(|start| bytes.get(start..start.checked_add(len)?))
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+        }
+    }
+
+    /// The piece's size in bytes as stored.
+    pub fn size(&self) -> std::io::Result<u64> {
+        match self {
+            Self::File(file) => Ok(file.metadata()?.len()),
+            Self::Inline(bytes) => Ok(bytes.len() as u64),
+        }
+    }
+
+    /// Tells the kernel which part of a piece file is read next (nothing to do for an
+    /// inline piece).
+    pub fn advise_read(&self, start: u64, end: u64, offset: u64, len: u64) {
+        if let Self::File(file) = self {
+            crate::piece_file::advise_read(file, start, end, offset, len);
+        }
+    }
 }
 
 #[cfg(test)]

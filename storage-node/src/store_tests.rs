@@ -39,7 +39,7 @@ fn commit_read_delete_keep_counters_exact() {
     put(&store, 1, &bytes, u64::MAX).unwrap();
     let (meta, mut f) = store.open_piece(&PieceId([1; 32]), 5).unwrap();
     assert_eq!(meta.info.size, 10_000);
-    assert_eq!(read_at(&mut f, 4096, 10).unwrap(), bytes[4096..4106]);
+    assert_eq!(f.read_at(4096, 10).unwrap(), bytes[4096..4106]);
     let space = store.space();
     assert_eq!(
         (space.used, space.pieces, space.reserved),
@@ -368,7 +368,9 @@ fn batch_renewal_is_per_piece_monotonic_and_idempotent() {
 #[test]
 fn recovery_removes_partial_uploads_and_finishes_commits() {
     let dir = tempfile::tempdir().unwrap();
-    let bytes = data(9000, 3);
+    // Bigger than INLINE_MAX: pieces with files (inline ones have none to recover).
+    let len = INLINE_MAX as usize + 1000;
+    let bytes = data(len, 3);
     {
         let (store, _) = PieceStore::open(dir.path(), 1 << 20).unwrap();
         put(&store, 1, &bytes, u64::MAX).unwrap();
@@ -386,7 +388,7 @@ fn recovery_removes_partial_uploads_and_finishes_commits() {
             created_at_ms: 1,
             expires_at_ms: u64::MAX,
         };
-        store.meta().insert(&PieceId([3; 32]), &meta).unwrap();
+        store.meta().insert(&PieceId([3; 32]), &meta, None).unwrap();
         fs::write(store.tmp_path(&PieceId([3; 32])), &bytes).unwrap();
         // A crash between the metadata removal and the file removal.
         store.meta().remove(&PieceId([4; 32])).unwrap();
@@ -403,9 +405,12 @@ fn recovery_removes_partial_uploads_and_finishes_commits() {
     );
     let c = store.check().unwrap();
     assert!(c.is_consistent(), "{c:?}");
-    assert_eq!((c.counters.used, c.counters.pieces), (charged(9000) * 2, 2));
+    assert_eq!(
+        (c.counters.used, c.counters.pieces),
+        (charged(len as u64) * 2, 2)
+    );
     let (_, mut f) = store.open_piece(&PieceId([3; 32]), 1).unwrap();
-    assert_eq!(read_at(&mut f, 0, 9000).unwrap(), bytes);
+    assert_eq!(f.read_at(0, len).unwrap(), bytes);
 }
 
 fn put_in_chunks(store: &Arc<PieceStore>, id: u8, bytes: &[u8]) -> (bool, PieceMeta) {
@@ -430,12 +435,8 @@ fn put_in_chunks(store: &Arc<PieceStore>, id: u8, bytes: &[u8]) -> (bool, PieceM
 
 fn read_back(store: &Arc<PieceStore>, id: u8) -> Vec<u8> {
     let (meta, mut f) = store.open_piece(&PieceId([id; 32]), 1).unwrap();
-    assert_eq!(
-        f.metadata().unwrap().len(),
-        meta.info.size,
-        "exact size, no padding"
-    );
-    read_at(&mut f, 0, meta.info.size as usize).unwrap()
+    assert_eq!(f.size().unwrap(), meta.info.size, "exact size, no padding");
+    f.read_at(0, meta.info.size as usize).unwrap()
 }
 
 #[test]
@@ -525,4 +526,81 @@ fn direct_uploads_keep_the_size_bound_and_drop_cleanly() {
     drop(p);
     assert_eq!(store.temp_file_count(), 0);
     assert_eq!(store.space().reserved, 0);
+}
+
+#[test]
+fn small_pieces_live_in_the_metadata_with_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = data(INLINE_MAX as usize, 6);
+    {
+        let (store, _) = PieceStore::open(dir.path(), 1 << 20).unwrap();
+        // Received in memory: no temp file, not even while the upload is open.
+        let mut p = store
+            .begin_upload(PieceId([6; 32]), owner(), INLINE_MAX, 4096, 5000)
+            .unwrap();
+        p.write(&bytes[..100]).unwrap();
+        assert_eq!(store.temp_file_count(), 0);
+        p.write(&bytes[100..]).unwrap();
+        // The order's max_size still bounds it.
+        assert!(matches!(p.write(b"x"), Err(Error::OverMaxSize { .. })));
+        p.commit(bytes.len() as u64, &root(&bytes), 1).unwrap();
+        // One byte over the bound: a piece file, as before.
+        let big = data(INLINE_MAX as usize + 1, 7);
+        put(&store, 7, &big, u64::MAX).unwrap();
+        let c = store.check().unwrap();
+        assert!(c.is_consistent(), "{c:?}");
+        assert_eq!((c.inline_count, c.inline_bytes), (1, INLINE_MAX));
+        assert_eq!((c.file_count, c.file_bytes), (1, INLINE_MAX + 1));
+        assert_eq!(
+            store.space().used,
+            charged(INLINE_MAX) + charged(INLINE_MAX + 1)
+        );
+    }
+    // Durable once committed: it is there after a restart.
+    let (store, recovery) = PieceStore::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(recovery, Recovery::default());
+    let (meta, mut f) = store.open_piece(&PieceId([6; 32]), 1).unwrap();
+    assert!(matches!(f, PieceData::Inline(_)));
+    assert_eq!(f.size().unwrap(), meta.info.size);
+    assert_eq!(f.read_at(4096, 10).unwrap(), bytes[4096..4106]);
+    assert_eq!(f.read_at(0, bytes.len()).unwrap(), bytes);
+    // A read past the end is an error, as for a file.
+    let past = f.read_at(INLINE_MAX - 1, 2).unwrap_err();
+    assert_eq!(past.kind(), std::io::ErrorKind::UnexpectedEof);
+    assert!(f.read_at(u64::MAX, 1).is_err());
+    // Expiry and deletion take its bytes with the metadata, and leave no trash.
+    assert_eq!(store.collect_expired(5000, 10).unwrap(), 1);
+    assert!(store.meta().inline(&PieceId([6; 32])).unwrap().is_none());
+    assert!(store.meta().trash().unwrap().is_empty());
+    store.delete(&PieceId([7; 32]), Some(&owner())).unwrap();
+    let c = store.check().unwrap();
+    assert!(c.is_consistent(), "{c:?}");
+    assert_eq!((c.counters.used, c.counters.pieces), (0, 0));
+}
+
+#[test]
+fn an_abandoned_small_upload_releases_its_reservation_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = PieceStore::open(dir.path(), 1 << 20).unwrap();
+    let bytes = data(3000, 8);
+    let mut p = store
+        .begin_upload(PieceId([8; 32]), owner(), 4000, 4096, u64::MAX)
+        .unwrap();
+    p.write(&bytes).unwrap();
+    assert_eq!(store.space().reserved, charged(4000));
+    // A wrong hash fails the commit; nothing is stored.
+    assert!(matches!(
+        p.commit(3000, &root(b"other"), 1),
+        Err(Error::HashMismatch)
+    ));
+    let mut p = store
+        .begin_upload(PieceId([8; 32]), owner(), 4000, 4096, u64::MAX)
+        .unwrap();
+    p.write(&bytes).unwrap();
+    drop(p);
+    assert_eq!(store.space().reserved, 0);
+    assert!(store.meta().inline(&PieceId([8; 32])).unwrap().is_none());
+    let c = store.check().unwrap();
+    assert!(c.is_consistent(), "{c:?}");
+    assert_eq!(c.meta_pieces, 0);
 }
