@@ -74,10 +74,13 @@ pub use crate::meta::{PIECE_OVERHEAD, Usage, charged};
 use crate::piece_file::{PieceWriter, Refuse};
 
 /// Pieces whose order's `max_size` is at most this many bytes are kept in the metadata
-/// database rather than in a file of their own (see the module docs). Small enough that
-/// sled keeps them in its log rather than as separate blob files, and that an upload in
-/// flight buffers at most this much in memory.
-pub const INLINE_MAX: u64 = 16 * 1024;
+/// database rather than in a file of their own (see the module docs); an upload in
+/// flight buffers at most this much in memory. Why 4 KiB: sled 0.34 splits a leaf
+/// above 16 entries and writes any page over a quarter of its 512 KiB segment as a
+/// separate blob *file*, so 17 entries of 4 KiB (~70 KiB) keep every leaf of the
+/// `inline` tree in sled's log, while 16 KiB pieces would make leaves of ~270 KiB, i.e.
+/// files again. Pieces of a 4 KiB + 1 object at k = 3 are ~1.4 KiB.
+pub const INLINE_MAX: u64 = 4 * 1024;
 
 /// How much of an upload's `max_size` is reserved at a time: the first step when the
 /// upload is admitted, one more each time its data outgrows what it holds.
