@@ -569,14 +569,13 @@ impl PieceStore {
     }
 
     fn remove_marked(&self, piece: &PieceId) -> Result<PieceMeta, Error> {
-        let meta = {
+        let (meta, inline) = {
             let mut s = self.lock();
             let (meta, counters, inline) = self.meta.remove(piece)?;
             s.used = counters.used;
             s.pieces = counters.pieces;
             (meta, inline)
         };
-        let (meta, inline) = meta;
         self.meta.flush()?;
         if inline {
             return Ok(meta);
