@@ -284,7 +284,12 @@ impl Inner {
                         });
                     }
                     bytes.inc_by(data.len() as u64);
-                    pending = blocking(move || pending.write(&data).map(|()| pending)).await?;
+                    if pending.is_inline() {
+                        // A copy into memory (at most INLINE_MAX bytes): no hand-off.
+                        pending.write(&data)?;
+                    } else {
+                        pending = blocking(move || pending.write(&data).map(|()| pending)).await?;
+                    }
                 }
                 Some(upload_request::Message::Trailer(trailer)) => {
                     let trailer: Signed<UploadTrailer> = trailer.try_into()?;

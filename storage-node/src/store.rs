@@ -761,6 +761,12 @@ impl PendingPiece {
         }
     }
 
+    /// Whether this piece is received in memory (see [`INLINE_MAX`]): its writes do no
+    /// I/O, so they need no blocking thread.
+    pub fn is_inline(&self) -> bool {
+        self.inline.is_some()
+    }
+
     /// Bytes received so far.
     pub fn received(&self) -> u64 {
         self.hasher.size()

@@ -538,6 +538,7 @@ fn small_pieces_live_in_the_metadata_with_no_file() {
         let mut p = store
             .begin_upload(PieceId([6; 32]), owner(), INLINE_MAX, 4096, 5000)
             .unwrap();
+        assert!(p.is_inline());
         p.write(&bytes[..100]).unwrap();
         assert_eq!(store.temp_file_count(), 0);
         p.write(&bytes[100..]).unwrap();
