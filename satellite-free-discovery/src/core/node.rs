@@ -969,21 +969,27 @@ impl<P: PeerData> Node<P> {
     pub fn tick(&mut self, now: u64, unix: u64) {
         let mut failed = Vec::new();
         let rto = self.rtt.timeout();
-        for (id, p) in self.pending.iter_mut() {
+        // In the order the requests were sent, so that a run is repeatable (a HashMap's
+        // order differs from process to process).
+        let mut reqs: Vec<ReqId> = self.pending.keys().copied().collect();
+        reqs.sort_unstable();
+        for id in reqs {
+            let Some(p) = self.pending.get_mut(&id) else {
+                continue;
+            };
             if p.hard <= now {
-                failed.push(*id);
+                failed.push(id);
             } else if p.soft <= now && p.attempts <= self.cfg.retransmits {
                 p.attempts += 1;
                 p.soft = now.saturating_add(rto.saturating_mul(u64::from(p.attempts)));
                 self.out.push_back(Output::Send {
-                    req: *id,
+                    req: id,
                     to: p.to,
                     data: p.data.clone(),
                     request: p.request.clone(),
                 });
             }
         }
-        failed.sort_unstable();
         for id in failed {
             self.on_response(now, unix, id, Err(Failure::Unreachable));
         }
