@@ -120,7 +120,12 @@ pub struct Lookup<T> {
     cfg: LookupConfig,
     timeout: u64,
     peers: BTreeMap<Distance, LookupPeer<T>>,
-    waiting: usize,
+    /// Requests counted in flight: the peers in state `Waiting`, with their deadlines.
+    waiting: Vec<(u64, Distance)>,
+    /// What the last `poll` returned if it was a `Wait`, until the candidates change:
+    /// with no answer, failure, new candidate or expired deadline since, `poll` would
+    /// walk the same candidates to the same result.
+    idle: Option<Option<u64>>,
     finished: bool,
     queried: usize,
     /// Answers received so far (numbers the sources).
@@ -145,7 +150,8 @@ impl<T: PeerData> Lookup<T> {
             cfg,
             timeout,
             peers: BTreeMap::new(),
-            waiting: 0,
+            waiting: Vec::new(),
+            idle: None,
             finished: false,
             queried: 0,
             answers: 0,
@@ -166,6 +172,7 @@ impl<T: PeerData> Lookup<T> {
             return;
         }
         let d = distance(&self.target, &id);
+        self.idle = None;
         match self.peers.get_mut(&d) {
             Some(p) => {
                 if p.state == PeerState::NotContacted && data.newer_than(&p.data) {
@@ -206,13 +213,21 @@ impl<T: PeerData> Lookup<T> {
         }
         // Expire every overdue request first, so that the deadline reported in `Wait` is
         // always in the future.
-        for p in self.peers.values_mut() {
-            if let PeerState::Waiting { deadline } = p.state
-                && deadline <= now
-            {
-                p.state = PeerState::Unresponsive;
-                self.waiting -= 1;
+        let mut i = 0;
+        while i < self.waiting.len() {
+            let (deadline, d) = self.waiting[i];
+            if deadline <= now {
+                self.waiting.swap_remove(i);
+                if let Some(p) = self.peers.get_mut(&d) {
+                    p.state = PeerState::Unresponsive;
+                }
+                self.idle = None;
+            } else {
+                i += 1;
             }
+        }
+        if let Some(until) = self.idle {
+            return Step::Wait { until };
         }
         // Two views of the candidates must both be settled: the closest with at most
         // `per_source` first named by any one answer (so branches that other answers
@@ -230,30 +245,30 @@ impl<T: PeerData> Lookup<T> {
                 return Step::Done;
             }
             (Scan::Query(d), _) | (_, Scan::Query(d)) => d,
-            _ => {
-                return Step::Wait {
-                    until: self.next_deadline(),
-                };
-            }
+            _ => return self.wait(),
         };
-        if self.waiting >= self.cfg.alpha {
-            return Step::Wait {
-                until: self.next_deadline(),
-            };
+        if self.waiting.len() >= self.cfg.alpha {
+            return self.wait();
         }
         let deadline = now.saturating_add(self.timeout);
         let Some(p) = self.peers.get_mut(&next) else {
-            return Step::Wait {
-                until: self.next_deadline(),
-            };
+            return self.wait();
         };
         p.state = PeerState::Waiting { deadline };
-        self.waiting += 1;
+        self.waiting.push((deadline, next));
         self.queried += 1;
         Step::Query {
             id: p.id,
             data: p.data.clone(),
         }
+    }
+
+    /// Nothing to send until an answer, a failure or the next deadline: remembered for
+    /// the polls before then.
+    fn wait(&mut self) -> Step<T> {
+        let until = self.next_deadline();
+        self.idle = Some(until);
+        Step::Wait { until }
     }
 
     /// Walks the candidates nearest first, counting at most `cap` per source (0: all):
@@ -299,7 +314,7 @@ impl<T: PeerData> Lookup<T> {
                 PeerState::Failed => {}
             }
         }
-        if self.waiting > 0 || blocked {
+        if !self.waiting.is_empty() || blocked {
             Scan::Open
         } else {
             Scan::Done
@@ -308,13 +323,7 @@ impl<T: PeerData> Lookup<T> {
 
     /// Earliest deadline of an open request.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.peers
-            .values()
-            .filter_map(|p| match p.state {
-                PeerState::Waiting { deadline } => Some(deadline),
-                _ => None,
-            })
-            .min()
+        self.waiting.iter().map(|(deadline, _)| *deadline).min()
     }
 
     /// `id` answered with `closer`. Returns false if no request to `id` was open.
@@ -330,7 +339,7 @@ impl<T: PeerData> Lookup<T> {
         let depth = match self.peers.get_mut(&d) {
             Some(p) => match p.state {
                 PeerState::Waiting { .. } => {
-                    self.waiting -= 1;
+                    self.waiting.retain(|(_, w)| *w != d);
                     p.state = PeerState::Succeeded;
                     p.depth
                 }
@@ -342,6 +351,7 @@ impl<T: PeerData> Lookup<T> {
             },
             None => return false,
         };
+        self.idle = None;
         let source = self.answers;
         self.answers = self.answers.saturating_add(1).min(SEED - 1);
         for (cid, data) in closer {
@@ -359,12 +369,14 @@ impl<T: PeerData> Lookup<T> {
         match self.peers.get_mut(&d) {
             Some(p) => match p.state {
                 PeerState::Waiting { .. } => {
-                    self.waiting -= 1;
+                    self.waiting.retain(|(_, w)| *w != d);
                     p.state = PeerState::Failed;
+                    self.idle = None;
                     true
                 }
                 PeerState::Unresponsive => {
                     p.state = PeerState::Failed;
+                    self.idle = None;
                     true
                 }
                 _ => false,
@@ -375,7 +387,7 @@ impl<T: PeerData> Lookup<T> {
 
     /// Requests currently counted in flight.
     pub fn in_flight(&self) -> usize {
-        self.waiting
+        self.waiting.len()
     }
 
     /// Requests sent so far.

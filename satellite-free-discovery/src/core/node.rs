@@ -42,7 +42,7 @@
 //!   held records are offered to the current closest every `replicate_ms` (they read the
 //!   key first, for tokens, and only stale holders get the record).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
@@ -328,6 +328,18 @@ struct Pending<P> {
     offer: Option<Record>,
 }
 
+impl<P> Pending<P> {
+    /// When [`Node::tick`] must next look at this request: its soft deadline while it
+    /// may still be sent again, its hard deadline in any case.
+    fn due(&self, retransmits: u32) -> u64 {
+        if self.attempts <= retransmits {
+            self.soft.min(self.hard)
+        } else {
+            self.hard
+        }
+    }
+}
+
 /// Disjoint lookup paths of one operation.
 #[derive(Debug)]
 struct Paths<P> {
@@ -388,8 +400,13 @@ pub struct Node<P> {
     rng: SmallRng,
     secret: [u8; 32],
     pending: HashMap<ReqId, Pending<P>>,
+    /// `(due, req)` of every pending request (see [`Pending::due`]): the next deadline
+    /// without a walk over all requests.
+    timers: BTreeSet<(u64, ReqId)>,
     next_req: ReqId,
     ops: HashMap<OpId, Op<P>>,
+    /// `(wake, op)` of every operation with a wake time set.
+    wakes: BTreeSet<(u64, OpId)>,
     next_op: OpId,
     dialing: HashSet<NodeId>,
     owned: HashMap<RecordKey, Record>,
@@ -440,8 +457,10 @@ impl<P: PeerData> Node<P> {
             rng,
             secret,
             pending: HashMap::new(),
+            timers: BTreeSet::new(),
             next_req: 0,
             ops: HashMap::new(),
+            wakes: BTreeSet::new(),
             next_op: 0,
             dialing: HashSet::new(),
             owned: HashMap::new(),
@@ -498,17 +517,11 @@ impl<P: PeerData> Node<P> {
             .min(self.next_republish)
             .min(self.next_replicate)
             .min(self.next_crawl);
-        for p in self.pending.values() {
-            t = t.min(if p.attempts <= self.cfg.retransmits {
-                p.soft.min(p.hard)
-            } else {
-                p.hard
-            });
+        if let Some((due, _)) = self.timers.first() {
+            t = t.min(*due);
         }
-        for o in self.ops.values() {
-            if let Some(w) = o.wake {
-                t = t.min(w);
-            }
+        if let Some((wake, _)) = self.wakes.first() {
+            t = t.min(*wake);
         }
         (t != u64::MAX).then_some(t)
     }
@@ -739,6 +752,7 @@ impl<P: PeerData> Node<P> {
         let Some(p) = self.pending.remove(&req) else {
             return;
         };
+        self.timers.remove(&(p.due(self.cfg.retransmits), req));
         if matches!(p.purpose, Purpose::DialBack | Purpose::Liveness) {
             self.dialing.remove(&p.to);
         }
@@ -946,21 +960,20 @@ impl<P: PeerData> Node<P> {
             data: data.clone(),
             request: request.clone(),
         });
-        self.pending.insert(
-            req,
-            Pending {
-                to,
-                data,
-                request,
-                op,
-                purpose,
-                sent_at: now,
-                soft: now.saturating_add(self.rtt.timeout()),
-                hard: now.saturating_add(self.cfg.hard_timeout_ms),
-                attempts: 1,
-                offer,
-            },
-        );
+        let p = Pending {
+            to,
+            data,
+            request,
+            op,
+            purpose,
+            sent_at: now,
+            soft: now.saturating_add(self.rtt.timeout()),
+            hard: now.saturating_add(self.cfg.hard_timeout_ms),
+            attempts: 1,
+            offer,
+        };
+        self.timers.insert((p.due(self.cfg.retransmits), req));
+        self.pending.insert(req, p);
         req
     }
 
@@ -969,35 +982,44 @@ impl<P: PeerData> Node<P> {
     pub fn tick(&mut self, now: u64, unix: u64) {
         let mut failed = Vec::new();
         let rto = self.rtt.timeout();
-        for (id, p) in self.pending.iter_mut() {
+        let retransmits = self.cfg.retransmits;
+        // The requests due (see `Pending::due`), taken in the order they were sent.
+        let mut due_reqs: Vec<ReqId> = self
+            .timers
+            .range(..=(now, ReqId::MAX))
+            .map(|(_, req)| *req)
+            .collect();
+        due_reqs.sort_unstable();
+        for id in due_reqs {
+            let Some(p) = self.pending.get_mut(&id) else {
+                continue;
+            };
             if p.hard <= now {
-                failed.push(*id);
-            } else if p.soft <= now && p.attempts <= self.cfg.retransmits {
+                failed.push(id);
+            } else if p.soft <= now && p.attempts <= retransmits {
+                self.timers.remove(&(p.due(retransmits), id));
                 p.attempts += 1;
                 p.soft = now.saturating_add(rto.saturating_mul(u64::from(p.attempts)));
+                self.timers.insert((p.due(retransmits), id));
                 self.out.push_back(Output::Send {
-                    req: *id,
+                    req: id,
                     to: p.to,
                     data: p.data.clone(),
                     request: p.request.clone(),
                 });
             }
         }
-        failed.sort_unstable();
         for id in failed {
             self.on_response(now, unix, id, Err(Failure::Unreachable));
         }
         let mut due: Vec<OpId> = self
-            .ops
-            .iter()
-            .filter(|(_, o)| o.wake.is_some_and(|w| w <= now))
-            .map(|(id, _)| *id)
+            .wakes
+            .range(..=(now, OpId::MAX))
+            .map(|(_, id)| *id)
             .collect();
         due.sort_unstable();
         for id in due {
-            if let Some(o) = self.ops.get_mut(&id) {
-                o.wake = None;
-            }
+            self.set_wake(id, None);
             self.advance(id, now, unix);
         }
         // Give back the room a burst of requests (a join) took.
@@ -1087,6 +1109,23 @@ impl<P: PeerData> Node<P> {
     }
 
     // ---- Operations -----------------------------------------------------------------
+
+    /// Sets when operation `op_id` wants [`Node::tick`] to advance it, keeping `wakes`.
+    fn set_wake(&mut self, op_id: OpId, wake: Option<u64>) {
+        let Some(op) = self.ops.get_mut(&op_id) else {
+            return;
+        };
+        if op.wake == wake {
+            return;
+        }
+        if let Some(w) = op.wake {
+            self.wakes.remove(&(w, op_id));
+        }
+        if let Some(w) = wake {
+            self.wakes.insert((w, op_id));
+        }
+        op.wake = wake;
+    }
 
     fn new_op(&mut self, kind: OpKind, report: bool, parent: Option<OpId>) -> OpId {
         self.next_op += 1;
@@ -1202,11 +1241,11 @@ impl<P: PeerData> Node<P> {
                     }
                 }
             }
-            op.wake = wake;
             if all_done {
                 paths.finished = true;
             }
         }
+        self.set_wake(op_id, wake);
         for (id, data, i) in sends {
             let request = match record {
                 Some(key) => Request::GetRecord { key },
@@ -1452,6 +1491,9 @@ impl<P: PeerData> Node<P> {
         let Some(op) = self.ops.remove(&op_id) else {
             return;
         };
+        if let Some(w) = op.wake {
+            self.wakes.remove(&(w, op_id));
+        }
         if op.report
             && let Some(o) = outcome
         {

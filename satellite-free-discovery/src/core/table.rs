@@ -12,7 +12,8 @@
 //!
 //! Time is a caller-supplied millisecond counter; the table never reads a clock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 
 use shoal_proto::NodeId;
 
@@ -107,6 +108,9 @@ pub struct RoutingTable<T> {
     cfg: TableConfig,
     buckets: BTreeMap<u8, Bucket<T>>,
     len: usize,
+    /// Nodes in buckets per subnet (replacements not counted), kept on every insert and
+    /// removal so that the per-table limit is checked without a walk over the table.
+    subnets: HashMap<Subnet, usize>,
 }
 
 impl<T: Clone> RoutingTable<T> {
@@ -116,6 +120,7 @@ impl<T: Clone> RoutingTable<T> {
             cfg,
             buckets: BTreeMap::new(),
             len: 0,
+            subnets: HashMap::new(),
         }
     }
 
@@ -162,7 +167,22 @@ impl<T: Clone> RoutingTable<T> {
     }
 
     fn subnet_count_table(&self, subnet: Subnet) -> usize {
-        self.iter().filter(|e| e.subnet == subnet).count()
+        self.subnets.get(&subnet).copied().unwrap_or(0)
+    }
+
+    /// Counts a node of `subnet` that entered a bucket.
+    fn count_in(subnets: &mut HashMap<Subnet, usize>, subnet: Subnet) {
+        *subnets.entry(subnet).or_insert(0) += 1;
+    }
+
+    /// Uncounts a node of `subnet` that left a bucket.
+    fn count_out(subnets: &mut HashMap<Subnet, usize>, subnet: Subnet) {
+        if let Some(n) = subnets.get_mut(&subnet) {
+            *n -= 1;
+            if *n == 0 {
+                subnets.remove(&subnet);
+            }
+        }
     }
 
     /// Records that `id` answered us at an address in `subnet`, carrying `data`.
@@ -184,8 +204,9 @@ impl<T: Clone> RoutingTable<T> {
                 bucket.nodes.push(e);
                 return Insert::Updated;
             }
-            bucket.nodes.remove(pos);
+            let old = bucket.nodes.remove(pos);
             self.len -= 1;
+            Self::count_out(&mut self.subnets, old.subnet);
         }
         let table_count = self.subnet_count_table(subnet);
         let cfg = self.cfg.clone();
@@ -208,6 +229,7 @@ impl<T: Clone> RoutingTable<T> {
             bucket.replacements.retain(|e| e.id != id);
             bucket.nodes.push(entry);
             self.len += 1;
+            Self::count_in(&mut self.subnets, subnet);
             return Insert::Added;
         }
         bucket.replacements.retain(|e| e.id != id);
@@ -283,6 +305,7 @@ impl<T: Clone> RoutingTable<T> {
         let pos = bucket.nodes.iter().position(|e| e.id == *id)?;
         let removed = bucket.nodes.remove(pos);
         self.len -= 1;
+        Self::count_out(&mut self.subnets, removed.subnet);
         while let Some(candidate) = self.buckets.get_mut(&b).and_then(|b| b.replacements.pop()) {
             let table_count = self.subnet_count_table(candidate.subnet);
             let Some(bucket) = self.buckets.get_mut(&b) else {
@@ -295,6 +318,7 @@ impl<T: Clone> RoutingTable<T> {
                 .count();
             if bucket_count < self.cfg.per_subnet_bucket && table_count < self.cfg.per_subnet_table
             {
+                Self::count_in(&mut self.subnets, candidate.subnet);
                 bucket.nodes.push(candidate);
                 self.len += 1;
                 break;
@@ -305,17 +329,68 @@ impl<T: Clone> RoutingTable<T> {
 
     /// The `n` entries closest to `target`, nearest first. With `only_live`, entries that
     /// failed since they last answered are left out (they are not handed to others).
-    pub fn closest(&self, target: &[u8; 32], n: usize, only_live: bool) -> Vec<&Entry<T>> {
-        let mut all: Vec<(Distance, &Entry<T>)> = self
-            .iter()
-            .filter(|e| !only_live || e.failures == 0)
-            .map(|e| (distance(target, &e.id), e))
-            .collect();
-        if all.len() > n && n > 0 {
+    ///
+    /// Only the buckets that can hold them are read: the buckets fall into tiers such
+    /// that every entry of one tier is nearer to `target` than every entry of the next,
+    /// and tiers are read until `n` entries were gathered. With `b` the bucket of
+    /// `target` (the highest bit where it differs from our id), an entry of bucket `b`
+    /// shares that bit with `target` (distance below 2^b); an entry of a lower bucket
+    /// agrees with our id there (distance in [2^b, 2^(b+1))); an entry of a bucket
+    /// `i > b` differs from `target` first at bit `i`. For our own id, bucket `i` is
+    /// the tier at distance [2^i, 2^(i+1)).
+    pub fn closest<'a>(
+        &'a self,
+        target: &[u8; 32],
+        n: usize,
+        only_live: bool,
+    ) -> Vec<&'a Entry<T>> {
+        let mut all: Vec<(Distance, &'a Entry<T>)> = Vec::new();
+        if n == 0 {
+            return Vec::new();
+        }
+        let take = |bucket: &'a Bucket<T>, all: &mut Vec<(Distance, &'a Entry<T>)>| {
+            all.extend(
+                bucket
+                    .nodes
+                    .iter()
+                    .filter(|e| !only_live || e.failures == 0)
+                    .map(|e| (distance(target, &e.id), e)),
+            );
+        };
+        match bucket_index(&self.local, &NodeId(*target)) {
+            Some(b) => {
+                let b = b as u8;
+                if let Some(bucket) = self.buckets.get(&b) {
+                    take(bucket, &mut all);
+                }
+                if all.len() < n {
+                    for bucket in self.buckets.range(..b).map(|(_, v)| v) {
+                        take(bucket, &mut all);
+                    }
+                }
+                for bucket in self
+                    .buckets
+                    .range((Bound::Excluded(b), Bound::Unbounded))
+                    .map(|(_, v)| v)
+                {
+                    if all.len() >= n {
+                        break;
+                    }
+                    take(bucket, &mut all);
+                }
+            }
+            None => {
+                for bucket in self.buckets.values() {
+                    if all.len() >= n {
+                        break;
+                    }
+                    take(bucket, &mut all);
+                }
+            }
+        }
+        if all.len() > n {
             all.select_nth_unstable_by(n - 1, |a, b| a.0.cmp(&b.0));
             all.truncate(n);
-        } else if n == 0 {
-            all.clear();
         }
         all.sort_unstable_by_key(|a| a.0);
         all.into_iter().map(|(_, e)| e).collect()
@@ -623,9 +698,26 @@ mod properties {
                 prop_assert!(per_bs.values().all(|n| *n <= per_bucket), "subnet over its bucket limit");
                 prop_assert!(per_ts.values().all(|n| *n <= per_table), "subnet over its table limit");
                 prop_assert_eq!(t.len(), t.iter().count());
+                for (s, n) in &per_ts {
+                    prop_assert_eq!(t.subnet_count_table(*s), *n, "kept subnet count");
+                }
+                prop_assert_eq!(t.subnets.len(), per_ts.len(), "no stale subnet counts");
                 // Live entries only are handed out, nearest first.
                 let target = [0x81; 32];
                 let c = t.closest(&target, k, true);
+                // The same as sorting every entry, for targets in every tier.
+                for target in [[0x81; 32], [0x00; 32], [0x40; 32], [0x83; 32], [0x20; 32]] {
+                    for only_live in [true, false] {
+                        for n in [0, 1, k, 3 * k] {
+                            let mut brute: Vec<&Entry<u8>> = t.iter().filter(|e| !only_live || e.failures == 0).collect();
+                            brute.sort_by_key(|e| distance(&target, &e.id));
+                            brute.truncate(n);
+                            let got: Vec<NodeId> = t.closest(&target, n, only_live).iter().map(|e| e.id).collect();
+                            let want: Vec<NodeId> = brute.iter().map(|e| e.id).collect();
+                            prop_assert_eq!(got, want);
+                        }
+                    }
+                }
                 prop_assert!(c.iter().all(|e| e.failures == 0));
                 prop_assert!(c.windows(2).all(|w| distance(&target, &w[0].id) < distance(&target, &w[1].id)));
             }
