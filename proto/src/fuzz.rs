@@ -57,6 +57,15 @@ pub fn case(seed: u64, target: &Target, seeds: &[Vec<u8>], index: u64, out: &mut
     generate(&mut case_rng(seed, target.name, index), seeds, out);
 }
 
+/// What each crate's proptest checks of its own targets: every target on the random
+/// bytes `raw`, then [`exercise`]d from `seed` for `cases` mutations.
+pub fn check_all(targets: &[Target], raw: &[u8], seed: u64, cases: u64) {
+    for t in targets {
+        (t.run)(raw);
+        exercise(t, seed, cases);
+    }
+}
+
 /// Runs `target` on `cases` generated inputs and on each of its seeds (the proptest
 /// unit tests and quick checks call this).
 pub fn exercise(target: &Target, seed: u64, cases: u64) {
@@ -749,10 +758,7 @@ mod tests {
             raw in proptest::collection::vec(any::<u8>(), 0..512),
             seed in any::<u64>(),
         ) {
-            for t in targets() {
-                (t.run)(&raw);
-                exercise(&t, seed, 8);
-            }
+            check_all(&targets(), &raw, seed, 8);
         }
     }
 }

@@ -564,10 +564,7 @@ mod tests {
             raw in proptest::collection::vec(any::<u8>(), 0..512),
             seed in any::<u64>(),
         ) {
-            for t in targets() {
-                (t.run)(&raw);
-                shoal_proto::fuzz::exercise(&t, seed, 8);
-            }
+            shoal_proto::fuzz::check_all(&targets(), &raw, seed, 8);
         }
     }
 }
