@@ -23,7 +23,10 @@ pub(crate) mod s3;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -449,8 +452,27 @@ async fn handle(
     service: S3Service,
     metrics: GatewayMetrics,
     uplink: Uplink,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, Infallible> {
+    let version = req.version();
+    let (parts, body) = req.into_parts();
+    let (body, read) = WatchedBody::new(body);
+    let mut resp = serve(service, metrics, uplink, Request::from_parts(parts, body)).await;
+    if must_close(version, read.load(Ordering::Acquire)) {
+        resp.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
+    Ok(resp)
+}
+
+async fn serve(
+    service: S3Service,
+    metrics: GatewayMetrics,
+    uplink: Uplink,
+    mut req: Request<WatchedBody>,
+) -> Response<GatewayBody> {
     if req.uri().path() == METRICS_PATH && req.method() == hyper::Method::GET {
         let body = Full::new(Bytes::from(metrics.render(&uplink)))
             .map_err(|e| match e {})
@@ -460,7 +482,7 @@ async fn handle(
             hyper::header::CONTENT_TYPE,
             hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
         );
-        return Ok(resp);
+        return resp;
     }
     let started = Instant::now();
     let request_id = format!("{:016X}", rand::random::<u64>());
@@ -471,14 +493,14 @@ async fn handle(
         );
         let resp = finish(s3s_response(e), &request_id).await;
         metrics.record("unauthenticated", resp.status(), started.elapsed(), 0, 0);
-        return Ok(resp);
+        return resp;
     }
     let slot = OpSlot::default();
     req.extensions_mut().insert(slot.clone());
     let declared_in = content_length(req.headers(), "x-amz-decoded-content-length")
         .or_else(|| content_length(req.headers(), "content-length"))
         .unwrap_or(0);
-    let resp = match service.call(req.map(s3s::Body::from)).await {
+    let resp = match service.call(req.map(s3s::Body::http_body)).await {
         Ok(r) => finish(r, &request_id).await,
         Err(e) => {
             tracing::error!(error = ?e, "S3 service failed");
@@ -495,7 +517,62 @@ async fn handle(
         .unwrap_or_else(|| "unauthenticated".to_string());
     let out = content_length(resp.headers(), "content-length").unwrap_or(0);
     metrics.record(&op, resp.status(), started.elapsed(), declared_in, out);
-    Ok(resp)
+    resp
+}
+
+/// Whether an HTTP/1 response must end its connection, and say so (`Connection: close`):
+/// when it answers a request whose body was not read to its end (an error found before
+/// the body, such as a failed `If-Match` or a bad signature; with `Expect: 100-continue`
+/// the client never sent it). hyper then closes the connection rather than read the
+/// rest of the body as the next request; without the header the client learns of the
+/// close only when it reuses the connection, and botocore then reports the earlier
+/// request's status for the next one (a bare "404 Not Found" on a `PutObject`).
+/// HTTP/2 streams end on their own and forbid the header.
+fn must_close(version: hyper::Version, body_read: bool) -> bool {
+    version < hyper::Version::HTTP_2 && !body_read
+}
+
+/// A request body that records whether it was read to its end (or was empty).
+struct WatchedBody {
+    inner: Incoming,
+    read: Arc<AtomicBool>,
+}
+
+impl WatchedBody {
+    fn new(inner: Incoming) -> (Self, Arc<AtomicBool>) {
+        let read = Arc::new(AtomicBool::new(hyper::body::Body::is_end_stream(&inner)));
+        (
+            Self {
+                inner,
+                read: Arc::clone(&read),
+            },
+            read,
+        )
+    }
+}
+
+impl hyper::body::Body for WatchedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.read.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Longest a SigV4 presigned URL may live (`X-Amz-Expires`), as on S3: one week.
@@ -731,5 +808,82 @@ mod tests {
         assert_ne!(a.1, b.1);
         assert!(a.0.starts_with("SHOAL") && a.0.len() == 21);
         assert_eq!(a.1.len(), 40);
+    }
+
+    /// Reads one HTTP/1.1 response head (status line and headers, lower-cased) and its
+    /// `content-length` body from `conn`.
+    async fn read_response(conn: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> String {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                conn.read_line(&mut line).await.unwrap() > 0,
+                "EOF in {head}"
+            );
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line.to_ascii_lowercase());
+        }
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map_or(0, |n| n.trim().parse().unwrap());
+        let mut body = vec![0; len];
+        conn.read_exact(&mut body).await.unwrap();
+        head
+    }
+
+    /// An answer sent before the request body was read (here: a PUT refused for its
+    /// missing signature, with `Expect: 100-continue`, so the client holds the body
+    /// back) says `Connection: close` and ends the connection: the unread body can never
+    /// be taken for the next request, and clients do not reuse a connection the gateway
+    /// is closing. A request without a body keeps its connection.
+    #[tokio::test]
+    async fn answers_before_the_body_close_the_connection() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (_store, s3) = memory_s3();
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let config = GatewayConfig::new("AK".into(), "SK".into());
+        let gateway = Gateway::bind(s3.uplink.clone(), listen, config)
+            .await
+            .unwrap();
+        let addr = gateway.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(gateway.run(async {
+            let _ = stopped.await;
+        }));
+        tokio::time::timeout(Duration::from_secs(30), async {
+            let mut conn =
+                tokio::io::BufReader::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+            // No body: the connection stays open for the next request.
+            for _ in 0..2 {
+                conn.get_mut()
+                    .write_all(b"GET /_shoal/metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                    .await
+                    .unwrap();
+                let head = read_response(&mut conn).await;
+                assert!(head.starts_with("http/1.1 200"), "{head}");
+                assert!(!head.contains("connection: close"), "{head}");
+            }
+            // A body the gateway never reads.
+            conn.get_mut()
+                .write_all(
+                    b"PUT /bkt/k HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+                )
+                .await
+                .unwrap();
+            let head = read_response(&mut conn).await;
+            assert!(head.starts_with("http/1.1 403"), "{head}");
+            assert!(head.contains("connection: close"), "{head}");
+            let mut rest = Vec::new();
+            conn.read_to_end(&mut rest).await.unwrap();
+            assert!(rest.is_empty(), "nothing after the answer: {rest:?}");
+        })
+        .await
+        .expect("the gateway answers within 30 s");
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
     }
 }
