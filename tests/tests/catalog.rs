@@ -175,6 +175,14 @@ async fn a_backup_survives_the_loss_of_its_machine() {
             !ok && err.contains("does not exist"),
             "deleted stays deleted: {err}"
         );
+        // `check` without a location covers every object and the catalog's own blobs
+        // (the snapshot the new laptop restored from and its own delta).
+        let report = net.ok(&b, &["check", "--json"]).await;
+        let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+        assert_eq!(report["objects"], objects - 1, "{report}");
+        let catalog = report["catalog"].as_array().unwrap();
+        assert!(!catalog.is_empty(), "{report}");
+        assert!(catalog.iter().all(|s| s["state"] == "healthy"), "{report}");
         net.0.cluster.shutdown().await.unwrap();
     })
     .await

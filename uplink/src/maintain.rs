@@ -36,22 +36,16 @@ pub enum MaintainCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Audit the pieces of `shoal://BUCKET[/PREFIX]`; exit 2 below threshold, 3 lost.
+    /// Audit pieces (default: of everything, catalog included); exit 2 below
+    /// threshold, 3 lost.
     ///
     /// Per segment, how many pieces are reachable and verified (random blocks checked
     /// against the recorded hashes); a summary of healthy, below the repair threshold,
     /// and lost segments.
     #[command(after_help = EXIT_STATUSES)]
     Check {
-        location: String,
-        #[arg(short, long)]
-        recursive: bool,
-        /// One JSON document instead of text.
-        #[arg(long)]
-        json: bool,
-        /// Fraction of each piece's blocks to audit (at least 1, at most 8 per piece).
-        #[arg(long, value_name = "F", default_value_t = 0.0)]
-        audit_fraction: f64,
+        #[command(flatten)]
+        args: CheckArgs,
         /// Repair what is below the threshold, as `uplink repair` does.
         #[arg(long)]
         repair: bool,
@@ -60,17 +54,42 @@ pub enum MaintainCommand {
     ///
     /// Fetches k verified pieces, regenerates only the missing ones on new nodes (one
     /// per /24, none holding a piece of the segment), and publishes the new placements.
+    /// A damaged catalog blob is replaced by a fresh snapshot of the whole catalog.
     /// Healthy segments are untouched; rerun after a crash.
     #[command(after_help = EXIT_STATUSES)]
     Repair {
-        location: String,
-        #[arg(short, long)]
-        recursive: bool,
-        #[arg(long)]
-        json: bool,
-        #[arg(long, value_name = "F", default_value_t = 0.0)]
-        audit_fraction: f64,
+        #[command(flatten)]
+        args: CheckArgs,
     },
+}
+
+/// What `check` and `repair` cover, and how.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// `shoal://BUCKET[/PREFIX]`: only these objects (the catalog's own blobs are
+    /// checked only when no location is given).
+    location: Option<String>,
+    /// Every object under the prefix (without it: the one object named).
+    #[arg(short, long)]
+    recursive: bool,
+    /// One JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Fraction of each piece's blocks to audit (at least 1, at most 8 per piece).
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    audit_fraction: f64,
+}
+
+impl CheckArgs {
+    fn scope(&self) -> Result<Scope> {
+        target(self.location.as_deref(), self.recursive)
+    }
+
+    fn options(&self) -> CheckOptions {
+        CheckOptions {
+            audit_fraction: self.audit_fraction,
+        }
+    }
 }
 
 /// A command that finished but must exit with `code` (the documented statuses above).
@@ -81,7 +100,11 @@ pub struct ExitWith {
     pub message: String,
 }
 
-fn scope(location: &str, recursive: bool) -> Result<Scope> {
+/// The objects a location names, or without one everything (catalog included).
+fn target(location: Option<&str>, recursive: bool) -> Result<Scope> {
+    let Some(location) = location else {
+        return Ok(Scope::everything());
+    };
     let loc = require_location(location)?;
     Ok(Scope {
         bucket: Some(loc.bucket),
@@ -113,26 +136,35 @@ fn finish(code: u8) -> Result<()> {
 }
 
 fn print_check(r: &CheckReport) {
-    for s in &r.segments {
+    let objects = r
+        .segments
+        .iter()
+        .map(|s| (format!("{}/{}", s.bucket, s.key), s));
+    let catalog = r.catalog.iter().map(|s| (format!("catalog {}", s.key), s));
+    for (what, s) in objects.chain(catalog) {
         if s.state == SegmentState::Healthy {
             continue;
         }
         println!(
-            "{:<15} {}/{} segment {}: {} of {} pieces verified (scheme {})",
+            "{:<15} {what} segment {}: {} of {} pieces verified (scheme {})",
             format!("{:?}", s.state),
-            s.bucket,
-            s.key,
             s.segment,
             s.healthy,
             s.pieces,
             s.scheme
         );
         for p in &s.problems {
-            println!("    piece {} on {}: {}", p.index, &p.node[..16], p.reason);
+            let node = p.node.get(..16).unwrap_or(&p.node);
+            println!("    piece {} on {node}: {}", p.index, p.reason);
         }
     }
+    let catalog = if r.catalog.is_empty() {
+        String::new()
+    } else {
+        format!(" and {} of the catalog's own blobs", r.catalog.len())
+    };
     println!(
-        "{} objects, {} segments: {} healthy, {} below the repair threshold, {} lost ({} bytes audited for {} bytes of pieces)",
+        "{} objects, {} segments{catalog}: {} healthy, {} below the repair threshold, {} lost ({} bytes audited for {} bytes of pieces)",
         r.objects,
         r.segments.len(),
         r.healthy,
@@ -158,6 +190,11 @@ async fn repair(env: &Env, scope: &Scope, options: CheckOptions, json: bool) -> 
             "repaired {} segments ({} bytes): {} new pieces stored",
             report.segments_repaired, report.segment_bytes_repaired, report.pieces_uploaded
         );
+        if report.catalog_snapshot {
+            println!(
+                "the catalog's blobs had lost pieces: published a fresh snapshot of the catalog"
+            );
+        }
         for f in &report.failures {
             eprintln!("warning: {f}");
         }
@@ -174,10 +211,7 @@ pub async fn run(paths: Paths, cmd: MaintainCommand) -> Result<()> {
             json,
         } => {
             let env = open_pulled(paths).await?;
-            let scope = match &location {
-                Some(l) => scope(l, recursive)?,
-                None => Scope::everything(),
-            };
+            let scope = target(location.as_deref(), recursive)?;
             let lease: Option<Duration> = lease.as_deref().map(parse_duration).transpose()?;
             let r = env
                 .uplink
@@ -212,15 +246,11 @@ pub async fn run(paths: Paths, cmd: MaintainCommand) -> Result<()> {
             Ok(())
         }
         MaintainCommand::Check {
-            location,
-            recursive,
-            json,
-            audit_fraction,
+            args,
             repair: also_repair,
         } => {
             let env = open_pulled(paths).await?;
-            let scope = scope(&location, recursive)?;
-            let options = CheckOptions { audit_fraction };
+            let (scope, options, json) = (args.scope()?, args.options(), args.json);
             if also_repair {
                 return repair(&env, &scope, options, json).await;
             }
@@ -238,15 +268,9 @@ pub async fn run(paths: Paths, cmd: MaintainCommand) -> Result<()> {
             }
             finish(r.exit_status())
         }
-        MaintainCommand::Repair {
-            location,
-            recursive,
-            json,
-            audit_fraction,
-        } => {
+        MaintainCommand::Repair { args } => {
             let env = open_pulled(paths).await?;
-            let scope = scope(&location, recursive)?;
-            repair(&env, &scope, CheckOptions { audit_fraction }, json).await
+            repair(&env, &args.scope()?, args.options(), args.json).await
         }
     }
 }

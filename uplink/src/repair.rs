@@ -26,8 +26,12 @@
 //! Every node's answer feeds its reputation ([`crate::select::NodeStats`]): a node whose
 //! audit fails verification is left out of new placements.
 //!
-//! LATER(repair): the catalog's own blobs are renewed but not audited or repaired (their
-//! references live in head records and deltas, not in object entries).
+//! The catalog's own live blobs (the newest snapshot and this writer's deltas after it)
+//! are renewed, checked and repaired with everything ([`Scope::everything`]). A blob at
+//! or below its repair threshold, or lost, is not patched piece by piece: the replica
+//! holds the whole catalog, so repair asks the next publish for a fresh snapshot
+//! ([`RepairReport::catalog_snapshot`]), written to new nodes like any upload; the
+//! damaged blobs are then no longer needed, renewed or checked, and expire.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -144,7 +148,13 @@ pub struct SegmentHealth {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CheckReport {
     pub objects: usize,
+    /// The objects' segments.
     pub segments: Vec<SegmentHealth>,
+    /// For [`Scope::everything`] with a network catalog: the segments of the catalog's
+    /// own live blobs (the newest snapshot and this writer's deltas after it), `bucket`
+    /// empty and `key` naming the blob.
+    pub catalog: Vec<SegmentHealth>,
+    /// Counts of the objects' and the catalog's segments by state.
     pub healthy: usize,
     pub below_threshold: usize,
     pub lost: usize,
@@ -157,7 +167,7 @@ pub struct CheckReport {
 impl CheckReport {
     /// `uplink check`'s exit status (see [`crate::health`]).
     pub fn exit_status(&self) -> u8 {
-        health::exit_status(self.segments.iter().map(|s| &s.state))
+        health::exit_status(self.segments.iter().chain(&self.catalog).map(|s| &s.state))
     }
 }
 
@@ -172,14 +182,25 @@ pub struct RepairReport {
     pub segment_bytes_repaired: u64,
     /// Segments that could not be repaired, and why.
     pub failures: Vec<String>,
-    /// Each segment's state after the repair.
+    /// Each object segment's state after the repair.
     pub after: Vec<SegmentState>,
+    /// Some live catalog blob was at or below its repair threshold, or lost: the next
+    /// publish ([`Uplink::flush`]) writes a fresh snapshot of the whole catalog from
+    /// this replica, which replaces the damaged blobs (see the module docs).
+    pub catalog_snapshot: bool,
 }
 
 impl RepairReport {
-    /// The exit status over the state after repairing.
+    /// The exit status over the state after repairing (the catalog's blobs count as
+    /// healthy once a fresh snapshot is due: the flush that follows writes it or fails).
     pub fn exit_status(&self) -> u8 {
-        health::exit_status(self.after.iter())
+        let catalog = self
+            .check
+            .catalog
+            .iter()
+            .map(|s| &s.state)
+            .filter(|_| !self.catalog_snapshot);
+        health::exit_status(self.after.iter().chain(catalog))
     }
 }
 
@@ -268,7 +289,7 @@ impl Uplink {
             let blobs = inner.live_blobs().await?;
             report.catalog_blobs = blobs.len();
             for b in &blobs {
-                for seg in &b.segments {
+                for seg in &b.blob.segments {
                     pieces.extend(seg.pieces.iter().map(|p| (p.node(), PieceId(p.piece_id))));
                 }
             }
@@ -337,11 +358,27 @@ impl Uplink {
             ..CheckReport::default()
         };
         let inner = &self.inner;
+        // What to audit: (bucket, key, segments), the objects first, then for
+        // everything the catalog's live blobs.
+        let mut targets: Vec<(String, String, &[SegmentInfo])> = objects
+            .iter()
+            .map(|(b, e)| (b.clone(), e.key.clone(), e.segments()))
+            .collect();
+        let blobs = if scope.bucket.is_none() && inner.sync.is_some() {
+            inner.live_blobs().await?
+        } else {
+            Vec::new()
+        };
+        targets.extend(
+            blobs
+                .iter()
+                .map(|b| (String::new(), b.name.clone(), b.blob.segments.as_slice())),
+        );
         let seed: u64 = rand::random();
         // One audit task per piece, at most AUDIT_CONCURRENCY at once.
         let mut tasks = Vec::new();
-        for (oi, (_, e)) in objects.iter().enumerate() {
-            for (si, seg) in e.segments().iter().enumerate() {
+        for (oi, (_, _, segments)) in targets.iter().enumerate() {
+            for (si, seg) in segments.iter().enumerate() {
                 for p in &seg.pieces {
                     let blocks = seg.piece_size.div_ceil(u64::from(seg.shard_size.max(1)));
                     let which = health::audit_blocks(
@@ -370,8 +407,8 @@ impl Uplink {
         while let Some((oi, si, p, r)) = stream.next().await {
             results.entry((oi, si)).or_default().push((p, r));
         }
-        for (oi, (bucket, e)) in objects.iter().enumerate() {
-            for (si, seg) in e.segments().iter().enumerate() {
+        for (oi, (bucket, key, segments)) in targets.iter().enumerate() {
+            for (si, seg) in segments.iter().enumerate() {
                 let mut healthy_indices = Vec::new();
                 let mut problems = Vec::new();
                 for (p, r) in results.remove(&(oi, si)).unwrap_or_default() {
@@ -397,9 +434,14 @@ impl Uplink {
                     SegmentState::BelowThreshold => report.below_threshold += 1,
                     SegmentState::Lost => report.lost += 1,
                 }
-                report.segments.push(SegmentHealth {
+                let list = if oi < objects.len() {
+                    &mut report.segments
+                } else {
+                    &mut report.catalog
+                };
+                list.push(SegmentHealth {
                     bucket: bucket.clone(),
-                    key: e.key.clone(),
+                    key: key.clone(),
                     // The position in the object's segment list: a multipart object's
                     // parts each number their segments from 0.
                     segment: si as u32,
@@ -494,6 +536,16 @@ impl Uplink {
             for (i, state) in changed {
                 report.after[i] = state;
             }
+        }
+        // The catalog's blobs are not patched piece by piece: this replica holds the
+        // whole catalog, so a fresh snapshot replaces whatever lost pieces (even a blob
+        // with fewer than k left).
+        if check
+            .catalog
+            .iter()
+            .any(|s| s.state != SegmentState::Healthy)
+        {
+            report.catalog_snapshot = self.inner.request_snapshot();
         }
         report.check = check;
         Ok(report)

@@ -182,6 +182,9 @@ pub(crate) struct SyncState {
     pub changes: std::sync::atomic::AtomicU64,
     /// `changes` as of the start of the last successful publish.
     published: std::sync::atomic::AtomicU64,
+    /// The next publish writes a snapshot whatever `snapshot_every` says, even with no
+    /// change queued (set by [`Inner::request_snapshot`]).
+    snapshot_due: std::sync::atomic::AtomicBool,
 }
 
 impl SyncState {
@@ -192,6 +195,7 @@ impl SyncState {
             pull: tokio::sync::Mutex::new(()),
             changes: Default::default(),
             published: Default::default(),
+            snapshot_due: Default::default(),
         }
     }
 }
@@ -598,7 +602,8 @@ impl Inner {
         let mut known: BTreeSet<WriterId> = applied.keys().copied().collect();
         known.remove(&me);
         report.bytes_sent += self.register(sync, &known).await?;
-        if pending.is_empty() {
+        let forced = sync.snapshot_due.load(Ordering::SeqCst);
+        if pending.is_empty() && !forced {
             return Ok(report);
         }
         let mut seq = own.seq + 1;
@@ -617,7 +622,7 @@ impl Inner {
             })
             .sum();
         let mut snapshot = last;
-        if since >= self.config.snapshot_every.max(1) {
+        if forced || since >= self.config.snapshot_every.max(1) {
             let changes = self.catalog.all_changes()?;
             let entries = changes.len() as u64;
             let blob = Blob::Snapshot(Snapshot {
@@ -700,6 +705,9 @@ impl Inner {
         if let Some(s) = &snapshot {
             self.catalog.set_sync_value(SNAPSHOT, s)?;
         }
+        if forced {
+            sync.snapshot_due.store(false, Ordering::SeqCst);
+        }
         self.catalog.clear_published(&pending)?;
         self.catalog.flush()?;
         report.seq = Some(seq);
@@ -717,25 +725,55 @@ impl Inner {
     }
 }
 
+/// One catalog blob a new machine needs (see [`Inner::live_blobs`]).
+#[derive(Debug, Clone)]
+pub(crate) struct LiveBlob {
+    /// What it is, for reports: "snapshot taken by writer W" or "delta N of writer W".
+    pub name: String,
+    pub blob: BlobRef,
+}
+
 /// Deltas walked back from this writer's head when renewing the catalog: more than a
 /// snapshot interval's worth is never needed (older deltas are covered by the snapshot).
 const MAX_RENEW_WALK: usize = 1024;
 
 impl Inner {
+    /// Makes the next publish write a fresh snapshot of the whole catalog (on new
+    /// nodes, like any upload), even if no change is queued: `repair` uses it when a
+    /// live catalog blob has lost pieces. Once that publish is in, the damaged blobs
+    /// are no longer needed (the new snapshot covers them) nor renewed. Returns false
+    /// without a network catalog.
+    pub(crate) fn request_snapshot(&self) -> bool {
+        let Some(sync) = self.sync() else {
+            return false;
+        };
+        sync.snapshot_due.store(true, Ordering::SeqCst);
+        // So that a flush does not take it as already published.
+        sync.changes.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+
     /// The catalog blobs a new machine needs, whose pieces `renew` keeps alive: the
     /// newest snapshot known here and this writer's deltas after it (walking back from
     /// its head; each delta names the one before it).
     ///
-    /// LATER(repair): each writer renews its own deltas; the deltas of a writer that
-    /// stopped running live until the next snapshot covers them or their lease ends.
-    pub(crate) async fn live_blobs(self: &Arc<Self>) -> Result<Vec<BlobRef>, SyncError> {
+    /// LATER(repair): each writer renews, checks and repairs its own deltas; the deltas
+    /// of a writer that stopped running live until the next snapshot covers them or
+    /// their lease ends.
+    pub(crate) async fn live_blobs(self: &Arc<Self>) -> Result<Vec<LiveBlob>, SyncError> {
         let me = self.catalog.writer();
         let snapshot = self.catalog.sync_value::<SnapshotRef>(SNAPSHOT)?;
         let covered = snapshot
             .as_ref()
             .and_then(|s| s.covers.get(&me).copied())
             .unwrap_or(0);
-        let mut out: Vec<BlobRef> = snapshot.map(|s| s.blob).into_iter().collect();
+        let mut out: Vec<LiveBlob> = snapshot
+            .map(|s| LiveBlob {
+                name: format!("snapshot taken by writer {}", s.taken_by),
+                blob: s.blob,
+            })
+            .into_iter()
+            .collect();
         let own: OwnLog = self.catalog.sync_value(OWN)?.unwrap_or_default();
         let (mut seq, mut next) = (own.seq, own.head);
         while let Some(blob) = next.take() {
@@ -745,7 +783,10 @@ impl Inner {
             if seq > covered + 1 {
                 next = self.get_delta(me, seq, &blob).await?.prev;
             }
-            out.push(blob);
+            out.push(LiveBlob {
+                name: blob_name(&me, "delta", seq),
+                blob,
+            });
             seq -= 1;
         }
         Ok(out)

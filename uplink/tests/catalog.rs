@@ -390,3 +390,92 @@ async fn concurrent_flushes_share_publishes_and_lose_nothing() {
     b.pull().await.unwrap();
     assert_eq!(b.list("bkt", "", true).unwrap().len(), 8);
 }
+
+/// The catalog's own blobs are checked with everything: a live snapshot whose pieces are
+/// damaged (a fresh machine could not restore from it) is reported, and `repair` replaces
+/// it with a fresh snapshot of the whole catalog, from which a fresh machine restores
+/// everything again.
+#[tokio::test]
+async fn a_damaged_catalog_snapshot_is_found_and_replaced_by_repair() {
+    use uplink::health::{EXIT_HEALTHY, EXIT_LOST, SegmentState};
+    use uplink::repair::{CheckOptions, Scope};
+    let w = World::new();
+    let a = w.writer();
+    history(&a).await;
+    let every_block = CheckOptions {
+        audit_fraction: 1.0,
+    };
+    let check = a.check(&Scope::everything(), every_block).await.unwrap();
+    assert!(!check.catalog.is_empty(), "the catalog's blobs are checked");
+    assert!(
+        check
+            .catalog
+            .iter()
+            .chain(&check.segments)
+            .all(|s| s.state == SegmentState::Healthy),
+        "{check:?}"
+    );
+    assert_eq!(check.exit_status(), EXIT_HEALTHY);
+
+    // Every piece of the live snapshot goes bad.
+    let damaged = uplink::sync::snapshot_blob(&a).unwrap().unwrap();
+    w.tamper_blob(&damaged);
+    assert!(
+        w.writer().pull().await.is_err(),
+        "a fresh machine cannot restore from the damaged snapshot"
+    );
+    let check = a.check(&Scope::everything(), every_block).await.unwrap();
+    let bad: Vec<_> = check
+        .catalog
+        .iter()
+        .filter(|s| s.state != SegmentState::Healthy)
+        .collect();
+    assert!(!bad.is_empty(), "{check:?}");
+    assert!(
+        bad.iter()
+            .all(|s| s.key.starts_with("snapshot") && s.state == SegmentState::Lost),
+        "{bad:?}"
+    );
+    assert!(
+        check
+            .segments
+            .iter()
+            .all(|s| s.state == SegmentState::Healthy)
+    );
+    assert_eq!(check.exit_status(), EXIT_LOST);
+    // A bucket-scoped check leaves the catalog alone.
+    let scoped = Scope {
+        bucket: Some("bkt0".into()),
+        recursive: true,
+        ..Scope::default()
+    };
+    assert!(
+        a.check(&scoped, every_block)
+            .await
+            .unwrap()
+            .catalog
+            .is_empty()
+    );
+
+    let repaired = a.repair(&Scope::everything(), every_block).await.unwrap();
+    assert!(repaired.catalog_snapshot);
+    assert_eq!(repaired.exit_status(), EXIT_HEALTHY);
+    a.flush().await.unwrap();
+    let fresh = uplink::sync::snapshot_blob(&a).unwrap().unwrap();
+    assert_ne!(fresh, damaged);
+    // The damaged snapshot is no longer a live blob: everything checked is healthy.
+    let check = a.check(&Scope::everything(), every_block).await.unwrap();
+    assert_eq!(check.exit_status(), EXIT_HEALTHY, "{check:?}");
+    assert!(
+        check
+            .catalog
+            .iter()
+            .all(|s| s.key.starts_with("snapshot") || s.key.starts_with("delta")),
+        "{check:?}"
+    );
+
+    let b = w.writer();
+    let report = b.pull().await.unwrap();
+    assert_eq!(report.snapshots, 1, "{report:?}");
+    assert_eq!(everything(&b).await, everything(&a).await);
+}
