@@ -161,7 +161,7 @@ fn print_check(r: &CheckReport) {
     let catalog = if r.catalog.is_empty() {
         String::new()
     } else {
-        format!(" and {} of the catalog's own blobs", r.catalog.len())
+        format!(" plus {} of the catalog's own", r.catalog.len())
     };
     println!(
         "{} objects, {} segments{catalog}: {} healthy, {} below the repair threshold, {} lost ({} bytes audited for {} bytes of pieces)",
