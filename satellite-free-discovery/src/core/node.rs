@@ -426,6 +426,17 @@ fn staggered(rng: &mut SmallRng, now: u64, period: u64) -> u64 {
     }
 }
 
+/// The ids of a `(due time, id)` schedule that are due at `now`, in id order (the
+/// order they were issued), so that a tick acts the same whatever their due times.
+fn due_ids(schedule: &BTreeSet<(u64, u64)>, now: u64) -> Vec<u64> {
+    let mut due: Vec<u64> = schedule
+        .range(..=(now, u64::MAX))
+        .map(|(_, id)| *id)
+        .collect();
+    due.sort_unstable();
+    due
+}
+
 impl<P: PeerData> Node<P> {
     /// A node with id `local`. `seed` and `secret` are the caller's randomness: the
     /// node's random lookup keys come from `seed`, its write tokens from `secret`.
@@ -984,13 +995,7 @@ impl<P: PeerData> Node<P> {
         let rto = self.rtt.timeout();
         let retransmits = self.cfg.retransmits;
         // The requests due (see `Pending::due`), taken in the order they were sent.
-        let mut due_reqs: Vec<ReqId> = self
-            .timers
-            .range(..=(now, ReqId::MAX))
-            .map(|(_, req)| *req)
-            .collect();
-        due_reqs.sort_unstable();
-        for id in due_reqs {
+        for id in due_ids(&self.timers, now) {
             let Some(p) = self.pending.get_mut(&id) else {
                 continue;
             };
@@ -1012,13 +1017,7 @@ impl<P: PeerData> Node<P> {
         for id in failed {
             self.on_response(now, unix, id, Err(Failure::Unreachable));
         }
-        let mut due: Vec<OpId> = self
-            .wakes
-            .range(..=(now, OpId::MAX))
-            .map(|(_, id)| *id)
-            .collect();
-        due.sort_unstable();
-        for id in due {
+        for id in due_ids(&self.wakes, now) {
             self.set_wake(id, None);
             self.advance(id, now, unix);
         }
