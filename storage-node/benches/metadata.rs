@@ -1,7 +1,8 @@
-//! Metadata cost at scale: inserts N piece records into the node's sled database (one
-//! transaction per piece, as uploads do), then looks up random stored pieces. Prints
-//! insert and lookup latency percentiles, insert latency with a flush per insert (the
-//! real commit path, sampled), sled size on disk and the process RSS.
+//! Metadata cost at scale: inserts N piece records into the node's SQLite database (one
+//! transaction per piece, as uploads do, committed but not flushed), then looks up
+//! random stored pieces. Prints insert and lookup latency percentiles, insert latency
+//! with a flush per insert (the real commit path, sampled), the database file's size
+//! (with its WAL) and the process RSS.
 //!
 //! `cargo bench -p storage-node --bench metadata` (`SHOAL_BENCH_PIECES`, default
 //! 1000000; `SHOAL_BENCH_BLOCKS` = block hashes per piece, default 37: a 2.3 MiB piece
@@ -79,7 +80,7 @@ fn main() {
         Some(d) => tempfile::tempdir_in(d).unwrap(),
         None => tempfile::tempdir().unwrap(),
     };
-    let db = MetaDb::open(&dir.path().join("meta")).unwrap();
+    let db = MetaDb::open(&dir.path().join(storage_node::meta::DB_FILE)).unwrap();
     let owner = *Identity::random().public_key();
     let block_size = 64 * 1024;
     let meta = |i: u64| {
@@ -98,6 +99,7 @@ fn main() {
             info,
             created_at_ms: 1,
             expires_at_ms: 2_000_000_000_000 + i,
+            tag: Vec::new(),
         }
     };
     let started = Instant::now();
@@ -139,7 +141,7 @@ fn main() {
     assert_eq!(c.pieces, n + 2000);
     let (rss, hwm) = rss_kib();
     println!(
-        "metadata disk pieces={} sled_size_on_disk_MB={:.1} dir_MB={:.1} bytes_per_piece={:.0} rss_MB={:.1} peak_rss_MB={:.1}",
+        "metadata disk pieces={} db_file_MB={:.1} dir_MB={:.1} bytes_per_piece={:.0} rss_MB={:.1} peak_rss_MB={:.1}",
         c.pieces,
         db.size_on_disk().unwrap() as f64 / 1e6,
         du(dir.path()) as f64 / 1e6,

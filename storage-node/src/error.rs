@@ -85,7 +85,7 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("metadata database: {0}")]
-    Db(#[from] sled::Error),
+    Db(#[from] crate::meta::DbError),
     #[error("metadata of piece {piece} is corrupt: {detail}")]
     Corrupt { piece: String, detail: &'static str },
     #[error("identity: {0}")]
@@ -144,6 +144,7 @@ impl Error {
             Error::Cancelled => "cancelled",
             Error::Stream(_) => "stream",
             Error::Io { .. } => "io",
+            Error::Db(crate::meta::DbError::TagTooLong { .. }) => "tag_too_long",
             Error::Db(_) => "db",
             Error::Corrupt { .. } => "corrupt",
             Error::Identity(_)
@@ -171,6 +172,7 @@ impl From<Error> for tonic::Status {
             | Error::HashMismatch
             | Error::TrailerMismatch(_)
             | Error::Expired { .. }
+            | Error::Db(crate::meta::DbError::TagTooLong { .. })
             | Error::ZeroMaxSize => Code::InvalidArgument,
             Error::NotOwner(_) => Code::PermissionDenied,
             // The uplink acts on these two codes: it renews at the node's limit (given in

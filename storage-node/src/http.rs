@@ -174,22 +174,7 @@ pub fn route(state: &NodeState, method: &Method, path: &str, host: Option<&str>)
         );
     }
     match path {
-        "/metrics" => {
-            state.metrics.set_space(&state.store.space());
-            if let Ok((top, owners)) = state.store.top_owners(TOP_OWNERS) {
-                state.metrics.set_owners(&top, owners);
-            }
-            let mut buf = Vec::new();
-            let encoder = TextEncoder::new();
-            match encoder.encode(&state.registry.gather(), &mut buf) {
-                Ok(()) => reply(StatusCode::OK, encoder.format_type(), buf),
-                Err(e) => reply(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "text/plain",
-                    format!("cannot encode metrics: {e}\n"),
-                ),
-            }
-        }
+        "/metrics" => metrics_page(state, true),
         "/api/status" => match serde_json::to_vec_pretty(&NodeStatus::of(state)) {
             Ok(json) => reply(StatusCode::OK, "application/json", json),
             Err(e) => reply(
@@ -204,6 +189,58 @@ pub fn route(state: &NodeState, method: &Method, path: &str, host: Option<&str>)
             dashboard(&NodeStatus::of(state)),
         ),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+/// The Prometheus page. With `read_db`, the owner gauges are refreshed from the
+/// metadata first; without, they keep their last values (the answer when the database
+/// does not answer in time: the stall gauge must stay readable exactly then).
+pub fn metrics_page(state: &NodeState, read_db: bool) -> Response<Body> {
+    state.metrics.set_space(&state.store.space());
+    state.metrics.set_db_stall(state.store.meta().stall());
+    if read_db && let Ok((top, owners)) = state.store.top_owners(TOP_OWNERS) {
+        state.metrics.set_owners(&top, owners);
+    }
+    let mut buf = Vec::new();
+    let encoder = TextEncoder::new();
+    match encoder.encode(&state.registry.gather(), &mut buf) {
+        Ok(()) => reply(StatusCode::OK, encoder.format_type(), buf),
+        Err(e) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("cannot encode metrics: {e}\n"),
+        ),
+    }
+}
+
+/// Longest a request waits for the pages' database reads (owner totals) before it is
+/// answered without them (`/metrics`) or with 503 (the other pages).
+pub const DB_DEADLINE: Duration = Duration::from_secs(2);
+
+/// [`route`] on a blocking thread (its pages read the metadata database), bounded by
+/// [`DB_DEADLINE`].
+async fn route_bounded(
+    state: Arc<NodeState>,
+    method: Method,
+    path: String,
+    host: Option<String>,
+) -> Response<Body> {
+    let st = Arc::clone(&state);
+    let p = path.clone();
+    let task = tokio::task::spawn_blocking(move || route(&st, &method, &p, host.as_deref()));
+    match tokio::time::timeout(DB_DEADLINE, task).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("the request failed: {e}\n"),
+        ),
+        Err(_) if path == "/metrics" => metrics_page(&state, false),
+        Err(_) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "the metadata database did not answer in time; see shoal_node_db_stall_seconds on /metrics\n",
+        ),
     }
 }
 
@@ -341,8 +378,14 @@ pub async fn serve(
                 .get(HOST)
                 .and_then(|h| h.to_str().ok())
                 .or_else(|| req.uri().authority().map(|a| a.as_str()));
-            let r = route(&state, req.method(), req.uri().path(), host);
-            async move { Ok::<_, Infallible>(r) }
+            let host = host.map(str::to_owned);
+            let r = route_bounded(
+                Arc::clone(&state),
+                req.method().clone(),
+                req.uri().path().to_owned(),
+                host,
+            );
+            async move { Ok::<_, Infallible>(r.await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())

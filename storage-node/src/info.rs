@@ -49,6 +49,9 @@ fn local(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// Longest `info` waits for a running node's status page.
+const STATUS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Fetches `/api/status` from a node's HTTP address.
 pub async fn fetch_status(addr: SocketAddr) -> Result<NodeStatus, String> {
     let stream = tokio::net::TcpStream::connect(local(addr))
@@ -110,10 +113,6 @@ pub async fn gather(dir: &Path, config: &Config) -> Result<InfoReport, Error> {
 pub async fn gather_at(dir: &Path, identity: &Path, config: &Config) -> Result<InfoReport, Error> {
     let d = NodeDir(dir.to_owned());
     let identity = Identity::load(identity)?;
-    let storage = d.storage();
-    let counters = tokio::task::spawn_blocking(move || PieceStore::inspect(&storage, TOP_OWNERS))
-        .await
-        .map_err(|e| Error::Task(e.to_string()))?;
     let mut report = InfoReport {
         node_id: identity.node_id().to_hex(),
         running: false,
@@ -128,33 +127,33 @@ pub async fn gather_at(dir: &Path, identity: &Path, config: &Config) -> Result<I
         max_bytes_per_owner: config.max_bytes_per_owner.map(|b| b.0),
         top_owners: Vec::new(),
     };
-    match counters {
-        Ok((c, top, owners)) => {
-            report.used_bytes = c.used;
-            report.free_bytes = config.allocate.0.saturating_sub(c.used);
-            report.pieces = c.pieces;
-            report.owners = owners as u64;
-            report.top_owners = OwnerStatus::list(&top);
-        }
-        // The database is locked by the running node: ask it.
-        Err(locked) => {
-            let http = RunFile::read(dir).map_or(config.http, |r| r.http);
-            let status = fetch_status(http).await.map_err(|e| {
-                Error::Task(format!(
-                    "cannot open the metadata ({locked}) and the node's HTTP port {http} does not answer ({e})"
-                ))
-            })?;
-            report.http = http.to_string();
-            report.running = true;
-            report.listen = status.grpc_address;
-            report.allocated_bytes = status.allocated_bytes;
-            report.used_bytes = status.used_bytes;
-            report.free_bytes = status.free_bytes;
-            report.pieces = status.pieces;
-            report.owners = status.owners;
-            report.max_bytes_per_owner = status.max_bytes_per_owner;
-            report.top_owners = status.top_owners;
-        }
+    // A running node (its run file names its HTTP port) answers for itself: its figures
+    // include uploads in flight. Otherwise (or if it does not answer: a run file left by
+    // a crash) the database is read directly; SQLite allows that beside a running node.
+    if let Some(run) = RunFile::read(dir)
+        && let Ok(Ok(status)) = tokio::time::timeout(STATUS_DEADLINE, fetch_status(run.http)).await
+    {
+        report.http = run.http.to_string();
+        report.running = true;
+        report.listen = status.grpc_address;
+        report.allocated_bytes = status.allocated_bytes;
+        report.used_bytes = status.used_bytes;
+        report.free_bytes = status.free_bytes;
+        report.pieces = status.pieces;
+        report.owners = status.owners;
+        report.max_bytes_per_owner = status.max_bytes_per_owner;
+        report.top_owners = status.top_owners;
+        return Ok(report);
     }
+    let storage = d.storage();
+    let (c, top, owners) =
+        tokio::task::spawn_blocking(move || PieceStore::inspect(&storage, TOP_OWNERS))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??;
+    report.used_bytes = c.used;
+    report.free_bytes = config.allocate.0.saturating_sub(c.used);
+    report.pieces = c.pieces;
+    report.owners = owners as u64;
+    report.top_owners = OwnerStatus::list(&top);
     Ok(report)
 }

@@ -3,7 +3,9 @@
 //! - [`config`]: the node's one `Config`, resolved from `config.toml`, `SHOAL_NODE_*`
 //!   environment variables and flags; [`size`] parses `500GB`/`2TiB`.
 //! - [`setup`]: creates a node directory (identity with proof of work, documented config).
-//! - [`meta`]: piece metadata and space counters in sled; [`store`]: piece files,
+//! - [`meta`]: the metadata store (SQLite: piece records, space counters, per-owner
+//!   totals, inline pieces, DHT records and known peers; migrates an older sled store);
+//!   [`store`]: piece files,
 //!   reservations, crash recovery and expiry; [`group_sync`]: syncs shared among
 //!   concurrent commits.
 //! - [`protocol`]: the piece protocol's checks as plain functions; [`service`]: the

@@ -208,7 +208,7 @@ fn run(dir: &Path, key: &Path, flags: Overrides) -> anyhow::Result<()> {
     let identity = Identity::load(key)
         .with_context(|| format!("cannot load the identity of {}", dir.display()))?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let node = storage_node::start(&config, identity, &d.storage())
             .await
             .context("cannot start the node")?;
@@ -231,6 +231,16 @@ fn run(dir: &Path, key: &Path, flags: Overrides) -> anyhow::Result<()> {
         tokio::spawn(async move {
             wait_for_signal().await;
             stop.cancel();
+            // Whatever the shutdown waits for (a stuck disk, a DB call that never
+            // returns), the process ends within SHUTDOWN_DEADLINE of the signal.
+            std::thread::spawn(|| {
+                std::thread::sleep(SHUTDOWN_DEADLINE);
+                eprintln!(
+                    "the shutdown did not finish within {} s: exiting without it (committed pieces are durable; startup repairs the rest)",
+                    SHUTDOWN_DEADLINE.as_secs()
+                );
+                std::process::exit(1);
+            });
             // A second signal while shutting down: stop at once.
             wait_for_signal().await;
             eprintln!("second signal: exiting without a clean shutdown");
@@ -240,9 +250,15 @@ fn run(dir: &Path, key: &Path, flags: Overrides) -> anyhow::Result<()> {
         RunFile::remove(dir);
         stopped.context("shutdown was not clean")?;
         Ok::<_, anyhow::Error>(())
-    })?;
-    Ok(())
+    });
+    // Blocking tasks still running (a DB call that never returns) do not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    served
 }
+
+/// How long `run` waits for a clean shutdown after SIGTERM or SIGINT before it exits
+/// anyway (a supervisor's usual grace period is 30 s).
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(25);
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};

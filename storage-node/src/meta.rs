@@ -1,41 +1,139 @@
-//! Piece metadata and the space counters, in sled.
+//! The node's metadata store, in SQLite: piece records, the space counters, per-owner
+//! totals, inline pieces, the trash, and what the DHT keeps across restarts.
 //!
-//! Trees:
-//! - `pieces`: piece id → [`PieceMeta`] (owner, size, block hashes, created, expiry);
-//! - `expiry`: `expires_at_ms (BE) || piece id` → empty, so the expiry worker reads
-//!   expired pieces in order without scanning everything;
-//! - `trash`: piece id → empty, for pieces whose metadata is gone but whose file may not
-//!   be (a crash between the two); startup finishes those removals;
-//! - `counters`: `used` and `pieces`, updated in the same transaction as `pieces`, so the
-//!   used space is exact at every moment and is never recomputed from the files;
-//! - `owners`: owner public key → that owner's used bytes and pieces, updated in the
-//!   same transaction as `counters`, so the per-owner totals add up to the global ones
-//!   at every moment;
-//! - `inline`: piece id → the piece's bytes, for small pieces kept here instead of in a
-//!   file of their own (see [`crate::store::INLINE_MAX`]), written and removed in the
-//!   same transaction as their `pieces` record.
+//! One file, `<storage dir>/metadata.sqlite`, in WAL mode, readable with the `sqlite3`
+//! shell while the node runs (see the README). The schema is [`SCHEMA`]: one entry per
+//! version, applied in order (forward only) in one transaction that also sets
+//! `PRAGMA user_version`; a database newer than this code is refused.
+//!
+//! - `pieces`: one row per stored piece (owner, size, block hashes, created, expiry,
+//!   tag), indexed by expiry (the expiry worker reads expired pieces in order without
+//!   scanning everything) and by (owner, id) (an owner lists its pieces);
+//! - `inline_pieces`: the bytes of small pieces kept here instead of in a file of their
+//!   own (see [`crate::store::INLINE_MAX`]), written and removed in the same transaction
+//!   as their `pieces` row;
+//! - `trash`: piece ids whose row is gone but whose file may not be (a crash between the
+//!   two); startup finishes those removals;
+//! - `counters` (one row) and `owners`: used (charged) bytes and pieces, in total and per
+//!   owner, updated in the same transaction as `pieces`, so they are exact at every
+//!   moment and are never recomputed from the files;
+//! - `dht_records`, `known_peers`: opaque bytes the DHT keeps across restarts;
+//! - `node_info`: small named values (the sled migration, the sync marker).
+//!
+//! **Durability.** Commits run with `synchronous = NORMAL`: a committed transaction is
+//! visible at once and survives the process being killed (it is in the WAL, in the
+//! page cache), but not yet a power loss. [`MetaDb::flush`] makes every commit so far
+//! durable: one tiny write committed with `synchronous = FULL`, whose WAL fsync covers
+//! every frame before it. The store shares that flush among concurrent commits (group
+//! commit, see [`crate::store`]) and acknowledges a piece only after it, as it did with
+//! sled's flush.
+//!
+//! **Threads.** Every call blocks (callers run it on a blocking thread, never on a tokio
+//! worker). Writes go through one connection behind a mutex (SQLite has one writer at a
+//! time anyway); reads use a small pool of their own connections, which WAL never
+//! blocks behind a write. Every call is registered while it runs, so that
+//! [`MetaDb::stall`] can tell how long the oldest one has been running (the node exports
+//! it as `storage_node_db_stall_seconds`).
 //!
 //! "Used" bytes are **charged** bytes: a piece's size plus [`PIECE_OVERHEAD`], so that a
 //! million empty pieces (each a file, an inode and a metadata record) cost what they
 //! cost the disk instead of nothing.
+//!
+//! Values are stored as SQLite's signed 64-bit integers; a `u64` past `i64::MAX` (an
+//! expiry in the year 292 million, `u64::MAX` meaning "never") is stored as `i64::MAX`
+//! and read back as `u64::MAX`.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use shoal_proto::piece_hash::PieceInfo;
 use shoal_proto::{PieceHash, PieceId, PublicKey};
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::error::Error;
 
-const USED: &[u8] = b"used";
-const PIECES: &[u8] = b"pieces";
-/// Which accounting the counters follow; a database without it (or with an older one)
-/// has its counters and owner totals rebuilt from the metadata once, at open.
-const ACCOUNTING: &[u8] = b"accounting";
-/// 2: charged bytes (size + [`PIECE_OVERHEAD`]) and per-owner totals.
-const ACCOUNTING_VERSION: u64 = 2;
-const META_VERSION: u8 = 1;
+mod sled_import;
+
+/// The metadata file's name in the storage directory.
+pub const DB_FILE: &str = "metadata.sqlite";
+/// Where sled kept the metadata before (migrated on first open, then renamed to
+/// [`SLED_MIGRATED_DIR`]).
+pub const SLED_DIR: &str = "meta";
+/// The sled directory once its contents are committed to SQLite (kept for the operator
+/// to remove; nothing reads it again).
+pub const SLED_MIGRATED_DIR: &str = "meta.sled-migrated";
+
+/// The schema, one entry per version: entry `i` takes a database from `user_version`
+/// `i` to `i + 1`. Only ever append.
+pub const SCHEMA: &[&str] = &[
+    // Version 1.
+    r#"
+CREATE TABLE pieces (
+    id            BLOB    NOT NULL PRIMARY KEY, -- piece id, 32 bytes
+    owner         BLOB    NOT NULL,             -- uploader's ed25519 public key, 32 bytes
+    size          INTEGER NOT NULL,             -- bytes
+    block_size    INTEGER NOT NULL,             -- bytes per hashed block
+    piece_hash    BLOB    NOT NULL,             -- 32 bytes: root over the block hashes
+    block_hashes  BLOB    NOT NULL,             -- 32 bytes per block, in order
+    created_at_ms INTEGER NOT NULL,             -- Unix ms
+    expires_at_ms INTEGER NOT NULL,             -- Unix ms: the lease's end
+    tag           BLOB    NOT NULL DEFAULT x''  -- opaque, at most 128 bytes, from the order
+);
+CREATE INDEX pieces_by_expiry ON pieces (expires_at_ms, id);
+CREATE INDEX pieces_by_owner ON pieces (owner, id);
+
+-- The bytes of small pieces that have no file (crate::store::INLINE_MAX).
+CREATE TABLE inline_pieces (
+    id    BLOB NOT NULL PRIMARY KEY,
+    bytes BLOB NOT NULL
+);
+
+-- Pieces whose row is gone but whose file may remain (a removal a crash interrupted).
+CREATE TABLE trash (id BLOB NOT NULL PRIMARY KEY) WITHOUT ROWID;
+
+-- Charged bytes (size + 4096 each) and pieces: exactly the sums over `pieces`.
+CREATE TABLE counters (
+    id     INTEGER PRIMARY KEY CHECK (id = 0),
+    used   INTEGER NOT NULL,
+    pieces INTEGER NOT NULL
+);
+INSERT INTO counters (id, used, pieces) VALUES (0, 0, 0);
+
+-- The same per owner; an owner with no piece left has no row.
+CREATE TABLE owners (
+    owner  BLOB    NOT NULL PRIMARY KEY,
+    bytes  INTEGER NOT NULL,
+    pieces INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- DHT records this node holds (opaque to the store), kept across restarts.
+CREATE TABLE dht_records (
+    key           BLOB    NOT NULL PRIMARY KEY, -- 32 bytes
+    record        BLOB    NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+);
+CREATE INDEX dht_records_by_expiry ON dht_records (expires_at_ms);
+
+-- Peers this node has verified (opaque records), the newest MAX_KNOWN_PEERS.
+CREATE TABLE known_peers (
+    node_id      BLOB    NOT NULL PRIMARY KEY, -- 32 bytes
+    record       BLOB    NOT NULL,
+    last_seen_ms INTEGER NOT NULL
+);
+CREATE INDEX known_peers_by_last_seen ON known_peers (last_seen_ms);
+
+-- Small named values: 'syncs' (bumped by every durable flush), 'sled_migrated_at_ms'.
+CREATE TABLE node_info (
+    key   TEXT    NOT NULL PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT INTO node_info (key, value) VALUES ('syncs', 0);
+"#,
+];
 
 /// Bytes every stored piece is charged on top of its size, in the allocation and in its
 /// owner's total: one file-system block (4 KiB on ext4 and xfs) for the file's inode,
@@ -44,9 +142,56 @@ const META_VERSION: u8 = 1;
 /// a database record while counting as (almost) nothing.
 pub const PIECE_OVERHEAD: u64 = 4096;
 
+/// Longest tag a piece may carry (bytes).
+pub const MAX_TAG: usize = 128;
+
+/// Most peers [`MetaDb::put_known_peers`] keeps (the newest by last seen).
+pub const MAX_KNOWN_PEERS: usize = 256;
+
+/// How long a call waits for a lock another process holds (the `sqlite3` shell, `storage-node
+/// info`) before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Read connections kept open between calls.
+const MAX_IDLE_READERS: usize = 8;
+
+/// SQLite's page cache per connection, in KiB (negative `cache_size` means KiB).
+const CACHE_KIB: i64 = 16 * 1024;
+
 /// What a piece of `size` bytes is charged.
 pub fn charged(size: u64) -> u64 {
     size.saturating_add(PIECE_OVERHEAD)
+}
+
+/// Why the metadata database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(
+        "{path} has schema version {found}, newer than this storage-node knows ({known}); run the newer version"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: usize,
+    },
+    #[error("cannot migrate the sled metadata in {path}: {source}")]
+    Sled {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("cannot migrate the sled metadata in {path}: {detail}")]
+    SledData { path: PathBuf, detail: String },
+    #[error("tag of {len} bytes is over the limit of {MAX_TAG}")]
+    TagTooLong { len: usize },
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Db(DbError::Sqlite(e))
+    }
 }
 
 /// Bytes (charged) and pieces one owner has stored.
@@ -56,31 +201,6 @@ pub struct Usage {
     pub pieces: u64,
 }
 
-impl Usage {
-    fn decode(v: Option<sled::IVec>) -> Self {
-        match v.as_deref().and_then(|b| <[u8; 16]>::try_from(b).ok()) {
-            Some(b) => {
-                let (bytes, pieces) = b.split_at(8);
-                Self {
-                    bytes: u64::from_be_bytes(bytes.try_into().unwrap_or_default()),
-                    pieces: u64::from_be_bytes(pieces.try_into().unwrap_or_default()),
-                }
-            }
-            None => Self::default(),
-        }
-    }
-
-    fn encode(&self) -> [u8; 16] {
-        let mut out = [0u8; 16];
-        out[..8].copy_from_slice(&self.bytes.to_be_bytes());
-        out[8..].copy_from_slice(&self.pieces.to_be_bytes());
-        out
-    }
-}
-/// sled's page cache. Its default (1 GiB) is more memory than a storage node should take
-/// for metadata; lookups of cold pieces read from disk instead (see BENCHMARKS.md).
-const CACHE_BYTES: u64 = 64 << 20;
-
 /// What the node knows about one stored piece.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PieceMeta {
@@ -89,585 +209,808 @@ pub struct PieceMeta {
     pub piece_hash: PieceHash,
     pub created_at_ms: u64,
     pub expires_at_ms: u64,
+    /// Opaque bytes from the upload order (at most [`MAX_TAG`]; empty: none), so that
+    /// an owner can find its pieces of one kind again ([`MetaDb::owner_pieces`]).
+    pub tag: Vec<u8>,
 }
 
-impl PieceMeta {
-    fn encode(&self) -> Vec<u8> {
-        let n = self.info.block_hashes.len();
-        let mut out = Vec::with_capacity(1 + 32 + 8 + 4 + 32 + 8 + 8 + 4 + 32 * n);
-        out.push(META_VERSION);
-        out.extend_from_slice(self.owner.as_bytes());
-        out.extend_from_slice(&self.info.size.to_be_bytes());
-        out.extend_from_slice(&self.info.block_size.to_be_bytes());
-        out.extend_from_slice(self.piece_hash.as_bytes());
-        out.extend_from_slice(&self.created_at_ms.to_be_bytes());
-        out.extend_from_slice(&self.expires_at_ms.to_be_bytes());
-        out.extend_from_slice(&(n as u32).to_be_bytes());
-        for h in &self.info.block_hashes {
-            out.extend_from_slice(h);
-        }
-        out
-    }
-
-    fn decode(piece: &PieceId, bytes: &[u8]) -> Result<Self, Error> {
-        let corrupt = |detail| Error::Corrupt {
-            piece: piece.to_hex(),
-            detail,
-        };
-        let mut r = Reader(bytes);
-        if r.take::<1>().ok_or_else(|| corrupt("empty"))?[0] != META_VERSION {
-            return Err(corrupt("unknown version"));
-        }
-        let short = || corrupt("truncated");
-        let owner = PublicKey::from_bytes("owner", &r.take::<32>().ok_or_else(short)?)
-            .map_err(|_| corrupt("bad owner key"))?;
-        let size = u64::from_be_bytes(r.take().ok_or_else(short)?);
-        let block_size = u32::from_be_bytes(r.take().ok_or_else(short)?);
-        let piece_hash = PieceHash(r.take().ok_or_else(short)?);
-        let created_at_ms = u64::from_be_bytes(r.take().ok_or_else(short)?);
-        let expires_at_ms = u64::from_be_bytes(r.take().ok_or_else(short)?);
-        let n = u32::from_be_bytes(r.take().ok_or_else(short)?) as usize;
-        if r.0.len() != n * 32 {
-            return Err(corrupt("block hash list has the wrong length"));
-        }
-        let block_hashes =
-            r.0.chunks_exact(32)
-                .map(|c| {
-                    let mut h = [0u8; 32];
-                    h.copy_from_slice(c);
-                    h
-                })
-                .collect();
-        Ok(Self {
-            owner,
-            info: PieceInfo {
-                size,
-                block_size,
-                block_hashes,
-            },
-            piece_hash,
-            created_at_ms,
-            expires_at_ms,
-        })
-    }
+/// One piece of an owner, as [`MetaDb::owner_pieces`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedPiece {
+    pub id: PieceId,
+    pub size: u64,
+    pub expires_at_ms: u64,
+    pub tag: Vec<u8>,
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let (head, rest) = self.0.split_first_chunk::<N>()?;
-        self.0 = rest;
-        Some(*head)
-    }
-}
-
-fn expiry_key(expires_at_ms: u64, piece: &PieceId) -> [u8; 40] {
-    let mut k = [0u8; 40];
-    k[..8].copy_from_slice(&expires_at_ms.to_be_bytes());
-    k[8..].copy_from_slice(piece.as_bytes());
-    k
-}
-
-fn read_u64(v: Option<sled::IVec>) -> u64 {
-    v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(0)
-}
-
-/// Used (charged) bytes and piece count as committed in sled.
+/// Used (charged) bytes and piece count as committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Counters {
     pub used: u64,
     pub pieces: u64,
 }
 
-/// The metadata database.
-#[derive(Debug, Clone)]
-pub struct MetaDb {
-    db: sled::Db,
-    pieces: sled::Tree,
-    expiry: sled::Tree,
-    trash: sled::Tree,
-    counters: sled::Tree,
-    owners: sled::Tree,
-    inline: sled::Tree,
+fn to_sql(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-enum Abort {
-    Exists,
-    Missing,
-    Corrupt,
+fn from_sql(v: i64) -> u64 {
+    if v == i64::MAX {
+        u64::MAX
+    } else {
+        u64::try_from(v).unwrap_or(0)
+    }
+}
+
+fn id32(bytes: &[u8]) -> Option<[u8; 32]> {
+    <[u8; 32]>::try_from(bytes).ok()
+}
+
+/// A `pieces` row as read, before its fields are checked.
+struct RawMeta {
+    owner: Vec<u8>,
+    size: i64,
+    block_size: i64,
+    piece_hash: Vec<u8>,
+    block_hashes: Vec<u8>,
+    created_at_ms: i64,
+    expires_at_ms: i64,
+    tag: Vec<u8>,
+}
+
+/// The columns [`RawMeta::read`] reads, in order.
+const META_COLUMNS: &str =
+    "owner, size, block_size, piece_hash, block_hashes, created_at_ms, expires_at_ms, tag";
+
+impl RawMeta {
+    fn read(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Self> {
+        Ok(Self {
+            owner: row.get(first)?,
+            size: row.get(first + 1)?,
+            block_size: row.get(first + 2)?,
+            piece_hash: row.get(first + 3)?,
+            block_hashes: row.get(first + 4)?,
+            created_at_ms: row.get(first + 5)?,
+            expires_at_ms: row.get(first + 6)?,
+            tag: row.get(first + 7)?,
+        })
+    }
+
+    fn decode(self, piece: &PieceId) -> Result<PieceMeta, Error> {
+        let corrupt = |detail| Error::Corrupt {
+            piece: piece.to_hex(),
+            detail,
+        };
+        let owner =
+            PublicKey::from_bytes("owner", &self.owner).map_err(|_| corrupt("bad owner key"))?;
+        let piece_hash =
+            PieceHash(id32(&self.piece_hash).ok_or_else(|| corrupt("bad piece hash"))?);
+        if !self.block_hashes.len().is_multiple_of(32) {
+            return Err(corrupt("block hash list has the wrong length"));
+        }
+        let block_hashes = self
+            .block_hashes
+            .chunks_exact(32)
+            .filter_map(id32)
+            .collect();
+        Ok(PieceMeta {
+            owner,
+            info: PieceInfo {
+                size: u64::try_from(self.size).map_err(|_| corrupt("negative size"))?,
+                block_size: u32::try_from(self.block_size)
+                    .map_err(|_| corrupt("block size out of range"))?,
+                block_hashes,
+            },
+            piece_hash,
+            created_at_ms: from_sql(self.created_at_ms),
+            expires_at_ms: from_sql(self.expires_at_ms),
+            tag: self.tag,
+        })
+    }
+}
+
+/// DB calls in flight and when each started (see [`MetaDb::stall`]).
+#[derive(Debug, Default)]
+struct StallWatch {
+    next: AtomicU64,
+    calls: Mutex<HashMap<u64, (Instant, &'static str)>>,
+}
+
+impl StallWatch {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, (Instant, &'static str)>> {
+        // A map of start times: still valid after a panic elsewhere.
+        self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn enter(&self, what: &'static str) -> StallGuard<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, (Instant::now(), what));
+        StallGuard { watch: self, id }
+    }
+
+    fn longest(&self) -> Option<(Duration, &'static str)> {
+        self.lock()
+            .values()
+            .map(|(started, what)| (started.elapsed(), *what))
+            .max_by_key(|(d, _)| *d)
+    }
+}
+
+struct StallGuard<'a> {
+    watch: &'a StallWatch,
+    id: u64,
+}
+
+impl Drop for StallGuard<'_> {
+    fn drop(&mut self) {
+        self.watch.lock().remove(&self.id);
+    }
+}
+
+/// The write connection, and whether it committed anything since the last flush.
+struct Writer {
+    conn: Connection,
+    dirty: bool,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Writer>,
+    readers: Mutex<Vec<Connection>>,
+    watch: StallWatch,
+}
+
+/// The metadata database (cheap to clone: one shared set of connections).
+#[derive(Clone)]
+pub struct MetaDb {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for MetaDb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetaDb")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection, Error> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Db(DbError::Sqlite(rusqlite::Error::InvalidQuery)));
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    Ok(conn)
+}
+
+/// Applies the forward migrations `conn` lacks, in one transaction.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let current = usize::try_from(found).unwrap_or(usize::MAX);
+    if current > SCHEMA.len() {
+        return Err(Error::Db(DbError::TooNew {
+            path: path.to_owned(),
+            found,
+            known: SCHEMA.len(),
+        }));
+    }
+    if current == SCHEMA.len() {
+        return Ok(());
+    }
+    for step in &SCHEMA[current..] {
+        tx.execute_batch(step)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA.len() as i64)?;
+    tx.commit()?;
+    Ok(())
 }
 
 impl MetaDb {
-    /// Opens (or creates) the database at `path`.
+    /// Opens (or creates) the database file at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(CACHE_BYTES)
-            // Durability comes from explicit flushes at commit; the background flush
-            // only bounds how much unacknowledged metadata a crash may lose.
-            .flush_every_ms(Some(1000))
-            .open()?;
-        let this = Self {
-            pieces: db.open_tree("pieces")?,
-            expiry: db.open_tree("expiry")?,
-            trash: db.open_tree("trash")?,
-            counters: db.open_tree("counters")?,
-            owners: db.open_tree("owners")?,
-            inline: db.open_tree("inline")?,
-            db,
+        let mut conn = connect(path)?;
+        migrate(&mut conn, path)?;
+        let db = Self {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer: Mutex::new(Writer { conn, dirty: true }),
+                readers: Mutex::new(Vec::new()),
+                watch: StallWatch::default(),
+            }),
         };
-        if read_u64(this.counters.get(ACCOUNTING)?) != ACCOUNTING_VERSION {
-            this.rebuild_accounting()?;
-        }
-        Ok(this)
+        db.flush()?;
+        Ok(db)
     }
 
-    /// Recomputes the counters and owner totals from the piece metadata: once, for a
-    /// database written before the current accounting (a walk of the metadata, never of
-    /// the files).
-    fn rebuild_accounting(&self) -> Result<(), Error> {
-        let mut total = Counters::default();
-        let mut owners: std::collections::HashMap<PublicKey, Usage> =
-            std::collections::HashMap::new();
-        for kv in self.all() {
-            let (_, meta) = kv?;
-            let c = charged(meta.info.size);
-            total.used += c;
-            total.pieces += 1;
-            let u = owners.entry(meta.owner).or_default();
-            u.bytes += c;
-            u.pieces += 1;
+    /// Opens the metadata of the storage directory `dir` ([`DB_FILE`]); first migrates
+    /// a sled database left there by an older version ([`SLED_DIR`]): every record in
+    /// one transaction, after which the sled directory is renamed to
+    /// [`SLED_MIGRATED_DIR`]. A crash before the commit leaves the sled directory as it
+    /// was and the migration runs again; a crash between the commit and the rename
+    /// finds the migration recorded and only renames.
+    pub fn open_in(dir: &Path) -> Result<Self, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create directory", dir, e))?;
+        let db = Self::open(&dir.join(DB_FILE))?;
+        let sled_dir = dir.join(SLED_DIR);
+        if sled_dir.is_dir() {
+            db.import_sled(&sled_dir)?;
+            let aside = dir.join(SLED_MIGRATED_DIR);
+            if aside.exists() {
+                std::fs::remove_dir_all(&aside)
+                    .map_err(|e| Error::io("cannot remove", &aside, e))?;
+            }
+            std::fs::rename(&sled_dir, &aside).map_err(|e| {
+                Error::io("cannot rename the migrated sled directory", &sled_dir, e)
+            })?;
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io("cannot sync directory", dir, e))?;
+            tracing::info!(
+                from = %sled_dir.display(),
+                to = %db.path().display(),
+                kept = %aside.display(),
+                "migrated the sled metadata to SQLite; the old directory can be removed"
+            );
         }
-        self.owners.clear()?;
-        for (owner, usage) in &owners {
-            self.owners.insert(owner.as_bytes(), &usage.encode())?;
+        Ok(db)
+    }
+
+    fn import_sled(&self, sled_dir: &Path) -> Result<(), Error> {
+        let done = self.read("sled_migrated", |c| {
+            Ok(c.query_row(
+                "SELECT value FROM node_info WHERE key = 'sled_migrated_at_ms'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?)
+        })?;
+        if done.is_none() {
+            let now = to_sql(shoal_proto::time::unix_ms());
+            self.write("sled_migration", |tx| {
+                sled_import::import(sled_dir, tx)?;
+                tx.execute(
+                    "INSERT INTO node_info (key, value) VALUES ('sled_migrated_at_ms', ?1)",
+                    [now],
+                )?;
+                Ok(())
+            })?;
         }
-        self.counters.insert(USED, &total.used.to_be_bytes())?;
-        self.counters.insert(PIECES, &total.pieces.to_be_bytes())?;
-        self.counters
-            .insert(ACCOUNTING, &ACCOUNTING_VERSION.to_be_bytes())?;
-        self.db.flush()?;
-        Ok(())
+        self.flush()
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The longest-running DB call in flight, and what it is (`None`: no call running).
+    pub fn stall(&self) -> Option<(Duration, &'static str)> {
+        self.inner.watch.longest()
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        // A panic mid-transaction drops the transaction (rolled back): the connection is
+        // still usable.
+        self.inner.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` in one write transaction and commits it (visible, durable at the next
+    /// [`MetaDb::flush`]); an error from `f` rolls everything back.
+    fn write<T>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let _watch = self.inner.watch.enter(what);
+        let mut w = self.writer();
+        let tx = w
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        w.dirty = true;
+        Ok(out)
+    }
+
+    /// Runs `f` on a read connection (WAL: never waits for a write).
+    fn read<T>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&Connection) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let _watch = self.inner.watch.enter(what);
+        let pooled = self
+            .inner
+            .readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => connect(&self.inner.path)?,
+        };
+        let out = f(&conn);
+        let mut pool = self.inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < MAX_IDLE_READERS {
+            pool.push(conn);
+        }
+        out
     }
 
     /// What `owner` has stored (charged bytes, pieces).
     pub fn owner_usage(&self, owner: &PublicKey) -> Result<Usage, Error> {
-        Ok(Usage::decode(self.owners.get(owner.as_bytes())?))
+        self.read("owner_usage", |c| {
+            let row = c
+                .prepare_cached("SELECT bytes, pieces FROM owners WHERE owner = ?1")?
+                .query_row([owner.as_bytes().as_slice()], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                })
+                .optional()?;
+            Ok(row.map_or_else(Usage::default, |(bytes, pieces)| Usage {
+                bytes: from_sql(bytes),
+                pieces: from_sql(pieces),
+            }))
+        })
     }
 
     /// Owners that store something, and how many.
-    pub fn owner_count(&self) -> usize {
-        self.owners.len()
+    pub fn owner_count(&self) -> Result<usize, Error> {
+        self.read("owner_count", |c| {
+            let n: i64 = c.query_row("SELECT count(*) FROM owners", [], |r| r.get(0))?;
+            Ok(usize::try_from(n).unwrap_or(0))
+        })
     }
 
-    /// The `n` owners storing the most bytes, most first (a walk of the owner totals:
-    /// one small record per owner).
+    /// The `n` owners storing the most bytes, most first (ties: by key).
     pub fn top_owners(&self, n: usize) -> Result<Vec<(PublicKey, Usage)>, Error> {
-        let mut heap = std::collections::BinaryHeap::new();
-        for kv in self.owners.iter() {
-            let (k, v) = kv?;
-            let Ok(owner) = PublicKey::from_bytes("owner", &k) else {
-                continue;
-            };
-            let usage = Usage::decode(Some(v));
-            // A min-heap of the n largest so far.
-            heap.push(std::cmp::Reverse((
-                usage.bytes,
-                usage.pieces,
-                *owner.as_bytes(),
-            )));
-            if heap.len() > n {
-                heap.pop();
+        self.read("top_owners", |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT owner, bytes, pieces FROM owners ORDER BY bytes DESC, owner LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([to_sql(n as u64)], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (key, bytes, pieces) = row?;
+                if let Ok(owner) = PublicKey::from_bytes("owner", &key) {
+                    out.push((
+                        owner,
+                        Usage {
+                            bytes: from_sql(bytes),
+                            pieces: from_sql(pieces),
+                        },
+                    ));
+                }
             }
-        }
-        let mut out: Vec<(PublicKey, Usage)> = heap
-            .into_iter()
-            .filter_map(|std::cmp::Reverse((bytes, pieces, key))| {
-                PublicKey::from_bytes("owner", &key)
-                    .ok()
-                    .map(|k| (k, Usage { bytes, pieces }))
-            })
-            .collect();
-        out.sort_by(|a, b| {
-            b.1.bytes
-                .cmp(&a.1.bytes)
-                .then(a.0.as_bytes().cmp(b.0.as_bytes()))
-        });
-        Ok(out)
+            Ok(out)
+        })
     }
 
     pub fn counters(&self) -> Result<Counters, Error> {
-        Ok(Counters {
-            used: read_u64(self.counters.get(USED)?),
-            pieces: read_u64(self.counters.get(PIECES)?),
+        self.read("counters", |c| {
+            let (used, pieces) =
+                c.query_row("SELECT used, pieces FROM counters WHERE id = 0", [], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                })?;
+            Ok(Counters {
+                used: from_sql(used),
+                pieces: from_sql(pieces),
+            })
         })
     }
 
     pub fn get(&self, piece: &PieceId) -> Result<Option<PieceMeta>, Error> {
-        self.pieces
-            .get(piece.as_bytes())?
-            .map(|v| PieceMeta::decode(piece, &v))
-            .transpose()
+        let raw = self.read("get", |c| {
+            Ok(
+                c.prepare_cached(&format!("SELECT {META_COLUMNS} FROM pieces WHERE id = ?1"))?
+                    .query_row([piece.as_bytes().as_slice()], |r| RawMeta::read(r, 0))
+                    .optional()?,
+            )
+        })?;
+        raw.map(|r| r.decode(piece)).transpose()
     }
 
     pub fn contains(&self, piece: &PieceId) -> Result<bool, Error> {
-        Ok(self.pieces.contains_key(piece.as_bytes())?)
+        self.read("contains", |c| {
+            Ok(c.prepare_cached("SELECT 1 FROM pieces WHERE id = ?1")?
+                .exists([piece.as_bytes().as_slice()])?)
+        })
     }
 
-    /// Records a new piece and adds it to the counters, in one transaction; with
-    /// `inline`, the piece's bytes too (a small piece without a file). Refuses an
-    /// existing piece id. Not durable until [`MetaDb::flush`].
+    /// Records a new piece and adds it to the counters and its owner's total, in one
+    /// transaction; with `inline`, the piece's bytes too (a small piece without a
+    /// file). Refuses an existing piece id and a tag over [`MAX_TAG`]. Not durable until
+    /// [`MetaDb::flush`].
     pub fn insert(
         &self,
         piece: &PieceId,
         meta: &PieceMeta,
         inline: Option<&[u8]>,
     ) -> Result<Counters, Error> {
-        let value = meta.encode();
-        let ekey = expiry_key(meta.expires_at_ms, piece);
-        let size = charged(meta.info.size);
-        let owner = meta.owner.as_bytes();
-        let trees = (
-            &self.pieces,
-            &self.expiry,
-            &self.counters,
-            &self.owners,
-            &self.inline,
-        );
-        let result = trees.transaction(|(pieces, expiry, counters, owners, inline_tree)| {
-            if pieces.get(piece.as_bytes())?.is_some() {
-                return Err(ConflictableTransactionError::Abort(Abort::Exists));
+        if meta.tag.len() > MAX_TAG {
+            return Err(Error::Db(DbError::TagTooLong {
+                len: meta.tag.len(),
+            }));
+        }
+        let size = to_sql(charged(meta.info.size));
+        let hashes = meta.info.block_hashes.concat();
+        let id = piece.as_bytes().as_slice();
+        let owner = meta.owner.as_bytes().as_slice();
+        self.write("insert", |tx| {
+            let added = tx
+                .prepare_cached(
+                    "INSERT INTO pieces (id, owner, size, block_size, piece_hash, block_hashes,
+                         created_at_ms, expires_at_ms, tag)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO NOTHING",
+                )?
+                .execute(params![
+                    id,
+                    owner,
+                    to_sql(meta.info.size),
+                    i64::from(meta.info.block_size),
+                    meta.piece_hash.as_bytes().as_slice(),
+                    hashes,
+                    to_sql(meta.created_at_ms),
+                    to_sql(meta.expires_at_ms),
+                    meta.tag,
+                ])?;
+            if added == 0 {
+                return Err(Error::AlreadyExists(*piece));
             }
-            pieces.insert(piece.as_bytes().as_slice(), value.as_slice())?;
             if let Some(bytes) = inline {
-                inline_tree.insert(piece.as_bytes().as_slice(), bytes)?;
+                tx.prepare_cached("INSERT INTO inline_pieces (id, bytes) VALUES (?1, ?2)")?
+                    .execute(params![id, bytes])?;
             }
-            expiry.insert(ekey.as_slice(), &[] as &[u8])?;
-            let used = read_u64(counters.get(USED)?) + size;
-            let count = read_u64(counters.get(PIECES)?) + 1;
-            counters.insert(USED, &used.to_be_bytes())?;
-            counters.insert(PIECES, &count.to_be_bytes())?;
-            let mut usage = Usage::decode(owners.get(owner)?);
-            usage.bytes += size;
-            usage.pieces += 1;
-            owners.insert(owner.as_slice(), &usage.encode())?;
+            tx.prepare_cached(
+                "INSERT INTO owners (owner, bytes, pieces) VALUES (?1, ?2, 1)
+                 ON CONFLICT (owner) DO UPDATE SET bytes = bytes + excluded.bytes, pieces = pieces + 1",
+            )?
+            .execute(params![owner, size])?;
+            let (used, pieces) = tx
+                .prepare_cached(
+                    "UPDATE counters SET used = used + ?1, pieces = pieces + 1 WHERE id = 0
+                     RETURNING used, pieces",
+                )?
+                .query_row([size], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
             Ok(Counters {
-                used,
-                pieces: count,
+                used: from_sql(used),
+                pieces: from_sql(pieces),
             })
-        });
-        self.finish(piece, result)
+        })
     }
 
-    /// Removes a piece's metadata, subtracts it from the counters and, for a piece with
-    /// a file, puts it in the trash (whose file the caller then removes), in one
-    /// transaction; an inline piece's bytes go with its metadata. The `bool` says
-    /// whether the piece was inline (no file to remove).
+    /// Removes a piece's row, subtracts it from the counters and its owner's total and,
+    /// for a piece with a file, puts it in the trash (whose file the caller then
+    /// removes), in one transaction; an inline piece's bytes go with its row. The `bool`
+    /// says whether the piece was inline (no file to remove).
     pub fn remove(&self, piece: &PieceId) -> Result<(PieceMeta, Counters, bool), Error> {
-        let trees = (
-            &self.pieces,
-            &self.expiry,
-            &self.counters,
-            &self.trash,
-            &self.owners,
-            &self.inline,
-        );
-        let result = trees.transaction(|(pieces, expiry, counters, trash, owners, inline)| {
-            let Some(raw) = pieces.remove(piece.as_bytes().as_slice())? else {
-                return Err(ConflictableTransactionError::Abort(Abort::Missing));
-            };
-            let meta = PieceMeta::decode(piece, &raw)
-                .map_err(|_| ConflictableTransactionError::Abort(Abort::Corrupt))?;
-            let size = charged(meta.info.size);
-            expiry.remove(expiry_key(meta.expires_at_ms, piece).as_slice())?;
-            let was_inline = inline.remove(piece.as_bytes().as_slice())?.is_some();
+        let id = piece.as_bytes().as_slice();
+        self.write("remove", |tx| {
+            let raw = tx
+                .prepare_cached(&format!(
+                    "DELETE FROM pieces WHERE id = ?1 RETURNING {META_COLUMNS}"
+                ))?
+                .query_row([id], |r| RawMeta::read(r, 0))
+                .optional()?
+                .ok_or(Error::NotFound(*piece))?;
+            let meta = raw.decode(piece)?;
+            let size = to_sql(charged(meta.info.size));
+            let was_inline = tx
+                .prepare_cached("DELETE FROM inline_pieces WHERE id = ?1")?
+                .execute([id])?
+                > 0;
             if !was_inline {
-                trash.insert(piece.as_bytes().as_slice(), &[] as &[u8])?;
+                tx.prepare_cached("INSERT OR IGNORE INTO trash (id) VALUES (?1)")?
+                    .execute([id])?;
             }
-            let used = read_u64(counters.get(USED)?).saturating_sub(size);
-            let count = read_u64(counters.get(PIECES)?).saturating_sub(1);
-            counters.insert(USED, &used.to_be_bytes())?;
-            counters.insert(PIECES, &count.to_be_bytes())?;
-            let owner = meta.owner.as_bytes();
-            let mut usage = Usage::decode(owners.get(owner)?);
-            usage.bytes = usage.bytes.saturating_sub(size);
-            usage.pieces = usage.pieces.saturating_sub(1);
-            if usage.pieces == 0 {
-                owners.remove(owner.as_slice())?;
-            } else {
-                owners.insert(owner.as_slice(), &usage.encode())?;
-            }
+            let owner = meta.owner.as_bytes().as_slice();
+            tx.prepare_cached(
+                "UPDATE owners SET bytes = max(bytes - ?2, 0), pieces = max(pieces - 1, 0)
+                 WHERE owner = ?1",
+            )?
+            .execute(params![owner, size])?;
+            tx.prepare_cached("DELETE FROM owners WHERE owner = ?1 AND pieces = 0")?
+                .execute([owner])?;
+            let (used, pieces) = tx
+                .prepare_cached(
+                    "UPDATE counters SET used = max(used - ?1, 0), pieces = max(pieces - 1, 0)
+                     WHERE id = 0 RETURNING used, pieces",
+                )?
+                .query_row([size], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
             Ok((
                 meta,
                 Counters {
-                    used,
-                    pieces: count,
+                    used: from_sql(used),
+                    pieces: from_sql(pieces),
                 },
                 was_inline,
             ))
-        });
-        self.finish(piece, result)
+        })
     }
 
     /// Moves a piece's lease expiry.
     pub fn set_expiry(&self, piece: &PieceId, expires_at_ms: u64) -> Result<PieceMeta, Error> {
-        let result = (&self.pieces, &self.expiry).transaction(|(pieces, expiry)| {
-            let Some(raw) = pieces.get(piece.as_bytes())? else {
-                return Err(ConflictableTransactionError::Abort(Abort::Missing));
-            };
-            let mut meta = PieceMeta::decode(piece, &raw)
-                .map_err(|_| ConflictableTransactionError::Abort(Abort::Corrupt))?;
-            expiry.remove(expiry_key(meta.expires_at_ms, piece).as_slice())?;
-            meta.expires_at_ms = expires_at_ms;
-            expiry.insert(expiry_key(expires_at_ms, piece).as_slice(), &[] as &[u8])?;
-            pieces.insert(piece.as_bytes().as_slice(), meta.encode())?;
-            Ok(meta)
-        });
-        self.finish(piece, result)
-    }
-
-    fn finish<T>(
-        &self,
-        piece: &PieceId,
-        r: Result<T, TransactionError<Abort>>,
-    ) -> Result<T, Error> {
-        match r {
-            Ok(v) => Ok(v),
-            Err(TransactionError::Abort(Abort::Exists)) => Err(Error::AlreadyExists(*piece)),
-            Err(TransactionError::Abort(Abort::Missing)) => Err(Error::NotFound(*piece)),
-            Err(TransactionError::Abort(Abort::Corrupt)) => Err(Error::Corrupt {
-                piece: piece.to_hex(),
-                detail: "undecodable metadata",
-            }),
-            Err(TransactionError::Storage(e)) => Err(Error::Db(e)),
-        }
+        let raw = self.write("set_expiry", |tx| {
+            tx.prepare_cached(&format!(
+                "UPDATE pieces SET expires_at_ms = ?2 WHERE id = ?1 RETURNING {META_COLUMNS}"
+            ))?
+            .query_row(
+                params![piece.as_bytes().as_slice(), to_sql(expires_at_ms)],
+                |r| RawMeta::read(r, 0),
+            )
+            .optional()?
+            .ok_or(Error::NotFound(*piece))
+        })?;
+        raw.decode(piece)
     }
 
     /// Up to `limit` pieces whose lease ended at or before `now_ms`, oldest first.
     pub fn expired(&self, now_ms: u64, limit: usize) -> Result<Vec<PieceId>, Error> {
-        let end = (now_ms.saturating_add(1)).to_be_bytes();
-        let mut out = Vec::new();
-        for kv in self.expiry.range(..end.as_slice()).take(limit) {
-            let (k, _) = kv?;
-            if let Ok(id) = <[u8; 32]>::try_from(&k[8..]) {
-                out.push(PieceId(id));
+        self.read("expired", |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id FROM pieces WHERE expires_at_ms <= ?1
+                 ORDER BY expires_at_ms, id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![to_sql(now_ms), to_sql(limit as u64)], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                if let Some(id) = id32(&row?) {
+                    out.push(PieceId(id));
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
+    }
+
+    /// `owner`'s pieces in piece-id order, strictly after `after`, at most `limit`.
+    pub fn owner_pieces(
+        &self,
+        owner: &PublicKey,
+        after: Option<&PieceId>,
+        limit: usize,
+    ) -> Result<Vec<OwnedPiece>, Error> {
+        let after: &[u8] = after.map_or(&[], |p| p.as_bytes().as_slice());
+        self.read("owner_pieces", |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, size, expires_at_ms, tag FROM pieces
+                 WHERE owner = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(
+                params![owner.as_bytes().as_slice(), after, to_sql(limit as u64)],
+                |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                    ))
+                },
+            )?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, size, expires, tag) = row?;
+                if let Some(id) = id32(&id) {
+                    out.push(OwnedPiece {
+                        id: PieceId(id),
+                        size: from_sql(size),
+                        expires_at_ms: from_sql(expires),
+                        tag,
+                    });
+                }
+            }
+            Ok(out)
+        })
     }
 
     /// The bytes of an inline piece (`None`: the piece has a file, or is not stored).
-    pub fn inline(&self, piece: &PieceId) -> Result<Option<sled::IVec>, Error> {
-        Ok(self.inline.get(piece.as_bytes())?)
+    pub fn inline(&self, piece: &PieceId) -> Result<Option<Vec<u8>>, Error> {
+        self.read("inline", |c| {
+            Ok(
+                c.prepare_cached("SELECT bytes FROM inline_pieces WHERE id = ?1")?
+                    .query_row([piece.as_bytes().as_slice()], |r| r.get(0))
+                    .optional()?,
+            )
+        })
     }
 
     /// Pieces whose metadata is removed but whose file may remain.
     pub fn trash(&self) -> Result<Vec<PieceId>, Error> {
-        let mut out = Vec::new();
-        for kv in self.trash.iter() {
-            let (k, _) = kv?;
-            if let Ok(id) = <[u8; 32]>::try_from(k.as_ref()) {
-                out.push(PieceId(id));
+        self.read("trash", |c| {
+            let mut stmt = c.prepare_cached("SELECT id FROM trash ORDER BY id")?;
+            let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+            let mut out = Vec::new();
+            for row in rows {
+                if let Some(id) = id32(&row?) {
+                    out.push(PieceId(id));
+                }
             }
-        }
-        Ok(out)
-    }
-
-    pub fn clear_trash(&self, piece: &PieceId) -> Result<(), Error> {
-        self.trash.remove(piece.as_bytes())?;
-        Ok(())
-    }
-
-    /// Makes everything committed so far durable.
-    pub fn flush(&self) -> Result<(), Error> {
-        self.db.flush()?;
-        Ok(())
-    }
-
-    /// Every piece and its metadata. Walks the whole tree: for checks and tests, never
-    /// on the request path or at startup.
-    pub fn all(&self) -> impl Iterator<Item = Result<(PieceId, PieceMeta), Error>> + '_ {
-        self.pieces.iter().map(|kv| {
-            let (k, v) = kv?;
-            let id = PieceId(
-                <[u8; 32]>::try_from(k.as_ref()).map_err(|_| Error::Corrupt {
-                    piece: "?".into(),
-                    detail: "key is not a piece id",
-                })?,
-            );
-            Ok((id, PieceMeta::decode(&id, &v)?))
+            Ok(out)
         })
     }
 
-    /// Bytes the database takes on disk.
+    pub fn clear_trash(&self, piece: &PieceId) -> Result<(), Error> {
+        self.write("clear_trash", |tx| {
+            tx.prepare_cached("DELETE FROM trash WHERE id = ?1")?
+                .execute([piece.as_bytes().as_slice()])?;
+            Ok(())
+        })
+    }
+
+    /// Makes everything committed so far durable (see the module docs): a no-op when
+    /// nothing was committed since the last flush.
+    pub fn flush(&self) -> Result<(), Error> {
+        let _watch = self.inner.watch.enter("flush");
+        let mut w = self.writer();
+        if !w.dirty {
+            return Ok(());
+        }
+        w.conn.pragma_update(None, "synchronous", "FULL")?;
+        let synced = w.conn.execute(
+            "UPDATE node_info SET value = value + 1 WHERE key = 'syncs'",
+            [],
+        );
+        let restored = w.conn.pragma_update(None, "synchronous", "NORMAL");
+        synced?;
+        restored?;
+        w.dirty = false;
+        Ok(())
+    }
+
+    /// Calls `f` with every piece, its metadata and, for an inline piece, its stored
+    /// length, in id order. Walks the whole table: for checks and tests, never on the
+    /// request path or at startup.
+    pub fn for_each_piece(
+        &self,
+        mut f: impl FnMut(PieceId, PieceMeta, Option<u64>),
+    ) -> Result<(), Error> {
+        self.read("for_each_piece", |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT p.id, length(i.bytes), {} FROM pieces p
+                 LEFT JOIN inline_pieces i ON i.id = p.id ORDER BY p.id",
+                META_COLUMNS
+                    .split(", ")
+                    .map(|col| format!("p.{col}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let raw_id: Vec<u8> = row.get(0)?;
+                let inline_len: Option<i64> = row.get(1)?;
+                let id = PieceId(id32(&raw_id).ok_or(Error::Corrupt {
+                    piece: "?".into(),
+                    detail: "key is not a piece id",
+                })?);
+                let meta = RawMeta::read(row, 2)?.decode(&id)?;
+                f(id, meta, inline_len.map(from_sql));
+            }
+            Ok(())
+        })
+    }
+
+    /// Every piece and its metadata (see [`MetaDb::for_each_piece`]: tests and tools).
+    pub fn all(&self) -> Result<Vec<(PieceId, PieceMeta)>, Error> {
+        let mut out = Vec::new();
+        self.for_each_piece(|id, meta, _| out.push((id, meta)))?;
+        Ok(out)
+    }
+
+    /// Bytes the database takes on disk: the file, its WAL and shared-memory index.
     pub fn size_on_disk(&self) -> Result<u64, Error> {
-        Ok(self.db.size_on_disk()?)
+        let mut total = 0;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.inner.path.clone().into_os_string();
+            p.push(suffix);
+            if let Ok(m) = std::fs::metadata(&p) {
+                total += m.len();
+            }
+        }
+        Ok(total)
+    }
+
+    /// Stores (or replaces) the DHT record under `key`, kept until `expires_at_ms`.
+    pub fn put_dht_record(
+        &self,
+        key: &[u8; 32],
+        record: &[u8],
+        expires_at_ms: u64,
+    ) -> Result<(), Error> {
+        self.write("put_dht_record", |tx| {
+            tx.prepare_cached(
+                "INSERT INTO dht_records (key, record, expires_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET record = excluded.record,
+                     expires_at_ms = excluded.expires_at_ms",
+            )?
+            .execute(params![key.as_slice(), record, to_sql(expires_at_ms)])?;
+            Ok(())
+        })
+    }
+
+    pub fn remove_dht_record(&self, key: &[u8; 32]) -> Result<(), Error> {
+        self.write("remove_dht_record", |tx| {
+            tx.prepare_cached("DELETE FROM dht_records WHERE key = ?1")?
+                .execute([key.as_slice()])?;
+            Ok(())
+        })
+    }
+
+    /// Up to `limit` DHT records not expired at `now_ms` (record bytes, expiry), in key
+    /// order.
+    pub fn dht_records(&self, now_ms: u64, limit: usize) -> Result<Vec<(Vec<u8>, u64)>, Error> {
+        self.read("dht_records", |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT record, expires_at_ms FROM dht_records WHERE expires_at_ms > ?1
+                 ORDER BY key LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![to_sql(now_ms), to_sql(limit as u64)], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, from_sql(r.get(1)?)))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Removes the DHT records expired at `now_ms`; returns how many.
+    pub fn remove_expired_dht_records(&self, now_ms: u64) -> Result<usize, Error> {
+        self.write("remove_expired_dht_records", |tx| {
+            Ok(tx
+                .prepare_cached("DELETE FROM dht_records WHERE expires_at_ms <= ?1")?
+                .execute([to_sql(now_ms)])?)
+        })
+    }
+
+    /// Records verified peers (node id, opaque record, last seen ms), replacing what was
+    /// known of them, and keeps only the newest [`MAX_KNOWN_PEERS`] by last seen.
+    pub fn put_known_peers(&self, peers: &[([u8; 32], Vec<u8>, u64)]) -> Result<(), Error> {
+        self.write("put_known_peers", |tx| {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO known_peers (node_id, record, last_seen_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (node_id) DO UPDATE SET record = excluded.record,
+                     last_seen_ms = excluded.last_seen_ms",
+            )?;
+            for (id, record, seen) in peers {
+                put.execute(params![id.as_slice(), record, to_sql(*seen)])?;
+            }
+            tx.prepare_cached(
+                "DELETE FROM known_peers WHERE node_id NOT IN (
+                     SELECT node_id FROM known_peers
+                     ORDER BY last_seen_ms DESC, node_id LIMIT ?1)",
+            )?
+            .execute([MAX_KNOWN_PEERS as i64])?;
+            Ok(())
+        })
+    }
+
+    /// Up to `limit` known peers (record, last seen ms), newest first.
+    pub fn known_peers(&self, limit: usize) -> Result<Vec<(Vec<u8>, u64)>, Error> {
+        self.read("known_peers", |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT record, last_seen_ms FROM known_peers
+                 ORDER BY last_seen_ms DESC, node_id LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([to_sql(limit as u64)], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, from_sql(r.get(1)?)))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use shoal_proto::Identity;
-
-    pub(crate) fn meta(size: u64, expires_at_ms: u64) -> PieceMeta {
-        let owner = *Identity::from_seed([3; 32]).public_key();
-        let block_hashes = vec![[7u8; 32]; size.div_ceil(4096) as usize];
-        let info = PieceInfo {
-            size,
-            block_size: 4096,
-            block_hashes,
-        };
-        PieceMeta {
-            owner,
-            piece_hash: info.root(),
-            info,
-            created_at_ms: 1,
-            expires_at_ms,
-        }
-    }
-
-    #[test]
-    fn encode_round_trips_and_rejects_truncation() {
-        let m = meta(10_000, 99);
-        let id = PieceId([1; 32]);
-        let bytes = m.encode();
-        assert_eq!(PieceMeta::decode(&id, &bytes).unwrap(), m);
-        assert!(PieceMeta::decode(&id, &bytes[..bytes.len() - 1]).is_err());
-        assert!(PieceMeta::decode(&id, &[]).is_err());
-        let mut wrong_version = bytes.clone();
-        wrong_version[0] = 9;
-        assert!(PieceMeta::decode(&id, &wrong_version).is_err());
-    }
-
-    #[test]
-    fn counters_follow_inserts_and_removes() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = MetaDb::open(&dir.path().join("meta")).unwrap();
-        let (a, b) = (PieceId([1; 32]), PieceId([2; 32]));
-        db.insert(&a, &meta(100, 50), None).unwrap();
-        db.insert(&b, &meta(200, 10), None).unwrap();
-        assert!(matches!(
-            db.insert(&a, &meta(1, 1), None),
-            Err(Error::AlreadyExists(_))
-        ));
-        assert_eq!(
-            db.counters().unwrap(),
-            Counters {
-                used: 300 + 2 * PIECE_OVERHEAD,
-                pieces: 2
-            }
-        );
-        assert_eq!(db.expired(10, 10).unwrap(), vec![b]);
-        assert_eq!(db.expired(9, 10).unwrap(), vec![]);
-        assert_eq!(db.expired(1000, 10).unwrap(), vec![b, a]);
-        let (removed, c, inline) = db.remove(&b).unwrap();
-        assert!(!inline);
-        assert_eq!(removed.info.size, 200);
-        assert_eq!(
-            c,
-            Counters {
-                used: 100 + PIECE_OVERHEAD,
-                pieces: 1
-            }
-        );
-        assert_eq!(db.trash().unwrap(), vec![b]);
-        assert!(matches!(db.remove(&b), Err(Error::NotFound(_))));
-        db.set_expiry(&a, 5).unwrap();
-        assert_eq!(db.expired(5, 10).unwrap(), vec![a]);
-        assert_eq!(db.get(&a).unwrap().unwrap().expires_at_ms, 5);
-    }
-
-    fn meta_of(owner: u8, size: u64) -> PieceMeta {
-        PieceMeta {
-            owner: *Identity::from_seed([owner; 32]).public_key(),
-            ..meta(size, 99)
-        }
-    }
-
-    #[test]
-    fn owner_totals_add_up_to_the_counters_and_follow_every_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = MetaDb::open(&dir.path().join("meta")).unwrap();
-        let (a, b) = (meta_of(1, 0).owner, meta_of(2, 0).owner);
-        db.insert(&PieceId([1; 32]), &meta_of(1, 1000), None)
-            .unwrap();
-        db.insert(&PieceId([2; 32]), &meta_of(1, 0), None).unwrap();
-        db.insert(&PieceId([3; 32]), &meta_of(2, 5000), None)
-            .unwrap();
-        // An existing id changes nothing, for anyone.
-        assert!(db.insert(&PieceId([3; 32]), &meta_of(1, 7), None).is_err());
-        let ua = db.owner_usage(&a).unwrap();
-        let ub = db.owner_usage(&b).unwrap();
-        assert_eq!(
-            ua,
-            Usage {
-                bytes: 1000 + 2 * PIECE_OVERHEAD,
-                pieces: 2
-            }
-        );
-        assert_eq!(
-            ub,
-            Usage {
-                bytes: 5000 + PIECE_OVERHEAD,
-                pieces: 1
-            }
-        );
-        let c = db.counters().unwrap();
-        assert_eq!(
-            (c.used, c.pieces),
-            (ua.bytes + ub.bytes, ua.pieces + ub.pieces)
-        );
-        // a's two pieces (one empty) outweigh b's one larger piece, thanks to the overhead.
-        assert!(ua.bytes > ub.bytes);
-        assert_eq!(db.top_owners(1).unwrap(), vec![(a, ua)]);
-        assert_eq!(db.top_owners(5).unwrap(), vec![(a, ua), (b, ub)]);
-        assert_eq!(db.owner_count(), 2);
-        // A zero-byte piece costs its overhead.
-        db.remove(&PieceId([2; 32])).unwrap();
-        assert_eq!(
-            db.owner_usage(&a).unwrap(),
-            Usage {
-                bytes: 1000 + PIECE_OVERHEAD,
-                pieces: 1
-            }
-        );
-        db.remove(&PieceId([3; 32])).unwrap();
-        assert_eq!(db.owner_usage(&b).unwrap(), Usage::default());
-        assert_eq!(
-            db.owner_count(),
-            1,
-            "an owner with nothing left is forgotten"
-        );
-    }
-
-    #[test]
-    fn a_database_from_before_owner_accounting_is_rebuilt_once_at_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("meta");
-        {
-            let db = MetaDb::open(&path).unwrap();
-            db.insert(&PieceId([1; 32]), &meta_of(1, 1000), None)
-                .unwrap();
-            db.insert(&PieceId([2; 32]), &meta_of(2, 10), None).unwrap();
-            // As an older version left it: sizes only, no owners, no version.
-            db.owners.clear().unwrap();
-            db.counters.insert(USED, &1010u64.to_be_bytes()).unwrap();
-            db.counters.remove(ACCOUNTING).unwrap();
-            db.flush().unwrap();
-        }
-        let db = MetaDb::open(&path).unwrap();
-        assert_eq!(
-            db.counters().unwrap(),
-            Counters {
-                used: 1010 + 2 * PIECE_OVERHEAD,
-                pieces: 2
-            }
-        );
-        assert_eq!(db.owner_usage(&meta_of(1, 0).owner).unwrap().pieces, 1);
-        assert_eq!(db.owner_count(), 2);
-    }
-}
+#[path = "meta_tests.rs"]
+mod tests;

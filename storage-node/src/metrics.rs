@@ -55,7 +55,13 @@ pub struct NodeMetrics {
     pub owner_pieces: IntGaugeVec,
     pub start_time: Gauge,
     pub build_info: IntGaugeVec,
+    /// How long the oldest metadata call in flight has been running, once past
+    /// [`DB_STALL_THRESHOLD`] (0 otherwise).
+    pub db_stall: Gauge,
 }
+
+/// A metadata call running longer than this shows in `shoal_node_db_stall_seconds`.
+pub const DB_STALL_THRESHOLD: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl NodeMetrics {
     /// Creates the metrics and registers them in `registry`.
@@ -141,6 +147,10 @@ impl NodeMetrics {
                 Opts::new("shoal_node_build_info", "Always 1; labels carry the build."),
                 &["version"],
             )?,
+            db_stall: Gauge::new(
+                "shoal_node_db_stall_seconds",
+                "Seconds the oldest metadata-database call in flight has been running, once past 1 s (0: none stalled). Watch it: a DB call never takes seconds unless the disk or the database is stuck.",
+            )?,
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.failures.clone()))?;
@@ -158,6 +168,7 @@ impl NodeMetrics {
         registry.register(Box::new(m.owner_pieces.clone()))?;
         registry.register(Box::new(m.start_time.clone()))?;
         registry.register(Box::new(m.build_info.clone()))?;
+        registry.register(Box::new(m.db_stall.clone()))?;
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -199,6 +210,15 @@ impl NodeMetrics {
         }
     }
 
+    /// Sets the stall gauge from the longest DB call in flight ([`crate::meta::MetaDb::stall`]).
+    pub fn set_db_stall(&self, longest: Option<(std::time::Duration, &'static str)>) {
+        let secs = match longest {
+            Some((d, _)) if d >= DB_STALL_THRESHOLD => d.as_secs_f64(),
+            _ => 0.0,
+        };
+        self.db_stall.set(secs);
+    }
+
     pub fn bytes_total(&self, op: &str) -> u64 {
         self.bytes.with_label_values(&[op]).get()
     }
@@ -224,6 +244,12 @@ mod tests {
             assert!(f.name().starts_with("shoal_node_"), "{}", f.name());
             assert!(!f.help().is_empty(), "{}", f.name());
         }
+        m.set_db_stall(Some((std::time::Duration::from_millis(999), "get")));
+        assert_eq!(m.db_stall.get(), 0.0, "under a second is no stall");
+        m.set_db_stall(Some((std::time::Duration::from_secs(3), "flush")));
+        assert_eq!(m.db_stall.get(), 3.0);
+        m.set_db_stall(None);
+        assert_eq!(m.db_stall.get(), 0.0);
         // Registering twice in one registry is refused rather than silently shadowed.
         assert!(NodeMetrics::register(&r).is_err());
     }

@@ -38,6 +38,8 @@ const RPC_DRAIN: Duration = Duration::from_secs(5);
 
 /// Pieces the expiry worker removes per round; the rest waits for the next round.
 const EXPIRY_BATCH: usize = 10_000;
+/// A metadata call running this long is logged as stalled (every second until it ends).
+const DB_STALL_WARN: Duration = Duration::from_secs(5);
 
 /// What the HTTP pages and the DHT need to know about the node.
 #[derive(Debug)]
@@ -398,7 +400,30 @@ pub async fn start(
         },
     );
 
-    let mut workers = vec![("expiry", expiry)];
+    // Copies the longest DB call in flight into `shoal_node_db_stall_seconds` every
+    // second (scrapes refresh it too) and says so in the log once it passes 5 s.
+    let watch_state = Arc::clone(&state);
+    let db_watch = spawn_worker(
+        "db-watch",
+        Duration::from_secs(1),
+        worker_stop.clone(),
+        move || {
+            let longest = watch_state.store.meta().stall();
+            watch_state.metrics.set_db_stall(longest);
+            if let Some((running, call)) = longest
+                && running >= DB_STALL_WARN
+            {
+                warn!(
+                    call,
+                    seconds = running.as_secs(),
+                    "a metadata-database call is stalled"
+                );
+            }
+            async { Ok(()) }
+        },
+    );
+
+    let mut workers = vec![("expiry", expiry), ("db-watch", db_watch)];
     if let Some(record_tx) = record_tx {
         let record_store = Arc::clone(&store);
         let record = spawn_worker(

@@ -5,25 +5,27 @@
 //! - `pieces/ab/cd/<piece id hex>`: one file per piece, fanned out by the id's first two
 //!   bytes (directories are created on first use);
 //! - `tmp/<piece id hex>.tmp`: uploads being received;
-//! - `meta/`: the sled database.
+//! - `metadata.sqlite` (with its `-wal` and `-shm`): the metadata database, [`MetaDb`]
+//!   (an older version's sled `meta/` is migrated into it on first open).
 //!
 //! An upload is written to its temp file, which is fsynced, and `tmp/` is fsynced (so
 //! the file is durable under its temp name); its metadata and the counters are then
-//! committed in one sled transaction and flushed; only then is the file renamed into
+//! committed in one SQLite transaction and flushed; only then is the file renamed into
 //! place and the piece acknowledged. A crash before the commit leaves a temp file that
 //! startup removes; a crash after it leaves a complete, fsynced temp file that startup
 //! renames into place. Removal runs the other way (metadata out and into the trash in one
 //! transaction, then the file), so startup only ever looks at `tmp/` and the trash, never
 //! at the piece files, and the counters are always exactly the committed pieces.
 //!
-//! **Group commit.** The `tmp/` fsync and the sled flush are each shared among the
+//! **Group commit.** The `tmp/` fsync and the metadata flush are each shared among the
 //! commits that run at the same time ([`GroupSync`]: a commit waits for a sync that
 //! *started after* it asked, so that sync covers its own temp file and its own
 //! transaction), and the rename is not followed by a directory fsync. Why an
 //! acknowledged piece is still durable, on disk and in the metadata:
 //! - before the acknowledgment, the piece's bytes are fsynced (its own fsync), its temp
 //!   name is durable (a `tmp/` fsync that started after the file was complete), and its
-//!   metadata is durable (a sled flush that started after its transaction), in that
+//!   metadata is durable (a flush that started after its transaction: its WAL fsync
+//!   covers every transaction committed before it, see [`MetaDb::flush`]), in that
 //!   order: the metadata never becomes durable before the file it describes, so a
 //!   crash at any point leaves either no metadata (startup removes the temp file) or
 //!   metadata and a complete temp file;
@@ -48,7 +50,7 @@
 //!
 //! **Small pieces have no file.** A piece whose order allows at most [`INLINE_MAX`]
 //! bytes is received in memory and its bytes are written into the metadata database in
-//! the same transaction as its metadata and the counters (sled's `inline` tree), then
+//! the same transaction as its metadata and the counters (the `inline_pieces` table), then
 //! flushed before the acknowledgment like any commit. So it is durable exactly when its
 //! metadata is (one atomic transaction: a crash leaves all of it or none), and it costs
 //! no temp file, file fsync, `tmp/` fsync, rename or inode. Measured on the 20-process
@@ -75,11 +77,12 @@ use crate::piece_file::{PieceWriter, Refuse};
 
 /// Pieces whose order's `max_size` is at most this many bytes are kept in the metadata
 /// database rather than in a file of their own (see the module docs); an upload in
-/// flight buffers at most this much in memory. Why 4 KiB: sled 0.34 splits a leaf
-/// above 16 entries and writes any page over a quarter of its 512 KiB segment as a
-/// separate blob *file*, so 17 entries of 4 KiB (~70 KiB) keep every leaf of the
-/// `inline` tree in sled's log, while 16 KiB pieces would make leaves of ~270 KiB, i.e.
-/// files again. Pieces of a 4 KiB + 1 object at k = 3 are ~1.4 KiB.
+/// flight buffers at most this much in memory. Why 4 KiB: a blob of up to about one
+/// SQLite page (4 KiB) costs one page and one overflow page at most, so an inline piece
+/// is written with its row in the same WAL commit; much larger pieces would make the
+/// database the bulk store, which the file store does better. (The limit was chosen for
+/// sled's page layout before; it stays so that stores keep their split.) Pieces of a
+/// 4 KiB + 1 object at k = 3 are ~1.4 KiB.
 pub const INLINE_MAX: u64 = 4 * 1024;
 
 /// How much of an upload's `max_size` is reserved at a time: the first step when the
@@ -206,7 +209,7 @@ pub struct PieceStore {
     /// Cleared (for good) the first time the file system refuses `O_DIRECT`.
     direct_io: AtomicBool,
     inject: Refuse,
-    /// The `tmp/` fsync and the sled flush of commits, each shared among concurrent
+    /// The `tmp/` fsync and the metadata flush of commits, each shared among concurrent
     /// commits (see the module docs).
     tmp_sync: GroupSync,
     meta_sync: GroupSync,
@@ -258,7 +261,7 @@ impl PieceStore {
         for d in [dir, &pieces_dir, &tmp_dir] {
             fs::create_dir_all(d).map_err(|e| Error::io("cannot create directory", d, e))?;
         }
-        let meta = MetaDb::open(&dir.join("meta"))?;
+        let meta = MetaDb::open_in(dir)?;
         let store = Self {
             pieces_dir,
             tmp_dir,
@@ -282,11 +285,11 @@ impl PieceStore {
     }
 
     /// Reads the committed counters of the store under `dir`, its `top` largest owners
-    /// and its owner count, without repairing anything. Fails if a running node holds the
-    /// database.
+    /// and its owner count, without repairing anything (also while a node runs on it:
+    /// SQLite readers never wait for the node's writes).
     pub fn inspect(dir: &Path, top: usize) -> Result<Inspection, Error> {
-        let meta = MetaDb::open(&dir.join("meta"))?;
-        Ok((meta.counters()?, meta.top_owners(top)?, meta.owner_count()))
+        let meta = MetaDb::open_in(dir)?;
+        Ok((meta.counters()?, meta.top_owners(top)?, meta.owner_count()?))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -407,7 +410,7 @@ impl PieceStore {
 
     /// The `n` owners storing the most, most first, and how many owners there are.
     pub fn top_owners(&self, n: usize) -> Result<(Vec<(PublicKey, Usage)>, usize), Error> {
-        Ok((self.meta.top_owners(n)?, self.meta.owner_count()))
+        Ok((self.meta.top_owners(n)?, self.meta.owner_count()?))
     }
 
     /// The per-owner limit, if any.
@@ -496,6 +499,7 @@ impl PieceStore {
             inline: None,
             hasher: PieceHasher::new(block_size),
             meta_committed: false,
+            tag: Vec::new(),
         };
         if max_size <= INLINE_MAX {
             // At most INLINE_MAX: checked above, so the cast is lossless.
@@ -659,23 +663,22 @@ impl PieceStore {
             counters: self.meta.counters()?,
             ..Default::default()
         };
-        for item in self.meta.all() {
-            let (id, meta) = item?;
+        self.meta.for_each_piece(|id, meta, inline| {
             c.meta_bytes += meta.info.size;
             c.meta_pieces += 1;
-            if let Some(bytes) = self.meta.inline(&id)? {
-                c.inline_bytes += bytes.len() as u64;
+            if let Some(len) = inline {
+                c.inline_bytes += len;
                 c.inline_count += 1;
-                if bytes.len() as u64 != meta.info.size {
+                if len != meta.info.size {
                     c.missing_or_wrong.push(id);
                 }
-                continue;
+                return;
             }
             match fs::metadata(self.piece_path(&id)) {
                 Ok(m) if m.len() == meta.info.size => {}
                 _ => c.missing_or_wrong.push(id),
             }
-        }
+        })?;
         let mut stack = vec![self.pieces_dir.clone()];
         while let Some(dir) = stack.pop() {
             for entry in fs::read_dir(&dir).map_err(|e| Error::io("cannot list", &dir, e))? {
@@ -743,11 +746,25 @@ pub struct PendingPiece {
     inline: Option<Vec<u8>>,
     hasher: PieceHasher,
     meta_committed: bool,
+    /// The order's tag (see [`PieceMeta::tag`]).
+    tag: Vec<u8>,
 }
 
 impl PendingPiece {
     pub fn piece_id(&self) -> &PieceId {
         &self.piece
+    }
+
+    /// Sets the tag the piece is stored with (from its upload order); refuses one over
+    /// [`crate::meta::MAX_TAG`] bytes.
+    pub fn set_tag(&mut self, tag: Vec<u8>) -> Result<(), Error> {
+        if tag.len() > crate::meta::MAX_TAG {
+            return Err(Error::Db(crate::meta::DbError::TagTooLong {
+                len: tag.len(),
+            }));
+        }
+        self.tag = tag;
+        Ok(())
     }
 
     /// Whether this piece is being written with `O_DIRECT`.
@@ -847,6 +864,7 @@ impl PendingPiece {
             info,
             created_at_ms: now_ms,
             expires_at_ms: self.expires_at_ms,
+            tag: std::mem::take(&mut self.tag),
         };
         {
             let mut s = self.store.lock();
@@ -890,7 +908,7 @@ pub enum PieceData {
     /// A piece file.
     File(File),
     /// An inline piece's bytes (see [`INLINE_MAX`]).
-    Inline(sled::IVec),
+    Inline(Vec<u8>),
 }
 
 impl PieceData {

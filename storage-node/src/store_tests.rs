@@ -387,6 +387,7 @@ fn recovery_removes_partial_uploads_and_finishes_commits() {
             info,
             created_at_ms: 1,
             expires_at_ms: u64::MAX,
+            tag: Vec::new(),
         };
         store.meta().insert(&PieceId([3; 32]), &meta, None).unwrap();
         fs::write(store.tmp_path(&PieceId([3; 32])), &bytes).unwrap();
@@ -604,4 +605,38 @@ fn an_abandoned_small_upload_releases_its_reservation_and_leaves_nothing() {
     let c = store.check().unwrap();
     assert!(c.is_consistent(), "{c:?}");
     assert_eq!(c.meta_pieces, 0);
+}
+
+#[test]
+fn a_tag_is_stored_with_its_piece_and_listed_for_its_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = PieceStore::open(dir.path(), 1 << 20).unwrap();
+    let bytes = data(10, 3);
+    let mut p = store
+        .begin_upload(PieceId([9; 32]), owner(), 10, 4096, u64::MAX)
+        .unwrap();
+    assert!(matches!(
+        p.set_tag(vec![0; crate::meta::MAX_TAG + 1]),
+        Err(Error::Db(crate::meta::DbError::TagTooLong { .. }))
+    ));
+    p.set_tag(b"catalog".to_vec()).unwrap();
+    p.write(&bytes).unwrap();
+    p.commit(10, &root(&bytes), 1).unwrap();
+    put(&store, 10, &data(5000, 4), u64::MAX).unwrap();
+    let listed = store.meta().owner_pieces(&owner(), None, 10).unwrap();
+    let tags: Vec<(PieceId, Vec<u8>)> = listed.into_iter().map(|p| (p.id, p.tag)).collect();
+    assert_eq!(
+        tags,
+        vec![
+            (PieceId([9; 32]), b"catalog".to_vec()),
+            (PieceId([10; 32]), Vec::new())
+        ]
+    );
+    // Kept across a restart.
+    drop(store);
+    let (store, _) = PieceStore::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(
+        store.get(&PieceId([9; 32]), 1).unwrap().tag,
+        b"catalog".to_vec()
+    );
 }
