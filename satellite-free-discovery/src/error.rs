@@ -11,8 +11,16 @@ use crate::core::store::RecordRefused;
 pub enum DhtError {
     #[error("the routing table is empty; bootstrap first (no bootstrap node answered)")]
     NoPeers,
-    #[error("no bootstrap node answered: {reasons}")]
-    BootstrapFailed { reasons: String },
+    #[error(
+        "no node answered the join (tried {configured} configured bootstrap entries and \
+         {remembered} nodes remembered from before): {reasons}; start one of them, or \
+         join through another node that is running"
+    )]
+    BootstrapFailed {
+        configured: usize,
+        remembered: usize,
+        reasons: String,
+    },
     #[error("node mode needs at least one address in the node record")]
     NoAddress,
     #[error("{what} {addr}: {source}")]

@@ -9,6 +9,8 @@
 //! - [`driver`]: tokio + tonic. [`Dht::start`] returns a [`DhtHandle`]: the Discovery gRPC
 //!   service to mount, bootstrap, lookups, records, membership samples and shutdown; one
 //!   task drives the node.
+//!   With a [`DhtPersistence`], the records a node holds and the nodes it verified
+//!   survive its restarts, and it joins through any node it knew.
 //! - [`metrics`]: the `shoal_dht_*` Prometheus metrics.
 //! - [`error`]: [`DhtError`], and the gRPC status of every refusal in one place.
 
@@ -20,8 +22,8 @@ pub mod metrics;
 pub mod sim;
 
 pub use driver::{
-    Dht, DhtConfig, DhtHandle, DiscoveryService, MemberInfo, Mode, Peer, PutReport, RecordFields,
-    TableEntry,
+    Dht, DhtConfig, DhtHandle, DhtPersistence, DiscoveryService, KnownPeer, MemberInfo,
+    MemoryPersistence, Mode, Peer, PersistError, PutReport, RecordFields, TableEntry,
 };
 pub use error::DhtError;
 pub use metrics::Metrics;

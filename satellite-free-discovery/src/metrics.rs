@@ -16,6 +16,8 @@ pub struct Metrics {
     pub peers_refused: IntCounterVec,
     pub dialbacks_failed: IntCounter,
     pub record_checks: IntCounterVec,
+    pub records_restored: IntCounterVec,
+    pub persist_errors: IntCounter,
 }
 
 impl Metrics {
@@ -68,6 +70,20 @@ impl Metrics {
                 ),
                 &["result"],
             )?,
+            records_restored: IntCounterVec::new(
+                Opts::new(
+                    "shoal_dht_records_restored_total",
+                    "Records read back from the node's store at start, by outcome: \
+                     restored, expired, refused (store bounds or an older seq), invalid \
+                     (bad encoding or signature)",
+                ),
+                &["result"],
+            )?,
+            persist_errors: IntCounter::new(
+                "shoal_dht_persist_errors_total",
+                "Reads and writes of the node's store of records and known peers that \
+                 failed or took too long",
+            )?,
         })
     }
 
@@ -83,6 +99,8 @@ impl Metrics {
         registry.register(Box::new(self.peers_refused.clone()))?;
         registry.register(Box::new(self.dialbacks_failed.clone()))?;
         registry.register(Box::new(self.record_checks.clone()))?;
+        registry.register(Box::new(self.records_restored.clone()))?;
+        registry.register(Box::new(self.persist_errors.clone()))?;
         Ok(())
     }
 }

@@ -91,6 +91,9 @@ pub struct SimConfig {
     pub bootstrap_peers: usize,
     /// A request unanswered this long has failed (ms).
     pub hard_timeout_ms: u64,
+    /// Record keys whose closest nodes a node remembers from its last read or write
+    /// (see `NodeConfig::closest_cache`; 0: none).
+    pub closest_cache: usize,
 }
 
 impl Default for SimConfig {
@@ -120,6 +123,7 @@ impl Default for SimConfig {
             retransmits: node.retransmits,
             bootstrap_peers: 4,
             hard_timeout_ms: 5_000,
+            closest_cache: node.closest_cache,
         }
     }
 }
@@ -280,6 +284,7 @@ impl Sim {
             hard_timeout_ms: cfg.hard_timeout_ms,
             refresh_ms: cfg.refresh_ms,
             liveness_ms: cfg.liveness_ms,
+            closest_cache: cfg.closest_cache,
             // A simulated node keeps no membership list (the crawler is an uplink's).
             membership: None,
             ..NodeConfig::default()
@@ -432,7 +437,7 @@ impl Sim {
                     req, data, request, ..
                 } => self.transmit(idx, data, req, request, false),
                 Output::Done { op, outcome } => self.done(idx, op, outcome),
-                Output::Note(_) => {}
+                Output::Note(_) | Output::Store(_) => {}
             }
         }
         let n = &mut self.nodes[idx as usize];

@@ -5,8 +5,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use prost::Message;
 use satellite_free_discovery::core::rate::RateConfig;
-use satellite_free_discovery::{Dht, DhtConfig, DhtError, DhtHandle, Mode, RecordFields};
+use satellite_free_discovery::{
+    Dht, DhtConfig, DhtError, DhtHandle, DhtPersistence, MemoryPersistence, Mode, RecordFields,
+};
 use shoal_proto::messages::{MutableRecord, NodeRecord};
 use shoal_proto::pb::discovery_client::DiscoveryClient;
 use shoal_proto::{Identity, NodeId, Signed, pb, tls};
@@ -86,7 +89,12 @@ async fn start_node(
 }
 
 async fn start_node_with(ip: Ipv4Addr, identity: Arc<Identity>, config: DhtConfig) -> TestNode {
-    let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    start_node_on(SocketAddr::from((ip, 0)), identity, config).await
+}
+
+/// A node listening on `addr` (port 0: any; a restarted node takes its old address).
+async fn start_node_on(addr: SocketAddr, identity: Arc<Identity>, config: DhtConfig) -> TestNode {
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = watch::channel(RecordFields {
         addresses: vec![addr],
@@ -815,6 +823,260 @@ async fn a_put_needs_the_write_token_of_a_recent_read_and_a_failed_swap_says_abo
         let got = node.handle.get_record(key).await;
         // The node's own read: its table is empty, so nobody else to ask.
         assert!(matches!(got, Err(DhtError::NoPeers)), "{got:?}");
+        node.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// `config(bootstrap)` that keeps the node's records and known peers in `store`.
+fn persistent(bootstrap: Vec<(NodeId, SocketAddr)>, store: &Arc<MemoryPersistence>) -> DhtConfig {
+    DhtConfig {
+        persistence: Some(store.clone() as Arc<dyn DhtPersistence>),
+        ..config(bootstrap)
+    }
+}
+
+fn catalog_key(owner: &Identity) -> shoal_proto::RecordKey {
+    MutableRecord::key_for(owner.public_key(), b"catalog")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_survive_a_stop_and_start_of_every_node() {
+    tokio::time::timeout(Duration::from_secs(180), async {
+        let n = 8u8;
+        let stores: Vec<Arc<MemoryPersistence>> =
+            (0..n).map(|_| MemoryPersistence::new()).collect();
+        let ids: Vec<Arc<Identity>> = (0..n).map(|_| identity()).collect();
+        let ip = |i: u8| Ipv4Addr::new(127, 0, 210 + i, 1);
+        let mut nodes = vec![
+            start_node_on(
+                (ip(0), 0).into(),
+                ids[0].clone(),
+                persistent(vec![], &stores[0]),
+            )
+            .await,
+        ];
+        let seed = nodes[0].pin();
+        for i in 1..n {
+            let node = start_node_on(
+                (ip(i), 0).into(),
+                ids[usize::from(i)].clone(),
+                persistent(vec![seed], &stores[usize::from(i)]),
+            )
+            .await;
+            node.handle.bootstrap().await.unwrap();
+            nodes.push(node);
+        }
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+
+        let writer = Dht::start(
+            Arc::new(Identity::random()),
+            config(vec![seed]),
+            Mode::Client,
+        )
+        .unwrap();
+        writer.bootstrap().await.unwrap();
+        let owners: Vec<Identity> = (0..5).map(|_| Identity::random()).collect();
+        for (i, o) in owners.iter().enumerate() {
+            let report = writer
+                .put_record(record(o, i as u64 + 1, b"head"), None)
+                .await
+                .unwrap();
+            assert!(report.stored >= 3, "{report:?}");
+        }
+        writer.shutdown().await;
+        stop_all(nodes).await;
+        // Each record is on the disk of the nodes that held it.
+        for o in &owners {
+            let on_disk = stores
+                .iter()
+                .filter(|s| s.records().contains_key(&catalog_key(o).0))
+                .count();
+            assert!(on_disk >= 3, "{on_disk} copies on disk");
+        }
+
+        // Every node starts again on its address, with its identity and its disk.
+        let mut nodes = Vec::new();
+        for i in 0..usize::from(n) {
+            let bootstrap = if i == 0 { vec![] } else { vec![seed] };
+            nodes.push(
+                start_node_on(addrs[i], ids[i].clone(), persistent(bootstrap, &stores[i])).await,
+            );
+        }
+        for node in &nodes[1..] {
+            node.handle.bootstrap().await.unwrap();
+        }
+        for node in &nodes {
+            let restored = node
+                .handle
+                .metrics()
+                .records_restored
+                .with_label_values(&["restored"])
+                .get();
+            assert!(restored > 0, "a node restored no record");
+        }
+        // A reader that never saw the records finds every one.
+        let reader = Dht::start(
+            Arc::new(Identity::random()),
+            config(vec![nodes[4].pin()]),
+            Mode::Client,
+        )
+        .unwrap();
+        reader.bootstrap().await.unwrap();
+        for (i, o) in owners.iter().enumerate() {
+            let got = reader.get_record(catalog_key(o)).await.unwrap();
+            assert_eq!(got.map(|r| r.seq), Some(i as u64 + 1));
+        }
+        reader.shutdown().await;
+        stop_all(nodes).await;
+
+        // Without a store, the same restart forgets them: the test above is not vacuous.
+        let bare = start_node_on(addrs[0], ids[0].clone(), config(vec![])).await;
+        bare.handle.bootstrap().await.unwrap_err();
+        assert_eq!(bare.handle.metrics().records_held.get(), 0);
+        bare.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_while_its_bootstrap_is_down_joins_through_nodes_it_knew() {
+    tokio::time::timeout(Duration::from_secs(180), async {
+        let mut nodes = network(220, 6).await;
+        let store = MemoryPersistence::new();
+        let me = identity();
+        let seed = nodes[0].pin();
+        let first = start_node_on(
+            (Ipv4Addr::new(127, 0, 230, 1), 0).into(),
+            me.clone(),
+            persistent(vec![seed], &store),
+        )
+        .await;
+        first.handle.bootstrap().await.unwrap();
+        wait_for("known peers", || first.handle.known_peers(64).len() >= 5).await;
+        let known = first.handle.known_peers(64);
+        assert!(
+            known
+                .windows(2)
+                .all(|w| w[0].last_seen_unix_ms >= w[1].last_seen_unix_ms),
+            "newest first"
+        );
+        let addr = first.addr;
+        first.stop().await;
+        assert!(
+            store.peer_count() >= 5,
+            "{} peers saved",
+            store.peer_count()
+        );
+
+        // Its only configured bootstrap goes away.
+        nodes.remove(0).stop().await;
+        let second = start_node_on(addr, me.clone(), persistent(vec![seed], &store)).await;
+        let table = second.handle.bootstrap().await.unwrap();
+        assert!(table >= 3, "table of {table}");
+        found_at(&second.handle, nodes[2].identity.node_id(), nodes[2].addr).await;
+        found_at(&nodes[3].handle, me.node_id(), addr).await;
+        second.stop().await;
+        stop_all(nodes).await;
+
+        // Nobody answers: the error names the configured entry and the remembered nodes.
+        let third = start_node_on(addr, me.clone(), persistent(vec![seed], &store)).await;
+        let err = third.handle.bootstrap().await.unwrap_err();
+        match &err {
+            DhtError::BootstrapFailed {
+                configured: 1,
+                remembered,
+                ..
+            } => assert!(*remembered >= 4, "{err}"),
+            other => panic!("{other}"),
+        }
+        let text = err.to_string();
+        assert!(text.contains(&seed.1.to_string()), "{text}");
+        third.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_altered_store_makes_the_node_hold_no_bad_record_and_trust_no_bad_peer() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let store = MemoryPersistence::new();
+        let good = record(&Identity::random(), 1, b"good");
+        let bytes = pb::MutableRecord::from(&good).encode_to_vec();
+        store
+            .save_record(&good.key().0, &bytes, good.expires_at_ms)
+            .unwrap();
+        // A record whose value was changed on disk: its signature no longer holds.
+        let honest = record(&Identity::random(), 1, b"honest");
+        let mut forged = pb::MutableRecord::from(&honest);
+        forged.value = b"forged".to_vec();
+        store
+            .save_record(
+                &honest.key().0,
+                &forged.encode_to_vec(),
+                honest.expires_at_ms,
+            )
+            .unwrap();
+        store
+            .save_record(&[7; 32], b"not a record", u64::MAX)
+            .unwrap();
+        // A peer record as it was signed, and one whose address was changed.
+        let (real, fake) = (identity(), identity());
+        let now = shoal_proto::time::unix_ms();
+        let mut moved = signed_record(&fake, "127.0.241.1:9".parse().unwrap());
+        moved.addresses = vec!["127.0.242.1:9".into()];
+        store
+            .save_peers(&[
+                (
+                    real.node_id().0,
+                    signed_record(&real, "127.0.241.1:7".parse().unwrap()).encode_to_vec(),
+                    now,
+                ),
+                (fake.node_id().0, moved.encode_to_vec(), now + 1),
+                ([5; 32], b"garbage".to_vec(), now + 2),
+            ])
+            .unwrap();
+
+        let node = start_node_on(
+            (Ipv4Addr::new(127, 0, 240, 1), 0).into(),
+            identity(),
+            persistent(vec![], &store),
+        )
+        .await;
+        // Nothing configured and no remembered peer answers (none runs).
+        node.handle.bootstrap().await.unwrap_err();
+        let restored = |what: &str| {
+            node.handle
+                .metrics()
+                .records_restored
+                .with_label_values(&[what])
+                .get()
+        };
+        assert_eq!((restored("restored"), restored("invalid")), (1, 2));
+        let known: Vec<NodeId> = node
+            .handle
+            .known_peers(64)
+            .iter()
+            .map(|k| k.record.node_id())
+            .collect();
+        assert_eq!(known, vec![real.node_id()]);
+
+        // The node serves the good record and not the forged one.
+        let mut client = raw_client(&node).await;
+        for (key, want) in [(good.key(), Some(b"good".to_vec())), (honest.key(), None)] {
+            let res = client
+                .get_record(pb::GetRecordRequest {
+                    sender: None,
+                    key: key.0.to_vec(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(res.record.map(|r| r.value), want);
+        }
         node.stop().await;
     })
     .await

@@ -79,6 +79,10 @@ struct Args {
     /// through the protocol (fast set-up for very large networks).
     #[arg(long)]
     direct_join: bool,
+    /// Record keys whose closest nodes a node remembers from its last read or write of
+    /// the key, and asks first next time (0: none).
+    #[arg(long, default_value_t = NodeConfig::default().closest_cache)]
+    closest_cache: usize,
 }
 
 fn peak_rss_mib() -> Option<u64> {
@@ -132,6 +136,7 @@ fn main() -> anyhow::Result<()> {
         bootstrap_peers: a.bootstrap_peers,
         retransmits: a.retransmits,
         hard_timeout_ms: a.hard_timeout_ms,
+        closest_cache: a.closest_cache,
     };
     let started = Instant::now();
     let r = run(cfg);

@@ -506,3 +506,312 @@ fn membership_counts_a_node_live_only_when_it_answered_at_its_advertised_address
     assert_eq!(m.last_seen, Some(20));
     assert!(n.table().get(&elsewhere.id).is_some());
 }
+
+fn record_at(owner: &Identity, salt: &[u8], seq: u64, expires_at_ms: u64) -> Record {
+    Signed::sign(
+        MutableRecord {
+            public_key: *owner.public_key(),
+            salt: salt.to_vec(),
+            seq,
+            value: vec![seq as u8],
+            expires_at_ms,
+        },
+        owner,
+    )
+    .unwrap()
+}
+
+fn store_changes(outs: &[Output<u32>]) -> Vec<StoreChange> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Store(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn restored_records_follow_the_store_rules_and_are_served_again() {
+    let owner = Identity::from_seed([8; 32]);
+    let other = Identity::from_seed([9; 32]);
+    let mut n = Node::new(
+        id(1, 1),
+        NodeConfig {
+            persist: true,
+            store: StoreConfig {
+                max_records: 3,
+                max_per_owner: 2,
+                ..StoreConfig::default()
+            },
+            ..cfg()
+        },
+        0,
+        1,
+        [7; 32],
+    );
+    let live = UNIX + 3_600_000;
+    let restored = n.restore_records(
+        UNIX,
+        vec![
+            record_at(&owner, b"a", 1, live),
+            // The same key twice: the higher seq wins, whatever the order.
+            record_at(&owner, b"a", 3, live),
+            record_at(&owner, b"a", 2, live),
+            // Expired while the node was down.
+            record_at(&owner, b"b", 1, UNIX - 1),
+            record_at(&owner, b"c", 1, live),
+            // Over the publisher's bound (2).
+            record_at(&owner, b"d", 1, live),
+            record_at(&other, b"a", 1, live),
+            // Over the store's bound (3).
+            record_at(&Identity::from_seed([10; 32]), b"a", 1, live),
+        ],
+    );
+    assert_eq!(
+        restored,
+        Restored {
+            restored: 4,
+            expired: 1,
+            refused: 3,
+        }
+    );
+    assert_eq!(n.store().len(), 3);
+    let key = MutableRecord::key_for(owner.public_key(), b"a");
+    assert_eq!(n.store().get(&key, UNIX).map(|r| r.seq), Some(3));
+    // Served again as before the restart.
+    match n
+        .handle_request(0, UNIX, None, b"w", Request::GetRecord { key })
+        .unwrap()
+    {
+        Response::Record { record, .. } => assert_eq!(record.map(|r| r.seq), Some(3)),
+        other => panic!("{other:?}"),
+    }
+    // Records read from the disk are not written back to it.
+    assert!(store_changes(&outputs(&mut n)).is_empty());
+
+    // A client holds nothing, restored or not.
+    let mut c: Node<u32> = Node::new(
+        id(1, 2),
+        NodeConfig {
+            client: true,
+            ..cfg()
+        },
+        0,
+        1,
+        [7; 32],
+    );
+    let r = c.restore_records(UNIX, vec![record_at(&owner, b"a", 1, live)]);
+    assert_eq!(r, Restored::default());
+    assert!(c.store().is_empty());
+}
+
+#[test]
+fn every_change_of_the_record_store_is_reported_for_the_disk_only_when_asked() {
+    let owner = Identity::from_seed([11; 32]);
+    let r1 = record_at(&owner, b"s", 1, UNIX + 1_000);
+    let key = r1.key();
+    for persist in [false, true] {
+        let mut n = Node::new(
+            NodeId(key.0),
+            NodeConfig {
+                persist,
+                liveness_ms: 60_000,
+                ..cfg()
+            },
+            0,
+            1,
+            [7; 32],
+        );
+        let token = match n
+            .handle_request(0, UNIX, None, b"w", Request::GetRecord { key })
+            .unwrap()
+        {
+            Response::Record { token, .. } => token,
+            _ => None,
+        };
+        let put = |r: &Record| Request::PutRecord {
+            record: r.clone(),
+            expected_seq: None,
+            token,
+        };
+        n.handle_request(0, UNIX, None, b"w", put(&r1)).unwrap();
+        let r2 = record_at(&owner, b"s", 2, UNIX + 2_000);
+        n.handle_request(0, UNIX, None, b"w", put(&r2)).unwrap();
+        // A refused put changes nothing.
+        assert!(n.handle_request(0, UNIX, None, b"w", put(&r1)).is_err());
+        // The liveness round expires held records.
+        let t = n.next_timer().unwrap();
+        n.tick(t, UNIX + 2_000);
+        assert!(n.store().is_empty());
+        let changes = store_changes(&outputs(&mut n));
+        if persist {
+            assert_eq!(
+                changes,
+                vec![
+                    StoreChange::Put(r1.clone()),
+                    StoreChange::Put(r2),
+                    StoreChange::Removed(key),
+                ]
+            );
+        } else {
+            assert!(changes.is_empty());
+        }
+    }
+}
+
+#[test]
+fn a_put_that_fails_on_one_of_the_k_closest_goes_to_the_next_closest() {
+    let owner = Identity::from_seed([12; 32]);
+    let r = record(&owner, 1);
+    let key = r.key();
+    let mut n = Node::new(
+        NodeId([!key.0[0]; 32]),
+        NodeConfig {
+            client: true,
+            k: 2,
+            // One request at a time: the lookup asks only the two nearest.
+            alpha: 1,
+            record_paths: 1,
+            ..cfg()
+        },
+        0,
+        1,
+        [0; 32],
+    );
+    // Four nodes at increasing distance from the key.
+    let peers: Vec<Contact<u32>> = (1..=4u8)
+        .map(|t| {
+            let mut c = contact(0x80 | t, t);
+            c.id = NodeId(key.0);
+            c.id.0[0] ^= 1 << t;
+            c
+        })
+        .collect();
+    for p in &peers {
+        n.on_contact(0, p.clone(), true);
+    }
+    let op = n.put_record(0, UNIX, r.clone(), None);
+    let mut asked = Vec::new();
+    let (done, puts) = serve_reads(&mut n, op, &peers, &HashMap::new(), &mut asked);
+    assert!(done.is_none());
+    let targets: Vec<NodeId> = puts.iter().map(|p| p.0).collect();
+    assert_eq!(targets, vec![peers[0].id, peers[1].id], "the k closest");
+    let req_to = |n: &Node<u32>, id: NodeId| {
+        n.pending
+            .iter()
+            .find(|(_, p)| p.to == id && matches!(p.request, Request::PutRecord { .. }))
+            .map(|(r, _)| *r)
+            .unwrap()
+    };
+    // The nearest does not answer: the put goes to the third, the next nearest the
+    // lookup learned of. It was not asked, so it is asked for its token first.
+    let first = req_to(&n, peers[0].id);
+    n.on_response(100, UNIX, first, Err(Failure::Unreachable));
+    let s = sends(&outputs(&mut n));
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].1, peers[2].id);
+    assert!(matches!(s[0].2, Request::GetRecord { key: k } if k == key));
+    let token = [peers[2].id.0[31]; 32];
+    n.on_response(
+        105,
+        UNIX,
+        s[0].0,
+        answer(
+            &peers[2],
+            Response::Record {
+                record: None,
+                closer: vec![],
+                token: Some(token),
+            },
+        ),
+    );
+    let s = sends(&outputs(&mut n));
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].1, peers[2].id);
+    match &s[0].2 {
+        Request::PutRecord { token: t, .. } => assert_eq!(*t, Some(token)),
+        other => panic!("{other:?}"),
+    }
+    let second = req_to(&n, peers[1].id);
+    n.on_response(110, UNIX, second, answer(&peers[1], Response::Stored));
+    let third = req_to(&n, peers[2].id);
+    n.on_response(120, UNIX, third, answer(&peers[2], Response::Stored));
+    let outs = outputs(&mut n);
+    let report = outs.iter().find_map(|o| match o {
+        Output::Done {
+            op: o,
+            outcome: Outcome::Put(Ok(report)),
+        } if *o == op => Some(report.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        report,
+        Some(PutReport {
+            stored: 2,
+            refused: vec![],
+            failed: 1,
+        })
+    );
+    assert!(sends(&outs).is_empty(), "enough stored: no more puts");
+}
+
+#[test]
+fn a_read_of_a_key_read_recently_asks_the_closest_found_then_first() {
+    let owner = Identity::from_seed([13; 32]);
+    let key = record(&owner, 1).key();
+    let mut n = node(NodeId([!key.0[0]; 32]));
+    // The table knows one far node; it names two near the key.
+    let far = contact(0x80, 1);
+    let mut near: Vec<Contact<u32>> = (1..=2u8)
+        .map(|t| {
+            let mut c = contact(0x40 | t, t);
+            c.id = NodeId(key.0);
+            c.id.0[31] ^= t;
+            c
+        })
+        .collect();
+    n.on_contact(0, far.clone(), true);
+    let mut all = vec![far.clone()];
+    all.append(&mut near);
+    let op = n.get_record(0, UNIX, key);
+    let (done, _) = serve_reads(&mut n, op, &all, &HashMap::new(), &mut Vec::new());
+    assert!(matches!(done, Some(Outcome::Record(None))));
+    assert!(
+        n.table().get(&all[1].id).is_none(),
+        "not admitted by answering"
+    );
+
+    // Read again soon: the first requests go to the near nodes as well.
+    n.get_record(1_000, UNIX, key);
+    let first: HashSet<NodeId> = sends(&outputs(&mut n)).iter().map(|s| s.1).collect();
+    assert!(
+        first.contains(&all[1].id) && first.contains(&all[2].id),
+        "{first:?}"
+    );
+
+    // Once the cache entry is older than `closest_cache_ms`, only the table is used.
+    let later = 2_000 + n.config().closest_cache_ms;
+    n.tick(later, UNIX);
+    outputs(&mut n);
+    n.get_record(later, UNIX, key);
+    let first: Vec<NodeId> = sends(&outputs(&mut n)).iter().map(|s| s.1).collect();
+    assert_eq!(first, vec![far.id]);
+
+    // Without a cache, the same second read starts from the table alone.
+    let mut n = Node::new(
+        NodeId([!key.0[0]; 32]),
+        NodeConfig {
+            closest_cache: 0,
+            ..cfg()
+        },
+        0,
+        1,
+        [7; 32],
+    );
+    n.on_contact(0, far.clone(), true);
+    let op = n.get_record(0, UNIX, key);
+    serve_reads(&mut n, op, &all, &HashMap::new(), &mut Vec::new());
+    n.get_record(1_000, UNIX, key);
+    let first: Vec<NodeId> = sends(&outputs(&mut n)).iter().map(|s| s.1).collect();
+    assert_eq!(first, vec![far.id]);
+}

@@ -71,12 +71,38 @@ pub enum Stored {
     Unchanged,
 }
 
+/// A change of the store's contents, for a host that keeps the store on disk (see
+/// [`RecordStore::set_journal`]).
+// Moved once, from the store to the disk writer: boxing the record buys nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChange {
+    /// A record was added or replaced the one held under its key.
+    Put(Signed<MutableRecord>),
+    /// The record under this key was dropped (expired).
+    Removed(RecordKey),
+}
+
+/// What [`RecordStore::restore`] did with the records it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Restored {
+    /// Records now held.
+    pub restored: usize,
+    /// Records that had expired (or whose expiry lies beyond `max_ttl_ms`).
+    pub expired: usize,
+    /// Records refused by the store's other rules: an older or equal seq than one held,
+    /// too large, or no room (the store's or the publisher's bound).
+    pub refused: usize,
+}
+
 /// The records one node holds for others.
 #[derive(Debug, Default)]
 pub struct RecordStore {
     cfg: StoreConfig,
     records: HashMap<RecordKey, Signed<MutableRecord>>,
     per_owner: HashMap<PublicKey, usize>,
+    /// Changes not yet taken by [`RecordStore::take_changes`] (kept only when enabled).
+    journal: Option<Vec<StoreChange>>,
 }
 
 impl RecordStore {
@@ -85,7 +111,56 @@ impl RecordStore {
             cfg,
             records: HashMap::new(),
             per_owner: HashMap::new(),
+            journal: None,
         }
+    }
+
+    /// Keeps a journal of every change (added, replaced, dropped records) for
+    /// [`RecordStore::take_changes`]: a host that persists the store writes these.
+    pub fn set_journal(&mut self, on: bool) {
+        self.journal = on.then(Vec::new);
+    }
+
+    /// The changes since the last call (empty without a journal).
+    pub fn take_changes(&mut self) -> Vec<StoreChange> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn log(&mut self, change: impl FnOnce() -> StoreChange) {
+        if let Some(j) = self.journal.as_mut() {
+            j.push(change());
+        }
+    }
+
+    /// Takes back records this node held before a restart (read from its disk), under
+    /// the same rules as a put at unix time `now`: expired ones and ones expiring beyond
+    /// `max_ttl_ms` are dropped, the store's and each publisher's bounds hold, and of two
+    /// records under one key the higher seq wins. The records' signatures must have been
+    /// checked by the caller (the wire conversion into [`Signed`] does). Restoring
+    /// writes nothing to the journal: the records came from the disk.
+    pub fn restore(
+        &mut self,
+        records: impl IntoIterator<Item = Signed<MutableRecord>>,
+        now: u64,
+    ) -> Restored {
+        let journal = self.journal.take();
+        let mut r = Restored::default();
+        for record in records {
+            match self.put(record, None, now) {
+                Ok(Stored::New | Stored::Replaced { .. }) => r.restored += 1,
+                // The same record twice: held once.
+                Ok(Stored::Unchanged) => {}
+                Err(RecordRefused::Expired { .. } | RecordRefused::ExpiryTooFar { .. }) => {
+                    r.expired += 1;
+                }
+                Err(_) => r.refused += 1,
+            }
+        }
+        self.journal = journal;
+        r
     }
 
     /// A store with the default bounds.
@@ -116,6 +191,7 @@ impl RecordStore {
         match self.records.get(&key) {
             Some(old) => {
                 let previous_seq = old.seq;
+                self.log(|| StoreChange::Put(record.clone()));
                 self.records.insert(key, record);
                 Ok(Stored::Replaced { previous_seq })
             }
@@ -135,6 +211,7 @@ impl RecordStore {
                     });
                 }
                 *n += 1;
+                self.log(|| StoreChange::Put(record.clone()));
                 self.records.insert(key, record);
                 Ok(Stored::New)
             }
@@ -203,10 +280,16 @@ impl RecordStore {
     pub fn expire(&mut self, now: u64) -> usize {
         let before = self.records.len();
         let per_owner = &mut self.per_owner;
-        self.records.retain(|_, r| {
+        let journal = &mut self.journal;
+        self.records.retain(|key, r| {
             let keep = r.expires_at_ms > now;
-            if !keep && let Some(n) = per_owner.get_mut(&r.public_key) {
-                *n = n.saturating_sub(1);
+            if !keep {
+                if let Some(n) = per_owner.get_mut(&r.public_key) {
+                    *n = n.saturating_sub(1);
+                }
+                if let Some(j) = journal.as_mut() {
+                    j.push(StoreChange::Removed(*key));
+                }
             }
             keep
         });

@@ -1,6 +1,7 @@
 //! Configuration of the DHT driver.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use shoal_proto::NodeId;
 use std::time::Duration;
@@ -9,6 +10,8 @@ use crate::core::membership::MembershipConfig;
 use crate::core::rate::RateConfig;
 use crate::core::store::StoreConfig;
 use crate::core::table::TableConfig;
+
+use super::persist::DhtPersistence;
 
 /// Everything the driver needs besides the identity. Defaults suit a production network.
 #[derive(Debug, Clone)]
@@ -59,6 +62,12 @@ pub struct DhtConfig {
     /// token bucket, default 50 per second with bursts of 200; more get
     /// RESOURCE_EXHAUSTED.
     pub rate: RateConfig,
+    /// Where the records this node holds and the nodes it verified are kept across
+    /// restarts (see [`DhtPersistence`]). Default none: a restart starts empty.
+    pub persistence: Option<Arc<dyn DhtPersistence>>,
+    /// The verified peers are written to `persistence` this often (and at shutdown).
+    /// Default 1 min.
+    pub peers_save_interval: Duration,
 }
 
 impl Default for DhtConfig {
@@ -85,6 +94,8 @@ impl Default for DhtConfig {
             store: StoreConfig::default(),
             membership: MembershipConfig::default(),
             rate: RateConfig::default(),
+            persistence: None,
+            peers_save_interval: Duration::from_secs(60),
         }
     }
 }

@@ -16,6 +16,7 @@
 //! local record, and metrics.
 
 mod config;
+mod persist;
 mod rpc;
 mod service;
 mod task;
@@ -36,6 +37,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 pub use config::{DhtConfig, RecordFields};
+pub use persist::{
+    DhtPersistence, MAX_KNOWN_PEERS, MAX_REMEMBERED_TRIES, MIN_JOIN_ANSWERS, MemoryPersistence,
+    PersistError,
+};
 pub use service::DiscoveryService;
 
 use crate::core::key::Subnet;
@@ -43,6 +48,7 @@ use crate::core::lookup::PeerData;
 pub use crate::core::node::PutReport;
 use crate::core::node::{Contact, Node, NodeConfig, OpId, Outcome, PutError};
 use crate::core::rate::RateLimiter;
+use crate::core::store::StoreChange;
 use crate::core::verified::VerifiedCache;
 use crate::error::{DhtError, ServeError};
 use crate::metrics::Metrics;
@@ -135,6 +141,7 @@ fn node_config(c: &DhtConfig, client: bool) -> NodeConfig {
         table: c.table.clone(),
         store: c.store.clone(),
         membership: Some(c.membership.clone()),
+        persist: c.persistence.is_some() && !client,
         ..NodeConfig::default()
     }
 }
@@ -169,6 +176,13 @@ impl Dht {
             rng.random(),
         );
         let (cmds, rx) = mpsc::unbounded_channel();
+        let (persist_tx, persist_rx) = match &config.persistence {
+            Some(_) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let inner = Arc::new(Inner {
             node: Mutex::new(node),
             wake: Notify::new(),
@@ -181,6 +195,11 @@ impl Dht {
             epoch: Instant::now(),
             cancel: CancellationToken::new(),
             task: Mutex::new(None),
+            persist_tx,
+            writer: Mutex::new(None),
+            writer_stop: CancellationToken::new(),
+            loaded: watch::channel(false).0,
+            remembered: Mutex::new(Vec::new()),
             identity,
             config,
             client,
@@ -189,6 +208,16 @@ impl Dht {
         if let Some(rx) = &fields {
             let current = rx.borrow().clone();
             inner.sign_local(&current)?;
+        }
+        if let (Some(store), Some(changes)) = (inner.config.persistence.clone(), persist_rx) {
+            let writer = tokio::spawn(persist::run_writer(
+                inner.clone(),
+                store,
+                changes,
+                inner.config.peers_save_interval,
+                inner.writer_stop.clone(),
+            ));
+            *lock(&inner.writer) = Some(writer);
         }
         let handle = tokio::spawn(task::run(inner.clone(), rx, fields));
         *lock(&inner.task) = Some(handle);
@@ -202,6 +231,14 @@ pub struct MemberInfo {
     pub record: Peer,
     /// Milliseconds since the unix epoch when it last answered us.
     pub last_seen_unix_ms: Option<u64>,
+}
+
+/// A node this participant verified (it answered at the address its signed record
+/// names), with when it last did: a way into the network for the next start.
+#[derive(Debug, Clone)]
+pub struct KnownPeer {
+    pub record: Peer,
+    pub last_seen_unix_ms: u64,
 }
 
 /// One routing-table entry, for status pages and tests.
@@ -226,36 +263,73 @@ impl DhtHandle {
             .max_encoding_message_size(service::MAX_DISCOVERY_MESSAGE)
     }
 
-    /// Joins through the configured bootstrap addresses: pings them, looks up our own id
-    /// and refreshes every bucket. Returns the routing-table size.
+    /// Joins the network: pings the configured bootstrap entries and, when fewer than
+    /// [`MIN_JOIN_ANSWERS`] of them answer, up to [`MAX_REMEMBERED_TRIES`] of the nodes
+    /// verified before (persisted, newest first), each with the usual deadline; then
+    /// looks up our own id and refreshes every bucket. Returns the routing-table size.
+    /// Fails, naming every node tried and why, only when nobody answered and the table
+    /// is empty.
     pub async fn bootstrap(&self) -> Result<usize, DhtError> {
         let inner = &self.inner;
-        let mut answered = 0;
-        let mut failures = Vec::new();
-        for (id, addr) in inner.config.bootstrap.clone() {
-            match inner.ping(addr, id).await {
-                Ok(peer) => {
-                    answered += 1;
-                    let at_advertised = dial_addr(&peer) == Some(addr);
-                    inner.with_node(|n, now, _| n.on_contact(now, contact(&peer), at_advertised));
+        // What the store kept must be read before the remembered peers are known.
+        let mut loaded = inner.loaded.subscribe();
+        if loaded.wait_for(|l| *l).await.is_err() {
+            return Err(DhtError::Shutdown);
+        }
+        let configured = inner.config.bootstrap.clone();
+        let mut tried: Vec<String> = Vec::new();
+        let mut answered = inner.ping_all(&configured, &mut tried).await;
+        let mut remembered_tried = 0;
+        if answered < MIN_JOIN_ANSWERS {
+            let local = inner.identity.node_id();
+            let candidates: Vec<(NodeId, SocketAddr)> = lock(&inner.remembered)
+                .iter()
+                .filter_map(|p| Some((p.record.node_id(), dial_addr(&p.record)?)))
+                .filter(|(id, addr)| *id != local && !configured.contains(&(*id, *addr)))
+                .take(MAX_REMEMBERED_TRIES)
+                .collect();
+            remembered_tried = candidates.len();
+            if !candidates.is_empty() {
+                let n = inner.ping_all(&candidates, &mut tried).await;
+                if n > 0 {
+                    tracing::info!(
+                        answered = n,
+                        tried = candidates.len(),
+                        "joining through nodes remembered from before"
+                    );
                 }
-                Err(e) => {
-                    tracing::warn!(%addr, node = %id, error = %e, "bootstrap node did not answer");
-                    failures.push(e.to_string());
-                }
+                answered += n;
             }
         }
         if answered == 0 && lock(&inner.node).table().is_empty() {
-            if failures.is_empty() {
+            if tried.is_empty() {
                 return Err(DhtError::NoPeers);
             }
             return Err(DhtError::BootstrapFailed {
-                reasons: failures.join("; "),
+                configured: configured.len(),
+                remembered: remembered_tried,
+                reasons: tried.join("; "),
             });
         }
         match inner.op(|n, now, unix| n.bootstrap(now, unix)).await? {
             Outcome::Bootstrapped { table } => Ok(table),
             _ => Err(DhtError::NoPeers),
+        }
+    }
+
+    /// The nodes this participant verified, newest first, at most `limit`: those that
+    /// answered at their advertised address during this run (routing table and
+    /// membership), then those remembered from before it. For a host that wants more
+    /// than one way in (an uplink adding bootstrap entries to a grant).
+    pub fn known_peers(&self, limit: usize) -> Vec<KnownPeer> {
+        self.inner.known_peers(limit)
+    }
+
+    /// Writes the known peers to the store now (they are also written every
+    /// `peers_save_interval` and at shutdown). Does nothing without a store.
+    pub async fn save_known_peers(&self) {
+        if let Some(store) = self.inner.config.persistence.clone() {
+            persist::save_peers(&self.inner, &store).await;
         }
     }
 
@@ -423,6 +497,25 @@ impl DhtHandle {
         if let Some(t) = task {
             let _ = t.await;
         }
+        // The record store's last changes go to the writer, which writes them and the
+        // known peers, then ends.
+        if let Some(tx) = &self.inner.persist_tx {
+            let mut node = lock(&self.inner.node);
+            while let Some(o) = node.poll_output() {
+                if let crate::core::node::Output::Store(c) = o {
+                    let _ = tx.send(c);
+                }
+            }
+        }
+        self.inner.writer_stop.cancel();
+        let writer = lock(&self.inner.writer).take();
+        if let Some(w) = writer
+            && tokio::time::timeout(persist::LOAD_DEADLINE, w)
+                .await
+                .is_err()
+        {
+            tracing::warn!("DHT store: the last writes did not finish in time");
+        }
     }
 }
 
@@ -462,6 +555,14 @@ pub(crate) struct Inner {
     epoch: Instant,
     pub(crate) cancel: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Changes of the record store for the writer task (with a store only).
+    pub(crate) persist_tx: Option<mpsc::UnboundedSender<StoreChange>>,
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    writer_stop: CancellationToken,
+    /// Set once what the store kept has been read (at once without a store).
+    pub(crate) loaded: watch::Sender<bool>,
+    /// Peers read back from the store, checked, newest first.
+    pub(crate) remembered: Mutex<Vec<KnownPeer>>,
     pub(crate) metrics: Metrics,
 }
 
@@ -604,6 +705,78 @@ impl Inner {
 
     pub(crate) fn local_record(&self) -> Option<Peer> {
         lock(&self.local).clone()
+    }
+
+    /// Pings every `(id, addr)` at once, each with the usual deadline; reports who
+    /// answered to the node and each failure into `tried`. Returns how many answered.
+    async fn ping_all(&self, peers: &[(NodeId, SocketAddr)], tried: &mut Vec<String>) -> usize {
+        let pings = peers
+            .iter()
+            .map(|(id, addr)| async move { (*id, *addr, self.ping(*addr, *id).await) });
+        let mut answered = 0;
+        for (id, addr, result) in futures::future::join_all(pings).await {
+            match result {
+                Ok(peer) => {
+                    answered += 1;
+                    let at_advertised = dial_addr(&peer) == Some(addr);
+                    self.with_node(|n, now, _| n.on_contact(now, contact(&peer), at_advertised));
+                }
+                Err(e) => {
+                    tracing::warn!(%addr, node = %id, error = %e, "node did not answer the join");
+                    tried.push(format!("{id}@{addr}: {e}"));
+                }
+            }
+        }
+        answered
+    }
+
+    /// See [`DhtHandle::known_peers`].
+    pub(crate) fn known_peers(&self, limit: usize) -> Vec<KnownPeer> {
+        let mut best: HashMap<NodeId, KnownPeer> = HashMap::new();
+        let mut offer = |record: &Peer, seen: u64| {
+            let id = record.node_id();
+            match best.get(&id) {
+                Some(k) if k.last_seen_unix_ms >= seen => {}
+                _ => {
+                    best.insert(
+                        id,
+                        KnownPeer {
+                            record: record.clone(),
+                            last_seen_unix_ms: seen,
+                        },
+                    );
+                }
+            }
+        };
+        {
+            let node = lock(&self.node);
+            // Table entries were admitted only after answering at their address.
+            for e in node.table().iter().filter(|e| e.failures == 0) {
+                offer(&e.data, self.unix_of(e.last_seen));
+            }
+            if let Some(m) = node.members() {
+                for m in m.iter() {
+                    if let Some(seen) = m.last_seen {
+                        offer(&m.data, self.unix_of(seen));
+                    }
+                }
+            }
+        }
+        for k in lock(&self.remembered).iter() {
+            offer(&k.record, k.last_seen_unix_ms);
+        }
+        let local = self.identity.node_id();
+        let mut peers: Vec<KnownPeer> = best
+            .into_values()
+            .filter(|k| k.record.node_id() != local)
+            .collect();
+        peers.sort_unstable_by(|a, b| {
+            b.last_seen_unix_ms
+                .cmp(&a.last_seen_unix_ms)
+                .then_with(|| a.record.node_id().0.cmp(&b.record.node_id().0))
+        });
+        peers.truncate(limit);
+        peers
     }
 }
 

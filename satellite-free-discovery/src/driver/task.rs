@@ -10,7 +10,11 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Cmd, Inner, Peer, RecordFields, lock};
+use prost::Message;
+use shoal_proto::pb;
+
+use super::persist::{self, DhtPersistence};
+use super::{Cmd, Inner, KnownPeer, Peer, RecordFields, lock};
 use crate::core::node::{Answer, Failure, Note, OpId, Outcome, Output, ReqId};
 
 type Call = Pin<Box<dyn Future<Output = (ReqId, Result<Answer<Peer>, Failure>)> + Send>>;
@@ -25,6 +29,17 @@ pub(crate) async fn run(
 ) {
     let mut calls: FuturesUnordered<Call> = FuturesUnordered::new();
     let mut waiters: HashMap<OpId, oneshot::Sender<Outcome<Peer>>> = HashMap::new();
+    if let Some(store) = inner.config.persistence.clone() {
+        tokio::select! {
+            _ = inner.cancel.cancelled() => {
+                // A bootstrap waiting for the load goes on, to find the DHT shut down.
+                inner.loaded.send_replace(true);
+                return;
+            }
+            () = restore(&inner, &store) => {}
+        }
+    }
+    inner.loaded.send_replace(true);
     loop {
         let next = drain(&inner, &mut calls, &mut waiters);
         let sleep = async {
@@ -113,6 +128,11 @@ fn drain(
                     let _ = w.send(outcome);
                 }
             }
+            Output::Store(c) => {
+                if let Some(tx) = &inner.persist_tx {
+                    let _ = tx.send(c);
+                }
+            }
             Output::Note(n) => match n {
                 Note::PeerRefused(why) => m.peers_refused.with_label_values(&[why]).inc(),
                 Note::DialbackFailed => m.dialbacks_failed.inc(),
@@ -127,4 +147,60 @@ fn drain(
         }
     }
     next
+}
+
+/// Reads what the store kept: the records go back into the node's record store (under
+/// its rules: bounds, expiry), the remembered peers are checked (signature, proof of
+/// work, addresses) and kept for [`super::DhtHandle::bootstrap`].
+async fn restore(inner: &Arc<Inner>, store: &Arc<dyn DhtPersistence>) {
+    let max_records = if inner.client {
+        0
+    } else {
+        inner.config.store.max_records
+    };
+    let loaded = persist::load(inner, store, shoal_proto::time::unix_ms(), max_records).await;
+    let restored = inner.with_node(|n, _, unix| n.restore_records(unix, loaded.records));
+    let m = &inner.metrics.records_restored;
+    m.with_label_values(&["restored"])
+        .inc_by(restored.restored as u64);
+    m.with_label_values(&["expired"])
+        .inc_by(restored.expired as u64);
+    m.with_label_values(&["refused"])
+        .inc_by(restored.refused as u64);
+    m.with_label_values(&["invalid"])
+        .inc_by(loaded.invalid as u64);
+    if loaded.invalid > 0 {
+        tracing::warn!(
+            invalid = loaded.invalid,
+            "records read back from the DHT store failed their signature check; ignored"
+        );
+    }
+    let local = inner.identity.node_id();
+    let mut remembered = Vec::new();
+    let mut bad = 0;
+    for (bytes, seen) in loaded.peers {
+        let checked = pb::NodeRecord::decode(bytes.as_slice())
+            .ok()
+            .and_then(|m| inner.check_node_record("remembered node record", m).ok());
+        match checked {
+            Some(record) if record.node_id() != local => remembered.push(KnownPeer {
+                record,
+                last_seen_unix_ms: seen,
+            }),
+            Some(_) => {}
+            None => bad += 1,
+        }
+    }
+    remembered.sort_unstable_by_key(|p| std::cmp::Reverse(p.last_seen_unix_ms));
+    if bad > 0 {
+        tracing::warn!(bad, "remembered node records failed their checks; ignored");
+    }
+    tracing::info!(
+        records = restored.restored,
+        expired = restored.expired,
+        refused = restored.refused,
+        peers = remembered.len(),
+        "read back the DHT records held and the nodes known before"
+    );
+    *lock(&inner.remembered) = remembered;
 }
