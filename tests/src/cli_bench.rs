@@ -62,6 +62,8 @@ impl Binaries {
 struct NodeProcess {
     child: Child,
     http: SocketAddr,
+    /// `NODEID@IP:PORT`.
+    pinned: String,
 }
 
 /// N storage-node processes and an uplink config dir that reaches them through the DHT.
@@ -151,7 +153,15 @@ fn run_node(bins: &Binaries, dir: &Path, i: usize) -> anyhow::Result<(NodeProces
             return Err(e);
         }
     };
-    Ok((NodeProcess { child, http }, format!("{node_id}@{grpc}")))
+    let pinned = format!("{node_id}@{grpc}");
+    Ok((
+        NodeProcess {
+            child,
+            http,
+            pinned: pinned.clone(),
+        },
+        pinned,
+    ))
 }
 
 /// `shoal_dht_table_size` of a node, from its `/metrics`.
@@ -283,8 +293,41 @@ impl ProcessNetwork {
         Ok(())
     }
 
-    fn config_dir(&self) -> PathBuf {
+    /// The uplink config dir the network was set up with (`access create --bootstrap`
+    /// naming node 0).
+    pub fn config_dir(&self) -> PathBuf {
         self.root.path().join("uplink")
+    }
+
+    /// Node `i` (0-based) as a pinned `NODEID@IP:PORT` entry.
+    pub fn pinned(&self, i: usize) -> Option<&str> {
+        self.nodes.get(i).map(|n| n.pinned.as_str())
+    }
+
+    /// Runs `uplink --config-dir DIR ARGS` (another config dir of this network):
+    /// whether it succeeded, its stdout and its stderr.
+    pub fn uplink_in(&self, dir: &Path, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+        std::fs::create_dir_all(dir)?;
+        let config = dir.join("config.toml");
+        if !config.exists() {
+            std::fs::write(
+                &config,
+                format!("difficulty = {DIFFICULTY}\nlocal_network = true\n"),
+            )?;
+        }
+        let out = Command::new(&self.bins.uplink)
+            .arg("--config-dir")
+            .arg(dir)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot start uplink")?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
     }
 
     /// A scratch directory for the cases' files, inside the network's temp dir.

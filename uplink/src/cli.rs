@@ -145,6 +145,11 @@ enum AccessCommand {
         grant: String,
         #[arg(long)]
         force: bool,
+        /// A live node to join the network through when none of the grant's bootstrap
+        /// entries answers any more (repeatable). Remembered with the nodes this config
+        /// dir has verified.
+        #[arg(long = "bootstrap", value_name = "NODEID@HOST:PORT")]
+        bootstrap: Vec<String>,
     },
     /// Show what the current access is (never its secret).
     Inspect,
@@ -258,13 +263,44 @@ pub(crate) struct Env {
     parallelism: usize,
 }
 
+/// Tells the user which writers' changes a pull could not read, and what that means.
+fn warn_unavailable(pulled: &uplink::sync::PullReport) {
+    for (w, why) in &pulled.unavailable {
+        eprintln!(
+            "warning: the catalog changes of writer {w} cannot be read now ({why}); everything else is merged. Objects only that writer stored or changed may be missing or outdated here until its records come back (`uplink catalog status` lists it)."
+        );
+    }
+}
+
 impl Env {
-    /// Merges what other writers published; every command does this first.
+    /// Merges what other writers published; every command does this first. Writers
+    /// whose changes cannot be read are named, and the command goes on.
     async fn pull(&self) -> Result<()> {
-        self.uplink.pull().await.context(
+        let pulled = self.uplink.pull().await.context(
             "cannot pull the catalog from the network (nothing was changed here; retry when the network is reachable)",
         )?;
+        warn_unavailable(&pulled);
         Ok(())
+    }
+
+    /// For a "not found": which writers' changes could not be read (so the object may
+    /// be among them). Empty when every writer was read.
+    pub(crate) fn unavailable_note(&self) -> String {
+        match self.uplink.catalog_status() {
+            Ok(s) if !s.unavailable.is_empty() => format!(
+                " (it may be among the changes of writer {} that cannot be read now: {})",
+                s.unavailable
+                    .keys()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                s.unavailable
+                    .values()
+                    .next()
+                    .map_or("", |u| u.reason.as_str())
+            ),
+            _ => String::new(),
+        }
     }
 
     /// The durability point: publishes this command's changes (one publish, however
@@ -282,6 +318,11 @@ impl Env {
 }
 
 async fn open(paths: Paths) -> Result<Env> {
+    open_with(paths, Vec::new()).await
+}
+
+/// [`open`], joining the DHT through `extra` peers too (after the grant's).
+async fn open_with(paths: Paths, extra: Vec<(NodeId, std::net::SocketAddr)>) -> Result<Env> {
     let grant = paths.load_grant()?;
     let access = Access::from_grant(&grant).context("the saved access grant is unreadable")?;
     let file = paths.load_config()?;
@@ -303,21 +344,23 @@ async fn open(paths: Paths) -> Result<Env> {
     // The DHT is joined through the grant's bootstrap peers (or, in a closed setup whose
     // grant names none, through the configured nodes). It finds nodes for new pieces
     // unless config.toml fixes a `nodes` list, and it holds the catalog's records.
+    // Then through the nodes given on the command line and those this config dir has
+    // verified before, newest first: any node that answers is a way in.
     let mut bootstrap = resolve_peers(access.bootstrap()).await?;
     if bootstrap.is_empty() {
         bootstrap = configured.clone();
     }
+    bootstrap.extend(extra);
+    let bootstrap = uplink::peers::bootstrap_list(&bootstrap, &uplink::peers::load(&catalog));
     let identity = Arc::new(Identity::from_seed(*access.owner().seed()));
     let difficulty = file
         .difficulty
         .or(access.difficulty())
         .unwrap_or(shoal_proto::DEFAULT_DIFFICULTY);
-    let dht = Arc::new(DhtNodes::new(
-        identity,
-        bootstrap,
-        difficulty,
-        file.address_scope(),
-    ));
+    let dht = Arc::new(
+        DhtNodes::new(identity, bootstrap, difficulty, file.address_scope())
+            .remember_peers_in(catalog.clone()),
+    );
     let network = format!("{:?} difficulty {difficulty}", access.bootstrap());
     let nodes: Arc<dyn NodeSource> = if configured.is_empty() {
         Arc::new(
@@ -347,6 +390,25 @@ pub(crate) async fn open_pulled(paths: Paths) -> Result<Env> {
     let env = open(paths).await?;
     env.pull().await?;
     Ok(env)
+}
+
+/// A bucket or object that does not exist here may exist in the changes of a writer
+/// that cannot be read now: says so (with why) when that is the case.
+fn explain_missing(env: &Env, r: Result<()>) -> Result<()> {
+    let Err(e) = r else {
+        return Ok(());
+    };
+    let missing = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<uplink::Error>(),
+            Some(uplink::Error::NoSuchObject { .. } | uplink::Error::NoSuchBucket(_))
+        )
+    });
+    let note = env.unavailable_note();
+    if missing && !note.is_empty() {
+        return Err(e.context(format!("not found in the catalog merged here{note}")));
+    }
+    Err(e)
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -388,12 +450,21 @@ pub async fn run(args: Args) -> Result<()> {
             location,
             recursive,
             json,
-        } => ls(&open_pulled(paths).await?, location, recursive, json),
-        Command::Cp(cp_args) => cp(&open_pulled(paths).await?, cp_args).await,
+        } => {
+            let env = open_pulled(paths).await?;
+            explain_missing(&env, ls(&env, location, recursive, json))
+        }
+        Command::Cp(cp_args) => {
+            let env = open_pulled(paths).await?;
+            explain_missing(&env, cp(&env, cp_args).await)
+        }
         Command::Rm {
             location,
             recursive,
-        } => rm(&open_pulled(paths).await?, &location, recursive).await,
+        } => {
+            let env = open_pulled(paths).await?;
+            explain_missing(&env, rm(&env, &location, recursive).await)
+        }
         Command::Mv { from, to } => {
             let env = open_pulled(paths).await?;
             let (a, b) = (require_location(&from)?, require_location(&to)?);
@@ -493,13 +564,25 @@ async fn catalog(paths: Paths, cmd: CatalogCommand) -> Result<()> {
                 } else {
                     ""
                 };
-                println!("  {w}  {seq}{me}");
+                let missing = if status.unavailable.contains_key(w) {
+                    "  (UNAVAILABLE, see below)"
+                } else {
+                    ""
+                };
+                println!("  {w}  {seq}{me}{missing}");
+            }
+            if !status.unavailable.is_empty() {
+                println!("writers whose changes the last pull could not read:");
+                for (w, why) in &status.unavailable {
+                    println!("  {w}: {why}");
+                }
             }
             Ok(())
         }
         CatalogCommand::Sync => {
             let env = open(paths).await?;
             let pulled = env.uplink.pull().await.context("cannot pull the catalog")?;
+            warn_unavailable(&pulled);
             let published = env
                 .uplink
                 .flush()
@@ -551,6 +634,15 @@ async fn access(paths: Paths, cmd: AccessCommand) -> Result<()> {
                 b.parse::<PinnedPeer>()
                     .with_context(|| format!("bootstrap peer `{b}`"))?;
             }
+            let mut bootstrap = bootstrap;
+            let found = diverse_live_nodes(&paths, &bootstrap).await;
+            if !found.is_empty() {
+                eprintln!(
+                    "Added {} live nodes of other subnets to the grant's bootstrap entries: any of them is a way in.",
+                    found.len()
+                );
+            }
+            bootstrap.extend(found);
             let access = Access::new(root, bootstrap);
             let grant = access.to_grant()?;
             paths.save_grant(&grant)?;
@@ -561,8 +653,24 @@ async fn access(paths: Paths, cmd: AccessCommand) -> Result<()> {
             println!("{grant}");
             Ok(())
         }
-        AccessCommand::Import { grant, force } => {
+        AccessCommand::Import {
+            grant,
+            force,
+            bootstrap,
+        } => {
             let access = Access::from_grant(&grant).context("cannot import the access grant")?;
+            let mut extra = Vec::new();
+            for b in &bootstrap {
+                let pinned: PinnedPeer = b.parse().with_context(|| {
+                    format!("bootstrap peer `{b}` (give it as NODEID@HOST:PORT)")
+                })?;
+                extra.extend(
+                    pinned
+                        .resolve()
+                        .await
+                        .with_context(|| format!("cannot resolve bootstrap peer `{b}`"))?,
+                );
+            }
             if !force && paths.load_grant().is_ok_and(|g| g != grant.trim()) {
                 bail!(
                     "another access already exists in {}; use --force to replace it",
@@ -572,10 +680,30 @@ async fn access(paths: Paths, cmd: AccessCommand) -> Result<()> {
             paths.save_grant(&access.to_grant()?)?;
             println!("Access imported (owner {})", access.owner().node_id());
             // Recovery: rebuild the local catalog from what the network holds.
-            let env = open(paths).await?;
+            let env = open_with(paths, extra.clone()).await?;
+            if !extra.is_empty() {
+                let now = shoal_proto::time::unix_ms();
+                uplink::peers::remember(
+                    env.uplink.catalog(),
+                    extra.iter().map(|(id, address)| uplink::peers::KnownPeer {
+                        id: id.0,
+                        address: *address,
+                        last_seen_ms: now,
+                    }),
+                )?;
+            }
             let pulled = env.uplink.pull().await.context(
-                "the grant is saved, but the catalog could not be recovered from the network",
+                "the grant is saved, but the catalog could not be recovered from the network; if none of the grant's bootstrap nodes is up any more, run the import again with `--bootstrap NODEID@HOST:PORT` naming any live node",
             )?;
+            warn_unavailable(&pulled);
+            if pulled.found_nothing() {
+                // Not an empty backup: nothing at all answered for this grant.
+                println!("No catalog was found in the network for this grant.");
+                eprintln!(
+                    "warning: no catalog was found in the network for this grant. If the grant is new and nothing was stored with it yet, this is expected: go on using it. If it was used before, the network has lost the catalog's records (for example every node restarted before they were kept on disk, or their leases ended): your objects' pieces may still be on the nodes. Run `uplink catalog rebuild` to recover the catalog from the nodes; until then this config dir shows no objects."
+                );
+                return Ok(());
+            }
             let buckets = env.uplink.buckets()?;
             let mut objects = 0;
             for b in &buckets {
@@ -606,6 +734,57 @@ async fn access(paths: Paths, cmd: AccessCommand) -> Result<()> {
         }
     }
 }
+
+/// Live nodes to add to a new grant: up to [`GRANT_EXTRA_PEERS`] on distinct subnets,
+/// found through the DHT joined via `given`, so that the grant does not depend on one
+/// node. Empty (with a warning) when the DHT cannot be joined: the grant then carries
+/// only `given`.
+async fn diverse_live_nodes(paths: &Paths, given: &[String]) -> Vec<String> {
+    if given.is_empty() {
+        return Vec::new();
+    }
+    let found = async {
+        let file = paths.load_config()?;
+        let peers = resolve_peers(given).await?;
+        let skip: Vec<NodeId> = peers.iter().map(|(id, _)| *id).collect();
+        let dht = DhtNodes::new(
+            Arc::new(Identity::random()),
+            peers,
+            file.difficulty.unwrap_or(shoal_proto::DEFAULT_DIFFICULTY),
+            file.address_scope(),
+        );
+        let sampled = tokio::time::timeout(
+            Duration::from_secs(30),
+            dht.sample(uplink::peers::MAX_KNOWN_PEERS),
+        )
+        .await;
+        dht.shutdown().await;
+        let candidates: Vec<(NodeId, std::net::SocketAddr)> = sampled
+            .map_err(|_| anyhow!("no answer within 30 s"))?
+            .map_err(|e| anyhow!("{e}"))?
+            .iter()
+            .map(|c| (c.id, c.address))
+            .collect();
+        Ok::<_, anyhow::Error>(
+            uplink::peers::diverse(&candidates, &skip, GRANT_EXTRA_PEERS)
+                .into_iter()
+                .map(|(id, addr)| format!("{}@{addr}", id.to_hex()))
+                .collect(),
+        )
+    };
+    match found.await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!(
+                "warning: could not reach the network to add more bootstrap entries ({e:#}); the grant names only the nodes given"
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// Live nodes `access create` adds to a grant beside those given.
+const GRANT_EXTRA_PEERS: usize = 8;
 
 pub(crate) fn format_time(ms: u64) -> String {
     // Seconds since the epoch as UTC date and time, without a date library.

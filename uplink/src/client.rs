@@ -49,6 +49,13 @@ pub struct UplinkConfig {
     /// handed to a background reaper that deletes them if their receipt comes late.
     /// `0` commits with the receipts already in, as soon as `success` are. Default 2 s.
     pub long_tail_grace: Duration,
+    /// A node whose last transfer failed gets no new pieces for this long (unless no
+    /// other node is left), or until a transfer with it succeeds. Default 5 minutes.
+    pub failed_node_backoff: Duration,
+    /// Bytes of a segment's coded shards kept while it uploads, so that a piece whose
+    /// node fails can be sent again, whole, to another node. Segments larger than this
+    /// replace only pieces that fail in their first this-many bytes. Default 16 MiB.
+    pub replacement_buffer: usize,
     /// Piece downloads started beyond `k`. Default `None`: `max(2, k / 4)`.
     pub download_margin: Option<usize>,
     /// Lease of pieces stored without an explicit expiry, and how far `renew` extends
@@ -82,6 +89,8 @@ impl Default for UplinkConfig {
             slow_piece_grace: Duration::from_secs(2),
             piece_timeout: Duration::from_secs(30),
             long_tail_grace: Duration::from_secs(2),
+            failed_node_backoff: Duration::from_secs(300),
+            replacement_buffer: 16 << 20,
             download_margin: None,
             default_lease: DEFAULT_LEASE,
             catalog_scheme: Scheme {

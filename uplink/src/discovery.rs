@@ -15,6 +15,8 @@ use shoal_proto::address::AddressScope;
 use shoal_proto::{Identity, NodeId};
 use tokio::sync::OnceCell;
 
+use crate::catalog::Catalog;
+use crate::peers::{KnownPeer, MAX_KNOWN_PEERS};
 use crate::store::{DiscoveryError, NodeCandidate, NodeSource};
 use crate::sync::{CatalogRecords, RecordError};
 use shoal_proto::messages::MutableRecord;
@@ -42,6 +44,8 @@ pub struct DhtNodes {
     difficulty: u32,
     scope: AddressScope,
     dht: OnceCell<DhtHandle>,
+    /// Where the nodes that answered are remembered ([`crate::peers`]).
+    known: Option<Catalog>,
 }
 
 impl DhtNodes {
@@ -61,6 +65,39 @@ impl DhtNodes {
             difficulty,
             scope,
             dht: OnceCell::new(),
+            known: None,
+        }
+    }
+
+    /// Remembers the members that answered (on joining and on every sample) in
+    /// `catalog`'s store, as later ways in ([`crate::peers`]).
+    pub fn remember_peers_in(mut self, catalog: Catalog) -> Self {
+        self.known = Some(catalog);
+        self
+    }
+
+    /// Remembers the verified members `dht` heard from lately.
+    fn remember(&self, dht: &DhtHandle) {
+        let Some(catalog) = &self.known else {
+            return;
+        };
+        let seen: Vec<KnownPeer> = dht
+            .sample(MAX_KNOWN_PEERS * 2, 0, MAX_MEMBER_AGE)
+            .iter()
+            .filter_map(|m| {
+                let c = NodeCandidate::from_record(&m.record)?;
+                Some(KnownPeer {
+                    id: c.id.0,
+                    address: c.address,
+                    last_seen_ms: m.last_seen_unix_ms?,
+                })
+            })
+            .collect();
+        if seen.is_empty() {
+            return;
+        }
+        if let Err(e) = crate::peers::remember(catalog, seen) {
+            tracing::debug!(error = %e, "cannot remember the nodes seen");
         }
     }
 
@@ -86,7 +123,10 @@ impl DhtNodes {
         let dht = Dht::start(Arc::clone(&self.identity), config, Mode::Client)
             .map_err(|e| DiscoveryError(format!("cannot start the DHT client: {e}")))?;
         match dht.bootstrap().await {
-            Ok(n) if n > 0 => Ok(dht),
+            Ok(n) if n > 0 => {
+                self.remember(&dht);
+                Ok(dht)
+            }
             Ok(_) => {
                 dht.shutdown().await;
                 Err(DiscoveryError(format!(
@@ -112,12 +152,19 @@ impl DhtNodes {
     }
 }
 
+/// The entries tried, for a message: the first few and how many more.
 fn list(peers: &[(NodeId, SocketAddr)]) -> String {
-    peers
+    const SHOWN: usize = 4;
+    let mut s = peers
         .iter()
+        .take(SHOWN)
         .map(|(id, addr)| format!("{id}@{addr}"))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    if peers.len() > SHOWN {
+        s.push_str(&format!(" and {} more", peers.len() - SHOWN));
+    }
+    s
 }
 
 impl NodeSource for DhtNodes {
@@ -156,6 +203,7 @@ impl NodeSource for DhtNodes {
                     "the DHT knows no live storage node yet; is the network running?".into(),
                 ));
             }
+            self.remember(dht);
             Ok(nodes)
         })
     }

@@ -302,6 +302,7 @@ fn record(inner: &Inner, node: [u8; 32], error: Option<&PieceError>) {
             "ok",
             NodeStats {
                 successes: 1,
+                last_success_ms: shoal_proto::time::unix_ms(),
                 ..NodeStats::default()
             },
         ),
@@ -309,6 +310,7 @@ fn record(inner: &Inner, node: [u8; 32], error: Option<&PieceError>) {
             "corrupt",
             NodeStats {
                 failures: 1,
+                last_failure_ms: shoal_proto::time::unix_ms(),
                 corrupt: 1,
                 ..NodeStats::default()
             },
@@ -317,6 +319,7 @@ fn record(inner: &Inner, node: [u8; 32], error: Option<&PieceError>) {
             "failed",
             NodeStats {
                 failures: 1,
+                last_failure_ms: shoal_proto::time::unix_ms(),
                 ..NodeStats::default()
             },
         ),
@@ -366,13 +369,15 @@ async fn download_segment(
     let secs = timeout.as_secs_f64();
     let history = inner.catalog.node_stats()?;
     // Data pieces first (no decoding if they all answer), nodes that served corrupt data
-    // last; otherwise in piece order.
+    // last, and before them nodes whose last transfer failed lately (likely gone: nodes
+    // seen working are asked first); otherwise in piece order.
+    let now = shoal_proto::time::unix_ms();
     let mut order: Vec<&PiecePlacement> = seg.pieces.iter().collect();
     order.sort_by_key(|p| {
-        let bad = history
-            .get(&NodeId(p.node_id))
-            .is_some_and(|s| s.is_excluded());
-        (bad, usize::from(p.index) >= k, p.index)
+        let stats = history.get(&NodeId(p.node_id));
+        let bad = stats.is_some_and(|s| s.is_excluded());
+        let failing = stats.is_some_and(|s| s.backing_off(now, inner.config.failed_node_backoff));
+        (bad, failing, usize::from(p.index) >= k, p.index)
     });
     let mut reserve: VecDeque<&PiecePlacement> = order.into();
     let want = (k + margin(inner, k)).min(reserve.len());

@@ -41,6 +41,7 @@ pub mod health;
 mod hexser;
 pub mod metrics;
 pub mod orders;
+pub mod peers;
 pub mod repair;
 pub mod segment;
 pub mod select;

@@ -51,7 +51,7 @@ impl Metrics {
             )?,
             piece_uploads: vec(
                 "shoal_uplink_piece_uploads_total",
-                "Piece uploads by result (ok, failed, cut, cancelled)",
+                "Piece uploads by result (ok, failed, cut, cancelled, replaced: started again on another node)",
             )?,
             piece_downloads: vec(
                 "shoal_uplink_piece_downloads_total",

@@ -215,16 +215,19 @@ fn outcome_stats(r: &Result<u64, PieceError>, elapsed: Duration) -> NodeStats {
     match r {
         Ok(_) => NodeStats {
             successes: 1,
+            last_success_ms: shoal_proto::time::unix_ms(),
             latency_ms: (elapsed.as_millis() as u64).max(1),
             ..NodeStats::default()
         },
         Err(PieceError::Corrupt { .. }) => NodeStats {
             failures: 1,
+            last_failure_ms: shoal_proto::time::unix_ms(),
             failed_audits: 1,
             ..NodeStats::default()
         },
         Err(_) => NodeStats {
             failures: 1,
+            last_failure_ms: shoal_proto::time::unix_ms(),
             ..NodeStats::default()
         },
     }
@@ -319,6 +322,7 @@ impl Uplink {
                         &node.id,
                         NodeStats {
                             successes: 1,
+                            last_success_ms: shoal_proto::time::unix_ms(),
                             ..NodeStats::default()
                         },
                     );
@@ -340,6 +344,7 @@ impl Uplink {
                         &node.id,
                         NodeStats {
                             failures: 1,
+                            last_failure_ms: shoal_proto::time::unix_ms(),
                             ..NodeStats::default()
                         },
                     );
@@ -693,8 +698,18 @@ async fn repair_segment(
     let k = usize::from(seg.scheme.k);
     let total = usize::from(seg.scheme.total);
     let by_index: HashMap<u16, &PiecePlacement> = seg.pieces.iter().map(|p| (p.index, p)).collect();
-    // 1. k whole, verified pieces (data pieces first; the next healthy one on failure).
-    let mut order = health::fetch_order(seg.scheme.k, healthy).into_iter();
+    // 1. k whole, verified pieces (data pieces first, nodes whose last transfer failed
+    // lately last; the next healthy one on failure).
+    let history = inner.catalog.node_stats().map_err(|e| e.to_string())?;
+    let now = shoal_proto::time::unix_ms();
+    let mut order = health::fetch_order(seg.scheme.k, healthy);
+    order.sort_by_key(|i| {
+        by_index
+            .get(i)
+            .and_then(|p| history.get(&NodeId(p.node_id)))
+            .is_some_and(|s| s.backing_off(now, inner.config.failed_node_backoff))
+    });
+    let mut order = order.into_iter();
     let mut running = FuturesUnordered::new();
     let mut fetched: Vec<(u16, Vec<Bytes>)> = Vec::with_capacity(k);
     let mut errors = Vec::new();
@@ -744,7 +759,6 @@ async fn repair_segment(
         .sample(2 * total + 8)
         .await
         .map_err(|e| e.to_string())?;
-    let history = inner.catalog.node_stats().map_err(|e| e.to_string())?;
     let holders: HashSet<NodeId> = seg.pieces.iter().map(|p| NodeId(p.node_id)).collect();
     let kept: Vec<std::net::IpAddr> = healthy
         .iter()
@@ -881,11 +895,13 @@ async fn upload_regenerated(
     let stats = match &result {
         Ok(_) => NodeStats {
             successes: 1,
+            last_success_ms: shoal_proto::time::unix_ms(),
             latency_ms: (started.elapsed().as_millis() as u64).max(1),
             ..NodeStats::default()
         },
         Err(e) => NodeStats {
             failures: 1,
+            last_failure_ms: shoal_proto::time::unix_ms(),
             corrupt: u64::from(matches!(e, PieceError::Corrupt { .. })),
             ..NodeStats::default()
         },

@@ -33,6 +33,13 @@ pub struct NodeStats {
     /// In a delta passed to `record_node`, one new sample.
     #[serde(default)]
     pub latency_ms: u64,
+    /// When a transfer with the node last failed (unix ms; 0: never). In a delta passed
+    /// to `record_node`, the time of this failure; merging keeps the later time.
+    #[serde(default)]
+    pub last_failure_ms: u64,
+    /// When a transfer with the node last succeeded (unix ms; 0: never).
+    #[serde(default)]
+    pub last_success_ms: u64,
 }
 
 impl NodeStats {
@@ -50,8 +57,36 @@ impl NodeStats {
         (self.successes as f64 + 1.0) / ((self.successes + self.failures) as f64 + 2.0)
     }
 
+    /// Whether the node failed more recently than it succeeded, less than `backoff`
+    /// before `now_ms`: new pieces go elsewhere while there is somewhere else to go.
+    pub fn backing_off(&self, now_ms: u64, backoff: std::time::Duration) -> bool {
+        let backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
+        self.last_failure_ms > self.last_success_ms
+            && now_ms.saturating_sub(self.last_failure_ms) < backoff_ms
+    }
+
+    /// A delta for one failed transfer at `now_ms`.
+    pub fn failure(now_ms: u64) -> Self {
+        Self {
+            failures: 1,
+            last_failure_ms: now_ms,
+            ..Self::default()
+        }
+    }
+
+    /// A delta for one successful transfer at `now_ms`.
+    pub fn success(now_ms: u64) -> Self {
+        Self {
+            successes: 1,
+            last_success_ms: now_ms,
+            ..Self::default()
+        }
+    }
+
     /// Adds `delta` (counts, and one latency sample if non-zero) to this record.
     pub fn merge(&mut self, delta: &NodeStats) {
+        self.last_failure_ms = self.last_failure_ms.max(delta.last_failure_ms);
+        self.last_success_ms = self.last_success_ms.max(delta.last_success_ms);
         self.successes += delta.successes;
         self.failures += delta.failures;
         self.corrupt += delta.corrupt;
@@ -123,6 +158,48 @@ pub fn with_excluded(
             .map(|(id, _)| *id),
     );
     out
+}
+
+/// The nodes of `history` [backing off](NodeStats::backing_off) at `now_ms`.
+pub fn backing_off(
+    history: &HashMap<NodeId, NodeStats>,
+    now_ms: u64,
+    backoff: std::time::Duration,
+) -> HashSet<NodeId> {
+    history
+        .iter()
+        .filter(|(_, s)| s.backing_off(now_ms, backoff))
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+/// Picks one node to take over a piece of a segment whose node failed: the rules of
+/// [`select_nodes`], and not on the subnet of any node in `taken` (those holding or
+/// still uploading the segment's other pieces). Nodes in `backing` (see [`backing_off`])
+/// are taken only when no other is left. `None`: no eligible candidate.
+pub fn select_replacement(
+    candidates: &[NodeCandidate],
+    history: &HashMap<NodeId, NodeStats>,
+    min_free: u64,
+    exclude: &HashSet<NodeId>,
+    backing: &HashSet<NodeId>,
+    taken: &[std::net::SocketAddr],
+    seed: u64,
+) -> Option<NodeCandidate> {
+    let subnets: HashSet<[u8; 6]> = taken.iter().map(|a| subnet(a.ip())).collect();
+    let mut exclude = exclude.clone();
+    exclude.extend(
+        candidates
+            .iter()
+            .filter(|c| subnets.contains(&subnet(c.address.ip())))
+            .map(|c| c.id),
+    );
+    let fresh: HashSet<NodeId> = exclude.union(backing).copied().collect();
+    [fresh, exclude].iter().find_map(|ex| {
+        select_nodes(candidates, history, 1, min_free, ex, seed)
+            .ok()
+            .and_then(|mut v| v.pop())
+    })
 }
 
 /// Number of distinct subnets among eligible candidates: how many pieces could be placed.
@@ -305,5 +382,62 @@ mod reputation_tests {
         });
         assert!(s.is_excluded());
         assert_eq!(s.weight(), 0.0);
+    }
+
+    #[test]
+    fn a_node_that_failed_lately_backs_off_until_it_succeeds_or_time_passes() {
+        let backoff = std::time::Duration::from_secs(60);
+        let mut s = NodeStats::default();
+        assert!(!s.backing_off(1_000_000, backoff));
+        s.merge(&NodeStats::failure(1_000_000));
+        assert!(s.backing_off(1_000_000 + 59_999, backoff));
+        assert!(!s.backing_off(1_000_000 + 60_000, backoff));
+        // Merges keep the latest time whatever order the deltas come in.
+        s.merge(&NodeStats::failure(900_000));
+        assert_eq!(s.last_failure_ms, 1_000_000);
+        s.merge(&NodeStats::success(1_000_001));
+        assert!(!s.backing_off(1_000_002, backoff));
+        assert_eq!((s.successes, s.failures), (1, 2));
+        // Old records without the times decode as never failed.
+        let old: NodeStats =
+            serde_json::from_str(r#"{"successes":3,"failures":1,"corrupt":0}"#).unwrap();
+        assert!(!old.backing_off(1, backoff));
+    }
+
+    #[test]
+    fn a_replacement_avoids_taken_subnets_failed_nodes_and_prefers_nodes_not_backing_off() {
+        // Subnets 0..4, two nodes each.
+        let node = |i: u8, subnet: u8, free: u64| {
+            let id = shoal_proto::Identity::from_seed([i; 32]);
+            NodeCandidate {
+                id: id.node_id(),
+                public_key: Some(*id.public_key()),
+                address: std::net::SocketAddr::from(([127, 0, subnet, i], 7000)),
+                free_space: free,
+            }
+        };
+        let c: Vec<NodeCandidate> = (0..8u8).map(|i| node(i + 1, i / 2, 1000)).collect();
+        let history = HashMap::new();
+        let none = HashSet::new();
+        // Subnets 0, 1 and 2 hold pieces; node 7 (subnet 3) failed: node 8 is the only one.
+        let taken = [c[0].address, c[2].address, c[5].address];
+        let failed: HashSet<NodeId> = [c[6].id].into();
+        for seed in 0..20 {
+            let r = select_replacement(&c, &history, 100, &failed, &none, &taken, seed).unwrap();
+            assert_eq!(r.id, c[7].id);
+        }
+        // Node 8 is backing off: still taken, as nothing else is left.
+        let backing: HashSet<NodeId> = [c[7].id].into();
+        let r = select_replacement(&c, &history, 100, &failed, &backing, &taken, 1).unwrap();
+        assert_eq!(r.id, c[7].id);
+        // With subnet 3 free of failures, the node not backing off is chosen.
+        for seed in 0..20 {
+            let r = select_replacement(&c, &history, 100, &none, &backing, &taken, seed).unwrap();
+            assert_eq!(r.id, c[6].id);
+        }
+        // Too little room, or every subnet taken: none.
+        assert!(select_replacement(&c, &history, 1001, &none, &none, &taken, 1).is_none());
+        let all: Vec<_> = c.iter().map(|n| n.address).collect();
+        assert!(select_replacement(&c, &history, 100, &none, &none, &all, 1).is_none());
     }
 }

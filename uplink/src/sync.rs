@@ -46,6 +46,7 @@ const REGISTER_ATTEMPTS: usize = 8;
 const APPLIED: &str = "applied";
 const OWN: &str = "own";
 const SNAPSHOT: &str = "snapshot";
+const UNAVAILABLE: &str = "unavailable";
 
 /// Why a DHT record operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -149,6 +150,20 @@ pub struct PullReport {
     pub deltas: usize,
     pub snapshots: usize,
     pub changes_applied: usize,
+    /// Writers whose news could not be read, and why. Everything else was merged; what
+    /// only these writers hold is missing or outdated here until they can be read.
+    pub unavailable: BTreeMap<WriterId, Unavailable>,
+    /// Whether this writer's own head or writers record was missing from the DHT and
+    /// was put back from what this replica holds.
+    pub republished: bool,
+}
+
+impl PullReport {
+    /// Whether the network holds no catalog at all for this grant: no writers record
+    /// and no head of any writer.
+    pub fn found_nothing(&self) -> bool {
+        self.writers == 0 && self.unavailable.is_empty()
+    }
 }
 
 /// A snapshot, for `uplink catalog status`.
@@ -171,6 +186,56 @@ pub struct CatalogStatus {
     pub last_snapshot: Option<SnapshotStatus>,
     /// Every writer known, with the sequence number merged here.
     pub writers: BTreeMap<WriterId, u64>,
+    /// Writers whose news the last pull could not read, and why.
+    pub unavailable: BTreeMap<WriterId, Unavailable>,
+}
+
+/// Why one writer's catalog changes could not be read by a pull.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unavailable {
+    pub kind: UnavailableKind,
+    /// The error, for people.
+    pub reason: String,
+}
+
+/// What kind of failure made a writer [`Unavailable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UnavailableKind {
+    /// Its head record is missing from the DHT although it was merged before.
+    MissingHead,
+    /// Its head record is older than one already merged.
+    Rollback,
+    /// Its head record or a blob failed authentication or is malformed.
+    Invalid,
+    /// A delta could not be fetched (pieces lost or unreachable).
+    Fetch,
+    /// A delta its chain needs is not referenced anywhere.
+    MissingDelta,
+    /// The DHT failed reading its head record.
+    Record,
+}
+
+impl Unavailable {
+    fn of(e: &SyncError) -> Self {
+        let kind = match e {
+            SyncError::MissingHead { .. } => UnavailableKind::MissingHead,
+            SyncError::Rollback { .. } => UnavailableKind::Rollback,
+            SyncError::Fetch { .. } => UnavailableKind::Fetch,
+            SyncError::MissingDelta { .. } => UnavailableKind::MissingDelta,
+            SyncError::Record { .. } | SyncError::NotStored { .. } => UnavailableKind::Record,
+            _ => UnavailableKind::Invalid,
+        };
+        Self {
+            kind,
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
 }
 
 /// The sync half of an [`Uplink`]: the records and the group-commit state.
@@ -483,6 +548,12 @@ impl Inner {
         Ok(n)
     }
 
+    /// Merges every writer's news that can be read. A writer whose head record is
+    /// missing or refused, or whose deltas cannot be fetched, is skipped and named in
+    /// [`PullReport::unavailable`] (and in [`CatalogStatus::unavailable`] until a pull
+    /// reads it again): one missing writer never stalls the others. Only a failure of
+    /// the writers record itself, or of the local catalog, fails the pull. Then this
+    /// writer's own head and writers records are put back if the DHT lost them.
     pub(crate) async fn pull(self: &Arc<Self>) -> Result<PullReport, SyncError> {
         let Some(sync) = self.sync() else {
             return Ok(PullReport::default());
@@ -496,39 +567,45 @@ impl Inner {
         let writers: BTreeSet<WriterId> = listed.iter().chain(applied.keys()).copied().collect();
         report.writers = writers.len();
         let me = self.catalog.writer();
+        let own: OwnLog = self.catalog.sync_value(OWN)?.unwrap_or_default();
+        let mut own_head_lost = false;
+        let mut unread: Vec<WriterId> = Vec::new();
         let mut heads: Vec<Head> = Vec::new();
         for w in &writers {
             let seen = applied.get(w).copied().unwrap_or(0);
-            let what = format!("head record of writer {w}");
-            let Some(r) = self
-                .get_record(sync, &what, &log::head_salt(self.catalog_key(), w))
-                .await?
-            else {
-                if seen > 0 && *w != me {
-                    return Err(SyncError::MissingHead { writer: *w, seen });
+            match self.read_head(sync, w, seen).await {
+                Ok(Some(head)) if head.seq > seen => heads.push(head),
+                Ok(Some(head)) if *w == me && head.seq < own.seq => own_head_lost = true,
+                Ok(Some(_)) => {}
+                Ok(None) if *w == me => own_head_lost = own.seq > 0,
+                // Registered but never published, as far as this replica knows (a
+                // snapshot merged below may show otherwise).
+                Ok(None) if seen == 0 => unread.push(*w),
+                Ok(None) => {
+                    report.unavailable.insert(
+                        *w,
+                        Unavailable::of(&SyncError::MissingHead { writer: *w, seen }),
+                    );
                 }
-                // Registered but never published (or our own, not yet published).
-                continue;
-            };
-            let head = log::open_head(self.catalog_key(), w, r.seq, &r.value)?;
-            if head.seq < seen {
-                return Err(SyncError::Rollback {
-                    writer: *w,
-                    seen,
-                    offered: head.seq,
-                });
+                Err(SyncError::Rollback { .. }) if *w == me => own_head_lost = true,
+                Err(SyncError::Catalog(e)) => return Err(e.into()),
+                Err(e) => {
+                    report.unavailable.insert(*w, Unavailable::of(&e));
+                }
             }
-            if head.seq > seen {
-                heads.push(head);
-            }
-        }
-        if heads.is_empty() {
-            return Ok(report);
         }
         let mut deltas: Vec<Delta> = Vec::with_capacity(heads.len());
         for h in &heads {
-            deltas.push(self.get_delta(h.writer, h.seq, &h.delta).await?);
-            report.deltas += 1;
+            match self.get_delta(h.writer, h.seq, &h.delta).await {
+                Ok(d) => {
+                    deltas.push(d);
+                    report.deltas += 1;
+                }
+                Err(SyncError::Catalog(e)) => return Err(e.into()),
+                Err(e) => {
+                    report.unavailable.insert(h.writer, Unavailable::of(&e));
+                }
+            }
         }
         // A replica far behind (or new) starts from the newest snapshot named anywhere,
         // if it holds something not merged yet; one a few deltas behind walks them.
@@ -544,8 +621,18 @@ impl Inner {
             .filter(|_| applied.is_empty() || behind > self.config.snapshot_every)
             .cloned();
         if let Some(s) = best {
-            report.changes_applied += self.apply_snapshot(&s, &mut applied).await?;
-            report.snapshots += 1;
+            // Without the snapshot the deltas are walked instead (slower, and only as
+            // far back as they reach).
+            match self.apply_snapshot(&s, &mut applied).await {
+                Ok(n) => {
+                    report.changes_applied += n;
+                    report.snapshots += 1;
+                }
+                Err(SyncError::Catalog(e)) => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the newest catalog snapshot; walking the deltas instead")
+                }
+            }
         }
         for head_delta in deltas {
             let w = head_delta.writer;
@@ -553,23 +640,14 @@ impl Inner {
             if head_delta.seq <= seen {
                 continue;
             }
-            // Walk back to the first delta not merged yet.
-            let mut chain = vec![head_delta];
-            while let Some(oldest) = chain.last() {
-                if oldest.seq <= seen + 1 {
-                    break;
+            let chain = match self.walk_back(w, seen, head_delta, &mut report).await {
+                Ok(chain) => chain,
+                Err(SyncError::Catalog(e)) => return Err(e.into()),
+                Err(e) => {
+                    report.unavailable.insert(w, Unavailable::of(&e));
+                    continue;
                 }
-                let want = oldest.seq - 1;
-                let Some(prev) = oldest.prev.clone() else {
-                    return Err(SyncError::MissingDelta {
-                        writer: w,
-                        seq: want,
-                        seq_after: oldest.seq,
-                    });
-                };
-                chain.push(self.get_delta(w, want, &prev).await?);
-                report.deltas += 1;
-            }
+            };
             for d in chain.iter().rev() {
                 for c in &d.changes {
                     report.changes_applied += usize::from(self.catalog.apply_remote(c)?);
@@ -588,8 +666,129 @@ impl Inner {
                 }
             }
         }
+        for w in unread {
+            if let Some(&seen) = applied.get(&w).filter(|s| **s > 0) {
+                report.unavailable.insert(
+                    w,
+                    Unavailable::of(&SyncError::MissingHead { writer: w, seen }),
+                );
+            }
+        }
+        for (w, why) in &report.unavailable {
+            tracing::warn!(writer = %w, reason = %why, "a writer's catalog changes cannot be read; merged everything else");
+        }
+        let v: Vec<(WriterId, Unavailable)> = report
+            .unavailable
+            .iter()
+            .map(|(w, r)| (*w, r.clone()))
+            .collect();
+        self.catalog.set_sync_value(UNAVAILABLE, &v)?;
         self.catalog.flush()?;
+        // Put back what the network lost of this writer's own records, from what is
+        // held here: the head it last published, and its place in the writers record.
+        let mut known: BTreeSet<WriterId> = applied.keys().copied().collect();
+        known.remove(&me);
+        let unlisted = own.seq > 0 && !(listed.contains(&me) && known.is_subset(&listed));
+        if own_head_lost || unlisted {
+            match self.republish(sync, &own, &known, own_head_lost).await {
+                Ok(()) => report.republished = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot put this writer's catalog records back into the DHT")
+                }
+            }
+        }
         Ok(report)
+    }
+
+    /// Writer `w`'s head record, opened and checked against the `seen` sequence number
+    /// already merged (a rollback is refused). `None`: the DHT holds none.
+    async fn read_head(
+        &self,
+        sync: &SyncState,
+        w: &WriterId,
+        seen: u64,
+    ) -> Result<Option<Head>, SyncError> {
+        let what = format!("head record of writer {w}");
+        let Some(r) = self
+            .get_record(sync, &what, &log::head_salt(self.catalog_key(), w))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let head = log::open_head(self.catalog_key(), w, r.seq, &r.value)?;
+        if head.seq < seen {
+            return Err(SyncError::Rollback {
+                writer: *w,
+                seen,
+                offered: head.seq,
+            });
+        }
+        Ok(Some(head))
+    }
+
+    /// Writer `w`'s deltas from `head` back to the first not merged yet (`seen + 1`),
+    /// newest first.
+    async fn walk_back(
+        self: &Arc<Self>,
+        w: WriterId,
+        seen: u64,
+        head: Delta,
+        report: &mut PullReport,
+    ) -> Result<Vec<Delta>, SyncError> {
+        let mut chain = vec![head];
+        while let Some(oldest) = chain.last() {
+            if oldest.seq <= seen + 1 {
+                break;
+            }
+            let want = oldest.seq - 1;
+            let Some(prev) = oldest.prev.clone() else {
+                return Err(SyncError::MissingDelta {
+                    writer: w,
+                    seq: want,
+                    seq_after: oldest.seq,
+                });
+            };
+            chain.push(self.get_delta(w, want, &prev).await?);
+            report.deltas += 1;
+        }
+        Ok(chain)
+    }
+
+    /// Puts this writer's head record (as last published, `own`) back into the DHT if
+    /// `head` is set, and makes sure the writers record lists it and `known`.
+    async fn republish(
+        &self,
+        sync: &SyncState,
+        own: &OwnLog,
+        known: &BTreeSet<WriterId>,
+        head: bool,
+    ) -> Result<(), SyncError> {
+        self.register(sync, known).await?;
+        let me = self.catalog.writer();
+        if let (true, Some(delta)) = (head, &own.head) {
+            let value = log::seal_head(
+                self.catalog_key(),
+                &Head {
+                    writer: me,
+                    seq: own.seq,
+                    delta: delta.clone(),
+                },
+            )?;
+            self.put_record(
+                sync,
+                &format!("head record of writer {me}"),
+                log::head_salt(self.catalog_key(), &me),
+                own.seq,
+                value,
+                None,
+            )
+            .await?;
+            tracing::info!(
+                seq = own.seq,
+                "put this writer's lost head record back into the DHT"
+            );
+        }
+        Ok(())
     }
 
     /// One publish of everything queued. Caller holds the publish lock.
@@ -839,6 +1038,11 @@ impl Uplink {
                     covers: s.covers,
                 }),
             writers,
+            unavailable: c
+                .sync_value::<Vec<(WriterId, Unavailable)>>(UNAVAILABLE)?
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
         })
     }
 }

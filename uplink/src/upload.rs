@@ -34,7 +34,7 @@
 //! nodes would need its plaintext again (buffer or re-read), which the stream does not
 //! keep.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,8 +55,10 @@ use crate::codec::Scheme;
 use crate::crypto::{BlockCipher, CIPHER_BLOCK, PLAIN_BLOCK, sealed_len};
 use crate::error::Error;
 use crate::orders::{Orders, UploadTerms};
-use crate::segment::{Layout, SegmentEncoder, shard_size_for};
-use crate::select::{NodeStats, SelectionError, capacity, select_nodes};
+use crate::segment::{Layout, SegmentEncoder, Stripe, shard_size_for};
+use crate::select::{
+    NodeStats, SelectionError, backing_off, capacity, select_nodes, select_replacement,
+};
 use crate::store::{NodeAddress, NodeCandidate, PieceError, PiecePlacement, UploadPart};
 
 pub(crate) struct ObjectUpload<'a> {
@@ -268,7 +270,6 @@ async fn upload_segments_into<R: AsyncRead + Unpin + Send>(
     let mut pool = inner.nodes.sample(pool_size(ctx.scheme)).await?;
     // Set once a fresh sample brought no new node: the network has no more to offer.
     let mut pool_exhausted = false;
-    let history = inner.catalog.node_stats()?;
     let exclude: Arc<Mutex<HashSet<NodeId>>> = Arc::default();
     let mut remaining_hint = ctx.size_hint;
     let mut used = ctx.scheme;
@@ -298,7 +299,24 @@ async fn upload_segments_into<R: AsyncRead + Unpin + Send>(
         } else {
             expected_blocks * CIPHER_BLOCK as u64
         };
-        let excluded = crate::select::with_excluded(&lock(&exclude), &history);
+        // Read per segment: failures of the uploads running beside this one count at once.
+        let history = Arc::new(inner.catalog.node_stats()?);
+        let failed = crate::select::with_excluded(&lock(&exclude), &history);
+        // Nodes that failed lately are avoided while the others can hold the requested
+        // scheme; when they cannot, they get pieces again rather than shrink the scheme.
+        let avoid: HashSet<NodeId> = failed
+            .union(&backing_off(
+                &history,
+                shoal_proto::time::unix_ms(),
+                inner.config.failed_node_backoff,
+            ))
+            .copied()
+            .collect();
+        let excluded = if plan_scheme(ctx.scheme, false, &pool, sealed_bound, &avoid).is_ok() {
+            avoid
+        } else {
+            failed
+        };
         let mut planned = plan_scheme(ctx.scheme, allow_smaller, &pool, sealed_bound, &excluded);
         if !pool_exhausted && planned.as_ref().map_or(true, |p| p.scheme != ctx.scheme) {
             // Failed nodes (or a short first sample) left too few: replace them with fresh
@@ -338,6 +356,8 @@ async fn upload_segments_into<R: AsyncRead + Unpin + Send>(
                 piece_bound: shape.piece,
                 expected_blocks,
                 nodes,
+                pool: pool.clone(),
+                history: history.clone(),
             },
             first,
             &exclude,
@@ -381,8 +401,13 @@ struct SegmentPlan {
     piece_bound: u64,
     expected_blocks: u64,
     nodes: Vec<NodeCandidate>,
+    /// The object's candidates when the segment was planned, and the uplink's history
+    /// with them: where replacements for failed pieces come from.
+    pool: Vec<NodeCandidate>,
+    history: Arc<HashMap<NodeId, NodeStats>>,
 }
 
+#[derive(Debug, Clone)]
 enum PieceMsg {
     Shard(Bytes),
     Finish,
@@ -418,21 +443,288 @@ enum Handover {
 
 /// One started piece upload of a segment, as the commit and the reaper see it.
 struct PieceTicket {
+    index: u16,
     node: NodeCandidate,
     task: tokio::task::AbortHandle,
     handover: Arc<Mutex<Handover>>,
 }
 
-/// A segment whose data has been handed to the piece uploads.
-pub(crate) struct PendingSegment {
+/// The coded shards handed to a segment's piece uploads so far, kept so that a piece
+/// whose node fails can be sent again, whole, to another node. Bounded by `budget`
+/// bytes: past it the shards are dropped and pieces that fail from then on are not
+/// replaced (the segment still commits with the `success` that remain).
+struct Replay {
+    stripes: Vec<Stripe>,
+    bytes: usize,
+    budget: usize,
+    finished: bool,
+    spilled: bool,
+}
+
+impl Replay {
+    fn new(budget: usize) -> Self {
+        Self {
+            stripes: Vec::new(),
+            bytes: 0,
+            budget,
+            finished: false,
+            spilled: false,
+        }
+    }
+
+    fn push(&mut self, stripe: &Stripe) {
+        if self.spilled {
+            return;
+        }
+        self.bytes = self
+            .bytes
+            .saturating_add(stripe.iter().map(Bytes::len).sum::<usize>());
+        if self.bytes > self.budget {
+            self.spilled = true;
+            self.stripes = Vec::new();
+            return;
+        }
+        self.stripes.push(stripe.clone());
+    }
+
+    /// Everything piece `index` was sent so far (with its end, once the segment is
+    /// complete); `None` once the budget was exceeded.
+    fn piece(&self, index: u16) -> Option<VecDeque<PieceMsg>> {
+        if self.spilled {
+            return None;
+        }
+        let i = usize::from(index);
+        let mut out = self
+            .stripes
+            .iter()
+            .map(|s| s.get(i).cloned().map(PieceMsg::Shard))
+            .collect::<Option<VecDeque<_>>>()?;
+        if self.finished {
+            out.push_back(PieceMsg::Finish);
+        }
+        Some(out)
+    }
+}
+
+/// One segment's piece uploads: started, placed again on another node when one fails
+/// or stalls, and gathered by the commit.
+///
+/// Replacement: a piece whose upload ends in an error, whose node stops taking data
+/// for `piece_timeout` while the segment needs it, or that has not finished within
+/// `piece_timeout` in the commit, is started again, with every shard it was sent so far
+/// (from the [`Replay`]), on another node chosen by [`select_replacement`]: never a
+/// node that failed during this object, never the subnet of another piece of the
+/// segment, nodes [backing off](NodeStats::backing_off) only when nothing else is left.
+/// At most `total` replacements per segment; the failed node is excluded for the rest
+/// of the object. So `success` receipts come in as long as the network has eligible
+/// nodes, whichever nodes just went away.
+struct SegmentRun {
+    inner: Arc<Inner>,
     index: u32,
     scheme: Scheme,
     shard: usize,
-    plain_size: u64,
-    sealed_size: u64,
+    piece_bound: u64,
+    expires_ms: u64,
+    root: SegmentRoot,
+    pool: Vec<NodeCandidate>,
+    history: Arc<HashMap<NodeId, NodeStats>>,
+    exclude: Arc<Mutex<HashSet<NodeId>>>,
+    replay: Replay,
+    replacements_left: usize,
+    /// Whether fresh candidates were sampled for this segment's replacements already.
+    resampled: bool,
+    seed: u64,
     tasks: JoinSet<PieceOutcome>,
     /// By task id: which piece each task uploads.
     tickets: HashMap<tokio::task::Id, PieceTicket>,
+    /// The task currently uploading (or that stored) each piece index.
+    active: HashMap<u16, tokio::task::Id>,
+    /// Address of the node holding or uploading each piece index (the subnet rule).
+    holders: HashMap<u16, std::net::SocketAddr>,
+}
+
+impl SegmentRun {
+    /// Starts uploading piece `index` to `node`, `prefix` first, then what is sent on
+    /// the returned channel.
+    fn start(
+        &mut self,
+        index: u16,
+        node: NodeCandidate,
+        prefix: VecDeque<PieceMsg>,
+    ) -> Result<mpsc::Sender<PieceMsg>, String> {
+        let terms = UploadTerms {
+            max_size: self.piece_bound,
+            block_size: self.shard as u32,
+            expires_at_ms: self.expires_ms,
+        };
+        let order = Orders::new(self.inner.access.owner())
+            .upload(
+                node.id,
+                PieceId::derive(&self.root, &node.id, index),
+                terms,
+                shoal_proto::time::unix_ms(),
+            )
+            .map_err(|e| e.to_string())?;
+        let (tx, rx) = mpsc::channel(self.inner.config.piece_buffer.max(1));
+        let handover: Arc<Mutex<Handover>> = Arc::default();
+        let task = self.tasks.spawn(upload_piece(
+            self.inner.clone(),
+            node.clone(),
+            index,
+            order,
+            (prefix, rx, handover.clone()),
+        ));
+        self.active.insert(index, task.id());
+        self.holders.insert(index, node.address);
+        self.tickets.insert(
+            task.id(),
+            PieceTicket {
+                index,
+                node,
+                task,
+                handover,
+            },
+        );
+        Ok(tx)
+    }
+
+    /// Whether a failed piece could be started again at all (replay kept, budget left).
+    fn can_replace(&self) -> bool {
+        self.replacements_left > 0 && !self.replay.spilled
+    }
+
+    /// Piece `index` lost its node (task `id`): forget that node as its holder. Returns
+    /// the index if `id` was the piece's current upload (so it is to be replaced), `None`
+    /// for an upload already superseded.
+    fn lost(&mut self, id: tokio::task::Id, index: u16) -> Option<u16> {
+        if self.active.get(&index) != Some(&id) {
+            return None;
+        }
+        self.active.remove(&index);
+        self.holders.remove(&index);
+        Some(index)
+    }
+
+    /// Starts piece `index` again on another node with everything it was sent so far.
+    /// Returns the new node and the sender for what follows; `None` if the piece cannot
+    /// be replaced (no replay, no budget, no eligible node).
+    async fn replace(&mut self, index: u16) -> Option<(NodeId, mpsc::Sender<PieceMsg>)> {
+        if !self.can_replace() {
+            return None;
+        }
+        let prefix = self.replay.piece(index)?;
+        let node = self.pick_replacement(index).await?;
+        let id = node.id;
+        self.replacements_left -= 1;
+        tracing::debug!(segment = self.index, piece = index, node = %id, "piece placed again on another node");
+        let tx = self.start(index, node, prefix).ok()?;
+        self.inner
+            .metrics
+            .piece_uploads
+            .with_label_values(&["replaced"])
+            .inc();
+        Some((id, tx))
+    }
+
+    async fn pick_replacement(&mut self, index: u16) -> Option<NodeCandidate> {
+        loop {
+            let taken: Vec<std::net::SocketAddr> = self
+                .holders
+                .iter()
+                .filter(|(i, _)| **i != index)
+                .map(|(_, a)| *a)
+                .collect();
+            let exclude = crate::select::with_excluded(&lock(&self.exclude), &self.history);
+            let backing = backing_off(
+                &self.history,
+                shoal_proto::time::unix_ms(),
+                self.inner.config.failed_node_backoff,
+            );
+            self.seed = self.seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            if let Some(c) = select_replacement(
+                &self.pool,
+                &self.history,
+                self.piece_bound,
+                &exclude,
+                &backing,
+                &taken,
+                self.seed,
+            ) {
+                return Some(c);
+            }
+            if self.resampled {
+                return None;
+            }
+            // The object's pool is used up: once per segment, ask discovery for more.
+            self.resampled = true;
+            let fresh = tokio::time::timeout(
+                self.inner.config.piece_timeout,
+                self.inner.nodes.sample(pool_size(self.scheme)),
+            )
+            .await
+            .ok()?
+            .ok()?;
+            if merge_candidates(&mut self.pool, fresh) == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// After `piece_timeout` without any piece finishing: every current upload still
+    /// sending data is given up (cancelled before its trailer, so its node stores
+    /// nothing; the node is excluded and its failure recorded) and started again
+    /// elsewhere. Returns how many were started again.
+    async fn replace_stalled(&mut self) -> usize {
+        let stalled: Vec<(tokio::task::Id, u16)> = self
+            .tickets
+            .iter()
+            .filter(|(id, t)| {
+                self.active.get(&t.index) == Some(*id)
+                    && matches!(*lock(&t.handover), Handover::Sending)
+            })
+            .map(|(id, t)| (*id, t.index))
+            .collect();
+        let mut started = 0;
+        for (id, index) in stalled {
+            if !self.can_replace() {
+                break;
+            }
+            let Some(t) = self.tickets.get(&id) else {
+                continue;
+            };
+            {
+                let mut state = lock(&t.handover);
+                if !matches!(*state, Handover::Sending) {
+                    continue;
+                }
+                *state = Handover::Cancelled;
+                t.task.abort();
+            }
+            let node = t.node.id;
+            lock(&self.exclude).insert(node);
+            let _ = self
+                .inner
+                .catalog
+                .record_node(&node, NodeStats::failure(shoal_proto::time::unix_ms()));
+            self.inner
+                .metrics
+                .piece_uploads
+                .with_label_values(&["cut"])
+                .inc();
+            self.lost(id, index);
+            if self.replace(index).await.is_some() {
+                started += 1;
+            }
+        }
+        started
+    }
+}
+
+/// A segment whose data has been handed to the piece uploads.
+pub(crate) struct PendingSegment {
+    run: SegmentRun,
+    plain_size: u64,
+    sealed_size: u64,
 }
 
 async fn encode_segment<R: AsyncRead + Unpin + Send>(
@@ -441,52 +733,44 @@ async fn encode_segment<R: AsyncRead + Unpin + Send>(
     blocks: &mut BlockReader<R>,
     plan: SegmentPlan,
     first: (Vec<u8>, bool),
-    exclude: &Mutex<HashSet<NodeId>>,
+    exclude: &Arc<Mutex<HashSet<NodeId>>>,
 ) -> Result<PendingSegment, Error> {
-    let owner = inner.access.owner();
-    let root = SegmentRoot::random();
-    let now = shoal_proto::time::unix_ms();
-    let mut tasks = JoinSet::new();
-    let mut tickets = HashMap::with_capacity(plan.nodes.len());
+    let mut run = SegmentRun {
+        inner: inner.clone(),
+        index: plan.index,
+        scheme: plan.scheme,
+        shard: plan.shard,
+        piece_bound: plan.piece_bound,
+        expires_ms: ctx.expires_ms,
+        root: SegmentRoot::random(),
+        pool: plan.pool,
+        history: plan.history,
+        exclude: exclude.clone(),
+        replay: Replay::new(inner.config.replacement_buffer),
+        replacements_left: usize::from(plan.scheme.total),
+        resampled: false,
+        seed: rand::random(),
+        tasks: JoinSet::new(),
+        tickets: HashMap::with_capacity(plan.nodes.len()),
+        active: HashMap::with_capacity(plan.nodes.len()),
+        holders: HashMap::with_capacity(plan.nodes.len()),
+    };
     let mut slots = Vec::with_capacity(plan.nodes.len());
-    for (i, node) in plan.nodes.iter().enumerate() {
-        let index = i as u16;
-        let terms = UploadTerms {
-            max_size: plan.piece_bound,
-            block_size: plan.shard as u32,
-            expires_at_ms: ctx.expires_ms,
-        };
-        let order = Orders::new(owner)
-            .upload(node.id, PieceId::derive(&root, &node.id, index), terms, now)
-            .map_err(|e| ctx.err(plan.index, e.to_string()))?;
-        let (tx, rx) = mpsc::channel(inner.config.piece_buffer.max(1));
-        let handover: Arc<Mutex<Handover>> = Arc::default();
-        let task = tasks.spawn(upload_piece(
-            inner.clone(),
-            node.clone(),
-            index,
-            order,
-            (rx, handover.clone()),
-        ));
-        tickets.insert(
-            task.id(),
-            PieceTicket {
-                node: node.clone(),
-                task,
-                handover,
-            },
-        );
+    for (i, node) in plan.nodes.into_iter().enumerate() {
+        let id = node.id;
+        let tx = run
+            .start(i as u16, node, VecDeque::new())
+            .map_err(|e| ctx.err(plan.index, e))?;
         slots.push(Slot {
-            node: node.id,
+            node: id,
             tx: Some(tx),
         });
     }
     let success = usize::from(plan.scheme.success);
     let mut feeder = Feeder {
-        inner,
+        run: &mut run,
         slots,
         success,
-        exclude,
     };
     let mut enc = SegmentEncoder::new(
         ctx.cipher,
@@ -502,6 +786,7 @@ async fn encode_segment<R: AsyncRead + Unpin + Send>(
         enc.push_block(&block.0, block.1, &mut stripes)?;
         count += 1;
         for stripe in stripes.drain(..) {
+            feeder.run.replay.push(&stripe);
             feeder
                 .feed(|i| PieceMsg::Shard(stripe[i].clone()))
                 .await
@@ -525,32 +810,30 @@ async fn encode_segment<R: AsyncRead + Unpin + Send>(
     }
     let (plain_size, sealed_size) = enc.finish(&mut stripes)?;
     for stripe in stripes.drain(..) {
+        feeder.run.replay.push(&stripe);
         feeder
             .feed(|i| PieceMsg::Shard(stripe[i].clone()))
             .await
             .map_err(|r| ctx.err(plan.index, r))?;
     }
+    feeder.run.replay.finished = true;
     feeder
         .feed(|_| PieceMsg::Finish)
         .await
         .map_err(|r| ctx.err(plan.index, r))?;
     Ok(PendingSegment {
-        index: plan.index,
-        scheme: plan.scheme,
-        shard: plan.shard,
+        run,
         plain_size,
         sealed_size,
-        tasks,
-        tickets,
     })
 }
 
-/// Pushes one message to every live piece upload, cutting off laggards (see module doc).
+/// Pushes one message to every live piece upload, cutting off laggards (see module doc)
+/// and placing pieces whose node failed again elsewhere ([`SegmentRun`]).
 struct Feeder<'a> {
-    inner: &'a Inner,
+    run: &'a mut SegmentRun,
     slots: Vec<Slot>,
     success: usize,
-    exclude: &'a Mutex<HashSet<NodeId>>,
 }
 
 impl Feeder<'_> {
@@ -560,9 +843,10 @@ impl Feeder<'_> {
 
     fn drop_slot(&mut self, i: usize, cut: bool) {
         if self.slots[i].tx.take().is_some() {
-            lock(self.exclude).insert(self.slots[i].node);
+            lock(&self.run.exclude).insert(self.slots[i].node);
             if cut {
-                self.inner
+                self.run
+                    .inner
                     .metrics
                     .piece_uploads
                     .with_label_values(&["cut"])
@@ -571,32 +855,50 @@ impl Feeder<'_> {
         }
     }
 
+    /// Slot `i`'s upload is gone (its node failed, or stopped taking data that the
+    /// segment needs): drop it and start the piece again on another node, with every
+    /// shard sent so far, the current message included (it is in the replay already).
+    async fn fail_over(&mut self, i: usize, cut: bool) {
+        self.drop_slot(i, cut);
+        if let Some((node, tx)) = self.run.replace(i as u16).await {
+            self.slots[i] = Slot { node, tx: Some(tx) };
+        }
+    }
+
     async fn feed(&mut self, msg: impl Fn(usize) -> PieceMsg) -> Result<(), String> {
         let mut lagging = Vec::new();
+        let mut gone = Vec::new();
         for i in 0..self.slots.len() {
             let Some(tx) = &self.slots[i].tx else {
                 continue;
             };
             match tx.try_send(msg(i)) {
                 Ok(()) => {}
-                Err(TrySendError::Closed(_)) => self.drop_slot(i, false),
+                Err(TrySendError::Closed(_)) => gone.push(i),
                 Err(TrySendError::Full(_)) => lagging.push(i),
             }
         }
+        for i in gone {
+            self.fail_over(i, false).await;
+        }
         if !lagging.is_empty() {
-            let grace = self.inner.config.slow_piece_grace;
+            let grace = self.run.inner.config.slow_piece_grace;
             let waits = lagging.iter().filter_map(|&i| {
                 let tx = self.slots[i].tx.clone()?;
                 let m = msg(i);
                 Some(async move { (i, tokio::time::timeout(grace, tx.send(m)).await) })
             });
             let mut still = Vec::new();
+            let mut gone = Vec::new();
             for (i, r) in futures::future::join_all(waits).await {
                 match r {
                     Ok(Ok(())) => {}
-                    Ok(Err(_)) => self.drop_slot(i, false),
+                    Ok(Err(_)) => gone.push(i),
                     Err(_) => still.push(i),
                 }
+            }
+            for i in gone {
+                self.fail_over(i, false).await;
             }
             for i in still {
                 if self.live() > self.success {
@@ -606,16 +908,17 @@ impl Feeder<'_> {
                 let Some(tx) = self.slots[i].tx.clone() else {
                     continue;
                 };
-                let t = self.inner.config.piece_timeout;
+                let t = self.run.inner.config.piece_timeout;
                 if !matches!(tokio::time::timeout(t, tx.send(msg(i))).await, Ok(Ok(()))) {
-                    self.drop_slot(i, true);
+                    self.fail_over(i, true).await;
                 }
             }
         }
         let live = self.live();
         if live < self.success {
             return Err(format!(
-                "only {live} of {} piece uploads are still running; {} must succeed",
+                "only {live} of {} piece uploads are still running and no other node could \
+                 take the rest; {} must succeed",
                 self.slots.len(),
                 self.success
             ));
@@ -629,10 +932,14 @@ async fn upload_piece(
     node: NodeCandidate,
     index: u16,
     order: Signed<UploadOrder>,
-    (rx, handover): (mpsc::Receiver<PieceMsg>, Arc<Mutex<Handover>>),
+    (prefix, rx, handover): (
+        VecDeque<PieceMsg>,
+        mpsc::Receiver<PieceMsg>,
+        Arc<Mutex<Handover>>,
+    ),
 ) -> PieceOutcome {
     let state = (
-        rx,
+        (prefix, rx),
         Some(PieceHasher::new(order.block_size)),
         inner.clone(),
         order.clone(),
@@ -640,9 +947,12 @@ async fn upload_piece(
     );
     let body = futures::stream::unfold(
         state,
-        |(mut rx, mut hasher, inner, order, handover)| async move {
+        |((mut prefix, mut rx), mut hasher, inner, order, handover)| async move {
             let h = hasher.as_mut()?;
-            let msg = rx.recv().await?;
+            let msg = match prefix.pop_front() {
+                Some(m) => m,
+                None => rx.recv().await?,
+            };
             let mut state = lock(&handover);
             if matches!(*state, Handover::Cancelled) {
                 // Ends the stream without a trailer: the node discards the piece.
@@ -652,7 +962,10 @@ async fn upload_piece(
                 PieceMsg::Shard(b) => {
                     h.update(&b);
                     drop(state);
-                    Some((UploadPart::Chunk(b), (rx, hasher, inner, order, handover)))
+                    Some((
+                        UploadPart::Chunk(b),
+                        ((prefix, rx), hasher, inner, order, handover),
+                    ))
                 }
                 PieceMsg::Finish => {
                     let info = hasher.take()?.finish();
@@ -666,7 +979,7 @@ async fn upload_piece(
                     drop(state);
                     Some((
                         UploadPart::Trailer(Box::new(signed)),
-                        (rx, None, inner, order, handover),
+                        ((prefix, rx), None, inner, order, handover),
                     ))
                 }
             }
@@ -734,22 +1047,24 @@ struct Gathered {
 impl Gathered {
     /// Takes one finished piece task: a verified receipt becomes a placement, anything
     /// else a failure remembered against the node (excluded for the rest of the object).
+    /// Returns the piece's index when it failed and is to be placed again.
     fn take(
         &mut self,
-        inner: &Inner,
-        seg: &mut PendingSegment,
+        run: &mut SegmentRun,
         joined: Result<(tokio::task::Id, PieceOutcome), tokio::task::JoinError>,
-        exclude: &Mutex<HashSet<NodeId>>,
-    ) {
-        let outcome = match joined {
+    ) -> Option<u16> {
+        let inner = run.inner.clone();
+        let (id, outcome) = match joined {
             Ok((id, o)) => {
-                seg.tickets.remove(&id);
-                o
+                run.tickets.remove(&id);
+                (id, o)
             }
             Err(join) => {
-                seg.tickets.remove(&join.id());
+                let ticket = run.tickets.remove(&join.id());
                 self.failures.push(join.to_string());
-                return;
+                let t = ticket?;
+                lock(&run.exclude).insert(t.node.id);
+                return run.lost(join.id(), t.index);
             }
         };
         match outcome.result {
@@ -758,10 +1073,19 @@ impl Gathered {
                 let _ = inner.catalog.record_node(
                     &outcome.node.id,
                     NodeStats {
-                        successes: 1,
-                        ..NodeStats::default()
+                        latency_ms: 0,
+                        ..NodeStats::success(shoal_proto::time::unix_ms())
                     },
                 );
+                if run.active.get(&outcome.index) != Some(&id) {
+                    // Cannot happen (a piece is replaced only once its upload can no
+                    // longer store it), but two placements of one index must never be
+                    // recorded: the extra copy is deleted.
+                    if let Some(order) = delete_order(&inner, outcome.node.id, outcome.piece_id) {
+                        tokio::spawn(delete_piece(&inner, outcome.node.address(), order));
+                    }
+                    return None;
+                }
                 self.ok.push(PiecePlacement {
                     index: outcome.index,
                     node_id: outcome.node.id.0,
@@ -769,9 +1093,10 @@ impl Gathered {
                     piece_id: outcome.piece_id.0,
                     piece_hash: receipt.piece_hash.0,
                 });
+                None
             }
             Err(e) => {
-                tracing::debug!(segment = seg.index, piece = outcome.index, error = %e, "piece upload failed");
+                tracing::debug!(segment = run.index, piece = outcome.index, error = %e, "piece upload failed");
                 inner
                     .metrics
                     .piece_uploads
@@ -781,13 +1106,13 @@ impl Gathered {
                 let _ = inner.catalog.record_node(
                     &outcome.node.id,
                     NodeStats {
-                        failures: 1,
                         corrupt: u64::from(corrupt),
-                        ..NodeStats::default()
+                        ..NodeStats::failure(shoal_proto::time::unix_ms())
                     },
                 );
-                lock(exclude).insert(outcome.node.id);
+                lock(&run.exclude).insert(outcome.node.id);
                 self.failures.push(e.to_string());
+                run.lost(id, outcome.index)
             }
         }
     }
@@ -795,31 +1120,46 @@ impl Gathered {
 
 async fn commit(
     inner: Arc<Inner>,
-    mut seg: PendingSegment,
+    seg: PendingSegment,
     exclude: Arc<Mutex<HashSet<NodeId>>>,
     (bucket, key): (String, String),
 ) -> Result<SegmentInfo, Error> {
-    let success = usize::from(seg.scheme.success);
+    let PendingSegment {
+        mut run,
+        plain_size,
+        sealed_size,
+    } = seg;
+    let success = usize::from(run.scheme.success);
+    let total = usize::from(run.scheme.total);
     let mut got = Gathered {
         ok: Vec::new(),
         failures: Vec::new(),
     };
-    let segment = seg.index;
+    let segment = run.index;
     let err = |reason: String| Error::Upload {
         bucket: bucket.clone(),
         key: key.clone(),
         segment,
         reason,
     };
-    // Wait for `success` verified receipts: the segment cannot do without them.
+    // Wait for `success` verified receipts: the segment cannot do without them. A piece
+    // that fails meanwhile is placed again on another node while the segment has fewer
+    // than `total` pieces stored or under way; pieces that make no progress within
+    // `piece_timeout` are given up and placed again too.
     while got.ok.len() < success {
         let next =
-            tokio::time::timeout(inner.config.piece_timeout, seg.tasks.join_next_with_id()).await;
+            tokio::time::timeout(inner.config.piece_timeout, run.tasks.join_next_with_id()).await;
         let reason = match next {
             Ok(Some(joined)) => {
-                got.take(&inner, &mut seg, joined, &exclude);
+                if let Some(index) = got.take(&mut run, joined)
+                    && got.ok.len() + run.tasks.len() < total
+                {
+                    // The sender is dropped at once: the replay holds the whole piece.
+                    let _ = run.replace(index).await;
+                }
                 continue;
             }
+            Err(_) if run.replace_stalled().await > 0 => continue,
             Err(_) => format!(
                 "no piece finished within {:?}: {} of {success} receipts verified",
                 inner.config.piece_timeout,
@@ -828,7 +1168,8 @@ async fn commit(
             Ok(None) => {
                 let sample: Vec<&str> = got.failures.iter().take(3).map(String::as_str).collect();
                 format!(
-                    "only {} of {success} needed receipts verified ({} pieces failed, e.g. {})",
+                    "only {} of {success} needed receipts verified ({} pieces failed, e.g. {}; \
+                     no other eligible node was left to take them)",
                     got.ok.len(),
                     got.failures.len(),
                     sample.join("; ")
@@ -837,7 +1178,7 @@ async fn commit(
         };
         // The segment is lost: its stored pieces are orphans now, delete them.
         let placed = got.ok;
-        release_tail(&inner, seg.tasks, seg.tickets, &exclude);
+        release_tail(&inner, run.tasks, run.tickets, &exclude);
         let _ = tokio::time::timeout(
             inner.config.piece_timeout,
             delete_placements(&inner, &placed),
@@ -845,14 +1186,16 @@ async fn commit(
         .await;
         return Err(err(reason));
     }
+    // The shards are not needed any more: free them before the long tail.
+    run.replay = Replay::new(0);
     // The long tail: a bounded grace to deliver more receipts, all recorded.
     let grace = inner.config.long_tail_grace;
     let deadline = Instant::now() + grace;
-    while !seg.tasks.is_empty() {
+    while !run.tasks.is_empty() {
         let next = if grace.is_zero() {
-            seg.tasks.try_join_next_with_id()
+            run.tasks.try_join_next_with_id()
         } else {
-            tokio::time::timeout_at(deadline, seg.tasks.join_next_with_id())
+            tokio::time::timeout_at(deadline, run.tasks.join_next_with_id())
                 .await
                 .ok()
                 .flatten()
@@ -860,28 +1203,30 @@ async fn commit(
         let Some(joined) = next else {
             break;
         };
-        got.take(&inner, &mut seg, joined, &exclude);
+        got.take(&mut run, joined);
     }
     // Receipts that came in with the deadline still count.
-    while let Some(joined) = seg.tasks.try_join_next_with_id() {
-        got.take(&inner, &mut seg, joined, &exclude);
+    while let Some(joined) = run.tasks.try_join_next_with_id() {
+        got.take(&mut run, joined);
     }
-    release_tail(&inner, seg.tasks, seg.tickets, &exclude);
+    let scheme = run.scheme;
+    let (index, shard) = (run.index, run.shard);
+    release_tail(&inner, run.tasks, run.tickets, &exclude);
     inner.metrics.segments_uploaded.inc();
     let mut ok = got.ok;
     ok.sort_by_key(|p| p.index);
     let layout = Layout {
-        k: usize::from(seg.scheme.k),
-        shard_size: seg.shard,
-        sealed_size: seg.sealed_size,
+        k: usize::from(scheme.k),
+        shard_size: shard,
+        sealed_size,
     };
     Ok(SegmentInfo {
-        index: seg.index,
-        plain_size: seg.plain_size,
-        sealed_size: seg.sealed_size,
+        index,
+        plain_size,
+        sealed_size,
         codec: inner.config.codec,
-        scheme: seg.scheme,
-        shard_size: seg.shard as u32,
+        scheme,
+        shard_size: shard as u32,
         piece_size: layout.piece_size(),
         pieces: ok,
     })

@@ -11,9 +11,9 @@ use shoal_proto::messages::MutableRecord;
 use shoal_proto::{PieceId, Signed, pb};
 use uplink::catalog::log::{self, BlobRef};
 use uplink::catalog::{Catalog, Listing};
-use uplink::sync::SyncError;
+use uplink::sync::UnavailableKind;
 use uplink::testing::{MemoryPieceStore, MemoryRecords};
-use uplink::{Access, Error, PutOptions, RootSecret, StaticNodes, Uplink, UplinkConfig};
+use uplink::{Access, PutOptions, RootSecret, StaticNodes, Uplink, UplinkConfig};
 
 const ROOT: [u8; 32] = [42; 32];
 
@@ -258,18 +258,12 @@ async fn a_tampered_head_record_is_refused_and_named() {
     body.value[last] ^= 1;
     w.records
         .force(Signed::sign(body, w.access().owner()).unwrap());
-    let err = w.writer().pull().await.unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            Error::Sync(SyncError::Log(log::LogError::Tampered { .. }))
-        ),
-        "{err}"
-    );
-    assert!(
-        err.to_string().contains(&a.catalog().writer().to_hex()),
-        "{err}"
-    );
+    // The writer is refused and named; the pull goes on without it.
+    let report = w.writer().pull().await.unwrap();
+    let why = &report.unavailable[&a.catalog().writer()];
+    assert_eq!(why.kind, UnavailableKind::Invalid, "{why}");
+    assert!(why.reason.contains(&a.catalog().writer().to_hex()), "{why}");
+    assert!(!report.found_nothing());
 }
 
 #[tokio::test]
@@ -279,11 +273,14 @@ async fn a_tampered_delta_is_detected_and_named() {
     history(&a).await;
     let head = w.head_blob(&a);
     w.tamper_blob(&head);
-    let err = w.writer().pull().await.unwrap_err();
+    let report = w.writer().pull().await.unwrap();
     let seq = a.catalog_status().unwrap().published_seq;
+    let why = &report.unavailable[&a.catalog().writer()];
+    assert_eq!(why.kind, UnavailableKind::Fetch, "{why}");
     assert!(
-        matches!(&err, Error::Sync(SyncError::Fetch { what, .. }) if *what == format!("delta {seq} of writer {}", a.catalog().writer())),
-        "{err}"
+        why.reason
+            .contains(&format!("delta {seq} of writer {}", a.catalog().writer())),
+        "{why}"
     );
 }
 
@@ -303,12 +300,14 @@ async fn a_tampered_snapshot_is_detected_and_named() {
     probe.pull().await.unwrap();
     let blob = uplink::sync::snapshot_blob(&probe).unwrap().unwrap();
     w.tamper_blob(&blob);
-    let err = w.writer().pull().await.unwrap_err();
-    assert!(
-        matches!(&err, Error::Sync(SyncError::Fetch { what, .. }) if what.starts_with("snapshot taken by writer")),
-        "{err}"
-    );
-    assert!(err.to_string().contains(&snap.taken_by.to_hex()), "{err}");
+    // The damaged snapshot is refused (AES-GCM and piece hashes) and the replica walks
+    // the writer's deltas instead: it still recovers everything.
+    let fresh = w.writer();
+    let report = fresh.pull().await.unwrap();
+    assert_eq!(report.snapshots, 0, "{report:?}");
+    assert!(report.unavailable.is_empty(), "{report:?}");
+    assert_eq!(everything(&fresh).await, everything(&a).await);
+    assert!(snap.entries > 0);
 }
 
 #[tokio::test]
@@ -324,10 +323,16 @@ async fn a_replayed_older_head_is_refused() {
     b.pull().await.unwrap();
     // The network (or an attacker who kept the old record) serves the older head.
     w.records.force(old.clone());
-    let err = b.pull().await.unwrap_err();
+    let report = b.pull().await.unwrap();
+    let why = &report.unavailable[&a.catalog().writer()];
+    assert_eq!(why.kind, UnavailableKind::Rollback, "{why}");
     assert!(
-        matches!(&err, Error::Sync(SyncError::Rollback { seen, offered, .. }) if *offered == old.seq && *seen == old.seq + 1),
-        "{err}"
+        why.reason.contains(&format!(
+            "offers seq {}, older than seq {}",
+            old.seq,
+            old.seq + 1
+        )),
+        "{why}"
     );
     // The DHT itself never takes the older record back either.
     w.records.unforce(&key);
@@ -354,11 +359,91 @@ async fn a_missing_delta_is_named() {
         .unwrap()
         .unwrap();
     w.tamper_blob(&first);
-    let err = b.pull().await.unwrap_err();
+    let report = b.pull().await.unwrap();
+    let why = &report.unavailable[&a.catalog().writer()];
+    assert_eq!(why.kind, UnavailableKind::Fetch, "{why}");
     assert!(
-        matches!(&err, Error::Sync(SyncError::Fetch { what, .. }) if *what == format!("delta 1 of writer {}", a.catalog().writer())),
-        "{err}"
+        why.reason
+            .contains(&format!("delta 1 of writer {}", a.catalog().writer())),
+        "{why}"
     );
+    // Nothing of the chain was merged (its changes stay all-or-nothing).
+    assert!(b.stat("bkt", "k").is_err());
+}
+
+#[tokio::test]
+async fn a_lost_head_record_of_one_writer_stalls_no_other_and_is_named() {
+    let w = World::new();
+    let (a, b, c) = (w.writer(), w.writer(), w.writer());
+    a.create_bucket("shared").unwrap();
+    put(&a, "shared", "from-a", b"written by a only").await;
+    a.flush().await.unwrap();
+    b.pull().await.unwrap();
+    put(&b, "shared", "from-b", &data(6000, 1)).await;
+    b.flush().await.unwrap();
+    c.pull().await.unwrap();
+    // The network loses A's head record (its holders restarted without keeping it).
+    let a_id = a.catalog().writer();
+    w.records.lose(&w.head_key(&a));
+    // B writes on: its publish never reads A's head.
+    put(&b, "shared", "later-b", b"after the loss").await;
+    b.flush().await.unwrap();
+    // C's pull merges B's news and names A, with why.
+    let report = c.pull().await.unwrap();
+    let why = &report.unavailable[&a_id];
+    assert_eq!(why.kind, UnavailableKind::MissingHead, "{why}");
+    assert!(why.reason.contains(&a_id.to_hex()), "{why}");
+    assert!(!report.unavailable.contains_key(&b.catalog().writer()));
+    assert_eq!(get(&c, "shared", "later-b").await, b"after the loss");
+    // What C merged of A before stays readable (its pieces are on the nodes).
+    assert_eq!(get(&c, "shared", "from-a").await, b"written by a only");
+    // C's own writes go on, and `catalog status` names A until it is read again.
+    put(&c, "shared", "from-c", b"c").await;
+    c.flush().await.unwrap();
+    let status = c.catalog_status().unwrap();
+    assert_eq!(status.unavailable[&a_id].kind, UnavailableKind::MissingHead);
+    // A fresh replica gets everything B and C hold, and names A as well (a snapshot or
+    // B's merged position shows A had published).
+    let d = w.writer();
+    let report = d.pull().await.unwrap();
+    assert_eq!(get(&d, "shared", "from-c").await, b"c");
+    assert_eq!(get(&d, "shared", "later-b").await, b"after the loss");
+    assert!(report.unavailable.contains_key(&a_id) || d.stat("shared", "from-a").is_ok());
+
+    // A runs again (any command pulls first): it puts its head record back from what
+    // it holds, and the others read it again at once.
+    let report = a.pull().await.unwrap();
+    assert!(report.republished, "{report:?}");
+    assert!(w.records.held(&w.head_key(&a)).is_some());
+    let report = c.pull().await.unwrap();
+    assert!(report.unavailable.is_empty(), "{report:?}");
+    assert!(c.catalog_status().unwrap().unavailable.is_empty());
+}
+
+#[tokio::test]
+async fn writers_put_back_every_record_a_network_lost() {
+    let w = World::new();
+    let (a, b) = (w.writer(), w.writer());
+    history(&a).await;
+    b.pull().await.unwrap();
+    b.create_bucket("b-only").unwrap();
+    put(&b, "b-only", "x", &data(7000, 9)).await;
+    b.flush().await.unwrap();
+    let want = {
+        a.pull().await.unwrap();
+        everything(&a).await
+    };
+    // Every record is gone: a fresh replica finds no catalog at all, and says so.
+    w.records.lose_all();
+    let report = w.writer().pull().await.unwrap();
+    assert!(report.found_nothing(), "{report:?}");
+    // Each writer puts its own records back when it next runs.
+    assert!(a.pull().await.unwrap().republished);
+    assert!(b.pull().await.unwrap().republished);
+    let fresh = w.writer();
+    let report = fresh.pull().await.unwrap();
+    assert!(report.unavailable.is_empty(), "{report:?}");
+    assert_eq!(everything(&fresh).await, want);
 }
 
 #[tokio::test]
@@ -420,10 +505,11 @@ async fn a_damaged_catalog_snapshot_is_found_and_replaced_by_repair() {
     // Every piece of the live snapshot goes bad.
     let damaged = uplink::sync::snapshot_blob(&a).unwrap().unwrap();
     w.tamper_blob(&damaged);
-    assert!(
-        w.writer().pull().await.is_err(),
-        "a fresh machine cannot restore from the damaged snapshot"
-    );
+    // A fresh machine cannot restore from the damaged snapshot: it refuses it and walks
+    // the deltas instead (slower; here they all still exist).
+    let fresh = w.writer().pull().await.unwrap();
+    assert_eq!(fresh.snapshots, 0, "{fresh:?}");
+    assert!(fresh.unavailable.is_empty(), "{fresh:?}");
     let check = a.check(&Scope::everything(), every_block).await.unwrap();
     let bad: Vec<_> = check
         .catalog

@@ -582,14 +582,13 @@ async fn failed_nodes_are_replaced_from_a_fresh_sample_and_the_scheme_is_kept() 
     let segs = report.entry.segments();
     assert_eq!(segs.len(), 4);
     assert_eq!(report.used.unwrap().to_string(), "3/5/7/10");
-    // The first segment loses the two dead nodes' pieces (so may the second, planned
-    // before the first commits). From then on the dead nodes are excluded and replaced by
-    // fresh ones: the scheme stays as asked and every piece is placed.
-    assert_eq!(segs[0].pieces.len(), 8);
+    // Even the first segment places the two dead nodes' pieces again, on nodes of a
+    // fresh sample (its own pool had none left). From then on the dead nodes are
+    // excluded: the scheme stays as asked and every piece of every segment is placed.
     for seg in segs {
         assert_eq!(seg.scheme.to_string(), "3/5/7/10", "segment {}", seg.index);
     }
-    for seg in &segs[2..] {
+    for seg in segs {
         assert_eq!(seg.pieces.len(), 10, "segment {}", seg.index);
         assert!(
             seg.pieces
@@ -637,4 +636,137 @@ async fn a_segment_that_misses_success_leaves_no_pieces_behind() {
         up.stat("bucket", "lost"),
         Err(Error::NoSuchObject { .. })
     ));
+}
+
+/// Node ids of `store`'s nodes `range` (in address order).
+fn ids(store: &MemoryPieceStore, range: std::ops::Range<usize>) -> Vec<shoal_proto::NodeId> {
+    store.candidates()[range].iter().map(|c| c.id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pieces_of_dead_nodes_are_placed_again_on_live_ones() {
+    // 16 nodes, 6 of them dead, `success = total = 10`: the upload stands only if every
+    // piece whose node is dead is placed again on one of the 10 live nodes.
+    let store = MemoryPieceStore::with_nodes(16);
+    let dead = ids(&store, 0..6);
+    for d in &dead {
+        store.set_behaviour(d, Behaviour::Dead);
+    }
+    let up = uplink_with(
+        &store,
+        [1; 32],
+        Catalog::temporary().unwrap(),
+        UplinkConfig {
+            allow_smaller_scheme: false,
+            ..config("3/5/10/10")
+        },
+    );
+    up.create_bucket("bucket").unwrap();
+    // Several objects (one of several segments, one of a few bytes over inline).
+    let objects = [
+        data(9 * BLOCK + 17, 21),
+        data(uplink::segment::INLINE_LIMIT + 1, 22),
+        data(BLOCK, 23),
+    ];
+    for (i, bytes) in objects.iter().enumerate() {
+        let report = put(&up, &format!("o{i}"), bytes).await;
+        for seg in report.entry.segments() {
+            assert_eq!(seg.pieces.len(), 10, "every piece is stored");
+            assert!(
+                seg.pieces
+                    .iter()
+                    .all(|p| !dead.iter().any(|d| d.0 == p.node_id))
+            );
+            let mut idx: Vec<u16> = seg.pieces.iter().map(|p| p.index).collect();
+            idx.dedup();
+            assert_eq!(idx, (0..10).collect::<Vec<u16>>(), "each index once");
+        }
+        assert_eq!(get(&up, &format!("o{i}"), None).await.unwrap(), *bytes);
+    }
+    // The dead nodes that were tried are backing off now; none holds a piece.
+    let stats = up.catalog().node_stats().unwrap();
+    let now = shoal_proto::time::unix_ms();
+    for d in &dead {
+        if let Some(s) = stats.get(d) {
+            assert!(s.backing_off(now, Duration::from_secs(60)));
+        }
+    }
+    assert!(store.nodes_with_pieces().iter().all(|n| !dead.contains(n)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_pieces_are_given_up_and_placed_again_after_the_piece_timeout() {
+    // 10 nodes, 3 never answer; `success = total = 7`: the stalled pieces must be
+    // cancelled after `piece_timeout` and stored elsewhere.
+    let store = MemoryPieceStore::with_nodes(10);
+    let stalled = ids(&store, 0..3);
+    for s in &stalled {
+        store.set_behaviour(s, Behaviour::Stalled);
+    }
+    let up = uplink_with(
+        &store,
+        [1; 32],
+        Catalog::temporary().unwrap(),
+        UplinkConfig {
+            allow_smaller_scheme: false,
+            piece_timeout: Duration::from_millis(300),
+            ..config("2/3/7/7")
+        },
+    );
+    up.create_bucket("bucket").unwrap();
+    let bytes = data(2 * BLOCK + 1, 24);
+    let report = put(&up, "s", &bytes).await;
+    let seg = &report.entry.segments()[0];
+    assert_eq!(seg.pieces.len(), 7);
+    assert!(
+        seg.pieces
+            .iter()
+            .all(|p| !stalled.iter().any(|s| s.0 == p.node_id))
+    );
+    assert!(
+        store
+            .nodes_with_pieces()
+            .iter()
+            .all(|n| !stalled.contains(n))
+    );
+    assert_eq!(get(&up, "s", None).await.unwrap(), bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_failed_lately_get_no_pieces_while_others_can_take_them() {
+    let store = MemoryPieceStore::with_nodes(16);
+    let failing = ids(&store, 0..6);
+    let catalog = Catalog::temporary().unwrap();
+    let now = shoal_proto::time::unix_ms();
+    for f in &failing {
+        catalog
+            .record_node(f, uplink::select::NodeStats::failure(now))
+            .unwrap();
+    }
+    let up = uplink_with(&store, [1; 32], catalog, config("3/5/10/10"));
+    up.create_bucket("bucket").unwrap();
+    let bytes = data(3 * BLOCK, 25);
+    let report = put(&up, "b", &bytes).await;
+    // The 10 nodes not backing off are enough: every piece is on them.
+    for seg in report.entry.segments() {
+        assert_eq!(seg.pieces.len(), 10);
+        assert!(
+            seg.pieces
+                .iter()
+                .all(|p| !failing.iter().any(|f| f.0 == p.node_id))
+        );
+    }
+    // When the others cannot hold the scheme, nodes backing off are used again rather
+    // than storing fewer pieces.
+    let catalog = Catalog::temporary().unwrap();
+    for f in ids(&store, 0..10) {
+        catalog
+            .record_node(&f, uplink::select::NodeStats::failure(now))
+            .unwrap();
+    }
+    let up = uplink_with(&store, [1; 32], catalog, config("3/5/10/10"));
+    up.create_bucket("bucket").unwrap();
+    let report = put(&up, "c", &bytes).await;
+    assert_eq!(report.used.unwrap().to_string(), "3/5/10/10");
+    assert_eq!(report.entry.segments()[0].pieces.len(), 10);
 }

@@ -61,6 +61,25 @@ impl MemoryRecords {
     pub fn unforce(&self, key: &RecordKey) {
         lock(&self.forced).remove(key);
     }
+
+    /// Forgets the record under `key`, as a network whose holders all restarted
+    /// without keeping it would: reads find nothing, and any newer or equal put is
+    /// taken again.
+    pub fn lose(&self, key: &RecordKey) {
+        let now = shoal_proto::time::unix_ms();
+        let mut store = lock(&self.store);
+        let keep: Vec<Signed<MutableRecord>> =
+            store.iter().filter(|r| r.key() != *key).cloned().collect();
+        *store = RecordStore::default_config();
+        for r in keep {
+            let _ = store.put(r, None, now);
+        }
+    }
+
+    /// Forgets every record (the whole network restarted without keeping them).
+    pub fn lose_all(&self) {
+        *lock(&self.store) = RecordStore::default_config();
+    }
 }
 
 impl CatalogRecords for MemoryRecords {
