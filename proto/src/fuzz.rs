@@ -19,8 +19,8 @@ use rand::{RngExt, SeedableRng};
 use crate::identity::Identity;
 use crate::ids::{NodeId, Nonce, PieceHash, PieceId, PublicKey};
 use crate::messages::{
-    AuditOrder, DeleteOrder, DownloadOrder, MutableRecord, NodeRecord, Receipt, RenewOrder,
-    RenewResult, UploadOrder, UploadTrailer,
+    AuditOrder, DeleteOrder, DownloadOrder, ListPiecesOrder, ListedPiece, MutableRecord,
+    NodeRecord, Receipt, RenewOrder, RenewResult, UploadOrder, UploadTrailer,
 };
 use crate::piece_hash::PieceInfo;
 use crate::signing::{Domain, Signed};
@@ -395,6 +395,20 @@ pub fn targets() -> Vec<Target> {
             },
         },
         Target {
+            name: "proto.list_pieces",
+            seeds: seeds::list_pieces,
+            run: |d| {
+                if let Some(o) = decode::<pb::ListPiecesRequest>(d).and_then(|m| m.order) {
+                    round_trip::<_, Signed<ListPiecesOrder>>(o);
+                }
+                if let Some(r) = decode::<pb::ListPiecesResponse>(d) {
+                    for p in r.pieces {
+                        round_trip::<_, ListedPiece>(p);
+                    }
+                }
+            },
+        },
+        Target {
             name: "proto.node_record",
             seeds: seeds::node_record,
             run: |d| {
@@ -497,8 +511,36 @@ pub mod seeds {
             owner_key: *identity().public_key(),
             size: 1 << 20,
             piece_hash: PieceHash([5; 32]),
+            tag: vec![7; 100],
         }))
             .into()
+    }
+
+    pub fn list_pieces() -> Vec<Vec<u8>> {
+        let order = sign(ListPiecesOrder {
+            node_id: node(),
+            owner_key: *identity().public_key(),
+            after: Some(PieceId([1; 32])),
+            limit: 1000,
+            timestamp_ms: NOW,
+            nonce: Nonce([3; 16]),
+        });
+        let listed = ListedPiece {
+            piece_id: PieceId([2; 32]),
+            size: 1 << 20,
+            expires_at_ms: NOW + 3_600_000,
+            tag: vec![7; 100],
+        };
+        vec![
+            pb::ListPiecesRequest {
+                order: Some((&order).into()),
+            }
+            .encode_to_vec(),
+            pb::ListPiecesResponse {
+                pieces: vec![(&listed).into()],
+            }
+            .encode_to_vec(),
+        ]
     }
 
     pub fn upload_requests() -> Vec<Vec<u8>> {

@@ -34,6 +34,15 @@ const _: () = assert!(
 /// covers this many pieces; an uplink splits larger batches.
 pub const MAX_RENEW_PIECES: usize = 1024;
 
+/// Longest tag an upload trailer may carry (see `UploadTrailer::tag`): room for the
+/// uplink's sealed description of a catalog piece (109 bytes of fields and a 16-byte
+/// AEAD tag), with a little to spare; nodes store it with the piece's metadata.
+pub const MAX_PIECE_TAG: usize = 128;
+
+/// Most pieces one `ListPieces` page may ask for (and a node may answer with): a page
+/// of 1000 pieces with full tags is about 180 KiB.
+pub const MAX_LIST_PIECES: u32 = 1000;
+
 /// How far an order's timestamp may be from the receiver's clock, either way.
 pub const ORDER_WINDOW_MS: u64 = 10 * 60 * 1000;
 

@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use crate::error::WireError;
 use crate::ids::{NodeId, Nonce, PieceHash, PieceId, PublicKey, RecordKey, Signature};
 use crate::limits::{
-    MAX_ADDRESSES, MAX_PIECE_SIZE, MAX_RECORD_VALUE, MAX_RENEW_PIECES, MAX_SALT_LEN,
-    MAX_VERSION_LEN,
+    MAX_ADDRESSES, MAX_LIST_PIECES, MAX_PIECE_SIZE, MAX_PIECE_TAG, MAX_RECORD_VALUE,
+    MAX_RENEW_PIECES, MAX_SALT_LEN, MAX_VERSION_LEN,
 };
 use crate::pb;
 use crate::piece_hash::check_block_size;
@@ -130,6 +130,22 @@ pub struct UploadTrailer {
     pub owner_key: PublicKey,
     pub size: u64,
     pub piece_hash: PieceHash,
+    /// Opaque to the node (at most [`MAX_PIECE_TAG`] bytes; usually empty): stored with
+    /// the piece and listed back to its owner ([`ListPiecesOrder`]). It rides in the
+    /// trailer, not the order, because what the uplink seals into it (the piece hash)
+    /// is known only once the data has been sent.
+    pub tag: Vec<u8>,
+}
+
+fn tag(field: &'static str, t: Vec<u8>) -> Result<Vec<u8>, WireError> {
+    if t.len() > MAX_PIECE_TAG {
+        return Err(WireError::TooLong {
+            field,
+            limit: MAX_PIECE_TAG,
+            actual: t.len(),
+        });
+    }
+    Ok(t)
 }
 
 impl Signable for UploadTrailer {
@@ -144,6 +160,13 @@ impl Signable for UploadTrailer {
             .fixed(self.owner_key.as_bytes())
             .u64(self.size)
             .fixed(self.piece_hash.as_bytes());
+        // Every field before it has a fixed length, so the tag's presence is told by the
+        // length of the signed bytes: a trailer without a tag signs exactly the bytes it
+        // signed before tags existed (old uplinks' trailers stay valid, no new domain),
+        // and no tagged trailer shares its signed bytes with an untagged one.
+        if !self.tag.is_empty() {
+            c.bytes(&self.tag);
+        }
     }
 }
 
@@ -156,6 +179,7 @@ impl TryFrom<pb::UploadTrailer> for Signed<UploadTrailer> {
             owner_key: PublicKey::from_bytes("owner_key", &m.owner_key)?,
             size: at_most("size", m.size, MAX_PIECE_SIZE)?,
             piece_hash: PieceHash::from_wire("piece_hash", &m.piece_hash)?,
+            tag: tag("tag", m.tag)?,
         };
         Signed::verify(body, signature(&m.signature)?)
     }
@@ -169,8 +193,145 @@ impl From<&Signed<UploadTrailer>> for pb::UploadTrailer {
             size: s.size,
             piece_hash: s.piece_hash.0.to_vec(),
             signature: s.signature().0.to_vec(),
+            tag: s.tag.clone(),
         }
     }
+}
+
+/// Asks a node for the pieces its signer owns there: up to `limit` of them, in piece-id
+/// order, after `after`. A node lists nobody's pieces but the signer's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPiecesOrder {
+    pub node_id: NodeId,
+    pub owner_key: PublicKey,
+    /// `None`: from the first piece.
+    pub after: Option<PieceId>,
+    /// 1 ..= [`MAX_LIST_PIECES`].
+    pub limit: u32,
+    pub timestamp_ms: u64,
+    /// Makes the order unique: a node accepts it once.
+    pub nonce: Nonce,
+}
+
+impl Signable for ListPiecesOrder {
+    const DOMAIN: Domain = Domain::ListPiecesOrder;
+
+    fn signer(&self) -> &PublicKey {
+        &self.owner_key
+    }
+
+    fn encode(&self, c: &mut Canonical) {
+        c.fixed(self.node_id.as_bytes())
+            .fixed(self.owner_key.as_bytes())
+            .bytes(self.after.as_ref().map_or(&[][..], |p| p.as_bytes()))
+            .u32(self.limit)
+            .u64(self.timestamp_ms)
+            .fixed(self.nonce.as_bytes());
+    }
+}
+
+impl TryFrom<pb::ListPiecesOrder> for Signed<ListPiecesOrder> {
+    type Error = WireError;
+
+    fn try_from(m: pb::ListPiecesOrder) -> Result<Self, WireError> {
+        if m.limit == 0 {
+            return Err(WireError::Missing { field: "limit" });
+        }
+        let limit = at_most("limit", u64::from(m.limit), u64::from(MAX_LIST_PIECES))?;
+        let after = if m.after.is_empty() {
+            None
+        } else {
+            Some(PieceId::from_wire("after", &m.after)?)
+        };
+        let body = ListPiecesOrder {
+            node_id: NodeId::from_wire("node_id", &m.node_id)?,
+            owner_key: PublicKey::from_bytes("owner_key", &m.owner_key)?,
+            after,
+            limit: u32::try_from(limit).unwrap_or(MAX_LIST_PIECES),
+            timestamp_ms: nonzero("timestamp_ms", m.timestamp_ms)?,
+            nonce: Nonce::from_wire("nonce", &m.nonce)?,
+        };
+        Signed::verify(body, signature(&m.signature)?)
+    }
+}
+
+impl From<&Signed<ListPiecesOrder>> for pb::ListPiecesOrder {
+    fn from(s: &Signed<ListPiecesOrder>) -> Self {
+        Self {
+            node_id: s.node_id.0.to_vec(),
+            owner_key: s.owner_key.as_bytes().to_vec(),
+            after: s.after.map(|p| p.0.to_vec()).unwrap_or_default(),
+            limit: s.limit,
+            timestamp_ms: s.timestamp_ms,
+            signature: s.signature().0.to_vec(),
+            nonce: s.nonce.0.to_vec(),
+        }
+    }
+}
+
+/// One piece of a [`ListPiecesOrder`]'s answer. Not signed: the TLS channel is pinned
+/// to the node, and the owner trusts only what the tag it sealed itself says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedPiece {
+    pub piece_id: PieceId,
+    pub size: u64,
+    pub expires_at_ms: u64,
+    pub tag: Vec<u8>,
+}
+
+impl TryFrom<pb::ListedPiece> for ListedPiece {
+    type Error = WireError;
+
+    fn try_from(m: pb::ListedPiece) -> Result<Self, WireError> {
+        Ok(Self {
+            piece_id: PieceId::from_wire("piece_id", &m.piece_id)?,
+            size: at_most("size", m.size, MAX_PIECE_SIZE)?,
+            expires_at_ms: m.expires_at_ms,
+            tag: tag("tag", m.tag)?,
+        })
+    }
+}
+
+impl From<&ListedPiece> for pb::ListedPiece {
+    fn from(p: &ListedPiece) -> Self {
+        Self {
+            piece_id: p.piece_id.0.to_vec(),
+            size: p.size,
+            expires_at_ms: p.expires_at_ms,
+            tag: p.tag.clone(),
+        }
+    }
+}
+
+/// Checks a node's answer to `order`: at most `limit` pieces, ids strictly ascending and
+/// after `after`, each well-formed. Returns the pieces.
+pub fn check_listing(
+    order: &ListPiecesOrder,
+    m: pb::ListPiecesResponse,
+) -> Result<Vec<ListedPiece>, WireError> {
+    if m.pieces.len() > order.limit as usize {
+        return Err(WireError::TooMany {
+            field: "pieces",
+            limit: order.limit as usize,
+            actual: m.pieces.len(),
+        });
+    }
+    let pieces = m
+        .pieces
+        .into_iter()
+        .map(ListedPiece::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut last = order.after;
+    for p in &pieces {
+        if last.is_some_and(|l| p.piece_id <= l) {
+            return Err(WireError::Malformed {
+                field: "pieces",
+                reason: "piece ids are not ascending after the order's `after`".into(),
+            });
+        }
+        last = Some(p.piece_id);
+    }
+    Ok(pieces)
 }
 
 /// The node's signed statement that it holds a piece until `expires_at_ms`.

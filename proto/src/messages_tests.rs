@@ -207,6 +207,7 @@ fn trailer() -> pb::UploadTrailer {
         owner_key: *o.public_key(),
         size: 1000,
         piece_hash: PieceHash([5; 32]),
+        tag: Vec::new(),
     };
     (&Signed::sign(body, &o).unwrap()).into()
 }
@@ -241,8 +242,167 @@ fn upload_trailer_table() {
             Box::new(|m| m.size -= 1),
             ("BadSignature", "signature"),
         ),
+        (
+            "tag added after signing",
+            Box::new(|m| m.tag = vec![1; 8]),
+            ("BadSignature", "signature"),
+        ),
+        (
+            "tag over the limit",
+            Box::new(|m| m.tag = vec![1; crate::limits::MAX_PIECE_TAG + 1]),
+            ("TooLong", "tag"),
+        ),
     ]);
     run_table::<_, UploadTrailer>(trailer(), rows);
+}
+
+#[test]
+fn an_untagged_trailer_signs_the_bytes_it_signed_before_tags_existed() {
+    let body = UploadTrailer {
+        piece_id: piece(),
+        owner_key: *owner().public_key(),
+        size: 1000,
+        piece_hash: PieceHash([5; 32]),
+        tag: Vec::new(),
+    };
+    // The encoding as it was: fixed fields only.
+    let mut before = crate::signing::Canonical::new(Domain::UploadTrailer);
+    before
+        .fixed(body.piece_id.as_bytes())
+        .fixed(body.owner_key.as_bytes())
+        .u64(body.size)
+        .fixed(body.piece_hash.as_bytes());
+    let mut now = crate::signing::Canonical::new(Domain::UploadTrailer);
+    body.encode(&mut now);
+    assert_eq!(now.into_bytes(), before.into_bytes());
+    // A tagged trailer signs more, and its signature does not hold without the tag.
+    let tagged = Signed::sign(
+        UploadTrailer {
+            tag: vec![9; 128],
+            ..body.clone()
+        },
+        &owner(),
+    )
+    .unwrap();
+    let m: pb::UploadTrailer = (&tagged).into();
+    assert_eq!(
+        Signed::<UploadTrailer>::try_from(m.clone()).unwrap().tag,
+        vec![9; 128]
+    );
+    let stripped = pb::UploadTrailer {
+        tag: Vec::new(),
+        ..m
+    };
+    assert!(matches!(
+        Signed::<UploadTrailer>::try_from(stripped),
+        Err(WireError::BadSignature { .. })
+    ));
+}
+
+fn list_order() -> pb::ListPiecesOrder {
+    let body = ListPiecesOrder {
+        node_id: node(),
+        owner_key: *owner().public_key(),
+        after: Some(piece()),
+        limit: 100,
+        timestamp_ms: NOW,
+        nonce: Nonce([4; 16]),
+    };
+    (&Signed::sign(body, &owner()).unwrap()).into()
+}
+
+#[test]
+fn list_pieces_order_table() {
+    let mut rows = common_rows::<pb::ListPiecesOrder>(
+        "node_id",
+        "owner_key",
+        |m| &mut m.node_id,
+        |m| &mut m.owner_key,
+        |m| &mut m.signature,
+    );
+    rows.extend::<Vec<Row<pb::ListPiecesOrder>>>(vec![
+        ("limit 0", Box::new(|m| m.limit = 0), ("Missing", "limit")),
+        (
+            "limit over the page size",
+            Box::new(|m| m.limit = crate::limits::MAX_LIST_PIECES + 1),
+            ("OutOfRange", "limit"),
+        ),
+        (
+            "after short",
+            Box::new(|m| m.after.truncate(31)),
+            ("WrongLength", "after"),
+        ),
+        (
+            "after dropped",
+            Box::new(|m| m.after.clear()),
+            ("BadSignature", "signature"),
+        ),
+        (
+            "limit changed",
+            Box::new(|m| m.limit -= 1),
+            ("BadSignature", "signature"),
+        ),
+        (
+            "timestamp missing",
+            Box::new(|m| m.timestamp_ms = 0),
+            ("Missing", "timestamp_ms"),
+        ),
+        (
+            "nonce short",
+            Box::new(|m| m.nonce.truncate(3)),
+            ("WrongLength", "nonce"),
+        ),
+    ]);
+    run_table::<_, ListPiecesOrder>(list_order(), rows);
+}
+
+#[test]
+fn a_listing_must_be_ascending_after_the_cursor_and_within_the_limit() {
+    let order = ListPiecesOrder {
+        node_id: node(),
+        owner_key: *owner().public_key(),
+        after: Some(PieceId([1; 32])),
+        limit: 100,
+        timestamp_ms: NOW,
+        nonce: Nonce([4; 16]),
+    };
+    let listed = |id: u8| pb::ListedPiece {
+        piece_id: vec![id; 32],
+        size: 10,
+        expires_at_ms: NOW,
+        tag: vec![1; 4],
+    };
+    let ok = pb::ListPiecesResponse {
+        pieces: vec![listed(2), listed(3)],
+    };
+    assert_eq!(check_listing(&order, ok).unwrap().len(), 2);
+    for (name, pieces) in [
+        ("at the cursor", vec![listed(1)]),
+        ("descending", vec![listed(3), listed(2)]),
+        ("repeated", vec![listed(2), listed(2)]),
+    ] {
+        assert!(
+            check_listing(&order, pb::ListPiecesResponse { pieces }).is_err(),
+            "{name}"
+        );
+    }
+    let too_many = pb::ListPiecesResponse {
+        pieces: (2..=102).map(listed).collect(),
+    };
+    assert!(matches!(
+        check_listing(&order, too_many),
+        Err(WireError::TooMany { .. })
+    ));
+    let big_tag = pb::ListPiecesResponse {
+        pieces: vec![pb::ListedPiece {
+            tag: vec![0; crate::limits::MAX_PIECE_TAG + 1],
+            ..listed(2)
+        }],
+    };
+    assert!(matches!(
+        check_listing(&order, big_tag),
+        Err(WireError::TooLong { field: "tag", .. })
+    ));
 }
 
 fn receipt() -> pb::Receipt {

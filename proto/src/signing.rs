@@ -28,10 +28,11 @@ pub enum Domain {
     RenewOrder,
     NodeRecord,
     MutableRecord,
+    ListPiecesOrder,
 }
 
 impl Domain {
-    pub const ALL: [Domain; 9] = [
+    pub const ALL: [Domain; 10] = [
         Domain::UploadOrder,
         Domain::UploadTrailer,
         Domain::Receipt,
@@ -41,6 +42,7 @@ impl Domain {
         Domain::RenewOrder,
         Domain::NodeRecord,
         Domain::MutableRecord,
+        Domain::ListPiecesOrder,
     ];
 
     /// The domain-separation tag prepended to every signed byte string of this kind.
@@ -55,6 +57,7 @@ impl Domain {
             Domain::RenewOrder => "shoal/v1/renew-order",
             Domain::NodeRecord => "shoal/v1/node-record",
             Domain::MutableRecord => "shoal/v1/mutable-record",
+            Domain::ListPiecesOrder => "shoal/v1/list-pieces-order",
         }
     }
 }

@@ -26,7 +26,14 @@ pub fn owner_label(owner: &PublicKey) -> String {
 }
 
 /// Operations the node counts, as metric labels.
-pub const OPS: [&str; 5] = ["upload", "download", "delete", "audit", "renew"];
+pub const OPS: [&str; 6] = [
+    "upload",
+    "download",
+    "delete",
+    "audit",
+    "renew",
+    "list_pieces",
+];
 
 /// The node's metrics.
 #[derive(Debug, Clone)]

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use shoal_proto::limits::MAX_CHUNK;
 use shoal_proto::messages::{
-    AuditOrder, DeleteOrder, DownloadOrder, Receipt, RenewOrder, UploadOrder, UploadTrailer,
-    required,
+    AuditOrder, DeleteOrder, DownloadOrder, ListPiecesOrder, Receipt, RenewOrder, UploadOrder,
+    UploadTrailer, required,
 };
 use shoal_proto::pb::{self, piece_store_server, upload_request};
 use shoal_proto::time::unix_ms;
@@ -295,6 +295,7 @@ impl Inner {
                     let trailer: Signed<UploadTrailer> = trailer.try_into()?;
                     protocol::check_trailer(&order, &trailer)?;
                     let (size, hash) = (trailer.size, trailer.piece_hash);
+                    pending.set_tag(trailer.into_body().tag)?;
                     let meta = blocking(move || pending.commit(size, &hash, unix_ms())).await?;
                     return Ok(pb::UploadResponse {
                         receipt: Some(self.receipt(&meta, order.piece_id)?),
@@ -491,6 +492,49 @@ impl piece_store_server::PieceStore for PieceStoreService {
             Ok(pb::AuditResponse {
                 info: Some(pb::PieceInfo::from(&meta.info)),
                 block,
+            })
+        }
+        .await;
+        t.outcome(r).map(Response::new)
+    }
+
+    /// A page of the signer's own pieces: the order must be addressed here, fresh and
+    /// new; only pieces whose owner is the order's signer are listed.
+    #[instrument(skip_all, fields(peer = ?request.remote_addr()))]
+    async fn list_pieces(
+        &self,
+        request: Request<pb::ListPiecesRequest>,
+    ) -> Result<Response<pb::ListPiecesResponse>, Status> {
+        let t = Tracked::start(&self.inner.metrics, "list_pieces");
+        let _permit = t.outcome(self.permit(request.remote_addr()))?;
+        let r = async {
+            let order: Signed<ListPiecesOrder> =
+                required("order", request.into_inner().order)?.try_into()?;
+            self.inner.admit(
+                &order.node_id,
+                &order.owner_key,
+                &order.nonce,
+                order.timestamp_ms,
+                unix_ms(),
+            )?;
+            let store = Arc::clone(&self.inner.store);
+            let o = order.into_body();
+            let pieces = blocking(move || {
+                store
+                    .meta()
+                    .owner_pieces(&o.owner_key, o.after.as_ref(), o.limit as usize)
+            })
+            .await?;
+            Ok(pb::ListPiecesResponse {
+                pieces: pieces
+                    .into_iter()
+                    .map(|p| pb::ListedPiece {
+                        piece_id: p.id.0.to_vec(),
+                        size: p.size,
+                        expires_at_ms: p.expires_at_ms,
+                        tag: p.tag,
+                    })
+                    .collect(),
             })
         }
         .await;

@@ -746,7 +746,8 @@ pub struct PendingPiece {
     inline: Option<Vec<u8>>,
     hasher: PieceHasher,
     meta_committed: bool,
-    /// The order's tag (see [`PieceMeta::tag`]).
+    /// The owner's tag from the trailer (see [`PieceMeta::tag`]), stored with the
+    /// metadata at commit.
     tag: Vec<u8>,
 }
 

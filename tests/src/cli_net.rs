@@ -16,6 +16,29 @@ use uplink::{Access, RootSecret};
 
 use crate::{Cluster, NodeOptions, wait_until};
 
+/// Waits until a DHT client joining through the first node sees every node.
+async fn wait_all_seen(cluster: &Cluster) -> anyhow::Result<()> {
+    let nodes = cluster.nodes.len();
+    let seed = (cluster.node(0).node_id(), cluster.node(0).grpc_addr());
+    let probe = DhtNodes::new(
+        Arc::new(Identity::random()),
+        vec![seed],
+        0,
+        AddressScope::Local,
+    );
+    let seen = wait_until(
+        Duration::from_secs(60),
+        "a DHT client sees every node",
+        || {
+            let probe = &probe;
+            async move { probe.sample(nodes).await.is_ok_and(|n| n.len() >= nodes) }
+        },
+    )
+    .await;
+    probe.shutdown().await;
+    seen
+}
+
 #[derive(Debug)]
 pub struct CliNet {
     pub cluster: Cluster,
@@ -40,24 +63,7 @@ impl CliNet {
             },
         )
         .await?;
-        let seed = (cluster.node(0).node_id(), cluster.node(0).grpc_addr());
-        let probe = DhtNodes::new(
-            Arc::new(Identity::random()),
-            vec![seed],
-            0,
-            AddressScope::Local,
-        );
-        let seen = wait_until(
-            Duration::from_secs(60),
-            "a DHT client sees every node",
-            || {
-                let probe = &probe;
-                async move { probe.sample(nodes).await.is_ok_and(|n| n.len() >= nodes) }
-            },
-        )
-        .await;
-        probe.shutdown().await;
-        seen?;
+        wait_all_seen(&cluster).await?;
         let grant = Access::new(RootSecret::random(), vec![cluster.node(0).pinned()]).to_grant()?;
         Ok(CliNet {
             cluster,
@@ -66,6 +72,19 @@ impl CliNet {
             config: config.to_string(),
             work: tempfile::tempdir()?,
         })
+    }
+
+    /// Stops every node, then starts them again on their directories, identities and
+    /// ports (the first, everyone's bootstrap, first), and waits until a DHT client sees
+    /// them all. The DHT records the nodes held in memory are gone after it.
+    pub async fn restart_all(&mut self) -> anyhow::Result<()> {
+        for n in &mut self.cluster.nodes {
+            n.stop().await?;
+        }
+        for n in &mut self.cluster.nodes {
+            n.restart().await?;
+        }
+        wait_all_seen(&self.cluster).await
     }
 
     /// A new config dir with the grant imported (its catalog recovered from the

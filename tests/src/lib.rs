@@ -392,6 +392,20 @@ impl Owner {
         data: &[u8],
         block_size: u32,
     ) -> Result<Signed<Receipt>, tonic::Status> {
+        self.upload_tagged(client, node, piece, data, block_size, Vec::new())
+            .await
+    }
+
+    /// [`Self::upload`] with `tag` in the trailer.
+    pub async fn upload_tagged(
+        &self,
+        client: &mut NodeClient,
+        node: NodeId,
+        piece: PieceId,
+        data: &[u8],
+        block_size: u32,
+        tag: Vec<u8>,
+    ) -> Result<Signed<Receipt>, tonic::Status> {
         let now = unix_ms();
         let terms = UploadTerms {
             max_size: data.len() as u64,
@@ -404,10 +418,37 @@ impl Owner {
             .map_err(status)?;
         let trailer = self
             .orders()
-            .trailer(piece, &piece_info(data, block_size))
+            .tagged_trailer(piece, &piece_info(data, block_size), tag)
             .map_err(status)?;
         let body = UploadPart::whole_piece(Bytes::copy_from_slice(data), trailer);
         Ok(client.upload(&order, body).await?)
+    }
+
+    /// The order for a page of this owner's pieces on `node`.
+    pub fn list_order(
+        &self,
+        node: NodeId,
+        after: Option<PieceId>,
+        limit: u32,
+        timestamp_ms: u64,
+    ) -> anyhow::Result<pb::ListPiecesOrder> {
+        Ok((&self
+            .orders()
+            .list_pieces(node, after, limit, timestamp_ms)?)
+            .into())
+    }
+
+    /// Sends a listing order as is; the node's answer unchecked.
+    pub async fn send_list(
+        &self,
+        client: &mut NodeClient,
+        order: pb::ListPiecesOrder,
+    ) -> Result<pb::ListPiecesResponse, tonic::Status> {
+        Ok(client
+            .wire()
+            .list_pieces(pb::ListPiecesRequest { order: Some(order) })
+            .await?
+            .into_inner())
     }
 
     pub fn download_order(

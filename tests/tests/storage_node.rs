@@ -1184,3 +1184,128 @@ async fn leases_beyond_max_lease_are_refused_with_the_limit() {
     })
     .await;
 }
+
+/// `ListPieces`: a node lists the signer's own pieces, with their tags, a page at a time
+/// in id order, and survives a restart; wrong signers, other nodes' orders, stale
+/// orders, replays and over-limit pages are refused, and nobody sees another's pieces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_lists_an_owners_pieces_and_their_tags_to_that_owner_only() {
+    bounded(async {
+        let mut cluster = Cluster::start(2, NodeOptions::default()).await.unwrap();
+        let (alice, mallory) = (Owner::new(), Owner::new());
+        let node = cluster.node(0).node_id();
+        let mut c = cluster.node(0).client().await.unwrap();
+        let mut mine = Vec::new();
+        for i in 0..5u8 {
+            let piece = random_piece();
+            // Some tagged, one inline-sized and one with a file, and one untagged.
+            let tag = if i == 4 { Vec::new() } else { vec![i; 125] };
+            let data = test_data(if i % 2 == 0 { 1000 } else { 70_000 }, u64::from(i));
+            alice
+                .upload_tagged(&mut c, node, piece, &data, BS, tag.clone())
+                .await
+                .unwrap();
+            mine.push((piece, data.len() as u64, tag));
+        }
+        mine.sort_by_key(|m| m.0);
+        let theirs = random_piece();
+        mallory
+            .upload_tagged(&mut c, node, theirs, &test_data(10, 9), BS, vec![9; 3])
+            .await
+            .unwrap();
+
+        let list =
+            |owner: &Owner, after, limit| owner.list_order(node, after, limit, unix_ms()).unwrap();
+        let all = alice
+            .send_list(&mut c, list(&alice, None, 1000))
+            .await
+            .unwrap();
+        let got: Vec<_> = all
+            .pieces
+            .iter()
+            .map(|p| {
+                (
+                    shoal_proto::PieceId(p.piece_id.clone().try_into().unwrap()),
+                    p.size,
+                    p.tag.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got, mine,
+            "every piece of alice's, in id order, with its tag"
+        );
+        assert!(all.pieces.iter().all(|p| p.expires_at_ms > unix_ms()));
+        // Pages: two, then the rest after the cursor.
+        let first = alice
+            .send_list(&mut c, list(&alice, None, 2))
+            .await
+            .unwrap();
+        assert_eq!(first.pieces.len(), 2);
+        let rest = alice
+            .send_list(&mut c, list(&alice, Some(mine[1].0), 1000))
+            .await
+            .unwrap();
+        assert_eq!(rest.pieces.len(), 3);
+        assert_eq!(rest.pieces[0].piece_id, mine[2].0.0.to_vec());
+        // Mallory sees only its own piece.
+        let other = mallory
+            .send_list(&mut c, list(&mallory, None, 1000))
+            .await
+            .unwrap();
+        assert_eq!(other.pieces.len(), 1);
+        assert_eq!(other.pieces[0].piece_id, theirs.0.to_vec());
+
+        // Signed by mallory but naming alice as the owner: the signature fails.
+        let mut forged = list(&mallory, None, 1000);
+        forged.owner_key = alice.identity.public_key().as_bytes().to_vec();
+        let refused = |r: Result<pb::ListPiecesResponse, tonic::Status>| r.unwrap_err().code();
+        assert_eq!(
+            refused(alice.send_list(&mut c, forged).await),
+            Code::InvalidArgument
+        );
+        // Addressed to the other node.
+        let elsewhere = alice
+            .list_order(cluster.node(1).node_id(), None, 10, unix_ms())
+            .unwrap();
+        assert_eq!(
+            refused(alice.send_list(&mut c, elsewhere).await),
+            Code::InvalidArgument
+        );
+        // Stale, and from too far in the future.
+        for ts in [
+            unix_ms() - ORDER_WINDOW_MS - 60_000,
+            unix_ms() + ORDER_WINDOW_MS + 60_000,
+        ] {
+            let stale = alice.list_order(node, None, 10, ts).unwrap();
+            assert_eq!(
+                refused(alice.send_list(&mut c, stale).await),
+                Code::InvalidArgument
+            );
+        }
+        // A page over the limit (signed as such), and a zero limit.
+        for limit in [shoal_proto::limits::MAX_LIST_PIECES + 1, 0] {
+            let over = list(&alice, None, limit);
+            assert_eq!(
+                refused(alice.send_list(&mut c, over).await),
+                Code::InvalidArgument,
+                "limit {limit}"
+            );
+        }
+        // Replayed.
+        let once = list(&alice, None, 10);
+        alice.send_list(&mut c, once.clone()).await.unwrap();
+        assert_eq!(refused(alice.send_list(&mut c, once).await), Code::Aborted);
+
+        // The tags survive a restart with the pieces.
+        cluster.node_mut(0).restart().await.unwrap();
+        let mut c = cluster.node(0).client().await.unwrap();
+        let again = alice
+            .send_list(&mut c, list(&alice, None, 1000))
+            .await
+            .unwrap();
+        assert_eq!(again.pieces, all.pieces);
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}

@@ -505,6 +505,7 @@ impl Uplink {
             size_hint: opts.size_hint,
             progress: opts.progress.clone(),
             allow_smaller: None,
+            tag: None,
         };
         crate::upload::upload_object(&self.inner, ctx, chained).await
     }

@@ -24,8 +24,8 @@ use futures::{StreamExt, TryStreamExt};
 use shoal_proto::Signed;
 use shoal_proto::limits::{MAX_CHUNK, MAX_GRPC_MESSAGE};
 use shoal_proto::messages::{
-    AuditOrder, DeleteOrder, DownloadOrder, MAX_LEASE_METADATA, Receipt, RenewOrder, RenewResult,
-    UploadOrder,
+    AuditOrder, DeleteOrder, DownloadOrder, ListPiecesOrder, ListedPiece, MAX_LEASE_METADATA,
+    Receipt, RenewOrder, RenewResult, UploadOrder, check_listing,
 };
 use shoal_proto::pb::piece_store_client::PieceStoreClient;
 use shoal_proto::piece_hash::PieceInfo;
@@ -300,6 +300,23 @@ impl NodeClient {
         Ok(results)
     }
 
+    /// One page of the owner's pieces on this node, checked against the order (at most
+    /// its limit, ids ascending after its cursor, tags within bounds).
+    pub async fn list_pieces(
+        &mut self,
+        order: &Signed<ListPiecesOrder>,
+    ) -> Result<Vec<ListedPiece>, CallError> {
+        let response = self
+            .client
+            .list_pieces(pb::ListPiecesRequest {
+                order: Some(pb::ListPiecesOrder::from(order)),
+            })
+            .await?
+            .into_inner();
+        check_listing(order, response)
+            .map_err(|e| CallError::Protocol(format!("bad piece listing: {e}")))
+    }
+
     /// The piece's info and the audited block (verifying it is the caller's).
     pub async fn audit(
         &mut self,
@@ -474,5 +491,19 @@ impl PieceStore for GrpcPieceStore {
     ) -> BoxFuture<'static, Result<(PieceInfo, Bytes), PieceError>> {
         let client = self.client(node);
         Box::pin(async move { client?.audit(&order).await.map_err(|e| call_error(node, e)) })
+    }
+
+    fn list_pieces(
+        &self,
+        node: NodeAddress,
+        order: Signed<ListPiecesOrder>,
+    ) -> BoxFuture<'static, Result<Vec<ListedPiece>, PieceError>> {
+        let client = self.client(node);
+        Box::pin(async move {
+            client?
+                .list_pieces(&order)
+                .await
+                .map_err(|e| call_error(node, e))
+        })
     }
 }

@@ -14,7 +14,9 @@
 //! - [`catalog`]: buckets, objects and node history in sled (serde structs); its
 //!   [`catalog::model`] is the CRDT (versions, tombstones, merge) and [`catalog::log`]
 //!   the network formats (deltas, snapshots, head and writers records).
-//! - [`sync`]: publishing and pulling the catalog in the network.
+//! - [`sync`]: publishing and pulling the catalog in the network; [`rebuild`]: the
+//!   catalog back from the nodes alone (piece tags, [`catalog::tag`]) when the DHT has
+//!   lost its records.
 //! - `upload` / `download`: orchestration over the traits (parallel pieces, long-tail
 //!   cancellation, erasures, replacement pieces).
 //! - [`client`]: [`Uplink`], the API the CLI and the gateway use.
@@ -42,6 +44,7 @@ mod hexser;
 pub mod metrics;
 pub mod orders;
 pub mod peers;
+pub mod rebuild;
 pub mod repair;
 pub mod segment;
 pub mod select;

@@ -5,7 +5,7 @@
 //! the malformed traffic on top.
 
 use shoal_proto::messages::{
-    AuditOrder, DeleteOrder, DownloadOrder, RenewOrder, UploadOrder, UploadTrailer,
+    AuditOrder, DeleteOrder, DownloadOrder, ListPiecesOrder, RenewOrder, UploadOrder, UploadTrailer,
 };
 use shoal_proto::piece_hash::PieceInfo;
 use shoal_proto::{Identity, IdentityError, NodeId, Nonce, PieceId, Signed};
@@ -61,12 +61,46 @@ impl<'a> Orders<'a> {
         piece: PieceId,
         info: &PieceInfo,
     ) -> Result<Signed<UploadTrailer>, IdentityError> {
+        self.tagged_trailer(piece, info, Vec::new())
+    }
+
+    /// [`Self::trailer`] with a tag the node stores with the piece and lists back to
+    /// this owner only (the uplink's sealed description of a catalog piece).
+    pub fn tagged_trailer(
+        &self,
+        piece: PieceId,
+        info: &PieceInfo,
+        tag: Vec<u8>,
+    ) -> Result<Signed<UploadTrailer>, IdentityError> {
         Signed::sign(
             UploadTrailer {
                 piece_id: piece,
                 owner_key: *self.owner.public_key(),
                 size: info.size,
                 piece_hash: info.root(),
+                tag,
+            },
+            self.owner,
+        )
+    }
+
+    /// The order for a page of at most `limit` of this owner's pieces on `node`, in
+    /// piece-id order after `after`.
+    pub fn list_pieces(
+        &self,
+        node: NodeId,
+        after: Option<PieceId>,
+        limit: u32,
+        now_ms: u64,
+    ) -> Result<Signed<ListPiecesOrder>, IdentityError> {
+        Signed::sign(
+            ListPiecesOrder {
+                node_id: node,
+                owner_key: *self.owner.public_key(),
+                after,
+                limit,
+                timestamp_ms: now_ms,
+                nonce: Nonce::random(),
             },
             self.owner,
         )

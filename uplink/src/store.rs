@@ -18,8 +18,8 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use shoal_proto::messages::{
-    AuditOrder, DeleteOrder, DownloadOrder, NodeRecord, Receipt, RenewOrder, RenewResult,
-    UploadOrder, UploadTrailer,
+    AuditOrder, DeleteOrder, DownloadOrder, ListPiecesOrder, ListedPiece, NodeRecord, Receipt,
+    RenewOrder, RenewResult, UploadOrder, UploadTrailer,
 };
 use shoal_proto::piece_hash::PieceInfo;
 use shoal_proto::{NodeId, PublicKey, Signed};
@@ -178,6 +178,15 @@ pub trait PieceStore: Send + Sync + 'static {
         node: NodeAddress,
         order: Signed<AuditOrder>,
     ) -> BoxFuture<'static, Result<(PieceInfo, Bytes), PieceError>>;
+
+    /// One page of the owner's pieces on the node (at most the order's limit, ids
+    /// ascending after its cursor; a shorter page is the last). The tags are as the
+    /// node stored them: the caller opens them and trusts nothing else.
+    fn list_pieces(
+        &self,
+        node: NodeAddress,
+        order: Signed<ListPiecesOrder>,
+    ) -> BoxFuture<'static, Result<Vec<ListedPiece>, PieceError>>;
 }
 
 /// Why no candidates could be found.

@@ -34,6 +34,7 @@ use shoal_proto::{RecordKey, Signed};
 use crate::catalog::log::{
     self, Blob, BlobRef, CATALOG_BUCKET, Delta, Head, LogError, MAX_BLOB, Snapshot, SnapshotRef,
 };
+use crate::catalog::tag::{BlobKind, BlobTag};
 use crate::catalog::{CatalogError, WriterId};
 use crate::client::{Inner, Uplink};
 use crate::crypto::{BlockCipher, ObjectId};
@@ -122,6 +123,8 @@ pub enum SyncError {
     Sign(String),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error("this uplink keeps its catalog on this machine only: there is nothing to rebuild from")]
+    NoNetworkCatalog,
 }
 
 /// This writer's own log, as last published.
@@ -265,7 +268,7 @@ impl SyncState {
     }
 }
 
-fn applied(inner: &Inner) -> Result<BTreeMap<WriterId, u64>, CatalogError> {
+pub(crate) fn applied(inner: &Inner) -> Result<BTreeMap<WriterId, u64>, CatalogError> {
     Ok(inner
         .catalog
         .sync_value::<Vec<(WriterId, u64)>>(APPLIED)?
@@ -274,9 +277,21 @@ fn applied(inner: &Inner) -> Result<BTreeMap<WriterId, u64>, CatalogError> {
         .collect())
 }
 
-fn set_applied(inner: &Inner, a: &BTreeMap<WriterId, u64>) -> Result<(), CatalogError> {
+pub(crate) fn set_applied(inner: &Inner, a: &BTreeMap<WriterId, u64>) -> Result<(), CatalogError> {
     let v: Vec<(WriterId, u64)> = a.iter().map(|(w, s)| (*w, *s)).collect();
     inner.catalog.set_sync_value(APPLIED, &v)
+}
+
+/// Makes `s` the newest snapshot known here, if it is newer than the one known.
+pub(crate) fn remember_snapshot(inner: &Inner, s: &SnapshotRef) -> Result<(), CatalogError> {
+    let newer = inner
+        .catalog
+        .sync_value::<SnapshotRef>(SNAPSHOT)?
+        .is_none_or(|old| old.taken_at < s.taken_at);
+    if newer {
+        inner.catalog.set_sync_value(SNAPSHOT, s)?;
+    }
+    Ok(())
 }
 
 fn blob_name(writer: &WriterId, kind: &str, seq: u64) -> String {
@@ -288,11 +303,11 @@ fn record_what(kind: &str) -> String {
 }
 
 impl Inner {
-    fn sync(&self) -> Option<&SyncState> {
+    pub(crate) fn sync(&self) -> Option<&SyncState> {
         self.sync.as_ref()
     }
 
-    fn catalog_key(&self) -> &[u8; 32] {
+    pub(crate) fn catalog_key(&self) -> &[u8; 32] {
         self.access.catalog_key()
     }
 
@@ -300,7 +315,7 @@ impl Inner {
         MutableRecord::key_for(self.access.owner().public_key(), salt)
     }
 
-    async fn get_record(
+    pub(crate) async fn get_record(
         &self,
         sync: &SyncState,
         what: &str,
@@ -315,7 +330,7 @@ impl Inner {
             })
     }
 
-    async fn put_record(
+    pub(crate) async fn put_record(
         &self,
         sync: &SyncState,
         what: &str,
@@ -369,7 +384,7 @@ impl Inner {
     /// Makes sure the writers record lists this writer and every writer merged here
     /// (healing a record that lost one in a race): compare-and-swap, and on a lost race
     /// merge the sets and try again.
-    async fn register(
+    pub(crate) async fn register(
         &self,
         sync: &SyncState,
         known: &BTreeSet<WriterId>,
@@ -415,6 +430,16 @@ impl Inner {
         let key = log::blob_key(self.catalog_key(), &object_id);
         let cipher = BlockCipher::new(&key, object_id);
         let lease = self.config.default_lease;
+        let writer = self.catalog.writer();
+        // Each piece says what it is, for `catalog rebuild` (a snapshot goes by the seq
+        // of the delta published with it, which it covers).
+        let (kind, seq) = match blob {
+            Blob::Delta(d) => (BlobKind::Delta, d.seq),
+            Blob::Snapshot(s) => (
+                BlobKind::Snapshot,
+                s.covers.get(&writer).copied().unwrap_or(0),
+            ),
+        };
         let ctx = crate::upload::ObjectUpload {
             bucket: CATALOG_BUCKET,
             key: what,
@@ -424,6 +449,13 @@ impl Inner {
             size_hint: Some(size),
             progress: None,
             allow_smaller: Some(true),
+            tag: Some(BlobTag {
+                writer,
+                kind,
+                seq,
+                object_id,
+                blob_size: size,
+            }),
         };
         let (segments, _) = crate::upload::upload_object(self, ctx, Cursor::new(bytes))
             .await
@@ -445,7 +477,11 @@ impl Inner {
         ))
     }
 
-    async fn get_blob(self: &Arc<Self>, what: &str, r: &BlobRef) -> Result<Blob, SyncError> {
+    pub(crate) async fn get_blob(
+        self: &Arc<Self>,
+        what: &str,
+        r: &BlobRef,
+    ) -> Result<Blob, SyncError> {
         let wrong = |reason: String| SyncError::WrongBlob {
             what: what.to_string(),
             reason,

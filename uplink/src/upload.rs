@@ -49,6 +49,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::catalog::tag::{BlobTag, PieceTag, SegmentTag, TagSealer};
 use crate::catalog::{ObjectEntry, SegmentInfo};
 use crate::client::{DeleteReport, Inner, Progress};
 use crate::codec::Scheme;
@@ -72,6 +73,9 @@ pub(crate) struct ObjectUpload<'a> {
     /// Overrides [`crate::UplinkConfig::allow_smaller_scheme`] (catalog blobs always
     /// take what the network can hold rather than fail the command).
     pub allow_smaller: Option<bool>,
+    /// Set for catalog blobs: every piece's trailer then carries its sealed tag
+    /// ([`crate::catalog::tag`]), so that the blob can be found on the nodes alone.
+    pub tag: Option<BlobTag>,
 }
 
 impl ObjectUpload<'_> {
@@ -410,7 +414,8 @@ struct SegmentPlan {
 #[derive(Debug, Clone)]
 enum PieceMsg {
     Shard(Bytes),
-    Finish,
+    /// The end of the data; with the segment's part of the piece's tag, if it has one.
+    Finish(Option<SegmentTag>),
 }
 
 struct Slot {
@@ -457,7 +462,8 @@ struct Replay {
     stripes: Vec<Stripe>,
     bytes: usize,
     budget: usize,
-    finished: bool,
+    /// The piece's end, once the segment is complete: with the segment's tag, if any.
+    finished: Option<Option<SegmentTag>>,
     spilled: bool,
 }
 
@@ -467,7 +473,7 @@ impl Replay {
             stripes: Vec::new(),
             bytes: 0,
             budget,
-            finished: false,
+            finished: None,
             spilled: false,
         }
     }
@@ -499,8 +505,8 @@ impl Replay {
             .iter()
             .map(|s| s.get(i).cloned().map(PieceMsg::Shard))
             .collect::<Option<VecDeque<_>>>()?;
-        if self.finished {
-            out.push_back(PieceMsg::Finish);
+        if let Some(tag) = &self.finished {
+            out.push_back(PieceMsg::Finish(*tag));
         }
         Some(out)
     }
@@ -816,9 +822,17 @@ async fn encode_segment<R: AsyncRead + Unpin + Send>(
             .await
             .map_err(|r| ctx.err(plan.index, r))?;
     }
-    feeder.run.replay.finished = true;
+    let tag = ctx.tag.map(|blob| SegmentTag {
+        blob,
+        segment: plan.index,
+        plain_size,
+        codec: inner.config.codec,
+        scheme: plan.scheme,
+        shard_size: plan.shard as u32,
+    });
+    feeder.run.replay.finished = Some(tag);
     feeder
-        .feed(|_| PieceMsg::Finish)
+        .feed(|_| PieceMsg::Finish(tag))
         .await
         .map_err(|r| ctx.err(plan.index, r))?;
     Ok(PendingSegment {
@@ -947,7 +961,7 @@ async fn upload_piece(
     );
     let body = futures::stream::unfold(
         state,
-        |((mut prefix, mut rx), mut hasher, inner, order, handover)| async move {
+        move |((mut prefix, mut rx), mut hasher, inner, order, handover)| async move {
             let h = hasher.as_mut()?;
             let msg = match prefix.pop_front() {
                 Some(m) => m,
@@ -967,10 +981,20 @@ async fn upload_piece(
                         ((prefix, rx), hasher, inner, order, handover),
                     ))
                 }
-                PieceMsg::Finish => {
+                PieceMsg::Finish(segment) => {
                     let info = hasher.take()?.finish();
+                    let tag = segment.map(|segment| {
+                        TagSealer::new(inner.access.catalog_key()).seal(
+                            &order.piece_id,
+                            &PieceTag {
+                                segment,
+                                piece_index: index,
+                                piece_hash: info.root().0,
+                            },
+                        )
+                    });
                     let signed = Orders::new(inner.access.owner())
-                        .trailer(order.piece_id, &info)
+                        .tagged_trailer(order.piece_id, &info, tag.unwrap_or_default())
                         .ok()?;
                     *state = Handover::Complete {
                         size: info.size,

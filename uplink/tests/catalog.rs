@@ -565,3 +565,94 @@ async fn a_damaged_catalog_snapshot_is_found_and_replaced_by_repair() {
     assert_eq!(report.snapshots, 1, "{report:?}");
     assert_eq!(everything(&b).await, everything(&a).await);
 }
+
+/// `catalog rebuild` over the in-memory doubles: two writers' catalogs come back from
+/// the pieces' tags alone when the record store is empty (a new one: every record
+/// lost), and the republished records serve a plain pull again. Another owner's pieces
+/// on the same nodes are not touched, a lost delta is named.
+#[tokio::test]
+async fn rebuild_recovers_two_writers_from_the_piece_tags_alone() {
+    let w = World::new();
+    let (a, b) = (w.writer(), w.writer());
+    history(&a).await;
+    b.create_bucket("b-only").unwrap();
+    put(&b, "b-only", "x", &data(7000, 99)).await;
+    b.flush().await.unwrap();
+    a.pull().await.unwrap();
+    // Someone else's catalog on the same nodes.
+    let stranger = Uplink::with_network_catalog(
+        Access::new(RootSecret::from_bytes([7; 32]), vec![]),
+        Arc::new(w.store.clone()),
+        Arc::new(StaticNodes(w.store.candidates())),
+        Catalog::temporary().unwrap(),
+        config(),
+        Arc::new(MemoryRecords::new()),
+    )
+    .unwrap();
+    stranger.create_bucket("not-yours").unwrap();
+    stranger.flush().await.unwrap();
+    let want = everything(&a).await;
+
+    // Every record is gone: a new config dir sees nothing until it rebuilds.
+    let lost = World {
+        store: w.store.clone(),
+        records: Arc::new(MemoryRecords::new()),
+    };
+    let c = lost.writer();
+    c.pull().await.unwrap();
+    assert!(c.buckets().unwrap().is_empty());
+    let report = c.rebuild_catalog().await.unwrap();
+    assert!(report.unrecovered.is_empty(), "{report:#?}");
+    assert_eq!(report.writers.len(), 2, "{report:#?}");
+    assert!(report.writers.values().all(|f| f.head_republished));
+    assert!(report.writers_republished);
+    assert!(
+        report.writers.values().any(|f| f.snapshot.is_some()),
+        "a snapshot was merged: {report:#?}"
+    );
+    assert_eq!((report.buckets, report.objects), (4, 29), "{report:#?}");
+    assert_eq!(everything(&c).await, want);
+
+    // The records are back: a fresh replica pulls everything the ordinary way.
+    let d = lost.writer();
+    d.pull().await.unwrap();
+    assert_eq!(everything(&d).await, want);
+    // And the old writer's next change reaches it.
+    put(&a, "bkt1", "after", b"after").await;
+    a.flush().await.unwrap();
+}
+
+#[tokio::test]
+async fn rebuild_names_a_delta_no_node_has_enough_pieces_of() {
+    let w = World::new();
+    let a = w.writer();
+    a.create_bucket("b").unwrap();
+    a.flush().await.unwrap();
+    put(&a, "b", "one", &data(6000, 1)).await;
+    a.flush().await.unwrap();
+    put(&a, "b", "two", &data(6000, 2)).await;
+    a.flush().await.unwrap();
+    // Delta 2 loses every piece but one (k = 2).
+    let head = w.head_blob(&a);
+    let delta2 = uplink::sync::previous_blob(&a, &head)
+        .await
+        .unwrap()
+        .unwrap();
+    for p in delta2.segments[0].pieces.iter().skip(1) {
+        w.store.set_behaviour(
+            &shoal_proto::NodeId(p.node_id),
+            uplink::testing::Behaviour::Dead,
+        );
+    }
+    let lost = World {
+        store: w.store.clone(),
+        records: Arc::new(MemoryRecords::new()),
+    };
+    let c = lost.writer();
+    let report = c.rebuild_catalog().await.unwrap();
+    let named: Vec<&str> = report.unrecovered.iter().map(|u| u.what.as_str()).collect();
+    assert!(
+        named.iter().any(|w| w.starts_with("delta 2 of writer")),
+        "{report:#?}"
+    );
+}

@@ -13,6 +13,7 @@
 
 pub mod log;
 pub mod model;
+pub mod tag;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use futures::{StreamExt, TryStreamExt};
 use shoal_proto::messages::{
-    AuditOrder, DeleteOrder, DownloadOrder, RenewOrder, UploadOrder, UploadTrailer,
+    AuditOrder, DeleteOrder, DownloadOrder, ListPiecesOrder, RenewOrder, UploadOrder, UploadTrailer,
 };
 use shoal_proto::pb::discovery_server::{Discovery, DiscoveryServer};
 use shoal_proto::pb::piece_store_server::{PieceStore as PieceStoreService, PieceStoreServer};
@@ -154,6 +154,26 @@ impl PieceStoreService for FakeNode {
         let results = self.store.renew(node, order).await.map_err(piece_status)?;
         Ok(Response::new(pb::RenewResponse {
             results: results.iter().map(pb::RenewResult::from).collect(),
+        }))
+    }
+
+    async fn list_pieces(
+        &self,
+        request: Request<pb::ListPiecesRequest>,
+    ) -> Result<Response<pb::ListPiecesResponse>, Status> {
+        let order = request.into_inner().order.ok_or_else(|| bad("no order"))?;
+        let order = Signed::<ListPiecesOrder>::try_from(order).map_err(bad)?;
+        let node = NodeAddress {
+            id: self.id,
+            address: self.address,
+        };
+        let pieces = self
+            .store
+            .list_pieces(node, order)
+            .await
+            .map_err(piece_status)?;
+        Ok(Response::new(pb::ListPiecesResponse {
+            pieces: pieces.iter().map(pb::ListedPiece::from).collect(),
         }))
     }
 }

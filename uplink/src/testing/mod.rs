@@ -18,8 +18,8 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use shoal_proto::messages::{
-    AuditOrder, DeleteOrder, DownloadOrder, NodeRecord, Receipt, RenewOrder, RenewResult,
-    RenewStatus, UploadOrder,
+    AuditOrder, DeleteOrder, DownloadOrder, ListPiecesOrder, ListedPiece, NodeRecord, Receipt,
+    RenewOrder, RenewResult, RenewStatus, UploadOrder,
 };
 use shoal_proto::piece_hash::{PieceHasher, PieceInfo};
 use shoal_proto::{Identity, NodeId, PieceId, PublicKey, Signed};
@@ -51,6 +51,7 @@ struct StoredPiece {
     data: Bytes,
     info: PieceInfo,
     expires_at_ms: u64,
+    tag: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -302,6 +303,7 @@ impl PieceStore for MemoryPieceStore {
                         data: Bytes::from(data),
                         info,
                         expires_at_ms: order.expires_at_ms,
+                        tag: trailer.tag.clone(),
                     },
                 );
                 Ok((signed, n.behaviour))
@@ -462,6 +464,40 @@ impl PieceStore for MemoryPieceStore {
                 block = Bytes::from(v);
             }
             Ok((piece.info.clone(), block))
+        })
+    }
+
+    fn list_pieces(
+        &self,
+        node: NodeAddress,
+        order: Signed<ListPiecesOrder>,
+    ) -> BoxFuture<'static, Result<Vec<ListedPiece>, PieceError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            this.answer(node).await?;
+            if order.node_id != node.id {
+                return Err(refused(node.id, "order is addressed to another node"));
+            }
+            let nodes = lock(&this.nodes);
+            let n = nodes
+                .get(&node.id)
+                .ok_or_else(|| refused(node.id, "unknown node"))?;
+            let mut mine: Vec<ListedPiece> = n
+                .pieces
+                .iter()
+                .filter(|(id, p)| {
+                    p.owner == order.owner_key && order.after.is_none_or(|a| **id > a)
+                })
+                .map(|(id, p)| ListedPiece {
+                    piece_id: *id,
+                    size: p.info.size,
+                    expires_at_ms: p.expires_at_ms,
+                    tag: p.tag.clone(),
+                })
+                .collect();
+            mine.sort_by_key(|p| p.piece_id);
+            mine.truncate(order.limit as usize);
+            Ok(mine)
         })
     }
 }
