@@ -2,6 +2,7 @@
 //! DHT every node has joined, an access grant pinned to the first node, and config dirs
 //! that import it. Used by the catalog and gateway tests.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -13,6 +14,8 @@ use shoal_proto::address::AddressScope;
 use uplink::discovery::DhtNodes;
 use uplink::store::NodeSource;
 use uplink::{Access, RootSecret};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::{Cluster, NodeOptions, wait_until};
 
@@ -130,4 +133,84 @@ impl CliNet {
             .kill_on_drop(true);
         c
     }
+}
+
+pub const ACCESS_KEY: &str = "SHOALTESTKEY";
+pub const SECRET_KEY: &str = "shoal-test-secret-key-0123456789";
+
+/// A running `uplink gateway` process (credentials [`ACCESS_KEY`], [`SECRET_KEY`]).
+#[derive(Debug)]
+pub struct GatewayProc {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl GatewayProc {
+    /// Starts `uplink gateway` on config dir `dir` and waits (120 s at most) until it
+    /// says where it listens.
+    pub async fn start(net: &CliNet, dir: &Path) -> anyhow::Result<GatewayProc> {
+        let mut child = net
+            .command(
+                dir,
+                &[
+                    "gateway",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--access-key",
+                    ACCESS_KEY,
+                    "--secret-key",
+                    SECRET_KEY,
+                ],
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("no stdout pipe")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(120), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(rest) = line.split("on http://").nth(1) {
+                    return Ok(rest.trim().parse::<SocketAddr>()?);
+                }
+            }
+            bail!("the gateway exited before saying where it listens")
+        })
+        .await
+        .context("the gateway did not start within 120 s")??;
+        // Keep draining its output so that it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(GatewayProc { child, addr })
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// SIGTERM, then the exit status (a clean shutdown exits 0) and how long it took;
+    /// fails if the process is still there `limit` after the signal.
+    pub async fn stop_within(
+        mut self,
+        limit: Duration,
+    ) -> anyhow::Result<(std::process::ExitStatus, Duration)> {
+        let pid = self.child.id().context("the gateway is not running")?;
+        let sent = std::time::Instant::now();
+        terminate(pid)?;
+        let status = tokio::time::timeout(limit, self.child.wait())
+            .await
+            .with_context(|| format!("the gateway did not stop within {limit:?} of SIGTERM"))??;
+        Ok((status, sent.elapsed()))
+    }
+
+    /// SIGTERM, then the exit status (within 90 s).
+    pub async fn stop(self) -> anyhow::Result<std::process::ExitStatus> {
+        Ok(self.stop_within(Duration::from_secs(90)).await?.0)
+    }
+}
+
+/// Sends SIGTERM to `pid` (a process this test started).
+pub fn terminate(pid: u32) -> anyhow::Result<()> {
+    let pid = rustix::process::Pid::from_raw(pid as i32).context("pid 0")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+        .with_context(|| format!("kill -TERM {pid:?}"))?;
+    Ok(())
 }

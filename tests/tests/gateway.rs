@@ -5,79 +5,14 @@
 //! restic (`tests/s3/clients.sh`). A missing client fails the test with what to install.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use shoal_tests::cli_net::CliNet;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use shoal_tests::cli_net::{ACCESS_KEY, CliNet, GatewayProc, SECRET_KEY};
 
 const NODES: usize = 12;
 const CONFIG: &str = "difficulty = 0\nlocal_network = true\nscheme = \"4/6/8/12\"\ncatalog_scheme = \"4/6/8/12\"\nsnapshot_every = 16\n";
-const ACCESS_KEY: &str = "SHOALTESTKEY";
-const SECRET_KEY: &str = "shoal-test-secret-key-0123456789";
-
-/// A running `uplink gateway` process.
-struct GatewayProc {
-    child: tokio::process::Child,
-    addr: SocketAddr,
-}
-
-impl GatewayProc {
-    async fn start(net: &CliNet, dir: &Path) -> GatewayProc {
-        let mut child = net
-            .command(
-                dir,
-                &[
-                    "gateway",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--access-key",
-                    ACCESS_KEY,
-                    "--secret-key",
-                    SECRET_KEY,
-                ],
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(120), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(rest) = line.split("on http://").nth(1) {
-                    return rest.trim().parse::<SocketAddr>().unwrap();
-                }
-            }
-            panic!("the gateway exited before saying where it listens");
-        })
-        .await
-        .expect("the gateway did not start within 120 s");
-        // Keep draining its output so that it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        GatewayProc { child, addr }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// SIGTERM, then the exit status (a clean shutdown exits 0).
-    async fn stop(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().expect("the gateway is running");
-        let killed = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success(), "kill -TERM {pid} failed");
-        tokio::time::timeout(Duration::from_secs(90), self.child.wait())
-            .await
-            .expect("the gateway did not stop within 90 s of SIGTERM")
-            .unwrap()
-    }
-}
-
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -113,10 +48,10 @@ async fn boto3_drives_every_operation() {
     tokio::time::timeout(Duration::from_secs(900), async {
         let net = CliNet::start(NODES, CONFIG).await.unwrap();
         let (dir, _) = net.config_dir("gateway").await.unwrap();
-        let gw = GatewayProc::start(&net, &dir).await;
+        let gw = GatewayProc::start(&net, &dir).await.unwrap();
         let out = run_client(&gw, "python3", &["tests/s3/boto3_suite.py"]).await;
         assert!(out.contains("checks passed"), "{out}");
-        let status = gw.stop().await;
+        let status = gw.stop().await.unwrap();
         assert!(
             status.success(),
             "the gateway exited with {status} on SIGTERM"
@@ -160,10 +95,10 @@ async fn aws_cli_rclone_and_restic_work_unmodified() {
     tokio::time::timeout(Duration::from_secs(900), async {
         let net = CliNet::start(NODES, CONFIG).await.unwrap();
         let (dir, _) = net.config_dir("gateway").await.unwrap();
-        let gw = GatewayProc::start(&net, &dir).await;
+        let gw = GatewayProc::start(&net, &dir).await.unwrap();
         let out = run_client(&gw, "bash", &["tests/s3/clients.sh"]).await;
         assert!(out.contains("all S3 clients passed"), "{out}");
-        let status = gw.stop().await;
+        let status = gw.stop().await.unwrap();
         assert!(
             status.success(),
             "the gateway exited with {status} on SIGTERM"

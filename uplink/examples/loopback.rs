@@ -91,7 +91,7 @@ async fn main() {
     up.create_bucket("bench").unwrap();
 
     if small {
-        // 1,000 objects of 4 KiB: stored inline in the catalog (sled, on disk).
+        // 1,000 objects of 4 KiB: stored inline in the catalog (SQLite, on disk).
         let dir = tempfile::tempdir().unwrap();
         let up = Uplink::new(
             Access::new(RootSecret::random(), vec![]),

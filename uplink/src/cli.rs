@@ -505,6 +505,9 @@ async fn gateway(paths: Paths, args: GatewayArgs) -> Result<()> {
     config.region = args.region.clone();
     config.domains = args.domains;
     config.multipart_max_age = parse_duration(&args.multipart_max_age)?;
+    // Requests in flight get 10 s after a shutdown signal, the last publish the rest of
+    // EXIT_DEADLINE.
+    config.shutdown_grace = Duration::from_secs(10);
     let gateway = uplink::gateway::Gateway::bind(env.uplink.clone(), args.listen, config)
         .await
         .context("cannot start the S3 gateway")?;
@@ -543,6 +546,31 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         () = term => {}
+    }
+    exit_after(EXIT_DEADLINE);
+}
+
+/// How long the gateway may take, from the shutdown signal, to finish its requests and
+/// publish: then the process exits whatever it is doing (a hung call never keeps it).
+pub(crate) const EXIT_DEADLINE: Duration = Duration::from_secs(25);
+
+/// Exits the process `after` from now, from a plain thread (so that neither a busy
+/// runtime nor a stuck blocking call can keep it alive). The catalog loses nothing: a
+/// change not yet published stays queued in the database for the next command.
+pub(crate) fn exit_after(after: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("exit-deadline".into())
+        .spawn(move || {
+            std::thread::sleep(after);
+            eprintln!(
+                "error: the shutdown did not finish within {} s of the signal; exiting now. \
+                 Changes not yet in the network stay queued on this machine: run `uplink catalog sync`.",
+                after.as_secs()
+            );
+            std::process::exit(1);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the exit deadline thread");
     }
 }
 

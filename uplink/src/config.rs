@@ -3,7 +3,8 @@
 //! Layout (default, or everything under `--config-dir` / `SHOAL_CONFIG_DIR`):
 //! - `<config dir>/config.toml` — [`FileConfig`], optional;
 //! - `<config dir>/access` — the access grant (mode 0600);
-//! - `<data dir>/catalog-<owner id prefix>/` — the sled catalog of that access, so
+//! - `<data dir>/catalog-<owner id prefix>/` — the catalog of that access (`catalog.sqlite`
+//!   and its `publish.lock`; see [`crate::catalog::store`]), so
 //!   that another access on the same machine sees its own (empty) catalog.
 //!
 //! Default dirs: `$XDG_CONFIG_HOME/shoal/uplink` and `$XDG_DATA_HOME/shoal/uplink` (or the

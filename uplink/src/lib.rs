@@ -11,7 +11,7 @@
 //! - [`store`]: the two traits at the edges: [`PieceStore`] (talk to one node) and
 //!   [`NodeSource`] (find candidate nodes); [`grpc`] implements them over tonic.
 //! - [`select`]: node selection, a pure function.
-//! - [`catalog`]: buckets, objects and node history in sled (serde structs); its
+//! - [`catalog`]: buckets, objects and node history in SQLite (serde structs); its
 //!   [`catalog::model`] is the CRDT (versions, tombstones, merge) and [`catalog::log`]
 //!   the network formats (deltas, snapshots, head and writers records).
 //! - [`sync`]: publishing and pulling the catalog in the network; [`rebuild`]: the

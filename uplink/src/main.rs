@@ -28,7 +28,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(args)) {
+    let result = runtime.block_on(cli::run(args));
+    // Tasks still running (a gateway's background work, a blocking call that hangs)
+    // do not keep the process: they get two seconds.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         // `check` and `repair` exit with their documented statuses (see `--help`).
         Err(e) => match e.downcast_ref::<maintain::ExitWith>() {

@@ -1,6 +1,6 @@
 //! Every Prometheus metric of the uplink, registered in one place.
 
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{Gauge, IntCounter, IntCounterVec, Opts, Registry};
 
 /// The uplink's metrics. `Metrics::new` registers them in its own registry, which
 /// [`Metrics::registry`] exposes (the gateway will serve it).
@@ -25,6 +25,10 @@ pub struct Metrics {
     pub catalog_publish_bytes: IntCounter,
     /// Catalog deltas and snapshots merged from the network.
     pub catalog_blobs_pulled: IntCounter,
+    /// How long the oldest catalog database call in flight has been running, once it
+    /// is past a second (0 otherwise): a DB call that hangs shows while it hangs. Set
+    /// from the catalog's watchdog when the metrics are read ([`Metrics::watch_db`]).
+    pub db_stall_seconds: Gauge,
 }
 
 impl Metrics {
@@ -87,8 +91,22 @@ impl Metrics {
                 "shoal_uplink_catalog_blobs_pulled_total",
                 "Catalog deltas and snapshots fetched and merged",
             )?,
+            db_stall_seconds: {
+                let g = Gauge::new(
+                    "shoal_uplink_db_stall_seconds",
+                    "Age of the oldest catalog database call still running, once past 1 s \
+                     (0: no call is stalled)",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             registry,
         })
+    }
+
+    /// Updates the gauges read from the catalog's database watchdog.
+    pub fn watch_db(&self, watch: &crate::catalog::Watchdog) {
+        self.db_stall_seconds.set(watch.stall().0.as_secs_f64());
     }
 
     pub fn registry(&self) -> &Registry {

@@ -18,7 +18,7 @@ use shoal_proto::NodeId;
 use crate::store::NodeCandidate;
 
 /// What this uplink has seen of one node: its local reputation, kept in the catalog's
-/// sled database in the config dir (crash-safe; never published).
+/// SQLite database in the data dir (crash-safe; never published).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStats {
     pub successes: u64,

@@ -35,7 +35,7 @@ use crate::catalog::log::{
     self, Blob, BlobRef, CATALOG_BUCKET, Delta, Head, LogError, MAX_BLOB, Snapshot, SnapshotRef,
 };
 use crate::catalog::tag::{BlobKind, BlobTag};
-use crate::catalog::{CatalogError, WriterId};
+use crate::catalog::{CatalogError, PublishLock, SyncTx, WriterId};
 use crate::client::{Inner, Uplink};
 use crate::crypto::{BlockCipher, ObjectId};
 
@@ -277,9 +277,26 @@ pub(crate) fn applied(inner: &Inner) -> Result<BTreeMap<WriterId, u64>, CatalogE
         .collect())
 }
 
+/// Stores the positions `a` (merged with the ones stored; see [`merge_applied`]).
 pub(crate) fn set_applied(inner: &Inner, a: &BTreeMap<WriterId, u64>) -> Result<(), CatalogError> {
+    inner
+        .catalog
+        .update_sync(|tx| merge_applied(tx, &mut a.clone()))
+}
+
+/// Stores the positions `a` merged with the ones stored (another process using this
+/// catalog dir may have merged further meanwhile: positions only move forward), and
+/// leaves the merged positions in `a`.
+fn merge_applied(tx: &SyncTx<'_, '_>, a: &mut BTreeMap<WriterId, u64>) -> Result<(), CatalogError> {
+    for (w, s) in tx
+        .sync_value::<Vec<(WriterId, u64)>>(APPLIED)?
+        .unwrap_or_default()
+    {
+        let e = a.entry(w).or_insert(0);
+        *e = (*e).max(s);
+    }
     let v: Vec<(WriterId, u64)> = a.iter().map(|(w, s)| (*w, *s)).collect();
-    inner.catalog.set_sync_value(APPLIED, &v)
+    tx.set_sync_value(APPLIED, &v)
 }
 
 /// Makes `s` the newest snapshot known here, if it is newer than the one known.
@@ -565,15 +582,14 @@ impl Inner {
                 reason: "it covers other log positions than its reference says".into(),
             });
         }
-        let mut n = 0;
-        for c in &snap.changes {
-            n += usize::from(self.catalog.apply_remote(c)?);
-        }
         for (w, seq) in &s.covers {
             let e = applied.entry(*w).or_insert(0);
             *e = (*e).max(*seq);
         }
-        set_applied(self, applied)?;
+        // The snapshot's entries and the positions it covers, in one transaction.
+        let n = self
+            .catalog
+            .apply_remote_batch(&snap.changes, |tx| merge_applied(tx, applied))?;
         let newer = self
             .catalog
             .sync_value::<SnapshotRef>(SNAPSHOT)?
@@ -685,11 +701,12 @@ impl Inner {
                 }
             };
             for d in chain.iter().rev() {
-                for c in &d.changes {
-                    report.changes_applied += usize::from(self.catalog.apply_remote(c)?);
-                }
+                // A delta and the position it brings the replica to, in one transaction:
+                // a reader (here or in another process) sees all of it or none.
                 applied.insert(w, d.seq);
-                set_applied(self, &applied)?;
+                report.changes_applied += self
+                    .catalog
+                    .apply_remote_batch(&d.changes, |tx| merge_applied(tx, &mut applied))?;
             }
             // A snapshot named by a delta we merged is the newest known if it is newer.
             if let Some(s) = chain.first().and_then(|d| d.snapshot.as_ref()) {
@@ -928,18 +945,22 @@ impl Inner {
                 None,
             )
             .await?;
-        // Published: remember it, then drop the queued changes it carried.
-        self.catalog.set_sync_value(
-            OWN,
-            &OwnLog {
-                seq,
-                head: Some(head_blob),
-            },
-        )?;
-        set_applied(self, &applied)?;
-        if let Some(s) = &snapshot {
-            self.catalog.set_sync_value(SNAPSHOT, s)?;
-        }
+        // Published: remember it (one transaction), then drop the queued changes it
+        // carried.
+        self.catalog.update_sync(|tx| {
+            tx.set_sync_value(
+                OWN,
+                &OwnLog {
+                    seq,
+                    head: Some(head_blob),
+                },
+            )?;
+            merge_applied(tx, &mut applied)?;
+            if let Some(s) = &snapshot {
+                tx.set_sync_value(SNAPSHOT, s)?;
+            }
+            Ok(())
+        })?;
         if forced {
             sync.snapshot_due.store(false, Ordering::SeqCst);
         }
@@ -957,6 +978,40 @@ impl Inner {
             "catalog published"
         );
         Ok(report)
+    }
+}
+
+/// How often a publish waiting for another process's publish lock says so.
+const LOCK_NOTICE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often the publish lock is tried while another process holds it.
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+impl Inner {
+    /// Waits for the catalog's publish lock (held by another process's publish, if
+    /// taken), telling the user which process holds it and for how long this one has
+    /// waited, every [`LOCK_NOTICE_EVERY`].
+    pub(crate) async fn publish_lock(&self) -> Result<PublishLock, CatalogError> {
+        let started = std::time::Instant::now();
+        let mut told = std::time::Duration::ZERO;
+        loop {
+            if let Some(lock) = self.catalog.try_publish_lock()? {
+                return Ok(lock);
+            }
+            let waited = started.elapsed();
+            if waited >= told + LOCK_NOTICE_EVERY {
+                told = waited;
+                let holder = self
+                    .catalog
+                    .publish_lock_holder()
+                    .map(|h| h.to_string())
+                    .unwrap_or_else(|| "another process".into());
+                tracing::warn!(
+                    "waiting {:.0} s for the catalog's publish lock, held by {holder}",
+                    waited.as_secs_f64()
+                );
+            }
+            tokio::time::sleep(LOCK_POLL).await;
+        }
     }
 }
 
@@ -1050,6 +1105,9 @@ impl Uplink {
             return Ok(PublishReport::default());
         }
         let taken = sync.changes.load(Ordering::SeqCst);
+        // One publisher at a time across every process using this catalog dir: the
+        // sequence number is read, used and stored under the lock.
+        let _lock = self.inner.publish_lock().await?;
         let report = self.inner.publish(sync).await?;
         sync.published.fetch_max(taken, Ordering::SeqCst);
         Ok(report)

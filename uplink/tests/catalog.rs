@@ -655,4 +655,81 @@ async fn rebuild_names_a_delta_no_node_has_enough_pieces_of() {
         named.iter().any(|w| w.starts_with("delta 2 of writer")),
         "{report:#?}"
     );
+
+/// Two uplinks on one catalog dir (a gateway and a CLI command of one config dir, as two
+/// processes: they share nothing but the files): both write and publish at once, every
+/// sequence number is published once, each sees the other's changes, and a fresh replica
+/// recovers all of them. A publish waits while another holds the publish lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_uplinks_on_one_catalog_dir_publish_in_turn() {
+    let w = World::new();
+    let dir = tempfile::tempdir().unwrap();
+    let writer = uplink::catalog::WriterId::random();
+    let on_dir = || {
+        Uplink::with_network_catalog(
+            w.access(),
+            Arc::new(w.store.clone()),
+            Arc::new(StaticNodes(w.store.candidates())),
+            Catalog::open(dir.path(), writer).unwrap(),
+            config(),
+            w.records.clone(),
+        )
+        .unwrap()
+    };
+    let (a, b) = (on_dir(), on_dir());
+    a.create_bucket("shared").unwrap();
+    assert!(
+        b.catalog().bucket("shared").unwrap().is_some(),
+        "seen at once"
+    );
+    a.flush().await.unwrap();
+    let write = |up: Uplink, tag: &'static str| async move {
+        let mut seqs = Vec::new();
+        for i in 0..6 {
+            put(
+                &up,
+                "shared",
+                &format!("{tag}{i}"),
+                &data(100 + i, i as u64),
+            )
+            .await;
+            if let Some(s) = up.flush().await.unwrap().seq {
+                seqs.push(s);
+            }
+        }
+        seqs
+    };
+    let (sa, sb) = tokio::join!(write(a.clone(), "a"), write(b.clone(), "b"));
+    let mut all: Vec<u64> = sa.iter().chain(&sb).copied().collect();
+    all.sort_unstable();
+    let n = all.len();
+    all.dedup();
+    assert_eq!(
+        all.len(),
+        n,
+        "a sequence number published twice: {sa:?} {sb:?}"
+    );
+    assert_eq!(a.catalog().pending_count(), 0);
+    assert_eq!(b.list("shared", "", true).unwrap().len(), 12);
+    let fresh = w.writer();
+    fresh.pull().await.unwrap();
+    assert_eq!(fresh.list("shared", "", true).unwrap().len(), 12);
+
+    // Another holder of the publish lock makes a publish wait until it lets go.
+    let held = a.catalog().try_publish_lock().unwrap().unwrap();
+    put(&b, "shared", "late", b"late").await;
+    let waiting = tokio::spawn({
+        let b = b.clone();
+        async move { b.flush().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "published while the lock was held");
+    assert_eq!(b.catalog().pending_count(), 1);
+    drop(held);
+    let report = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(report.seq.is_some());
+    assert_eq!(a.catalog().pending_count(), 0);
 }

@@ -1,35 +1,44 @@
-//! The local catalog (sled): the working copy of buckets and objects, the changes not yet
-//! published to the network, and what this uplink knows about nodes.
+//! The local catalog: the working copy of buckets and objects, the changes not yet
+//! published to the network, and what this uplink knows about nodes, in the uplink's
+//! SQLite database ([`store`]; schema in [`store::SCHEMA`]).
 //!
-//! Entries are plain serde structs stored as JSON. Object keys are stored under
-//! `bucket \0 key`; sled orders keys bytewise, which for UTF-8 is code-point order, so
-//! listings come out in true key order.
+//! Entries are plain serde structs stored as JSON, objects under `(bucket, key)`; text
+//! compares bytewise, which for UTF-8 is code-point order, so listings come out in true
+//! key order.
 //!
 //! The network holds the truth ([`log`], [`crate::sync`]); this copy is a replica of the
 //! CRDT of [`model`]: every entry carries its [`Version`], deletes leave tombstones, and
-//! every change, made here or pulled from another writer, goes through
-//! [`Catalog::apply`], which keeps the greater version in one sled transaction. Changes
-//! made here are also queued in the `pending` tree until a publish takes them.
+//! every change, made here or pulled from another writer, goes through the merge rule,
+//! which keeps the greater version, in one transaction. Changes made here are also
+//! queued in the `pending` table until a publish takes them. A pulled delta is applied
+//! in one transaction together with the log position it brings the replica to
+//! ([`Catalog::apply_remote_batch`]): a reader sees all of it or none.
+//!
+//! Nothing is cached in memory: several processes may share one catalog dir, and every
+//! call reads what the database holds now.
 
 pub mod log;
 pub mod model;
+mod sled_import;
+pub mod store;
 pub mod tag;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use rusqlite::{OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 use shoal_proto::NodeId;
 
 use serde::de::DeserializeOwned;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::codec::{CodecKind, Scheme};
 use crate::crypto::{ObjectId, WrappedKey};
 use crate::select::NodeStats;
 use crate::store::PiecePlacement;
 pub use model::{Change, EntryKey, Hlc, Value, Version, WriterId};
+pub use store::{Db, LockHolder, PublishLock, Watchdog};
 
 /// Longest object key, in bytes (as S3).
 pub const MAX_KEY_LEN: usize = 1024;
@@ -37,20 +46,38 @@ pub const MAX_KEY_LEN: usize = 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("catalog database error: {0}")]
-    Db(#[from] sled::Error),
+    Db(#[from] rusqlite::Error),
+    #[error(
+        "the catalog database {} stayed locked by another process for {} s; is an uplink process stuck? (the lock goes when that process exits)",
+        file.display(), waited.as_secs()
+    )]
+    Busy {
+        file: PathBuf,
+        waited: std::time::Duration,
+    },
+    #[error(
+        "the catalog database {} has schema version {found}, newer than this uplink knows ({known}): upgrade uplink",
+        file.display()
+    )]
+    NewerSchema {
+        file: PathBuf,
+        found: u32,
+        known: u32,
+    },
+    #[error("cannot upgrade the old (sled) catalog in {}: {reason}", dir.display())]
+    OldFormat { dir: PathBuf, reason: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("a catalog database call panicked or was cancelled")]
+    Poisoned,
     #[error("catalog entry {what} is corrupt: {reason}")]
     Corrupt { what: String, reason: String },
     #[error("catalog entry {what} cannot be encoded: {reason}")]
     Encode { what: String, reason: String },
-}
-
-impl From<TransactionError<CatalogError>> for CatalogError {
-    fn from(e: TransactionError<CatalogError>) -> Self {
-        match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => CatalogError::Db(e),
-        }
-    }
 }
 
 /// A bucket.
@@ -194,45 +221,24 @@ pub enum Listing {
     Prefix { prefix: String },
 }
 
-/// The sled-backed catalog.
+/// The catalog: a handle on the uplink's database (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    db: sled::Db,
-    buckets: sled::Tree,
-    objects: sled::Tree,
-    /// Versions of deleted keys ([`tag_key`] → JSON [`Version`]).
-    tombstones: sled::Tree,
-    /// Changes made here and not yet published ([`tag_key`] → JSON [`Change`]).
-    pending: sled::Tree,
-    /// The sync state of [`crate::sync`] (JSON values under fixed names).
-    sync: sled::Tree,
-    nodes: sled::Tree,
-    /// Which live objects use which object id (`object id || object key` → empty): a
-    /// copy made by the S3 gateway shares its source's pieces, so pieces are deleted only
-    /// once no live entry names their object id. Kept in the same transaction as the
-    /// entries; rebuilt from them when missing (catalogs made before it existed).
-    by_object: sled::Tree,
+    db: Arc<Db>,
     writer: WriterId,
 }
 
-fn object_key(bucket: &str, key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(bucket.len() + 1 + key.len());
-    k.extend_from_slice(bucket.as_bytes());
-    k.push(0);
-    k.extend_from_slice(key.as_bytes());
-    k
-}
-
-/// The key of `k` in the trees that hold both kinds: `b name` or `o bucket \0 key`.
-fn tag_key(k: &EntryKey) -> Vec<u8> {
+/// `(kind, bucket, key)` of an entry in the tables that hold both kinds (tombstones,
+/// pending): `('b', name, '')` or `('o', bucket, key)`.
+fn cols(k: &EntryKey) -> (&'static str, &str, &str) {
     match k {
-        EntryKey::Bucket(b) => [b"b", b.as_bytes()].concat(),
-        EntryKey::Object { bucket, key } => [&b"o"[..], &object_key(bucket, key)].concat(),
+        EntryKey::Bucket(b) => ("b", b.as_str(), ""),
+        EntryKey::Object { bucket, key } => ("o", bucket.as_str(), key.as_str()),
     }
 }
 
-fn encode<T: Serialize>(what: &str, v: &T) -> Result<Vec<u8>, CatalogError> {
-    serde_json::to_vec(v).map_err(|e| CatalogError::Encode {
+fn encode<T: Serialize>(what: &str, v: &T) -> Result<String, CatalogError> {
+    serde_json::to_string(v).map_err(|e| CatalogError::Encode {
         what: what.to_string(),
         reason: e.to_string(),
     })
@@ -248,71 +254,234 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
     })
 }
 
-/// The version inside a live entry's stored bytes.
-fn held_version(key: &EntryKey, what: &str, v: &[u8]) -> Result<Version, CatalogError> {
-    Ok(match key {
-        EntryKey::Bucket(_) => decode::<BucketInfo>(what, v)?.version,
-        EntryKey::Object { .. } => decode::<ObjectEntry>(what, v)?.version,
-    })
+fn decode_str<T: for<'de> Deserialize<'de>>(what: &str, s: &str) -> Result<T, CatalogError> {
+    decode(what, s.as_bytes())
 }
 
 /// Name of the sync-state value holding the clock.
 const HLC: &str = "hlc";
-/// Name of the sync-state value saying the object-id index is built (format 1).
-const OBJECT_INDEX: &str = "object-index";
+
+/// The sync state inside a transaction of [`Catalog::apply_remote_batch`] or
+/// [`Catalog::update_sync`].
+#[derive(Debug)]
+pub struct SyncTx<'a, 'c> {
+    tx: &'a Transaction<'c>,
+}
+
+impl SyncTx<'_, '_> {
+    /// A value of the sync state, as this transaction sees it.
+    pub fn sync_value<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, CatalogError> {
+        sync_get(self.tx, name)
+    }
+
+    /// Stores a value of the sync state, committed with the transaction.
+    pub fn set_sync_value<T: Serialize>(&self, name: &str, v: &T) -> Result<(), CatalogError> {
+        sync_set(self.tx, name, v)
+    }
+}
+
+fn sync_get<T: DeserializeOwned>(
+    tx: &Transaction<'_>,
+    name: &str,
+) -> Result<Option<T>, CatalogError> {
+    tx.query_row("SELECT value FROM sync WHERE name = ?1", [name], |r| {
+        r.get::<_, String>(0)
+    })
+    .optional()?
+    .map(|v| decode_str(name, &v))
+    .transpose()
+}
+
+fn sync_set<T: Serialize>(tx: &Transaction<'_>, name: &str, v: &T) -> Result<(), CatalogError> {
+    tx.execute(
+        "INSERT INTO sync (name, value) VALUES (?1, ?2) \
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        params![name, encode(name, v)?],
+    )?;
+    Ok(())
+}
+
+/// Moves the clock past `seen`.
+fn observe_in(tx: &Transaction<'_>, seen: Hlc) -> Result<(), CatalogError> {
+    let last: Hlc = sync_get(tx, HLC)?.unwrap_or_default();
+    if seen > last {
+        sync_set(tx, HLC, &seen)?;
+    }
+    Ok(())
+}
+
+/// The version held for `key`, live or deleted.
+fn version_in(tx: &Transaction<'_>, key: &EntryKey) -> Result<Option<Version>, CatalogError> {
+    let what = key.to_string();
+    let live = match key {
+        EntryKey::Bucket(b) => tx
+            .query_row("SELECT entry FROM buckets WHERE name = ?1", [b], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+            .map(|v| decode_str::<BucketInfo>(&what, &v).map(|e| e.version))
+            .transpose()?,
+        EntryKey::Object { bucket, key } => tx
+            .query_row(
+                "SELECT entry FROM objects WHERE bucket = ?1 AND key = ?2",
+                [bucket, key],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+            .map(|v| decode_str::<ObjectEntry>(&what, &v).map(|e| e.version))
+            .transpose()?,
+    };
+    if live.is_some() {
+        return Ok(live);
+    }
+    let (kind, b, k) = cols(key);
+    tx.query_row(
+        "SELECT version FROM tombstones WHERE kind = ?1 AND bucket = ?2 AND key = ?3",
+        [kind, b, k],
+        |r| r.get::<_, String>(0),
+    )
+    .optional()?
+    .map(|v| decode_str(&what, &v))
+    .transpose()
+}
+
+/// The merge rule against the tables, inside `tx`.
+fn apply_in(tx: &Transaction<'_>, change: &Change, queue: bool) -> Result<bool, CatalogError> {
+    let what = change.key.to_string();
+    if !model::wins(change.version, version_in(tx, &change.key)?) {
+        return Ok(false);
+    }
+    let (kind, b, k) = cols(&change.key);
+    let tombstone = |tx: &Transaction<'_>| -> Result<(), CatalogError> {
+        tx.execute(
+            "INSERT INTO tombstones (kind, bucket, key, version) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (kind, bucket, key) DO UPDATE SET version = excluded.version",
+            params![kind, b, k, encode(&what, &change.version)?],
+        )?;
+        Ok(())
+    };
+    let untombstone = |tx: &Transaction<'_>| -> Result<(), CatalogError> {
+        tx.execute(
+            "DELETE FROM tombstones WHERE kind = ?1 AND bucket = ?2 AND key = ?3",
+            [kind, b, k],
+        )?;
+        Ok(())
+    };
+    match (&change.key, &change.value) {
+        (EntryKey::Bucket(name), Value::Bucket(info)) => {
+            let mut info = info.clone();
+            info.version = change.version;
+            tx.execute(
+                "INSERT INTO buckets (name, entry) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET entry = excluded.entry",
+                params![name, encode(&what, &info)?],
+            )?;
+            untombstone(tx)?;
+        }
+        (EntryKey::Object { bucket, key }, Value::Object(e)) => {
+            let mut e = e.clone();
+            e.version = change.version;
+            tx.execute(
+                "INSERT INTO objects (bucket, key, object_id, entry) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (bucket, key) DO UPDATE \
+                 SET object_id = excluded.object_id, entry = excluded.entry",
+                params![bucket, key, &e.object_id.0[..], encode(&what, &e)?],
+            )?;
+            untombstone(tx)?;
+        }
+        (EntryKey::Bucket(name), Value::Tombstone) => {
+            tx.execute("DELETE FROM buckets WHERE name = ?1", [name])?;
+            tombstone(tx)?;
+        }
+        (EntryKey::Object { bucket, key }, Value::Tombstone) => {
+            tx.execute(
+                "DELETE FROM objects WHERE bucket = ?1 AND key = ?2",
+                [bucket, key],
+            )?;
+            tombstone(tx)?;
+        }
+        _ => {
+            return Err(CatalogError::Encode {
+                what,
+                reason: "the value does not belong under its key".into(),
+            });
+        }
+    }
+    if queue {
+        tx.execute(
+            "INSERT INTO pending (kind, bucket, key, change) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (kind, bucket, key) DO UPDATE SET change = excluded.change",
+            params![kind, b, k, encode(&what, change)?],
+        )?;
+    }
+    Ok(true)
+}
+
+fn check_remote(change: &Change) -> Result<(), CatalogError> {
+    if change.is_consistent() {
+        Ok(())
+    } else {
+        Err(CatalogError::Corrupt {
+            what: change.key.to_string(),
+            reason: "the value does not belong under its key".into(),
+        })
+    }
+}
+
+/// Rows of objects read per page by [`Catalog::objects_from`].
+const PAGE: usize = 256;
 
 impl Catalog {
-    /// Opens the catalog at `path` for writer `writer` (the id kept in the config dir).
+    /// Opens the catalog in the dir `path` for writer `writer` (the id kept in the config
+    /// dir), creating it, upgrading its schema, or importing a sled catalog found there.
     pub fn open(path: &Path, writer: WriterId) -> Result<Self, CatalogError> {
-        Self::from_db(sled::open(path)?, writer)
-    }
-
-    /// A catalog that lives only in memory (tests, benchmarks), with a random writer id.
-    pub fn temporary() -> Result<Self, CatalogError> {
-        Self::from_db(
-            sled::Config::new().temporary(true).open()?,
-            WriterId::random(),
-        )
-    }
-
-    fn from_db(db: sled::Db, writer: WriterId) -> Result<Self, CatalogError> {
         Ok(Self {
-            buckets: db.open_tree("buckets")?,
-            objects: db.open_tree("objects")?,
-            tombstones: db.open_tree("tombstones")?,
-            pending: db.open_tree("pending")?,
-            sync: db.open_tree("sync")?,
-            nodes: db.open_tree("nodes")?,
-            by_object: db.open_tree("by_object")?,
+            db: Arc::new(Db::open(path)?),
             writer,
-            db,
         })
-        .and_then(|c| c.build_object_index().map(|()| c))
     }
 
-    /// Builds the object-id index once for a catalog made before it existed.
-    fn build_object_index(&self) -> Result<(), CatalogError> {
-        if self.sync_value::<u32>(OBJECT_INDEX)? == Some(1) {
-            return Ok(());
-        }
-        self.by_object.clear()?;
-        for r in self.objects.iter() {
-            let (k, v) = r?;
-            let e: ObjectEntry = decode(&String::from_utf8_lossy(&k), &v)?;
-            self.by_object
-                .insert([&e.object_id.0[..], &k[..]].concat(), &[] as &[u8])?;
-        }
-        self.set_sync_value(OBJECT_INDEX, &1u32)
+    /// A catalog in a temporary dir, removed when the last handle goes (tests,
+    /// benchmarks), with a random writer id.
+    pub fn temporary() -> Result<Self, CatalogError> {
+        Ok(Self {
+            db: Arc::new(Db::temporary()?),
+            writer: WriterId::random(),
+        })
+    }
+
+    /// The database (the gateway keeps its multipart records there).
+    pub fn db(&self) -> &Arc<Db> {
+        &self.db
+    }
+
+    /// What times this catalog's DB calls (the gateway exports it).
+    pub fn watchdog(&self) -> &Arc<Watchdog> {
+        self.db.watchdog()
+    }
+
+    /// Takes the right to publish this catalog's log if no process holds it.
+    pub fn try_publish_lock(&self) -> Result<Option<PublishLock>, CatalogError> {
+        store::off_runtime(|| PublishLock::try_take(self.db.dir()))
+    }
+
+    /// Who holds the publish lock (as it wrote it), for a caller that waits.
+    pub fn publish_lock_holder(&self) -> Option<LockHolder> {
+        store::off_runtime(|| PublishLock::holder(self.db.dir()))
     }
 
     /// Whether a live object uses `id` (its pieces must stay).
     pub fn object_id_in_use(&self, id: &ObjectId) -> Result<bool, CatalogError> {
-        Ok(self
-            .by_object
-            .scan_prefix(id.0)
-            .next()
-            .transpose()?
-            .is_some())
+        self.db.read("object_id_in_use", |tx| {
+            Ok(tx
+                .query_row(
+                    "SELECT 1 FROM objects WHERE object_id = ?1 LIMIT 1",
+                    [&id.0[..]],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some())
+        })
     }
 
     /// This replica's writer id.
@@ -320,340 +489,309 @@ impl Catalog {
         self.writer
     }
 
+    /// Makes every change so far survive a machine crash (a process crash loses nothing
+    /// committed anyway).
     pub fn flush(&self) -> Result<(), CatalogError> {
-        self.db.flush()?;
-        Ok(())
+        self.db.flush()
     }
 
-    /// [`Catalog::flush`] without blocking a runtime thread.
+    /// [`Catalog::flush`] on the blocking pool.
     pub async fn flush_async(&self) -> Result<(), CatalogError> {
-        self.db.flush_async().await?;
-        Ok(())
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|_| CatalogError::Poisoned)?
     }
 
-    /// A tree of the catalog's database kept on this machine only, never published
-    /// (the S3 gateway's multipart uploads in progress).
-    pub fn local_tree(&self, name: &str) -> Result<sled::Tree, CatalogError> {
-        Ok(self.db.open_tree(format!("local/{name}"))?)
-    }
-
-    /// A fresh version for a change made here: later than every version made or seen.
+    /// A fresh version for a change made here: later than every version made or seen
+    /// (by any process using this catalog).
     pub fn next_version(&self) -> Result<Version, CatalogError> {
         let now = shoal_proto::time::unix_ms();
-        let mut out = Hlc::default();
-        self.sync.fetch_and_update(HLC, |old| {
-            let last = old
-                .and_then(|o| serde_json::from_slice::<Hlc>(o).ok())
-                .unwrap_or_default();
-            out = Hlc::tick(last, now);
-            serde_json::to_vec(&out).ok()
+        let hlc = self.db.write("next_version", |tx| {
+            let last: Hlc = sync_get(tx, HLC)?.unwrap_or_default();
+            let out = Hlc::tick(last, now);
+            sync_set(tx, HLC, &out)?;
+            Ok(out)
         })?;
         Ok(Version {
-            hlc: out,
+            hlc,
             writer: self.writer,
         })
     }
 
-    /// Moves the clock past `seen` (a version pulled from another writer).
-    fn observe(&self, seen: Hlc) -> Result<(), CatalogError> {
-        self.sync.fetch_and_update(HLC, |old| {
-            let last = old
-                .and_then(|o| serde_json::from_slice::<Hlc>(o).ok())
-                .unwrap_or_default();
-            serde_json::to_vec(&last.max(seen)).ok()
-        })?;
-        Ok(())
-    }
-
     /// Records a change made here: applied by the merge rule and queued for publishing.
     pub fn apply_local(&self, change: &Change) -> Result<bool, CatalogError> {
-        self.apply(change, true)
+        self.db
+            .write("apply_local", |tx| apply_in(tx, change, true))
     }
 
     /// Merges a change pulled from the network (not queued again).
     pub fn apply_remote(&self, change: &Change) -> Result<bool, CatalogError> {
-        if !change.is_consistent() {
-            return Err(CatalogError::Corrupt {
-                what: change.key.to_string(),
-                reason: "the value does not belong under its key".into(),
-            });
+        check_remote(change)?;
+        self.db.write("apply_remote", |tx| {
+            observe_in(tx, change.version.hlc)?;
+            apply_in(tx, change, false)
+        })
+    }
+
+    /// Merges pulled changes and runs `then` (which records the log position they bring
+    /// the replica to) in one transaction: a reader, in this process or another, sees
+    /// all of it or none. Returns how many changes won.
+    pub fn apply_remote_batch(
+        &self,
+        changes: &[Change],
+        then: impl FnOnce(&SyncTx<'_, '_>) -> Result<(), CatalogError>,
+    ) -> Result<usize, CatalogError> {
+        for c in changes {
+            check_remote(c)?;
         }
-        self.observe(change.version.hlc)?;
-        self.apply(change, false)
+        self.db.write("apply_remote_batch", |tx| {
+            if let Some(max) = changes.iter().map(|c| c.version.hlc).max() {
+                observe_in(tx, max)?;
+            }
+            let mut n = 0;
+            for c in changes {
+                n += usize::from(apply_in(tx, c, false)?);
+            }
+            then(&SyncTx { tx })?;
+            Ok(n)
+        })
     }
 
     /// The version held for `key`, live or deleted.
     pub fn version_of(&self, key: &EntryKey) -> Result<Option<Version>, CatalogError> {
-        let what = key.to_string();
-        let live = match key {
-            EntryKey::Bucket(b) => self.buckets.get(b.as_bytes())?,
-            EntryKey::Object { bucket, key } => self.objects.get(object_key(bucket, key))?,
-        };
-        if let Some(v) = live {
-            return held_version(key, &what, &v).map(Some);
-        }
-        self.tombstones
-            .get(tag_key(key))?
-            .map(|v| decode(&what, &v))
-            .transpose()
+        self.db.read("version_of", |tx| version_in(tx, key))
     }
 
-    /// The merge rule against the local trees, in one transaction.
-    fn apply(&self, change: &Change, queue: bool) -> Result<bool, CatalogError> {
-        let what = change.key.to_string();
-        let tkey = tag_key(&change.key);
-        let (live_tree, live_key, live_value) = match (&change.key, &change.value) {
-            (EntryKey::Bucket(b), Value::Bucket(info)) => {
-                let mut info = info.clone();
-                info.version = change.version;
-                (
-                    &self.buckets,
-                    b.as_bytes().to_vec(),
-                    Some(encode(&what, &info)?),
-                )
+    /// Changes made here and not yet published, with the bytes each was queued as (for
+    /// [`Catalog::clear_published`]).
+    pub fn pending(&self) -> Result<Vec<(Change, Vec<u8>)>, CatalogError> {
+        self.db.read("pending", |tx| {
+            let mut st = tx.prepare("SELECT change FROM pending ORDER BY kind, bucket, key")?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for raw in rows {
+                let raw = raw?;
+                out.push((decode_str("a queued change", &raw)?, raw.into_bytes()));
             }
-            (EntryKey::Object { bucket, key }, Value::Object(e)) => {
-                let mut e = e.clone();
-                e.version = change.version;
-                (
-                    &self.objects,
-                    object_key(bucket, key),
-                    Some(encode(&what, &e)?),
-                )
-            }
-            (EntryKey::Bucket(b), Value::Tombstone) => (&self.buckets, b.as_bytes().to_vec(), None),
-            (EntryKey::Object { bucket, key }, Value::Tombstone) => {
-                (&self.objects, object_key(bucket, key), None)
-            }
-            _ => {
-                return Err(CatalogError::Encode {
-                    what,
-                    reason: "the value does not belong under its key".into(),
-                });
-            }
-        };
-        let version = encode(&what, &change.version)?;
-        let queued = if queue {
-            Some(encode(&what, change)?)
-        } else {
-            None
-        };
-        let is_object = matches!(change.key, EntryKey::Object { .. });
-        let new_id = match &change.value {
-            Value::Object(e) => Some(e.object_id),
-            _ => None,
-        };
-        let applied = (live_tree, &self.tombstones, &self.pending, &self.by_object).transaction(
-            |(live, tombs, pending, by_object)| {
-                let old = live.get(&live_key)?;
-                let held = match &old {
-                    Some(v) => Some(
-                        held_version(&change.key, &what, v)
-                            .map_err(ConflictableTransactionError::Abort)?,
-                    ),
-                    None => match tombs.get(&tkey)? {
-                        Some(v) => Some(
-                            decode::<Version>(&what, &v)
-                                .map_err(ConflictableTransactionError::Abort)?,
-                        ),
-                        None => None,
-                    },
-                };
-                if !model::wins(change.version, held) {
-                    return Ok(false);
-                }
-                if is_object {
-                    if let Some(v) = &old {
-                        let e: ObjectEntry =
-                            decode(&what, v).map_err(ConflictableTransactionError::Abort)?;
-                        by_object.remove([&e.object_id.0[..], &live_key[..]].concat())?;
-                    }
-                    if let Some(id) = &new_id {
-                        by_object.insert([&id.0[..], &live_key[..]].concat(), &[] as &[u8])?;
-                    }
-                }
-                match &live_value {
-                    Some(v) => {
-                        live.insert(live_key.as_slice(), v.as_slice())?;
-                        tombs.remove(tkey.as_slice())?;
-                    }
-                    None => {
-                        live.remove(live_key.as_slice())?;
-                        tombs.insert(tkey.as_slice(), version.as_slice())?;
-                    }
-                }
-                if let Some(q) = &queued {
-                    pending.insert(tkey.as_slice(), q.as_slice())?;
-                }
-                Ok(true)
-            },
-        )?;
-        Ok(applied)
+            Ok(out)
+        })
     }
 
-    /// Changes made here and not yet published, with the raw bytes each was queued as
-    /// (for [`Catalog::clear_published`]).
-    pub fn pending(&self) -> Result<Vec<(Change, sled::IVec)>, CatalogError> {
-        self.pending
-            .iter()
-            .map(|r| {
-                let (k, v) = r?;
-                Ok((decode(&String::from_utf8_lossy(&k), &v)?, v))
-            })
-            .collect()
-    }
-
-    /// Number of changes not yet published.
+    /// Number of changes not yet published. (If the database cannot be read, says 1:
+    /// the caller then publishes, and the publish reports the error.)
     pub fn pending_count(&self) -> usize {
-        self.pending.len()
+        self.db
+            .read("pending_count", |tx| {
+                Ok(tx.query_row("SELECT count(*) FROM pending", [], |r| r.get::<_, i64>(0))?)
+            })
+            .map(|n| n as usize)
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot count the queued catalog changes");
+                1
+            })
     }
 
     /// Drops published changes from the queue, unless the key changed again meanwhile.
-    pub fn clear_published(&self, published: &[(Change, sled::IVec)]) -> Result<(), CatalogError> {
-        for (c, raw) in published {
-            let _ =
-                self.pending
-                    .compare_and_swap(tag_key(&c.key), Some(raw), None as Option<&[u8]>)?;
-        }
-        Ok(())
+    pub fn clear_published(&self, published: &[(Change, Vec<u8>)]) -> Result<(), CatalogError> {
+        self.db.write("clear_published", |tx| {
+            for (c, raw) in published {
+                let (kind, b, k) = cols(&c.key);
+                tx.execute(
+                    "DELETE FROM pending WHERE kind = ?1 AND bucket = ?2 AND key = ?3 \
+                     AND change = ?4",
+                    params![kind, b, k, String::from_utf8_lossy(raw)],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// Every entry and tombstone as a change: the content of a snapshot.
     pub fn all_changes(&self) -> Result<Vec<Change>, CatalogError> {
-        let mut out = Vec::new();
-        for r in self.buckets.iter() {
-            let (k, v) = r?;
-            let info: BucketInfo = decode(&String::from_utf8_lossy(&k), &v)?;
-            out.push(Change {
-                key: EntryKey::Bucket(info.name.clone()),
-                version: info.version,
-                value: Value::Bucket(info),
-            });
-        }
-        for r in self.objects.iter() {
-            let (k, v) = r?;
-            let what = String::from_utf8_lossy(&k).into_owned();
-            let Some(split) = k.iter().position(|b| *b == 0) else {
-                return Err(CatalogError::Corrupt {
-                    what,
-                    reason: "object key without a bucket".into(),
+        self.db.read("all_changes", |tx| {
+            let mut out = Vec::new();
+            let mut st = tx.prepare("SELECT name, entry FROM buckets ORDER BY name")?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                let name: String = r.get(0)?;
+                let info: BucketInfo = decode_str(&name, &r.get::<_, String>(1)?)?;
+                out.push(Change {
+                    key: EntryKey::Bucket(info.name.clone()),
+                    version: info.version,
+                    value: Value::Bucket(info),
                 });
-            };
-            let entry: ObjectEntry = decode(&what, &v)?;
-            out.push(Change {
-                key: EntryKey::Object {
-                    bucket: String::from_utf8_lossy(&k[..split]).into_owned(),
-                    key: entry.key.clone(),
-                },
-                version: entry.version,
-                value: Value::Object(entry),
-            });
-        }
-        for r in self.tombstones.iter() {
-            let (k, v) = r?;
-            let what = String::from_utf8_lossy(&k).into_owned();
-            let key = match k.split_first() {
-                Some((b'b', name)) => EntryKey::Bucket(String::from_utf8_lossy(name).into_owned()),
-                Some((b'o', rest)) => {
-                    let split = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
-                    EntryKey::Object {
-                        bucket: String::from_utf8_lossy(&rest[..split]).into_owned(),
-                        key: String::from_utf8_lossy(rest.get(split + 1..).unwrap_or_default())
-                            .into_owned(),
-                    }
-                }
-                _ => {
-                    return Err(CatalogError::Corrupt {
-                        what,
-                        reason: "unknown tombstone kind".into(),
-                    });
-                }
-            };
-            out.push(Change {
-                key,
-                version: decode(&what, &v)?,
-                value: Value::Tombstone,
-            });
-        }
-        Ok(out)
+            }
+            let mut st =
+                tx.prepare("SELECT bucket, key, entry FROM objects ORDER BY bucket, key")?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                let bucket: String = r.get(0)?;
+                let key: String = r.get(1)?;
+                let entry: ObjectEntry =
+                    decode_str(&format!("{bucket}/{key}"), &r.get::<_, String>(2)?)?;
+                out.push(Change {
+                    key: EntryKey::Object { bucket, key },
+                    version: entry.version,
+                    value: Value::Object(entry),
+                });
+            }
+            let mut st = tx.prepare(
+                "SELECT kind, bucket, key, version FROM tombstones ORDER BY kind, bucket, key",
+            )?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                let kind: String = r.get(0)?;
+                let bucket: String = r.get(1)?;
+                let key: String = r.get(2)?;
+                let key = match kind.as_str() {
+                    "b" => EntryKey::Bucket(bucket),
+                    _ => EntryKey::Object { bucket, key },
+                };
+                let version = decode_str(&key.to_string(), &r.get::<_, String>(3)?)?;
+                out.push(Change {
+                    key,
+                    version,
+                    value: Value::Tombstone,
+                });
+            }
+            Ok(out)
+        })
     }
 
     /// A value of the sync state.
     pub fn sync_value<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, CatalogError> {
-        self.sync.get(name)?.map(|v| decode(name, &v)).transpose()
+        self.db.read("sync_value", |tx| sync_get(tx, name))
     }
 
     /// Stores a value of the sync state.
     pub fn set_sync_value<T: Serialize>(&self, name: &str, v: &T) -> Result<(), CatalogError> {
-        self.sync.insert(name, encode(name, v)?)?;
-        Ok(())
+        self.db.write("set_sync_value", |tx| sync_set(tx, name, v))
     }
 
-    /// Whether the catalog holds nothing at all (no bucket, object or tombstone).
+    /// Updates several values of the sync state in one transaction: `f` reads and
+    /// writes them through [`SyncTx`].
+    pub fn update_sync<R>(
+        &self,
+        f: impl FnOnce(&SyncTx<'_, '_>) -> Result<R, CatalogError>,
+    ) -> Result<R, CatalogError> {
+        self.db.write("update_sync", |tx| f(&SyncTx { tx }))
+    }
+
+    /// Whether the catalog holds nothing at all (no bucket, object or tombstone). (If
+    /// the database cannot be read, says false.)
     pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty() && self.objects.is_empty() && self.tombstones.is_empty()
+        self.db
+            .read("is_empty", |tx| {
+                Ok(tx.query_row(
+                    "SELECT NOT EXISTS (SELECT 1 FROM buckets) \
+                     AND NOT EXISTS (SELECT 1 FROM objects) \
+                     AND NOT EXISTS (SELECT 1 FROM tombstones)",
+                    [],
+                    |r| r.get::<_, bool>(0),
+                )?)
+            })
+            .unwrap_or(false)
     }
 
     pub fn bucket(&self, name: &str) -> Result<Option<BucketInfo>, CatalogError> {
-        self.buckets
-            .get(name.as_bytes())?
-            .map(|v| decode(name, &v))
+        self.db.read("bucket", |tx| {
+            tx.query_row("SELECT entry FROM buckets WHERE name = ?1", [name], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+            .map(|v| decode_str(name, &v))
             .transpose()
+        })
     }
 
     pub fn buckets(&self) -> Result<Vec<BucketInfo>, CatalogError> {
-        self.buckets
-            .iter()
-            .map(|r| {
-                let (k, v) = r?;
-                decode(&String::from_utf8_lossy(&k), &v)
-            })
-            .collect()
+        self.db.read("buckets", |tx| {
+            let mut st = tx.prepare("SELECT name, entry FROM buckets ORDER BY name")?;
+            let mut rows = st.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let name: String = r.get(0)?;
+                out.push(decode_str(&name, &r.get::<_, String>(1)?)?);
+            }
+            Ok(out)
+        })
     }
 
     pub fn object(&self, bucket: &str, key: &str) -> Result<Option<ObjectEntry>, CatalogError> {
-        self.objects
-            .get(object_key(bucket, key))?
-            .map(|v| decode(&format!("{bucket}/{key}"), &v))
+        self.db.read("object", |tx| {
+            tx.query_row(
+                "SELECT entry FROM objects WHERE bucket = ?1 AND key = ?2",
+                [bucket, key],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+            .map(|v| decode_str(&format!("{bucket}/{key}"), &v))
             .transpose()
+        })
+    }
+
+    /// Runs `f` on each `(key, entry JSON)` of `bucket` under `prefix`, in key order,
+    /// until it returns false.
+    fn scan_prefix(
+        &self,
+        what: &'static str,
+        bucket: &str,
+        prefix: &str,
+        mut f: impl FnMut(String, String) -> Result<bool, CatalogError>,
+    ) -> Result<(), CatalogError> {
+        self.db.read(what, |tx| {
+            let mut st = tx.prepare_cached(
+                "SELECT key, entry FROM objects WHERE bucket = ?1 AND key >= ?2 ORDER BY key",
+            )?;
+            let mut rows = st.query([bucket, prefix])?;
+            while let Some(r) = rows.next()? {
+                let key: String = r.get(0)?;
+                if !key.starts_with(prefix) || !f(key, r.get(1)?)? {
+                    break;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Full entries under `prefix`, in key order.
     pub fn objects(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectEntry>, CatalogError> {
-        self.objects
-            .scan_prefix(object_key(bucket, prefix))
-            .map(|r| {
-                let (k, v) = r?;
-                decode(&String::from_utf8_lossy(&k), &v)
-            })
-            .collect()
+        let mut out = Vec::new();
+        self.scan_prefix("objects", bucket, prefix, |key, v| {
+            out.push(decode_str(&format!("{bucket}/{key}"), &v)?);
+            Ok(true)
+        })?;
+        Ok(out)
     }
 
     /// The entries of `bucket` from key `from` (inclusive) on, in key order, read lazily
-    /// (listing pages read only what they return).
+    /// a page at a time (listing pages read only what they return).
     pub fn objects_from<'a>(
         &'a self,
         bucket: &str,
         from: &str,
     ) -> impl Iterator<Item = Result<ObjectEntry, CatalogError>> + 'a {
-        let start = object_key(bucket, from);
-        // Bucket names hold no control characters: `bucket \x01` follows every key of
-        // `bucket`.
-        let end = [bucket.as_bytes(), &[1u8][..]].concat();
-        self.objects.range(start..end).map(|r| {
-            let (k, v) = r?;
-            decode(&String::from_utf8_lossy(&k), &v)
-        })
+        ObjectsFrom {
+            catalog: self,
+            bucket: bucket.to_string(),
+            next: Some((from.to_string(), true)),
+            page: std::collections::VecDeque::new(),
+        }
     }
 
     /// Whether the bucket holds any object.
     pub fn bucket_is_empty(&self, bucket: &str) -> Result<bool, CatalogError> {
-        Ok(self
-            .objects
-            .scan_prefix(object_key(bucket, ""))
-            .next()
-            .transpose()?
-            .is_none())
+        self.db.read("bucket_is_empty", |tx| {
+            Ok(tx
+                .query_row(
+                    "SELECT 1 FROM objects WHERE bucket = ?1 LIMIT 1",
+                    [bucket],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_none())
+        })
     }
 
     /// Lists `bucket` under `prefix` in key order. Non-recursive listings fold keys with a
@@ -666,18 +804,16 @@ impl Catalog {
     ) -> Result<Vec<Listing>, CatalogError> {
         let mut out = Vec::new();
         let mut last_prefix: Option<String> = None;
-        for r in self.objects.scan_prefix(object_key(bucket, prefix)) {
-            let (k, v) = r?;
-            let key = String::from_utf8_lossy(&k[bucket.len() + 1..]).into_owned();
+        self.scan_prefix("list", bucket, prefix, |key, v| {
             if !recursive && let Some(pos) = key[prefix.len()..].find('/') {
                 let p = key[..prefix.len() + pos + 1].to_string();
                 if last_prefix.as_deref() != Some(p.as_str()) {
                     out.push(Listing::Prefix { prefix: p.clone() });
                     last_prefix = Some(p);
                 }
-                continue;
+                return Ok(true);
             }
-            let e: ObjectEntry = decode(&key, &v)?;
+            let e: ObjectEntry = decode_str(&key, &v)?;
             out.push(Listing::Object {
                 key: e.key,
                 size: e.size,
@@ -685,33 +821,103 @@ impl Catalog {
                 content_type: e.content_type,
                 version: e.version,
             });
-        }
+            Ok(true)
+        })?;
         Ok(out)
     }
 
     /// Everything this uplink remembers about nodes.
     pub fn node_stats(&self) -> Result<HashMap<NodeId, NodeStats>, CatalogError> {
-        let mut out = HashMap::new();
-        for r in self.nodes.iter() {
-            let (k, v) = r?;
-            let Ok(id) = <[u8; 32]>::try_from(&k[..]) else {
-                continue;
-            };
-            out.insert(NodeId(id), decode("node stats", &v)?);
-        }
-        Ok(out)
+        self.db.read("node_stats", |tx| {
+            let mut st = tx.prepare("SELECT id, stats FROM nodes")?;
+            let mut rows = st.query([])?;
+            let mut out = HashMap::new();
+            while let Some(r) = rows.next()? {
+                let id: Vec<u8> = r.get(0)?;
+                let Ok(id) = <[u8; 32]>::try_from(&id[..]) else {
+                    continue;
+                };
+                out.insert(
+                    NodeId(id),
+                    decode_str("node stats", &r.get::<_, String>(1)?)?,
+                );
+            }
+            Ok(out)
+        })
     }
 
     /// Adds `delta` to a node's history.
     pub fn record_node(&self, node: &NodeId, delta: NodeStats) -> Result<(), CatalogError> {
-        self.nodes.fetch_and_update(node.as_bytes(), |old| {
+        self.db.write("record_node", |tx| {
+            let old: Option<String> = tx
+                .query_row(
+                    "SELECT stats FROM nodes WHERE id = ?1",
+                    [&node.as_bytes()[..]],
+                    |r| r.get(0),
+                )
+                .optional()?;
             let mut s: NodeStats = old
-                .and_then(|o| serde_json::from_slice(o).ok())
+                .and_then(|o| serde_json::from_str(&o).ok())
                 .unwrap_or_default();
             s.merge(&delta);
-            serde_json::to_vec(&s).ok()
-        })?;
-        Ok(())
+            tx.execute(
+                "INSERT INTO nodes (id, stats) VALUES (?1, ?2) \
+                 ON CONFLICT (id) DO UPDATE SET stats = excluded.stats",
+                params![&node.as_bytes()[..], encode("node stats", &s)?],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+/// The lazy iterator of [`Catalog::objects_from`].
+struct ObjectsFrom<'a> {
+    catalog: &'a Catalog,
+    bucket: String,
+    /// Where the next page starts, and whether that key itself is included.
+    next: Option<(String, bool)>,
+    page: std::collections::VecDeque<Result<ObjectEntry, CatalogError>>,
+}
+
+impl Iterator for ObjectsFrom<'_> {
+    type Item = Result<ObjectEntry, CatalogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.page.is_empty() {
+            let (from, inclusive) = self.next.take()?;
+            let bucket = self.bucket.clone();
+            let read = self.catalog.db.read("objects_from", |tx| {
+                let sql = if inclusive {
+                    "SELECT key, entry FROM objects WHERE bucket = ?1 AND key >= ?2 \
+                     ORDER BY key LIMIT ?3"
+                } else {
+                    "SELECT key, entry FROM objects WHERE bucket = ?1 AND key > ?2 \
+                     ORDER BY key LIMIT ?3"
+                };
+                let mut st = tx.prepare_cached(sql)?;
+                let mut rows = st.query(params![bucket, from, PAGE as i64])?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    out.push((r.get::<_, String>(0)?, r.get::<_, String>(1)?));
+                }
+                Ok(out)
+            });
+            match read {
+                Err(e) => return Some(Err(e)),
+                Ok(rows) => {
+                    if rows.len() == PAGE
+                        && let Some((last, _)) = rows.last()
+                    {
+                        self.next = Some((last.clone(), false));
+                    }
+                    for (key, v) in rows {
+                        self.page
+                            .push_back(decode_str(&format!("{}/{key}", self.bucket), &v));
+                    }
+                }
+            }
+        }
+        self.page.pop_front()
     }
 }
 

@@ -11,7 +11,7 @@
 //! id, so of two writes of one key the later one wins (as in S3) and a tie has one
 //! winner everywhere.
 //!
-//! Nothing here does I/O; the sled catalog ([`super::Catalog`]) and the network log
+//! Nothing here does I/O; the SQLite catalog ([`super::Catalog`]) and the network log
 //! ([`super::log`]) apply [`Change`]s through [`wins`].
 
 use std::collections::BTreeMap;

@@ -175,6 +175,7 @@ impl GatewayMetrics {
     }
 
     fn render(&self, uplink: &Uplink) -> String {
+        uplink.metrics().watch_db(uplink.catalog().watchdog());
         let mut families = self.registry.gather();
         families.extend(uplink.metrics().registry().gather());
         let mut out = Vec::new();
@@ -288,7 +289,7 @@ impl Gateway {
                 addr: listen,
                 source,
             })?;
-        let uploads = multipart::Uploads::new(uplink.catalog().local_tree("gateway-uploads")?);
+        let uploads = multipart::Uploads::new(uplink.catalog().db().clone());
         let s3 = s3::ShoalS3 {
             uplink,
             uploads,
@@ -669,7 +670,7 @@ mod tests {
             ..UplinkConfig::default()
         };
         let catalog = Catalog::temporary().unwrap();
-        let uploads = multipart::Uploads::new(catalog.local_tree("gateway-uploads").unwrap());
+        let uploads = multipart::Uploads::new(catalog.db().clone());
         let up = Uplink::new(
             Access::new(RootSecret::from_bytes([7; 32]), vec![]),
             Arc::new(store.clone()),

@@ -2,22 +2,26 @@
 //! CompleteMultipartUpload as plain code.
 //!
 //! Parts are stored on the nodes as they arrive ([`crate::Uplink::stage_part`]); only
-//! their placements wait here, in a local tree of the catalog's database (flushed before
-//! a part is acknowledged), until the upload completes or is aborted. An upload neither
+//! their placements wait here, in tables of the catalog's database (flushed before a
+//! part is acknowledged; never published), until the upload completes or is aborted. An upload neither
 //! completed nor aborted within the gateway's `multipart_max_age` (default 7 days) is
 //! aborted by the gateway's sweeper and its pieces deleted; pieces a crash left behind
 //! without a record are reclaimed by their lease.
 //!
-//! Records, all JSON: `u{id}` → [`UploadRecord`]; `p{id}{part, 4 bytes BE}` → the
-//! [`StagedPart`]; `c{id}` → [`Completed`] (kept for a repeated Complete, as S3 answers
-//! it again, until the sweeper drops it with the other expired records).
+//! Records, all JSON: `multipart_uploads` id → [`UploadRecord`]; `multipart_parts`
+//! (id, part number) → the [`StagedPart`]; `multipart_completed` id → [`Completed`] (kept
+//! for a repeated Complete, as S3 answers it again, until the sweeper drops it with the
+//! other expired records).
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
+use rusqlite::{OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
 use crate::StagedPart;
-use crate::catalog::CatalogError;
+use crate::catalog::{CatalogError, Db};
 
 /// Smallest part S3 accepts, except for the last part of an upload.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -45,14 +49,14 @@ pub struct Completed {
     pub completed_ms: u64,
 }
 
-/// The records of multipart uploads.
+/// The records of multipart uploads (tables `multipart_*` of the catalog's database).
 #[derive(Debug, Clone)]
 pub struct Uploads {
-    tree: sled::Tree,
+    db: Arc<Db>,
 }
 
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, CatalogError> {
-    serde_json::to_vec(v).map_err(|e| CatalogError::Encode {
+fn encode<T: Serialize>(v: &T) -> Result<String, CatalogError> {
+    serde_json::to_string(v).map_err(|e| CatalogError::Encode {
         what: "multipart upload record".into(),
         reason: e.to_string(),
     })
@@ -65,10 +69,6 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, Catalo
     })
 }
 
-fn part_key(id: &str, number: u32) -> Vec<u8> {
-    [b"p", id.as_bytes(), &number.to_be_bytes()[..]].concat()
-}
-
 /// Upload ids are 32 lowercase hex digits; anything else names no upload.
 pub fn valid_upload_id(id: &str) -> bool {
     id.len() == 32
@@ -77,15 +77,39 @@ pub fn valid_upload_id(id: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+fn parts_in(tx: &Transaction<'_>, id: &str) -> Result<BTreeMap<u32, StagedPart>, CatalogError> {
+    let mut st =
+        tx.prepare_cached("SELECT part FROM multipart_parts WHERE id = ?1 ORDER BY number")?;
+    let mut rows = st.query([id])?;
+    let mut out = BTreeMap::new();
+    while let Some(r) = rows.next()? {
+        let p: StagedPart = decode(r.get::<_, String>(0)?.as_bytes())?;
+        out.insert(p.info.number, p);
+    }
+    Ok(out)
+}
+
+fn remove_in(tx: &Transaction<'_>, id: &str) -> Result<(), CatalogError> {
+    tx.execute("DELETE FROM multipart_parts WHERE id = ?1", [id])?;
+    tx.execute("DELETE FROM multipart_uploads WHERE id = ?1", [id])?;
+    Ok(())
+}
+
 impl Uploads {
-    pub fn new(tree: sled::Tree) -> Self {
-        Self { tree }
+    pub fn new(db: Arc<Db>) -> Self {
+        Self { db }
     }
 
     pub fn create(&self, record: &UploadRecord) -> Result<String, CatalogError> {
         let id = shoal_proto::ids::to_hex(&rand::random::<[u8; 16]>());
-        self.tree
-            .insert([b"u", id.as_bytes()].concat(), encode(record)?)?;
+        let v = encode(record)?;
+        self.db.write("multipart create", |tx| {
+            tx.execute(
+                "INSERT INTO multipart_uploads (id, record) VALUES (?1, ?2)",
+                params![id, v],
+            )?;
+            Ok(())
+        })?;
         Ok(id)
     }
 
@@ -93,10 +117,16 @@ impl Uploads {
         if !valid_upload_id(id) {
             return Ok(None);
         }
-        self.tree
-            .get([b"u", id.as_bytes()].concat())?
-            .map(|v| decode(&v))
+        self.db.read("multipart get", |tx| {
+            tx.query_row(
+                "SELECT record FROM multipart_uploads WHERE id = ?1",
+                [id],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+            .map(|v| decode(v.as_bytes()))
             .transpose()
+        })
     }
 
     /// Records a part; returns the part it replaced (whose pieces the caller deletes).
@@ -105,65 +135,75 @@ impl Uploads {
         id: &str,
         part: &StagedPart,
     ) -> Result<Option<StagedPart>, CatalogError> {
-        self.tree
-            .insert(part_key(id, part.info.number), encode(part)?)?
-            .map(|v| decode(&v))
-            .transpose()
+        let v = encode(part)?;
+        self.db.write("multipart put_part", |tx| {
+            let old: Option<String> = tx
+                .query_row(
+                    "SELECT part FROM multipart_parts WHERE id = ?1 AND number = ?2",
+                    params![id, part.info.number],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            tx.execute(
+                "INSERT INTO multipart_parts (id, number, part) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (id, number) DO UPDATE SET part = excluded.part",
+                params![id, part.info.number, v],
+            )?;
+            old.map(|o| decode(o.as_bytes())).transpose()
+        })
     }
 
     /// The parts stored so far, by part number.
     pub fn parts(&self, id: &str) -> Result<BTreeMap<u32, StagedPart>, CatalogError> {
-        let mut out = BTreeMap::new();
-        for r in self.tree.scan_prefix([b"p", id.as_bytes()].concat()) {
-            let (_, v) = r?;
-            let p: StagedPart = decode(&v)?;
-            out.insert(p.info.number, p);
-        }
-        Ok(out)
+        self.db.read("multipart parts", |tx| parts_in(tx, id))
     }
 
     /// Drops an upload's records (not its pieces).
     pub fn remove(&self, id: &str) -> Result<(), CatalogError> {
-        let mut batch = sled::Batch::default();
-        for r in self.tree.scan_prefix([b"p", id.as_bytes()].concat()) {
-            batch.remove(r?.0);
-        }
-        batch.remove([b"u", id.as_bytes()].concat());
-        self.tree.apply_batch(batch)?;
-        Ok(())
+        self.db.write("multipart remove", |tx| remove_in(tx, id))
     }
 
     pub fn mark_completed(&self, id: &str, done: &Completed) -> Result<(), CatalogError> {
-        let mut batch = sled::Batch::default();
-        for r in self.tree.scan_prefix([b"p", id.as_bytes()].concat()) {
-            batch.remove(r?.0);
-        }
-        batch.remove([b"u", id.as_bytes()].concat());
-        batch.insert([b"c", id.as_bytes()].concat(), encode(done)?);
-        self.tree.apply_batch(batch)?;
-        Ok(())
+        let v = encode(done)?;
+        self.db.write("multipart mark_completed", |tx| {
+            remove_in(tx, id)?;
+            tx.execute(
+                "INSERT INTO multipart_completed (id, completed) VALUES (?1, ?2) \
+                 ON CONFLICT (id) DO UPDATE SET completed = excluded.completed",
+                params![id, v],
+            )?;
+            Ok(())
+        })
     }
 
     pub fn completed(&self, id: &str) -> Result<Option<Completed>, CatalogError> {
         if !valid_upload_id(id) {
             return Ok(None);
         }
-        self.tree
-            .get([b"c", id.as_bytes()].concat())?
-            .map(|v| decode(&v))
+        self.db.read("multipart completed", |tx| {
+            tx.query_row(
+                "SELECT completed FROM multipart_completed WHERE id = ?1",
+                [id],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+            .map(|v| decode(v.as_bytes()))
             .transpose()
+        })
     }
 
     /// Every upload in progress, by id (ids are random: S3 lists uploads by key, so the
     /// caller sorts).
     pub fn list(&self) -> Result<Vec<(String, UploadRecord)>, CatalogError> {
-        let mut out = Vec::new();
-        for r in self.tree.scan_prefix(b"u") {
-            let (k, v) = r?;
-            let id = String::from_utf8_lossy(&k[1..]).into_owned();
-            out.push((id, decode(&v)?));
-        }
-        Ok(out)
+        self.db.read("multipart list", |tx| {
+            let mut st = tx.prepare("SELECT id, record FROM multipart_uploads ORDER BY id")?;
+            let mut rows = st.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push((r.get(0)?, decode(r.get::<_, String>(1)?.as_bytes())?));
+            }
+            Ok(out)
+        })
     }
 
     /// Uploads started, and completion records written, before `cutoff_ms`.
@@ -174,20 +214,26 @@ impl Uploads {
             .filter(|(_, r)| r.created_ms < cutoff_ms)
             .map(|(id, _)| id)
             .collect();
-        let mut completed = Vec::new();
-        for r in self.tree.scan_prefix(b"c") {
-            let (k, v) = r?;
-            let c: Completed = decode(&v)?;
-            if c.completed_ms < cutoff_ms {
-                completed.push(String::from_utf8_lossy(&k[1..]).into_owned());
+        let completed = self.db.read("multipart expired", |tx| {
+            let mut st = tx.prepare("SELECT id, completed FROM multipart_completed ORDER BY id")?;
+            let mut rows = st.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let c: Completed = decode(r.get::<_, String>(1)?.as_bytes())?;
+                if c.completed_ms < cutoff_ms {
+                    out.push(r.get(0)?);
+                }
             }
-        }
+            Ok(out)
+        })?;
         Ok((uploads, completed))
     }
 
     pub fn forget_completed(&self, id: &str) -> Result<(), CatalogError> {
-        self.tree.remove([b"c", id.as_bytes()].concat())?;
-        Ok(())
+        self.db.write("multipart forget_completed", |tx| {
+            tx.execute("DELETE FROM multipart_completed WHERE id = ?1", [id])?;
+            Ok(())
+        })
     }
 }
 
@@ -290,8 +336,7 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let u = Uploads::new(db.open_tree("t").unwrap());
+        let u = Uploads::new(Arc::new(Db::temporary().unwrap()));
         let rec = UploadRecord {
             bucket: "b".into(),
             key: "k".into(),
