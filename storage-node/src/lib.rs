@@ -11,11 +11,13 @@
 //! - [`protocol`]: the piece protocol's checks as plain functions; [`service`]: the
 //!   tonic `PieceStore` service that applies them.
 //! - [`metrics`]: every Prometheus metric; [`http`]: `/metrics`, `/api/status`, dashboard.
+//! - [`dht_persist`]: the DHT's records and known peers in the node's metadata store.
 //! - [`node`]: starts all of the above and stops it through one shutdown path; [`net`]:
 //!   connections that shutdown can cut after a drain period.
 //! - [`error`]: typed errors and their gRPC status codes.
 
 pub mod config;
+pub mod dht_persist;
 pub mod error;
 pub mod fuzz;
 pub mod group_sync;

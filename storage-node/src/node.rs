@@ -106,12 +106,11 @@ const RECORD_UPDATE_INTERVAL: Duration = Duration::from_secs(30);
 /// A change of free space smaller than this does not re-sign the node record.
 const RECORD_UPDATE_MIN_CHANGE: u64 = 64 << 20;
 
-/// Joins the DHT through the bootstrap nodes, retrying with backoff until one answers
-/// or the node stops. A seed node (no bootstrap) has nothing to do.
+/// Joins the DHT through the bootstrap nodes and, when they do not answer, through the
+/// nodes it verified before its restart (kept in its metadata store), retrying with
+/// backoff until one answers or the node stops. A seed node (no bootstrap) that knows
+/// nobody yet has nothing to do: the others join through it.
 async fn join_dht(dht: DhtHandle, bootstrap: Vec<(NodeId, SocketAddr)>, stop: CancellationToken) {
-    if bootstrap.is_empty() {
-        return;
-    }
     let mut delay = Duration::from_millis(200);
     loop {
         match dht.bootstrap().await {
@@ -119,7 +118,10 @@ async fn join_dht(dht: DhtHandle, bootstrap: Vec<(NodeId, SocketAddr)>, stop: Ca
                 info!(known = n, "joined the DHT");
                 return;
             }
-            Ok(_) => warn!(?bootstrap, "no bootstrap node answered; retrying"),
+            Err(satellite_free_discovery::DhtError::NoPeers) if bootstrap.is_empty() => {
+                return;
+            }
+            Ok(_) => warn!(?bootstrap, "no node answered the join; retrying"),
             Err(e) => warn!(error = %e, "DHT bootstrap failed; retrying"),
         }
         tokio::select! {
@@ -307,6 +309,10 @@ pub async fn start(
         } else {
             RateConfig::default()
         },
+        // The records this node holds and the nodes it verified survive its restarts.
+        persistence: Some(Arc::new(crate::dht_persist::NodeDhtStore::new(Arc::clone(
+            &store,
+        )))),
         ..DhtConfig::default()
     };
     let (record_tx, mode) = if state.advertised.is_empty() {
