@@ -626,11 +626,11 @@ async fn rebuild_recovers_two_writers_from_the_piece_tags_alone() {
 async fn rebuild_names_a_delta_no_node_has_enough_pieces_of() {
     let w = World::new();
     let a = w.writer();
-    a.create_bucket("b").unwrap();
+    a.create_bucket("bkt").unwrap();
     a.flush().await.unwrap();
-    put(&a, "b", "one", &data(6000, 1)).await;
+    put(&a, "bkt", "one", &data(6000, 1)).await;
     a.flush().await.unwrap();
-    put(&a, "b", "two", &data(6000, 2)).await;
+    put(&a, "bkt", "two", &data(6000, 2)).await;
     a.flush().await.unwrap();
     // Delta 2 loses every piece but one (k = 2).
     let head = w.head_blob(&a);
