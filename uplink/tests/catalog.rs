@@ -655,6 +655,7 @@ async fn rebuild_names_a_delta_no_node_has_enough_pieces_of() {
         named.iter().any(|w| w.starts_with("delta 2 of writer")),
         "{report:#?}"
     );
+}
 
 /// Two uplinks on one catalog dir (a gateway and a CLI command of one config dir, as two
 /// processes: they share nothing but the files): both write and publish at once, every
