@@ -20,7 +20,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::{Cluster, NodeOptions, wait_until};
 
 /// Waits until a DHT client joining through the first node sees every node.
-async fn wait_all_seen(cluster: &Cluster) -> anyhow::Result<()> {
+pub async fn wait_all_seen(cluster: &Cluster) -> anyhow::Result<()> {
     let nodes = cluster.nodes.len();
     let seed = (cluster.node(0).node_id(), cluster.node(0).grpc_addr());
     let probe = DhtNodes::new(

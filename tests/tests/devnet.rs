@@ -114,3 +114,105 @@ async fn status_of_a_devnet_that_is_not_running_says_so() {
     let err = shoal_tests::devnet::status(dir.path()).await.unwrap_err();
     assert!(err.to_string().contains("no devnet"), "{err}");
 }
+
+/// Issue 21, "Done when": `devnet up`, objects written through the `uplink` CLI from the
+/// devnet's config dir and from a second config dir of the same grant, the devnet
+/// stopped and started again on the same dir (as the README tells users): every object
+/// is there for both config dirs and for a fresh import, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devnet_restart_keeps_every_catalog_for_every_config_dir_and_a_fresh_import() {
+    let bin = shoal_tests::build_binary("uplink", "uplink")
+        .unwrap()
+        .expect("the uplink binary (run under cargo test)");
+    tokio::time::timeout(Duration::from_secs(400), async {
+        let dir = tempfile::tempdir().unwrap();
+        let params = DevnetParams {
+            base_port: free_port(),
+            difficulty: 4,
+            allocate: ByteSize(256 << 20),
+        };
+        let net = Devnet::up(dir.path(), 12, &params).await.unwrap();
+        assert!(net.wait_joined(Duration::from_secs(60)).await);
+        let access = ensure_uplink_access(dir.path(), &net.seed_pinned().unwrap()).unwrap();
+        let run = |config: &Path, args: &[&str]| {
+            let out = std::process::Command::new(&bin)
+                .arg("--config-dir")
+                .arg(config)
+                .args(args)
+                .env("RUST_LOG", "warn")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                out.status.success(),
+                "uplink {args:?}: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            stdout
+        };
+        let local = std::fs::read_to_string(access.config_dir.join("config.toml")).unwrap();
+        let new_dir = |name: &str| {
+            let d = dir.path().join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("config.toml"), &local).unwrap();
+            d
+        };
+        // The devnet's own config dir and a second machine of the same grant.
+        let first = access.config_dir.clone();
+        let second = new_dir("second");
+        run(&second, &["access", "import", &access.grant]);
+        let src = dir.path().join("src");
+        let mut files = Vec::new();
+        for i in 0..6u64 {
+            let len = if i % 2 == 0 {
+                1000 + i as usize
+            } else {
+                70_000
+            };
+            let path = src.join(format!("f{i}"));
+            std::fs::create_dir_all(&src).unwrap();
+            std::fs::write(&path, test_data(len, i)).unwrap();
+            files.push(path);
+        }
+        run(&first, &["mb", "shoal://one"]);
+        run(&second, &["mb", "shoal://two"]);
+        for (i, f) in files.iter().enumerate() {
+            let (config, bucket) = if i % 2 == 0 {
+                (&first, "one")
+            } else {
+                (&second, "two")
+            };
+            run(
+                config,
+                &["cp", f.to_str().unwrap(), &format!("shoal://{bucket}/f{i}")],
+            );
+        }
+        net.shutdown().await.unwrap();
+
+        let net = Devnet::up(dir.path(), 12, &params).await.unwrap();
+        assert!(net.wait_joined(Duration::from_secs(60)).await);
+        let fresh = new_dir("fresh");
+        let imported = run(&fresh, &["access", "import", &access.grant]);
+        assert!(imported.contains("2 buckets, 6 objects"), "{imported}");
+        for config in [&first, &second, &fresh] {
+            for (i, f) in files.iter().enumerate() {
+                let bucket = if i % 2 == 0 { "one" } else { "two" };
+                let out = dir.path().join("out");
+                run(
+                    config,
+                    &[
+                        "cp",
+                        &format!("shoal://{bucket}/f{i}"),
+                        out.to_str().unwrap(),
+                    ],
+                );
+                assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(f).unwrap());
+                std::fs::remove_file(&out).unwrap();
+            }
+        }
+        net.shutdown().await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
