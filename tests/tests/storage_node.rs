@@ -1309,3 +1309,42 @@ async fn a_node_lists_an_owners_pieces_and_their_tags_to_that_owner_only() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_while_its_bootstrap_is_down_joins_through_the_nodes_it_knew() {
+    bounded(async {
+        let mut cluster = Cluster::start(6, NodeOptions::default()).await.unwrap();
+        let table = |c: &Cluster, i: usize| c.node(i).running().dht().table().len();
+        wait_until(LIMIT, "node 5 to know the others", || async {
+            table(&cluster, 5) >= 4
+        })
+        .await
+        .unwrap();
+        // It stops (writing the nodes it verified to its metadata store); then the one
+        // node it is configured to join through goes away.
+        cluster.node_mut(5).stop().await.unwrap();
+        cluster.node_mut(0).stop().await.unwrap();
+        cluster.node_mut(5).restart().await.unwrap();
+        wait_until(
+            LIMIT,
+            "node 5 to join through the nodes it knew",
+            || async { table(&cluster, 5) >= 3 },
+        )
+        .await
+        .unwrap();
+        let target = cluster.node(2).node_id();
+        let found = cluster
+            .node(5)
+            .running()
+            .dht()
+            .find_node(target)
+            .await
+            .unwrap();
+        assert_eq!(
+            found.map(|p| p.addresses[0]),
+            Some(cluster.node(2).grpc_addr())
+        );
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}
