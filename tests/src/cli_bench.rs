@@ -59,11 +59,11 @@ impl Binaries {
 
 /// One `storage-node run` process.
 #[derive(Debug)]
-struct NodeProcess {
-    child: Child,
-    http: SocketAddr,
+pub(crate) struct NodeProcess {
+    pub(crate) child: Child,
+    pub(crate) http: SocketAddr,
     /// `NODEID@IP:PORT`.
-    pinned: String,
+    pub(crate) pinned: String,
 }
 
 /// N storage-node processes and an uplink config dir that reaches them through the DHT.
@@ -77,7 +77,12 @@ pub struct ProcessNetwork {
     commands: std::sync::atomic::AtomicUsize,
 }
 
-fn setup_node(bins: &Binaries, dir: &Path, i: usize, seed: Option<&str>) -> anyhow::Result<()> {
+pub(crate) fn setup_node(
+    bins: &Binaries,
+    dir: &Path,
+    i: usize,
+    seed: Option<&str>,
+) -> anyhow::Result<()> {
     let ip = format!("127.0.{i}.1");
     let mut cmd = Command::new(&bins.storage_node);
     cmd.arg("setup")
@@ -107,7 +112,11 @@ fn setup_node(bins: &Binaries, dir: &Path, i: usize, seed: Option<&str>) -> anyh
 
 /// Starts `storage-node run` and waits for its `ready ... grpc=ADDR http=ADDR` line.
 /// Starts a set-up node; returns it and its pinned `NODEID@IP:PORT` entry.
-fn run_node(bins: &Binaries, dir: &Path, i: usize) -> anyhow::Result<(NodeProcess, String)> {
+pub(crate) fn run_node(
+    bins: &Binaries,
+    dir: &Path,
+    i: usize,
+) -> anyhow::Result<(NodeProcess, String)> {
     let log = std::fs::File::create(dir.with_extension("log"))?;
     let mut child = Command::new(&bins.storage_node)
         .arg("run")

@@ -624,3 +624,4 @@ pub mod devnet;
 pub mod e2e;
 pub mod fuzz;
 pub mod hostile;
+pub mod node_soak;
