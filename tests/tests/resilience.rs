@@ -150,12 +150,10 @@ async fn scenario(bins: Binaries) {
     // uplinks know are up: schemes with slack, so that the piece of a node not known to
     // be dead yet can be placed again (a scheme shrunk to the known nodes has none: see
     // Scheme::shrink_to).
-    for dir in [net.config_dir()] {
-        let file = dir.join("config.toml");
-        let mut text = std::fs::read_to_string(&file).unwrap();
-        text.push_str(slack);
-        std::fs::write(&file, text).unwrap();
-    }
+    let file = net.config_dir().join("config.toml");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str(slack);
+    std::fs::write(&file, text).unwrap();
     let mut net = Arc::try_unwrap(net).expect("no other user of the network");
     net.kill_node(0).unwrap();
     let net = Arc::new(net);
