@@ -173,6 +173,17 @@ struct SegmentShape {
     piece: u64,
 }
 
+/// The piece size of a segment of at most `sealed_bound` bytes under `scheme`.
+fn piece_for(scheme: Scheme, sealed_bound: u64) -> u64 {
+    let k = usize::from(scheme.k);
+    Layout {
+        k,
+        shard_size: shard_size_for(sealed_bound, k),
+        sealed_size: sealed_bound,
+    }
+    .piece_size()
+}
+
 /// Picks the scheme for a segment of at most `sealed_bound` bytes: `requested` if the
 /// candidates not in `exclude` can hold it, else (if `allow_smaller`) the largest scheme
 /// they can hold, shrunk as [`Scheme::shrink_to`] says.
@@ -307,7 +318,10 @@ async fn upload_segments_into<R: AsyncRead + Unpin + Send>(
         let history = Arc::new(inner.catalog.node_stats()?);
         let failed = crate::select::with_excluded(&lock(&exclude), &history);
         // Nodes that failed lately are avoided while the others can hold the requested
-        // scheme; when they cannot, they get pieces again rather than shrink the scheme.
+        // scheme. When they cannot, the nodes backing off take part of the slack only if
+        // the others can still deliver `success` receipts; otherwise (if allowed) the
+        // scheme shrinks to what the others hold rather than rely on nodes that just
+        // failed (likely gone: their pieces could not be replaced).
         let avoid: HashSet<NodeId> = failed
             .union(&backing_off(
                 &history,
@@ -316,10 +330,15 @@ async fn upload_segments_into<R: AsyncRead + Unpin + Send>(
             ))
             .copied()
             .collect();
-        let excluded = if plan_scheme(ctx.scheme, false, &pool, sealed_bound, &avoid).is_ok() {
-            avoid
-        } else {
-            failed
+        let excluded = match plan_scheme(ctx.scheme, allow_smaller, &pool, sealed_bound, &avoid) {
+            Ok(p) if p.scheme == ctx.scheme => avoid,
+            _ if capacity(&pool, piece_for(ctx.scheme, sealed_bound), &avoid)
+                >= usize::from(ctx.scheme.success) =>
+            {
+                failed
+            }
+            Ok(_) => avoid,
+            Err(_) => failed,
         };
         let mut planned = plan_scheme(ctx.scheme, allow_smaller, &pool, sealed_bound, &excluded);
         if !pool_exhausted && planned.as_ref().map_or(true, |p| p.scheme != ctx.scheme) {

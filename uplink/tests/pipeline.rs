@@ -756,17 +756,34 @@ async fn nodes_that_failed_lately_get_no_pieces_while_others_can_take_them() {
                 .all(|p| !failing.iter().any(|f| f.0 == p.node_id))
         );
     }
-    // When the others cannot hold the scheme, nodes backing off are used again rather
-    // than storing fewer pieces.
-    let catalog = Catalog::temporary().unwrap();
-    for f in ids(&store, 0..10) {
+    // When the others cannot deliver `success` receipts, the scheme shrinks to what they
+    // hold rather than rely on nodes that just failed...
+    let backing = |n: usize| {
+        let catalog = Catalog::temporary().unwrap();
+        for f in ids(&store, 0..n) {
+            catalog
+                .record_node(&f, uplink::select::NodeStats::failure(now))
+                .unwrap();
+        }
         catalog
-            .record_node(&f, uplink::select::NodeStats::failure(now))
-            .unwrap();
-    }
-    let up = uplink_with(&store, [1; 32], catalog, config("3/5/10/10"));
+    };
+    let up = uplink_with(&store, [1; 32], backing(10), config("3/5/10/10"));
     up.create_bucket("bucket").unwrap();
     let report = put(&up, "c", &bytes).await;
-    assert_eq!(report.used.unwrap().to_string(), "3/5/10/10");
+    assert_eq!(report.used.unwrap().to_string(), "3/5/6/6");
+    // ... they take part of the slack when the others can deliver `success`...
+    let up = uplink_with(&store, [1; 32], backing(8), config("3/5/7/10"));
+    up.create_bucket("bucket").unwrap();
+    let report = put(&up, "d", &bytes).await;
+    assert_eq!(report.used.unwrap().to_string(), "3/5/7/10");
+    assert_eq!(report.entry.segments()[0].pieces.len(), 10);
+    // ... and when the scheme may not shrink, they are used rather than fail.
+    let strict = UplinkConfig {
+        allow_smaller_scheme: false,
+        ..config("3/5/10/10")
+    };
+    let up = uplink_with(&store, [1; 32], backing(10), strict);
+    up.create_bucket("bucket").unwrap();
+    let report = put(&up, "e", &bytes).await;
     assert_eq!(report.entry.segments()[0].pieces.len(), 10);
 }
