@@ -62,6 +62,8 @@ impl Binaries {
 pub(crate) struct NodeProcess {
     pub(crate) child: Child,
     pub(crate) http: SocketAddr,
+    /// Where its gRPC server listens (taken again on a restart).
+    pub(crate) grpc: SocketAddr,
     /// `NODEID@IP:PORT`.
     pub(crate) pinned: String,
 }
@@ -74,6 +76,8 @@ pub struct ProcessNetwork {
     nodes: Vec<NodeProcess>,
     /// The seed, pinned: `NODEID@IP:PORT`.
     seed: String,
+    /// The access grant of the config dir (what `access create` printed).
+    grant: String,
     commands: std::sync::atomic::AtomicUsize,
 }
 
@@ -111,17 +115,25 @@ pub(crate) fn setup_node(
 }
 
 /// Starts `storage-node run` and waits for its `ready ... grpc=ADDR http=ADDR` line.
-/// Starts a set-up node; returns it and its pinned `NODEID@IP:PORT` entry.
+/// Starts a set-up node; returns it and its pinned `NODEID@IP:PORT` entry. With
+/// `listen`, on that address (a restarted node takes its old one) instead of the
+/// configured port 0.
 pub(crate) fn run_node(
     bins: &Binaries,
     dir: &Path,
     i: usize,
+    listen: Option<SocketAddr>,
 ) -> anyhow::Result<(NodeProcess, String)> {
-    let log = std::fs::File::create(dir.with_extension("log"))?;
-    let mut child = Command::new(&bins.storage_node)
-        .arg("run")
-        .arg("--dir")
-        .arg(dir)
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.with_extension("log"))?;
+    let mut cmd = Command::new(&bins.storage_node);
+    cmd.arg("run").arg("--dir").arg(dir);
+    if let Some(addr) = listen {
+        cmd.args(["--listen", &addr.to_string()]);
+    }
+    let mut child = cmd
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(log)
@@ -167,6 +179,7 @@ pub(crate) fn run_node(
         NodeProcess {
             child,
             http,
+            grpc,
             pinned: pinned.clone(),
         },
         pinned,
@@ -235,12 +248,13 @@ impl ProcessNetwork {
         let base = root.path().to_path_buf();
         let dir = |i: usize| base.join(format!("node{i:03}"));
         setup_node(&bins, &dir(1), 1, None)?;
-        let (seed_node, seed) = run_node(&bins, &dir(1), 1)?;
+        let (seed_node, seed) = run_node(&bins, &dir(1), 1, None)?;
         let mut net = Self {
             bins,
             root,
             nodes: vec![seed_node],
             seed,
+            grant: String::new(),
             commands: Default::default(),
         };
         // Set up the others in parallel (each setup is a short process of its own).
@@ -262,7 +276,7 @@ impl ProcessNetwork {
             Ok(())
         })?;
         for (j, d) in dirs.iter().enumerate() {
-            let (node, _) = run_node(&net.bins, d, j + 2)?;
+            let (node, _) = run_node(&net.bins, d, j + 2, None)?;
             net.nodes.push(node);
         }
         eprintln!(
@@ -302,8 +316,23 @@ impl ProcessNetwork {
         Ok(())
     }
 
-    /// The uplink config dir the network was set up with (`access create --bootstrap`
-    /// naming node 0).
+    /// The access grant of [`ProcessNetwork::config_dir`].
+    pub fn grant(&self) -> &str {
+        &self.grant
+    }
+
+    /// A new, empty config dir for the network (a second machine): `config.toml` only.
+    pub fn new_config_dir(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let dir = self.root.path().join(name);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::copy(
+            self.config_dir().join("config.toml"),
+            dir.join("config.toml"),
+        )?;
+        Ok(dir)
+    }
+
+    /// The config dir every [`ProcessNetwork::uplink`] command uses.
     pub fn config_dir(&self) -> PathBuf {
         self.root.path().join("uplink")
     }
@@ -339,6 +368,20 @@ impl ProcessNetwork {
         ))
     }
 
+    /// Stops every node (SIGTERM, as an operator does; SIGKILL after 10 s) and starts
+    /// each again on its directory and its address: the whole network restarted.
+    pub fn restart_all(&mut self) -> anyhow::Result<()> {
+        let listen: Vec<SocketAddr> = self.nodes.iter().map(|n| n.grpc).collect();
+        self.stop_all();
+        let base = self.root.path().to_path_buf();
+        for (j, addr) in listen.into_iter().enumerate() {
+            let dir = base.join(format!("node{:03}", j + 1));
+            let (node, _) = run_node(&self.bins, &dir, j + 1, Some(addr))?;
+            self.nodes.push(node);
+        }
+        Ok(())
+    }
+
     /// A scratch directory for the cases' files, inside the network's temp dir.
     pub fn scratch(&self, name: &str) -> anyhow::Result<PathBuf> {
         let p = self.root.path().join("scratch").join(name);
@@ -346,14 +389,23 @@ impl ProcessNetwork {
         Ok(p)
     }
 
-    fn write_uplink_config(&self) -> anyhow::Result<()> {
+    fn write_uplink_config(&mut self) -> anyhow::Result<()> {
         let dir = self.config_dir();
         std::fs::create_dir_all(&dir)?;
         std::fs::write(
             dir.join("config.toml"),
             format!("difficulty = {DIFFICULTY}\nlocal_network = true\n"),
         )?;
-        self.uplink(&["access", "create", "--bootstrap", &self.seed])?;
+        let created = self.uplink(&["access", "create", "--bootstrap", &self.seed])?;
+        // The grant is the last line printed.
+        self.grant = created
+            .stdout
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or_default()
+            .to_owned();
         self.uplink(&["mb", &format!("shoal://{BUCKET}")])?;
         Ok(())
     }
@@ -366,6 +418,17 @@ impl ProcessNetwork {
     /// [`ProcessNetwork::uplink`] that also accepts the exit codes in `accept` (e.g. the
     /// documented statuses of `check` and `repair`).
     pub fn uplink_accepting(&self, args: &[&str], accept: &[i32]) -> anyhow::Result<Usage> {
+        self.uplink_in(&self.config_dir(), args, accept)
+    }
+
+    /// `uplink ARGS` with config dir `config_dir` (another writer or machine of the same
+    /// grant); fails unless its exit code is in `accept`.
+    pub fn uplink_in(
+        &self,
+        config_dir: &Path,
+        args: &[&str],
+        accept: &[i32],
+    ) -> anyhow::Result<Usage> {
         let nodes_before = self.nodes_cpu();
         let t = Instant::now();
         // SHOAL_BENCH_PERF_DIR=DIR: record each uplink command with `perf record -g`
@@ -405,7 +468,7 @@ impl ProcessNetwork {
         };
         let mut child = cmd
             .args(args)
-            .env("SHOAL_CONFIG_DIR", self.config_dir())
+            .env("SHOAL_CONFIG_DIR", config_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -109,7 +109,7 @@ async fn start_node(
 ) -> anyhow::Result<(NodeProcess, NodeId, SocketAddr)> {
     let (bins, dir) = (bins.clone(), dir.to_owned());
     let (process, pinned) =
-        tokio::task::spawn_blocking(move || run_node(&bins, &dir, i + 1)).await??;
+        tokio::task::spawn_blocking(move || run_node(&bins, &dir, i + 1, None)).await??;
     let (id, grpc) = parse_pinned(&pinned)?;
     Ok((process, id, grpc))
 }
