@@ -67,13 +67,16 @@ fn check_all(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_restarted_every_config_dir_works_and_a_fresh_import_recovers_every_object() {
+    // Built before the clock starts (a cold build takes minutes).
+    let bins = Binaries {
+        storage_node: build_binary("storage-node", "storage-node")
+            .unwrap()
+            .expect("this test runs the storage-node binary: run it through cargo test"),
+        uplink: build_binary("uplink", "uplink")
+            .unwrap()
+            .expect("this test runs the uplink binary: run it through cargo test"),
+    };
     let run = async {
-        let bins = Binaries {
-            storage_node: build_binary("storage-node", "storage-node")?
-                .context("this test runs the storage-node binary: run it through cargo test")?,
-            uplink: build_binary("uplink", "uplink")?
-                .context("this test runs the uplink binary: run it through cargo test")?,
-        };
         let mut net = ProcessNetwork::start(bins, NODES)?;
         net.settle().await?;
         let src = net.scratch("src")?;
