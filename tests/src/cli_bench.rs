@@ -344,7 +344,11 @@ impl ProcessNetwork {
 
     /// Runs `uplink --config-dir DIR ARGS` (another config dir of this network):
     /// whether it succeeded, its stdout and its stderr.
-    pub fn uplink_in(&self, dir: &Path, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    pub fn uplink_output(
+        &self,
+        dir: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<(bool, String, String)> {
         std::fs::create_dir_all(dir)?;
         let config = dir.join("config.toml");
         if !config.exists() {

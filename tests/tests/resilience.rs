@@ -101,14 +101,14 @@ async fn scenario(bins: Binaries) {
         .unwrap();
     let net = Arc::new({
         let (ok, _, err) = net
-            .uplink_in(&other, &["access", "import", &grant])
+            .uplink_output(&other, &["access", "import", &grant])
             .unwrap();
         assert!(ok, "{err}");
-        let (ok, _, err) = net.uplink_in(&other, &["mb", "shoal://mine"]).unwrap();
+        let (ok, _, err) = net.uplink_output(&other, &["mb", "shoal://mine"]).unwrap();
         assert!(ok, "{err}");
         let one = tree.join("f00");
         let (ok, _, err) = net
-            .uplink_in(
+            .uplink_output(
                 &other,
                 &["cp", one.to_str().unwrap(), "shoal://mine/before"],
             )
@@ -177,7 +177,7 @@ async fn scenario(bins: Binaries) {
     let (o, w, oth) = (one.clone(), work.clone(), other.clone());
     blocking(&net, move |n| {
         let run = |args: &[&str]| {
-            let (ok, out, err) = n.uplink_in(&oth, args).unwrap();
+            let (ok, out, err) = n.uplink_output(&oth, args).unwrap();
             assert!(ok, "uplink {args:?} failed: {err}");
             out
         };
@@ -199,19 +199,19 @@ async fn scenario(bins: Binaries) {
     .unwrap();
     let g = grant.clone();
     blocking(&net, move |n| {
-        let (ok, _, err) = n.uplink_in(&fresh, &["access", "import", &g]).unwrap();
+        let (ok, _, err) = n.uplink_output(&fresh, &["access", "import", &g]).unwrap();
         assert!(!ok, "import through a dead bootstrap node succeeded");
         assert!(err.contains("bootstrap"), "{err}");
         let (ok, out, err) = n
-            .uplink_in(
+            .uplink_output(
                 &fresh,
                 &["access", "import", "--force", "--bootstrap", &live, &g],
             )
             .unwrap();
         assert!(ok, "{err}");
-        let (_, status, _) = n.uplink_in(&fresh, &["catalog", "status"]).unwrap();
+        let (_, status, _) = n.uplink_output(&fresh, &["catalog", "status"]).unwrap();
         assert!(out.contains("1 buckets, 2 objects"), "{out}{err}{status}");
-        let (ok, out, err) = n.uplink_in(&fresh, &["ls", "shoal://mine/"]).unwrap();
+        let (ok, out, err) = n.uplink_output(&fresh, &["ls", "shoal://mine/"]).unwrap();
         assert!(ok, "{err}");
         assert!(out.contains("after") && out.contains("before"), "{out}");
     })
