@@ -1109,6 +1109,19 @@ fn plan_cp(env: &Env, args: &CpArgs) -> Result<Vec<Transfer>> {
 /// Longest `cp` waits after its transfers for the deletion of late long-tail pieces.
 const LATE_PIECE_WAIT: Duration = Duration::from_secs(5);
 
+/// The read buffer for a file of `size` bytes: 1 MiB, or the file and a byte (to see
+/// its end) when smaller. The buffer is zeroed when made: a 1 MiB buffer for each file
+/// of a `cp -r` of small files was a fifth of its CPU time (perf, 3,000 × 100 B).
+fn read_buffer(size: Option<u64>) -> usize {
+    const MAX: usize = 1 << 20;
+    size.map_or(MAX, |s| {
+        usize::try_from(s)
+            .unwrap_or(MAX)
+            .saturating_add(1)
+            .clamp(8 << 10, MAX)
+    })
+}
+
 async fn cp(env: &Env, args: CpArgs) -> Result<()> {
     let transfers = plan_cp(env, &args)?;
     let expires = args.expires.as_deref().map(parse_duration).transpose()?;
@@ -1193,7 +1206,7 @@ async fn transfer(
                         .put(
                             &to.bucket,
                             &to.key,
-                            tokio::io::BufReader::with_capacity(1 << 20, file),
+                            tokio::io::BufReader::with_capacity(read_buffer(size), file),
                             opts,
                         )
                         .await
@@ -1333,6 +1346,14 @@ async fn rm(env: &Env, location: &str, recursive: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_small_file_gets_a_small_read_buffer() {
+        assert_eq!(read_buffer(Some(100)), 8 << 10);
+        assert_eq!(read_buffer(Some(64 << 10)), (64 << 10) + 1);
+        assert_eq!(read_buffer(Some(5 << 30)), 1 << 20);
+        assert_eq!(read_buffer(None), 1 << 20, "unknown size: the largest");
+    }
 
     #[test]
     fn locations_ranges_and_durations_parse() {

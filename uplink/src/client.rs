@@ -295,10 +295,15 @@ impl Uplink {
             version,
             value,
         })?;
+        self.changed();
+        Ok(())
+    }
+
+    /// Counts a change for the publisher (which publishes once enough are queued).
+    fn changed(&self) {
         if let Some(s) = &self.inner.sync {
             s.changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
-        Ok(())
     }
 
     pub(crate) fn object_key(bucket: &str, key: &str) -> EntryKey {
@@ -548,9 +553,10 @@ impl Uplink {
                 &object_key,
             ),
             content,
-            version: self.inner.catalog.next_version()?,
+            // Set when it is recorded.
+            version: Version::default(),
         };
-        self.replace(&bucket, &key, &entry).await?;
+        let entry = self.replace(&bucket, entry, |_| {}).await?;
         self.inner.metrics.bytes_uploaded.inc_by(size);
         Ok(PutReport {
             entry,
@@ -559,20 +565,22 @@ impl Uplink {
         })
     }
 
-    /// Records `entry` at `bucket/key` and deletes the pieces of the entry it replaced
-    /// (unless another entry shares them).
-    async fn replace(&self, bucket: &str, key: &str, entry: &ObjectEntry) -> Result<(), Error> {
-        let previous = self.inner.catalog.object(bucket, key)?;
-        self.change(
-            Self::object_key(bucket, key),
-            entry.version,
-            Value::Object(entry.clone()),
-        )?;
+    /// Records `entry` at `bucket/{entry.key}` under a fresh version (`finish` sees it
+    /// with the version set), and deletes the pieces of the entry it replaced (unless
+    /// another entry shares them). Returns the entry as recorded.
+    async fn replace(
+        &self,
+        bucket: &str,
+        entry: ObjectEntry,
+        finish: impl FnOnce(&mut ObjectEntry),
+    ) -> Result<ObjectEntry, Error> {
+        let (entry, previous) = self.inner.catalog.put_object_local(bucket, entry, finish)?;
+        self.changed();
         if let Some(old) = previous {
             // Best effort: pieces we cannot delete now expire with their lease.
             let _ = crate::upload::delete_pieces(&self.inner, &old).await;
         }
-        Ok(())
+        Ok(entry)
     }
 
     /// Drops staged content that will not be committed: deletes its pieces.
@@ -686,9 +694,10 @@ impl Uplink {
                 parts: infos,
                 segments,
             },
-            version: self.inner.catalog.next_version()?,
+            // Set when it is recorded.
+            version: Version::default(),
         };
-        self.replace(bucket, key, &entry).await?;
+        let entry = self.replace(bucket, entry, |_| {}).await?;
         self.inner.metrics.bytes_uploaded.inc_by(size);
         Ok(PutReport {
             requested: self.inner.config.scheme,
@@ -719,11 +728,8 @@ impl Uplink {
         if let Some(m) = metadata {
             entry.metadata = m;
         }
-        let version = self.inner.catalog.next_version()?;
-        entry.modified_ms = version.hlc.millis();
-        entry.version = version;
-        self.replace(to_bucket, to_key, &entry).await?;
-        Ok(entry)
+        self.replace(to_bucket, entry, |e| e.modified_ms = e.version.hlc.millis())
+            .await
     }
 
     /// The entry of `bucket/key` with its keys (and its parts' keys) wrapped for

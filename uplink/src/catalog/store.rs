@@ -241,6 +241,9 @@ fn connect(file: &Path) -> Result<Connection, rusqlite::Error> {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     c.busy_timeout(BUSY_TIMEOUT)?;
+    // Room for every statement of the catalog, the sync state and the gateway's
+    // multipart records (the default, 16, made the per-object path re-parse).
+    c.set_prepared_statement_cache_capacity(64);
     // WAL: readers never wait for the writer, and several processes share the file.
     // NORMAL: a commit survives the process crashing; `Db::flush` makes it survive the
     // machine crashing too (the durability points: before a publish, before a part is
