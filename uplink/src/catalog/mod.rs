@@ -48,12 +48,14 @@ pub enum CatalogError {
     #[error("catalog database error: {0}")]
     Db(#[from] rusqlite::Error),
     #[error(
-        "the catalog database {} stayed locked by another process for {} s; is an uplink process stuck? (the lock goes when that process exits)",
-        file.display(), waited.as_secs()
+        "the catalog database {} stayed locked by another process for {} s; {}",
+        file.display(), waited.as_secs(), store::describe_holders(holders)
     )]
     Busy {
         file: PathBuf,
         waited: std::time::Duration,
+        /// Other processes that had the file open when the wait ended (pid, command).
+        holders: Vec<(u32, String)>,
     },
     #[error(
         "the catalog database {} has schema version {found}, newer than this uplink knows ({known}): upgrade uplink",

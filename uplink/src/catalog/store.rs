@@ -408,10 +408,69 @@ fn busy_or(file: &Path, e: rusqlite::Error) -> CatalogError {
         CatalogError::Busy {
             file: file.to_path_buf(),
             waited: BUSY_TIMEOUT,
+            holders: holders_of(file),
         }
     } else {
         CatalogError::Db(e)
     }
+}
+
+/// Other processes that have `file` open (pid, command line), read from `/proc`: SQLite
+/// cannot say who holds its lock, but one of these does. Empty where `/proc` is not.
+pub fn holders_of(file: &Path) -> Vec<(u32, String)> {
+    let Ok(target) = file.canonicalize() else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        let has = fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == target));
+        if has {
+            let cmd = std::fs::read(p.path().join("cmdline"))
+                .map(|raw| {
+                    raw.split(|b| *b == 0)
+                        .filter(|a| !a.is_empty())
+                        .map(|a| String::from_utf8_lossy(a).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            out.push((pid, cmd));
+        }
+        if out.len() >= 8 {
+            break;
+        }
+    }
+    out
+}
+
+/// The holders for a message: who to look at, or what to check when none is known.
+pub fn describe_holders(holders: &[(u32, String)]) -> String {
+    if holders.is_empty() {
+        return "is an uplink process stuck? (the lock goes when that process exits)".into();
+    }
+    let list: Vec<String> = holders
+        .iter()
+        .map(|(pid, cmd)| format!("pid {pid} ({cmd})"))
+        .collect();
+    format!(
+        "processes with it open: {}; the lock goes when the one holding it finishes or exits",
+        list.join(", ")
+    )
 }
 
 /// Who holds the publish lock, as its holder wrote it into the lock file.
@@ -539,6 +598,36 @@ mod tests {
         assert_eq!(who.pid, std::process::id());
         drop(held);
         assert!(PublishLock::try_take(db.dir()).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_busy_database_names_the_processes_that_have_it_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .stdin(std::fs::File::open(db.file()).unwrap())
+            .spawn()
+            .unwrap();
+        let holders = holders_of(db.file());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            holders
+                .iter()
+                .any(|(pid, cmd)| *pid == child.id() && cmd == "sleep 30"),
+            "{holders:?}"
+        );
+        let e = CatalogError::Busy {
+            file: db.file().to_path_buf(),
+            waited: BUSY_TIMEOUT,
+            holders,
+        };
+        assert!(
+            e.to_string()
+                .contains(&format!("pid {} (sleep 30)", child.id())),
+            "{e}"
+        );
     }
 
     #[test]
