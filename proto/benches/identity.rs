@@ -31,11 +31,13 @@ fn generation(c: &mut Criterion) {
 fn sign_verify(c: &mut Criterion) {
     let id = Identity::random();
     let body = DeleteOrder {
+        header: shoal_proto::messages::OrderHeader {
+            node_id: NodeId([2; 32]),
+            owner_key: *id.public_key(),
+            timestamp_ms: 1,
+            nonce: shoal_proto::Nonce([4; 16]),
+        },
         piece_id: PieceId::derive(&SegmentRoot([1; 32]), &NodeId([2; 32]), 3),
-        node_id: NodeId([2; 32]),
-        owner_key: *id.public_key(),
-        timestamp_ms: 1,
-        nonce: shoal_proto::Nonce([4; 16]),
     };
     c.bench_function("sign_delete_order", |b| {
         b.iter(|| Signed::sign(body.clone(), &id).unwrap())

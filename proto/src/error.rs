@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::signing::Domain;
+use crate::domain::Domain;
 
 /// Why a protobuf message was rejected on its way into a domain type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,7 +68,7 @@ pub enum IdentityError {
         actual: u32,
         required: u32,
     },
-    #[error("difficulty {0} is above the maximum of {max}", max = crate::identity::MAX_DIFFICULTY)]
+    #[error("difficulty {0} is above the maximum of {max}", max = crate::limits::MAX_DIFFICULTY)]
     DifficultyTooHigh(u32),
     #[error("identity generation was cancelled")]
     Cancelled,

@@ -29,8 +29,7 @@ use crate::ids::{NodeId, PublicKey};
 /// within 32 s and 99.9% within 48 s, under a minute on one core.
 pub const DEFAULT_DIFFICULTY: u32 = 19;
 
-/// Highest difficulty accepted: 2^32 attempts is already about a day of one core.
-pub const MAX_DIFFICULTY: u32 = 32;
+pub use crate::limits::MAX_DIFFICULTY;
 
 const KEY_FILE_MAGIC: &[u8; 8] = b"SHOALID1";
 const KEY_FILE_LEN: usize = 8 + 32 + 8;

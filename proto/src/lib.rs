@@ -5,9 +5,11 @@
 //!   `TryFrom` into the domain types of [`messages`], which reject malformed input.
 //! - [`ids`]: fixed-size identifiers ([`NodeId`], [`PieceId`]), keys and signatures.
 //! - [`identity`]: ed25519 key pairs, node-id proof of work and key files.
+//! - [`domain`]: what a signature is for, one tag per signed message kind.
 //! - [`signing`]: domain-separated signatures over one canonical byte encoding, and
 //!   [`Signed<T>`], a value whose signature has been checked.
-//! - [`messages`]: orders, receipts, node records and mutable records.
+//! - [`messages`]: the order envelope ([`messages::OrderHeader`], [`messages::Order`]),
+//!   the orders, receipts, node records and mutable records.
 //! - [`piece_hash`]: per-block BLAKE3 hashes of a piece and the root they hash to.
 //! - [`limits`]: every bound applied to what comes from the network.
 //! - [`tls`]: TLS 1.3 whose certificate key is the node identity, pinned by node id.
@@ -15,8 +17,22 @@
 //! - [`time`]: unix-millisecond clock helpers and the freshness window for orders.
 //! - [`fuzz`]: the fuzz input generator every crate's decoder targets share, and this
 //!   crate's targets.
+//!
+//! Imports point down only: each row uses only rows below it (checked for cycles by a
+//! script that graphs the `crate::` and `super::` paths of every module).
+//!
+//! ```text
+//!   fuzz
+//!   messages     (order <- orders <- pieces; records)
+//!   signing      tls
+//!   identity     piece_hash
+//!   ids
+//!   error
+//!   domain       limits     address     time     pb
+//! ```
 
 pub mod address;
+pub mod domain;
 pub mod error;
 pub mod fuzz;
 pub mod identity;

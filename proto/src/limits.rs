@@ -1,6 +1,8 @@
 //! Bounds on everything that arrives from the network. Conversions in
 //! [`crate::messages`] enforce the field limits; servers enforce the stream limits.
 
+/// Highest node-id difficulty accepted: 2^32 attempts is already about a day of one core.
+pub const MAX_DIFFICULTY: u32 = 32;
 /// Largest gRPC message a Shoal server or client accepts (encoded). Room for an audit
 /// response: one whole block of up to [`MAX_BLOCK_SIZE`] plus the piece's hash list
 /// (32 hashes at that block size) and framing.

@@ -5,6 +5,31 @@ use std::path::PathBuf;
 use shoal_proto::time::Freshness;
 use shoal_proto::{IdentityError, NodeId, PieceId, WireError};
 
+/// Why the metadata database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(
+        "{path} has schema version {found}, newer than this storage-node knows ({known}); run the newer version"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: usize,
+    },
+    #[error("cannot migrate the sled metadata in {path}: {source}")]
+    Sled {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("cannot migrate the sled metadata in {path}: {detail}")]
+    SledData { path: PathBuf, detail: String },
+    #[error("tag of {len} bytes is over the limit of {max}", max = shoal_proto::limits::MAX_PIECE_TAG)]
+    TagTooLong { len: usize },
+}
+
 /// Why a piece-store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -85,7 +110,7 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("metadata database: {0}")]
-    Db(#[from] crate::meta::DbError),
+    Db(#[from] DbError),
     #[error("metadata of piece {piece} is corrupt: {detail}")]
     Corrupt { piece: String, detail: &'static str },
     #[error("identity: {0}")]
@@ -144,7 +169,7 @@ impl Error {
             Error::Cancelled => "cancelled",
             Error::Stream(_) => "stream",
             Error::Io { .. } => "io",
-            Error::Db(crate::meta::DbError::TagTooLong { .. }) => "tag_too_long",
+            Error::Db(DbError::TagTooLong { .. }) => "tag_too_long",
             Error::Db(_) => "db",
             Error::Corrupt { .. } => "corrupt",
             Error::Identity(_)
@@ -172,7 +197,7 @@ impl From<Error> for tonic::Status {
             | Error::HashMismatch
             | Error::TrailerMismatch(_)
             | Error::Expired { .. }
-            | Error::Db(crate::meta::DbError::TagTooLong { .. })
+            | Error::Db(DbError::TagTooLong { .. })
             | Error::ZeroMaxSize => Code::InvalidArgument,
             Error::NotOwner(_) => Code::PermissionDenied,
             // The uplink acts on these two codes: it renews at the node's limit (given in

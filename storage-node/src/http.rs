@@ -34,8 +34,8 @@ use shoal_proto::PublicKey;
 
 use crate::error::Error;
 use crate::metrics::TOP_OWNERS;
-use crate::node::NodeState;
 use crate::size::ByteSize;
+use crate::state::NodeState;
 use crate::store::Usage;
 
 /// What `/api/status` returns (and `storage-node info` prints).

@@ -42,21 +42,41 @@
 //! Values are stored as SQLite's signed 64-bit integers; a `u64` past `i64::MAX` (an
 //! expiry in the year 292 million, `u64::MAX` meaning "never") is stored as `i64::MAX`
 //! and read back as `u64::MAX`.
+//!
+//! This module holds [`MetaDb`] and its piece, counter, owner and trash calls; its
+//! children hold the rest, each importing only from this module (and `dht` from `row`):
+//!
+//! ```text
+//!   meta (MetaDb: pieces, counters, owners, trash, flush)
+//!    ^-- schema       SCHEMA, connect, migrate
+//!    ^-- row          u64 <-> i64, a pieces row checked into a PieceMeta
+//!    ^-- stall        DB calls in flight (MetaDb::stall)
+//!    ^-- dht  --> row DHT records and known peers
+//!    ^-- sled_import  the one-time migration from sled
+//! ```
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use shoal_proto::piece_hash::PieceInfo;
 use shoal_proto::{PieceHash, PieceId, PublicKey};
 
+pub use crate::error::DbError;
 use crate::error::Error;
 
+mod dht;
+mod row;
+mod schema;
 mod sled_import;
+mod stall;
+
+use row::{META_COLUMNS, RawMeta, from_sql, id32, to_sql};
+pub use schema::SCHEMA;
+use schema::{connect, migrate};
+use stall::StallWatch;
 
 /// The metadata file's name in the storage directory.
 pub const DB_FILE: &str = "metadata.sqlite";
@@ -67,74 +87,6 @@ pub const SLED_DIR: &str = "meta";
 /// to remove; nothing reads it again).
 pub const SLED_MIGRATED_DIR: &str = "meta.sled-migrated";
 
-/// The schema, one entry per version: entry `i` takes a database from `user_version`
-/// `i` to `i + 1`. Only ever append.
-pub const SCHEMA: &[&str] = &[
-    // Version 1.
-    r#"
-CREATE TABLE pieces (
-    id            BLOB    NOT NULL PRIMARY KEY, -- piece id, 32 bytes
-    owner         BLOB    NOT NULL,             -- uploader's ed25519 public key, 32 bytes
-    size          INTEGER NOT NULL,             -- bytes
-    block_size    INTEGER NOT NULL,             -- bytes per hashed block
-    piece_hash    BLOB    NOT NULL,             -- 32 bytes: root over the block hashes
-    block_hashes  BLOB    NOT NULL,             -- 32 bytes per block, in order
-    created_at_ms INTEGER NOT NULL,             -- Unix ms
-    expires_at_ms INTEGER NOT NULL,             -- Unix ms: the lease's end
-    tag           BLOB    NOT NULL DEFAULT x''  -- opaque, at most 128 bytes, from the order
-);
-CREATE INDEX pieces_by_expiry ON pieces (expires_at_ms, id);
-CREATE INDEX pieces_by_owner ON pieces (owner, id);
-
--- The bytes of small pieces that have no file (crate::store::INLINE_MAX).
-CREATE TABLE inline_pieces (
-    id    BLOB NOT NULL PRIMARY KEY,
-    bytes BLOB NOT NULL
-);
-
--- Pieces whose row is gone but whose file may remain (a removal a crash interrupted).
-CREATE TABLE trash (id BLOB NOT NULL PRIMARY KEY) WITHOUT ROWID;
-
--- Charged bytes (size + 4096 each) and pieces: exactly the sums over `pieces`.
-CREATE TABLE counters (
-    id     INTEGER PRIMARY KEY CHECK (id = 0),
-    used   INTEGER NOT NULL,
-    pieces INTEGER NOT NULL
-);
-INSERT INTO counters (id, used, pieces) VALUES (0, 0, 0);
-
--- The same per owner; an owner with no piece left has no row.
-CREATE TABLE owners (
-    owner  BLOB    NOT NULL PRIMARY KEY,
-    bytes  INTEGER NOT NULL,
-    pieces INTEGER NOT NULL
-) WITHOUT ROWID;
-
--- DHT records this node holds (opaque to the store), kept across restarts.
-CREATE TABLE dht_records (
-    key           BLOB    NOT NULL PRIMARY KEY, -- 32 bytes
-    record        BLOB    NOT NULL,
-    expires_at_ms INTEGER NOT NULL
-);
-CREATE INDEX dht_records_by_expiry ON dht_records (expires_at_ms);
-
--- Peers this node has verified (opaque records), the newest MAX_KNOWN_PEERS.
-CREATE TABLE known_peers (
-    node_id      BLOB    NOT NULL PRIMARY KEY, -- 32 bytes
-    record       BLOB    NOT NULL,
-    last_seen_ms INTEGER NOT NULL
-);
-CREATE INDEX known_peers_by_last_seen ON known_peers (last_seen_ms);
-
--- Small named values: 'syncs' (bumped by every durable flush), 'sled_migrated_at_ms'.
-CREATE TABLE node_info (
-    key   TEXT    NOT NULL PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-INSERT INTO node_info (key, value) VALUES ('syncs', 0);
-"#,
-];
-
 /// Bytes every stored piece is charged on top of its size, in the allocation and in its
 /// owner's total: one file-system block (4 KiB on ext4 and xfs) for the file's inode,
 /// directory entry and tail, and the piece's metadata record (about 100 bytes plus 32
@@ -142,50 +94,18 @@ INSERT INTO node_info (key, value) VALUES ('syncs', 0);
 /// a database record while counting as (almost) nothing.
 pub const PIECE_OVERHEAD: u64 = 4096;
 
-/// Longest tag a piece may carry (bytes).
-pub const MAX_TAG: usize = 128;
+/// Longest tag a piece may carry (bytes): the protocol's limit.
+pub const MAX_TAG: usize = shoal_proto::limits::MAX_PIECE_TAG;
 
 /// Most peers [`MetaDb::put_known_peers`] keeps (the newest by last seen).
 pub const MAX_KNOWN_PEERS: usize = 256;
 
-/// How long a call waits for a lock another process holds (the `sqlite3` shell, `storage-node
-/// info`) before it fails.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Read connections kept open between calls.
 const MAX_IDLE_READERS: usize = 8;
-
-/// SQLite's page cache per connection, in KiB (negative `cache_size` means KiB).
-const CACHE_KIB: i64 = 16 * 1024;
 
 /// What a piece of `size` bytes is charged.
 pub fn charged(size: u64) -> u64 {
     size.saturating_add(PIECE_OVERHEAD)
-}
-
-/// Why the metadata database failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    #[error("{0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error(
-        "{path} has schema version {found}, newer than this storage-node knows ({known}); run the newer version"
-    )]
-    TooNew {
-        path: PathBuf,
-        found: i64,
-        known: usize,
-    },
-    #[error("cannot migrate the sled metadata in {path}: {source}")]
-    Sled {
-        path: PathBuf,
-        #[source]
-        source: sled::Error,
-    },
-    #[error("cannot migrate the sled metadata in {path}: {detail}")]
-    SledData { path: PathBuf, detail: String },
-    #[error("tag of {len} bytes is over the limit of {MAX_TAG}")]
-    TagTooLong { len: usize },
 }
 
 impl From<rusqlite::Error> for Error {
@@ -230,123 +150,6 @@ pub struct Counters {
     pub pieces: u64,
 }
 
-fn to_sql(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn from_sql(v: i64) -> u64 {
-    if v == i64::MAX {
-        u64::MAX
-    } else {
-        u64::try_from(v).unwrap_or(0)
-    }
-}
-
-fn id32(bytes: &[u8]) -> Option<[u8; 32]> {
-    <[u8; 32]>::try_from(bytes).ok()
-}
-
-/// A `pieces` row as read, before its fields are checked.
-struct RawMeta {
-    owner: Vec<u8>,
-    size: i64,
-    block_size: i64,
-    piece_hash: Vec<u8>,
-    block_hashes: Vec<u8>,
-    created_at_ms: i64,
-    expires_at_ms: i64,
-    tag: Vec<u8>,
-}
-
-/// The columns [`RawMeta::read`] reads, in order.
-const META_COLUMNS: &str =
-    "owner, size, block_size, piece_hash, block_hashes, created_at_ms, expires_at_ms, tag";
-
-impl RawMeta {
-    fn read(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Self> {
-        Ok(Self {
-            owner: row.get(first)?,
-            size: row.get(first + 1)?,
-            block_size: row.get(first + 2)?,
-            piece_hash: row.get(first + 3)?,
-            block_hashes: row.get(first + 4)?,
-            created_at_ms: row.get(first + 5)?,
-            expires_at_ms: row.get(first + 6)?,
-            tag: row.get(first + 7)?,
-        })
-    }
-
-    fn decode(self, piece: &PieceId) -> Result<PieceMeta, Error> {
-        let corrupt = |detail| Error::Corrupt {
-            piece: piece.to_hex(),
-            detail,
-        };
-        let owner =
-            PublicKey::from_bytes("owner", &self.owner).map_err(|_| corrupt("bad owner key"))?;
-        let piece_hash =
-            PieceHash(id32(&self.piece_hash).ok_or_else(|| corrupt("bad piece hash"))?);
-        if !self.block_hashes.len().is_multiple_of(32) {
-            return Err(corrupt("block hash list has the wrong length"));
-        }
-        let block_hashes = self
-            .block_hashes
-            .chunks_exact(32)
-            .filter_map(id32)
-            .collect();
-        Ok(PieceMeta {
-            owner,
-            info: PieceInfo {
-                size: u64::try_from(self.size).map_err(|_| corrupt("negative size"))?,
-                block_size: u32::try_from(self.block_size)
-                    .map_err(|_| corrupt("block size out of range"))?,
-                block_hashes,
-            },
-            piece_hash,
-            created_at_ms: from_sql(self.created_at_ms),
-            expires_at_ms: from_sql(self.expires_at_ms),
-            tag: self.tag,
-        })
-    }
-}
-
-/// DB calls in flight and when each started (see [`MetaDb::stall`]).
-#[derive(Debug, Default)]
-struct StallWatch {
-    next: AtomicU64,
-    calls: Mutex<HashMap<u64, (Instant, &'static str)>>,
-}
-
-impl StallWatch {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, (Instant, &'static str)>> {
-        // A map of start times: still valid after a panic elsewhere.
-        self.calls.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn enter(&self, what: &'static str) -> StallGuard<'_> {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(id, (Instant::now(), what));
-        StallGuard { watch: self, id }
-    }
-
-    fn longest(&self) -> Option<(Duration, &'static str)> {
-        self.lock()
-            .values()
-            .map(|(started, what)| (started.elapsed(), *what))
-            .max_by_key(|(d, _)| *d)
-    }
-}
-
-struct StallGuard<'a> {
-    watch: &'a StallWatch,
-    id: u64,
-}
-
-impl Drop for StallGuard<'_> {
-    fn drop(&mut self) {
-        self.watch.lock().remove(&self.id);
-    }
-}
-
 /// The write connection, and whether it committed anything since the last flush.
 struct Writer {
     conn: Connection,
@@ -372,46 +175,6 @@ impl fmt::Debug for MetaDb {
             .field("path", &self.inner.path)
             .finish_non_exhaustive()
     }
-}
-
-fn connect(path: &Path) -> Result<Connection, Error> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(Error::Db(DbError::Sqlite(rusqlite::Error::InvalidQuery)));
-    }
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
-    Ok(conn)
-}
-
-/// Applies the forward migrations `conn` lacks, in one transaction.
-fn migrate(conn: &mut Connection, path: &Path) -> Result<(), Error> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let current = usize::try_from(found).unwrap_or(usize::MAX);
-    if current > SCHEMA.len() {
-        return Err(Error::Db(DbError::TooNew {
-            path: path.to_owned(),
-            found,
-            known: SCHEMA.len(),
-        }));
-    }
-    if current == SCHEMA.len() {
-        return Ok(());
-    }
-    for step in &SCHEMA[current..] {
-        tx.execute_batch(step)?;
-    }
-    tx.pragma_update(None, "user_version", SCHEMA.len() as i64)?;
-    tx.commit()?;
-    Ok(())
 }
 
 impl MetaDb {
@@ -922,92 +685,6 @@ impl MetaDb {
             }
         }
         Ok(total)
-    }
-
-    /// Stores (or replaces) the DHT record under `key`, kept until `expires_at_ms`.
-    pub fn put_dht_record(
-        &self,
-        key: &[u8; 32],
-        record: &[u8],
-        expires_at_ms: u64,
-    ) -> Result<(), Error> {
-        self.write("put_dht_record", |tx| {
-            tx.prepare_cached(
-                "INSERT INTO dht_records (key, record, expires_at_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (key) DO UPDATE SET record = excluded.record,
-                     expires_at_ms = excluded.expires_at_ms",
-            )?
-            .execute(params![key.as_slice(), record, to_sql(expires_at_ms)])?;
-            Ok(())
-        })
-    }
-
-    pub fn remove_dht_record(&self, key: &[u8; 32]) -> Result<(), Error> {
-        self.write("remove_dht_record", |tx| {
-            tx.prepare_cached("DELETE FROM dht_records WHERE key = ?1")?
-                .execute([key.as_slice()])?;
-            Ok(())
-        })
-    }
-
-    /// Up to `limit` DHT records not expired at `now_ms` (record bytes, expiry), in key
-    /// order.
-    pub fn dht_records(&self, now_ms: u64, limit: usize) -> Result<Vec<(Vec<u8>, u64)>, Error> {
-        self.read("dht_records", |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT record, expires_at_ms FROM dht_records WHERE expires_at_ms > ?1
-                 ORDER BY key LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![to_sql(now_ms), to_sql(limit as u64)], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, from_sql(r.get(1)?)))
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
-    }
-
-    /// Removes the DHT records expired at `now_ms`; returns how many.
-    pub fn remove_expired_dht_records(&self, now_ms: u64) -> Result<usize, Error> {
-        self.write("remove_expired_dht_records", |tx| {
-            Ok(tx
-                .prepare_cached("DELETE FROM dht_records WHERE expires_at_ms <= ?1")?
-                .execute([to_sql(now_ms)])?)
-        })
-    }
-
-    /// Records verified peers (node id, opaque record, last seen ms), replacing what was
-    /// known of them, and keeps only the newest [`MAX_KNOWN_PEERS`] by last seen.
-    pub fn put_known_peers(&self, peers: &[([u8; 32], Vec<u8>, u64)]) -> Result<(), Error> {
-        self.write("put_known_peers", |tx| {
-            let mut put = tx.prepare_cached(
-                "INSERT INTO known_peers (node_id, record, last_seen_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (node_id) DO UPDATE SET record = excluded.record,
-                     last_seen_ms = excluded.last_seen_ms",
-            )?;
-            for (id, record, seen) in peers {
-                put.execute(params![id.as_slice(), record, to_sql(*seen)])?;
-            }
-            tx.prepare_cached(
-                "DELETE FROM known_peers WHERE node_id NOT IN (
-                     SELECT node_id FROM known_peers
-                     ORDER BY last_seen_ms DESC, node_id LIMIT ?1)",
-            )?
-            .execute([MAX_KNOWN_PEERS as i64])?;
-            Ok(())
-        })
-    }
-
-    /// Up to `limit` known peers (record, last seen ms), newest first.
-    pub fn known_peers(&self, limit: usize) -> Result<Vec<(Vec<u8>, u64)>, Error> {
-        self.read("known_peers", |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT record, last_seen_ms FROM known_peers
-                 ORDER BY last_seen_ms DESC, node_id LIMIT ?1",
-            )?;
-            let rows = stmt.query_map([to_sql(limit as u64)], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, from_sql(r.get(1)?)))
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
     }
 }
 

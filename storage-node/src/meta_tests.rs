@@ -1,5 +1,6 @@
 use super::*;
 use shoal_proto::Identity;
+use std::time::Instant;
 
 pub(crate) fn meta(size: u64, expires_at_ms: u64) -> PieceMeta {
     let owner = *Identity::from_seed([3; 32]).public_key();

@@ -13,10 +13,9 @@ use std::time::Duration;
 use prometheus::Registry;
 use satellite_free_discovery::core::rate::RateConfig;
 use satellite_free_discovery::{Dht, DhtConfig, DhtHandle, Mode, RecordFields};
-use shoal_proto::messages::NodeRecord;
 use shoal_proto::time::unix_ms;
 use shoal_proto::tls::{self, PinnedPeer};
-use shoal_proto::{Identity, NodeId, Signed};
+use shoal_proto::{Identity, NodeId};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -31,6 +30,7 @@ use crate::error::Error;
 use crate::metrics::NodeMetrics;
 use crate::net::{ConnectionLimits, Killable};
 use crate::service::{PieceStoreService, ServiceLimits};
+pub use crate::state::NodeState;
 use crate::store::{PieceStore, Recovery, StoreOptions};
 
 /// How long shutdown lets gRPC streams finish before cutting their connections.
@@ -40,51 +40,6 @@ const RPC_DRAIN: Duration = Duration::from_secs(5);
 const EXPIRY_BATCH: usize = 10_000;
 /// A metadata call running this long is logged as stalled (every second until it ends).
 const DB_STALL_WARN: Duration = Duration::from_secs(5);
-
-/// What the HTTP pages and the DHT need to know about the node.
-#[derive(Debug)]
-pub struct NodeState {
-    pub identity: Arc<Identity>,
-    pub store: Arc<PieceStore>,
-    pub metrics: NodeMetrics,
-    /// The node's registry: `/metrics` serves everything registered in it, so other
-    /// components (the DHT) register their metrics here.
-    pub registry: Registry,
-    pub grpc_addr: SocketAddr,
-    pub http_addr: SocketAddr,
-    pub external_address: Option<String>,
-    /// Where peers dial this node: `external_address` resolved, else the bound gRPC
-    /// address when it is a concrete IP. Goes into the node record.
-    pub advertised: Vec<SocketAddr>,
-    pub started_at_ms: u64,
-}
-
-impl NodeState {
-    /// The node's signed record for the DHT: advertised addresses, free space, version,
-    /// start time. Fails when the node has no dialable address (listening on 0.0.0.0
-    /// without `external_address`).
-    pub fn node_record(&self) -> Result<Signed<NodeRecord>, Error> {
-        if self.advertised.is_empty() {
-            return Err(Error::Protocol(
-                "no address to advertise: set external_address when listening on 0.0.0.0",
-            ));
-        }
-        let record = NodeRecord {
-            public_key: *self.identity.public_key(),
-            addresses: self
-                .advertised
-                .iter()
-                .take(shoal_proto::limits::MAX_ADDRESSES)
-                .copied()
-                .collect(),
-            free_space: self.store.free_space(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            started_at_ms: self.started_at_ms,
-            timestamp_ms: unix_ms(),
-        };
-        Ok(Signed::sign(record, &self.identity)?)
-    }
-}
 
 /// Builds the node's one gRPC server. Every service the node offers is added here, so
 /// they share one port.

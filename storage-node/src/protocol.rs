@@ -2,7 +2,7 @@
 //! fresh, does a trailer match its order, which bytes answer a range request. No I/O.
 
 use shoal_proto::limits::{MAX_CHUNK, ORDER_WINDOW_MS};
-use shoal_proto::messages::{UploadOrder, UploadTrailer};
+use shoal_proto::messages::{Order, UploadOrder, UploadTrailer};
 use shoal_proto::piece_hash::PieceInfo;
 use shoal_proto::time::check_fresh;
 use shoal_proto::{NodeId, PublicKey};
@@ -58,16 +58,21 @@ pub fn check_order(
     check_fresh(timestamp_ms, now_ms, ORDER_WINDOW_MS).map_err(Error::Stale)
 }
 
-/// Checks an upload order: addressed here, fresh, and a lease that has not already ended
-/// and ends within `max_lease_ms`.
-pub fn check_upload_order(
+/// Checks any order's envelope: addressed here and fresh ([`check_order`]), and, for an
+/// order that sets a lease (upload, renew), a lease that has not already ended and ends
+/// within `max_lease_ms` ([`check_lease`]).
+pub fn check_envelope<O: Order>(
     this: &NodeId,
-    order: &UploadOrder,
+    order: &O,
     now_ms: u64,
     max_lease_ms: u64,
 ) -> Result<(), Error> {
-    check_order(this, &order.node_id, order.timestamp_ms, now_ms)?;
-    check_lease(order.expires_at_ms, now_ms, max_lease_ms)
+    let h = order.header();
+    check_order(this, &h.node_id, h.timestamp_ms, now_ms)?;
+    match order.lease_ms() {
+        Some(expires_at_ms) => check_lease(expires_at_ms, now_ms, max_lease_ms),
+        None => Ok(()),
+    }
 }
 
 /// A lease must end in the future, and no later than `max_lease_ms` from now (the
@@ -90,7 +95,7 @@ pub fn check_trailer(order: &UploadOrder, trailer: &UploadTrailer) -> Result<(),
     if trailer.piece_id != order.piece_id {
         return Err(Error::TrailerMismatch("piece id differs from the order's"));
     }
-    if trailer.owner_key != order.owner_key {
+    if trailer.owner_key != order.header.owner_key {
         return Err(Error::TrailerMismatch("owner key differs from the order's"));
     }
     Ok(())

@@ -1,20 +1,26 @@
 //! The `PieceStore` gRPC service: converts wire messages into checked domain types once,
 //! applies [`crate::protocol`]'s checks, and drives the [`PieceStore`]. Disk work runs on
 //! blocking threads so that hashing and fsync never stall the runtime.
+//!
+//! Every handler starts with one [`PieceStoreService::accept`]: count the request, take
+//! one of the peer's stream slots, decode the order (shape and signature), and admit it
+//! (addressed here, fresh, a lease within `max_lease` when it sets one, never seen
+//! before). What follows in each handler is only what that order kind does.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shoal_proto::limits::MAX_CHUNK;
 use shoal_proto::messages::{
-    AuditOrder, DeleteOrder, DownloadOrder, ListPiecesOrder, Receipt, RenewOrder, UploadOrder,
-    UploadTrailer, required,
+    AuditOrder, DeleteOrder, DownloadOrder, ListPiecesOrder, Order, Receipt, RenewOrder,
+    UploadOrder, UploadTrailer, required,
 };
 use shoal_proto::pb::{self, piece_store_server, upload_request};
 use shoal_proto::time::unix_ms;
-use shoal_proto::{Identity, Signed};
+use shoal_proto::{Identity, Signed, WireError};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -181,22 +187,71 @@ impl PieceStoreService {
             ip,
         })
     }
+
+    /// What every handler does first, in this order: count the request as `op`, take one
+    /// of the peer's stream slots, decode the order that `wire` yields (shape and
+    /// signature), and admit it ([`Inner::admit`]). A refusal at any step is counted as
+    /// the request's failure.
+    async fn accept<O>(
+        &self,
+        op: &'static str,
+        remote: Option<SocketAddr>,
+        wire: impl Future<Output = Result<O::Wire, Error>>,
+    ) -> Result<Accepted<O>, Status>
+    where
+        O: Order,
+        Signed<O>: TryFrom<O::Wire, Error = WireError>,
+    {
+        let tracked = Tracked::start(&self.inner.metrics, op);
+        let permit = tracked.outcome(self.permit(remote))?;
+        let admitted = async {
+            let order: Signed<O> = wire.await?.try_into()?;
+            let now_ms = unix_ms();
+            self.inner.admit(&*order, now_ms)?;
+            Ok::<_, Error>((order, now_ms))
+        }
+        .await;
+        let (order, now_ms) = tracked.outcome(admitted)?;
+        Ok(Accepted {
+            tracked,
+            permit,
+            order,
+            now_ms,
+        })
+    }
+}
+
+/// An order that passed [`PieceStoreService::accept`], with what the handler still holds.
+struct Accepted<O> {
+    /// Counts the rest of the request's outcome.
+    tracked: Tracked,
+    /// The peer's stream slot, held until the request ends.
+    permit: PeerPermit,
+    order: Signed<O>,
+    /// The time the order was admitted at.
+    now_ms: u64,
+}
+
+/// The order of a unary request, which must be present.
+fn unary<W>(order: Option<W>) -> impl Future<Output = Result<W, Error>> {
+    std::future::ready(required("order", order).map_err(Error::from))
 }
 
 impl Inner {
     /// The checks every order passes before it is acted on, in this order: addressed
-    /// here and fresh (signature and shape were checked by the conversion), then never
-    /// seen before (the replay guard records it).
-    fn admit(
-        &self,
-        node_id: &shoal_proto::NodeId,
-        owner: &shoal_proto::PublicKey,
-        nonce: &shoal_proto::Nonce,
-        timestamp_ms: u64,
-        now_ms: u64,
-    ) -> Result<(), Error> {
-        protocol::check_order(&self.identity.node_id(), node_id, timestamp_ms, now_ms)?;
-        self.replay.check(owner, nonce, timestamp_ms, now_ms)?;
+    /// here, fresh and a lease within `max_lease` ([`protocol::check_envelope`]; signature
+    /// and shape were checked by the conversion), then never seen before (the replay
+    /// guard records it).
+    fn admit<O: Order>(&self, order: &O, now_ms: u64) -> Result<(), Error> {
+        protocol::check_envelope(
+            &self.identity.node_id(),
+            order,
+            now_ms,
+            self.limits.max_lease_ms,
+        )?;
+        let h = order.header();
+        self.replay
+            .check(&h.owner_key, &h.nonce, h.timestamp_ms, now_ms)?;
         Ok(())
     }
 
@@ -232,32 +287,32 @@ impl Inner {
         }
     }
 
-    async fn upload(
+    /// The first message of an upload, which must be its order.
+    async fn first_order(
         &self,
-        mut stream: Streaming<pb::UploadRequest>,
-    ) -> Result<pb::UploadResponse, Error> {
-        let first = self.next(&mut stream).await?;
+        stream: &mut Streaming<pb::UploadRequest>,
+    ) -> Result<pb::UploadOrder, Error> {
+        let first = self.next(stream).await?;
         let Some(upload_request::Message::Order(order)) = first.and_then(|m| m.message) else {
             return Err(Error::Protocol(
                 "the first upload message must be the order",
             ));
         };
-        let order: Signed<UploadOrder> = order.try_into()?;
-        let now = unix_ms();
-        protocol::check_upload_order(
-            &self.identity.node_id(),
-            &order,
-            now,
-            self.limits.max_lease_ms,
-        )?;
-        self.replay
-            .check(&order.owner_key, &order.nonce, order.timestamp_ms, now)?;
+        Ok(order)
+    }
+
+    /// The rest of an upload whose order was accepted: the data, then the trailer.
+    async fn upload(
+        &self,
+        order: Signed<UploadOrder>,
+        mut stream: Streaming<pb::UploadRequest>,
+    ) -> Result<pb::UploadResponse, Error> {
         let store = Arc::clone(&self.store);
         let o = (*order).clone();
         let mut pending = blocking(move || {
             store.begin_upload(
                 o.piece_id,
-                o.owner_key,
+                o.header.owner_key,
                 o.max_size,
                 o.block_size,
                 o.expires_at_ms,
@@ -330,10 +385,13 @@ impl piece_store_server::PieceStore for PieceStoreService {
         &self,
         request: Request<Streaming<pb::UploadRequest>>,
     ) -> Result<Response<pb::UploadResponse>, Status> {
-        let t = Tracked::start(&self.inner.metrics, "upload");
-        let _permit = t.outcome(self.permit(request.remote_addr()))?;
-        let r = self.inner.upload(request.into_inner()).await;
-        t.outcome(r).map(Response::new)
+        let remote = request.remote_addr();
+        let mut stream = request.into_inner();
+        let first = self.inner.first_order(&mut stream);
+        let a = self.accept::<UploadOrder>("upload", remote, first).await?;
+        let _permit = a.permit;
+        let r = self.inner.upload(a.order, stream).await;
+        a.tracked.outcome(r).map(Response::new)
     }
 
     type DownloadStream = DownloadStream;
@@ -343,21 +401,20 @@ impl piece_store_server::PieceStore for PieceStoreService {
         &self,
         request: Request<pb::DownloadRequest>,
     ) -> Result<Response<DownloadStream>, Status> {
-        let t = Tracked::start(&self.inner.metrics, "download");
-        let permit = t.outcome(self.permit(request.remote_addr()))?;
+        let remote = request.remote_addr();
+        let order = unary(request.into_inner().order);
+        let Accepted {
+            tracked: t,
+            permit,
+            order,
+            ..
+        } = self
+            .accept::<DownloadOrder>("download", remote, order)
+            .await?;
         let inner = Arc::clone(&self.inner);
         let opened = async {
-            let order = required("order", request.into_inner().order)?;
-            let order: Signed<DownloadOrder> = order.try_into()?;
-            inner.admit(
-                &order.node_id,
-                &order.owner_key,
-                &order.nonce,
-                order.timestamp_ms,
-                unix_ms(),
-            )?;
             let (meta, file) = inner
-                .open_for_owner(order.piece_id, order.owner_key)
+                .open_for_owner(order.piece_id, order.header.owner_key)
                 .await?;
             let plan = protocol::plan_download(&meta.info, order.offset, order.length)?;
             Ok::<_, Error>((meta, file, plan))
@@ -427,20 +484,18 @@ impl piece_store_server::PieceStore for PieceStoreService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let t = Tracked::start(&self.inner.metrics, "delete");
-        let _permit = t.outcome(self.permit(request.remote_addr()))?;
+        let remote = request.remote_addr();
+        let order = unary(request.into_inner().order);
+        let Accepted {
+            tracked: t,
+            permit: _permit,
+            order,
+            ..
+        } = self.accept::<DeleteOrder>("delete", remote, order).await?;
         let r = async {
-            let order: Signed<DeleteOrder> =
-                required("order", request.into_inner().order)?.try_into()?;
-            self.inner.admit(
-                &order.node_id,
-                &order.owner_key,
-                &order.nonce,
-                order.timestamp_ms,
-                unix_ms(),
-            )?;
             let store = Arc::clone(&self.inner.store);
-            blocking(move || store.delete(&order.piece_id, Some(&order.owner_key))).await?;
+            let o = order.into_body();
+            blocking(move || store.delete(&o.piece_id, Some(&o.header.owner_key))).await?;
             Ok(pb::DeleteResponse {})
         }
         .await;
@@ -452,21 +507,18 @@ impl piece_store_server::PieceStore for PieceStoreService {
         &self,
         request: Request<pb::AuditRequest>,
     ) -> Result<Response<pb::AuditResponse>, Status> {
-        let t = Tracked::start(&self.inner.metrics, "audit");
-        let _permit = t.outcome(self.permit(request.remote_addr()))?;
+        let remote = request.remote_addr();
+        let order = unary(request.into_inner().order);
+        let Accepted {
+            tracked: t,
+            permit: _permit,
+            order,
+            ..
+        } = self.accept::<AuditOrder>("audit", remote, order).await?;
         let r = async {
-            let order: Signed<AuditOrder> =
-                required("order", request.into_inner().order)?.try_into()?;
-            self.inner.admit(
-                &order.node_id,
-                &order.owner_key,
-                &order.nonce,
-                order.timestamp_ms,
-                unix_ms(),
-            )?;
             let (meta, mut file) = self
                 .inner
-                .open_for_owner(order.piece_id, order.owner_key)
+                .open_for_owner(order.piece_id, order.header.owner_key)
                 .await?;
             let index = u64::from(order.block_index);
             let (start, end) = meta
@@ -505,24 +557,23 @@ impl piece_store_server::PieceStore for PieceStoreService {
         &self,
         request: Request<pb::ListPiecesRequest>,
     ) -> Result<Response<pb::ListPiecesResponse>, Status> {
-        let t = Tracked::start(&self.inner.metrics, "list_pieces");
-        let _permit = t.outcome(self.permit(request.remote_addr()))?;
+        let remote = request.remote_addr();
+        let order = unary(request.into_inner().order);
+        let Accepted {
+            tracked: t,
+            permit: _permit,
+            order,
+            ..
+        } = self
+            .accept::<ListPiecesOrder>("list_pieces", remote, order)
+            .await?;
         let r = async {
-            let order: Signed<ListPiecesOrder> =
-                required("order", request.into_inner().order)?.try_into()?;
-            self.inner.admit(
-                &order.node_id,
-                &order.owner_key,
-                &order.nonce,
-                order.timestamp_ms,
-                unix_ms(),
-            )?;
             let store = Arc::clone(&self.inner.store);
             let o = order.into_body();
             let pieces = blocking(move || {
                 store
                     .meta()
-                    .owner_pieces(&o.owner_key, o.after.as_ref(), o.limit as usize)
+                    .owner_pieces(&o.header.owner_key, o.after.as_ref(), o.limit as usize)
             })
             .await?;
             Ok(pb::ListPiecesResponse {
@@ -546,27 +597,21 @@ impl piece_store_server::PieceStore for PieceStoreService {
         &self,
         request: Request<pb::RenewRequest>,
     ) -> Result<Response<pb::RenewResponse>, Status> {
-        let t = Tracked::start(&self.inner.metrics, "renew");
-        let _permit = t.outcome(self.permit(request.remote_addr()))?;
+        let remote = request.remote_addr();
+        let order = unary(request.into_inner().order);
+        let Accepted {
+            tracked: t,
+            permit: _permit,
+            order,
+            now_ms: now,
+        } = self.accept::<RenewOrder>("renew", remote, order).await?;
         let r = async {
-            let order: Signed<RenewOrder> =
-                required("order", request.into_inner().order)?.try_into()?;
-            let now = unix_ms();
-            protocol::check_order(
-                &self.inner.identity.node_id(),
-                &order.node_id,
-                order.timestamp_ms,
-                now,
-            )?;
-            protocol::check_lease(order.expires_at_ms, now, self.inner.limits.max_lease_ms)?;
-            self.inner
-                .replay
-                .check(&order.owner_key, &order.nonce, order.timestamp_ms, now)?;
             let store = Arc::clone(&self.inner.store);
             let o = order.into_body();
-            let results =
-                blocking(move || store.renew(&o.piece_ids, &o.owner_key, o.expires_at_ms, now))
-                    .await?;
+            let results = blocking(move || {
+                store.renew(&o.piece_ids, &o.header.owner_key, o.expires_at_ms, now)
+            })
+            .await?;
             Ok(pb::RenewResponse {
                 results: results.iter().map(pb::RenewResult::from).collect(),
             })

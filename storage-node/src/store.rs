@@ -57,23 +57,40 @@
 //! bench, creating a file (ext4's inode allocation) was the largest single cost of a
 //! small piece. Removal drops the bytes with the metadata; such pieces never enter the
 //! trash. Stores from before this hold only file pieces, which keep working unchanged.
+//!
+//! This module holds [`PieceStore`] (layout, space, admission, begin, open, delete,
+//! renew, expiry); its children import from it, never the other way but for their types:
+//!
+//! ```text
+//!   store (PieceStore)
+//!    ^-- pending   PendingPiece: an upload being received, and its commit
+//!    ^-- recovery  Recovery at startup; Consistency, the full check
+//!    ^-- data      PieceData: a stored piece opened for reading
+//! ```
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use shoal_proto::messages::{RenewResult, RenewStatus};
 use shoal_proto::piece_hash::PieceHasher;
-use shoal_proto::{PieceHash, PieceId, PublicKey};
+use shoal_proto::{PieceId, PublicKey};
 
 use crate::error::Error;
 use crate::group_sync::GroupSync;
 use crate::meta::{Counters, MetaDb, PieceMeta};
 pub use crate::meta::{PIECE_OVERHEAD, Usage, charged};
 use crate::piece_file::{PieceWriter, Refuse};
+
+mod data;
+mod pending;
+mod recovery;
+
+pub use data::PieceData;
+pub use pending::PendingPiece;
+pub use recovery::{Consistency, Recovery};
 
 /// Pieces whose order's `max_size` is at most this many bytes are kept in the metadata
 /// database rather than in a file of their own (see the module docs); an upload in
@@ -150,46 +167,6 @@ impl State {
                 self.owner_reserved.remove(owner);
             }
         }
-    }
-}
-
-/// What startup found and repaired.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Recovery {
-    /// Temp files of unfinished uploads, removed.
-    pub temp_files_removed: u64,
-    /// Committed uploads whose rename a crash interrupted, completed.
-    pub renames_completed: u64,
-    /// Removals whose file a crash left behind, completed.
-    pub removals_completed: u64,
-}
-
-/// A full check of metadata, counters and files (walks everything: tests and tools only).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Consistency {
-    pub counters: Counters,
-    /// Sum and count over the metadata records (sizes, not charged bytes).
-    pub meta_bytes: u64,
-    pub meta_pieces: u64,
-    /// Sum and count over the piece files.
-    pub file_bytes: u64,
-    pub file_count: u64,
-    /// Sum and count over the inline pieces' bytes.
-    pub inline_bytes: u64,
-    pub inline_count: u64,
-    /// Pieces with metadata but no file, or a file of the wrong size.
-    pub missing_or_wrong: Vec<PieceId>,
-    pub temp_files: u64,
-}
-
-impl Consistency {
-    pub fn is_consistent(&self) -> bool {
-        self.counters.used == self.meta_bytes + self.meta_pieces * PIECE_OVERHEAD
-            && self.counters.pieces == self.meta_pieces
-            && self.file_bytes + self.inline_bytes == self.meta_bytes
-            && self.file_count + self.inline_count == self.meta_pieces
-            && self.missing_or_wrong.is_empty()
-            && self.temp_files == 0
     }
 }
 
@@ -313,45 +290,6 @@ impl PieceStore {
                 "the file system refuses O_DIRECT; writing pieces through the page cache"
             );
         }
-    }
-
-    fn recover(&self) -> Result<Recovery, Error> {
-        let mut r = Recovery::default();
-        for piece in self.meta.trash()? {
-            match fs::remove_file(self.piece_path(&piece)) {
-                Ok(()) => r.removals_completed += 1,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("cannot remove", self.piece_path(&piece), e)),
-            }
-            self.meta.clear_trash(&piece)?;
-        }
-        let entries =
-            fs::read_dir(&self.tmp_dir).map_err(|e| Error::io("cannot list", &self.tmp_dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io("cannot list", &self.tmp_dir, e))?;
-            let path = entry.path();
-            let committed = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".tmp"))
-                .and_then(PieceId::from_hex)
-                .map(|id| self.meta.contains(&id).map(|c| c.then_some(id)))
-                .transpose()?
-                .flatten();
-            match committed {
-                Some(id) if !self.piece_path(&id).exists() => {
-                    self.place(&path, &id, true)?;
-                    r.renames_completed += 1;
-                }
-                _ => {
-                    fs::remove_file(&path).map_err(|e| Error::io("cannot remove", &path, e))?;
-                    r.temp_files_removed += 1;
-                }
-            }
-        }
-        sync_dir(&self.tmp_dir)?;
-        self.meta.flush()?;
-        Ok(r)
     }
 
     fn piece_path(&self, piece: &PieceId) -> PathBuf {
@@ -657,49 +595,6 @@ impl PieceStore {
         Ok(removed)
     }
 
-    /// Walks metadata and files and compares them with the counters.
-    pub fn check(&self) -> Result<Consistency, Error> {
-        let mut c = Consistency {
-            counters: self.meta.counters()?,
-            ..Default::default()
-        };
-        self.meta.for_each_piece(|id, meta, inline| {
-            c.meta_bytes += meta.info.size;
-            c.meta_pieces += 1;
-            if let Some(len) = inline {
-                c.inline_bytes += len;
-                c.inline_count += 1;
-                if len != meta.info.size {
-                    c.missing_or_wrong.push(id);
-                }
-                return;
-            }
-            match fs::metadata(self.piece_path(&id)) {
-                Ok(m) if m.len() == meta.info.size => {}
-                _ => c.missing_or_wrong.push(id),
-            }
-        })?;
-        let mut stack = vec![self.pieces_dir.clone()];
-        while let Some(dir) = stack.pop() {
-            for entry in fs::read_dir(&dir).map_err(|e| Error::io("cannot list", &dir, e))? {
-                let entry = entry.map_err(|e| Error::io("cannot list", &dir, e))?;
-                let m = entry
-                    .metadata()
-                    .map_err(|e| Error::io("cannot stat", entry.path(), e))?;
-                if m.is_dir() {
-                    stack.push(entry.path());
-                } else {
-                    c.file_bytes += m.len();
-                    c.file_count += 1;
-                }
-            }
-        }
-        c.temp_files = fs::read_dir(&self.tmp_dir)
-            .map_err(|e| Error::io("cannot list", &self.tmp_dir, e))?
-            .count() as u64;
-        Ok(c)
-    }
-
     /// Number of temp files (uploads in progress or left behind).
     pub fn temp_file_count(&self) -> u64 {
         fs::read_dir(&self.tmp_dir)
@@ -726,224 +621,6 @@ struct BusyGuard<'a> {
 impl Drop for BusyGuard<'_> {
     fn drop(&mut self) {
         self.store.lock().busy.remove(&self.piece);
-    }
-}
-
-/// A piece being received: its reservation, temp file (or, if inline, its bytes so far)
-/// and running hash. Dropping it before [`PendingPiece::commit`] removes the temp file
-/// and releases the reservation.
-#[derive(Debug)]
-pub struct PendingPiece {
-    store: Arc<PieceStore>,
-    piece: PieceId,
-    owner: PublicKey,
-    expires_at_ms: u64,
-    max_size: u64,
-    reserved: u64,
-    tmp_path: PathBuf,
-    writer: Option<PieceWriter>,
-    /// The bytes of an inline piece (`max_size` at most [`INLINE_MAX`]); no temp file.
-    inline: Option<Vec<u8>>,
-    hasher: PieceHasher,
-    meta_committed: bool,
-    /// The owner's tag from the trailer (see [`PieceMeta::tag`]), stored with the
-    /// metadata at commit.
-    tag: Vec<u8>,
-}
-
-impl PendingPiece {
-    pub fn piece_id(&self) -> &PieceId {
-        &self.piece
-    }
-
-    /// Sets the tag the piece is stored with (from its upload order); refuses one over
-    /// [`crate::meta::MAX_TAG`] bytes.
-    pub fn set_tag(&mut self, tag: Vec<u8>) -> Result<(), Error> {
-        if tag.len() > crate::meta::MAX_TAG {
-            return Err(Error::Db(crate::meta::DbError::TagTooLong {
-                len: tag.len(),
-            }));
-        }
-        self.tag = tag;
-        Ok(())
-    }
-
-    /// Whether this piece is being written with `O_DIRECT`.
-    pub fn is_direct(&self) -> bool {
-        self.writer.as_ref().is_some_and(PieceWriter::is_direct)
-    }
-
-    fn note_refusal(&mut self) {
-        if let Some(e) = self.writer.as_mut().and_then(PieceWriter::take_refusal) {
-            self.store.direct_refused(&self.tmp_path, &e);
-        }
-    }
-
-    /// Whether this piece is received in memory (see [`INLINE_MAX`]): its writes do no
-    /// I/O, so they need no blocking thread.
-    pub fn is_inline(&self) -> bool {
-        self.inline.is_some()
-    }
-
-    /// Bytes received so far.
-    pub fn received(&self) -> u64 {
-        self.hasher.size()
-    }
-
-    /// Appends data; refuses to go past the order's `max_size`, and past the space or
-    /// the owner's limit when the data outgrows its reservation (which then grows by
-    /// whole [`RESERVE_STEP`]s).
-    pub fn write(&mut self, data: &[u8]) -> Result<(), Error> {
-        let end = self.hasher.size() + data.len() as u64;
-        if end > self.max_size {
-            return Err(Error::OverMaxSize {
-                max_size: self.max_size,
-            });
-        }
-        let covered = self.reserved.saturating_sub(PIECE_OVERHEAD);
-        if end > covered {
-            let target = end.div_ceil(RESERVE_STEP).saturating_mul(RESERVE_STEP);
-            let extra = target.min(self.max_size) - covered;
-            self.store.grow_reservation(&self.owner, extra)?;
-            self.reserved += extra;
-        }
-        if let Some(bytes) = self.inline.as_mut() {
-            bytes.extend_from_slice(data);
-            self.hasher.update(data);
-            return Ok(());
-        }
-        let writer = self
-            .writer
-            .as_mut()
-            .ok_or(Error::Protocol("upload already closed"))?;
-        let written = writer.write(data);
-        self.note_refusal();
-        written.map_err(|e| Error::io("cannot write", &self.tmp_path, e))?;
-        self.hasher.update(data);
-        Ok(())
-    }
-
-    /// Checks the data against the trailer's size and hash, then makes the piece durable
-    /// and visible (see the module docs for the order of steps).
-    pub fn commit(
-        mut self,
-        declared_size: u64,
-        declared_hash: &PieceHash,
-        now_ms: u64,
-    ) -> Result<PieceMeta, Error> {
-        let received = self.hasher.size();
-        if declared_size != received {
-            return Err(Error::SizeMismatch {
-                declared: declared_size,
-                received,
-            });
-        }
-        let info = self.hasher.clone().finish();
-        if info.root() != *declared_hash {
-            return Err(Error::HashMismatch);
-        }
-        if let Some(writer) = self.writer.as_mut() {
-            // Writes the padded tail and cuts the file to its exact size: what is
-            // fsynced next is the piece, byte for byte.
-            let finished = writer.finish();
-            self.note_refusal();
-            finished.map_err(|e| Error::io("cannot write", &self.tmp_path, e))?;
-        }
-        if let Some(writer) = self.writer.take() {
-            writer
-                .sync()
-                .map_err(|e| Error::io("cannot sync", &self.tmp_path, e))?;
-        }
-        let inline = self.inline.take();
-        if inline.is_none() {
-            let tmp_dir = &self.store.tmp_dir;
-            self.store.tmp_sync.run(|| sync_dir(tmp_dir))?;
-        }
-        let meta = PieceMeta {
-            owner: self.owner,
-            piece_hash: *declared_hash,
-            info,
-            created_at_ms: now_ms,
-            expires_at_ms: self.expires_at_ms,
-            tag: std::mem::take(&mut self.tag),
-        };
-        {
-            let mut s = self.store.lock();
-            let counters = self
-                .store
-                .meta
-                .insert(&self.piece, &meta, inline.as_deref())?;
-            s.used = counters.used;
-            s.pieces = counters.pieces;
-            s.release(&self.owner, self.reserved);
-            self.reserved = 0;
-            // From here on the temp file is the committed piece: never delete it.
-            self.meta_committed = true;
-        }
-        let db = &self.store.meta;
-        self.store.meta_sync.run(|| db.flush())?;
-        if inline.is_none() {
-            self.store.place(&self.tmp_path, &self.piece, false)?;
-        }
-        Ok(meta)
-    }
-}
-
-impl Drop for PendingPiece {
-    fn drop(&mut self) {
-        self.writer = None;
-        // An inline piece has no temp file (after a failed commit took its bytes, the
-        // removal finds nothing, which is fine).
-        if !self.meta_committed && self.inline.is_none() {
-            let _ = fs::remove_file(&self.tmp_path);
-        }
-        let mut s = self.store.lock();
-        s.release(&self.owner, self.reserved);
-        s.busy.remove(&self.piece);
-    }
-}
-
-/// A stored piece's bytes, opened for reading.
-#[derive(Debug)]
-pub enum PieceData {
-    /// A piece file.
-    File(File),
-    /// An inline piece's bytes (see [`INLINE_MAX`]).
-    Inline(Vec<u8>),
-}
-
-impl PieceData {
-    /// Reads `len` bytes at `offset`.
-    pub fn read_at(&mut self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-        match self {
-            Self::File(file) => {
-                let mut buf = vec![0u8; len];
-                file.seek(SeekFrom::Start(offset))?;
-                file.read_exact(&mut buf)?;
-                Ok(buf)
-            }
-            Self::Inline(bytes) => usize::try_from(offset)
-                .ok()
-                .and_then(|start| bytes.get(start..start.checked_add(len)?))
-                .map(<[u8]>::to_vec)
-                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
-        }
-    }
-
-    /// The piece's size in bytes as stored.
-    pub fn size(&self) -> std::io::Result<u64> {
-        match self {
-            Self::File(file) => Ok(file.metadata()?.len()),
-            Self::Inline(bytes) => Ok(bytes.len() as u64),
-        }
-    }
-
-    /// Tells the kernel which part of a piece file is read next (nothing to do for an
-    /// inline piece).
-    pub fn advise_read(&self, start: u64, end: u64, offset: u64, len: u64) {
-        if let Self::File(file) = self {
-            crate::piece_file::advise_read(file, start, end, offset, len);
-        }
     }
 }
 

@@ -1,7 +1,7 @@
 use super::*;
 use crate::piece_file::Refuse;
-use shoal_proto::Identity;
 use shoal_proto::piece_hash::PieceHasher;
+use shoal_proto::{Identity, PieceHash};
 
 fn owner() -> PublicKey {
     *Identity::from_seed([9; 32]).public_key()

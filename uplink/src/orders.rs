@@ -5,7 +5,8 @@
 //! the malformed traffic on top.
 
 use shoal_proto::messages::{
-    AuditOrder, DeleteOrder, DownloadOrder, ListPiecesOrder, RenewOrder, UploadOrder, UploadTrailer,
+    AuditOrder, DeleteOrder, DownloadOrder, ListPiecesOrder, OrderHeader, RenewOrder, UploadOrder,
+    UploadTrailer,
 };
 use shoal_proto::piece_hash::PieceInfo;
 use shoal_proto::{Identity, IdentityError, NodeId, Nonce, PieceId, Signed};
@@ -32,6 +33,17 @@ impl<'a> Orders<'a> {
         Self { owner }
     }
 
+    /// The envelope of an order to `node` made at `now_ms`: signed by the owner, with a
+    /// fresh nonce.
+    fn header(&self, node: NodeId, now_ms: u64) -> OrderHeader {
+        OrderHeader {
+            node_id: node,
+            owner_key: *self.owner.public_key(),
+            timestamp_ms: now_ms,
+            nonce: Nonce::random(),
+        }
+    }
+
     /// The order for uploading `piece` to `node`, made at `now_ms`.
     pub fn upload(
         &self,
@@ -42,14 +54,11 @@ impl<'a> Orders<'a> {
     ) -> Result<Signed<UploadOrder>, IdentityError> {
         Signed::sign(
             UploadOrder {
+                header: self.header(node, now_ms),
                 piece_id: piece,
-                node_id: node,
-                owner_key: *self.owner.public_key(),
                 max_size: terms.max_size,
                 block_size: terms.block_size,
                 expires_at_ms: terms.expires_at_ms,
-                timestamp_ms: now_ms,
-                nonce: Nonce::random(),
             },
             self.owner,
         )
@@ -95,12 +104,9 @@ impl<'a> Orders<'a> {
     ) -> Result<Signed<ListPiecesOrder>, IdentityError> {
         Signed::sign(
             ListPiecesOrder {
-                node_id: node,
-                owner_key: *self.owner.public_key(),
+                header: self.header(node, now_ms),
                 after,
                 limit,
-                timestamp_ms: now_ms,
-                nonce: Nonce::random(),
             },
             self.owner,
         )
@@ -117,13 +123,10 @@ impl<'a> Orders<'a> {
     ) -> Result<Signed<DownloadOrder>, IdentityError> {
         Signed::sign(
             DownloadOrder {
+                header: self.header(node, now_ms),
                 piece_id: piece,
-                node_id: node,
-                owner_key: *self.owner.public_key(),
                 offset,
                 length,
-                timestamp_ms: now_ms,
-                nonce: Nonce::random(),
             },
             self.owner,
         )
@@ -137,11 +140,8 @@ impl<'a> Orders<'a> {
     ) -> Result<Signed<DeleteOrder>, IdentityError> {
         Signed::sign(
             DeleteOrder {
+                header: self.header(node, now_ms),
                 piece_id: piece,
-                node_id: node,
-                owner_key: *self.owner.public_key(),
-                timestamp_ms: now_ms,
-                nonce: Nonce::random(),
             },
             self.owner,
         )
@@ -157,12 +157,9 @@ impl<'a> Orders<'a> {
     ) -> Result<Signed<RenewOrder>, IdentityError> {
         Signed::sign(
             RenewOrder {
+                header: self.header(node, now_ms),
                 piece_ids: pieces,
-                node_id: node,
-                owner_key: *self.owner.public_key(),
                 expires_at_ms,
-                timestamp_ms: now_ms,
-                nonce: Nonce::random(),
             },
             self.owner,
         )
@@ -178,12 +175,9 @@ impl<'a> Orders<'a> {
     ) -> Result<Signed<AuditOrder>, IdentityError> {
         Signed::sign(
             AuditOrder {
+                header: self.header(node, now_ms),
                 piece_id: piece,
-                node_id: node,
-                owner_key: *self.owner.public_key(),
                 block_index,
-                timestamp_ms: now_ms,
-                nonce: Nonce::random(),
             },
             self.owner,
         )
@@ -209,8 +203,11 @@ mod tests {
         };
         let a = orders.upload(node, piece, terms, 5).unwrap();
         let b = orders.upload(node, piece, terms, 5).unwrap();
-        assert_ne!(a.nonce, b.nonce);
-        assert_eq!((a.owner_key, a.timestamp_ms), (*owner.public_key(), 5));
+        assert_ne!(a.header.nonce, b.header.nonce);
+        assert_eq!(
+            (a.header.owner_key, a.header.timestamp_ms),
+            (*owner.public_key(), 5)
+        );
         let back = Signed::<UploadOrder>::try_from(pb::UploadOrder::from(&a)).unwrap();
         assert_eq!(back.body(), a.body());
         let mut h = PieceHasher::new(4096);

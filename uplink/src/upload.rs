@@ -1066,7 +1066,7 @@ pub(crate) fn verify_receipt(
     if receipt.node_id() != node.id || node.public_key.is_some_and(|k| k != receipt.node_key) {
         return Err(bad("signed by another node"));
     }
-    if receipt.piece_id != order.piece_id || receipt.owner_key != order.owner_key {
+    if receipt.piece_id != order.piece_id || receipt.owner_key != order.header.owner_key {
         return Err(bad("for another piece or owner"));
     }
     if receipt.size != size || receipt.piece_hash != hash {

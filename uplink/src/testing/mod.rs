@@ -242,7 +242,7 @@ impl PieceStore for MemoryPieceStore {
         Box::pin(async move {
             let id = node.id;
             this.answer(node).await?;
-            if order.node_id != id {
+            if order.header.node_id != id {
                 return Err(refused(id, "order is addressed to another node"));
             }
             let mut hasher = PieceHasher::new(order.block_size);
@@ -267,7 +267,7 @@ impl PieceStore for MemoryPieceStore {
             };
             let info = hasher.finish();
             if trailer.piece_id != order.piece_id
-                || trailer.owner_key != order.owner_key
+                || trailer.owner_key != order.header.owner_key
                 || trailer.size != received
                 || trailer.piece_hash != info.root()
             {
@@ -288,7 +288,7 @@ impl PieceStore for MemoryPieceStore {
                 let receipt = Receipt {
                     piece_id: order.piece_id,
                     node_key: *n.identity.public_key(),
-                    owner_key: order.owner_key,
+                    owner_key: order.header.owner_key,
                     size: received,
                     piece_hash: hash,
                     expires_at_ms: order.expires_at_ms,
@@ -299,7 +299,7 @@ impl PieceStore for MemoryPieceStore {
                 n.pieces.insert(
                     order.piece_id,
                     StoredPiece {
-                        owner: order.owner_key,
+                        owner: order.header.owner_key,
                         data: Bytes::from(data),
                         info,
                         expires_at_ms: order.expires_at_ms,
@@ -326,7 +326,7 @@ impl PieceStore for MemoryPieceStore {
         Box::pin(async move {
             let id = node.id;
             let behaviour = this.answer(node).await?;
-            if order.node_id != id {
+            if order.header.node_id != id {
                 return Err(refused(id, "order is addressed to another node"));
             }
             let (data, info) = {
@@ -335,7 +335,7 @@ impl PieceStore for MemoryPieceStore {
                     .get(&id)
                     .and_then(|n| n.pieces.get(&order.piece_id))
                     .ok_or_else(|| refused(id, "no such piece"))?;
-                if piece.owner != order.owner_key {
+                if piece.owner != order.header.owner_key {
                     return Err(refused(id, "not the piece's owner"));
                 }
                 (piece.data.clone(), piece.info.clone())
@@ -383,7 +383,7 @@ impl PieceStore for MemoryPieceStore {
                 .get_mut(&node.id)
                 .ok_or_else(|| refused(node.id, "unknown node"))?;
             match n.pieces.get(&order.piece_id) {
-                Some(p) if p.owner != order.owner_key => {
+                Some(p) if p.owner != order.header.owner_key => {
                     Err(refused(node.id, "not the piece's owner"))
                 }
                 Some(_) => {
@@ -413,7 +413,7 @@ impl PieceStore for MemoryPieceStore {
                 .map(|id| {
                     let status = match n.pieces.get_mut(id) {
                         None => RenewStatus::NotFound,
-                        Some(p) if p.owner != order.owner_key => RenewStatus::NotOwner,
+                        Some(p) if p.owner != order.header.owner_key => RenewStatus::NotOwner,
                         Some(p) => {
                             p.expires_at_ms = p.expires_at_ms.max(order.expires_at_ms);
                             RenewStatus::Renewed {
@@ -444,7 +444,7 @@ impl PieceStore for MemoryPieceStore {
                 .get(&node.id)
                 .and_then(|n| n.pieces.get(&order.piece_id))
                 .ok_or_else(|| refused(node.id, "no such piece"))?;
-            if piece.owner != order.owner_key {
+            if piece.owner != order.header.owner_key {
                 return Err(refused(node.id, "not the piece's owner"));
             }
             let (start, end) = piece
@@ -475,7 +475,7 @@ impl PieceStore for MemoryPieceStore {
         let this = self.clone();
         Box::pin(async move {
             this.answer(node).await?;
-            if order.node_id != node.id {
+            if order.header.node_id != node.id {
                 return Err(refused(node.id, "order is addressed to another node"));
             }
             let nodes = lock(&this.nodes);
@@ -486,7 +486,7 @@ impl PieceStore for MemoryPieceStore {
                 .pieces
                 .iter()
                 .filter(|(id, p)| {
-                    p.owner == order.owner_key && order.after.is_none_or(|a| **id > a)
+                    p.owner == order.header.owner_key && order.after.is_none_or(|a| **id > a)
                 })
                 .map(|(id, p)| ListedPiece {
                     piece_id: *id,

@@ -3,8 +3,13 @@
 
 use super::*;
 use crate::identity::Identity;
-use crate::ids::{Nonce, SegmentRoot};
-use crate::limits::{MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
+use crate::ids::{NodeId, Nonce, PieceHash, PieceId, SegmentRoot};
+use crate::limits::{
+    MAX_ADDRESSES, MAX_BLOCK_SIZE, MAX_PIECE_SIZE, MAX_RECORD_VALUE, MAX_RENEW_PIECES,
+    MAX_SALT_LEN, MAX_VERSION_LEN, MIN_BLOCK_SIZE,
+};
+use crate::pb;
+use crate::signing::{Domain, Signable, Signed};
 
 /// (variant, field) of an error, for table rows.
 fn kind(e: &WireError) -> (&'static str, &'static str) {
@@ -129,14 +134,16 @@ const NOW: u64 = 1_800_000_000_000;
 fn upload_order() -> pb::UploadOrder {
     let o = owner();
     let body = UploadOrder {
+        header: OrderHeader {
+            node_id: node(),
+            owner_key: *o.public_key(),
+            timestamp_ms: NOW,
+            nonce: Nonce([5; 16]),
+        },
         piece_id: piece(),
-        node_id: node(),
-        owner_key: *o.public_key(),
         max_size: 1 << 20,
         block_size: 64 * 1024,
         expires_at_ms: NOW + 86_400_000,
-        timestamp_ms: NOW,
-        nonce: Nonce([5; 16]),
     };
     (&Signed::sign(body, &o).unwrap()).into()
 }
@@ -301,12 +308,14 @@ fn an_untagged_trailer_signs_the_bytes_it_signed_before_tags_existed() {
 
 fn list_order() -> pb::ListPiecesOrder {
     let body = ListPiecesOrder {
-        node_id: node(),
-        owner_key: *owner().public_key(),
+        header: OrderHeader {
+            node_id: node(),
+            owner_key: *owner().public_key(),
+            timestamp_ms: NOW,
+            nonce: Nonce([4; 16]),
+        },
         after: Some(piece()),
         limit: 100,
-        timestamp_ms: NOW,
-        nonce: Nonce([4; 16]),
     };
     (&Signed::sign(body, &owner()).unwrap()).into()
 }
@@ -359,12 +368,14 @@ fn list_pieces_order_table() {
 #[test]
 fn a_listing_must_be_ascending_after_the_cursor_and_within_the_limit() {
     let order = ListPiecesOrder {
-        node_id: node(),
-        owner_key: *owner().public_key(),
+        header: OrderHeader {
+            node_id: node(),
+            owner_key: *owner().public_key(),
+            timestamp_ms: NOW,
+            nonce: Nonce([4; 16]),
+        },
         after: Some(PieceId([1; 32])),
         limit: 100,
-        timestamp_ms: NOW,
-        nonce: Nonce([4; 16]),
     };
     let listed = |id: u8| pb::ListedPiece {
         piece_id: vec![id; 32],
@@ -462,13 +473,15 @@ fn receipt_table() {
 fn download_order() -> pb::DownloadOrder {
     let o = owner();
     let body = DownloadOrder {
+        header: OrderHeader {
+            node_id: node(),
+            owner_key: *o.public_key(),
+            timestamp_ms: NOW,
+            nonce: Nonce([5; 16]),
+        },
         piece_id: piece(),
-        node_id: node(),
-        owner_key: *o.public_key(),
         offset: 10,
         length: 100,
-        timestamp_ms: NOW,
-        nonce: Nonce([5; 16]),
     };
     (&Signed::sign(body, &o).unwrap()).into()
 }
@@ -515,11 +528,13 @@ fn download_order_table() {
 fn delete_order() -> pb::DeleteOrder {
     let o = owner();
     let body = DeleteOrder {
+        header: OrderHeader {
+            node_id: node(),
+            owner_key: *o.public_key(),
+            timestamp_ms: NOW,
+            nonce: Nonce([5; 16]),
+        },
         piece_id: piece(),
-        node_id: node(),
-        owner_key: *o.public_key(),
-        timestamp_ms: NOW,
-        nonce: Nonce([5; 16]),
     };
     (&Signed::sign(body, &o).unwrap()).into()
 }
@@ -556,12 +571,14 @@ fn delete_order_table() {
 fn audit_order() -> pb::AuditOrder {
     let o = owner();
     let body = AuditOrder {
+        header: OrderHeader {
+            node_id: node(),
+            owner_key: *o.public_key(),
+            timestamp_ms: NOW,
+            nonce: Nonce([5; 16]),
+        },
         piece_id: piece(),
-        node_id: node(),
-        owner_key: *o.public_key(),
         block_index: 3,
-        timestamp_ms: NOW,
-        nonce: Nonce([5; 16]),
     };
     (&Signed::sign(body, &o).unwrap()).into()
 }
@@ -598,12 +615,14 @@ fn audit_order_table() {
 fn renew_order() -> pb::RenewOrder {
     let o = owner();
     let body = RenewOrder {
+        header: OrderHeader {
+            node_id: node(),
+            owner_key: *o.public_key(),
+            timestamp_ms: NOW,
+            nonce: Nonce([5; 16]),
+        },
         piece_ids: vec![piece(), PieceId([3; 32])],
-        node_id: node(),
-        owner_key: *o.public_key(),
         expires_at_ms: NOW + 5,
-        timestamp_ms: NOW,
-        nonce: Nonce([5; 16]),
     };
     (&Signed::sign(body, &o).unwrap()).into()
 }
@@ -915,11 +934,13 @@ fn a_signature_moved_to_another_message_kind_fails() {
 #[test]
 fn signing_with_the_wrong_key_is_refused() {
     let body = DeleteOrder {
+        header: OrderHeader {
+            node_id: node(),
+            owner_key: *owner().public_key(),
+            timestamp_ms: NOW,
+            nonce: Nonce([5; 16]),
+        },
         piece_id: piece(),
-        node_id: node(),
-        owner_key: *owner().public_key(),
-        timestamp_ms: NOW,
-        nonce: Nonce([5; 16]),
     };
     assert!(Signed::sign(body, &Identity::from_seed([8; 32])).is_err());
 }
