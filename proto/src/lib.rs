@@ -14,6 +14,9 @@
 //! - [`limits`]: every bound applied to what comes from the network.
 //! - [`tls`]: TLS 1.3 whose certificate key is the node identity, pinned by node id.
 //! - [`address`]: which addresses a network may dial (public, or `local_network`).
+//! - [`subnet`]: the /24 (IPv4) or /48 (IPv6) that placement limits count.
+//! - [`call`]: what a failed gRPC call says about the peer (unreachable, timed out,
+//!   refused).
 //! - [`time`]: unix-millisecond clock helpers and the freshness window for orders.
 //! - [`fuzz`]: the fuzz input generator every crate's decoder targets share, and this
 //!   crate's targets.
@@ -28,10 +31,11 @@
 //!   identity     piece_hash
 //!   ids
 //!   error
-//!   domain       limits     address     time     pb
+//!   domain       limits     address     time     pb     subnet     call
 //! ```
 
 pub mod address;
+pub mod call;
 pub mod domain;
 pub mod error;
 pub mod fuzz;
@@ -41,6 +45,7 @@ pub mod limits;
 pub mod messages;
 pub mod piece_hash;
 pub mod signing;
+pub mod subnet;
 pub mod time;
 pub mod tls;
 

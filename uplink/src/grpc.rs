@@ -22,6 +22,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use shoal_proto::Signed;
+use shoal_proto::call::CallFailure;
 use shoal_proto::limits::{MAX_CHUNK, MAX_GRPC_MESSAGE};
 use shoal_proto::messages::{
     AuditOrder, DeleteOrder, DownloadOrder, ListPiecesOrder, ListedPiece, MAX_LEASE_METADATA,
@@ -96,27 +97,28 @@ fn call_error(node: NodeAddress, e: CallError) -> PieceError {
 }
 
 fn status_error(node: NodeAddress, status: tonic::Status) -> PieceError {
-    if let Some(wrong) = tls::wrong_node(&status) {
-        return PieceError::Unreachable {
-            node: node.id,
-            address: node.address,
-            reason: wrong.to_string(),
-        };
-    }
-    // A failed connection shows in the status's source chain (tonic puts the transport
-    // error there); the node's own refusals have none.
-    if status.code() == tonic::Code::Unavailable || tls::connection_failed(&status) {
-        return PieceError::Unreachable {
-            node: node.id,
-            address: node.address,
-            reason: tls::error_chain(&status),
-        };
+    // The reading of a failed call is `shoal_proto::call`'s, shared with the DHT.
+    match CallFailure::of(&status) {
+        CallFailure::Unreachable => {
+            let reason = match tls::wrong_node(&status) {
+                Some(wrong) => wrong.to_string(),
+                None => tls::error_chain(&status),
+            };
+            return PieceError::Unreachable {
+                node: node.id,
+                address: node.address,
+                reason,
+            };
+        }
+        CallFailure::TimedOut => {
+            return PieceError::Timeout {
+                node: node.id,
+                seconds: 0.0,
+            };
+        }
+        CallFailure::Refused => {}
     }
     match status.code() {
-        tonic::Code::DeadlineExceeded => PieceError::Timeout {
-            node: node.id,
-            seconds: 0.0,
-        },
         tonic::Code::FailedPrecondition if status.metadata().get(MAX_LEASE_METADATA).is_some() => {
             match status
                 .metadata()

@@ -99,7 +99,7 @@ pub fn place_repair(
     min_free: u64,
     seed: u64,
 ) -> Result<Vec<NodeCandidate>, SelectionError> {
-    let kept_subnets: HashSet<[u8; 6]> = kept.iter().map(|ip| subnet(*ip)).collect();
+    let kept_subnets: HashSet<crate::select::Subnet> = kept.iter().map(|ip| subnet(*ip)).collect();
     let allowed: Vec<NodeCandidate> = candidates
         .iter()
         .filter(|c| !holders.contains(&c.id) && !kept_subnets.contains(&subnet(c.address.ip())))

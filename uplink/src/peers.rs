@@ -76,7 +76,7 @@ pub fn merge(old: Vec<KnownPeer>, seen: impl IntoIterator<Item = KnownPeer>) -> 
     }
     let mut all: Vec<KnownPeer> = by_id.into_values().collect();
     all.sort_by(|a, b| b.last_seen_ms.cmp(&a.last_seen_ms).then(a.id.cmp(&b.id)));
-    let mut per_subnet: HashMap<[u8; 6], usize> = HashMap::new();
+    let mut per_subnet: HashMap<crate::select::Subnet, usize> = HashMap::new();
     all.retain(|p| {
         let n = per_subnet.entry(subnet(p.address.ip())).or_default();
         *n += 1;

@@ -14,6 +14,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use shoal_proto::NodeId;
+pub use shoal_proto::subnet::Subnet;
 
 use crate::store::NodeCandidate;
 
@@ -112,18 +113,10 @@ pub struct SelectionError {
     pub min_free: u64,
 }
 
-/// The subnet a node counts against: /24 for IPv4, /48 for IPv6.
-pub fn subnet(ip: IpAddr) -> [u8; 6] {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            [4, o[0], o[1], o[2], 0, 0]
-        }
-        IpAddr::V6(v6) => {
-            let o = v6.octets();
-            [o[0], o[1], o[2], o[3], o[4], o[5]]
-        }
-    }
+/// The subnet a node counts against: /24 for IPv4, /48 for IPv6, an IPv4-mapped IPv6
+/// address as its IPv4 address (the rule is [`Subnet`]'s, shared with the DHT).
+pub fn subnet(ip: IpAddr) -> Subnet {
+    Subnet::of(&ip)
 }
 
 fn splitmix(state: &mut u64) -> u64 {
@@ -186,7 +179,7 @@ pub fn select_replacement(
     taken: &[std::net::SocketAddr],
     seed: u64,
 ) -> Option<NodeCandidate> {
-    let subnets: HashSet<[u8; 6]> = taken.iter().map(|a| subnet(a.ip())).collect();
+    let subnets: HashSet<Subnet> = taken.iter().map(|a| subnet(a.ip())).collect();
     let mut exclude = exclude.clone();
     exclude.extend(
         candidates
@@ -222,7 +215,7 @@ pub fn select_nodes(
     let mut rng = seed;
     let exclude = with_excluded(exclude, history);
     // Best key per subnet; key = ln(u) / w, larger is better.
-    let mut best: HashMap<[u8; 6], (f64, &NodeCandidate)> = HashMap::new();
+    let mut best: HashMap<Subnet, (f64, &NodeCandidate)> = HashMap::new();
     for c in eligible(candidates, min_free, &exclude) {
         let w = history.get(&c.id).copied().unwrap_or_default().weight();
         // u in (0, 1]

@@ -1,7 +1,5 @@
 //! Distances in the 256-bit key space and the subnets that placement limits count.
 
-use std::net::IpAddr;
-
 use shoal_proto::NodeId;
 
 /// XOR distance between two 256-bit keys, compared as a big-endian integer.
@@ -68,33 +66,14 @@ pub fn key_in_bucket(local: &NodeId, bucket: usize, random: [u8; 32]) -> [u8; 32
     out
 }
 
-/// The network a placement limit counts: an IPv4 /24 or an IPv6 /48.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
-pub struct Subnet(u64);
-
-impl Subnet {
-    pub fn of(ip: &IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(v4) => {
-                let o = v4.octets();
-                Subnet(
-                    (4 << 56) | (u64::from(o[0]) << 16) | (u64::from(o[1]) << 8) | u64::from(o[2]),
-                )
-            }
-            IpAddr::V6(v6) => {
-                if let Some(v4) = v6.to_ipv4_mapped() {
-                    return Self::of(&IpAddr::V4(v4));
-                }
-                let o = v6.octets();
-                let v = o[..6].iter().fold(0u64, |v, b| (v << 8) | u64::from(*b));
-                Subnet((6 << 56) | v)
-            }
-        }
-    }
-}
+/// The network a placement limit counts: one rule, in `shoal_proto`, shared with the
+/// uplink's placement.
+pub use shoal_proto::subnet::Subnet;
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
 
     #[test]

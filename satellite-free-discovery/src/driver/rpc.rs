@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use shoal_proto::limits::MAX_CLOSER_NODES;
+use shoal_proto::call::CallFailure;
 use shoal_proto::messages::MutableRecord;
 use shoal_proto::pb::discovery_client::DiscoveryClient;
 use shoal_proto::tls;
@@ -77,56 +77,31 @@ impl Inner {
             })
     }
 
+    /// The responder record every answer carries, checked (valid, signed, enough work).
+    /// That it is the node asked is the core's rule ([`Answer::check`]).
     fn check_responder(
         &self,
         addr: SocketAddr,
         responder: Option<pb::NodeRecord>,
-        expect: Option<NodeId>,
     ) -> Result<Peer, DhtError> {
         let responder = responder.ok_or_else(|| DhtError::BadResponse {
             addr,
             reason: "no responder record".into(),
         })?;
-        let peer = self.check_record(addr, responder)?;
-        if let Some(id) = expect
-            && peer.node_id() != id
-        {
-            return Err(DhtError::BadResponse {
-                addr,
-                reason: format!("answered as {} instead of {id}", peer.node_id()),
-            });
-        }
-        Ok(peer)
+        self.check_record(addr, responder)
     }
 
-    /// Keeps the valid closer records, at most k; an answer with more is refused.
-    fn check_closer(
-        &self,
-        addr: SocketAddr,
-        closer: Vec<pb::NodeRecord>,
-    ) -> Result<Vec<Peer>, DhtError> {
-        if closer.len() > MAX_CLOSER_NODES {
-            return Err(DhtError::BadResponse {
-                addr,
-                reason: format!(
-                    "{} closer nodes, over the limit of {MAX_CLOSER_NODES}",
-                    closer.len()
-                ),
-            });
-        }
-        let local = self.identity.node_id();
-        Ok(closer
+    /// Keeps the valid closer records. Their number and our own id among them are the
+    /// core's rules ([`Answer::check`], [`crate::core::node::Node::on_response`]).
+    fn check_closer(&self, addr: SocketAddr, closer: Vec<pb::NodeRecord>) -> Vec<Peer> {
+        closer
             .into_iter()
             .filter_map(|m| self.check_record(addr, m).ok())
-            .filter(|p| p.node_id() != local)
-            .collect())
+            .collect()
     }
 
     fn rpc_error(&self, id: NodeId, addr: SocketAddr, status: tonic::Status) -> DhtError {
-        if matches!(
-            status.code(),
-            tonic::Code::Unavailable | tonic::Code::Unknown
-        ) {
+        if CallFailure::of(&status).is_failure_of_node() {
             self.forget_channel(id, addr);
         }
         if let Some(wrong) = tls::wrong_node(&status) {
@@ -153,11 +128,21 @@ impl Inner {
             .map_err(|_| DhtError::Timeout { addr })?
             .map_err(|s| self.rpc_error(id, addr, s))?
             .into_inner();
-        self.check_responder(addr, res.responder, Some(id))
+        let peer = self.check_responder(addr, res.responder)?;
+        let answer = Answer {
+            responder: contact(&peer),
+            at_advertised: dial_addr(&peer) == Some(addr),
+            response: Response::Pong,
+        };
+        answer.check(&id).map_err(|e| DhtError::BadResponse {
+            addr,
+            reason: e.to_string(),
+        })?;
+        Ok(peer)
     }
 
-    /// Sends `request` to node `to` (`data`: its record) and checks the answer: from
-    /// that node, well formed, signed, bounded. A refusal of a PutRecord is told apart
+    /// Sends `request` to node `to` (`data`: its record) and checks the answer: well
+    /// formed and signed (the core checks it is from that node and bounded). A refusal of a PutRecord is told apart
     /// from a failure by its gRPC code.
     pub(crate) async fn call(
         &self,
@@ -170,11 +155,10 @@ impl Inner {
         };
         let (responder, response) = match self.exchange(addr, to, request).await {
             Ok(r) => r,
+            // How a failed call is read is `shoal_proto::call`'s rule, shared with the
+            // uplink.
             Err(DhtError::Rpc { status, .. })
-                if !matches!(
-                    status.code(),
-                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
-                ) =>
+                if CallFailure::of(&status) == CallFailure::Refused =>
             {
                 return Err(Failure::Refused {
                     compare_and_swap: status.code() == tonic::Code::Aborted,
@@ -211,10 +195,7 @@ impl Inner {
                     .map_err(timeout)?
                     .map_err(|s| self.rpc_error(id, addr, s))?
                     .into_inner();
-                Ok((
-                    self.check_responder(addr, res.responder, Some(id))?,
-                    Response::Pong,
-                ))
+                Ok((self.check_responder(addr, res.responder)?, Response::Pong))
             }
             Request::FindNode { target } => {
                 let req = pb::FindNodeRequest {
@@ -226,8 +207,8 @@ impl Inner {
                     .map_err(timeout)?
                     .map_err(|s| self.rpc_error(id, addr, s))?
                     .into_inner();
-                let responder = self.check_responder(addr, res.responder, Some(id))?;
-                let found = self.check_closer(addr, res.closer)?;
+                let responder = self.check_responder(addr, res.responder)?;
+                let found = self.check_closer(addr, res.closer);
                 Ok((
                     responder,
                     Response::Nodes {
@@ -251,8 +232,8 @@ impl Inner {
                 let record = res
                     .record
                     .and_then(|r| Signed::<MutableRecord>::try_from(r).ok());
-                let responder = self.check_responder(addr, res.responder, Some(id))?;
-                let found = self.check_closer(addr, res.closer)?;
+                let responder = self.check_responder(addr, res.responder)?;
+                let found = self.check_closer(addr, res.closer);
                 Ok((
                     responder,
                     Response::Record {
@@ -283,10 +264,7 @@ impl Inner {
                         status: Box::new(s),
                     })?
                     .into_inner();
-                Ok((
-                    self.check_responder(addr, res.responder, Some(id))?,
-                    Response::Stored,
-                ))
+                Ok((self.check_responder(addr, res.responder)?, Response::Stored))
             }
         }
     }

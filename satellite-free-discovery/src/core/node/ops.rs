@@ -1,0 +1,271 @@
+//! Operations: their lifecycle (wake times, open requests and children, the outcome
+//! reported to the owner) and the ones the owner starts: lookups, bootstrap, record
+//! reads and writes, crawl.
+
+use std::collections::VecDeque;
+
+use rand::RngExt;
+use shoal_proto::{NodeId, RecordKey};
+
+use super::{
+    Node, Op, OpId, OpKind, Outcome, Output, PeerData, Purpose, PutError, PutReport, Record,
+    Request, key_in_bucket,
+};
+
+impl<P: PeerData> Node<P> {
+    /// Sets when operation `op_id` wants [`Node::tick`] to advance it, keeping `wakes`.
+    pub(super) fn set_wake(&mut self, op_id: OpId, wake: Option<u64>) {
+        let Some(op) = self.ops.get_mut(&op_id) else {
+            return;
+        };
+        if op.wake == wake {
+            return;
+        }
+        if let Some(w) = op.wake {
+            self.wakes.remove(&(w, op_id));
+        }
+        if let Some(w) = wake {
+            self.wakes.insert((w, op_id));
+        }
+        op.wake = wake;
+    }
+
+    pub(super) fn new_op(&mut self, kind: OpKind<P>, report: bool, parent: Option<OpId>) -> OpId {
+        self.next_op += 1;
+        let id = self.next_op;
+        self.ops.insert(
+            id,
+            Op {
+                kind,
+                paths: None,
+                report,
+                parent,
+                open: 0,
+                wake: None,
+            },
+        );
+        id
+    }
+
+    /// One request (or child) of `op` settled.
+    pub(super) fn close_one(&mut self, op_id: OpId, now: u64, unix: u64) {
+        let Some(op) = self.ops.get_mut(&op_id) else {
+            return;
+        };
+        op.open = op.open.saturating_sub(1);
+        if op.open > 0 {
+            return;
+        }
+        let (put, bootstrap) = (
+            matches!(op.kind, OpKind::Put { .. }),
+            matches!(op.kind, OpKind::Bootstrap),
+        );
+        if put {
+            self.put_finished(op_id, now, unix);
+        } else if bootstrap {
+            let table = self.table.len();
+            self.finish(op_id, Some(Outcome::Bootstrapped { table }), now, unix);
+        } else {
+            self.finish(op_id, None, now, unix);
+        }
+    }
+
+    pub(super) fn put_finished(&mut self, op_id: OpId, now: u64, unix: u64) {
+        let Some(op) = self.ops.get(&op_id) else {
+            return;
+        };
+        let OpKind::Put {
+            record,
+            report,
+            cas,
+            expected_seq,
+            ..
+        } = &op.kind
+        else {
+            return;
+        };
+        let result = if report.stored > 0 {
+            Ok(report.clone())
+        } else if expected_seq.is_some() && *cas > 0 {
+            Err(PutError::CompareAndSwap)
+        } else {
+            Err(PutError::Failed {
+                refused: report.refused.len(),
+                failed: report.failed,
+            })
+        };
+        // Written through the owner: republished until forgotten.
+        let own = (op.report && result.is_ok()).then(|| record.clone());
+        if let Some(r) = own {
+            self.owned.insert(r.key(), r);
+        }
+        self.finish(op_id, Some(Outcome::Put(result)), now, unix);
+    }
+
+    pub(super) fn finish(&mut self, op_id: OpId, outcome: Option<Outcome<P>>, now: u64, unix: u64) {
+        let Some(op) = self.ops.remove(&op_id) else {
+            return;
+        };
+        if let Some(w) = op.wake {
+            self.wakes.remove(&(w, op_id));
+        }
+        if op.report
+            && let Some(o) = outcome
+        {
+            self.out.push_back(Output::Done {
+                op: op_id,
+                outcome: o,
+            });
+        }
+        if let Some(parent) = op.parent {
+            self.close_one(parent, now, unix);
+        }
+    }
+
+    /// Looks up a random key in every bucket not refreshed within `interval`; returns
+    /// how many lookups started.
+    pub(super) fn refresh(
+        &mut self,
+        now: u64,
+        unix: u64,
+        interval: u64,
+        parent: Option<OpId>,
+    ) -> usize {
+        let due = self.table.refresh_due(now, interval);
+        let n = due.len();
+        self.start_refreshes(now, unix, due, parent);
+        n
+    }
+
+    /// Looks up a random key in each of the buckets `due`.
+    pub(super) fn start_refreshes(
+        &mut self,
+        now: u64,
+        unix: u64,
+        due: Vec<usize>,
+        parent: Option<OpId>,
+    ) {
+        for b in due {
+            let key = key_in_bucket(&self.local, b, self.rng.random());
+            let op = self.new_op(OpKind::Refresh, false, parent);
+            self.start_paths(op, key, None, self.cfg.node_paths, now, unix);
+        }
+    }
+
+    /// The k closest reachable nodes to `target` ([`Outcome::Closest`]).
+    pub fn closest(&mut self, now: u64, unix: u64, target: [u8; 32]) -> OpId {
+        let op = self.new_op(OpKind::Closest, true, None);
+        self.start_paths(op, target, None, self.cfg.node_paths, now, unix);
+        op
+    }
+
+    /// Finds node `id` as it answers ([`Outcome::Found`]).
+    pub fn find_node(&mut self, now: u64, unix: u64, id: NodeId) -> OpId {
+        let op = self.new_op(OpKind::Find { id }, true, None);
+        self.start_paths(op, id.0, None, self.cfg.node_paths, now, unix);
+        op
+    }
+
+    /// Joins: looks up our own id (a client: `random`), then refreshes every bucket
+    /// ([`Outcome::Bootstrapped`]). Answers to bootstrap pings come first, through
+    /// [`Node::on_contact`].
+    pub fn bootstrap(&mut self, now: u64, unix: u64) -> OpId {
+        let target = if self.cfg.client {
+            self.rng.random()
+        } else {
+            self.local.0
+        };
+        let op = self.new_op(OpKind::Bootstrap, true, None);
+        self.start_paths(op, target, None, self.cfg.node_paths, now, unix);
+        op
+    }
+
+    /// Tells the nodes near us about a new local record: a lookup of our own id (they
+    /// see the new sender record and dial it back). Not reported.
+    pub fn announce(&mut self, now: u64, unix: u64) {
+        if self.table.is_empty() {
+            return;
+        }
+        let op = self.new_op(OpKind::Refresh, false, None);
+        let target = self.local.0;
+        self.start_paths(op, target, None, self.cfg.node_paths, now, unix);
+    }
+
+    /// Reads the newest record under `key` along disjoint paths ([`Outcome::Record`]).
+    pub fn get_record(&mut self, now: u64, unix: u64, key: RecordKey) -> OpId {
+        let local = if self.cfg.client {
+            None
+        } else {
+            self.store.get(&key, unix).cloned()
+        };
+        let op = self.new_op(OpKind::Get { local }, true, None);
+        self.start_paths(op, key.0, Some(key), self.cfg.record_paths, now, unix);
+        op
+    }
+
+    /// Writes `record` to the k closest of its key, found along disjoint paths, and
+    /// republishes it until [`Node::forget_record`] ([`Outcome::Put`]).
+    pub fn put_record(
+        &mut self,
+        now: u64,
+        unix: u64,
+        record: Record,
+        expected_seq: Option<u64>,
+    ) -> OpId {
+        self.start_put(now, unix, record, expected_seq, true)
+    }
+
+    pub(super) fn start_put(
+        &mut self,
+        now: u64,
+        unix: u64,
+        record: Record,
+        expected_seq: Option<u64>,
+        report: bool,
+    ) -> OpId {
+        let key = record.key();
+        let op = self.new_op(
+            OpKind::Put {
+                record,
+                expected_seq,
+                report: PutReport::default(),
+                cas: 0,
+                spares: VecDeque::new(),
+            },
+            report,
+            None,
+        );
+        self.start_paths(op, key.0, Some(key), self.cfg.record_paths, now, unix);
+        op
+    }
+
+    /// Stops republishing the record under `key`.
+    pub fn forget_record(&mut self, key: &RecordKey) {
+        self.owned.remove(key);
+    }
+
+    /// One crawl step: asks the member contacted least recently (or a table entry) for
+    /// the nodes near a random key, learning members from the answer
+    /// ([`Outcome::Crawled`]).
+    pub fn crawl(&mut self, now: u64, unix: u64) -> OpId {
+        let op = self.new_op(OpKind::Crawl, true, None);
+        let next = self.members.as_mut().and_then(|m| m.next_to_crawl(now));
+        let next = next.or_else(|| self.table.iter().next().map(|e| (e.id, e.data.clone())));
+        match next {
+            Some((id, data)) => {
+                let target = self.rng.random();
+                self.send(
+                    now,
+                    id,
+                    data,
+                    Request::FindNode { target },
+                    Some(op),
+                    Purpose::Crawl,
+                    None,
+                );
+            }
+            None => self.finish(op, Some(Outcome::Crawled), now, unix),
+        }
+        op
+    }
+}
