@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use shoal_proto::NodeId;
+use shoal_test_kit::settle;
 use uplink::catalog::Catalog;
 use uplink::{Access, NodeCandidate, PutOptions, RootSecret, Scheme, Uplink, UplinkConfig};
 
@@ -47,15 +48,13 @@ pub async fn start_cluster(n: usize) -> anyhow::Result<Cluster> {
             .map(|node| node.running().dht().table().len())
             .collect()
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut last, mut since) = (tables(), Instant::now());
-    while since.elapsed() < Duration::from_secs(1) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = tables();
-        if now != last {
-            (last, since) = (now, Instant::now());
-        }
-    }
+    let last = settle(
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        Duration::from_millis(50),
+        || std::future::ready(tables()),
+    )
+    .await;
     eprintln!(
         "DHT settled after {:.1} s: table sizes {}..={}",
         t.elapsed().as_secs_f64(),

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use rustix::process::{Pid, WaitId, WaitIdOptions};
+use shoal_test_kit::{poll_until, settle};
 use uplink::Scheme;
 
 use crate::bench::MIB;
@@ -298,15 +299,13 @@ impl ProcessNetwork {
             }
             v
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let (mut last, mut since) = (sizes().await, Instant::now());
-        while since.elapsed() < Duration::from_secs(1) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let now = sizes().await;
-            if now != last {
-                (last, since) = (now, Instant::now());
-            }
-        }
+        let last = settle(
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+            Duration::from_millis(100),
+            sizes,
+        )
+        .await;
         eprintln!(
             "DHT settled after {:.1} s: table sizes {}..={}",
             t.elapsed().as_secs_f64(),
@@ -581,18 +580,15 @@ impl ProcessNetwork {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
             }
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Whatever has not exited within 10 s of SIGTERM is killed.
+        let exited = |n: &mut NodeProcess| !matches!(n.child.try_wait(), Ok(None));
+        let _ = poll_until(Duration::from_secs(10), "every node to exit", || {
+            self.nodes.iter_mut().all(exited)
+        });
         for n in &mut self.nodes {
-            loop {
-                match n.child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if Instant::now() >= deadline => {
-                        let _ = n.child.kill();
-                        let _ = n.child.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                }
+            if !exited(n) {
+                let _ = n.child.kill();
+                let _ = n.child.wait();
             }
         }
         self.nodes.clear();

@@ -11,13 +11,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use shoal_proto::Identity;
 use shoal_proto::address::AddressScope;
+use shoal_test_kit::{Cli, wait_until};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use uplink::discovery::DhtNodes;
 use uplink::store::NodeSource;
 use uplink::{Access, RootSecret};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-
-use crate::{Cluster, NodeOptions, wait_until};
+use crate::{Cluster, NodeOptions};
 
 /// Waits until a DHT client joining through the first node sees every node.
 pub async fn wait_all_seen(cluster: &Cluster) -> anyhow::Result<()> {
@@ -45,8 +45,8 @@ pub async fn wait_all_seen(cluster: &Cluster) -> anyhow::Result<()> {
 #[derive(Debug)]
 pub struct CliNet {
     pub cluster: Cluster,
-    /// The `uplink` binary, built for this test run.
-    pub bin: PathBuf,
+    /// The `uplink` binary, built for this test run, and how it is run.
+    pub cli: Cli,
     pub grant: String,
     /// The `config.toml` every config dir gets.
     pub config: String,
@@ -56,8 +56,7 @@ pub struct CliNet {
 impl CliNet {
     /// Starts `nodes` nodes and waits until a DHT client sees all of them.
     pub async fn start(nodes: usize, config: &str) -> anyhow::Result<CliNet> {
-        let bin = crate::build_binary("uplink", "uplink")?
-            .context("this test runs the uplink binary: run it through cargo test (CARGO set)")?;
+        let bin = shoal_test_kit::build_binary("uplink", "uplink")?;
         let cluster = Cluster::start(
             nodes,
             NodeOptions {
@@ -70,7 +69,7 @@ impl CliNet {
         let grant = Access::new(RootSecret::random(), vec![cluster.node(0).pinned()]).to_grant()?;
         Ok(CliNet {
             cluster,
-            bin,
+            cli: Cli::new(bin).log(Some("warn,s3s=off")),
             grant,
             config: config.to_string(),
             work: tempfile::tempdir()?,
@@ -102,36 +101,18 @@ impl CliNet {
 
     /// A command of config dir `dir`: (success, stdout, stderr).
     pub async fn run(&self, dir: &Path, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
-        let out = self
-            .command(dir, args)
-            .stdin(Stdio::null())
-            .output()
-            .await?;
-        Ok((
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
+        let run = self.cli.run(dir, args).await?;
+        Ok((run.success(), run.stdout, run.stderr))
     }
 
     /// A command that must succeed; returns its stdout.
     pub async fn ok(&self, dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-        let (ok, out, err) = self.run(dir, args).await?;
-        if !ok {
-            bail!("uplink {args:?} failed: {err}");
-        }
-        Ok(out)
+        self.cli.ok(dir, args).await
     }
 
     /// The command for `uplink --config-dir dir args...` (killed when dropped).
     pub fn command(&self, dir: &Path, args: &[&str]) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new(&self.bin);
-        c.arg("--config-dir")
-            .arg(dir)
-            .args(args)
-            .env("RUST_LOG", "warn,s3s=off")
-            .kill_on_drop(true);
-        c
+        self.cli.command(dir, args)
     }
 }
 

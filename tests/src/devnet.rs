@@ -176,7 +176,7 @@ impl Devnet {
             return true;
         };
         let want = self.nodes.len() - 1;
-        crate::wait_until(deadline, "every node in the seed's table", || async {
+        shoal_test_kit::wait_until(deadline, "every node in the seed's table", || async {
             seed.dht().table().len() >= want
         })
         .await

@@ -27,10 +27,11 @@ use shoal_proto::limits::MAX_CHUNK;
 use shoal_proto::pb::discovery_client::DiscoveryClient;
 use shoal_proto::pb::{self, upload_request};
 use shoal_proto::{NodeId, PieceId, tls};
+use shoal_test_kit::{test_data, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::codegen::Service;
 
-use crate::{Cluster, NodeOptions, Owner, wait_until};
+use crate::{Cluster, NodeOptions, Owner};
 
 /// How long the node may take to drop a stalled upload: the harness's nodes use this
 /// stall timeout, so a stalled stream never outlives a round.
@@ -426,7 +427,7 @@ impl Harness {
         for n in &self.cluster.nodes {
             let mut client = n.client().await?;
             let piece = crate::random_piece();
-            let data = crate::test_data(10_000, 1);
+            let data = test_data(10_000, 1);
             self.owner
                 .upload(&mut client, n.node_id(), piece, &data, 4096)
                 .await

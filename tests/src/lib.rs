@@ -6,17 +6,20 @@
 //!   the same directory.
 //! - [`Owner`] is an uplink-side key for tests that do not need the whole uplink: the
 //!   uplink's orders and its [`NodeClient`], plus the wire messages tests tamper with.
-//! - [`wait_until`] waits for a condition with a deadline (tests never sleep a fixed time);
-//!   [`http_get`] fetches a page from a node's HTTP port.
+//! - [`http_get`] fetches a page from a node's HTTP port.
+//! - [`cli_net`]: the network for tests of the real `uplink` binary (a cluster, the DHT
+//!   probe that waits until a client sees every node, config dirs with a grant).
+//!
+//! What needs no running node (data, deadlines, tools, the CLI runner, paths) is in the
+//! test kit, `shoal-test-kit`, which this crate builds on.
 //! - [`hostile`] attacks live nodes as a hostile client; [`fuzz`] runs it with every
 //!   crate's decoder fuzz targets (the `shoal-fuzz` binary).
 
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Empty};
@@ -214,24 +217,6 @@ impl Cluster {
     }
 }
 
-/// Waits until `check` returns true, polling every 10 ms; fails after `deadline`.
-pub async fn wait_until<F, Fut>(deadline: Duration, what: &str, mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let end = tokio::time::Instant::now() + deadline;
-    loop {
-        if check().await {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= end {
-            bail!("timed out after {deadline:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// `GET path` over HTTP/1.1: status and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     http_get_as(addr, path, &addr.to_string()).await
@@ -257,19 +242,6 @@ pub async fn http_get_as(
     drop(sender);
     conn.abort();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-/// Deterministic test data.
-pub fn test_data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// A piece owner (what the uplink is), for tests that do not need the whole uplink: its
@@ -590,36 +562,6 @@ pub fn random_piece() -> PieceId {
 pub mod bench;
 pub mod cli_bench;
 pub mod cli_net;
-/// The workspace root.
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
-/// Builds binary `bin` of `package` with the test profile (reusing the running test's
-/// artifacts: a test of another crate does not get it built) and returns its path;
-/// `Ok(None)` when cargo is not available.
-pub fn build_binary(package: &str, bin: &str) -> anyhow::Result<Option<PathBuf>> {
-    let Some(cargo) = std::env::var_os("CARGO") else {
-        return Ok(None);
-    };
-    let out = std::process::Command::new(cargo)
-        .current_dir(repo_root())
-        .args(["build", "-p", package, "--bin", bin, "--profile", "test"])
-        .arg("--message-format=json")
-        .stderr(std::process::Stdio::inherit())
-        .output()?;
-    if !out.status.success() {
-        bail!("cargo build of {package} failed");
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
-        .find(|p| p.file_name().is_some_and(|n| n == bin)))
-}
-
 pub mod devnet;
 pub mod e2e;
 pub mod fuzz;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use shoal_proto::{NodeId, PieceId};
+use shoal_test_kit::test_data;
 use storage_node::PieceStore;
 use storage_node::config::NodeDir;
 use storage_node::meta::{OwnedPiece, charged};
@@ -26,8 +27,8 @@ use storage_node::store::INLINE_MAX;
 use uplink::grpc::NodeClient;
 use uplink::store::NodeAddress;
 
+use crate::Owner;
 use crate::cli_bench::{Binaries, NodeProcess, run_node, setup_node};
-use crate::{Owner, test_data};
 
 /// What a soak does.
 #[derive(Debug, Clone)]

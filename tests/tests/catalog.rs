@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use shoal_test_kit::{bounded, files_under};
 use shoal_tests::cli_net::CliNet;
 use shoal_tests::e2e::Pattern;
 
@@ -59,25 +60,19 @@ fn write_tree(root: &Path, n: u64, seed: u64) -> BTreeMap<String, Vec<u8>> {
 
 /// Every file under `root`, by path relative to it.
 fn read_tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p.strip_prefix(root).unwrap().to_str().unwrap().to_string();
-                out.insert(rel, std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
+    files_under(root)
+        .unwrap()
+        .into_iter()
+        .map(|rel| {
+            let bytes = std::fs::read(root.join(&rel)).unwrap();
+            (rel.to_str().unwrap().to_string(), bytes)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_survives_the_loss_of_its_machine() {
-    tokio::time::timeout(Duration::from_secs(600), async {
+    bounded(Duration::from_secs(600), async {
         let net = Net::start().await;
         let (a, _) = net.config_dir("laptop").await;
         // 300 objects in 3 buckets, one `cp -r` each.
@@ -185,13 +180,12 @@ async fn a_backup_survives_the_loss_of_its_machine() {
         assert!(catalog.iter().all(|s| s["state"] == "healthy"), "{report}");
         net.0.cluster.shutdown().await.unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_uplinks_with_one_grant_write_at_once_and_agree() {
-    tokio::time::timeout(Duration::from_secs(600), async {
+    bounded(Duration::from_secs(600), async {
         let net = Net::start().await;
         let (a, _) = net.config_dir("server").await;
         let (b, _) = net.config_dir("laptop").await;
@@ -264,8 +258,7 @@ async fn two_uplinks_with_one_grant_write_at_once_and_agree() {
         assert_eq!(status["writers"].as_object().unwrap().len(), 2, "{status}");
         net.0.cluster.shutdown().await.unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 /// Issue 21, "Done when": every node of the 12 is stopped and started again: the
@@ -277,7 +270,7 @@ async fn two_uplinks_with_one_grant_write_at_once_and_agree() {
 /// old config dirs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalog_survives_restarts_and_rebuild_recovers_every_object_after_every_record_is_lost() {
-    tokio::time::timeout(Duration::from_secs(600), async {
+    bounded(Duration::from_secs(600), async {
         let mut net = Net::start().await;
         // Two writers; with snapshot_every = 4, both snapshots and deltas are in play.
         let (a, _) = net.config_dir("a").await;
@@ -425,6 +418,5 @@ async fn catalog_survives_restarts_and_rebuild_recovers_every_object_after_every
         assert!(!listing.contains("file-002.bin"), "{listing}");
         net.0.cluster.shutdown().await.unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }

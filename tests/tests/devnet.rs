@@ -10,8 +10,8 @@ use std::time::Duration;
 use shoal_proto::address::AddressScope;
 use shoal_proto::tls::PinnedPeer;
 use shoal_proto::{Identity, NodeId};
+use shoal_test_kit::{bounded, build_binary, test_data};
 use shoal_tests::devnet::{Devnet, DevnetParams, ensure_uplink_access};
-use shoal_tests::test_data;
 use storage_node::ByteSize;
 use uplink::catalog::Catalog;
 use uplink::discovery::DhtNodes;
@@ -63,7 +63,7 @@ async fn get(up: &Uplink, bucket: &str, key: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devnet_resumes_with_every_piece_and_its_grant_works_elsewhere() {
-    tokio::time::timeout(Duration::from_secs(300), async {
+    bounded(Duration::from_secs(300), async {
         let dir = tempfile::tempdir().unwrap();
         let params = DevnetParams {
             base_port: free_port(),
@@ -104,8 +104,7 @@ async fn devnet_resumes_with_every_piece_and_its_grant_works_elsewhere() {
         drop(up);
         net.shutdown().await.unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test]
@@ -121,10 +120,8 @@ async fn status_of_a_devnet_that_is_not_running_says_so() {
 /// is there for both config dirs and for a fresh import, byte for byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devnet_restart_keeps_every_catalog_for_every_config_dir_and_a_fresh_import() {
-    let bin = shoal_tests::build_binary("uplink", "uplink")
-        .unwrap()
-        .expect("the uplink binary (run under cargo test)");
-    tokio::time::timeout(Duration::from_secs(400), async {
+    let bin = build_binary("uplink", "uplink").unwrap();
+    bounded(Duration::from_secs(400), async {
         let dir = tempfile::tempdir().unwrap();
         let params = DevnetParams {
             base_port: free_port(),
@@ -213,6 +210,5 @@ async fn devnet_restart_keeps_every_catalog_for_every_config_dir_and_a_fresh_imp
         }
         net.shutdown().await.unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }

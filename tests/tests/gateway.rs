@@ -5,20 +5,14 @@
 //! restic (`tests/s3/clients.sh`). A missing client fails the test with what to install.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use shoal_test_kit::{bounded, repo_root};
 use shoal_tests::cli_net::{ACCESS_KEY, CliNet, GatewayProc, SECRET_KEY};
 
 const NODES: usize = 12;
 const CONFIG: &str = "difficulty = 0\nlocal_network = true\nscheme = \"4/6/8/12\"\ncatalog_scheme = \"4/6/8/12\"\nsnapshot_every = 16\n";
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// Runs a client program against the gateway; panics with its output if it fails.
 async fn run_client(gw: &GatewayProc, program: &str, args: &[&str]) -> String {
@@ -45,7 +39,7 @@ async fn run_client(gw: &GatewayProc, program: &str, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boto3_drives_every_operation() {
-    tokio::time::timeout(Duration::from_secs(900), async {
+    bounded(Duration::from_secs(900), async {
         let net = CliNet::start(NODES, CONFIG).await.unwrap();
         let (dir, _) = net.config_dir("gateway").await.unwrap();
         let gw = GatewayProc::start(&net, &dir).await.unwrap();
@@ -86,13 +80,12 @@ async fn boto3_drives_every_operation() {
         );
         net.cluster.shutdown().await.unwrap();
     })
-    .await
-    .expect("the test did not finish within 15 minutes");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_cli_rclone_and_restic_work_unmodified() {
-    tokio::time::timeout(Duration::from_secs(900), async {
+    bounded(Duration::from_secs(900), async {
         let net = CliNet::start(NODES, CONFIG).await.unwrap();
         let (dir, _) = net.config_dir("gateway").await.unwrap();
         let gw = GatewayProc::start(&net, &dir).await.unwrap();
@@ -105,6 +98,5 @@ async fn aws_cli_rclone_and_restic_work_unmodified() {
         );
         net.cluster.shutdown().await.unwrap();
     })
-    .await
-    .expect("the test did not finish within 15 minutes");
+    .await;
 }

@@ -8,9 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use shoal_tests::build_binary;
+use shoal_test_kit::{bounded, build_binary, test_data};
 use shoal_tests::cli_bench::{Binaries, ProcessNetwork, same_file};
-use shoal_tests::test_data;
 
 const NODES: usize = 12;
 
@@ -69,12 +68,8 @@ fn check_all(
 async fn every_node_restarted_every_config_dir_works_and_a_fresh_import_recovers_every_object() {
     // Built before the clock starts (a cold build takes minutes).
     let bins = Binaries {
-        storage_node: build_binary("storage-node", "storage-node")
-            .unwrap()
-            .expect("this test runs the storage-node binary: run it through cargo test"),
-        uplink: build_binary("uplink", "uplink")
-            .unwrap()
-            .expect("this test runs the uplink binary: run it through cargo test"),
+        storage_node: build_binary("storage-node", "storage-node").unwrap(),
+        uplink: build_binary("uplink", "uplink").unwrap(),
     };
     let run = async {
         let mut net = ProcessNetwork::start(bins, NODES)?;
@@ -105,8 +100,5 @@ async fn every_node_restarted_every_config_dir_works_and_a_fresh_import_recovers
             .with_context(|| format!("access import printed: {imported}"))?;
         net.shutdown()
     };
-    tokio::time::timeout(Duration::from_secs(900), run)
-        .await
-        .expect("test timed out")
-        .unwrap();
+    bounded(Duration::from_secs(900), run).await.unwrap();
 }

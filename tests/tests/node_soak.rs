@@ -6,14 +6,12 @@
 
 use std::time::Duration;
 
-use shoal_tests::build_binary;
+use shoal_test_kit::build_binary;
 use shoal_tests::node_soak::{SoakOptions, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_nodes_keep_every_acknowledged_piece_and_exact_counters() {
-    let storage_node = build_binary("storage-node", "storage-node")
-        .unwrap()
-        .expect("cargo is needed to build the storage-node binary");
+    let storage_node = build_binary("storage-node", "storage-node").unwrap();
     let opts = SoakOptions {
         storage_node,
         nodes: 20,

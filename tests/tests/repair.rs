@@ -6,34 +6,25 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use shoal_proto::NodeId;
+use shoal_test_kit::{Cli, Run, bounded, build_binary, wait_until};
 use shoal_tests::e2e::Pattern;
-use shoal_tests::{Cluster, NodeOptions, wait_until};
+use shoal_tests::{Cluster, NodeOptions};
 use uplink::health::{EXIT_BELOW_THRESHOLD, EXIT_HEALTHY};
 
 const LIMIT: Duration = Duration::from_secs(300);
 
 struct Net {
     cluster: Cluster,
-    bin: PathBuf,
+    cli: Cli,
     work: tempfile::TempDir,
-}
-
-/// What one CLI run did.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
 }
 
 impl Net {
     async fn start(nodes: usize, options: NodeOptions, extra_config: &str) -> Net {
-        let bin = shoal_tests::build_binary("uplink", "uplink")
-            .unwrap()
-            .expect("this test runs the uplink binary: run it through cargo test (CARGO set)");
+        let cli = Cli::new(build_binary("uplink", "uplink").unwrap());
         let cluster = Cluster::start(nodes, options).await.unwrap();
         let work = tempfile::tempdir().unwrap();
         let list: Vec<String> = cluster
@@ -53,7 +44,7 @@ impl Net {
             ),
         )
         .unwrap();
-        let net = Net { cluster, bin, work };
+        let net = Net { cluster, cli, work };
         let r = net.uplink(&["access", "create"]).await;
         assert_eq!(r.code, Some(0), "access create: {}", r.stderr);
         let r = net.uplink(&["mb", "shoal://keep"]).await;
@@ -62,21 +53,7 @@ impl Net {
     }
 
     async fn uplink(&self, args: &[&str]) -> Run {
-        let out = tokio::process::Command::new(&self.bin)
-            .arg("--config-dir")
-            .arg(self.work.path())
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .unwrap();
-        Run {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        self.cli.run(self.work.path(), args).await.unwrap()
     }
 
     fn file(&self, name: &str, len: u64, seed: u64) -> PathBuf {
@@ -135,7 +112,7 @@ impl Net {
 /// `check` says healthy (exit 0).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_regenerates_lost_pieces_on_new_nodes() {
-    tokio::time::timeout(LIMIT, async {
+    bounded(LIMIT, async {
         let options = NodeOptions {
             allocate: 1 << 30,
             ..NodeOptions::default()
@@ -221,15 +198,14 @@ async fn repair_regenerates_lost_pieces_on_new_nodes() {
         );
         net.cluster.shutdown().await.unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 /// A node that answers audits with bad data is reported by `check` and gets no piece
 /// of the next upload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_serving_bad_audit_data_is_reported_and_left_out() {
-    tokio::time::timeout(LIMIT, async {
+    bounded(LIMIT, async {
         let options = NodeOptions {
             allocate: 1 << 30,
             ..NodeOptions::default()
@@ -295,8 +271,7 @@ async fn a_node_serving_bad_audit_data_is_reported_and_left_out() {
         assert!(net.cluster.node(bad).is_running(), "{bad_node} stays up");
         net.cluster.shutdown().await.unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -317,7 +292,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// one stays; a renewal beyond the nodes' `max_lease` is capped at it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unrenewed_pieces_expire_exactly_and_renewed_ones_stay() {
-    tokio::time::timeout(LIMIT, async {
+    bounded(LIMIT, async {
         let options = NodeOptions {
             allocate: 1 << 30,
             expiry_interval_ms: 100,
@@ -372,6 +347,5 @@ async fn unrenewed_pieces_expire_exactly_and_renewed_ones_stay() {
         assert_eq!(r.code, Some(3), "lost: {}{}", r.stdout, r.stderr);
         net.cluster.shutdown().await.unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }

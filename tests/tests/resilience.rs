@@ -7,18 +7,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shoal_test_kit::{bounded, build_binary, test_data};
 use shoal_tests::cli_bench::{Binaries, ProcessNetwork};
 
 /// Longest the whole test may take.
 const LIMIT: Duration = Duration::from_secs(600);
 
 fn binaries() -> Binaries {
-    let node = shoal_tests::build_binary("storage-node", "storage-node")
-        .unwrap()
-        .expect("this test runs the storage-node and uplink binaries: run it through cargo test");
-    let uplink = shoal_tests::build_binary("uplink", "uplink")
-        .unwrap()
-        .expect("this test runs the storage-node and uplink binaries: run it through cargo test");
+    let node = build_binary("storage-node", "storage-node").unwrap();
+    let uplink = build_binary("uplink", "uplink").unwrap();
     Binaries {
         storage_node: node,
         uplink,
@@ -30,7 +27,7 @@ fn write_files(dir: &Path, n: usize) {
     std::fs::create_dir_all(dir).unwrap();
     for i in 0..n {
         let len = 4097 + i * 3001;
-        let bytes = shoal_tests::test_data(len, i as u64 + 1);
+        let bytes = test_data(len, i as u64 + 1);
         std::fs::write(dir.join(format!("f{i:02}")), bytes).unwrap();
     }
 }
@@ -58,9 +55,7 @@ async fn blocking<T: Send + 'static>(
 async fn uploads_route_around_stopped_nodes_and_the_bootstrap_node_is_not_special() {
     // Built before the clock starts: a cold build of the two binaries takes minutes.
     let bins = tokio::task::spawn_blocking(binaries).await.unwrap();
-    tokio::time::timeout(LIMIT, scenario(bins))
-        .await
-        .expect("test timed out");
+    bounded(LIMIT, scenario(bins)).await;
 }
 
 async fn scenario(bins: Binaries) {

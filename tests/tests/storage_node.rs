@@ -8,9 +8,8 @@ use shoal_proto::limits::{MAX_CHUNK, MAX_GRPC_MESSAGE, ORDER_WINDOW_MS};
 use shoal_proto::messages::{MAX_LEASE_METADATA, RenewResult, RenewStatus};
 use shoal_proto::pb::{self, upload_request};
 use shoal_proto::time::unix_ms;
-use shoal_tests::{
-    Cluster, NodeOptions, Owner, http_get, http_get_as, random_piece, test_data, wait_until,
-};
+use shoal_test_kit::{bounded, test_data, wait_until};
+use shoal_tests::{Cluster, NodeOptions, Owner, http_get, http_get_as, random_piece};
 use storage_node::store::{RESERVE_STEP, charged};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -19,12 +18,6 @@ use uplink::orders::Orders;
 
 const LIMIT: Duration = Duration::from_secs(60);
 const BS: u32 = 4096;
-
-async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
-    tokio::time::timeout(LIMIT, f)
-        .await
-        .expect("test timed out");
-}
 
 fn chunk(data: Vec<u8>) -> pb::UploadRequest {
     pb::UploadRequest {
@@ -59,7 +52,7 @@ async fn open_upload(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_download_audit_renew_delete() {
-    bounded(async {
+    bounded(LIMIT, async {
         let cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
         let n = cluster.node(0);
         let mut c = n.client().await.unwrap();
@@ -127,7 +120,7 @@ async fn upload_download_audit_renew_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_largest_blocks_can_be_audited_and_downloaded() {
-    bounded(async {
+    bounded(LIMIT, async {
         let cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
         let n = cluster.node(0);
         let mut c = n.client().await.unwrap();
@@ -154,7 +147,7 @@ async fn the_largest_blocks_can_be_audited_and_downloaded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn range_download_sends_whole_covering_blocks() {
-    bounded(async {
+    bounded(LIMIT, async {
         let cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
         let n = cluster.node(0);
         let mut c = n.client().await.unwrap();
@@ -189,7 +182,7 @@ async fn range_download_sends_whole_covering_blocks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_hash_is_refused_and_nothing_is_stored() {
-    bounded(async {
+    bounded(LIMIT, async {
         let cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
         let n = cluster.node(0);
         let mut c = n.client().await.unwrap();
@@ -245,7 +238,7 @@ async fn wrong_hash_is_refused_and_nothing_is_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_owner_may_delete_read_audit_or_renew() {
-    bounded(async {
+    bounded(LIMIT, async {
         let cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
         let n = cluster.node(0);
         let mut c = n.client().await.unwrap();
@@ -298,7 +291,7 @@ async fn only_the_owner_may_delete_read_audit_or_renew() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overwrite_is_refused() {
-    bounded(async {
+    bounded(LIMIT, async {
         let cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
         let n = cluster.node(0);
         let mut c = n.client().await.unwrap();
@@ -329,7 +322,7 @@ async fn overwrite_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_over_the_allocation_are_refused_and_counters_unchanged() {
-    bounded(async {
+    bounded(LIMIT, async {
         let options = NodeOptions {
             allocate: 1 << 20,
             ..NodeOptions::default()
@@ -404,7 +397,7 @@ async fn uploads_over_the_allocation_are_refused_and_counters_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_pieces_are_collected() {
-    bounded(async {
+    bounded(LIMIT, async {
         let options = NodeOptions {
             expiry_interval_ms: 50,
             ..NodeOptions::default()
@@ -472,7 +465,7 @@ async fn expired_pieces_are_collected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_future_and_misaddressed_orders_are_refused() {
-    bounded(async {
+    bounded(LIMIT, async {
         let cluster = Cluster::start(2, NodeOptions::default()).await.unwrap();
         let n = cluster.node(0);
         let mut c = n.client().await.unwrap();
@@ -530,7 +523,7 @@ async fn stale_future_and_misaddressed_orders_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_messages_are_refused_and_nothing_is_stored() {
-    bounded(async {
+    bounded(LIMIT, async {
         let cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
         let n = cluster.node(0);
         let owner = Owner::new();
@@ -603,7 +596,7 @@ async fn oversize_messages_are_refused_and_nothing_is_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_uploads_time_out_and_leave_nothing() {
-    bounded(async {
+    bounded(LIMIT, async {
         let options = NodeOptions {
             stall_timeout_ms: 300,
             ..NodeOptions::default()
@@ -633,7 +626,7 @@ async fn stalled_uploads_time_out_and_leave_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trickling_uploads_hold_one_step_and_are_cut_after_the_grace() {
-    bounded(async {
+    bounded(LIMIT, async {
         let options = NodeOptions {
             upload_grace_ms: 1_000,
             min_upload_rate: 64 * 1024,
@@ -687,7 +680,7 @@ async fn trickling_uploads_hold_one_step_and_are_cut_after_the_grace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_streams_per_peer_are_bounded() {
-    bounded(async {
+    bounded(LIMIT, async {
         let options = NodeOptions {
             max_streams_per_peer: 2,
             ..NodeOptions::default()
@@ -737,7 +730,7 @@ async fn concurrent_streams_per_peer_are_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_serves_every_acknowledged_piece() {
-    bounded(async {
+    bounded(LIMIT, async {
         let mut cluster = Cluster::start(3, NodeOptions::default()).await.unwrap();
         let owner = Owner::new();
         let mut stored = Vec::new();
@@ -790,7 +783,7 @@ async fn a_restarted_node_serves_every_acknowledged_piece() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_aborts_uploads_in_flight_and_removes_temp_files() {
-    bounded(async {
+    bounded(LIMIT, async {
         let mut cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
         let owner = Owner::new();
         let n = cluster.node(0);
@@ -827,7 +820,7 @@ async fn shutdown_aborts_uploads_in_flight_and_removes_temp_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_is_not_held_up_by_a_client_that_stops_reading() {
-    bounded(async {
+    bounded(LIMIT, async {
         let mut cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
         let n = cluster.node(0);
         let mut c = n.client().await.unwrap();
@@ -865,7 +858,7 @@ async fn shutdown_is_not_held_up_by_a_client_that_stops_reading() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_serves_metrics_status_and_dashboard() {
-    bounded(async {
+    bounded(LIMIT, async {
         let cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
         let n = cluster.node(0);
         let mut c = n.client().await.unwrap();
@@ -958,7 +951,7 @@ async fn http_serves_metrics_status_and_dashboard() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_port_speaks_only_node_identity_tls() {
-    bounded(async {
+    bounded(LIMIT, async {
         let cluster = Cluster::start(2, NodeOptions::default()).await.unwrap();
         let (n, other) = (cluster.node(0), cluster.node(1));
 
@@ -1033,7 +1026,7 @@ async fn grpc_port_speaks_only_node_identity_tls() {
 /// that was uploaded again since.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_orders_are_refused() {
-    bounded(async {
+    bounded(LIMIT, async {
         let cluster = Cluster::start(1, NodeOptions::default()).await.unwrap();
         let n = cluster.node(0);
         let id = n.node_id();
@@ -1137,7 +1130,7 @@ async fn replayed_orders_are_refused() {
 /// FAILED_PRECONDITION and its limit in the response metadata; at the limit it accepts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_beyond_max_lease_are_refused_with_the_limit() {
-    bounded(async {
+    bounded(LIMIT, async {
         let max_lease_ms = 3_600_000;
         let options = NodeOptions {
             max_lease_ms,
@@ -1190,7 +1183,7 @@ async fn leases_beyond_max_lease_are_refused_with_the_limit() {
 /// orders, replays and over-limit pages are refused, and nobody sees another's pieces.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_lists_an_owners_pieces_and_their_tags_to_that_owner_only() {
-    bounded(async {
+    bounded(LIMIT, async {
         let mut cluster = Cluster::start(2, NodeOptions::default()).await.unwrap();
         let (alice, mallory) = (Owner::new(), Owner::new());
         let node = cluster.node(0).node_id();
@@ -1312,7 +1305,7 @@ async fn a_node_lists_an_owners_pieces_and_their_tags_to_that_owner_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restarted_while_its_bootstrap_is_down_joins_through_the_nodes_it_knew() {
-    bounded(async {
+    bounded(LIMIT, async {
         let mut cluster = Cluster::start(6, NodeOptions::default()).await.unwrap();
         let table = |c: &Cluster, i: usize| c.node(i).running().dht().table().len();
         wait_until(LIMIT, "node 5 to know the others", || async {

@@ -15,19 +15,18 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use shoal_proto::address::AddressScope;
 use shoal_proto::{Identity, NodeId, PieceId};
+use shoal_test_kit::{Cli, bounded, build_binary, require_tool, wait_until};
+use shoal_tests::cli_net::wait_all_seen;
 use shoal_tests::e2e::{HashWriter, Pattern, candidates, cluster_uplink};
-use shoal_tests::{Cluster, NodeOptions, Owner, wait_until};
+use shoal_tests::{Cluster, NodeOptions, Owner};
 use uplink::access::GrantError;
 use uplink::catalog::Catalog;
 use uplink::crypto::PLAIN_BLOCK;
-use uplink::discovery::DhtNodes;
 use uplink::grpc::GrpcPieceStore;
 use uplink::{Access, Error, NodeCandidate, NodeSource, PutOptions, RootSecret, Scheme, Uplink};
 use uplink::{UplinkConfig, segment::SEGMENT_BLOCKS};
@@ -122,7 +121,7 @@ fn piece_file(storage: &Path, piece: &PieceId) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_of_every_edge_size_round_trip_byte_identical() {
-    tokio::time::timeout(Duration::from_secs(900), async {
+    bounded(Duration::from_secs(900), async {
         let cluster = cluster().await;
         let up = uplink_on(&cluster, random_access(), config());
         let sizes: [(&str, u64); 7] = [
@@ -167,15 +166,14 @@ async fn objects_of_every_edge_size_round_trip_byte_identical() {
         check_pattern(&up, "inline-max+1", 4097, 3, Some((4000, 4097))).await;
         cluster.shutdown().await.unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_at_the_real_segment_boundary_round_trip() {
     // A segment is SEGMENT_BLOCKS blocks of PLAIN_BLOCK bytes (not exactly 64 MiB); with
     // small segments the exact boundary is cheap to test: one under, at, one over, two.
-    tokio::time::timeout(Duration::from_secs(300), async {
+    bounded(Duration::from_secs(300), async {
         let cluster = cluster().await;
         let cfg = UplinkConfig {
             segment_blocks: 4,
@@ -196,8 +194,7 @@ async fn objects_at_the_real_segment_boundary_round_trip() {
         }
         cluster.shutdown().await.unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 /// The long-tail scheme of the issue's tests: `3/5/7/10` on 12 nodes leaves two nodes
@@ -220,7 +217,7 @@ fn patient(scheme: Scheme) -> UplinkConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn download_succeeds_with_total_minus_k_piece_holders_stopped() {
-    tokio::time::timeout(Duration::from_secs(300), async {
+    bounded(Duration::from_secs(300), async {
         let mut cluster = cluster().await;
         let up = uplink_on(&cluster, random_access(), patient(tail_scheme()));
         let len = 5 * MIB + 3;
@@ -273,8 +270,7 @@ async fn download_succeeds_with_total_minus_k_piece_holders_stopped() {
         assert_eq!(out.len, 0, "nothing written when a segment cannot be read");
         cluster.shutdown().await.unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 /// A discovery layer answering, like a DHT sampler, with a limited view: `first` on the
@@ -344,7 +340,7 @@ impl tokio::io::AsyncRead for GatedReader {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn later_segments_keep_the_scheme_after_nodes_fail_mid_object() {
-    tokio::time::timeout(Duration::from_secs(300), async {
+    bounded(Duration::from_secs(300), async {
         let mut cluster = cluster().await;
         let all = candidates(&cluster);
         // The first sample holds exactly `total` = 10 nodes; two of them fail during the
@@ -451,13 +447,12 @@ async fn later_segments_keep_the_scheme_after_nodes_fail_mid_object() {
         check_pattern(&up, "failover", len, 61, None).await;
         cluster.shutdown().await.unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_piece_on_disk_becomes_an_erasure_and_the_node_is_noted() {
-    tokio::time::timeout(Duration::from_secs(300), async {
+    bounded(Duration::from_secs(300), async {
         let cluster = cluster().await;
         // No download margin: exactly k pieces are read, so the tampered one is always
         // among them (with a margin it could lose the race for the first stripe).
@@ -518,8 +513,7 @@ async fn corrupted_piece_on_disk_becomes_an_erasure_and_the_node_is_noted() {
         .await;
         cluster.shutdown().await.unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 /// Accepts TCP connections and never answers (holds them open).
@@ -539,7 +533,7 @@ async fn stalled_listener(ip: [u8; 4]) -> (SocketAddr, tokio::task::JoinHandle<(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_succeeds_with_total_minus_success_nodes_dead_or_stalled() {
-    tokio::time::timeout(Duration::from_secs(300), async {
+    bounded(Duration::from_secs(300), async {
         let mut cluster = cluster().await;
         // 12 candidates for 12 pieces: 8 live nodes, 2 stopped nodes, 2 stalled listeners
         // (total − success = 4 bad). Each in its own /24.
@@ -661,13 +655,12 @@ async fn upload_succeeds_with_total_minus_success_nodes_dead_or_stalled() {
         }
         cluster.shutdown().await.unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_passphrase_or_grant_reads_nothing_and_says_so() {
-    tokio::time::timeout(Duration::from_secs(300), async {
+    bounded(Duration::from_secs(300), async {
         let cluster = cluster().await;
         let right = RootSecret::from_passphrase(b"correct horse battery staple", "alice").unwrap();
         let up = uplink_on(&cluster, Access::new(right, Vec::new()), config());
@@ -732,34 +725,16 @@ async fn wrong_passphrase_or_grant_reads_nothing_and_says_so() {
         assert!(Access::from_grant(&grant).is_ok());
         cluster.shutdown().await.unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------
 // The real `uplink` binary: `cp -r` of a 1,000-file tree up and back
 
-fn uplink_binary() -> Option<PathBuf> {
-    shoal_tests::build_binary("uplink", "uplink").unwrap()
-}
-
 /// Runs the uplink CLI; returns (success, stdout, stderr).
-async fn run_uplink(bin: &Path, config: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = tokio::process::Command::new(bin)
-        .arg("--config-dir")
-        .arg(config)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+async fn run_uplink(cli: &Cli, config: &Path, args: &[&str]) -> (bool, String, String) {
+    let run = cli.run(config, args).await.unwrap();
+    (run.success(), run.stdout, run.stderr)
 }
 
 /// 1,000 files in nested directories: mostly small (inline), every 25th larger than the
@@ -789,34 +764,17 @@ fn write_tree(root: &Path) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_recursive_copy_of_a_thousand_files_is_identical_under_diff() {
     // A missing tool fails the test instead of skipping it.
-    std::process::Command::new("diff")
-        .arg("--version")
-        .output()
-        .expect("this test compares trees with `diff -r`: install diffutils");
-    let bin =
-        uplink_binary().expect("this test builds the uplink binary: run it through cargo test");
-    tokio::time::timeout(Duration::from_secs(600), async {
+    require_tool(
+        "diff",
+        &["--version"],
+        "this test compares trees with `diff -r`: install diffutils",
+    );
+    let cli = Cli::new(build_binary("uplink", "uplink").unwrap());
+    bounded(Duration::from_secs(600), async {
         let cluster = cluster().await;
-        let seed = (cluster.node(0).node_id(), cluster.node(0).grpc_addr());
         // The CLI finds the nodes through the DHT like a real uplink: wait until a DHT
         // client joined through the seed sees all of them.
-        let probe = DhtNodes::new(
-            Arc::new(Identity::random()),
-            vec![seed],
-            0,
-            AddressScope::Local,
-        );
-        wait_until(
-            Duration::from_secs(60),
-            "a DHT client sees every node",
-            || {
-                let probe = &probe;
-                async move { probe.sample(NODES).await.is_ok_and(|n| n.len() >= NODES) }
-            },
-        )
-        .await
-        .unwrap();
-        probe.shutdown().await;
+        wait_all_seen(&cluster).await.unwrap();
 
         let work = tempfile::tempdir().unwrap();
         let cfg = work.path().join("config");
@@ -829,23 +787,23 @@ async fn cli_recursive_copy_of_a_thousand_files_is_identical_under_diff() {
         let grant = Access::new(RootSecret::random(), vec![cluster.node(0).pinned()])
             .to_grant()
             .unwrap();
-        let (ok, _, err) = run_uplink(&bin, &cfg, &["access", "import", &grant]).await;
+        let (ok, _, err) = run_uplink(&cli, &cfg, &["access", "import", &grant]).await;
         assert!(ok, "access import: {err}");
-        let (ok, _, err) = run_uplink(&bin, &cfg, &["mb", "shoal://backups"]).await;
+        let (ok, _, err) = run_uplink(&cli, &cfg, &["mb", "shoal://backups"]).await;
         assert!(ok, "mb: {err}");
 
         let src = work.path().join("tree");
         let bytes = write_tree(&src);
         let src_arg = src.to_str().unwrap();
         let (ok, _, err) = run_uplink(
-            &bin,
+            &cli,
             &cfg,
             &["cp", "-r", "--no-progress", src_arg, "shoal://backups/tree"],
         )
         .await;
         assert!(ok, "cp -r up: {err}");
         let (ok, listing, err) =
-            run_uplink(&bin, &cfg, &["ls", "-r", "shoal://backups/tree"]).await;
+            run_uplink(&cli, &cfg, &["ls", "-r", "shoal://backups/tree"]).await;
         assert!(ok, "ls: {err}");
         assert_eq!(
             listing.lines().filter(|l| l.contains("file-")).count(),
@@ -856,7 +814,7 @@ async fn cli_recursive_copy_of_a_thousand_files_is_identical_under_diff() {
         let back = work.path().join("back");
         let back_arg = back.to_str().unwrap();
         let (ok, _, err) = run_uplink(
-            &bin,
+            &cli,
             &cfg,
             &[
                 "cp",
@@ -885,11 +843,11 @@ async fn cli_recursive_copy_of_a_thousand_files_is_identical_under_diff() {
         // A damaged grant is refused by the CLI with a message, and reads nothing.
         let other = work.path().join("other");
         let bad = format!("{}x", &grant[..grant.len() - 1]);
-        let (ok, _, err) = run_uplink(&bin, &other, &["access", "import", &bad]).await;
+        let (ok, _, err) = run_uplink(&cli, &other, &["access", "import", &bad]).await;
         assert!(!ok, "a damaged grant is refused");
         assert!(err.contains("grant"), "{err}");
         let (ok, _, err) = run_uplink(
-            &bin,
+            &cli,
             &other,
             &[
                 "cp",
@@ -903,6 +861,5 @@ async fn cli_recursive_copy_of_a_thousand_files_is_identical_under_diff() {
         assert!(err.contains("access"), "{err}");
         cluster.shutdown().await.unwrap();
     })
-    .await
-    .expect("test timed out");
+    .await;
 }

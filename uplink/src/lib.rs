@@ -24,8 +24,9 @@
 //!   renew batches, audit blocks, `check` exit statuses), plain code; [`repair`] runs
 //!   them: renew, check (audit), repair, and the background [`repair::spawn_renewer`].
 //! - [`config`]: the CLI's files and `config.toml`; [`metrics`]: Prometheus metrics.
-//! - [`testing`]: an in-memory piece store with misbehaving nodes, and the same behind
-//!   real gRPC servers on loopback.
+//! - `testing` (feature `testing`, on in this crate's own tests): an in-memory piece
+//!   store with misbehaving nodes, and the same behind real gRPC servers on loopback;
+//!   `fuzz` (feature `fuzz`): the decoders' fuzz targets, for `shoal-fuzz`.
 
 pub mod access;
 pub mod catalog;
@@ -36,6 +37,7 @@ pub mod crypto;
 pub mod discovery;
 mod download;
 pub mod error;
+#[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
 pub mod gateway;
 pub mod grpc;
@@ -50,6 +52,7 @@ pub mod segment;
 pub mod select;
 pub mod store;
 pub mod sync;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod upload;
 

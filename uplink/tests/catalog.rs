@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use shoal_proto::messages::MutableRecord;
 use shoal_proto::{PieceId, Signed, pb};
+use shoal_test_kit::xorshift_bytes;
 use uplink::catalog::log::{self, BlobRef};
 use uplink::catalog::{Catalog, Listing};
 use uplink::sync::UnavailableKind;
@@ -18,15 +19,7 @@ use uplink::{Access, PutOptions, RootSecret, StaticNodes, Uplink, UplinkConfig};
 const ROOT: [u8; 32] = [42; 32];
 
 fn data(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    xorshift_bytes(n, seed)
 }
 
 fn config() -> UplinkConfig {

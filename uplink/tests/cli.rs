@@ -3,45 +3,29 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::Duration;
 
+use shoal_test_kit::{Cli, Run, xorshift_bytes};
 use uplink::testing::fake_net::FakeNetwork as Network;
 
 async fn start_network(n: usize) -> Network {
     Network::start(n).await.unwrap()
 }
 
-async fn uplink(dir: &Path, args: &[&str], stdin: Option<Vec<u8>>) -> Output {
-    use tokio::io::AsyncWriteExt;
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_uplink"));
-    cmd.args(args)
-        .env("SHOAL_CONFIG_DIR", dir)
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    if let Some(input) = stdin {
-        pipe.write_all(&input).await.unwrap();
-    }
-    drop(pipe);
-    tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+/// The `uplink` binary of this build with its default logging, 120 s a run at most.
+async fn uplink(dir: &Path, args: &[&str], stdin: Option<Vec<u8>>) -> Run {
+    Cli::new(env!("CARGO_BIN_EXE_uplink"))
+        .log(None)
+        .limit(Duration::from_secs(120))
+        .run_with_input(dir, args, stdin)
         .await
-        .expect("uplink timed out")
         .unwrap()
 }
 
 async fn ok(dir: &Path, args: &[&str], stdin: Option<Vec<u8>>) -> Vec<u8> {
     let out = uplink(dir, args, stdin).await;
-    assert!(
-        out.status.success(),
-        "uplink {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    assert!(out.success(), "uplink {args:?} failed: {}", out.stderr);
+    out.stdout_bytes
 }
 
 async fn text(dir: &Path, args: &[&str], stdin: Option<Vec<u8>>) -> String {
@@ -50,20 +34,12 @@ async fn text(dir: &Path, args: &[&str], stdin: Option<Vec<u8>>) -> String {
 
 async fn fails(dir: &Path, args: &[&str], stdin: Option<Vec<u8>>) -> String {
     let out = uplink(dir, args, stdin).await;
-    assert!(!out.status.success(), "uplink {args:?} should have failed");
-    String::from_utf8(out.stderr).unwrap()
+    assert!(!out.success(), "uplink {args:?} should have failed");
+    out.stderr
 }
 
 fn data(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    xorshift_bytes(n, seed)
 }
 
 fn configure(dir: &Path, net: &Network, scheme: Option<&str>) {
@@ -136,7 +112,7 @@ async fn access_grants_and_wrong_passphrases() {
         Some(body.clone()),
     )
     .await;
-    assert!(String::from_utf8_lossy(&out.stderr).contains("was stored with 6/12/12/12"));
+    assert!(out.stderr.contains("was stored with 6/12/12/12"));
     assert_eq!(
         ok(d, &["cp", "shoal://docs/secret.bin", "-"], None).await,
         body
@@ -243,20 +219,7 @@ async fn access_grants_and_wrong_passphrases() {
 }
 
 fn files_under(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(root).unwrap().to_path_buf());
-            }
-        }
-    }
-    out.sort();
-    out
+    shoal_test_kit::files_under(root).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,20 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use shoal_test_kit::xorshift_bytes;
 use uplink::catalog::{Catalog, Content};
 use uplink::testing::{Behaviour, MemoryPieceStore};
 use uplink::{Access, Error, PutOptions, RootSecret, Scheme, StaticNodes, Uplink, UplinkConfig};
 
 fn data(n: usize, seed: u8) -> Vec<u8> {
-    let mut x = u64::from(seed) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    xorshift_bytes(n, u64::from(seed))
 }
 
 fn config(scheme: &str) -> UplinkConfig {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_proto::{NodeId, PieceId};
+use shoal_test_kit::wait_until;
 use uplink::catalog::Catalog;
 use uplink::health::{EXIT_BELOW_THRESHOLD, EXIT_HEALTHY, EXIT_LOST, SegmentState};
 use uplink::repair::{CheckOptions, Scope, spawn_renewer};
@@ -252,11 +253,11 @@ async fn the_background_renewer_renews_until_stopped() {
     let (node, piece) = pieces(&up, "a")[0];
     let first = store.lease(&node, &piece).unwrap();
     let renewer = spawn_renewer(up.clone(), Duration::from_millis(20));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while store.lease(&node, &piece).unwrap() <= first + 5 {
-        assert!(tokio::time::Instant::now() < deadline, "no renewal");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(Duration::from_secs(20), "a renewal", || async {
+        store.lease(&node, &piece).unwrap() > first + 5
+    })
+    .await
+    .unwrap();
     // Returns once the renewal in progress (if any) has ended.
     renewer.stop().await;
 }

@@ -17,18 +17,8 @@ use uplink::store::{DownloadPart, NodeAddress, UploadPart};
 
 pub const BS: u32 = 4096;
 
-/// Deterministic test data.
-pub fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+/// Deterministic test data (the test kit's).
+pub use shoal_test_kit::test_data as data;
 
 /// Piece bytes with their hashes computed once (block size [`BS`] unless set).
 #[derive(Debug, Clone)]
