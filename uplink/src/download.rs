@@ -27,7 +27,7 @@ use crate::crypto::BlockCipher;
 use crate::error::Error;
 use crate::orders::Orders;
 use crate::segment::{BlockOpener, StripeDecoder, plan_range};
-use crate::select::NodeStats;
+use crate::select::{NodeStats, Transfer};
 use crate::store::{DownloadPart, PieceError, PiecePlacement};
 
 /// Least time data pieces still racing may trail the k-th piece to arrive (phase 1).
@@ -297,33 +297,17 @@ pub(crate) async fn piece_download(
 }
 
 fn record(inner: &Inner, node: [u8; 32], error: Option<&PieceError>) {
-    let (label, delta) = match error {
-        None => (
-            "ok",
-            NodeStats {
-                successes: 1,
-                last_success_ms: shoal_proto::time::unix_ms(),
-                ..NodeStats::default()
-            },
-        ),
-        Some(PieceError::Corrupt { .. }) => (
-            "corrupt",
-            NodeStats {
-                failures: 1,
-                last_failure_ms: shoal_proto::time::unix_ms(),
-                corrupt: 1,
-                ..NodeStats::default()
-            },
-        ),
-        Some(_) => (
-            "failed",
-            NodeStats {
-                failures: 1,
-                last_failure_ms: shoal_proto::time::unix_ms(),
-                ..NodeStats::default()
-            },
-        ),
+    let label = match error {
+        None => "ok",
+        Some(PieceError::Corrupt { .. }) => "corrupt",
+        Some(_) => "failed",
     };
+    let delta = NodeStats::from_outcome(
+        Transfer::Download,
+        error.map_or(Ok(()), Err),
+        None,
+        shoal_proto::time::unix_ms(),
+    );
     inner
         .metrics
         .piece_downloads

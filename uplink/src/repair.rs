@@ -51,7 +51,7 @@ use crate::client::{Inner, Uplink};
 use crate::error::Error;
 use crate::health::{self, SegmentState};
 use crate::orders::{Orders, UploadTerms};
-use crate::select::NodeStats;
+use crate::select::{NodeStats, Transfer};
 use crate::store::{NodeAddress, NodeCandidate, PieceError, PiecePlacement, UploadPart};
 
 /// Audits in flight at once during a check.
@@ -212,25 +212,12 @@ fn record(inner: &Inner, node: &NodeId, delta: NodeStats) {
 }
 
 fn outcome_stats(r: &Result<u64, PieceError>, elapsed: Duration) -> NodeStats {
-    match r {
-        Ok(_) => NodeStats {
-            successes: 1,
-            last_success_ms: shoal_proto::time::unix_ms(),
-            latency_ms: (elapsed.as_millis() as u64).max(1),
-            ..NodeStats::default()
-        },
-        Err(PieceError::Corrupt { .. }) => NodeStats {
-            failures: 1,
-            last_failure_ms: shoal_proto::time::unix_ms(),
-            failed_audits: 1,
-            ..NodeStats::default()
-        },
-        Err(_) => NodeStats {
-            failures: 1,
-            last_failure_ms: shoal_proto::time::unix_ms(),
-            ..NodeStats::default()
-        },
-    }
+    NodeStats::from_outcome(
+        Transfer::Audit,
+        r.as_ref().map(|_| ()),
+        Some(elapsed),
+        shoal_proto::time::unix_ms(),
+    )
 }
 
 impl Uplink {
@@ -320,11 +307,7 @@ impl Uplink {
                     record(
                         inner,
                         &node.id,
-                        NodeStats {
-                            successes: 1,
-                            last_success_ms: shoal_proto::time::unix_ms(),
-                            ..NodeStats::default()
-                        },
+                        NodeStats::success(shoal_proto::time::unix_ms()),
                     );
                     for res in results {
                         match res.status {
@@ -342,11 +325,7 @@ impl Uplink {
                     record(
                         inner,
                         &node.id,
-                        NodeStats {
-                            failures: 1,
-                            last_failure_ms: shoal_proto::time::unix_ms(),
-                            ..NodeStats::default()
-                        },
+                        NodeStats::failure(shoal_proto::time::unix_ms()),
                     );
                     report.unreachable += n;
                 }
@@ -892,20 +871,12 @@ async fn upload_regenerated(
         crate::upload::verify_receipt(&receipt, &order, &node, Some((info.size, info.root())))?;
         Ok(receipt)
     });
-    let stats = match &result {
-        Ok(_) => NodeStats {
-            successes: 1,
-            last_success_ms: shoal_proto::time::unix_ms(),
-            latency_ms: (started.elapsed().as_millis() as u64).max(1),
-            ..NodeStats::default()
-        },
-        Err(e) => NodeStats {
-            failures: 1,
-            last_failure_ms: shoal_proto::time::unix_ms(),
-            corrupt: u64::from(matches!(e, PieceError::Corrupt { .. })),
-            ..NodeStats::default()
-        },
-    };
+    let stats = NodeStats::from_outcome(
+        Transfer::Upload,
+        result.as_ref().map(|_| ()),
+        Some(started.elapsed()),
+        shoal_proto::time::unix_ms(),
+    );
     record(inner, &node.id, stats);
     let receipt = result?;
     Ok(PiecePlacement {

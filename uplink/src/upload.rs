@@ -58,7 +58,7 @@ use crate::error::Error;
 use crate::orders::{Orders, UploadTerms};
 use crate::segment::{Layout, SegmentEncoder, Stripe, shard_size_for};
 use crate::select::{
-    NodeStats, SelectionError, backing_off, capacity, select_nodes, select_replacement,
+    NodeStats, SelectionError, Transfer, backing_off, capacity, select_nodes, select_replacement,
 };
 use crate::store::{NodeAddress, NodeCandidate, PieceError, PiecePlacement, UploadPart};
 
@@ -1115,10 +1115,12 @@ impl Gathered {
                 inner.metrics.piece_uploads.with_label_values(&["ok"]).inc();
                 let _ = inner.catalog.record_node(
                     &outcome.node.id,
-                    NodeStats {
-                        latency_ms: 0,
-                        ..NodeStats::success(shoal_proto::time::unix_ms())
-                    },
+                    NodeStats::from_outcome(
+                        Transfer::Upload,
+                        Ok(()),
+                        None,
+                        shoal_proto::time::unix_ms(),
+                    ),
                 );
                 if run.active.get(&outcome.index) != Some(&id) {
                     // Cannot happen (a piece is replaced only once its upload can no
@@ -1145,13 +1147,14 @@ impl Gathered {
                     .piece_uploads
                     .with_label_values(&["failed"])
                     .inc();
-                let corrupt = matches!(e, PieceError::Corrupt { .. });
                 let _ = inner.catalog.record_node(
                     &outcome.node.id,
-                    NodeStats {
-                        corrupt: u64::from(corrupt),
-                        ..NodeStats::failure(shoal_proto::time::unix_ms())
-                    },
+                    NodeStats::from_outcome(
+                        Transfer::Upload,
+                        Err(&e),
+                        None,
+                        shoal_proto::time::unix_ms(),
+                    ),
                 );
                 lock(&run.exclude).insert(outcome.node.id);
                 self.failures.push(e.to_string());
