@@ -34,7 +34,6 @@ pub mod codec;
 pub mod config;
 pub mod crypto;
 pub mod discovery;
-mod download;
 pub mod error;
 pub mod fuzz;
 pub mod gateway;
@@ -44,14 +43,15 @@ mod hexser;
 pub mod metrics;
 pub mod orders;
 pub mod peers;
+pub mod pieces;
 pub mod rebuild;
 pub mod repair;
 pub mod segment;
 pub mod select;
+pub mod settings;
 pub mod store;
 pub mod sync;
 pub mod testing;
-mod upload;
 
 pub use access::{Access, RootSecret};
 pub use client::{

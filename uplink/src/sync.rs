@@ -356,7 +356,7 @@ impl Inner {
         value: Vec<u8>,
         expected_seq: Option<u64>,
     ) -> Result<u64, SyncError> {
-        let ttl = self.config.default_lease.min(MAX_RECORD_TTL);
+        let ttl = self.pieces.config().default_lease.min(MAX_RECORD_TTL);
         let len = value.len() as u64;
         let record = MutableRecord {
             public_key: *self.access.owner().public_key(),
@@ -446,7 +446,7 @@ impl Inner {
         let object_id = ObjectId::random();
         let key = log::blob_key(self.catalog_key(), &object_id);
         let cipher = BlockCipher::new(&key, object_id);
-        let lease = self.config.default_lease;
+        let lease = self.pieces.config().default_lease;
         let writer = self.catalog.writer();
         // Each piece says what it is, for `catalog rebuild` (a snapshot goes by the seq
         // of the delta published with it, which it covers).
@@ -457,11 +457,11 @@ impl Inner {
                 s.covers.get(&writer).copied().unwrap_or(0),
             ),
         };
-        let ctx = crate::upload::ObjectUpload {
+        let ctx = crate::pieces::ObjectUpload {
             bucket: CATALOG_BUCKET,
             key: what,
             cipher: &cipher,
-            scheme: self.config.catalog_scheme,
+            scheme: self.pieces.config().catalog_scheme,
             expires_ms: shoal_proto::time::unix_ms().saturating_add(lease.as_millis() as u64),
             size_hint: Some(size),
             progress: None,
@@ -474,7 +474,9 @@ impl Inner {
                 blob_size: size,
             }),
         };
-        let (segments, _) = crate::upload::upload_object(self, ctx, Cursor::new(bytes))
+        let (segments, _) = self
+            .pieces
+            .upload(ctx, Cursor::new(bytes))
             .await
             .map_err(|e| SyncError::Store {
                 what: what.to_string(),
@@ -521,19 +523,20 @@ impl Inner {
         let key = log::blob_key(self.catalog_key(), &r.object_id);
         let cipher = BlockCipher::new(&key, r.object_id);
         let mut out = Vec::with_capacity(r.size as usize);
-        let ctx = crate::download::ObjectDownload {
+        let ctx = crate::pieces::ObjectDownload {
             bucket: CATALOG_BUCKET,
             key: what,
             cipher: &cipher,
             progress: None,
         };
-        crate::download::download_range(self, ctx, &r.segments, 0, r.size, &mut out)
+        self.pieces
+            .download(ctx, &r.segments, 0, r.size, &mut out)
             .await
             .map_err(|e| SyncError::Fetch {
                 what: what.to_string(),
                 source: Box::new(e),
             })?;
-        self.metrics.catalog_blobs_pulled.inc();
+        self.pieces.metrics().catalog_blobs_pulled.inc();
         Ok(log::decode_blob(what, &out)?)
     }
 
@@ -670,7 +673,7 @@ impl Inner {
             .filter_map(|d| d.snapshot.as_ref())
             .max_by_key(|s| s.taken_at)
             .filter(|s| s.is_ahead_of(&applied))
-            .filter(|_| applied.is_empty() || behind > self.config.snapshot_every)
+            .filter(|_| applied.is_empty() || behind > self.pieces.config().snapshot_every)
             .cloned();
         if let Some(s) = best {
             // Without the snapshot the deltas are walked instead (slower, and only as
@@ -874,7 +877,7 @@ impl Inner {
             })
             .sum();
         let mut snapshot = last;
-        if forced || since >= self.config.snapshot_every.max(1) {
+        if forced || since >= self.pieces.config().snapshot_every.max(1) {
             let changes = self.catalog.all_changes()?;
             let entries = changes.len() as u64;
             let blob = Blob::Snapshot(Snapshot {
@@ -968,8 +971,11 @@ impl Inner {
         self.catalog.flush()?;
         report.seq = Some(seq);
         report.changes = pending.len();
-        self.metrics.catalog_publishes.inc();
-        self.metrics.catalog_publish_bytes.inc_by(report.bytes_sent);
+        self.pieces.metrics().catalog_publishes.inc();
+        self.pieces
+            .metrics()
+            .catalog_publish_bytes
+            .inc_by(report.bytes_sent);
         tracing::info!(
             seq,
             changes = report.changes,
