@@ -44,13 +44,13 @@ pub mod metrics;
 pub mod orders;
 pub mod peers;
 pub mod pieces;
-pub mod rebuild;
 pub mod repair;
 pub mod segment;
 pub mod select;
 pub mod settings;
 pub mod store;
 pub mod sync;
+pub use sync::rebuild;
 pub mod testing;
 
 pub use access::{Access, RootSecret};

@@ -203,7 +203,7 @@ type Audited = (PiecePlacement, Result<u64, PieceError>);
 impl Uplink {
     /// The objects in `scope`, with their bucket.
     fn scoped(&self, scope: &Scope) -> Result<Vec<(String, ObjectEntry)>, Error> {
-        let catalog = &self.inner.catalog;
+        let catalog = &self.catalog;
         let buckets: Vec<String> = match &scope.bucket {
             Some(b) => {
                 if catalog.bucket(b)?.is_none() {
@@ -239,8 +239,7 @@ impl Uplink {
         scope: &Scope,
         lease: Option<Duration>,
     ) -> Result<RenewReport, Error> {
-        let inner = &self.inner;
-        let lease = lease.unwrap_or(inner.pieces.config().default_lease);
+        let lease = lease.unwrap_or(self.pieces.config().default_lease);
         let expires_at_ms = unix_ms().saturating_add(lease.as_millis() as u64);
         let mut pieces: Vec<(NodeAddress, PieceId)> = Vec::new();
         for (_, e) in self.scoped(scope)? {
@@ -255,8 +254,8 @@ impl Uplink {
             expires_at_ms,
             ..RenewReport::default()
         };
-        if scope.bucket.is_none() && inner.sync.is_some() {
-            let blobs = inner.live_blobs().await?;
+        if scope.bucket.is_none() && self.sync.is_network() {
+            let blobs = self.sync.live_blobs().await?;
             report.catalog_blobs = blobs.len();
             for b in &blobs {
                 for seg in &b.blob.segments {
@@ -272,10 +271,10 @@ impl Uplink {
             .collect::<HashSet<_>>()
             .len();
         let mut calls = futures::stream::iter(batches.into_iter().map(|(node, ids)| {
-            let inner = Arc::clone(inner);
+            let pieces = Arc::clone(&self.pieces);
             async move {
                 let n = ids.len();
-                let r = inner.pieces.renew(node, ids, expires_at_ms).await;
+                let r = pieces.renew(node, ids, expires_at_ms).await;
                 (node, n, r)
             }
         }))
@@ -311,15 +310,14 @@ impl Uplink {
             objects: objects.len(),
             ..CheckReport::default()
         };
-        let inner = &self.inner;
         // What to audit: (bucket, key, segments), the objects first, then for
         // everything the catalog's live blobs.
         let mut targets: Vec<(String, String, &[SegmentInfo])> = objects
             .iter()
             .map(|(b, e)| (b.clone(), e.key.clone(), e.segments()))
             .collect();
-        let blobs = if scope.bucket.is_none() && inner.sync.is_some() {
-            inner.live_blobs().await?
+        let blobs = if scope.bucket.is_none() && self.sync.is_network() {
+            self.sync.live_blobs().await?
         } else {
             Vec::new()
         };
@@ -340,11 +338,11 @@ impl Uplink {
                         options.audit_fraction,
                         seed ^ u64::from(p.piece_id[0]) << 8 ^ u64::from(p.piece_id[1]),
                     );
-                    let inner = Arc::clone(inner);
+                    let pieces = Arc::clone(&self.pieces);
                     let seg = seg.clone();
                     let p = p.clone();
                     tasks.push(async move {
-                        let r = inner.pieces.audit(&seg, &p, &which).await;
+                        let r = pieces.audit(&seg, &p, &which).await;
                         (oi, si, p, r)
                     });
                 }
@@ -444,12 +442,7 @@ impl Uplink {
                 let Some(seg) = entry.segments().get(pos) else {
                     continue;
                 };
-                match self
-                    .inner
-                    .pieces
-                    .repair_segment(seg, &sh.healthy_indices)
-                    .await
-                {
+                match self.pieces.repair_segment(seg, &sh.healthy_indices).await {
                     Ok((new_seg, placed)) => {
                         let healthy = sh.healthy + placed.len();
                         new_pieces.extend(placed.iter().cloned());
@@ -471,15 +464,15 @@ impl Uplink {
             }
             // Only if nobody changed the object since the check: otherwise the new
             // pieces belong to nothing.
-            let current = self.inner.catalog.object(&bucket, &key)?;
+            let current = self.catalog.object(&bucket, &key)?;
             if current.as_ref().map(|c| c.version) != Some(entry.version) {
                 report.failures.push(format!(
                     "{bucket}/{key} changed during the repair; its new pieces were dropped"
                 ));
-                let _ = self.inner.pieces.delete_placements(&new_pieces).await;
+                let _ = self.pieces.delete_placements(&new_pieces).await;
                 continue;
             }
-            let version = self.inner.catalog.next_version()?;
+            let version = self.catalog.next_version()?;
             updated.version = version;
             self.change(
                 Self::object_key(&bucket, &key),
@@ -498,7 +491,7 @@ impl Uplink {
             .iter()
             .any(|s| s.state != SegmentState::Healthy)
         {
-            report.catalog_snapshot = self.inner.request_snapshot();
+            report.catalog_snapshot = self.sync.request_snapshot();
         }
         report.check = check;
         Ok(report)
@@ -541,7 +534,7 @@ pub fn spawn_renewer(uplink: Uplink, interval: Duration) -> Renewer {
     let (tx, mut rx) = oneshot::channel();
     let task = tokio::spawn(async move {
         loop {
-            if uplink.inner.sync.is_some()
+            if uplink.sync.is_network()
                 && let Err(e) = uplink.pull().await
             {
                 tracing::warn!(error = %e, "background renew: cannot pull the catalog; renewing what is known here");

@@ -32,10 +32,10 @@ use shoal_proto::PieceId;
 use shoal_proto::limits::MAX_LIST_PIECES;
 use shoal_proto::messages::ListedPiece;
 
+use super::CatalogSync;
 use crate::catalog::log::{self, Blob, BlobRef, Head, SnapshotRef};
 use crate::catalog::tag::{BlobKind, BlobTag, PieceTag, SegmentTag, TagSealer};
 use crate::catalog::{SegmentInfo, WriterId};
-use crate::client::{Inner, Uplink};
 use crate::crypto::{ObjectId, sealed_len};
 use crate::segment::Layout;
 use crate::store::{NodeAddress, NodeCandidate, PieceError, PiecePlacement};
@@ -253,7 +253,7 @@ struct NodeListing {
     skipped: u64,
 }
 
-impl Inner {
+impl CatalogSync {
     /// Every page of the owner's pieces on `node`, tags opened.
     async fn list_node(
         &self,
@@ -493,7 +493,7 @@ impl Inner {
     /// as new or newer.
     async fn republish_head(
         self: &Arc<Self>,
-        sync: &crate::sync::SyncState,
+        sync: &super::SyncState,
         h: &Head,
     ) -> Result<(), SyncError> {
         let key = self.catalog_key();
@@ -508,14 +508,6 @@ impl Inner {
         self.put_record(sync, &what, salt, h.seq, value, None)
             .await?;
         Ok(())
-    }
-}
-
-impl Uplink {
-    /// Rebuilds the catalog from the nodes alone and republishes its records (see the
-    /// module docs): for when the DHT has lost every record of this owner.
-    pub async fn rebuild_catalog(&self) -> Result<RebuildReport, crate::Error> {
-        self.inner.rebuild().await
     }
 }
 
