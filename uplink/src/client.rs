@@ -7,105 +7,22 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::access::Access;
+use crate::catalog::log::BlobRef;
 use crate::catalog::{
     BucketInfo, Catalog, Change, Content, EntryKey, Listing, ObjectEntry, PartInfo, SegmentInfo,
     Value, Version,
 };
-use crate::codec::{CodecKind, Scheme};
+use crate::codec::Scheme;
 use crate::crypto::{self, BlockCipher, ObjectId, ObjectKey};
 use crate::error::{Error, check_bucket, check_key};
 use crate::metrics::Metrics;
+use crate::pieces::Pieces;
+pub use crate::pieces::{DeleteReport, Progress};
 use crate::segment::INLINE_LIMIT;
+pub use crate::settings::{DEFAULT_LEASE, MAX_CATALOG_PIECES, UplinkConfig};
 use crate::store::{NodeSource, PieceStore};
-
-/// Settings of an uplink. Every field has a default (see [`UplinkConfig::default`]).
-#[derive(Debug, Clone)]
-pub struct UplinkConfig {
-    /// Redundancy for new objects. Default `29/35/80/110`.
-    pub scheme: Scheme,
-    /// Erasure codec for new segments. Default `reed-solomon-simd` (fastest portable).
-    pub codec: CodecKind,
-    /// On a network with fewer suitable nodes than `scheme.total`, store with a smaller
-    /// scheme (reported in [`PutReport`]; see [`Scheme::shrink_to`] for what is given up
-    /// first) instead of failing. Default `true`.
-    pub allow_smaller_scheme: bool,
-    /// Plaintext blocks (65,520 B) per segment. Default 1024 (64 MiB sealed).
-    pub segment_blocks: u64,
-    /// Segments of one object whose pieces are in flight at once. Default 2.
-    pub segment_parallelism: usize,
-    /// Stripes queued per piece upload; a piece whose queue is full is lagging. Default 4.
-    pub piece_buffer: usize,
-    /// How long lagging piece uploads may hold the others back before they are cut off
-    /// (while more than `success` remain). Default 2 s.
-    pub slow_piece_grace: Duration,
-    /// Longest a needed piece transfer may make no progress. Default 30 s. Also bounds
-    /// how long the background reaper waits for late receipts of a segment's long tail.
-    pub piece_timeout: Duration,
-    /// Once `success` receipts of a segment are verified, how long the other piece
-    /// uploads still running get to deliver theirs. Every receipt verified by then is
-    /// recorded, so a segment usually keeps all `total` pieces (on a healthy network they
-    /// finish within milliseconds of each other) and survives `total − k` lost nodes.
-    /// Pieces still unanswered are cancelled; those whose data was already complete are
-    /// handed to a background reaper that deletes them if their receipt comes late.
-    /// `0` commits with the receipts already in, as soon as `success` are. Default 2 s.
-    pub long_tail_grace: Duration,
-    /// A node whose last transfer failed gets no new pieces for this long (unless no
-    /// other node is left), or until a transfer with it succeeds. Default 5 minutes.
-    pub failed_node_backoff: Duration,
-    /// Bytes of a segment's coded shards kept while it uploads, so that a piece whose
-    /// node fails can be sent again, whole, to another node. Segments larger than this
-    /// replace only pieces that fail in their first this-many bytes. Default 16 MiB.
-    pub replacement_buffer: usize,
-    /// Piece downloads started beyond `k`. Default `None`: `max(2, k / 4)`.
-    pub download_margin: Option<usize>,
-    /// Lease of pieces stored without an explicit expiry, and how far `renew` extends
-    /// them. Default 90 days (config.toml `default_lease_secs`). Nodes refuse leases
-    /// beyond their `max_lease` (default one year); renewing then asks for that limit.
-    pub default_lease: Duration,
-    /// Redundancy of the catalog's own blobs (deltas and snapshots). At most
-    /// [`MAX_CATALOG_PIECES`] pieces, so that a head record naming one segment fits the
-    /// DHT's 4 KiB. Default `8/12/16/24`.
-    pub catalog_scheme: Scheme,
-    /// A publish also uploads a snapshot of the whole catalog once this many deltas (of
-    /// all writers) were published since the last snapshot. Default 64.
-    pub snapshot_every: u64,
-}
-
-/// Default lease of new pieces, and of renewals: 90 days.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(90 * 24 * 3600);
-
-/// Most pieces a catalog blob segment may have (see [`UplinkConfig::catalog_scheme`]).
-pub const MAX_CATALOG_PIECES: u16 = 28;
-
-impl Default for UplinkConfig {
-    fn default() -> Self {
-        Self {
-            scheme: Scheme::default(),
-            codec: CodecKind::default(),
-            allow_smaller_scheme: true,
-            segment_blocks: crate::segment::SEGMENT_BLOCKS,
-            segment_parallelism: 2,
-            piece_buffer: 4,
-            slow_piece_grace: Duration::from_secs(2),
-            piece_timeout: Duration::from_secs(30),
-            long_tail_grace: Duration::from_secs(2),
-            failed_node_backoff: Duration::from_secs(300),
-            replacement_buffer: 16 << 20,
-            download_margin: None,
-            default_lease: DEFAULT_LEASE,
-            catalog_scheme: Scheme {
-                k: 8,
-                repair: 12,
-                success: 16,
-                total: 24,
-            },
-            snapshot_every: 64,
-        }
-    }
-}
-
-/// Called with the number of plaintext bytes just processed.
-pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+use crate::sync::rebuild::RebuildReport;
+use crate::sync::{CatalogStatus, CatalogSync, PublishReport, PullReport};
 
 /// Options of one upload.
 #[derive(Default, Clone)]
@@ -183,38 +100,24 @@ pub struct StagedPart {
     pub staged_ms: u64,
 }
 
-/// What a delete did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DeleteReport {
-    pub pieces_deleted: usize,
-    /// Pieces whose node could not be reached; their leases will expire.
-    pub pieces_failed: usize,
-}
-
-pub(crate) struct Inner {
-    pub access: Access,
-    pub store: Arc<dyn PieceStore>,
-    pub nodes: Arc<dyn NodeSource>,
-    pub catalog: Catalog,
-    pub config: UplinkConfig,
-    pub metrics: Metrics,
-    /// Bounds the long-tail pieces waited on in the background (see `upload::Reaper`).
-    pub reaper: crate::upload::Reaper,
-    /// The catalog in the network (`None`: local only).
-    pub sync: Option<crate::sync::SyncState>,
-}
-
-/// The uplink client library's entry point. Cheap to clone.
+/// The uplink client library's entry point: the catalog API over two services, the
+/// [`Pieces`] (the nodes) and the `CatalogSync` (the catalog in the network). Cheap
+/// to clone.
 #[derive(Clone)]
 pub struct Uplink {
-    pub(crate) inner: Arc<Inner>,
+    access: Arc<Access>,
+    pub(crate) catalog: Catalog,
+    /// The door to the nodes: uploads, downloads, deletes, audits (`repair` drives it).
+    pub(crate) pieces: Arc<Pieces>,
+    /// The catalog in the network (publishes nothing for a local-only uplink).
+    pub(crate) sync: Arc<CatalogSync>,
 }
 
 impl std::fmt::Debug for Uplink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Uplink")
-            .field("owner", &self.inner.access.owner().public_key())
-            .field("config", &self.inner.config)
+            .field("owner", &self.access.owner().public_key())
+            .field("config", &self.pieces.config())
             .finish_non_exhaustive()
     }
 }
@@ -243,14 +146,7 @@ impl Uplink {
         config: UplinkConfig,
         records: Arc<dyn crate::sync::CatalogRecords>,
     ) -> Result<Self, Error> {
-        Self::build(
-            access,
-            store,
-            nodes,
-            catalog,
-            config,
-            Some(crate::sync::SyncState::new(records)),
-        )
+        Self::build(access, store, nodes, catalog, config, Some(records))
     }
 
     fn build(
@@ -259,7 +155,7 @@ impl Uplink {
         nodes: Arc<dyn NodeSource>,
         catalog: Catalog,
         config: UplinkConfig,
-        sync: Option<crate::sync::SyncState>,
+        records: Option<Arc<dyn crate::sync::CatalogRecords>>,
     ) -> Result<Self, Error> {
         config.catalog_scheme.validate()?;
         if config.catalog_scheme.total > MAX_CATALOG_PIECES {
@@ -268,17 +164,27 @@ impl Uplink {
                 limit: MAX_CATALOG_PIECES,
             });
         }
+        let access = Arc::new(access);
+        let metrics = Metrics::new().map_err(|e| Error::Metrics(e.to_string()))?;
+        let pieces = Arc::new(Pieces::new(
+            Arc::clone(&access),
+            store,
+            nodes,
+            catalog.clone(),
+            config,
+            metrics,
+        ));
+        let sync = Arc::new(CatalogSync::new(
+            Arc::clone(&access),
+            catalog.clone(),
+            Arc::clone(&pieces),
+            records,
+        ));
         Ok(Self {
-            inner: Arc::new(Inner {
-                access,
-                store,
-                nodes,
-                catalog,
-                config,
-                metrics: Metrics::new().map_err(|e| Error::Metrics(e.to_string()))?,
-                reaper: crate::upload::Reaper::default(),
-                sync,
-            }),
+            access,
+            catalog,
+            pieces,
+            sync,
         })
     }
 
@@ -290,7 +196,7 @@ impl Uplink {
         version: Version,
         value: Value,
     ) -> Result<(), Error> {
-        self.inner.catalog.apply_local(&Change {
+        self.catalog.apply_local(&Change {
             key,
             version,
             value,
@@ -301,9 +207,7 @@ impl Uplink {
 
     /// Counts a change for the publisher (which publishes once enough are queued).
     fn changed(&self) {
-        if let Some(s) = &self.inner.sync {
-            s.changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
+        self.sync.changed();
     }
 
     pub(crate) fn object_key(bucket: &str, key: &str) -> EntryKey {
@@ -314,19 +218,19 @@ impl Uplink {
     }
 
     pub fn access(&self) -> &Access {
-        &self.inner.access
+        &self.access
     }
 
     pub fn catalog(&self) -> &Catalog {
-        &self.inner.catalog
+        &self.catalog
     }
 
     pub fn config(&self) -> &UplinkConfig {
-        &self.inner.config
+        self.pieces.config()
     }
 
     pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
+        self.pieces.metrics()
     }
 
     /// Waits (at most `limit`) until the background reaper has dealt with every long-tail
@@ -334,15 +238,15 @@ impl Uplink {
     /// before a short-lived process exits, so that late pieces are not left to their
     /// lease. Returns whether everything was settled in time.
     pub async fn settle(&self, limit: Duration) -> bool {
-        self.inner.reaper.settle(limit).await
+        self.pieces.settle(limit).await
     }
 
     pub fn create_bucket(&self, name: &str) -> Result<(), Error> {
         check_bucket(name)?;
-        if self.inner.catalog.bucket(name)?.is_some() {
+        if self.catalog.bucket(name)?.is_some() {
             return Err(Error::BucketExists(name.to_string()));
         }
-        let version = self.inner.catalog.next_version()?;
+        let version = self.catalog.next_version()?;
         let info = BucketInfo {
             name: name.to_string(),
             created_ms: version.hlc.millis(),
@@ -356,7 +260,7 @@ impl Uplink {
     }
 
     fn require_bucket(&self, name: &str) -> Result<(), Error> {
-        if self.inner.catalog.bucket(name)?.is_none() {
+        if self.catalog.bucket(name)?.is_none() {
             return Err(Error::NoSuchBucket(name.to_string()));
         }
         Ok(())
@@ -366,17 +270,17 @@ impl Uplink {
     pub async fn remove_bucket(&self, name: &str, force: bool) -> Result<DeleteReport, Error> {
         self.require_bucket(name)?;
         let mut report = DeleteReport::default();
-        if !self.inner.catalog.bucket_is_empty(name)? {
+        if !self.catalog.bucket_is_empty(name)? {
             if !force {
                 return Err(Error::BucketNotEmpty(name.to_string()));
             }
-            for e in self.inner.catalog.objects(name, "")? {
+            for e in self.catalog.objects(name, "")? {
                 let r = self.delete(name, &e.key).await?;
                 report.pieces_deleted += r.pieces_deleted;
                 report.pieces_failed += r.pieces_failed;
             }
         }
-        let version = self.inner.catalog.next_version()?;
+        let version = self.catalog.next_version()?;
         self.change(
             EntryKey::Bucket(name.to_string()),
             version,
@@ -386,18 +290,17 @@ impl Uplink {
     }
 
     pub fn buckets(&self) -> Result<Vec<BucketInfo>, Error> {
-        Ok(self.inner.catalog.buckets()?)
+        Ok(self.catalog.buckets()?)
     }
 
     pub fn list(&self, bucket: &str, prefix: &str, recursive: bool) -> Result<Vec<Listing>, Error> {
         self.require_bucket(bucket)?;
-        Ok(self.inner.catalog.list(bucket, prefix, recursive)?)
+        Ok(self.catalog.list(bucket, prefix, recursive)?)
     }
 
     pub fn stat(&self, bucket: &str, key: &str) -> Result<ObjectEntry, Error> {
         self.require_bucket(bucket)?;
-        self.inner
-            .catalog
+        self.catalog
             .object(bucket, key)?
             .ok_or_else(|| Error::NoSuchObject {
                 bucket: bucket.to_string(),
@@ -441,7 +344,7 @@ impl Uplink {
             key: key.to_string(),
             source,
         };
-        let requested = opts.scheme.unwrap_or(self.inner.config.scheme);
+        let requested = opts.scheme.unwrap_or(self.pieces.config().scheme);
         requested.validate()?;
         let object_id = ObjectId::random();
         let object_key = ObjectKey::random();
@@ -455,7 +358,7 @@ impl Uplink {
             .await
             .map_err(read_err)?;
         let now = shoal_proto::time::unix_ms();
-        let lease = opts.expires.unwrap_or(self.inner.config.default_lease);
+        let lease = opts.expires.unwrap_or(self.pieces.config().default_lease);
         let expires_ms = now.saturating_add(lease.as_millis() as u64);
         // A short head means the reader reached its end (a source that fails at its end,
         // such as a body whose hash does not match, fails this read).
@@ -501,7 +404,7 @@ impl Uplink {
         reader: R,
     ) -> Result<(Vec<crate::catalog::SegmentInfo>, Scheme), Error> {
         let chained = std::io::Cursor::new(head).chain(reader);
-        let ctx = crate::upload::ObjectUpload {
+        let ctx = crate::pieces::ObjectUpload {
             bucket,
             key,
             cipher,
@@ -512,7 +415,7 @@ impl Uplink {
             allow_smaller: None,
             tag: None,
         };
-        crate::upload::upload_object(&self.inner, ctx, chained).await
+        self.pieces.upload(ctx, chained).await
     }
 
     /// Makes staged content the object at its bucket and key (the second half of
@@ -546,7 +449,7 @@ impl Uplink {
             metadata,
             object_id,
             wrapped_key: crypto::wrap_key(
-                self.inner.access.content_root(),
+                self.access.content_root(),
                 &bucket,
                 &key,
                 &object_id,
@@ -557,7 +460,7 @@ impl Uplink {
             version: Version::default(),
         };
         let entry = self.replace(&bucket, entry, |_| {}).await?;
-        self.inner.metrics.bytes_uploaded.inc_by(size);
+        self.pieces.metrics().bytes_uploaded.inc_by(size);
         Ok(PutReport {
             entry,
             requested,
@@ -574,18 +477,18 @@ impl Uplink {
         entry: ObjectEntry,
         finish: impl FnOnce(&mut ObjectEntry),
     ) -> Result<ObjectEntry, Error> {
-        let (entry, previous) = self.inner.catalog.put_object_local(bucket, entry, finish)?;
+        let (entry, previous) = self.catalog.put_object_local(bucket, entry, finish)?;
         self.changed();
         if let Some(old) = previous {
             // Best effort: pieces we cannot delete now expire with their lease.
-            let _ = crate::upload::delete_pieces(&self.inner, &old).await;
+            let _ = self.pieces.delete_entry(&old).await;
         }
         Ok(entry)
     }
 
     /// Drops staged content that will not be committed: deletes its pieces.
     pub async fn discard(&self, staged: Staged) -> DeleteReport {
-        crate::upload::delete_segment_pieces(&self.inner, staged.segments()).await
+        self.pieces.delete_segments(staged.segments()).await
     }
 
     /// Stores one part of a multipart upload to `bucket/key`: always on the nodes,
@@ -606,13 +509,13 @@ impl Uplink {
     {
         check_key(key)?;
         self.require_bucket(bucket)?;
-        let scheme = opts.scheme.unwrap_or(self.inner.config.scheme);
+        let scheme = opts.scheme.unwrap_or(self.pieces.config().scheme);
         scheme.validate()?;
         let object_id = ObjectId::random();
         let object_key = ObjectKey::random();
         let cipher = BlockCipher::new(&object_key, object_id);
         let now = shoal_proto::time::unix_ms();
-        let lease = opts.expires.unwrap_or(self.inner.config.default_lease);
+        let lease = opts.expires.unwrap_or(self.pieces.config().default_lease);
         let expires_ms = now.saturating_add(lease.as_millis() as u64);
         let (segments, _) = self
             .upload_content(
@@ -635,7 +538,7 @@ impl Uplink {
                 md5: [0; 16],
                 object_id,
                 wrapped_key: crypto::wrap_key(
-                    self.inner.access.content_root(),
+                    self.access.content_root(),
                     bucket,
                     key,
                     &object_id,
@@ -649,7 +552,7 @@ impl Uplink {
 
     /// Deletes the pieces of a part that will not be used.
     pub async fn discard_part(&self, part: &StagedPart) -> DeleteReport {
-        crate::upload::delete_segment_pieces(&self.inner, &part.segments).await
+        self.pieces.delete_segments(&part.segments).await
     }
 
     /// Makes `parts` (in order) the object at `bucket/key`.
@@ -684,7 +587,7 @@ impl Uplink {
             // Unused: each part carries its own key. Wrapped all the same, so every entry
             // has the same shape.
             wrapped_key: crypto::wrap_key(
-                self.inner.access.content_root(),
+                self.access.content_root(),
                 bucket,
                 key,
                 &object_id,
@@ -698,9 +601,9 @@ impl Uplink {
             version: Version::default(),
         };
         let entry = self.replace(bucket, entry, |_| {}).await?;
-        self.inner.metrics.bytes_uploaded.inc_by(size);
+        self.pieces.metrics().bytes_uploaded.inc_by(size);
         Ok(PutReport {
-            requested: self.inner.config.scheme,
+            requested: self.pieces.config().scheme,
             used: entry.segments().first().map(|s| s.scheme),
             entry,
         })
@@ -742,7 +645,7 @@ impl Uplink {
         to_key: &str,
     ) -> Result<ObjectEntry, Error> {
         let mut entry = self.stat(bucket, key)?;
-        let root = self.inner.access.content_root();
+        let root = self.access.content_root();
         let crypto_err = |source| Error::Crypto {
             bucket: bucket.to_string(),
             key: key.to_string(),
@@ -812,7 +715,7 @@ impl Uplink {
             source,
         };
         let object_key = crypto::unwrap_key(
-            self.inner.access.content_root(),
+            self.access.content_root(),
             bucket,
             key,
             &entry.object_id,
@@ -836,18 +739,19 @@ impl Uplink {
                 slice.len() as u64
             }
             Content::Segments(segments) => {
-                let ctx = crate::download::ObjectDownload {
+                let ctx = crate::pieces::ObjectDownload {
                     bucket,
                     key,
                     cipher: &cipher,
                     progress,
                 };
-                crate::download::download_range(&self.inner, ctx, segments, start, end, &mut writer)
+                self.pieces
+                    .download(ctx, segments, start, end, &mut writer)
                     .await?
             }
             Content::Parts { segments, .. } => {
                 // Part after part, each a unit sealed under its own key.
-                let root = self.inner.access.content_root();
+                let root = self.access.content_root();
                 let mut written = 0u64;
                 let mut offset = 0u64;
                 for (part, range) in entry.content.part_ranges() {
@@ -861,37 +765,32 @@ impl Uplink {
                         crypto::unwrap_key(root, bucket, key, &part.object_id, &part.wrapped_key)
                             .map_err(crypto_err)?;
                     let part_cipher = BlockCipher::new(&part_key, part.object_id);
-                    let ctx = crate::download::ObjectDownload {
+                    let ctx = crate::pieces::ObjectDownload {
                         bucket,
                         key,
                         cipher: &part_cipher,
                         progress: progress.clone(),
                     };
                     let seg = segments.get(range).unwrap_or_default();
-                    written += crate::download::download_range(
-                        &self.inner,
-                        ctx,
-                        seg,
-                        start.max(ps) - ps,
-                        end.min(pe) - ps,
-                        &mut writer,
-                    )
-                    .await?;
+                    written += self
+                        .pieces
+                        .download(ctx, seg, start.max(ps) - ps, end.min(pe) - ps, &mut writer)
+                        .await?;
                 }
                 written
             }
         };
         writer.flush().await.map_err(write_err)?;
-        self.inner.metrics.bytes_downloaded.inc_by(written);
+        self.pieces.metrics().bytes_downloaded.inc_by(written);
         Ok(written)
     }
 
     /// Removes `bucket/key` and asks its nodes to delete the pieces.
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<DeleteReport, Error> {
         let entry = self.stat(bucket, key)?;
-        let version = self.inner.catalog.next_version()?;
+        let version = self.catalog.next_version()?;
         self.change(Self::object_key(bucket, key), version, Value::Tombstone)?;
-        Ok(crate::upload::delete_pieces(&self.inner, &entry).await)
+        Ok(self.pieces.delete_entry(&entry).await)
     }
 
     /// Moves an object to a new bucket/key without touching its pieces: only its key is
@@ -905,14 +804,14 @@ impl Uplink {
     ) -> Result<(), Error> {
         check_key(to_key)?;
         self.require_bucket(to_bucket)?;
-        if self.inner.catalog.object(to_bucket, to_key)?.is_some() {
+        if self.catalog.object(to_bucket, to_key)?.is_some() {
             return Err(Error::ObjectExists {
                 bucket: to_bucket.to_string(),
                 key: to_key.to_string(),
             });
         }
         let mut entry = self.rewrapped(bucket, key, to_bucket, to_key)?;
-        let version = self.inner.catalog.next_version()?;
+        let version = self.catalog.next_version()?;
         entry.modified_ms = version.hlc.millis();
         entry.version = version;
         // One version for both halves: the new key appears as the old one goes.
@@ -922,5 +821,44 @@ impl Uplink {
             Value::Object(entry),
         )?;
         self.change(Self::object_key(bucket, key), version, Value::Tombstone)
+    }
+}
+
+/// The catalog in the network.
+impl Uplink {
+    /// Merges what other writers published since the last pull. Cheap when nothing
+    /// changed: one DHT read for the writers record and one per writer.
+    pub async fn pull(&self) -> Result<PullReport, Error> {
+        Ok(self.sync.pull().await?)
+    }
+
+    /// Publishes every change made so far and returns once it is in the network (the
+    /// durability point). Concurrent callers share one publish: a caller whose changes
+    /// an earlier publish already carried returns at once (group commit). Without a
+    /// network catalog this only flushes the local one.
+    pub async fn flush(&self) -> Result<PublishReport, Error> {
+        Ok(self.sync.flush().await?)
+    }
+
+    /// This writer's sync state.
+    pub fn catalog_status(&self) -> Result<CatalogStatus, Error> {
+        Ok(self.sync.status()?)
+    }
+
+    /// Rebuilds the catalog from the nodes alone and republishes its records (see
+    /// [`crate::rebuild`]): for when the DHT has lost every record of this owner.
+    pub async fn rebuild_catalog(&self) -> Result<RebuildReport, Error> {
+        self.sync.rebuild().await
+    }
+
+    /// The blob of the newest snapshot this replica knows of (inspection tools, tests).
+    pub fn snapshot_blob(&self) -> Result<Option<BlobRef>, Error> {
+        Ok(self.sync.snapshot_blob()?)
+    }
+
+    /// Fetches the delta at `blob` and returns the reference to the delta before it
+    /// (inspection tools, tests).
+    pub async fn previous_blob(&self, blob: &BlobRef) -> Result<Option<BlobRef>, Error> {
+        Ok(self.sync.previous_blob(blob).await?)
     }
 }

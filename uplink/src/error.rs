@@ -1,6 +1,7 @@
 //! The uplink's error type. Every variant about an object names it.
 
-use crate::catalog::CatalogError;
+use crate::catalog::log::LogError;
+use crate::catalog::{CatalogError, WriterId};
 use crate::codec::{CodecError, SchemeError};
 use crate::crypto::CryptoError;
 use crate::select::SelectionError;
@@ -80,7 +81,7 @@ pub enum Error {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error("the catalog in the network: {0}")]
-    Sync(#[from] crate::sync::SyncError),
+    Sync(#[from] SyncError),
     #[error(
         "catalog scheme {scheme} has more than {limit} pieces: its head record would not fit the DHT"
     )]
@@ -171,4 +172,66 @@ mod tests {
         assert!(check_key("a\0b").is_err());
         assert!(check_key(&"k".repeat(1025)).is_err());
     }
+}
+
+/// Why a DHT record operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct RecordError(pub String);
+
+/// Why publishing or pulling the catalog failed. Every variant names what it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{what}: the DHT failed: {source}")]
+    Record {
+        what: String,
+        #[source]
+        source: RecordError,
+    },
+    #[error("{what}: no DHT node stored it (is the network reachable?)")]
+    NotStored { what: String },
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(
+        "writer {writer}'s head record offers seq {offered}, older than seq {seen} already merged: refusing a rollback"
+    )]
+    Rollback {
+        writer: WriterId,
+        seen: u64,
+        offered: u64,
+    },
+    #[error(
+        "the head record of writer {writer} is missing from the DHT (seq {seen} was merged before)"
+    )]
+    MissingHead { writer: WriterId, seen: u64 },
+    #[error(
+        "delta {seq} of writer {writer} is missing: the log ends at delta {seq_after} and no snapshot covers it"
+    )]
+    MissingDelta {
+        writer: WriterId,
+        seq: u64,
+        seq_after: u64,
+    },
+    #[error("cannot fetch {what}: {source}")]
+    Fetch {
+        what: String,
+        #[source]
+        source: Box<Error>,
+    },
+    #[error("{what} is not what its reference says: {reason}")]
+    WrongBlob { what: String, reason: String },
+    #[error("cannot store {what}: {source}")]
+    Store {
+        what: String,
+        #[source]
+        source: Box<Error>,
+    },
+    #[error("the writers record kept changing under {attempts} attempts to add writer {writer}")]
+    WritersRace { writer: WriterId, attempts: usize },
+    #[error("cannot sign a catalog record: {0}")]
+    Sign(String),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("this uplink keeps its catalog on this machine only: there is nothing to rebuild from")]
+    NoNetworkCatalog,
 }

@@ -35,7 +35,6 @@ pub mod codec;
 pub mod config;
 pub mod crypto;
 pub mod discovery;
-mod download;
 pub mod error;
 #[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
@@ -46,15 +45,16 @@ mod hexser;
 pub mod metrics;
 pub mod orders;
 pub mod peers;
-pub mod rebuild;
+pub mod pieces;
 pub mod repair;
 pub mod segment;
 pub mod select;
+pub mod settings;
 pub mod store;
 pub mod sync;
+pub use sync::rebuild;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
-mod upload;
 
 pub use access::{Access, RootSecret};
 pub use client::{

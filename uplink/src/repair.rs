@@ -37,30 +37,23 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::StreamExt;
 use serde::Serialize;
 use shoal_proto::messages::RenewStatus;
-use shoal_proto::piece_hash::PieceHasher;
 use shoal_proto::time::unix_ms;
-use shoal_proto::{NodeId, PieceHash, PieceId, SegmentRoot};
-use tokio::sync::{mpsc, oneshot};
+use shoal_proto::{NodeId, PieceId};
+use tokio::sync::oneshot;
 
 use crate::catalog::{ObjectEntry, SegmentInfo, Value};
-use crate::client::{Inner, Uplink};
+use crate::client::Uplink;
 use crate::error::Error;
 use crate::health::{self, SegmentState};
-use crate::orders::{Orders, UploadTerms};
-use crate::select::NodeStats;
-use crate::store::{NodeAddress, NodeCandidate, PieceError, PiecePlacement, UploadPart};
+use crate::store::{NodeAddress, PieceError, PiecePlacement};
 
 /// Audits in flight at once during a check.
 pub const AUDIT_CONCURRENCY: usize = 16;
 /// Renew orders in flight at once.
 const RENEW_CONCURRENCY: usize = 16;
-/// Slack taken off a node's `max_lease` when renewing up to it, so that the order is
-/// still within the limit when it arrives.
-const MAX_LEASE_SLACK_MS: u64 = 60_000;
 
 /// Which objects a command covers: every object (no bucket), the objects of a bucket
 /// under a prefix (`recursive`), or without `recursive` the object named by the prefix
@@ -207,36 +200,10 @@ impl RepairReport {
 /// A piece and how its audit went (audit bytes, or why it failed).
 type Audited = (PiecePlacement, Result<u64, PieceError>);
 
-fn record(inner: &Inner, node: &NodeId, delta: NodeStats) {
-    let _ = inner.catalog.record_node(node, delta);
-}
-
-fn outcome_stats(r: &Result<u64, PieceError>, elapsed: Duration) -> NodeStats {
-    match r {
-        Ok(_) => NodeStats {
-            successes: 1,
-            last_success_ms: shoal_proto::time::unix_ms(),
-            latency_ms: (elapsed.as_millis() as u64).max(1),
-            ..NodeStats::default()
-        },
-        Err(PieceError::Corrupt { .. }) => NodeStats {
-            failures: 1,
-            last_failure_ms: shoal_proto::time::unix_ms(),
-            failed_audits: 1,
-            ..NodeStats::default()
-        },
-        Err(_) => NodeStats {
-            failures: 1,
-            last_failure_ms: shoal_proto::time::unix_ms(),
-            ..NodeStats::default()
-        },
-    }
-}
-
 impl Uplink {
     /// The objects in `scope`, with their bucket.
     fn scoped(&self, scope: &Scope) -> Result<Vec<(String, ObjectEntry)>, Error> {
-        let catalog = &self.inner.catalog;
+        let catalog = &self.catalog;
         let buckets: Vec<String> = match &scope.bucket {
             Some(b) => {
                 if catalog.bucket(b)?.is_none() {
@@ -272,8 +239,7 @@ impl Uplink {
         scope: &Scope,
         lease: Option<Duration>,
     ) -> Result<RenewReport, Error> {
-        let inner = &self.inner;
-        let lease = lease.unwrap_or(inner.config.default_lease);
+        let lease = lease.unwrap_or(self.pieces.config().default_lease);
         let expires_at_ms = unix_ms().saturating_add(lease.as_millis() as u64);
         let mut pieces: Vec<(NodeAddress, PieceId)> = Vec::new();
         for (_, e) in self.scoped(scope)? {
@@ -288,8 +254,8 @@ impl Uplink {
             expires_at_ms,
             ..RenewReport::default()
         };
-        if scope.bucket.is_none() && inner.sync.is_some() {
-            let blobs = inner.live_blobs().await?;
+        if scope.bucket.is_none() && self.sync.is_network() {
+            let blobs = self.sync.live_blobs().await?;
             report.catalog_blobs = blobs.len();
             for b in &blobs {
                 for seg in &b.blob.segments {
@@ -305,10 +271,10 @@ impl Uplink {
             .collect::<HashSet<_>>()
             .len();
         let mut calls = futures::stream::iter(batches.into_iter().map(|(node, ids)| {
-            let inner = Arc::clone(inner);
+            let pieces = Arc::clone(&self.pieces);
             async move {
                 let n = ids.len();
-                let r = renew_on(&inner, node, ids, expires_at_ms).await;
+                let r = pieces.renew(node, ids, expires_at_ms).await;
                 (node, n, r)
             }
         }))
@@ -317,15 +283,6 @@ impl Uplink {
             report.pieces += n;
             match r {
                 Ok((results, capped)) => {
-                    record(
-                        inner,
-                        &node.id,
-                        NodeStats {
-                            successes: 1,
-                            last_success_ms: shoal_proto::time::unix_ms(),
-                            ..NodeStats::default()
-                        },
-                    );
                     for res in results {
                         match res.status {
                             RenewStatus::Renewed { .. } => {
@@ -339,15 +296,6 @@ impl Uplink {
                 }
                 Err(e) => {
                     tracing::debug!(node = %node.id, error = %e, "renew failed");
-                    record(
-                        inner,
-                        &node.id,
-                        NodeStats {
-                            failures: 1,
-                            last_failure_ms: shoal_proto::time::unix_ms(),
-                            ..NodeStats::default()
-                        },
-                    );
                     report.unreachable += n;
                 }
             }
@@ -362,15 +310,14 @@ impl Uplink {
             objects: objects.len(),
             ..CheckReport::default()
         };
-        let inner = &self.inner;
         // What to audit: (bucket, key, segments), the objects first, then for
         // everything the catalog's live blobs.
         let mut targets: Vec<(String, String, &[SegmentInfo])> = objects
             .iter()
             .map(|(b, e)| (b.clone(), e.key.clone(), e.segments()))
             .collect();
-        let blobs = if scope.bucket.is_none() && inner.sync.is_some() {
-            inner.live_blobs().await?
+        let blobs = if scope.bucket.is_none() && self.sync.is_network() {
+            self.sync.live_blobs().await?
         } else {
             Vec::new()
         };
@@ -391,17 +338,11 @@ impl Uplink {
                         options.audit_fraction,
                         seed ^ u64::from(p.piece_id[0]) << 8 ^ u64::from(p.piece_id[1]),
                     );
-                    let inner = Arc::clone(inner);
+                    let pieces = Arc::clone(&self.pieces);
                     let seg = seg.clone();
                     let p = p.clone();
                     tasks.push(async move {
-                        let started = tokio::time::Instant::now();
-                        let r = audit_piece(&inner, &seg, &p, &which).await;
-                        record(
-                            &inner,
-                            &NodeId(p.node_id),
-                            outcome_stats(&r, started.elapsed()),
-                        );
+                        let r = pieces.audit(&seg, &p, &which).await;
                         (oi, si, p, r)
                     });
                 }
@@ -501,7 +442,7 @@ impl Uplink {
                 let Some(seg) = entry.segments().get(pos) else {
                     continue;
                 };
-                match repair_segment(&self.inner, seg, &sh.healthy_indices).await {
+                match self.pieces.repair_segment(seg, &sh.healthy_indices).await {
                     Ok((new_seg, placed)) => {
                         let healthy = sh.healthy + placed.len();
                         new_pieces.extend(placed.iter().cloned());
@@ -523,15 +464,15 @@ impl Uplink {
             }
             // Only if nobody changed the object since the check: otherwise the new
             // pieces belong to nothing.
-            let current = self.inner.catalog.object(&bucket, &key)?;
+            let current = self.catalog.object(&bucket, &key)?;
             if current.as_ref().map(|c| c.version) != Some(entry.version) {
                 report.failures.push(format!(
                     "{bucket}/{key} changed during the repair; its new pieces were dropped"
                 ));
-                let _ = crate::upload::delete_placements(&self.inner, &new_pieces).await;
+                let _ = self.pieces.delete_placements(&new_pieces).await;
                 continue;
             }
-            let version = self.inner.catalog.next_version()?;
+            let version = self.catalog.next_version()?;
             updated.version = version;
             self.change(
                 Self::object_key(&bucket, &key),
@@ -550,371 +491,11 @@ impl Uplink {
             .iter()
             .any(|s| s.state != SegmentState::Healthy)
         {
-            report.catalog_snapshot = self.inner.request_snapshot();
+            report.catalog_snapshot = self.sync.request_snapshot();
         }
         report.check = check;
         Ok(report)
     }
-}
-
-/// One renew order to `node`; on a `max_lease` refusal, once more at the node's limit.
-/// Returns the results and whether the lease was capped.
-async fn renew_on(
-    inner: &Arc<Inner>,
-    node: NodeAddress,
-    pieces: Vec<PieceId>,
-    expires_at_ms: u64,
-) -> Result<(Vec<shoal_proto::messages::RenewResult>, bool), PieceError> {
-    let owner = inner.access.owner();
-    let timeout = inner.config.piece_timeout;
-    let send = |expires_at_ms: u64, pieces: Vec<PieceId>| {
-        let signed = Orders::new(owner).renew(node.id, pieces, expires_at_ms, unix_ms());
-        let store = Arc::clone(&inner.store);
-        async move {
-            let signed = signed.map_err(|e| PieceError::Protocol {
-                node: node.id,
-                reason: e.to_string(),
-            })?;
-            tokio::time::timeout(timeout, store.renew(node, signed))
-                .await
-                .map_err(|_| PieceError::Timeout {
-                    node: node.id,
-                    seconds: timeout.as_secs_f64(),
-                })?
-        }
-    };
-    match send(expires_at_ms, pieces.clone()).await {
-        Err(PieceError::LeaseTooLong { max_lease_ms, .. }) if max_lease_ms > MAX_LEASE_SLACK_MS => {
-            let capped = unix_ms().saturating_add(max_lease_ms - MAX_LEASE_SLACK_MS);
-            Ok((send(capped.min(expires_at_ms), pieces).await?, true))
-        }
-        other => other.map(|r| (r, false)),
-    }
-}
-
-/// Audits `blocks` of one piece; returns the bytes the audits brought back.
-async fn audit_piece(
-    inner: &Arc<Inner>,
-    seg: &SegmentInfo,
-    p: &PiecePlacement,
-    blocks: &[u32],
-) -> Result<u64, PieceError> {
-    let node = NodeId(p.node_id);
-    let owner = inner.access.owner();
-    let timeout = inner.config.piece_timeout;
-    let corrupt = |reason: String| PieceError::Corrupt { node, reason };
-    let mut bytes = 0u64;
-    for &block in blocks {
-        let order = Orders::new(owner)
-            .audit(node, PieceId(p.piece_id), block, unix_ms())
-            .map_err(|e| PieceError::Protocol {
-                node,
-                reason: e.to_string(),
-            })?;
-        let (info, data) = tokio::time::timeout(timeout, inner.store.audit(p.node(), order))
-            .await
-            .map_err(|_| PieceError::Timeout {
-                node,
-                seconds: timeout.as_secs_f64(),
-            })??;
-        bytes += data.len() as u64 + 32 * info.block_hashes.len() as u64;
-        if info.root() != PieceHash(p.piece_hash) {
-            return Err(corrupt(
-                "audit: piece info does not hash to the recorded piece hash".into(),
-            ));
-        }
-        if info.size != seg.piece_size || info.block_size != seg.shard_size {
-            return Err(corrupt(format!(
-                "audit: piece of {} bytes in blocks of {}, recorded {} in {}",
-                info.size, info.block_size, seg.piece_size, seg.shard_size
-            )));
-        }
-        if !info.verify_block(u64::from(block), &data) {
-            return Err(corrupt(format!(
-                "audit: block {block} does not match its hash"
-            )));
-        }
-    }
-    Ok(bytes)
-}
-
-/// Downloads one whole piece, every block verified; one `Bytes` per stripe.
-async fn fetch_piece(
-    inner: &Arc<Inner>,
-    seg: &SegmentInfo,
-    p: &PiecePlacement,
-) -> Result<Vec<Bytes>, PieceError> {
-    let node = NodeId(p.node_id);
-    let stripes = seg.piece_size / u64::from(seg.shard_size.max(1));
-    let (tx, mut rx) = mpsc::channel(8);
-    let task = tokio::spawn(crate::download::piece_download(
-        Arc::clone(inner),
-        p.clone(),
-        seg.shard_size,
-        seg.piece_size,
-        0,
-        stripes,
-        tx,
-    ));
-    let _abort = AbortOnDrop(task);
-    let timeout = inner.config.piece_timeout;
-    let mut out = Vec::with_capacity(stripes as usize);
-    while (out.len() as u64) < stripes {
-        match tokio::time::timeout(timeout, rx.recv()).await {
-            Ok(Some(Ok(b))) => out.push(b),
-            Ok(Some(Err(e))) => return Err(e),
-            Ok(None) => {
-                return Err(PieceError::Protocol {
-                    node,
-                    reason: "piece download ended early".into(),
-                });
-            }
-            Err(_) => {
-                return Err(PieceError::Timeout {
-                    node,
-                    seconds: timeout.as_secs_f64(),
-                });
-            }
-        }
-    }
-    Ok(out)
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Repairs one segment: fetch `k` healthy pieces, regenerate the missing indices, place
-/// them on new nodes. Returns the segment with its new placements, and those.
-async fn repair_segment(
-    inner: &Arc<Inner>,
-    seg: &SegmentInfo,
-    healthy: &[u16],
-) -> Result<(SegmentInfo, Vec<PiecePlacement>), String> {
-    let k = usize::from(seg.scheme.k);
-    let total = usize::from(seg.scheme.total);
-    let by_index: HashMap<u16, &PiecePlacement> = seg.pieces.iter().map(|p| (p.index, p)).collect();
-    // 1. k whole, verified pieces (data pieces first, nodes whose last transfer failed
-    // lately last; the next healthy one on failure).
-    let history = inner.catalog.node_stats().map_err(|e| e.to_string())?;
-    let now = shoal_proto::time::unix_ms();
-    let mut order = health::fetch_order(seg.scheme.k, healthy);
-    order.sort_by_key(|i| {
-        by_index
-            .get(i)
-            .and_then(|p| history.get(&NodeId(p.node_id)))
-            .is_some_and(|s| s.backing_off(now, inner.config.failed_node_backoff))
-    });
-    let mut order = order.into_iter();
-    let mut running = FuturesUnordered::new();
-    let mut fetched: Vec<(u16, Vec<Bytes>)> = Vec::with_capacity(k);
-    let mut errors = Vec::new();
-    loop {
-        while fetched.len() + running.len() < k {
-            let Some(i) = order.next() else { break };
-            let Some(p) = by_index.get(&i).copied() else {
-                continue;
-            };
-            let inner = Arc::clone(inner);
-            let seg = seg.clone();
-            let p = p.clone();
-            running.push(async move {
-                let started = tokio::time::Instant::now();
-                let r = fetch_piece(&inner, &seg, &p).await;
-                let stats = outcome_stats(
-                    &r.as_ref().map(|_| 0).map_err(Clone::clone),
-                    started.elapsed(),
-                );
-                record(&inner, &NodeId(p.node_id), stats);
-                (p.index, r)
-            });
-        }
-        let Some((index, r)) = running.next().await else {
-            break;
-        };
-        match r {
-            Ok(blocks) => fetched.push((index, blocks)),
-            Err(e) => errors.push(e.to_string()),
-        }
-        if fetched.len() >= k {
-            break;
-        }
-    }
-    drop(running);
-    if fetched.len() < k {
-        return Err(format!(
-            "only {} of the {k} pieces needed could be fetched ({})",
-            fetched.len(),
-            errors.join("; ")
-        ));
-    }
-    // 2. Where the new pieces go.
-    let missing = health::missing_indices(seg.scheme, healthy);
-    let pool = inner
-        .nodes
-        .sample(2 * total + 8)
-        .await
-        .map_err(|e| e.to_string())?;
-    let holders: HashSet<NodeId> = seg.pieces.iter().map(|p| NodeId(p.node_id)).collect();
-    let kept: Vec<std::net::IpAddr> = healthy
-        .iter()
-        .filter_map(|i| by_index.get(i).map(|p| p.address.ip()))
-        .collect();
-    let nodes = health::place_repair(
-        &pool,
-        &history,
-        &holders,
-        &kept,
-        missing.len(),
-        seg.piece_size,
-        rand::random(),
-    )
-    .map_err(|e| format!("no node can take a new piece: {e}"))?;
-    let targets: Vec<(u16, NodeCandidate)> = missing.into_iter().zip(nodes).collect();
-    // 3. Regenerate exactly those indices, stripe by stripe.
-    let shard = seg.shard_size as usize;
-    let stripes = fetched[0].1.len();
-    let mut coder = seg
-        .codec
-        .coder(k, seg.scheme.parity(), shard)
-        .map_err(|e| e.to_string())?;
-    let mut out: Vec<Vec<u8>> = targets
-        .iter()
-        .map(|_| Vec::with_capacity(seg.piece_size as usize))
-        .collect();
-    for s in 0..stripes {
-        let mut slots: Vec<Option<Vec<u8>>> = vec![None; total];
-        for (i, blocks) in &fetched {
-            if let (Some(slot), Some(b)) = (slots.get_mut(usize::from(*i)), blocks.get(s)) {
-                *slot = Some(b.to_vec());
-            }
-        }
-        coder
-            .reconstruct_data(&mut slots)
-            .map_err(|e| e.to_string())?;
-        let data: Vec<&[u8]> = slots[..k]
-            .iter()
-            .map(|d| d.as_deref().unwrap_or_default())
-            .collect();
-        let mut parity = vec![Vec::with_capacity(shard); seg.scheme.parity()];
-        coder
-            .encode(&data, &mut parity)
-            .map_err(|e| e.to_string())?;
-        for ((index, _), buf) in targets.iter().zip(out.iter_mut()) {
-            let i = usize::from(*index);
-            let shard_bytes = if i < k { data[i] } else { &parity[i - k] };
-            buf.extend_from_slice(shard_bytes);
-        }
-    }
-    // 4. Upload them; keep what lands.
-    let uploads = targets.into_iter().zip(out).map(|((index, node), data)| {
-        let inner = Arc::clone(inner);
-        let seg = seg.clone();
-        async move { upload_regenerated(&inner, &seg, node, index, data).await }
-    });
-    let results: Vec<Result<PiecePlacement, PieceError>> = futures::stream::iter(uploads)
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    let mut placed = Vec::new();
-    let mut failed = Vec::new();
-    for r in results {
-        match r {
-            Ok(p) => placed.push(p),
-            Err(e) => failed.push(e.to_string()),
-        }
-    }
-    if placed.is_empty() {
-        return Err(format!(
-            "no new piece could be stored: {}",
-            failed.join("; ")
-        ));
-    }
-    let mut new_seg = seg.clone();
-    new_seg.pieces = healthy
-        .iter()
-        .filter_map(|i| by_index.get(i).map(|p| (*p).clone()))
-        .chain(placed.iter().cloned())
-        .collect();
-    new_seg.pieces.sort_by_key(|p| p.index);
-    Ok((new_seg, placed))
-}
-
-/// Stores one regenerated piece on `node`; its receipt is checked like an upload's.
-async fn upload_regenerated(
-    inner: &Arc<Inner>,
-    seg: &SegmentInfo,
-    node: NodeCandidate,
-    index: u16,
-    data: Vec<u8>,
-) -> Result<PiecePlacement, PieceError> {
-    let owner = inner.access.owner();
-    let protocol = |reason: String| PieceError::Protocol {
-        node: node.id,
-        reason,
-    };
-    let now = unix_ms();
-    let orders = Orders::new(owner);
-    let terms = UploadTerms {
-        max_size: seg.piece_size,
-        block_size: seg.shard_size,
-        expires_at_ms: now.saturating_add(inner.config.default_lease.as_millis() as u64),
-    };
-    let piece = PieceId::derive(&SegmentRoot::random(), &node.id, index);
-    let order = orders
-        .upload(node.id, piece, terms, now)
-        .map_err(|e| protocol(e.to_string()))?;
-    let mut hasher = PieceHasher::new(seg.shard_size);
-    hasher.update(&data);
-    let info = hasher.finish();
-    let trailer = orders
-        .trailer(piece, &info)
-        .map_err(|e| protocol(e.to_string()))?;
-    // A piece of up to 128 MiB: the per-transfer timeout, once per 16 MiB.
-    let limit = inner.config.piece_timeout * (1 + (data.len() as u32 >> 24));
-    let body = UploadPart::whole_piece(Bytes::from(data), trailer);
-    let started = tokio::time::Instant::now();
-    let result = tokio::time::timeout(
-        limit,
-        inner.store.upload(node.address(), order.clone(), body),
-    )
-    .await
-    .map_err(|_| PieceError::Timeout {
-        node: node.id,
-        seconds: limit.as_secs_f64(),
-    })
-    .and_then(|r| r)
-    .and_then(|receipt| {
-        crate::upload::verify_receipt(&receipt, &order, &node, Some((info.size, info.root())))?;
-        Ok(receipt)
-    });
-    let stats = match &result {
-        Ok(_) => NodeStats {
-            successes: 1,
-            last_success_ms: shoal_proto::time::unix_ms(),
-            latency_ms: (started.elapsed().as_millis() as u64).max(1),
-            ..NodeStats::default()
-        },
-        Err(e) => NodeStats {
-            failures: 1,
-            last_failure_ms: shoal_proto::time::unix_ms(),
-            corrupt: u64::from(matches!(e, PieceError::Corrupt { .. })),
-            ..NodeStats::default()
-        },
-    };
-    record(inner, &node.id, stats);
-    let receipt = result?;
-    Ok(PiecePlacement {
-        index,
-        node_id: node.id.0,
-        address: node.address,
-        piece_id: order.piece_id.0,
-        piece_hash: receipt.piece_hash.0,
-    })
 }
 
 /// A background renewer; stops when [`Renewer::stop`] is called or it is dropped.
@@ -953,7 +534,7 @@ pub fn spawn_renewer(uplink: Uplink, interval: Duration) -> Renewer {
     let (tx, mut rx) = oneshot::channel();
     let task = tokio::spawn(async move {
         loop {
-            if uplink.inner.sync.is_some()
+            if uplink.sync.is_network()
                 && let Err(e) = uplink.pull().await
             {
                 tracing::warn!(error = %e, "background renew: cannot pull the catalog; renewing what is known here");

@@ -16,7 +16,18 @@ use serde::{Deserialize, Serialize};
 use shoal_proto::NodeId;
 pub use shoal_proto::subnet::Subnet;
 
-use crate::store::NodeCandidate;
+use crate::store::{NodeCandidate, PieceError};
+
+/// What a piece outcome came from (see [`NodeStats::from_outcome`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transfer {
+    /// A piece (or a renew batch) sent to the node.
+    Upload,
+    /// A piece read from the node.
+    Download,
+    /// Blocks of a piece checked against the recorded hashes.
+    Audit,
+}
 
 /// What this uplink has seen of one node: its local reputation, kept in the catalog's
 /// SQLite database in the data dir (crash-safe; never published).
@@ -81,6 +92,37 @@ impl NodeStats {
             successes: 1,
             last_success_ms: now_ms,
             ..Self::default()
+        }
+    }
+
+    /// The delta for one piece transfer of kind `transfer` at `now_ms`: the one rule of
+    /// node statistics from a piece outcome. Success counts a success (with one latency
+    /// sample when `latency` is given, at least 1 ms); any error counts a failure; bad
+    /// data ([`PieceError::Corrupt`]) also counts as `corrupt` when the node served or
+    /// receipted it in a transfer, and as `failed_audits` when it failed an audit.
+    pub fn from_outcome(
+        transfer: Transfer,
+        outcome: Result<(), &PieceError>,
+        latency: Option<std::time::Duration>,
+        now_ms: u64,
+    ) -> Self {
+        match outcome {
+            Ok(()) => Self {
+                latency_ms: latency.map_or(0, |l| (l.as_millis() as u64).max(1)),
+                ..Self::success(now_ms)
+            },
+            Err(e) => {
+                let bad = u64::from(matches!(e, PieceError::Corrupt { .. }));
+                let (corrupt, failed_audits) = match transfer {
+                    Transfer::Audit => (0, bad),
+                    Transfer::Upload | Transfer::Download => (bad, 0),
+                };
+                Self {
+                    corrupt,
+                    failed_audits,
+                    ..Self::failure(now_ms)
+                }
+            }
         }
     }
 
@@ -246,6 +288,32 @@ pub fn select_nodes(
 mod tests {
     use super::*;
     use std::net::SocketAddr;
+
+    #[test]
+    fn a_corrupt_piece_is_corrupt_in_a_transfer_and_a_failed_audit_in_an_audit() {
+        let bad = PieceError::Corrupt {
+            node: NodeId([1; 32]),
+            reason: "bad block".into(),
+        };
+        let up = NodeStats::from_outcome(Transfer::Upload, Err(&bad), None, 7);
+        let down = NodeStats::from_outcome(Transfer::Download, Err(&bad), None, 7);
+        let audit = NodeStats::from_outcome(Transfer::Audit, Err(&bad), None, 7);
+        for s in [up, down] {
+            assert_eq!((s.failures, s.corrupt, s.failed_audits), (1, 1, 0));
+        }
+        assert_eq!(
+            (audit.failures, audit.corrupt, audit.failed_audits),
+            (1, 0, 1)
+        );
+        assert!(up.is_excluded() && audit.is_excluded());
+        let ok = NodeStats::from_outcome(
+            Transfer::Audit,
+            Ok(()),
+            Some(std::time::Duration::from_micros(10)),
+            9,
+        );
+        assert_eq!((ok.successes, ok.latency_ms, ok.last_success_ms), (1, 1, 9));
+    }
 
     fn node(i: u8, subnet: u8, free: u64) -> NodeCandidate {
         let id = shoal_proto::Identity::from_seed([i; 32]);

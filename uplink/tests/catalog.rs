@@ -291,7 +291,7 @@ async fn a_tampered_snapshot_is_detected_and_named() {
     // Find the snapshot's blob through the head delta on a healthy replica.
     let probe = w.writer();
     probe.pull().await.unwrap();
-    let blob = uplink::sync::snapshot_blob(&probe).unwrap().unwrap();
+    let blob = probe.snapshot_blob().unwrap().unwrap();
     w.tamper_blob(&blob);
     // The damaged snapshot is refused (AES-GCM and piece hashes) and the replica walks
     // the writer's deltas instead: it still recovers everything.
@@ -347,10 +347,7 @@ async fn a_missing_delta_is_named() {
     let head = w.head_blob(&a);
     let b = w.writer();
     // Delta 2 is readable, but its chain leads to delta 1, which is damaged.
-    let first = uplink::sync::previous_blob(&b, &head)
-        .await
-        .unwrap()
-        .unwrap();
+    let first = b.previous_blob(&head).await.unwrap().unwrap();
     w.tamper_blob(&first);
     let report = b.pull().await.unwrap();
     let why = &report.unavailable[&a.catalog().writer()];
@@ -496,7 +493,7 @@ async fn a_damaged_catalog_snapshot_is_found_and_replaced_by_repair() {
     assert_eq!(check.exit_status(), EXIT_HEALTHY);
 
     // Every piece of the live snapshot goes bad.
-    let damaged = uplink::sync::snapshot_blob(&a).unwrap().unwrap();
+    let damaged = a.snapshot_blob().unwrap().unwrap();
     w.tamper_blob(&damaged);
     // A fresh machine cannot restore from the damaged snapshot: it refuses it and walks
     // the deltas instead (slower; here they all still exist).
@@ -540,7 +537,7 @@ async fn a_damaged_catalog_snapshot_is_found_and_replaced_by_repair() {
     assert!(repaired.catalog_snapshot);
     assert_eq!(repaired.exit_status(), EXIT_HEALTHY);
     a.flush().await.unwrap();
-    let fresh = uplink::sync::snapshot_blob(&a).unwrap().unwrap();
+    let fresh = a.snapshot_blob().unwrap().unwrap();
     assert_ne!(fresh, damaged);
     // The damaged snapshot is no longer a live blob: everything checked is healthy.
     let check = a.check(&Scope::everything(), every_block).await.unwrap();
@@ -627,10 +624,7 @@ async fn rebuild_names_a_delta_no_node_has_enough_pieces_of() {
     a.flush().await.unwrap();
     // Delta 2 loses every piece but one (k = 2).
     let head = w.head_blob(&a);
-    let delta2 = uplink::sync::previous_blob(&a, &head)
-        .await
-        .unwrap()
-        .unwrap();
+    let delta2 = a.previous_blob(&head).await.unwrap().unwrap();
     for p in delta2.segments[0].pieces.iter().skip(1) {
         w.store.set_behaviour(
             &shoal_proto::NodeId(p.node_id),

@@ -21,13 +21,13 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::{Pieces, Progress};
 use crate::catalog::SegmentInfo;
-use crate::client::{Inner, Progress};
 use crate::crypto::BlockCipher;
 use crate::error::Error;
 use crate::orders::Orders;
 use crate::segment::{BlockOpener, StripeDecoder, plan_range};
-use crate::select::NodeStats;
+use crate::select::{NodeStats, Transfer};
 use crate::store::{DownloadPart, PieceError, PiecePlacement};
 
 /// Least time data pieces still racing may trail the k-th piece to arrive (phase 1).
@@ -69,14 +69,14 @@ const AHEAD_BUDGET: u64 = 32 << 20;
 /// Shards queued per piece download (see `start_piece`).
 const PIECE_QUEUE: usize = 8;
 
-fn margin(inner: &Inner, k: usize) -> usize {
-    inner.config.download_margin.unwrap_or((k / 4).max(2))
+fn margin(pieces: &Pieces, k: usize) -> usize {
+    pieces.config.download_margin.unwrap_or((k / 4).max(2))
 }
 
 /// What the piece downloads of one segment may buffer (see `AHEAD_BUDGET`).
-fn segment_buffer(inner: &Inner, seg: &SegmentInfo) -> u64 {
+fn segment_buffer(pieces: &Pieces, seg: &SegmentInfo) -> u64 {
     let k = usize::from(seg.scheme.k);
-    let streams = (k + margin(inner, k)).min(seg.pieces.len()) as u64;
+    let streams = (k + margin(pieces, k)).min(seg.pieces.len()) as u64;
     let per_piece = seg
         .piece_size
         .min(u64::from(shoal_proto::limits::H2_STREAM_WINDOW))
@@ -93,8 +93,8 @@ fn segment_buffer(inner: &Inner, seg: &SegmentInfo) -> u64 {
 /// drains, and a slow `writer` only holds the decoders back once their queues are full.
 /// Memory stays bounded: per segment in flight, its piece buffers and `CHUNKS_AHEAD`
 /// chunks.
-pub(crate) async fn download_range<W: AsyncWrite + Unpin + Send>(
-    inner: &Arc<Inner>,
+pub(super) async fn download_range<W: AsyncWrite + Unpin + Send>(
+    pieces: &Arc<Pieces>,
     ctx: ObjectDownload<'_>,
     segments: &[SegmentInfo],
     start: u64,
@@ -120,11 +120,11 @@ pub(crate) async fn download_range<W: AsyncWrite + Unpin + Send>(
     let ctx = &ctx;
     let widest = parts
         .iter()
-        .map(|(seg, ..)| segment_buffer(inner, seg))
+        .map(|(seg, ..)| segment_buffer(pieces, seg))
         .max()
         .unwrap_or(0);
     let ahead = usize::try_from(AHEAD_BUDGET / widest.max(1)).unwrap_or(usize::MAX);
-    let depth = inner
+    let depth = pieces
         .config
         .segment_parallelism
         .clamp(1, ahead.saturating_add(1));
@@ -133,7 +133,7 @@ pub(crate) async fn download_range<W: AsyncWrite + Unpin + Send>(
     let segment_downloads: Vec<_> = parts
         .into_iter()
         .zip(senders)
-        .map(|((seg, last, a, b), tx)| download_segment(inner, ctx, seg, last, a, b, tx))
+        .map(|((seg, last, a, b), tx)| download_segment(pieces, ctx, seg, last, a, b, tx))
         .collect();
     let produce = futures::stream::iter(segment_downloads)
         .buffered(depth)
@@ -176,7 +176,7 @@ impl Drop for Active {
 }
 
 fn start_piece(
-    inner: &Arc<Inner>,
+    pieces: &Arc<Pieces>,
     seg: &SegmentInfo,
     p: &PiecePlacement,
     from_stripe: u64,
@@ -186,7 +186,7 @@ fn start_piece(
     // writer does not stall every node stream at once.
     let (tx, rx) = mpsc::channel(PIECE_QUEUE);
     let task = tokio::spawn(piece_download(
-        inner.clone(),
+        pieces.clone(),
         p.clone(),
         seg.shard_size,
         seg.piece_size,
@@ -201,8 +201,8 @@ fn start_piece(
     }
 }
 
-pub(crate) async fn piece_download(
-    inner: Arc<Inner>,
+pub(super) async fn piece_download(
+    pieces: Arc<Pieces>,
     p: PiecePlacement,
     shard_size: u32,
     piece_size: u64,
@@ -214,7 +214,7 @@ pub(crate) async fn piece_download(
     let protocol = |reason: String| PieceError::Protocol { node, reason };
     let bs = u64::from(shard_size);
     let run = async {
-        let order = Orders::new(inner.access.owner())
+        let order = Orders::new(pieces.access.owner())
             .download(
                 node,
                 PieceId(p.piece_id),
@@ -223,7 +223,7 @@ pub(crate) async fn piece_download(
                 shoal_proto::time::unix_ms(),
             )
             .map_err(|e| protocol(e.to_string()))?;
-        let mut stream = inner.store.download(p.node(), order).await?;
+        let mut stream = pieces.store.download(p.node(), order).await?;
         let info: PieceInfo = match stream.next().await {
             Some(Ok(DownloadPart::Info(info))) => info,
             Some(Err(e)) => return Err(e),
@@ -296,40 +296,24 @@ pub(crate) async fn piece_download(
     }
 }
 
-fn record(inner: &Inner, node: [u8; 32], error: Option<&PieceError>) {
-    let (label, delta) = match error {
-        None => (
-            "ok",
-            NodeStats {
-                successes: 1,
-                last_success_ms: shoal_proto::time::unix_ms(),
-                ..NodeStats::default()
-            },
-        ),
-        Some(PieceError::Corrupt { .. }) => (
-            "corrupt",
-            NodeStats {
-                failures: 1,
-                last_failure_ms: shoal_proto::time::unix_ms(),
-                corrupt: 1,
-                ..NodeStats::default()
-            },
-        ),
-        Some(_) => (
-            "failed",
-            NodeStats {
-                failures: 1,
-                last_failure_ms: shoal_proto::time::unix_ms(),
-                ..NodeStats::default()
-            },
-        ),
+fn record(pieces: &Pieces, node: [u8; 32], error: Option<&PieceError>) {
+    let label = match error {
+        None => "ok",
+        Some(PieceError::Corrupt { .. }) => "corrupt",
+        Some(_) => "failed",
     };
-    inner
+    let delta = NodeStats::from_outcome(
+        Transfer::Download,
+        error.map_or(Ok(()), Err),
+        None,
+        shoal_proto::time::unix_ms(),
+    );
+    pieces
         .metrics
         .piece_downloads
         .with_label_values(&[label])
         .inc();
-    let _ = inner.catalog.record_node(&NodeId(node), delta);
+    let _ = pieces.catalog.record_node(&NodeId(node), delta);
 }
 
 fn describe(
@@ -355,7 +339,7 @@ fn describe(
 /// `CHUNK` bytes. Returns early, with `Ok`, if the writer has gone (its own error is the
 /// one reported).
 async fn download_segment(
-    inner: &Arc<Inner>,
+    pieces: &Arc<Pieces>,
     ctx: &ObjectDownload<'_>,
     seg: &SegmentInfo,
     last_segment: bool,
@@ -365,9 +349,9 @@ async fn download_segment(
 ) -> Result<(), Error> {
     let plan = plan_range(seg, start, end);
     let k = usize::from(seg.scheme.k);
-    let timeout = inner.config.piece_timeout;
+    let timeout = pieces.config.piece_timeout;
     let secs = timeout.as_secs_f64();
-    let history = inner.catalog.node_stats()?;
+    let history = pieces.catalog.node_stats()?;
     // Data pieces first (no decoding if they all answer), nodes that served corrupt data
     // last, and before them nodes whose last transfer failed lately (likely gone: nodes
     // seen working are asked first); otherwise in piece order.
@@ -376,11 +360,11 @@ async fn download_segment(
     order.sort_by_key(|p| {
         let stats = history.get(&NodeId(p.node_id));
         let bad = stats.is_some_and(|s| s.is_excluded());
-        let failing = stats.is_some_and(|s| s.backing_off(now, inner.config.failed_node_backoff));
+        let failing = stats.is_some_and(|s| s.backing_off(now, pieces.config.failed_node_backoff));
         (bad, failing, usize::from(p.index) >= k, p.index)
     });
     let mut reserve: VecDeque<&PiecePlacement> = order.into();
-    let want = (k + margin(inner, k)).min(reserve.len());
+    let want = (k + margin(pieces, k)).min(reserve.len());
     let mut errors: Vec<String> = Vec::new();
     let not_enough = |errors: &[String], have: usize| {
         let sample: Vec<&str> = errors.iter().take(3).map(String::as_str).collect();
@@ -401,7 +385,7 @@ async fn download_segment(
     // `PREFER_DATA_WAIT`) to arrive.
     let is_data = |index: u16| usize::from(index) < k;
     let race = |p: &PiecePlacement| {
-        let mut a = start_piece(inner, seg, p, plan.first_stripe, plan.stripes);
+        let mut a = start_piece(pieces, seg, p, plan.first_stripe, plan.stripes);
         async move {
             let r = tokio::time::timeout(timeout, a.rx.recv()).await;
             (a, r)
@@ -449,7 +433,7 @@ async fn download_segment(
             }
             other => {
                 let e = describe(a.placement.node_id, other, secs);
-                record(inner, a.placement.node_id, Some(&e));
+                record(pieces, a.placement.node_id, Some(&e));
                 errors.push(e.to_string());
                 failed.push(a.placement.index);
                 if arrived.len() < k
@@ -477,7 +461,7 @@ async fn download_segment(
     // Cancel the rest; they stay usable as replacements, after the untried pieces.
     let cancelled = racing.len() as u64;
     drop(racing);
-    inner
+    pieces
         .metrics
         .piece_downloads
         .with_label_values(&["cancelled"])
@@ -516,7 +500,7 @@ async fn download_segment(
                     other => {
                         let a = active.remove(i);
                         let e = describe(a.placement.node_id, other, secs);
-                        record(inner, a.placement.node_id, Some(&e));
+                        record(pieces, a.placement.node_id, Some(&e));
                         errors.push(e.to_string());
                     }
                 }
@@ -526,7 +510,7 @@ async fn download_segment(
                         return Err(not_enough(&errors, active.len() + replacements.len()));
                     };
                     let from = plan.first_stripe + s;
-                    let mut a = start_piece(inner, seg, &p, from, plan.stripes - s);
+                    let mut a = start_piece(pieces, seg, &p, from, plan.stripes - s);
                     match tokio::time::timeout(timeout, a.rx.recv()).await {
                         Ok(Some(Ok(shard))) => {
                             shards.push((a.placement.index, shard));
@@ -535,7 +519,7 @@ async fn download_segment(
                         }
                         other => {
                             let e = describe(a.placement.node_id, other, secs);
-                            record(inner, a.placement.node_id, Some(&e));
+                            record(pieces, a.placement.node_id, Some(&e));
                             errors.push(e.to_string());
                         }
                     }
@@ -560,7 +544,7 @@ async fn download_segment(
                 .decode(&shards, &mut stripe)
                 .map_err(|e| ctx.err(seg.index, e.to_string()))?;
             if decoded {
-                inner.metrics.stripes_decoded.inc();
+                pieces.metrics.stripes_decoded.inc();
             }
             opener.push(&stripe, &mut plain).map_err(crypto_err)?;
         }
@@ -579,8 +563,8 @@ async fn download_segment(
         return Ok(());
     }
     for a in &active {
-        record(inner, a.placement.node_id, None);
+        record(pieces, a.placement.node_id, None);
     }
-    inner.metrics.segments_downloaded.inc();
+    pieces.metrics.segments_downloaded.inc();
     Ok(())
 }

@@ -49,16 +49,16 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::{DeleteReport, Pieces, Progress};
 use crate::catalog::tag::{BlobTag, PieceTag, SegmentTag, TagSealer};
 use crate::catalog::{ObjectEntry, SegmentInfo};
-use crate::client::{DeleteReport, Inner, Progress};
 use crate::codec::Scheme;
 use crate::crypto::{BlockCipher, CIPHER_BLOCK, PLAIN_BLOCK, sealed_len};
 use crate::error::Error;
 use crate::orders::{Orders, UploadTerms};
 use crate::segment::{Layout, SegmentEncoder, Stripe, shard_size_for};
 use crate::select::{
-    NodeStats, SelectionError, backing_off, capacity, select_nodes, select_replacement,
+    NodeStats, SelectionError, Transfer, backing_off, capacity, select_nodes, select_replacement,
 };
 use crate::store::{NodeAddress, NodeCandidate, PieceError, PiecePlacement, UploadPart};
 
@@ -236,32 +236,32 @@ fn plan_scheme(
 
 /// Uploads every segment of `reader`; returns them in order and the scheme used. On
 /// failure, the pieces of segments already committed are deleted (best effort).
-pub(crate) async fn upload_object<R: AsyncRead + Unpin + Send>(
-    inner: &Arc<Inner>,
+pub(super) async fn upload_object<R: AsyncRead + Unpin + Send>(
+    pieces: &Arc<Pieces>,
     ctx: ObjectUpload<'_>,
     reader: R,
 ) -> Result<(Vec<SegmentInfo>, Scheme), Error> {
     let mut done = Vec::new();
-    match upload_segments(inner, ctx, reader, &mut done).await {
+    match upload_segments(pieces, ctx, reader, &mut done).await {
         Ok(used) => {
             done.sort_by_key(|s| s.index);
             Ok((done, used))
         }
         Err(e) => {
-            delete_segments(inner, &done).await;
+            delete_segments(pieces, &done).await;
             Err(e)
         }
     }
 }
 
 async fn upload_segments<R: AsyncRead + Unpin + Send>(
-    inner: &Arc<Inner>,
+    pieces: &Arc<Pieces>,
     ctx: ObjectUpload<'_>,
     reader: R,
     done: &mut Vec<SegmentInfo>,
 ) -> Result<Scheme, Error> {
     let mut in_flight: JoinSet<Result<SegmentInfo, Error>> = JoinSet::new();
-    let result = upload_segments_into(inner, &ctx, reader, done, &mut in_flight).await;
+    let result = upload_segments_into(pieces, &ctx, reader, done, &mut in_flight).await;
     if result.is_err() {
         // Let the segments still committing finish, so that the caller can delete their
         // pieces too instead of leaving them to lease expiry (each commit is bounded).
@@ -275,24 +275,24 @@ async fn upload_segments<R: AsyncRead + Unpin + Send>(
 }
 
 async fn upload_segments_into<R: AsyncRead + Unpin + Send>(
-    inner: &Arc<Inner>,
+    pieces: &Arc<Pieces>,
     ctx: &ObjectUpload<'_>,
     reader: R,
     done: &mut Vec<SegmentInfo>,
     in_flight: &mut JoinSet<Result<SegmentInfo, Error>>,
 ) -> Result<Scheme, Error> {
     let mut blocks = BlockReader::new(reader);
-    let mut pool = inner.nodes.sample(pool_size(ctx.scheme)).await?;
+    let mut pool = pieces.nodes.sample(pool_size(ctx.scheme)).await?;
     // Set once a fresh sample brought no new node: the network has no more to offer.
     let mut pool_exhausted = false;
     let exclude: Arc<Mutex<HashSet<NodeId>>> = Arc::default();
     let mut remaining_hint = ctx.size_hint;
     let mut used = ctx.scheme;
     let seed: u64 = rand::random();
-    let max_blocks = inner.config.segment_blocks.max(1);
+    let max_blocks = pieces.config.segment_blocks.max(1);
     let allow_smaller = ctx
         .allow_smaller
-        .unwrap_or(inner.config.allow_smaller_scheme);
+        .unwrap_or(pieces.config.allow_smaller_scheme);
     for index in 0u32.. {
         let read_err = |source| Error::Read {
             bucket: ctx.bucket.to_string(),
@@ -315,7 +315,7 @@ async fn upload_segments_into<R: AsyncRead + Unpin + Send>(
             expected_blocks * CIPHER_BLOCK as u64
         };
         // Read per segment: failures of the uploads running beside this one count at once.
-        let history = Arc::new(inner.catalog.node_stats()?);
+        let history = Arc::new(pieces.catalog.node_stats()?);
         let failed = crate::select::with_excluded(&lock(&exclude), &history);
         // Nodes that failed lately are avoided while the others can hold the requested
         // scheme. When they cannot, the nodes backing off take part of the slack only if
@@ -326,7 +326,7 @@ async fn upload_segments_into<R: AsyncRead + Unpin + Send>(
             .union(&backing_off(
                 &history,
                 shoal_proto::time::unix_ms(),
-                inner.config.failed_node_backoff,
+                pieces.config.failed_node_backoff,
             ))
             .copied()
             .collect();
@@ -344,7 +344,7 @@ async fn upload_segments_into<R: AsyncRead + Unpin + Send>(
         if !pool_exhausted && planned.as_ref().map_or(true, |p| p.scheme != ctx.scheme) {
             // Failed nodes (or a short first sample) left too few: replace them with fresh
             // candidates before settling for a smaller scheme.
-            let fresh = inner
+            let fresh = pieces
                 .nodes
                 .sample(pool_size(ctx.scheme) + excluded.len())
                 .await?;
@@ -369,7 +369,7 @@ async fn upload_segments_into<R: AsyncRead + Unpin + Send>(
         )
         .map_err(|source| Error::NetworkTooSmall { scheme, source })?;
         let pending = encode_segment(
-            inner,
+            pieces,
             ctx,
             &mut blocks,
             SegmentPlan {
@@ -387,13 +387,13 @@ async fn upload_segments_into<R: AsyncRead + Unpin + Send>(
         )
         .await?;
         remaining_hint = remaining_hint.map(|r| r.saturating_sub(pending.plain_size));
-        while in_flight.len() >= inner.config.segment_parallelism.max(1) {
+        while in_flight.len() >= pieces.config.segment_parallelism.max(1) {
             if let Some(r) = in_flight.join_next().await {
                 done.push(joined(r, ctx, index)?);
             }
         }
         in_flight.spawn(commit(
-            inner.clone(),
+            pieces.clone(),
             pending,
             exclude.clone(),
             (ctx.bucket.to_string(), ctx.key.to_string()),
@@ -544,7 +544,7 @@ impl Replay {
 /// of the object. So `success` receipts come in as long as the network has eligible
 /// nodes, whichever nodes just went away.
 struct SegmentRun {
-    inner: Arc<Inner>,
+    pieces: Arc<Pieces>,
     index: u32,
     scheme: Scheme,
     shard: usize,
@@ -582,7 +582,7 @@ impl SegmentRun {
             block_size: self.shard as u32,
             expires_at_ms: self.expires_ms,
         };
-        let order = Orders::new(self.inner.access.owner())
+        let order = Orders::new(self.pieces.access.owner())
             .upload(
                 node.id,
                 PieceId::derive(&self.root, &node.id, index),
@@ -590,10 +590,10 @@ impl SegmentRun {
                 shoal_proto::time::unix_ms(),
             )
             .map_err(|e| e.to_string())?;
-        let (tx, rx) = mpsc::channel(self.inner.config.piece_buffer.max(1));
+        let (tx, rx) = mpsc::channel(self.pieces.config.piece_buffer.max(1));
         let handover: Arc<Mutex<Handover>> = Arc::default();
         let task = self.tasks.spawn(upload_piece(
-            self.inner.clone(),
+            self.pieces.clone(),
             node.clone(),
             index,
             order,
@@ -643,7 +643,7 @@ impl SegmentRun {
         self.replacements_left -= 1;
         tracing::debug!(segment = self.index, piece = index, node = %id, "piece placed again on another node");
         let tx = self.start(index, node, prefix).ok()?;
-        self.inner
+        self.pieces
             .metrics
             .piece_uploads
             .with_label_values(&["replaced"])
@@ -663,7 +663,7 @@ impl SegmentRun {
             let backing = backing_off(
                 &self.history,
                 shoal_proto::time::unix_ms(),
-                self.inner.config.failed_node_backoff,
+                self.pieces.config.failed_node_backoff,
             );
             self.seed = self.seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
             if let Some(c) = select_replacement(
@@ -683,8 +683,8 @@ impl SegmentRun {
             // The object's pool is used up: once per segment, ask discovery for more.
             self.resampled = true;
             let fresh = tokio::time::timeout(
-                self.inner.config.piece_timeout,
-                self.inner.nodes.sample(pool_size(self.scheme)),
+                self.pieces.config.piece_timeout,
+                self.pieces.nodes.sample(pool_size(self.scheme)),
             )
             .await
             .ok()?
@@ -728,10 +728,10 @@ impl SegmentRun {
             let node = t.node.id;
             lock(&self.exclude).insert(node);
             let _ = self
-                .inner
+                .pieces
                 .catalog
                 .record_node(&node, NodeStats::failure(shoal_proto::time::unix_ms()));
-            self.inner
+            self.pieces
                 .metrics
                 .piece_uploads
                 .with_label_values(&["cut"])
@@ -753,7 +753,7 @@ pub(crate) struct PendingSegment {
 }
 
 async fn encode_segment<R: AsyncRead + Unpin + Send>(
-    inner: &Arc<Inner>,
+    pieces: &Arc<Pieces>,
     ctx: &ObjectUpload<'_>,
     blocks: &mut BlockReader<R>,
     plan: SegmentPlan,
@@ -761,7 +761,7 @@ async fn encode_segment<R: AsyncRead + Unpin + Send>(
     exclude: &Arc<Mutex<HashSet<NodeId>>>,
 ) -> Result<PendingSegment, Error> {
     let mut run = SegmentRun {
-        inner: inner.clone(),
+        pieces: pieces.clone(),
         index: plan.index,
         scheme: plan.scheme,
         shard: plan.shard,
@@ -771,7 +771,7 @@ async fn encode_segment<R: AsyncRead + Unpin + Send>(
         pool: plan.pool,
         history: plan.history,
         exclude: exclude.clone(),
-        replay: Replay::new(inner.config.replacement_buffer),
+        replay: Replay::new(pieces.config.replacement_buffer),
         replacements_left: usize::from(plan.scheme.total),
         resampled: false,
         seed: rand::random(),
@@ -799,7 +799,7 @@ async fn encode_segment<R: AsyncRead + Unpin + Send>(
     };
     let mut enc = SegmentEncoder::new(
         ctx.cipher,
-        inner.config.codec,
+        pieces.config.codec,
         plan.scheme,
         plan.shard,
         plan.index,
@@ -845,7 +845,7 @@ async fn encode_segment<R: AsyncRead + Unpin + Send>(
         blob,
         segment: plan.index,
         plain_size,
-        codec: inner.config.codec,
+        codec: pieces.config.codec,
         scheme: plan.scheme,
         shard_size: plan.shard as u32,
     });
@@ -879,7 +879,7 @@ impl Feeder<'_> {
             lock(&self.run.exclude).insert(self.slots[i].node);
             if cut {
                 self.run
-                    .inner
+                    .pieces
                     .metrics
                     .piece_uploads
                     .with_label_values(&["cut"])
@@ -915,7 +915,7 @@ impl Feeder<'_> {
             self.fail_over(i, false).await;
         }
         if !lagging.is_empty() {
-            let grace = self.run.inner.config.slow_piece_grace;
+            let grace = self.run.pieces.config.slow_piece_grace;
             let waits = lagging.iter().filter_map(|&i| {
                 let tx = self.slots[i].tx.clone()?;
                 let m = msg(i);
@@ -941,7 +941,7 @@ impl Feeder<'_> {
                 let Some(tx) = self.slots[i].tx.clone() else {
                     continue;
                 };
-                let t = self.run.inner.config.piece_timeout;
+                let t = self.run.pieces.config.piece_timeout;
                 if !matches!(tokio::time::timeout(t, tx.send(msg(i))).await, Ok(Ok(()))) {
                     self.fail_over(i, true).await;
                 }
@@ -961,7 +961,7 @@ impl Feeder<'_> {
 }
 
 async fn upload_piece(
-    inner: Arc<Inner>,
+    pieces: Arc<Pieces>,
     node: NodeCandidate,
     index: u16,
     order: Signed<UploadOrder>,
@@ -974,13 +974,13 @@ async fn upload_piece(
     let state = (
         (prefix, rx),
         Some(PieceHasher::new(order.block_size)),
-        inner.clone(),
+        pieces.clone(),
         order.clone(),
         handover.clone(),
     );
     let body = futures::stream::unfold(
         state,
-        move |((mut prefix, mut rx), mut hasher, inner, order, handover)| async move {
+        move |((mut prefix, mut rx), mut hasher, pieces, order, handover)| async move {
             let h = hasher.as_mut()?;
             let msg = match prefix.pop_front() {
                 Some(m) => m,
@@ -997,13 +997,13 @@ async fn upload_piece(
                     drop(state);
                     Some((
                         UploadPart::Chunk(b),
-                        ((prefix, rx), hasher, inner, order, handover),
+                        ((prefix, rx), hasher, pieces, order, handover),
                     ))
                 }
                 PieceMsg::Finish(segment) => {
                     let info = hasher.take()?.finish();
                     let tag = segment.map(|segment| {
-                        TagSealer::new(inner.access.catalog_key()).seal(
+                        TagSealer::new(pieces.access.catalog_key()).seal(
                             &order.piece_id,
                             &PieceTag {
                                 segment,
@@ -1012,7 +1012,7 @@ async fn upload_piece(
                             },
                         )
                     });
-                    let signed = Orders::new(inner.access.owner())
+                    let signed = Orders::new(pieces.access.owner())
                         .tagged_trailer(order.piece_id, &info, tag.unwrap_or_default())
                         .ok()?;
                     *state = Handover::Complete {
@@ -1022,14 +1022,14 @@ async fn upload_piece(
                     drop(state);
                     Some((
                         UploadPart::Trailer(Box::new(signed)),
-                        ((prefix, rx), None, inner, order, handover),
+                        ((prefix, rx), None, pieces, order, handover),
                     ))
                 }
             }
         },
     )
     .boxed();
-    let result = inner
+    let result = pieces
         .store
         .upload(node.address(), order.clone(), body)
         .await
@@ -1050,7 +1050,7 @@ async fn upload_piece(
 }
 
 /// A receipt counts only if the node we chose signed it for exactly what we sent.
-pub(crate) fn verify_receipt(
+pub(super) fn verify_receipt(
     receipt: &Signed<Receipt>,
     order: &UploadOrder,
     node: &NodeCandidate,
@@ -1096,7 +1096,7 @@ impl Gathered {
         run: &mut SegmentRun,
         joined: Result<(tokio::task::Id, PieceOutcome), tokio::task::JoinError>,
     ) -> Option<u16> {
-        let inner = run.inner.clone();
+        let pieces = run.pieces.clone();
         let (id, outcome) = match joined {
             Ok((id, o)) => {
                 run.tickets.remove(&id);
@@ -1112,20 +1112,26 @@ impl Gathered {
         };
         match outcome.result {
             Ok(receipt) => {
-                inner.metrics.piece_uploads.with_label_values(&["ok"]).inc();
-                let _ = inner.catalog.record_node(
+                pieces
+                    .metrics
+                    .piece_uploads
+                    .with_label_values(&["ok"])
+                    .inc();
+                let _ = pieces.catalog.record_node(
                     &outcome.node.id,
-                    NodeStats {
-                        latency_ms: 0,
-                        ..NodeStats::success(shoal_proto::time::unix_ms())
-                    },
+                    NodeStats::from_outcome(
+                        Transfer::Upload,
+                        Ok(()),
+                        None,
+                        shoal_proto::time::unix_ms(),
+                    ),
                 );
                 if run.active.get(&outcome.index) != Some(&id) {
                     // Cannot happen (a piece is replaced only once its upload can no
                     // longer store it), but two placements of one index must never be
                     // recorded: the extra copy is deleted.
-                    if let Some(order) = delete_order(&inner, outcome.node.id, outcome.piece_id) {
-                        tokio::spawn(delete_piece(&inner, outcome.node.address(), order));
+                    if let Some(order) = delete_order(&pieces, outcome.node.id, outcome.piece_id) {
+                        tokio::spawn(delete_piece(&pieces, outcome.node.address(), order));
                     }
                     return None;
                 }
@@ -1140,18 +1146,19 @@ impl Gathered {
             }
             Err(e) => {
                 tracing::debug!(segment = run.index, piece = outcome.index, error = %e, "piece upload failed");
-                inner
+                pieces
                     .metrics
                     .piece_uploads
                     .with_label_values(&["failed"])
                     .inc();
-                let corrupt = matches!(e, PieceError::Corrupt { .. });
-                let _ = inner.catalog.record_node(
+                let _ = pieces.catalog.record_node(
                     &outcome.node.id,
-                    NodeStats {
-                        corrupt: u64::from(corrupt),
-                        ..NodeStats::failure(shoal_proto::time::unix_ms())
-                    },
+                    NodeStats::from_outcome(
+                        Transfer::Upload,
+                        Err(&e),
+                        None,
+                        shoal_proto::time::unix_ms(),
+                    ),
                 );
                 lock(&run.exclude).insert(outcome.node.id);
                 self.failures.push(e.to_string());
@@ -1162,7 +1169,7 @@ impl Gathered {
 }
 
 async fn commit(
-    inner: Arc<Inner>,
+    pieces: Arc<Pieces>,
     seg: PendingSegment,
     exclude: Arc<Mutex<HashSet<NodeId>>>,
     (bucket, key): (String, String),
@@ -1191,7 +1198,7 @@ async fn commit(
     // `piece_timeout` are given up and placed again too.
     while got.ok.len() < success {
         let next =
-            tokio::time::timeout(inner.config.piece_timeout, run.tasks.join_next_with_id()).await;
+            tokio::time::timeout(pieces.config.piece_timeout, run.tasks.join_next_with_id()).await;
         let reason = match next {
             Ok(Some(joined)) => {
                 if let Some(index) = got.take(&mut run, joined)
@@ -1205,7 +1212,7 @@ async fn commit(
             Err(_) if run.replace_stalled().await > 0 => continue,
             Err(_) => format!(
                 "no piece finished within {:?}: {} of {success} receipts verified",
-                inner.config.piece_timeout,
+                pieces.config.piece_timeout,
                 got.ok.len()
             ),
             Ok(None) => {
@@ -1221,10 +1228,10 @@ async fn commit(
         };
         // The segment is lost: its stored pieces are orphans now, delete them.
         let placed = got.ok;
-        release_tail(&inner, run.tasks, run.tickets, &exclude);
+        release_tail(&pieces, run.tasks, run.tickets, &exclude);
         let _ = tokio::time::timeout(
-            inner.config.piece_timeout,
-            delete_placements(&inner, &placed),
+            pieces.config.piece_timeout,
+            delete_placements(&pieces, &placed),
         )
         .await;
         return Err(err(reason));
@@ -1232,7 +1239,7 @@ async fn commit(
     // The shards are not needed any more: free them before the long tail.
     run.replay = Replay::new(0);
     // The long tail: a bounded grace to deliver more receipts, all recorded.
-    let grace = inner.config.long_tail_grace;
+    let grace = pieces.config.long_tail_grace;
     let deadline = Instant::now() + grace;
     while !run.tasks.is_empty() {
         let next = if grace.is_zero() {
@@ -1254,8 +1261,8 @@ async fn commit(
     }
     let scheme = run.scheme;
     let (index, shard) = (run.index, run.shard);
-    release_tail(&inner, run.tasks, run.tickets, &exclude);
-    inner.metrics.segments_uploaded.inc();
+    release_tail(&pieces, run.tasks, run.tickets, &exclude);
+    pieces.metrics.segments_uploaded.inc();
     let mut ok = got.ok;
     ok.sort_by_key(|p| p.index);
     let layout = Layout {
@@ -1267,7 +1274,7 @@ async fn commit(
         index,
         plain_size,
         sealed_size,
-        codec: inner.config.codec,
+        codec: pieces.config.codec,
         scheme,
         shard_size: shard as u32,
         piece_size: layout.piece_size(),
@@ -1281,7 +1288,7 @@ async fn commit(
 /// and their tasks are aborted at once (freeing their queued shards). Those complete on
 /// the wire go to the [`Reaper`], which deletes them if they are stored after all.
 fn release_tail(
-    inner: &Arc<Inner>,
+    pieces: &Arc<Pieces>,
     tasks: JoinSet<PieceOutcome>,
     tickets: HashMap<tokio::task::Id, PieceTicket>,
     exclude: &Mutex<HashSet<NodeId>>,
@@ -1305,12 +1312,12 @@ fn release_tail(
             }
         }
     }
-    inner
+    pieces
         .metrics
         .piece_uploads
         .with_label_values(&["cancelled"])
         .inc_by(cancelled);
-    inner.reaper.take(inner, tasks, late);
+    pieces.reaper.take(pieces, tasks, late);
 }
 
 /// Pieces that may be stored after their segment was committed (or given up): waits for
@@ -1319,7 +1326,7 @@ fn release_tail(
 /// (beyond that a tail is dropped and left to lease expiry), each tail for at most
 /// `piece_timeout`, and its deletes for at most as long again.
 #[derive(Debug, Clone)]
-pub(crate) struct Reaper {
+pub(super) struct Reaper {
     slots: Arc<Semaphore>,
 }
 
@@ -1337,7 +1344,7 @@ impl Reaper {
 
     fn take(
         &self,
-        inner: &Arc<Inner>,
+        pieces: &Arc<Pieces>,
         mut tasks: JoinSet<PieceOutcome>,
         mut late: HashMap<tokio::task::Id, PieceTicket>,
     ) {
@@ -1346,7 +1353,7 @@ impl Reaper {
         }
         let n = u32::try_from(late.len()).unwrap_or(u32::MAX);
         let Ok(permit) = self.slots.clone().try_acquire_many_owned(n) else {
-            inner
+            pieces
                 .metrics
                 .piece_uploads
                 .with_label_values(&["cancelled"])
@@ -1357,10 +1364,10 @@ impl Reaper {
             );
             return;
         };
-        let inner = inner.clone();
+        let pieces = pieces.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let wait = inner.config.piece_timeout;
+            let wait = pieces.config.piece_timeout;
             let until = Instant::now() + wait;
             let mut deletes = JoinSet::new();
             while !late.is_empty() {
@@ -1385,9 +1392,9 @@ impl Reaper {
                         ..
                     },
                 )) = joined
-                    && let Some(order) = delete_order(&inner, node.id, piece_id)
+                    && let Some(order) = delete_order(&pieces, node.id, piece_id)
                 {
-                    deletes.spawn(delete_piece(&inner, node.address(), order));
+                    deletes.spawn(delete_piece(&pieces, node.address(), order));
                 }
             }
             drop(tasks);
@@ -1404,7 +1411,7 @@ impl Reaper {
             })
             .await;
             failed += deletes.len() as u64;
-            let m = &inner.metrics;
+            let m = &pieces.metrics;
             m.late_pieces
                 .with_label_values(&["deleted"])
                 .inc_by(deleted);
@@ -1418,7 +1425,7 @@ impl Reaper {
     }
 
     /// Waits (at most `limit`) until no long tail is being waited on.
-    pub(crate) async fn settle(&self, limit: Duration) -> bool {
+    pub(super) async fn settle(&self, limit: Duration) -> bool {
         let n = Self::PIECES as u32;
         tokio::time::timeout(limit, self.slots.acquire_many(n))
             .await
@@ -1426,8 +1433,8 @@ impl Reaper {
     }
 }
 
-fn delete_order(inner: &Inner, node: NodeId, piece: PieceId) -> Option<Signed<DeleteOrder>> {
-    Orders::new(inner.access.owner())
+fn delete_order(pieces: &Pieces, node: NodeId, piece: PieceId) -> Option<Signed<DeleteOrder>> {
+    Orders::new(pieces.access.owner())
         .delete(node, piece, shoal_proto::time::unix_ms())
         .ok()
 }
@@ -1435,12 +1442,12 @@ fn delete_order(inner: &Inner, node: NodeId, piece: PieceId) -> Option<Signed<De
 /// One delete, within `piece_timeout`: a node that never answers costs that long and
 /// counts as failed (its piece goes when its lease ends), never hangs the command.
 fn delete_piece(
-    inner: &Inner,
+    pieces: &Pieces,
     node: NodeAddress,
     order: Signed<DeleteOrder>,
 ) -> impl std::future::Future<Output = Result<(), PieceError>> + Send + 'static {
-    let call = inner.store.delete(node, order);
-    let limit = inner.config.piece_timeout;
+    let call = pieces.store.delete(node, order);
+    let limit = pieces.config.piece_timeout;
     async move {
         tokio::time::timeout(limit, call)
             .await
@@ -1455,39 +1462,39 @@ fn delete_piece(
 /// cannot be deleted now are collected by their nodes when the lease ends.
 /// Deletes the pieces of an entry that was just replaced or removed in the catalog,
 /// unless another live entry still uses them (a copy sharing its source's pieces).
-pub(crate) async fn delete_pieces(inner: &Arc<Inner>, entry: &ObjectEntry) -> DeleteReport {
-    match inner.catalog.object_id_in_use(&entry.object_id) {
-        Ok(false) => delete_segments(inner, entry.segments()).await,
+pub(super) async fn delete_pieces(pieces: &Arc<Pieces>, entry: &ObjectEntry) -> DeleteReport {
+    match pieces.catalog.object_id_in_use(&entry.object_id) {
+        Ok(false) => delete_segments(pieces, entry.segments()).await,
         // Shared, or unknown: keep the pieces (their leases reclaim them if nobody renews).
         Ok(true) | Err(_) => DeleteReport::default(),
     }
 }
 
 /// Deletes every piece of `segments` (content that never reached the catalog).
-pub(crate) async fn delete_segment_pieces(
-    inner: &Arc<Inner>,
+pub(super) async fn delete_segment_pieces(
+    pieces: &Arc<Pieces>,
     segments: &[SegmentInfo],
 ) -> DeleteReport {
-    delete_segments(inner, segments).await
+    delete_segments(pieces, segments).await
 }
 
-async fn delete_segments(inner: &Arc<Inner>, segments: &[SegmentInfo]) -> DeleteReport {
-    let pieces: Vec<PiecePlacement> = segments
+async fn delete_segments(pieces: &Arc<Pieces>, segments: &[SegmentInfo]) -> DeleteReport {
+    let placements: Vec<PiecePlacement> = segments
         .iter()
         .flat_map(|s| s.pieces.iter().cloned())
         .collect();
-    delete_placements(inner, &pieces).await
+    delete_placements(pieces, &placements).await
 }
 
-pub(crate) async fn delete_placements(
-    inner: &Arc<Inner>,
-    pieces: &[PiecePlacement],
+pub(super) async fn delete_placements(
+    pieces: &Arc<Pieces>,
+    placements: &[PiecePlacement],
 ) -> DeleteReport {
-    let calls: Vec<_> = pieces
+    let calls: Vec<_> = placements
         .iter()
         .filter_map(|p| {
-            let order = delete_order(inner, NodeId(p.node_id), PieceId(p.piece_id))?;
-            Some(delete_piece(inner, p.node(), order))
+            let order = delete_order(pieces, NodeId(p.node_id), PieceId(p.piece_id))?;
+            Some(delete_piece(pieces, p.node(), order))
         })
         .collect();
     let results: Vec<_> = futures::stream::iter(calls)

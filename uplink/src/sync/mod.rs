@@ -31,28 +31,28 @@ use serde::{Deserialize, Serialize};
 use shoal_proto::messages::MutableRecord;
 use shoal_proto::{RecordKey, Signed};
 
+use crate::access::Access;
+use crate::catalog::Catalog;
 use crate::catalog::log::{
     self, Blob, BlobRef, CATALOG_BUCKET, Delta, Head, LogError, MAX_BLOB, Snapshot, SnapshotRef,
 };
 use crate::catalog::tag::{BlobKind, BlobTag};
 use crate::catalog::{CatalogError, PublishLock, SyncTx, WriterId};
-use crate::client::{Inner, Uplink};
 use crate::crypto::{BlockCipher, ObjectId};
+pub use crate::error::{RecordError, SyncError};
+use crate::pieces::Pieces;
 
 /// Longest a catalog record lives without being republished; the DHT nodes' limit.
 pub const MAX_RECORD_TTL: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 /// Attempts at adding this writer to the writers record against racing writers.
 const REGISTER_ATTEMPTS: usize = 8;
 
+pub mod rebuild;
+
 const APPLIED: &str = "applied";
 const OWN: &str = "own";
 const SNAPSHOT: &str = "snapshot";
 const UNAVAILABLE: &str = "unavailable";
-
-/// Why a DHT record operation failed.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct RecordError(pub String);
 
 /// The DHT records the catalog's pointers live in.
 pub trait CatalogRecords: Send + Sync + std::fmt::Debug {
@@ -68,63 +68,6 @@ pub trait CatalogRecords: Send + Sync + std::fmt::Debug {
         record: Signed<MutableRecord>,
         expected_seq: Option<u64>,
     ) -> BoxFuture<'_, Result<usize, RecordError>>;
-}
-
-/// Why publishing or pulling the catalog failed. Every variant names what it is about.
-#[derive(Debug, thiserror::Error)]
-pub enum SyncError {
-    #[error("{what}: the DHT failed: {source}")]
-    Record {
-        what: String,
-        #[source]
-        source: RecordError,
-    },
-    #[error("{what}: no DHT node stored it (is the network reachable?)")]
-    NotStored { what: String },
-    #[error(transparent)]
-    Log(#[from] LogError),
-    #[error(
-        "writer {writer}'s head record offers seq {offered}, older than seq {seen} already merged: refusing a rollback"
-    )]
-    Rollback {
-        writer: WriterId,
-        seen: u64,
-        offered: u64,
-    },
-    #[error(
-        "the head record of writer {writer} is missing from the DHT (seq {seen} was merged before)"
-    )]
-    MissingHead { writer: WriterId, seen: u64 },
-    #[error(
-        "delta {seq} of writer {writer} is missing: the log ends at delta {seq_after} and no snapshot covers it"
-    )]
-    MissingDelta {
-        writer: WriterId,
-        seq: u64,
-        seq_after: u64,
-    },
-    #[error("cannot fetch {what}: {source}")]
-    Fetch {
-        what: String,
-        #[source]
-        source: Box<crate::Error>,
-    },
-    #[error("{what} is not what its reference says: {reason}")]
-    WrongBlob { what: String, reason: String },
-    #[error("cannot store {what}: {source}")]
-    Store {
-        what: String,
-        #[source]
-        source: Box<crate::Error>,
-    },
-    #[error("the writers record kept changing under {attempts} attempts to add writer {writer}")]
-    WritersRace { writer: WriterId, attempts: usize },
-    #[error("cannot sign a catalog record: {0}")]
-    Sign(String),
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    #[error("this uplink keeps its catalog on this machine only: there is nothing to rebuild from")]
-    NoNetworkCatalog,
 }
 
 /// This writer's own log, as last published.
@@ -241,22 +184,62 @@ impl std::fmt::Display for Unavailable {
     }
 }
 
+/// The catalog in the network: publishing this writer's changes and pulling the
+/// others', over the pieces service (blobs) and the DHT records (pointers). Owns the
+/// sync state; without records (a local-only uplink) it still reads blobs (`check`,
+/// `renew` and the inspection tools use that) but publishes and pulls nothing.
+pub(crate) struct CatalogSync {
+    access: Arc<Access>,
+    catalog: Catalog,
+    pieces: Arc<Pieces>,
+    /// The records and the group-commit state (`None`: local only).
+    sync: Option<SyncState>,
+}
+
+impl CatalogSync {
+    pub(crate) fn new(
+        access: Arc<Access>,
+        catalog: Catalog,
+        pieces: Arc<Pieces>,
+        records: Option<Arc<dyn CatalogRecords>>,
+    ) -> Self {
+        Self {
+            access,
+            catalog,
+            pieces,
+            sync: records.map(SyncState::new),
+        }
+    }
+
+    /// Whether the catalog lives in the network (records were given).
+    pub(crate) fn is_network(&self) -> bool {
+        self.sync.is_some()
+    }
+
+    /// Counts a local change for the publisher.
+    pub(crate) fn changed(&self) {
+        if let Some(s) = &self.sync {
+            s.changes.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
 /// The sync half of an [`Uplink`]: the records and the group-commit state.
-pub(crate) struct SyncState {
-    pub records: Arc<dyn CatalogRecords>,
+struct SyncState {
+    records: Arc<dyn CatalogRecords>,
     publish: tokio::sync::Mutex<()>,
     pull: tokio::sync::Mutex<()>,
     /// Local changes made so far (bumped by every catalog write).
-    pub changes: std::sync::atomic::AtomicU64,
+    changes: std::sync::atomic::AtomicU64,
     /// `changes` as of the start of the last successful publish.
     published: std::sync::atomic::AtomicU64,
     /// The next publish writes a snapshot whatever `snapshot_every` says, even with no
-    /// change queued (set by [`Inner::request_snapshot`]).
+    /// change queued (set by [`CatalogSync::request_snapshot`]).
     snapshot_due: std::sync::atomic::AtomicBool,
 }
 
 impl SyncState {
-    pub fn new(records: Arc<dyn CatalogRecords>) -> Self {
+    fn new(records: Arc<dyn CatalogRecords>) -> Self {
         Self {
             records,
             publish: tokio::sync::Mutex::new(()),
@@ -268,7 +251,7 @@ impl SyncState {
     }
 }
 
-pub(crate) fn applied(inner: &Inner) -> Result<BTreeMap<WriterId, u64>, CatalogError> {
+pub(crate) fn applied(inner: &CatalogSync) -> Result<BTreeMap<WriterId, u64>, CatalogError> {
     Ok(inner
         .catalog
         .sync_value::<Vec<(WriterId, u64)>>(APPLIED)?
@@ -278,7 +261,10 @@ pub(crate) fn applied(inner: &Inner) -> Result<BTreeMap<WriterId, u64>, CatalogE
 }
 
 /// Stores the positions `a` (merged with the ones stored; see [`merge_applied`]).
-pub(crate) fn set_applied(inner: &Inner, a: &BTreeMap<WriterId, u64>) -> Result<(), CatalogError> {
+pub(crate) fn set_applied(
+    inner: &CatalogSync,
+    a: &BTreeMap<WriterId, u64>,
+) -> Result<(), CatalogError> {
     inner
         .catalog
         .update_sync(|tx| merge_applied(tx, &mut a.clone()))
@@ -300,7 +286,7 @@ fn merge_applied(tx: &SyncTx<'_, '_>, a: &mut BTreeMap<WriterId, u64>) -> Result
 }
 
 /// Makes `s` the newest snapshot known here, if it is newer than the one known.
-pub(crate) fn remember_snapshot(inner: &Inner, s: &SnapshotRef) -> Result<(), CatalogError> {
+pub(crate) fn remember_snapshot(inner: &CatalogSync, s: &SnapshotRef) -> Result<(), CatalogError> {
     let newer = inner
         .catalog
         .sync_value::<SnapshotRef>(SNAPSHOT)?
@@ -319,8 +305,8 @@ fn record_what(kind: &str) -> String {
     format!("catalog {kind} record")
 }
 
-impl Inner {
-    pub(crate) fn sync(&self) -> Option<&SyncState> {
+impl CatalogSync {
+    fn sync(&self) -> Option<&SyncState> {
         self.sync.as_ref()
     }
 
@@ -332,7 +318,7 @@ impl Inner {
         MutableRecord::key_for(self.access.owner().public_key(), salt)
     }
 
-    pub(crate) async fn get_record(
+    async fn get_record(
         &self,
         sync: &SyncState,
         what: &str,
@@ -347,7 +333,7 @@ impl Inner {
             })
     }
 
-    pub(crate) async fn put_record(
+    async fn put_record(
         &self,
         sync: &SyncState,
         what: &str,
@@ -356,7 +342,7 @@ impl Inner {
         value: Vec<u8>,
         expected_seq: Option<u64>,
     ) -> Result<u64, SyncError> {
-        let ttl = self.config.default_lease.min(MAX_RECORD_TTL);
+        let ttl = self.pieces.config().default_lease.min(MAX_RECORD_TTL);
         let len = value.len() as u64;
         let record = MutableRecord {
             public_key: *self.access.owner().public_key(),
@@ -401,7 +387,7 @@ impl Inner {
     /// Makes sure the writers record lists this writer and every writer merged here
     /// (healing a record that lost one in a race): compare-and-swap, and on a lost race
     /// merge the sets and try again.
-    pub(crate) async fn register(
+    async fn register(
         &self,
         sync: &SyncState,
         known: &BTreeSet<WriterId>,
@@ -446,7 +432,7 @@ impl Inner {
         let object_id = ObjectId::random();
         let key = log::blob_key(self.catalog_key(), &object_id);
         let cipher = BlockCipher::new(&key, object_id);
-        let lease = self.config.default_lease;
+        let lease = self.pieces.config().default_lease;
         let writer = self.catalog.writer();
         // Each piece says what it is, for `catalog rebuild` (a snapshot goes by the seq
         // of the delta published with it, which it covers).
@@ -457,11 +443,11 @@ impl Inner {
                 s.covers.get(&writer).copied().unwrap_or(0),
             ),
         };
-        let ctx = crate::upload::ObjectUpload {
+        let ctx = crate::pieces::ObjectUpload {
             bucket: CATALOG_BUCKET,
             key: what,
             cipher: &cipher,
-            scheme: self.config.catalog_scheme,
+            scheme: self.pieces.config().catalog_scheme,
             expires_ms: shoal_proto::time::unix_ms().saturating_add(lease.as_millis() as u64),
             size_hint: Some(size),
             progress: None,
@@ -474,7 +460,9 @@ impl Inner {
                 blob_size: size,
             }),
         };
-        let (segments, _) = crate::upload::upload_object(self, ctx, Cursor::new(bytes))
+        let (segments, _) = self
+            .pieces
+            .upload(ctx, Cursor::new(bytes))
             .await
             .map_err(|e| SyncError::Store {
                 what: what.to_string(),
@@ -521,19 +509,20 @@ impl Inner {
         let key = log::blob_key(self.catalog_key(), &r.object_id);
         let cipher = BlockCipher::new(&key, r.object_id);
         let mut out = Vec::with_capacity(r.size as usize);
-        let ctx = crate::download::ObjectDownload {
+        let ctx = crate::pieces::ObjectDownload {
             bucket: CATALOG_BUCKET,
             key: what,
             cipher: &cipher,
             progress: None,
         };
-        crate::download::download_range(self, ctx, &r.segments, 0, r.size, &mut out)
+        self.pieces
+            .download(ctx, &r.segments, 0, r.size, &mut out)
             .await
             .map_err(|e| SyncError::Fetch {
                 what: what.to_string(),
                 source: Box::new(e),
             })?;
-        self.metrics.catalog_blobs_pulled.inc();
+        self.pieces.metrics().catalog_blobs_pulled.inc();
         Ok(log::decode_blob(what, &out)?)
     }
 
@@ -670,7 +659,7 @@ impl Inner {
             .filter_map(|d| d.snapshot.as_ref())
             .max_by_key(|s| s.taken_at)
             .filter(|s| s.is_ahead_of(&applied))
-            .filter(|_| applied.is_empty() || behind > self.config.snapshot_every)
+            .filter(|_| applied.is_empty() || behind > self.pieces.config().snapshot_every)
             .cloned();
         if let Some(s) = best {
             // Without the snapshot the deltas are walked instead (slower, and only as
@@ -874,7 +863,7 @@ impl Inner {
             })
             .sum();
         let mut snapshot = last;
-        if forced || since >= self.config.snapshot_every.max(1) {
+        if forced || since >= self.pieces.config().snapshot_every.max(1) {
             let changes = self.catalog.all_changes()?;
             let entries = changes.len() as u64;
             let blob = Blob::Snapshot(Snapshot {
@@ -968,8 +957,11 @@ impl Inner {
         self.catalog.flush()?;
         report.seq = Some(seq);
         report.changes = pending.len();
-        self.metrics.catalog_publishes.inc();
-        self.metrics.catalog_publish_bytes.inc_by(report.bytes_sent);
+        self.pieces.metrics().catalog_publishes.inc();
+        self.pieces
+            .metrics()
+            .catalog_publish_bytes
+            .inc_by(report.bytes_sent);
         tracing::info!(
             seq,
             changes = report.changes,
@@ -986,7 +978,7 @@ const LOCK_NOTICE_EVERY: std::time::Duration = std::time::Duration::from_secs(5)
 /// How often the publish lock is tried while another process holds it.
 const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
-impl Inner {
+impl CatalogSync {
     /// Waits for the catalog's publish lock (held by another process's publish, if
     /// taken), telling the user which process holds it and for how long this one has
     /// waited, every [`LOCK_NOTICE_EVERY`].
@@ -1015,7 +1007,7 @@ impl Inner {
     }
 }
 
-/// One catalog blob a new machine needs (see [`Inner::live_blobs`]).
+/// One catalog blob a new machine needs (see [`CatalogSync::live_blobs`]).
 #[derive(Debug, Clone)]
 pub(crate) struct LiveBlob {
     /// What it is, for reports: "snapshot taken by writer W" or "delta N of writer W".
@@ -1027,7 +1019,7 @@ pub(crate) struct LiveBlob {
 /// snapshot interval's worth is never needed (older deltas are covered by the snapshot).
 const MAX_RENEW_WALK: usize = 1024;
 
-impl Inner {
+impl CatalogSync {
     /// Makes the next publish write a fresh snapshot of the whole catalog (on new
     /// nodes, like any upload), even if no change is queued: `repair` uses it when a
     /// live catalog blob has lost pieces. Once that publish is in, the damaged blobs
@@ -1083,20 +1075,11 @@ impl Inner {
     }
 }
 
-impl Uplink {
-    /// Merges what other writers published since the last pull. Cheap when nothing
-    /// changed: one DHT read for the writers record and one per writer.
-    pub async fn pull(&self) -> Result<PullReport, crate::Error> {
-        Ok(self.inner.pull().await?)
-    }
-
-    /// Publishes every change made so far and returns once it is in the network (the
-    /// durability point). Concurrent callers share one publish: a caller whose changes
-    /// an earlier publish already carried returns at once (group commit). Without a
-    /// network catalog this only flushes the local one.
-    pub async fn flush(&self) -> Result<PublishReport, crate::Error> {
-        let Some(sync) = self.inner.sync() else {
-            self.inner.catalog.flush()?;
+impl CatalogSync {
+    /// Publishes every change made so far (group commit; see `Uplink::flush`).
+    pub(crate) async fn flush(self: &Arc<Self>) -> Result<PublishReport, SyncError> {
+        let Some(sync) = self.sync() else {
+            self.catalog.flush()?;
             return Ok(PublishReport::default());
         };
         let wanted = sync.changes.load(Ordering::SeqCst);
@@ -1107,17 +1090,17 @@ impl Uplink {
         let taken = sync.changes.load(Ordering::SeqCst);
         // One publisher at a time across every process using this catalog dir: the
         // sequence number is read, used and stored under the lock.
-        let _lock = self.inner.publish_lock().await?;
-        let report = self.inner.publish(sync).await?;
+        let _lock = self.publish_lock().await?;
+        let report = self.publish(sync).await?;
         sync.published.fetch_max(taken, Ordering::SeqCst);
         Ok(report)
     }
 
     /// This writer's sync state.
-    pub fn catalog_status(&self) -> Result<CatalogStatus, crate::Error> {
-        let c = &self.inner.catalog;
+    pub(crate) fn status(&self) -> Result<CatalogStatus, SyncError> {
+        let c = &self.catalog;
         let own: OwnLog = c.sync_value(OWN)?.unwrap_or_default();
-        let mut writers = applied(&self.inner)?;
+        let mut writers = applied(self)?;
         writers.entry(c.writer()).or_insert(own.seq);
         Ok(CatalogStatus {
             writer: c.writer(),
@@ -1139,22 +1122,23 @@ impl Uplink {
                 .collect(),
         })
     }
-}
 
-/// The blob of the newest snapshot this replica knows of (inspection tools, tests).
-pub fn snapshot_blob(up: &Uplink) -> Result<Option<BlobRef>, crate::Error> {
-    Ok(up
-        .inner
-        .catalog
-        .sync_value::<SnapshotRef>(SNAPSHOT)?
-        .map(|s| s.blob))
-}
+    /// The blob of the newest snapshot this replica knows of.
+    pub(crate) fn snapshot_blob(&self) -> Result<Option<BlobRef>, SyncError> {
+        Ok(self
+            .catalog
+            .sync_value::<SnapshotRef>(SNAPSHOT)?
+            .map(|s| s.blob))
+    }
 
-/// Fetches the delta at `blob` and returns the reference to the delta before it
-/// (inspection tools, tests).
-pub async fn previous_blob(up: &Uplink, blob: &BlobRef) -> Result<Option<BlobRef>, crate::Error> {
-    match up.inner.get_blob("inspected delta", blob).await? {
-        Blob::Delta(d) => Ok(d.prev),
-        Blob::Snapshot(_) => Ok(None),
+    /// Fetches the delta at `blob` and returns the reference to the delta before it.
+    pub(crate) async fn previous_blob(
+        self: &Arc<Self>,
+        blob: &BlobRef,
+    ) -> Result<Option<BlobRef>, SyncError> {
+        match self.get_blob("inspected delta", blob).await? {
+            Blob::Delta(d) => Ok(d.prev),
+            Blob::Snapshot(_) => Ok(None),
+        }
     }
 }

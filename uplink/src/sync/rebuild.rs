@@ -32,12 +32,11 @@ use shoal_proto::PieceId;
 use shoal_proto::limits::MAX_LIST_PIECES;
 use shoal_proto::messages::ListedPiece;
 
+use super::CatalogSync;
 use crate::catalog::log::{self, Blob, BlobRef, Head, SnapshotRef};
 use crate::catalog::tag::{BlobKind, BlobTag, PieceTag, SegmentTag, TagSealer};
 use crate::catalog::{SegmentInfo, WriterId};
-use crate::client::{Inner, Uplink};
 use crate::crypto::{ObjectId, sealed_len};
-use crate::orders::Orders;
 use crate::segment::Layout;
 use crate::store::{NodeAddress, NodeCandidate, PieceError, PiecePlacement};
 use crate::sync::SyncError;
@@ -254,7 +253,7 @@ struct NodeListing {
     skipped: u64,
 }
 
-impl Inner {
+impl CatalogSync {
     /// Every page of the owner's pieces on `node`, tags opened.
     async fn list_node(
         &self,
@@ -270,23 +269,7 @@ impl Inner {
         };
         let mut after: Option<PieceId> = None;
         for _ in 0..MAX_PAGES_PER_NODE {
-            let order = Orders::new(self.access.owner())
-                .list_pieces(node.id, after, LIST_PAGE, shoal_proto::time::unix_ms())
-                .map_err(|e| PieceError::Refused {
-                    node: node.id,
-                    reason: format!("cannot sign the listing order: {e}"),
-                })?;
-            let timeout = self.config.piece_timeout;
-            let page: Vec<ListedPiece> =
-                match tokio::time::timeout(timeout, self.store.list_pieces(address, order)).await {
-                    Ok(r) => r?,
-                    Err(_) => {
-                        return Err(PieceError::Timeout {
-                            node: node.id,
-                            seconds: timeout.as_secs_f64(),
-                        });
-                    }
-                };
+            let page: Vec<ListedPiece> = self.pieces.list_page(address, after, LIST_PAGE).await?;
             let full = page.len() >= LIST_PAGE as usize;
             after = page.last().map(|p| p.piece_id);
             for p in page {
@@ -338,7 +321,7 @@ impl Inner {
             return Err(crate::Error::Sync(SyncError::NoNetworkCatalog));
         };
         let mut report = RebuildReport::default();
-        let nodes = self.nodes.sample(ALL_NODES).await?;
+        let nodes = self.pieces.nodes().sample(ALL_NODES).await?;
         report.nodes_asked = nodes.len();
         let sealer = TagSealer::new(self.access.catalog_key());
         let now = shoal_proto::time::unix_ms();
@@ -510,7 +493,7 @@ impl Inner {
     /// as new or newer.
     async fn republish_head(
         self: &Arc<Self>,
-        sync: &crate::sync::SyncState,
+        sync: &super::SyncState,
         h: &Head,
     ) -> Result<(), SyncError> {
         let key = self.catalog_key();
@@ -525,14 +508,6 @@ impl Inner {
         self.put_record(sync, &what, salt, h.seq, value, None)
             .await?;
         Ok(())
-    }
-}
-
-impl Uplink {
-    /// Rebuilds the catalog from the nodes alone and republishes its records (see the
-    /// module docs): for when the DHT has lost every record of this owner.
-    pub async fn rebuild_catalog(&self) -> Result<RebuildReport, crate::Error> {
-        self.inner.rebuild().await
     }
 }
 
