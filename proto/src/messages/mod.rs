@@ -12,8 +12,9 @@
 //! - [`pieces`]: the upload trailer, the node's receipt, listing and renewal answers.
 //! - [`records`]: the DHT's node records and mutable records.
 //!
-//! Arrows point from a module to what it imports; nothing imports `records`, `pieces`
-//! reads only [`ListPiecesOrder`] of `orders`.
+//! Arrows point from a module to what it imports: every child uses the field checks of
+//! `mod`; `orders` builds on `order`; `pieces` reads only [`ListPiecesOrder`] of
+//! `orders`; no sibling imports `records`.
 //!
 //! `TryFrom<pb::X> for Signed<X>` checks every field (lengths, bounds, required fields)
 //! and then the signature, so a `Signed<X>` in hand is well-formed and authentic. What

@@ -954,3 +954,119 @@ fn record_keys_depend_on_key_and_salt() {
     assert_ne!(k, MutableRecord::key_for(a.public_key(), b"y"));
     assert_ne!(k, MutableRecord::key_for(a.public_key(), b""));
 }
+
+/// The order envelope signs each order's fields in the layout each order wrote by hand
+/// before [`OrderHeader`] existed, so signatures made then verify now.
+#[test]
+fn every_order_signs_the_bytes_it_signed_before_the_envelope() {
+    use crate::signing::Canonical;
+    fn old(domain: Domain, f: impl FnOnce(&mut Canonical)) -> Vec<u8> {
+        let mut c = Canonical::new(domain);
+        f(&mut c);
+        c.into_bytes()
+    }
+    let (p, n, k) = (piece(), node(), *owner().public_key());
+    let h = OrderHeader {
+        node_id: n,
+        owner_key: k,
+        timestamp_ms: NOW,
+        nonce: Nonce([5; 16]),
+    };
+    let tail = |c: &mut Canonical| {
+        c.u64(NOW).fixed(&[5; 16]);
+    };
+    let upload = UploadOrder {
+        header: h.clone(),
+        piece_id: p,
+        max_size: 7,
+        block_size: 4096,
+        expires_at_ms: NOW + 9,
+    };
+    assert_eq!(
+        upload.signed_bytes(),
+        old(Domain::UploadOrder, |c| {
+            c.fixed(p.as_bytes())
+                .fixed(n.as_bytes())
+                .fixed(k.as_bytes())
+                .u64(7)
+                .u32(4096)
+                .u64(NOW + 9);
+            tail(c);
+        })
+    );
+    let download = DownloadOrder {
+        header: h.clone(),
+        piece_id: p,
+        offset: 3,
+        length: 4,
+    };
+    assert_eq!(
+        download.signed_bytes(),
+        old(Domain::DownloadOrder, |c| {
+            c.fixed(p.as_bytes())
+                .fixed(n.as_bytes())
+                .fixed(k.as_bytes())
+                .u64(3)
+                .u64(4);
+            tail(c);
+        })
+    );
+    let delete = DeleteOrder {
+        header: h.clone(),
+        piece_id: p,
+    };
+    assert_eq!(
+        delete.signed_bytes(),
+        old(Domain::DeleteOrder, |c| {
+            c.fixed(p.as_bytes())
+                .fixed(n.as_bytes())
+                .fixed(k.as_bytes());
+            tail(c);
+        })
+    );
+    let audit = AuditOrder {
+        header: h.clone(),
+        piece_id: p,
+        block_index: 2,
+    };
+    assert_eq!(
+        audit.signed_bytes(),
+        old(Domain::AuditOrder, |c| {
+            c.fixed(p.as_bytes())
+                .fixed(n.as_bytes())
+                .fixed(k.as_bytes())
+                .u32(2);
+            tail(c);
+        })
+    );
+    let renew = RenewOrder {
+        header: h.clone(),
+        piece_ids: vec![p, PieceId([3; 32])],
+        expires_at_ms: NOW + 5,
+    };
+    assert_eq!(
+        renew.signed_bytes(),
+        old(Domain::RenewOrder, |c| {
+            c.list([p.as_bytes(), PieceId([3; 32]).as_bytes()].into_iter())
+                .fixed(n.as_bytes())
+                .fixed(k.as_bytes())
+                .u64(NOW + 5);
+            tail(c);
+        })
+    );
+    let list = ListPiecesOrder {
+        header: h,
+        after: Some(p),
+        limit: 9,
+    };
+    assert_eq!(
+        list.signed_bytes(),
+        old(Domain::ListPiecesOrder, |c| {
+            c.fixed(n.as_bytes())
+                .fixed(k.as_bytes())
+                .bytes(p.as_bytes())
+                .u32(9);
+            tail(c);
+        })
+    );
+}
