@@ -326,6 +326,14 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv4_mapped_address_counts_against_its_ipv4_subnet() {
+        let v4: IpAddr = "10.1.2.3".parse().unwrap();
+        let mapped: IpAddr = "::ffff:10.1.2.77".parse().unwrap();
+        assert_eq!(subnet(v4), subnet(mapped));
+        assert_ne!(subnet(v4), subnet("10.1.3.3".parse().unwrap()));
+    }
+
+    #[test]
     fn one_node_per_subnet_and_enough_space() {
         // 10 subnets with 3 nodes each; one subnet has no room at all.
         let mut c = Vec::new();

@@ -815,3 +815,27 @@ fn a_read_of_a_key_read_recently_asks_the_closest_found_then_first() {
     let first: Vec<NodeId> = sends(&outputs(&mut n)).iter().map(|s| s.1).collect();
     assert_eq!(first, vec![far.id]);
 }
+
+#[test]
+fn an_answer_counts_only_from_the_node_asked_and_within_the_closer_bound() {
+    let asked = contact(0x80, 1);
+    let nodes = |n: u8| Response::Nodes {
+        closer: (0..n).map(|i| contact(0x40, i)).collect(),
+    };
+    let ok = |c: &Contact<u32>, r| answer(c, r).unwrap().check(&asked.id);
+    assert_eq!(ok(&asked, nodes(MAX_CLOSER_NODES as u8)), Ok(()));
+    assert_eq!(
+        ok(&asked, nodes(MAX_CLOSER_NODES as u8 + 1)),
+        Err(BadAnswer::TooManyCloser {
+            count: MAX_CLOSER_NODES + 1
+        })
+    );
+    let other = contact(0x81, 2);
+    assert_eq!(
+        ok(&other, Response::Pong),
+        Err(BadAnswer::WrongResponder {
+            asked: asked.id,
+            answered: other.id
+        })
+    );
+}

@@ -6,8 +6,8 @@ impl DhtHandle {
     /// The Discovery gRPC service to mount on the host's tonic server.
     pub fn service(&self) -> DiscoveryServer<DiscoveryService> {
         DiscoveryServer::new(DiscoveryService::new(self.inner.clone()))
-            .max_decoding_message_size(service::MAX_DISCOVERY_MESSAGE)
-            .max_encoding_message_size(service::MAX_DISCOVERY_MESSAGE)
+            .max_decoding_message_size(MAX_DISCOVERY_MESSAGE)
+            .max_encoding_message_size(MAX_DISCOVERY_MESSAGE)
     }
 
     /// Joins the network: pings the configured bootstrap entries and, when fewer than

@@ -15,17 +15,20 @@
 //! checking signatures and proof of work of what arrives, client channels, the signed
 //! local record, and metrics.
 //!
-//! Its modules and the direction of their imports (each arrow: "uses"; every module
-//! also uses this one's declarations, `Inner` and the helpers; none uses a module that
-//! uses it):
+//! Its modules and the direction of their imports (each arrow: "uses"). The parts use
+//! this module's declarations; this module only starts them (`Dht::start`); apart from
+//! that, no module uses one that uses it (checked with a script over the
+//! `crate::`/`super::` paths):
 //!
 //! ```text
-//!   handle ──> task, persist          (the public operations; shutdown)
-//!   task ────> rpc, persist           (the one task that drives the node)
-//!   service ─> rpc (write tokens)     (the Discovery gRPC service)
-//!   inner ───> rpc (join pings)       (shared state, record checks, known peers)
-//!   rpc, persist, config              (outgoing calls; the store; settings)
-//!   all ─────> crate::core, crate::error, crate::metrics (never the other way)
+//!   mod (Dht::start, Inner, helpers) ──> task, service, persist, config
+//!   handle  ──> mod, persist          the public operations; shutdown
+//!   task    ──> mod, persist          the one task that drives the node
+//!   service ──> mod, rpc              the Discovery gRPC service (rpc: write tokens)
+//!   inner   ──> mod                   shared state, record checks, join pings, known peers
+//!   rpc     ──> mod                   outgoing calls and the checks of what they bring
+//!   config  ──> persist               settings;  persist ──> mod: the store
+//!   every one ──> crate::core, crate::error, crate::metrics (never the other way)
 //! ```
 
 mod config;
@@ -67,6 +70,10 @@ use crate::core::store::StoreChange;
 use crate::core::verified::VerifiedCache;
 use crate::error::{DhtError, ServeError};
 use crate::metrics::Metrics;
+
+/// Largest encoded Discovery message: 21 node records of at most ~700 bytes plus a 4 KiB
+/// record fit well within it.
+pub(crate) const MAX_DISCOVERY_MESSAGE: usize = 64 * 1024;
 
 /// A verified node record, shared.
 pub type Peer = Arc<Signed<NodeRecord>>;

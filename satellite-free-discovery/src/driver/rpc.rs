@@ -9,7 +9,7 @@ use shoal_proto::tls;
 use shoal_proto::{NodeId, Signed, pb};
 use tonic::transport::Channel;
 
-use super::{Inner, Peer, contact, dial_addr, lock, service::MAX_DISCOVERY_MESSAGE};
+use super::{Inner, MAX_DISCOVERY_MESSAGE, Peer, contact, dial_addr, lock};
 use crate::core::node::{Answer, Contact, Failure, Request, Response, WriteToken};
 use crate::error::DhtError;
 

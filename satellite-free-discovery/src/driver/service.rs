@@ -13,10 +13,6 @@ use super::{Inner, Peer, contact};
 use crate::core::node::{self, Contact};
 use crate::error::ServeError;
 
-/// Largest encoded Discovery message: 21 node records of at most ~700 bytes plus a 4 KiB
-/// record fit well within it.
-pub(crate) const MAX_DISCOVERY_MESSAGE: usize = 64 * 1024;
-
 /// The Discovery service of one DHT participant (see [`super::DhtHandle::service`]).
 #[derive(Debug, Clone)]
 pub struct DiscoveryService {
