@@ -206,15 +206,7 @@ async fn table_size(http: SocketAddr) -> Option<u64> {
 /// CPU seconds (user + system) of process `pid` so far, from `/proc/PID/stat`; also
 /// readable for an exited process that has not been reaped yet.
 pub fn process_cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
+    crate::bench::stat_cpu_seconds(&format!("/proc/{pid}/stat"))
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
