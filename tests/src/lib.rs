@@ -11,8 +11,9 @@
 //!   probe that waits until a client sees every node, config dirs with a grant, the
 //!   gateway process).
 //! - [`e2e`]: pattern data streamed and hashed, an uplink over a cluster; [`bench`] and
-//!   [`cli_bench`]: the benchmarks behind `shoal-bench`; [`node_soak`]: `node-soak`;
-//!   [`devnet`]: a local network (`devnet`).
+//!   [`cli_bench`]: the benchmarks behind `shoal-bench`, on [`process_net`] (a network of
+//!   node processes and the `uplink` CLI); [`node_soak`]: `node-soak`; [`devnet`]: a
+//!   local network (`devnet`).
 //! - [`hostile`] attacks live nodes as a hostile client; [`fuzz`] runs it with every
 //!   crate's decoder fuzz targets (the `shoal-fuzz` binary).
 //!
@@ -23,8 +24,9 @@
 //! the root uses none of them):
 //!
 //! ```text
-//!   node_soak ──▶ cli_bench ──▶ bench ──▶ e2e        fuzz ──▶ hostile
-//!                     └──────────────────▶ e2e        cli_net    devnet
+//!   cli_bench ──▶ process_net ──▶ bench ──▶ e2e       fuzz ──▶ hostile
+//!       └──▶ bench, e2e     ▲                          cli_net    devnet
+//!   node_soak ──────────────┘
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -579,3 +581,4 @@ pub mod e2e;
 pub mod fuzz;
 pub mod hostile;
 pub mod node_soak;
+pub mod process_net;
