@@ -13,6 +13,7 @@ use satellite_free_discovery::{
 use shoal_proto::messages::{MutableRecord, NodeRecord};
 use shoal_proto::pb::discovery_client::DiscoveryClient;
 use shoal_proto::{Identity, NodeId, Signed, pb, tls};
+use shoal_test_kit::wait_until;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -148,30 +149,23 @@ async fn stop_all(nodes: Vec<TestNode>) {
 
 /// Waits for `cond` with a deadline, polling (no fixed sleep decides the outcome).
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(Duration::from_secs(30), what, || std::future::ready(cond()))
+        .await
+        .unwrap();
 }
 
 /// Looks `who` up from `from` until it is found at `addr` (deadline 30 s).
 async fn found_at(from: &DhtHandle, who: shoal_proto::NodeId, addr: SocketAddr) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let found = from.find_node(who).await.unwrap();
-        if found.as_ref().is_some_and(|f| f.addresses[0] == addr) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{who} not found at {addr}: {found:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{who} found at {addr}"),
+        || async {
+            let found = from.find_node(who).await.unwrap();
+            found.is_some_and(|f| f.addresses[0] == addr)
+        },
+    )
+    .await
+    .unwrap();
 }
 
 async fn raw_client(node: &TestNode) -> DiscoveryClient<tonic::transport::Channel> {
@@ -232,18 +226,13 @@ async fn records_put_by_one_are_read_by_another_and_bad_ones_are_refused() {
         let key = MutableRecord::key_for(owner.public_key(), b"catalog");
         // Peers enter tables only once their dial-back returns: wait (bounded) until a
         // lookup from the writer reaches the other 7 nodes, however loaded the machine.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let reached = nodes[1].handle.closest(key.0).await.unwrap().len();
-            if reached >= 7 {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "lookups reach only {reached} nodes"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until(
+            Duration::from_secs(30),
+            "lookups to reach the other 7 nodes",
+            || async { nodes[1].handle.closest(key.0).await.unwrap().len() >= 7 },
+        )
+        .await
+        .unwrap();
         let report = nodes[1]
             .handle
             .put_record(record(&owner, 1, b"v1"), None)

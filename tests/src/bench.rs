@@ -84,7 +84,12 @@ fn uplink_for(nodes: Vec<NodeCandidate>, scheme: Scheme) -> anyhow::Result<Uplin
 /// uplink and nodes together. On a shared machine, CPU per byte is steadier than wall
 /// time; 0 where procfs is missing.
 pub fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    stat_cpu_seconds("/proc/self/stat")
+}
+
+/// CPU seconds (user + system) in a `/proc/…/stat` file; 0 where it cannot be read.
+pub fn stat_cpu_seconds(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return 0.0;
     };
     // Fields after the command name (which is in parentheses and may hold spaces).

@@ -1,4 +1,4 @@
-//! Multi-node harness for integration tests.
+//! Multi-node harness for integration tests, benchmarks and the devnet.
 //!
 //! - [`Cluster`] starts N storage nodes in this process, node `i` on `127.0.{i+1}.1`
 //!   (distinct /24s on loopback) with port 0 and its own temp directory, every node but
@@ -8,12 +8,26 @@
 //!   uplink's orders and its [`NodeClient`], plus the wire messages tests tamper with.
 //! - [`http_get`] fetches a page from a node's HTTP port.
 //! - [`cli_net`]: the network for tests of the real `uplink` binary (a cluster, the DHT
-//!   probe that waits until a client sees every node, config dirs with a grant).
+//!   probe that waits until a client sees every node, config dirs with a grant, the
+//!   gateway process).
+//! - [`e2e`]: pattern data streamed and hashed, an uplink over a cluster; [`bench`] and
+//!   [`cli_bench`]: the benchmarks behind `shoal-bench`, on [`process_net`] (a network of
+//!   node processes and the `uplink` CLI); [`node_soak`]: `node-soak`; [`devnet`]: a
+//!   local network (`devnet`).
+//! - [`hostile`] attacks live nodes as a hostile client; [`fuzz`] runs it with every
+//!   crate's decoder fuzz targets (the `shoal-fuzz` binary).
 //!
 //! What needs no running node (data, deadlines, tools, the CLI runner, paths) is in the
 //! test kit, `shoal-test-kit`, which this crate builds on.
-//! - [`hostile`] attacks live nodes as a hostile client; [`fuzz`] runs it with every
-//!   crate's decoder fuzz targets (the `shoal-fuzz` binary).
+//!
+//! Imports between the modules point one way (each uses this root's `Cluster` / `Owner`;
+//! the root uses none of them):
+//!
+//! ```text
+//!   cli_bench ──▶ process_net ──▶ bench ──▶ e2e       fuzz ──▶ hostile
+//!       └──▶ bench, e2e     ▲                          cli_net    devnet
+//!   node_soak ──────────────┘
+//! ```
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -567,3 +581,4 @@ pub mod e2e;
 pub mod fuzz;
 pub mod hostile;
 pub mod node_soak;
+pub mod process_net;

@@ -6,7 +6,7 @@
 //! totals equal to the sums over its pieces, and piece files matching the metadata.
 //!
 //! Nodes are `storage-node run` on `127.0.{i}.1` (port 0, so a restarted node has a new
-//! port, which the clients pick up), set up and started by [`crate::cli_bench`]'s
+//! port, which the clients pick up), set up and started by [`crate::process_net`]'s
 //! helpers; node 1 is the DHT seed. Every process is ours, killed by its handle.
 
 use std::collections::HashMap;
@@ -28,7 +28,7 @@ use uplink::grpc::NodeClient;
 use uplink::store::NodeAddress;
 
 use crate::Owner;
-use crate::cli_bench::{Binaries, NodeProcess, run_node, setup_node};
+use crate::process_net::{Binaries, NodeProcess, run_node, setup_node};
 
 /// What a soak does.
 #[derive(Debug, Clone)]

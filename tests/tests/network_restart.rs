@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use shoal_test_kit::{bounded, build_binary, test_data};
-use shoal_tests::cli_bench::{Binaries, ProcessNetwork, same_file};
+use shoal_tests::process_net::{Binaries, ProcessNetwork, same_file};
 
 const NODES: usize = 12;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_test_kit::{bounded, build_binary, test_data};
-use shoal_tests::cli_bench::{Binaries, ProcessNetwork};
+use shoal_tests::process_net::{Binaries, ProcessNetwork};
 
 /// Longest the whole test may take.
 const LIMIT: Duration = Duration::from_secs(600);

@@ -161,12 +161,12 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn cli_cases(cli: &Cli, exe: &std::path::Path) -> anyhow::Result<()> {
-    use shoal_tests::cli_bench;
+    use shoal_tests::{cli_bench, process_net};
     let bins = match &cli.bin_dir {
-        Some(dir) => cli_bench::Binaries::in_dir(dir)?,
-        None => cli_bench::Binaries::in_dir(exe.parent().context("no executable dir")?)?,
+        Some(dir) => process_net::Binaries::in_dir(dir)?,
+        None => process_net::Binaries::in_dir(exe.parent().context("no executable dir")?)?,
     };
-    let mut net = cli_bench::ProcessNetwork::start(bins, cli.processes)?;
+    let mut net = process_net::ProcessNetwork::start(bins, cli.processes)?;
     net.settle().await?;
     if cli.startup_repeat > 0 {
         cli_bench::startup(&net, cli.narrow, cli.startup_repeat)?;
