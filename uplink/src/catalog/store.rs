@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 
-use super::CatalogError;
+use super::entry::CatalogError;
 
 /// The database file inside a catalog dir.
 pub const DB_FILE: &str = "catalog.sqlite";
