@@ -1,8 +1,7 @@
 //! `uplink`: the Shoal command-line client. Thin: parses flags, resolves the config,
-//! and calls the library (see `cli.rs`).
+//! and calls the library (see `cli/`).
 
 mod cli;
-mod maintain;
 
 use std::process::ExitCode;
 
@@ -35,7 +34,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // `check` and `repair` exit with their documented statuses (see `--help`).
-        Err(e) => match e.downcast_ref::<maintain::ExitWith>() {
+        Err(e) => match e.downcast_ref::<cli::ExitWith>() {
             Some(status) => {
                 eprintln!("{status}");
                 ExitCode::from(status.code)

@@ -19,7 +19,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BucketInfo, ObjectEntry};
+use super::entry::{BucketInfo, ObjectEntry};
 
 /// Bits of a [`Hlc`] reading that count events within one millisecond.
 const LOGICAL_BITS: u32 = 16;

@@ -15,8 +15,8 @@ use std::path::Path;
 
 use rusqlite::{Transaction, params};
 
+use super::entry::{CatalogError, ObjectEntry, decode};
 use super::store::Db;
-use super::{CatalogError, ObjectEntry};
 
 /// sled's files in a catalog dir.
 const SLED_FILES: &[&str] = &["conf", "db", "blobs"];
@@ -164,7 +164,7 @@ fn copy(dir: &Path, sled: &sled::Db, tx: &Transaction<'_>) -> Result<Counts, Cat
     each(&tree("objects")?, &mut |k, v| {
         let (bucket, key) = split_object(dir, k)?;
         let entry = text(dir, "an object entry", v)?;
-        let e: ObjectEntry = super::decode(&format!("{bucket}/{key}"), v)?;
+        let e: ObjectEntry = decode(&format!("{bucket}/{key}"), v)?;
         tx.execute(
             "INSERT OR REPLACE INTO objects (bucket, key, object_id, entry) VALUES (?1, ?2, ?3, ?4)",
             params![bucket, key, &e.object_id.0[..], entry],

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 
-use super::CatalogError;
+use super::entry::CatalogError;
 
 /// The database file inside a catalog dir.
 pub const DB_FILE: &str = "catalog.sqlite";
@@ -456,21 +456,6 @@ pub fn holders_of(file: &Path) -> Vec<(u32, String)> {
         }
     }
     out
-}
-
-/// The holders for a message: who to look at, or what to check when none is known.
-pub fn describe_holders(holders: &[(u32, String)]) -> String {
-    if holders.is_empty() {
-        return "is an uplink process stuck? (the lock goes when that process exits)".into();
-    }
-    let list: Vec<String> = holders
-        .iter()
-        .map(|(pid, cmd)| format!("pid {pid} ({cmd})"))
-        .collect();
-    format!(
-        "processes with it open: {}; the lock goes when the one holding it finishes or exits",
-        list.join(", ")
-    )
 }
 
 /// Who holds the publish lock, as its holder wrote it into the lock file.

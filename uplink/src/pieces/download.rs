@@ -21,7 +21,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Pieces, Progress};
+use super::service::{Pieces, Progress};
 use crate::catalog::SegmentInfo;
 use crate::crypto::BlockCipher;
 use crate::error::Error;

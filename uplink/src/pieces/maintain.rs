@@ -14,7 +14,7 @@ use shoal_proto::time::unix_ms;
 use shoal_proto::{NodeId, PieceHash, PieceId, SegmentRoot};
 use tokio::sync::mpsc;
 
-use super::Pieces;
+use super::service::Pieces;
 use crate::catalog::SegmentInfo;
 use crate::health;
 use crate::orders::{Orders, UploadTerms};

@@ -4,107 +4,36 @@
 //! private: the catalog sync and the `Uplink` API go through its methods.
 //!
 //! ```text
-//!   mod.rs (Pieces, its doors) ──> upload, download, maintain (child modules)
-//!   maintain ──> upload (receipt rule), download (piece fetch)
+//!   mod.rs (Pieces, its doors) ──> upload/, download, maintain, delete
+//!   maintain ──> upload (the receipt rule), download (piece fetch)
+//!   upload/ ──> delete (cancelled and duplicate pieces)
 //! ```
 //! Every module here imports only from the crate's leaves (`catalog`, `codec`,
 //! `crypto`, `orders`, `segment`, `select`, `store`, `settings`, `metrics`, `access`,
 //! `error`), never from `client`, `sync` or `repair`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::access::Access;
-use crate::catalog::{Catalog, ObjectEntry, SegmentInfo};
+use crate::catalog::{ObjectEntry, SegmentInfo};
 use crate::error::Error;
-use crate::metrics::Metrics;
-use crate::settings::UplinkConfig;
 use shoal_proto::PieceId;
 
 use crate::orders::Orders;
-use crate::store::{NodeAddress, NodeSource, PieceError, PiecePlacement, PieceStore};
+use crate::store::{NodeAddress, PieceError, PiecePlacement};
 use shoal_proto::messages::ListedPiece;
 
+mod delete;
 mod download;
 mod maintain;
 mod upload;
 
+mod service;
+
 pub(crate) use download::ObjectDownload;
+pub use service::{DeleteReport, Pieces, Progress};
 pub(crate) use upload::ObjectUpload;
-use upload::Reaper;
-
-/// Called with the number of plaintext bytes just processed.
-pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
-
-/// What a delete did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DeleteReport {
-    pub pieces_deleted: usize,
-    /// Pieces whose node could not be reached; their leases will expire.
-    pub pieces_failed: usize,
-}
-
-/// The piece service (see the module doc). Cheap to share behind an `Arc`.
-pub struct Pieces {
-    access: Arc<Access>,
-    store: Arc<dyn PieceStore>,
-    nodes: Arc<dyn NodeSource>,
-    /// The node statistics (and which object ids are in use) live in the catalog's
-    /// database; this handle is used for nothing else.
-    catalog: Catalog,
-    config: UplinkConfig,
-    metrics: Metrics,
-    /// Bounds the long-tail pieces waited on in the background (see `upload::Reaper`).
-    reaper: Reaper,
-}
-
-impl std::fmt::Debug for Pieces {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pieces")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
 
 impl Pieces {
-    pub(crate) fn new(
-        access: Arc<Access>,
-        store: Arc<dyn PieceStore>,
-        nodes: Arc<dyn NodeSource>,
-        catalog: Catalog,
-        config: UplinkConfig,
-        metrics: Metrics,
-    ) -> Self {
-        Self {
-            access,
-            store,
-            nodes,
-            catalog,
-            config,
-            metrics,
-            reaper: Reaper::default(),
-        }
-    }
-
-    pub fn config(&self) -> &UplinkConfig {
-        &self.config
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
-    /// The node source (candidates for new pieces, and every node for a rebuild).
-    pub(crate) fn nodes(&self) -> &Arc<dyn NodeSource> {
-        &self.nodes
-    }
-
-    /// Waits (at most `limit`) until the background reaper has dealt with every long-tail
-    /// piece of past uploads. Returns whether everything was settled in time.
-    pub async fn settle(&self, limit: Duration) -> bool {
-        self.reaper.settle(limit).await
-    }
-
     /// Encrypts, codes and stores everything `reader` yields after `first` as segments
     /// (see `upload`); returns the segments and the scheme used.
     pub(crate) async fn upload<R: tokio::io::AsyncRead + Unpin + Send>(
@@ -129,7 +58,7 @@ impl Pieces {
 
     /// Deletes the pieces of `entry`, unless another entry shares them.
     pub(crate) async fn delete_entry(self: &Arc<Self>, entry: &ObjectEntry) -> DeleteReport {
-        upload::delete_pieces(self, entry).await
+        delete::delete_pieces(self, entry).await
     }
 
     /// Deletes the pieces of `segments`.
@@ -137,7 +66,7 @@ impl Pieces {
         self: &Arc<Self>,
         segments: &[SegmentInfo],
     ) -> DeleteReport {
-        upload::delete_segment_pieces(self, segments).await
+        delete::delete_segment_pieces(self, segments).await
     }
 
     /// One page (at most `limit`) of the owner's pieces on `node`, after `after`.
@@ -168,6 +97,6 @@ impl Pieces {
         self: &Arc<Self>,
         pieces: &[PiecePlacement],
     ) -> DeleteReport {
-        upload::delete_placements(self, pieces).await
+        delete::delete_placements(self, pieces).await
     }
 }

@@ -40,7 +40,9 @@ mod service;
 use s3s::dto::*;
 use s3s::{S3, S3Request, S3Response, S3Result};
 
+#[cfg(any(test, feature = "fuzz"))]
 pub(crate) use copy::copy_range;
+#[cfg(any(test, feature = "fuzz"))]
 pub(crate) use get::select;
 pub(super) use multipart::abort;
 pub use service::ShoalS3;

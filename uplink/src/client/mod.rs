@@ -9,8 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::access::Access;
 use crate::catalog::log::BlobRef;
 use crate::catalog::{
-    BucketInfo, Catalog, Change, Content, EntryKey, Listing, ObjectEntry, PartInfo, SegmentInfo,
-    Value, Version,
+    BucketInfo, Catalog, Change, Content, EntryKey, Listing, ObjectEntry, PartInfo, Value, Version,
 };
 use crate::codec::Scheme;
 use crate::crypto::{self, BlockCipher, ObjectId, ObjectKey};
@@ -21,84 +20,12 @@ pub use crate::pieces::{DeleteReport, Progress};
 use crate::segment::INLINE_LIMIT;
 pub use crate::settings::{DEFAULT_LEASE, MAX_CATALOG_PIECES, UplinkConfig};
 use crate::store::{NodeSource, PieceStore};
+
+mod types;
+
 use crate::sync::rebuild::RebuildReport;
 use crate::sync::{CatalogStatus, CatalogSync, PublishReport, PullReport};
-
-/// Options of one upload.
-#[derive(Default, Clone)]
-pub struct PutOptions {
-    /// Expected size, when known (files); lets small objects get small pieces exactly.
-    pub size_hint: Option<u64>,
-    pub content_type: Option<String>,
-    pub metadata: BTreeMap<String, String>,
-    /// Pieces expire (and the object with them) after this long.
-    pub expires: Option<Duration>,
-    /// Overrides the configured scheme for this object.
-    pub scheme: Option<Scheme>,
-    pub progress: Option<Progress>,
-}
-
-impl std::fmt::Debug for PutOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PutOptions")
-            .field("size_hint", &self.size_hint)
-            .field("content_type", &self.content_type)
-            .field("expires", &self.expires)
-            .field("scheme", &self.scheme)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What an upload did.
-#[derive(Debug, Clone)]
-pub struct PutReport {
-    pub entry: ObjectEntry,
-    /// Scheme asked for.
-    pub requested: Scheme,
-    /// Scheme used for the segments (`None` for inline objects). Differs from
-    /// `requested` when the network was too small.
-    pub used: Option<Scheme>,
-}
-
-/// Content stored by [`Uplink::stage`] and not yet in the catalog.
-#[derive(Debug)]
-pub struct Staged {
-    bucket: String,
-    key: String,
-    object_id: ObjectId,
-    object_key: ObjectKey,
-    content: Content,
-    size: u64,
-    created_ms: u64,
-    expires_ms: Option<u64>,
-    requested: Scheme,
-    used: Option<Scheme>,
-}
-
-impl Staged {
-    /// Plaintext bytes stored.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn segments(&self) -> &[SegmentInfo] {
-        match &self.content {
-            Content::Segments(s) | Content::Parts { segments: s, .. } => s,
-            Content::Inline { .. } => &[],
-        }
-    }
-}
-
-/// One part of a multipart upload, stored on the nodes by [`Uplink::stage_part`] and
-/// not yet in the catalog. Serializable, so that the S3 gateway can keep it on disk
-/// until the upload completes.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct StagedPart {
-    pub info: PartInfo,
-    pub segments: Vec<SegmentInfo>,
-    /// When the part was stored (unix ms).
-    pub staged_ms: u64,
-}
+pub use types::{PutOptions, PutReport, Staged, StagedPart};
 
 /// The uplink client library's entry point: the catalog API over two services, the
 /// [`Pieces`] (the nodes) and the `CatalogSync` (the catalog in the network). Cheap

@@ -8,7 +8,8 @@ use clap::Subcommand;
 use uplink::health::{EXIT_BELOW_THRESHOLD, EXIT_HEALTHY, EXIT_LOST, SegmentState};
 use uplink::repair::{CheckOptions, CheckReport, Scope};
 
-use crate::cli::{Env, format_time, open_pulled, parse_duration, require_location};
+use super::env::{Env, open_pulled};
+use super::parse::{format_time, parse_duration, require_location};
 use uplink::config::Paths;
 
 /// Exit statuses of `check` and `repair`, shown in `--help`.

@@ -1,0 +1,306 @@
+//! Tests of the catalog (moved out of `mod.rs`).
+
+use super::*;
+use crate::crypto::WrappedKey;
+use std::collections::BTreeMap;
+
+fn entry(key: &str) -> ObjectEntry {
+    ObjectEntry {
+        key: key.into(),
+        size: 3,
+        created_ms: 1,
+        modified_ms: 2,
+        expires_ms: None,
+        content_type: Some("text/plain".into()),
+        metadata: BTreeMap::from([("a".into(), "b".into())]),
+        object_id: ObjectId([1; 16]),
+        wrapped_key: WrappedKey {
+            nonce: [2; 12],
+            sealed: vec![3; 48],
+        },
+        content: Content::Inline {
+            sealed: vec![4; 19],
+        },
+        version: Version::default(),
+    }
+}
+
+fn put(c: &Catalog, bucket: &str, e: ObjectEntry) -> Version {
+    let version = c.next_version().unwrap();
+    let key = EntryKey::Object {
+        bucket: bucket.into(),
+        key: e.key.clone(),
+    };
+    assert!(
+        c.apply_local(&Change {
+            key,
+            version,
+            value: Value::Object(e)
+        })
+        .unwrap()
+    );
+    version
+}
+
+fn delete(c: &Catalog, bucket: &str, key: &str) {
+    let version = c.next_version().unwrap();
+    c.apply_local(&Change {
+        key: EntryKey::Object {
+            bucket: bucket.into(),
+            key: key.into(),
+        },
+        version,
+        value: Value::Tombstone,
+    })
+    .unwrap();
+}
+
+fn bucket(c: &Catalog, name: &str) {
+    let version = c.next_version().unwrap();
+    c.apply_local(&Change {
+        key: EntryKey::Bucket(name.into()),
+        version,
+        value: Value::Bucket(BucketInfo {
+            name: name.into(),
+            created_ms: 5,
+            version: Version::default(),
+        }),
+    })
+    .unwrap();
+}
+
+#[test]
+fn buckets_objects_and_tombstones() {
+    let c = Catalog::temporary().unwrap();
+    bucket(&c, "photos");
+    assert_eq!(c.bucket("photos").unwrap().unwrap().name, "photos");
+    assert!(c.bucket_is_empty("photos").unwrap());
+    let v = put(&c, "photos", entry("x"));
+    let held = c.object("photos", "x").unwrap().unwrap();
+    assert_eq!(held.version, v, "the stored entry carries its version");
+    // A bucket whose name is a prefix of another does not see its objects.
+    bucket(&c, "photo");
+    assert!(c.bucket_is_empty("photo").unwrap());
+    delete(&c, "photos", "x");
+    assert!(c.object("photos", "x").unwrap().is_none());
+    assert!(c.bucket_is_empty("photos").unwrap());
+    let key = EntryKey::Object {
+        bucket: "photos".into(),
+        key: "x".into(),
+    };
+    assert!(
+        c.version_of(&key).unwrap().unwrap() > v,
+        "tombstone is newer"
+    );
+    // An older put arriving late does not resurrect the deleted object.
+    let late = Change {
+        key: key.clone(),
+        version: v,
+        value: Value::Object(entry("x")),
+    };
+    assert!(!c.apply_remote(&late).unwrap());
+    assert!(c.object("photos", "x").unwrap().is_none());
+    // Everything is queued for publishing, once per key (the latest change).
+    let pending = c.pending().unwrap();
+    assert_eq!(pending.len(), 3);
+    assert!(
+        pending
+            .iter()
+            .any(|(ch, _)| ch.key == key && ch.value == Value::Tombstone)
+    );
+    c.clear_published(&pending).unwrap();
+    assert_eq!(c.pending_count(), 0);
+    // A snapshot of the state holds the live entries and the tombstone.
+    let all = c.all_changes().unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(
+        all.iter()
+            .any(|ch| ch.key == key && ch.value == Value::Tombstone)
+    );
+}
+
+#[test]
+fn a_change_made_during_a_publish_stays_queued() {
+    let c = Catalog::temporary().unwrap();
+    put(&c, "b", entry("k"));
+    let taken = c.pending().unwrap();
+    put(&c, "b", entry("k"));
+    c.clear_published(&taken).unwrap();
+    assert_eq!(c.pending_count(), 1, "the newer change is still to publish");
+}
+
+#[test]
+fn remote_changes_merge_by_version_and_move_the_clock() {
+    let a = Catalog::temporary().unwrap();
+    let b = Catalog::temporary().unwrap();
+    put(&a, "b", entry("k"));
+    let mut far = entry("k");
+    far.size = 99;
+    let future = Version {
+        hlc: Hlc(u64::MAX >> 1),
+        writer: b.writer(),
+    };
+    let remote = Change {
+        key: EntryKey::Object {
+            bucket: "b".into(),
+            key: "k".into(),
+        },
+        version: future,
+        value: Value::Object(far),
+    };
+    assert!(a.apply_remote(&remote).unwrap());
+    assert_eq!(a.object("b", "k").unwrap().unwrap().size, 99);
+    assert!(
+        a.next_version().unwrap() > future,
+        "later local changes win"
+    );
+    // A value under the wrong key is refused as damaged.
+    let mut bad = remote.clone();
+    bad.key = EntryKey::Object {
+        bucket: "b".into(),
+        key: "other".into(),
+    };
+    assert!(matches!(
+        a.apply_remote(&bad),
+        Err(CatalogError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn listing_is_in_key_order_with_prefixes() {
+    let c = Catalog::temporary().unwrap();
+    for k in ["b", "a/2", "a/1", "a/sub/3", "ab", "z", "é"] {
+        put(&c, "bk", entry(k));
+    }
+    let keys = |l: Vec<Listing>| -> Vec<String> {
+        l.into_iter()
+            .map(|x| match x {
+                Listing::Object { key, .. } => key,
+                Listing::Prefix { prefix } => format!("P:{prefix}"),
+            })
+            .collect()
+    };
+    assert_eq!(
+        keys(c.list("bk", "", true).unwrap()),
+        ["a/1", "a/2", "a/sub/3", "ab", "b", "z", "é"]
+    );
+    assert_eq!(
+        keys(c.list("bk", "", false).unwrap()),
+        ["P:a/", "ab", "b", "z", "é"]
+    );
+    assert_eq!(
+        keys(c.list("bk", "a/", false).unwrap()),
+        ["a/1", "a/2", "P:a/sub/"]
+    );
+    assert_eq!(
+        keys(c.list("bk", "a", true).unwrap()),
+        ["a/1", "a/2", "a/sub/3", "ab"]
+    );
+}
+
+#[test]
+fn node_outcomes_are_read_at_once_here_and_written_in_order_for_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = WriterId::random();
+    let node = NodeId([7; 32]);
+    let sample = |latency_ms| NodeStats {
+        successes: 1,
+        latency_ms,
+        ..NodeStats::default()
+    };
+    let a = Catalog::open(dir.path(), writer).unwrap();
+    let b = Catalog::open(dir.path(), writer).unwrap();
+    for ms in [100, 20, 60] {
+        a.record_node(&node, sample(ms)).unwrap();
+    }
+    // The same order applied one at a time (the average depends on the order).
+    let mut expected = NodeStats::default();
+    for ms in [100, 20, 60] {
+        expected.merge(&sample(ms));
+    }
+    assert_eq!(
+        a.node_stats().unwrap()[&node],
+        expected,
+        "queued, read here"
+    );
+    assert!(
+        !b.node_stats().unwrap().contains_key(&node),
+        "another handle sees them once written"
+    );
+    a.flush().unwrap();
+    assert_eq!(b.node_stats().unwrap()[&node], expected);
+    // Written on top of what another handle wrote, and when the last handle goes.
+    b.record_node(&node, sample(8)).unwrap();
+    drop(b);
+    expected.merge(&sample(8));
+    assert_eq!(a.node_stats().unwrap()[&node], expected);
+    drop(a);
+    let c = Catalog::open(dir.path(), writer).unwrap();
+    assert_eq!(c.node_stats().unwrap()[&node], expected);
+}
+
+#[test]
+fn a_local_put_ticks_the_clock_and_returns_what_it_replaced() {
+    let c = Catalog::temporary().unwrap();
+    bucket(&c, "b");
+    let (first, before) = c
+        .put_object_local("b", entry("k"), |e| e.modified_ms = 7)
+        .unwrap();
+    assert!(before.is_none());
+    assert_eq!(
+        first.modified_ms, 7,
+        "finish sees the entry before it is stored"
+    );
+    assert_eq!(c.object("b", "k").unwrap(), Some(first.clone()));
+    let (second, before) = c.put_object_local("b", entry("k"), |_| {}).unwrap();
+    assert_eq!(before, Some(first.clone()));
+    assert!(second.version > first.version);
+    assert!(c.next_version().unwrap() > second.version);
+    assert_eq!(c.pending_count(), 2, "the bucket and the object are queued");
+}
+
+#[test]
+fn entries_survive_reopen_and_serialise() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = WriterId::random();
+    let stored = {
+        let c = Catalog::open(dir.path(), writer).unwrap();
+        put(&c, "b", entry("k"));
+        c.record_node(
+            &NodeId([9; 32]),
+            NodeStats {
+                successes: 2,
+                failures: 1,
+                ..NodeStats::default()
+            },
+        )
+        .unwrap();
+        c.record_node(
+            &NodeId([9; 32]),
+            NodeStats {
+                successes: 1,
+                corrupt: 1,
+                ..NodeStats::default()
+            },
+        )
+        .unwrap();
+        c.flush().unwrap();
+        c.object("b", "k").unwrap().unwrap()
+    };
+    let c = Catalog::open(dir.path(), writer).unwrap();
+    assert_eq!(c.object("b", "k").unwrap(), Some(stored.clone()));
+    assert_eq!(c.pending_count(), 1);
+    assert!(c.next_version().unwrap() > stored.version);
+    assert_eq!(
+        c.node_stats().unwrap()[&NodeId([9; 32])],
+        NodeStats {
+            successes: 3,
+            failures: 1,
+            corrupt: 1,
+            ..NodeStats::default()
+        }
+    );
+    let json = serde_json::to_string(&stored).unwrap();
+    let back: ObjectEntry = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, stored);
+}

@@ -1,0 +1,181 @@
+//! The catalog's blobs on the nodes (deltas and snapshots), through the pieces service.
+
+use super::{CatalogSync, SNAPSHOT, SyncError, blob_name, merge_applied};
+use crate::catalog::WriterId;
+use crate::catalog::log::{
+    self, Blob, BlobRef, CATALOG_BUCKET, Delta, LogError, MAX_BLOB, SnapshotRef,
+};
+use crate::catalog::tag::{BlobKind, BlobTag};
+use crate::crypto::{BlockCipher, ObjectId};
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::sync::Arc;
+
+impl CatalogSync {
+    pub(super) async fn put_blob(
+        self: &Arc<Self>,
+        what: &str,
+        blob: &Blob,
+    ) -> Result<(BlobRef, u64), SyncError> {
+        let bytes = log::encode_blob(blob)?;
+        let size = bytes.len() as u64;
+        let object_id = ObjectId::random();
+        let key = log::blob_key(self.catalog_key(), &object_id);
+        let cipher = BlockCipher::new(&key, object_id);
+        let lease = self.pieces.config().default_lease;
+        let writer = self.catalog.writer();
+        // Each piece says what it is, for `catalog rebuild` (a snapshot goes by the seq
+        // of the delta published with it, which it covers).
+        let (kind, seq) = match blob {
+            Blob::Delta(d) => (BlobKind::Delta, d.seq),
+            Blob::Snapshot(s) => (
+                BlobKind::Snapshot,
+                s.covers.get(&writer).copied().unwrap_or(0),
+            ),
+        };
+        let ctx = crate::pieces::ObjectUpload {
+            bucket: CATALOG_BUCKET,
+            key: what,
+            cipher: &cipher,
+            scheme: self.pieces.config().catalog_scheme,
+            expires_ms: shoal_proto::time::unix_ms().saturating_add(lease.as_millis() as u64),
+            size_hint: Some(size),
+            progress: None,
+            allow_smaller: Some(true),
+            tag: Some(BlobTag {
+                writer,
+                kind,
+                seq,
+                object_id,
+                blob_size: size,
+            }),
+        };
+        let (segments, _) = self
+            .pieces
+            .upload(ctx, Cursor::new(bytes))
+            .await
+            .map_err(|e| SyncError::Store {
+                what: what.to_string(),
+                source: Box::new(e),
+            })?;
+        let sent = segments
+            .iter()
+            .map(|s| s.piece_size * s.pieces.len() as u64)
+            .sum();
+        Ok((
+            BlobRef {
+                object_id,
+                size,
+                segments,
+            },
+            sent,
+        ))
+    }
+
+    pub(crate) async fn get_blob(
+        self: &Arc<Self>,
+        what: &str,
+        r: &BlobRef,
+    ) -> Result<Blob, SyncError> {
+        let wrong = |reason: String| SyncError::WrongBlob {
+            what: what.to_string(),
+            reason,
+        };
+        if r.size > MAX_BLOB {
+            return Err(LogError::TooLarge {
+                what: what.to_string(),
+                size: r.size,
+                limit: MAX_BLOB,
+            }
+            .into());
+        }
+        let total: u64 = r.segments.iter().map(|s| s.plain_size).sum();
+        if total != r.size {
+            return Err(wrong(format!(
+                "segments hold {total} bytes, the reference says {}",
+                r.size
+            )));
+        }
+        let key = log::blob_key(self.catalog_key(), &r.object_id);
+        let cipher = BlockCipher::new(&key, r.object_id);
+        let mut out = Vec::with_capacity(r.size as usize);
+        let ctx = crate::pieces::ObjectDownload {
+            bucket: CATALOG_BUCKET,
+            key: what,
+            cipher: &cipher,
+            progress: None,
+        };
+        self.pieces
+            .download(ctx, &r.segments, 0, r.size, &mut out)
+            .await
+            .map_err(|e| SyncError::Fetch {
+                what: what.to_string(),
+                source: Box::new(e),
+            })?;
+        self.pieces.metrics().catalog_blobs_pulled.inc();
+        Ok(log::decode_blob(what, &out)?)
+    }
+
+    pub(super) async fn get_delta(
+        self: &Arc<Self>,
+        writer: WriterId,
+        seq: u64,
+        r: &BlobRef,
+    ) -> Result<Delta, SyncError> {
+        let what = blob_name(&writer, "delta", seq);
+        match self.get_blob(&what, r).await? {
+            Blob::Delta(d) if d.writer == writer && d.seq == seq => Ok(d),
+            Blob::Delta(d) => Err(SyncError::WrongBlob {
+                what,
+                reason: format!("it is delta {} of writer {}", d.seq, d.writer),
+            }),
+            Blob::Snapshot(_) => Err(SyncError::WrongBlob {
+                what,
+                reason: "it is a snapshot".into(),
+            }),
+        }
+    }
+
+    pub(super) async fn apply_snapshot(
+        self: &Arc<Self>,
+        s: &SnapshotRef,
+        applied: &mut BTreeMap<WriterId, u64>,
+    ) -> Result<usize, SyncError> {
+        let what = format!(
+            "snapshot taken by writer {} at {}",
+            s.taken_by,
+            s.taken_at.millis()
+        );
+        let snap = match self.get_blob(&what, &s.blob).await? {
+            Blob::Snapshot(snap) => snap,
+            Blob::Delta(_) => {
+                return Err(SyncError::WrongBlob {
+                    what,
+                    reason: "it is a delta".into(),
+                });
+            }
+        };
+        if snap.covers != s.covers {
+            return Err(SyncError::WrongBlob {
+                what,
+                reason: "it covers other log positions than its reference says".into(),
+            });
+        }
+        for (w, seq) in &s.covers {
+            let e = applied.entry(*w).or_insert(0);
+            *e = (*e).max(*seq);
+        }
+        // The snapshot's entries and the positions it covers, in one transaction.
+        let n = self
+            .catalog
+            .apply_remote_batch(&snap.changes, |tx| merge_applied(tx, applied))?;
+        let newer = self
+            .catalog
+            .sync_value::<SnapshotRef>(SNAPSHOT)?
+            .is_none_or(|old| old.taken_at < s.taken_at);
+        if newer {
+            self.catalog.set_sync_value(SNAPSHOT, s)?;
+        }
+        Ok(n)
+    }
+}

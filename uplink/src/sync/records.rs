@@ -1,0 +1,130 @@
+//! The catalog's DHT records: reading and writing them, the writers record and
+//! registering this writer in it.
+
+use super::{CatalogSync, MAX_RECORD_TTL, REGISTER_ATTEMPTS, SyncError, SyncState, record_what};
+use crate::catalog::WriterId;
+use crate::catalog::log::{self};
+use shoal_proto::messages::MutableRecord;
+use shoal_proto::{RecordKey, Signed};
+use std::collections::BTreeSet;
+
+impl CatalogSync {
+    pub(super) fn sync(&self) -> Option<&SyncState> {
+        self.sync.as_ref()
+    }
+
+    pub(crate) fn catalog_key(&self) -> &[u8; 32] {
+        self.access.catalog_key()
+    }
+
+    pub(super) fn record_key(&self, salt: &[u8]) -> RecordKey {
+        MutableRecord::key_for(self.access.owner().public_key(), salt)
+    }
+
+    pub(super) async fn get_record(
+        &self,
+        sync: &SyncState,
+        what: &str,
+        salt: &[u8],
+    ) -> Result<Option<Signed<MutableRecord>>, SyncError> {
+        sync.records
+            .get(self.record_key(salt))
+            .await
+            .map_err(|source| SyncError::Record {
+                what: what.to_string(),
+                source,
+            })
+    }
+
+    pub(super) async fn put_record(
+        &self,
+        sync: &SyncState,
+        what: &str,
+        salt: Vec<u8>,
+        seq: u64,
+        value: Vec<u8>,
+        expected_seq: Option<u64>,
+    ) -> Result<u64, SyncError> {
+        let ttl = self.pieces.config().default_lease.min(MAX_RECORD_TTL);
+        let len = value.len() as u64;
+        let record = MutableRecord {
+            public_key: *self.access.owner().public_key(),
+            salt,
+            seq,
+            value,
+            expires_at_ms: shoal_proto::time::unix_ms().saturating_add(ttl.as_millis() as u64),
+        };
+        let signed = Signed::sign(record, self.access.owner())
+            .map_err(|e| SyncError::Sign(e.to_string()))?;
+        let stored = sync
+            .records
+            .put(signed, expected_seq)
+            .await
+            .map_err(|source| SyncError::Record {
+                what: what.to_string(),
+                source,
+            })?;
+        if stored == 0 {
+            return Err(SyncError::NotStored {
+                what: what.to_string(),
+            });
+        }
+        Ok(len * stored as u64)
+    }
+
+    /// The writers record: its seq (0 when there is none) and set.
+    pub(super) async fn writers(
+        &self,
+        sync: &SyncState,
+    ) -> Result<(u64, BTreeSet<WriterId>), SyncError> {
+        let what = record_what("writers");
+        match self
+            .get_record(sync, &what, &log::writers_salt(self.catalog_key()))
+            .await?
+        {
+            None => Ok((0, BTreeSet::new())),
+            Some(r) => Ok((
+                r.seq,
+                log::open_writers(self.catalog_key(), r.seq, &r.value)?,
+            )),
+        }
+    }
+
+    /// Makes sure the writers record lists this writer and every writer merged here
+    /// (healing a record that lost one in a race): compare-and-swap, and on a lost race
+    /// merge the sets and try again.
+    pub(super) async fn register(
+        &self,
+        sync: &SyncState,
+        known: &BTreeSet<WriterId>,
+    ) -> Result<u64, SyncError> {
+        let me = self.catalog.writer();
+        let mut sent = 0;
+        for _ in 0..REGISTER_ATTEMPTS {
+            let (seq, current) = self.writers(sync).await?;
+            if current.contains(&me) && known.is_subset(&current) {
+                return Ok(sent);
+            }
+            let mut next = current;
+            next.insert(me);
+            next.extend(known.iter().copied());
+            let value = log::seal_writers(self.catalog_key(), seq + 1, &next)?;
+            // A refusal (a racing writer got there first) shows on the next read.
+            sent += self
+                .put_record(
+                    sync,
+                    &record_what("writers"),
+                    log::writers_salt(self.catalog_key()),
+                    seq + 1,
+                    value,
+                    Some(seq),
+                )
+                .await
+                .unwrap_or(0);
+        }
+        Err(SyncError::WritersRace {
+            writer: me,
+            attempts: REGISTER_ATTEMPTS,
+        })
+    }
+}
