@@ -29,7 +29,7 @@ CREATE TABLE pieces (
 CREATE INDEX pieces_by_expiry ON pieces (expires_at_ms, id);
 CREATE INDEX pieces_by_owner ON pieces (owner, id);
 
--- The bytes of small pieces that have no file (crate::store::INLINE_MAX).
+-- The bytes of small pieces that have no file (the store's INLINE_MAX).
 CREATE TABLE inline_pieces (
     id    BLOB NOT NULL PRIMARY KEY,
     bytes BLOB NOT NULL

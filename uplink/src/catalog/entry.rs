@@ -2,7 +2,7 @@
 //! error type, and their JSON encoding. Plain data: imports nothing else of the catalog
 //! but [`super::model`].
 
-use super::model::Version;
+use super::version::Version;
 use crate::codec::{CodecKind, Scheme};
 use crate::crypto::{ObjectId, WrappedKey};
 use crate::store::PiecePlacement;

@@ -24,6 +24,7 @@ mod sled_import;
 pub mod store;
 pub mod tag;
 mod tx;
+mod version;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -166,7 +167,9 @@ impl Catalog {
     /// Opens the catalog in the dir `path` for writer `writer` (the id kept in the config
     /// dir), creating it, upgrading its schema, or importing a sled catalog found there.
     pub fn open(path: &Path, writer: WriterId) -> Result<Self, CatalogError> {
-        Ok(Self::with_db(Arc::new(Db::open(path)?), writer))
+        let db = Db::open(path)?;
+        sled_import::import_if_present(&db)?;
+        Ok(Self::with_db(Arc::new(db), writer))
     }
 
     fn with_db(db: Arc<Db>, writer: WriterId) -> Self {

@@ -18,7 +18,7 @@
 //!
 //! The schema is [`SCHEMA`], versioned with `PRAGMA user_version`; [`MIGRATIONS`] holds
 //! the forward steps, applied in order on open. A catalog dir written by the sled
-//! versions is imported on first open ([`super::sled_import`]).
+//! versions is imported by [`super::Catalog::open`], above this module.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -255,9 +255,8 @@ fn connect(file: &Path) -> Result<Connection, rusqlite::Error> {
 }
 
 impl Db {
-    /// Opens (creating if needed) the database of the catalog dir `dir`, brings its
-    /// schema up to date, and imports a sled catalog found there (see
-    /// [`super::sled_import`]).
+    /// Opens (creating if needed) the database of the catalog dir `dir` and brings its
+    /// schema up to date. (`Catalog::open` then imports a sled catalog found there.)
     pub fn open(dir: &Path) -> Result<Self, CatalogError> {
         Self::open_in(dir, false)
     }
@@ -288,7 +287,6 @@ impl Db {
             temporary,
         };
         db.migrate()?;
-        super::sled_import::import_if_present(&db)?;
         Ok(db)
     }
 
