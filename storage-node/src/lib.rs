@@ -15,6 +15,7 @@
 //! - [`node`]: starts all of the above and stops it through one shutdown path; [`net`]:
 //!   connections that shutdown can cut after a drain period.
 //! - [`error`]: typed errors and their gRPC status codes.
+#![forbid(unsafe_code)]
 
 pub mod config;
 pub mod dht_persist;
