@@ -32,6 +32,8 @@
 //!   replay       size         net          piece_file   group_sync
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod dht_persist;
 pub mod error;

@@ -1,5 +1,6 @@
 //! `storage-node`: setup, run and inspect a Shoal storage node. Thin: parses flags,
 //! resolves the configuration and calls the library.
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
