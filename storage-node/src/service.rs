@@ -221,6 +221,32 @@ impl PieceStoreService {
     }
 }
 
+impl PieceStoreService {
+    /// A unary request end to end: [`Self::accept`] its order, run `handle` with the
+    /// order and the time it was admitted at while the peer's slot is held, and count
+    /// the outcome.
+    async fn unary<O, R>(
+        &self,
+        op: &'static str,
+        remote: Option<SocketAddr>,
+        order: Option<O::Wire>,
+        handle: impl AsyncFnOnce(Signed<O>, u64) -> Result<R, Error>,
+    ) -> Result<Response<R>, Status>
+    where
+        O: Order,
+        Signed<O>: TryFrom<O::Wire, Error = WireError>,
+    {
+        let Accepted {
+            tracked,
+            permit: _permit,
+            order,
+            now_ms,
+        } = self.accept::<O>(op, remote, unary(order)).await?;
+        let r = handle(order, now_ms).await;
+        tracked.outcome(r).map(Response::new)
+    }
+}
+
 /// An order that passed [`PieceStoreService::accept`], with what the handler still holds.
 struct Accepted<O> {
     /// Counts the rest of the request's outcome.
@@ -485,21 +511,14 @@ impl piece_store_server::PieceStore for PieceStoreService {
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let remote = request.remote_addr();
-        let order = unary(request.into_inner().order);
-        let Accepted {
-            tracked: t,
-            permit: _permit,
-            order,
-            ..
-        } = self.accept::<DeleteOrder>("delete", remote, order).await?;
-        let r = async {
+        let order = request.into_inner().order;
+        self.unary::<DeleteOrder, _>("delete", remote, order, async |order, _| {
             let store = Arc::clone(&self.inner.store);
             let o = order.into_body();
             blocking(move || store.delete(&o.piece_id, Some(&o.header.owner_key))).await?;
             Ok(pb::DeleteResponse {})
-        }
-        .await;
-        t.outcome(r).map(Response::new)
+        })
+        .await
     }
 
     #[instrument(skip_all, fields(peer = ?request.remote_addr()))]
@@ -508,14 +527,8 @@ impl piece_store_server::PieceStore for PieceStoreService {
         request: Request<pb::AuditRequest>,
     ) -> Result<Response<pb::AuditResponse>, Status> {
         let remote = request.remote_addr();
-        let order = unary(request.into_inner().order);
-        let Accepted {
-            tracked: t,
-            permit: _permit,
-            order,
-            ..
-        } = self.accept::<AuditOrder>("audit", remote, order).await?;
-        let r = async {
+        let order = request.into_inner().order;
+        self.unary::<AuditOrder, _>("audit", remote, order, async |order, _| {
             let (meta, mut file) = self
                 .inner
                 .open_for_owner(order.piece_id, order.header.owner_key)
@@ -545,9 +558,8 @@ impl piece_store_server::PieceStore for PieceStoreService {
                 info: Some(pb::PieceInfo::from(&meta.info)),
                 block,
             })
-        }
-        .await;
-        t.outcome(r).map(Response::new)
+        })
+        .await
     }
 
     /// A page of the signer's own pieces: the order must be addressed here, fresh and
@@ -558,16 +570,8 @@ impl piece_store_server::PieceStore for PieceStoreService {
         request: Request<pb::ListPiecesRequest>,
     ) -> Result<Response<pb::ListPiecesResponse>, Status> {
         let remote = request.remote_addr();
-        let order = unary(request.into_inner().order);
-        let Accepted {
-            tracked: t,
-            permit: _permit,
-            order,
-            ..
-        } = self
-            .accept::<ListPiecesOrder>("list_pieces", remote, order)
-            .await?;
-        let r = async {
+        let order = request.into_inner().order;
+        self.unary::<ListPiecesOrder, _>("list_pieces", remote, order, async |order, _| {
             let store = Arc::clone(&self.inner.store);
             let o = order.into_body();
             let pieces = blocking(move || {
@@ -587,9 +591,8 @@ impl piece_store_server::PieceStore for PieceStoreService {
                     })
                     .collect(),
             })
-        }
-        .await;
-        t.outcome(r).map(Response::new)
+        })
+        .await
     }
 
     #[instrument(skip_all, fields(peer = ?request.remote_addr()))]
@@ -598,14 +601,8 @@ impl piece_store_server::PieceStore for PieceStoreService {
         request: Request<pb::RenewRequest>,
     ) -> Result<Response<pb::RenewResponse>, Status> {
         let remote = request.remote_addr();
-        let order = unary(request.into_inner().order);
-        let Accepted {
-            tracked: t,
-            permit: _permit,
-            order,
-            now_ms: now,
-        } = self.accept::<RenewOrder>("renew", remote, order).await?;
-        let r = async {
+        let order = request.into_inner().order;
+        self.unary::<RenewOrder, _>("renew", remote, order, async |order, now| {
             let store = Arc::clone(&self.inner.store);
             let o = order.into_body();
             let results = blocking(move || {
@@ -615,8 +612,7 @@ impl piece_store_server::PieceStore for PieceStoreService {
             Ok(pb::RenewResponse {
                 results: results.iter().map(pb::RenewResult::from).collect(),
             })
-        }
-        .await;
-        t.outcome(r).map(Response::new)
+        })
+        .await
     }
 }
