@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use shoal_proto::NodeId;
 use uplink::catalog::{BucketInfo, Catalog, Change, EntryKey, Value, Version, WriterId};
-use uplink::gateway::multipart::Uploads;
+use uplink_gateway::multipart::Uploads;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sled-catalog-v0")
