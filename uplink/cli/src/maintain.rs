@@ -1,12 +1,12 @@
 //! `uplink renew`, `uplink check` and `uplink repair`: keeping data alive (see
-//! `uplink::repair` and `uplink::health`).
+//! `uplink::maintain` and `uplink::health`).
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use uplink::health::{EXIT_BELOW_THRESHOLD, EXIT_HEALTHY, EXIT_LOST, SegmentState};
-use uplink::repair::{CheckOptions, CheckReport, Scope};
+use uplink::maintain::{CheckOptions, CheckReport, Maintenance, Scope};
 
 use crate::env::{Env, open_pulled};
 use crate::parse::{format_time, parse_duration, require_location};
@@ -177,8 +177,7 @@ fn print_check(r: &CheckReport) {
 }
 
 async fn repair(env: &Env, scope: &Scope, options: CheckOptions, json: bool) -> Result<()> {
-    let report = env
-        .uplink
+    let report = Maintenance::new(&env.uplink)
         .repair(scope, options)
         .await
         .context("repair failed")?;
@@ -214,8 +213,7 @@ pub async fn run(paths: Paths, cmd: MaintainCommand) -> Result<()> {
             let env = open_pulled(paths).await?;
             let scope = target(location.as_deref(), recursive)?;
             let lease: Option<Duration> = lease.as_deref().map(parse_duration).transpose()?;
-            let r = env
-                .uplink
+            let r = Maintenance::new(&env.uplink)
                 .renew(&scope, lease)
                 .await
                 .context("renew failed")?;
@@ -255,8 +253,7 @@ pub async fn run(paths: Paths, cmd: MaintainCommand) -> Result<()> {
             if also_repair {
                 return repair(&env, &scope, options, json).await;
             }
-            let r = env
-                .uplink
+            let r = Maintenance::new(&env.uplink)
                 .check(&scope, options)
                 .await
                 .context("check failed")?;

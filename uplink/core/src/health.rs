@@ -1,7 +1,7 @@
 //! The rules of keeping data alive, as plain functions with no I/O: how healthy a
 //! segment is, which pieces a repair regenerates and where they may go, how renewals are
 //! batched, which blocks an audit reads, and what `check` exits with.
-//! [`crate::repair`] runs them over the network; these are tested directly.
+//! [`crate::maintain`] runs them over the network; these are tested directly.
 //!
 //! **Health.** A piece is *healthy* when its node answered an audit with a piece info
 //! that hashes to the recorded piece hash and blocks that match it. A segment with

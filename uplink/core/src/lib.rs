@@ -15,28 +15,30 @@
 //!   records, group commit) and stores its blobs through `Pieces`; [`rebuild`] (its
 //!   child) rebuilds the catalog from the nodes alone.
 //!
-//! [`repair`] adds `renew` / `check` / `repair` to `Uplink` over the same two services,
-//! with the rules in [`health`].
+//! [`maintain::Maintenance`] runs `renew` / `check` / `repair` over an `Uplink`'s
+//! catalog and the same two services, with the rules in [`health`]; `Uplink` itself is
+//! only composition and the data path.
 //!
 //! # The one direction of imports
 //!
 //! ```text
-//!   repair ──> client ──> sync ──> pieces ──> orders, select, segment, health
-//!      │         │         │         │
-//!      └─────────┴─────────┴─────────┴──> catalog, codec, crypto, store, access,
-//!                                         settings, metrics, error (the leaves)
+//!   maintain ──> client ──> sync ──> pieces ──> orders, select, segment, health
+//!      │           │         │         │
+//!      └───────────┴─────────┴─────────┴──> catalog, codec, crypto, store, access,
+//!                                           settings, metrics, error (the leaves)
 //! ```
 //! A module imports only modules to its right or below; the leaves import only each
 //! other (`catalog → codec, crypto, select, store`; `error → catalog, codec, crypto,
-//! select, store`; `select → store`). Nothing here imports the crates built on this
-//! one:
+//! select, store`; `select → store`). Checked by listing each module's `crate::` paths
+//! and looking for strongly connected groups (see the architecture notes).
+//!
+//! # The crates built on this one
 //!
 //! ```text
 //!   uplink-cli (the `uplink` binary) ──> uplink-gateway (the S3 edge) ──> uplink (this)
 //!        └───────────────────────────────────────────────────────────────────^
 //! ```
-//! Both use only this library's public API. Checked by listing each module's `crate::` paths and looking
-//! for strongly connected groups (see the architecture notes).
+//! Both use only this library's public API; nothing here imports them.
 //!
 //! # The modules
 //!
@@ -60,8 +62,9 @@
 //!   lost its records.
 //! - [`client`]: the entry point, [`Uplink`].
 //! - [`health`]: the rules of keeping data alive (segment health, repair placement,
-//!   renew batches, audit blocks, `check` exit statuses), plain code; [`repair`] runs
-//!   them: renew, check (audit), repair, and the background [`repair::spawn_renewer`].
+//!   renew batches, audit blocks, `check` exit statuses), plain code; [`maintain`] runs
+//!   them: renew, check (audit), repair ([`maintain::Maintenance`]), and the background
+//!   [`maintain::spawn_renewer`].
 //! - [`config`]: the CLI's files and `config.toml`; [`metrics`]: Prometheus metrics.
 //! - `testing` (feature `testing`, on in this crate's own tests): an in-memory piece
 //!   store with misbehaving nodes, and the same behind real gRPC servers on loopback;
@@ -81,11 +84,11 @@ pub mod fuzz;
 pub mod grpc;
 pub mod health;
 mod hexser;
+pub mod maintain;
 pub mod metrics;
 pub mod orders;
 pub mod peers;
 pub mod pieces;
-pub mod repair;
 pub mod segment;
 pub mod select;
 pub mod settings;

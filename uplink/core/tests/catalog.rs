@@ -473,14 +473,17 @@ async fn concurrent_flushes_share_publishes_and_lose_nothing() {
 #[tokio::test]
 async fn a_damaged_catalog_snapshot_is_found_and_replaced_by_repair() {
     use uplink::health::{EXIT_HEALTHY, EXIT_LOST, SegmentState};
-    use uplink::repair::{CheckOptions, Scope};
+    use uplink::maintain::{CheckOptions, Maintenance, Scope};
     let w = World::new();
     let a = w.writer();
     history(&a).await;
     let every_block = CheckOptions {
         audit_fraction: 1.0,
     };
-    let check = a.check(&Scope::everything(), every_block).await.unwrap();
+    let check = Maintenance::new(&a)
+        .check(&Scope::everything(), every_block)
+        .await
+        .unwrap();
     assert!(!check.catalog.is_empty(), "the catalog's blobs are checked");
     assert!(
         check
@@ -500,7 +503,10 @@ async fn a_damaged_catalog_snapshot_is_found_and_replaced_by_repair() {
     let fresh = w.writer().pull().await.unwrap();
     assert_eq!(fresh.snapshots, 0, "{fresh:?}");
     assert!(fresh.unavailable.is_empty(), "{fresh:?}");
-    let check = a.check(&Scope::everything(), every_block).await.unwrap();
+    let check = Maintenance::new(&a)
+        .check(&Scope::everything(), every_block)
+        .await
+        .unwrap();
     let bad: Vec<_> = check
         .catalog
         .iter()
@@ -526,21 +532,28 @@ async fn a_damaged_catalog_snapshot_is_found_and_replaced_by_repair() {
         ..Scope::default()
     };
     assert!(
-        a.check(&scoped, every_block)
+        Maintenance::new(&a)
+            .check(&scoped, every_block)
             .await
             .unwrap()
             .catalog
             .is_empty()
     );
 
-    let repaired = a.repair(&Scope::everything(), every_block).await.unwrap();
+    let repaired = Maintenance::new(&a)
+        .repair(&Scope::everything(), every_block)
+        .await
+        .unwrap();
     assert!(repaired.catalog_snapshot);
     assert_eq!(repaired.exit_status(), EXIT_HEALTHY);
     a.flush().await.unwrap();
     let fresh = a.snapshot_blob().unwrap().unwrap();
     assert_ne!(fresh, damaged);
     // The damaged snapshot is no longer a live blob: everything checked is healthy.
-    let check = a.check(&Scope::everything(), every_block).await.unwrap();
+    let check = Maintenance::new(&a)
+        .check(&Scope::everything(), every_block)
+        .await
+        .unwrap();
     assert_eq!(check.exit_status(), EXIT_HEALTHY, "{check:?}");
     assert!(
         check

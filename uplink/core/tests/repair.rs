@@ -1,5 +1,5 @@
 //! Renew, check and repair over the in-memory piece store: the library edges of
-//! `uplink::repair`, driven by the same code the CLI runs.
+//! `uplink::maintain`, driven by the same code the CLI runs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
@@ -10,7 +10,7 @@ use shoal_proto::{NodeId, PieceId};
 use shoal_test_kit::wait_until;
 use uplink::catalog::Catalog;
 use uplink::health::{EXIT_BELOW_THRESHOLD, EXIT_HEALTHY, EXIT_LOST, SegmentState};
-use uplink::repair::{CheckOptions, Scope, spawn_renewer};
+use uplink::maintain::{CheckOptions, Maintenance, Scope, spawn_renewer};
 use uplink::testing::{Behaviour, MemoryPieceStore, MemoryRecords};
 use uplink::{Access, PutOptions, RootSecret, StaticNodes, Uplink, UplinkConfig};
 
@@ -112,7 +112,10 @@ async fn renew_extends_every_piece_once_per_node_and_skips_expiring_objects() {
     };
     let (a0, temp0) = (lease("a"), lease("temp"));
     let year = Duration::from_secs(365 * 24 * 3600);
-    let r = up.renew(&Scope::everything(), Some(year)).await.unwrap();
+    let r = Maintenance::new(&up)
+        .renew(&Scope::everything(), Some(year))
+        .await
+        .unwrap();
     // 2 objects × 10 pieces, plus the catalog's delta: at most one order per node.
     assert!(r.catalog_blobs >= 1, "{r:?}");
     assert_eq!(r.renewed, r.pieces, "{r:?}");
@@ -128,7 +131,7 @@ async fn renew_extends_every_piece_once_per_node_and_skips_expiring_objects() {
     );
     // Idempotent and never shorter: a shorter renewal leaves the leases alone.
     let before = lease("a");
-    let r = up
+    let r = Maintenance::new(&up)
         .renew(&all(), Some(Duration::from_secs(60)))
         .await
         .unwrap();
@@ -158,14 +161,17 @@ async fn check_and_repair_bring_a_segment_back_from_below_its_threshold() {
     assert_eq!(holders.len(), 10);
     let fine_before = up.stat("keep", "fine").unwrap();
 
-    let r = up.check(&all(), CheckOptions::default()).await.unwrap();
+    let r = Maintenance::new(&up)
+        .check(&all(), CheckOptions::default())
+        .await
+        .unwrap();
     assert_eq!(r.exit_status(), EXIT_HEALTHY);
     // 5 holders die, one more serves corrupt data: 4 healthy pieces = k.
     for (n, _) in &holders[..5] {
         store.set_behaviour(n, Behaviour::Dead);
     }
     store.set_behaviour(&holders[5].0, Behaviour::Corrupt);
-    let r = up
+    let r = Maintenance::new(&up)
         .check(
             &Scope {
                 bucket: Some("keep".into()),
@@ -186,7 +192,10 @@ async fn check_and_repair_bring_a_segment_back_from_below_its_threshold() {
     assert!(stats[&holders[5].0].is_excluded());
     assert!(!stats[&holders[0].0].is_excluded(), "dead is not dishonest");
 
-    let report = up.repair(&all(), CheckOptions::default()).await.unwrap();
+    let report = Maintenance::new(&up)
+        .repair(&all(), CheckOptions::default())
+        .await
+        .unwrap();
     let fine_state = report
         .check
         .segments
@@ -226,7 +235,10 @@ async fn check_and_repair_bring_a_segment_back_from_below_its_threshold() {
         }
     }
     assert_eq!(get(&up, "obj").await, bytes);
-    let r = up.check(&all(), CheckOptions::default()).await.unwrap();
+    let r = Maintenance::new(&up)
+        .check(&all(), CheckOptions::default())
+        .await
+        .unwrap();
     assert_eq!(
         r.segments.iter().find(|s| s.key == "obj").unwrap().healthy,
         6
@@ -240,7 +252,10 @@ async fn check_and_repair_bring_a_segment_back_from_below_its_threshold() {
         prefix: "obj".into(),
         recursive: false,
     };
-    let report = up.repair(&obj, CheckOptions::default()).await.unwrap();
+    let report = Maintenance::new(&up)
+        .repair(&obj, CheckOptions::default())
+        .await
+        .unwrap();
     assert_eq!(report.exit_status(), EXIT_LOST);
     assert_eq!(report.segments_repaired, 0);
 }

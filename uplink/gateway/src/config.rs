@@ -25,7 +25,7 @@ pub struct GatewayConfig {
     /// `uplink cp` elsewhere shows up here). Default 30 s.
     pub pull_interval: Duration,
     /// How often the gateway renews the leases of everything the access stores (objects
-    /// and catalog; see [`uplink::repair::spawn_renewer`]), starting at start-up. Leases
+    /// and catalog; see [`uplink::maintain::spawn_renewer`]), starting at start-up. Leases
     /// last `default_lease` (90 days), so a gateway that runs keeps the data alive.
     /// Default 24 h.
     pub renew_interval: Duration,

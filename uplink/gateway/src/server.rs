@@ -122,7 +122,7 @@ impl Gateway {
             config.sweep_interval,
         ));
         let puller = tokio::spawn(pull(s3.uplink.clone(), config.pull_interval));
-        let renewer = uplink::repair::spawn_renewer(s3.uplink.clone(), config.renew_interval);
+        let renewer = uplink::maintain::spawn_renewer(s3.uplink.clone(), config.renew_interval);
         let graceful = GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

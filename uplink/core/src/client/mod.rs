@@ -34,7 +34,7 @@ pub use types::{PutOptions, PutReport, Staged, StagedPart};
 pub struct Uplink {
     access: Arc<Access>,
     pub(crate) catalog: Catalog,
-    /// The door to the nodes: uploads, downloads, deletes, audits (`repair` drives it).
+    /// The door to the nodes: uploads, downloads, deletes, audits (`maintain` drives it).
     pub(crate) pieces: Arc<Pieces>,
     /// The catalog in the network (publishes nothing for a local-only uplink).
     pub(crate) sync: Arc<CatalogSync>,

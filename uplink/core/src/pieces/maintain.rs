@@ -1,7 +1,7 @@
 //! The piece side of keeping data alive: renew a batch of leases on one node, audit
 //! one piece, and repair one segment (fetch `k` pieces, regenerate the missing ones,
 //! place them on new nodes). The rules (which pieces, which nodes, what is healthy) are
-//! `crate::health`'s; `crate::repair` decides what to renew, check and repair.
+//! `crate::health`'s; `crate::maintain` decides what to renew, check and repair.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

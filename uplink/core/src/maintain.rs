@@ -1,19 +1,21 @@
 //! Keeping data alive without a satellite: renew, check (audit) and repair, the network
-//! edges of [`crate::health`]'s rules.
+//! edges of [`crate::health`]'s rules, as [`Maintenance`]: a service over the uplink's
+//! catalog, its [`Pieces`](crate::pieces::Pieces) and its catalog sync, so that
+//! [`Uplink`] itself is only composition and the data path.
 //!
-//! - **Renew** ([`Uplink::renew`]): every piece of every object in scope (objects stored
+//! - **Renew** ([`Maintenance::renew`]): every piece of every object in scope (objects stored
 //!   with an explicit expiry are left to expire), and with no bucket given the
 //!   catalog's own live blobs, grouped per node into batch renew orders of at most
 //!   1,024 pieces ([`health::renew_batches`]): one signed order per node. Renewing is
 //!   idempotent and monotonic on the node. A node that refuses the lease as beyond its
 //!   `max_lease` is asked again for exactly its limit. [`spawn_renewer`] runs it in the
 //!   background.
-//! - **Check** ([`Uplink::check`]): audits every piece of every segment in scope: a few
+//! - **Check** ([`Maintenance::check`]): audits every piece of every segment in scope: a few
 //!   random blocks ([`health::audit_blocks`]) checked against the recorded piece hash,
 //!   at most [`AUDIT_CONCURRENCY`] audits in flight, so audit traffic is bounded by
 //!   blocks × block size plus each piece's hash list (see BENCHMARKS.md). Each segment
 //!   is classified ([`health::classify`]); the worst state gives the exit status.
-//! - **Repair** ([`Uplink::repair`]): for each segment at or below its repair threshold
+//! - **Repair** ([`Maintenance::repair`]): for each segment at or below its repair threshold
 //!   (and still rebuildable), download `k` healthy pieces whole (every block verified),
 //!   regenerate exactly the missing piece indices, upload them to new nodes
 //!   ([`health::place_repair`]) and record the new placements as a catalog change, one
@@ -200,10 +202,22 @@ impl RepairReport {
 /// A piece and how its audit went (audit bytes, or why it failed).
 type Audited = (PiecePlacement, Result<u64, PieceError>);
 
-impl Uplink {
+/// Renew, check and repair over an [`Uplink`]'s catalog, pieces and catalog sync (see
+/// the module docs): `Maintenance::new(&uplink).check(&scope, options)`. Cheap to make.
+#[derive(Debug, Clone, Copy)]
+pub struct Maintenance<'a> {
+    uplink: &'a Uplink,
+}
+
+impl<'a> Maintenance<'a> {
+    /// Maintenance of what `uplink` stores.
+    pub fn new(uplink: &'a Uplink) -> Self {
+        Self { uplink }
+    }
+
     /// The objects in `scope`, with their bucket.
     fn scoped(&self, scope: &Scope) -> Result<Vec<(String, ObjectEntry)>, Error> {
-        let catalog = &self.catalog;
+        let catalog = &self.uplink.catalog;
         let buckets: Vec<String> = match &scope.bucket {
             Some(b) => {
                 if catalog.bucket(b)?.is_none() {
@@ -239,7 +253,7 @@ impl Uplink {
         scope: &Scope,
         lease: Option<Duration>,
     ) -> Result<RenewReport, Error> {
-        let lease = lease.unwrap_or(self.pieces.config().default_lease);
+        let lease = lease.unwrap_or(self.uplink.pieces.config().default_lease);
         let expires_at_ms = unix_ms().saturating_add(lease.as_millis() as u64);
         let mut pieces: Vec<(NodeAddress, PieceId)> = Vec::new();
         for (_, e) in self.scoped(scope)? {
@@ -254,8 +268,8 @@ impl Uplink {
             expires_at_ms,
             ..RenewReport::default()
         };
-        if scope.bucket.is_none() && self.sync.is_network() {
-            let blobs = self.sync.live_blobs().await?;
+        if scope.bucket.is_none() && self.uplink.sync.is_network() {
+            let blobs = self.uplink.sync.live_blobs().await?;
             report.catalog_blobs = blobs.len();
             for b in &blobs {
                 for seg in &b.blob.segments {
@@ -271,7 +285,7 @@ impl Uplink {
             .collect::<HashSet<_>>()
             .len();
         let mut calls = futures::stream::iter(batches.into_iter().map(|(node, ids)| {
-            let pieces = Arc::clone(&self.pieces);
+            let pieces = Arc::clone(&self.uplink.pieces);
             async move {
                 let n = ids.len();
                 let r = pieces.renew(node, ids, expires_at_ms).await;
@@ -316,8 +330,8 @@ impl Uplink {
             .iter()
             .map(|(b, e)| (b.clone(), e.key.clone(), e.segments()))
             .collect();
-        let blobs = if scope.bucket.is_none() && self.sync.is_network() {
-            self.sync.live_blobs().await?
+        let blobs = if scope.bucket.is_none() && self.uplink.sync.is_network() {
+            self.uplink.sync.live_blobs().await?
         } else {
             Vec::new()
         };
@@ -338,7 +352,7 @@ impl Uplink {
                         options.audit_fraction,
                         seed ^ u64::from(p.piece_id[0]) << 8 ^ u64::from(p.piece_id[1]),
                     );
-                    let pieces = Arc::clone(&self.pieces);
+                    let pieces = Arc::clone(&self.uplink.pieces);
                     let seg = seg.clone();
                     let p = p.clone();
                     tasks.push(async move {
@@ -442,7 +456,12 @@ impl Uplink {
                 let Some(seg) = entry.segments().get(pos) else {
                     continue;
                 };
-                match self.pieces.repair_segment(seg, &sh.healthy_indices).await {
+                match self
+                    .uplink
+                    .pieces
+                    .repair_segment(seg, &sh.healthy_indices)
+                    .await
+                {
                     Ok((new_seg, placed)) => {
                         let healthy = sh.healthy + placed.len();
                         new_pieces.extend(placed.iter().cloned());
@@ -464,18 +483,18 @@ impl Uplink {
             }
             // Only if nobody changed the object since the check: otherwise the new
             // pieces belong to nothing.
-            let current = self.catalog.object(&bucket, &key)?;
+            let current = self.uplink.catalog.object(&bucket, &key)?;
             if current.as_ref().map(|c| c.version) != Some(entry.version) {
                 report.failures.push(format!(
                     "{bucket}/{key} changed during the repair; its new pieces were dropped"
                 ));
-                let _ = self.pieces.delete_placements(&new_pieces).await;
+                let _ = self.uplink.pieces.delete_placements(&new_pieces).await;
                 continue;
             }
-            let version = self.catalog.next_version()?;
+            let version = self.uplink.catalog.next_version()?;
             updated.version = version;
-            self.change(
-                Self::object_key(&bucket, &key),
+            self.uplink.change(
+                Uplink::object_key(&bucket, &key),
                 version,
                 Value::Object(updated),
             )?;
@@ -491,7 +510,7 @@ impl Uplink {
             .iter()
             .any(|s| s.state != SegmentState::Healthy)
         {
-            report.catalog_snapshot = self.sync.request_snapshot();
+            report.catalog_snapshot = self.uplink.sync.request_snapshot();
         }
         report.check = check;
         Ok(report)
@@ -539,7 +558,10 @@ pub fn spawn_renewer(uplink: Uplink, interval: Duration) -> Renewer {
             {
                 tracing::warn!(error = %e, "background renew: cannot pull the catalog; renewing what is known here");
             }
-            match uplink.renew(&Scope::everything(), None).await {
+            match Maintenance::new(&uplink)
+                .renew(&Scope::everything(), None)
+                .await
+            {
                 Ok(r) => tracing::info!(
                     pieces = r.pieces,
                     renewed = r.renewed,
