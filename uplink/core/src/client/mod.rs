@@ -148,6 +148,8 @@ impl Uplink {
         &self.access
     }
 
+    /// The local catalog this uplink reads and writes (buckets, objects, node history;
+    /// the S3 gateway keeps its multipart records in its database, [`Catalog::db`]).
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
     }
