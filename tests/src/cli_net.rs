@@ -56,7 +56,7 @@ pub struct CliNet {
 impl CliNet {
     /// Starts `nodes` nodes and waits until a DHT client sees all of them.
     pub async fn start(nodes: usize, config: &str) -> anyhow::Result<CliNet> {
-        let bin = shoal_test_kit::build_binary("uplink", "uplink")?;
+        let bin = shoal_test_kit::build_binary("uplink-cli", "uplink")?;
         let cluster = Cluster::start(
             nodes,
             NodeOptions {

@@ -365,7 +365,7 @@ pub const RENEW_INTERVAL: Duration = Duration::from_secs(3600);
 /// the CLI; every round pulls what the CLI published, then renews everything.
 #[derive(Debug)]
 pub struct DevnetRenewer {
-    renewer: uplink::repair::Renewer,
+    renewer: uplink::maintain::Renewer,
     dht: std::sync::Arc<uplink::discovery::DhtNodes>,
 }
 
@@ -420,7 +420,7 @@ pub async fn spawn_renewer(
         dht.clone(),
     )?;
     Ok(DevnetRenewer {
-        renewer: uplink::repair::spawn_renewer(up, interval),
+        renewer: uplink::maintain::spawn_renewer(up, interval),
         dht,
     })
 }

@@ -40,6 +40,7 @@ pub fn decoder_targets() -> Vec<Target> {
     let mut t = shoal_proto::fuzz::targets();
     t.extend(satellite_free_discovery::fuzz::targets());
     t.extend(uplink::fuzz::targets());
+    t.extend(uplink_gateway::fuzz::targets());
     t.extend(storage_node::fuzz::targets());
     t
 }

@@ -43,7 +43,7 @@ impl Binaries {
         for p in [&b.storage_node, &b.uplink] {
             if !p.exists() {
                 bail!(
-                    "{} is missing; build it first: cargo build --release -p storage-node -p uplink",
+                    "{} is missing; build it first: cargo build --release -p storage-node -p uplink-cli",
                     p.display()
                 );
             }

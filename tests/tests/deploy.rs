@@ -337,9 +337,12 @@ fn dockerfile_matches_the_workspace() {
 
     // Every package it builds is a workspace member of that name.
     let run = instruction(&ins, "RUN").join(" ");
-    assert!(run.contains("cargo build --release --locked -p storage-node -p uplink"));
-    for pkg in ["storage-node", "uplink"] {
-        let manifest = read(&format!("{pkg}/Cargo.toml"));
+    assert!(run.contains("cargo build --release --locked -p storage-node -p uplink-cli"));
+    for (pkg, dir) in [
+        ("storage-node", "storage-node"),
+        ("uplink-cli", "uplink/cli"),
+    ] {
+        let manifest = read(&format!("{dir}/Cargo.toml"));
         assert!(manifest.contains(&format!("name = \"{pkg}\"")), "{pkg}");
     }
     // Every file copied from the context exists there.

@@ -120,7 +120,7 @@ async fn status_of_a_devnet_that_is_not_running_says_so() {
 /// is there for both config dirs and for a fresh import, byte for byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devnet_restart_keeps_every_catalog_for_every_config_dir_and_a_fresh_import() {
-    let bin = build_binary("uplink", "uplink").unwrap();
+    let bin = build_binary("uplink-cli", "uplink").unwrap();
     bounded(Duration::from_secs(400), async {
         let dir = tempfile::tempdir().unwrap();
         let params = DevnetParams {

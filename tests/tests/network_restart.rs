@@ -69,7 +69,7 @@ async fn every_node_restarted_every_config_dir_works_and_a_fresh_import_recovers
     // Built before the clock starts (a cold build takes minutes).
     let bins = Binaries {
         storage_node: build_binary("storage-node", "storage-node").unwrap(),
-        uplink: build_binary("uplink", "uplink").unwrap(),
+        uplink: build_binary("uplink-cli", "uplink").unwrap(),
     };
     let run = async {
         let mut net = ProcessNetwork::start(bins, NODES)?;

@@ -24,7 +24,7 @@ struct Net {
 
 impl Net {
     async fn start(nodes: usize, options: NodeOptions, extra_config: &str) -> Net {
-        let cli = Cli::new(build_binary("uplink", "uplink").unwrap());
+        let cli = Cli::new(build_binary("uplink-cli", "uplink").unwrap());
         let cluster = Cluster::start(nodes, options).await.unwrap();
         let work = tempfile::tempdir().unwrap();
         let list: Vec<String> = cluster

@@ -15,7 +15,7 @@ const LIMIT: Duration = Duration::from_secs(600);
 
 fn binaries() -> Binaries {
     let node = build_binary("storage-node", "storage-node").unwrap();
-    let uplink = build_binary("uplink", "uplink").unwrap();
+    let uplink = build_binary("uplink-cli", "uplink").unwrap();
     Binaries {
         storage_node: node,
         uplink,

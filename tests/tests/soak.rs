@@ -81,7 +81,7 @@ fn ls_keys(out: &str) -> BTreeSet<String> {
 
 /// Scrapes the gateway's stall gauge.
 async fn db_stall_seconds(gw: &GatewayProc) -> f64 {
-    let url = format!("{}{}", gw.endpoint(), uplink::gateway::METRICS_PATH);
+    let url = format!("{}{}", gw.endpoint(), uplink_gateway::METRICS_PATH);
     let out = tokio::process::Command::new("python3")
         .args([
             "-c",

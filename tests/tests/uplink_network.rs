@@ -769,7 +769,7 @@ async fn cli_recursive_copy_of_a_thousand_files_is_identical_under_diff() {
         &["--version"],
         "this test compares trees with `diff -r`: install diffutils",
     );
-    let cli = Cli::new(build_binary("uplink", "uplink").unwrap());
+    let cli = Cli::new(build_binary("uplink-cli", "uplink").unwrap());
     bounded(Duration::from_secs(600), async {
         let cluster = cluster().await;
         // The CLI finds the nodes through the DHT like a real uplink: wait until a DHT

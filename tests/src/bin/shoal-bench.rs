@@ -5,7 +5,7 @@
 //!
 //! With `--processes N` it instead runs the release `uplink` CLI against N separate
 //! `storage-node` processes (see [`shoal_tests::cli_bench`]):
-//! `cargo build --release -p storage-node -p uplink -p shoal-tests && ./target/release/shoal-bench --processes 20`
+//! `cargo build --release -p storage-node -p uplink-cli -p shoal-tests && ./target/release/shoal-bench --processes 20`
 
 use std::path::PathBuf;
 

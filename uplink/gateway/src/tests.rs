@@ -1,0 +1,204 @@
+//! Tests of the gateway as a whole: a gateway (or its S3 service) on an uplink over
+//! an in-memory network.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::background::sweep_once;
+use super::config::GatewayConfig;
+use super::server::Gateway;
+use super::{multipart, s3};
+use uplink::catalog::Catalog;
+use uplink::testing::MemoryPieceStore;
+use uplink::{Access, PutOptions, RootSecret, StaticNodes, Uplink, UplinkConfig};
+
+fn memory_s3() -> (MemoryPieceStore, s3::ShoalS3) {
+    let store = MemoryPieceStore::with_nodes(8);
+    let config = UplinkConfig {
+        scheme: "2/3/4/6".parse().unwrap(),
+        segment_blocks: 4,
+        ..UplinkConfig::default()
+    };
+    let catalog = Catalog::temporary().unwrap();
+    let uploads = multipart::Uploads::new(catalog.db().clone());
+    let up = Uplink::new(
+        Access::new(RootSecret::from_bytes([7; 32]), vec![]),
+        Arc::new(store.clone()),
+        Arc::new(StaticNodes(store.candidates())),
+        catalog,
+        config,
+    )
+    .unwrap();
+    up.create_bucket("bkt").unwrap();
+    let s3 = s3::ShoalS3 {
+        uplink: up,
+        uploads,
+        region: "us-east-1".into(),
+    };
+    (store, s3)
+}
+
+async fn stage(s3: &s3::ShoalS3, id: &str, number: u32, data: &[u8]) {
+    let mut part = s3
+        .uplink
+        .stage_part("bkt", "k", number, data, &PutOptions::default())
+        .await
+        .unwrap();
+    part.info.md5 = [number as u8; 16];
+    s3.uploads.put_part(id, &part).unwrap();
+}
+
+fn record(created_ms: u64) -> multipart::UploadRecord {
+    multipart::UploadRecord {
+        bucket: "bkt".into(),
+        key: "k".into(),
+        created_ms,
+        content_type: None,
+        metadata: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn uploads_past_their_age_are_aborted_and_their_pieces_deleted() {
+    let (store, s3) = memory_s3();
+    let old = s3.uploads.create(&record(1_000)).unwrap();
+    let new = s3.uploads.create(&record(u64::MAX / 2)).unwrap();
+    stage(&s3, &old, 1, &[1u8; 100_000]).await;
+    stage(&s3, &old, 2, &[2u8; 10]).await;
+    let before = store.piece_count();
+    stage(&s3, &new, 1, &[3u8; 100_000]).await;
+    let with_new = store.piece_count();
+    assert!(before > 0 && with_new > before);
+    assert_eq!(sweep_once(&s3, 2_000).await.unwrap(), 1);
+    assert_eq!(s3.uploads.get(&old).unwrap(), None);
+    assert!(s3.uploads.parts(&old).unwrap().is_empty());
+    // Only the old upload's pieces went.
+    assert_eq!(store.piece_count(), with_new - before);
+    assert!(s3.uploads.get(&new).unwrap().is_some());
+}
+
+#[tokio::test]
+async fn parts_assemble_into_one_object_read_back_in_ranges() {
+    let (store, s3) = memory_s3();
+    let id = s3.uploads.create(&record(1)).unwrap();
+    let a: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let b: Vec<u8> = (0..70_000u32).map(|i| (i % 13) as u8).collect();
+    // Part 1 sent twice: the second replaces the first (a fresh key: no nonce reuse).
+    stage(&s3, &id, 1, &[9u8; 5000]).await;
+    stage(&s3, &id, 1, &a).await;
+    stage(&s3, &id, 2, &b).await;
+    stage(&s3, &id, 3, &[]).await;
+    let parts: Vec<_> = s3.uploads.parts(&id).unwrap().into_values().collect();
+    s3.uplink
+        .commit_parts("bkt", "k", parts, None, Default::default())
+        .await
+        .unwrap();
+    let whole = [a.clone(), b.clone()].concat();
+    for (start, end) in [
+        (0, whole.len()),
+        (299_990, 300_010),
+        (300_000, 300_001),
+        (5, 6),
+    ] {
+        let mut out = Vec::new();
+        s3.uplink
+            .get("bkt", "k", Some((start as u64, end as u64)), &mut out, None)
+            .await
+            .unwrap();
+        assert_eq!(out, whole[start..end], "{start}..{end}");
+    }
+    // A copy shares the pieces; deleting the original keeps them.
+    let pieces = store.piece_count();
+    s3.uplink
+        .copy("bkt", "k", "bkt", "k2", None, None)
+        .await
+        .unwrap();
+    s3.uplink.delete("bkt", "k").await.unwrap();
+    assert_eq!(store.piece_count(), pieces);
+    let mut out = Vec::new();
+    s3.uplink
+        .get("bkt", "k2", None, &mut out, None)
+        .await
+        .unwrap();
+    assert_eq!(out, whole);
+    s3.uplink.delete("bkt", "k2").await.unwrap();
+    assert!(store.piece_count() < pieces);
+}
+
+/// Reads one HTTP/1.1 response head (status line and headers, lower-cased) and its
+/// `content-length` body from `conn`.
+async fn read_response(conn: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            conn.read_line(&mut line).await.unwrap() > 0,
+            "EOF in {head}"
+        );
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line.to_ascii_lowercase());
+    }
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map_or(0, |n| n.trim().parse().unwrap());
+    let mut body = vec![0; len];
+    conn.read_exact(&mut body).await.unwrap();
+    head
+}
+
+/// An answer sent before the request body was read (here: a PUT refused for its
+/// missing signature, with `Expect: 100-continue`, so the client holds the body
+/// back) says `Connection: close` and ends the connection: the unread body can never
+/// be taken for the next request, and clients do not reuse a connection the gateway
+/// is closing. A request without a body keeps its connection.
+#[tokio::test]
+async fn answers_before_the_body_close_the_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_store, s3) = memory_s3();
+    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = GatewayConfig::new("AK".into(), "SK".into());
+    let gateway = Gateway::bind(s3.uplink.clone(), listen, config)
+        .await
+        .unwrap();
+    let addr = gateway.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gateway.run(async {
+        let _ = stopped.await;
+    }));
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let mut conn =
+            tokio::io::BufReader::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+        // No body: the connection stays open for the next request.
+        for _ in 0..2 {
+            conn.get_mut()
+                .write_all(b"GET /_shoal/metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .await
+                .unwrap();
+            let head = read_response(&mut conn).await;
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+            assert!(!head.contains("connection: close"), "{head}");
+        }
+        // A body the gateway never reads.
+        conn.get_mut()
+            .write_all(
+                b"PUT /bkt/k HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let head = read_response(&mut conn).await;
+        assert!(head.starts_with("http/1.1 403"), "{head}");
+        assert!(head.contains("connection: close"), "{head}");
+        let mut rest = Vec::new();
+        conn.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "nothing after the answer: {rest:?}");
+    })
+    .await
+    .expect("the gateway answers within 30 s");
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
