@@ -80,6 +80,10 @@ pub(crate) enum ServeError {
     NotReady,
     #[error("too many requests from this address; slow down")]
     RateLimited,
+    #[error("this node has too many requests waiting; try again later")]
+    Busy,
+    #[error("this node's DHT has shut down")]
+    ShutDown,
 }
 
 impl From<ServeError> for tonic::Status {
@@ -105,7 +109,9 @@ impl From<ServeError> for tonic::Status {
                 }
             },
             ServeError::NotReady => tonic::Status::unavailable(msg),
-            ServeError::RateLimited => tonic::Status::resource_exhausted(msg),
+            // Overload, whether of this peer's budget or of the node as a whole.
+            ServeError::RateLimited | ServeError::Busy => tonic::Status::resource_exhausted(msg),
+            ServeError::ShutDown => tonic::Status::unavailable(msg),
         }
     }
 }

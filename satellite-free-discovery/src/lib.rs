@@ -8,7 +8,7 @@
 //!   driver and the `dht-sim` simulator ([`sim`]) both drive it.
 //! - [`driver`]: tokio + tonic. [`Dht::start`] returns a [`DhtHandle`]: the Discovery gRPC
 //!   service to mount, bootstrap, lookups, records, membership samples and shutdown; one
-//!   task drives the node.
+//!   task owns and drives the node (the getters read the view it publishes).
 //!   With a [`DhtPersistence`], the records a node holds and the nodes it verified
 //!   survive its restarts, and it joins through any node it knew.
 //! - [`metrics`]: the `shoal_dht_*` Prometheus metrics.

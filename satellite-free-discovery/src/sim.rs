@@ -13,11 +13,12 @@
 //!   probability `loss`. The node sends an unanswered request again at its soft
 //!   deadlines and gives up at its hard timeout ([`NodeConfig`]).
 //! - **Churn.** `churn × nodes` nodes leave without notice at uniformly random times of
-//!   the measured window, and as many new nodes join. A join is the driver's: ping the
-//!   nodes of its bootstrap list — `bootstrap_peers` distinct random joined nodes, any
-//!   of which may be a liar — then, once they answered (or 1 s later if some did), the
-//!   node's bootstrap: a lookup of its own id and a refresh of every bucket. A node whose
-//!   bootstrap nodes all lie knows only liars and is lost (probability
+//!   the measured window, and as many new nodes join. A join is the node's own
+//!   ([`Node::join`], as in the driver): it pings the addresses of its bootstrap list —
+//!   `bootstrap_peers` distinct random joined nodes, any of which may be a liar — and,
+//!   once every ping was answered or given up, bootstraps: a lookup of its own id and a
+//!   refresh of every bucket. If none answered, it tries a new list 1 s later. A node
+//!   whose bootstrap nodes all lie knows only liars and is lost (probability
 //!   `adversarial^bootstrap_peers`); no protocol rule can find it or let it find others.
 //! - **Liars** (`adversarial`): that fraction of the nodes (random ids, as valid proof of
 //!   work gives, and random subnets) answer pings, but answer FindNode and GetRecord only
@@ -42,7 +43,7 @@
 //!
 //! ```text
 //!   sim (SimConfig, SimReport, Sim and its events)
-//!    ├── network   delivery, latency, loss, liars, the driver's part of a join
+//!    ├── network   addresses, delivery, latency, loss, liars, starting a join
 //!    └── scenario  set-up, churn, measured lookups and reads, event loop, report
 //! ```
 
@@ -57,7 +58,8 @@ use shoal_proto::{Identity, NodeId, RecordKey, Signed};
 
 use crate::core::key::{Subnet, distance};
 use crate::core::node::{
-    Answer, Contact, Failure, Node, NodeConfig, OpId, Outcome, Output, ReqId, Request, Response,
+    Answer, Contact, Dial, Failure, JoinPlan, Node, NodeConfig, OpId, Outcome, Output, ReqId,
+    Request, Response,
 };
 use crate::core::store::RecordRefused;
 
@@ -99,8 +101,9 @@ pub struct SimConfig {
     pub per_source: usize,
     /// Times an unanswered request is sent again.
     pub retransmits: u32,
-    /// Random joined nodes a joining node pings (its bootstrap list); it joins once they
-    /// answered, or 1 s later if some did.
+    /// Random joined nodes a joining node pings (its bootstrap list); it bootstraps once
+    /// every ping was answered or given up, and tries a new list 1 s later if none
+    /// answered.
     pub bootstrap_peers: usize,
     /// A request unanswered this long has failed (ms).
     pub hard_timeout_ms: u64,
@@ -194,7 +197,7 @@ impl SimReport {
 }
 
 const BASE_UNIX_MS: u64 = 1_700_000_000_000;
-/// A lost bootstrap ping is tried again after this long.
+/// A join none of whose bootstrap nodes answered is tried again after this long.
 const BOOT_RETRY_MS: u64 = 1_000;
 
 struct SimNode {
@@ -204,10 +207,6 @@ struct SimNode {
     alive: bool,
     joined: bool,
     liar: bool,
-    /// Its join is under way (its bootstrap pings were answered).
-    booted: bool,
-    /// Bootstrap pings answered so far.
-    boot_answers: usize,
     node: Box<Node<u32>>,
     /// Times of the ticks of this node in the event queue (a handful).
     ticks: Vec<u64>,
@@ -222,14 +221,12 @@ enum SimOp {
 }
 
 enum Ev {
-    /// A copy of request `req` of node `from` reaches node `to` (`boot`: a bootstrap
-    /// ping the joining node's driver sends to a bare address).
+    /// A copy of request `req` of node `from` reaches node `to`.
     Deliver {
         from: u32,
         to: u32,
         req: ReqId,
         request: Box<Request>,
-        boot: bool,
     },
     /// The answer to request `req` of node `to`, from node `from`.
     Reply {
@@ -237,9 +234,9 @@ enum Ev {
         to: u32,
         req: ReqId,
         result: Box<Result<Response<u32>, Failure>>,
-        boot: bool,
     },
     Tick(u32, u64),
+    /// Node `i` joins through a new random bootstrap list.
     BootPing(u32),
     Join,
     Leave,

@@ -160,31 +160,50 @@ impl<T: PeerData> Membership<T> {
         now: u64,
         rng: &mut R,
     ) -> Vec<&Member<T>> {
-        let mut by_subnet: HashMap<Subnet, Vec<&Member<T>>> = HashMap::new();
-        for m in self.members.values() {
-            let fresh = m
-                .last_seen
-                .is_some_and(|t| t.saturating_add(max_age_ms) >= now);
-            if fresh && m.free_space >= min_free_space {
-                by_subnet.entry(m.subnet).or_default().push(m);
-            }
-        }
-        let mut groups: Vec<Vec<&Member<T>>> = by_subnet.into_values().collect();
-        // Deterministic order before shuffling, so a seeded rng gives a repeatable sample.
-        groups.iter_mut().for_each(|g| g.sort_by_key(|m| m.id));
-        groups.sort_by_key(|g| g[0].id);
-        groups.shuffle(rng);
-        groups
-            .into_iter()
-            .take(n)
-            .map(|g| g[rng.random_range(0..g.len())])
-            .collect()
+        sample(
+            self.members.values(),
+            n,
+            min_free_space,
+            max_age_ms,
+            now,
+            rng,
+        )
     }
 
     /// Every member, for listing.
     pub fn iter(&self) -> impl Iterator<Item = &Member<T>> {
         self.members.values()
     }
+}
+
+/// [`Membership::sample`] over a copy of the members (the driver's getters read one).
+pub fn sample<'a, T, R: Rng + ?Sized>(
+    members: impl IntoIterator<Item = &'a Member<T>>,
+    n: usize,
+    min_free_space: u64,
+    max_age_ms: u64,
+    now: u64,
+    rng: &mut R,
+) -> Vec<&'a Member<T>> {
+    let mut by_subnet: HashMap<Subnet, Vec<&Member<T>>> = HashMap::new();
+    for m in members {
+        let fresh = m
+            .last_seen
+            .is_some_and(|t| t.saturating_add(max_age_ms) >= now);
+        if fresh && m.free_space >= min_free_space {
+            by_subnet.entry(m.subnet).or_default().push(m);
+        }
+    }
+    let mut groups: Vec<Vec<&Member<T>>> = by_subnet.into_values().collect();
+    // Deterministic order before shuffling, so a seeded rng gives a repeatable sample.
+    groups.iter_mut().for_each(|g| g.sort_by_key(|m| m.id));
+    groups.sort_by_key(|g| g[0].id);
+    groups.shuffle(rng);
+    groups
+        .into_iter()
+        .take(n)
+        .map(|g| g[rng.random_range(0..g.len())])
+        .collect()
 }
 
 #[cfg(test)]

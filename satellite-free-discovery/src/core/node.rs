@@ -3,8 +3,8 @@
 //!
 //! A [`Node`] takes inputs — a request received ([`Node::handle_request`]), the outcome
 //! of a request it asked to send ([`Node::on_response`]), a timer firing
-//! ([`Node::tick`]), or a call from its owner (lookups, record reads and writes,
-//! bootstrap, crawl) — each with the caller's `now` in milliseconds. It answers
+//! ([`Node::tick`]), or a call from its owner (join, lookups, record reads and writes,
+//! crawl) — each with the caller's `now` in milliseconds. It answers
 //! requests directly and queues [`Output`]s: requests to send, finished operations and
 //! notes for metrics, which the caller drains with [`Node::poll_output`].
 //! [`Node::next_timer`] says when it wants [`Node::tick`] next. The tokio driver and the
@@ -15,8 +15,8 @@
 //! - **Answering.** FindNode and GetRecord answer with the live table entries closest to
 //!   the target; GetRecord adds the held record and a write token.
 //! - **Admission.** A node enters the table only after it contacted us and answered our
-//!   dial-back at its advertised address (a bounded number at once), or when the driver
-//!   reports it (bootstrap). Answering our own lookups refreshes an entry but admits no
+//!   dial-back at its advertised address (a bounded number at once), or when it answers
+//!   a join's ping (the owner vouches for its bootstrap entries). Answering our own lookups refreshes an entry but admits no
 //!   newcomer: nodes that name only each other (liars) would otherwise enter every table
 //!   that asks them (a client, which nobody contacts, still learns from answers). A full
 //!   bucket pings its least recently seen entry (see [`RoutingTable`]).
@@ -38,6 +38,11 @@
 //!   puts to the `k` closest found. A node stores a record only with a valid write token
 //!   for the writer and key, and only if it is among the `k` closest it knows to the key;
 //!   compare-and-swap and the store's bounds are checked by [`RecordStore`].
+//! - **Joining.** A join pings its bootstrap entries (bare addresses, see [`Dial`]) all
+//!   at once; each answer admits the node that gave it (the owner vouches for the
+//!   entries). When fewer than `min_answers` answered, it pings the fallback entries
+//!   (nodes remembered from before). Once every ping settled, it is the bootstrap:
+//!   a lookup of our own id, then a refresh of every bucket ([`Node::join`]).
 //! - **Upkeep.** Records put through this node are republished every `republish_ms`;
 //!   held records are offered to the current closest every `replicate_ms` (they read the
 //!   key first, for tokens, and only stale holders get the record).
@@ -46,17 +51,18 @@
 //! here; imports point from each part to this module only, never between parts):
 //!
 //! ```text
-//!            node (types, Node, new, getters, next_timer)
-//!   ┌───────────┬────────────┼─────────────┬──────────────┐
-//!   serve     answers      requests       paths          ops
-//!   inbound   admission,   send, retrans- lookup phase,  lifecycle,
-//!   requests, settling a   mit, timers    per-kind next  public
-//!   tokens    request                     phase          operations
+//!                 node (types, Node, new, getters, next_timer)
+//!   ┌───────────┬────────────┬───────┴─────┬──────────────┬───────────┐
+//!   serve     answers      requests       paths          ops         join
+//!   inbound   admission,   send, retrans- lookup phase,  lifecycle,  pings to
+//!   requests, settling a   mit, timers    per-kind next  public      bootstrap
+//!   tokens    request                     phase          operations  addresses
 //! ```
 //!
 //! (The parts call each other's methods on `Node`; only the declarations are shared.)
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
 
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
@@ -71,6 +77,7 @@ use super::store::{RecordRefused, RecordStore, Restored, StoreChange, StoreConfi
 use super::table::{Insert, RoutingTable, TableConfig};
 
 mod answers;
+mod join;
 mod ops;
 mod paths;
 mod requests;
@@ -98,6 +105,34 @@ pub struct Contact<P> {
     pub subnet: Subnet,
     pub free_space: u64,
     pub data: P,
+}
+
+/// A node to reach at an address before any record of it is known (a bootstrap entry):
+/// `id`, when known, is the node that must answer there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Dial {
+    pub id: Option<NodeId>,
+    pub addr: SocketAddr,
+}
+
+/// What a join pings (see [`Node::join`]).
+#[derive(Debug, Clone, Default)]
+pub struct JoinPlan {
+    /// Pinged first, all at once (the configured bootstrap entries).
+    pub entries: Vec<Dial>,
+    /// Pinged next, all at once, only when fewer than `min_answers` of `entries`
+    /// answered (nodes remembered from before).
+    pub fallback: Vec<Dial>,
+    pub min_answers: usize,
+}
+
+/// A join ping that brought no answer that counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missed {
+    pub dial: Dial,
+    /// The answer broke a rule every answer passes; `None`: no answer (the driver knows
+    /// why).
+    pub bad: Option<BadAnswer>,
 }
 
 /// Protocol parameters. The defaults are the production values.
@@ -246,14 +281,22 @@ pub enum BadAnswer {
 }
 
 impl<P> Answer<P> {
-    /// The rules every answer passes before anything in it counts, for the core's
-    /// requests and the driver's join pings alike: it comes from the node asked, and it
-    /// names at most [`MAX_CLOSER_NODES`] closer nodes. An answer over that bound is
-    /// refused whole rather than cut down: a node that breaks the protocol's bound is not
-    /// trusted to have put its honest nodes first, and keeping part of its answer would
-    /// let it pick which of its nodes get in.
+    /// The rules every answer passes before anything in it counts, for requests to a
+    /// node and join pings alike: it comes from the node asked, and it names at most
+    /// [`MAX_CLOSER_NODES`] closer nodes. An answer over that bound is refused whole
+    /// rather than cut down: a node that breaks the protocol's bound is not trusted to
+    /// have put its honest nodes first, and keeping part of its answer would let it pick
+    /// which of its nodes get in.
     pub fn check(&self, asked: &NodeId) -> Result<(), BadAnswer> {
-        if self.responder.id != *asked {
+        self.check_from(Some(asked))
+    }
+
+    /// [`Answer::check`] for a request whose node may be unknown (a join ping to a bare
+    /// address): then any responder may answer.
+    pub fn check_from(&self, asked: Option<&NodeId>) -> Result<(), BadAnswer> {
+        if let Some(asked) = asked
+            && self.responder.id != *asked
+        {
             return Err(BadAnswer::WrongResponder {
                 asked: *asked,
                 answered: self.responder.id,
@@ -325,6 +368,13 @@ pub enum Outcome<P> {
     Bootstrapped {
         table: usize,
     },
+    /// No join ping was answered and the table is empty: `entries` and `fallback`
+    /// entries were pinged, and these brought nothing.
+    JoinFailed {
+        entries: usize,
+        fallback: usize,
+        missed: Vec<Missed>,
+    },
     /// One crawl step finished.
     Crawled,
 }
@@ -356,6 +406,13 @@ pub enum Output<P> {
         data: P,
         request: Request,
     },
+    /// Send `request` to whoever answers at `dial.addr` (a join ping: no record of
+    /// that node is known), again if `req` was sent before.
+    Dial {
+        req: ReqId,
+        dial: Dial,
+        request: Request,
+    },
     /// Operation `op` finished.
     Done {
         op: OpId,
@@ -382,12 +439,41 @@ enum Purpose {
     ReplicateGet,
     /// A record given to a holder that lacked it.
     Repair,
+    /// A join's ping to a bootstrap entry.
+    Join,
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone)]
+enum Dest<P> {
+    /// A node this one holds a record of.
+    Node { id: NodeId, data: P },
+    /// A bare address (only a join's pings).
+    Addr(Dial),
+}
+
+impl<P: Clone> Dest<P> {
+    /// The output that sends `request` as request `req` here.
+    fn output(&self, req: ReqId, request: Request) -> Output<P> {
+        match self {
+            Dest::Node { id, data } => Output::Send {
+                req,
+                to: *id,
+                data: data.clone(),
+                request,
+            },
+            Dest::Addr(dial) => Output::Dial {
+                req,
+                dial: *dial,
+                request,
+            },
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Pending<P> {
-    to: NodeId,
-    data: P,
+    dest: Dest<P>,
     request: Request,
     op: Option<OpId>,
     purpose: Purpose,
@@ -448,6 +534,17 @@ enum OpKind<P> {
         spares: VecDeque<(NodeId, P)>,
     },
     Crawl,
+    /// Pinging bootstrap entries (then it becomes a `Bootstrap`).
+    Join {
+        /// Pinged when too few entries answered; emptied once pinged.
+        fallback: Vec<Dial>,
+        min_answers: usize,
+        answered: usize,
+        entries: usize,
+        /// Fallback entries pinged.
+        fallback_tried: usize,
+        missed: Vec<Missed>,
+    },
 }
 
 #[derive(Debug)]

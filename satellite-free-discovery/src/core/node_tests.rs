@@ -699,7 +699,10 @@ fn a_put_that_fails_on_one_of_the_k_closest_goes_to_the_next_closest() {
     let req_to = |n: &Node<u32>, id: NodeId| {
         n.pending
             .iter()
-            .find(|(_, p)| p.to == id && matches!(p.request, Request::PutRecord { .. }))
+            .find(|(_, p)| {
+                matches!(p.dest, Dest::Node { id: to, .. } if to == id)
+                    && matches!(p.request, Request::PutRecord { .. })
+            })
             .map(|(r, _)| *r)
             .unwrap()
     };

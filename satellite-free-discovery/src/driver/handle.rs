@@ -1,6 +1,8 @@
 //! The public face of a running DHT: [`DhtHandle`]'s operations, getters and shutdown.
 
 use super::*;
+use crate::core::membership;
+use crate::core::node::{Dial, JoinPlan};
 
 impl DhtHandle {
     /// The Discovery gRPC service to mount on the host's tonic server.
@@ -10,12 +12,12 @@ impl DhtHandle {
             .max_encoding_message_size(MAX_DISCOVERY_MESSAGE)
     }
 
-    /// Joins the network: pings the configured bootstrap entries and, when fewer than
-    /// [`MIN_JOIN_ANSWERS`] of them answer, up to [`MAX_REMEMBERED_TRIES`] of the nodes
-    /// verified before (persisted, newest first), each with the usual deadline; then
-    /// looks up our own id and refreshes every bucket. Returns the routing-table size.
-    /// Fails, naming every node tried and why, only when nobody answered and the table
-    /// is empty.
+    /// Joins the network (the core's join, [`crate::core::node::Node::join`]): pings the
+    /// configured bootstrap entries and, when fewer than [`MIN_JOIN_ANSWERS`] of them
+    /// answer, up to [`MAX_REMEMBERED_TRIES`] of the nodes verified before (persisted,
+    /// newest first); then looks up our own id and refreshes every bucket. Returns the
+    /// routing-table size. Fails, naming every node tried and why, only when nobody
+    /// answered and the table is empty.
     pub async fn bootstrap(&self) -> Result<usize, DhtError> {
         let inner = &self.inner;
         // What the store kept must be read before the remembered peers are known.
@@ -24,41 +26,29 @@ impl DhtHandle {
             return Err(DhtError::Shutdown);
         }
         let configured = inner.config.bootstrap.clone();
-        let mut tried: Vec<String> = Vec::new();
-        let mut answered = inner.ping_all(&configured, &mut tried).await;
-        let mut remembered_tried = 0;
-        if answered < MIN_JOIN_ANSWERS {
-            let local = inner.identity.node_id();
-            let candidates: Vec<(NodeId, SocketAddr)> = lock(&inner.remembered)
+        let local = inner.identity.node_id();
+        let fallback: Vec<Dial> = lock(&inner.remembered)
+            .iter()
+            .filter_map(|p| Some((p.record.node_id(), dial_addr(&p.record)?)))
+            .filter(|(id, addr)| *id != local && !configured.contains(&(*id, *addr)))
+            .take(MAX_REMEMBERED_TRIES)
+            .map(|(id, addr)| Dial { id: Some(id), addr })
+            .collect();
+        let plan = JoinPlan {
+            entries: configured
                 .iter()
-                .filter_map(|p| Some((p.record.node_id(), dial_addr(&p.record)?)))
-                .filter(|(id, addr)| *id != local && !configured.contains(&(*id, *addr)))
-                .take(MAX_REMEMBERED_TRIES)
-                .collect();
-            remembered_tried = candidates.len();
-            if !candidates.is_empty() {
-                let n = inner.ping_all(&candidates, &mut tried).await;
-                if n > 0 {
-                    tracing::info!(
-                        answered = n,
-                        tried = candidates.len(),
-                        "joining through nodes remembered from before"
-                    );
-                }
-                answered += n;
-            }
-        }
-        if answered == 0 && lock(&inner.node).table().is_empty() {
-            if tried.is_empty() {
-                return Err(DhtError::NoPeers);
-            }
-            return Err(DhtError::BootstrapFailed {
-                configured: configured.len(),
-                remembered: remembered_tried,
-                reasons: tried.join("; "),
-            });
-        }
-        match inner.op(|n, now, unix| n.bootstrap(now, unix)).await? {
+                .map(|(id, addr)| Dial {
+                    id: Some(*id),
+                    addr: *addr,
+                })
+                .collect(),
+            fallback,
+            min_answers: MIN_JOIN_ANSWERS,
+        };
+        match inner
+            .op(move |n, now, unix| n.join(now, unix, plan))
+            .await?
+        {
             Outcome::Bootstrapped { table } => Ok(table),
             _ => Err(DhtError::NoPeers),
         }
@@ -135,7 +125,7 @@ impl DhtHandle {
 
     /// Stops republishing the record under `key`.
     pub fn forget_record(&self, key: &RecordKey) {
-        self.inner.with_node(|n, _, _| n.forget_record(key));
+        self.inner.forget(*key);
     }
 
     /// The newest live record under `key` held by the k closest nodes, read along
@@ -163,23 +153,32 @@ impl DhtHandle {
         max_age: std::time::Duration,
     ) -> Vec<MemberInfo> {
         let now = self.inner.now();
-        let node = lock(&self.inner.node);
-        let Some(members) = node.members() else {
+        let view = self.inner.view();
+        let Some(members) = &view.members else {
             return Vec::new();
         };
-        members
-            .sample(n, min_free_space, ms(max_age), now, &mut rand::rng())
-            .into_iter()
-            .map(|m| self.inner.member_info(m))
-            .collect()
+        membership::sample(
+            members,
+            n,
+            min_free_space,
+            ms(max_age),
+            now,
+            &mut rand::rng(),
+        )
+        .into_iter()
+        .map(|m| self.inner.member_info(m))
+        .collect()
     }
 
     /// Every known member with when it last answered.
     pub fn members(&self) -> Vec<MemberInfo> {
-        let node = lock(&self.inner.node);
-        node.members()
-            .map(|m| m.iter().map(|m| self.inner.member_info(m)).collect())
-            .unwrap_or_default()
+        self.inner
+            .view()
+            .members
+            .iter()
+            .flatten()
+            .map(|m| self.inner.member_info(m))
+            .collect()
     }
 
     /// Runs `n` crawl steps now (the background crawler does this at its bounded rate).
@@ -198,20 +197,17 @@ impl DhtHandle {
 
     /// The routing table's entries.
     pub fn table(&self) -> Vec<TableEntry> {
-        lock(&self.inner.node)
-            .table()
+        self.inner
+            .view()
+            .table
             .iter()
-            .map(|e| TableEntry {
-                record: e.data.clone(),
-                subnet: e.subnet,
-                failures: e.failures,
-            })
+            .map(|(e, _)| e.clone())
             .collect()
     }
 
     /// Dial-backs and liveness checks still running.
     pub fn pending_dialbacks(&self) -> usize {
-        lock(&self.inner.node).dialing()
+        self.inner.view().dialing
     }
 
     /// The currently signed local record (node mode).
@@ -244,16 +240,8 @@ impl DhtHandle {
         if let Some(t) = task {
             let _ = t.await;
         }
-        // The record store's last changes go to the writer, which writes them and the
-        // known peers, then ends.
-        if let Some(tx) = &self.inner.persist_tx {
-            let mut node = lock(&self.inner.node);
-            while let Some(o) = node.poll_output() {
-                if let crate::core::node::Output::Store(c) = o {
-                    let _ = tx.send(c);
-                }
-            }
-        }
+        // The task handed the record store's last changes to the writer, which writes
+        // them and the known peers, then ends.
         self.inner.writer_stop.cancel();
         let writer = lock(&self.inner.writer).take();
         if let Some(w) = writer

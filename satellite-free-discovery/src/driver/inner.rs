@@ -1,6 +1,6 @@
 //! The state the driver shares between its task, the Discovery service and the handle:
-//! the clock, the signed local record, the record checks and their cache, the join
-//! pings and the known peers.
+//! the clock, the signed local record, the record checks and their cache, and the known
+//! peers.
 
 use super::*;
 
@@ -24,18 +24,6 @@ impl Inner {
         shoal_proto::time::unix_ms().saturating_sub(age)
     }
 
-    /// Runs `f` on the node (never across an await), then wakes the task to send what
-    /// it queued.
-    pub(crate) fn with_node<R>(&self, f: impl FnOnce(&mut Node<Peer>, u64, u64) -> R) -> R {
-        let r = f(
-            &mut lock(&self.node),
-            self.now(),
-            shoal_proto::time::unix_ms(),
-        );
-        self.wake.notify_one();
-        r
-    }
-
     /// Has the task start an operation and waits for its outcome.
     pub(super) async fn op(
         &self,
@@ -43,15 +31,26 @@ impl Inner {
     ) -> Result<Outcome<Peer>, DhtError> {
         let (reply, rx) = oneshot::channel();
         self.cmds
-            .send(Cmd {
+            .send(Cmd::Op {
                 start: Box::new(start),
                 reply,
             })
             .map_err(|_| DhtError::Shutdown)?;
-        match rx.await.map_err(|_| DhtError::Shutdown)? {
+        match rx.await.map_err(|_| DhtError::Shutdown)?? {
             Outcome::NoPeers => Err(DhtError::NoPeers),
             o => Ok(o),
         }
+    }
+
+    /// Has the task stop republishing the record under `key`.
+    pub(super) fn forget(&self, key: RecordKey) {
+        // After a shutdown nothing is republished anyway.
+        let _ = self.cmds.send(Cmd::Forget(key));
+    }
+
+    /// What the getters read, as the task last published it.
+    pub(crate) fn view(&self) -> Arc<super::snapshot::Snapshot> {
+        self.view.borrow().clone()
     }
 
     pub(super) fn member_info(&self, m: &crate::core::membership::Member<Peer>) -> MemberInfo {
@@ -136,33 +135,6 @@ impl Inner {
         lock(&self.local).clone()
     }
 
-    /// Pings every `(id, addr)` at once, each with the usual deadline; reports who
-    /// answered to the node and each failure into `tried`. Returns how many answered.
-    pub(super) async fn ping_all(
-        &self,
-        peers: &[(NodeId, SocketAddr)],
-        tried: &mut Vec<String>,
-    ) -> usize {
-        let pings = peers
-            .iter()
-            .map(|(id, addr)| async move { (*id, *addr, self.ping(*addr, *id).await) });
-        let mut answered = 0;
-        for (id, addr, result) in futures::future::join_all(pings).await {
-            match result {
-                Ok(peer) => {
-                    answered += 1;
-                    let at_advertised = dial_addr(&peer) == Some(addr);
-                    self.with_node(|n, now, _| n.on_contact(now, contact(&peer), at_advertised));
-                }
-                Err(e) => {
-                    tracing::warn!(%addr, node = %id, error = %e, "node did not answer the join");
-                    tried.push(format!("{id}@{addr}: {e}"));
-                }
-            }
-        }
-        answered
-    }
-
     /// See [`DhtHandle::known_peers`].
     pub(crate) fn known_peers(&self, limit: usize) -> Vec<KnownPeer> {
         let mut best: HashMap<NodeId, KnownPeer> = HashMap::new();
@@ -182,16 +154,14 @@ impl Inner {
             }
         };
         {
-            let node = lock(&self.node);
+            let view = self.view();
             // Table entries were admitted only after answering at their address.
-            for e in node.table().iter().filter(|e| e.failures == 0) {
-                offer(&e.data, self.unix_of(e.last_seen));
+            for (e, seen) in view.table.iter().filter(|(e, _)| e.failures == 0) {
+                offer(&e.record, self.unix_of(*seen));
             }
-            if let Some(m) = node.members() {
-                for m in m.iter() {
-                    if let Some(seen) = m.last_seen {
-                        offer(&m.data, self.unix_of(seen));
-                    }
+            for m in view.members.iter().flatten() {
+                if let Some(seen) = m.last_seen {
+                    offer(&m.data, self.unix_of(seen));
                 }
             }
         }

@@ -6,14 +6,16 @@
 //! `watch` channel; an uplink starts in [`Mode::Client`], sends no sender record and so
 //! never enters anyone's table.
 //!
-//! One task ([`task::run`]) drives the node: it starts the operations the handle asks
-//! for, sends the requests the node queues (each a future it polls), feeds their answers
-//! and the node's timers back in, and hands finished operations to their callers. The
-//! node sits behind a single mutex only so that the Discovery service can answer a
-//! request and the handle's synchronous getters can read, each in a short critical
-//! section that never awaits; no protocol rule lives here. What remains at this edge:
-//! checking signatures and proof of work of what arrives, client channels, the signed
-//! local record, and metrics.
+//! One task ([`task::run`]) owns the node and is the only one to touch it: it starts the
+//! operations the handle asks for (a join too: [`crate::core::node::Node::join`]), takes
+//! the requests the Discovery service received (over a bounded queue, each with a
+//! oneshot for the answer; a full queue is answered `RESOURCE_EXHAUSTED`), sends the
+//! requests the node queues (each a future it polls), feeds their answers and the node's
+//! timers back in, and hands finished operations to their callers. After the steps that
+//! may change them it publishes what the handle's synchronous getters read (table,
+//! membership, dial-backs: [`snapshot::Snapshot`]). No protocol rule lives here. What
+//! remains at this edge: checking signatures and proof of work of what arrives, the
+//! request budget per peer, client channels, the signed local record, and metrics.
 //!
 //! Its modules and the direction of their imports (each arrow: "uses"). The parts use
 //! this module's declarations; this module only starts them (`Dht::start`); apart from
@@ -21,13 +23,14 @@
 //! `crate::`/`super::` paths):
 //!
 //! ```text
-//!   mod (Dht::start, Inner, helpers) ──> task, service, persist, config
-//!   handle  ──> mod, persist          the public operations; shutdown
-//!   task    ──> mod, persist          the one task that drives the node
-//!   service ──> mod, rpc              the Discovery gRPC service (rpc: write tokens)
-//!   inner   ──> mod                   shared state, record checks, join pings, known peers
-//!   rpc     ──> mod                   outgoing calls and the checks of what they bring
-//!   config  ──> persist               settings;  persist ──> mod: the store
+//!   mod (Dht::start, Inner, helpers) ──> task, service, persist, config, snapshot
+//!   handle   ──> mod, persist, snapshot  the public operations; shutdown
+//!   task     ──> mod, persist, snapshot  the one task that owns and drives the node
+//!   service  ──> mod, rpc                the Discovery gRPC service (rpc: write tokens)
+//!   inner    ──> mod, snapshot           shared state, record checks, known peers
+//!   snapshot ──> mod                     what the getters read, published by the task
+//!   rpc      ──> mod                     outgoing calls and the checks of what they bring
+//!   config   ──> persist                 settings;  persist ──> mod: the store
 //!   every one ──> crate::core, crate::error, crate::metrics (never the other way)
 //! ```
 
@@ -37,6 +40,7 @@ mod inner;
 mod persist;
 mod rpc;
 mod service;
+mod snapshot;
 mod task;
 
 use std::collections::HashMap;
@@ -49,7 +53,7 @@ use shoal_proto::messages::{MutableRecord, NodeRecord};
 use shoal_proto::pb::discovery_client::DiscoveryClient;
 use shoal_proto::pb::discovery_server::DiscoveryServer;
 use shoal_proto::{Identity, NodeId, RecordKey, Signed, pb};
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -64,9 +68,9 @@ pub use service::DiscoveryService;
 use crate::core::key::Subnet;
 use crate::core::lookup::PeerData;
 pub use crate::core::node::PutReport;
-use crate::core::node::{Contact, Node, NodeConfig, OpId, Outcome, PutError};
+use crate::core::node::{self as core_node, Contact, Node, NodeConfig, OpId, Outcome, PutError};
 use crate::core::rate::RateLimiter;
-use crate::core::store::StoreChange;
+use crate::core::store::{RecordRefused, StoreChange};
 use crate::core::verified::VerifiedCache;
 use crate::error::{DhtError, ServeError};
 use crate::metrics::Metrics;
@@ -77,6 +81,10 @@ pub(crate) const MAX_DISCOVERY_MESSAGE: usize = 64 * 1024;
 
 /// A verified node record, shared.
 pub type Peer = Arc<Signed<NodeRecord>>;
+
+/// Requests the Discovery service may have waiting for the driver task; one more is
+/// answered `RESOURCE_EXHAUSTED` (the per-peer budget keeps any one peer far below).
+const MAX_QUEUED_REQUESTS: usize = 1024;
 
 /// Node records remembered as checked (per generation; see [`VerifiedCache`]): enough for
 /// every record a node meets in a network of thousands, ~100 bytes each.
@@ -198,6 +206,7 @@ impl Dht {
             rng.random(),
         );
         let (cmds, rx) = mpsc::unbounded_channel();
+        let (inbound, inbound_rx) = mpsc::channel(MAX_QUEUED_REQUESTS);
         let (persist_tx, persist_rx) = match &config.persistence {
             Some(_) => {
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -206,8 +215,8 @@ impl Dht {
             None => (None, None),
         };
         let inner = Arc::new(Inner {
-            node: Mutex::new(node),
-            wake: Notify::new(),
+            view: watch::channel(Arc::new(snapshot::Snapshot::of(&node))).0,
+            inbound,
             cmds,
             channels: Mutex::new(HashMap::new()),
             verified: Mutex::new(VerifiedCache::new(VERIFIED_RECORDS)),
@@ -241,7 +250,7 @@ impl Dht {
             ));
             *lock(&inner.writer) = Some(writer);
         }
-        let handle = tokio::spawn(task::run(inner.clone(), rx, fields));
+        let handle = tokio::spawn(task::run(inner.clone(), node, rx, inbound_rx, fields));
         *lock(&inner.task) = Some(handle);
         Ok(DhtHandle { inner })
     }
@@ -289,17 +298,32 @@ pub(crate) fn ms(d: std::time::Duration) -> u64 {
 /// Starts an operation on the node; returns its id.
 pub(crate) type Start = Box<dyn FnOnce(&mut Node<Peer>, u64, u64) -> OpId + Send>;
 
-/// A request to the driver task.
-pub(crate) struct Cmd {
-    pub start: Start,
-    pub reply: oneshot::Sender<Outcome<Peer>>,
+/// A request from the handle to the driver task.
+pub(crate) enum Cmd {
+    /// Start an operation; its outcome (a failed join: the error naming every entry
+    /// tried) goes to `reply`.
+    Op {
+        start: Start,
+        reply: oneshot::Sender<Result<Outcome<Peer>, DhtError>>,
+    },
+    /// Stop republishing the record under this key.
+    Forget(RecordKey),
+}
+
+/// A request the Discovery service received and checked, for the driver task to answer.
+pub(crate) struct Inbound {
+    pub sender: Option<Contact<Peer>>,
+    /// Who a write token is bound to (the peer's IP address).
+    pub requester: Vec<u8>,
+    pub request: core_node::Request,
+    pub reply: oneshot::Sender<Result<core_node::Response<Peer>, RecordRefused>>,
 }
 
 pub(crate) struct Inner {
-    /// The protocol state machine, driven by the task.
-    pub(crate) node: Mutex<Node<Peer>>,
-    /// Tells the task the node queued outputs outside its loop (a served request).
-    pub(crate) wake: Notify,
+    /// What the handle's getters read; only the driver task, the node's owner, writes it.
+    pub(crate) view: watch::Sender<Arc<snapshot::Snapshot>>,
+    /// Requests for the driver task to answer (bounded: see [`MAX_QUEUED_REQUESTS`]).
+    pub(crate) inbound: mpsc::Sender<Inbound>,
     cmds: mpsc::UnboundedSender<Cmd>,
     identity: Arc<Identity>,
     pub(crate) config: DhtConfig,

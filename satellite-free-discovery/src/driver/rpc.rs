@@ -116,34 +116,9 @@ impl Inner {
         }
     }
 
-    /// Pings node `id` at `addr`: the TLS handshake and the signed answer must both come
-    /// from that node.
-    pub(crate) async fn ping(&self, addr: SocketAddr, id: NodeId) -> Result<Peer, DhtError> {
-        let mut client = self.client(id, addr)?;
-        let req = pb::PingRequest {
-            sender: self.sender(),
-        };
-        let res = tokio::time::timeout(self.config.max_timeout, client.ping(req))
-            .await
-            .map_err(|_| DhtError::Timeout { addr })?
-            .map_err(|s| self.rpc_error(id, addr, s))?
-            .into_inner();
-        let peer = self.check_responder(addr, res.responder)?;
-        let answer = Answer {
-            responder: contact(&peer),
-            at_advertised: dial_addr(&peer) == Some(addr),
-            response: Response::Pong,
-        };
-        answer.check(&id).map_err(|e| DhtError::BadResponse {
-            addr,
-            reason: e.to_string(),
-        })?;
-        Ok(peer)
-    }
-
     /// Sends `request` to node `to` (`data`: its record) and checks the answer: well
-    /// formed and signed (the core checks it is from that node and bounded). A refusal of a PutRecord is told apart
-    /// from a failure by its gRPC code.
+    /// formed and signed (the core checks it is from that node and bounded). A refusal
+    /// of a PutRecord is told apart from a failure by its gRPC code.
     pub(crate) async fn call(
         &self,
         to: NodeId,
@@ -153,21 +128,37 @@ impl Inner {
         let Some(addr) = dial_addr(data) else {
             return Err(Failure::Unreachable);
         };
+        self.call_at(addr, to, request).await.map_err(|(f, _)| f)
+    }
+
+    /// Sends `request` to node `to` at `addr` (a join ping: no record of it yet; the TLS
+    /// handshake must come from `to`). A failure comes with the error that says why.
+    pub(crate) async fn call_at(
+        &self,
+        addr: SocketAddr,
+        to: NodeId,
+        request: Request,
+    ) -> Result<Answer<Peer>, (Failure, DhtError)> {
         let (responder, response) = match self.exchange(addr, to, request).await {
             Ok(r) => r,
-            // How a failed call is read is `shoal_proto::call`'s rule, shared with the
-            // uplink.
-            Err(DhtError::Rpc { status, .. })
-                if CallFailure::of(&status) == CallFailure::Refused =>
-            {
-                return Err(Failure::Refused {
-                    compare_and_swap: status.code() == tonic::Code::Aborted,
-                    reason: status.message().to_string(),
-                });
-            }
             Err(e) => {
-                tracing::debug!(%addr, node = %to, error = %e, "request failed");
-                return Err(Failure::Unreachable);
+                // How a failed call is read is `shoal_proto::call`'s rule, shared with
+                // the uplink.
+                let failure = match &e {
+                    DhtError::Rpc { status, .. }
+                        if CallFailure::of(status) == CallFailure::Refused =>
+                    {
+                        Failure::Refused {
+                            compare_and_swap: status.code() == tonic::Code::Aborted,
+                            reason: status.message().to_string(),
+                        }
+                    }
+                    _ => {
+                        tracing::debug!(%addr, node = %to, error = %e, "request failed");
+                        Failure::Unreachable
+                    }
+                };
+                return Err((failure, e));
             }
         };
         Ok(Answer {

@@ -1,15 +1,18 @@
-//! The Discovery gRPC service: every request is checked at the edge (wire form,
-//! signatures, proof of work), then answered by the core.
+//! The Discovery gRPC service: every request is checked at the edge (budget per peer,
+//! wire form, signatures, proof of work), then answered by the core, through the driver
+//! task that owns it.
 
 use std::sync::Arc;
 
 use shoal_proto::messages::MutableRecord;
 use shoal_proto::pb::discovery_server::Discovery;
 use shoal_proto::{RecordKey, Signed, pb};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
 use super::rpc::{token_from, token_into};
-use super::{Inner, Peer, contact};
+use super::{Inbound, Inner, Peer, contact};
 use crate::core::node::{self, Contact};
 use crate::error::ServeError;
 
@@ -64,16 +67,26 @@ impl DiscoveryService {
             .ok_or(ServeError::NotReady)
     }
 
-    /// Hands a checked request to the node.
-    fn serve(
+    /// Hands a checked request to the driver task, which has the node answer it. When
+    /// the task has too many waiting, the request is refused at once.
+    async fn serve(
         &self,
         sender: Option<Contact<Peer>>,
-        requester: &[u8],
+        requester: Vec<u8>,
         request: node::Request,
     ) -> Result<node::Response<Peer>, ServeError> {
-        Ok(self
-            .inner
-            .with_node(|n, now, unix| n.handle_request(now, unix, sender, requester, request))?)
+        let (reply, rx) = oneshot::channel();
+        let inbound = Inbound {
+            sender,
+            requester,
+            request,
+            reply,
+        };
+        self.inner.inbound.try_send(inbound).map_err(|e| match e {
+            TrySendError::Full(_) => ServeError::Busy,
+            TrySendError::Closed(_) => ServeError::ShutDown,
+        })?;
+        Ok(rx.await.map_err(|_| ServeError::ShutDown)??)
     }
 }
 
@@ -104,7 +117,7 @@ impl Discovery for DiscoveryService {
         let req = req.into_inner();
         let sender = self.sender(req.sender)?;
         let responder = self.responder()?;
-        self.serve(sender, &who, node::Request::Ping)?;
+        self.serve(sender, who, node::Request::Ping).await?;
         Ok(Response::new(pb::PingResponse {
             responder: Some(responder),
         }))
@@ -120,7 +133,10 @@ impl Discovery for DiscoveryService {
         let target = key32("target", &req.target)?;
         let sender = self.sender(req.sender)?;
         let responder = self.responder()?;
-        let closer = match self.serve(sender, &who, node::Request::FindNode { target })? {
+        let closer = match self
+            .serve(sender, who, node::Request::FindNode { target })
+            .await?
+        {
             node::Response::Nodes { closer } => records(closer),
             _ => Vec::new(),
         };
@@ -140,19 +156,21 @@ impl Discovery for DiscoveryService {
         let key = RecordKey(key32("key", &req.key)?);
         let sender = self.sender(req.sender)?;
         let responder = self.responder()?;
-        let (record, closer, token) =
-            match self.serve(sender, &who, node::Request::GetRecord { key })? {
-                node::Response::Record {
-                    record,
-                    closer,
-                    token,
-                } => (
-                    record.map(|r| pb::MutableRecord::from(&r)),
-                    records(closer),
-                    token,
-                ),
-                _ => (None, Vec::new(), None),
-            };
+        let (record, closer, token) = match self
+            .serve(sender, who, node::Request::GetRecord { key })
+            .await?
+        {
+            node::Response::Record {
+                record,
+                closer,
+                token,
+            } => (
+                record.map(|r| pb::MutableRecord::from(&r)),
+                records(closer),
+                token,
+            ),
+            _ => (None, Vec::new(), None),
+        };
         let mut res = Response::new(pb::GetRecordResponse {
             responder: Some(responder),
             record,
@@ -185,13 +203,14 @@ impl Discovery for DiscoveryService {
         let responder = self.responder()?;
         self.serve(
             sender,
-            &who,
+            who,
             node::Request::PutRecord {
                 record,
                 expected_seq: req.expected_seq,
                 token,
             },
-        )?;
+        )
+        .await?;
         Ok(Response::new(pb::PutRecordResponse {
             responder: Some(responder),
         }))

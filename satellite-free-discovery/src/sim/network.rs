@@ -1,6 +1,8 @@
-//! The simulated network: nodes and their positions, delivery with latency and loss,
-//! the liars' answers, and the driver's part of a join (bootstrap pings to bare
-//! addresses, then the node's bootstrap).
+//! The simulated network: nodes, their addresses and positions, delivery with latency
+//! and loss, the liars' answers, and starting a join (the node's own operation, pinging
+//! the addresses of its bootstrap list).
+
+use std::net::{Ipv6Addr, SocketAddr};
 
 use super::*;
 
@@ -80,8 +82,6 @@ impl Sim {
             alive: true,
             joined: false,
             liar,
-            booted: false,
-            boot_answers: 0,
             node: Box::new(node),
             ticks: Vec::new(),
         });
@@ -167,7 +167,13 @@ impl Sim {
             match o {
                 Output::Send {
                     req, data, request, ..
-                } => self.transmit(idx, data, req, request, false),
+                } => self.transmit(idx, data, req, request),
+                Output::Dial { req, dial, request } => {
+                    // Nobody is at an address the simulator never gave out: no answer.
+                    if let Some(to) = idx_at(dial.addr) {
+                        self.transmit(idx, to, req, request);
+                    }
+                }
                 Output::Done { op, outcome } => self.done(idx, op, outcome),
                 Output::Note(_) | Output::Store(_) => {}
             }
@@ -187,14 +193,7 @@ impl Sim {
         }
     }
 
-    pub(super) fn transmit(
-        &mut self,
-        from: u32,
-        to: u32,
-        req: ReqId,
-        request: Request,
-        boot: bool,
-    ) {
+    pub(super) fn transmit(&mut self, from: u32, to: u32, req: ReqId, request: Request) {
         self.messages += 1;
         self.by_kind[match request {
             Request::FindNode { .. } => 0,
@@ -216,19 +215,11 @@ impl Sim {
                 to,
                 req,
                 request: Box::new(request),
-                boot,
             },
         );
     }
 
-    pub(super) fn on_deliver(
-        &mut self,
-        from: u32,
-        to: u32,
-        req: ReqId,
-        request: Request,
-        boot: bool,
-    ) {
+    pub(super) fn on_deliver(&mut self, from: u32, to: u32, req: ReqId, request: Request) {
         if !self.nodes[to as usize].alive {
             return;
         }
@@ -262,7 +253,6 @@ impl Sim {
                 to: from,
                 req,
                 result: Box::new(result),
-                boot,
             },
         );
     }
@@ -311,27 +301,12 @@ impl Sim {
         to: u32,
         req: ReqId,
         result: Result<Response<u32>, Failure>,
-        boot: bool,
     ) {
         if !self.nodes[to as usize].alive {
             return;
         }
         let (now, unix) = (self.now, self.unix());
         let responder = self.contact(from);
-        if boot {
-            if self.nodes[to as usize].booted || result.is_err() {
-                return;
-            }
-            // A bootstrap ping was answered: the driver tells the node, and joins once
-            // every bootstrap node answered (or at the next retry, if some did).
-            let n = &mut self.nodes[to as usize];
-            n.boot_answers += 1;
-            n.node.on_contact(now, responder, true);
-            if n.boot_answers >= self.cfg.bootstrap_peers {
-                self.start_join(to);
-            }
-            return;
-        }
         let answer = result.map(|response| Answer {
             responder,
             at_advertised: true,
@@ -343,13 +318,35 @@ impl Sim {
         self.drain(to);
     }
 
-    /// The driver's join, once bootstrap nodes answered: the node's bootstrap.
-    pub(super) fn start_join(&mut self, idx: u32) {
+    /// Node `idx` joins through the addresses of `boots` (the node's own operation).
+    pub(super) fn start_join(&mut self, idx: u32, boots: &[u32]) {
         let (now, unix) = (self.now, self.unix());
-        let n = &mut self.nodes[idx as usize];
-        n.booted = true;
-        let op = n.node.bootstrap(now, unix);
+        let entries = boots
+            .iter()
+            .map(|b| Dial {
+                id: Some(self.nodes[*b as usize].id),
+                addr: addr_of(*b),
+            })
+            .collect();
+        let plan = JoinPlan {
+            entries,
+            ..JoinPlan::default()
+        };
+        let op = self.nodes[idx as usize].node.join(now, unix, plan);
         self.ops.insert((idx, op), SimOp::Join);
         self.drain(idx);
+    }
+}
+
+/// The address of node `idx` in the simulated network: its index, as an IPv6 address.
+pub(super) fn addr_of(idx: u32) -> SocketAddr {
+    SocketAddr::from((Ipv6Addr::from(u128::from(idx)), 1))
+}
+
+/// The node at `addr`, if the simulator gave it out.
+pub(super) fn idx_at(addr: SocketAddr) -> Option<u32> {
+    match addr {
+        SocketAddr::V6(a) if a.port() == 1 => u32::try_from(u128::from(*a.ip())).ok(),
+        _ => None,
     }
 }

@@ -9,6 +9,10 @@ impl Sim {
             return;
         };
         match (what, outcome) {
+            // Nobody of its bootstrap list answered: another list, a little later.
+            (SimOp::Join, Outcome::JoinFailed { .. }) => {
+                self.at(self.now + BOOT_RETRY_MS, Ev::BootPing(idx));
+            }
             (SimOp::Join, _) => self.nodes[idx as usize].joined = true,
             (SimOp::Measured { target, target_idx }, outcome) => {
                 let (results, hops) = match outcome {
@@ -179,15 +183,13 @@ impl Sim {
                 to,
                 req,
                 request,
-                boot,
-            } => self.on_deliver(from, to, req, *request, boot),
+            } => self.on_deliver(from, to, req, *request),
             Ev::Reply {
                 from,
                 to,
                 req,
                 result,
-                boot,
-            } => self.on_reply(from, to, req, *result, boot),
+            } => self.on_reply(from, to, req, *result),
             Ev::Tick(i, t) => {
                 let n = &mut self.nodes[i as usize];
                 n.ticks.retain(|s| *s != t);
@@ -199,13 +201,8 @@ impl Sim {
                 self.drain(i);
             }
             Ev::BootPing(i) => {
-                let n = &self.nodes[i as usize];
-                if !n.alive || n.booted {
+                if !self.nodes[i as usize].alive {
                     return;
-                }
-                if n.boot_answers > 0 {
-                    // Some bootstrap nodes answered, the others did not in time.
-                    return self.start_join(i);
                 }
                 let mut boots: Vec<u32> = Vec::new();
                 for _ in 0..4 * self.cfg.bootstrap_peers.max(1) {
@@ -218,10 +215,7 @@ impl Sim {
                         boots.push(b);
                     }
                 }
-                for boot in boots {
-                    self.transmit(i, boot, 0, Request::Ping, true);
-                }
-                self.at(self.now + BOOT_RETRY_MS, Ev::BootPing(i));
+                self.start_join(i, &boots);
             }
             Ev::Join => {
                 if self.random_live(true, false).is_none() {

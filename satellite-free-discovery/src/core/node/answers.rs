@@ -4,13 +4,14 @@
 use shoal_proto::NodeId;
 
 use super::{
-    Answer, Contact, Failure, Insert, Node, Note, Op, OpKind, Outcome, PeerData, Pending, Purpose,
-    ReqId, Request, Response,
+    Answer, Contact, Dest, Failure, Insert, Node, Note, Op, OpId, OpKind, Outcome, PeerData,
+    Purpose, ReqId, Request, Response,
 };
 
 impl<P: PeerData> Node<P> {
-    /// A node answered us (outside a request of ours, e.g. a bootstrap ping the driver
-    /// sent to a bare address).
+    /// A node answered us outside a request of ours (the simulator fills tables this way
+    /// when it builds a converged network): as an answer to a join ping, it may enter
+    /// the table.
     pub fn on_contact(&mut self, now: u64, contact: Contact<P>, at_advertised: bool) {
         self.observe_answer(now, contact, at_advertised, true);
     }
@@ -96,13 +97,21 @@ impl<P: PeerData> Node<P> {
             return;
         };
         self.timers.remove(&(p.due(self.cfg.retransmits), req));
+        let (to, data) = match p.dest {
+            Dest::Node { id, data } => (id, data),
+            Dest::Addr(dial) => {
+                return self.join_ping_settled(now, unix, dial, p, result);
+            }
+        };
         if matches!(p.purpose, Purpose::DialBack | Purpose::Liveness) {
-            self.dialing.remove(&p.to);
+            self.dialing.remove(&to);
         }
         let answer = match result {
-            Ok(a) if a.check(&p.to).is_ok() => a,
-            Ok(_) => return self.request_failed(now, unix, p, Failure::Unreachable),
-            Err(f) => return self.request_failed(now, unix, p, f),
+            Ok(a) if a.check(&to).is_ok() => a,
+            Ok(_) => {
+                return self.request_failed(now, unix, to, p.purpose, p.op, Failure::Unreachable);
+            }
+            Err(f) => return self.request_failed(now, unix, to, p.purpose, p.op, f),
         };
         // Karn: a retransmitted request gives no clean round-trip sample.
         if p.attempts == 1 {
@@ -147,7 +156,7 @@ impl<P: PeerData> Node<P> {
                 if paths.record.is_some() {
                     paths
                         .held
-                        .insert(p.to, (record.as_ref().map(|r| r.seq), token));
+                        .insert(to, (record.as_ref().map(|r| r.seq), token));
                 }
                 if let Some(r) = record
                     && paths.best.as_ref().is_none_or(|b| r.seq > b.seq)
@@ -162,9 +171,9 @@ impl<P: PeerData> Node<P> {
                         }
                     }
                 }
-                paths.seen.insert(p.to, responder.data);
+                paths.seen.insert(to, responder.data);
                 if let Some(l) = paths.lookups.get_mut(i) {
-                    l.on_success(&p.to, closer.into_iter().map(|c| (c.id, c.data)));
+                    l.on_success(&to, closer.into_iter().map(|c| (c.id, c.data)));
                 }
                 self.advance(op_id, now, unix);
             }
@@ -198,7 +207,7 @@ impl<P: PeerData> Node<P> {
                     },
                     _ => return,
                 };
-                self.send(now, p.to, p.data, put, Some(op_id), Purpose::Put, None);
+                self.send(now, to, data, put, Some(op_id), Purpose::Put, None);
             }
             Purpose::FindPing => {
                 if let Some(op_id) = p.op {
@@ -222,8 +231,8 @@ impl<P: PeerData> Node<P> {
                 {
                     self.send(
                         now,
-                        p.to,
-                        p.data,
+                        to,
+                        data,
                         Request::PutRecord {
                             record: offer,
                             expected_seq: None,
@@ -235,31 +244,40 @@ impl<P: PeerData> Node<P> {
                     );
                 }
             }
-            Purpose::DialBack | Purpose::Liveness | Purpose::Repair => {}
+            Purpose::DialBack | Purpose::Liveness | Purpose::Repair | Purpose::Join => {}
         }
     }
 
-    pub(super) fn request_failed(&mut self, now: u64, unix: u64, p: Pending<P>, f: Failure) {
-        match (&f, p.purpose) {
+    /// Request `purpose` of operation `op` to node `to` failed with `f`.
+    pub(super) fn request_failed(
+        &mut self,
+        now: u64,
+        unix: u64,
+        to: NodeId,
+        purpose: Purpose,
+        op: Option<OpId>,
+        f: Failure,
+    ) {
+        match (&f, purpose) {
             (Failure::Refused { .. }, Purpose::Put | Purpose::PutToken | Purpose::Repair) => {}
-            _ => self.on_failed(&p.to),
+            _ => self.on_failed(&to),
         }
-        match p.purpose {
+        match purpose {
             Purpose::Path(i) => {
-                if let Some(op_id) = p.op {
+                if let Some(op_id) = op {
                     if let Some(l) = self
                         .ops
                         .get_mut(&op_id)
                         .and_then(|o| o.paths.as_mut())
                         .and_then(|ps| ps.lookups.get_mut(i))
                     {
-                        l.on_failure(&p.to);
+                        l.on_failure(&to);
                     }
                     self.advance(op_id, now, unix);
                 }
             }
             Purpose::Put | Purpose::PutToken => {
-                if let Some(op_id) = p.op {
+                if let Some(op_id) = op {
                     let mut replace = None;
                     if let Some(Op {
                         kind:
@@ -285,7 +303,7 @@ impl<P: PeerData> Node<P> {
                                 if compare_and_swap {
                                     *cas += 1;
                                 }
-                                report.refused.push((p.to, reason));
+                                report.refused.push((to, reason));
                                 !compare_and_swap
                             }
                             Failure::Unreachable => {
@@ -332,16 +350,17 @@ impl<P: PeerData> Node<P> {
                 self.note(Note::PeerRefused("unreachable"));
             }
             Purpose::FindPing => {
-                if let Some(op_id) = p.op {
+                if let Some(op_id) = op {
                     self.finish(op_id, Some(Outcome::Found(None)), now, unix);
                 }
             }
             Purpose::Crawl => {
-                if let Some(op_id) = p.op {
+                if let Some(op_id) = op {
                     self.finish(op_id, Some(Outcome::Crawled), now, unix);
                 }
             }
-            Purpose::Liveness | Purpose::ReplicateGet | Purpose::Repair => {}
+            // Join pings go to addresses: `join_ping_settled` takes them.
+            Purpose::Liveness | Purpose::ReplicateGet | Purpose::Repair | Purpose::Join => {}
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Operations: their lifecycle (wake times, open requests and children, the outcome
 //! reported to the owner) and the ones the owner starts: lookups, bootstrap, record
-//! reads and writes, crawl.
+//! reads and writes, crawl (a join is `join`'s).
 
 use std::collections::VecDeque;
 
@@ -166,18 +166,27 @@ impl<P: PeerData> Node<P> {
         op
     }
 
-    /// Joins: looks up our own id (a client: `random`), then refreshes every bucket
-    /// ([`Outcome::Bootstrapped`]). Answers to bootstrap pings come first, through
-    /// [`Node::on_contact`].
+    /// Looks up our own id (a client: a random one), then refreshes every bucket
+    /// ([`Outcome::Bootstrapped`]): the end of a join ([`Node::join`]), which first
+    /// pings the bootstrap entries.
     pub fn bootstrap(&mut self, now: u64, unix: u64) -> OpId {
+        let op = self.new_op(OpKind::Bootstrap, true, None);
+        self.start_bootstrap(op, now, unix);
+        op
+    }
+
+    /// Operation `op_id` (a bootstrap, or a join whose pings settled) becomes the
+    /// bootstrap: its lookup phase starts.
+    pub(super) fn start_bootstrap(&mut self, op_id: OpId, now: u64, unix: u64) {
         let target = if self.cfg.client {
             self.rng.random()
         } else {
             self.local.0
         };
-        let op = self.new_op(OpKind::Bootstrap, true, None);
-        self.start_paths(op, target, None, self.cfg.node_paths, now, unix);
-        op
+        if let Some(op) = self.ops.get_mut(&op_id) {
+            op.kind = OpKind::Bootstrap;
+        }
+        self.start_paths(op_id, target, None, self.cfg.node_paths, now, unix);
     }
 
     /// Tells the nodes near us about a new local record: a lookup of our own id (they

@@ -302,6 +302,9 @@ impl<P: PeerData> Node<P> {
             OpKind::Refresh | OpKind::Crawl => {
                 self.finish(op_id, None, now, unix);
             }
+            // A join has no lookup phase until its pings settled and it became a
+            // bootstrap.
+            OpKind::Join { .. } => {}
             OpKind::Get { local } => {
                 let best = match (local.take(), best) {
                     (Some(a), Some(b)) => Some(if a.seq >= b.seq { a } else { b }),

@@ -5,7 +5,7 @@
 use shoal_proto::NodeId;
 
 use super::{
-    Failure, Node, OpId, Output, PeerData, Pending, Purpose, Record, ReqId, Request, due_ids,
+    Dest, Dial, Failure, Node, OpId, PeerData, Pending, Purpose, Record, ReqId, Request, due_ids,
 };
 
 impl<P: PeerData> Node<P> {
@@ -20,23 +20,58 @@ impl<P: PeerData> Node<P> {
         purpose: Purpose,
         offer: Option<Record>,
     ) -> ReqId {
+        let hard = now.saturating_add(self.cfg.hard_timeout_ms);
+        self.send_to(
+            now,
+            Dest::Node { id: to, data },
+            request,
+            op,
+            purpose,
+            offer,
+            hard,
+        )
+    }
+
+    /// Pings whoever is at `dial.addr`, for join `op`. It is given up at
+    /// `max_timeout_ms` (the longest a round trip may take), not `hard_timeout_ms`: a
+    /// bootstrap entry slower than that is no way in.
+    pub(super) fn dial(&mut self, now: u64, dial: Dial, op: OpId) -> ReqId {
+        let hard = now.saturating_add(self.cfg.max_timeout_ms.min(self.cfg.hard_timeout_ms));
+        self.send_to(
+            now,
+            Dest::Addr(dial),
+            Request::Ping,
+            Some(op),
+            Purpose::Join,
+            None,
+            hard,
+        )
+    }
+
+    /// Queues `request` to `dest`, with its soft deadline from the round-trip estimate
+    /// and its hard one at `hard`.
+    #[allow(clippy::too_many_arguments)]
+    fn send_to(
+        &mut self,
+        now: u64,
+        dest: Dest<P>,
+        request: Request,
+        op: Option<OpId>,
+        purpose: Purpose,
+        offer: Option<Record>,
+        hard: u64,
+    ) -> ReqId {
         self.next_req += 1;
         let req = self.next_req;
-        self.out.push_back(Output::Send {
-            req,
-            to,
-            data: data.clone(),
-            request: request.clone(),
-        });
+        self.out.push_back(dest.output(req, request.clone()));
         let p = Pending {
-            to,
-            data,
+            dest,
             request,
             op,
             purpose,
             sent_at: now,
             soft: now.saturating_add(self.rtt.timeout()),
-            hard: now.saturating_add(self.cfg.hard_timeout_ms),
+            hard,
             attempts: 1,
             offer,
         };
@@ -63,12 +98,7 @@ impl<P: PeerData> Node<P> {
                 p.attempts += 1;
                 p.soft = now.saturating_add(rto.saturating_mul(u64::from(p.attempts)));
                 self.timers.insert((p.due(retransmits), id));
-                self.out.push_back(Output::Send {
-                    req: id,
-                    to: p.to,
-                    data: p.data.clone(),
-                    request: p.request.clone(),
-                });
+                self.out.push_back(p.dest.output(id, p.request.clone()));
             }
         }
         for id in failed {
