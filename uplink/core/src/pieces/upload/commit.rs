@@ -117,7 +117,6 @@ pub(super) async fn commit(
         sealed_size,
     } = seg;
     let success = usize::from(run.scheme.success);
-    let total = usize::from(run.scheme.total);
     let mut got = Gathered {
         ok: Vec::new(),
         failures: Vec::new(),
@@ -130,17 +129,16 @@ pub(super) async fn commit(
         reason,
     };
     // Wait for `success` verified receipts: the segment cannot do without them. A piece
-    // that fails meanwhile is placed again on another node while the segment has fewer
-    // than `total` pieces stored or under way; pieces that make no progress within
+    // whose current upload fails meanwhile is placed again on another node (`take` says
+    // which: never a piece whose upload was superseded already, so the segment never has
+    // more than `total` pieces stored or under way); pieces that make no progress within
     // `piece_timeout` are given up and placed again too.
     while got.ok.len() < success {
         let next =
             tokio::time::timeout(pieces.config.piece_timeout, run.tasks.join_next_with_id()).await;
         let reason = match next {
             Ok(Some(joined)) => {
-                if let Some(index) = got.take(&mut run, joined)
-                    && got.ok.len() + run.tasks.len() < total
-                {
+                if let Some(index) = got.take(&mut run, joined) {
                     // The sender is dropped at once: the replay holds the whole piece.
                     let _ = run.replace(index).await;
                 }
@@ -173,9 +171,10 @@ pub(super) async fn commit(
         .await;
         return Err(err(reason));
     }
-    // The shards are not needed any more: free them before the long tail.
-    run.replay = Replay::new(0);
-    // The long tail: a bounded grace to deliver more receipts, all recorded.
+    // The long tail: a bounded grace to deliver more receipts, all recorded. A piece that
+    // fails outright meanwhile (a dead node's failure may well be seen only after
+    // `success` receipts, tasks finish in no fixed order) is placed again like before,
+    // within the same grace: the replay is kept until the tail ends.
     let grace = pieces.config.long_tail_grace;
     let deadline = Instant::now() + grace;
     while !run.tasks.is_empty() {
@@ -190,8 +189,15 @@ pub(super) async fn commit(
         let Some(joined) = next else {
             break;
         };
-        got.take(&mut run, joined);
+        if let Some(index) = got.take(&mut run, joined)
+            && !grace.is_zero()
+        {
+            // Bounded by the deadline: nothing is started once it has passed.
+            let _ = tokio::time::timeout_at(deadline, run.replace(index)).await;
+        }
     }
+    // The shards are not needed any more.
+    run.replay = Replay::new(0);
     // Receipts that came in with the deadline still count.
     while let Some(joined) = run.tasks.try_join_next_with_id() {
         got.take(&mut run, joined);

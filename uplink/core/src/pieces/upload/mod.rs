@@ -15,7 +15,10 @@
 //! verified by then is recorded too: on a healthy network all `total` pieces finish within
 //! milliseconds of each other, so a segment keeps all of them and survives `total − k`
 //! lost nodes rather than `success − k`. The extra pieces are a bonus, never a
-//! requirement. When the grace ends, a piece still sending data is cancelled: its stream
+//! requirement; still, a piece that fails outright during the grace (tasks finish in no
+//! fixed order: a dead node's failure may be seen only after `success` receipts) is
+//! placed again on another node within the same grace, as it would have been before
+//! `success`. When the grace ends, a piece still sending data is cancelled: its stream
 //! ends without the signed trailer, so the node discards it and no orphan can exist. A
 //! piece whose data and trailer are already on the wire may still be stored; rather than
 //! leave it until its lease ends, its task goes to a bounded background [`Reaper`], which
