@@ -7,7 +7,7 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 use super::body::{self, body_reader};
 use super::errors::s3_err;
 use super::multipart;
-use super::params::{check_key, check_metadata, ms_to_ts, part_number, standard_headers, strong};
+use super::params::{ms_to_ts, part_number, standard_headers, strong};
 use super::preconditions::{self, read_conditions};
 use super::service::ShoalS3;
 use crate::attrs;
@@ -22,9 +22,7 @@ pub(super) async fn copy_object(
     req: S3Request<CopyObjectInput>,
 ) -> S3Result<S3Response<CopyObjectOutput>> {
     let i = req.input;
-    check_key(&i.key)?;
-    check_metadata(i.metadata.as_ref())?;
-    s3.require_bucket(&i.bucket)?;
+    s3.may_write(&i.bucket, &i.key, i.metadata.as_ref())?;
     let c = read_conditions(
         i.copy_source_if_match.as_ref(),
         i.copy_source_if_none_match.as_ref(),

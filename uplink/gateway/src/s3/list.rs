@@ -18,10 +18,12 @@ pub(super) async fn list_objects(
     req: S3Request<ListObjectsInput>,
 ) -> S3Result<S3Response<ListObjectsOutput>> {
     let i = req.input;
-    let url = url_encoded(&i.encoding_type)?;
-    let max = max_keys(i.max_keys)?;
-    let prefix = i.prefix.clone().unwrap_or_default();
-    let delimiter = i.delimiter.clone().filter(|d| !d.is_empty());
+    let Shape {
+        url,
+        max,
+        prefix,
+        delimiter,
+    } = Shape::of(&i.encoding_type, i.max_keys, &i.prefix, &i.delimiter)?;
     let marker = i.marker.clone().unwrap_or_default();
     let resume = Resume::from_marker(&marker, delimiter.as_deref());
     let page = list_page(s3, &i.bucket, &prefix, delimiter.as_deref(), &resume, max)?;
@@ -40,13 +42,7 @@ pub(super) async fn list_objects(
         max_keys: Some(max as i32),
         is_truncated: Some(page.is_truncated()),
         contents: Some(page.objects().map(|e| object_row(e, url, true)).collect()),
-        common_prefixes: Some(
-            page.prefixes()
-                .map(|p| CommonPrefix {
-                    prefix: Some(enc(url, p)),
-                })
-                .collect(),
-        ),
+        common_prefixes: Some(common_prefixes(url, page.prefixes())),
         delimiter: delimiter.map(|d| enc(url, &d)),
         next_marker,
         encoding_type: i.encoding_type,
@@ -59,10 +55,12 @@ pub(super) async fn list_objects_v2(
     req: S3Request<ListObjectsV2Input>,
 ) -> S3Result<S3Response<ListObjectsV2Output>> {
     let i = req.input;
-    let url = url_encoded(&i.encoding_type)?;
-    let max = max_keys(i.max_keys)?;
-    let prefix = i.prefix.clone().unwrap_or_default();
-    let delimiter = i.delimiter.clone().filter(|d| !d.is_empty());
+    let Shape {
+        url,
+        max,
+        prefix,
+        delimiter,
+    } = Shape::of(&i.encoding_type, i.max_keys, &i.prefix, &i.delimiter)?;
     let fetch_owner = i.fetch_owner.unwrap_or(false);
     let resume = match (&i.continuation_token, &i.start_after) {
         // An empty token is no token (as S3 and the conformance suite have it).
@@ -89,13 +87,7 @@ pub(super) async fn list_objects_v2(
                 .map(|e| object_row(e, url, fetch_owner))
                 .collect(),
         ),
-        common_prefixes: Some(
-            page.prefixes()
-                .map(|p| CommonPrefix {
-                    prefix: Some(enc(url, p)),
-                })
-                .collect(),
-        ),
+        common_prefixes: Some(common_prefixes(url, page.prefixes())),
         delimiter: delimiter.map(|d| enc(url, &d)),
         start_after: i.start_after.map(|s| enc(url, &s)),
         encoding_type: i.encoding_type,
@@ -109,10 +101,12 @@ pub(super) async fn list_object_versions(
 ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
     // Versioning is not kept: every object has one version, "null", the latest.
     let i = req.input;
-    let url = url_encoded(&i.encoding_type)?;
-    let max = max_keys(i.max_keys)?;
-    let prefix = i.prefix.clone().unwrap_or_default();
-    let delimiter = i.delimiter.clone().filter(|d| !d.is_empty());
+    let Shape {
+        url,
+        max,
+        prefix,
+        delimiter,
+    } = Shape::of(&i.encoding_type, i.max_keys, &i.prefix, &i.delimiter)?;
     let marker = i.key_marker.clone().unwrap_or_default();
     let resume = Resume::from_marker(&marker, delimiter.as_deref());
     let page = list_page(s3, &i.bucket, &prefix, delimiter.as_deref(), &resume, max)?;
@@ -150,13 +144,7 @@ pub(super) async fn list_object_versions(
         next_version_id_marker: next_key_marker.as_ref().map(|_| "null".to_string()),
         next_key_marker,
         versions: Some(versions),
-        common_prefixes: Some(
-            page.prefixes()
-                .map(|p| CommonPrefix {
-                    prefix: Some(enc(url, p)),
-                })
-                .collect(),
-        ),
+        common_prefixes: Some(common_prefixes(url, page.prefixes())),
         delimiter: delimiter.map(|d| enc(url, &d)),
         encoding_type: i.encoding_type,
         ..Default::default()
@@ -217,10 +205,12 @@ pub(super) async fn list_multipart_uploads(
 ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
     let i = req.input;
     s3.require_bucket(&i.bucket)?;
-    let url = url_encoded(&i.encoding_type)?;
-    let max = max_keys(i.max_uploads)?;
-    let prefix = i.prefix.clone().unwrap_or_default();
-    let delimiter = i.delimiter.clone().filter(|d| !d.is_empty());
+    let Shape {
+        url,
+        max,
+        prefix,
+        delimiter,
+    } = Shape::of(&i.encoding_type, i.max_uploads, &i.prefix, &i.delimiter)?;
     let key_marker = i.key_marker.clone().unwrap_or_default();
     let id_marker = i.upload_id_marker.clone().unwrap_or_default();
     let mut uploads: Vec<_> = s3
@@ -305,17 +295,44 @@ pub(super) async fn list_multipart_uploads(
             None
         },
         uploads: Some(list),
-        common_prefixes: Some(
-            prefixes
-                .into_iter()
-                .map(|p| CommonPrefix {
-                    prefix: Some(enc(url, &p)),
-                })
-                .collect(),
-        ),
+        common_prefixes: Some(common_prefixes(url, prefixes.iter().map(String::as_str))),
         encoding_type: i.encoding_type,
         request_charged: None,
     }))
+}
+
+/// What every listing request asks the same way: URL-encoded names or not, the page
+/// size (at most 1,000), the prefix, and the delimiter (an empty one is none).
+struct Shape {
+    url: bool,
+    max: usize,
+    prefix: String,
+    delimiter: Option<String>,
+}
+
+impl Shape {
+    fn of(
+        encoding: &Option<EncodingType>,
+        max: Option<i32>,
+        prefix: &Option<String>,
+        delimiter: &Option<String>,
+    ) -> S3Result<Self> {
+        Ok(Self {
+            url: url_encoded(encoding)?,
+            max: max_keys(max)?,
+            prefix: prefix.clone().unwrap_or_default(),
+            delimiter: delimiter.clone().filter(|d| !d.is_empty()),
+        })
+    }
+}
+
+/// The rows of folded common prefixes.
+fn common_prefixes<'a>(url: bool, prefixes: impl Iterator<Item = &'a str>) -> Vec<CommonPrefix> {
+    prefixes
+        .map(|p| CommonPrefix {
+            prefix: Some(enc(url, p)),
+        })
+        .collect()
 }
 
 fn object_row(e: &ObjectEntry, url: bool, with_owner: bool) -> Object {

@@ -8,7 +8,7 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::body::{self, checksums, expected_digests, verify_body};
 use super::errors::{catalog_err, digest_err, s3_err};
-use super::params::{check_key, check_metadata, part_number, standard_headers, strong};
+use super::params::{part_number, standard_headers, strong};
 use super::preconditions::{write_conditions, write_outcome};
 use super::service::ShoalS3;
 use crate::multipart::{self as rules, CompleteError, Completed, UploadRecord};
@@ -20,9 +20,7 @@ pub(super) async fn create_multipart_upload(
     req: S3Request<CreateMultipartUploadInput>,
 ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
     let i = req.input;
-    check_key(&i.key)?;
-    check_metadata(i.metadata.as_ref())?;
-    s3.require_bucket(&i.bucket)?;
+    s3.may_write(&i.bucket, &i.key, i.metadata.as_ref())?;
     let standard = standard_headers(
         i.cache_control,
         i.content_disposition,

@@ -6,7 +6,7 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::body::{self, checksums, expected_digests, verify_body};
 use super::errors::{digest_err, s3_err};
-use super::params::{check_key, check_metadata, standard_headers, strong};
+use super::params::{standard_headers, strong};
 use super::preconditions::{write_conditions, write_outcome};
 use super::service::ShoalS3;
 use crate::{attrs, digest, multipart};
@@ -23,9 +23,7 @@ pub(super) async fn put_object(
         ..
     } = req;
     let (bucket, key) = (input.bucket.clone(), input.key.clone());
-    check_key(&key)?;
-    check_metadata(input.metadata.as_ref())?;
-    s3.require_bucket(&bucket)?;
+    s3.may_write(&bucket, &key, input.metadata.as_ref())?;
     let declared = input.content_length;
     if declared.is_some_and(|n| n as u64 > multipart::MAX_PART_SIZE) {
         return Err(s3_error!(

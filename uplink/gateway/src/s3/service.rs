@@ -31,6 +31,19 @@ impl ShoalS3 {
         })
     }
 
+    /// What every request that makes an object checks first: a valid key, valid user
+    /// metadata, and an existing bucket.
+    pub(super) fn may_write(
+        &self,
+        bucket: &str,
+        key: &str,
+        metadata: Option<&s3s::dto::Metadata>,
+    ) -> S3Result<()> {
+        super::params::check_key(key)?;
+        super::params::check_metadata(metadata)?;
+        self.require_bucket(bucket)
+    }
+
     pub(super) fn require_bucket(&self, bucket: &str) -> S3Result<()> {
         match self.uplink.catalog().bucket(bucket).map_err(catalog_err)? {
             Some(_) => Ok(()),
