@@ -11,6 +11,7 @@
 //! - [`messages`]: the order envelope ([`messages::OrderHeader`], [`messages::Order`]),
 //!   the orders, receipts, node records and mutable records.
 //! - [`piece_hash`]: per-block BLAKE3 hashes of a piece and the root they hash to.
+//! - [`private`]: directories (0700) and files (0600) that hold secrets.
 //! - [`limits`]: every bound applied to what comes from the network.
 //! - [`tls`]: TLS 1.3 whose certificate key is the node identity, pinned by node id.
 //! - [`address`]: which addresses a network may dial (public, or `local_network`).
@@ -31,7 +32,7 @@
 //!   identity     piece_hash
 //!   ids
 //!   error
-//!   domain       limits     address     time     pb     subnet     call
+//!   domain       limits     address     time     pb     subnet     call     private
 //! ```
 
 pub mod address;
@@ -44,6 +45,7 @@ pub mod ids;
 pub mod limits;
 pub mod messages;
 pub mod piece_hash;
+pub mod private;
 pub mod signing;
 pub mod subnet;
 pub mod time;

@@ -90,6 +90,72 @@ impl AcceptBackoff {
     }
 }
 
+/// Connection caps, global and per peer group ([`crate::address::peer_group`]): a
+/// connection past either is closed as soon as it is accepted, before it costs anything
+/// (a TLS handshake on a node, a request on the gateway).
+#[derive(Debug)]
+pub struct ConnectionLimits {
+    max_total: usize,
+    max_per_peer: usize,
+    open: std::sync::Mutex<(usize, std::collections::HashMap<std::net::IpAddr, usize>)>,
+}
+
+/// One admitted connection; released when dropped.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    limits: std::sync::Arc<ConnectionLimits>,
+    group: std::net::IpAddr,
+}
+
+impl ConnectionLimits {
+    pub fn new(max_total: usize, max_per_peer: usize) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            max_total,
+            max_per_peer,
+            open: std::sync::Mutex::new((0, std::collections::HashMap::new())),
+        })
+    }
+
+    /// A slot for a connection from `peer`, or `None` past a cap.
+    pub fn admit(self: &std::sync::Arc<Self>, peer: std::net::IpAddr) -> Option<ConnectionSlot> {
+        let group = crate::address::peer_group(peer);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, per_peer) = &mut *open;
+        let mine = per_peer.entry(group).or_insert(0);
+        if *total >= self.max_total || *mine >= self.max_per_peer {
+            if *mine == 0 {
+                per_peer.remove(&group);
+            }
+            return None;
+        }
+        *mine += 1;
+        *total += 1;
+        Some(ConnectionSlot {
+            limits: std::sync::Arc::clone(self),
+            group,
+        })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut open = self.limits.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, per_peer) = &mut *open;
+        *total = total.saturating_sub(1);
+        if let Some(n) = per_peer.get_mut(&self.group) {
+            *n -= 1;
+            if *n == 0 {
+                per_peer.remove(&self.group);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,4 +172,25 @@ mod tests {
         b.succeeded();
         assert_eq!(b.failed(), Duration::from_millis(5));
     }
+
+    #[test]
+    fn connections_are_capped_globally_and_per_peer_and_given_back() {
+        let limits = ConnectionLimits::new(3, 2);
+        let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
+        let a1 = limits.admit(ip("203.0.114.1")).unwrap();
+        let _a2 = limits.admit(ip("203.0.114.1")).unwrap();
+        assert!(limits.admit(ip("203.0.114.1")).is_none(), "per peer");
+        // An IPv6 /64 is one peer.
+        let _b1 = limits.admit(ip("2001:db8::1")).unwrap();
+        assert!(limits.admit(ip("2001:db8::2")).is_none(), "global");
+        assert_eq!(limits.open(), 3);
+        drop(a1);
+        assert_eq!(limits.open(), 2);
+        let _b2 = limits.admit(ip("2001:db8::2")).unwrap();
+        assert!(
+            limits.admit(ip("2001:db8::3")).is_none(),
+            "the /64 is at its cap"
+        );
+    }
+
 }

@@ -16,6 +16,8 @@ use tokio::net::TcpStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+pub use shoal_proto::limits::{ConnectionLimits, ConnectionSlot};
+
 /// A TCP connection that errors out once `kill` is cancelled.
 #[derive(Debug)]
 pub struct Killable {
@@ -53,83 +55,17 @@ pub const MAX_CONNECTIONS: usize = 4096;
 /// node needs one (HTTP/2 multiplexes every stream over it); a few more cover restarts.
 pub const MAX_CONNECTIONS_PER_PEER: usize = 32;
 
-/// Connection caps, global and per peer group: a connection past either is closed as
-/// soon as it is accepted, before its TLS handshake costs anything.
-#[derive(Debug)]
-pub struct ConnectionLimits {
-    max_total: usize,
-    max_per_peer: usize,
-    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
-}
-
-/// One admitted connection; released when dropped.
-#[derive(Debug)]
-pub struct ConnectionSlot {
-    limits: Arc<ConnectionLimits>,
-    group: IpAddr,
-}
-
-impl ConnectionLimits {
-    /// The node's caps: [`MAX_CONNECTIONS`] in all and [`MAX_CONNECTIONS_PER_PEER`] per
-    /// peer group, except on a local network (`local_network = true`), where every node
-    /// dials from the same loopback or private address, so one "peer" is the whole
-    /// network (a devnet of 110 nodes would refuse its own uplink): there only the
-    /// global cap applies.
-    pub fn for_node(local_network: bool) -> Arc<Self> {
-        let per_peer = if local_network {
-            MAX_CONNECTIONS
-        } else {
-            MAX_CONNECTIONS_PER_PEER
-        };
-        Self::new(MAX_CONNECTIONS, per_peer)
-    }
-
-    pub fn new(max_total: usize, max_per_peer: usize) -> Arc<Self> {
-        Arc::new(Self {
-            max_total,
-            max_per_peer,
-            open: Mutex::new((0, HashMap::new())),
-        })
-    }
-
-    /// A slot for a connection from `peer`, or `None` past a cap.
-    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<ConnectionSlot> {
-        let group = shoal_proto::address::peer_group(peer);
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let (total, per_peer) = &mut *open;
-        let mine = per_peer.entry(group).or_insert(0);
-        if *total >= self.max_total || *mine >= self.max_per_peer {
-            if *mine == 0 {
-                per_peer.remove(&group);
-            }
-            return None;
-        }
-        *mine += 1;
-        *total += 1;
-        Some(ConnectionSlot {
-            limits: Arc::clone(self),
-            group,
-        })
-    }
-
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).0
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        let mut open = self.limits.open.lock().unwrap_or_else(|p| p.into_inner());
-        let (total, per_peer) = &mut *open;
-        *total = total.saturating_sub(1);
-        if let Some(n) = per_peer.get_mut(&self.group) {
-            *n -= 1;
-            if *n == 0 {
-                per_peer.remove(&self.group);
-            }
-        }
-    }
+/// The node's caps: [`MAX_CONNECTIONS`] in all and [`MAX_CONNECTIONS_PER_PEER`] per peer
+/// group, except on a local network (`local_network = true`), where every node dials
+/// from the same loopback or private address, so one "peer" is the whole network (a
+/// devnet of 110 nodes would refuse its own uplink): there only the global cap applies.
+pub fn node_connection_limits(local_network: bool) -> Arc<ConnectionLimits> {
+    let per_peer = if local_network {
+        MAX_CONNECTIONS
+    } else {
+        MAX_CONNECTIONS_PER_PEER
+    };
+    ConnectionLimits::new(MAX_CONNECTIONS, per_peer)
 }
 
 fn aborted() -> io::Error {
@@ -201,36 +137,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn connections_are_capped_globally_and_per_peer_and_given_back() {
-        let limits = ConnectionLimits::new(3, 2);
-        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
-        let a1 = limits.admit(ip("203.0.114.1")).unwrap();
-        let _a2 = limits.admit(ip("203.0.114.1")).unwrap();
-        assert!(limits.admit(ip("203.0.114.1")).is_none(), "per peer");
-        // An IPv6 /64 is one peer.
-        let _b1 = limits.admit(ip("2001:db8::1")).unwrap();
-        assert!(limits.admit(ip("2001:db8::2")).is_none(), "global");
-        assert_eq!(limits.open(), 3);
-        drop(a1);
-        assert_eq!(limits.open(), 2);
-        let _b2 = limits.admit(ip("2001:db8::2")).unwrap();
-        assert!(
-            limits.admit(ip("2001:db8::3")).is_none(),
-            "the /64 is at its cap"
-        );
-    }
-
-    #[test]
     fn a_public_node_caps_each_peer_and_a_local_network_only_the_total() {
         let loopback: IpAddr = "127.0.0.1".parse().unwrap();
-        let public = ConnectionLimits::for_node(false);
+        let public = node_connection_limits(false);
         let held: Vec<_> = (0..MAX_CONNECTIONS_PER_PEER)
             .map(|_| public.admit(loopback).unwrap())
             .collect();
         assert!(public.admit(loopback).is_none());
         // On a local network every node dials from the same address: 110 nodes and an
         // uplink must all get in.
-        let local = ConnectionLimits::for_node(true);
+        let local = node_connection_limits(true);
         let many: Vec<_> = (0..MAX_CONNECTIONS_PER_PEER * 4)
             .map(|_| local.admit(loopback).unwrap())
             .collect();

@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::NodeMetrics;
-use crate::net::{ConnectionLimits, Killable};
+use crate::net::{Killable, node_connection_limits};
 use crate::service::{PieceStoreService, ServiceLimits};
 pub use crate::state::NodeState;
 use crate::store::{PieceStore, Recovery, StoreOptions};
@@ -305,7 +305,7 @@ pub async fn start(
     let rpc_kill = CancellationToken::new();
     let kill = rpc_kill.clone();
     // Every connection is TLS 1.3 over the node's identity key; plaintext is refused.
-    let limits = ConnectionLimits::for_node(config.local_network);
+    let limits = node_connection_limits(config.local_network);
     let incoming = tls::accept(
         TcpIncoming::from(grpc_listener)
             .with_nodelay(Some(true))

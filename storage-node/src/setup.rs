@@ -56,7 +56,7 @@ pub fn setup_at(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(dir);
     for path in [dir, key_dir] {
-        std::fs::create_dir_all(path).map_err(|source| ConfigError::Write {
+        shoal_proto::private::create_dir(path).map_err(|source| ConfigError::Write {
             path: path.to_owned(),
             source,
         })?;

@@ -33,9 +33,16 @@ pub(super) enum AccessCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Use an access grant made elsewhere.
+    /// Use an access grant made elsewhere. Give it as `-` to read it from stdin, or
+    /// with --grant-file: a grant on the command line is visible to every user of this
+    /// machine (`/proc/*/cmdline`, `ps`) and stays in the shell's history.
     Import {
-        grant: String,
+        /// The grant, or `-` to read it from stdin.
+        #[arg(required_unless_present = "grant_file", conflicts_with = "grant_file")]
+        grant: Option<String>,
+        /// Read the grant from this file.
+        #[arg(long, value_name = "PATH")]
+        grant_file: Option<std::path::PathBuf>,
         #[arg(long)]
         force: bool,
         /// A live node to join the network through when none of the grant's bootstrap
@@ -99,9 +106,11 @@ pub(super) async fn access(paths: Paths, cmd: AccessCommand) -> Result<()> {
         }
         AccessCommand::Import {
             grant,
+            grant_file,
             force,
             bootstrap,
         } => {
+            let grant = read_grant(grant, grant_file)?;
             let access = Access::from_grant(&grant).context("cannot import the access grant")?;
             let mut extra = Vec::new();
             for b in &bootstrap {
@@ -177,6 +186,27 @@ pub(super) async fn access(paths: Paths, cmd: AccessCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The grant as given: on the command line, `-` for stdin, or a file.
+fn read_grant(grant: Option<String>, file: Option<std::path::PathBuf>) -> Result<String> {
+    let text = match (grant, file) {
+        (_, Some(path)) => std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the grant from {}", path.display()))?,
+        (Some(g), None) if g == "-" => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)
+                .context("cannot read the grant from stdin")?;
+            text
+        }
+        (Some(g), None) => g,
+        (None, None) => bail!("give the grant, `-` to read it from stdin, or --grant-file PATH"),
+    };
+    let grant = text.trim().to_string();
+    if grant.is_empty() {
+        bail!("the grant is empty");
+    }
+    Ok(grant)
 }
 
 /// Live nodes to add to a new grant: up to [`GRANT_EXTRA_PEERS`] on distinct subnets,

@@ -33,13 +33,35 @@ pub(super) struct GatewayArgs {
     /// and their pieces deleted (e.g. 7d, 12h).
     #[arg(long, default_value = "7d")]
     pub(super) multipart_max_age: String,
+    /// Derive new credentials from the grant (the next epoch, saved in the config dir)
+    /// and refuse the old ones from now on; clients need the new keys.
+    #[arg(long)]
+    pub(super) rotate_credentials: bool,
+    /// Print the secret key at start (it is not printed otherwise: terminal scrollback
+    /// and service logs are read by more people than the key should be).
+    #[arg(long)]
+    pub(super) show_secret: bool,
 }
 
 pub(super) async fn gateway(paths: Paths, args: GatewayArgs) -> Result<()> {
+    let mut epoch = paths
+        .gateway_epoch()
+        .context("cannot read the gateway's credential epoch")?;
+    if args.rotate_credentials {
+        if args.access_key.is_some() {
+            bail!("--rotate-credentials rotates the derived credentials; it cannot be used with --access-key");
+        }
+        epoch += 1;
+        paths
+            .save_gateway_epoch(epoch)
+            .context("cannot save the gateway's credential epoch")?;
+        eprintln!("gateway credentials rotated (epoch {epoch}): the old keys are refused from now on");
+    }
     let env = open_pulled(paths).await?;
+    let derived = args.access_key.is_none();
     let (access_key, secret_key) = match (args.access_key, args.secret_key) {
         (Some(a), Some(s)) => (a, s),
-        _ => uplink_gateway::derived_credentials(env.uplink.access().root().as_bytes()),
+        _ => uplink_gateway::derived_credentials(env.uplink.access().root().as_bytes(), epoch),
     };
     if access_key.trim().is_empty() || secret_key.trim().is_empty() {
         bail!("--access-key and --secret-key must not be empty");
@@ -57,7 +79,13 @@ pub(super) async fn gateway(paths: Paths, args: GatewayArgs) -> Result<()> {
     let addr = gateway.local_addr()?;
     println!("S3 gateway for this access on http://{addr}");
     println!("  access key: {access_key}");
-    println!("  secret key: {secret_key}");
+    if args.show_secret {
+        println!("  secret key: {secret_key}");
+    } else if derived {
+        println!("  secret key: not shown; run `uplink gateway --show-secret` to print it");
+    } else {
+        println!("  secret key: as given (--secret-key or SHOAL_GATEWAY_SECRET_KEY)");
+    }
     println!("  region:     {}", args.region);
     println!(
         "  try:        AWS_ACCESS_KEY_ID={access_key} AWS_SECRET_ACCESS_KEY=... aws --endpoint-url http://{addr} s3 ls"

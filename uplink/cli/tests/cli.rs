@@ -190,6 +190,34 @@ async fn access_grants_and_wrong_passphrases() {
     let other = tempfile::tempdir().unwrap();
     configure(other.path(), &net, None);
     ok(other.path(), &["access", "import", grant.trim()], None).await;
+    // Issue 27: the grant from stdin (`-`) or a file, never on a command line others
+    // can read; an empty one is refused.
+    let from_stdin = tempfile::tempdir().unwrap();
+    configure(from_stdin.path(), &net, None);
+    ok(
+        from_stdin.path(),
+        &["access", "import", "-"],
+        Some(grant.clone().into_bytes()),
+    )
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(from_stdin.path().join("access")).unwrap(),
+        std::fs::read_to_string(other.path().join("access")).unwrap()
+    );
+    let from_file = tempfile::tempdir().unwrap();
+    configure(from_file.path(), &net, None);
+    let grant_file = from_file.path().join("grant.txt");
+    std::fs::write(&grant_file, &grant).unwrap();
+    let grant_path = grant_file.to_str().unwrap();
+    ok(
+        from_file.path(),
+        &["access", "import", "--grant-file", grant_path],
+        None,
+    )
+    .await;
+    assert!(from_file.path().join("access").exists());
+    let err = fails(from_file.path(), &["access", "import", "--force", "-"], Some(Vec::new())).await;
+    assert!(err.contains("the grant is empty"), "{err}");
     // With the catalog in the network (the default), import recovers the catalog; when
     // the grant's network cannot be reached it says so and fails, keeping the grant.
     let offline = tempfile::tempdir().unwrap();

@@ -44,6 +44,8 @@ pub enum ConfigError {
     Invalid { path: PathBuf, reason: String },
     #[error("no access yet: run `uplink access create` or `uplink access import GRANT`")]
     NoAccess,
+    #[error("the access grant is not private: {0}")]
+    Insecure(#[from] shoal_proto::private::Insecure),
 }
 
 /// What `config.toml` may set. Every field is optional.
@@ -268,13 +270,43 @@ impl Paths {
         }
     }
 
+    /// The saved grant; refused when others on this machine may read the file.
     pub fn load_grant(&self) -> Result<String, ConfigError> {
         let path = self.access_file();
+        match fs::metadata(&path) {
+            Ok(meta) => shoal_proto::private::check_file(&path, &meta)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ConfigError::NoAccess),
+            Err(source) => return Err(ConfigError::Io { path, source }),
+        }
         match fs::read_to_string(&path) {
             Ok(g) => Ok(g.trim().to_string()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ConfigError::NoAccess),
             Err(source) => Err(ConfigError::Io { path, source }),
         }
+    }
+
+    /// The epoch of the gateway's derived credentials on this machine (0 until the first
+    /// `uplink gateway --rotate-credentials`).
+    pub fn gateway_epoch(&self) -> Result<u64, ConfigError> {
+        let path = self.config_dir.join(GATEWAY_EPOCH_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse().map_err(|e| ConfigError::Invalid {
+                path,
+                reason: format!("not an epoch number: {e}"),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(source) => Err(ConfigError::Io { path, source }),
+        }
+    }
+
+    /// Saves the gateway's credential epoch (mode 0600), atomically.
+    pub fn save_gateway_epoch(&self, epoch: u64) -> Result<(), ConfigError> {
+        write_atomic(
+            &self.config_dir,
+            &self.config_dir.join(GATEWAY_EPOCH_FILE),
+            format!("{epoch}\n").as_bytes(),
+            0o600,
+        )
     }
 
     /// Writes the grant with mode 0600 (it is the owner's whole secret), atomically.
@@ -288,13 +320,16 @@ impl Paths {
     }
 }
 
+/// The file, in the config dir, holding the gateway's credential epoch.
+const GATEWAY_EPOCH_FILE: &str = "gateway-epoch";
+
 /// Writes `path` (in `dir`, made if missing) with `mode` through a synced temp file.
 fn write_atomic(dir: &Path, path: &Path, bytes: &[u8], mode: u32) -> Result<(), ConfigError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ConfigError::Io { path, source }
     };
-    fs::create_dir_all(dir).map_err(io(dir))?;
+    shoal_proto::private::create_dir(dir).map_err(io(dir))?;
     let tmp = path.with_extension("tmp");
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -501,7 +536,7 @@ mod tests {
     #[test]
     fn grant_file_is_private_and_config_parses() {
         let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::resolve(Some(dir.path().to_path_buf())).unwrap();
+        let paths = Paths::resolve(Some(dir.path().join("config"))).unwrap();
         assert!(matches!(paths.load_grant(), Err(ConfigError::NoAccess)));
         paths.save_grant("shoal1abc").unwrap();
         assert_eq!(paths.load_grant().unwrap(), "shoal1abc");
@@ -510,6 +545,16 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+        // Issue 27: a grant others may read is refused at load, saying what to run;
+        // the config dir made here is private.
+        let dir_mode = fs::metadata(&paths.config_dir).unwrap().permissions().mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+        fs::set_permissions(paths.access_file(), fs::Permissions::from_mode(0o644)).unwrap();
+        let err = paths.load_grant().unwrap_err();
+        assert!(matches!(err, ConfigError::Insecure(_)), "{err}");
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        fs::set_permissions(paths.access_file(), fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(paths.load_grant().is_ok());
         assert!(paths.load_config().unwrap().nodes.is_empty());
         let id = NodeId([7; 32]).to_hex();
         fs::write(

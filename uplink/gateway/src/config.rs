@@ -19,6 +19,10 @@ pub struct GatewayConfig {
     pub sweep_interval: Duration,
     /// Open connections at most; more wait in the listen backlog. Default 1024.
     pub max_connections: usize,
+    /// Open connections at most from one IP address (IPv6: one /64); more are closed
+    /// as soon as they are accepted, so one client cannot take every slot. Default 128
+    /// (rclone and restic open a few dozen at most).
+    pub max_connections_per_ip: usize,
     /// How long in-flight requests may run on after a shutdown signal. Default 30 s.
     pub shutdown_grace: Duration,
     /// How often the gateway pulls what other writers of this access published (so a
@@ -42,6 +46,7 @@ impl GatewayConfig {
             multipart_max_age: Duration::from_secs(7 * 24 * 3600),
             sweep_interval: Duration::from_secs(3600),
             max_connections: 1024,
+            max_connections_per_ip: 128,
             shutdown_grace: Duration::from_secs(30),
             pull_interval: Duration::from_secs(30),
             renew_interval: Duration::from_secs(24 * 3600),
@@ -49,12 +54,19 @@ impl GatewayConfig {
     }
 }
 
-/// Credentials derived from an access's root secret: stable for one access on every
-/// machine, and telling nothing about the secret. Returns (access key id, secret key).
-pub fn derived_credentials(root: &[u8; 32]) -> (String, String) {
+/// Credentials derived from an access's root secret and an epoch: stable for one access
+/// and epoch on every machine, and telling nothing about the secret. Advancing the epoch
+/// (`uplink gateway --rotate-credentials`) gives new keys and refuses the old ones.
+/// Epoch 0 gives the keys gateways derived before epochs existed. Returns (access key
+/// id, secret key).
+pub fn derived_credentials(root: &[u8; 32], epoch: u64) -> (String, String) {
     use base64::Engine;
-    let id = blake3::derive_key("shoal v1 s3 gateway access key id", root);
-    let secret = blake3::derive_key("shoal v1 s3 gateway secret access key", root);
+    let mut material = root.to_vec();
+    if epoch > 0 {
+        material.extend_from_slice(&epoch.to_le_bytes());
+    }
+    let id = blake3::derive_key("shoal v1 s3 gateway access key id", &material);
+    let secret = blake3::derive_key("shoal v1 s3 gateway secret access key", &material);
     (
         format!("SHOAL{}", shoal_proto::ids::to_hex(&id[..8]).to_uppercase()),
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&secret[..30]),
@@ -67,12 +79,17 @@ mod tests {
 
     #[test]
     fn derived_credentials_are_stable_and_distinct() {
-        let a = derived_credentials(&[1; 32]);
-        assert_eq!(a, derived_credentials(&[1; 32]));
-        let b = derived_credentials(&[2; 32]);
+        let a = derived_credentials(&[1; 32], 0);
+        assert_eq!(a, derived_credentials(&[1; 32], 0));
+        let b = derived_credentials(&[2; 32], 0);
         assert_ne!(a.0, b.0);
         assert_ne!(a.1, b.1);
         assert!(a.0.starts_with("SHOAL") && a.0.len() == 21);
         assert_eq!(a.1.len(), 40);
+        // Issue 27: each epoch has its own keys, none telling the others.
+        let rotated = derived_credentials(&[1; 32], 1);
+        assert_ne!(rotated.0, a.0);
+        assert_ne!(rotated.1, a.1);
+        assert_ne!(derived_credentials(&[1; 32], 2), rotated);
     }
 }

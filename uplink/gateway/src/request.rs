@@ -7,7 +7,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
-use std::time::Instant;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
@@ -79,7 +80,7 @@ pub(super) async fn handle(
 ) -> Result<Response<GatewayBody>, Infallible> {
     let version = req.version();
     let (parts, body) = req.into_parts();
-    let (body, read) = WatchedBody::new(body);
+    let (body, read) = WatchedBody::new(body, BODY_IDLE_TIMEOUT);
     let mut resp = serve(service, metrics, uplink, Request::from_parts(parts, body)).await;
     if must_close(version, read.load(Ordering::Acquire)) {
         resp.headers_mut().insert(
@@ -109,11 +110,7 @@ async fn serve(
     }
     let started = Instant::now();
     let request_id = format!("{:016X}", rand::random::<u64>());
-    if presigned_expiry_too_long(req.uri().query()) {
-        let e = s3_error!(
-            AccessDenied,
-            "X-Amz-Expires must be less than a week (in seconds) that is 604800"
-        );
+    if let Some(e) = refuse_before_body(req.method(), req.uri(), req.headers()) {
         let resp = finish(s3s_response(e), &request_id).await;
         metrics.record("unauthenticated", resp.status(), started.elapsed(), 0, 0);
         return resp;
@@ -123,7 +120,7 @@ async fn serve(
     let declared_in = content_length(req.headers(), "x-amz-decoded-content-length")
         .or_else(|| content_length(req.headers(), "content-length"))
         .unwrap_or(0);
-    let resp = match service.call(req.map(s3s::Body::http_body)).await {
+    let resp = match service.call(req.map(s3s::Body::http_body_unsync)).await {
         Ok(r) => finish(r, &request_id).await,
         Err(e) => {
             tracing::error!(error = ?e, "S3 service failed");
@@ -155,38 +152,83 @@ fn must_close(version: hyper::Version, body_read: bool) -> bool {
     version < hyper::Version::HTTP_2 && !body_read
 }
 
-/// A request body that records whether it was read to its end (or was empty).
-struct WatchedBody {
-    inner: Incoming,
-    read: Arc<AtomicBool>,
+/// Longest a request body may send nothing while it is being read: a client that
+/// stops sending half way holds a connection slot and a half-written upload no longer
+/// than this (the 30 s header timeout covers only the request line and headers).
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why reading a request body failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+    #[error("the request body sent nothing for {} s", .0.as_secs())]
+    Idle(Duration),
 }
 
-impl WatchedBody {
-    fn new(inner: Incoming) -> (Self, Arc<AtomicBool>) {
+impl From<Infallible> for BodyError {
+    fn from(e: Infallible) -> Self {
+        match e {}
+    }
+}
+
+/// A request body that records whether it was read to its end (or was empty), and
+/// fails once it has sent nothing for `idle` while being read.
+struct WatchedBody<B = Incoming> {
+    inner: B,
+    read: Arc<AtomicBool>,
+    idle: Duration,
+    /// Armed by the first poll that finds nothing, reset by every frame.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B: hyper::body::Body> WatchedBody<B> {
+    fn new(inner: B, idle: Duration) -> (Self, Arc<AtomicBool>) {
         let read = Arc::new(AtomicBool::new(hyper::body::Body::is_end_stream(&inner)));
         (
             Self {
                 inner,
                 read: Arc::clone(&read),
+                idle,
+                timer: None,
             },
             read,
         )
     }
 }
 
-impl hyper::body::Body for WatchedBody {
+impl<B> hyper::body::Body for WatchedBody<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    BodyError: From<B::Error>,
+{
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
-            self.read.store(true, Ordering::Release);
+        match polled {
+            Poll::Pending => {
+                let idle = self.idle;
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(BodyError::Idle(idle))));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(r) => {
+                self.timer = None;
+                if r.is_none() || self.inner.is_end_stream() {
+                    self.read.store(true, Ordering::Release);
+                }
+                Poll::Ready(r.map(|f| f.map_err(BodyError::from)))
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -201,17 +243,75 @@ impl hyper::body::Body for WatchedBody {
 /// Longest a SigV4 presigned URL may live (`X-Amz-Expires`), as on S3: one week.
 pub const MAX_PRESIGNED_EXPIRY_S: u64 = 604_800;
 
-/// Whether a query string carries an `X-Amz-Expires` beyond a week (or unreadable).
-fn presigned_expiry_too_long(query: Option<&str>) -> bool {
-    query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .filter_map(|kv| kv.split_once('='))
-        .any(|(k, v)| {
-            k.eq_ignore_ascii_case("X-Amz-Expires")
-                && v.parse::<u64>()
-                    .map_or(true, |n| n > MAX_PRESIGNED_EXPIRY_S)
+/// Why a request is refused before anything reads its body or checks its signature:
+/// the rules the gateway adds in front of s3s (plain code, no I/O).
+///
+/// - **PostObject** (a browser form upload: `POST` with `multipart/form-data`): s3s
+///   reads the whole form into memory before it checks the signature, so any page the
+///   user visits could make the gateway buffer gigabytes (a form POST to 127.0.0.1 needs
+///   no CORS preflight). The gateway does not offer it: refused before the body.
+/// - **Signature version 2** (`Authorization: AWS key:sig`, or `AWSAccessKeyId` and
+///   `Signature` in the query): HMAC-SHA1, no clock-skew window, presigned URLs with any
+///   `Expires`. Refused, as on S3's newer regions: only SigV4 is accepted.
+/// - **Presigned URLs past a week**: `X-Amz-Expires` is checked on the decoded query
+///   (percent-encoded names and repeated parameters included), as s3s reads it.
+pub fn refuse_before_body(
+    method: &hyper::Method,
+    uri: &hyper::Uri,
+    headers: &hyper::HeaderMap,
+) -> Option<s3s::S3Error> {
+    let is_form = headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| {
+            t.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        });
+    if method == hyper::Method::POST && is_form {
+        return Some(s3_error!(
+            NotImplemented,
+            "POST object (browser form upload) is not supported by this gateway; use PUT"
+        ));
+    }
+    let v2_header = headers
+        .get_all(hyper::header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            let v = v.trim_start();
+            v.len() > 4 && v[..4].eq_ignore_ascii_case("AWS ")
+        });
+    let query: Vec<(String, String)> = uri
+        .query()
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
         })
+        .unwrap_or_default();
+    let has = |name: &str| query.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+    if v2_header || (has("AWSAccessKeyId") && has("Signature")) {
+        return Some(s3_error!(
+            InvalidRequest,
+            "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256."
+        ));
+    }
+    let too_long = query
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("X-Amz-Expires"))
+        .any(|(_, v)| {
+            v.trim()
+                .parse::<u64>()
+                .map_or(true, |n| n > MAX_PRESIGNED_EXPIRY_S)
+        });
+    if too_long {
+        return Some(s3_error!(
+            AccessDenied,
+            "X-Amz-Expires must be less than a week (in seconds) that is 604800"
+        ));
+    }
+    None
 }
 
 /// An S3 error document with `<RequestId>` added (the same id as the
@@ -236,13 +336,84 @@ fn content_length(h: &hyper::HeaderMap, name: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
+    fn refusal(method: &str, uri: &str, headers: &[(&str, &str)]) -> Option<String> {
+        let mut h = hyper::HeaderMap::new();
+        for (k, v) in headers {
+            h.append(
+                hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
+        refuse_before_body(&method, &uri.parse().unwrap(), &h).map(|e| e.code().as_str().to_owned())
+    }
+
     #[test]
     fn presigned_urls_live_at_most_a_week() {
-        assert!(!presigned_expiry_too_long(None));
-        assert!(!presigned_expiry_too_long(Some("X-Amz-Expires=604800&a=b")));
-        assert!(presigned_expiry_too_long(Some("a=b&X-Amz-Expires=604801")));
-        assert!(presigned_expiry_too_long(Some("x-amz-expires=-1")));
-        assert!(!presigned_expiry_too_long(Some("list-type=2")));
+        assert_eq!(refusal("GET", "/b/k", &[]), None);
+        assert_eq!(refusal("GET", "/b/k?X-Amz-Expires=604800&a=b", &[]), None);
+        let denied = Some("AccessDenied".to_owned());
+        assert_eq!(refusal("GET", "/b/k?a=b&X-Amz-Expires=604801", &[]), denied);
+        assert_eq!(refusal("GET", "/b/k?x-amz-expires=-1", &[]), denied);
+        assert_eq!(refusal("GET", "/b?list-type=2", &[]), None);
+        // Issue 27: checked on the decoded query, as s3s reads it.
+        assert_eq!(refusal("GET", "/b/k?X%2DAmz%2DExpires=315360000", &[]), denied);
+        assert_eq!(refusal("GET", "/b/k?X-Amz-Expires=%33%31%35%33%36%30%30%30%30", &[]), denied);
+        assert_eq!(
+            refusal("GET", "/b/k?X-Amz-Expires=60&X-Amz-Expires=315360000", &[]),
+            denied
+        );
+    }
+
+    /// Issue 27: a browser form upload and SigV2 (header or query) are refused before
+    /// the body is read or the signature checked.
+    #[test]
+    fn post_object_and_sigv2_are_refused_before_the_body() {
+        let form = [("content-type", "multipart/form-data; boundary=x")];
+        assert_eq!(refusal("POST", "/bucket", &form), Some("NotImplemented".into()));
+        assert_eq!(
+            refusal("POST", "/bucket", &[("Content-Type", "Multipart/Form-Data")]),
+            Some("NotImplemented".into())
+        );
+        // DeleteObjects and CompleteMultipartUpload are POSTs with XML: served.
+        assert_eq!(refusal("POST", "/bucket?delete", &[("content-type", "application/xml")]), None);
+        let v2 = Some("InvalidRequest".to_owned());
+        assert_eq!(refusal("GET", "/b/k", &[("authorization", "AWS AKID:c2lnbmF0dXJl")]), v2);
+        assert_eq!(
+            refusal("GET", "/b/k?AWSAccessKeyId=AKID&Expires=2000000000&Signature=abc", &[]),
+            v2
+        );
+        let v4 = "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00";
+        assert_eq!(refusal("GET", "/b/k", &[("authorization", v4)]), None);
+    }
+
+    /// Issue 27: a body that stops sending is cut after the idle timeout; one that
+    /// keeps sending, however slowly, is not.
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_sends_nothing_for_the_idle_timeout_fails() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, Infallible>>(1);
+        let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let (mut body, read) = WatchedBody::new(body, Duration::from_secs(60));
+        let feeder = tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_secs(59)).await;
+                tx.send(Ok(hyper::body::Frame::data(Bytes::from_static(b"x"))))
+                    .await
+                    .unwrap();
+            }
+            // Then silence, with the sender held open.
+            std::future::pending::<()>().await;
+        });
+        for _ in 0..3 {
+            let frame = body.frame().await.unwrap().unwrap();
+            assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"x"));
+        }
+        let started = tokio::time::Instant::now();
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(matches!(err, BodyError::Idle(_)), "{err}");
+        assert_eq!(started.elapsed(), Duration::from_secs(60));
+        assert!(!read.load(Ordering::Acquire));
+        feeder.abort();
     }
 
     #[test]

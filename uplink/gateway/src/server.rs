@@ -9,8 +9,9 @@ use hyper::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use s3s::config::{S3Config, StaticConfigProvider};
 use s3s::service::{S3Service, S3ServiceBuilder};
-use shoal_proto::limits::AcceptBackoff;
+use shoal_proto::limits::{AcceptBackoff, ConnectionLimits};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -88,6 +89,7 @@ impl Gateway {
             secret_key: config.secret_key.clone(),
         });
         builder.set_access(OpRecorder);
+        builder.set_config(Arc::new(StaticConfigProvider::new(Arc::new(s3s_limits()))));
         builder.set_host(host::GatewayHost::new(config.domains.clone()));
         Ok(Self {
             listener,
@@ -125,6 +127,10 @@ impl Gateway {
         let renewer = uplink::maintain::spawn_renewer(s3.uplink.clone(), config.renew_interval);
         let graceful = GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        let per_ip = ConnectionLimits::new(
+            config.max_connections.max(1),
+            config.max_connections_per_ip.max(1),
+        );
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -164,6 +170,10 @@ impl Gateway {
                     break;
                 }
             };
+            let Some(ip_slot) = per_ip.admit(peer.ip()) else {
+                tracing::debug!(%peer, "connection closed: its address has too many open");
+                continue;
+            };
             // Small answers go out at once (no Nagle wait for the client's delayed ACK).
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
@@ -178,7 +188,7 @@ impl Gateway {
                 if let Err(e) = conn.await {
                     tracing::debug!(%peer, error = %e, "gateway connection ended with an error");
                 }
-                drop(permit);
+                drop((permit, ip_slot));
             });
         }
         drop(listener);
@@ -196,6 +206,21 @@ impl Gateway {
         s3.uplink.settle(Duration::from_secs(10)).await;
         Ok(())
     }
+}
+
+/// s3s's size limits, set here rather than taken from its defaults: no XML document the
+/// gateway accepts comes near 4 MiB (DeleteObjects names at most 1,000 keys of at most
+/// 1 KiB; a CompleteMultipartUpload of 10,000 parts is ~1 MiB), and PostObject is
+/// refused before s3s sees it ([`crate::request::refuse_before_body`]), so its form
+/// limits only back that up.
+fn s3s_limits() -> S3Config {
+    let mut c = S3Config::default();
+    c.xml_max_body_size = 4 << 20;
+    c.post_object_max_file_size = 0;
+    c.form_max_field_size = 64 << 10;
+    c.form_max_fields_size = 256 << 10;
+    c.form_max_parts = 64;
+    c
 }
 
 /// The pause after a failed accept, cut short by a shutdown: true when it ran out, false

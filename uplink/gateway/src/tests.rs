@@ -202,3 +202,67 @@ async fn answers_before_the_body_close_the_connection() {
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+/// Issue 27: an anonymous browser-form POST (PostObject) declaring a 1 GiB body is
+/// refused before a byte of its body is read, and one address may hold at most
+/// `max_connections_per_ip` connections (the next is closed at once) while another
+/// address is still served.
+#[tokio::test]
+async fn form_posts_are_refused_unread_and_one_address_cannot_take_every_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_store, s3) = memory_s3();
+    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut config = GatewayConfig::new("AK".into(), "SK".into());
+    config.max_connections_per_ip = 2;
+    let gateway = Gateway::bind(s3.uplink.clone(), listen, config)
+        .await
+        .unwrap();
+    let addr = gateway.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gateway.run(async {
+        let _ = stopped.await;
+    }));
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let mut conn =
+            tokio::io::BufReader::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+        // The headers only: the body is never sent, and the answer comes anyway.
+        conn.get_mut()
+            .write_all(
+                b"POST /bkt HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary=xx\r\nContent-Length: 1073741824\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let head = read_response(&mut conn).await;
+        assert!(head.starts_with("http/1.1 501"), "{head}");
+        assert!(head.contains("connection: close"), "{head}");
+
+        // Two connections from 127.0.0.1 are held open; the third is closed at once.
+        let held = [
+            tokio::net::TcpStream::connect(addr).await.unwrap(),
+            tokio::net::TcpStream::connect(addr).await.unwrap(),
+        ];
+        drop(conn);
+        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 1];
+        // Whether or not the first connection's slot was given back yet, this is at
+        // least the third open from 127.0.0.1: closed at once.
+        let closed = third.read(&mut buf).await;
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+        // Another address is served.
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut other = tokio::io::BufReader::new(s.connect(addr).await.unwrap());
+        other
+            .get_mut()
+            .write_all(b"GET /_shoal/metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let head = read_response(&mut other).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        drop(held);
+    })
+    .await
+    .expect("the gateway answers within 30 s");
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}

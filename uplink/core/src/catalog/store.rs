@@ -272,7 +272,7 @@ impl Db {
     }
 
     fn open_in(dir: &Path, temporary: bool) -> Result<Self, CatalogError> {
-        std::fs::create_dir_all(dir).map_err(|e| CatalogError::Io {
+        shoal_proto::private::create_dir(dir).map_err(|e| CatalogError::Io {
             what: format!("creating the catalog dir {}", dir.display()),
             source: e,
         })?;
