@@ -50,6 +50,14 @@ pub(super) fn expected_digests(
     content_md5: Option<&str>,
     checksums: [(&str, Option<&String>); 5],
 ) -> S3Result<Expected> {
+    // s3s reads an empty `Content-MD5` as none; S3 refuses it (InvalidDigest), and so
+    // does the gateway: a client that sends the header means to have the body checked.
+    let sent_empty = headers
+        .get("content-md5")
+        .is_some_and(|v| v.as_bytes().iter().all(u8::is_ascii_whitespace));
+    if sent_empty {
+        return Err(super::errors::digest_err(DigestError::InvalidDigest));
+    }
     let mut e = Expected {
         content_md5: content_md5.map(str::to_string),
         ..Default::default()
@@ -154,5 +162,26 @@ where
             Err(body_err(too_large, computed.received, declared, headers))
         }
         Err(e) => Err(s3_err(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 27 (conformance): an empty `Content-MD5` is refused (400 InvalidDigest),
+    /// not taken as absent.
+    #[test]
+    fn an_empty_content_md5_is_an_invalid_digest() {
+        let none: [(&str, Option<&String>); 5] = [("", None); 5];
+        let mut h = http::HeaderMap::new();
+        h.insert("content-md5", http::HeaderValue::from_static(""));
+        let err = expected_digests(&h, None, none).unwrap_err();
+        assert_eq!(err.code().as_str(), "InvalidDigest");
+        let mut h = http::HeaderMap::new();
+        h.insert("content-md5", http::HeaderValue::from_static("1B2M2Y8AsgTpgAmY7PhCfg=="));
+        let e = expected_digests(&h, Some("1B2M2Y8AsgTpgAmY7PhCfg=="), none).unwrap();
+        assert_eq!(e.content_md5.as_deref(), Some("1B2M2Y8AsgTpgAmY7PhCfg=="));
+        assert!(expected_digests(&http::HeaderMap::new(), None, none).is_ok());
     }
 }

@@ -111,10 +111,22 @@ pub(super) fn standard_headers(
     [
         ("s3:cache-control", cache_control),
         ("s3:content-disposition", content_disposition),
-        ("s3:content-encoding", content_encoding),
+        ("s3:content-encoding", content_encoding.and_then(stored_encoding)),
         ("s3:content-language", content_language),
         ("s3:expires", expires),
     ]
+}
+
+/// The `Content-Encoding` an object keeps: the one sent, less `aws-chunked`, which
+/// names how this request's body was framed (SigV4 streaming), not the object (S3 stores
+/// `gzip` for `gzip, aws-chunked`, and nothing for `aws-chunked` alone).
+fn stored_encoding(sent: String) -> Option<String> {
+    let kept: Vec<&str> = sent
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(", "))
 }
 
 pub(super) fn stored_expires(meta: &BTreeMap<String, String>) -> Option<Timestamp> {
@@ -126,5 +138,23 @@ pub(super) fn owner() -> Owner {
     Owner {
         display_name: Some("shoal".into()),
         id: Some("shoal".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 27 (conformance): `aws-chunked` is how the request was framed, not how the
+    /// object is encoded.
+    #[test]
+    fn aws_chunked_is_not_stored_as_the_objects_encoding() {
+        let enc = |s: &str| stored_encoding(s.to_string());
+        assert_eq!(enc("gzip, aws-chunked"), Some("gzip".into()));
+        assert_eq!(enc("aws-chunked,gzip"), Some("gzip".into()));
+        assert_eq!(enc("aws-chunked"), None);
+        assert_eq!(enc("AWS-Chunked"), None);
+        assert_eq!(enc("gzip, br"), Some("gzip, br".into()));
+        assert_eq!(standard_headers(None, None, Some("gzip, aws-chunked".into()), None, None)[2].1, Some("gzip".into()));
     }
 }
