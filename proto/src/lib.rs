@@ -16,6 +16,7 @@
 //! - [`tls`]: TLS 1.3 whose certificate key is the node identity, pinned by node id.
 //! - [`address`]: which addresses a network may dial (public, or `local_network`).
 //! - [`subnet`]: the /24 (IPv4) or /48 (IPv6) that placement limits count.
+//! - [`rate`]: the per-peer token bucket every service limits request rates with.
 //! - [`call`]: what a failed gRPC call says about the peer (unreachable, timed out,
 //!   refused).
 //! - [`time`]: unix-millisecond clock helpers and the freshness window for orders.
@@ -29,7 +30,7 @@
 //!   fuzz
 //!   messages     (order <- orders <- pieces; records)
 //!   signing      tls
-//!   identity     piece_hash
+//!   identity     piece_hash     rate
 //!   ids
 //!   error
 //!   domain       limits     address     time     pb     subnet     call     private
@@ -46,6 +47,7 @@ pub mod limits;
 pub mod messages;
 pub mod piece_hash;
 pub mod private;
+pub mod rate;
 pub mod signing;
 pub mod subnet;
 pub mod time;

@@ -45,8 +45,12 @@ pub const MAX_PIECE_TAG: usize = 128;
 /// of 1000 pieces with full tags is about 180 KiB.
 pub const MAX_LIST_PIECES: u32 = 1000;
 
-/// How far an order's timestamp may be from the receiver's clock, either way.
+/// How far an order's timestamp may lag the receiver's clock.
 pub const ORDER_WINDOW_MS: u64 = 10 * 60 * 1000;
+/// How far an order's timestamp may run ahead of the receiver's clock: enough for clock
+/// skew between honest machines, short enough that an order dated ahead does not hold a
+/// replay entry much past the window.
+pub const ORDER_MAX_AHEAD_MS: u64 = 60 * 1000;
 
 /// HTTP/2 frame size the piece transfer endpoints accept (RFC 9113's default is 16 KiB).
 /// Piece data moves in MiB-sized messages; larger frames cut the per-frame work (headers,

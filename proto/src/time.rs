@@ -21,16 +21,27 @@ pub enum Freshness {
 
 /// Accepts `timestamp_ms` if it lies within `window_ms` of `now_ms`, either side.
 pub fn check_fresh(timestamp_ms: u64, now_ms: u64, window_ms: u64) -> Result<(), Freshness> {
-    if timestamp_ms.saturating_add(window_ms) < now_ms {
+    check_within(timestamp_ms, now_ms, window_ms, window_ms)
+}
+
+/// Accepts `timestamp_ms` if it lies at most `behind_ms` before `now_ms` and at most
+/// `ahead_ms` after it.
+pub fn check_within(
+    timestamp_ms: u64,
+    now_ms: u64,
+    behind_ms: u64,
+    ahead_ms: u64,
+) -> Result<(), Freshness> {
+    if timestamp_ms.saturating_add(behind_ms) < now_ms {
         return Err(Freshness::Stale {
             age_ms: now_ms - timestamp_ms,
-            window_ms,
+            window_ms: behind_ms,
         });
     }
-    if timestamp_ms > now_ms.saturating_add(window_ms) {
+    if timestamp_ms > now_ms.saturating_add(ahead_ms) {
         return Err(Freshness::Future {
             ahead_ms: timestamp_ms - now_ms,
-            window_ms,
+            window_ms: ahead_ms,
         });
     }
     Ok(())
@@ -56,5 +67,12 @@ mod tests {
         ));
         // A timestamp near u64::MAX must not overflow.
         assert!(check_fresh(u64::MAX - 5, now, 10).is_err());
+        // Asymmetric: far behind, little ahead.
+        assert_eq!(check_within(now - 100, now, 100, 5), Ok(()));
+        assert_eq!(check_within(now + 5, now, 100, 5), Ok(()));
+        assert!(matches!(
+            check_within(now + 6, now, 100, 5),
+            Err(Freshness::Future { ahead_ms: 6, window_ms: 5 })
+        ));
     }
 }

@@ -12,9 +12,10 @@
 //!   written `NODEID@HOST:PORT` ([`PinnedPeer`]).
 //! - Clients do not present certificates: pieces are authorised by signed orders and DHT
 //!   senders by their signed records and a dial-back.
-//! - The server side ([`accept`]) handshakes accepted connections concurrently, each
-//!   with a deadline, so a peer that stalls its handshake holds nothing else up; a
-//!   plaintext client fails the handshake and is dropped.
+//! - The server side ([`accept_with`]) handshakes accepted connections concurrently,
+//!   each within [`SERVER_HANDSHAKE_TIMEOUT`] and at most a few per peer group, so peers
+//!   that stall their handshakes hold nothing else up; a plaintext client fails the
+//!   handshake and is dropped.
 //!
 //! The crypto provider is aws-lc-rs (rustls's default; measured against ring in the
 //! commit that brought this module: faster AES-GCM and handshakes, and it builds with
@@ -23,7 +24,8 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
@@ -39,16 +41,27 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tonic::transport::server::Connected;
+use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::identity::Identity;
 use crate::ids::{NodeId, PublicKey};
 
-/// How long a TLS handshake (and, for a dialler, the TCP connect before it) may take.
+/// How long a dialler's TCP connect and TLS handshake may take together.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a server waits for a client to finish its TLS handshake: a TLS 1.3
+/// handshake is one round trip of the client's, so an honest client across the world
+/// needs well under a second; a client that stalls holds its slot no longer than this.
+pub const SERVER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Server handshakes in progress at most; connections past this wait in the backlog.
 pub const MAX_PENDING_HANDSHAKES: usize = 256;
+
+/// Server handshakes in progress at most from one peer group (an IPv4 address or an
+/// IPv6 /64, [`crate::address::peer_group`]) on a public node: a few addresses that
+/// stall their handshakes cannot take the slots of everyone else. Past it, a new
+/// connection from that group is closed at once.
+pub const MAX_PENDING_PER_GROUP: usize = 4;
 
 /// The one protocol spoken over these connections.
 const ALPN_H2: &[u8] = b"h2";
@@ -457,36 +470,80 @@ impl<T: Connected> Connected for TlsIo<T> {
     }
 }
 
-/// Turns a stream of accepted connections into a stream of TLS connections for
-/// `serve_with_incoming`. Handshakes run concurrently, each within
-/// [`HANDSHAKE_TIMEOUT`], at most [`MAX_PENDING_HANDSHAKES`] at once (further
-/// connections wait in the listen backlog); failed handshakes (plaintext clients among
-/// them) are dropped. Accept errors are logged and retried after a growing pause (up to
-/// 1 s). No task is spawned: dropping the stream closes the listener and every pending
-/// handshake at once, so a restarted server can bind the same port.
+/// [`accept_with`] where every peer group may use all [`MAX_PENDING_HANDSHAKES`]: for a
+/// network on one machine or LAN (tests, a devnet, `local_network`), where every peer
+/// dials from the same address. A public node uses [`accept_with`] and
+/// [`MAX_PENDING_PER_GROUP`].
 pub fn accept<S, T, E>(incoming: S, config: Arc<ServerConfig>) -> TlsIncoming<S, T>
 where
     S: Stream<Item = Result<T, E>> + Unpin,
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    T::ConnectInfo: RemoteAddr,
+    E: fmt::Display,
+{
+    accept_with(incoming, config, MAX_PENDING_HANDSHAKES)
+}
+
+/// Turns a stream of accepted connections into a stream of TLS connections for
+/// `serve_with_incoming`. Handshakes run concurrently, each within
+/// [`SERVER_HANDSHAKE_TIMEOUT`], at most [`MAX_PENDING_HANDSHAKES`] at once (further
+/// connections wait in the listen backlog) and at most `per_group` from one peer group
+/// (further connections from it are closed at once); failed handshakes (plaintext
+/// clients among them) are dropped. Accept errors are logged and retried after a
+/// growing pause (up to 1 s). No task is spawned: dropping the stream closes the
+/// listener and every pending handshake at once, so a restarted server can bind the
+/// same port.
+pub fn accept_with<S, T, E>(
+    incoming: S,
+    config: Arc<ServerConfig>,
+    per_group: usize,
+) -> TlsIncoming<S, T>
+where
+    S: Stream<Item = Result<T, E>> + Unpin,
+    T: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    T::ConnectInfo: RemoteAddr,
     E: fmt::Display,
 {
     TlsIncoming {
         incoming: Some(incoming),
         acceptor: tokio_rustls::TlsAcceptor::from(config),
         handshakes: FuturesUnordered::new(),
+        per_group: per_group.max(1),
+        pending: HashMap::new(),
         pause: None,
         backoff: crate::limits::AcceptBackoff::default(),
     }
 }
 
-type Handshake<T> = Pin<Box<dyn Future<Output = Option<TlsIo<T>>> + Send>>;
+/// Where a connection comes from, for the per-group handshake cap.
+pub trait RemoteAddr {
+    fn remote(&self) -> Option<SocketAddr>;
+}
 
-/// The stream [`accept`] returns.
+impl RemoteAddr for TcpConnectInfo {
+    fn remote(&self) -> Option<SocketAddr> {
+        self.remote_addr()
+    }
+}
+
+/// An in-memory connection (tests): no address, all in one group.
+impl RemoteAddr for () {
+    fn remote(&self) -> Option<SocketAddr> {
+        None
+    }
+}
+
+type Handshake<T> = Pin<Box<dyn Future<Output = (IpAddr, Option<TlsIo<T>>)> + Send>>;
+
+/// The stream [`accept_with`] returns.
 pub struct TlsIncoming<S, T> {
     /// `None` once the underlying stream has ended.
     incoming: Option<S>,
     acceptor: tokio_rustls::TlsAcceptor,
     handshakes: FuturesUnordered<Handshake<T>>,
+    /// Pending handshakes allowed per peer group, and those in progress.
+    per_group: usize,
+    pending: HashMap<IpAddr, usize>,
     /// Set after an accept error: no accepting until it elapses.
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
     backoff: crate::limits::AcceptBackoff,
@@ -500,65 +557,115 @@ impl<S, T> fmt::Debug for TlsIncoming<S, T> {
     }
 }
 
+impl<S, T> TlsIncoming<S, T>
+where
+    T: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    T::ConnectInfo: RemoteAddr,
+{
+    /// Starts the handshake of `conn`, unless its peer group has its share in progress
+    /// (then `conn` is dropped: closed).
+    fn start(&mut self, conn: T) {
+        let ip = conn
+            .connect_info()
+            .remote()
+            .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let group = crate::address::peer_group(ip);
+        let n = self.pending.entry(group).or_default();
+        if *n >= self.per_group {
+            tracing::debug!(peer = %ip, "connection closed: its group has {n} handshakes pending");
+            return;
+        }
+        *n += 1;
+        let accepting = self.acceptor.accept(conn);
+        self.handshakes.push(Box::pin(async move {
+            match tokio::time::timeout(SERVER_HANDSHAKE_TIMEOUT, accepting).await {
+                Ok(Ok(tls)) => (group, Some(TlsIo(tls))),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    (group, None)
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake timed out");
+                    (group, None)
+                }
+            }
+        }));
+    }
+
+    fn finished(&mut self, group: IpAddr) {
+        if let Some(n) = self.pending.get_mut(&group) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.pending.remove(&group);
+            }
+        }
+    }
+}
+
 impl<S, T, E> Stream for TlsIncoming<S, T>
 where
     S: Stream<Item = Result<T, E>> + Unpin,
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    T::ConnectInfo: RemoteAddr,
     E: fmt::Display,
 {
     type Item = Result<TlsIo<T>, io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        // Take in new connections while there is room for their handshakes.
         loop {
-            if let Some(pause) = this.pause.as_mut() {
-                if pause.as_mut().poll(cx).is_pending() {
-                    break;
+            this.take_in(cx);
+            // Hand out finished handshakes; one that failed frees a slot, so take in
+            // again (the listener may not have been polled while the slots were full).
+            match this.handshakes.poll_next_unpin(cx) {
+                Poll::Ready(Some((group, done))) => {
+                    this.finished(group);
+                    if let Some(tls) = done {
+                        return Poll::Ready(Some(Ok(tls)));
+                    }
                 }
-                this.pause = None;
+                Poll::Ready(None) if this.incoming.is_none() => return Poll::Ready(None),
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
             }
-            if this.handshakes.len() >= MAX_PENDING_HANDSHAKES {
-                break;
+        }
+    }
+}
+
+impl<S, T, E> TlsIncoming<S, T>
+where
+    S: Stream<Item = Result<T, E>> + Unpin,
+    T: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    T::ConnectInfo: RemoteAddr,
+    E: fmt::Display,
+{
+    /// Takes in new connections while there is room for their handshakes.
+    fn take_in(&mut self, cx: &mut Context<'_>) {
+        loop {
+            if let Some(pause) = self.pause.as_mut() {
+                if pause.as_mut().poll(cx).is_pending() {
+                    return;
+                }
+                self.pause = None;
             }
-            let Some(incoming) = this.incoming.as_mut() else {
-                break;
+            if self.handshakes.len() >= MAX_PENDING_HANDSHAKES {
+                return;
+            }
+            let Some(incoming) = self.incoming.as_mut() else {
+                return;
             };
             match Pin::new(incoming).poll_next(cx) {
-                Poll::Pending => break,
-                Poll::Ready(None) => this.incoming = None,
+                Poll::Pending => return,
+                Poll::Ready(None) => self.incoming = None,
                 Poll::Ready(Some(Ok(conn))) => {
-                    this.backoff.succeeded();
-                    let accepting = this.acceptor.accept(conn);
-                    this.handshakes.push(Box::pin(async move {
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, accepting).await {
-                            Ok(Ok(tls)) => Some(TlsIo(tls)),
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, "TLS handshake failed");
-                                None
-                            }
-                            Err(_) => {
-                                tracing::debug!("TLS handshake timed out");
-                                None
-                            }
-                        }
-                    }));
+                    self.backoff.succeeded();
+                    self.start(conn);
                 }
                 Poll::Ready(Some(Err(e))) => {
                     // Out of file descriptors and the like: pause rather than spin.
-                    let pause = this.backoff.failed();
+                    let pause = self.backoff.failed();
                     tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "accept failed");
-                    this.pause = Some(Box::pin(tokio::time::sleep(pause)));
+                    self.pause = Some(Box::pin(tokio::time::sleep(pause)));
                 }
-            }
-        }
-        // Hand out finished handshakes.
-        loop {
-            match this.handshakes.poll_next_unpin(cx) {
-                Poll::Ready(Some(Some(tls))) => return Poll::Ready(Some(Ok(tls))),
-                Poll::Ready(Some(None)) => continue,
-                Poll::Ready(None) if this.incoming.is_none() => return Poll::Ready(None),
-                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
             }
         }
     }

@@ -137,3 +137,56 @@ fn pinned_peers_parse_and_print() {
         );
     }
 }
+
+/// Issue 27: a few addresses that stall their handshakes cannot queue out everyone
+/// else: past `per_group` pending handshakes a group's new connections are closed at
+/// once, other groups still complete theirs, and a stalled handshake is dropped after
+/// [`SERVER_HANDSHAKE_TIMEOUT`].
+#[tokio::test]
+async fn stalled_handshakes_of_one_group_hold_up_no_other() {
+    use tokio::net::{TcpListener, TcpSocket};
+    let node = identity(1);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stream = Box::pin(futures::stream::unfold(listener, |l| async move {
+        let conn = l.accept().await.map(|(s, _)| s);
+        Some((conn, l))
+    }));
+    let mut incoming = accept_with(stream, server_config(&node).unwrap(), 2);
+    let (tx, mut served) = tokio::sync::mpsc::unbounded_channel();
+    let server = tokio::spawn(async move {
+        while let Some(conn) = incoming.next().await {
+            let _ = tx.send(conn);
+        }
+    });
+    let from = |ip: [u8; 4]| async move {
+        let s = TcpSocket::new_v4().unwrap();
+        s.bind(SocketAddr::from((ip, 0))).unwrap();
+        s.connect(addr).await.unwrap()
+    };
+    // Two stalled handshakes fill 127.0.0.1's share; its third connection is closed.
+    let mut stalled = vec![from([127, 0, 0, 1]).await, from([127, 0, 0, 1]).await];
+    let mut third = from([127, 0, 0, 1]).await;
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(2), third.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "a group past its share is closed at once: {closed:?}"
+    );
+    // Another group completes its handshake meanwhile.
+    let other = from([127, 0, 0, 2]).await;
+    let name = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+    let tls = tokio_rustls::TlsConnector::from(client_config(node.node_id()).unwrap())
+        .connect(name, other);
+    tokio::time::timeout(Duration::from_secs(10), tls)
+        .await
+        .expect("handshake of another group within its deadline")
+        .unwrap();
+    assert!(served.recv().await.unwrap().is_ok());
+    // The stalled ones are dropped once their deadline passes.
+    for s in &mut stalled {
+        let r = tokio::time::timeout(SERVER_HANDSHAKE_TIMEOUT * 3, s.read(&mut buf)).await;
+        assert!(matches!(r, Ok(Ok(0) | Err(_))), "stalled handshake dropped: {r:?}");
+    }
+    server.abort();
+}

@@ -50,6 +50,11 @@ pub struct Config {
     /// Most piece-store requests one IP address may have open at once. Default 64.
     #[serde(default = "default_max_streams_per_peer")]
     pub max_streams_per_peer: usize,
+    /// Most piece-store requests one IP address (IPv6: one /64) may start per second,
+    /// with bursts of twice that; more are refused (RESOURCE_EXHAUSTED) before their
+    /// order is even decoded. 0 turns the limit off. Default 2000.
+    #[serde(default = "default_max_piece_calls_per_second")]
+    pub max_piece_calls_per_second: u32,
     /// An upload that sends nothing for this long is aborted and leaves nothing behind
     /// (milliseconds). Default 30000.
     #[serde(default = "default_stall_timeout_ms")]
@@ -100,6 +105,9 @@ fn default_difficulty() -> u32 {
 fn default_max_streams_per_peer() -> usize {
     64
 }
+fn default_max_piece_calls_per_second() -> u32 {
+    2000
+}
 fn default_stall_timeout_ms() -> u64 {
     30_000
 }
@@ -129,6 +137,7 @@ impl Default for Config {
             bootstrap: Vec::new(),
             difficulty: default_difficulty(),
             max_streams_per_peer: default_max_streams_per_peer(),
+            max_piece_calls_per_second: default_max_piece_calls_per_second(),
             stall_timeout_ms: default_stall_timeout_ms(),
             min_upload_rate: default_min_upload_rate(),
             upload_grace_ms: default_upload_grace_ms(),

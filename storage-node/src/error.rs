@@ -61,6 +61,8 @@ pub enum Error {
     ZeroMaxSize,
     #[error("too many concurrent streams from {peer} (limit {limit})")]
     TooManyStreams { peer: String, limit: usize },
+    #[error("too many requests from {peer} (limit {per_second} a second); retry shortly")]
+    RateLimited { peer: String, per_second: u32 },
     #[error("protocol violation: {0}")]
     Protocol(&'static str),
     #[error("chunk of {len} bytes is over the limit of {limit}")]
@@ -152,6 +154,7 @@ impl Error {
             Error::OwnerQuota { .. } => "owner_quota",
             Error::ZeroMaxSize => "zero_max_size",
             Error::TooManyStreams { .. } => "too_many_streams",
+            Error::RateLimited { .. } => "rate_limited",
             Error::Protocol(_) => "protocol",
             Error::ChunkTooLarge { .. } => "chunk_too_large",
             Error::OverMaxSize { .. } => "over_max_size",
@@ -162,6 +165,8 @@ impl Error {
             Error::LeaseTooLong { .. } => "lease_too_long",
             Error::Replay(crate::replay::ReplayError::Replayed) => "replayed",
             Error::Replay(crate::replay::ReplayError::Full { .. }) => "replay_set_full",
+            Error::Replay(crate::replay::ReplayError::OwnerFull { .. }) => "replay_owner_full",
+            Error::Replay(crate::replay::ReplayError::GroupFull { .. }) => "replay_group_full",
             Error::OutOfRange { .. } => "out_of_range",
             Error::Stalled { .. } => "stalled",
             Error::TooSlow { .. } => "too_slow",
@@ -212,13 +217,18 @@ impl From<Error> for tonic::Status {
                 return status;
             }
             Error::Replay(crate::replay::ReplayError::Replayed) => Code::Aborted,
-            Error::Replay(crate::replay::ReplayError::Full { .. }) => Code::ResourceExhausted,
+            Error::Replay(
+                crate::replay::ReplayError::Full { .. }
+                | crate::replay::ReplayError::OwnerFull { .. }
+                | crate::replay::ReplayError::GroupFull { .. },
+            ) => Code::ResourceExhausted,
             Error::NotFound(_) => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::Busy(_) | Error::ShuttingDown => Code::Unavailable,
-            Error::NoSpace { .. } | Error::OwnerQuota { .. } | Error::TooManyStreams { .. } => {
-                Code::ResourceExhausted
-            }
+            Error::NoSpace { .. }
+            | Error::OwnerQuota { .. }
+            | Error::TooManyStreams { .. }
+            | Error::RateLimited { .. } => Code::ResourceExhausted,
             Error::OutOfRange { .. } => Code::OutOfRange,
             Error::Stalled { .. } | Error::TooSlow { .. } => Code::DeadlineExceeded,
             Error::Cancelled => Code::Cancelled,

@@ -73,6 +73,9 @@ pub struct NodeStatus {
 pub struct OwnerStatus {
     /// The owner's public key, hex.
     pub owner: String,
+    /// Its label in `/metrics` ([`crate::metrics::owner_label`]).
+    #[serde(default)]
+    pub label: String,
     /// Charged bytes (sizes plus the per-piece overhead).
     pub bytes: u64,
     pub pieces: u64,
@@ -83,6 +86,7 @@ impl OwnerStatus {
         top.iter()
             .map(|(k, u)| Self {
                 owner: k.to_hex(),
+                label: crate::metrics::owner_label(k),
                 bytes: u.bytes,
                 pieces: u.pieces,
             })

@@ -314,8 +314,9 @@ fn info(dir: &Path, key: &Path, json: bool) -> anyhow::Result<()> {
     );
     for o in &report.top_owners {
         println!(
-            "  {}  {} in {} pieces",
+            "  {} (metrics label {})  {} in {} pieces",
             o.owner,
+            o.label,
             ByteSize(o.bytes).human(),
             o.pieces
         );

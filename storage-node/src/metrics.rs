@@ -19,10 +19,13 @@ use crate::store::{Space, Usage};
 /// other candidate: bounded too, but a bucket names no one an operator could act on.
 pub const TOP_OWNERS: usize = 10;
 
-/// The label of an owner: the first 16 hex digits of its key (enough to find it in
-/// `storage-node info`, short enough to read).
+/// The label of an owner: 16 hex digits of a hash of its key. `/metrics` may be read by
+/// more people than the operator (a scraper, a shared dashboard), and an owner's key
+/// ties its pieces together across nodes; the hash names no key. `storage-node info`
+/// and the dashboard show each owner's key next to its label.
 pub fn owner_label(owner: &PublicKey) -> String {
-    owner.to_hex()[..16].to_owned()
+    let h = blake3::derive_key("shoal v1 node metrics owner label", owner.as_bytes());
+    h[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Operations the node counts, as metric labels.

@@ -295,6 +295,7 @@ pub async fn start(
         ServiceLimits {
             stall_timeout: config.stall_timeout(),
             max_streams_per_peer: config.max_streams_per_peer,
+            piece_calls_per_second: config.max_piece_calls_per_second,
             max_lease_ms: config.max_lease_ms,
             min_upload_rate: config.min_upload_rate,
             upload_grace: Duration::from_millis(config.upload_grace_ms),
@@ -306,7 +307,14 @@ pub async fn start(
     let kill = rpc_kill.clone();
     // Every connection is TLS 1.3 over the node's identity key; plaintext is refused.
     let limits = node_connection_limits(config.local_network);
-    let incoming = tls::accept(
+    // A few pending handshakes per peer group on the public network; on a local one
+    // every peer dials from the same address, so the group is the whole network.
+    let per_group = if config.local_network {
+        tls::MAX_PENDING_HANDSHAKES
+    } else {
+        tls::MAX_PENDING_PER_GROUP
+    };
+    let incoming = tls::accept_with(
         TcpIncoming::from(grpc_listener)
             .with_nodelay(Some(true))
             .filter_map(move |conn| match conn {
@@ -322,6 +330,7 @@ pub async fn start(
                 Err(e) => Some(Err(e)),
             }),
         tls_config,
+        per_group,
     );
     let grpc_stop = rpc_stop.clone();
     let grpc_task = tokio::spawn(async move {

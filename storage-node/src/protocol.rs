@@ -1,10 +1,13 @@
 //! The piece protocol's checks, as plain functions: is an order for this node, is it
 //! fresh, does a trailer match its order, which bytes answer a range request. No I/O.
 
-use shoal_proto::limits::{MAX_CHUNK, ORDER_WINDOW_MS};
-use shoal_proto::messages::{Order, UploadOrder, UploadTrailer};
+use shoal_proto::limits::{MAX_CHUNK, ORDER_MAX_AHEAD_MS, ORDER_WINDOW_MS};
+use shoal_proto::messages::{
+    AuditOrder, DeleteOrder, DownloadOrder, ListPiecesOrder, Order, RenewOrder, UploadOrder,
+    UploadTrailer,
+};
 use shoal_proto::piece_hash::PieceInfo;
-use shoal_proto::time::check_fresh;
+use shoal_proto::time::check_within;
 use shoal_proto::{NodeId, PublicKey};
 
 use crate::error::Error;
@@ -42,7 +45,8 @@ pub fn check_upload_rate(
     Ok(())
 }
 
-/// Checks that an order names this node and was made within the freshness window.
+/// Checks that an order names this node and was made within the freshness window: at
+/// most [`ORDER_WINDOW_MS`] ago and at most [`ORDER_MAX_AHEAD_MS`] ahead.
 pub fn check_order(
     this: &NodeId,
     node_id: &NodeId,
@@ -55,7 +59,7 @@ pub fn check_order(
             got: *node_id,
         });
     }
-    check_fresh(timestamp_ms, now_ms, ORDER_WINDOW_MS).map_err(Error::Stale)
+    check_within(timestamp_ms, now_ms, ORDER_WINDOW_MS, ORDER_MAX_AHEAD_MS).map_err(Error::Stale)
 }
 
 /// Checks any order's envelope: addressed here and fresh ([`check_order`]), and, for an
@@ -99,6 +103,66 @@ pub fn check_trailer(order: &UploadOrder, trailer: &UploadTrailer) -> Result<(),
         return Err(Error::TrailerMismatch("owner key differs from the order's"));
     }
     Ok(())
+}
+
+/// The pieces an order acts on that must exist and be its signer's before the node
+/// records its nonce ([`check_claim`]), so that a stranger's orders for pieces it does
+/// not own use no replay entry. An upload names a piece that does not exist yet, a
+/// listing none: their orders claim nothing.
+pub trait Claims {
+    /// Whether an order whose claim does not hold is refused (true), or served without
+    /// recording its nonce because serving it changes nothing: a renew answers per
+    /// piece, and a piece not found or not the signer's is left as it is.
+    const REFUSE_UNCLAIMED: bool = true;
+
+    fn claimed(&self) -> &[shoal_proto::PieceId] {
+        &[]
+    }
+}
+
+impl Claims for UploadOrder {}
+impl Claims for ListPiecesOrder {}
+impl Claims for DownloadOrder {
+    fn claimed(&self) -> &[shoal_proto::PieceId] {
+        std::slice::from_ref(&self.piece_id)
+    }
+}
+impl Claims for AuditOrder {
+    fn claimed(&self) -> &[shoal_proto::PieceId] {
+        std::slice::from_ref(&self.piece_id)
+    }
+}
+impl Claims for DeleteOrder {
+    fn claimed(&self) -> &[shoal_proto::PieceId] {
+        std::slice::from_ref(&self.piece_id)
+    }
+}
+impl Claims for RenewOrder {
+    const REFUSE_UNCLAIMED: bool = false;
+
+    fn claimed(&self) -> &[shoal_proto::PieceId] {
+        &self.piece_ids
+    }
+}
+
+/// An order's claim holds when it claims nothing, or when at least one piece it names
+/// is stored here and belongs to `owner` (`owner_of` looks a piece's owner up). A renew
+/// of several pieces may name some this node lost; it still renews the rest. Otherwise
+/// the refusal names the first piece: not found, or not the signer's.
+pub fn check_claim(
+    claimed: &[shoal_proto::PieceId],
+    owner: &PublicKey,
+    mut owner_of: impl FnMut(&shoal_proto::PieceId) -> Result<Option<PublicKey>, Error>,
+) -> Result<(), Error> {
+    let mut refused = None;
+    for piece in claimed {
+        match owner_of(piece)? {
+            Some(o) if o == *owner => return Ok(()),
+            Some(_) => refused.get_or_insert(Error::NotOwner(*piece)),
+            None => refused.get_or_insert(Error::NotFound(*piece)),
+        };
+    }
+    refused.map_or(Ok(()), Err)
 }
 
 /// Only the key that uploaded a piece may read, audit, renew or delete it.
@@ -245,6 +309,13 @@ mod tests {
         ));
         assert!(matches!(
             check_order(&me, &me, now + ORDER_WINDOW_MS + 1, now),
+            Err(Error::Stale(_))
+        ));
+        // Ahead of the clock: a minute of skew, no more (an order dated ten minutes
+        // ahead would hold its replay entry for twenty).
+        assert!(check_order(&me, &me, now + ORDER_MAX_AHEAD_MS, now).is_ok());
+        assert!(matches!(
+            check_order(&me, &me, now + ORDER_MAX_AHEAD_MS + 1, now),
             Err(Error::Stale(_))
         ));
         assert!(check_lease(now + 1, now, 10).is_ok());

@@ -2,9 +2,10 @@
 //! applies [`crate::protocol`]'s checks, and drives the [`PieceStore`]. Disk work runs on
 //! blocking threads so that hashing and fsync never stall the runtime.
 //!
-//! Every handler starts with one [`PieceStoreService::accept`]: count the request, take
-//! one of the peer's stream slots, decode the order (shape and signature), and admit it
-//! (addressed here, fresh, a lease within `max_lease` when it sets one, never seen
+//! Every handler starts with one [`PieceStoreService::accept`]: count the request, hold
+//! the peer to its request rate, take one of the peer's stream slots, decode the order
+//! (shape and signature), and admit it (addressed here, fresh, a lease within
+//! `max_lease` when it sets one, the pieces it names are the signer's, never seen
 //! before). What follows in each handler is only what that order kind does.
 
 use std::collections::HashMap;
@@ -14,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shoal_proto::limits::MAX_CHUNK;
+use shoal_proto::rate::{RateConfig, RateLimiter};
+use shoal_proto::subnet::Subnet;
 use shoal_proto::messages::{
     AuditOrder, DeleteOrder, DownloadOrder, ListPiecesOrder, Order, Receipt, RenewOrder,
     UploadOrder, UploadTrailer, required,
@@ -32,6 +35,9 @@ use crate::meta::PieceMeta;
 use crate::metrics::NodeMetrics;
 use crate::protocol;
 use crate::replay::ReplayGuard;
+
+/// Peer groups whose request rate is tracked at once (see [`RateLimiter`]).
+const RATE_PEERS: usize = 16_384;
 use crate::store::{PieceData, PieceStore};
 
 /// Bounds the service applies per request and per peer.
@@ -41,6 +47,9 @@ pub struct ServiceLimits {
     pub stall_timeout: Duration,
     /// Most piece-store requests one IP address (IPv6: one /64) may have open at once.
     pub max_streams_per_peer: usize,
+    /// Most piece-store requests one IP address (IPv6: one /64) may start per second
+    /// (bursts of twice that); 0 turns the limit off.
+    pub piece_calls_per_second: u32,
     /// Latest lease expiry an order may ask for, from now (config `max_lease`).
     pub max_lease_ms: u64,
     /// Minimum average upload rate (bytes/s) once `upload_grace` has passed
@@ -63,6 +72,8 @@ struct Inner {
     limits: ServiceLimits,
     shutdown: CancellationToken,
     peers: Mutex<HashMap<IpAddr, usize>>,
+    /// Request rate per peer group ([`ServiceLimits::piece_calls_per_second`]).
+    rate: Mutex<RateLimiter>,
     /// Nonces of the orders accepted within the order window.
     replay: ReplayGuard,
 }
@@ -153,6 +164,11 @@ impl PieceStoreService {
                 limits,
                 shutdown,
                 peers: Mutex::new(HashMap::new()),
+                rate: Mutex::new(RateLimiter::new(RateConfig {
+                    per_second: f64::from(limits.piece_calls_per_second),
+                    burst: 2.0 * f64::from(limits.piece_calls_per_second),
+                    max_peers: RATE_PEERS,
+                })),
                 replay: ReplayGuard::default(),
             }),
         }
@@ -188,10 +204,10 @@ impl PieceStoreService {
         })
     }
 
-    /// What every handler does first, in this order: count the request as `op`, take one
-    /// of the peer's stream slots, decode the order that `wire` yields (shape and
-    /// signature), and admit it ([`Inner::admit`]). A refusal at any step is counted as
-    /// the request's failure.
+    /// What every handler does first, in this order: count the request as `op`, hold
+    /// the peer to its request rate, take one of the peer's stream slots, decode the
+    /// order that `wire` yields (shape and signature), and admit it ([`Inner::admit`]).
+    /// A refusal at any step is counted as the request's failure.
     async fn accept<O>(
         &self,
         op: &'static str,
@@ -199,15 +215,17 @@ impl PieceStoreService {
         wire: impl Future<Output = Result<O::Wire, Error>>,
     ) -> Result<Accepted<O>, Status>
     where
-        O: Order,
+        O: Order + protocol::Claims,
         Signed<O>: TryFrom<O::Wire, Error = WireError>,
     {
         let tracked = Tracked::start(&self.inner.metrics, op);
+        tracked.outcome(self.inner.rate_check(remote))?;
         let permit = tracked.outcome(self.permit(remote))?;
         let admitted = async {
             let order: Signed<O> = wire.await?.try_into()?;
             let now_ms = unix_ms();
-            self.inner.admit(&*order, now_ms)?;
+            let group = Subnet::of(&remote.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip()));
+            self.inner.admit(&*order, group, now_ms).await?;
             Ok::<_, Error>((order, now_ms))
         }
         .await;
@@ -218,32 +236,6 @@ impl PieceStoreService {
             order,
             now_ms,
         })
-    }
-}
-
-impl PieceStoreService {
-    /// A unary request end to end: [`Self::accept`] its order, run `handle` with the
-    /// order and the time it was admitted at while the peer's slot is held, and count
-    /// the outcome.
-    async fn unary<O, R>(
-        &self,
-        op: &'static str,
-        remote: Option<SocketAddr>,
-        order: Option<O::Wire>,
-        handle: impl AsyncFnOnce(Signed<O>, u64) -> Result<R, Error>,
-    ) -> Result<Response<R>, Status>
-    where
-        O: Order,
-        Signed<O>: TryFrom<O::Wire, Error = WireError>,
-    {
-        let Accepted {
-            tracked,
-            permit: _permit,
-            order,
-            now_ms,
-        } = self.accept::<O>(op, remote, unary(order)).await?;
-        let r = handle(order, now_ms).await;
-        tracked.outcome(r).map(Response::new)
     }
 }
 
@@ -266,9 +258,16 @@ fn unary<W>(order: Option<W>) -> impl Future<Output = Result<W, Error>> {
 impl Inner {
     /// The checks every order passes before it is acted on, in this order: addressed
     /// here, fresh and a lease within `max_lease` ([`protocol::check_envelope`]; signature
-    /// and shape were checked by the conversion), then never seen before (the replay
-    /// guard records it).
-    fn admit<O: Order>(&self, order: &O, now_ms: u64) -> Result<(), Error> {
+    /// and shape were checked by the conversion), the pieces it claims are here and the
+    /// signer's ([`protocol::check_claim`]), then never seen before: the replay guard
+    /// records it against its owner's and its peer group's shares. An order that fails
+    /// a check before the last uses no replay entry.
+    async fn admit<O: Order + protocol::Claims>(
+        &self,
+        order: &O,
+        group: Subnet,
+        now_ms: u64,
+    ) -> Result<(), Error> {
         protocol::check_envelope(
             &self.identity.node_id(),
             order,
@@ -276,9 +275,46 @@ impl Inner {
             self.limits.max_lease_ms,
         )?;
         let h = order.header();
+        let claimed = order.claimed().to_vec();
+        if !claimed.is_empty() {
+            let store = Arc::clone(&self.store);
+            let owner = h.owner_key;
+            let claim = blocking(move || {
+                protocol::check_claim(&claimed, &owner, |p| {
+                    Ok(store.meta().get(p)?.map(|m| m.owner))
+                })
+            })
+            .await;
+            match claim {
+                Ok(()) => {}
+                // Served as it is, unrecorded: it changes nothing (see `Claims`).
+                Err(Error::NotFound(_) | Error::NotOwner(_)) if !O::REFUSE_UNCLAIMED => {
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
         self.replay
-            .check(&h.owner_key, &h.nonce, h.timestamp_ms, now_ms)?;
+            .check(&h.owner_key, &h.nonce, group, h.timestamp_ms, now_ms)?;
         Ok(())
+    }
+
+    /// Takes one request of the peer's rate ([`ServiceLimits::piece_calls_per_second`]).
+    fn rate_check(&self, remote: Option<SocketAddr>) -> Result<(), Error> {
+        let ip = remote.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let admitted = self
+            .rate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(ip, unix_ms());
+        if admitted {
+            Ok(())
+        } else {
+            Err(Error::RateLimited {
+                peer: shoal_proto::address::peer_group(ip).to_string(),
+                per_second: self.limits.piece_calls_per_second,
+            })
+        }
     }
 
     fn receipt(&self, meta: &PieceMeta, piece: shoal_proto::PieceId) -> Result<pb::Receipt, Error> {

@@ -55,6 +55,8 @@ pub struct NodeOptions {
     pub stall_timeout_ms: u64,
     pub expiry_interval_ms: u64,
     pub max_streams_per_peer: usize,
+    /// `max_piece_calls_per_second` of the node's config.
+    pub max_piece_calls_per_second: u32,
     pub max_lease_ms: u64,
     /// `min_upload_rate` and `upload_grace_ms` of the node's config.
     pub min_upload_rate: u64,
@@ -68,6 +70,7 @@ impl Default for NodeOptions {
             stall_timeout_ms: 10_000,
             expiry_interval_ms: 60_000,
             max_streams_per_peer: 64,
+            max_piece_calls_per_second: Config::default().max_piece_calls_per_second,
             max_lease_ms: Config::default().max_lease_ms,
             min_upload_rate: Config::default().min_upload_rate,
             upload_grace_ms: Config::default().upload_grace_ms,
@@ -100,6 +103,7 @@ impl TestNode {
             allocate: ByteSize(options.allocate),
             difficulty: 0,
             max_streams_per_peer: options.max_streams_per_peer,
+            max_piece_calls_per_second: options.max_piece_calls_per_second,
             stall_timeout_ms: options.stall_timeout_ms,
             expiry_interval_ms: options.expiry_interval_ms,
             max_lease_ms: options.max_lease_ms,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use shoal_proto::limits::{MAX_CHUNK, MAX_GRPC_MESSAGE, ORDER_WINDOW_MS};
+use shoal_proto::limits::{MAX_CHUNK, MAX_GRPC_MESSAGE, ORDER_MAX_AHEAD_MS, ORDER_WINDOW_MS};
 use shoal_proto::messages::{MAX_LEASE_METADATA, RenewResult, RenewStatus};
 use shoal_proto::pb::{self, upload_request};
 use shoal_proto::time::unix_ms;
@@ -893,7 +893,7 @@ async fn http_serves_metrics_status_and_dashboard() {
             "shoal_node_owners 1",
             &format!(
                 "shoal_node_owner_used_bytes{{owner=\"{}\"}} {}",
-                &owner.identity.public_key().to_hex()[..16],
+                storage_node::metrics::owner_label(owner.identity.public_key()),
                 charged(12_345)
             ),
             "shoal_node_pieces 1",
@@ -904,6 +904,9 @@ async fn http_serves_metrics_status_and_dashboard() {
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+        // Issue 27: the page names no owner key, only its hash.
+        let key = owner.identity.public_key().to_hex();
+        assert!(!text.contains(&key[..16]), "owner key in /metrics:\n{text}");
         let (status, json) = http_get(n.http_addr(), "/api/status").await.unwrap();
         assert_eq!(status, 200);
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -1337,6 +1340,86 @@ async fn a_node_restarted_while_its_bootstrap_is_down_joins_through_the_nodes_it
             found.map(|p| p.addresses[0]),
             Some(cluster.node(2).grpc_addr())
         );
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+/// Issue 27: a stranger's orders for pieces it does not own use no replay entry (so
+/// throwaway keys cannot fill the set), an order dated more than a minute ahead is
+/// refused (it would hold its entry for twenty), and one peer's request rate is capped
+/// before its orders are even decoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_fill_nothing_and_are_held_to_a_rate() {
+    bounded(LIMIT, async {
+        let cluster = Cluster::start(
+            1,
+            NodeOptions {
+                max_piece_calls_per_second: 5,
+                ..NodeOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let n = cluster.node(0);
+        let id = n.node_id();
+        let mut c = n.client().await.unwrap();
+        let owner = Owner::new();
+        let piece = random_piece();
+        owner
+            .upload(&mut c, id, piece, &test_data(5_000, 7), BS)
+            .await
+            .unwrap();
+
+        // The stranger's order is refused as not its own, and the same order again is
+        // refused the same way: its nonce was never recorded.
+        let stranger = Owner::new();
+        let order = stranger.download_order(id, piece, 0, 0).unwrap();
+        for _ in 0..2 {
+            let err = c
+                .wire()
+                .download(pb::DownloadRequest {
+                    order: Some(order.clone()),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+        }
+
+        // Two minutes ahead: refused. Half a minute ahead: served.
+        let ahead = Orders::new(&owner.identity)
+            .audit(id, piece, 0, unix_ms() + 2 * ORDER_MAX_AHEAD_MS)
+            .unwrap();
+        let err = c
+            .wire()
+            .audit(pb::AuditRequest {
+                order: Some((&ahead).into()),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+        let ahead = Orders::new(&owner.identity)
+            .audit(id, piece, 0, unix_ms() + ORDER_MAX_AHEAD_MS / 2)
+            .unwrap();
+        c.wire()
+            .audit(pb::AuditRequest {
+                order: Some((&ahead).into()),
+            })
+            .await
+            .unwrap();
+
+        // The burst of 10 is spent by now or soon: further calls are refused with
+        // RESOURCE_EXHAUSTED before any order is looked at.
+        let mut limited = None;
+        for _ in 0..20 {
+            if let Err(e) = owner.download(&mut c, id, piece, 0, 0).await {
+                limited = Some(e);
+                break;
+            }
+        }
+        let err = limited.expect("a peer past its rate is refused");
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+        assert!(err.message().contains("too many requests"), "{err}");
         cluster.shutdown().await.unwrap();
     })
     .await;

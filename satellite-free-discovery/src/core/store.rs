@@ -196,21 +196,20 @@ impl RecordStore {
                 Ok(Stored::Replaced { previous_seq })
             }
             None => {
+                if self.per_owner.get(&owner).copied().unwrap_or(0) >= self.cfg.max_per_owner {
+                    return Err(RecordRefused::OwnerFull {
+                        limit: self.cfg.max_per_owner,
+                    });
+                }
                 if self.records.len() >= self.cfg.max_records {
                     self.expire(now);
-                    if self.records.len() >= self.cfg.max_records {
+                    if self.records.len() >= self.cfg.max_records && !self.evict_one(&owner) {
                         return Err(RecordRefused::StoreFull {
                             limit: self.cfg.max_records,
                         });
                     }
                 }
-                let n = self.per_owner.entry(owner).or_insert(0);
-                if *n >= self.cfg.max_per_owner {
-                    return Err(RecordRefused::OwnerFull {
-                        limit: self.cfg.max_per_owner,
-                    });
-                }
-                *n += 1;
+                *self.per_owner.entry(owner).or_insert(0) += 1;
                 self.log(|| StoreChange::Put(record.clone()));
                 self.records.insert(key, record);
                 Ok(Stored::New)
@@ -274,6 +273,39 @@ impl RecordStore {
     /// The live record under `key`.
     pub fn get(&self, key: &RecordKey, now: u64) -> Option<&Signed<MutableRecord>> {
         self.records.get(key).filter(|r| r.expires_at_ms > now)
+    }
+
+    /// Makes room in a full store for a record of `newcomer`: drops the record of the
+    /// publisher holding the most records here, of its records the one that expires
+    /// soonest (issue 27: a full store evicts rather than refuses, so records cannot
+    /// be locked out by whoever filled it first, and the publishers holding most pay
+    /// first). A newcomer holding as many as the most never evicts another publisher's
+    /// record for its own: then the store refuses. Returns whether a record was dropped.
+    fn evict_one(&mut self, newcomer: &PublicKey) -> bool {
+        let Some(most) = self.per_owner.values().copied().max() else {
+            return false;
+        };
+        if self.per_owner.get(newcomer).copied().unwrap_or(0) + 1 > most {
+            return false;
+        }
+        let victim = self
+            .records
+            .iter()
+            .filter(|(_, r)| self.per_owner.get(&r.public_key).copied() == Some(most))
+            .min_by_key(|(k, r)| (r.expires_at_ms, **k))
+            .map(|(k, r)| (*k, r.public_key));
+        let Some((key, publisher)) = victim else {
+            return false;
+        };
+        self.records.remove(&key);
+        if let Some(n) = self.per_owner.get_mut(&publisher) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_owner.remove(&publisher);
+            }
+        }
+        self.log(|| StoreChange::Removed(key));
+        true
     }
 
     /// Drops expired records; returns how many.
@@ -395,6 +427,47 @@ mod tests {
         assert!(s.is_empty());
     }
 
+    /// Issue 27: a full store evicts the records of the publishers holding most, the
+    /// soonest to expire first, instead of refusing every newcomer.
+    #[test]
+    fn a_full_store_evicts_from_the_publisher_holding_most_soonest_expiry_first() {
+        let mut s = RecordStore::new(StoreConfig {
+            max_records: 4,
+            max_per_owner: 3,
+            max_ttl_ms: u64::MAX,
+        });
+        let flooder = Identity::random();
+        let honest = Identity::random();
+        let at = |id: &Identity, salt: &[u8], ttl: u64| {
+            Signed::sign(
+                MutableRecord {
+                    public_key: *id.public_key(),
+                    salt: salt.to_vec(),
+                    seq: 1,
+                    value: Vec::new(),
+                    expires_at_ms: NOW + ttl,
+                },
+                id,
+            )
+            .unwrap()
+        };
+        s.set_journal(true);
+        s.put(at(&flooder, b"a", 30_000), None, NOW).unwrap();
+        s.put(at(&flooder, b"b", 10_000), None, NOW).unwrap();
+        s.put(at(&flooder, b"c", 20_000), None, NOW).unwrap();
+        s.put(at(&honest, b"head", 5_000), None, NOW).unwrap();
+        s.take_changes();
+        let newcomer = Identity::random();
+        assert_eq!(s.put(at(&newcomer, b"x", 1_000), None, NOW), Ok(Stored::New));
+        // The flooder's soonest-expiring record made room; the honest one is kept.
+        let b = MutableRecord::key_for(flooder.public_key(), b"b");
+        assert!(s.get(&b, NOW).is_none());
+        assert!(s.get(&MutableRecord::key_for(honest.public_key(), b"head"), NOW).is_some());
+        assert_eq!(s.len(), 4);
+        // The host that keeps the store on disk hears of the eviction.
+        assert!(s.take_changes().contains(&StoreChange::Removed(b)));
+    }
+
     #[test]
     fn bounded_per_owner_and_in_total_and_expiry_frees_space() {
         let id = Identity::random();
@@ -411,9 +484,18 @@ mod tests {
         );
         let other = Identity::random();
         s.put(rec(&other, b"1", 1, b""), None, NOW).unwrap();
+        // Full: a third publisher's record evicts one of the publisher holding most.
         let third = Identity::random();
+        assert_eq!(s.put(rec(&third, b"1", 1, b""), None, NOW), Ok(Stored::New));
+        assert_eq!(s.len(), 3);
+        let held = |s: &RecordStore, who: &Identity| {
+            s.iter().filter(|r| r.public_key == *who.public_key()).count()
+        };
+        assert_eq!((held(&s, &id), held(&s, &other), held(&s, &third)), (1, 1, 1));
+        // Everyone holds as many as the most: a newcomer holding one already is refused
+        // rather than take another's place.
         assert_eq!(
-            s.put(rec(&third, b"1", 1, b""), None, NOW),
+            s.put(rec(&third, b"2", 1, b""), None, NOW),
             Err(RecordRefused::StoreFull { limit: 3 })
         );
         assert_eq!(s.expire(NOW + 3_600_000), 3);
