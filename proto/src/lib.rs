@@ -33,7 +33,8 @@
 //!   identity     piece_hash     rate
 //!   ids
 //!   error
-//!   domain       limits     address     time     pb     subnet     call     private
+//!   limits
+//!   domain       address     time     pb     subnet     call     private
 //! ```
 
 pub mod address;
