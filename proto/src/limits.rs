@@ -196,5 +196,4 @@ mod tests {
             "the /64 is at its cap"
         );
     }
-
 }

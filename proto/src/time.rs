@@ -72,7 +72,10 @@ mod tests {
         assert_eq!(check_within(now + 5, now, 100, 5), Ok(()));
         assert!(matches!(
             check_within(now + 6, now, 100, 5),
-            Err(Freshness::Future { ahead_ms: 6, window_ms: 5 })
+            Err(Freshness::Future {
+                ahead_ms: 6,
+                window_ms: 5
+            })
         ));
     }
 }

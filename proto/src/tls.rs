@@ -21,10 +21,10 @@
 //! commit that brought this module: faster AES-GCM and handshakes, and it builds with
 //! gcc alone).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::str::FromStr;

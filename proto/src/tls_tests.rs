@@ -186,7 +186,10 @@ async fn stalled_handshakes_of_one_group_hold_up_no_other() {
     // The stalled ones are dropped once their deadline passes.
     for s in &mut stalled {
         let r = tokio::time::timeout(SERVER_HANDSHAKE_TIMEOUT * 3, s.read(&mut buf)).await;
-        assert!(matches!(r, Ok(Ok(0) | Err(_))), "stalled handshake dropped: {r:?}");
+        assert!(
+            matches!(r, Ok(Ok(0) | Err(_))),
+            "stalled handshake dropped: {r:?}"
+        );
     }
     server.abort();
 }

@@ -501,6 +501,13 @@ impl Config {
             format!("max_streams_per_peer = {}", self.max_streams_per_peer),
         );
         field(
+            "Most piece-store requests one IP address may start per second (bursts of twice\nthat); more are refused before their order is read. 0 turns it off. Default 2000.",
+            format!(
+                "max_piece_calls_per_second = {}",
+                self.max_piece_calls_per_second
+            ),
+        );
+        field(
             "An upload that sends nothing for this many milliseconds is aborted and leaves\nnothing behind. Default 30000.",
             format!("stall_timeout_ms = {}", self.stall_timeout_ms),
         );

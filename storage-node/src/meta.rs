@@ -201,7 +201,8 @@ impl MetaDb {
     /// was and the migration runs again; a crash between the commit and the rename
     /// finds the migration recorded and only renames.
     pub fn open_in(dir: &Path) -> Result<Self, Error> {
-        shoal_proto::private::create_dir(dir).map_err(|e| Error::io("cannot create directory", dir, e))?;
+        shoal_proto::private::create_dir(dir)
+            .map_err(|e| Error::io("cannot create directory", dir, e))?;
         let db = Self::open(&dir.join(DB_FILE))?;
         let sled_dir = dir.join(SLED_DIR);
         if sled_dir.is_dir() {

@@ -3,12 +3,10 @@
 //! connection is wrapped so that, once the drain period is over, its reads and writes
 //! fail and hyper closes it.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -138,7 +136,7 @@ mod tests {
 
     #[test]
     fn a_public_node_caps_each_peer_and_a_local_network_only_the_total() {
-        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        let loopback: std::net::IpAddr = "127.0.0.1".parse().unwrap();
         let public = node_connection_limits(false);
         let held: Vec<_> = (0..MAX_CONNECTIONS_PER_PEER)
             .map(|_| public.admit(loopback).unwrap())

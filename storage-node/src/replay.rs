@@ -202,7 +202,8 @@ impl ReplayGuard {
         );
         *seen.owners.entry(*owner).or_default() += 1;
         *seen.groups.entry(group).or_default() += 1;
-        seen.by_expiry.insert((at.saturating_add(self.window_ms), k));
+        seen.by_expiry
+            .insert((at.saturating_add(self.window_ms), k));
         Ok(())
     }
 
@@ -245,15 +246,24 @@ mod tests {
         let (a, b, net) = (key_of(1), key_of(2), group(1));
         let n = Nonce([7; 16]);
         assert_eq!(g.check(&a, &n, net, NOW, NOW), Ok(()));
-        assert_eq!(g.check(&a, &n, net, NOW, NOW + 500), Err(ReplayError::Replayed));
+        assert_eq!(
+            g.check(&a, &n, net, NOW, NOW + 500),
+            Err(ReplayError::Replayed)
+        );
         // The same nonce from another owner is another order.
         assert_eq!(g.check(&b, &n, net, NOW, NOW), Ok(()));
         assert_eq!(g.check(&a, &Nonce([8; 16]), net, NOW, NOW), Ok(()));
         assert_eq!(g.len(), 3);
         // Still remembered at the last instant of the window, forgotten after it (the
         // freshness check refuses the order from then on).
-        assert_eq!(g.check(&a, &n, net, NOW, NOW + 1000), Err(ReplayError::Replayed));
-        assert_eq!(g.check(&a, &Nonce([9; 16]), net, NOW + 1001, NOW + 1001), Ok(()));
+        assert_eq!(
+            g.check(&a, &n, net, NOW, NOW + 1000),
+            Err(ReplayError::Replayed)
+        );
+        assert_eq!(
+            g.check(&a, &Nonce([9; 16]), net, NOW + 1001, NOW + 1001),
+            Ok(())
+        );
         assert_eq!(g.len(), 1);
     }
 
@@ -274,7 +284,10 @@ mod tests {
         ));
         assert_eq!(g.len(), 4);
         // The old entries' window ends: room again.
-        assert_eq!(g.check(&a, &Nonce([9; 16]), net, NOW + 2000, NOW + 2000), Ok(()));
+        assert_eq!(
+            g.check(&a, &Nonce([9; 16]), net, NOW + 2000, NOW + 2000),
+            Ok(())
+        );
         assert_eq!(g.len(), 1);
     }
 
@@ -307,24 +320,28 @@ mod tests {
         );
         let flooder = key_of(1);
         for i in 0..3u8 {
-            g.check(&flooder, &Nonce([i; 16]), group(1), NOW, NOW).unwrap();
+            g.check(&flooder, &Nonce([i; 16]), group(1), NOW, NOW)
+                .unwrap();
         }
         assert!(matches!(
             g.check(&flooder, &Nonce([50; 16]), group(9), NOW, NOW),
             Err(ReplayError::OwnerFull { cap: 3, .. })
         ));
         // Another owner from the same network is not refused for the flooder's share.
-        g.check(&key_of(2), &Nonce([0; 16]), group(1), NOW, NOW).unwrap();
+        g.check(&key_of(2), &Nonce([0; 16]), group(1), NOW, NOW)
+            .unwrap();
         // Throwaway keys from one network: each is new, the network's share is not.
         for seed in 3..9u8 {
-            g.check(&key_of(seed), &Nonce([0; 16]), group(1), NOW, NOW).unwrap();
+            g.check(&key_of(seed), &Nonce([0; 16]), group(1), NOW, NOW)
+                .unwrap();
         }
         assert!(matches!(
             g.check(&key_of(20), &Nonce([0; 16]), group(1), NOW, NOW),
             Err(ReplayError::GroupFull { cap: 10, .. })
         ));
         // Another network is served.
-        g.check(&key_of(21), &Nonce([0; 16]), group(2), NOW, NOW).unwrap();
+        g.check(&key_of(21), &Nonce([0; 16]), group(2), NOW, NOW)
+            .unwrap();
         // Shares free up as entries leave.
         g.check(&flooder, &Nonce([60; 16]), group(1), NOW + 1001, NOW + 1001)
             .unwrap();
@@ -337,10 +354,22 @@ mod tests {
     fn an_entry_lives_at_most_the_window_plus_the_allowed_skew() {
         let g = ReplayGuard::new(caps(16), 1000);
         let a = key_of(1);
-        g.check(&a, &Nonce([1; 16]), group(1), NOW + 10 * ORDER_MAX_AHEAD_MS, NOW)
-            .unwrap();
-        g.check(&a, &Nonce([2; 16]), group(1), NOW, NOW + ORDER_MAX_AHEAD_MS + 1001)
-            .unwrap();
+        g.check(
+            &a,
+            &Nonce([1; 16]),
+            group(1),
+            NOW + 10 * ORDER_MAX_AHEAD_MS,
+            NOW,
+        )
+        .unwrap();
+        g.check(
+            &a,
+            &Nonce([2; 16]),
+            group(1),
+            NOW,
+            NOW + ORDER_MAX_AHEAD_MS + 1001,
+        )
+        .unwrap();
         assert_eq!(g.len(), 1);
     }
 }

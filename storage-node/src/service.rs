@@ -15,13 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shoal_proto::limits::MAX_CHUNK;
-use shoal_proto::rate::{RateConfig, RateLimiter};
-use shoal_proto::subnet::Subnet;
 use shoal_proto::messages::{
     AuditOrder, DeleteOrder, DownloadOrder, ListPiecesOrder, Order, Receipt, RenewOrder,
     UploadOrder, UploadTrailer, required,
 };
 use shoal_proto::pb::{self, piece_store_server, upload_request};
+use shoal_proto::rate::{RateConfig, RateLimiter};
+use shoal_proto::subnet::Subnet;
 use shoal_proto::time::unix_ms;
 use shoal_proto::{Identity, Signed, WireError};
 use tokio::sync::mpsc;
@@ -236,6 +236,32 @@ impl PieceStoreService {
             order,
             now_ms,
         })
+    }
+}
+
+impl PieceStoreService {
+    /// A unary request end to end: [`Self::accept`] its order, run `handle` with the
+    /// order and the time it was admitted at while the peer's slot is held, and count
+    /// the outcome.
+    async fn unary<O, R>(
+        &self,
+        op: &'static str,
+        remote: Option<SocketAddr>,
+        order: Option<O::Wire>,
+        handle: impl AsyncFnOnce(Signed<O>, u64) -> Result<R, Error>,
+    ) -> Result<Response<R>, Status>
+    where
+        O: Order + protocol::Claims,
+        Signed<O>: TryFrom<O::Wire, Error = WireError>,
+    {
+        let Accepted {
+            tracked,
+            permit: _permit,
+            order,
+            now_ms,
+        } = self.accept::<O>(op, remote, unary(order)).await?;
+        let r = handle(order, now_ms).await;
+        tracked.outcome(r).map(Response::new)
     }
 }
 

@@ -236,7 +236,8 @@ impl PieceStore {
         let pieces_dir = dir.join("pieces");
         let tmp_dir = dir.join("tmp");
         for d in [dir, &pieces_dir, &tmp_dir] {
-            shoal_proto::private::create_dir(d).map_err(|e| Error::io("cannot create directory", d, e))?;
+            shoal_proto::private::create_dir(d)
+                .map_err(|e| Error::io("cannot create directory", d, e))?;
         }
         let meta = MetaDb::open_in(dir)?;
         let store = Self {

@@ -559,23 +559,26 @@ fn restored_records_follow_the_store_rules_and_are_served_again() {
             record_at(&owner, b"a", 2, live),
             // Expired while the node was down.
             record_at(&owner, b"b", 1, UNIX - 1),
-            record_at(&owner, b"c", 1, live),
+            record_at(&owner, b"c", 1, live - 1_000),
             // Over the publisher's bound (2).
             record_at(&owner, b"d", 1, live),
             record_at(&other, b"a", 1, live),
-            // Over the store's bound (3).
+            // Over the store's bound (3): it evicts a record of the publisher holding
+            // most, the soonest to expire (issue 27), here `owner`'s "c".
             record_at(&Identity::from_seed([10; 32]), b"a", 1, live),
         ],
     );
     assert_eq!(
         restored,
         Restored {
-            restored: 4,
+            restored: 5,
             expired: 1,
-            refused: 3,
+            refused: 2,
         }
     );
     assert_eq!(n.store().len(), 3);
+    let c = MutableRecord::key_for(owner.public_key(), b"c");
+    assert!(n.store().get(&c, UNIX).is_none());
     let key = MutableRecord::key_for(owner.public_key(), b"a");
     assert_eq!(n.store().get(&key, UNIX).map(|r| r.seq), Some(3));
     // Served again as before the restart.

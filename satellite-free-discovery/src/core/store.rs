@@ -458,11 +458,17 @@ mod tests {
         s.put(at(&honest, b"head", 5_000), None, NOW).unwrap();
         s.take_changes();
         let newcomer = Identity::random();
-        assert_eq!(s.put(at(&newcomer, b"x", 1_000), None, NOW), Ok(Stored::New));
+        assert_eq!(
+            s.put(at(&newcomer, b"x", 1_000), None, NOW),
+            Ok(Stored::New)
+        );
         // The flooder's soonest-expiring record made room; the honest one is kept.
         let b = MutableRecord::key_for(flooder.public_key(), b"b");
         assert!(s.get(&b, NOW).is_none());
-        assert!(s.get(&MutableRecord::key_for(honest.public_key(), b"head"), NOW).is_some());
+        assert!(
+            s.get(&MutableRecord::key_for(honest.public_key(), b"head"), NOW)
+                .is_some()
+        );
         assert_eq!(s.len(), 4);
         // The host that keeps the store on disk hears of the eviction.
         assert!(s.take_changes().contains(&StoreChange::Removed(b)));
@@ -489,9 +495,14 @@ mod tests {
         assert_eq!(s.put(rec(&third, b"1", 1, b""), None, NOW), Ok(Stored::New));
         assert_eq!(s.len(), 3);
         let held = |s: &RecordStore, who: &Identity| {
-            s.iter().filter(|r| r.public_key == *who.public_key()).count()
+            s.iter()
+                .filter(|r| r.public_key == *who.public_key())
+                .count()
         };
-        assert_eq!((held(&s, &id), held(&s, &other), held(&s, &third)), (1, 1, 1));
+        assert_eq!(
+            (held(&s, &id), held(&s, &other), held(&s, &third)),
+            (1, 1, 1)
+        );
         // Everyone holds as many as the most: a newcomer holding one already is refused
         // rather than take another's place.
         assert_eq!(

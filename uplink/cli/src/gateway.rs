@@ -49,13 +49,17 @@ pub(super) async fn gateway(paths: Paths, args: GatewayArgs) -> Result<()> {
         .context("cannot read the gateway's credential epoch")?;
     if args.rotate_credentials {
         if args.access_key.is_some() {
-            bail!("--rotate-credentials rotates the derived credentials; it cannot be used with --access-key");
+            bail!(
+                "--rotate-credentials rotates the derived credentials; it cannot be used with --access-key"
+            );
         }
         epoch += 1;
         paths
             .save_gateway_epoch(epoch)
             .context("cannot save the gateway's credential epoch")?;
-        eprintln!("gateway credentials rotated (epoch {epoch}): the old keys are refused from now on");
+        eprintln!(
+            "gateway credentials rotated (epoch {epoch}): the old keys are refused from now on"
+        );
     }
     let env = open_pulled(paths).await?;
     let derived = args.access_key.is_none();

@@ -216,7 +216,12 @@ async fn access_grants_and_wrong_passphrases() {
     )
     .await;
     assert!(from_file.path().join("access").exists());
-    let err = fails(from_file.path(), &["access", "import", "--force", "-"], Some(Vec::new())).await;
+    let err = fails(
+        from_file.path(),
+        &["access", "import", "--force", "-"],
+        Some(Vec::new()),
+    )
+    .await;
     assert!(err.contains("the grant is empty"), "{err}");
     // With the catalog in the network (the default), import recovers the catalog; when
     // the grant's network cannot be reached it says so and fails, keeping the grant.

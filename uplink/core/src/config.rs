@@ -275,7 +275,9 @@ impl Paths {
         let path = self.access_file();
         match fs::metadata(&path) {
             Ok(meta) => shoal_proto::private::check_file(&path, &meta)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ConfigError::NoAccess),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::NoAccess);
+            }
             Err(source) => return Err(ConfigError::Io { path, source }),
         }
         match fs::read_to_string(&path) {
@@ -547,7 +549,10 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         // Issue 27: a grant others may read is refused at load, saying what to run;
         // the config dir made here is private.
-        let dir_mode = fs::metadata(&paths.config_dir).unwrap().permissions().mode();
+        let dir_mode = fs::metadata(&paths.config_dir)
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(dir_mode & 0o777, 0o700);
         fs::set_permissions(paths.access_file(), fs::Permissions::from_mode(0o644)).unwrap();
         let err = paths.load_grant().unwrap_err();

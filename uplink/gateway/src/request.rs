@@ -3,11 +3,11 @@
 //! unread body, the request's metrics).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -335,7 +335,10 @@ fn raw_user_metadata(headers: &mut hyper::HeaderMap) {
         .filter(|(name, _)| name.as_str().starts_with("x-amz-meta-"))
         .filter_map(|(name, value)| {
             let raw = rfc2047_utf8(value.to_str().ok()?)?;
-            Some((name.clone(), hyper::header::HeaderValue::from_bytes(&raw).ok()?))
+            Some((
+                name.clone(),
+                hyper::header::HeaderValue::from_bytes(&raw).ok()?,
+            ))
         })
         .collect();
     for (name, value) in decoded {
@@ -350,14 +353,12 @@ fn rfc2047_utf8(value: &str) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     let mut words = 0;
     for word in value.split_ascii_whitespace() {
-        let b64 = word
-            .strip_suffix("?=")
-            .and_then(|w| {
-                w.strip_prefix("=?UTF-8?B?")
-                    .or_else(|| w.strip_prefix("=?utf-8?b?"))
-                    .or_else(|| w.strip_prefix("=?UTF-8?b?"))
-                    .or_else(|| w.strip_prefix("=?utf-8?B?"))
-            })?;
+        let b64 = word.strip_suffix("?=").and_then(|w| {
+            w.strip_prefix("=?UTF-8?B?")
+                .or_else(|| w.strip_prefix("=?utf-8?b?"))
+                .or_else(|| w.strip_prefix("=?UTF-8?b?"))
+                .or_else(|| w.strip_prefix("=?utf-8?B?"))
+        })?;
         out.extend(base64::engine::general_purpose::STANDARD.decode(b64).ok()?);
         words += 1;
     }
@@ -396,8 +397,14 @@ mod tests {
         assert_eq!(refusal("GET", "/b/k?x-amz-expires=-1", &[]), denied);
         assert_eq!(refusal("GET", "/b?list-type=2", &[]), None);
         // Issue 27: checked on the decoded query, as s3s reads it.
-        assert_eq!(refusal("GET", "/b/k?X%2DAmz%2DExpires=315360000", &[]), denied);
-        assert_eq!(refusal("GET", "/b/k?X-Amz-Expires=%33%31%35%33%36%30%30%30%30", &[]), denied);
+        assert_eq!(
+            refusal("GET", "/b/k?X%2DAmz%2DExpires=315360000", &[]),
+            denied
+        );
+        assert_eq!(
+            refusal("GET", "/b/k?X-Amz-Expires=%33%31%35%33%36%30%30%30%30", &[]),
+            denied
+        );
         assert_eq!(
             refusal("GET", "/b/k?X-Amz-Expires=60&X-Amz-Expires=315360000", &[]),
             denied
@@ -409,17 +416,38 @@ mod tests {
     #[test]
     fn post_object_and_sigv2_are_refused_before_the_body() {
         let form = [("content-type", "multipart/form-data; boundary=x")];
-        assert_eq!(refusal("POST", "/bucket", &form), Some("NotImplemented".into()));
         assert_eq!(
-            refusal("POST", "/bucket", &[("Content-Type", "Multipart/Form-Data")]),
+            refusal("POST", "/bucket", &form),
+            Some("NotImplemented".into())
+        );
+        assert_eq!(
+            refusal(
+                "POST",
+                "/bucket",
+                &[("Content-Type", "Multipart/Form-Data")]
+            ),
             Some("NotImplemented".into())
         );
         // DeleteObjects and CompleteMultipartUpload are POSTs with XML: served.
-        assert_eq!(refusal("POST", "/bucket?delete", &[("content-type", "application/xml")]), None);
-        let v2 = Some("InvalidRequest".to_owned());
-        assert_eq!(refusal("GET", "/b/k", &[("authorization", "AWS AKID:c2lnbmF0dXJl")]), v2);
         assert_eq!(
-            refusal("GET", "/b/k?AWSAccessKeyId=AKID&Expires=2000000000&Signature=abc", &[]),
+            refusal(
+                "POST",
+                "/bucket?delete",
+                &[("content-type", "application/xml")]
+            ),
+            None
+        );
+        let v2 = Some("InvalidRequest".to_owned());
+        assert_eq!(
+            refusal("GET", "/b/k", &[("authorization", "AWS AKID:c2lnbmF0dXJl")]),
+            v2
+        );
+        assert_eq!(
+            refusal(
+                "GET",
+                "/b/k?AWSAccessKeyId=AKID&Expires=2000000000&Signature=abc",
+                &[]
+            ),
             v2
         );
         let v4 = "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00";
@@ -430,7 +458,8 @@ mod tests {
     /// keeps sending, however slowly, is not.
     #[tokio::test(start_paused = true)]
     async fn a_body_that_sends_nothing_for_the_idle_timeout_fails() {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, Infallible>>(1);
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, Infallible>>(1);
         let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
         let (mut body, read) = WatchedBody::new(body, Duration::from_secs(60));
         let feeder = tokio::spawn(async move {
@@ -461,7 +490,10 @@ mod tests {
     fn user_metadata_goes_back_as_utf8() {
         let mut h = hyper::HeaderMap::new();
         // "Grüße, 世界" as s3s writes it, and a long value in two encoded-words.
-        h.insert("x-amz-meta-a", "=?UTF-8?B?R3LDvMOfZSwg5LiW55WM?=".parse().unwrap());
+        h.insert(
+            "x-amz-meta-a",
+            "=?UTF-8?B?R3LDvMOfZSwg5LiW55WM?=".parse().unwrap(),
+        );
         h.insert(
             "x-amz-meta-b",
             "=?UTF-8?B?w6TDpMOk?= =?UTF-8?B?w7bDtsO2?=".parse().unwrap(),

@@ -179,7 +179,10 @@ mod tests {
         let err = expected_digests(&h, None, none).unwrap_err();
         assert_eq!(err.code().as_str(), "InvalidDigest");
         let mut h = http::HeaderMap::new();
-        h.insert("content-md5", http::HeaderValue::from_static("1B2M2Y8AsgTpgAmY7PhCfg=="));
+        h.insert(
+            "content-md5",
+            http::HeaderValue::from_static("1B2M2Y8AsgTpgAmY7PhCfg=="),
+        );
         let e = expected_digests(&h, Some("1B2M2Y8AsgTpgAmY7PhCfg=="), none).unwrap();
         assert_eq!(e.content_md5.as_deref(), Some("1B2M2Y8AsgTpgAmY7PhCfg=="));
         assert!(expected_digests(&http::HeaderMap::new(), None, none).is_ok());

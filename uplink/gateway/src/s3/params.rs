@@ -111,7 +111,10 @@ pub(super) fn standard_headers(
     [
         ("s3:cache-control", cache_control),
         ("s3:content-disposition", content_disposition),
-        ("s3:content-encoding", content_encoding.and_then(stored_encoding)),
+        (
+            "s3:content-encoding",
+            content_encoding.and_then(stored_encoding),
+        ),
         ("s3:content-language", content_language),
         ("s3:expires", expires),
     ]
@@ -155,6 +158,9 @@ mod tests {
         assert_eq!(enc("aws-chunked"), None);
         assert_eq!(enc("AWS-Chunked"), None);
         assert_eq!(enc("gzip, br"), Some("gzip, br".into()));
-        assert_eq!(standard_headers(None, None, Some("gzip, aws-chunked".into()), None, None)[2].1, Some("gzip".into()));
+        assert_eq!(
+            standard_headers(None, None, Some("gzip, aws-chunked".into()), None, None)[2].1,
+            Some("gzip".into())
+        );
     }
 }
