@@ -104,9 +104,9 @@ impl From<ServeError> for tonic::Status {
                 RecordRefused::TooLarge { .. }
                 | RecordRefused::Expired { .. }
                 | RecordRefused::ExpiryTooFar { .. } => tonic::Status::invalid_argument(msg),
-                RecordRefused::StoreFull { .. } | RecordRefused::OwnerFull { .. } => {
-                    tonic::Status::resource_exhausted(msg)
-                }
+                RecordRefused::StoreFull { .. }
+                | RecordRefused::OwnerFull { .. }
+                | RecordRefused::SourceFull { .. } => tonic::Status::resource_exhausted(msg),
             },
             ServeError::NotReady => tonic::Status::unavailable(msg),
             // Overload, whether of this peer's budget or of the node as a whole.

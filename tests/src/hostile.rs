@@ -7,10 +7,14 @@
 //! Cases draw their bytes from the same generator as the decoder targets
 //! ([`shoal_proto::fuzz`]), seeded by the run seed, the target and the case index.
 //!
-//! LATER(hardening): the node's HTTP port (metrics, dashboard) and the S3 gateway's
-//! HTTP server get no hostile client yet (the gateway's request decoders are fuzzed
-//! offline), and every connection comes from 127.0.0.1, so per-peer connection caps
-//! and the DHT's per-peer rate limit (off on a local network) are not exercised here.
+//! The node's HTTP port (metrics, dashboard, status) gets mutated request heads,
+//! oversized headers and bodies that never come.
+//!
+//! LATER(hardening): the S3 gateway's HTTP server gets no live hostile client yet (its
+//! request edge and decoders are fuzzed offline: `gateway.request_edge` and the other
+//! `gateway.*` targets), and every connection comes from 127.0.0.1, so per-peer
+//! connection caps and the DHT's per-peer rate limit (off on a local network) are not
+//! exercised here.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -55,14 +59,18 @@ pub enum Live {
     /// Bytes at the TLS port: plain garbage, plaintext HTTP/2, and garbage after a
     /// completed handshake.
     Garbage,
+    /// Mutated HTTP requests at the node's HTTP port: request lines and headers, a
+    /// `Host` of another site, oversized headers, declared bodies that never come.
+    NodeHttp,
 }
 
 impl Live {
-    pub const ALL: [Live; 4] = [
+    pub const ALL: [Live; 5] = [
         Live::PieceStreams,
         Live::RawGrpc,
         Live::Discovery,
         Live::Garbage,
+        Live::NodeHttp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +79,7 @@ impl Live {
             Live::RawGrpc => "live.raw_grpc",
             Live::Discovery => "live.discovery",
             Live::Garbage => "live.tls_garbage",
+            Live::NodeHttp => "live.node_http",
         }
     }
 }
@@ -155,6 +164,7 @@ impl Harness {
             Live::RawGrpc => self.raw_grpc(rng, input).await,
             Live::Discovery => self.discovery(rng, input).await,
             Live::Garbage => self.garbage(rng, input).await,
+            Live::NodeHttp => self.node_http(rng, input).await,
         }
     }
 
@@ -421,8 +431,41 @@ impl Harness {
         Ok(())
     }
 
-    /// After a round: every node still stores and serves a piece and answers a DHT
-    /// ping, and no reservation is left.
+    async fn node_http(&self, rng: &mut SmallRng, input: &mut Vec<u8>) -> anyhow::Result<()> {
+        let addr = self.cluster.node(0).http_addr();
+        let seeds: Vec<Vec<u8>> = [
+            &b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"[..],
+            b"GET /api/status HTTP/1.1\r\nHost: rebound.example\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: [::1]:7778\r\nConnection: keep-alive\r\n\r\n",
+            b"POST /metrics HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1073741824\r\n\r\n",
+            b"GET /../../etc/passwd HTTP/1.0\r\n\r\n",
+        ]
+        .iter()
+        .map(|s| s.to_vec())
+        .collect();
+        generate(rng, &seeds, input);
+        if rng.random_bool(0.1) {
+            // A header far over any sane size.
+            let at = input.len().min(16);
+            let big = format!(
+                "X-Big: {}\r\n",
+                "a".repeat(rng.random_range(8_000..200_000))
+            );
+            input.splice(at..at, big.into_bytes());
+        }
+        let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+        let exchange = async {
+            tcp.write_all(input).await?;
+            let mut buf = [0u8; 4096];
+            while tcp.read(&mut buf).await? > 0 {}
+            Ok::<_, std::io::Error>(())
+        };
+        let _ = tokio::time::timeout(CLIENT_PATIENCE, exchange).await;
+        Ok(())
+    }
+
+    /// After a round: every node still stores and serves a piece, answers a DHT ping
+    /// and its status page, and no reservation is left.
     pub async fn check(&self) -> anyhow::Result<()> {
         for n in &self.cluster.nodes {
             let mut client = n.client().await?;
@@ -457,6 +500,12 @@ impl Harness {
                 },
             )
             .await?;
+            let http = n.http_addr();
+            wait_until(Duration::from_secs(30), "the node's status page answers", || async move {
+                matches!(crate::http_get(http, "/api/status").await, Ok((200, _)))
+            })
+            .await
+            .with_context(|| format!("node {} no longer serves its HTTP port", n.index))?;
             let store = n.running().store().clone();
             wait_until(STALL_TIMEOUT * 5, "reservations return to zero", || {
                 let store = store.clone();

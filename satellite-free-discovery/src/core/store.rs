@@ -21,6 +21,9 @@ pub struct StoreConfig {
     pub max_records: usize,
     /// Records of one publisher key held at most. Default 64.
     pub max_per_owner: usize,
+    /// New records put from one source address group (an IPv4 /24 or an IPv6 /48:
+    /// publisher keys are free, addresses are not) held at most. Default 1,000.
+    pub max_per_source: usize,
     /// Furthest expiry accepted, from now. Default 366 days: the uplink's catalog
     /// pointers live as long as the data leases they lead to (a year at most), so that an
     /// owner who lost their machine has that whole time to recover.
@@ -32,6 +35,7 @@ impl Default for StoreConfig {
         Self {
             max_records: 10_000,
             max_per_owner: 64,
+            max_per_source: 1_000,
             max_ttl_ms: 366 * 24 * 3600 * 1000,
         }
     }
@@ -54,6 +58,8 @@ pub enum RecordRefused {
     StoreFull { limit: usize },
     #[error("publisher already has {limit} records here")]
     OwnerFull { limit: usize },
+    #[error("your network already put {limit} records here")]
+    SourceFull { limit: usize },
     #[error("no valid write token: read the key from this node first (GetRecord)")]
     WriteToken,
     #[error("this node is not among the {k} closest it knows to the key")]
@@ -101,6 +107,10 @@ pub struct RecordStore {
     cfg: StoreConfig,
     records: HashMap<RecordKey, Signed<MutableRecord>>,
     per_owner: HashMap<PublicKey, usize>,
+    /// The source group each record was put from (records restored from disk have none)
+    /// and the records held per group.
+    source_of: HashMap<RecordKey, Vec<u8>>,
+    per_source: HashMap<Vec<u8>, usize>,
     /// Changes not yet taken by [`RecordStore::take_changes`] (kept only when enabled).
     journal: Option<Vec<StoreChange>>,
 }
@@ -111,6 +121,8 @@ impl RecordStore {
             cfg,
             records: HashMap::new(),
             per_owner: HashMap::new(),
+            source_of: HashMap::new(),
+            per_source: HashMap::new(),
             journal: None,
         }
     }
@@ -176,18 +188,32 @@ impl RecordStore {
         self.records.is_empty()
     }
 
-    /// Applies the store rules to `record` at unix time `now`.
+    /// Applies the store rules to `record` at unix time `now`, from no known source.
     pub fn put(
         &mut self,
         record: Signed<MutableRecord>,
         expected_seq: Option<u64>,
         now: u64,
     ) -> Result<Stored, RecordRefused> {
+        self.put_from(record, expected_seq, now, &[])
+    }
+
+    /// Applies the store rules to `record` at unix time `now`, put by the peer at
+    /// address `source` (its IP address's bytes, as write tokens are bound to): a new
+    /// record counts against the source's group ([`StoreConfig::max_per_source`]).
+    pub fn put_from(
+        &mut self,
+        record: Signed<MutableRecord>,
+        expected_seq: Option<u64>,
+        now: u64,
+        source: &[u8],
+    ) -> Result<Stored, RecordRefused> {
         if self.check(&record, expected_seq, now)? {
             return Ok(Stored::Unchanged);
         }
         let key = record.key();
         let owner = record.public_key;
+        let group = source_group(source);
         match self.records.get(&key) {
             Some(old) => {
                 let previous_seq = old.seq;
@@ -201,6 +227,13 @@ impl RecordStore {
                         limit: self.cfg.max_per_owner,
                     });
                 }
+                if !group.is_empty()
+                    && self.per_source.get(&group).copied().unwrap_or(0) >= self.cfg.max_per_source
+                {
+                    return Err(RecordRefused::SourceFull {
+                        limit: self.cfg.max_per_source,
+                    });
+                }
                 if self.records.len() >= self.cfg.max_records {
                     self.expire(now);
                     if self.records.len() >= self.cfg.max_records && !self.evict_one(&owner) {
@@ -210,6 +243,10 @@ impl RecordStore {
                     }
                 }
                 *self.per_owner.entry(owner).or_insert(0) += 1;
+                if !group.is_empty() {
+                    *self.per_source.entry(group.clone()).or_insert(0) += 1;
+                    self.source_of.insert(key, group);
+                }
                 self.log(|| StoreChange::Put(record.clone()));
                 self.records.insert(key, record);
                 Ok(Stored::New)
@@ -304,6 +341,7 @@ impl RecordStore {
                 self.per_owner.remove(&publisher);
             }
         }
+        release_source(&mut self.source_of, &mut self.per_source, &key);
         self.log(|| StoreChange::Removed(key));
         true
     }
@@ -312,6 +350,7 @@ impl RecordStore {
     pub fn expire(&mut self, now: u64) -> usize {
         let before = self.records.len();
         let per_owner = &mut self.per_owner;
+        let (source_of, per_source) = (&mut self.source_of, &mut self.per_source);
         let journal = &mut self.journal;
         self.records.retain(|key, r| {
             let keep = r.expires_at_ms > now;
@@ -319,6 +358,7 @@ impl RecordStore {
                 if let Some(n) = per_owner.get_mut(&r.public_key) {
                     *n = n.saturating_sub(1);
                 }
+                release_source(source_of, per_source, key);
                 if let Some(j) = journal.as_mut() {
                     j.push(StoreChange::Removed(*key));
                 }
@@ -331,6 +371,31 @@ impl RecordStore {
 
     pub fn iter(&self) -> impl Iterator<Item = &Signed<MutableRecord>> {
         self.records.values()
+    }
+}
+
+/// The group a record's source counts in: the /24 of an IPv4 address, the /48 of an
+/// IPv6 one (4 or 16 bytes, as write tokens are bound to); none for anything else.
+fn source_group(source: &[u8]) -> Vec<u8> {
+    match source.len() {
+        4 => source[..3].to_vec(),
+        16 => source[..6].to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+fn release_source(
+    source_of: &mut HashMap<RecordKey, Vec<u8>>,
+    per_source: &mut HashMap<Vec<u8>, usize>,
+    key: &RecordKey,
+) {
+    if let Some(group) = source_of.remove(key)
+        && let Some(n) = per_source.get_mut(&group)
+    {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            per_source.remove(&group);
+        }
     }
 }
 
@@ -434,6 +499,7 @@ mod tests {
         let mut s = RecordStore::new(StoreConfig {
             max_records: 4,
             max_per_owner: 3,
+            max_per_source: usize::MAX,
             max_ttl_ms: u64::MAX,
         });
         let flooder = Identity::random();
@@ -474,12 +540,51 @@ mod tests {
         assert!(s.take_changes().contains(&StoreChange::Removed(b)));
     }
 
+    /// Issue 27: publisher keys are free, addresses are not: one /24 puts at most
+    /// `max_per_source` new records, whatever keys it signs them with; another network
+    /// is not held back, and the count frees up as records leave.
+    #[test]
+    fn one_network_puts_at_most_its_share_of_new_records() {
+        let mut s = RecordStore::new(StoreConfig {
+            max_records: 100,
+            max_per_owner: 10,
+            max_per_source: 3,
+            max_ttl_ms: u64::MAX,
+        });
+        let flood = [10, 0, 0, 7];
+        for i in 0..3u8 {
+            s.put_from(rec(&Identity::random(), &[i], 1, b""), None, NOW, &flood)
+                .unwrap();
+        }
+        // Another address of the same /24, another fresh key: refused.
+        assert_eq!(
+            s.put_from(
+                rec(&Identity::random(), b"x", 1, b""),
+                None,
+                NOW,
+                &[10, 0, 0, 99]
+            ),
+            Err(RecordRefused::SourceFull { limit: 3 })
+        );
+        // Another network is served, and so is an update of a record already held.
+        let honest = Identity::random();
+        s.put_from(rec(&honest, b"head", 1, b""), None, NOW, &[10, 0, 1, 7])
+            .unwrap();
+        s.put_from(rec(&honest, b"head", 2, b""), None, NOW, &flood)
+            .unwrap();
+        // The records leave; the share is free again.
+        assert_eq!(s.expire(NOW + 3_600_000), 4);
+        s.put_from(rec(&Identity::random(), b"y", 1, b""), None, NOW, &flood)
+            .unwrap();
+    }
+
     #[test]
     fn bounded_per_owner_and_in_total_and_expiry_frees_space() {
         let id = Identity::random();
         let mut s = RecordStore::new(StoreConfig {
             max_records: 3,
             max_per_owner: 2,
+            max_per_source: usize::MAX,
             max_ttl_ms: u64::MAX,
         });
         s.put(rec(&id, b"1", 1, b""), None, NOW).unwrap();
@@ -571,7 +676,7 @@ mod properties {
             puts in proptest::collection::vec(put(), 1..120),
         ) {
             let owners: Vec<Identity> = (0..3).map(|i| Identity::from_seed([i as u8 + 1; 32])).collect();
-            let cfg = StoreConfig { max_records: 6, max_per_owner: 3, max_ttl_ms: 100_000 };
+            let cfg = StoreConfig { max_records: 6, max_per_owner: 3, max_per_source: usize::MAX, max_ttl_ms: 100_000 };
             let mut s = RecordStore::new(cfg.clone());
             let mut now = NOW;
             for p in puts {

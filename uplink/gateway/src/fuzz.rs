@@ -244,9 +244,53 @@ fn attributes_seeds() -> Vec<Vec<u8>> {
     vec![b"camera: x\nCache-Control: no-cache\ncontent-type: text/plain".to_vec()]
 }
 
+/// A request's first line and headers as a hostile client sends them (`METHOD URI`,
+/// then `name: value` lines): the rules applied before the body or the signature
+/// (PostObject, SigV2, the presigned expiry).
+fn request_edge(d: &[u8]) {
+    let t = text(d);
+    let mut lines = t.lines();
+    let first = lines.next().unwrap_or_default();
+    let (method, uri) = first.split_once(' ').unwrap_or((first, "/"));
+    let Ok(method) = hyper::Method::from_bytes(method.as_bytes()) else {
+        return;
+    };
+    let Ok(uri) = uri.parse::<hyper::Uri>() else {
+        return;
+    };
+    let mut headers = hyper::HeaderMap::new();
+    for line in lines.take(64) {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        if let (Ok(n), Ok(v)) = (
+            hyper::header::HeaderName::from_bytes(name.trim().as_bytes()),
+            hyper::header::HeaderValue::from_str(value.trim()),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    let _ = crate::request::refuse_before_body(&method, &uri, &headers);
+}
+
+fn request_edge_seeds() -> Vec<Vec<u8>> {
+    vec![
+        b"POST /bucket\ncontent-type: multipart/form-data; boundary=x\ncontent-length: 1073741824"
+            .to_vec(),
+        b"GET /b/k?AWSAccessKeyId=AK&Expires=4102444800&Signature=abc".to_vec(),
+        b"GET /b/k\nauthorization: AWS AK:c2ln".to_vec(),
+        b"GET /b/k?X-Amz-Expires=604800&X%2DAmz%2DExpires=999999999".to_vec(),
+    ]
+}
+
 /// The gateway's targets.
 pub fn targets() -> Vec<Target> {
     vec![
+        Target {
+            name: "gateway.request_edge",
+            seeds: request_edge_seeds,
+            run: request_edge,
+        },
         Target {
             name: "gateway.multipart_records",
             seeds: multipart_seeds,

@@ -45,7 +45,6 @@ async fn finish(resp: s3s::HttpResponse, request_id: &str) -> Response<GatewayBo
     if let Ok(v) = hyper::header::HeaderValue::from_str(request_id) {
         parts.headers.insert("x-amz-request-id", v);
     }
-    raw_user_metadata(&mut parts.headers);
     let small = hyper::body::Body::size_hint(&body)
         .exact()
         .or_else(|| content_length(&parts.headers, "content-length"))
@@ -326,45 +325,6 @@ fn with_request_id(body: &[u8], id: &str) -> Option<Vec<u8>> {
     Some(format!("{}<RequestId>{id}</RequestId>{}", &text[..at], &text[at..]).into_bytes())
 }
 
-/// User metadata (`x-amz-meta-*`) goes back as the bytes it was sent as: s3s writes a
-/// non-ASCII value as RFC 2047 encoded-words (`=?UTF-8?B?...?=`), which S3 clients
-/// compare byte for byte with what they stored, so those are decoded back to UTF-8.
-fn raw_user_metadata(headers: &mut hyper::HeaderMap) {
-    let decoded: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)> = headers
-        .iter()
-        .filter(|(name, _)| name.as_str().starts_with("x-amz-meta-"))
-        .filter_map(|(name, value)| {
-            let raw = rfc2047_utf8(value.to_str().ok()?)?;
-            Some((
-                name.clone(),
-                hyper::header::HeaderValue::from_bytes(&raw).ok()?,
-            ))
-        })
-        .collect();
-    for (name, value) in decoded {
-        headers.insert(name, value);
-    }
-}
-
-/// The UTF-8 bytes of a value made only of `=?UTF-8?B?...?=` encoded-words (as s3s
-/// writes them), or `None` for any other value.
-fn rfc2047_utf8(value: &str) -> Option<Vec<u8>> {
-    use base64::Engine;
-    let mut out = Vec::new();
-    let mut words = 0;
-    for word in value.split_ascii_whitespace() {
-        let b64 = word.strip_suffix("?=").and_then(|w| {
-            w.strip_prefix("=?UTF-8?B?")
-                .or_else(|| w.strip_prefix("=?utf-8?b?"))
-                .or_else(|| w.strip_prefix("=?UTF-8?b?"))
-                .or_else(|| w.strip_prefix("=?utf-8?B?"))
-        })?;
-        out.extend(base64::engine::general_purpose::STANDARD.decode(b64).ok()?);
-        words += 1;
-    }
-    (words > 0 && std::str::from_utf8(&out).is_ok()).then_some(out)
-}
-
 /// Error documents are small; larger bodies are passed on untouched.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -482,31 +442,6 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_secs(60));
         assert!(!read.load(Ordering::Acquire));
         feeder.abort();
-    }
-
-    /// Issue 27 (conformance): UTF-8 user metadata comes back as sent, not as RFC 2047
-    /// encoded-words; other values are left alone.
-    #[test]
-    fn user_metadata_goes_back_as_utf8() {
-        let mut h = hyper::HeaderMap::new();
-        // "Grüße, 世界" as s3s writes it, and a long value in two encoded-words.
-        h.insert(
-            "x-amz-meta-a",
-            "=?UTF-8?B?R3LDvMOfZSwg5LiW55WM?=".parse().unwrap(),
-        );
-        h.insert(
-            "x-amz-meta-b",
-            "=?UTF-8?B?w6TDpMOk?= =?UTF-8?B?w7bDtsO2?=".parse().unwrap(),
-        );
-        h.insert("x-amz-meta-c", "plain".parse().unwrap());
-        h.insert("x-amz-meta-d", "=?UTF-8?B?not base64?=".parse().unwrap());
-        h.insert("etag", "=?UTF-8?B?w6Q=?=".parse().unwrap());
-        raw_user_metadata(&mut h);
-        assert_eq!(h["x-amz-meta-a"].as_bytes(), "Grüße, 世界".as_bytes());
-        assert_eq!(h["x-amz-meta-b"].as_bytes(), "äääööö".as_bytes());
-        assert_eq!(h["x-amz-meta-c"], "plain");
-        assert_eq!(h["x-amz-meta-d"], "=?UTF-8?B?not base64?=");
-        assert_eq!(h["etag"], "=?UTF-8?B?w6Q=?=");
     }
 
     #[test]

@@ -48,7 +48,7 @@ impl<P: PeerData> Node<P> {
                 if !self.among_closest(&key) {
                     return Err(RecordRefused::NotAmongClosest { k: self.cfg.k });
                 }
-                self.store.put(record, expected_seq, unix)?;
+                self.store.put_from(record, expected_seq, unix, requester)?;
                 Ok(Response::Stored)
             }
         }
