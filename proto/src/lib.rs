@@ -19,6 +19,7 @@
 //! - [`rate`]: the per-peer token bucket every service limits request rates with.
 //! - [`call`]: what a failed gRPC call says about the peer (unreachable, timed out,
 //!   refused).
+//! - [`http`]: who may read the local HTTP pages and metrics (`Host`, bearer token).
 //! - [`time`]: unix-millisecond clock helpers and the freshness window for orders.
 //! - [`fuzz`]: the fuzz input generator every crate's decoder targets share, and this
 //!   crate's targets.
@@ -34,7 +35,7 @@
 //!   ids
 //!   error
 //!   limits
-//!   domain       address     time     pb     subnet     call     private
+//!   domain       address     time     pb     subnet     call     private     http
 //! ```
 
 pub mod address;
@@ -42,6 +43,7 @@ pub mod call;
 pub mod domain;
 pub mod error;
 pub mod fuzz;
+pub mod http;
 pub mod identity;
 pub mod ids;
 pub mod limits;

@@ -91,6 +91,11 @@ pub struct Config {
     /// owner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bytes_per_owner: Option<ByteSize>,
+    /// When set, `/metrics` answers only requests with `Authorization: Bearer TOKEN`
+    /// (for a metrics port reachable by others). Default: none; then `/metrics` answers
+    /// requests for an IP address, `localhost` or a single-label host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_token: Option<String>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -146,6 +151,7 @@ impl Default for Config {
             direct_io: default_direct_io(),
             local_network: false,
             max_bytes_per_owner: None,
+            metrics_token: None,
         }
     }
 }
@@ -542,6 +548,13 @@ impl Config {
                 None => "# max_bytes_per_owner = \"50GB\"".into(),
             },
         );
+        field(
+            "Serve /metrics only to requests with `Authorization: Bearer TOKEN`, for a metrics\nport others can reach. Default: none; then /metrics answers requests for an IP\naddress, localhost or a single-label host name (never another site's name).",
+            match &self.metrics_token {
+                Some(t) => format!("metrics_token = {}", q(t)),
+                None => "# metrics_token = \"a-long-random-string\"".into(),
+            },
+        );
         out
     }
 }
@@ -600,6 +613,7 @@ mod tests {
         let keys = toml::to_string(&Config {
             external_address: Some("x:1".into()),
             max_bytes_per_owner: Some(ByteSize(1)),
+            metrics_token: Some("t".into()),
             ..c.clone()
         })
         .unwrap();

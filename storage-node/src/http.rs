@@ -7,8 +7,10 @@
 //! browser shows (`/`, `/api/status`) answer only requests whose `Host` is an IP
 //! literal or `localhost` ([`host_allowed`]): a page on another site whose name was
 //! re-pointed at 127.0.0.1 (DNS rebinding) names its own host and gets 421, so it cannot
-//! read the dashboard through the victim's browser. `/metrics` is exempt: Prometheus
-//! scrapes it by name (`seed:7778` in the compose network), and it holds no secret.
+//! read the dashboard through the victim's browser. `/metrics` also accepts a
+//! single-label name (Prometheus scrapes `seed:7778` in the compose network), or, with
+//! `metrics_token` set, only requests that carry it
+//! ([`shoal_proto::http::metrics_access`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -144,33 +146,28 @@ pub const MAX_CONNECTIONS: usize = 32;
 /// client reading the answer.
 pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Whether a browser page may be served to a request for `host` (the `Host` header, if
-/// any): an IP literal (with or without a port) or `localhost`. Any other name may be
-/// an attacker's domain re-pointed at this machine (DNS rebinding).
-pub fn host_allowed(host: Option<&str>) -> bool {
-    let Some(host) = host.map(str::trim) else {
-        return false;
-    };
-    // `[v6]:port`, `[v6]`, `v4:port`, `v4`, `name:port`, `name`.
-    let name = match host.strip_prefix('[') {
-        Some(rest) => match rest.split_once(']') {
-            Some((v6, after)) if after.is_empty() || after.starts_with(':') => v6,
-            _ => return false,
-        },
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
-    name.parse::<std::net::IpAddr>().is_ok()
-        || name.eq_ignore_ascii_case("localhost")
-        || name.eq_ignore_ascii_case("localhost.")
-}
+/// Whether a browser page may be served to a request for `host`: the rule of
+/// [`shoal_proto::http::page_host_allowed`].
+pub use shoal_proto::http::page_host_allowed as host_allowed;
 
-/// Answers one request; no I/O beyond reading the node's state. `host` is the request's
-/// `Host` header.
-pub fn route(state: &NodeState, method: &Method, path: &str, host: Option<&str>) -> Response<Body> {
+/// Answers one request; no I/O beyond reading the node's state. `host` and
+/// `authorization` are the request's headers; `/metrics` follows
+/// [`shoal_proto::http::metrics_access`] with the node's `metrics_token`.
+pub fn route(
+    state: &NodeState,
+    method: &Method,
+    path: &str,
+    host: Option<&str>,
+    authorization: Option<&str>,
+) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n");
     }
-    if path != "/metrics" && !host_allowed(host) {
+    if path == "/metrics" {
+        if let Some(refused) = metrics_refused(state, host, authorization) {
+            return refused;
+        }
+    } else if !host_allowed(host) {
         return reply(
             StatusCode::MISDIRECTED_REQUEST,
             "text/plain",
@@ -194,6 +191,19 @@ pub fn route(state: &NodeState, method: &Method, path: &str, host: Option<&str>)
         ),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
+}
+
+/// The answer to a metrics request that may not be served, if it may not.
+fn metrics_refused(
+    state: &NodeState,
+    host: Option<&str>,
+    authorization: Option<&str>,
+) -> Option<Response<Body>> {
+    let refused =
+        shoal_proto::http::metrics_access(host, authorization, state.metrics_token.as_deref())
+            .err()?;
+    let status = StatusCode::from_u16(refused.status()).unwrap_or(StatusCode::FORBIDDEN);
+    Some(reply(status, "text/plain", format!("{refused}\n")))
 }
 
 /// The Prometheus page. With `read_db`, the owner gauges are refreshed from the
@@ -228,10 +238,19 @@ async fn route_bounded(
     method: Method,
     path: String,
     host: Option<String>,
+    authorization: Option<String>,
 ) -> Response<Body> {
+    // Checked here as well: past the deadline `/metrics` is answered from here.
+    if path == "/metrics"
+        && let Some(refused) = metrics_refused(&state, host.as_deref(), authorization.as_deref())
+    {
+        return refused;
+    }
     let st = Arc::clone(&state);
     let p = path.clone();
-    let task = tokio::task::spawn_blocking(move || route(&st, &method, &p, host.as_deref()));
+    let task = tokio::task::spawn_blocking(move || {
+        route(&st, &method, &p, host.as_deref(), authorization.as_deref())
+    });
     match tokio::time::timeout(DB_DEADLINE, task).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => reply(
@@ -383,11 +402,17 @@ pub async fn serve(
                 .and_then(|h| h.to_str().ok())
                 .or_else(|| req.uri().authority().map(|a| a.as_str()));
             let host = host.map(str::to_owned);
+            let authorization = req
+                .headers()
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned);
             let r = route_bounded(
                 Arc::clone(&state),
                 req.method().clone(),
                 req.uri().path().to_owned(),
                 host,
+                authorization,
             );
             async move { Ok::<_, Infallible>(r.await) }
         });

@@ -239,6 +239,7 @@ pub async fn start(
         external_address: config.external_address.clone(),
         advertised,
         started_at_ms,
+        metrics_token: config.metrics_token.clone(),
     });
 
     let stop = CancellationToken::new();

@@ -30,6 +30,9 @@ pub struct NodeState {
     /// address when it is a concrete IP. Goes into the node record.
     pub advertised: Vec<SocketAddr>,
     pub started_at_ms: u64,
+    /// When set, `/metrics` is served only to requests that carry it as a bearer token
+    /// (config `metrics_token`).
+    pub metrics_token: Option<String>,
 }
 
 impl NodeState {

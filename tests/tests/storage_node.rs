@@ -925,7 +925,8 @@ async fn http_serves_metrics_status_and_dashboard() {
         // DNS rebinding: a page on another name re-pointed at the node gets nothing from
         // the dashboard or the status; Prometheus scraping by name still works.
         let port = n.http_addr().port();
-        for path in ["/", "/api/status"] {
+        // Issue 27: `/metrics` too (it lists the owners and the node's traffic).
+        for path in ["/", "/api/status", "/metrics"] {
             let (status, body) = http_get_as(n.http_addr(), path, &format!("evil.example:{port}"))
                 .await
                 .unwrap();

@@ -37,6 +37,9 @@ pub(super) struct GatewayArgs {
     /// and refuse the old ones from now on; clients need the new keys.
     #[arg(long)]
     pub(super) rotate_credentials: bool,
+    /// Serve the metrics page only to requests with `Authorization: Bearer TOKEN`.
+    #[arg(long, env = "SHOAL_GATEWAY_METRICS_TOKEN", hide_env_values = true)]
+    pub(super) metrics_token: Option<String>,
     /// Print the secret key at start (it is not printed otherwise: terminal scrollback
     /// and service logs are read by more people than the key should be).
     #[arg(long)]
@@ -74,6 +77,7 @@ pub(super) async fn gateway(paths: Paths, args: GatewayArgs) -> Result<()> {
     config.region = args.region.clone();
     config.domains = args.domains;
     config.multipart_max_age = parse_duration(&args.multipart_max_age)?;
+    config.metrics_token = args.metrics_token.filter(|t| !t.is_empty());
     // Requests in flight get 10 s after a shutdown signal, the last publish the rest of
     // EXIT_DEADLINE.
     config.shutdown_grace = Duration::from_secs(10);

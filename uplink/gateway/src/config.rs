@@ -33,6 +33,10 @@ pub struct GatewayConfig {
     /// last `default_lease` (90 days), so a gateway that runs keeps the data alive.
     /// Default 24 h.
     pub renew_interval: Duration,
+    /// When set, the metrics page answers only requests with `Authorization: Bearer
+    /// TOKEN`; otherwise only requests for an IP address, `localhost` or a single-label
+    /// host name ([`shoal_proto::http::metrics_access`]). Default: none.
+    pub metrics_token: Option<String>,
 }
 
 impl GatewayConfig {
@@ -50,6 +54,7 @@ impl GatewayConfig {
             shutdown_grace: Duration::from_secs(30),
             pull_interval: Duration::from_secs(30),
             renew_interval: Duration::from_secs(24 * 3600),
+            metrics_token: None,
         }
     }
 }

@@ -76,12 +76,20 @@ pub(super) async fn handle(
     service: S3Service,
     metrics: GatewayMetrics,
     uplink: Uplink,
+    metrics_token: Option<Arc<str>>,
     req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, Infallible> {
     let version = req.version();
     let (parts, body) = req.into_parts();
     let (body, read) = WatchedBody::new(body, BODY_IDLE_TIMEOUT);
-    let mut resp = serve(service, metrics, uplink, Request::from_parts(parts, body)).await;
+    let mut resp = serve(
+        service,
+        metrics,
+        uplink,
+        metrics_token,
+        Request::from_parts(parts, body),
+    )
+    .await;
     if must_close(version, read.load(Ordering::Acquire)) {
         resp.headers_mut().insert(
             hyper::header::CONNECTION,
@@ -95,9 +103,29 @@ async fn serve(
     service: S3Service,
     metrics: GatewayMetrics,
     uplink: Uplink,
+    metrics_token: Option<Arc<str>>,
     mut req: Request<WatchedBody>,
 ) -> Response<GatewayBody> {
     if req.uri().path() == METRICS_PATH && req.method() == hyper::Method::GET {
+        let header =
+            |name: hyper::header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let host =
+            header(hyper::header::HOST).or_else(|| req.uri().authority().map(|a| a.as_str()));
+        let access = shoal_proto::http::metrics_access(
+            host,
+            header(hyper::header::AUTHORIZATION),
+            metrics_token.as_deref(),
+        );
+        if let Err(refused) = access {
+            let mut resp = Response::new(
+                Full::new(Bytes::from(format!("{refused}\n")))
+                    .map_err(|e| match e {})
+                    .boxed(),
+            );
+            *resp.status_mut() =
+                StatusCode::from_u16(refused.status()).unwrap_or(StatusCode::FORBIDDEN);
+            return resp;
+        }
         let body = Full::new(Bytes::from(metrics.render(&uplink)))
             .map_err(|e| match e {})
             .boxed();

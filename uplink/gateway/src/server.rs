@@ -138,6 +138,7 @@ impl Gateway {
             .header_read_timeout(Duration::from_secs(30));
         tokio::pin!(shutdown);
         let mut backoff = AcceptBackoff::default();
+        let metrics_token: Option<Arc<str>> = config.metrics_token.as_deref().map(Arc::from);
         loop {
             // A connection slot first: at the cap, new connections wait in the backlog.
             let permit = tokio::select! {
@@ -179,8 +180,15 @@ impl Gateway {
                 tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
             }
             let (service, metrics, uplink) = (service.clone(), metrics.clone(), s3.uplink.clone());
+            let token = metrics_token.clone();
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                handle(service.clone(), metrics.clone(), uplink.clone(), req)
+                handle(
+                    service.clone(),
+                    metrics.clone(),
+                    uplink.clone(),
+                    token.clone(),
+                    req,
+                )
             });
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             let conn = graceful.watch(conn.into_owned());

@@ -259,6 +259,14 @@ async fn form_posts_are_refused_unread_and_one_address_cannot_take_every_slot() 
             .unwrap();
         let head = read_response(&mut other).await;
         assert!(head.starts_with("http/1.1 200"), "{head}");
+        // The metrics page for another site's name (DNS rebinding): refused.
+        other
+            .get_mut()
+            .write_all(b"GET /_shoal/metrics HTTP/1.1\r\nHost: rebind.evil.example\r\n\r\n")
+            .await
+            .unwrap();
+        let head = read_response(&mut other).await;
+        assert!(head.starts_with("http/1.1 421"), "{head}");
         drop(held);
     })
     .await
