@@ -128,6 +128,28 @@ async fn parts_assemble_into_one_object_read_back_in_ranges() {
 
 /// Reads one HTTP/1.1 response head (status line and headers, lower-cased) and its
 /// `content-length` body from `conn`.
+/// A gateway with `config` over an in-memory network, serving on 127.0.0.1 until the
+/// returned sender is used; the task returns what `Gateway::run` did.
+async fn serve_memory(
+    config: GatewayConfig,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), uplink::Error>>,
+) {
+    let (_store, s3) = memory_s3();
+    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let gateway = Gateway::bind(s3.uplink.clone(), listen, config)
+        .await
+        .unwrap();
+    let addr = gateway.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gateway.run(async {
+        let _ = stopped.await;
+    }));
+    (addr, stop, server)
+}
+
 async fn read_response(conn: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> String {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt};
     let mut head = String::new();
@@ -159,17 +181,8 @@ async fn read_response(conn: &mut tokio::io::BufReader<tokio::net::TcpStream>) -
 #[tokio::test]
 async fn answers_before_the_body_close_the_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (_store, s3) = memory_s3();
-    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let config = GatewayConfig::new("AK".into(), "SK".into());
-    let gateway = Gateway::bind(s3.uplink.clone(), listen, config)
-        .await
-        .unwrap();
-    let addr = gateway.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(gateway.run(async {
-        let _ = stopped.await;
-    }));
+    let (addr, stop, server) = serve_memory(config).await;
     tokio::time::timeout(Duration::from_secs(30), async {
         let mut conn =
             tokio::io::BufReader::new(tokio::net::TcpStream::connect(addr).await.unwrap());
@@ -210,18 +223,9 @@ async fn answers_before_the_body_close_the_connection() {
 #[tokio::test]
 async fn form_posts_are_refused_unread_and_one_address_cannot_take_every_slot() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (_store, s3) = memory_s3();
-    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut config = GatewayConfig::new("AK".into(), "SK".into());
     config.max_connections_per_ip = 2;
-    let gateway = Gateway::bind(s3.uplink.clone(), listen, config)
-        .await
-        .unwrap();
-    let addr = gateway.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(gateway.run(async {
-        let _ = stopped.await;
-    }));
+    let (addr, stop, server) = serve_memory(config).await;
     tokio::time::timeout(Duration::from_secs(30), async {
         let mut conn =
             tokio::io::BufReader::new(tokio::net::TcpStream::connect(addr).await.unwrap());
