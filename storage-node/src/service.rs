@@ -35,10 +35,15 @@ use crate::meta::PieceMeta;
 use crate::metrics::NodeMetrics;
 use crate::protocol;
 use crate::replay::ReplayGuard;
+use crate::store::{PieceData, PieceStore};
 
 /// Peer groups whose request rate is tracked at once (see [`RateLimiter`]).
 const RATE_PEERS: usize = 16_384;
-use crate::store::{PieceData, PieceStore};
+
+/// The peer's IP address (unspecified when the transport gives none).
+fn remote_ip(remote: Option<SocketAddr>) -> IpAddr {
+    remote.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
+}
 
 /// Bounds the service applies per request and per peer.
 #[derive(Debug, Clone, Copy)]
@@ -185,9 +190,7 @@ impl PieceStoreService {
     /// /64 (one subscriber's prefix), so a host cannot multiply its limit by its
     /// addresses.
     fn permit(&self, remote: Option<SocketAddr>) -> Result<PeerPermit, Error> {
-        let ip = remote.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| {
-            shoal_proto::address::peer_group(a.ip())
-        });
+        let ip = shoal_proto::address::peer_group(remote_ip(remote));
         let limit = self.inner.limits.max_streams_per_peer;
         let mut peers = self.inner.peers.lock().unwrap_or_else(|p| p.into_inner());
         let n = peers.entry(ip).or_insert(0);
@@ -224,7 +227,7 @@ impl PieceStoreService {
         let admitted = async {
             let order: Signed<O> = wire.await?.try_into()?;
             let now_ms = unix_ms();
-            let group = Subnet::of(&remote.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip()));
+            let group = Subnet::of(&remote_ip(remote));
             self.inner.admit(&*order, group, now_ms).await?;
             Ok::<_, Error>((order, now_ms))
         }
@@ -237,9 +240,7 @@ impl PieceStoreService {
             now_ms,
         })
     }
-}
 
-impl PieceStoreService {
     /// A unary request end to end: [`Self::accept`] its order, run `handle` with the
     /// order and the time it was admitted at while the peer's slot is held, and count
     /// the outcome.
@@ -327,7 +328,7 @@ impl Inner {
 
     /// Takes one request of the peer's rate ([`ServiceLimits::piece_calls_per_second`]).
     fn rate_check(&self, remote: Option<SocketAddr>) -> Result<(), Error> {
-        let ip = remote.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let ip = remote_ip(remote);
         let admitted = self
             .rate
             .lock()
