@@ -68,6 +68,10 @@ pub enum IdentityError {
         actual: u32,
         required: u32,
     },
+    #[error(
+        "the publisher key's work nonce proves {actual} bits of proof of work, the network requires {required}"
+    )]
+    InsufficientPublisherWork { actual: u32, required: u32 },
     #[error("difficulty {0} is above the maximum of {max}", max = crate::limits::MAX_DIFFICULTY)]
     DifficultyTooHigh(u32),
     #[error("identity generation was cancelled")]

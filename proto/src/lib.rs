@@ -55,6 +55,7 @@ pub mod signing;
 pub mod subnet;
 pub mod time;
 pub mod tls;
+pub mod work;
 
 /// Generated protobuf and gRPC code (`shoal.v1`).
 #[allow(missing_docs, clippy::all, missing_debug_implementations)]

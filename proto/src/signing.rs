@@ -157,6 +157,25 @@ impl<T: Signable> Signed<T> {
     pub fn into_body(self) -> T {
         self.body
     }
+
+    /// Changes fields of the body that the signature does not cover (the signed bytes
+    /// must come out the same: checked, and a change to them is refused by leaving the
+    /// body as it was).
+    pub(crate) fn replace_unsigned(self, f: impl FnOnce(&mut T)) -> Self
+    where
+        T: Clone,
+    {
+        let before = self.body.signed_bytes();
+        let mut body = self.body.clone();
+        f(&mut body);
+        if body.signed_bytes() != before {
+            return self;
+        }
+        Self {
+            body,
+            signature: self.signature,
+        }
+    }
 }
 
 impl<T> Deref for Signed<T> {

@@ -68,6 +68,8 @@ pub(crate) enum ServeError {
     },
     #[error("sender's proof of work is too low: {0}")]
     Work(IdentityError),
+    #[error("record refused: {0}")]
+    PublisherWork(IdentityError),
     #[error("invalid {what}: {source}")]
     Address {
         what: &'static str,
@@ -91,7 +93,9 @@ impl From<ServeError> for tonic::Status {
         let msg = e.to_string();
         match e {
             ServeError::Wire { .. } => tonic::Status::invalid_argument(msg),
-            ServeError::Work(_) => tonic::Status::permission_denied(msg),
+            ServeError::Work(_) | ServeError::PublisherWork(_) => {
+                tonic::Status::permission_denied(msg)
+            }
             ServeError::Address { .. } => tonic::Status::invalid_argument(msg),
             ServeError::Refused(r) => match r {
                 RecordRefused::NotNewer { .. } | RecordRefused::NotAmongClosest { .. } => {

@@ -182,6 +182,7 @@ fn record(owner: &Identity, seq: u64, value: &[u8]) -> Signed<MutableRecord> {
             seq,
             value: value.to_vec(),
             expires_at_ms: shoal_proto::time::unix_ms() + 3_600_000,
+            work: shoal_proto::work::find_publisher_work(owner.public_key(), DIFFICULTY),
         },
         owner,
     )
@@ -302,6 +303,24 @@ async fn records_put_by_one_are_read_by_another_and_bad_ones_are_refused() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+        // A newer record whose publisher key carries no proof of work (issue 27: keys
+        // are not free): refused before the store sees it.
+        let unpaid = (0..)
+            .find(|n| {
+                shoal_proto::work::check_publisher_work(owner.public_key(), *n, DIFFICULTY).is_err()
+            })
+            .unwrap();
+        let status = client
+            .put_record(pb::PutRecordRequest {
+                sender: None,
+                record: Some(pb::MutableRecord::from(
+                    &record(&owner, 11, b"v11").with_work(unpaid),
+                )),
+                expected_seq: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
 
         // Nothing of that changed what the network returns.
         let got = nodes[7].handle.get_record(key).await.unwrap().unwrap();

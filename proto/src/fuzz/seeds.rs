@@ -258,6 +258,7 @@ pub fn signed_mutable_record(salt: &[u8], value: &[u8]) -> pb::MutableRecord {
         seq: 7,
         value: value.to_vec(),
         expires_at_ms: NOW + 3_600_000,
+        work: 0,
     }))
         .into()
 }

@@ -134,6 +134,8 @@ pub struct MutableRecord {
     pub seq: u64,
     pub value: Vec<u8>,
     pub expires_at_ms: u64,
+    /// Proof of work for `public_key` ([`crate::work`]); not signed.
+    pub work: u64,
 }
 
 const RECORD_KEY_CONTEXT: &str = "shoal v1 mutable record key";
@@ -150,6 +152,14 @@ impl MutableRecord {
 
     pub fn key(&self) -> RecordKey {
         Self::key_for(&self.public_key, &self.salt)
+    }
+}
+
+impl Signed<MutableRecord> {
+    /// The same signed record carrying the work nonce `work` (which is not signed, so
+    /// the signature still holds).
+    pub fn with_work(self, work: u64) -> Self {
+        self.replace_unsigned(|r| r.work = work)
     }
 }
 
@@ -193,6 +203,7 @@ impl TryFrom<pb::MutableRecord> for Signed<MutableRecord> {
             seq: m.seq,
             value: m.value,
             expires_at_ms: nonzero("expires_at_ms", m.expires_at_ms)?,
+            work: m.work,
         };
         Signed::verify(body, signature(&m.signature)?)
     }
@@ -207,6 +218,7 @@ impl From<&Signed<MutableRecord>> for pb::MutableRecord {
             value: s.value.clone(),
             expires_at_ms: s.expires_at_ms,
             signature: s.signature().0.to_vec(),
+            work: s.work,
         }
     }
 }

@@ -843,6 +843,7 @@ fn mutable_record() -> pb::MutableRecord {
         seq: 7,
         value: vec![1; 100],
         expires_at_ms: NOW + 1,
+        work: 0,
     };
     (&Signed::sign(body, &o).unwrap()).into()
 }
@@ -909,6 +910,14 @@ fn round_trips_preserve_every_field() {
         m.key(),
         MutableRecord::key_for(owner().public_key(), b"catalog")
     );
+    // The work nonce travels, and is outside the signature: setting it keeps the
+    // record valid, and changing it on the wire does not break the signature either.
+    let paid = m.with_work(12345);
+    assert_eq!(paid.work, 12345);
+    let wire = pb::MutableRecord::from(&paid);
+    assert_eq!(wire.work, 12345);
+    let back = Signed::<MutableRecord>::try_from(wire).unwrap();
+    assert_eq!(back.work, 12345);
 }
 
 #[test]

@@ -60,6 +60,7 @@ fn record(owner: &Identity, seq: u64) -> Record {
             seq,
             value: vec![seq as u8],
             expires_at_ms: UNIX + 3_600_000,
+            work: 0,
         },
         owner,
     )
@@ -515,6 +516,7 @@ fn record_at(owner: &Identity, salt: &[u8], seq: u64, expires_at_ms: u64) -> Rec
             seq,
             value: vec![seq as u8],
             expires_at_ms,
+            work: 0,
         },
         owner,
     )

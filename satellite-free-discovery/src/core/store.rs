@@ -414,6 +414,7 @@ mod tests {
                 seq,
                 value: value.to_vec(),
                 expires_at_ms: NOW + 3_600_000,
+                work: 0,
             },
             id,
         )
@@ -512,6 +513,7 @@ mod tests {
                     seq: 1,
                     value: Vec::new(),
                     expires_at_ms: NOW + ttl,
+                    work: 0,
                 },
                 id,
             )
@@ -692,6 +694,7 @@ mod properties {
                         seq: p.seq,
                         value: vec![7; p.value_len],
                         expires_at_ms: now + p.ttl,
+                        work: 0,
                     },
                     owner,
                 )

@@ -311,7 +311,8 @@ pub(crate) async fn run_writer(
 pub(crate) struct Loaded {
     /// Records whose encoding and signature check out.
     pub records: Vec<Signed<MutableRecord>>,
-    /// Records that did not (a damaged or altered store).
+    /// Records that did not, or whose publisher work falls short (a damaged or altered
+    /// store, or one written under a lower difficulty).
     pub invalid: usize,
     /// Node records and when they were last seen, newest first (not checked yet).
     pub peers: Vec<(Vec<u8>, u64)>,
@@ -327,6 +328,7 @@ pub(crate) async fn load(
     max_records: usize,
 ) -> Loaded {
     let s = Arc::clone(store);
+    let difficulty = inner.config.difficulty;
     let read = blocking(inner, "read held records and known peers", move || {
         let raw = if max_records > 0 {
             let raw = s.load_records(now_ms, max_records)?;
@@ -341,10 +343,15 @@ pub(crate) async fn load(
         };
         for bytes in raw.into_iter().take(max_records) {
             // The wire conversion checks the signature over (salt, seq, value, expiry).
+            // The work was checked when the record arrived; checked again in case the
+            // store was written under a lower difficulty (or altered).
             match pb::MutableRecord::decode(bytes.as_slice())
                 .ok()
                 .and_then(|m| Signed::<MutableRecord>::try_from(m).ok())
-            {
+                .filter(|r| {
+                    shoal_proto::work::check_publisher_work(&r.public_key, r.work, difficulty)
+                        .is_ok()
+                }) {
                 Some(r) => loaded.records.push(r),
                 None => loaded.invalid += 1,
             }

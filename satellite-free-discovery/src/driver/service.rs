@@ -199,6 +199,13 @@ impl Discovery for DiscoveryService {
                 what: "record",
                 source,
             })?;
+        // A new key costs work before it may hold records here (see shoal_proto::work).
+        shoal_proto::work::check_publisher_work(
+            &record.public_key,
+            record.work,
+            self.inner.config.difficulty,
+        )
+        .map_err(ServeError::PublisherWork)?;
         let sender = self.sender(req.sender)?;
         let responder = self.responder()?;
         self.serve(

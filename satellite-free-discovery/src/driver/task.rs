@@ -377,7 +377,7 @@ impl Driver {
         if loaded.invalid > 0 {
             tracing::warn!(
                 invalid = loaded.invalid,
-                "records read back from the DHT store failed their signature check; ignored"
+                "records read back from the DHT store failed their signature or proof-of-work check; ignored"
             );
         }
         let local = inner.identity.node_id();

@@ -104,6 +104,7 @@ impl Sim {
                             seq,
                             value: format!("record {r} version {seq}").into_bytes(),
                             expires_at_ms: expires,
+                            work: 0,
                         },
                         &owner,
                     )

@@ -19,6 +19,7 @@ use crate::catalog::Catalog;
 use crate::peers::{KnownPeer, MAX_KNOWN_PEERS};
 use crate::store::{DiscoveryError, NodeCandidate, NodeSource};
 use crate::sync::{CatalogRecords, RecordError};
+use crate::work::PublisherWork;
 use shoal_proto::messages::MutableRecord;
 use shoal_proto::{RecordKey, Signed};
 
@@ -46,6 +47,8 @@ pub struct DhtNodes {
     dht: OnceCell<DhtHandle>,
     /// Where the nodes that answered are remembered ([`crate::peers`]).
     known: Option<Catalog>,
+    /// The proof of work the records this uplink publishes carry.
+    work: PublisherWork,
 }
 
 impl DhtNodes {
@@ -66,12 +69,15 @@ impl DhtNodes {
             scope,
             dht: OnceCell::new(),
             known: None,
+            work: PublisherWork::new(difficulty),
         }
     }
 
     /// Remembers the members that answered (on joining and on every sample) in
     /// `catalog`'s store, as later ways in ([`crate::peers`]).
+    /// The publisher work found for record keys is kept there too ([`crate::work`]).
     pub fn remember_peers_in(mut self, catalog: Catalog) -> Self {
+        self.work = PublisherWork::new(self.difficulty).kept_in(catalog.clone());
         self.known = Some(catalog);
         self
     }
@@ -243,6 +249,8 @@ impl CatalogRecords for DhtNodes {
     ) -> BoxFuture<'_, Result<usize, RecordError>> {
         Box::pin(async move {
             let dht = self.handle().await.map_err(|e| RecordError(e.0))?;
+            let nonce = self.work.nonce_for(&record.public_key).await;
+            let record = record.with_work(nonce);
             let report =
                 Self::with_deadline("storing a DHT record", dht.put_record(record, expected_seq))
                     .await?;

@@ -94,6 +94,7 @@ pub mod select;
 pub mod settings;
 pub mod store;
 pub mod sync;
+pub mod work;
 pub use sync::rebuild;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -53,6 +53,7 @@ impl CatalogSync {
             seq,
             value,
             expires_at_ms: shoal_proto::time::unix_ms().saturating_add(ttl.as_millis() as u64),
+            work: 0,
         };
         let signed = Signed::sign(record, self.access.owner())
             .map_err(|e| SyncError::Sign(e.to_string()))?;
