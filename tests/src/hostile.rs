@@ -8,7 +8,9 @@
 //! ([`shoal_proto::fuzz`]), seeded by the run seed, the target and the case index.
 //!
 //! The node's HTTP port (metrics, dashboard, status) gets mutated request heads,
-//! oversized headers and bodies that never come.
+//! oversized headers and bodies that never come. Floods: one signed order many times
+//! at once, throwaway keys' orders for another owner's piece, throwaway publisher keys'
+//! records.
 //!
 //! LATER(hardening): the S3 gateway's HTTP server gets no live hostile client yet (its
 //! request edge and decoders are fuzzed offline: `gateway.request_edge` and the other
@@ -33,6 +35,7 @@ use shoal_proto::pb::{self, upload_request};
 use shoal_proto::{NodeId, PieceId, tls};
 use shoal_test_kit::{test_data, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
 use tonic::codegen::Service;
 
 use crate::{Cluster, NodeOptions, Owner};
@@ -62,15 +65,21 @@ pub enum Live {
     /// Mutated HTTP requests at the node's HTTP port: request lines and headers, a
     /// `Host` of another site, oversized headers, declared bodies that never come.
     NodeHttp,
+    /// Floods: one signed order sent many times at once (served at most once), orders
+    /// of throwaway keys for another owner's piece (never served, never remembered),
+    /// and records from throwaway publisher keys (the store keeps taking the records of
+    /// other sources).
+    Floods,
 }
 
 impl Live {
-    pub const ALL: [Live; 5] = [
+    pub const ALL: [Live; 6] = [
         Live::PieceStreams,
         Live::RawGrpc,
         Live::Discovery,
         Live::Garbage,
         Live::NodeHttp,
+        Live::Floods,
     ];
 
     pub fn name(self) -> &'static str {
@@ -80,6 +89,7 @@ impl Live {
             Live::Discovery => "live.discovery",
             Live::Garbage => "live.tls_garbage",
             Live::NodeHttp => "live.node_http",
+            Live::Floods => "live.floods",
         }
     }
 }
@@ -165,7 +175,161 @@ impl Harness {
             Live::Discovery => self.discovery(rng, input).await,
             Live::Garbage => self.garbage(rng, input).await,
             Live::NodeHttp => self.node_http(rng, input).await,
+            Live::Floods => {
+                if rng.random_bool(0.5) {
+                    self.replay_flood(rng, input).await
+                } else {
+                    self.record_flood(rng, input).await
+                }
+            }
         }
+    }
+
+    /// One valid download order sent up to 32 times at once: served at most once, every
+    /// other copy refused as a replay (or by the rate limit). Then throwaway keys'
+    /// orders for the same piece: never served.
+    async fn replay_flood(&self, rng: &mut SmallRng, input: &mut Vec<u8>) -> anyhow::Result<()> {
+        let (node, _) = self.target();
+        let mut client = self.cluster.node(0).client().await?;
+        let piece = PieceId(rng.random());
+        let data = test_data(4096, rng.random());
+        if self
+            .owner
+            .upload(&mut client, node, piece, &data, 4096)
+            .await
+            .is_err()
+        {
+            // Refused by the rate limit (the other targets share it): nothing to flood.
+            return Ok(());
+        }
+        let order = self.owner.download_order(node, piece, 0, 0)?;
+        input.extend(order.encode_to_vec());
+        let copies = rng.random_range(2..=32);
+        let calls = (0..copies).map(|_| {
+            let mut wire = client.wire().clone();
+            let order = order.clone();
+            async move {
+                let call = async {
+                    let mut s = wire
+                        .download(pb::DownloadRequest { order: Some(order) })
+                        .await?
+                        .into_inner();
+                    while s.message().await?.is_some() {}
+                    Ok::<_, tonic::Status>(())
+                };
+                tokio::time::timeout(CLIENT_PATIENCE * 4, call).await
+            }
+        });
+        let mut served = 0;
+        for r in futures::future::join_all(calls).await {
+            match r {
+                Ok(Ok(())) => served += 1,
+                Ok(Err(s)) if matches!(s.code(), Code::Aborted | Code::ResourceExhausted) => {}
+                Ok(Err(s)) => bail!("a copy of a replayed order: unexpected answer {s}"),
+                Err(_) => bail!("a copy of a replayed order got no answer in time"),
+            }
+        }
+        if served > 1 {
+            bail!("one signed download order was served {served} times");
+        }
+        for _ in 0..rng.random_range(1..=16) {
+            let stranger = Owner::new();
+            let order = stranger.download_order(node, piece, 0, 0)?;
+            let call = client
+                .wire()
+                .download(pb::DownloadRequest { order: Some(order) });
+            match tokio::time::timeout(CLIENT_PATIENCE, call).await {
+                Ok(Err(s))
+                    if matches!(s.code(), Code::PermissionDenied | Code::ResourceExhausted) => {}
+                Ok(Err(s)) => {
+                    bail!("a stranger's order for another owner's piece: unexpected answer {s}")
+                }
+                Ok(Ok(_)) => bail!("a stranger's order for another owner's piece was served"),
+                Err(_) => bail!("a stranger's order got no answer in time"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to 256 records from throwaway publisher keys at the target, all from this
+    /// client's address; then a record published by the other node (another address
+    /// group) must still be taken by the target.
+    async fn record_flood(&self, rng: &mut SmallRng, input: &mut Vec<u8>) -> anyhow::Result<()> {
+        let (node, addr) = self.target();
+        let channel = tls::Connector::channel(node, addr, |e| {
+            e.connect_timeout(CLIENT_PATIENCE).timeout(CLIENT_PATIENCE)
+        })?;
+        let mut client = DiscoveryClient::new(channel);
+        let Ok(Ok(read)) = tokio::time::timeout(
+            CLIENT_PATIENCE,
+            client.get_record(pb::GetRecordRequest {
+                sender: None,
+                key: vec![7; 32],
+            }),
+        )
+        .await
+        else {
+            return Ok(());
+        };
+        let Some(token) = read
+            .metadata()
+            .get_bin("shoal-write-token-bin")
+            .and_then(|t| t.to_bytes().ok())
+        else {
+            bail!("a GetRecord answer carries no write token");
+        };
+        let now = shoal_proto::time::unix_ms();
+        for _ in 0..rng.random_range(1..=256) {
+            let key = shoal_proto::Identity::random();
+            let mut salt = vec![0u8; rng.random_range(0..=64)];
+            rng.fill(&mut salt[..]);
+            let record = shoal_proto::messages::MutableRecord {
+                public_key: *key.public_key(),
+                salt,
+                seq: 1,
+                value: vec![0; rng.random_range(0..=4096)],
+                expires_at_ms: now + rng.random_range(10_000..3_600_000),
+                // The harness's network has difficulty 0: every key is paid for, so
+                // only the store's own caps stand in the way.
+                work: 0,
+            };
+            let signed = shoal_proto::Signed::sign(record, &key)?;
+            input.extend_from_slice(key.public_key().as_bytes());
+            let mut req = tonic::Request::new(pb::PutRecordRequest {
+                sender: None,
+                record: Some(pb::MutableRecord::from(&signed)),
+                expected_seq: None,
+            });
+            req.metadata_mut().insert_bin(
+                "shoal-write-token-bin",
+                tonic::metadata::MetadataValue::from_bytes(&token),
+            );
+            // Refusals (full shares) are expected; only the answer matters.
+            let _ = tokio::time::timeout(CLIENT_PATIENCE, client.put_record(req)).await;
+        }
+        // The other node is another address group: its publisher still gets in.
+        let publisher = shoal_proto::Identity::random();
+        let record = shoal_proto::messages::MutableRecord {
+            public_key: *publisher.public_key(),
+            salt: b"catalog".to_vec(),
+            seq: 1,
+            value: b"head".to_vec(),
+            expires_at_ms: now + 3_600_000,
+            work: 0,
+        };
+        let signed = shoal_proto::Signed::sign(record, &publisher)?;
+        let report = self
+            .cluster
+            .node(1)
+            .running()
+            .dht()
+            .put_record(signed, None)
+            .await
+            .context("a record from another address group after a flood")?;
+        if let Some((_, why)) = report.refused.iter().find(|(id, _)| *id == node) {
+            bail!("after a flood from one address, the node refuses another's record: {why}");
+        }
+        Ok(())
     }
 
     async fn piece_stream(&self, rng: &mut SmallRng, input: &mut Vec<u8>) -> anyhow::Result<()> {
