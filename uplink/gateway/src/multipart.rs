@@ -252,6 +252,14 @@ pub enum CompleteError {
 
 /// Checks the client's list (part number and ETag, in the order sent) against the parts
 /// stored, and returns the part numbers to assemble, in order.
+///
+/// A part number sent more than once is the upload that finished last (the one
+/// stored: [`Uploads::put_part`] replaces a part when an upload of its number
+/// finishes). A list may name a number more than once, in a row (part numbers never go
+/// down): its last entry is the one checked, as Ceph RGW reads the list. A client that
+/// re-sent a part and kept every ETag it was given, in the order it got them, thus
+/// names the upload that finished last and completes; one naming a replaced upload
+/// alone gets InvalidPart.
 pub fn plan_complete(
     requested: &[(u32, Option<[u8; 16]>)],
     stored: &BTreeMap<u32, StagedPart>,
@@ -259,9 +267,16 @@ pub fn plan_complete(
     if requested.is_empty() {
         return Err(CompleteError::NoParts);
     }
-    if requested.windows(2).any(|w| w[0].0 >= w[1].0) {
+    if requested.windows(2).any(|w| w[0].0 > w[1].0) {
         return Err(CompleteError::InvalidPartOrder);
     }
+    // The last entry of each number.
+    let requested: Vec<(u32, Option<[u8; 16]>)> = requested
+        .iter()
+        .enumerate()
+        .filter(|(i, (n, _))| requested.get(i + 1).is_none_or(|next| next.0 != *n))
+        .map(|(_, p)| *p)
+        .collect();
     for (i, (number, etag)) in requested.iter().enumerate() {
         let Some(part) = stored.get(number) else {
             return Err(CompleteError::InvalidPart(*number));
@@ -316,9 +331,31 @@ mod tests {
             plan_complete(&[(2, None), (1, None)], &stored),
             Err(CompleteError::InvalidPartOrder)
         );
+        // Issue 27: a number listed more than once (a part sent again) is its last
+        // entry; the earlier ones name uploads since replaced.
+        assert_eq!(plan_complete(&[(1, None), (1, None)], &stored), Ok(vec![1]));
         assert_eq!(
-            plan_complete(&[(1, None), (1, None)], &stored),
+            plan_complete(
+                &[(1, Some([9; 16])), (1, Some([1; 16])), (3, None)],
+                &stored
+            ),
+            Ok(vec![1, 3])
+        );
+        assert_eq!(
+            plan_complete(
+                &[(1, Some([1; 16])), (1, Some([9; 16])), (3, None)],
+                &stored
+            ),
+            Err(CompleteError::InvalidPart(1))
+        );
+        assert_eq!(
+            plan_complete(&[(1, None), (2, None), (1, None)], &stored),
             Err(CompleteError::InvalidPartOrder)
+        );
+        // The size rule applies to the parts assembled: 3 is small but last.
+        assert_eq!(
+            plan_complete(&[(1, None), (3, None), (3, Some([3; 16]))], &stored),
+            Ok(vec![1, 3])
         );
         assert_eq!(
             plan_complete(&[(1, Some([9; 16]))], &stored),

@@ -21,6 +21,7 @@ pub(super) async fn create_multipart_upload(
 ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
     let i = req.input;
     s3.may_write(&i.bucket, &i.key, i.metadata.as_ref())?;
+    let user = attrs::user_metadata_as_sent(i.metadata.as_ref(), &req.headers);
     let standard = standard_headers(
         i.cache_control,
         i.content_disposition,
@@ -34,7 +35,7 @@ pub(super) async fn create_multipart_upload(
         created_ms: shoal_proto::time::unix_ms(),
         content_type: i.content_type,
         // The ETag is filled in at completion.
-        metadata: attrs::build(i.metadata.as_ref(), &standard, ""),
+        metadata: attrs::build(user.as_ref(), &standard, ""),
     };
     let id = s3.uploads.create(&record).map_err(catalog_err)?;
     s3.uplink
