@@ -10,11 +10,17 @@
 //! The node's HTTP port (metrics, dashboard, status) gets mutated request heads,
 //! oversized headers and bodies that never come.
 //!
-//! LATER(hardening): the S3 gateway's HTTP server gets no live hostile client yet (its
-//! request edge and decoders are fuzzed offline: `gateway.request_edge` and the other
-//! `gateway.*` targets), and every connection comes from 127.0.0.1, so per-peer
-//! connection caps and the DHT's per-peer rate limit (off on a local network) are not
-//! exercised here.
+//! A live S3 gateway over the two nodes ([`gateway`], `live.gateway_http`) gets
+//! anonymous 1 GiB bodies (PUT and PostObject), SigV2 in the header and the query,
+//! oversized request heads, 1 GiB XML bodies (DeleteObjects, CompleteMultipartUpload),
+//! stalled bodies and mutated requests; each case asserts its refusal and that the
+//! refused body was not read, and after each round a signed PUT and GET must work.
+//!
+//! LATER(hardening): every connection comes from 127.0.0.1, so per-peer connection
+//! caps and the DHT's per-peer rate limit (off on a local network) are not exercised
+//! here.
+
+mod gateway;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -62,15 +68,19 @@ pub enum Live {
     /// Mutated HTTP requests at the node's HTTP port: request lines and headers, a
     /// `Host` of another site, oversized headers, declared bodies that never come.
     NodeHttp,
+    /// Hostile requests at a live S3 gateway ([`gateway`]): anonymous huge bodies,
+    /// SigV2, oversized heads and XML, stalled bodies, mutated requests.
+    GatewayHttp,
 }
 
 impl Live {
-    pub const ALL: [Live; 5] = [
+    pub const ALL: [Live; 6] = [
         Live::PieceStreams,
         Live::RawGrpc,
         Live::Discovery,
         Live::Garbage,
         Live::NodeHttp,
+        Live::GatewayHttp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -80,6 +90,7 @@ impl Live {
             Live::Discovery => "live.discovery",
             Live::Garbage => "live.tls_garbage",
             Live::NodeHttp => "live.node_http",
+            Live::GatewayHttp => "live.gateway_http",
         }
     }
 }
@@ -92,6 +103,8 @@ pub struct Harness {
     /// Encoded valid messages by gRPC path.
     piece_seeds: Vec<(String, Vec<Vec<u8>>)>,
     dht_seeds: Vec<(String, Vec<Vec<u8>>)>,
+    /// An S3 gateway whose uplink stores on the two nodes.
+    gateway: gateway::LiveGateway,
 }
 
 fn seeds_of(targets: &[Target], name: &str) -> Vec<Vec<u8>> {
@@ -104,7 +117,7 @@ fn seeds_of(targets: &[Target], name: &str) -> Vec<Vec<u8>> {
 
 impl Harness {
     /// Two nodes on 127.0.1.1 and 127.0.2.1 (the second joins the DHT through the
-    /// first, which every case targets).
+    /// first, which every case targets), and a gateway on 127.0.0.1 over both.
     pub async fn start() -> anyhow::Result<Self> {
         let options = NodeOptions {
             stall_timeout_ms: STALL_TIMEOUT.as_millis() as u64,
@@ -137,11 +150,13 @@ impl Harness {
             .zip(0u8..)
             .map(|(m, kind)| (format!("/shoal.v1.Discovery/{m}"), by_kind(kind)))
             .collect();
+        let gateway = gateway::LiveGateway::start(&cluster).await?;
         Ok(Self {
             cluster,
             owner: Owner::new(),
             piece_seeds,
             dht_seeds,
+            gateway,
         })
     }
 
@@ -165,6 +180,7 @@ impl Harness {
             Live::Discovery => self.discovery(rng, input).await,
             Live::Garbage => self.garbage(rng, input).await,
             Live::NodeHttp => self.node_http(rng, input).await,
+            Live::GatewayHttp => self.gateway.case(rng, input).await,
         }
     }
 
@@ -464,9 +480,14 @@ impl Harness {
         Ok(())
     }
 
-    /// After a round: every node still stores and serves a piece, answers a DHT ping
-    /// and its status page, and no reservation is left.
+    /// After a round: the gateway still takes a signed PUT and serves it back, every
+    /// node still stores and serves a piece, answers a DHT ping and its status page,
+    /// and no reservation is left.
     pub async fn check(&self) -> anyhow::Result<()> {
+        self.gateway
+            .check()
+            .await
+            .context("the gateway no longer serves a signed PUT and GET")?;
         for n in &self.cluster.nodes {
             let mut client = n.client().await?;
             let piece = crate::random_piece();
@@ -523,8 +544,9 @@ impl Harness {
         Ok(())
     }
 
-    /// Stops the nodes and removes their directories.
+    /// Stops the gateway, then the nodes, and removes their directories.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.gateway.shutdown().await?;
         self.cluster.shutdown().await
     }
 }

@@ -49,6 +49,17 @@ pub struct Completed {
     pub completed_ms: u64,
 }
 
+/// What [`Uploads::put_part`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartRecorded {
+    /// The part is recorded; it replaced this earlier upload of its number, if any
+    /// (whose pieces the caller deletes).
+    Recorded(Option<StagedPart>),
+    /// The upload is no longer open: nothing was recorded, and the caller deletes the
+    /// part's pieces.
+    NoUpload,
+}
+
 /// The records of multipart uploads (tables `multipart_*` of the catalog's database).
 #[derive(Debug, Clone)]
 pub struct Uploads {
@@ -129,14 +140,23 @@ impl Uploads {
         })
     }
 
-    /// Records a part; returns the part it replaced (whose pieces the caller deletes).
-    pub fn put_part(
-        &self,
-        id: &str,
-        part: &StagedPart,
-    ) -> Result<Option<StagedPart>, CatalogError> {
+    /// Records a part of an open upload, in one transaction with the check that the
+    /// upload is still open: a part whose upload was completed or aborted while it was
+    /// being sent is not recorded (no record would ever name its pieces again).
+    pub fn put_part(&self, id: &str, part: &StagedPart) -> Result<PartRecorded, CatalogError> {
         let v = encode(part)?;
         self.db.write("multipart put_part", |tx| {
+            let open = tx
+                .query_row(
+                    "SELECT 1 FROM multipart_uploads WHERE id = ?1",
+                    [id],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if !open {
+                return Ok(PartRecorded::NoUpload);
+            }
             let old: Option<String> = tx
                 .query_row(
                     "SELECT part FROM multipart_parts WHERE id = ?1 AND number = ?2",
@@ -149,7 +169,9 @@ impl Uploads {
                  ON CONFLICT (id, number) DO UPDATE SET part = excluded.part",
                 params![id, part.info.number, v],
             )?;
-            old.map(|o| decode(o.as_bytes())).transpose()
+            Ok(PartRecorded::Recorded(
+                old.map(|o| decode(o.as_bytes())).transpose()?,
+            ))
         })
     }
 
@@ -385,8 +407,14 @@ mod tests {
         assert!(valid_upload_id(&id));
         assert_eq!(u.get(&id).unwrap(), Some(rec));
         assert_eq!(u.get("../etc").unwrap(), None);
-        assert_eq!(u.put_part(&id, &part(2, 1, 2)).unwrap(), None);
-        assert!(u.put_part(&id, &part(2, 1, 7)).unwrap().is_some());
+        assert_eq!(
+            u.put_part(&id, &part(2, 1, 2)).unwrap(),
+            PartRecorded::Recorded(None)
+        );
+        assert_eq!(
+            u.put_part(&id, &part(2, 1, 7)).unwrap(),
+            PartRecorded::Recorded(Some(part(2, 1, 2)))
+        );
         assert_eq!(u.parts(&id).unwrap()[&2].info.md5, [7; 16]);
         assert_eq!(u.expired(6).unwrap().0, vec![id.clone()]);
         let done = Completed {
@@ -399,5 +427,12 @@ mod tests {
         assert_eq!(u.get(&id).unwrap(), None);
         assert!(u.parts(&id).unwrap().is_empty());
         assert_eq!(u.completed(&id).unwrap(), Some(done));
+        // A part that arrives after its upload completed (or was aborted) is not
+        // recorded.
+        assert_eq!(
+            u.put_part(&id, &part(3, 1, 3)).unwrap(),
+            PartRecorded::NoUpload
+        );
+        assert!(u.parts(&id).unwrap().is_empty());
     }
 }

@@ -387,7 +387,8 @@ async fn read_object(s3: &s3::ShoalS3) -> Vec<u8> {
 /// bytes, one naming the replaced upload's ETag is InvalidPart, and a Complete that
 /// lists both uploads of part 1 (a client keeping every ETag it got, in the order it
 /// got them, as the third-party conformance suite does) takes the last one listed.
-/// No piece of a replaced part is left behind.
+/// A part that finishes after its upload completed is refused (NoSuchUpload). No piece
+/// of a replaced or refused part is left behind.
 #[tokio::test]
 async fn a_part_sent_again_is_the_upload_that_finished_last() {
     let (store, s3) = memory_s3();
@@ -430,11 +431,32 @@ async fn a_part_sent_again_is_the_upload_that_finished_last() {
         "InvalidPart",
         "the upload that finished first was replaced"
     );
+    // A part still being sent when the upload completes.
+    let (tx3, late) = upload_part(&s3, &id, 3, z.len());
+    tx3.send(Ok(bytes::Bytes::copy_from_slice(&z[..10])))
+        .await
+        .unwrap();
+    // Past the upload's check: its body is being read.
+    shoal_test_kit::wait_until(Duration::from_secs(30), "part 3 is being read", || {
+        let taken = tx3.capacity() == tx3.max_capacity();
+        async move { taken }
+    })
+    .await
+    .unwrap();
     // Both uploads of part 1 listed, in the order they finished: the last one counts.
     complete(&s3, &id, &[(1, &etag_y), (1, &etag_x), (2, &etag_z)])
         .await
         .unwrap();
     assert_eq!(read_object(&s3).await, [&x[..], &z[..]].concat());
+    // The late part is refused as S3 refuses it, and its pieces deleted (below).
+    for c in z[10..].chunks(100) {
+        tx3.send(Ok(bytes::Bytes::copy_from_slice(c)))
+            .await
+            .unwrap();
+    }
+    drop(tx3);
+    let refused = late.await.unwrap().unwrap_err();
+    assert_eq!(refused.code().as_str(), "NoSuchUpload");
 
     // Nothing of the replaced parts (nor of the first object) is left.
     s3.uplink.delete("bkt", "k").await.unwrap();
