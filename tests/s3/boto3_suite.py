@@ -433,6 +433,27 @@ def multipart_uploads():
 
 
 @check
+def a_part_sent_again():
+    # A client sends part 1 again (a retry) and keeps both ETags in the order it got
+    # them, as the conformance suite's test_multipart_resend_first_finishes_last does:
+    # the upload that finished last is the part, and a Complete naming the replaced
+    # upload alone is InvalidPart.
+    key = "mp/resent.bin"
+    uid = s3.create_multipart_upload(Bucket="alpha", Key=key)["UploadId"]
+    first, second = data(1000, 20), data(1000, 21)
+    e1 = s3.upload_part(Bucket="alpha", Key=key, UploadId=uid, PartNumber=1, Body=first)["ETag"]
+    e2 = s3.upload_part(Bucket="alpha", Key=key, UploadId=uid, PartNumber=1, Body=second)["ETag"]
+    expect_error(
+        "InvalidPart", 400, s3.complete_multipart_upload, Bucket="alpha", Key=key,
+        UploadId=uid, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}]},
+    )
+    parts = [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 1, "ETag": e2}]
+    s3.complete_multipart_upload(Bucket="alpha", Key=key, UploadId=uid, MultipartUpload={"Parts": parts})
+    assert s3.get_object(Bucket="alpha", Key=key)["Body"].read() == second
+    s3.delete_object(Bucket="alpha", Key=key)
+
+
+@check
 def high_level_transfers():
     # boto3's managed transfer: multipart with parallel parts on upload, ranged GETs on
     # download.

@@ -210,6 +210,7 @@ fn no_such_upload() -> S3Error {
         "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
     )
 }
+
 /// Records a stored part (deleting the one it replaces) and makes it durable here. A
 /// part whose upload was completed or aborted while it was being sent is deleted and
 /// answered NoSuchUpload, as S3 answers it.
