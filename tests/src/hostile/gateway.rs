@@ -14,8 +14,10 @@
 //!   the connection is reset before the client reads that answer (the client is still
 //!   writing when the gateway closes);
 //! - a DeleteObjects or CompleteMultipartUpload whose XML body declares 1 GiB answers
-//!   400 MaxMessageLengthExceeded when signed (s3s stops at its 4 MiB XML limit) and
-//!   403 AccessDenied unsigned, with at most [`MAX_READ_BEFORE_ANSWER`] written;
+//!   400 MaxMessageLengthExceeded when signed (refused by its declared length, over the
+//!   4 MiB XML limit) and 403 AccessDenied unsigned, and one sent chunked (no length)
+//!   411 MissingContentLength when signed, with at most [`MAX_READ_BEFORE_ANSWER`]
+//!   written;
 //! - a signed PUT whose body stops half way answers 400 IncompleteBody, no sooner than
 //!   half the gateway's body idle timeout and no later than [`IDLE_SLACK`] after it;
 //! - mutated request heads get whatever answer, within the client's patience.
@@ -51,7 +53,7 @@ pub const BODY_IDLE: Duration = Duration::from_secs(1);
 /// How much later than [`BODY_IDLE`] a stalled body may end.
 pub const IDLE_SLACK: Duration = Duration::from_secs(5);
 /// Most of a refused body the client may write before the answer: what loopback socket
-/// buffers take (a few MiB) plus s3s's 4 MiB XML limit, far below the 1 GiB declared.
+/// buffers take (a few MiB) with room to spare, far below the 1 GiB declared.
 pub const MAX_READ_BEFORE_ANSWER: u64 = 48 << 20;
 /// The size every oversized body declares.
 const HUGE: u64 = 1 << 30;
@@ -229,21 +231,34 @@ impl LiveGateway {
             )
         };
         let signed = rng.random_bool(0.7);
+        let chunked = rng.random_bool(0.3);
         let auth = if signed {
             sign("POST", &path, &query, SystemTime::now())
         } else {
             String::new()
         };
+        let framing = if chunked {
+            "Transfer-Encoding: chunked".to_string()
+        } else {
+            format!("Content-Length: {HUGE}")
+        };
         *input = format!(
-            "POST {path}?{query} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/xml\r\nContent-Length: {HUGE}\r\n{auth}\r\n{opening}"
+            "POST {path}?{query} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/xml\r\n{framing}\r\n{auth}\r\n"
         )
         .into_bytes();
-        let (answer, written) = self.send_huge(input, false).await?;
+        if !chunked {
+            input.extend_from_slice(opening.as_bytes());
+        }
+        let (answer, written) = self.send_huge(input, chunked).await?;
         let answer = answer.context("a 1 GiB XML body got no answer")?;
-        if signed {
-            answer.expect(400, "MaxMessageLengthExceeded", "a signed 1 GiB XML body")?;
-        } else {
-            answer.expect(403, "AccessDenied", "an anonymous 1 GiB XML body")?;
+        match (signed, chunked) {
+            (true, false) => {
+                answer.expect(400, "MaxMessageLengthExceeded", "a signed 1 GiB XML body")?;
+            }
+            (true, true) => {
+                answer.expect(411, "MissingContentLength", "a signed chunked XML body")?;
+            }
+            (false, _) => answer.expect(403, "AccessDenied", "an anonymous 1 GiB XML body")?,
         }
         bounded(written, "a 1 GiB XML body")
     }
