@@ -12,11 +12,17 @@
 //! at once, throwaway keys' orders for another owner's piece, throwaway publisher keys'
 //! records.
 //!
-//! LATER(hardening): the S3 gateway's HTTP server gets no live hostile client yet (its
-//! request edge and decoders are fuzzed offline: `gateway.request_edge` and the other
-//! `gateway.*` targets), and every connection comes from 127.0.0.1, so per-peer
-//! connection caps and the DHT's per-peer rate limit (off on a local network) are not
-//! exercised here.
+//! A live S3 gateway over the two nodes ([`gateway`], `live.gateway_http`) gets
+//! anonymous 1 GiB bodies (PUT and PostObject), SigV2 in the header and the query,
+//! oversized request heads, 1 GiB XML bodies (DeleteObjects, CompleteMultipartUpload),
+//! stalled bodies and mutated requests; each case asserts its refusal and that the
+//! refused body was not read, and after each round a signed PUT and GET must work.
+//!
+//! LATER(hardening): every connection comes from 127.0.0.1, so per-peer connection
+//! caps and the DHT's per-peer rate limit (off on a local network) are not exercised
+//! here.
+
+mod gateway;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -70,16 +76,20 @@ pub enum Live {
     /// and records from throwaway publisher keys (the store keeps taking the records of
     /// other sources).
     Floods,
+    /// Hostile requests at a live S3 gateway ([`gateway`]): anonymous huge bodies,
+    /// SigV2, oversized heads and XML, stalled bodies, mutated requests.
+    GatewayHttp,
 }
 
 impl Live {
-    pub const ALL: [Live; 6] = [
+    pub const ALL: [Live; 7] = [
         Live::PieceStreams,
         Live::RawGrpc,
         Live::Discovery,
         Live::Garbage,
         Live::NodeHttp,
         Live::Floods,
+        Live::GatewayHttp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -90,6 +100,7 @@ impl Live {
             Live::Garbage => "live.tls_garbage",
             Live::NodeHttp => "live.node_http",
             Live::Floods => "live.floods",
+            Live::GatewayHttp => "live.gateway_http",
         }
     }
 }
@@ -102,6 +113,8 @@ pub struct Harness {
     /// Encoded valid messages by gRPC path.
     piece_seeds: Vec<(String, Vec<Vec<u8>>)>,
     dht_seeds: Vec<(String, Vec<Vec<u8>>)>,
+    /// An S3 gateway whose uplink stores on the two nodes.
+    gateway: gateway::LiveGateway,
 }
 
 fn seeds_of(targets: &[Target], name: &str) -> Vec<Vec<u8>> {
@@ -114,7 +127,7 @@ fn seeds_of(targets: &[Target], name: &str) -> Vec<Vec<u8>> {
 
 impl Harness {
     /// Two nodes on 127.0.1.1 and 127.0.2.1 (the second joins the DHT through the
-    /// first, which every case targets).
+    /// first, which every case targets), and a gateway on 127.0.0.1 over both.
     pub async fn start() -> anyhow::Result<Self> {
         let options = NodeOptions {
             stall_timeout_ms: STALL_TIMEOUT.as_millis() as u64,
@@ -147,11 +160,13 @@ impl Harness {
             .zip(0u8..)
             .map(|(m, kind)| (format!("/shoal.v1.Discovery/{m}"), by_kind(kind)))
             .collect();
+        let gateway = gateway::LiveGateway::start(&cluster).await?;
         Ok(Self {
             cluster,
             owner: Owner::new(),
             piece_seeds,
             dht_seeds,
+            gateway,
         })
     }
 
@@ -182,6 +197,7 @@ impl Harness {
                     self.record_flood(rng, input).await
                 }
             }
+            Live::GatewayHttp => self.gateway.case(rng, input).await,
         }
     }
 
@@ -628,9 +644,14 @@ impl Harness {
         Ok(())
     }
 
-    /// After a round: every node still stores and serves a piece, answers a DHT ping
-    /// and its status page, and no reservation is left.
+    /// After a round: the gateway still takes a signed PUT and serves it back, every
+    /// node still stores and serves a piece, answers a DHT ping and its status page,
+    /// and no reservation is left.
     pub async fn check(&self) -> anyhow::Result<()> {
+        self.gateway
+            .check()
+            .await
+            .context("the gateway no longer serves a signed PUT and GET")?;
         for n in &self.cluster.nodes {
             let mut client = n.client().await?;
             let piece = crate::random_piece();
@@ -687,8 +708,9 @@ impl Harness {
         Ok(())
     }
 
-    /// Stops the nodes and removes their directories.
+    /// Stops the gateway, then the nodes, and removes their directories.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.gateway.shutdown().await?;
         self.cluster.shutdown().await
     }
 }

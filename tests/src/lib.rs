@@ -14,8 +14,8 @@
 //!   [`cli_bench`]: the benchmarks behind `shoal-bench`, on [`process_net`] (a network of
 //!   node processes and the `uplink` CLI); [`node_soak`]: `node-soak`; [`devnet`]: a
 //!   local network (`devnet`).
-//! - [`hostile`] attacks live nodes as a hostile client; [`fuzz`] runs it with every
-//!   crate's decoder fuzz targets (the `shoal-fuzz` binary).
+//! - [`hostile`] attacks live nodes and a live S3 gateway as a hostile client; [`fuzz`]
+//!   runs it with every crate's decoder fuzz targets (the `shoal-fuzz` binary).
 //!
 //! What needs no running node (data, deadlines, tools, the CLI runner, paths) is in the
 //! test kit, `shoal-test-kit`, which this crate builds on.
@@ -24,7 +24,7 @@
 //! the root uses none of them):
 //!
 //! ```text
-//!   cli_bench ──▶ process_net ──▶ bench ──▶ e2e       fuzz ──▶ hostile
+//!   cli_bench ──▶ process_net ──▶ bench ──▶ e2e       fuzz ──▶ hostile ──▶ e2e
 //!       └──▶ bench, e2e     ▲                          cli_net    devnet
 //!   node_soak ──────────────┘
 //! ```

@@ -37,6 +37,11 @@ pub struct GatewayConfig {
     /// TOKEN`; otherwise only requests for an IP address, `localhost` or a single-label
     /// host name ([`shoal_proto::http::metrics_access`]). Default: none.
     pub metrics_token: Option<String>,
+    /// Longest a request body may send nothing while it is being read; the request
+    /// then fails and its connection ends. Default
+    /// [`BODY_IDLE_TIMEOUT`](crate::BODY_IDLE_TIMEOUT) (60 s); the hostile
+    /// harness sets a short one to exercise it.
+    pub body_idle_timeout: Duration,
 }
 
 impl GatewayConfig {
@@ -55,6 +60,7 @@ impl GatewayConfig {
             pull_interval: Duration::from_secs(30),
             renew_interval: Duration::from_secs(24 * 3600),
             metrics_token: None,
+            body_idle_timeout: crate::request::BODY_IDLE_TIMEOUT,
         }
     }
 }

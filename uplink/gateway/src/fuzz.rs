@@ -28,6 +28,7 @@ fn use_entry(e: &ObjectEntry, d: &[u8]) {
     let _ = attrs::etag(e);
     let _ = attrs::parts_count(e);
     let _ = attrs::user_metadata(&e.metadata);
+    let _ = attrs::user_metadata_headers(&e.metadata);
     let spec = text(d);
     if let Ok(range) = s3s::dto::Range::parse(&spec) {
         let _ = s3::select(e, Some(&range), None);

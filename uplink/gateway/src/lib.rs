@@ -66,5 +66,5 @@ mod tests;
 
 pub use config::{GatewayConfig, derived_credentials};
 pub use metrics::GatewayMetrics;
-pub use request::{MAX_PRESIGNED_EXPIRY_S, METRICS_PATH};
+pub use request::{BODY_IDLE_TIMEOUT, MAX_PRESIGNED_EXPIRY_S, METRICS_PATH};
 pub use server::{Gateway, GatewayError};

@@ -49,6 +49,17 @@ pub struct Completed {
     pub completed_ms: u64,
 }
 
+/// What [`Uploads::put_part`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartRecorded {
+    /// The part is recorded; it replaced this earlier upload of its number, if any
+    /// (whose pieces the caller deletes).
+    Recorded(Option<StagedPart>),
+    /// The upload is no longer open: nothing was recorded, and the caller deletes the
+    /// part's pieces.
+    NoUpload,
+}
+
 /// The records of multipart uploads (tables `multipart_*` of the catalog's database).
 #[derive(Debug, Clone)]
 pub struct Uploads {
@@ -129,14 +140,23 @@ impl Uploads {
         })
     }
 
-    /// Records a part; returns the part it replaced (whose pieces the caller deletes).
-    pub fn put_part(
-        &self,
-        id: &str,
-        part: &StagedPart,
-    ) -> Result<Option<StagedPart>, CatalogError> {
+    /// Records a part of an open upload, in one transaction with the check that the
+    /// upload is still open: a part whose upload was completed or aborted while it was
+    /// being sent is not recorded (no record would ever name its pieces again).
+    pub fn put_part(&self, id: &str, part: &StagedPart) -> Result<PartRecorded, CatalogError> {
         let v = encode(part)?;
         self.db.write("multipart put_part", |tx| {
+            let open = tx
+                .query_row(
+                    "SELECT 1 FROM multipart_uploads WHERE id = ?1",
+                    [id],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if !open {
+                return Ok(PartRecorded::NoUpload);
+            }
             let old: Option<String> = tx
                 .query_row(
                     "SELECT part FROM multipart_parts WHERE id = ?1 AND number = ?2",
@@ -149,7 +169,9 @@ impl Uploads {
                  ON CONFLICT (id, number) DO UPDATE SET part = excluded.part",
                 params![id, part.info.number, v],
             )?;
-            old.map(|o| decode(o.as_bytes())).transpose()
+            Ok(PartRecorded::Recorded(
+                old.map(|o| decode(o.as_bytes())).transpose()?,
+            ))
         })
     }
 
@@ -252,6 +274,14 @@ pub enum CompleteError {
 
 /// Checks the client's list (part number and ETag, in the order sent) against the parts
 /// stored, and returns the part numbers to assemble, in order.
+///
+/// A part number sent more than once is the upload that finished last (the one
+/// stored: [`Uploads::put_part`] replaces a part when an upload of its number
+/// finishes). A list may name a number more than once, in a row (part numbers never go
+/// down): its last entry is the one checked, as Ceph RGW reads the list. A client that
+/// re-sent a part and kept every ETag it was given, in the order it got them, thus
+/// names the upload that finished last and completes; one naming a replaced upload
+/// alone gets InvalidPart.
 pub fn plan_complete(
     requested: &[(u32, Option<[u8; 16]>)],
     stored: &BTreeMap<u32, StagedPart>,
@@ -259,9 +289,16 @@ pub fn plan_complete(
     if requested.is_empty() {
         return Err(CompleteError::NoParts);
     }
-    if requested.windows(2).any(|w| w[0].0 >= w[1].0) {
+    if requested.windows(2).any(|w| w[0].0 > w[1].0) {
         return Err(CompleteError::InvalidPartOrder);
     }
+    // The last entry of each number.
+    let requested: Vec<(u32, Option<[u8; 16]>)> = requested
+        .iter()
+        .enumerate()
+        .filter(|(i, (n, _))| requested.get(i + 1).is_none_or(|next| next.0 != *n))
+        .map(|(_, p)| *p)
+        .collect();
     for (i, (number, etag)) in requested.iter().enumerate() {
         let Some(part) = stored.get(number) else {
             return Err(CompleteError::InvalidPart(*number));
@@ -316,9 +353,31 @@ mod tests {
             plan_complete(&[(2, None), (1, None)], &stored),
             Err(CompleteError::InvalidPartOrder)
         );
+        // Issue 27: a number listed more than once (a part sent again) is its last
+        // entry; the earlier ones name uploads since replaced.
+        assert_eq!(plan_complete(&[(1, None), (1, None)], &stored), Ok(vec![1]));
         assert_eq!(
-            plan_complete(&[(1, None), (1, None)], &stored),
+            plan_complete(
+                &[(1, Some([9; 16])), (1, Some([1; 16])), (3, None)],
+                &stored
+            ),
+            Ok(vec![1, 3])
+        );
+        assert_eq!(
+            plan_complete(
+                &[(1, Some([1; 16])), (1, Some([9; 16])), (3, None)],
+                &stored
+            ),
+            Err(CompleteError::InvalidPart(1))
+        );
+        assert_eq!(
+            plan_complete(&[(1, None), (2, None), (1, None)], &stored),
             Err(CompleteError::InvalidPartOrder)
+        );
+        // The size rule applies to the parts assembled: 3 is small but last.
+        assert_eq!(
+            plan_complete(&[(1, None), (3, None), (3, Some([3; 16]))], &stored),
+            Ok(vec![1, 3])
         );
         assert_eq!(
             plan_complete(&[(1, Some([9; 16]))], &stored),
@@ -348,8 +407,14 @@ mod tests {
         assert!(valid_upload_id(&id));
         assert_eq!(u.get(&id).unwrap(), Some(rec));
         assert_eq!(u.get("../etc").unwrap(), None);
-        assert_eq!(u.put_part(&id, &part(2, 1, 2)).unwrap(), None);
-        assert!(u.put_part(&id, &part(2, 1, 7)).unwrap().is_some());
+        assert_eq!(
+            u.put_part(&id, &part(2, 1, 2)).unwrap(),
+            PartRecorded::Recorded(None)
+        );
+        assert_eq!(
+            u.put_part(&id, &part(2, 1, 7)).unwrap(),
+            PartRecorded::Recorded(Some(part(2, 1, 2)))
+        );
         assert_eq!(u.parts(&id).unwrap()[&2].info.md5, [7; 16]);
         assert_eq!(u.expired(6).unwrap().0, vec![id.clone()]);
         let done = Completed {
@@ -362,5 +427,12 @@ mod tests {
         assert_eq!(u.get(&id).unwrap(), None);
         assert!(u.parts(&id).unwrap().is_empty());
         assert_eq!(u.completed(&id).unwrap(), Some(done));
+        // A part that arrives after its upload completed (or was aborted) is not
+        // recorded.
+        assert_eq!(
+            u.put_part(&id, &part(3, 1, 3)).unwrap(),
+            PartRecorded::NoUpload
+        );
+        assert!(u.parts(&id).unwrap().is_empty());
     }
 }

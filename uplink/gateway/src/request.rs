@@ -77,11 +77,12 @@ pub(super) async fn handle(
     metrics: GatewayMetrics,
     uplink: Uplink,
     metrics_token: Option<Arc<str>>,
+    body_idle: Duration,
     req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, Infallible> {
     let version = req.version();
     let (parts, body) = req.into_parts();
-    let (body, read) = WatchedBody::new(body, BODY_IDLE_TIMEOUT);
+    let (body, read) = WatchedBody::new(body, body_idle);
     let mut resp = serve(
         service,
         metrics,
@@ -180,9 +181,10 @@ fn must_close(version: hyper::Version, body_read: bool) -> bool {
     version < hyper::Version::HTTP_2 && !body_read
 }
 
-/// Longest a request body may send nothing while it is being read: a client that
-/// stops sending half way holds a connection slot and a half-written upload no longer
-/// than this (the 30 s header timeout covers only the request line and headers).
+/// Longest a request body may send nothing while it is being read, by default
+/// (`GatewayConfig::body_idle_timeout`): a client that stops sending half way holds a
+/// connection slot and a half-written upload no longer than this (the 30 s header
+/// timeout covers only the request line and headers).
 pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why reading a request body failed.

@@ -15,7 +15,7 @@ use shoal_proto::limits::{AcceptBackoff, ConnectionLimits};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use super::auth::{OpRecorder, SingleKey};
+use super::auth::{MAX_XML_BODY, OpRecorder, SingleKey};
 use super::background::{pull, sweep};
 use super::config::GatewayConfig;
 use super::metrics::GatewayMetrics;
@@ -181,12 +181,14 @@ impl Gateway {
             }
             let (service, metrics, uplink) = (service.clone(), metrics.clone(), s3.uplink.clone());
             let token = metrics_token.clone();
+            let body_idle = config.body_idle_timeout;
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 handle(
                     service.clone(),
                     metrics.clone(),
                     uplink.clone(),
                     token.clone(),
+                    body_idle,
                     req,
                 )
             });
@@ -216,14 +218,13 @@ impl Gateway {
     }
 }
 
-/// s3s's size limits, set here rather than taken from its defaults: no XML document the
-/// gateway accepts comes near 4 MiB (DeleteObjects names at most 1,000 keys of at most
-/// 1 KiB; a CompleteMultipartUpload of 10,000 parts is ~1 MiB), and PostObject is
-/// refused before s3s sees it ([`crate::request::refuse_before_body`]), so its form
-/// limits only back that up.
+/// s3s's size limits, set here rather than taken from its defaults: XML documents at
+/// most [`MAX_XML_BODY`] (a longer one is refused before it is read:
+/// [`crate::auth::whole_body_refusal`]), and PostObject is refused before s3s sees it
+/// ([`crate::request::refuse_before_body`]), so its form limits only back that up.
 fn s3s_limits() -> S3Config {
     let mut c = S3Config::default();
-    c.xml_max_body_size = 4 << 20;
+    c.xml_max_body_size = MAX_XML_BODY;
     c.post_object_max_file_size = 0;
     c.form_max_field_size = 64 << 10;
     c.form_max_fields_size = 256 << 10;

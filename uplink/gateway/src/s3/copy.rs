@@ -23,6 +23,7 @@ pub(super) async fn copy_object(
 ) -> S3Result<S3Response<CopyObjectOutput>> {
     let i = req.input;
     s3.may_write(&i.bucket, &i.key, i.metadata.as_ref())?;
+    let user = attrs::user_metadata_as_sent(i.metadata.as_ref(), &req.headers);
     let c = read_conditions(
         i.copy_source_if_match.as_ref(),
         i.copy_source_if_none_match.as_ref(),
@@ -53,11 +54,7 @@ pub(super) async fn copy_object(
         );
         (
             Some(i.content_type),
-            Some(attrs::replace(
-                &src.metadata,
-                i.metadata.as_ref(),
-                &standard,
-            )),
+            Some(attrs::replace(&src.metadata, user.as_ref(), &standard)),
         )
     } else {
         (None, None)

@@ -57,7 +57,8 @@ macro_rules! object_output {
             content_type: entry.content_type.clone(),
             e_tag: Some(strong(&attrs::etag(entry))),
             last_modified: Some(ms_to_ts(entry.modified_ms)),
-            metadata: Some(attrs::user_metadata(&entry.metadata)),
+            // Sent as raw headers by [`respond`]; here only what cannot be one.
+            metadata: Some(attrs::user_metadata_headers(&entry.metadata).1),
             cache_control: standard("cache-control"),
             content_disposition: standard("content-disposition"),
             content_encoding: standard("content-encoding"),
@@ -97,11 +98,10 @@ pub(super) async fn get_object(
         sel.start,
         sel.end,
     );
-    Ok(S3Response::new(
-        object_output!(GetObjectOutput, &entry, sel, {
-            body: Some(body),
-        }),
-    ))
+    let output = object_output!(GetObjectOutput, &entry, sel, {
+        body: Some(body),
+    });
+    Ok(respond(output, &entry))
 }
 
 pub(super) async fn head_object(
@@ -109,12 +109,17 @@ pub(super) async fn head_object(
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let (entry, sel) = open(s3, read_request!(&req.input))?;
-    Ok(S3Response::new(object_output!(
-        HeadObjectOutput,
-        &entry,
-        sel,
-        {}
-    )))
+    let output = object_output!(HeadObjectOutput, &entry, sel, {});
+    Ok(respond(output, &entry))
+}
+
+/// The response of a GET or HEAD: the output, and the object's user metadata as
+/// headers carrying the stored bytes unchanged ([`attrs::user_metadata_headers`]: a
+/// value goes back as it was sent; s3s would RFC 2047-encode any that is not ASCII).
+fn respond<T>(output: T, entry: &ObjectEntry) -> S3Response<T> {
+    let mut resp = S3Response::new(output);
+    resp.headers = attrs::user_metadata_headers(&entry.metadata).0;
+    resp
 }
 
 /// The bytes a GET or HEAD answers with.

@@ -11,7 +11,7 @@ use super::errors::{catalog_err, digest_err, s3_err};
 use super::params::{part_number, standard_headers, strong};
 use super::preconditions::{write_conditions, write_outcome};
 use super::service::ShoalS3;
-use crate::multipart::{self as rules, CompleteError, Completed, UploadRecord};
+use crate::multipart::{self as rules, CompleteError, Completed, PartRecorded, UploadRecord};
 use crate::{attrs, digest};
 use uplink::{PutOptions, StagedPart};
 
@@ -21,6 +21,7 @@ pub(super) async fn create_multipart_upload(
 ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
     let i = req.input;
     s3.may_write(&i.bucket, &i.key, i.metadata.as_ref())?;
+    let user = attrs::user_metadata_as_sent(i.metadata.as_ref(), &req.headers);
     let standard = standard_headers(
         i.cache_control,
         i.content_disposition,
@@ -34,7 +35,7 @@ pub(super) async fn create_multipart_upload(
         created_ms: shoal_proto::time::unix_ms(),
         content_type: i.content_type,
         // The ETag is filled in at completion.
-        metadata: attrs::build(i.metadata.as_ref(), &standard, ""),
+        metadata: attrs::build(user.as_ref(), &standard, ""),
     };
     let id = s3.uploads.create(&record).map_err(catalog_err)?;
     s3.uplink
@@ -199,15 +200,28 @@ pub(super) fn upload_record(
 ) -> S3Result<UploadRecord> {
     match s3.uploads.get(id).map_err(catalog_err)? {
         Some(r) if r.bucket == bucket && r.key == key => Ok(r),
-        _ => Err(s3_error!(
-            NoSuchUpload,
-            "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
-        )),
+        _ => Err(no_such_upload()),
     }
 }
-/// Records a stored part (deleting the one it replaces) and makes it durable here.
+
+fn no_such_upload() -> S3Error {
+    s3_error!(
+        NoSuchUpload,
+        "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
+    )
+}
+
+/// Records a stored part (deleting the one it replaces) and makes it durable here. A
+/// part whose upload was completed or aborted while it was being sent is deleted and
+/// answered NoSuchUpload, as S3 answers it.
 pub(super) async fn record_part(s3: &ShoalS3, upload_id: &str, part: &StagedPart) -> S3Result<()> {
-    let old = s3.uploads.put_part(upload_id, part).map_err(catalog_err)?;
+    let old = match s3.uploads.put_part(upload_id, part).map_err(catalog_err)? {
+        PartRecorded::Recorded(old) => old,
+        PartRecorded::NoUpload => {
+            s3.uplink.discard_part(part).await;
+            return Err(no_such_upload());
+        }
+    };
     s3.uplink
         .catalog()
         .flush_async()

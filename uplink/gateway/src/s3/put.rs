@@ -63,7 +63,7 @@ pub(super) async fn put_object(
     }
     let etag = digest::md5_hex(&computed.md5);
     let metadata = attrs::build(
-        input.metadata.as_ref(),
+        attrs::user_metadata_as_sent(input.metadata.as_ref(), &headers).as_ref(),
         &standard_headers(
             input.cache_control,
             input.content_disposition,
