@@ -14,7 +14,7 @@ use uplink::catalog::log::{self, Blob};
 use uplink::fuzz::{entries, sample_part, sample_segment};
 
 use crate::conditions::{self, Conditions, TagCondition};
-use crate::listing::Resume;
+use crate::listing::{Resume, after_all_with_prefix};
 use crate::{attrs, digest, host::GatewayHost, multipart, s3};
 
 /// Lines of `text`, at most `n`.
@@ -121,8 +121,16 @@ fn listing(d: &[u8]) {
         );
     }
     let (marker, delimiter) = t.split_once('\n').unwrap_or((&t, "/"));
-    let _ = Resume::from_marker(marker, Some(delimiter)).scan_from();
+    let _ = Resume::from_marker(marker, Some(delimiter));
     let _ = Resume::from_marker(marker, None);
+    // The bound a listing seeks to after a common prefix is above every key under it.
+    if let Some(b) = after_all_with_prefix(marker) {
+        let under = format!("{marker}{delimiter}\u{10FFFF}");
+        assert!(
+            marker < b.as_str() && under.as_str() < b.as_str(),
+            "{marker:?} -> {b:?}"
+        );
+    }
 }
 
 fn listing_seeds() -> Vec<Vec<u8>> {

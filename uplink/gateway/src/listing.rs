@@ -24,14 +24,6 @@ pub enum Resume {
 }
 
 impl Resume {
-    /// The key to start scanning from (exclusive bound handled by [`page`]).
-    pub fn scan_from(&self) -> Option<&str> {
-        match self {
-            Resume::Start => None,
-            Resume::AfterKey(k) | Resume::AfterPrefix(k) => Some(k),
-        }
-    }
-
     /// The opaque token for this position.
     pub fn token(&self) -> Option<String> {
         match self {
@@ -101,42 +93,82 @@ impl<T> Page<T> {
     }
 }
 
-/// Builds one page from `entries`: every `(key, item)` whose key starts with `prefix`,
-/// in ascending key order, starting at or after the resume position (the caller may
-/// pass keys before it; they are skipped). `max_keys` counts objects and common
-/// prefixes together; 0 returns an empty, untruncated page, as S3 does.
-pub fn page<T, E>(
-    entries: impl IntoIterator<Item = Result<(String, T), E>>,
+/// Keys in ascending order, with their items, that can skip ahead: what a page is read
+/// from. A listing seeks past every common prefix it folds, so it costs time in what it
+/// returns, not in the keys it skips.
+pub trait Cursor {
+    type Item;
+    type Error;
+    /// The next `(key, item)` at or after the position, in ascending key order.
+    fn next_entry(&mut self) -> Option<Result<(String, Self::Item), Self::Error>>;
+    /// Moves to the first key at or after `key` (never backwards: a `key` before the
+    /// position is ignored).
+    fn seek(&mut self, key: &str);
+}
+
+/// The smallest string greater than every string that starts with `p` (`p` with its
+/// last character raised by one, dropping characters that cannot be raised), or `None`
+/// when there is none (every later key starts with `p`). Byte order and code-point
+/// order agree in UTF-8, so this bound holds for the catalog's byte-ordered keys.
+pub fn after_all_with_prefix(p: &str) -> Option<String> {
+    let mut s = p.to_string();
+    while let Some(c) = s.pop() {
+        let mut next = c as u32 + 1;
+        // Surrogates are not characters: skip over them.
+        if (0xD800..=0xDFFF).contains(&next) {
+            next = 0xE000;
+        }
+        if let Some(n) = char::from_u32(next) {
+            s.push(n);
+            return Some(s);
+        }
+    }
+    None
+}
+
+/// Builds one page from `cursor`: every `(key, item)` whose key starts with `prefix`,
+/// in ascending key order, from the resume position on. `max_keys` counts objects and
+/// common prefixes together; 0 returns an empty, untruncated page, as S3 does. Reads
+/// at most one key past the page, and none under a common prefix after its first.
+pub fn page<C: Cursor>(
+    cursor: &mut C,
     prefix: &str,
     delimiter: Option<&str>,
     resume: &Resume,
     max_keys: usize,
-) -> Result<Page<T>, E> {
+) -> Result<Page<C::Item>, C::Error> {
     let delimiter = delimiter.filter(|d| !d.is_empty());
     let max_keys = max_keys.min(MAX_KEYS);
-    let mut rows: Vec<Row<T>> = Vec::new();
+    let mut rows: Vec<Row<C::Item>> = Vec::new();
     let mut last: Option<Resume> = None;
     if max_keys == 0 {
         return Ok(Page { rows, next: None });
     }
-    for item in entries {
+    // Where the page starts: the prefix, or past the resume position.
+    match resume {
+        Resume::Start => cursor.seek(prefix),
+        Resume::AfterKey(k) => cursor.seek(if k.as_str() > prefix { k } else { prefix }),
+        Resume::AfterPrefix(p) => match after_all_with_prefix(p) {
+            Some(after) if after.as_str() > prefix => cursor.seek(&after),
+            Some(_) => cursor.seek(prefix),
+            None => return Ok(Page { rows, next: None }),
+        },
+    }
+    while let Some(item) = cursor.next_entry() {
         let (key, value) = item?;
         if !key.starts_with(prefix) {
+            if key.as_str() > prefix {
+                // Keys are in order: nothing later starts with the prefix.
+                break;
+            }
             continue;
         }
         match resume {
-            Resume::Start => {}
             Resume::AfterKey(after) if key.as_str() <= after.as_str() => continue,
             Resume::AfterPrefix(p) if key.starts_with(p.as_str()) || key.as_str() <= p.as_str() => {
                 continue;
             }
             _ => {}
-        }
-        // A key under the common prefix just emitted folds into it.
-        if let Some(Resume::AfterPrefix(p)) = &last
-            && key.starts_with(p.as_str())
-        {
-            continue;
         }
         let folded = delimiter.and_then(|d| {
             key[prefix.len()..]
@@ -149,8 +181,14 @@ pub fn page<T, E>(
         }
         match folded {
             Some(p) => {
+                let after = after_all_with_prefix(&p);
                 rows.push(Row::CommonPrefix(p.clone()));
                 last = Some(Resume::AfterPrefix(p));
+                // Skip every other key under the prefix just folded.
+                match after {
+                    Some(a) => cursor.seek(&a),
+                    None => break,
+                }
             }
             None => {
                 rows.push(Row::Object(value));
@@ -179,10 +217,36 @@ pub fn url_encode(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn keys(ks: &[&str]) -> Vec<Result<(String, String), ()>> {
-        ks.iter()
-            .map(|k| Ok((k.to_string(), k.to_string())))
-            .collect()
+    /// A sorted list as a cursor, counting the entries it hands out.
+    struct Keys {
+        keys: Vec<String>,
+        at: usize,
+        read: usize,
+    }
+
+    impl Cursor for Keys {
+        type Item = String;
+        type Error = ();
+        fn next_entry(&mut self) -> Option<Result<(String, String), ()>> {
+            let k = self.keys.get(self.at)?.clone();
+            self.at += 1;
+            self.read += 1;
+            Some(Ok((k.clone(), k)))
+        }
+        fn seek(&mut self, key: &str) {
+            let to = self.keys.partition_point(|k| k.as_str() < key);
+            self.at = self.at.max(to);
+        }
+    }
+
+    fn keys(ks: &[&str]) -> Keys {
+        let mut keys: Vec<String> = ks.iter().map(|k| k.to_string()).collect();
+        keys.sort();
+        Keys {
+            keys,
+            at: 0,
+            read: 0,
+        }
     }
 
     fn render(p: &Page<String>) -> Vec<String> {
@@ -201,24 +265,25 @@ mod tests {
 
     #[test]
     fn folds_at_the_delimiter_in_key_order() {
-        let p = page(keys(TREE), "", Some("/"), &Resume::Start, 1000).unwrap();
+        let p = page(&mut keys(TREE), "", Some("/"), &Resume::Start, 1000).unwrap();
         assert_eq!(render(&p), ["a.txt", "P:dir/", "P:dir2/", "e", "P:f/", "z"]);
         assert!(!p.is_truncated());
-        let p = page(keys(TREE), "dir/", Some("/"), &Resume::Start, 1000).unwrap();
+        let p = page(&mut keys(TREE), "dir/", Some("/"), &Resume::Start, 1000).unwrap();
         assert_eq!(render(&p), ["dir/", "dir/x", "P:dir/y/"]);
-        let p = page(keys(TREE), "", None, &Resume::Start, 1000).unwrap();
+        let p = page(&mut keys(TREE), "", None, &Resume::Start, 1000).unwrap();
         assert_eq!(render(&p).len(), TREE.len());
     }
 
     #[test]
     fn pages_join_up_to_the_whole_listing() {
         for delimiter in [None, Some("/")] {
-            let whole = render(&page(keys(TREE), "", delimiter, &Resume::Start, 1000).unwrap());
+            let whole =
+                render(&page(&mut keys(TREE), "", delimiter, &Resume::Start, 1000).unwrap());
             for max in 1..=4 {
                 let mut got = Vec::new();
                 let mut resume = Resume::Start;
                 loop {
-                    let p = page(keys(TREE), "", delimiter, &resume, max).unwrap();
+                    let p = page(&mut keys(TREE), "", delimiter, &resume, max).unwrap();
                     assert!(p.rows.len() <= max);
                     got.extend(render(&p));
                     match p.next {
@@ -236,16 +301,136 @@ mod tests {
 
     #[test]
     fn max_keys_zero_and_start_after() {
-        let p = page(keys(TREE), "", Some("/"), &Resume::Start, 0).unwrap();
+        let p = page(&mut keys(TREE), "", Some("/"), &Resume::Start, 0).unwrap();
         assert!(p.rows.is_empty() && !p.is_truncated());
         let r = Resume::from_marker("dir/x", None);
-        let p = page(keys(TREE), "", None, &r, 2).unwrap();
+        let p = page(&mut keys(TREE), "", None, &r, 2).unwrap();
         assert_eq!(render(&p), ["dir/y/z", "dir2/a"]);
         assert!(p.is_truncated());
         // A v1 NextMarker that is a common prefix skips its keys.
         let r = Resume::from_marker("dir/", Some("/"));
-        let p = page(keys(TREE), "", Some("/"), &r, 1).unwrap();
+        let p = page(&mut keys(TREE), "", Some("/"), &r, 1).unwrap();
         assert_eq!(render(&p), ["P:dir2/"]);
+    }
+
+    #[test]
+    fn a_folded_listing_reads_what_it_returns_not_what_it_skips() {
+        // 200 sub-prefixes of 50 keys each, and keys around them.
+        let mut all = vec!["a".to_string(), "big0".to_string(), "c/d".to_string()];
+        for d in 0..200 {
+            for f in 0..50 {
+                all.push(format!("big/d{d:03}/f{f:02}"));
+            }
+        }
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let mut c = keys(&refs);
+        let p = page(&mut c, "big/", Some("/"), &Resume::Start, 1000).unwrap();
+        assert_eq!(p.prefixes().count(), 200);
+        assert!(!p.is_truncated());
+        // One key per common prefix, and one past the end ("big0").
+        assert_eq!(c.read, 201);
+
+        // A page cut at 10 reads 11 keys, and the next page starts past the 10th prefix.
+        let mut c = keys(&refs);
+        let p = page(&mut c, "big/", Some("/"), &Resume::Start, 10).unwrap();
+        assert_eq!(c.read, 11);
+        let next = p.next.unwrap();
+        assert_eq!(next, Resume::AfterPrefix("big/d009/".into()));
+        let mut c = keys(&refs);
+        let p = page(&mut c, "big/", Some("/"), &next, 10).unwrap();
+        assert_eq!(p.prefixes().next(), Some("big/d010/"));
+        assert_eq!(c.read, 11);
+    }
+
+    /// The page as a plain scan of every key computes it (the rules written out again,
+    /// only here, to check the seeking version against).
+    fn reference(
+        all: &[String],
+        prefix: &str,
+        delimiter: Option<&str>,
+        resume: &Resume,
+        max: usize,
+    ) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for k in all {
+            if !k.starts_with(prefix) {
+                continue;
+            }
+            let skip = match resume {
+                Resume::Start => false,
+                Resume::AfterKey(a) => k <= a,
+                Resume::AfterPrefix(p) => k.starts_with(p.as_str()) || k <= p,
+            };
+            if skip {
+                continue;
+            }
+            let row = match delimiter.and_then(|d| k[prefix.len()..].find(d).map(|at| (at, d))) {
+                Some((at, d)) => format!("P:{}", &k[..prefix.len() + at + d.len()]),
+                None => k.clone(),
+            };
+            if out.last() != Some(&row) {
+                out.push(row);
+            }
+        }
+        out.truncate(max);
+        out
+    }
+
+    #[test]
+    fn seeking_pages_equal_a_plain_scan() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let alphabet = ['a', 'b', '/', '-', 'é', '0', '\u{10FFFF}'];
+        for _ in 0..300 {
+            let mut all: Vec<String> = (0..rng.random_range(0..40))
+                .map(|_| {
+                    (0..rng.random_range(1..6))
+                        .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                        .collect()
+                })
+                .collect();
+            all.sort();
+            all.dedup();
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            let prefix = ["", "a", "a/", "b/", "\u{10FFFF}"][rng.random_range(0..5)];
+            let delimiter =
+                [None, Some("/"), Some("-"), Some("é"), Some("a/")][rng.random_range(0..5)];
+            let max = rng.random_range(1..6);
+            let resume = match rng.random_range(0..3) {
+                0 => Resume::Start,
+                1 => Resume::AfterKey(
+                    all.get(rng.random_range(0..all.len().max(1)))
+                        .cloned()
+                        .unwrap_or_default(),
+                ),
+                _ => Resume::AfterPrefix(
+                    ["a/", "b", "\u{10FFFF}", "é"][rng.random_range(0..4)].to_string(),
+                ),
+            };
+            let got = render(&page(&mut keys(&refs), prefix, delimiter, &resume, max).unwrap());
+            assert_eq!(
+                got,
+                reference(&all, prefix, delimiter, &resume, max),
+                "keys {all:?} prefix {prefix:?} delimiter {delimiter:?} resume {resume:?} max {max}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_bound_after_a_prefix() {
+        assert_eq!(after_all_with_prefix("dir/").as_deref(), Some("dir0"));
+        assert_eq!(
+            after_all_with_prefix("a\u{D7FF}").as_deref(),
+            Some("a\u{E000}")
+        );
+        assert_eq!(after_all_with_prefix("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(after_all_with_prefix("\u{10FFFF}"), None);
+        assert_eq!(after_all_with_prefix(""), None);
+        // Every key under the prefix sorts before the bound, byte-wise as well.
+        let b = after_all_with_prefix("é/").unwrap();
+        for k in ["é/", "é/\u{10FFFF}\u{10FFFF}", "é/zz"] {
+            assert!(k.as_bytes() < b.as_bytes(), "{k:?}");
+        }
     }
 
     #[test]

@@ -160,8 +160,12 @@ impl Drop for StatsBuffer {
     }
 }
 
-/// Rows of objects read per page by [`Catalog::objects_from`].
+/// Most rows of objects read per page by [`Catalog::objects_from`].
 const PAGE: usize = 256;
+/// Rows read by the first page, and the first after a seek: a listing that folds keys
+/// seeks after each common prefix and uses one row of each page (pages then double up to
+/// [`PAGE`] while rows are used one after the other).
+const FIRST_PAGE: usize = 4;
 
 impl Catalog {
     /// Opens the catalog in the dir `path` for writer `writer` (the id kept in the config
@@ -540,16 +544,13 @@ impl Catalog {
 
     /// The entries of `bucket` from key `from` (inclusive) on, in key order, read lazily
     /// a page at a time (listing pages read only what they return).
-    pub fn objects_from<'a>(
-        &'a self,
-        bucket: &str,
-        from: &str,
-    ) -> impl Iterator<Item = Result<ObjectEntry, CatalogError>> + 'a {
+    pub fn objects_from<'a>(&'a self, bucket: &str, from: &str) -> ObjectsFrom<'a> {
         ObjectsFrom {
             catalog: self,
             bucket: bucket.to_string(),
             next: Some((from.to_string(), true)),
             page: std::collections::VecDeque::new(),
+            rows: FIRST_PAGE,
         }
     }
 
@@ -632,13 +633,47 @@ impl Catalog {
     }
 }
 
-/// The lazy iterator of [`Catalog::objects_from`].
-struct ObjectsFrom<'a> {
+/// The lazy iterator of [`Catalog::objects_from`], which can skip ahead
+/// ([`ObjectsFrom::seek`]).
+#[derive(Debug)]
+pub struct ObjectsFrom<'a> {
     catalog: &'a Catalog,
     bucket: String,
     /// Where the next page starts, and whether that key itself is included.
     next: Option<(String, bool)>,
     page: std::collections::VecDeque<Result<ObjectEntry, CatalogError>>,
+    /// Rows the next page reads.
+    rows: usize,
+}
+
+impl ObjectsFrom<'_> {
+    /// Moves to the first entry whose key is at or after `key` (a `key` at or before the
+    /// next entry's changes nothing). Read pages are dropped, and the next read is small.
+    pub fn seek(&mut self, key: &str) {
+        let ahead = match self.page.front() {
+            Some(Ok(e)) => key > e.key.as_str(),
+            // An error waiting to be returned stays.
+            Some(Err(_)) => false,
+            None => self
+                .next
+                .as_ref()
+                .is_some_and(|(from, _)| key > from.as_str()),
+        };
+        if !ahead {
+            return;
+        }
+        // Skip within the page read when the key is there; else read from the key.
+        while let Some(Ok(e)) = self.page.front() {
+            if e.key.as_str() >= key {
+                return;
+            }
+            self.page.pop_front();
+        }
+        if self.page.is_empty() && self.next.is_some() {
+            self.next = Some((key.to_string(), true));
+            self.rows = FIRST_PAGE;
+        }
+    }
 }
 
 impl Iterator for ObjectsFrom<'_> {
@@ -648,6 +683,8 @@ impl Iterator for ObjectsFrom<'_> {
         if self.page.is_empty() {
             let (from, inclusive) = self.next.take()?;
             let bucket = self.bucket.clone();
+            let want = self.rows;
+            self.rows = (self.rows * 2).min(PAGE);
             let read = self.catalog.db.read("objects_from", |tx| {
                 let sql = if inclusive {
                     "SELECT key, entry FROM objects WHERE bucket = ?1 AND key >= ?2 \
@@ -657,7 +694,7 @@ impl Iterator for ObjectsFrom<'_> {
                      ORDER BY key LIMIT ?3"
                 };
                 let mut st = tx.prepare_cached(sql)?;
-                let mut rows = st.query(params![bucket, from, PAGE as i64])?;
+                let mut rows = st.query(params![bucket, from, want as i64])?;
                 let mut out = Vec::new();
                 while let Some(r) = rows.next()? {
                     out.push((r.get::<_, String>(0)?, r.get::<_, String>(1)?));
@@ -667,7 +704,7 @@ impl Iterator for ObjectsFrom<'_> {
             match read {
                 Err(e) => return Some(Err(e)),
                 Ok(rows) => {
-                    if rows.len() == PAGE
+                    if rows.len() == want
                         && let Some((last, _)) = rows.last()
                     {
                         self.next = Some((last.clone(), false));

@@ -358,14 +358,22 @@ fn list_page(
     max: usize,
 ) -> S3Result<listing::Page<ObjectEntry>> {
     s3.require_bucket(bucket)?;
-    let from = match resume.scan_from() {
-        Some(k) if k > prefix => k,
-        _ => prefix,
-    };
-    let entries = s3
-        .uplink
-        .catalog()
-        .objects_from(bucket, from)
-        .map(|r| r.map(|e| (e.key.clone(), e)));
-    listing::page(entries, prefix, delimiter, resume, max).map_err(catalog_err)
+    let catalog = s3.uplink.catalog();
+    // The page seeks to where it starts.
+    let mut cursor = catalog.objects_from(bucket, prefix);
+    listing::page(&mut cursor, prefix, delimiter, resume, max).map_err(catalog_err)
+}
+
+/// The catalog's objects of one bucket, as a listing reads them.
+impl listing::Cursor for uplink::catalog::ObjectsFrom<'_> {
+    type Item = ObjectEntry;
+    type Error = uplink::catalog::CatalogError;
+
+    fn next_entry(&mut self) -> Option<Result<(String, ObjectEntry), Self::Error>> {
+        self.next().map(|r| r.map(|e| (e.key.clone(), e)))
+    }
+
+    fn seek(&mut self, key: &str) {
+        uplink::catalog::ObjectsFrom::seek(self, key);
+    }
 }
