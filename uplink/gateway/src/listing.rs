@@ -100,11 +100,14 @@ pub trait Cursor {
     type Item;
     type Error;
     /// The next `(key, item)` at or after the position, in ascending key order.
-    fn next_entry(&mut self) -> Option<Result<(String, Self::Item), Self::Error>>;
+    fn next_entry(&mut self) -> Option<Entry<Self::Item, Self::Error>>;
     /// Moves to the first key at or after `key` (never backwards: a `key` before the
     /// position is ignored).
     fn seek(&mut self, key: &str);
 }
+
+/// One entry a [`Cursor`] hands out: its key and item, or why it could not be read.
+pub type Entry<T, E> = Result<(String, T), E>;
 
 /// The smallest string greater than every string that starts with `p` (`p` with its
 /// last character raised by one, dropping characters that cannot be raised), or `None`
