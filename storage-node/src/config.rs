@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use shoal_proto::address::{AddressRefused, AddressScope};
+use shoal_proto::address::{AddressRefused, AddressScope, TestRanges};
 
 use crate::error::ConfigError;
 use crate::size::ByteSize;
@@ -86,6 +86,13 @@ pub struct Config {
     /// routable ([`shoal_proto::address`]).
     #[serde(default)]
     pub local_network: bool,
+    /// For test harnesses only: address ranges (CIDR, e.g. `["10.77.0.0/16"]`) whose
+    /// addresses count as globally routable while every other public-network rule
+    /// holds, for a network of private hosts that exists only inside the harness's
+    /// network namespaces ([`shoal_proto::address::TestRanges`]). Default none; never
+    /// set it on a real network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_address_ranges: Vec<String>,
     /// Most bytes one owner key may store on this node (each piece counts its size plus
     /// a fixed 4 KiB overhead), e.g. `50GB`. Default: none, only the allocation bounds an
     /// owner.
@@ -150,6 +157,7 @@ impl Default for Config {
             max_lease_ms: default_max_lease_ms(),
             direct_io: default_direct_io(),
             local_network: false,
+            test_address_ranges: Vec::new(),
             max_bytes_per_owner: None,
             metrics_token: None,
         }
@@ -363,6 +371,11 @@ impl Config {
         if let Some(a) = &self.external_address {
             host_port("external_address", a)?;
         }
+        TestRanges::parse(&self.test_address_ranges).map_err(|e| ConfigError::Invalid {
+            source_name: "setting",
+            key: "test_address_ranges".into(),
+            reason: e.to_string(),
+        })?;
         self.check_advertised()?;
         for b in &self.bootstrap {
             let invalid = |reason: String| ConfigError::Invalid {
@@ -410,7 +423,12 @@ impl Config {
 
     /// Which addresses this node's network dials and accepts.
     pub fn address_scope(&self) -> AddressScope {
-        AddressScope::from_local_network(self.local_network)
+        AddressScope::from_local_network(self.local_network).with_test_ranges(self.test_ranges())
+    }
+
+    /// The declared `test_address_ranges` (checked when the config was resolved).
+    pub fn test_ranges(&self) -> TestRanges {
+        TestRanges::parse(&self.test_address_ranges).unwrap_or_default()
     }
 
     /// What the node will advertise must be routable in its network: `external_address`
@@ -542,6 +560,21 @@ impl Config {
             format!("local_network = {}", self.local_network),
         );
         field(
+            "For test harnesses only: address ranges (CIDR) counted as globally routable,\nfor a network of private hosts that exists only inside the harness. Default none;\nnever set it on a real network.",
+            if self.test_address_ranges.is_empty() {
+                "# test_address_ranges = [\"10.77.0.0/16\"]".into()
+            } else {
+                format!(
+                    "test_address_ranges = [{}]",
+                    self.test_address_ranges
+                        .iter()
+                        .map(|r| q(r))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+        );
+        field(
             "Most bytes one owner key may store on this node (each piece counts its size\nplus a fixed 4 KiB overhead), e.g. \"50GB\". Uploads past it are refused\n(RESOURCE_EXHAUSTED, reason owner_quota). Default: unset, only the allocation\nbounds an owner.",
             match self.max_bytes_per_owner {
                 Some(b) => format!("max_bytes_per_owner = {}", q(&b.to_string())),
@@ -614,6 +647,7 @@ mod tests {
             external_address: Some("x:1".into()),
             max_bytes_per_owner: Some(ByteSize(1)),
             metrics_token: Some("t".into()),
+            test_address_ranges: vec!["10.77.0.0/16".into()],
             ..c.clone()
         })
         .unwrap();
@@ -712,6 +746,26 @@ mod tests {
         };
         let err = resolve(None, none(), unpinned).unwrap_err().to_string();
         assert!(err.contains("NODEID@HOST:PORT"), "{err}");
+    }
+
+    #[test]
+    fn a_declared_test_range_is_public_for_the_node_and_nothing_else_is() {
+        let file = |listen: &str, ranges: &str| {
+            format!("allocate = \"1MB\"\nlisten = \"{listen}\"\ntest_address_ranges = [{ranges}]\n")
+        };
+        let none = || Overrides::default();
+        let at = |text: String| resolve(Some((Path::new("c"), &text)), none(), none());
+        let c = at(file("10.77.3.2:0", "\"10.77.0.0/16\"")).unwrap();
+        assert!(!c.local_network);
+        let scope = c.address_scope();
+        assert!(scope.check(&"10.77.9.2:7777".parse().unwrap()).is_ok());
+        // Negative: outside the range the public network's rules hold.
+        assert!(scope.check(&"10.78.0.2:7777".parse().unwrap()).is_err());
+        assert!(scope.check(&"127.0.0.1:7777".parse().unwrap()).is_err());
+        let err = at(file("10.78.3.2:0", "\"10.77.0.0/16\"")).unwrap_err().to_string();
+        assert!(err.contains("listen"), "{err}");
+        let err = at(file("10.77.3.2:0", "\"10.77.0.1/16\"")).unwrap_err().to_string();
+        assert!(err.contains("test_address_ranges") && err.contains("host bits"), "{err}");
     }
 
     #[test]

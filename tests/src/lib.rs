@@ -16,6 +16,8 @@
 //!   local network (`devnet`).
 //! - [`hostile`] attacks live nodes as a hostile client; [`fuzz`] runs it with every
 //!   crate's decoder fuzz targets (the `shoal-fuzz` binary).
+//! - [`netns`]: a network of real hosts (each node in a network namespace of its own,
+//!   clients in others, partitions and kills), for the netns tests and `shoal-chaos`.
 //!
 //! What needs no running node (data, deadlines, tools, the CLI runner, paths) is in the
 //! test kit, `shoal-test-kit`, which this crate builds on.
@@ -27,6 +29,7 @@
 //!   cli_bench ──▶ process_net ──▶ bench ──▶ e2e       fuzz ──▶ hostile
 //!       └──▶ bench, e2e     ▲                          cli_net    devnet
 //!   node_soak ──────────────┘
+//!   netns ──▶ process_net (its `Binaries`)
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -584,5 +587,6 @@ pub mod devnet;
 pub mod e2e;
 pub mod fuzz;
 pub mod hostile;
+pub mod netns;
 pub mod node_soak;
 pub mod process_net;
