@@ -581,6 +581,7 @@ pub fn random_piece() -> PieceId {
 }
 
 pub mod bench;
+pub mod chaos;
 pub mod cli_bench;
 pub mod cli_net;
 pub mod devnet;

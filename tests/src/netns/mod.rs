@@ -39,6 +39,6 @@ mod plumbing;
 
 pub use network::{
     DIFFICULTY, GRPC_PORT, HTTP_PORT, Member, NetnsNetwork, NetnsOptions, NodeSpec, NsClient,
-    NsNode,
+    NsNode, UplinkRunner,
 };
 pub use plumbing::in_namespace;

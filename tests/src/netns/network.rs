@@ -122,6 +122,45 @@ pub struct NsClient {
     pub ip: Ipv4Addr,
 }
 
+/// Runs the `uplink` binary in one client namespace.
+#[derive(Debug, Clone)]
+pub struct UplinkRunner {
+    pub ns: String,
+    pub uplink: PathBuf,
+}
+
+impl UplinkRunner {
+    /// `ip netns exec NS uplink --config-dir DIR ARGS` (killed when dropped).
+    pub fn command(&self, dir: &Path, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new("ip");
+        c.args(["netns", "exec", &self.ns])
+            .arg(&self.uplink)
+            .arg("--config-dir")
+            .arg(dir)
+            .args(args)
+            .env("RUST_LOG", "warn,s3s=off")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        c
+    }
+
+    /// Runs one command bounded by `limit` (killed past it, and the run fails).
+    pub async fn run(&self, dir: &Path, args: &[&str], limit: Duration) -> anyhow::Result<Run> {
+        let mut cmd = self.command(dir, args);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = cmd.spawn().context("cannot run uplink in its namespace")?;
+        let out = tokio::time::timeout(limit, child.wait_with_output())
+            .await
+            .with_context(|| format!("timed out after {limit:?}"))??;
+        Ok(Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stdout_bytes: out.stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}
+
 /// The network. Dropping it (or [`NetnsNetwork::teardown`]) kills every process it
 /// started (by pid) and deletes every namespace it made, even on a panic.
 #[derive(Debug)]
@@ -377,6 +416,14 @@ impl NetnsNetwork {
         Ok(())
     }
 
+    /// Puts `members` back on the main bridge (the end of their split).
+    pub fn merge(&self, members: &[Member]) -> anyhow::Result<()> {
+        for m in members {
+            plumbing::move_to_bridge(&self.hub, self.hub_end(*m)?, MAIN_BRIDGE)?;
+        }
+        Ok(())
+    }
+
     /// Heals every split and cut: every link up, on the main bridge.
     pub fn heal(&self) -> anyhow::Result<()> {
         let ends = self
@@ -449,6 +496,15 @@ impl NetnsNetwork {
         Ok(dir)
     }
 
+    /// What runs `uplink` commands in client namespace `client` (independent of the
+    /// network's lifetime, for workers running beside faults).
+    pub fn runner(&self, client: usize) -> anyhow::Result<UplinkRunner> {
+        Ok(UplinkRunner {
+            ns: self.clients.get(client).context("no such client")?.ns.clone(),
+            uplink: self.bins.uplink.clone(),
+        })
+    }
+
     /// `ip netns exec CLIENT-NS uplink --config-dir DIR ARGS` (killed when dropped).
     pub fn uplink_command(
         &self,
@@ -456,17 +512,7 @@ impl NetnsNetwork {
         dir: &Path,
         args: &[&str],
     ) -> anyhow::Result<tokio::process::Command> {
-        let ns = &self.clients.get(client).context("no such client")?.ns;
-        let mut c = tokio::process::Command::new("ip");
-        c.args(["netns", "exec", ns])
-            .arg(&self.bins.uplink)
-            .arg("--config-dir")
-            .arg(dir)
-            .args(args)
-            .env("RUST_LOG", "warn,s3s=off")
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        Ok(c)
+        Ok(self.runner(client)?.command(dir, args))
     }
 
     /// Runs one `uplink` command in client namespace `client`, bounded by `limit` (the
@@ -478,18 +524,7 @@ impl NetnsNetwork {
         args: &[&str],
         limit: Duration,
     ) -> anyhow::Result<Run> {
-        let mut cmd = self.uplink_command(client, dir, args)?;
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let child = cmd.spawn().context("cannot run uplink in its namespace")?;
-        let out = tokio::time::timeout(limit, child.wait_with_output())
-            .await
-            .with_context(|| format!("uplink {args:?} took longer than {limit:?}"))??;
-        Ok(Run {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stdout_bytes: out.stdout,
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        self.runner(client)?.run(dir, args, limit).await
     }
 
     /// [`NetnsNetwork::uplink`] that must succeed; returns its stdout.
