@@ -72,22 +72,24 @@ fn placements(dir: &Path, bucket: &str, key: &str) -> Vec<([u8; 32], SocketAddr)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_mid_upload_is_replaced_and_the_upload_succeeds() {
     bounded(Duration::from_secs(900), async {
+        // Catalog blobs with slack too: the default catalog scheme shrunk to 10 nodes
+        // needs every node (see `Scheme::shrink_to`), the cut one included.
         let net = start(NetnsOptions {
             nodes: 10,
-            uplink_config: "scheme = \"2/3/4/6\"\npiece_timeout_secs = 5\nlong_tail_grace_ms = 500\n"
+            uplink_config: "scheme = \"2/3/4/6\"\ncatalog_scheme = \"2/3/4/6\"\npiece_timeout_secs = 5\nlong_tail_grace_ms = 500\n"
                 .into(),
             ..NetnsOptions::default()
         })
         .await;
         let dir = net.import(0, "writer").await.unwrap();
-        net.uplink_ok(0, &dir, &["mb", "shoal://t"], COMMAND)
+        net.uplink_ok(0, &dir, &["mb", "shoal://mid"], COMMAND)
             .await
             .unwrap();
         let work = net.scratch("mid-upload").unwrap();
         let file = work.join("big");
         std::fs::write(&file, test_data(48 << 20, 24)).unwrap();
         let mut up = net
-            .uplink_command(0, &dir, &["cp", file.to_str().unwrap(), "shoal://t/big"])
+            .uplink_command(0, &dir, &["cp", file.to_str().unwrap(), "shoal://mid/big"])
             .unwrap()
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -130,7 +132,7 @@ async fn a_node_cut_off_mid_upload_is_replaced_and_the_upload_succeeds() {
         );
         // Its pieces are elsewhere: none on the node that was cut.
         let cut_id = net.node(victim).node_id.clone();
-        let placed = placements(&dir, "t", "big");
+        let placed = placements(&dir, "mid", "big");
         assert!(placed.len() >= 4, "{placed:?}");
         assert!(
             placed
@@ -143,7 +145,7 @@ async fn a_node_cut_off_mid_upload_is_replaced_and_the_upload_succeeds() {
         net.uplink_ok(
             0,
             &dir,
-            &["cp", "shoal://t/big", back.to_str().unwrap()],
+            &["cp", "shoal://mid/big", back.to_str().unwrap()],
             COMMAND,
         )
         .await
@@ -240,17 +242,17 @@ async fn the_public_network_rules_hold_on_real_hosts() {
 
         // Pieces land at most one per /24: node 0 and its twin share 10.N.1.0/24.
         let dir = net.import(0, "writer").await.unwrap();
-        net.uplink_ok(0, &dir, &["mb", "shoal://p"], COMMAND)
+        net.uplink_ok(0, &dir, &["mb", "shoal://subnet"], COMMAND)
             .await
             .unwrap();
         let file = net.scratch("per-subnet").unwrap().join("obj");
         std::fs::write(&file, test_data(256 << 10, 7)).unwrap();
         for round in 0..4 {
-            let key = format!("shoal://p/obj{round}");
+            let key = format!("shoal://subnet/obj{round}");
             net.uplink_ok(0, &dir, &["cp", file.to_str().unwrap(), &key], COMMAND)
                 .await
                 .unwrap();
-            let placed = placements(&dir, "p", &format!("obj{round}"));
+            let placed = placements(&dir, "subnet", &format!("obj{round}"));
             let mut per_subnet: HashMap<[u8; 3], usize> = HashMap::new();
             for (_, addr) in &placed {
                 let IpAddr::V4(v4) = addr.ip() else {
@@ -284,7 +286,7 @@ async fn a_split_network_heals_and_the_catalogs_of_both_halves_converge() {
         // Two writers of one grant, one per client namespace; both known to the network.
         let a = net.import(0, "a").await.unwrap();
         let b = net.import(1, "b").await.unwrap();
-        net.uplink_ok(0, &a, &["mb", "shoal://s"], COMMAND)
+        net.uplink_ok(0, &a, &["mb", "shoal://split"], COMMAND)
             .await
             .unwrap();
         wait_until(Duration::from_secs(120), "writer b sees the bucket", || {
@@ -292,7 +294,7 @@ async fn a_split_network_heals_and_the_catalogs_of_both_halves_converge() {
             async move {
                 net.uplink(1, b, &["ls"], COMMAND)
                     .await
-                    .is_ok_and(|r| r.success() && r.stdout.contains("s"))
+                    .is_ok_and(|r| r.success() && r.stdout.contains("split"))
             }
         })
         .await
@@ -314,7 +316,7 @@ async fn a_split_network_heals_and_the_catalogs_of_both_halves_converge() {
         // Each half writes while it cannot reach the other (retried: a command may
         // start while its half's routing tables still name the other half).
         for (client, dir, file, key) in [(0, &a, &fa, "from-a"), (1, &b, &fb, "from-b")] {
-            let target = format!("shoal://s/{key}");
+            let target = format!("shoal://split/{key}");
             wait_until(
                 Duration::from_secs(300),
                 &format!("{key} written in its half"),
@@ -342,7 +344,7 @@ async fn a_split_network_heals_and_the_catalogs_of_both_halves_converge() {
             .unwrap();
         }
         // Neither half sees the other's object yet.
-        let ls_a = net.uplink_ok(0, &a, &["ls", "shoal://s/"], COMMAND).await;
+        let ls_a = net.uplink_ok(0, &a, &["ls", "shoal://split/"], COMMAND).await;
         if let Ok(ls) = ls_a {
             assert!(!ls.contains("from-b"), "half a saw b's write through the split: {ls}");
         }
@@ -355,7 +357,7 @@ async fn a_split_network_heals_and_the_catalogs_of_both_halves_converge() {
                 || {
                     let net = &net;
                     async move {
-                        net.uplink(client, dir, &["ls", "shoal://s/"], COMMAND)
+                        net.uplink(client, dir, &["ls", "shoal://split/"], COMMAND)
                             .await
                             .is_ok_and(|r| {
                                 r.success()
@@ -375,7 +377,7 @@ async fn a_split_network_heals_and_the_catalogs_of_both_halves_converge() {
                 net.uplink_ok(
                     client,
                     dir,
-                    &["cp", &format!("shoal://s/{key}"), back.to_str().unwrap()],
+                    &["cp", &format!("shoal://split/{key}"), back.to_str().unwrap()],
                     COMMAND,
                 )
                 .await

@@ -429,7 +429,7 @@ pub async fn run(bins: Binaries, o: ChaosOptions) -> anyhow::Result<Report> {
     {
         let s3 = s3.clone();
         in_namespace(&client_ns, OP_LIMIT, move || async move {
-            let a = s3.request("PUT", "/gw", &[], Vec::new()).await?;
+            let a = s3.request("PUT", "/s3gw", &[], Vec::new()).await?;
             if a.status != 200 {
                 bail!("CreateBucket answered {}: {}", a.status, String::from_utf8_lossy(&a.body));
             }
@@ -472,7 +472,7 @@ pub async fn run(bins: Binaries, o: ChaosOptions) -> anyhow::Result<Report> {
         let (s3, ns, seed) = (s3.clone(), client_ns.clone(), o.seed ^ (0xA5A5 << 32));
         tokio::spawn(async move {
             in_namespace(&ns, duration + OP_LIMIT * 2, move || async move {
-                Ok(s3_worker(s3, "gw".into(), seed, until).await)
+                Ok(s3_worker(s3, "s3gw".into(), seed, until).await)
             })
             .await
         })
@@ -524,7 +524,7 @@ pub async fn run(bins: Binaries, o: ChaosOptions) -> anyhow::Result<Report> {
     let mut lost = Vec::new();
     let mut resurrected = Vec::new();
     for l in &ledgers {
-        let bucket = if l.name == "gateway" { "gw" } else { &l.name };
+        let bucket = if l.name == "gateway" { "s3gw" } else { &l.name };
         let down = net.scratch(&format!("final-{bucket}"))?;
         let _ = net
             .uplink(
