@@ -63,7 +63,10 @@ impl AddressRange {
             range: s.to_owned(),
             reason: reason.to_owned(),
         };
-        let (ip, prefix) = s.trim().split_once('/').ok_or_else(|| bad("not ADDRESS/PREFIX"))?;
+        let (ip, prefix) = s
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| bad("not ADDRESS/PREFIX"))?;
         let network: IpAddr = ip.parse().map_err(|_| bad("not an IP address"))?;
         let prefix: u8 = prefix.parse().map_err(|_| bad("not a prefix length"))?;
         let max = if network.is_ipv4() { 32 } else { 128 };
@@ -82,7 +85,9 @@ impl AddressRange {
         match ip {
             IpAddr::V4(v4) => {
                 let bits = u32::from(v4);
-                let m = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let m = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 IpAddr::V4(Ipv4Addr::from(bits & m))
             }
             IpAddr::V6(v6) => {
@@ -118,7 +123,11 @@ impl TestRanges {
         let mut out = [None; MAX_TEST_RANGES];
         if ranges.len() > MAX_TEST_RANGES {
             return Err(BadTestRange {
-                range: ranges.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(", "),
+                range: ranges
+                    .iter()
+                    .map(AsRef::as_ref)
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 reason: format!("at most {MAX_TEST_RANGES} ranges"),
             });
         }
@@ -400,9 +409,15 @@ mod tests {
         ));
         // No ranges: the public network; a local network stays local.
         let none = TestRanges::parse::<&str>(&[]).unwrap();
-        assert_eq!(AddressScope::Public.with_test_ranges(none), AddressScope::Public);
+        assert_eq!(
+            AddressScope::Public.with_test_ranges(none),
+            AddressScope::Public
+        );
         assert_eq!(scope.with_test_ranges(none), AddressScope::Public);
-        assert_eq!(AddressScope::Local.with_test_ranges(ranges), AddressScope::Local);
+        assert_eq!(
+            AddressScope::Local.with_test_ranges(ranges),
+            AddressScope::Local
+        );
         assert_eq!(ranges.to_strings(), ["10.77.0.0/16", "fd00:77::/32"]);
     }
 
@@ -419,7 +434,11 @@ mod tests {
             assert_eq!(err.reason, reason, "{r}");
         }
         assert!(TestRanges::parse(&["10.0.0.0/8"; MAX_TEST_RANGES + 1]).is_err());
-        assert!(AddressRange::parse("0.0.0.0/0").unwrap().contains(&"8.8.8.8".parse().unwrap()));
+        assert!(
+            AddressRange::parse("0.0.0.0/0")
+                .unwrap()
+                .contains(&"8.8.8.8".parse().unwrap())
+        );
     }
 
     #[test]

@@ -762,10 +762,17 @@ mod tests {
         // Negative: outside the range the public network's rules hold.
         assert!(scope.check(&"10.78.0.2:7777".parse().unwrap()).is_err());
         assert!(scope.check(&"127.0.0.1:7777".parse().unwrap()).is_err());
-        let err = at(file("10.78.3.2:0", "\"10.77.0.0/16\"")).unwrap_err().to_string();
+        let err = at(file("10.78.3.2:0", "\"10.77.0.0/16\""))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listen"), "{err}");
-        let err = at(file("10.77.3.2:0", "\"10.77.0.1/16\"")).unwrap_err().to_string();
-        assert!(err.contains("test_address_ranges") && err.contains("host bits"), "{err}");
+        let err = at(file("10.77.3.2:0", "\"10.77.0.1/16\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("test_address_ranges") && err.contains("host bits"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -58,8 +58,7 @@ fn placements(dir: &Path, bucket: &str, key: &str) -> Vec<([u8; 32], SocketAddr)
                 .is_some_and(|n| n.to_string_lossy().starts_with("catalog-"))
         })
         .expect("a catalog dir");
-    let catalog =
-        uplink::catalog::Catalog::open(&catalog_dir, paths.writer_id().unwrap()).unwrap();
+    let catalog = uplink::catalog::Catalog::open(&catalog_dir, paths.writer_id().unwrap()).unwrap();
     let entry = catalog.object(bucket, key).unwrap().expect("the object");
     assert_eq!(entry.segments().len(), 1, "one segment");
     entry.segments()[0]
@@ -278,8 +277,9 @@ async fn a_split_network_heals_and_the_catalogs_of_both_halves_converge() {
             nodes: 10,
             seeds: 2,
             clients: 2,
-            uplink_config: "scheme = \"2/3/4/5\"\ncatalog_scheme = \"2/3/4/5\"\npiece_timeout_secs = 5\n"
-                .into(),
+            uplink_config:
+                "scheme = \"2/3/4/5\"\ncatalog_scheme = \"2/3/4/5\"\npiece_timeout_secs = 5\n"
+                    .into(),
             ..NetnsOptions::default()
         })
         .await;
@@ -324,7 +324,12 @@ async fn a_split_network_heals_and_the_catalogs_of_both_halves_converge() {
                     let (net, target) = (&net, &target);
                     async move {
                         let r = net
-                            .uplink(client, dir, &["cp", file.to_str().unwrap(), target], COMMAND)
+                            .uplink(
+                                client,
+                                dir,
+                                &["cp", file.to_str().unwrap(), target],
+                                COMMAND,
+                            )
                             .await;
                         match r {
                             Ok(r) if r.success() => true,
@@ -344,9 +349,14 @@ async fn a_split_network_heals_and_the_catalogs_of_both_halves_converge() {
             .unwrap();
         }
         // Neither half sees the other's object yet.
-        let ls_a = net.uplink_ok(0, &a, &["ls", "shoal://split/"], COMMAND).await;
+        let ls_a = net
+            .uplink_ok(0, &a, &["ls", "shoal://split/"], COMMAND)
+            .await;
         if let Ok(ls) = ls_a {
-            assert!(!ls.contains("from-b"), "half a saw b's write through the split: {ls}");
+            assert!(
+                !ls.contains("from-b"),
+                "half a saw b's write through the split: {ls}"
+            );
         }
 
         net.heal().unwrap();
@@ -377,7 +387,11 @@ async fn a_split_network_heals_and_the_catalogs_of_both_halves_converge() {
                 net.uplink_ok(
                     client,
                     dir,
-                    &["cp", &format!("shoal://split/{key}"), back.to_str().unwrap()],
+                    &[
+                        "cp",
+                        &format!("shoal://split/{key}"),
+                        back.to_str().unwrap(),
+                    ],
                     COMMAND,
                 )
                 .await

@@ -37,7 +37,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    if !(a.minutes > 0.0) || a.nodes < 17 {
+    if a.minutes.is_nan() || a.minutes <= 0.0 || a.nodes < 17 {
         bail!("--minutes above 0 and at least 17 nodes (the scheme's 16 pieces and one more)");
     }
     let bins = Binaries {

@@ -258,8 +258,8 @@ async fn s3_worker(s3: S3, bucket: String, seed: u64, until: Instant) -> Ledger 
     while Instant::now() < until {
         let roll = rng.next_u64() % 100;
         let keys: Vec<String> = l.acked.keys().cloned().collect();
-        let acked = (!keys.is_empty())
-            .then(|| keys[(rng.next_u64() % keys.len() as u64) as usize].clone());
+        let acked =
+            (!keys.is_empty()).then(|| keys[(rng.next_u64() % keys.len() as u64) as usize].clone());
         match (roll, acked) {
             (0..40, _) | (_, None) => {
                 n += 1;
@@ -275,7 +275,10 @@ async fn s3_worker(s3: S3, bucket: String, seed: u64, until: Instant) -> Ledger 
                         l.acked.insert(key, (len, data_seed));
                     }
                     Ok(a) => {
-                        l.fail("put", &format!("{} {}", a.status, String::from_utf8_lossy(&a.body)));
+                        l.fail(
+                            "put",
+                            &format!("{} {}", a.status, String::from_utf8_lossy(&a.body)),
+                        );
                         l.uncertain.insert(key);
                     }
                     Err(e) => {
@@ -292,12 +295,18 @@ async fn s3_worker(s3: S3, bucket: String, seed: u64, until: Instant) -> Ledger 
                         l.corrupt += 1;
                     }
                 }
-                Ok(a) => l.fail("get", &format!("{} {}", a.status, String::from_utf8_lossy(&a.body))),
+                Ok(a) => l.fail(
+                    "get",
+                    &format!("{} {}", a.status, String::from_utf8_lossy(&a.body)),
+                ),
                 Err(e) => l.fail("get", &format!("{e:#}")),
             },
             (65..80, Some(_)) => {
                 let q = [("list-type".to_owned(), "2".to_owned())];
-                match s3.request("GET", &format!("/{bucket}"), &q, Vec::new()).await {
+                match s3
+                    .request("GET", &format!("/{bucket}"), &q, Vec::new())
+                    .await
+                {
                     Ok(a) if a.status == 200 => {
                         let body = String::from_utf8_lossy(&a.body);
                         // The first page (1000 keys) holds every key of a short run.
@@ -405,7 +414,11 @@ pub async fn run(bins: Binaries, o: ChaosOptions) -> anyhow::Result<Report> {
         ..NetnsOptions::default()
     };
     let net = tokio::task::spawn_blocking(move || NetnsNetwork::start(bins, options)).await??;
-    eprintln!("chaos: {} nodes started in {:.0} s", o.nodes, started.elapsed().as_secs_f64());
+    eprintln!(
+        "chaos: {} nodes started in {:.0} s",
+        o.nodes,
+        started.elapsed().as_secs_f64()
+    );
     net.wait_seen(0, o.nodes, Duration::from_secs(300)).await?;
     eprintln!("chaos: the DHT holds every node");
     let runner = net.runner(0)?;
@@ -431,7 +444,11 @@ pub async fn run(bins: Binaries, o: ChaosOptions) -> anyhow::Result<Report> {
         in_namespace(&client_ns, OP_LIMIT, move || async move {
             let a = s3.request("PUT", "/s3gw", &[], Vec::new()).await?;
             if a.status != 200 {
-                bail!("CreateBucket answered {}: {}", a.status, String::from_utf8_lossy(&a.body));
+                bail!(
+                    "CreateBucket answered {}: {}",
+                    a.status,
+                    String::from_utf8_lossy(&a.body)
+                );
             }
             Ok(())
         })
@@ -530,7 +547,12 @@ pub async fn run(bins: Binaries, o: ChaosOptions) -> anyhow::Result<Report> {
             .uplink(
                 0,
                 &reader,
-                &["cp", "-r", &format!("shoal://{bucket}/"), &down.to_string_lossy()],
+                &[
+                    "cp",
+                    "-r",
+                    &format!("shoal://{bucket}/"),
+                    &down.to_string_lossy(),
+                ],
                 Duration::from_secs(1200),
             )
             .await?;

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use shoal_proto::{Identity, NodeId};
 use shoal_proto::address::{AddressScope, TestRanges};
+use shoal_proto::{Identity, NodeId};
 use shoal_test_kit::Run;
 use storage_node::{ByteSize, Config};
 use uplink::discovery::DhtNodes;
@@ -305,7 +305,11 @@ impl NetnsNetwork {
     }
 
     fn work_dir(&self) -> anyhow::Result<&Path> {
-        Ok(self.root.as_ref().context("the network was torn down")?.path())
+        Ok(self
+            .root
+            .as_ref()
+            .context("the network was torn down")?
+            .path())
     }
 
     /// Starts node `i` (again) on its directory, address and identity, and waits for its
@@ -369,7 +373,10 @@ impl NetnsNetwork {
     /// Kills node `i` at once (SIGKILL, by its pid), as a machine that loses power.
     pub fn kill(&mut self, i: usize) -> anyhow::Result<()> {
         let node = self.nodes.get_mut(i).context("no such node")?;
-        let mut child = node.child.take().with_context(|| format!("node {i} is not running"))?;
+        let mut child = node
+            .child
+            .take()
+            .with_context(|| format!("node {i} is not running"))?;
         child.kill()?;
         child.wait()?;
         Ok(())
@@ -500,7 +507,12 @@ impl NetnsNetwork {
     /// network's lifetime, for workers running beside faults).
     pub fn runner(&self, client: usize) -> anyhow::Result<UplinkRunner> {
         Ok(UplinkRunner {
-            ns: self.clients.get(client).context("no such client")?.ns.clone(),
+            ns: self
+                .clients
+                .get(client)
+                .context("no such client")?
+                .ns
+                .clone(),
             uplink: self.bins.uplink.clone(),
         })
     }
@@ -558,7 +570,12 @@ impl NetnsNetwork {
     /// The nodes a DHT client in client namespace `client`, joining through the seeds
     /// with this network's public-network rules, finds (verified node records only).
     pub async fn sample(&self, client: usize, wanted: usize) -> anyhow::Result<Vec<NodeCandidate>> {
-        let ns = self.clients.get(client).context("no such client")?.ns.clone();
+        let ns = self
+            .clients
+            .get(client)
+            .context("no such client")?
+            .ns
+            .clone();
         let seeds = self
             .nodes
             .iter()
