@@ -13,6 +13,14 @@
 //! updates), the same ranges as the standard library's unstable `IpAddr::is_global`
 //! (which stable Rust does not offer), kept deliberately strict: an address that is not
 //! certainly global is refused.
+//!
+//! **Test ranges (for test harnesses only).** A harness that runs a network of real hosts
+//! inside private network namespaces (`shoal-tests`' `netns`) wants the public network's
+//! rules exercised with private addresses that exist only inside it. It declares those
+//! ranges (`test_address_ranges = ["10.77.0.0/16"]` in the node's and the uplink's
+//! config): [`AddressScope::with_test_ranges`] then treats an address inside a declared
+//! range as global, and every other address exactly as the public network does. Never
+//! set it on a real network.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -25,6 +33,123 @@ pub enum AddressScope {
     Public,
     /// A network on one machine or LAN (`local_network = true`): any unicast address.
     Local,
+    /// The public network's rules, except that the addresses inside the declared test
+    /// ranges count as global (a test harness's private network; see the module doc).
+    PublicWithTestRanges(TestRanges),
+}
+
+/// Most test ranges a config may declare.
+pub const MAX_TEST_RANGES: usize = 4;
+
+/// One address range in CIDR notation (`10.77.0.0/16`, `fd00:77::/32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressRange {
+    network: IpAddr,
+    prefix: u8,
+}
+
+/// A test range that cannot be parsed or declared.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("test address range {range:?}: {reason}")]
+pub struct BadTestRange {
+    pub range: String,
+    pub reason: String,
+}
+
+impl AddressRange {
+    /// Parses `ADDRESS/PREFIX` whose host bits are zero.
+    pub fn parse(s: &str) -> Result<Self, BadTestRange> {
+        let bad = |reason: &str| BadTestRange {
+            range: s.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let (ip, prefix) = s
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| bad("not ADDRESS/PREFIX"))?;
+        let network: IpAddr = ip.parse().map_err(|_| bad("not an IP address"))?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad("not a prefix length"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(bad("prefix longer than the address"));
+        }
+        let range = Self { network, prefix };
+        if range.mask(network) != network {
+            return Err(bad("host bits are set"));
+        }
+        Ok(range)
+    }
+
+    /// `ip` with the bits after the prefix cleared.
+    fn mask(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(v4) => {
+                let bits = u32::from(v4);
+                let m = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V4(Ipv4Addr::from(bits & m))
+            }
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6);
+                let m = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(bits & m))
+            }
+        }
+    }
+
+    /// Whether `ip` is inside the range.
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        let ip = canonical(*ip);
+        ip.is_ipv4() == self.network.is_ipv4() && self.mask(ip) == self.network
+    }
+}
+
+impl fmt::Display for AddressRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+/// The test ranges a config declares (at most [`MAX_TEST_RANGES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TestRanges([Option<AddressRange>; MAX_TEST_RANGES]);
+
+impl TestRanges {
+    /// Parses a config's `test_address_ranges`.
+    pub fn parse<S: AsRef<str>>(ranges: &[S]) -> Result<Self, BadTestRange> {
+        let mut out = [None; MAX_TEST_RANGES];
+        if ranges.len() > MAX_TEST_RANGES {
+            return Err(BadTestRange {
+                range: ranges
+                    .iter()
+                    .map(AsRef::as_ref)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                reason: format!("at most {MAX_TEST_RANGES} ranges"),
+            });
+        }
+        for (slot, r) in out.iter_mut().zip(ranges) {
+            *slot = Some(AddressRange::parse(r.as_ref())?);
+        }
+        Ok(Self(out))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(Option::is_none)
+    }
+
+    /// Whether `ip` is inside one of the ranges.
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        self.0.iter().flatten().any(|r| r.contains(ip))
+    }
+
+    /// The ranges as config entries.
+    pub fn to_strings(&self) -> Vec<String> {
+        self.0.iter().flatten().map(ToString::to_string).collect()
+    }
 }
 
 /// An address the network's scope does not allow.
@@ -62,6 +187,31 @@ impl AddressScope {
         }
     }
 
+    /// The public network with `ranges` declared as test ranges (unchanged when there
+    /// are none, and a local network stays local).
+    pub fn with_test_ranges(self, ranges: TestRanges) -> Self {
+        match self {
+            Self::Public | Self::PublicWithTestRanges(_) if !ranges.is_empty() => {
+                Self::PublicWithTestRanges(ranges)
+            }
+            Self::PublicWithTestRanges(_) => Self::Public,
+            other => other,
+        }
+    }
+
+    /// Whether this is a local network (`local_network = true`).
+    pub fn is_local(self) -> bool {
+        self == Self::Local
+    }
+
+    /// The declared test ranges (none but for [`AddressScope::PublicWithTestRanges`]).
+    pub fn test_ranges(self) -> TestRanges {
+        match self {
+            Self::PublicWithTestRanges(r) => r,
+            _ => TestRanges::default(),
+        }
+    }
+
     /// Checks that `addr` may be dialled or advertised in this network.
     pub fn check(self, addr: &SocketAddr) -> Result<(), AddressRefused> {
         let ip = canonical(addr.ip());
@@ -69,8 +219,9 @@ impl AddressScope {
             return Err(Undialable(*addr).into());
         }
         match (self, special_kind(&ip)) {
-            (Self::Public, Some(kind)) => Err(NonRoutable { ip, kind }.into()),
-            _ => Ok(()),
+            (Self::Local, _) | (_, None) => Ok(()),
+            (Self::PublicWithTestRanges(r), Some(_)) if r.contains(&ip) => Ok(()),
+            (_, Some(kind)) => Err(NonRoutable { ip, kind }.into()),
         }
     }
 
@@ -88,6 +239,7 @@ impl fmt::Display for AddressScope {
         f.write_str(match self {
             Self::Public => "public network",
             Self::Local => "local network",
+            Self::PublicWithTestRanges(_) => "public network with test ranges",
         })
     }
 }
@@ -216,6 +368,77 @@ mod tests {
             assert_eq!(AddressScope::Local.check(&addr(a)), Ok(()), "{a}");
             assert!(!is_global(&addr(a).ip()), "{a}");
         }
+    }
+
+    #[test]
+    fn declared_test_ranges_pass_and_everything_else_keeps_the_public_rules() {
+        let ranges = TestRanges::parse(&["10.77.0.0/16", "fd00:77::/32"]).unwrap();
+        let scope = AddressScope::Public.with_test_ranges(ranges);
+        assert_eq!(scope, AddressScope::PublicWithTestRanges(ranges));
+        assert_eq!(scope.test_ranges(), ranges);
+        for a in [
+            "10.77.0.2:7777",
+            "10.77.255.3:1",
+            "[::ffff:10.77.4.2]:7777",
+            "[fd00:77::1]:7777",
+            "1.1.1.1:7777",
+        ] {
+            assert_eq!(scope.check(&addr(a)), Ok(()), "{a}");
+        }
+        // Negative: just outside the range, or another special range, is refused as on
+        // the public network; undialable stays undialable.
+        for (a, kind) in [
+            ("10.78.0.2:7777", "private"),
+            ("10.76.255.255:7777", "private"),
+            ("127.0.0.1:7777", "loopback"),
+            ("192.168.77.1:7777", "private"),
+            ("[fd00:78::1]:7777", "unique local (ULA)"),
+        ] {
+            assert_eq!(
+                scope.check(&addr(a)),
+                Err(AddressRefused::NonRoutable(NonRoutable {
+                    ip: canonical(addr(a).ip()),
+                    kind
+                })),
+                "{a}"
+            );
+        }
+        assert!(matches!(
+            scope.check(&addr("10.77.0.2:0")),
+            Err(AddressRefused::Undialable(_))
+        ));
+        // No ranges: the public network; a local network stays local.
+        let none = TestRanges::parse::<&str>(&[]).unwrap();
+        assert_eq!(
+            AddressScope::Public.with_test_ranges(none),
+            AddressScope::Public
+        );
+        assert_eq!(scope.with_test_ranges(none), AddressScope::Public);
+        assert_eq!(
+            AddressScope::Local.with_test_ranges(ranges),
+            AddressScope::Local
+        );
+        assert_eq!(ranges.to_strings(), ["10.77.0.0/16", "fd00:77::/32"]);
+    }
+
+    #[test]
+    fn malformed_test_ranges_are_refused_with_the_reason() {
+        for (r, reason) in [
+            ("10.77.0.0", "not ADDRESS/PREFIX"),
+            ("10.77.0.1/16", "host bits are set"),
+            ("10.77.0.0/33", "prefix longer than the address"),
+            ("ten/8", "not an IP address"),
+            ("10.0.0.0/x", "not a prefix length"),
+        ] {
+            let err = TestRanges::parse(&[r]).unwrap_err();
+            assert_eq!(err.reason, reason, "{r}");
+        }
+        assert!(TestRanges::parse(&["10.0.0.0/8"; MAX_TEST_RANGES + 1]).is_err());
+        assert!(
+            AddressRange::parse("0.0.0.0/0")
+                .unwrap()
+                .contains(&"8.8.8.8".parse().unwrap())
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use shoal_proto::address::{AddressRefused, AddressScope};
+use shoal_proto::address::{AddressRefused, AddressScope, TestRanges};
 
 use crate::error::ConfigError;
 use crate::size::ByteSize;
@@ -86,6 +86,13 @@ pub struct Config {
     /// routable ([`shoal_proto::address`]).
     #[serde(default)]
     pub local_network: bool,
+    /// For test harnesses only: address ranges (CIDR, e.g. `["10.77.0.0/16"]`) whose
+    /// addresses count as globally routable while every other public-network rule
+    /// holds, for a network of private hosts that exists only inside the harness's
+    /// network namespaces ([`shoal_proto::address::TestRanges`]). Default none; never
+    /// set it on a real network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_address_ranges: Vec<String>,
     /// Most bytes one owner key may store on this node (each piece counts its size plus
     /// a fixed 4 KiB overhead), e.g. `50GB`. Default: none, only the allocation bounds an
     /// owner.
@@ -150,6 +157,7 @@ impl Default for Config {
             max_lease_ms: default_max_lease_ms(),
             direct_io: default_direct_io(),
             local_network: false,
+            test_address_ranges: Vec::new(),
             max_bytes_per_owner: None,
             metrics_token: None,
         }
@@ -363,6 +371,11 @@ impl Config {
         if let Some(a) = &self.external_address {
             host_port("external_address", a)?;
         }
+        TestRanges::parse(&self.test_address_ranges).map_err(|e| ConfigError::Invalid {
+            source_name: "setting",
+            key: "test_address_ranges".into(),
+            reason: e.to_string(),
+        })?;
         self.check_advertised()?;
         for b in &self.bootstrap {
             let invalid = |reason: String| ConfigError::Invalid {
@@ -410,7 +423,12 @@ impl Config {
 
     /// Which addresses this node's network dials and accepts.
     pub fn address_scope(&self) -> AddressScope {
-        AddressScope::from_local_network(self.local_network)
+        AddressScope::from_local_network(self.local_network).with_test_ranges(self.test_ranges())
+    }
+
+    /// The declared `test_address_ranges` (checked when the config was resolved).
+    pub fn test_ranges(&self) -> TestRanges {
+        TestRanges::parse(&self.test_address_ranges).unwrap_or_default()
     }
 
     /// What the node will advertise must be routable in its network: `external_address`
@@ -542,6 +560,21 @@ impl Config {
             format!("local_network = {}", self.local_network),
         );
         field(
+            "For test harnesses only: address ranges (CIDR) counted as globally routable,\nfor a network of private hosts that exists only inside the harness. Default none;\nnever set it on a real network.",
+            if self.test_address_ranges.is_empty() {
+                "# test_address_ranges = [\"10.77.0.0/16\"]".into()
+            } else {
+                format!(
+                    "test_address_ranges = [{}]",
+                    self.test_address_ranges
+                        .iter()
+                        .map(|r| q(r))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+        );
+        field(
             "Most bytes one owner key may store on this node (each piece counts its size\nplus a fixed 4 KiB overhead), e.g. \"50GB\". Uploads past it are refused\n(RESOURCE_EXHAUSTED, reason owner_quota). Default: unset, only the allocation\nbounds an owner.",
             match self.max_bytes_per_owner {
                 Some(b) => format!("max_bytes_per_owner = {}", q(&b.to_string())),
@@ -576,208 +609,5 @@ impl NodeDir {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
-
-    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn documented_toml_round_trips_and_documents_every_field() {
-        let mut c = Config {
-            allocate: ByteSize(2 << 40),
-            bootstrap: vec![format!("{}@127.0.0.2:7777", "ab".repeat(32))],
-            external_address: Some("node.example.com:7777".into()),
-            local_network: true,
-            ..Config::default()
-        };
-        let text = c.to_documented_toml();
-        let path = Path::new("config.toml");
-        let back = resolve(
-            Some((path, &text)),
-            Overrides::default(),
-            Overrides::default(),
-        )
-        .unwrap();
-        assert_eq!(back, c);
-        c.external_address = None;
-        let text = c.to_documented_toml();
-        // Every field is present (possibly commented out) right after a comment.
-        let keys = toml::to_string(&Config {
-            external_address: Some("x:1".into()),
-            max_bytes_per_owner: Some(ByteSize(1)),
-            metrics_token: Some("t".into()),
-            ..c.clone()
-        })
-        .unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        for key in keys
-            .lines()
-            .filter_map(|l| l.split_once(" = ").map(|(k, _)| k))
-        {
-            let at = lines
-                .iter()
-                .position(|l| l.trim_start_matches("# ").starts_with(&format!("{key} = ")))
-                .unwrap_or_else(|| panic!("{key} missing"));
-            assert!(lines[at - 1].starts_with('#'), "{key} undocumented");
-        }
-        assert_eq!(
-            resolve(
-                Some((path, &text)),
-                Overrides::default(),
-                Overrides::default()
-            )
-            .unwrap(),
-            c
-        );
-    }
-
-    #[test]
-    fn flags_beat_environment_beat_file() {
-        let file = "allocate = \"10MB\"\nlisten = \"127.0.0.1:1000\"\nhttp = \"127.0.0.1:1001\"\ndifficulty = 3\nlocal_network = true\n";
-        let env = Overrides::from_env(vars(&[
-            ("SHOAL_NODE_ALLOCATE", "2TiB"),
-            ("SHOAL_NODE_LISTEN", "127.0.0.1:2000"),
-            (
-                "SHOAL_NODE_BOOTSTRAP",
-                &format!("{A}@127.0.0.5:1, {B}@127.0.0.6:2"),
-            ),
-            ("SHOAL_NODE_DIRECT_IO", "false"),
-            ("SHOAL_NODE_DIR", "/var/lib/shoal"),
-            ("SHOAL_NODE_IDENTITY", "/identity/identity.key"),
-            ("PATH", "/bin"),
-        ]))
-        .unwrap();
-        let flags = Overrides {
-            listen: Some("127.0.0.1:3000".parse().unwrap()),
-            ..Overrides::default()
-        };
-        let c = resolve(Some((Path::new("c"), file)), env, flags).unwrap();
-        assert_eq!(c.allocate, ByteSize(2 << 40));
-        assert_eq!(c.listen, "127.0.0.1:3000".parse().unwrap());
-        assert_eq!(c.http, "127.0.0.1:1001".parse().unwrap());
-        assert_eq!(c.difficulty, 3);
-        assert_eq!(
-            c.bootstrap,
-            vec![format!("{A}@127.0.0.5:1"), format!("{B}@127.0.0.6:2")]
-        );
-        assert!(!c.direct_io);
-        let c = resolve(
-            Some((Path::new("c"), file)),
-            Overrides::default(),
-            Overrides::default(),
-        );
-        assert!(c.unwrap().direct_io, "direct I/O is the default");
-    }
-
-    #[test]
-    fn bad_input_is_refused_with_its_name() {
-        assert!(matches!(
-            Overrides::from_env(vars(&[("SHOAL_NODE_ALOCATE", "1GB")])),
-            Err(ConfigError::Invalid { key, .. }) if key == "SHOAL_NODE_ALOCATE"
-        ));
-        assert!(Overrides::from_env(vars(&[("SHOAL_NODE_ALLOCATE", "lots")])).is_err());
-        assert!(Overrides::from_env(vars(&[("SHOAL_NODE_DIRECT_IO", "yes")])).is_err());
-        let none = || Overrides::default();
-        assert!(matches!(
-            resolve(None, none(), none()),
-            Err(ConfigError::NoAllocation)
-        ));
-        assert!(
-            resolve(
-                Some((Path::new("c"), "allocate = \"1GB\"\nbogus = 1\n")),
-                none(),
-                none()
-            )
-            .is_err()
-        );
-        let bad_bootstrap = Overrides {
-            allocate: Some(ByteSize(1)),
-            bootstrap: Some(vec!["no-port".into()]),
-            ..none()
-        };
-        assert!(resolve(None, none(), bad_bootstrap).is_err());
-        // A bootstrap entry must pin the node id.
-        let unpinned = Overrides {
-            allocate: Some(ByteSize(1)),
-            bootstrap: Some(vec!["127.0.0.1:7777".into()]),
-            ..none()
-        };
-        let err = resolve(None, none(), unpinned).unwrap_err().to_string();
-        assert!(err.contains("NODEID@HOST:PORT"), "{err}");
-    }
-
-    #[test]
-    fn a_local_listen_address_needs_local_network_and_the_error_says_so() {
-        let none = || Overrides::default();
-        let at = |listen: &str, external: Option<&str>, local: Option<bool>| Overrides {
-            allocate: Some(ByteSize(1)),
-            listen: Some(listen.parse().unwrap()),
-            external_address: external.map(str::to_owned),
-            local_network: local,
-            ..none()
-        };
-        for listen in [
-            "127.0.0.1:7777",
-            "10.0.0.5:7777",
-            "[::1]:7777",
-            "[fd00::5]:7777",
-        ] {
-            let err = resolve(None, none(), at(listen, None, None))
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("listen"), "{err}");
-            assert!(err.contains("--local-network"), "{err}");
-            assert!(err.contains("external_address"), "{err}");
-            assert!(resolve(None, none(), at(listen, None, Some(true))).is_ok());
-            // Behind NAT: listening privately, advertising a public address.
-            assert!(resolve(None, none(), at(listen, Some("203.0.114.7:7777"), None)).is_ok());
-            assert!(
-                resolve(
-                    None,
-                    none(),
-                    at(listen, Some("node.example.com:7777"), None)
-                )
-                .is_ok()
-            );
-        }
-        // A private external address is refused the same way.
-        let err = resolve(
-            None,
-            none(),
-            at("0.0.0.0:7777", Some("192.168.1.4:7777"), None),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("external_address") && err.contains("private"),
-            "{err}"
-        );
-        // 0.0.0.0 with nothing to advertise and a public address are fine.
-        assert!(resolve(None, none(), at("0.0.0.0:7777", None, None)).is_ok());
-        assert!(resolve(None, none(), at("198.51.99.1:7777", None, None)).is_ok());
-        // Port 0 (chosen at start) is fine where the address is.
-        assert!(resolve(None, none(), at("127.0.0.1:0", None, Some(true))).is_ok());
-        assert!(resolve(None, none(), at("127.0.0.1:0", None, None)).is_err());
-        // So is a bootstrap entry at a local IP.
-        let local_seed = Overrides {
-            bootstrap: Some(vec![format!("{A}@127.0.0.5:7777")]),
-            ..at("0.0.0.0:7777", None, None)
-        };
-        let err = resolve(None, none(), local_seed).unwrap_err().to_string();
-        assert!(
-            err.contains("bootstrap") && err.contains("loopback"),
-            "{err}"
-        );
-        // The environment sets it too.
-        let env = Overrides::from_env(vars(&[("SHOAL_NODE_LOCAL_NETWORK", "true")])).unwrap();
-        assert!(resolve(None, env, at("127.0.0.1:7777", None, None)).is_ok());
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

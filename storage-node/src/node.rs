@@ -255,6 +255,7 @@ pub async fn start(
         difficulty: config.difficulty,
         bootstrap: bootstrap.clone(),
         local_network: config.local_network,
+        test_address_ranges: config.test_ranges(),
         // On one machine or LAN every peer dials from one address (127.0.0.1, a NAT), so a
         // per-address budget would throttle the whole network as one peer.
         rate: if config.local_network {

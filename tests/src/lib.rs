@@ -16,6 +16,8 @@
 //!   local network (`devnet`).
 //! - [`hostile`] attacks live nodes and a live S3 gateway as a hostile client; [`fuzz`]
 //!   runs it with every crate's decoder fuzz targets (the `shoal-fuzz` binary).
+//! - [`netns`]: a network of real hosts (each node in a network namespace of its own,
+//!   clients in others, partitions and kills), for the netns tests and `shoal-chaos`.
 //!
 //! What needs no running node (data, deadlines, tools, the CLI runner, paths) is in the
 //! test kit, `shoal-test-kit`, which this crate builds on.
@@ -27,6 +29,7 @@
 //!   cli_bench ──▶ process_net ──▶ bench ──▶ e2e       fuzz ──▶ hostile ──▶ e2e
 //!       └──▶ bench, e2e     ▲                          cli_net    devnet
 //!   node_soak ──────────────┘
+//!   netns ──▶ process_net (its `Binaries`)
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -578,11 +581,13 @@ pub fn random_piece() -> PieceId {
 }
 
 pub mod bench;
+pub mod chaos;
 pub mod cli_bench;
 pub mod cli_net;
 pub mod devnet;
 pub mod e2e;
 pub mod fuzz;
 pub mod hostile;
+pub mod netns;
 pub mod node_soak;
 pub mod process_net;

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use shoal_proto::NodeId;
+use shoal_proto::address::TestRanges;
 use std::time::Duration;
 
 use crate::core::membership::MembershipConfig;
@@ -27,6 +28,9 @@ pub struct DhtConfig {
     /// bootstrap entries naming a non-routable address are refused
     /// ([`shoal_proto::address`]).
     pub local_network: bool,
+    /// Test harnesses only: address ranges treated as globally routable on the public
+    /// network (see [`shoal_proto::address`]). Default none.
+    pub test_address_ranges: TestRanges,
     /// Bucket size and result count (Kademlia's k). Default 20.
     pub k: usize,
     /// Requests in flight per lookup (Kademlia's α). Default 3.
@@ -70,12 +74,21 @@ pub struct DhtConfig {
     pub peers_save_interval: Duration,
 }
 
+impl DhtConfig {
+    /// Which addresses this network dials and accepts in records.
+    pub fn address_scope(&self) -> shoal_proto::address::AddressScope {
+        shoal_proto::address::AddressScope::from_local_network(self.local_network)
+            .with_test_ranges(self.test_address_ranges)
+    }
+}
+
 impl Default for DhtConfig {
     fn default() -> Self {
         Self {
             difficulty: shoal_proto::DEFAULT_DIFFICULTY,
             bootstrap: Vec::new(),
             local_network: false,
+            test_address_ranges: TestRanges::default(),
             k: 20,
             alpha: 3,
             initial_timeout: Duration::from_secs(2),

@@ -7,7 +7,7 @@ use super::*;
 impl Inner {
     /// Which addresses this network dials and accepts in records.
     pub(crate) fn scope(&self) -> AddressScope {
-        AddressScope::from_local_network(self.config.local_network)
+        self.config.address_scope()
     }
 
     /// The core's clock: milliseconds since this DHT started.

@@ -184,7 +184,7 @@ impl Dht {
         config: DhtConfig,
         mode: Mode,
     ) -> Result<DhtHandle, DhtError> {
-        let scope = AddressScope::from_local_network(config.local_network);
+        let scope = config.address_scope();
         for (_, addr) in &config.bootstrap {
             scope.check(addr).map_err(|source| DhtError::Address {
                 what: "bootstrap entry",

@@ -25,7 +25,7 @@ use crate::catalog::WriterId;
 use crate::client::UplinkConfig;
 use crate::codec::{CodecKind, Scheme};
 use shoal_proto::NodeId;
-use shoal_proto::address::AddressScope;
+use shoal_proto::address::{AddressScope, TestRanges};
 use shoal_proto::tls::{PinnedPeer, PinnedPeerError};
 
 use crate::store::{DiscoveryError, NodeCandidate, NodeSource};
@@ -93,12 +93,24 @@ pub struct FileConfig {
     /// addresses may be dialled. Default false: bootstrap peers, `nodes` entries and
     /// node records must name globally routable addresses ([`shoal_proto::address`]).
     pub local_network: Option<bool>,
+    /// For test harnesses only: address ranges (CIDR, e.g. `["10.77.0.0/16"]`) whose
+    /// addresses count as globally routable while every other public-network rule
+    /// holds ([`shoal_proto::address::TestRanges`]). Default none.
+    pub test_address_ranges: Option<Vec<String>>,
 }
 
 impl FileConfig {
-    /// Which addresses this uplink dials.
+    /// Which addresses this uplink dials (a malformed test range is refused by
+    /// [`FileConfig::uplink_config`]).
     pub fn address_scope(&self) -> AddressScope {
+        let ranges = self
+            .test_address_ranges
+            .as_deref()
+            .map(TestRanges::parse)
+            .and_then(Result::ok)
+            .unwrap_or_default();
         AddressScope::from_local_network(self.local_network.unwrap_or(false))
+            .with_test_ranges(ranges)
     }
 
     /// Resolves the file's settings over the library defaults.
@@ -108,6 +120,9 @@ impl FileConfig {
             reason,
         };
         let mut c = UplinkConfig::default();
+        if let Some(r) = &self.test_address_ranges {
+            TestRanges::parse(r).map_err(|e| invalid(e.to_string()))?;
+        }
         if let Some(s) = &self.scheme {
             c.scheme = s.parse::<Scheme>().map_err(|e| invalid(e.to_string()))?;
         }
@@ -591,6 +606,23 @@ mod tests {
         assert!(parse_node(&format!("{}@localhost:1", NodeId([7; 32])), local).is_err());
         fs::write(paths.config_file(), "local_network = true\n").unwrap();
         assert_eq!(paths.load_config().unwrap().address_scope(), local);
+        // A test harness's declared range is public for the uplink; nothing else is.
+        fs::write(
+            paths.config_file(),
+            "test_address_ranges = [\"10.77.0.0/16\"]\n",
+        )
+        .unwrap();
+        let t = paths.load_config().unwrap();
+        assert!(parse_node(&format!("{id}@10.77.4.2:7000"), t.address_scope()).is_ok());
+        assert!(parse_node(&format!("{id}@10.78.4.2:7000"), t.address_scope()).is_err());
+        assert!(parse_node(&format!("{id}@127.0.0.1:7000"), t.address_scope()).is_err());
+        fs::write(
+            paths.config_file(),
+            "test_address_ranges = [\"10.77.0.1/16\"]\n",
+        )
+        .unwrap();
+        let bad = paths.load_config().unwrap();
+        assert!(bad.uplink_config(&paths.config_file()).is_err());
         assert_eq!(
             c.uplink_config(&paths.config_file())
                 .unwrap()

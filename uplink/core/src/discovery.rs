@@ -122,7 +122,8 @@ impl DhtNodes {
         let config = DhtConfig {
             difficulty: self.difficulty,
             bootstrap: bootstrap.clone(),
-            local_network: self.scope == AddressScope::Local,
+            local_network: self.scope.is_local(),
+            test_address_ranges: self.scope.test_ranges(),
             crawl: true,
             ..DhtConfig::default()
         };
