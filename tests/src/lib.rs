@@ -591,3 +591,4 @@ pub mod hostile;
 pub mod netns;
 pub mod node_soak;
 pub mod process_net;
+pub mod sigv4;

@@ -29,10 +29,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail, ensure};
-use hmac::{Hmac, KeyInit, Mac};
 use rand::RngExt;
 use rand::rngs::SmallRng;
-use sha2::{Digest, Sha256};
 use shoal_proto::fuzz::generate;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -42,10 +40,10 @@ use uplink_gateway::{Gateway, GatewayConfig};
 
 use crate::Cluster;
 use crate::e2e::{candidates, cluster_uplink};
+use crate::sigv4::{self, hex};
 
 const ACCESS_KEY: &str = "HOSTILEHARNESSKEY";
 const SECRET_KEY: &str = "hostile-harness-secret-0123456789";
-const REGION: &str = "us-east-1";
 const BUCKET: &str = "hostile";
 
 /// The gateway's body idle timeout in the harness (60 s in production).
@@ -480,87 +478,39 @@ async fn read_answer<R: AsyncRead + Unpin>(r: &mut R) -> anyhow::Result<Answer> 
     Ok(Answer { status, body })
 }
 
-fn hex(b: &[u8]) -> String {
-    shoal_proto::ids::to_hex(b)
-}
-
-fn hmac(key: &[u8], data: &str) -> Vec<u8> {
-    // An HMAC takes a key of any length.
-    let mut m = match <Hmac<Sha256>>::new_from_slice(key) {
-        Ok(m) => m,
-        Err(_) => unreachable!("HMAC accepts keys of any length"),
-    };
-    m.update(data.as_bytes());
-    m.finalize().into_bytes().to_vec()
-}
-
 /// The SigV4 headers (`x-amz-date`, `x-amz-content-sha256: UNSIGNED-PAYLOAD`,
-/// `Authorization`, each line ending in CRLF) of a request for `path` (plain ASCII, no
-/// escaping needed) with `query` (`name=value` pairs in name order, plain ASCII) on
-/// host `localhost`, signed with the harness's key.
+/// `Authorization`, each line ending in CRLF) of a request for `path` with `query`
+/// (`name=value` pairs joined by `&`) on host `localhost`, signed with the harness's key.
 fn sign(method: &str, path: &str, query: &str, now: SystemTime) -> String {
-    let (date, stamp) = amz_date(now);
     let payload = "UNSIGNED-PAYLOAD";
-    let signed = "host;x-amz-content-sha256;x-amz-date";
-    let canonical = format!(
-        "{method}\n{path}\n{query}\nhost:localhost\nx-amz-content-sha256:{payload}\nx-amz-date:{stamp}\n\n{signed}\n{payload}"
+    let pairs: Vec<(String, String)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (p.to_string(), String::new()),
+        })
+        .collect();
+    let (auth, stamp) = sigv4::authorization(
+        ACCESS_KEY,
+        SECRET_KEY,
+        method,
+        path,
+        &pairs,
+        "localhost",
+        payload,
+        unix(now),
     );
-    let scope = format!("{date}/{REGION}/s3/aws4_request");
-    let to_sign = format!(
-        "AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}",
-        hex(&Sha256::digest(canonical.as_bytes()))
-    );
-    let mut key = hmac(format!("AWS4{SECRET_KEY}").as_bytes(), &date);
-    for part in [REGION, "s3", "aws4_request"] {
-        key = hmac(&key, part);
-    }
-    let signature = hex(&hmac(&key, &to_sign));
-    format!(
-        "x-amz-date: {stamp}\r\nx-amz-content-sha256: {payload}\r\nAuthorization: AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{scope}, SignedHeaders={signed}, Signature={signature}\r\n"
-    )
+    format!("x-amz-date: {stamp}\r\nx-amz-content-sha256: {payload}\r\nAuthorization: {auth}\r\n")
 }
 
-/// (`YYYYMMDD`, `YYYYMMDDTHHMMSSZ`) of `t`, in UTC.
-fn amz_date(t: SystemTime) -> (String, String) {
-    let (y, mo, d, h, mi, s) = civil(t);
-    let date = format!("{y:04}{mo:02}{d:02}");
-    (date.clone(), format!("{date}T{h:02}{mi:02}{s:02}Z"))
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
-/// An HTTP date (`Mon, 07 Dec 2026 15:00:00 GMT`; the weekday is not checked by anyone
-/// here, but is right).
 fn httpdate(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(secs / 86_400 % 7) as usize];
-    let months = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let (y, mo, d, h, mi, s) = civil(t);
-    format!(
-        "{weekday}, {d:02} {} {y:04} {h:02}:{mi:02}:{s:02} GMT",
-        months[(mo - 1) as usize]
-    )
-}
-
-/// Year, month, day, hour, minute, second of `t` in UTC (days to civil date: H. Hinnant's
-/// algorithm).
-fn civil(t: SystemTime) -> (i64, u32, u32, u64, u64, u64) {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, rest / 3600, rest % 3600 / 60, rest % 60)
+    sigv4::httpdate(unix(t))
 }
 
 #[cfg(test)]
@@ -605,21 +555,5 @@ mod tests {
         gw.check().await.unwrap();
         gw.shutdown().await.unwrap();
         cluster.shutdown().await.unwrap();
-    }
-
-    #[test]
-    fn dates_are_utc_civil_dates() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_655_600);
-        assert_eq!(
-            amz_date(t),
-            ("20261207".to_string(), "20261207T150000Z".to_string())
-        );
-        assert_eq!(httpdate(t), "Mon, 07 Dec 2026 15:00:00 GMT");
-        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400 + 3_661);
-        assert_eq!(amz_date(leap).1, "20000229T010101Z");
-        assert_eq!(
-            amz_date(SystemTime::UNIX_EPOCH).1,
-            "19700101T000000Z".to_string()
-        );
     }
 }
