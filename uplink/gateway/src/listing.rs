@@ -85,6 +85,24 @@ impl<T> Page<T> {
         })
     }
 
+    /// The same page with each object mapped by `f` (common prefixes unchanged).
+    pub fn try_map<U, E>(self, mut f: impl FnMut(T) -> Result<U, E>) -> Result<Page<U>, E> {
+        let rows = self
+            .rows
+            .into_iter()
+            .map(|r| {
+                Ok(match r {
+                    Row::Object(o) => Row::Object(f(o)?),
+                    Row::CommonPrefix(p) => Row::CommonPrefix(p),
+                })
+            })
+            .collect::<Result<Vec<_>, E>>()?;
+        Ok(Page {
+            rows,
+            next: self.next,
+        })
+    }
+
     pub fn prefixes(&self) -> impl Iterator<Item = &str> {
         self.rows.iter().filter_map(|r| match r {
             Row::CommonPrefix(p) => Some(p.as_str()),
@@ -100,11 +118,14 @@ pub trait Cursor {
     type Item;
     type Error;
     /// The next `(key, item)` at or after the position, in ascending key order.
-    fn next_entry(&mut self) -> Option<Result<(String, Self::Item), Self::Error>>;
+    fn next_entry(&mut self) -> Option<Entry<Self::Item, Self::Error>>;
     /// Moves to the first key at or after `key` (never backwards: a `key` before the
     /// position is ignored).
     fn seek(&mut self, key: &str);
 }
+
+/// One entry a [`Cursor`] hands out: its key and item, or why it could not be read.
+pub type Entry<T, E> = Result<(String, T), E>;
 
 /// The smallest string greater than every string that starts with `p` (`p` with its
 /// last character raised by one, dropping characters that cannot be raised), or `None`
@@ -169,6 +190,13 @@ pub fn page<C: Cursor>(
                 continue;
             }
             _ => {}
+        }
+        // A key under the common prefix just emitted folds into it (a cursor need not
+        // honour a seek).
+        if let Some(Resume::AfterPrefix(p)) = &last
+            && key.starts_with(p.as_str())
+        {
+            continue;
         }
         let folded = delimiter.and_then(|d| {
             key[prefix.len()..]
