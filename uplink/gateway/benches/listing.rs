@@ -71,7 +71,7 @@ fn list(catalog: &Catalog, delimiter: Option<&str>, seek: bool) -> (usize, usize
             }
         })
         .unwrap();
-    let p = raw.try_map(|o| o.decode()).unwrap();
+    let p = raw.try_map(|o| o.decode("b")).unwrap();
     (p.prefixes().count(), p.objects().count())
 }
 

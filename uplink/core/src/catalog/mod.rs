@@ -164,9 +164,9 @@ impl Drop for StatsBuffer {
 /// [`ObjectCursor`]).
 const PAGE: usize = 256;
 /// Rows an [`ObjectCursor`] reads first, and first after a seek: a listing that folds
-/// keys seeks after each common prefix and uses one row of what it read (pages then
+/// keys seeks after each common prefix and uses one row of what it read (reads then
 /// double up to [`PAGE`] while rows are used one after the other).
-const FIRST_PAGE: usize = 2;
+const FIRST_PAGE: usize = 1;
 
 impl Catalog {
     /// Opens the catalog in the dir `path` for writer `writer` (the id kept in the config
@@ -660,7 +660,6 @@ impl Catalog {
 /// An object's catalog row, decoded only when asked.
 #[derive(Debug, Clone)]
 pub struct RawObject {
-    bucket: String,
     key: String,
     entry: String,
 }
@@ -670,8 +669,9 @@ impl RawObject {
         &self.key
     }
 
-    pub fn decode(&self) -> Result<ObjectEntry, CatalogError> {
-        decode_str(&format!("{}/{}", self.bucket, self.key), &self.entry)
+    /// The entry, decoded (`bucket` names it in an error).
+    pub fn decode(&self, bucket: &str) -> Result<ObjectEntry, CatalogError> {
+        decode_str(&format!("{bucket}/{}", self.key), &self.entry)
     }
 }
 
@@ -725,11 +725,7 @@ impl ObjectCursor<'_> {
             }
         }
         let (key, entry) = self.page.pop_front()?;
-        Some(Ok(RawObject {
-            bucket: self.bucket.to_string(),
-            key,
-            entry,
-        }))
+        Some(Ok(RawObject { key, entry }))
     }
 
     /// Moves to the first object whose key is at or after `key` (never backwards).

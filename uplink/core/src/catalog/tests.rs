@@ -329,7 +329,7 @@ fn an_object_cursor_reads_in_key_order_and_seeks_forward_only() {
         assert_eq!(next(cur).as_deref(), Some("k0501"));
         cur.seek("k0550x");
         assert_eq!(next(cur).as_deref(), Some("k0551"));
-        let decoded = cur.next_raw().unwrap().unwrap().decode().unwrap();
+        let decoded = cur.next_raw().unwrap().unwrap().decode("b").unwrap();
         assert_eq!(decoded.key, "k0552");
         cur.seek("l");
         assert!(cur.next_raw().is_none());

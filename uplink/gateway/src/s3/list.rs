@@ -367,7 +367,7 @@ fn list_page(
         })
         .map_err(catalog_err)?;
     // Only the objects the page returns are decoded (folded rows never are).
-    raw.try_map(|o| o.decode()).map_err(catalog_err)
+    raw.try_map(|o| o.decode(bucket)).map_err(catalog_err)
 }
 
 /// The catalog's objects of one bucket, as a listing reads them.
