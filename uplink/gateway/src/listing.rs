@@ -85,6 +85,24 @@ impl<T> Page<T> {
         })
     }
 
+    /// The same page with each object mapped by `f` (common prefixes unchanged).
+    pub fn try_map<U, E>(self, mut f: impl FnMut(T) -> Result<U, E>) -> Result<Page<U>, E> {
+        let rows = self
+            .rows
+            .into_iter()
+            .map(|r| {
+                Ok(match r {
+                    Row::Object(o) => Row::Object(f(o)?),
+                    Row::CommonPrefix(p) => Row::CommonPrefix(p),
+                })
+            })
+            .collect::<Result<Vec<_>, E>>()?;
+        Ok(Page {
+            rows,
+            next: self.next,
+        })
+    }
+
     pub fn prefixes(&self) -> impl Iterator<Item = &str> {
         self.rows.iter().filter_map(|r| match r {
             Row::CommonPrefix(p) => Some(p.as_str()),
@@ -172,6 +190,13 @@ pub fn page<C: Cursor>(
                 continue;
             }
             _ => {}
+        }
+        // A key under the common prefix just emitted folds into it (a cursor need not
+        // honour a seek).
+        if let Some(Resume::AfterPrefix(p)) = &last
+            && key.starts_with(p.as_str())
+        {
+            continue;
         }
         let folded = delimiter.and_then(|d| {
             key[prefix.len()..]

@@ -160,12 +160,13 @@ impl Drop for StatsBuffer {
     }
 }
 
-/// Most rows of objects read per page by [`Catalog::objects_from`].
+/// Rows of objects read per page by [`Catalog::objects_from`] (and at most by an
+/// [`ObjectCursor`]).
 const PAGE: usize = 256;
-/// Rows read by the first page, and the first after a seek: a listing that folds keys
-/// seeks after each common prefix and uses one row of each page (pages then double up to
-/// [`PAGE`] while rows are used one after the other).
-const FIRST_PAGE: usize = 4;
+/// Rows an [`ObjectCursor`] reads first, and first after a seek: a listing that folds
+/// keys seeks after each common prefix and uses one row of what it read (reads then
+/// double up to [`PAGE`] while rows are used one after the other).
+const FIRST_PAGE: usize = 1;
 
 impl Catalog {
     /// Opens the catalog in the dir `path` for writer `writer` (the id kept in the config
@@ -544,14 +545,37 @@ impl Catalog {
 
     /// The entries of `bucket` from key `from` (inclusive) on, in key order, read lazily
     /// a page at a time (listing pages read only what they return).
-    pub fn objects_from<'a>(&'a self, bucket: &str, from: &str) -> ObjectsFrom<'a> {
+    pub fn objects_from<'a>(
+        &'a self,
+        bucket: &str,
+        from: &str,
+    ) -> impl Iterator<Item = Result<ObjectEntry, CatalogError>> + 'a {
         ObjectsFrom {
             catalog: self,
             bucket: bucket.to_string(),
             next: Some((from.to_string(), true)),
             page: std::collections::VecDeque::new(),
-            rows: FIRST_PAGE,
         }
+    }
+
+    /// Reads `bucket`'s objects in key order through a cursor that can skip ahead
+    /// ([`ObjectCursor`]), all in one read transaction: one snapshot, and no
+    /// transaction per seek. Rows are decoded only when asked ([`RawObject::decode`]).
+    pub fn read_objects<R>(
+        &self,
+        bucket: &str,
+        f: impl FnOnce(&mut ObjectCursor<'_>) -> Result<R, CatalogError>,
+    ) -> Result<R, CatalogError> {
+        self.db.read("read_objects", |tx| {
+            let mut cursor = ObjectCursor {
+                tx,
+                bucket,
+                next: Some((String::new(), true)),
+                page: std::collections::VecDeque::new(),
+                rows: FIRST_PAGE,
+            };
+            f(&mut cursor)
+        })
     }
 
     /// Whether the bucket holds any object.
@@ -633,47 +657,103 @@ impl Catalog {
     }
 }
 
-/// The lazy iterator of [`Catalog::objects_from`], which can skip ahead
-/// ([`ObjectsFrom::seek`]).
+/// An object's catalog row, decoded only when asked.
+#[derive(Debug, Clone)]
+pub struct RawObject {
+    key: String,
+    entry: String,
+}
+
+impl RawObject {
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The entry, decoded (`bucket` names it in an error).
+    pub fn decode(&self, bucket: &str) -> Result<ObjectEntry, CatalogError> {
+        decode_str(&format!("{bucket}/{}", self.key), &self.entry)
+    }
+}
+
+/// A bucket's objects in key order inside one read transaction
+/// ([`Catalog::read_objects`]), able to skip ahead ([`ObjectCursor::seek`]).
 #[derive(Debug)]
-pub struct ObjectsFrom<'a> {
+pub struct ObjectCursor<'t> {
+    tx: &'t rusqlite::Transaction<'t>,
+    bucket: &'t str,
+    /// Where the next read starts, and whether that key itself is included (`None`:
+    /// nothing after the rows in `page`).
+    next: Option<(String, bool)>,
+    page: std::collections::VecDeque<(String, String)>,
+    /// Rows the next read asks for.
+    rows: usize,
+}
+
+impl ObjectCursor<'_> {
+    /// The next object at or after the position, in key order.
+    pub fn next_raw(&mut self) -> Option<Result<RawObject, CatalogError>> {
+        if self.page.is_empty() {
+            let (from, inclusive) = self.next.take()?;
+            let want = self.rows;
+            self.rows = (self.rows * 2).min(PAGE);
+            let sql = if inclusive {
+                "SELECT key, entry FROM objects WHERE bucket = ?1 AND key >= ?2 \
+                 ORDER BY key LIMIT ?3"
+            } else {
+                "SELECT key, entry FROM objects WHERE bucket = ?1 AND key > ?2 \
+                 ORDER BY key LIMIT ?3"
+            };
+            let read = (|| {
+                let mut st = self.tx.prepare_cached(sql)?;
+                let mut rows = st.query(params![self.bucket, from, want as i64])?;
+                let mut out = std::collections::VecDeque::with_capacity(want);
+                while let Some(r) = rows.next()? {
+                    out.push_back((r.get::<_, String>(0)?, r.get::<_, String>(1)?));
+                }
+                Ok::<_, CatalogError>(out)
+            })();
+            match read {
+                Err(e) => return Some(Err(e)),
+                Ok(rows) => {
+                    if rows.len() == want
+                        && let Some((last, _)) = rows.back()
+                    {
+                        self.next = Some((last.clone(), false));
+                    }
+                    self.page = rows;
+                }
+            }
+        }
+        let (key, entry) = self.page.pop_front()?;
+        Some(Ok(RawObject { key, entry }))
+    }
+
+    /// Moves to the first object whose key is at or after `key` (never backwards).
+    /// Skips within the rows read when the key is there; else the next read starts at
+    /// the key and is small.
+    pub fn seek(&mut self, key: &str) {
+        while let Some((k, _)) = self.page.front() {
+            if k.as_str() >= key {
+                return;
+            }
+            self.page.pop_front();
+        }
+        if let Some((from, _)) = &self.next
+            && key > from.as_str()
+        {
+            self.next = Some((key.to_string(), true));
+            self.rows = FIRST_PAGE;
+        }
+    }
+}
+
+/// The lazy iterator of [`Catalog::objects_from`].
+struct ObjectsFrom<'a> {
     catalog: &'a Catalog,
     bucket: String,
     /// Where the next page starts, and whether that key itself is included.
     next: Option<(String, bool)>,
     page: std::collections::VecDeque<Result<ObjectEntry, CatalogError>>,
-    /// Rows the next page reads.
-    rows: usize,
-}
-
-impl ObjectsFrom<'_> {
-    /// Moves to the first entry whose key is at or after `key` (a `key` at or before the
-    /// next entry's changes nothing). Read pages are dropped, and the next read is small.
-    pub fn seek(&mut self, key: &str) {
-        let ahead = match self.page.front() {
-            Some(Ok(e)) => key > e.key.as_str(),
-            // An error waiting to be returned stays.
-            Some(Err(_)) => false,
-            None => self
-                .next
-                .as_ref()
-                .is_some_and(|(from, _)| key > from.as_str()),
-        };
-        if !ahead {
-            return;
-        }
-        // Skip within the page read when the key is there; else read from the key.
-        while let Some(Ok(e)) = self.page.front() {
-            if e.key.as_str() >= key {
-                return;
-            }
-            self.page.pop_front();
-        }
-        if self.page.is_empty() && self.next.is_some() {
-            self.next = Some((key.to_string(), true));
-            self.rows = FIRST_PAGE;
-        }
-    }
 }
 
 impl Iterator for ObjectsFrom<'_> {
@@ -683,8 +763,6 @@ impl Iterator for ObjectsFrom<'_> {
         if self.page.is_empty() {
             let (from, inclusive) = self.next.take()?;
             let bucket = self.bucket.clone();
-            let want = self.rows;
-            self.rows = (self.rows * 2).min(PAGE);
             let read = self.catalog.db.read("objects_from", |tx| {
                 let sql = if inclusive {
                     "SELECT key, entry FROM objects WHERE bucket = ?1 AND key >= ?2 \
@@ -694,7 +772,7 @@ impl Iterator for ObjectsFrom<'_> {
                      ORDER BY key LIMIT ?3"
                 };
                 let mut st = tx.prepare_cached(sql)?;
-                let mut rows = st.query(params![bucket, from, want as i64])?;
+                let mut rows = st.query(params![bucket, from, PAGE as i64])?;
                 let mut out = Vec::new();
                 while let Some(r) = rows.next()? {
                     out.push((r.get::<_, String>(0)?, r.get::<_, String>(1)?));
@@ -704,7 +782,7 @@ impl Iterator for ObjectsFrom<'_> {
             match read {
                 Err(e) => return Some(Err(e)),
                 Ok(rows) => {
-                    if rows.len() == want
+                    if rows.len() == PAGE
                         && let Some((last, _)) = rows.last()
                     {
                         self.next = Some((last.clone(), false));

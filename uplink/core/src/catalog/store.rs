@@ -251,6 +251,11 @@ fn connect(file: &Path) -> Result<Connection, rusqlite::Error> {
     c.pragma_update(None, "journal_mode", "WAL")?;
     c.pragma_update(None, "synchronous", "NORMAL")?;
     c.pragma_update(None, "foreign_keys", "ON")?;
+    // Pages are read through a memory map of the file (up to 1 GiB of address space, not
+    // memory): a listing that seeks once per common prefix otherwise pays a read(2) per
+    // B-tree page it touches outside SQLite's small per-connection cache (a 500-prefix
+    // listing of 100,000 objects: 4.5 ms with read(2), 3.3 ms mapped; BENCHMARKS.md).
+    c.pragma_update(None, "mmap_size", 1i64 << 30)?;
     Ok(c)
 }
 

@@ -358,22 +358,28 @@ fn list_page(
     max: usize,
 ) -> S3Result<listing::Page<ObjectEntry>> {
     s3.require_bucket(bucket)?;
-    let catalog = s3.uplink.catalog();
-    // The page seeks to where it starts.
-    let mut cursor = catalog.objects_from(bucket, prefix);
-    listing::page(&mut cursor, prefix, delimiter, resume, max).map_err(catalog_err)
+    // One read transaction for the page; the page seeks to where it starts.
+    let raw = s3
+        .uplink
+        .catalog()
+        .read_objects(bucket, |cursor| {
+            listing::page(cursor, prefix, delimiter, resume, max)
+        })
+        .map_err(catalog_err)?;
+    // Only the objects the page returns are decoded (folded rows never are).
+    raw.try_map(|o| o.decode(bucket)).map_err(catalog_err)
 }
 
 /// The catalog's objects of one bucket, as a listing reads them.
-impl listing::Cursor for uplink::catalog::ObjectsFrom<'_> {
-    type Item = ObjectEntry;
+impl listing::Cursor for uplink::catalog::ObjectCursor<'_> {
+    type Item = uplink::catalog::RawObject;
     type Error = uplink::catalog::CatalogError;
 
-    fn next_entry(&mut self) -> Option<Result<(String, ObjectEntry), Self::Error>> {
-        self.next().map(|r| r.map(|e| (e.key.clone(), e)))
+    fn next_entry(&mut self) -> Option<listing::Entry<Self::Item, Self::Error>> {
+        self.next_raw().map(|r| r.map(|o| (o.key().to_string(), o)))
     }
 
     fn seek(&mut self, key: &str) {
-        uplink::catalog::ObjectsFrom::seek(self, key);
+        uplink::catalog::ObjectCursor::seek(self, key);
     }
 }
