@@ -1,4 +1,5 @@
-//! Identity generation at several proof-of-work difficulties, and sign/verify.
+//! Identity generation at several proof-of-work difficulties, a record publisher key's
+//! work (one attempt, and a search at difficulty 12), and sign/verify.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::Duration;
@@ -18,6 +19,15 @@ fn generation(c: &mut Criterion) {
         });
     }
     g.finish();
+    // A publisher key's work: one attempt (one hash), and a whole search.
+    let publisher = Identity::random();
+    c.bench_function("publisher_work_one_attempt", |b| {
+        let mut nonce = 0u64;
+        b.iter(|| {
+            nonce = nonce.wrapping_add(1);
+            shoal_proto::work::publisher_work_bits(publisher.public_key(), nonce)
+        })
+    });
     // One attempt of the search: key derivation plus node-id hash.
     c.bench_function("identity_one_attempt", |b| {
         let mut seed = [0u8; 32];
