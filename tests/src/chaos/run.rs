@@ -80,7 +80,8 @@ impl Ledger {
             .map(str::trim)
             .find(|l| !l.is_empty())
             .unwrap_or("no message");
-        let short: String = line.chars().take(140).collect();
+        // Long enough for the whole cause chain of a CLI error or an S3 error body.
+        let short: String = line.chars().take(600).collect();
         *self.failed.entry(format!("{what}: {short}")).or_default() += 1;
     }
 
