@@ -160,8 +160,7 @@ impl Drop for StatsBuffer {
     }
 }
 
-/// Rows of objects read per page by [`Catalog::objects_from`] (and at most by an
-/// [`ObjectCursor`]).
+/// Most rows of objects an [`ObjectCursor`] reads at once.
 const PAGE: usize = 256;
 /// Rows an [`ObjectCursor`] reads first, and first after a seek: a listing that folds
 /// keys seeks after each common prefix and uses one row of what it read (reads then
@@ -543,21 +542,6 @@ impl Catalog {
         Ok(out)
     }
 
-    /// The entries of `bucket` from key `from` (inclusive) on, in key order, read lazily
-    /// a page at a time (listing pages read only what they return).
-    pub fn objects_from<'a>(
-        &'a self,
-        bucket: &str,
-        from: &str,
-    ) -> impl Iterator<Item = Result<ObjectEntry, CatalogError>> + 'a {
-        ObjectsFrom {
-            catalog: self,
-            bucket: bucket.to_string(),
-            next: Some((from.to_string(), true)),
-            page: std::collections::VecDeque::new(),
-        }
-    }
-
     /// Reads `bucket`'s objects in key order through a cursor that can skip ahead
     /// ([`ObjectCursor`]), all in one read transaction: one snapshot, and no
     /// transaction per seek. Rows are decoded only when asked ([`RawObject::decode`]).
@@ -744,57 +728,6 @@ impl ObjectCursor<'_> {
             self.next = Some((key.to_string(), true));
             self.rows = FIRST_PAGE;
         }
-    }
-}
-
-/// The lazy iterator of [`Catalog::objects_from`].
-struct ObjectsFrom<'a> {
-    catalog: &'a Catalog,
-    bucket: String,
-    /// Where the next page starts, and whether that key itself is included.
-    next: Option<(String, bool)>,
-    page: std::collections::VecDeque<Result<ObjectEntry, CatalogError>>,
-}
-
-impl Iterator for ObjectsFrom<'_> {
-    type Item = Result<ObjectEntry, CatalogError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.page.is_empty() {
-            let (from, inclusive) = self.next.take()?;
-            let bucket = self.bucket.clone();
-            let read = self.catalog.db.read("objects_from", |tx| {
-                let sql = if inclusive {
-                    "SELECT key, entry FROM objects WHERE bucket = ?1 AND key >= ?2 \
-                     ORDER BY key LIMIT ?3"
-                } else {
-                    "SELECT key, entry FROM objects WHERE bucket = ?1 AND key > ?2 \
-                     ORDER BY key LIMIT ?3"
-                };
-                let mut st = tx.prepare_cached(sql)?;
-                let mut rows = st.query(params![bucket, from, PAGE as i64])?;
-                let mut out = Vec::new();
-                while let Some(r) = rows.next()? {
-                    out.push((r.get::<_, String>(0)?, r.get::<_, String>(1)?));
-                }
-                Ok(out)
-            });
-            match read {
-                Err(e) => return Some(Err(e)),
-                Ok(rows) => {
-                    if rows.len() == PAGE
-                        && let Some((last, _)) = rows.last()
-                    {
-                        self.next = Some((last.clone(), false));
-                    }
-                    for (key, v) in rows {
-                        self.page
-                            .push_back(decode_str(&format!("{}/{key}", self.bucket), &v));
-                    }
-                }
-            }
-        }
-        self.page.pop_front()
     }
 }
 

@@ -597,7 +597,19 @@ mod tests {
             .stdin(std::fs::File::open(db.file()).unwrap())
             .spawn()
             .unwrap();
-        let holders = holders_of(db.file());
+        // Until the child has exec'd, its command line is still this test binary's: wait
+        // (with a deadline) for `sleep 30` to show.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let holders = loop {
+            let h = holders_of(db.file());
+            if Instant::now() > deadline
+                || h.iter()
+                    .any(|(pid, cmd)| *pid == child.id() && cmd == "sleep 30")
+            {
+                break h;
+            }
+            std::thread::yield_now();
+        };
         let _ = child.kill();
         let _ = child.wait();
         assert!(
