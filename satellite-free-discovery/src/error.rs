@@ -47,14 +47,50 @@ pub enum DhtError {
     Timeout { addr: SocketAddr },
     #[error("bad response from {addr}: {reason}")]
     BadResponse { addr: SocketAddr, reason: String },
-    #[error("no node accepted the record ({refused} refused it, {failed} did not answer)")]
-    PutFailed { refused: usize, failed: usize },
+    #[error(
+        "no node accepted the record ({refused} refused it, {failed} did not answer){reasons}"
+    )]
+    PutFailed {
+        refused: usize,
+        failed: usize,
+        /// The refusals' reasons for a reader, each once with its count (see
+        /// [`refusal_reasons`]); empty when none refused.
+        reasons: String,
+    },
     #[error("compare-and-swap failed: the network holds another seq")]
     CasMismatch,
     #[error("the DHT has shut down")]
     Shutdown,
     #[error("cannot create the DHT metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+}
+
+/// Most distinct refusal reasons named in a [`DhtError::PutFailed`].
+const SHOWN_REASONS: usize = 3;
+
+/// The reasons nodes gave for refusing a record, for a reader: `": reason (×n); …"`,
+/// the most frequent first, at most [`SHOWN_REASONS`] of them; empty when none.
+pub(crate) fn refusal_reasons(refused: &[(shoal_proto::NodeId, String)]) -> String {
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for (_, r) in refused {
+        *counts.entry(r.as_str()).or_default() += 1;
+    }
+    let mut by_count: Vec<(&str, usize)> = counts.into_iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let more = by_count.len().saturating_sub(SHOWN_REASONS);
+    let mut s: Vec<String> = by_count
+        .into_iter()
+        .take(SHOWN_REASONS)
+        .map(|(r, n)| format!("{r} (×{n})"))
+        .collect();
+    if more > 0 {
+        s.push(format!("{more} more"));
+    }
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", s.join("; "))
+    }
 }
 
 /// Why the server refused a request.
@@ -117,5 +153,38 @@ impl From<ServeError> for tonic::Status {
             ServeError::RateLimited | ServeError::Busy => tonic::Status::resource_exhausted(msg),
             ServeError::ShutDown => tonic::Status::unavailable(msg),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_proto::NodeId;
+
+    #[test]
+    fn refusal_reasons_name_each_reason_once_most_frequent_first() {
+        assert_eq!(refusal_reasons(&[]), "");
+        let r = |n: u8, s: &str| (NodeId([n; 32]), s.to_string());
+        let all = [
+            r(1, "no valid write token"),
+            r(2, "not newer"),
+            r(3, "no valid write token"),
+            r(4, "full"),
+            r(5, "busy"),
+        ];
+        assert_eq!(
+            refusal_reasons(&all),
+            ": no valid write token (×2); busy (×1); full (×1); 1 more"
+        );
+        let e = DhtError::PutFailed {
+            refused: 2,
+            failed: 1,
+            reasons: refusal_reasons(&all[..2]),
+        };
+        assert_eq!(
+            e.to_string(),
+            "no node accepted the record (2 refused it, 1 did not answer): \
+             no valid write token (×1); not newer (×1)"
+        );
     }
 }

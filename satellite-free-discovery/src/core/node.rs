@@ -344,7 +344,11 @@ pub enum PutError {
     /// Nobody stored it and at least one node held another seq than expected.
     CompareAndSwap,
     /// Nobody stored it.
-    Failed { refused: usize, failed: usize },
+    /// Nobody stored it: who refused it and why, and how many did not answer.
+    Failed {
+        refused: Vec<(NodeId, String)>,
+        failed: usize,
+    },
 }
 
 /// The result of an operation.

@@ -276,8 +276,13 @@ impl<T: Clone> RoutingTable<T> {
         (full && lrs_fresh).then_some(Insert::Pending { check: None })
     }
 
-    /// Records that a request to `id` failed. Returns true if the entry was dropped (after
-    /// `max_failures` in a row); a cached replacement then takes its place.
+    /// Records that a request to `id` failed. Returns true if the entry was dropped: after
+    /// `max_failures` in a row, and only when a cached replacement is there to take its
+    /// place. Without one the entry stays, flagged (not handed to others, see
+    /// [`RoutingTable::closest`]), as in Kademlia (§4.1): a node whose own link went down,
+    /// or that was starved of CPU while its requests timed out, must not void its whole
+    /// table and be left with nobody to ask when it comes back. It leaves when it answers
+    /// no liveness check while a newcomer waits for its place.
     pub fn on_failure(&mut self, id: &NodeId) -> bool {
         let Some(b) = bucket_index(&self.local, id) else {
             return false;
@@ -291,11 +296,18 @@ impl<T: Clone> RoutingTable<T> {
             return false;
         };
         bucket.nodes[pos].failures += 1;
-        if bucket.nodes[pos].failures < max {
+        if bucket.nodes[pos].failures < max || bucket.replacements.is_empty() {
             return false;
         }
         self.remove(id);
         true
+    }
+
+    /// Whether a replacement waits in the bucket `id` falls in.
+    pub fn replacement_waiting(&self, id: &NodeId) -> bool {
+        bucket_index(&self.local, id)
+            .and_then(|b| self.buckets.get(&(b as u8)))
+            .is_some_and(|b| !b.replacements.is_empty())
     }
 
     /// Drops `id` and promotes the most recent replacement that fits the subnet limits.
@@ -461,6 +473,43 @@ mod tests {
 
     fn table() -> RoutingTable<()> {
         RoutingTable::new(NodeId([0; 32]), TableConfig::default())
+    }
+
+    #[test]
+    fn a_table_whose_every_entry_failed_keeps_them_flagged_until_a_replacement_comes() {
+        let mut t = table();
+        for i in 0..3u8 {
+            t.observe(id(0x80, i), subnet(u32::from(i)), (), 1);
+        }
+        // Every request fails (our own link is down): nothing is dropped, since nothing
+        // could take their place, but none is handed to others.
+        for _ in 0..5 {
+            for i in 0..3u8 {
+                assert!(!t.on_failure(&id(0x80, i)));
+            }
+        }
+        assert_eq!(t.len(), 3);
+        assert!(t.closest(&id(0x80, 0).0, 20, true).is_empty());
+        assert_eq!(t.closest(&id(0x80, 0).0, 20, false).len(), 3);
+        // One answers again: live again.
+        assert_eq!(t.observe(id(0x80, 1), subnet(1), (), 2), Insert::Updated);
+        assert_eq!(t.closest(&id(0x80, 0).0, 20, true).len(), 1);
+        // A full bucket of stale entries: a newcomer waits, the check of the oldest
+        // fails, and the newcomer takes its place.
+        for i in 3..20u8 {
+            t.observe(id(0x80, i), subnet(u32::from(i)), (), 3);
+        }
+        let newcomer = id(0x80, 100);
+        assert_eq!(
+            t.observe(newcomer, subnet(100), (), 70_000),
+            Insert::Pending {
+                check: Some(id(0x80, 0))
+            }
+        );
+        assert!(t.replacement_waiting(&id(0x80, 0)));
+        assert!(t.on_failure(&id(0x80, 0)));
+        assert!(t.get(&newcomer).is_some());
+        assert!(t.get(&id(0x80, 0)).is_none());
     }
 
     #[test]
@@ -660,11 +709,16 @@ mod properties {
                     Op::Fail { n } => {
                         let id = node(n);
                         let in_bucket = t.get(&id).is_some();
+                        let replacement = t.replacement_waiting(&id);
                         let dropped = t.on_failure(&id);
                         if in_bucket {
                             let f = failures.entry(id).or_insert(0);
                             *f += 1;
-                            prop_assert_eq!(dropped, *f >= 2, "dropped only after 2 failures");
+                            prop_assert_eq!(
+                                dropped,
+                                *f >= 2 && replacement,
+                                "dropped only after 2 failures, for a replacement"
+                            );
                             if dropped {
                                 may_leave = Some(id);
                                 failures.remove(&id);

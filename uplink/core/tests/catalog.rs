@@ -336,6 +336,33 @@ async fn a_replayed_older_head_is_refused() {
 }
 
 #[tokio::test]
+async fn a_head_stored_although_its_put_failed_does_not_block_later_publishes() {
+    let w = World::new();
+    let a = w.writer();
+    history(&a).await;
+    // The head record lands, but its answer is lost: the publish fails.
+    put(&a, "bkt0", "landed", b"first").await;
+    w.records.lose_answers_to_puts(1);
+    assert!(a.flush().await.is_err());
+    assert_eq!(a.catalog().pending_count(), 1, "the change stays queued");
+    // A reader may have merged the head that landed.
+    let b = w.writer();
+    b.pull().await.unwrap();
+    assert_eq!(get(&b, "bkt0", "landed").await, b"first");
+    // The next publish must not offer that seq again with other contents (every holder
+    // would refuse it as not newer, and the writer could never publish again).
+    put(&a, "bkt0", "after", b"second").await;
+    a.flush().await.unwrap();
+    assert_eq!(a.catalog().pending_count(), 0);
+    b.pull().await.unwrap();
+    assert_eq!(get(&b, "bkt0", "after").await, b"second");
+    let c = w.writer();
+    c.pull().await.unwrap();
+    assert_eq!(everything(&c).await, everything(&a).await);
+    assert_eq!(everything(&b).await, everything(&a).await);
+}
+
+#[tokio::test]
 async fn a_missing_delta_is_named() {
     let w = World::new();
     let a = w.writer();

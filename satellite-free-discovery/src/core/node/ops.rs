@@ -90,7 +90,7 @@ impl<P: PeerData> Node<P> {
             Err(PutError::CompareAndSwap)
         } else {
             Err(PutError::Failed {
-                refused: report.refused.len(),
+                refused: report.refused.clone(),
                 failed: report.failed,
             })
         };

@@ -70,7 +70,8 @@ pub trait CatalogRecords: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'_, Result<usize, RecordError>>;
 }
 
-/// This writer's own log, as last published.
+/// This writer's own log: the last head it offered the network (stored, or perhaps
+/// stored: a publish records it before the put, see `publish`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct OwnLog {
     seq: u64,

@@ -106,6 +106,21 @@ impl CatalogSync {
             };
             value = log::seal_head(self.catalog_key(), &head);
         }
+        // The head may land even if this put fails, or the process dies during it: from
+        // here on this seq and delta count as this writer's own (the next delta follows
+        // this one), so a sequence number is never offered twice with different contents
+        // (nodes holding the first would refuse every later head as not newer). The
+        // changes stay queued until a head is stored; a reader that merged this delta
+        // meets them again in the next one, which merges to the same state.
+        self.catalog.update_sync(|tx| {
+            tx.set_sync_value(
+                OWN,
+                &OwnLog {
+                    seq,
+                    head: Some(head_blob.clone()),
+                },
+            )
+        })?;
         report.bytes_sent += self
             .put_record(
                 sync,

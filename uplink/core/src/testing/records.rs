@@ -22,6 +22,8 @@ pub struct MemoryRecords {
     forced: Mutex<HashMap<RecordKey, Signed<MutableRecord>>>,
     gets: AtomicU64,
     puts: AtomicU64,
+    /// Puts still to be stored but answered as failed (the answers lost on the way).
+    lost_answers: AtomicU64,
 }
 
 impl MemoryRecords {
@@ -76,6 +78,13 @@ impl MemoryRecords {
         }
     }
 
+    /// The next `n` puts are stored where they belong but answered with an error, as
+    /// when the answers are lost or the writer's deadline passes after the nodes took
+    /// the record.
+    pub fn lose_answers_to_puts(&self, n: u64) {
+        self.lost_answers.store(n, Ordering::Relaxed);
+    }
+
     /// Forgets every record (the whole network restarted without keeping them).
     pub fn lose_all(&self) {
         *lock(&self.store) = RecordStore::default_config();
@@ -102,6 +111,16 @@ impl CatalogRecords for MemoryRecords {
         let stored = lock(&self.store)
             .put(record, expected_seq, shoal_proto::time::unix_ms())
             .is_ok();
-        Box::pin(async move { Ok(usize::from(stored)) })
+        let lost = self
+            .lost_answers
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        Box::pin(async move {
+            if lost {
+                Err(RecordError("no answer within the deadline (test)".into()))
+            } else {
+                Ok(usize::from(stored))
+            }
+        })
     }
 }
