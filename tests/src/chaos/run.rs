@@ -19,6 +19,9 @@ use crate::process_net::Binaries;
 
 /// The data scheme: `total - repair` = 8 nodes may be down at once.
 pub const SCHEME: &str = "4/8/12/16";
+/// Most nodes down at once: the scheme's `total - repair` (16 - 8), which bounds the
+/// holders of any segment that are down.
+pub const MAX_DOWN: usize = 8;
 /// Deadline of one client operation.
 const OP_LIMIT: Duration = Duration::from_secs(120);
 /// Object sizes the workers pick from (inline, one small segment, larger ones).
@@ -457,7 +460,7 @@ pub async fn run(bins: Binaries, o: ChaosOptions) -> anyhow::Result<Report> {
     }
 
     let duration = Duration::from_secs_f64(o.minutes * 60.0);
-    let max_down = 8;
+    let max_down = MAX_DOWN;
     let events = schedule::schedule(
         o.seed,
         &Params {
