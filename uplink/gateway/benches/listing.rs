@@ -74,7 +74,8 @@ impl Cursor for NoSeek<'_, '_> {
     }
 }
 
-/// One page as the gateway reads it: one read transaction, the objects kept decoded.
+/// One page as the gateway reads it: one read transaction, the objects returned decoded
+/// as a listing shows them ([`RawObject::summary`]).
 fn list(catalog: &Catalog, delimiter: Option<&str>, seek: bool) -> (usize, usize) {
     let raw = catalog
         .read_objects("bkt", |c| {
@@ -91,7 +92,7 @@ fn list(catalog: &Catalog, delimiter: Option<&str>, seek: bool) -> (usize, usize
             }
         })
         .unwrap();
-    let p = raw.try_map(|o| o.decode("bkt")).unwrap();
+    let p = raw.try_map(|o| o.summary("bkt")).unwrap();
     (p.prefixes().count(), p.objects().count())
 }
 

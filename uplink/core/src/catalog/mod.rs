@@ -42,7 +42,8 @@ use crate::select::NodeStats;
 #[cfg(any(test, feature = "fuzz"))]
 pub(crate) use entry::decode;
 pub use entry::{
-    BucketInfo, CatalogError, Content, Listing, MAX_KEY_LEN, ObjectEntry, PartInfo, SegmentInfo,
+    BucketInfo, CatalogError, Content, Listing, MAX_KEY_LEN, ObjectEntry, ObjectSummary, PartInfo,
+    SegmentInfo,
 };
 use entry::{decode_str, encode};
 pub use model::{Change, EntryKey, Hlc, Value, Version, WriterId};
@@ -599,7 +600,7 @@ impl Catalog {
                     out.push(match row {
                         listing::Row::CommonPrefix(prefix) => Listing::Prefix { prefix },
                         listing::Row::Object(raw) => {
-                            let e = decode_str::<ObjectEntry>(&raw.key, &raw.entry)?;
+                            let e = decode_str::<ObjectSummary>(&raw.key, &raw.entry)?;
                             Listing::Object {
                                 key: e.key,
                                 size: e.size,
@@ -663,6 +664,12 @@ impl RawObject {
 
     /// The entry, decoded (`bucket` names it in an error).
     pub fn decode(&self, bucket: &str) -> Result<ObjectEntry, CatalogError> {
+        decode_str(&format!("{bucket}/{}", self.key), &self.entry)
+    }
+
+    /// What a listing shows of the entry, decoded without its key and content
+    /// ([`ObjectSummary`]; `bucket` names it in an error).
+    pub fn summary(&self, bucket: &str) -> Result<ObjectSummary, CatalogError> {
         decode_str(&format!("{bucket}/{}", self.key), &self.entry)
     }
 }

@@ -413,3 +413,33 @@ fn an_object_cursor_reads_in_key_order_and_seeks_forward_only() {
     })
     .unwrap();
 }
+
+/// A listing decodes only what it shows of an entry: the same fields as the whole
+/// entry has, from the same row.
+#[test]
+fn a_summary_is_the_entry_without_its_key_and_content() {
+    let c = Catalog::temporary().unwrap();
+    let mut e = entry("dir/k");
+    e.content = Content::Inline {
+        sealed: vec![9; 4096],
+    };
+    put(&c, "bk", e);
+    let (whole, summary) = c
+        .read_objects("bk", |cursor| {
+            let raw = cursor.next_raw().unwrap()?;
+            Ok((raw.decode("bk")?, raw.summary("bk")?))
+        })
+        .unwrap();
+    assert_eq!(
+        summary,
+        ObjectSummary {
+            key: whole.key,
+            size: whole.size,
+            modified_ms: whole.modified_ms,
+            content_type: whole.content_type,
+            metadata: whole.metadata,
+            object_id: whole.object_id,
+            version: whole.version,
+        }
+    );
+}

@@ -11,7 +11,7 @@ use super::params::{enc, max_keys, ms_to_ts, owner, strong, url_encoded};
 use super::service::ShoalS3;
 use crate::listing::{self, Resume, Row};
 use crate::{attrs, digest};
-use uplink::catalog::ObjectEntry;
+use uplink::catalog::ObjectSummary;
 
 pub(super) async fn list_objects(
     s3: &ShoalS3,
@@ -121,7 +121,7 @@ pub(super) async fn list_object_versions(
             Row::Object(e) => Some(ObjectVersion {
                 key: Some(enc(url, &e.key)),
                 size: Some(e.size as i64),
-                e_tag: Some(strong(&attrs::etag(e))),
+                e_tag: Some(strong(&attrs::listed_etag(e))),
                 last_modified: Some(ms_to_ts(e.modified_ms)),
                 is_latest: Some(true),
                 version_id: Some("null".into()),
@@ -324,12 +324,12 @@ fn common_prefixes<'a>(url: bool, prefixes: impl Iterator<Item = &'a str>) -> Ve
         .collect()
 }
 
-fn object_row(e: &ObjectEntry, url: bool, with_owner: bool) -> Object {
+fn object_row(e: &ObjectSummary, url: bool, with_owner: bool) -> Object {
     Object {
         owner: with_owner.then(owner),
         key: Some(enc(url, &e.key)),
         size: Some(e.size as i64),
-        e_tag: Some(strong(&attrs::etag(e))),
+        e_tag: Some(strong(&attrs::listed_etag(e))),
         last_modified: Some(ms_to_ts(e.modified_ms)),
         storage_class: Some(ObjectStorageClass::from_static(
             ObjectStorageClass::STANDARD,
@@ -345,7 +345,7 @@ fn list_page(
     delimiter: Option<&str>,
     resume: &Resume,
     max: usize,
-) -> S3Result<listing::Page<ObjectEntry>> {
+) -> S3Result<listing::Page<ObjectSummary>> {
     s3.require_bucket(bucket)?;
     // One read transaction for the page; the page seeks to where it starts.
     let raw = s3
@@ -355,6 +355,7 @@ fn list_page(
             listing::page(cursor, prefix, delimiter, resume, max)
         })
         .map_err(catalog_err)?;
-    // Only the objects the page returns are decoded (folded rows never are).
-    raw.try_map(|o| o.decode(bucket)).map_err(catalog_err)
+    // Only the objects the page returns are decoded (folded rows never are), and only
+    // what a listing row shows of them.
+    raw.try_map(|o| o.summary(bucket)).map_err(catalog_err)
 }
