@@ -591,4 +591,6 @@ pub mod hostile;
 pub mod netns;
 pub mod node_soak;
 pub mod process_net;
-pub mod sigv4;
+/// SigV4 signing, in the test kit so that crates below this one (the gateway's
+/// benchmarks) sign with the same code.
+pub use shoal_test_kit::sigv4;

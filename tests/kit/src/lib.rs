@@ -11,6 +11,8 @@
 //! - [`files`]: [`files_under`], the files of a tree (to compare what went up with
 //!   what came back).
 //! - [`paths`]: [`repo_root`] and [`build_binary`] (a workspace binary for a test).
+//! - [`sigv4`]: AWS Signature Version 4 (the `Authorization` header of an S3 request),
+//!   for every S3 client of the tests and benchmarks.
 //! - [`cli`]: [`Cli`], the runner of the `uplink` binary on a config dir, and [`Run`],
 //!   what one run did.
 //!
@@ -18,7 +20,7 @@
 //! another.
 //!
 //! ```text
-//!   cli ──▶ wait        data        files        tools        paths
+//!   cli ──▶ wait        data        files        tools        paths        sigv4
 //! ```
 //!
 //! The kit depends on no crate of the workspace, so any crate may dev-depend on it. What
@@ -30,6 +32,7 @@ pub mod cli;
 pub mod data;
 pub mod files;
 pub mod paths;
+pub mod sigv4;
 pub mod tools;
 pub mod wait;
 

@@ -25,10 +25,11 @@
 //!   maintain ──> client ──> sync ──> pieces ──> orders, select, segment, health
 //!      │           │         │         │
 //!      └───────────┴─────────┴─────────┴──> catalog, codec, crypto, store, access,
-//!                                           settings, metrics, error (the leaves)
+//!                                           settings, metrics, error, listing
+//!                                           (the leaves)
 //! ```
 //! A module imports only modules to its right or below; the leaves import only each
-//! other (`catalog → codec, crypto, select, store`; `error → catalog, codec, crypto,
+//! other (`catalog → codec, crypto, listing, select, store`; `error → catalog, codec, crypto,
 //! select, store`; `select → store`). Checked by listing each module's `crate::` paths
 //! and looking for strongly connected groups (see the architecture notes).
 //!
@@ -65,6 +66,10 @@
 //!   renew batches, audit blocks, `check` exit statuses), plain code; [`maintain`] runs
 //!   them: renew, check (audit), repair ([`maintain::Maintenance`]), and the background
 //!   [`maintain::spawn_renewer`].
+//! - [`listing`]: the one rule of listing pages (fold common prefixes at a delimiter,
+//!   cut at `max-keys`, resume), over a [`listing::Cursor`] that seeks past what it
+//!   folds; the catalog's objects are one ([`catalog::ObjectCursor`]). A leaf: it
+//!   imports nothing of the crate.
 //! - [`config`]: the CLI's files and `config.toml`; [`metrics`]: Prometheus metrics.
 //! - `testing` (feature `testing`, on in this crate's own tests): an in-memory piece
 //!   store with misbehaving nodes, and the same behind real gRPC servers on loopback;
@@ -84,6 +89,7 @@ pub mod fuzz;
 pub mod grpc;
 pub mod health;
 mod hexser;
+pub mod listing;
 pub mod maintain;
 pub mod metrics;
 pub mod orders;

@@ -10,7 +10,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use uplink::catalog::{Content, ObjectEntry};
+use uplink::catalog::{Content, ObjectEntry, ObjectSummary};
+use uplink::crypto::ObjectId;
 
 pub const ETAG: &str = "s3:etag";
 pub const USER_PREFIX: &str = "x-amz-meta-";
@@ -27,10 +28,19 @@ pub const STANDARD: [(&str, &str); 5] = [
 
 /// The ETag of an object, unquoted.
 pub fn etag(entry: &ObjectEntry) -> String {
-    if let Some(e) = entry.metadata.get(ETAG) {
+    etag_of(&entry.metadata, &entry.object_id)
+}
+
+/// The ETag of an object a listing shows, unquoted (the same rule as [`etag`]).
+pub fn listed_etag(o: &ObjectSummary) -> String {
+    etag_of(&o.metadata, &o.object_id)
+}
+
+fn etag_of(metadata: &BTreeMap<String, String>, object_id: &ObjectId) -> String {
+    if let Some(e) = metadata.get(ETAG) {
         return e.clone();
     }
-    format!("{}-1", shoal_proto::ids::to_hex(&entry.object_id.0))
+    format!("{}-1", shoal_proto::ids::to_hex(&object_id.0))
 }
 
 /// The number of parts of a multipart object.

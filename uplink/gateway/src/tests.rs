@@ -529,3 +529,123 @@ async fn user_metadata_goes_back_as_the_bytes_sent() {
     );
     assert!(got.headers().get("x-amz-meta-author").is_none());
 }
+
+/// ListMultipartUploads of `prefix`/`delimiter` from the markers, `max` a page: the
+/// rows (keys with their upload ids, `P:` common prefixes) and the next markers.
+async fn list_uploads(
+    s3: &s3::ShoalS3,
+    prefix: &str,
+    delimiter: Option<&str>,
+    markers: (Option<String>, Option<String>),
+    max: i32,
+) -> (Vec<String>, Option<String>, Option<String>) {
+    use s3s::S3;
+    let input = s3s::dto::ListMultipartUploadsInput {
+        bucket: "bkt".into(),
+        prefix: Some(prefix.into()),
+        delimiter: delimiter.map(Into::into),
+        key_marker: markers.0,
+        upload_id_marker: markers.1,
+        max_uploads: Some(max),
+        ..Default::default()
+    };
+    let out = s3
+        .list_multipart_uploads(s3_request(input))
+        .await
+        .unwrap()
+        .output;
+    let mut rows: Vec<String> = out
+        .uploads
+        .unwrap_or_default()
+        .into_iter()
+        .map(|u| format!("{}#{}", u.key.unwrap(), u.upload_id.unwrap()))
+        .collect();
+    // Common prefixes come in their own list: in key order among the uploads.
+    rows.extend(
+        out.common_prefixes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| format!("P:{}", p.prefix.unwrap())),
+    );
+    rows.sort_by(|a, b| {
+        let key = |r: &str| {
+            r.trim_start_matches("P:")
+                .split('#')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        };
+        key(a).cmp(&key(b))
+    });
+    assert_eq!(
+        out.is_truncated == Some(true),
+        out.next_key_marker.is_some(),
+        "a truncated page says where the next starts"
+    );
+    (rows, out.next_key_marker, out.next_upload_id_marker)
+}
+
+/// ListMultipartUploads pages and folds by the same rule as the object listings:
+/// uploads by key then by initiation, common prefixes at the delimiter, a page cut at
+/// `max-uploads`, and pages (through the next markers, including inside one key's
+/// uploads and after a common prefix) that join up to the whole listing.
+#[tokio::test]
+async fn multipart_uploads_list_in_pages_that_fold() {
+    let (_store, s3) = memory_s3();
+    let mut ids = std::collections::HashMap::new();
+    for (i, key) in ["a", "d/x", "d/y", "d/e/z", "k", "k", "k", "z/1", "zz"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut r = record(1_000 + i as u64);
+        r.key = key.into();
+        let id = s3.uploads.create(&r).unwrap();
+        ids.entry(key).or_insert_with(Vec::new).push(id);
+    }
+    // Another bucket's upload is never listed.
+    let mut other = record(1);
+    other.bucket = "other".into();
+    s3.uploads.create(&other).unwrap();
+    let k = &ids["k"];
+    let (whole, next, _) = list_uploads(&s3, "", Some("/"), (None, None), 1000).await;
+    assert_eq!(next, None);
+    assert_eq!(
+        whole,
+        [
+            format!("a#{}", ids["a"][0]),
+            "P:d/".into(),
+            format!("k#{}", k[0]),
+            format!("k#{}", k[1]),
+            format!("k#{}", k[2]),
+            "P:z/".into(),
+            format!("zz#{}", ids["zz"][0]),
+        ]
+    );
+    let (rows, _, _) = list_uploads(&s3, "d/", Some("/"), (None, None), 1000).await;
+    assert_eq!(
+        rows,
+        [
+            "P:d/e/".to_string(),
+            format!("d/x#{}", ids["d/x"][0]),
+            format!("d/y#{}", ids["d/y"][0]),
+        ]
+    );
+    for max in 1..=4 {
+        let mut got = Vec::new();
+        let mut markers = (None, None);
+        for _ in 0..whole.len() + 1 {
+            let (rows, key, id) = list_uploads(&s3, "", Some("/"), markers, max).await;
+            assert!(rows.len() <= max as usize);
+            got.extend(rows);
+            if key.is_none() {
+                break;
+            }
+            markers = (key, id);
+        }
+        assert_eq!(got, whole, "max-uploads {max}");
+    }
+    // A page cut after a common prefix names it as the next key marker.
+    let (rows, key, id) = list_uploads(&s3, "", Some("/"), (None, None), 2).await;
+    assert_eq!(rows[1], "P:d/");
+    assert_eq!((key.as_deref(), id), (Some("d/"), None));
+}

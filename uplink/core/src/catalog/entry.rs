@@ -102,6 +102,23 @@ impl ObjectEntry {
     }
 }
 
+/// What a listing shows of an object: the fields of its [`ObjectEntry`] that a listing
+/// row needs, decoded from the same stored JSON without the rest. The wrapped key and
+/// the content are skipped undecoded: an inline object's sealed bytes are up to 4 KiB
+/// each, as hex, and decoding them was most of the time of a page of 1,000 keys.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ObjectSummary {
+    pub key: String,
+    /// Plaintext size in bytes.
+    pub size: u64,
+    pub modified_ms: u64,
+    pub content_type: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub object_id: ObjectId,
+    #[serde(default)]
+    pub version: Version,
+}
+
 /// Where an object's (encrypted) bytes are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

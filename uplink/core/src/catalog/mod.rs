@@ -37,11 +37,13 @@ use shoal_proto::NodeId;
 use serde::de::DeserializeOwned;
 
 use crate::crypto::ObjectId;
+use crate::listing;
 use crate::select::NodeStats;
 #[cfg(any(test, feature = "fuzz"))]
 pub(crate) use entry::decode;
 pub use entry::{
-    BucketInfo, CatalogError, Content, Listing, MAX_KEY_LEN, ObjectEntry, PartInfo, SegmentInfo,
+    BucketInfo, CatalogError, Content, Listing, MAX_KEY_LEN, ObjectEntry, ObjectSummary, PartInfo,
+    SegmentInfo,
 };
 use entry::{decode_str, encode};
 pub use model::{Change, EntryKey, Hlc, Value, Version, WriterId};
@@ -577,35 +579,42 @@ impl Catalog {
     }
 
     /// Lists `bucket` under `prefix` in key order. Non-recursive listings fold keys with a
-    /// `/` after the prefix into one [`Listing::Prefix`] each.
+    /// `/` after the prefix into one [`Listing::Prefix`] each, by the rule every listing
+    /// folds by ([`listing::walk`]), and read one key per folded prefix (the cursor
+    /// seeks past the rest). One read transaction: one snapshot of the bucket.
     pub fn list(
         &self,
         bucket: &str,
         prefix: &str,
         recursive: bool,
     ) -> Result<Vec<Listing>, CatalogError> {
-        let mut out = Vec::new();
-        let mut last_prefix: Option<String> = None;
-        self.scan_prefix("list", bucket, prefix, |key, v| {
-            if !recursive && let Some(pos) = key[prefix.len()..].find('/') {
-                let p = key[..prefix.len() + pos + 1].to_string();
-                if last_prefix.as_deref() != Some(p.as_str()) {
-                    out.push(Listing::Prefix { prefix: p.clone() });
-                    last_prefix = Some(p);
-                }
-                return Ok(true);
-            }
-            let e: ObjectEntry = decode_str(&key, &v)?;
-            out.push(Listing::Object {
-                key: e.key,
-                size: e.size,
-                modified_ms: e.modified_ms,
-                content_type: e.content_type,
-                version: e.version,
-            });
-            Ok(true)
-        })?;
-        Ok(out)
+        let delimiter = (!recursive).then_some("/");
+        self.read_objects(bucket, |cursor| {
+            let mut out = Vec::new();
+            listing::walk(
+                cursor,
+                prefix,
+                delimiter,
+                &listing::Resume::Start,
+                |_, row| {
+                    out.push(match row {
+                        listing::Row::CommonPrefix(prefix) => Listing::Prefix { prefix },
+                        listing::Row::Object(raw) => {
+                            let e = decode_str::<ObjectSummary>(&raw.key, &raw.entry)?;
+                            Listing::Object {
+                                key: e.key,
+                                size: e.size,
+                                modified_ms: e.modified_ms,
+                                content_type: e.content_type,
+                                version: e.version,
+                            }
+                        }
+                    });
+                    Ok(std::ops::ControlFlow::Continue(()))
+                },
+            )?;
+            Ok(out)
+        })
     }
 
     /// Everything this uplink remembers about nodes (with the outcomes still queued in
@@ -655,6 +664,12 @@ impl RawObject {
 
     /// The entry, decoded (`bucket` names it in an error).
     pub fn decode(&self, bucket: &str) -> Result<ObjectEntry, CatalogError> {
+        decode_str(&format!("{bucket}/{}", self.key), &self.entry)
+    }
+
+    /// What a listing shows of the entry, decoded without its key and content
+    /// ([`ObjectSummary`]; `bucket` names it in an error).
+    pub fn summary(&self, bucket: &str) -> Result<ObjectSummary, CatalogError> {
         decode_str(&format!("{bucket}/{}", self.key), &self.entry)
     }
 }
@@ -728,6 +743,20 @@ impl ObjectCursor<'_> {
             self.next = Some((key.to_string(), true));
             self.rows = FIRST_PAGE;
         }
+    }
+}
+
+/// The catalog's objects of one bucket, as a listing reads them.
+impl listing::Cursor for ObjectCursor<'_> {
+    type Item = RawObject;
+    type Error = CatalogError;
+
+    fn next_entry(&mut self) -> Option<listing::Entry<RawObject, CatalogError>> {
+        self.next_raw().map(|r| r.map(|o| (o.key.clone(), o)))
+    }
+
+    fn seek(&mut self, key: &str) {
+        ObjectCursor::seek(self, key);
     }
 }
 

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 
 use super::entry::CatalogError;
@@ -256,6 +257,14 @@ fn connect(file: &Path) -> Result<Connection, rusqlite::Error> {
     // B-tree page it touches outside SQLite's small per-connection cache (a 500-prefix
     // listing of 100,000 objects: 4.5 ms with read(2), 3.3 ms mapped; BENCHMARKS.md).
     c.pragma_update(None, "mmap_size", 1i64 << 30)?;
+    // The query planner stability guarantee: a statement's plan never depends on the
+    // values bound to it. Without it SQLite (3.50, with the STAT4 the bundled build
+    // enables) plans `LIMIT ?` for the value bound, so binding a new value expires the
+    // statement and the next step compiles it again: every read of an `ObjectCursor`
+    // (one per folded common prefix) re-parsed and re-planned its SELECT, 3/4 of the
+    // time of a 500-prefix listing (perf; BENCHMARKS.md, issue 26 listings). The
+    // catalog never runs ANALYZE, so there are no statistics a plan could lose.
+    c.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     Ok(c)
 }
 

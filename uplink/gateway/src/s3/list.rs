@@ -11,7 +11,7 @@ use super::params::{enc, max_keys, ms_to_ts, owner, strong, url_encoded};
 use super::service::ShoalS3;
 use crate::listing::{self, Resume, Row};
 use crate::{attrs, digest};
-use uplink::catalog::ObjectEntry;
+use uplink::catalog::ObjectSummary;
 
 pub(super) async fn list_objects(
     s3: &ShoalS3,
@@ -121,7 +121,7 @@ pub(super) async fn list_object_versions(
             Row::Object(e) => Some(ObjectVersion {
                 key: Some(enc(url, &e.key)),
                 size: Some(e.size as i64),
-                e_tag: Some(strong(&attrs::etag(e))),
+                e_tag: Some(strong(&attrs::listed_etag(e))),
                 last_modified: Some(ms_to_ts(e.modified_ms)),
                 is_latest: Some(true),
                 version_id: Some("null".into()),
@@ -222,60 +222,57 @@ pub(super) async fn list_multipart_uploads(
         .collect();
     // S3 lists by key, then by initiation time.
     uploads.sort_by(|a, b| (&a.1.key, a.1.created_ms, &a.0).cmp(&(&b.1.key, b.1.created_ms, &b.0)));
-    // Past the markers: keys after key-marker, or, with upload-id-marker, uploads
-    // of key-marker after that id.
-    let mut past_id = id_marker.is_empty();
-    let rows = uploads.into_iter().filter(|(id, r)| {
-        if key_marker.is_empty() {
-            return true;
-        }
-        if r.key == key_marker && !id_marker.is_empty() {
-            if past_id {
-                return true;
+    // Where the page starts: with upload-id-marker, at the uploads of key-marker after
+    // that id (those before it are dropped here, as the rule of pages has no position
+    // inside one key); else after key-marker, as a ListObjects marker (a common prefix
+    // a previous page ended on skips its keys).
+    let resume = if !key_marker.is_empty() && !id_marker.is_empty() {
+        let mut past_id = false;
+        uploads.retain(|(id, r)| {
+            if r.key != key_marker {
+                return r.key > key_marker;
             }
-            past_id = *id == id_marker;
-            return false;
-        }
-        r.key > key_marker
-    });
-    let mut list = Vec::new();
-    let mut prefixes: Vec<String> = Vec::new();
-    let mut truncated = false;
-    let mut last: Option<(String, String)> = None;
-    for (id, r) in rows {
-        let folded = delimiter.as_deref().and_then(|d| {
-            r.key[prefix.len()..]
-                .find(d)
-                .map(|at| r.key[..prefix.len() + at + d.len()].to_string())
+            let keep = past_id;
+            past_id = past_id || *id == id_marker;
+            keep
         });
-        if let Some(p) = &folded
-            && prefixes.last() == Some(p)
-        {
-            continue;
+        Resume::Start
+    } else {
+        Resume::from_marker(&key_marker, delimiter.as_deref())
+    };
+    let mut cursor = listing::Sorted::new(
+        uploads
+            .into_iter()
+            .map(|(id, r)| (r.key.clone(), (id, r)))
+            .collect(),
+    );
+    let Ok(page) = listing::page(&mut cursor, &prefix, delimiter.as_deref(), &resume, max);
+    let truncated = page.is_truncated();
+    // The next page starts after the last row: its key and upload id, or the common
+    // prefix (as key-marker alone, which skips the prefix's keys).
+    let (next_key_marker, next_upload_id_marker) = match (&page.next, page.rows.last()) {
+        (Some(Resume::AfterKey(k)), Some(Row::Object((id, _)))) => {
+            (Some(enc(url, k)), Some(id.clone()))
         }
-        if list.len() + prefixes.len() == max {
-            truncated = true;
-            break;
-        }
-        match folded {
-            Some(p) => prefixes.push(p),
-            None => {
-                last = Some((r.key.clone(), id.clone()));
-                list.push(MultipartUpload {
-                    key: Some(enc(url, &r.key)),
-                    upload_id: Some(id),
-                    initiated: Some(ms_to_ts(r.created_ms)),
-                    owner: Some(owner()),
-                    initiator: Some(Initiator {
-                        display_name: Some("shoal".into()),
-                        id: Some("shoal".into()),
-                    }),
-                    storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
-                    ..Default::default()
-                });
-            }
-        }
-    }
+        (Some(Resume::AfterPrefix(p)), _) => (Some(enc(url, p)), None),
+        _ => (None, None),
+    };
+    let prefixes: Vec<&str> = page.prefixes().collect();
+    let list = page
+        .objects()
+        .map(|(id, r)| MultipartUpload {
+            key: Some(enc(url, &r.key)),
+            upload_id: Some(id.clone()),
+            initiated: Some(ms_to_ts(r.created_ms)),
+            owner: Some(owner()),
+            initiator: Some(Initiator {
+                display_name: Some("shoal".into()),
+                id: Some("shoal".into()),
+            }),
+            storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+            ..Default::default()
+        })
+        .collect();
     Ok(S3Response::new(ListMultipartUploadsOutput {
         bucket: Some(i.bucket),
         prefix: Some(enc(url, &prefix)),
@@ -284,18 +281,10 @@ pub(super) async fn list_multipart_uploads(
         upload_id_marker: Some(id_marker),
         max_uploads: Some(max as i32),
         is_truncated: Some(truncated),
-        next_key_marker: if truncated {
-            last.as_ref().map(|(k, _)| enc(url, k))
-        } else {
-            None
-        },
-        next_upload_id_marker: if truncated {
-            last.map(|(_, id)| id)
-        } else {
-            None
-        },
+        next_key_marker,
+        next_upload_id_marker,
         uploads: Some(list),
-        common_prefixes: Some(common_prefixes(url, prefixes.iter().map(String::as_str))),
+        common_prefixes: Some(common_prefixes(url, prefixes.into_iter())),
         encoding_type: i.encoding_type,
         request_charged: None,
     }))
@@ -335,12 +324,12 @@ fn common_prefixes<'a>(url: bool, prefixes: impl Iterator<Item = &'a str>) -> Ve
         .collect()
 }
 
-fn object_row(e: &ObjectEntry, url: bool, with_owner: bool) -> Object {
+fn object_row(e: &ObjectSummary, url: bool, with_owner: bool) -> Object {
     Object {
         owner: with_owner.then(owner),
         key: Some(enc(url, &e.key)),
         size: Some(e.size as i64),
-        e_tag: Some(strong(&attrs::etag(e))),
+        e_tag: Some(strong(&attrs::listed_etag(e))),
         last_modified: Some(ms_to_ts(e.modified_ms)),
         storage_class: Some(ObjectStorageClass::from_static(
             ObjectStorageClass::STANDARD,
@@ -356,7 +345,7 @@ fn list_page(
     delimiter: Option<&str>,
     resume: &Resume,
     max: usize,
-) -> S3Result<listing::Page<ObjectEntry>> {
+) -> S3Result<listing::Page<ObjectSummary>> {
     s3.require_bucket(bucket)?;
     // One read transaction for the page; the page seeks to where it starts.
     let raw = s3
@@ -366,20 +355,7 @@ fn list_page(
             listing::page(cursor, prefix, delimiter, resume, max)
         })
         .map_err(catalog_err)?;
-    // Only the objects the page returns are decoded (folded rows never are).
-    raw.try_map(|o| o.decode(bucket)).map_err(catalog_err)
-}
-
-/// The catalog's objects of one bucket, as a listing reads them.
-impl listing::Cursor for uplink::catalog::ObjectCursor<'_> {
-    type Item = uplink::catalog::RawObject;
-    type Error = uplink::catalog::CatalogError;
-
-    fn next_entry(&mut self) -> Option<listing::Entry<Self::Item, Self::Error>> {
-        self.next_raw().map(|r| r.map(|o| (o.key().to_string(), o)))
-    }
-
-    fn seek(&mut self, key: &str) {
-        uplink::catalog::ObjectCursor::seek(self, key);
-    }
+    // Only the objects the page returns are decoded (folded rows never are), and only
+    // what a listing row shows of them.
+    raw.try_map(|o| o.summary(bucket)).map_err(catalog_err)
 }

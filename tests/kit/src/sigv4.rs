@@ -1,6 +1,7 @@
-//! AWS Signature Version 4 for the tests crate's S3 clients (shoal-chaos's gateway
-//! worker, the hostile harness's gateway client): header auth over `host`,
-//! `x-amz-content-sha256` and `x-amz-date`, and the UTC dates it needs.
+//! AWS Signature Version 4 for the S3 clients of tests and benchmarks (shoal-chaos's
+//! gateway worker, the hostile harness's gateway client, the gateway's HTTP listing
+//! bench): header auth over `host`, `x-amz-content-sha256` and `x-amz-date`, and the
+//! UTC dates it needs.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
