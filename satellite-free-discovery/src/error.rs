@@ -47,9 +47,7 @@ pub enum DhtError {
     Timeout { addr: SocketAddr },
     #[error("bad response from {addr}: {reason}")]
     BadResponse { addr: SocketAddr, reason: String },
-    #[error(
-        "no node accepted the record ({refused} refused it, {failed} did not answer){reasons}"
-    )]
+    #[error("no node accepted the record ({refused} refused it, {failed} did not answer){reasons}")]
     PutFailed {
         refused: usize,
         failed: usize,

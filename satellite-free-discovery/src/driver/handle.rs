@@ -116,13 +116,11 @@ impl DhtHandle {
         match outcome {
             Outcome::Put(Ok(report)) => Ok(report),
             Outcome::Put(Err(PutError::CompareAndSwap)) => Err(DhtError::CasMismatch),
-            Outcome::Put(Err(PutError::Failed { refused, failed })) => {
-                Err(DhtError::PutFailed {
-                    refused: refused.len(),
-                    failed,
-                    reasons: crate::error::refusal_reasons(&refused),
-                })
-            }
+            Outcome::Put(Err(PutError::Failed { refused, failed })) => Err(DhtError::PutFailed {
+                refused: refused.len(),
+                failed,
+                reasons: crate::error::refusal_reasons(&refused),
+            }),
             _ => Err(DhtError::NoPeers),
         }
     }
