@@ -368,7 +368,8 @@ fn apply(net: &mut NetnsNetwork, f: &Fault) -> anyhow::Result<()> {
     }
 }
 
-/// Starts `uplink gateway` in client namespace 0; returns it once it listens.
+/// Starts `uplink gateway` with `runner` (its client namespace); returns it once it
+/// listens.
 async fn start_gateway(
     runner: &UplinkRunner,
     dir: &Path,
@@ -413,7 +414,11 @@ pub async fn run(bins: Binaries, o: ChaosOptions) -> anyhow::Result<Report> {
     let options = NetnsOptions {
         nodes: o.nodes,
         seeds: o.seeds,
-        clients: 1,
+        // Each client is a machine of its own: CLI worker `w` in client namespace `w`,
+        // the gateway (and the S3 worker talking to it) in the last one. Nodes budget
+        // their DHT requests per source address (50/s, bursts of 200): three busy
+        // clients behind one address exceed it (see BENCHMARKS.md, "Chaos").
+        clients: o.cli_workers + 1,
         uplink_config: format!("scheme = \"{SCHEME}\"\npiece_timeout_secs = 10\n"),
         ..NetnsOptions::default()
     };
@@ -425,24 +430,24 @@ pub async fn run(bins: Binaries, o: ChaosOptions) -> anyhow::Result<Report> {
     );
     net.wait_seen(0, o.nodes, Duration::from_secs(300)).await?;
     eprintln!("chaos: the DHT holds every node");
-    let runner = net.runner(0)?;
     let mut dirs = Vec::new();
     for w in 0..o.cli_workers {
-        let dir = net.import(0, &format!("cli{w}")).await?;
-        net.uplink_ok(0, &dir, &["mb", &format!("shoal://cli{w}")], OP_LIMIT)
+        let dir = net.import(w, &format!("cli{w}")).await?;
+        net.uplink_ok(w, &dir, &["mb", &format!("shoal://cli{w}")], OP_LIMIT)
             .await?;
         dirs.push(dir);
     }
-    let gw_dir = net.import(0, "gateway").await?;
-    let listen = std::net::SocketAddr::new(net.client(0).ip.into(), GATEWAY_PORT);
-    let mut gateway = start_gateway(&runner, &gw_dir, listen).await?;
+    let gw_client = o.cli_workers;
+    let gw_dir = net.import(gw_client, "gateway").await?;
+    let listen = std::net::SocketAddr::new(net.client(gw_client).ip.into(), GATEWAY_PORT);
+    let mut gateway = start_gateway(&net.runner(gw_client)?, &gw_dir, listen).await?;
     let s3 = S3 {
         addr: listen,
         access_key: ACCESS_KEY.into(),
         secret_key: SECRET_KEY.into(),
         limit: OP_LIMIT,
     };
-    let client_ns = net.client(0).ns.clone();
+    let client_ns = net.client(gw_client).ns.clone();
     {
         let s3 = s3.clone();
         in_namespace(&client_ns, OP_LIMIT, move || async move {
@@ -481,7 +486,7 @@ pub async fn run(bins: Binaries, o: ChaosOptions) -> anyhow::Result<Report> {
     for (w, dir) in dirs.iter().enumerate() {
         let scratch = net.scratch(&format!("cli{w}"))?;
         workers.push(tokio::spawn(cli_worker(
-            runner.clone(),
+            net.runner(w)?,
             dir.clone(),
             scratch,
             format!("cli{w}"),
