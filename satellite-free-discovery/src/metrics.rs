@@ -18,6 +18,7 @@ pub struct Metrics {
     pub record_checks: IntCounterVec,
     pub records_restored: IntCounterVec,
     pub persist_errors: IntCounter,
+    pub direct_puts: IntCounterVec,
 }
 
 impl Metrics {
@@ -84,6 +85,14 @@ impl Metrics {
                 "Reads and writes of the node's store of records and known peers that \
                  failed or took too long",
             )?,
+            direct_puts: IntCounterVec::new(
+                Opts::new(
+                    "shoal_dht_direct_puts_total",
+                    "Record writes sent straight to the closest nodes cached for the key \
+                     (direct), and those of them that fell back to a lookup (fallback)",
+                ),
+                &["result"],
+            )?,
         })
     }
 
@@ -101,6 +110,7 @@ impl Metrics {
         registry.register(Box::new(self.record_checks.clone()))?;
         registry.register(Box::new(self.records_restored.clone()))?;
         registry.register(Box::new(self.persist_errors.clone()))?;
+        registry.register(Box::new(self.direct_puts.clone()))?;
         Ok(())
     }
 }

@@ -35,7 +35,10 @@
 //! - **Records (BEP 44 style).** A read returns the highest valid `seq` among every
 //!   answer of every path and gives it to the closest holders that lacked it (read
 //!   repair). A write first reads the key (which yields each node's write token), then
-//!   puts to the `k` closest found. A node stores a record only with a valid write token
+//!   puts to the `k` closest found. A client's write of a key read or written within
+//!   `closest_cache_ms` skips the read: it puts straight to the closest found then, with
+//!   their tokens, and falls back to the read-then-put when fewer than three quarters of
+//!   them stored it ([`direct_quorum`]). A node stores a record only with a valid write token
 //!   for the writer and key, and only if it is among the `k` closest it knows to the key;
 //!   compare-and-swap and the store's bounds are checked by [`RecordStore`].
 //! - **Joining.** A join pings its bootstrap entries (bare addresses, see [`Dial`]) all
@@ -89,6 +92,9 @@ pub type Record = Signed<MutableRecord>;
 /// Proof, handed out with a GetRecord answer, that the reader asked this node recently;
 /// required on PutRecord.
 pub type WriteToken = [u8; 32];
+
+/// One of the closest nodes to a record key, as a lookup found it: id, data, write token.
+type Closest<P> = (NodeId, P, Option<WriteToken>);
 
 /// Id of a request this node sent.
 pub type ReqId = u64;
@@ -192,6 +198,11 @@ pub struct NodeConfig {
     /// again. Defaults 256 keys, 2 min; 0 keys: no cache.
     pub closest_cache: usize,
     pub closest_cache_ms: u64,
+    /// A client's record write goes straight to the closest cached for the key (with
+    /// the write tokens they gave), skipping the lookup, while the cache holds them; it
+    /// falls back to the lookup when fewer than three quarters of them store it.
+    /// Default true.
+    pub direct_puts: bool,
 }
 
 impl Default for NodeConfig {
@@ -222,6 +233,7 @@ impl Default for NodeConfig {
             persist: false,
             closest_cache: 256,
             closest_cache_ms: 2 * 60_000,
+            direct_puts: true,
         }
     }
 }
@@ -398,6 +410,10 @@ pub enum Note {
     LookupFinished {
         hops: Option<u32>,
     },
+    /// A record write went straight to the closest cached for its key.
+    DirectPut,
+    /// ... and too few of them stored it: it fell back to a lookup.
+    DirectPutFallback,
 }
 
 /// What the node asks its driver to do.
@@ -536,6 +552,9 @@ enum OpKind<P> {
         /// Nodes that answered the lookup beyond the k closest, nearest first: a put
         /// that fails on one of the k goes to the next of these instead.
         spares: VecDeque<(NodeId, P)>,
+        /// Puts sent straight to the closest cached for the key, before any lookup
+        /// (0: none, or the lookup phase has begun); see [`Node::put_record`].
+        direct: usize,
     },
     Crawl,
     /// Pinging bootstrap entries (then it becomes a `Bootstrap`).
@@ -585,14 +604,21 @@ pub struct Node<P> {
     next_op: OpId,
     dialing: HashSet<NodeId>,
     owned: HashMap<RecordKey, Record>,
-    /// Per record key: when its k closest were found, and they (nearest first).
-    recent: HashMap<RecordKey, (u64, Vec<(NodeId, P)>)>,
+    /// Per record key: when its k closest were found, and they (nearest first), each
+    /// with the write token it gave then.
+    recent: HashMap<RecordKey, (u64, Vec<Closest<P>>)>,
     out: VecDeque<Output<P>>,
     next_refresh: u64,
     next_liveness: u64,
     next_republish: u64,
     next_replicate: u64,
     next_crawl: u64,
+}
+
+/// How many of `sent` direct puts (to the closest cached for a key) must store the
+/// record for the write to stand without a lookup: three quarters, at least one.
+pub fn direct_quorum(sent: usize) -> usize {
+    (sent - sent / 4).max(1)
 }
 
 fn staggered(rng: &mut SmallRng, now: u64, period: u64) -> u64 {

@@ -847,3 +847,164 @@ fn an_answer_counts_only_from_the_node_asked_and_within_the_closer_bound() {
         })
     );
 }
+
+/// The `Done` outcome of `op` among `outs`.
+fn done_of(outs: &[Output<u32>], op: OpId) -> Option<Outcome<u32>> {
+    outs.iter().find_map(|o| match o {
+        Output::Done { op: o, outcome } if *o == op => Some(outcome.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_put_of_a_key_found_lately_goes_straight_to_its_closest_and_falls_back_when_too_few_store() {
+    let owner = Identity::from_seed([14; 32]);
+    let key = record(&owner, 1).key();
+    let mut n = Node::new(
+        NodeId([!key.0[0]; 32]),
+        NodeConfig {
+            client: true,
+            k: 4,
+            record_paths: 1,
+            ..cfg()
+        },
+        0,
+        1,
+        [0; 32],
+    );
+    let peers: Vec<Contact<u32>> = (1..=4u8)
+        .map(|t| {
+            let mut c = contact(0x80 | t, t);
+            c.id = NodeId(key.0);
+            c.id.0[0] ^= 1 << t;
+            c
+        })
+        .collect();
+    for p in &peers {
+        n.on_contact(0, p.clone(), true);
+    }
+    // A read finds the four closest and their tokens.
+    let op = n.get_record(0, UNIX, key);
+    let (done, _) = serve_reads(&mut n, op, &peers, &HashMap::new(), &mut Vec::new());
+    assert!(matches!(done, Some(Outcome::Record(None))));
+
+    // The write that follows asks nobody for a token: it puts to the four at once, each
+    // with the token it gave.
+    let op = n.put_record(1_000, UNIX, record(&owner, 2), None);
+    let s = sends(&outputs(&mut n));
+    assert_eq!(s.len(), 4, "{s:?}");
+    for (_, to, r) in &s {
+        match r {
+            Request::PutRecord { token, .. } => assert_eq!(*token, Some([to.0[31]; 32])),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Three of four store it: enough, done without a lookup.
+    for (i, (req, to, _)) in s.iter().enumerate() {
+        let from = peers.iter().find(|p| p.id == *to).unwrap();
+        let result = if i == 0 {
+            Err(Failure::Unreachable)
+        } else {
+            answer(from, Response::Stored)
+        };
+        n.on_response(1_010, UNIX, *req, result);
+    }
+    let outs = outputs(&mut n);
+    match done_of(&outs, op) {
+        Some(Outcome::Put(Ok(r))) => assert_eq!((r.stored, r.failed), (3, 1)),
+        other => panic!("{other:?}"),
+    }
+    assert!(sends(&outs).is_empty(), "no lookup");
+
+    // Only two of four store the next one (stale tokens, say): too few, so the write
+    // falls back to a lookup, then puts to the closest it found.
+    let op = n.put_record(2_000, UNIX, record(&owner, 3), None);
+    let s = sends(&outputs(&mut n));
+    assert_eq!(s.len(), 4);
+    for (i, (req, to, _)) in s.iter().enumerate() {
+        let from = peers.iter().find(|p| p.id == *to).unwrap();
+        let result = if i < 2 {
+            Err(Failure::Refused {
+                compare_and_swap: false,
+                reason: "bad token".into(),
+            })
+        } else {
+            answer(from, Response::Stored)
+        };
+        n.on_response(2_010, UNIX, *req, result);
+    }
+    let outs = outputs(&mut n);
+    assert!(done_of(&outs, op).is_none(), "not done after two of four");
+    let s = sends(&outs);
+    assert!(
+        !s.is_empty() && s.iter().all(|x| matches!(x.2, Request::GetRecord { .. })),
+        "a lookup: {s:?}"
+    );
+
+    // Once the cache entry is stale, a write looks the key up first.
+    let later = 3_000 + n.config().closest_cache_ms;
+    n.tick(later, UNIX);
+    outputs(&mut n);
+    n.put_record(later, UNIX, record(&owner, 4), None);
+    let s = sends(&outputs(&mut n));
+    assert!(s.iter().all(|x| matches!(x.2, Request::GetRecord { .. })));
+}
+
+#[test]
+fn a_direct_put_refused_by_compare_and_swap_fails_as_such_without_a_lookup() {
+    let owner = Identity::from_seed([15; 32]);
+    let key = record(&owner, 1).key();
+    let mut n = Node::new(
+        NodeId([!key.0[0]; 32]),
+        NodeConfig {
+            client: true,
+            k: 2,
+            record_paths: 1,
+            ..cfg()
+        },
+        0,
+        1,
+        [0; 32],
+    );
+    let peers: Vec<Contact<u32>> = (1..=2u8)
+        .map(|t| {
+            let mut c = contact(0x80 | t, t);
+            c.id = NodeId(key.0);
+            c.id.0[0] ^= 1 << t;
+            c
+        })
+        .collect();
+    for p in &peers {
+        n.on_contact(0, p.clone(), true);
+    }
+    let op = n.get_record(0, UNIX, key);
+    serve_reads(&mut n, op, &peers, &HashMap::new(), &mut Vec::new());
+    let op = n.put_record(1_000, UNIX, record(&owner, 5), Some(3));
+    let s = sends(&outputs(&mut n));
+    assert_eq!(s.len(), 2);
+    for (req, _, _) in &s {
+        n.on_response(
+            1_010,
+            UNIX,
+            *req,
+            Err(Failure::Refused {
+                compare_and_swap: true,
+                reason: "seq".into(),
+            }),
+        );
+    }
+    let outs = outputs(&mut n);
+    assert!(matches!(
+        done_of(&outs, op),
+        Some(Outcome::Put(Err(PutError::CompareAndSwap)))
+    ));
+    assert!(sends(&outs).is_empty());
+}
+
+#[test]
+fn the_direct_put_quorum_is_three_quarters_and_at_least_one() {
+    assert_eq!(direct_quorum(1), 1);
+    assert_eq!(direct_quorum(2), 2);
+    assert_eq!(direct_quorum(4), 3);
+    assert_eq!(direct_quorum(20), 15);
+}

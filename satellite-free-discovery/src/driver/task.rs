@@ -304,6 +304,8 @@ impl Driver {
                     .inc(),
                 Note::LookupFinished { hops: None } => m.lookup_failures.inc(),
                 Note::LookupFinished { hops: Some(h) } => m.lookup_hops.observe(f64::from(h)),
+                Note::DirectPut => m.direct_puts.with_label_values(&["direct"]).inc(),
+                Note::DirectPutFallback => m.direct_puts.with_label_values(&["fallback"]).inc(),
             },
         }
     }

@@ -95,6 +95,32 @@ impl Scheme {
         usize::from(self.total - self.k)
     }
 
+    /// The scheme for a small segment of `sealed` bytes: pieces have a minimum size
+    /// (`min_piece`), so a segment smaller than `k` such pieces gains nothing from `k`
+    /// data shards and pays for `total` mostly-padding pieces. Here `k` shrinks to the
+    /// pieces the data fills (1: whole copies, replication), and the margins stay those
+    /// of `self`: `repair − k` and `success − k` (the losses survived before repair,
+    /// and at all, by a fresh segment) are unchanged, and the upload slack
+    /// `total − success` shrinks in proportion to `k`, rounded up. `self` when the
+    /// segment fills `k` pieces.
+    pub fn fitted(&self, sealed: u64, min_piece: u64) -> Scheme {
+        let fills = sealed.div_ceil(min_piece.max(1)).max(1);
+        let k = u16::try_from(fills).unwrap_or(u16::MAX);
+        if k >= self.k {
+            return *self;
+        }
+        let slack = u32::from(self.total - self.success) * u32::from(k);
+        let slack = u16::try_from(slack.div_ceil(u32::from(self.k))).unwrap_or(u16::MAX);
+        let success = k + (self.success - self.k);
+        Scheme {
+            k,
+            repair: k + (self.repair - self.k),
+            success,
+            // At least one piece beyond `k`, as every scheme keeps.
+            total: (success + slack).max(k + 1),
+        }
+    }
+
     /// The scheme to use when only `nodes` suitable nodes can take a piece (a network too
     /// small for `self`, or one whose nodes failed during an upload). `None` below 2 nodes.
     ///
@@ -436,6 +462,30 @@ impl Codec for SimdCodec {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_small_segment_gets_a_fitted_scheme_with_the_same_margins() {
+        let catalog: Scheme = "8/12/16/24".parse().unwrap();
+        let fit = |sealed| catalog.fitted(sealed, 4096).to_string();
+        assert_eq!(fit(0), "1/5/9/10");
+        assert_eq!(fit(300), "1/5/9/10");
+        assert_eq!(fit(4096), "1/5/9/10");
+        assert_eq!(fit(4097), "2/6/10/12");
+        assert_eq!(fit(7 * 4096), "7/11/15/22");
+        assert_eq!(fit(8 * 4096), "8/12/16/24");
+        assert_eq!(fit(1 << 30), "8/12/16/24");
+        for sealed in [1, 5000, 20_000, 1 << 20] {
+            let s = catalog.fitted(sealed, 4096);
+            s.validate().unwrap();
+            assert_eq!(s.success - s.k, catalog.success - catalog.k);
+            assert_eq!(s.repair - s.k, catalog.repair - catalog.k);
+        }
+        // A scheme without upload slack keeps none, and still one piece beyond k.
+        let tight: Scheme = "2/3/4/4".parse().unwrap();
+        assert_eq!(tight.fitted(10, 4096).to_string(), "1/2/3/3");
+        let bare: Scheme = "2/2/2/3".parse().unwrap();
+        assert_eq!(bare.fitted(10, 4096).to_string(), "1/1/1/2");
+    }
     use super::*;
     use proptest::prelude::*;
 

@@ -85,6 +85,12 @@ pub struct FileConfig {
     pub catalog_scheme: Option<String>,
     /// Publishes between two snapshots of the whole catalog. Default 64.
     pub snapshot_every: Option<u64>,
+    /// Largest head record (bytes) that carries small catalog deltas itself instead of
+    /// naming a blob; 0: every delta is a blob. Default 2048, at most 4096.
+    pub inline_head: Option<usize>,
+    /// Whether small catalog blobs use a scheme fitted to their size (fewer, whole
+    /// pieces, the same losses survived) rather than `catalog_scheme` as is. Default true.
+    pub catalog_fit_scheme: Option<bool>,
     /// Lease of new pieces, and how far `uplink renew` extends every piece, in seconds.
     /// Default 7776000 (90 days). Nodes refuse more than their `max_lease` (default one
     /// year); `renew` then asks for exactly their limit.
@@ -149,6 +155,18 @@ impl FileConfig {
         }
         if let Some(n) = self.snapshot_every {
             c.snapshot_every = n.max(1);
+        }
+        if let Some(n) = self.inline_head {
+            if n > shoal_proto::limits::MAX_RECORD_VALUE {
+                return Err(invalid(format!(
+                    "inline_head {n} is over the record limit of {}",
+                    shoal_proto::limits::MAX_RECORD_VALUE
+                )));
+            }
+            c.inline_head = n;
+        }
+        if let Some(b) = self.catalog_fit_scheme {
+            c.catalog_fit_scheme = b;
         }
         if let Some(secs) = self.default_lease_secs {
             if secs == 0 {

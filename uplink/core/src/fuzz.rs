@@ -12,7 +12,7 @@ use shoal_proto::address::AddressScope;
 use shoal_proto::fuzz::{Target, text};
 
 use crate::access::{Access, GRANT_PREFIX, RootSecret};
-use crate::catalog::log::{self, BlobRef, Delta, Head};
+use crate::catalog::log::{self, BlobRef, Delta, Head, HeadDelta, InlineDeltas};
 use crate::catalog::{
     BucketInfo, Change, Content, EntryKey, ObjectEntry, PartInfo, SegmentInfo, Value, Version,
     WriterId,
@@ -230,6 +230,7 @@ fn catalog_blob_seeds() -> Vec<Vec<u8>> {
         prev: Some(blob_ref()),
         snapshot: None,
         changes,
+        prev_seq: Some(1),
     });
     [delta]
         .iter()
@@ -247,11 +248,21 @@ fn catalog_records_seeds() -> Vec<Vec<u8>> {
     let head = Head {
         writer: WriterId([1; 16]),
         seq: 1,
-        delta: blob_ref(),
+        delta: HeadDelta::Blob(blob_ref()),
+    };
+    let inline = Head {
+        writer: WriterId([1; 16]),
+        seq: 3,
+        delta: HeadDelta::Inline(InlineDeltas {
+            base: Some(blob_ref()),
+            base_seq: 1,
+            changes: Vec::new(),
+        }),
     };
     let writers = BTreeSet::from([WriterId([1; 16]), WriterId([2; 16])]);
     [
         log::seal_head(&CATALOG_KEY, &head),
+        log::seal_head(&CATALOG_KEY, &inline),
         log::seal_writers(&CATALOG_KEY, 1, &writers),
     ]
     .into_iter()

@@ -56,6 +56,17 @@ pub struct UplinkConfig {
     /// A publish also uploads a snapshot of the whole catalog once this many deltas (of
     /// all writers) were published since the last snapshot. Default 64.
     pub snapshot_every: u64,
+    /// Largest sealed head record (bytes) that carries the deltas since the writer's
+    /// last blob delta inline instead of pointing at a new blob (0: every delta is a
+    /// blob). Every byte of it is sent to each of the ~20 nodes holding a copy, while a
+    /// blob delta costs a dozen pieces of at least 4 KiB, so past about half a record
+    /// flushing is cheaper than carrying. Default 2048 (at most
+    /// `shoal_proto::limits::MAX_RECORD_VALUE`).
+    pub inline_head: usize,
+    /// Whether a catalog blob too small to fill `catalog_scheme`'s `k` pieces of the
+    /// smallest size uses a scheme fitted to it (see [`crate::codec::Scheme::fitted`]).
+    /// Default true.
+    pub catalog_fit_scheme: bool,
 }
 
 /// Default lease of new pieces, and of renewals: 90 days.
@@ -87,6 +98,8 @@ impl Default for UplinkConfig {
                 total: 24,
             },
             snapshot_every: 64,
+            inline_head: 2048,
+            catalog_fit_scheme: true,
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use shoal_proto::messages::MutableRecord;
 use shoal_proto::{PieceId, Signed, pb};
 use shoal_test_kit::xorshift_bytes;
-use uplink::catalog::log::{self, BlobRef};
+use uplink::catalog::log::{self, BlobRef, HeadDelta};
 use uplink::catalog::{Catalog, Listing};
 use uplink::sync::UnavailableKind;
 use uplink::testing::{MemoryPieceStore, MemoryRecords};
@@ -30,7 +30,19 @@ fn config() -> UplinkConfig {
         snapshot_every: 3,
         piece_timeout: Duration::from_secs(2),
         long_tail_grace: Duration::from_millis(100),
+        // Every delta a blob: these tests tamper with and lose delta blobs (inline
+        // deltas have tests of their own, below).
+        inline_head: 0,
         ..UplinkConfig::default()
+    }
+}
+
+/// Small deltas ride in the head record; no snapshot unless asked.
+fn inline_config() -> UplinkConfig {
+    UplinkConfig {
+        inline_head: 2048,
+        snapshot_every: 1000,
+        ..config()
     }
 }
 
@@ -49,12 +61,16 @@ impl World {
 
     /// A writer: a new config dir (empty catalog, random writer id) with the grant.
     fn writer(&self) -> Uplink {
+        self.writer_with(config())
+    }
+
+    fn writer_with(&self, config: UplinkConfig) -> Uplink {
         Uplink::with_network_catalog(
             Access::new(RootSecret::from_bytes(ROOT), vec![]),
             Arc::new(self.store.clone()),
             Arc::new(StaticNodes(self.store.candidates())),
             Catalog::temporary().unwrap(),
-            config(),
+            config,
             self.records.clone(),
         )
         .unwrap()
@@ -72,13 +88,19 @@ impl World {
         )
     }
 
-    /// The head delta's blob reference of `up`'s log, read from the record store.
-    fn head_blob(&self, up: &Uplink) -> BlobRef {
+    /// The head record of `up`'s log, read from the record store.
+    fn head(&self, up: &Uplink) -> log::Head {
         let r = self.records.held(&self.head_key(up)).unwrap();
         let a = self.access();
-        log::open_head(a.catalog_key(), &up.catalog().writer(), r.seq, &r.value)
-            .unwrap()
-            .delta
+        log::open_head(a.catalog_key(), &up.catalog().writer(), r.seq, &r.value).unwrap()
+    }
+
+    /// The head delta's blob reference of `up`'s log, read from the record store.
+    fn head_blob(&self, up: &Uplink) -> BlobRef {
+        match self.head(up).delta {
+            HeadDelta::Blob(b) => b,
+            HeadDelta::Inline(_) => panic!("the head delta is inline"),
+        }
     }
 
     fn tamper_blob(&self, blob: &BlobRef) {
@@ -760,4 +782,164 @@ async fn two_uplinks_on_one_catalog_dir_publish_in_turn() {
         .unwrap();
     assert!(report.seq.is_some());
     assert_eq!(a.catalog().pending_count(), 0);
+}
+
+/// Whether `up`'s head record carries its delta inline, and after which blob delta.
+fn inline_base(w: &World, up: &Uplink) -> Option<u64> {
+    match w.head(up).delta {
+        HeadDelta::Inline(i) => Some(i.base_seq),
+        HeadDelta::Blob(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn small_deltas_ride_in_the_head_and_a_reader_several_behind_misses_none() {
+    let w = World::new();
+    let a = w.writer_with(inline_config());
+    a.create_bucket("bkt").unwrap();
+    let first = a.flush().await.unwrap();
+    assert_eq!(inline_base(&w, &a), Some(0), "a log may start inline");
+    assert!(first.bytes_sent > 0);
+    let uploads = w.store.calls().0;
+    // A reader that keeps up, and one that reads only at the end.
+    let near = w.writer_with(inline_config());
+    near.pull().await.unwrap();
+    for i in 0..4 {
+        put(&a, "bkt", &format!("small{i}"), b"tiny").await;
+        let r = a.flush().await.unwrap();
+        assert_eq!(r.seq, Some(2 + i as u64));
+    }
+    assert_eq!(w.store.calls().0, uploads, "no piece was uploaded");
+    assert_eq!(inline_base(&w, &a), Some(0));
+    // Four deltas behind: every one of them is in the head record.
+    let r = near.pull().await.unwrap();
+    assert_eq!(r.deltas, 1, "{r:?}");
+    for i in 0..4 {
+        assert_eq!(get(&near, "bkt", &format!("small{i}")).await, b"tiny");
+    }
+
+    // A publish too large for the record flushes everything since the last blob delta
+    // into one blob, whose chain skips the seqs that rode inline.
+    for i in 0..12 {
+        put(&a, "bkt", &format!("big{i:02}"), &data(5000, i)).await;
+    }
+    a.flush().await.unwrap();
+    let flushed = a.catalog_status().unwrap().published_seq;
+    assert_eq!(flushed, 6);
+    assert_eq!(inline_base(&w, &a), None, "a blob head");
+    // More small ones on top: inline again, after the flushed blob.
+    for i in 0..3 {
+        put(&a, "bkt", &format!("after{i}"), b"more").await;
+        a.flush().await.unwrap();
+    }
+    assert_eq!(inline_base(&w, &a), Some(flushed));
+    a.delete("bkt", "small0").await.unwrap();
+    a.flush().await.unwrap();
+
+    // The reader that was behind the flushed blob, and a new one, both get everything:
+    // the blob carries the deltas that were inline before it, the head those after.
+    near.pull().await.unwrap();
+    let fresh = w.writer_with(inline_config());
+    let r = fresh.pull().await.unwrap();
+    assert!(r.unavailable.is_empty(), "{r:?}");
+    assert_eq!(
+        r.deltas, 2,
+        "the head's inline deltas and the flushed blob: {r:?}"
+    );
+    let want = everything(&a).await;
+    assert_eq!(everything(&near).await, want);
+    assert_eq!(everything(&fresh).await, want);
+    assert!(
+        fresh.stat("bkt", "small0").is_err(),
+        "deleted inline stays deleted"
+    );
+    assert_eq!(
+        fresh.catalog_status().unwrap().writers[&a.catalog().writer()],
+        a.catalog_status().unwrap().published_seq
+    );
+}
+
+#[tokio::test]
+async fn inline_deltas_snapshots_and_flushes_mixed_recover_on_any_replica() {
+    // Snapshots every three publishes (always with a blob delta), inline deltas in
+    // between, replicas that follow every publish, every other one, or none.
+    let w = World::new();
+    let cfg = UplinkConfig {
+        snapshot_every: 3,
+        ..inline_config()
+    };
+    let a = w.writer_with(cfg.clone());
+    let follower = w.writer_with(cfg.clone());
+    let lagging = w.writer_with(cfg.clone());
+    a.create_bucket("b").unwrap();
+    a.flush().await.unwrap();
+    let mut inline = 0;
+    for i in 0..20u64 {
+        let size = if i % 7 == 6 { 5000 } else { 10 + i as usize };
+        put(&a, "b", &format!("k{}", i % 9), &data(size, i)).await;
+        if i % 5 == 4 {
+            a.delete("b", &format!("k{}", i % 9)).await.unwrap();
+        }
+        a.flush().await.unwrap();
+        inline += usize::from(inline_base(&w, &a).is_some());
+        follower.pull().await.unwrap();
+        if i % 2 == 0 {
+            lagging.pull().await.unwrap();
+        }
+        assert_eq!(
+            everything(&follower).await,
+            everything(&a).await,
+            "after {i}"
+        );
+    }
+    assert!(inline >= 5, "{inline} inline heads");
+    let fresh = w.writer_with(cfg);
+    let r = fresh.pull().await.unwrap();
+    assert!(r.unavailable.is_empty(), "{r:?}");
+    lagging.pull().await.unwrap();
+    let want = everything(&a).await;
+    assert_eq!(everything(&fresh).await, want);
+    assert_eq!(everything(&lagging).await, want);
+}
+
+#[tokio::test]
+async fn a_lost_inline_head_is_put_back_with_its_inline_deltas() {
+    let w = World::new();
+    let a = w.writer_with(inline_config());
+    a.create_bucket("bkt").unwrap();
+    a.flush().await.unwrap();
+    put(&a, "bkt", "x", b"x").await;
+    a.flush().await.unwrap();
+    assert_eq!(inline_base(&w, &a), Some(0));
+    w.records.lose(&w.head_key(&a));
+    let r = a.pull().await.unwrap();
+    assert!(r.republished, "{r:?}");
+    let b = w.writer_with(inline_config());
+    b.pull().await.unwrap();
+    assert_eq!(get(&b, "bkt", "x").await, b"x");
+}
+
+#[tokio::test]
+async fn a_small_delta_blob_is_whole_copies_with_the_catalog_schemes_margins() {
+    let w = World::new();
+    let a = w.writer();
+    a.create_bucket("bkt").unwrap();
+    a.flush().await.unwrap();
+    let blob = w.head_blob(&a);
+    let scheme = blob.segments[0].scheme;
+    // 2/3/4/4 fitted to a blob under one minimum piece: 1/2/3/3.
+    assert_eq!(scheme.to_string(), "1/2/3/3");
+    assert_eq!(blob.segments[0].pieces.len(), 3);
+    // Two of its three nodes lost: still readable.
+    let pieces = &blob.segments[0].pieces;
+    for p in &pieces[..2] {
+        assert!(
+            w.store
+                .tamper_piece(&shoal_proto::NodeId(p.node_id), &PieceId(p.piece_id))
+        );
+    }
+    let b = w.writer();
+    let r = b.pull().await.unwrap();
+    assert!(r.unavailable.is_empty(), "{r:?}");
+    assert!(b.catalog().bucket("bkt").unwrap().is_some());
 }

@@ -287,6 +287,7 @@ impl<P: PeerData> Node<P> {
                                 spares,
                                 record,
                                 expected_seq,
+                                ..
                             },
                         paths,
                         ..

@@ -8,8 +8,8 @@ use rand::RngExt;
 use shoal_proto::{NodeId, RecordKey};
 
 use super::{
-    Node, Op, OpId, OpKind, Outcome, Output, PeerData, Purpose, PutError, PutReport, Record,
-    Request, key_in_bucket,
+    Node, Note, Op, OpId, OpKind, Outcome, Output, PeerData, Purpose, PutError, PutReport, Record,
+    Request, WriteToken, key_in_bucket,
 };
 
 impl<P: PeerData> Node<P> {
@@ -84,6 +84,13 @@ impl<P: PeerData> Node<P> {
         else {
             return;
         };
+        if let OpKind::Put {
+            direct: sent @ 1.., ..
+        } = &op.kind
+        {
+            let sent = *sent;
+            return self.direct_put_settled(op_id, sent, now, unix);
+        }
         let result = if report.stored > 0 {
             Ok(report.clone())
         } else if expected_seq.is_some() && *cas > 0 {
@@ -233,19 +240,85 @@ impl<P: PeerData> Node<P> {
         report: bool,
     ) -> OpId {
         let key = record.key();
+        // A client that found the closest of this key lately (and their tokens) puts to
+        // them straight away; a node's own puts are republishes, rarely that fresh, and
+        // it may hold a copy itself (which the lookup decides).
+        let direct: Vec<(NodeId, P, WriteToken)> = if self.cfg.client && self.cfg.direct_puts {
+            self.recent_closest(&key, now)
+                .into_iter()
+                .filter_map(|(id, data, token)| Some((id, data, token?)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let op = self.new_op(
             OpKind::Put {
-                record,
+                record: record.clone(),
                 expected_seq,
                 report: PutReport::default(),
                 cas: 0,
                 spares: VecDeque::new(),
+                direct: direct.len(),
             },
             report,
             None,
         );
-        self.start_paths(op, key.0, Some(key), self.cfg.record_paths, now, unix);
+        if direct.is_empty() {
+            self.start_paths(op, key.0, Some(key), self.cfg.record_paths, now, unix);
+            return op;
+        }
+        self.note(Note::DirectPut);
+        if let Some(o) = self.ops.get_mut(&op) {
+            o.open = direct.len();
+        }
+        for (id, data, token) in direct {
+            self.send(
+                now,
+                id,
+                data,
+                Request::PutRecord {
+                    record: record.clone(),
+                    expected_seq,
+                    token: Some(token),
+                },
+                Some(op),
+                Purpose::Put,
+                None,
+            );
+        }
         op
+    }
+
+    /// Every direct put of `op_id` (`sent` of them) settled: the write stands if enough
+    /// stored it ([`super::direct_quorum`]) or compare-and-swap refused it (a lookup
+    /// would meet the same newer record); otherwise it starts over with the lookup,
+    /// which puts to the k closest found (again, idempotently, to those that stored).
+    fn direct_put_settled(&mut self, op_id: OpId, sent: usize, now: u64, unix: u64) {
+        let Some(Op {
+            kind:
+                OpKind::Put {
+                    record,
+                    expected_seq,
+                    report,
+                    cas,
+                    direct,
+                    ..
+                },
+            ..
+        }) = self.ops.get_mut(&op_id)
+        else {
+            return;
+        };
+        *direct = 0;
+        let cas_refused = expected_seq.is_some() && *cas > 0;
+        if report.stored >= super::direct_quorum(sent) || cas_refused {
+            return self.put_finished(op_id, now, unix);
+        }
+        *report = PutReport::default();
+        *cas = 0;
+        let key = record.key();
+        self.note(Note::DirectPutFallback);
+        self.start_paths(op_id, key.0, Some(key), self.cfg.record_paths, now, unix);
     }
 
     /// Stops republishing the record under `key`.

@@ -6,14 +6,14 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use shoal_proto::{NodeId, RecordKey};
 
 use super::{
-    Lookup, LookupConfig, Node, Note, Op, OpId, OpKind, Outcome, Paths, PeerData, PeerState,
-    Purpose, Record, Request, Step, WriteToken, distance,
+    Closest, Lookup, LookupConfig, Node, Note, Op, OpId, OpKind, Outcome, Paths, PeerData,
+    PeerState, Purpose, Record, Request, Step, WriteToken, distance,
 };
 
 impl<P: PeerData> Node<P> {
     /// Remembers the k closest found for `key` (see [`NodeConfig::closest_cache`]),
     /// dropping expired entries, then the oldest, when the cache is full.
-    pub(super) fn remember_closest(&mut self, key: RecordKey, closest: Vec<(NodeId, P)>, now: u64) {
+    pub(super) fn remember_closest(&mut self, key: RecordKey, closest: Vec<Closest<P>>, now: u64) {
         let (cap, ttl) = (self.cfg.closest_cache, self.cfg.closest_cache_ms);
         if cap == 0 || closest.is_empty() {
             return;
@@ -34,8 +34,9 @@ impl<P: PeerData> Node<P> {
         self.recent.insert(key, (now, closest));
     }
 
-    /// The k closest a read or write of `key` found within `closest_cache_ms`, if any.
-    pub(super) fn recent_closest(&self, key: &RecordKey, now: u64) -> Vec<(NodeId, P)> {
+    /// The k closest a read or write of `key` found within `closest_cache_ms`, if any,
+    /// with their write tokens.
+    pub(super) fn recent_closest(&self, key: &RecordKey, now: u64) -> Vec<Closest<P>> {
         match self.recent.get(key) {
             Some((at, peers)) if now.saturating_sub(*at) < self.cfg.closest_cache_ms => {
                 peers.clone()
@@ -63,7 +64,11 @@ impl<P: PeerData> Node<P> {
         // The closest a recent read or write of this key found are asked first (they
         // are nearer than the table's entries); the table's stay as fallbacks.
         if let Some(key) = record {
-            let recent = self.recent_closest(&key, now);
+            let recent: Vec<(NodeId, P)> = self
+                .recent_closest(&key, now)
+                .into_iter()
+                .map(|(id, data, _)| (id, data))
+                .collect();
             if !recent.is_empty() {
                 let mut ids: HashSet<NodeId> = recent.iter().map(|r| r.0).collect();
                 seeds.retain(|s| ids.insert(s.0));
@@ -246,7 +251,11 @@ impl<P: PeerData> Node<P> {
             hops: (!g.merged.is_empty()).then_some(g.hops),
         });
         if let Some(key) = g.record {
-            let closest = g.merged.iter().map(|m| (m.0, m.1.clone())).collect();
+            let closest = g
+                .merged
+                .iter()
+                .map(|m| (m.0, m.1.clone(), g.held.get(&m.0).and_then(|h| h.1)))
+                .collect();
             self.remember_closest(key, closest, now);
         }
         let Some(op) = self.ops.get_mut(&op_id) else {

@@ -12,11 +12,37 @@
 //!   in 64 KiB AES-GCM blocks under a key derived from the catalog key and the blob's
 //!   random id, erasure coded, pieces on nodes; inline object bytes travel inside).
 //! - The **head record** of a writer (DHT mutable record, `seq` = the log's sequence
-//!   number) names its newest delta. The **writers record** lists the writer ids.
+//!   number) names its newest delta, or carries it (see *Inline deltas*). The **writers
+//!   record** lists the writer ids.
 //!   Record values are sealed with AES-256-GCM under a key derived from the catalog key,
 //!   with the record's salt and seq as associated data; the salts are derived from the
 //!   catalog key, so a record key (`H(owner key, salt)`) reveals nothing beyond the
 //!   owner's public key.
+//!
+//! **Inline deltas.** A publish whose changes are small travels inside the head record
+//! itself: no blob, one DHT write. A head record is replaced by the next one, so an
+//! inline delta must not be the only copy of changes a reader may still need. The rule:
+//! the head record carries, merged, the changes of *every* delta since the writer's
+//! newest blob delta (its *base*, named in the record), so the record alone is always
+//! the whole log after the base ([`HeadDelta::Inline`]). Inline deltas accumulate there
+//! while the sealed record stays within the writer's budget
+//! (`UplinkConfig::inline_head`); the publish that would exceed it — or that takes a
+//! snapshot — writes one blob delta holding the accumulated changes plus its own, whose
+//! `prev` is the base and `prev_seq` the base's seq. The chain of blob deltas therefore
+//! skips the sequence numbers that rode inline, and every skipped number's changes are
+//! in the blob after the gap: a reader walks `prev` from blob to blob and misses
+//! nothing. A reader at `seen`:
+//! - at or after the base (`seen >= base_seq`): applies the record's changes (some may
+//!   be merged already; the merge is idempotent) and is done, without a blob;
+//! - behind the base: fetches the base and walks back from it as before, then applies
+//!   the record's changes on top.
+//!
+//! Changes merged in a head are one per key, the latest version (what the last-writer-
+//! wins merge would keep anyway). Snapshots are named only by blob deltas, which is why
+//! a publish that takes a snapshot always writes one; a reader behind the base meets the
+//! snapshot in the base. What `catalog rebuild` (pieces only, no records) cannot recover
+//! is the inline tail after the newest blob delta: those changes live only in the head
+//! record's copies.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -93,11 +119,22 @@ impl SnapshotRef {
 pub struct Delta {
     pub writer: WriterId,
     pub seq: u64,
-    /// The writer's delta `seq - 1` (`None` for its first).
+    /// The writer's previous blob delta, delta [`Delta::prev_seq`] (`None`: there is
+    /// none, the log starts after `prev_seq`).
     pub prev: Option<BlobRef>,
     /// The newest snapshot the writer knew of when publishing.
     pub snapshot: Option<SnapshotRef>,
     pub changes: Vec<Change>,
+    /// The seq of `prev` (`None`: `seq - 1`). Lower than `seq - 1` when the deltas
+    /// between rode inline in head records: this delta then carries their changes too.
+    pub prev_seq: Option<u64>,
+}
+
+impl Delta {
+    /// The seq of the delta before this one in the chain of blobs (see `prev_seq`).
+    pub fn prev_seq(&self) -> u64 {
+        self.prev_seq.unwrap_or(self.seq.saturating_sub(1))
+    }
 }
 
 /// A whole catalog state at the log positions of `covers`.
@@ -119,7 +156,51 @@ pub enum Blob {
 pub struct Head {
     pub writer: WriterId,
     pub seq: u64,
-    pub delta: BlobRef,
+    pub delta: HeadDelta,
+}
+
+/// Where a head's delta `seq` is (see the module doc, *Inline deltas*).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HeadDelta {
+    /// In a blob.
+    Blob(BlobRef),
+    /// In the record: the deltas after the writer's newest blob delta, merged.
+    Inline(InlineDeltas),
+}
+
+/// Deltas `base_seq + 1 ..= seq` of a writer, carried in its head record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InlineDeltas {
+    /// The writer's newest blob delta (`None` when it has none: `base_seq` is 0).
+    pub base: Option<BlobRef>,
+    pub base_seq: u64,
+    /// The changes of those deltas, one per key (the latest).
+    pub changes: Vec<Change>,
+}
+
+impl Head {
+    /// The blob of delta `seq`, if it is one.
+    pub fn blob(&self) -> Option<&BlobRef> {
+        match &self.delta {
+            HeadDelta::Blob(b) => Some(b),
+            HeadDelta::Inline(_) => None,
+        }
+    }
+}
+
+/// `older` then `newer` changes, one per key: the one of the highest version (a later
+/// one on a tie), in key order. What applying both in turn would leave.
+pub fn merge_changes(older: Vec<Change>, newer: Vec<Change>) -> Vec<Change> {
+    let mut by_key: BTreeMap<super::model::EntryKey, Change> = BTreeMap::new();
+    for c in older.into_iter().chain(newer) {
+        match by_key.get(&c.key) {
+            Some(held) if held.version > c.version => {}
+            _ => {
+                by_key.insert(c.key.clone(), c);
+            }
+        }
+    }
+    by_key.into_values().collect()
 }
 
 fn to_bytes<T: Serialize>(what: &str, v: &T) -> Result<Vec<u8>, LogError> {
@@ -272,6 +353,14 @@ pub fn open_head(
             reason: format!("it names writer {} seq {}", head.writer, head.seq),
         });
     }
+    if let HeadDelta::Inline(i) = &head.delta
+        && (i.base_seq >= seq || i.base.is_none() != (i.base_seq == 0))
+    {
+        return Err(LogError::Malformed {
+            what,
+            reason: format!("its inline deltas follow delta {} of {seq}", i.base_seq),
+        });
+    }
     Ok(head)
 }
 
@@ -347,7 +436,7 @@ mod tests {
         let head = Head {
             writer: w,
             seq: 9,
-            delta: blob_ref(24),
+            delta: HeadDelta::Blob(blob_ref(24)),
         };
         let sealed = seal_head(&KEY, &head).unwrap();
         assert!(sealed.len() <= MAX_RECORD_VALUE, "{} bytes", sealed.len());
@@ -369,13 +458,90 @@ mod tests {
         assert!(open_head(&KEY, &w, 9, &sealed[..5]).is_err());
         // Too many pieces do not fit a record: refused before publishing.
         let huge = Head {
-            delta: blob_ref(60),
+            delta: HeadDelta::Blob(blob_ref(60)),
             ..head
         };
         assert!(matches!(
             seal_head(&KEY, &huge),
             Err(LogError::TooLarge { .. })
         ));
+    }
+
+    fn tomb(key: &str, hlc: u64) -> Change {
+        Change {
+            key: EntryKey::Bucket(key.into()),
+            version: Version {
+                hlc: crate::catalog::model::Hlc(hlc),
+                writer: WriterId([1; 16]),
+            },
+            value: Value::Tombstone,
+        }
+    }
+
+    #[test]
+    fn an_inline_head_round_trips_and_names_a_base_before_it() {
+        let w = WriterId([4; 16]);
+        let head = Head {
+            writer: w,
+            seq: 7,
+            delta: HeadDelta::Inline(InlineDeltas {
+                base: Some(blob_ref(4)),
+                base_seq: 5,
+                changes: vec![tomb("a", 1), tomb("b", 2)],
+            }),
+        };
+        let sealed = seal_head(&KEY, &head).unwrap();
+        assert_eq!(open_head(&KEY, &w, 7, &sealed).unwrap(), head);
+        assert_eq!(head.blob(), None);
+        // A base at or after the head's own seq, or a base seq without a blob (or the
+        // other way round), is refused.
+        for (base, base_seq) in [(Some(blob_ref(1)), 7), (None, 3), (Some(blob_ref(1)), 0)] {
+            let bad = Head {
+                delta: HeadDelta::Inline(InlineDeltas {
+                    base,
+                    base_seq,
+                    changes: vec![],
+                }),
+                ..head.clone()
+            };
+            let v = seal_head(&KEY, &bad).unwrap();
+            assert!(
+                matches!(open_head(&KEY, &w, 7, &v), Err(LogError::Malformed { .. })),
+                "base seq {base_seq}"
+            );
+        }
+        // A log that started inline has no base.
+        let first = Head {
+            seq: 2,
+            delta: HeadDelta::Inline(InlineDeltas {
+                base: None,
+                base_seq: 0,
+                changes: vec![],
+            }),
+            ..head
+        };
+        let v = seal_head(&KEY, &first).unwrap();
+        assert_eq!(open_head(&KEY, &w, 2, &v).unwrap(), first);
+    }
+
+    #[test]
+    fn merged_changes_keep_the_latest_version_per_key() {
+        let merged = merge_changes(
+            vec![tomb("b", 5), tomb("a", 1)],
+            vec![tomb("a", 3), tomb("b", 4), tomb("c", 1)],
+        );
+        assert_eq!(merged, vec![tomb("a", 3), tomb("b", 5), tomb("c", 1)]);
+        // A tie keeps the newer.
+        let mut later = tomb("a", 3);
+        later.value = Value::Bucket(crate::catalog::BucketInfo {
+            name: "a".into(),
+            created_ms: 1,
+            version: Version::default(),
+        });
+        assert_eq!(
+            merge_changes(vec![tomb("a", 3)], vec![later.clone()]),
+            vec![later]
+        );
     }
 
     #[test]
@@ -416,6 +582,7 @@ mod tests {
                 version: Version::default(),
                 value: Value::Tombstone,
             }],
+            prev_seq: Some(1),
         });
         let bytes = encode_blob(&delta).unwrap();
         assert_eq!(decode_blob("x", &bytes).unwrap(), delta);

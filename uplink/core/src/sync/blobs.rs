@@ -11,6 +11,22 @@ use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::Arc;
 
+/// The scheme of a catalog blob of `size` plaintext bytes: the catalog scheme, fitted
+/// to a blob too small to fill its `k` pieces (a delta of a few changes: whole copies on
+/// as many nodes as the catalog scheme's margins ask, instead of `total` pieces of the
+/// minimum size; see [`crate::codec::Scheme::fitted`]). Repair, check and renew read
+/// each segment's own scheme, so they treat both alike.
+pub(crate) fn blob_scheme(config: &crate::UplinkConfig, size: u64) -> crate::codec::Scheme {
+    let scheme = config.catalog_scheme;
+    if !config.catalog_fit_scheme {
+        return scheme;
+    }
+    scheme.fitted(
+        crate::crypto::sealed_len(size),
+        crate::segment::MIN_SHARD as u64,
+    )
+}
+
 impl CatalogSync {
     pub(super) async fn put_blob(
         self: &Arc<Self>,
@@ -37,7 +53,7 @@ impl CatalogSync {
             bucket: CATALOG_BUCKET,
             key: what,
             cipher: &cipher,
-            scheme: self.pieces.config().catalog_scheme,
+            scheme: blob_scheme(self.pieces.config(), size),
             expires_ms: shoal_proto::time::unix_ms().saturating_add(lease.as_millis() as u64),
             size_hint: Some(size),
             progress: None,

@@ -48,19 +48,23 @@ impl CatalogSync {
             .into_iter()
             .collect();
         let own: OwnLog = self.catalog.sync_value(OWN)?.unwrap_or_default();
-        let (mut seq, mut next) = (own.seq, own.head);
+        // The blob deltas only: the inline ones after the newest live in the head record.
+        let (mut seq, mut next) = (own.blob_seq(), own.head);
         while let Some(blob) = next.take() {
             if seq <= covered || out.len() > MAX_RENEW_WALK {
                 break;
             }
+            let mut prev_seq = seq - 1;
             if seq > covered + 1 {
-                next = self.get_delta(me, seq, &blob).await?.prev;
+                let d = self.get_delta(me, seq, &blob).await?;
+                prev_seq = d.prev_seq();
+                next = d.prev;
             }
             out.push(LiveBlob {
                 name: blob_name(&me, "delta", seq),
                 blob,
             });
-            seq -= 1;
+            seq = prev_seq;
         }
         Ok(out)
     }

@@ -8,7 +8,8 @@
 //! **Publish** (one per [`Uplink::flush`]; concurrent callers share one, a group commit):
 //! take the queued changes, upload them as delta `seq + 1` of this writer's log (with a
 //! snapshot of the whole catalog first, every [`UplinkConfig::snapshot_every`] deltas),
-//! then point the writer's head record at it. The queue is cleared only after the head
+//! then point the writer's head record at it — or, when they are small, carry them in
+//! the head record itself (inline deltas, see [`crate::catalog::log`]). The queue is cleared only after the head
 //! record is stored, so a crash at any point loses nothing: the next publish sends the
 //! changes again (a blob left without a head is reclaimed by its lease).
 //!
@@ -32,7 +33,8 @@ use shoal_proto::{RecordKey, Signed};
 
 use crate::access::Access;
 use crate::catalog::Catalog;
-use crate::catalog::log::{BlobRef, SnapshotRef};
+use crate::catalog::log::{BlobRef, Head, HeadDelta, InlineDeltas, SnapshotRef};
+use crate::catalog::model::Change;
 use crate::catalog::{CatalogError, SyncTx, WriterId};
 pub use crate::error::{RecordError, SyncError};
 use crate::pieces::Pieces;
@@ -75,7 +77,39 @@ pub trait CatalogRecords: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct OwnLog {
     seq: u64,
+    /// The newest blob delta, delta [`OwnLog::blob_seq`].
     head: Option<BlobRef>,
+    /// The seq of `head` when deltas after it rode inline (`None`: `seq`).
+    #[serde(default)]
+    blob_seq: Option<u64>,
+    /// The changes of the inline deltas after `head`, merged (see
+    /// [`crate::catalog::log`], *Inline deltas*).
+    #[serde(default)]
+    inline: Vec<Change>,
+}
+
+impl OwnLog {
+    fn blob_seq(&self) -> u64 {
+        self.blob_seq.unwrap_or(self.seq)
+    }
+
+    /// The value of the head record at `seq` (`None`: nothing published yet).
+    fn head_value(&self, writer: WriterId) -> Option<Head> {
+        let delta = if self.blob_seq() == self.seq {
+            HeadDelta::Blob(self.head.clone()?)
+        } else {
+            HeadDelta::Inline(InlineDeltas {
+                base: self.head.clone(),
+                base_seq: self.blob_seq(),
+                changes: self.inline.clone(),
+            })
+        };
+        Some(Head {
+            writer,
+            seq: self.seq,
+            delta,
+        })
+    }
 }
 
 /// What a publish did.

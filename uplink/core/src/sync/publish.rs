@@ -5,7 +5,10 @@ use super::{
     CatalogStatus, CatalogSync, OWN, OwnLog, PublishReport, SNAPSHOT, SnapshotStatus, SyncError,
     SyncState, UNAVAILABLE, Unavailable, applied, blob_name, merge_applied,
 };
-use crate::catalog::log::{self, Blob, BlobRef, Delta, Head, LogError, Snapshot, SnapshotRef};
+use crate::catalog::log::{
+    self, Blob, BlobRef, Delta, Head, HeadDelta, LogError, Snapshot, SnapshotRef,
+};
+use crate::catalog::model::Change;
 use crate::catalog::{CatalogError, PublishLock, WriterId};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -65,82 +68,61 @@ impl CatalogSync {
                 blob,
             });
         }
-        let delta = Delta {
-            writer: me,
-            seq,
-            prev: own.head.clone(),
-            snapshot: snapshot.clone(),
-            changes: pending.iter().map(|(c, _)| c.clone()).collect(),
-        };
-        let (mut head_blob, sent) = self
-            .put_blob(&blob_name(&me, "delta", seq), &Blob::Delta(delta))
-            .await?;
-        report.bytes_sent += sent;
-        let mut head = Head {
-            writer: me,
-            seq,
-            delta: head_blob.clone(),
-        };
-        let mut value = log::seal_head(self.catalog_key(), &head);
-        if matches!(value, Err(LogError::TooLarge { .. })) {
-            // A delta of more than one segment does not fit a record: point the head at
-            // an empty delta after it instead.
-            seq += 1;
-            applied.insert(me, seq);
-            let bridge = Delta {
-                writer: me,
+        let changes = log::merge_changes(
+            own.inline.clone(),
+            pending.iter().map(|(c, _)| c.clone()).collect(),
+        );
+        // Small enough, and no snapshot to name: the changes since the last blob delta
+        // ride in the head record (see `log`, *Inline deltas*).
+        let limit = self.pieces.config().inline_head;
+        let inline = if report.snapshot || limit == 0 {
+            None
+        } else {
+            let next = OwnLog {
                 seq,
-                prev: Some(head_blob),
-                snapshot: snapshot.clone(),
-                changes: Vec::new(),
+                head: own.head.clone(),
+                blob_seq: Some(own.blob_seq()),
+                inline: changes.clone(),
             };
-            let (b, sent) = self
-                .put_blob(&blob_name(&me, "delta", seq), &Blob::Delta(bridge))
-                .await?;
-            report.bytes_sent += sent;
-            head_blob = b;
-            head = Head {
-                writer: me,
-                seq,
-                delta: head_blob.clone(),
-            };
-            value = log::seal_head(self.catalog_key(), &head);
-        }
+            next.head_value(me)
+                .map(|h| log::seal_head(self.catalog_key(), &h))
+                .and_then(Result::ok)
+                .filter(|v| v.len() <= limit)
+                .map(|v| (v, next))
+        };
+        let (value, next) = match inline {
+            Some((value, next)) => (value, next),
+            None => {
+                let (value, next, sent) = self
+                    .publish_blob(&own, &mut seq, snapshot.clone(), changes)
+                    .await?;
+                report.bytes_sent += sent;
+                (value, next)
+            }
+        };
+        applied.insert(me, seq);
         // The head may land even if this put fails, or the process dies during it: from
         // here on this seq and delta count as this writer's own (the next delta follows
         // this one), so a sequence number is never offered twice with different contents
         // (nodes holding the first would refuse every later head as not newer). The
         // changes stay queued until a head is stored; a reader that merged this delta
         // meets them again in the next one, which merges to the same state.
-        self.catalog.update_sync(|tx| {
-            tx.set_sync_value(
-                OWN,
-                &OwnLog {
-                    seq,
-                    head: Some(head_blob.clone()),
-                },
-            )
-        })?;
+        self.catalog
+            .update_sync(|tx| tx.set_sync_value(OWN, &next))?;
         report.bytes_sent += self
             .put_record(
                 sync,
                 &format!("head record of writer {me}"),
                 log::head_salt(self.catalog_key(), &me),
                 seq,
-                value?,
+                value,
                 None,
             )
             .await?;
         // Published: remember it (one transaction), then drop the queued changes it
         // carried.
         self.catalog.update_sync(|tx| {
-            tx.set_sync_value(
-                OWN,
-                &OwnLog {
-                    seq,
-                    head: Some(head_blob),
-                },
-            )?;
+            tx.set_sync_value(OWN, &next)?;
             merge_applied(tx, &mut applied)?;
             if let Some(s) = &snapshot {
                 tx.set_sync_value(SNAPSHOT, s)?;
@@ -167,6 +149,63 @@ impl CatalogSync {
             "catalog published"
         );
         Ok(report)
+    }
+}
+
+impl CatalogSync {
+    /// Uploads `changes` (with the inline deltas of `own` they include) as blob delta
+    /// `*seq`, after `own`'s newest blob delta; returns the sealed head naming it, this
+    /// writer's log after it, and the bytes sent. A delta of more than one segment does
+    /// not fit a record: the head then names an empty delta after it (`*seq` moves on).
+    async fn publish_blob(
+        self: &Arc<Self>,
+        own: &OwnLog,
+        seq: &mut u64,
+        snapshot: Option<SnapshotRef>,
+        changes: Vec<Change>,
+    ) -> Result<(Vec<u8>, OwnLog, u64), SyncError> {
+        let me = self.catalog.writer();
+        let delta = Delta {
+            writer: me,
+            seq: *seq,
+            prev: own.head.clone(),
+            snapshot: snapshot.clone(),
+            changes,
+            prev_seq: Some(own.blob_seq()),
+        };
+        let (mut blob, mut sent) = self
+            .put_blob(&blob_name(&me, "delta", *seq), &Blob::Delta(delta))
+            .await?;
+        let head = |seq: u64, blob: &BlobRef| Head {
+            writer: me,
+            seq,
+            delta: HeadDelta::Blob(blob.clone()),
+        };
+        let mut value = log::seal_head(self.catalog_key(), &head(*seq, &blob));
+        if matches!(value, Err(LogError::TooLarge { .. })) {
+            *seq += 1;
+            let bridge = Delta {
+                writer: me,
+                seq: *seq,
+                prev: Some(blob),
+                snapshot,
+                changes: Vec::new(),
+                prev_seq: None,
+            };
+            let (b, more) = self
+                .put_blob(&blob_name(&me, "delta", *seq), &Blob::Delta(bridge))
+                .await?;
+            sent += more;
+            blob = b;
+            value = log::seal_head(self.catalog_key(), &head(*seq, &blob));
+        }
+        let next = OwnLog {
+            seq: *seq,
+            head: Some(blob),
+            blob_seq: None,
+            inline: Vec::new(),
+        };
+        Ok((value?, next, sent))
     }
 }
 

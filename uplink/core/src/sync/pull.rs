@@ -6,7 +6,7 @@ use super::{
     applied, merge_applied,
 };
 use crate::catalog::WriterId;
-use crate::catalog::log::{self, Delta, Head, SnapshotRef};
+use crate::catalog::log::{self, Delta, Head, HeadDelta, SnapshotRef};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -57,12 +57,15 @@ impl CatalogSync {
                 }
             }
         }
-        let mut deltas: Vec<Delta> = Vec::with_capacity(heads.len());
+        // Per writer with news, its newest deltas: the head's, and for an inline head
+        // that this replica is behind the base of, the base too.
+        let mut deltas: Vec<Vec<Delta>> = Vec::with_capacity(heads.len());
         for h in &heads {
-            match self.get_delta(h.writer, h.seq, &h.delta).await {
+            let seen = applied.get(&h.writer).copied().unwrap_or(0);
+            match self.head_deltas(h, seen).await {
                 Ok(d) => {
+                    report.deltas += d.len();
                     deltas.push(d);
-                    report.deltas += 1;
                 }
                 Err(SyncError::Catalog(e)) => return Err(e.into()),
                 Err(e) => {
@@ -78,6 +81,7 @@ impl CatalogSync {
             .sum();
         let best = deltas
             .iter()
+            .flatten()
             .filter_map(|d| d.snapshot.as_ref())
             .max_by_key(|s| s.taken_at)
             .filter(|s| s.is_ahead_of(&applied))
@@ -97,13 +101,16 @@ impl CatalogSync {
                 }
             }
         }
-        for head_delta in deltas {
-            let w = head_delta.writer;
+        for top in deltas {
+            let Some(newest) = top.first() else {
+                continue;
+            };
+            let w = newest.writer;
             let seen = applied.get(&w).copied().unwrap_or(0);
-            if head_delta.seq <= seen {
+            if newest.seq <= seen {
                 continue;
             }
-            let chain = match self.walk_back(w, seen, head_delta, &mut report).await {
+            let chain = match self.walk_back(w, seen, top, &mut report).await {
                 Ok(chain) => chain,
                 Err(SyncError::Catalog(e)) => return Err(e.into()),
                 Err(e) => {
@@ -190,21 +197,51 @@ impl CatalogSync {
         Ok(Some(head))
     }
 
-    /// Writer `w`'s deltas from `head` back to the first not merged yet (`seen + 1`),
-    /// newest first.
+    /// The newest deltas of head `h`, newest first, for a replica at `seen`: the blob
+    /// delta it names; or its inline deltas (as one delta whose `prev_seq` is the base's
+    /// seq, named no snapshot) and, when `seen` is behind the base, the base delta.
+    pub(super) async fn head_deltas(
+        self: &Arc<Self>,
+        h: &Head,
+        seen: u64,
+    ) -> Result<Vec<Delta>, SyncError> {
+        let inline = match &h.delta {
+            HeadDelta::Blob(b) => return Ok(vec![self.get_delta(h.writer, h.seq, b).await?]),
+            HeadDelta::Inline(i) => i,
+        };
+        let mut top = Delta {
+            writer: h.writer,
+            seq: h.seq,
+            prev: inline.base.clone(),
+            snapshot: None,
+            changes: inline.changes.clone(),
+            prev_seq: Some(inline.base_seq),
+        };
+        let base = match &inline.base {
+            Some(b) if inline.base_seq > seen => {
+                self.get_delta(h.writer, inline.base_seq, b).await?
+            }
+            _ => return Ok(vec![top]),
+        };
+        top.snapshot = base.snapshot.clone();
+        Ok(vec![top, base])
+    }
+
+    /// Writer `w`'s deltas from `top` (its newest, newest first, each the one before the
+    /// other) back to the first not merged yet (the one after `seen`), newest first.
+    /// Each delta names the blob delta before it and its seq ([`Delta::prev_seq`]).
     pub(super) async fn walk_back(
         self: &Arc<Self>,
         w: WriterId,
         seen: u64,
-        head: Delta,
+        mut chain: Vec<Delta>,
         report: &mut PullReport,
     ) -> Result<Vec<Delta>, SyncError> {
-        let mut chain = vec![head];
         while let Some(oldest) = chain.last() {
-            if oldest.seq <= seen + 1 {
+            let want = oldest.prev_seq();
+            if want <= seen {
                 break;
             }
-            let want = oldest.seq - 1;
             let Some(prev) = oldest.prev.clone() else {
                 return Err(SyncError::MissingDelta {
                     writer: w,
@@ -229,15 +266,8 @@ impl CatalogSync {
     ) -> Result<(), SyncError> {
         self.register(sync, known).await?;
         let me = self.catalog.writer();
-        if let (true, Some(delta)) = (head, &own.head) {
-            let value = log::seal_head(
-                self.catalog_key(),
-                &Head {
-                    writer: me,
-                    seq: own.seq,
-                    delta: delta.clone(),
-                },
-            )?;
+        if let (true, Some(h)) = (head, own.head_value(me)) {
+            let value = log::seal_head(self.catalog_key(), &h)?;
             self.put_record(
                 sync,
                 &format!("head record of writer {me}"),

@@ -33,7 +33,7 @@ use shoal_proto::limits::MAX_LIST_PIECES;
 use shoal_proto::messages::ListedPiece;
 
 use super::CatalogSync;
-use crate::catalog::log::{self, Blob, BlobRef, Head, SnapshotRef};
+use crate::catalog::log::{self, Blob, BlobRef, Head, HeadDelta, SnapshotRef};
 use crate::catalog::tag::{BlobKind, BlobTag, PieceTag, SegmentTag, TagSealer};
 use crate::catalog::{SegmentInfo, WriterId};
 use crate::crypto::{ObjectId, sealed_len};
@@ -402,6 +402,7 @@ impl CatalogSync {
             };
             let entry = report.writers.entry(*w).or_default();
             let mut got: BTreeSet<u64> = BTreeSet::new();
+            let mut spans: Vec<(u64, u64)> = Vec::new();
             let mut head: Option<Head> = None;
             for b in deltas
                 .iter()
@@ -423,11 +424,13 @@ impl CatalogSync {
                         if got.insert(d.seq) {
                             entry.deltas.push(d.seq);
                         }
+                        // A delta after inline ones carries their changes.
+                        spans.push((d.prev_seq() + 1, d.seq));
                         if d.seq == top {
                             head = Some(Head {
                                 writer: *w,
                                 seq: top,
-                                delta: b.blob.clone(),
+                                delta: HeadDelta::Blob(b.blob.clone()),
                             });
                         }
                     }
@@ -439,7 +442,7 @@ impl CatalogSync {
                 }
             }
             for seq in merged + 1..=top {
-                if !got.contains(&seq) {
+                if !got.contains(&seq) && !spans.iter().any(|(a, b)| (*a..=*b).contains(&seq)) {
                     report.unrecovered.push(Unrecovered {
                         what: format!("delta {seq} of writer {w}"),
                         reason: "not on any node that answered (or too few of its pieces)".into(),
