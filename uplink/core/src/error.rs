@@ -176,8 +176,37 @@ mod tests {
 
 /// Why a DHT record operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct RecordError(pub String);
+#[error("{message}")]
+pub struct RecordError {
+    pub kind: RecordErrorKind,
+    /// What happened, for people.
+    pub message: String,
+}
+
+/// What kind of failure a [`RecordError`] is: what the catalog decides on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordErrorKind {
+    /// A compare-and-swap put found another seq held, and no node stored the record.
+    CompareAndSwap,
+    /// Anything else: no answer in time, refused for another reason, no peers.
+    Failed,
+}
+
+impl RecordError {
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self {
+            kind: RecordErrorKind::Failed,
+            message: message.into(),
+        }
+    }
+
+    pub fn compare_and_swap(message: impl Into<String>) -> Self {
+        Self {
+            kind: RecordErrorKind::CompareAndSwap,
+            message: message.into(),
+        }
+    }
+}
 
 /// Why publishing or pulling the catalog failed. Every variant names what it is about.
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +254,16 @@ pub enum SyncError {
         what: String,
         #[source]
         source: Box<Error>,
+    },
+    #[error(
+        "the network holds a catalog log under this replica's writer id {writer} that this \
+         replica did not write (its head is at seq {held}, this replica's at {own}): the \
+         config dir was copied or restored from a backup while the other copy publishes"
+    )]
+    Cloned {
+        writer: WriterId,
+        held: u64,
+        own: u64,
     },
     #[error("the writers record kept changing under {attempts} attempts to add writer {writer}")]
     WritersRace { writer: WriterId, attempts: usize },

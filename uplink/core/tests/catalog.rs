@@ -943,3 +943,96 @@ async fn a_small_delta_blob_is_whole_copies_with_the_catalog_schemes_margins() {
     assert!(r.unavailable.is_empty(), "{r:?}");
     assert!(b.catalog().bucket("bkt").unwrap().is_some());
 }
+
+/// Copies every file of the config dir `from` into `to` (a cloned VM, a restored backup).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Two replicas on copies of one config dir (so one writer id), each publishing. The one
+/// that finds a head it did not write moves to a new writer id and publishes again; a
+/// fresh replica then holds every change of both, and each keeps publishing.
+async fn a_copied_config_dir(pull_first: bool) {
+    let w = World::new();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let writer = uplink::catalog::WriterId::random();
+    let on_dir = |dir: &std::path::Path| {
+        Uplink::with_network_catalog(
+            w.access(),
+            Arc::new(w.store.clone()),
+            Arc::new(StaticNodes(w.store.candidates())),
+            Catalog::open(dir, writer).unwrap(),
+            config(),
+            w.records.clone(),
+        )
+        .unwrap()
+    };
+    {
+        let a = on_dir(dir_a.path());
+        history(&a).await;
+        a.flush().await.unwrap();
+    }
+    copy_dir(dir_a.path(), dir_b.path());
+    let (a, b) = (on_dir(dir_a.path()), on_dir(dir_b.path()));
+    assert_eq!(a.catalog().writer(), b.catalog().writer());
+    // Both publish the same next seq with other contents; `a` gets there first.
+    put(&a, "bkt0", "from-a", b"a").await;
+    assert_eq!(a.flush().await.unwrap().new_writer, None);
+    put(&b, "bkt0", "from-b", b"b").await;
+    let moved = if pull_first {
+        let report = b.pull().await.unwrap();
+        assert!(report.unavailable.is_empty(), "{:?}", report.unavailable);
+        assert_eq!(
+            get(&b, "bkt0", "from-a").await,
+            b"a",
+            "the other copy's change is merged"
+        );
+        report.new_writer
+    } else {
+        b.flush().await.unwrap().new_writer
+    };
+    let moved = moved.expect("the copy that found the other's head moves to a new id");
+    assert_ne!(moved, writer);
+    assert_eq!(b.catalog().writer(), moved);
+    assert_eq!(b.catalog_status().unwrap().writer, moved);
+    b.flush().await.unwrap();
+    assert_eq!(b.catalog().pending_count(), 0);
+    // Both go on publishing, each under its own id now.
+    put(&a, "bkt0", "a-later", b"a2").await;
+    a.flush().await.unwrap();
+    put(&b, "bkt0", "b-later", b"b2").await;
+    assert_eq!(b.flush().await.unwrap().new_writer, None);
+    a.pull().await.unwrap();
+    b.pull().await.unwrap();
+    let fresh = w.writer();
+    let report = fresh.pull().await.unwrap();
+    assert!(report.unavailable.is_empty(), "{:?}", report.unavailable);
+    for (key, bytes) in [
+        ("from-a", &b"a"[..]),
+        ("from-b", b"b"),
+        ("a-later", b"a2"),
+        ("b-later", b"b2"),
+    ] {
+        assert_eq!(get(&fresh, "bkt0", key).await, bytes, "{key}");
+    }
+    assert_eq!(everything(&fresh).await, everything(&a).await);
+    assert_eq!(everything(&fresh).await, everything(&b).await);
+    // Reopened, the moved copy stays on its new id.
+    drop(b);
+    assert_eq!(on_dir(dir_b.path()).catalog().writer(), moved);
+}
+
+#[tokio::test]
+async fn a_copied_config_dir_that_publishes_moves_to_a_new_writer_and_loses_nothing() {
+    a_copied_config_dir(false).await;
+}
+
+#[tokio::test]
+async fn a_copied_config_dir_that_pulls_moves_to_a_new_writer_and_loses_nothing() {
+    a_copied_config_dir(true).await;
+}

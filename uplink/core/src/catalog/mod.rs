@@ -50,15 +50,18 @@ pub use model::{Change, EntryKey, Hlc, Value, Version, WriterId};
 pub use store::{Db, LockHolder, PublishLock, Watchdog};
 pub use tx::SyncTx;
 use tx::{
-    HLC, apply_in, check_remote, cols, exec, object_in, observe_in, query_row, stats_in, sync_get,
-    sync_set, version_in,
+    HLC, WRITER, apply_in, check_remote, cols, exec, object_in, observe_in, query_row, queue_in,
+    stats_in, sync_get, sync_set, version_in, writer_in,
 };
 
 /// The catalog: a handle on the uplink's database (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct Catalog {
     db: Arc<Db>,
-    writer: WriterId,
+    /// This replica's writer id as last read from the database (the database's
+    /// [`WRITER`] value is the authority: a clone detected by the catalog sync moves
+    /// the replica to a new id, see [`Catalog::rotate_writer`]).
+    writer: Arc<std::sync::RwLock<WriterId>>,
     stats: Arc<StatsBuffer>,
 }
 
@@ -172,27 +175,33 @@ const FIRST_PAGE: usize = 1;
 impl Catalog {
     /// Opens the catalog in the dir `path` for writer `writer` (the id kept in the config
     /// dir), creating it, upgrading its schema, or importing a sled catalog found there.
+    /// If the catalog moved to another writer id since (see
+    /// [`Catalog::rotate_writer`]), that id is used instead of `writer`.
     pub fn open(path: &Path, writer: WriterId) -> Result<Self, CatalogError> {
         let db = Db::open(path)?;
         sled_import::import_if_present(&db)?;
-        Ok(Self::with_db(Arc::new(db), writer))
+        Self::with_db(Arc::new(db), writer)
     }
 
-    fn with_db(db: Arc<Db>, writer: WriterId) -> Self {
-        Self {
+    fn with_db(db: Arc<Db>, writer: WriterId) -> Result<Self, CatalogError> {
+        let writer = db.write("writer", |tx| match sync_get::<WriterId>(tx, WRITER)? {
+            Some(w) => Ok(w),
+            None => {
+                sync_set(tx, WRITER, &writer)?;
+                Ok(writer)
+            }
+        })?;
+        Ok(Self {
             stats: Arc::new(StatsBuffer::new(db.clone())),
             db,
-            writer,
-        }
+            writer: Arc::new(std::sync::RwLock::new(writer)),
+        })
     }
 
     /// A catalog in a temporary dir, removed when the last handle goes (tests,
     /// benchmarks), with a random writer id.
     pub fn temporary() -> Result<Self, CatalogError> {
-        Ok(Self::with_db(
-            Arc::new(Db::temporary()?),
-            WriterId::random(),
-        ))
+        Self::with_db(Arc::new(Db::temporary()?), WriterId::random())
     }
 
     /// The database (the gateway keeps its multipart records there).
@@ -229,9 +238,67 @@ impl Catalog {
         })
     }
 
-    /// This replica's writer id.
+    /// This replica's writer id (as last read from the database; see
+    /// [`Catalog::current_writer`]).
     pub fn writer(&self) -> WriterId {
-        self.writer
+        match self.writer.read() {
+            Ok(w) => *w,
+            Err(poisoned) => **poisoned.get_ref(),
+        }
+    }
+
+    fn remember_writer(&self, w: WriterId) {
+        match self.writer.write() {
+            Ok(mut held) => *held = w,
+            Err(poisoned) => *poisoned.into_inner() = w,
+        }
+    }
+
+    /// This replica's writer id as the database holds it now (another process using
+    /// this catalog dir may have moved it to a new id), remembered for
+    /// [`Catalog::writer`].
+    pub fn current_writer(&self) -> Result<WriterId, CatalogError> {
+        let w = self
+            .db
+            .read("current_writer", |tx| sync_get::<WriterId>(tx, WRITER))?
+            .unwrap_or_else(|| self.writer());
+        self.remember_writer(w);
+        Ok(w)
+    }
+
+    /// Moves this replica to a new, random writer id, in one transaction with `then`,
+    /// unless it moved from `old` already (another process using this catalog dir did
+    /// it): every entry and tombstone written under `old` is queued again, so that the
+    /// next publish (under the new id) carries whatever the network lost of `old`'s log.
+    /// Returns the id in use afterwards.
+    ///
+    /// The catalog sync calls it when the network holds a log under this replica's id
+    /// that this replica did not write (a cloned or restored config dir).
+    pub fn rotate_writer(
+        &self,
+        old: WriterId,
+        then: impl FnOnce(&SyncTx<'_, '_>, WriterId) -> Result<(), CatalogError>,
+    ) -> Result<WriterId, CatalogError> {
+        let mine: Vec<Change> = self
+            .all_changes()?
+            .into_iter()
+            .filter(|c| c.version.writer == old)
+            .collect();
+        let w = self.db.write("rotate_writer", |tx| {
+            let held = sync_get::<WriterId>(tx, WRITER)?.unwrap_or(old);
+            if held != old {
+                return Ok(held);
+            }
+            let new = WriterId::random();
+            sync_set(tx, WRITER, &new)?;
+            for c in &mine {
+                queue_in(tx, c)?;
+            }
+            then(&SyncTx { tx }, new)?;
+            Ok(new)
+        })?;
+        self.remember_writer(w);
+        Ok(w)
     }
 
     /// Makes every change so far survive a machine crash (a process crash loses nothing
@@ -257,11 +324,11 @@ impl Catalog {
             let last: Hlc = sync_get(tx, HLC)?.unwrap_or_default();
             let out = Hlc::tick(last, now);
             sync_set(tx, HLC, &out)?;
-            Ok(out)
+            Ok((out, writer_in(tx, self.writer())?))
         })?;
         Ok(Version {
-            hlc,
-            writer: self.writer,
+            hlc: hlc.0,
+            writer: hlc.1,
         })
     }
 
@@ -278,8 +345,9 @@ impl Catalog {
         finish: impl FnOnce(&mut ObjectEntry),
     ) -> Result<(ObjectEntry, Option<ObjectEntry>), CatalogError> {
         let now = shoal_proto::time::unix_ms();
-        let writer = self.writer;
+        let writer = self.writer();
         self.db.write("put_object_local", |tx| {
+            let writer = writer_in(tx, writer)?;
             let last: Hlc = sync_get(tx, HLC)?.unwrap_or_default();
             let hlc = Hlc::tick(last, now);
             sync_set(tx, HLC, &hlc)?;

@@ -33,10 +33,10 @@ use shoal_proto::{RecordKey, Signed};
 
 use crate::access::Access;
 use crate::catalog::Catalog;
-use crate::catalog::log::{BlobRef, Head, HeadDelta, InlineDeltas, SnapshotRef};
+use crate::catalog::log::{self, BlobRef, Head, HeadDelta, InlineDeltas, SnapshotRef};
 use crate::catalog::model::Change;
 use crate::catalog::{CatalogError, SyncTx, WriterId};
-pub use crate::error::{RecordError, SyncError};
+pub use crate::error::{RecordError, RecordErrorKind, SyncError};
 use crate::pieces::Pieces;
 
 /// Longest a catalog record lives without being republished; the DHT nodes' limit.
@@ -112,6 +112,18 @@ impl OwnLog {
     }
 }
 
+impl OwnLog {
+    /// Whether `head`, found in the network under this writer's id, proves that
+    /// another replica writes under the same id (a copied or restored config dir): it is
+    /// newer than anything this writer offered, or as new but another delta. (An older
+    /// head proves nothing: the network may not have taken this writer's last puts.)
+    fn disowns(&self, head: &log::Head) -> bool {
+        head.seq > self.seq
+            || (head.seq == self.seq
+                && self.head_value(head.writer).map(|h| h.delta).as_ref() != Some(&head.delta))
+    }
+}
+
 /// What a publish did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PublishReport {
@@ -120,6 +132,9 @@ pub struct PublishReport {
     pub changes: usize,
     /// Whether a snapshot was taken with it.
     pub snapshot: bool,
+    /// The writer id this replica moved to before publishing, having found its log
+    /// written by another replica (see [`SyncError::Cloned`]).
+    pub new_writer: Option<WriterId>,
     /// Bytes sent: blob pieces plus DHT record copies.
     pub bytes_sent: u64,
 }
@@ -137,6 +152,9 @@ pub struct PullReport {
     /// Whether this writer's own head or writers record was missing from the DHT and
     /// was put back from what this replica holds.
     pub republished: bool,
+    /// The writer id this replica moved to, having found its log written by another
+    /// replica (see [`SyncError::Cloned`]).
+    pub new_writer: Option<WriterId>,
 }
 
 impl PullReport {
@@ -194,6 +212,8 @@ pub enum UnavailableKind {
     MissingDelta,
     /// The DHT failed reading its head record.
     Record,
+    /// Its log was written by two replicas (a copied config dir).
+    Cloned,
 }
 
 impl Unavailable {
@@ -204,6 +224,7 @@ impl Unavailable {
             SyncError::Fetch { .. } => UnavailableKind::Fetch,
             SyncError::MissingDelta { .. } => UnavailableKind::MissingDelta,
             SyncError::Record { .. } | SyncError::NotStored { .. } => UnavailableKind::Record,
+            SyncError::Cloned { .. } => UnavailableKind::Cloned,
             _ => UnavailableKind::Invalid,
         };
         Self {

@@ -2,8 +2,9 @@
 //! publish lock, with group commit.
 
 use super::{
-    CatalogStatus, CatalogSync, OWN, OwnLog, PublishReport, SNAPSHOT, SnapshotStatus, SyncError,
-    SyncState, UNAVAILABLE, Unavailable, applied, blob_name, merge_applied,
+    APPLIED, CatalogStatus, CatalogSync, OWN, OwnLog, PublishReport, RecordErrorKind, SNAPSHOT,
+    SnapshotStatus, SyncError, SyncState, UNAVAILABLE, Unavailable, applied, blob_name,
+    merge_applied,
 };
 use crate::catalog::log::{
     self, Blob, BlobRef, Delta, Head, HeadDelta, LogError, Snapshot, SnapshotRef,
@@ -21,7 +22,7 @@ impl CatalogSync {
         sync: &SyncState,
     ) -> Result<PublishReport, SyncError> {
         let pending = self.catalog.pending()?;
-        let me = self.catalog.writer();
+        let me = self.catalog.current_writer()?;
         let mut applied = applied(self)?;
         let mut report = PublishReport::default();
         let own: OwnLog = self.catalog.sync_value(OWN)?.unwrap_or_default();
@@ -94,7 +95,7 @@ impl CatalogSync {
             Some((value, next)) => (value, next),
             None => {
                 let (value, next, sent) = self
-                    .publish_blob(&own, &mut seq, snapshot.clone(), changes)
+                    .publish_blob(me, &own, &mut seq, snapshot.clone(), changes)
                     .await?;
                 report.bytes_sent += sent;
                 (value, next)
@@ -109,16 +110,7 @@ impl CatalogSync {
         // meets them again in the next one, which merges to the same state.
         self.catalog
             .update_sync(|tx| tx.set_sync_value(OWN, &next))?;
-        report.bytes_sent += self
-            .put_record(
-                sync,
-                &format!("head record of writer {me}"),
-                log::head_salt(self.catalog_key(), &me),
-                seq,
-                value,
-                None,
-            )
-            .await?;
+        report.bytes_sent += self.put_head(sync, &own, seq, value).await?;
         // Published: remember it (one transaction), then drop the queued changes it
         // carried.
         self.catalog.update_sync(|tx| {
@@ -159,12 +151,12 @@ impl CatalogSync {
     /// not fit a record: the head then names an empty delta after it (`*seq` moves on).
     async fn publish_blob(
         self: &Arc<Self>,
+        me: WriterId,
         own: &OwnLog,
         seq: &mut u64,
         snapshot: Option<SnapshotRef>,
         changes: Vec<Change>,
     ) -> Result<(Vec<u8>, OwnLog, u64), SyncError> {
-        let me = self.catalog.writer();
         let delta = Delta {
             writer: me,
             seq: *seq,
@@ -206,6 +198,88 @@ impl CatalogSync {
             inline: Vec::new(),
         };
         Ok((value?, next, sent))
+    }
+}
+
+/// Compare-and-swap attempts at storing a head record: the second follows a read that
+/// showed this writer's previous put did not land.
+const HEAD_ATTEMPTS: usize = 3;
+
+impl CatalogSync {
+    /// Stores this writer's head record at `seq` by compare-and-swap on the head it
+    /// last offered (`prev`), so that a replica that does not hold this writer's last
+    /// head never overwrites it. On a refusal, reads what the network holds: a head this
+    /// writer never offered is another replica writing under its id
+    /// ([`SyncError::Cloned`]); an older one means its last puts did not land, and the
+    /// put is tried again against that one.
+    pub(super) async fn put_head(
+        &self,
+        sync: &SyncState,
+        prev: &OwnLog,
+        seq: u64,
+        value: Vec<u8>,
+    ) -> Result<u64, SyncError> {
+        let me = self.catalog.writer();
+        let what = format!("head record of writer {me}");
+        let salt = log::head_salt(self.catalog_key(), &me);
+        let mut expected = Some(prev.seq);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let put = self
+                .put_record(sync, &what, salt.clone(), seq, value.clone(), expected)
+                .await;
+            match put {
+                Err(SyncError::Record { ref source, .. })
+                    if source.kind == RecordErrorKind::CompareAndSwap
+                        && attempt < HEAD_ATTEMPTS =>
+                {
+                    let held = self.read_head(sync, &me, 0).await?;
+                    if let Some(h) = held.as_ref().filter(|h| prev.disowns(h)) {
+                        return Err(SyncError::Cloned {
+                            writer: me,
+                            held: h.seq,
+                            own: prev.seq,
+                        });
+                    }
+                    let held = held.map(|h| h.seq);
+                    if held == expected {
+                        // The nodes that refused hold nothing this writer can name.
+                        return put;
+                    }
+                    expected = held;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Moves this replica off writer id `old`, which another replica also writes under
+    /// (a copied or restored config dir; see [`Catalog::rotate_writer`]): from now on it
+    /// publishes under a new id, everything it wrote as `old` queued again, and it reads
+    /// `old`'s log as another writer's, from the start. Says so to the user.
+    pub(super) fn rotate_writer(
+        &self,
+        old: WriterId,
+        why: &SyncError,
+    ) -> Result<WriterId, SyncError> {
+        let new = self.catalog.rotate_writer(old, |tx, _| {
+            tx.set_sync_value(OWN, &OwnLog::default())?;
+            let applied: Vec<(WriterId, u64)> = tx
+                .sync_value::<Vec<(WriterId, u64)>>(APPLIED)?
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(w, _)| *w != old)
+                .collect();
+            tx.set_sync_value(APPLIED, &applied)
+        })?;
+        tracing::warn!(
+            old = %old,
+            new = %new,
+            "{why}. This replica now publishes as writer {new} and merges what writer {old} \
+             published; nothing is lost. If the other copy is not wanted, stop it."
+        );
+        Ok(new)
     }
 }
 
@@ -259,7 +333,18 @@ impl CatalogSync {
         // One publisher at a time across every process using this catalog dir: the
         // sequence number is read, used and stored under the lock.
         let _lock = self.publish_lock().await?;
-        let report = self.publish(sync).await?;
+        let report = match self.publish(sync).await {
+            Err(e @ SyncError::Cloned { writer, .. }) => {
+                // Not under this id any more: merge what the other replica published
+                // as it, then publish everything again under the new one.
+                let new = self.rotate_writer(writer, &e)?;
+                self.pull().await?;
+                let mut report = self.publish(sync).await?;
+                report.new_writer = Some(new);
+                report
+            }
+            other => other?,
+        };
         sync.published.fetch_max(taken, Ordering::SeqCst);
         Ok(report)
     }

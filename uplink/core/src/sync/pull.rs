@@ -29,14 +29,30 @@ impl CatalogSync {
         // the record (the next publish puts them back).
         let writers: BTreeSet<WriterId> = listed.iter().chain(applied.keys()).copied().collect();
         report.writers = writers.len();
-        let me = self.catalog.writer();
-        let own: OwnLog = self.catalog.sync_value(OWN)?.unwrap_or_default();
+        let mut me = self.catalog.current_writer()?;
         let mut own_head_lost = false;
         let mut unread: Vec<WriterId> = Vec::new();
         let mut heads: Vec<Head> = Vec::new();
         for w in &writers {
             let seen = applied.get(w).copied().unwrap_or(0);
-            match self.read_head(sync, w, seen).await {
+            let read = self.read_head(sync, w, seen).await;
+            // Read after the head: a publish of this writer in another process records
+            // its head before putting it.
+            let own: OwnLog = self.catalog.sync_value(OWN)?.unwrap_or_default();
+            match read {
+                Ok(Some(head)) if *w == me && own.disowns(&head) => {
+                    // Another replica writes under this id: move to a new one, and read
+                    // this id's log as another writer's, from its start.
+                    let e = SyncError::Cloned {
+                        writer: me,
+                        held: head.seq,
+                        own: own.seq,
+                    };
+                    me = self.rotate_writer(me, &e)?;
+                    report.new_writer = Some(me);
+                    applied.remove(w);
+                    heads.push(head);
+                }
                 Ok(Some(head)) if head.seq > seen => heads.push(head),
                 Ok(Some(head)) if *w == me && head.seq < own.seq => own_head_lost = true,
                 Ok(Some(_)) => {}
@@ -157,6 +173,7 @@ impl CatalogSync {
         self.catalog.flush()?;
         // Put back what the network lost of this writer's own records, from what is
         // held here: the head it last published, and its place in the writers record.
+        let own: OwnLog = self.catalog.sync_value(OWN)?.unwrap_or_default();
         let mut known: BTreeSet<WriterId> = applied.keys().copied().collect();
         known.remove(&me);
         let unlisted = own.seq > 0 && !(listed.contains(&me) && known.is_subset(&listed));
