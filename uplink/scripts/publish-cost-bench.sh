@@ -62,11 +62,12 @@ for n in $SIZES; do
 import re, sys
 log, nodes, size, variant, p, t0, t1 = sys.argv[1:]
 total = snap = snaps = pubs = 0
+each = []
 for line in open(log):
     m = re.search(r"bytes_sent=(\d+)", line)
     if not m:
         continue
-    b = int(m.group(1)); pubs += 1; total += b
+    b = int(m.group(1)); pubs += 1; total += b; each.append(b)
     if re.search(r"snapshot=true", line):
         snaps += 1; snap += b
 p = int(p)
@@ -74,7 +75,8 @@ print(f"publish-cost nodes={nodes} catalog={size} variant={variant} publishes={p
       f"bytes_per_publish={total / max(pubs, 1):.0f} "
       f"without_snapshots={(total - snap) / max(pubs - snaps, 1):.0f} "
       f"snapshots={snaps} snapshot_share={snap / max(total, 1):.2f} "
-      f"s_per_publish={(float(t1) - float(t0)) / max(p, 1):.2f}")
+      f"s_per_publish={(float(t1) - float(t0)) / max(p, 1):.2f} "
+      f"first={','.join(map(str, each[:12]))}")
 PY
   done
 done

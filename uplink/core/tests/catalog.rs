@@ -677,17 +677,22 @@ async fn rebuild_recovers_two_writers_from_the_piece_tags_alone() {
 #[tokio::test]
 async fn rebuild_names_a_delta_no_node_has_enough_pieces_of() {
     let w = World::new();
-    let a = w.writer();
+    // No snapshot to cover delta 2: its small blob shares no node with it.
+    let a = w.writer_with(UplinkConfig {
+        snapshot_every: 1000,
+        ..config()
+    });
     a.create_bucket("bkt").unwrap();
     a.flush().await.unwrap();
     put(&a, "bkt", "one", &data(6000, 1)).await;
     a.flush().await.unwrap();
     put(&a, "bkt", "two", &data(6000, 2)).await;
     a.flush().await.unwrap();
-    // Delta 2 loses every piece but one (k = 2).
+    // Delta 2 loses every piece but k - 1 (a small blob: k = 1 of whole copies).
     let head = w.head_blob(&a);
     let delta2 = a.previous_blob(&head).await.unwrap().unwrap();
-    for p in delta2.segments[0].pieces.iter().skip(1) {
+    let k = usize::from(delta2.segments[0].scheme.k);
+    for p in delta2.segments[0].pieces.iter().skip(k - 1) {
         w.store.set_behaviour(
             &shoal_proto::NodeId(p.node_id),
             uplink::testing::Behaviour::Dead,
@@ -871,14 +876,14 @@ async fn inline_deltas_snapshots_and_flushes_mixed_recover_on_any_replica() {
     let a = w.writer_with(cfg.clone());
     let follower = w.writer_with(cfg.clone());
     let lagging = w.writer_with(cfg.clone());
-    a.create_bucket("b").unwrap();
+    a.create_bucket("bkt").unwrap();
     a.flush().await.unwrap();
     let mut inline = 0;
     for i in 0..20u64 {
         let size = if i % 7 == 6 { 5000 } else { 10 + i as usize };
-        put(&a, "b", &format!("k{}", i % 9), &data(size, i)).await;
+        put(&a, "bkt", &format!("k{}", i % 9), &data(size, i)).await;
         if i % 5 == 4 {
-            a.delete("b", &format!("k{}", i % 9)).await.unwrap();
+            a.delete("bkt", &format!("k{}", i % 9)).await.unwrap();
         }
         a.flush().await.unwrap();
         inline += usize::from(inline_base(&w, &a).is_some());

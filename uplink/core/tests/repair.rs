@@ -119,7 +119,8 @@ async fn renew_extends_every_piece_once_per_node_and_skips_expiring_objects() {
     // 2 objects × 10 pieces, plus the catalog's delta: at most one order per node.
     assert!(r.catalog_blobs >= 1, "{r:?}");
     assert_eq!(r.renewed, r.pieces, "{r:?}");
-    assert!(r.pieces >= 20 + 5, "{r:?}");
+    // The delta is small: whole copies, 2/3/4/5 fitted to 1/2/3/4 (at least 3 kept).
+    assert!(r.pieces >= 20 + 3, "{r:?}");
     assert_eq!(r.orders, r.nodes, "{r:?}");
     assert!(r.nodes <= 12);
     assert!(lease("a") > a0 + 200 * 24 * 3600 * 1000);
