@@ -549,6 +549,18 @@ async fn uplink_client_looks_up_reads_writes_and_samples_without_entering_tables
         let got = nodes[0].handle.get_record(key).await.unwrap().unwrap();
         assert_eq!(got.value, b"from uplink");
         assert_eq!(client.get_record(key).await.unwrap().unwrap().seq, 1);
+        // The next write of the key goes straight to the closest that read found, with
+        // their tokens (no lookup), and every one of them takes it.
+        let direct = |r: &str| client.metrics().direct_puts.with_label_values(&[r]).get();
+        assert_eq!((direct("direct"), direct("fallback")), (0, 0));
+        let report = client
+            .put_record(record(&owner, 2, b"again"), Some(1))
+            .await
+            .unwrap();
+        assert_eq!((direct("direct"), direct("fallback")), (1, 0));
+        assert!(report.stored >= 6, "{report:?}");
+        let got = nodes[0].handle.get_record(key).await.unwrap().unwrap();
+        assert_eq!(got.value, b"again");
 
         client.crawl(30).await;
         let members = client.members();
