@@ -12,7 +12,15 @@
 //!   in 64 KiB AES-GCM blocks under a key derived from the catalog key and the blob's
 //!   random id, erasure coded, pieces on nodes; inline object bytes travel inside).
 //! - The **head record** of a writer (DHT mutable record, `seq` = the log's sequence
-//!   number) names its newest delta. The **writers record** lists the writer ids.
+//!   number) names its newest delta. It is written by compare-and-swap on the writer's
+//!   previous head, so a replica that does not hold the writer's last head (a copied
+//!   config dir) cannot overwrite it unseen.
+//! - The **writers record** lists the writer ids, each only once its first head is
+//!   stored: a listed writer whose head cannot be read is an error that names it, never
+//!   a writer skipped as "not published yet". Its record seq is its version; every delta
+//!   names the version its writer read, and the seqs of the other writers it had
+//!   merged, so a reader served a stale writers record or a replayed older head detects
+//!   it even without history of its own.
 //!   Record values are sealed with AES-256-GCM under a key derived from the catalog key,
 //!   with the record's salt and seq as associated data; the salts are derived from the
 //!   catalog key, so a record key (`H(owner key, salt)`) reveals nothing beyond the
@@ -42,7 +50,7 @@ const RECORD_KEY_CONTEXT: &str = "shoal v1 catalog record key";
 const SALT_CONTEXT: &str = "shoal v1 catalog record salt";
 const BLOB_KEY_CONTEXT: &str = "shoal v1 catalog blob key";
 /// First byte of every blob and record plaintext: the format version.
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 
 /// Why catalog data from the network was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,6 +105,13 @@ pub struct Delta {
     pub prev: Option<BlobRef>,
     /// The newest snapshot the writer knew of when publishing.
     pub snapshot: Option<SnapshotRef>,
+    /// The seq of the writers record the writer read when publishing: a reader that
+    /// holds an older writers record was served a stale one (it may lack writers).
+    pub writers_seq: u64,
+    /// Per other writer, the last seq the writer had merged when publishing: a reader
+    /// offered an older head of one of them was served a rollback, even if it never
+    /// merged that writer itself.
+    pub merged: BTreeMap<WriterId, u64>,
     pub changes: Vec<Change>,
 }
 
@@ -411,6 +426,8 @@ mod tests {
             seq: 2,
             prev: Some(blob_ref(3)),
             snapshot: None,
+            writers_seq: 1,
+            merged: Default::default(),
             changes: vec![Change {
                 key: EntryKey::Bucket("b".into()),
                 version: Version::default(),
@@ -419,12 +436,14 @@ mod tests {
         });
         let bytes = encode_blob(&delta).unwrap();
         assert_eq!(decode_blob("x", &bytes).unwrap(), delta);
-        let mut v2 = bytes.clone();
-        v2[0] = 2;
-        assert!(matches!(
-            decode_blob("x", &v2),
-            Err(LogError::Format { found: 2, .. })
-        ));
+        for other in [FORMAT - 1, FORMAT + 1] {
+            let mut v = bytes.clone();
+            v[0] = other;
+            assert!(matches!(
+                decode_blob("x", &v),
+                Err(LogError::Format { found, .. }) if found == other
+            ));
+        }
         assert!(decode_blob("x", &bytes[..bytes.len() / 2]).is_err());
         assert!(decode_blob("x", &[]).is_err());
     }

@@ -124,6 +124,14 @@ impl CatalogSync {
     ) -> Result<Delta, SyncError> {
         let what = blob_name(&writer, "delta", seq);
         match self.get_blob(&what, r).await? {
+            Blob::Delta(d) if d.merged.len() > log::MAX_WRITERS => Err(SyncError::WrongBlob {
+                what,
+                reason: format!(
+                    "it names {} merged writers, over the limit of {}",
+                    d.merged.len(),
+                    log::MAX_WRITERS
+                ),
+            }),
             Blob::Delta(d) if d.writer == writer && d.seq == seq => Ok(d),
             Blob::Delta(d) => Err(SyncError::WrongBlob {
                 what,

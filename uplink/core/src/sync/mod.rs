@@ -53,6 +53,10 @@ const APPLIED: &str = "applied";
 const OWN: &str = "own";
 const SNAPSHOT: &str = "snapshot";
 const UNAVAILABLE: &str = "unavailable";
+/// The newest writers record seq this replica read or saw named by a delta.
+const WRITERS_SEEN: &str = "writers-seen";
+/// Rounds of a pull that finds a delta naming a newer writers record than it read.
+const PULL_ROUNDS: usize = 2;
 
 /// The DHT records the catalog's pointers live in.
 pub trait CatalogRecords: Send + Sync + std::fmt::Debug {

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::catalog::log::{self, Blob, BlobRef, Delta, Head, LogError, Snapshot, SnapshotRef};
 use crate::catalog::{CatalogError, PublishLock, WriterId};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -25,11 +25,21 @@ impl CatalogSync {
         let own: OwnLog = self.catalog.sync_value(OWN)?.unwrap_or_default();
         let mut known: BTreeSet<WriterId> = applied.keys().copied().collect();
         known.remove(&me);
-        report.bytes_sent += self.register(sync, &known).await?;
+        let writers = self.writers(sync).await?;
         let forced = sync.snapshot_due.load(Ordering::SeqCst);
         if pending.is_empty() && !forced {
+            // A writer is listed only once its first head is stored; one that published
+            // heals its place in the writers record.
+            if own.seq > 0 {
+                report.bytes_sent += self.register_from(sync, &known, Some(writers)).await?;
+            }
             return Ok(report);
         }
+        let merged: BTreeMap<WriterId, u64> = applied
+            .iter()
+            .filter(|(w, _)| **w != me)
+            .map(|(w, s)| (*w, *s))
+            .collect();
         let mut seq = own.seq + 1;
         applied.insert(me, seq);
         // A snapshot every `snapshot_every` deltas (of all writers) since the last one.
@@ -71,6 +81,8 @@ impl CatalogSync {
             seq,
             prev: own.head.clone(),
             snapshot: snapshot.clone(),
+            writers_seq: writers.0,
+            merged: merged.clone(),
             changes: pending.iter().map(|(c, _)| c.clone()).collect(),
         };
         let (mut head_blob, sent) = self
@@ -93,6 +105,8 @@ impl CatalogSync {
                 seq,
                 prev: Some(head_blob),
                 snapshot: snapshot.clone(),
+                writers_seq: writers.0,
+                merged: merged.clone(),
                 changes: Vec::new(),
             };
             let (b, sent) = self
@@ -142,6 +156,8 @@ impl CatalogSync {
         if forced {
             sync.snapshot_due.store(false, Ordering::SeqCst);
         }
+        // Listed only now that its head is stored (the changes stay queued until then).
+        report.bytes_sent += self.register_from(sync, &known, Some(writers)).await?;
         self.catalog.clear_published(&pending)?;
         self.catalog.flush()?;
         report.seq = Some(seq);
