@@ -231,6 +231,8 @@ fn catalog_blob_seeds() -> Vec<Vec<u8>> {
         snapshot: None,
         writers_seq: 1,
         merged: Default::default(),
+        clock: Default::default(),
+        frontier: Default::default(),
         changes,
     });
     [delta]

@@ -959,3 +959,66 @@ async fn a_replayed_older_head_is_detected_by_a_replica_that_never_merged_its_wr
     );
     assert_eq!(get(&fresh, "bkt0", "from-b").await, b"b", "B is merged");
 }
+
+#[tokio::test]
+async fn a_tombstone_is_collected_once_every_writer_merged_it_and_snapshots_never_carry_it() {
+    let w = World::new();
+    let (a, b, reader) = (w.writer(), w.writer(), w.writer());
+    a.create_bucket("bkt").unwrap();
+    put(&a, "bkt", "gone", b"old").await;
+    put(&a, "bkt", "kept", b"k").await;
+    a.flush().await.unwrap();
+    b.pull().await.unwrap();
+    // A replica that only reads, and falls far behind, holding "gone".
+    reader.pull().await.unwrap();
+    put(&b, "bkt", "b0", b"b").await;
+    b.flush().await.unwrap();
+    a.pull().await.unwrap();
+    a.delete("bkt", "gone").await.unwrap();
+    a.flush().await.unwrap();
+    assert_eq!(a.catalog().tombstone_count().unwrap(), 1);
+    // B has not merged the delete: however many snapshots A takes, the tombstone stays.
+    for i in 0..4 {
+        put(&a, "bkt", &format!("a{i}"), b"x").await;
+        a.flush().await.unwrap();
+    }
+    assert_eq!(
+        a.catalog().tombstone_count().unwrap(),
+        1,
+        "B has not merged it yet"
+    );
+    // B merges it and publishes; A learns so, and its next snapshot goes without it.
+    b.pull().await.unwrap();
+    assert_eq!(b.catalog().tombstone_count().unwrap(), 1);
+    put(&b, "bkt", "b1", b"b").await;
+    b.flush().await.unwrap();
+    a.pull().await.unwrap();
+    let mut snapshots = 0;
+    for i in 0..4 {
+        put(&a, "bkt", &format!("later{i}"), b"x").await;
+        snapshots += usize::from(a.flush().await.unwrap().snapshot);
+    }
+    assert!(snapshots > 0);
+    assert_eq!(a.catalog().tombstone_count().unwrap(), 0, "collected");
+    assert!(a.stat("bkt", "gone").is_err());
+    // A fresh replica starts from that snapshot: neither the object nor its tombstone.
+    let fresh = w.writer();
+    fresh.pull().await.unwrap();
+    assert!(fresh.stat("bkt", "gone").is_err());
+    assert_eq!(fresh.catalog().tombstone_count().unwrap(), 0);
+    assert_eq!(everything(&fresh).await, everything(&a).await);
+    // The reader, far behind, applies the snapshot too: its floor makes it forget
+    // "gone", which the snapshot lacks, instead of keeping (and spreading) it.
+    assert!(reader.stat("bkt", "gone").is_ok());
+    let report = reader.pull().await.unwrap();
+    assert_eq!(report.snapshots, 1, "{report:?}");
+    assert!(reader.stat("bkt", "gone").is_err());
+    assert_eq!(everything(&reader).await, everything(&a).await);
+    // B, whose next snapshot is taken with the same rule, drops it as well.
+    b.pull().await.unwrap();
+    for i in 0..4 {
+        put(&b, "bkt", &format!("b-later{i}"), b"x").await;
+        b.flush().await.unwrap();
+    }
+    assert_eq!(b.catalog().tombstone_count().unwrap(), 0);
+}

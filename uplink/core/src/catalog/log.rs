@@ -84,6 +84,10 @@ pub struct SnapshotRef {
     pub covers: BTreeMap<WriterId, u64>,
     /// Entries and tombstones in it.
     pub entries: u64,
+    /// The stability point it was taken at: every writer had merged every version at or
+    /// below it, and tombstones up to it were dropped (see [`Delta::frontier`]).
+    #[serde(default)]
+    pub floor: Hlc,
     pub blob: BlobRef,
 }
 
@@ -112,6 +116,15 @@ pub struct Delta {
     /// offered an older head of one of them was served a rollback, even if it never
     /// merged that writer itself.
     pub merged: BTreeMap<WriterId, u64>,
+    /// The writer's clock when it read the changes it publishes: every change it made
+    /// at or below this reading is in this delta or an earlier one.
+    pub clock: Hlc,
+    /// The writer's merge frontier: it had merged every change of every writer it knew
+    /// at or below this reading (the least of its own `clock` and the `clock` of each
+    /// other writer's last delta it merged; zero while it knows a writer it merged
+    /// nothing of). A tombstone at or below every known writer's frontier is causally
+    /// stable: nobody can still hold, or send, what it deleted, so it is dropped.
+    pub frontier: Hlc,
     pub changes: Vec<Change>,
 }
 
@@ -119,6 +132,8 @@ pub struct Delta {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub covers: BTreeMap<WriterId, u64>,
+    /// As in its [`SnapshotRef`].
+    pub floor: Hlc,
     pub changes: Vec<Change>,
 }
 
@@ -428,6 +443,8 @@ mod tests {
             snapshot: None,
             writers_seq: 1,
             merged: Default::default(),
+            clock: Default::default(),
+            frontier: Default::default(),
             changes: vec![Change {
                 key: EntryKey::Bucket("b".into()),
                 version: Version::default(),

@@ -2,12 +2,12 @@
 //! publish lock, with group commit.
 
 use super::{
-    APPLIED, CatalogStatus, CatalogSync, OWN, OwnLog, PublishReport, RecordErrorKind, SNAPSHOT,
-    SnapshotStatus, SyncError, SyncState, UNAVAILABLE, Unavailable, applied, blob_name,
-    merge_applied,
+    APPLIED, CLOCKS, CatalogStatus, CatalogSync, FRONTIERS, OWN, OwnLog, PublishReport,
+    RecordErrorKind, SNAPSHOT, SnapshotStatus, SyncError, SyncState, UNAVAILABLE, Unavailable,
+    applied, blob_name, clocks, frontiers, merge_applied, stability,
 };
 use crate::catalog::log::{self, Blob, BlobRef, Delta, Head, LogError, Snapshot, SnapshotRef};
-use crate::catalog::{CatalogError, PublishLock, WriterId};
+use crate::catalog::{CatalogError, Hlc, PublishLock, WriterId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,6 +18,9 @@ impl CatalogSync {
         self: &Arc<Self>,
         sync: &SyncState,
     ) -> Result<PublishReport, SyncError> {
+        // Read before the changes: every change made at or below it is among them (a
+        // change ticks the clock and queues itself in one transaction).
+        let clock = self.catalog.clock()?;
         let pending = self.catalog.pending()?;
         let me = self.catalog.current_writer()?;
         let mut applied = applied(self)?;
@@ -40,6 +43,15 @@ impl CatalogSync {
             .filter(|(w, _)| **w != me)
             .map(|(w, s)| (*w, *s))
             .collect();
+        // Every writer known: listed, or merged here.
+        let others: BTreeSet<WriterId> = writers
+            .1
+            .iter()
+            .chain(&known)
+            .copied()
+            .filter(|w| *w != me)
+            .collect();
+        let frontier = stability(&others, &clocks(self)?, clock);
         let mut seq = own.seq + 1;
         applied.insert(me, seq);
         // A snapshot every `snapshot_every` deltas (of all writers) since the last one.
@@ -57,10 +69,18 @@ impl CatalogSync {
             .sum();
         let mut snapshot = last;
         if forced || since >= self.pieces.config().snapshot_every.max(1) {
+            // Tombstones every writer has merged go first: a snapshot never carries
+            // a collected one.
+            let floor = stability(&others, &frontiers(self)?, frontier);
+            let collected = self.catalog.collect_tombstones(floor)?;
+            if collected > 0 {
+                tracing::info!(collected, "dropped tombstones every writer has merged");
+            }
             let changes = self.catalog.all_changes()?;
             let entries = changes.len() as u64;
             let blob = Blob::Snapshot(Snapshot {
                 covers: applied.clone(),
+                floor,
                 changes,
             });
             let (blob, sent) = self
@@ -73,6 +93,7 @@ impl CatalogSync {
                 taken_at: self.catalog.next_version()?.hlc,
                 covers: applied.clone(),
                 entries,
+                floor,
                 blob,
             });
         }
@@ -83,6 +104,8 @@ impl CatalogSync {
             snapshot: snapshot.clone(),
             writers_seq: writers.0,
             merged: merged.clone(),
+            clock,
+            frontier,
             changes: pending.iter().map(|(c, _)| c.clone()).collect(),
         };
         let (mut head_blob, sent) = self
@@ -107,6 +130,8 @@ impl CatalogSync {
                 snapshot: snapshot.clone(),
                 writers_seq: writers.0,
                 merged: merged.clone(),
+                clock,
+                frontier,
                 changes: Vec::new(),
             };
             let (b, sent) = self
@@ -248,7 +273,19 @@ impl CatalogSync {
                 .into_iter()
                 .filter(|(w, _)| *w != old)
                 .collect();
-            tx.set_sync_value(APPLIED, &applied)
+            tx.set_sync_value(APPLIED, &applied)?;
+            // What was merged of `old` here was partly this replica's own log, not the
+            // network's: nothing of it may count towards tombstone stability.
+            for name in [CLOCKS, FRONTIERS] {
+                let kept: Vec<(WriterId, Hlc)> = tx
+                    .sync_value::<Vec<(WriterId, Hlc)>>(name)?
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(w, _)| *w != old)
+                    .collect();
+                tx.set_sync_value(name, &kept)?;
+            }
+            Ok(())
         })?;
         tracing::warn!(
             old = %old,

@@ -3,7 +3,7 @@
 
 use super::{
     CatalogSync, OWN, OwnLog, PULL_ROUNDS, PullReport, SNAPSHOT, SyncError, SyncState, UNAVAILABLE,
-    Unavailable, WRITERS_SEEN, applied, merge_applied,
+    Unavailable, WRITERS_SEEN, applied, merge_applied, merged_delta,
 };
 use crate::catalog::WriterId;
 use crate::catalog::log::{self, Delta, Head, SnapshotRef};
@@ -191,9 +191,10 @@ impl CatalogSync {
                 // A delta and the position it brings the replica to, in one transaction:
                 // a reader (here or in another process) sees all of it or none.
                 applied.insert(w, d.seq);
-                report.changes_applied += self
-                    .catalog
-                    .apply_remote_batch(&d.changes, |tx| merge_applied(tx, &mut applied))?;
+                report.changes_applied += self.catalog.apply_remote_batch(&d.changes, |tx| {
+                    merge_applied(tx, &mut applied)?;
+                    merged_delta(tx, d)
+                })?;
             }
             // A snapshot named by a delta we merged is the newest known if it is newer.
             if let Some(s) = chain.first().and_then(|d| d.snapshot.as_ref()) {
