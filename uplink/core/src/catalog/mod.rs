@@ -537,24 +537,21 @@ impl Catalog {
         self.forget(&gone)
     }
 
-    /// After merging a snapshot taken at stability point `floor` (every writer had
-    /// merged every version at or below it; tombstones up to it were dropped): forgets
-    /// every entry and tombstone at or below `floor` the snapshot lacks (`in_snapshot`
-    /// says false), which it lacks because a later delete, since collected, removed it.
-    /// A replica that was behind would otherwise keep, and spread again, what was
+    /// After merging a snapshot taken at stability point `floor` (every writer it
+    /// knew had merged every version at or below it; tombstones up to it were dropped):
+    /// forgets every entry and tombstone at or below `floor` that `lacks` says the
+    /// snapshot lacks, which it lacks because a later delete, since collected, removed
+    /// it. A replica that was behind would otherwise keep, and spread again, what was
     /// deleted. Returns how many went.
     pub fn prune_below(
         &self,
         floor: Hlc,
-        in_snapshot: impl Fn(&EntryKey) -> bool,
+        lacks: impl Fn(&Change) -> bool,
     ) -> Result<usize, CatalogError> {
         let gone: Vec<Change> = self
             .all_changes()?
             .into_iter()
-            .filter(|c| {
-                c.version.hlc <= floor
-                    && (matches!(c.value, Value::Tombstone) || !in_snapshot(&c.key))
-            })
+            .filter(|c| c.version.hlc <= floor && lacks(c))
             .collect();
         self.forget(&gone)
     }

@@ -5,7 +5,7 @@ use crate::catalog::log::{
     self, Blob, BlobRef, CATALOG_BUCKET, Delta, LogError, MAX_BLOB, SnapshotRef,
 };
 use crate::catalog::tag::{BlobKind, BlobTag};
-use crate::catalog::{EntryKey, Hlc, WriterId};
+use crate::catalog::{EntryKey, Hlc, Value, WriterId};
 use crate::crypto::{BlockCipher, ObjectId};
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -182,7 +182,12 @@ impl CatalogSync {
         if s.floor > Hlc::default() {
             let keys: std::collections::HashSet<&EntryKey> =
                 snap.changes.iter().map(|c| &c.key).collect();
-            let pruned = self.catalog.prune_below(s.floor, |k| keys.contains(k))?;
+            // Only versions of writers the snapshot covers: a writer its taker did not
+            // know yet was not part of the stability rule.
+            let pruned = self.catalog.prune_below(s.floor, |c| {
+                s.covers.contains_key(&c.version.writer)
+                    && (matches!(c.value, Value::Tombstone) || !keys.contains(&c.key))
+            })?;
             if pruned > 0 {
                 tracing::info!(
                     pruned,
