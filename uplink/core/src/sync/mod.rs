@@ -44,6 +44,7 @@ const REGISTER_ATTEMPTS: usize = 8;
 
 mod blobs;
 mod live;
+pub use live::RenewedElsewhere;
 mod publish;
 mod pull;
 pub mod rebuild;
