@@ -230,7 +230,7 @@ pub enum SyncError {
         offered: u64,
     },
     #[error(
-        "the head record of writer {writer} is missing from the DHT (seq {seen} was merged before)"
+        "the head record of writer {writer} is missing from the DHT (the writers record lists it; seq {seen} was merged here)"
     )]
     MissingHead { writer: WriterId, seen: u64 },
     #[error(
@@ -265,6 +265,12 @@ pub enum SyncError {
         held: u64,
         own: u64,
     },
+    #[error(
+        "the DHT served writers record version {held}, older than version {named} already \
+         seen (named by a writer's delta or read before): a stale or replayed record may \
+         leave writers out; try again when more DHT nodes answer"
+    )]
+    StaleWriters { held: u64, named: u64 },
     #[error("the writers record kept changing under {attempts} attempts to add writer {writer}")]
     WritersRace { writer: WriterId, attempts: usize },
     #[error("cannot sign a catalog record: {0}")]

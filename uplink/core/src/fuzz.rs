@@ -12,7 +12,7 @@ use shoal_proto::address::AddressScope;
 use shoal_proto::fuzz::{Target, text};
 
 use crate::access::{Access, GRANT_PREFIX, RootSecret};
-use crate::catalog::log::{self, BlobRef, Delta, Head, HeadDelta, InlineDeltas};
+use crate::catalog::log::{self, BlobRef, Delta, Head, HeadDelta};
 use crate::catalog::{
     BucketInfo, Change, Content, EntryKey, ObjectEntry, PartInfo, SegmentInfo, Value, Version,
     WriterId,
@@ -229,6 +229,10 @@ fn catalog_blob_seeds() -> Vec<Vec<u8>> {
         seq: 2,
         prev: Some(blob_ref()),
         snapshot: None,
+        writers_seq: 1,
+        merged: Default::default(),
+        clock: Default::default(),
+        frontier: Default::default(),
         changes,
         prev_seq: Some(1),
     });
@@ -253,10 +257,17 @@ fn catalog_records_seeds() -> Vec<Vec<u8>> {
     let inline = Head {
         writer: WriterId([1; 16]),
         seq: 3,
-        delta: HeadDelta::Inline(InlineDeltas {
-            base: Some(blob_ref()),
-            base_seq: 1,
+        delta: HeadDelta::Inline(Delta {
+            writer: WriterId([1; 16]),
+            seq: 3,
+            prev: Some(blob_ref()),
+            snapshot: None,
+            writers_seq: 1,
+            merged: Default::default(),
+            clock: Default::default(),
+            frontier: Default::default(),
             changes: Vec::new(),
+            prev_seq: Some(1),
         }),
     };
     let writers = BTreeSet::from([WriterId([1; 16]), WriterId([2; 16])]);

@@ -12,8 +12,15 @@
 //!   in 64 KiB AES-GCM blocks under a key derived from the catalog key and the blob's
 //!   random id, erasure coded, pieces on nodes; inline object bytes travel inside).
 //! - The **head record** of a writer (DHT mutable record, `seq` = the log's sequence
-//!   number) names its newest delta, or carries it (see *Inline deltas*). The **writers
-//!   record** lists the writer ids.
+//!   number) names its newest delta, or carries it (see *Inline deltas*). It is written
+//!   by compare-and-swap on the writer's previous head, so a replica that does not hold
+//!   the writer's last head (a copied config dir) cannot overwrite it unseen.
+//! - The **writers record** lists the writer ids, each only once its first head is
+//!   stored: a listed writer whose head cannot be read is an error that names it, never
+//!   a writer skipped as "not published yet". Its record seq is its version; every delta
+//!   names the version its writer read, and the seqs of the other writers it had
+//!   merged, so a reader served a stale writers record or a replayed older head detects
+//!   it even without history of its own.
 //!   Record values are sealed with AES-256-GCM under a key derived from the catalog key,
 //!   with the record's salt and seq as associated data; the salts are derived from the
 //!   catalog key, so a record key (`H(owner key, salt)`) reveals nothing beyond the
@@ -24,7 +31,8 @@
 //! inline delta must not be the only copy of changes a reader may still need. The rule:
 //! the head record carries, merged, the changes of *every* delta since the writer's
 //! newest blob delta (its *base*, named in the record), so the record alone is always
-//! the whole log after the base ([`HeadDelta::Inline`]). Inline deltas accumulate there
+//! the whole log after the base ([`HeadDelta::Inline`]: a [`Delta`] whose `prev` is
+//! the base and `prev_seq` its seq, with the other fields of the newest publish). Inline deltas accumulate there
 //! while the sealed record stays within the writer's budget
 //! (`UplinkConfig::inline_head`); the publish that would exceed it — or that takes a
 //! snapshot — writes one blob delta holding the accumulated changes plus its own, whose
@@ -32,7 +40,7 @@
 //! skips the sequence numbers that rode inline, and every skipped number's changes are
 //! in the blob after the gap: a reader walks `prev` from blob to blob and misses
 //! nothing. A reader at `seen`:
-//! - at or after the base (`seen >= base_seq`): applies the record's changes (some may
+//! - at or after the base (`seen >= prev_seq`): applies the record's changes (some may
 //!   be merged already; the merge is idempotent) and is done, without a blob;
 //! - behind the base: fetches the base and walks back from it as before, then applies
 //!   the record's changes on top.
@@ -68,7 +76,7 @@ const RECORD_KEY_CONTEXT: &str = "shoal v1 catalog record key";
 const SALT_CONTEXT: &str = "shoal v1 catalog record salt";
 const BLOB_KEY_CONTEXT: &str = "shoal v1 catalog blob key";
 /// First byte of every blob and record plaintext: the format version.
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 
 /// Why catalog data from the network was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,6 +110,10 @@ pub struct SnapshotRef {
     pub covers: BTreeMap<WriterId, u64>,
     /// Entries and tombstones in it.
     pub entries: u64,
+    /// The stability point it was taken at: every writer had merged every version at or
+    /// below it, and tombstones up to it were dropped (see [`Delta::frontier`]).
+    #[serde(default)]
+    pub floor: Hlc,
     pub blob: BlobRef,
 }
 
@@ -124,6 +136,22 @@ pub struct Delta {
     pub prev: Option<BlobRef>,
     /// The newest snapshot the writer knew of when publishing.
     pub snapshot: Option<SnapshotRef>,
+    /// The seq of the writers record the writer read when publishing: a reader that
+    /// holds an older writers record was served a stale one (it may lack writers).
+    pub writers_seq: u64,
+    /// Per other writer, the last seq the writer had merged when publishing: a reader
+    /// offered an older head of one of them was served a rollback, even if it never
+    /// merged that writer itself.
+    pub merged: BTreeMap<WriterId, u64>,
+    /// The writer's clock when it read the changes it publishes: every change it made
+    /// at or below this reading is in this delta or an earlier one.
+    pub clock: Hlc,
+    /// The writer's merge frontier: it had merged every change of every writer it knew
+    /// at or below this reading (the least of its own `clock` and the `clock` of each
+    /// other writer's last delta it merged; zero while it knows a writer it merged
+    /// nothing of). A tombstone at or below every known writer's frontier is causally
+    /// stable: nobody can still hold, or send, what it deleted, so it is dropped.
+    pub frontier: Hlc,
     pub changes: Vec<Change>,
     /// The seq of `prev` (`None`: `seq - 1`). Lower than `seq - 1` when the deltas
     /// between rode inline in head records: this delta then carries their changes too.
@@ -141,10 +169,15 @@ impl Delta {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub covers: BTreeMap<WriterId, u64>,
+    /// As in its [`SnapshotRef`].
+    pub floor: Hlc,
     pub changes: Vec<Change>,
 }
 
 /// What a blob holds.
+// A blob is built, encoded and dropped (or decoded and taken apart) once: boxing its
+// delta buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Blob {
     Delta(Delta),
@@ -160,22 +193,15 @@ pub struct Head {
 }
 
 /// Where a head's delta `seq` is (see the module doc, *Inline deltas*).
+// A head record holds one of these, moved once into its encoding.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HeadDelta {
     /// In a blob.
     Blob(BlobRef),
-    /// In the record: the deltas after the writer's newest blob delta, merged.
-    Inline(InlineDeltas),
-}
-
-/// Deltas `base_seq + 1 ..= seq` of a writer, carried in its head record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InlineDeltas {
-    /// The writer's newest blob delta (`None` when it has none: `base_seq` is 0).
-    pub base: Option<BlobRef>,
-    pub base_seq: u64,
-    /// The changes of those deltas, one per key (the latest).
-    pub changes: Vec<Change>,
+    /// In the record: the delta, carrying the changes of every delta after the writer's
+    /// newest blob delta (its `prev`, delta `prev_seq`), merged.
+    Inline(Delta),
 }
 
 impl Head {
@@ -353,12 +379,18 @@ pub fn open_head(
             reason: format!("it names writer {} seq {}", head.writer, head.seq),
         });
     }
-    if let HeadDelta::Inline(i) = &head.delta
-        && (i.base_seq >= seq || i.base.is_none() != (i.base_seq == 0))
+    if let HeadDelta::Inline(d) = &head.delta
+        && (d.writer != *w
+            || d.seq != seq
+            || d.prev_seq
+                .is_none_or(|p| p >= seq || d.prev.is_none() != (p == 0)))
     {
         return Err(LogError::Malformed {
             what,
-            reason: format!("its inline deltas follow delta {} of {seq}", i.base_seq),
+            reason: format!(
+                "its inline delta {} of writer {} follows delta {:?}",
+                d.seq, d.writer, d.prev_seq
+            ),
         });
     }
     Ok(head)
@@ -478,46 +510,55 @@ mod tests {
         }
     }
 
+    fn inline(seq: u64, prev: Option<BlobRef>, prev_seq: Option<u64>) -> Delta {
+        Delta {
+            writer: WriterId([4; 16]),
+            seq,
+            prev,
+            snapshot: None,
+            writers_seq: 1,
+            merged: Default::default(),
+            clock: Default::default(),
+            frontier: Default::default(),
+            changes: vec![tomb("a", 1), tomb("b", 2)],
+            prev_seq,
+        }
+    }
+
     #[test]
     fn an_inline_head_round_trips_and_names_a_base_before_it() {
         let w = WriterId([4; 16]);
         let head = Head {
             writer: w,
             seq: 7,
-            delta: HeadDelta::Inline(InlineDeltas {
-                base: Some(blob_ref(4)),
-                base_seq: 5,
-                changes: vec![tomb("a", 1), tomb("b", 2)],
-            }),
+            delta: HeadDelta::Inline(inline(7, Some(blob_ref(4)), Some(5))),
         };
         let sealed = seal_head(&KEY, &head).unwrap();
         assert_eq!(open_head(&KEY, &w, 7, &sealed).unwrap(), head);
         assert_eq!(head.blob(), None);
-        // A base at or after the head's own seq, or a base seq without a blob (or the
-        // other way round), is refused.
-        for (base, base_seq) in [(Some(blob_ref(1)), 7), (None, 3), (Some(blob_ref(1)), 0)] {
+        // A base at or after the head's own seq, a base seq without a blob (or the other
+        // way round), no base seq, or a delta of another seq is refused.
+        for d in [
+            inline(7, Some(blob_ref(1)), Some(7)),
+            inline(7, None, Some(3)),
+            inline(7, Some(blob_ref(1)), Some(0)),
+            inline(7, Some(blob_ref(1)), None),
+            inline(6, Some(blob_ref(1)), Some(5)),
+        ] {
             let bad = Head {
-                delta: HeadDelta::Inline(InlineDeltas {
-                    base,
-                    base_seq,
-                    changes: vec![],
-                }),
+                delta: HeadDelta::Inline(d.clone()),
                 ..head.clone()
             };
             let v = seal_head(&KEY, &bad).unwrap();
             assert!(
                 matches!(open_head(&KEY, &w, 7, &v), Err(LogError::Malformed { .. })),
-                "base seq {base_seq}"
+                "{d:?}"
             );
         }
         // A log that started inline has no base.
         let first = Head {
             seq: 2,
-            delta: HeadDelta::Inline(InlineDeltas {
-                base: None,
-                base_seq: 0,
-                changes: vec![],
-            }),
+            delta: HeadDelta::Inline(inline(2, None, Some(0))),
             ..head
         };
         let v = seal_head(&KEY, &first).unwrap();
@@ -577,6 +618,10 @@ mod tests {
             seq: 2,
             prev: Some(blob_ref(3)),
             snapshot: None,
+            writers_seq: 1,
+            merged: Default::default(),
+            clock: Default::default(),
+            frontier: Default::default(),
             changes: vec![Change {
                 key: EntryKey::Bucket("b".into()),
                 version: Version::default(),
@@ -586,12 +631,14 @@ mod tests {
         });
         let bytes = encode_blob(&delta).unwrap();
         assert_eq!(decode_blob("x", &bytes).unwrap(), delta);
-        let mut v2 = bytes.clone();
-        v2[0] = 2;
-        assert!(matches!(
-            decode_blob("x", &v2),
-            Err(LogError::Format { found: 2, .. })
-        ));
+        for other in [FORMAT - 1, FORMAT + 1] {
+            let mut v = bytes.clone();
+            v[0] = other;
+            assert!(matches!(
+                decode_blob("x", &v),
+                Err(LogError::Format { found, .. }) if found == other
+            ));
+        }
         assert!(decode_blob("x", &bytes[..bytes.len() / 2]).is_err());
         assert!(decode_blob("x", &[]).is_err());
     }

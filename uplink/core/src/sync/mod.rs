@@ -22,7 +22,7 @@
 //! blocks, piece hashes, and that each blob is the writer's delta `seq` it should be.
 //! Anything missing is an error that names it; nothing is skipped silently.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -33,9 +33,8 @@ use shoal_proto::{RecordKey, Signed};
 
 use crate::access::Access;
 use crate::catalog::Catalog;
-use crate::catalog::log::{self, BlobRef, Head, HeadDelta, InlineDeltas, SnapshotRef};
-use crate::catalog::model::Change;
-use crate::catalog::{CatalogError, SyncTx, WriterId};
+use crate::catalog::log::{self, BlobRef, Delta, Head, HeadDelta, SnapshotRef};
+use crate::catalog::{CatalogError, Hlc, SyncTx, WriterId};
 pub use crate::error::{RecordError, RecordErrorKind, SyncError};
 use crate::pieces::Pieces;
 
@@ -46,6 +45,7 @@ const REGISTER_ATTEMPTS: usize = 8;
 
 mod blobs;
 mod live;
+pub use live::RenewedElsewhere;
 mod publish;
 mod pull;
 pub mod rebuild;
@@ -55,6 +55,13 @@ const APPLIED: &str = "applied";
 const OWN: &str = "own";
 const SNAPSHOT: &str = "snapshot";
 const UNAVAILABLE: &str = "unavailable";
+/// Per writer, the clock and the frontier of its last delta merged here.
+const CLOCKS: &str = "clocks";
+const FRONTIERS: &str = "frontiers";
+/// The newest writers record seq this replica read or saw named by a delta.
+const WRITERS_SEEN: &str = "writers-seen";
+/// Rounds of a pull that finds a delta naming a newer writers record than it read.
+const PULL_ROUNDS: usize = 2;
 
 /// The DHT records the catalog's pointers live in.
 pub trait CatalogRecords: Send + Sync + std::fmt::Debug {
@@ -82,10 +89,10 @@ struct OwnLog {
     /// The seq of `head` when deltas after it rode inline (`None`: `seq`).
     #[serde(default)]
     blob_seq: Option<u64>,
-    /// The changes of the inline deltas after `head`, merged (see
-    /// [`crate::catalog::log`], *Inline deltas*).
+    /// The head's delta `seq` when it rides inline (see [`crate::catalog::log`],
+    /// *Inline deltas*): it carries the changes of every delta after `head`.
     #[serde(default)]
-    inline: Vec<Change>,
+    inline: Option<Delta>,
 }
 
 impl OwnLog {
@@ -95,14 +102,9 @@ impl OwnLog {
 
     /// The value of the head record at `seq` (`None`: nothing published yet).
     fn head_value(&self, writer: WriterId) -> Option<Head> {
-        let delta = if self.blob_seq() == self.seq {
-            HeadDelta::Blob(self.head.clone()?)
-        } else {
-            HeadDelta::Inline(InlineDeltas {
-                base: self.head.clone(),
-                base_seq: self.blob_seq(),
-                changes: self.inline.clone(),
-            })
+        let delta = match &self.inline {
+            Some(d) if self.blob_seq() != self.seq => HeadDelta::Inline(d.clone()),
+            _ => HeadDelta::Blob(self.head.clone()?),
         };
         Some(Head {
             writer,
@@ -110,9 +112,7 @@ impl OwnLog {
             delta,
         })
     }
-}
 
-impl OwnLog {
     /// Whether `head`, found in the network under this writer's id, proves that
     /// another replica writes under the same id (a copied or restored config dir): it is
     /// newer than anything this writer offered, or as new but another delta. (An older
@@ -339,6 +339,58 @@ fn merge_applied(tx: &SyncTx<'_, '_>, a: &mut BTreeMap<WriterId, u64>) -> Result
     }
     let v: Vec<(WriterId, u64)> = a.iter().map(|(w, s)| (*w, *s)).collect();
     tx.set_sync_value(APPLIED, &v)
+}
+
+/// Per writer, the `clock` of its last delta merged here.
+pub(crate) fn clocks(inner: &CatalogSync) -> Result<BTreeMap<WriterId, Hlc>, CatalogError> {
+    Ok(inner
+        .catalog
+        .sync_value::<Vec<(WriterId, Hlc)>>(CLOCKS)?
+        .unwrap_or_default()
+        .into_iter()
+        .collect())
+}
+
+/// Per writer, the `frontier` of its last delta merged here.
+pub(crate) fn frontiers(inner: &CatalogSync) -> Result<BTreeMap<WriterId, Hlc>, CatalogError> {
+    Ok(inner
+        .catalog
+        .sync_value::<Vec<(WriterId, Hlc)>>(FRONTIERS)?
+        .unwrap_or_default()
+        .into_iter()
+        .collect())
+}
+
+/// The causal-stability rule: the least of `own` and each of `writers`' reading in
+/// `readings` (zero for a writer without one). With delta `clock`s as readings it is a
+/// writer's merge frontier; with the `frontier`s of every writer's last delta it is the
+/// point at or below which every writer has merged every change, so a tombstone there
+/// can go (see [`crate::catalog::log::Delta::frontier`]).
+pub(crate) fn stability(
+    writers: &BTreeSet<WriterId>,
+    readings: &BTreeMap<WriterId, Hlc>,
+    own: Hlc,
+) -> Hlc {
+    writers
+        .iter()
+        .map(|w| readings.get(w).copied().unwrap_or_default())
+        .fold(own, Hlc::min)
+}
+
+/// Records what writer `w`'s delta `d`, just merged, says of its clock and frontier.
+fn merged_delta(tx: &SyncTx<'_, '_>, d: &log::Delta) -> Result<(), CatalogError> {
+    for (name, v) in [(CLOCKS, d.clock), (FRONTIERS, d.frontier)] {
+        let mut all: BTreeMap<WriterId, Hlc> = tx
+            .sync_value::<Vec<(WriterId, Hlc)>>(name)?
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let e = all.entry(d.writer).or_default();
+        *e = (*e).max(v);
+        let all: Vec<(WriterId, Hlc)> = all.into_iter().collect();
+        tx.set_sync_value(name, &all)?;
+    }
+    Ok(())
 }
 
 /// Makes `s` the newest snapshot known here, if it is newer than the one known.

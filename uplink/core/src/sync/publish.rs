@@ -2,16 +2,15 @@
 //! publish lock, with group commit.
 
 use super::{
-    APPLIED, CatalogStatus, CatalogSync, OWN, OwnLog, PublishReport, RecordErrorKind, SNAPSHOT,
-    SnapshotStatus, SyncError, SyncState, UNAVAILABLE, Unavailable, applied, blob_name,
-    merge_applied,
+    APPLIED, CLOCKS, CatalogStatus, CatalogSync, FRONTIERS, OWN, OwnLog, PublishReport,
+    RecordErrorKind, SNAPSHOT, SnapshotStatus, SyncError, SyncState, UNAVAILABLE, Unavailable,
+    applied, blob_name, clocks, frontiers, merge_applied, stability,
 };
 use crate::catalog::log::{
     self, Blob, BlobRef, Delta, Head, HeadDelta, LogError, Snapshot, SnapshotRef,
 };
-use crate::catalog::model::Change;
-use crate::catalog::{CatalogError, PublishLock, WriterId};
-use std::collections::BTreeSet;
+use crate::catalog::{CatalogError, Hlc, PublishLock, WriterId};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -21,6 +20,9 @@ impl CatalogSync {
         self: &Arc<Self>,
         sync: &SyncState,
     ) -> Result<PublishReport, SyncError> {
+        // Read before the changes: every change made at or below it is among them (a
+        // change ticks the clock and queues itself in one transaction).
+        let clock = self.catalog.clock()?;
         let pending = self.catalog.pending()?;
         let me = self.catalog.current_writer()?;
         let mut applied = applied(self)?;
@@ -28,11 +30,30 @@ impl CatalogSync {
         let own: OwnLog = self.catalog.sync_value(OWN)?.unwrap_or_default();
         let mut known: BTreeSet<WriterId> = applied.keys().copied().collect();
         known.remove(&me);
-        report.bytes_sent += self.register(sync, &known).await?;
+        let writers = self.writers(sync).await?;
         let forced = sync.snapshot_due.load(Ordering::SeqCst);
         if pending.is_empty() && !forced {
+            // A writer is listed only once its first head is stored; one that published
+            // heals its place in the writers record.
+            if own.seq > 0 {
+                report.bytes_sent += self.register_from(sync, &known, Some(writers)).await?;
+            }
             return Ok(report);
         }
+        let merged: BTreeMap<WriterId, u64> = applied
+            .iter()
+            .filter(|(w, _)| **w != me)
+            .map(|(w, s)| (*w, *s))
+            .collect();
+        // Every writer known: listed, or merged here.
+        let others: BTreeSet<WriterId> = writers
+            .1
+            .iter()
+            .chain(&known)
+            .copied()
+            .filter(|w| *w != me)
+            .collect();
+        let frontier = stability(&others, &clocks(self)?, clock);
         let mut seq = own.seq + 1;
         applied.insert(me, seq);
         // A snapshot every `snapshot_every` deltas (of all writers) since the last one.
@@ -50,10 +71,18 @@ impl CatalogSync {
             .sum();
         let mut snapshot = last;
         if forced || since >= self.pieces.config().snapshot_every.max(1) {
+            // Tombstones every writer has merged go first: a snapshot never carries
+            // a collected one.
+            let floor = stability(&others, &frontiers(self)?, frontier);
+            let collected = self.catalog.collect_tombstones(floor)?;
+            if collected > 0 {
+                tracing::info!(collected, "dropped tombstones every writer has merged");
+            }
             let changes = self.catalog.all_changes()?;
             let entries = changes.len() as u64;
             let blob = Blob::Snapshot(Snapshot {
                 covers: applied.clone(),
+                floor,
                 changes,
             });
             let (blob, sent) = self
@@ -66,15 +95,32 @@ impl CatalogSync {
                 taken_at: self.catalog.next_version()?.hlc,
                 covers: applied.clone(),
                 entries,
+                floor,
                 blob,
             });
         }
         let changes = log::merge_changes(
-            own.inline.clone(),
+            own.inline
+                .as_ref()
+                .map(|d| d.changes.clone())
+                .unwrap_or_default(),
             pending.iter().map(|(c, _)| c.clone()).collect(),
         );
-        // Small enough, and no snapshot to name: the changes since the last blob delta
-        // ride in the head record (see `log`, *Inline deltas*).
+        let delta = Delta {
+            writer: me,
+            seq,
+            prev: own.head.clone(),
+            snapshot: snapshot.clone(),
+            writers_seq: writers.0,
+            merged: merged.clone(),
+            clock,
+            frontier,
+            changes,
+            prev_seq: Some(own.blob_seq()),
+        };
+        // Small enough, and no snapshot to name: the delta, with the changes of every
+        // delta since the last blob delta, rides in the head record (see `log`, *Inline
+        // deltas*).
         let limit = self.pieces.config().inline_head;
         let inline = if report.snapshot || limit == 0 {
             None
@@ -83,7 +129,10 @@ impl CatalogSync {
                 seq,
                 head: own.head.clone(),
                 blob_seq: Some(own.blob_seq()),
-                inline: changes.clone(),
+                inline: Some(Delta {
+                    snapshot: None,
+                    ..delta.clone()
+                }),
             };
             next.head_value(me)
                 .map(|h| log::seal_head(self.catalog_key(), &h))
@@ -94,9 +143,7 @@ impl CatalogSync {
         let (value, next) = match inline {
             Some((value, next)) => (value, next),
             None => {
-                let (value, next, sent) = self
-                    .publish_blob(me, &own, &mut seq, snapshot.clone(), changes)
-                    .await?;
+                let (value, next, sent) = self.publish_blob(&mut seq, delta).await?;
                 report.bytes_sent += sent;
                 (value, next)
             }
@@ -124,6 +171,8 @@ impl CatalogSync {
         if forced {
             sync.snapshot_due.store(false, Ordering::SeqCst);
         }
+        // Listed only now that its head is stored (the changes stay queued until then).
+        report.bytes_sent += self.register_from(sync, &known, Some(writers)).await?;
         self.catalog.clear_published(&pending)?;
         self.catalog.flush()?;
         report.seq = Some(seq);
@@ -145,28 +194,18 @@ impl CatalogSync {
 }
 
 impl CatalogSync {
-    /// Uploads `changes` (with the inline deltas of `own` they include) as blob delta
-    /// `*seq`, after `own`'s newest blob delta; returns the sealed head naming it, this
-    /// writer's log after it, and the bytes sent. A delta of more than one segment does
-    /// not fit a record: the head then names an empty delta after it (`*seq` moves on).
+    /// Uploads `delta` (which carries the changes of the inline deltas before it) as
+    /// blob delta `*seq`; returns the sealed head naming it, this writer's log after it,
+    /// and the bytes sent. A delta of more than one segment does not fit a record: the
+    /// head then names an empty delta after it (`*seq` moves on).
     async fn publish_blob(
         self: &Arc<Self>,
-        me: WriterId,
-        own: &OwnLog,
         seq: &mut u64,
-        snapshot: Option<SnapshotRef>,
-        changes: Vec<Change>,
+        delta: Delta,
     ) -> Result<(Vec<u8>, OwnLog, u64), SyncError> {
-        let delta = Delta {
-            writer: me,
-            seq: *seq,
-            prev: own.head.clone(),
-            snapshot: snapshot.clone(),
-            changes,
-            prev_seq: Some(own.blob_seq()),
-        };
+        let me = delta.writer;
         let (mut blob, mut sent) = self
-            .put_blob(&blob_name(&me, "delta", *seq), &Blob::Delta(delta))
+            .put_blob(&blob_name(&me, "delta", *seq), &Blob::Delta(delta.clone()))
             .await?;
         let head = |seq: u64, blob: &BlobRef| Head {
             writer: me,
@@ -177,12 +216,11 @@ impl CatalogSync {
         if matches!(value, Err(LogError::TooLarge { .. })) {
             *seq += 1;
             let bridge = Delta {
-                writer: me,
                 seq: *seq,
                 prev: Some(blob),
-                snapshot,
                 changes: Vec::new(),
                 prev_seq: None,
+                ..delta
             };
             let (b, more) = self
                 .put_blob(&blob_name(&me, "delta", *seq), &Blob::Delta(bridge))
@@ -195,7 +233,7 @@ impl CatalogSync {
             seq: *seq,
             head: Some(blob),
             blob_seq: None,
-            inline: Vec::new(),
+            inline: None,
         };
         Ok((value?, next, sent))
     }
@@ -271,7 +309,19 @@ impl CatalogSync {
                 .into_iter()
                 .filter(|(w, _)| *w != old)
                 .collect();
-            tx.set_sync_value(APPLIED, &applied)
+            tx.set_sync_value(APPLIED, &applied)?;
+            // What was merged of `old` here was partly this replica's own log, not the
+            // network's: nothing of it may count towards tombstone stability.
+            for name in [CLOCKS, FRONTIERS] {
+                let kept: Vec<(WriterId, Hlc)> = tx
+                    .sync_value::<Vec<(WriterId, Hlc)>>(name)?
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(w, _)| *w != old)
+                    .collect();
+                tx.set_sync_value(name, &kept)?;
+            }
+            Ok(())
         })?;
         tracing::warn!(
             old = %old,

@@ -2,8 +2,8 @@
 //! records when the DHT lost them.
 
 use super::{
-    CatalogSync, OWN, OwnLog, PullReport, SNAPSHOT, SyncError, SyncState, UNAVAILABLE, Unavailable,
-    applied, merge_applied,
+    CatalogSync, OWN, OwnLog, PULL_ROUNDS, PullReport, SNAPSHOT, SyncError, SyncState, UNAVAILABLE,
+    Unavailable, WRITERS_SEEN, applied, merge_applied, merged_delta,
 };
 use crate::catalog::WriterId;
 use crate::catalog::log::{self, Delta, Head, HeadDelta, SnapshotRef};
@@ -22,8 +22,25 @@ impl CatalogSync {
             return Ok(PullReport::default());
         };
         let _guard = sync.pull.lock().await;
+        let mut round = 0;
+        loop {
+            round += 1;
+            if let Some(report) = self.pull_round(sync, round < PULL_ROUNDS).await? {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// One round of [`Self::pull`]. `None`: a delta names a newer writers record than
+    /// the one read, and `again` allows another round (the record may have changed
+    /// since it was read); without `again` that is [`SyncError::StaleWriters`].
+    async fn pull_round(
+        self: &Arc<Self>,
+        sync: &SyncState,
+        again: bool,
+    ) -> Result<Option<PullReport>, SyncError> {
         let mut report = PullReport::default();
-        let (_, listed) = self.writers(sync).await?;
+        let (writers_seq, listed) = self.writers(sync).await?;
         let mut applied = applied(self)?;
         // Writers merged before stay known even if a racing update dropped them from
         // the record (the next publish puts them back).
@@ -57,9 +74,10 @@ impl CatalogSync {
                 Ok(Some(head)) if *w == me && head.seq < own.seq => own_head_lost = true,
                 Ok(Some(_)) => {}
                 Ok(None) if *w == me => own_head_lost = own.seq > 0,
-                // Registered but never published, as far as this replica knows (a
-                // snapshot merged below may show otherwise).
-                Ok(None) if seen == 0 => unread.push(*w),
+                // Listed writers have published (see `publish`): only a writer known
+                // from elsewhere may have no head yet (a snapshot merged below may show
+                // otherwise).
+                Ok(None) if seen == 0 && !listed.contains(w) => unread.push(*w),
                 Ok(None) => {
                     report.unavailable.insert(
                         *w,
@@ -89,6 +107,50 @@ impl CatalogSync {
                 }
             }
         }
+        // A delta that names a newer writers record than the one read: the record read
+        // was stale (it may lack writers), or changed since it was read.
+        let named = deltas
+            .iter()
+            .filter_map(|t| t.first())
+            .map(|d| d.writers_seq)
+            .chain(self.catalog.sync_value::<u64>(WRITERS_SEEN)?)
+            .max()
+            .unwrap_or(0);
+        // (No record at all is a lost one, not a stale one: it is put back below.)
+        if named > writers_seq && writers_seq > 0 {
+            if again {
+                return Ok(None);
+            }
+            return Err(SyncError::StaleWriters {
+                held: writers_seq,
+                named,
+            });
+        }
+        // A head older than what another writer had merged of it is a rollback, even
+        // for a replica that never merged that writer itself.
+        let mut rolled_back = Vec::new();
+        for d in deltas.iter().filter_map(|t| t.first()) {
+            let known = deltas
+                .iter()
+                .filter_map(|t| t.first())
+                .filter_map(|e| e.merged.get(&d.writer))
+                .max()
+                .copied()
+                .unwrap_or(0);
+            if known > d.seq {
+                rolled_back.push(d.writer);
+                report.unavailable.insert(
+                    d.writer,
+                    Unavailable::of(&SyncError::Rollback {
+                        writer: d.writer,
+                        seen: known,
+                        offered: d.seq,
+                    }),
+                );
+            }
+        }
+        deltas.retain(|t| t.first().is_none_or(|d| !rolled_back.contains(&d.writer)));
+        heads.retain(|h| !rolled_back.contains(&h.writer));
         // A replica far behind (or new) starts from the newest snapshot named anywhere,
         // if it holds something not merged yet; one a few deltas behind walks them.
         let behind: u64 = heads
@@ -138,9 +200,10 @@ impl CatalogSync {
                 // A delta and the position it brings the replica to, in one transaction:
                 // a reader (here or in another process) sees all of it or none.
                 applied.insert(w, d.seq);
-                report.changes_applied += self
-                    .catalog
-                    .apply_remote_batch(&d.changes, |tx| merge_applied(tx, &mut applied))?;
+                report.changes_applied += self.catalog.apply_remote_batch(&d.changes, |tx| {
+                    merge_applied(tx, &mut applied)?;
+                    merged_delta(tx, d)
+                })?;
             }
             // A snapshot named by a delta we merged is the newest known if it is newer.
             if let Some(s) = chain.first().and_then(|d| d.snapshot.as_ref()) {
@@ -169,7 +232,11 @@ impl CatalogSync {
             .iter()
             .map(|(w, r)| (*w, r.clone()))
             .collect();
-        self.catalog.set_sync_value(UNAVAILABLE, &v)?;
+        self.catalog.update_sync(|tx| {
+            tx.set_sync_value(UNAVAILABLE, &v)?;
+            let seen = tx.sync_value::<u64>(WRITERS_SEEN)?.unwrap_or(0);
+            tx.set_sync_value(WRITERS_SEEN, &seen.max(writers_seq))
+        })?;
         self.catalog.flush()?;
         // Put back what the network lost of this writer's own records, from what is
         // held here: the head it last published, and its place in the writers record.
@@ -185,7 +252,7 @@ impl CatalogSync {
                 }
             }
         }
-        Ok(report)
+        Ok(Some(report))
     }
 
     /// Writer `w`'s head record, opened and checked against the `seen` sequence number
@@ -215,32 +282,25 @@ impl CatalogSync {
     }
 
     /// The newest deltas of head `h`, newest first, for a replica at `seen`: the blob
-    /// delta it names; or its inline deltas (as one delta whose `prev_seq` is the base's
-    /// seq, named no snapshot) and, when `seen` is behind the base, the base delta.
+    /// delta it names; or the inline delta it carries (whose `prev` is the base, delta
+    /// `prev_seq`) and, when `seen` is behind the base, the base delta (whose snapshot
+    /// the inline one stands for).
     pub(super) async fn head_deltas(
         self: &Arc<Self>,
         h: &Head,
         seen: u64,
     ) -> Result<Vec<Delta>, SyncError> {
-        let inline = match &h.delta {
+        let mut top = match &h.delta {
             HeadDelta::Blob(b) => return Ok(vec![self.get_delta(h.writer, h.seq, b).await?]),
-            HeadDelta::Inline(i) => i,
+            HeadDelta::Inline(d) => d.clone(),
         };
-        let mut top = Delta {
-            writer: h.writer,
-            seq: h.seq,
-            prev: inline.base.clone(),
-            snapshot: None,
-            changes: inline.changes.clone(),
-            prev_seq: Some(inline.base_seq),
-        };
-        let base = match &inline.base {
-            Some(b) if inline.base_seq > seen => {
-                self.get_delta(h.writer, inline.base_seq, b).await?
-            }
+        let base = match &top.prev {
+            Some(b) if top.prev_seq() > seen => self.get_delta(h.writer, top.prev_seq(), b).await?,
             _ => return Ok(vec![top]),
         };
-        top.snapshot = base.snapshot.clone();
+        if top.snapshot.is_none() {
+            top.snapshot = base.snapshot.clone();
+        }
         Ok(vec![top, base])
     }
 

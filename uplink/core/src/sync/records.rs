@@ -1,7 +1,9 @@
 //! The catalog's DHT records: reading and writing them, the writers record and
 //! registering this writer in it.
 
-use super::{CatalogSync, MAX_RECORD_TTL, REGISTER_ATTEMPTS, SyncError, SyncState, record_what};
+use super::{
+    CatalogSync, MAX_RECORD_TTL, REGISTER_ATTEMPTS, SyncError, SyncState, WRITERS_SEEN, record_what,
+};
 use crate::catalog::WriterId;
 use crate::catalog::log::{self};
 use shoal_proto::messages::MutableRecord;
@@ -46,13 +48,30 @@ impl CatalogSync {
         expected_seq: Option<u64>,
     ) -> Result<u64, SyncError> {
         let ttl = self.pieces.config().default_lease.min(MAX_RECORD_TTL);
+        let expires_at_ms = shoal_proto::time::unix_ms().saturating_add(ttl.as_millis() as u64);
+        self.put_record_until(sync, what, salt, seq, value, expected_seq, expires_at_ms)
+            .await
+    }
+
+    /// [`Self::put_record`], to expire at `expires_at_ms`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn put_record_until(
+        &self,
+        sync: &SyncState,
+        what: &str,
+        salt: Vec<u8>,
+        seq: u64,
+        value: Vec<u8>,
+        expected_seq: Option<u64>,
+        expires_at_ms: u64,
+    ) -> Result<u64, SyncError> {
         let len = value.len() as u64;
         let record = MutableRecord {
             public_key: *self.access.owner().public_key(),
             salt,
             seq,
             value,
-            expires_at_ms: shoal_proto::time::unix_ms().saturating_add(ttl.as_millis() as u64),
+            expires_at_ms,
             work: 0,
         };
         let signed = Signed::sign(record, self.access.owner())
@@ -99,24 +118,45 @@ impl CatalogSync {
         sync: &SyncState,
         known: &BTreeSet<WriterId>,
     ) -> Result<u64, SyncError> {
+        self.register_from(sync, known, None).await
+    }
+
+    /// [`Self::register`], starting from the writers record as `read` just now (if
+    /// given).
+    pub(super) async fn register_from(
+        &self,
+        sync: &SyncState,
+        known: &BTreeSet<WriterId>,
+        mut read: Option<(u64, BTreeSet<WriterId>)>,
+    ) -> Result<u64, SyncError> {
         let me = self.catalog.writer();
         let mut sent = 0;
         for _ in 0..REGISTER_ATTEMPTS {
-            let (seq, current) = self.writers(sync).await?;
+            let (seq, current) = match read.take() {
+                Some(r) => r,
+                None => self.writers(sync).await?,
+            };
             if current.contains(&me) && known.is_subset(&current) {
                 return Ok(sent);
             }
             let mut next = current;
             next.insert(me);
             next.extend(known.iter().copied());
-            let value = log::seal_writers(self.catalog_key(), seq + 1, &next)?;
+            // Never below a version seen before (a record the DHT lost is put back
+            // above it, or every reader that saw it would take the new one as stale).
+            let seen = self
+                .catalog
+                .sync_value::<u64>(WRITERS_SEEN)?
+                .unwrap_or(0)
+                .max(seq);
+            let value = log::seal_writers(self.catalog_key(), seen + 1, &next)?;
             // A refusal (a racing writer got there first) shows on the next read.
             sent += self
                 .put_record(
                     sync,
                     &record_what("writers"),
                     log::writers_salt(self.catalog_key()),
-                    seq + 1,
+                    seen + 1,
                     value,
                     Some(seq),
                 )
