@@ -15,24 +15,11 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sled-store")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
-}
-
 /// The fixture's storage directory, copied into a temp dir.
 fn storage() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("storage");
-    copy_dir(&fixture().join("storage"), &dir);
+    shoal_test_kit::copy_dir(&fixture().join("storage"), &dir).unwrap();
     assert!(dir.join(SLED_DIR).is_dir());
     (tmp, dir)
 }

@@ -265,20 +265,6 @@ async fn two_uplinks_with_one_grant_write_at_once_and_agree() {
     .await;
 }
 
-/// Every file of the dir `from`, copied into `to` (a cloned VM, a restored backup).
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
-}
-
 /// Issue 25: a config dir copied while in use, then used from both copies (separate
 /// `uplink` processes). The copy that finds the other's head under its writer id moves
 /// to a new id and says so; nothing either wrote is lost.
@@ -308,7 +294,7 @@ async fn a_copied_config_dir_used_from_two_processes_loses_nothing() {
         let (ok, _, err) = cp(&a, &file("before", 1), "before").await;
         assert!(ok, "{err}");
         let b = net.work.path().join("clone");
-        copy_dir(&a, &b);
+        shoal_test_kit::copy_dir(&a, &b).unwrap();
         let id = |dir: &Path| std::fs::read_to_string(dir.join("writer-id")).unwrap();
         assert_eq!(id(&a), id(&b));
         // The original writes on; then the copy, which has not seen that publish.

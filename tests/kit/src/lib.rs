@@ -38,7 +38,7 @@ pub mod wait;
 
 pub use cli::{Cli, Run};
 pub use data::{Xorshift, test_data, xorshift_bytes};
-pub use files::files_under;
+pub use files::{copy_dir, files_under};
 pub use paths::{build_binary, repo_root};
 pub use tools::require_tool;
 pub use wait::{bounded, poll_until, settle, wait_until};

@@ -65,11 +65,24 @@ impl World {
     }
 
     fn writer_with(&self, config: UplinkConfig) -> Uplink {
+        self.uplink_with(Catalog::temporary().unwrap(), config)
+    }
+
+    /// An uplink on the catalog in `dir` (first opened as writer `writer`).
+    fn on_dir(&self, dir: &std::path::Path, writer: uplink::catalog::WriterId) -> Uplink {
+        self.uplink(Catalog::open(dir, writer).unwrap())
+    }
+
+    fn uplink(&self, catalog: Catalog) -> Uplink {
+        self.uplink_with(catalog, config())
+    }
+
+    fn uplink_with(&self, catalog: Catalog, config: UplinkConfig) -> Uplink {
         Uplink::with_network_catalog(
-            Access::new(RootSecret::from_bytes(ROOT), vec![]),
+            self.access(),
             Arc::new(self.store.clone()),
             Arc::new(StaticNodes(self.store.candidates())),
-            Catalog::temporary().unwrap(),
+            catalog,
             config,
             self.records.clone(),
         )
@@ -737,17 +750,7 @@ async fn two_uplinks_on_one_catalog_dir_publish_in_turn() {
     let w = World::new();
     let dir = tempfile::tempdir().unwrap();
     let writer = uplink::catalog::WriterId::random();
-    let on_dir = || {
-        Uplink::with_network_catalog(
-            w.access(),
-            Arc::new(w.store.clone()),
-            Arc::new(StaticNodes(w.store.candidates())),
-            Catalog::open(dir.path(), writer).unwrap(),
-            config(),
-            w.records.clone(),
-        )
-        .unwrap()
-    };
+    let on_dir = || w.on_dir(dir.path(), writer);
     let (a, b) = (on_dir(), on_dir());
     a.create_bucket("shared").unwrap();
     assert!(
@@ -966,16 +969,6 @@ async fn a_small_delta_blob_is_whole_copies_with_the_catalog_schemes_margins() {
     assert!(b.catalog().bucket("bkt").unwrap().is_some());
 }
 
-/// Copies every file of the config dir `from` into `to` (a cloned VM, a restored backup).
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 /// Two replicas on copies of one config dir (so one writer id), each publishing. The one
 /// that finds a head it did not write moves to a new writer id and publishes again; a
 /// fresh replica then holds every change of both, and each keeps publishing.
@@ -983,23 +976,13 @@ async fn a_copied_config_dir(pull_first: bool) {
     let w = World::new();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let writer = uplink::catalog::WriterId::random();
-    let on_dir = |dir: &std::path::Path| {
-        Uplink::with_network_catalog(
-            w.access(),
-            Arc::new(w.store.clone()),
-            Arc::new(StaticNodes(w.store.candidates())),
-            Catalog::open(dir, writer).unwrap(),
-            config(),
-            w.records.clone(),
-        )
-        .unwrap()
-    };
+    let on_dir = |dir: &std::path::Path| w.on_dir(dir, writer);
     {
         let a = on_dir(dir_a.path());
         history(&a).await;
         a.flush().await.unwrap();
     }
-    copy_dir(dir_a.path(), dir_b.path());
+    shoal_test_kit::copy_dir(dir_a.path(), dir_b.path()).unwrap();
     let (a, b) = (on_dir(dir_a.path()), on_dir(dir_b.path()));
     assert_eq!(a.catalog().writer(), b.catalog().writer());
     // Both publish the same next seq with other contents; `a` gets there first.
@@ -1208,4 +1191,52 @@ async fn a_tombstone_is_collected_once_every_writer_merged_it_and_snapshots_neve
         b.flush().await.unwrap();
     }
     assert_eq!(b.catalog().tombstone_count().unwrap(), 0);
+}
+
+/// The race compare-and-swap cannot see: both copies' heads of one seq land (here: the
+/// network lost the first before the second came, so the second found nothing to
+/// compare with). A reader that merged the first misses the second's changes, and the
+/// first copy writes on from its own. When the second copy next runs it finds a newer
+/// head it did not write, moves to a new id, merges the old id's log and publishes
+/// every change under the old id again, both copies': the reader gets what it missed.
+#[tokio::test]
+async fn copies_whose_heads_of_one_seq_both_landed_lose_nothing_once_one_runs_again() {
+    let w = World::new();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let writer = uplink::catalog::WriterId::random();
+    let on_dir = |dir: &std::path::Path| w.on_dir(dir, writer);
+    {
+        let a = on_dir(dir_a.path());
+        history(&a).await;
+    }
+    shoal_test_kit::copy_dir(dir_a.path(), dir_b.path()).unwrap();
+    let (a, b, reader) = (on_dir(dir_a.path()), on_dir(dir_b.path()), w.writer());
+    put(&a, "bkt0", "a1", b"a1").await;
+    a.flush().await.unwrap();
+    reader.pull().await.unwrap();
+    w.records.lose(&w.head_key(&a));
+    put(&b, "bkt0", "b1", b"b1").await;
+    assert_eq!(
+        b.flush().await.unwrap().new_writer,
+        None,
+        "nothing to compare"
+    );
+    put(&a, "bkt0", "a2", b"a2").await;
+    a.flush().await.unwrap();
+    reader.pull().await.unwrap();
+    assert!(
+        reader.stat("bkt0", "b1").is_err(),
+        "the gap this test closes"
+    );
+    // B runs again.
+    let moved = b.pull().await.unwrap().new_writer;
+    assert!(moved.is_some());
+    b.flush().await.unwrap();
+    reader.pull().await.unwrap();
+    assert_eq!(get(&reader, "bkt0", "b1").await, b"b1");
+    assert_eq!(get(&reader, "bkt0", "a2").await, b"a2");
+    let fresh = w.writer();
+    fresh.pull().await.unwrap();
+    assert_eq!(everything(&fresh).await, everything(&reader).await);
+    assert_eq!(everything(&fresh).await, everything(&b).await);
 }

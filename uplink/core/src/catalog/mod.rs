@@ -50,9 +50,33 @@ pub use model::{Change, EntryKey, Hlc, Value, Version, WriterId};
 pub use store::{Db, LockHolder, PublishLock, Watchdog};
 pub use tx::SyncTx;
 use tx::{
-    HLC, WRITER, apply_in, check_remote, cols, exec, object_in, observe_in, query_row, queue_in,
+    HLC, WRITER, apply_in, check_remote, cols, exec, object_in, observe_in, query_row, requeue_in,
     stats_in, sync_get, sync_set, version_in, writer_in,
 };
+
+/// Every tombstone as a change, in key order, inside `tx`.
+fn tombstones_in(tx: &rusqlite::Transaction<'_>) -> Result<Vec<Change>, CatalogError> {
+    let mut out = Vec::new();
+    let mut st =
+        tx.prepare("SELECT kind, bucket, key, version FROM tombstones ORDER BY kind, bucket, key")?;
+    let mut rows = st.query([])?;
+    while let Some(r) = rows.next()? {
+        let kind: String = r.get(0)?;
+        let bucket: String = r.get(1)?;
+        let key: String = r.get(2)?;
+        let key = match kind.as_str() {
+            "b" => EntryKey::Bucket(bucket),
+            _ => EntryKey::Object { bucket, key },
+        };
+        let version = decode_str(&key.to_string(), &r.get::<_, String>(3)?)?;
+        out.push(Change {
+            key,
+            version,
+            value: Value::Tombstone,
+        });
+    }
+    Ok(out)
+}
 
 /// The catalog: a handle on the uplink's database (cheap to clone).
 #[derive(Debug, Clone)]
@@ -279,11 +303,7 @@ impl Catalog {
         old: WriterId,
         then: impl FnOnce(&SyncTx<'_, '_>, WriterId) -> Result<(), CatalogError>,
     ) -> Result<WriterId, CatalogError> {
-        let mine: Vec<Change> = self
-            .all_changes()?
-            .into_iter()
-            .filter(|c| c.version.writer == old)
-            .collect();
+        let mine = self.written_by(old)?;
         let w = self.db.write("rotate_writer", |tx| {
             let held = sync_get::<WriterId>(tx, WRITER)?.unwrap_or(old);
             if held != old {
@@ -291,14 +311,31 @@ impl Catalog {
             }
             let new = WriterId::random();
             sync_set(tx, WRITER, &new)?;
-            for c in &mine {
-                queue_in(tx, c)?;
-            }
+            requeue_in(tx, &mine)?;
             then(&SyncTx { tx }, new)?;
             Ok(new)
         })?;
         self.remember_writer(w);
         Ok(w)
+    }
+
+    /// Queues again every entry and tombstone whose version writer `w` made, as held
+    /// now: after a replica moved off `w` and merged `w`'s log as written by another
+    /// copy, its next publish carries both copies' changes, so a reader that merged only
+    /// one copy's delta of a sequence number both used gets the other's too. Returns
+    /// how many were queued.
+    pub fn requeue_writer(&self, w: WriterId) -> Result<usize, CatalogError> {
+        let changes = self.written_by(w)?;
+        self.db
+            .write("requeue_writer", |tx| requeue_in(tx, &changes))
+    }
+
+    fn written_by(&self, w: WriterId) -> Result<Vec<Change>, CatalogError> {
+        Ok(self
+            .all_changes()?
+            .into_iter()
+            .filter(|c| c.version.writer == w)
+            .collect())
     }
 
     /// Makes every change so far survive a machine crash (a process crash loses nothing
@@ -488,27 +525,14 @@ impl Catalog {
                     value: Value::Object(entry),
                 });
             }
-            let mut st = tx.prepare(
-                "SELECT kind, bucket, key, version FROM tombstones ORDER BY kind, bucket, key",
-            )?;
-            let mut rows = st.query([])?;
-            while let Some(r) = rows.next()? {
-                let kind: String = r.get(0)?;
-                let bucket: String = r.get(1)?;
-                let key: String = r.get(2)?;
-                let key = match kind.as_str() {
-                    "b" => EntryKey::Bucket(bucket),
-                    _ => EntryKey::Object { bucket, key },
-                };
-                let version = decode_str(&key.to_string(), &r.get::<_, String>(3)?)?;
-                out.push(Change {
-                    key,
-                    version,
-                    value: Value::Tombstone,
-                });
-            }
+            out.extend(tombstones_in(tx)?);
             Ok(out)
         })
+    }
+
+    /// Every tombstone, as a change.
+    pub fn tombstones(&self) -> Result<Vec<Change>, CatalogError> {
+        self.db.read("tombstones", tombstones_in)
     }
 
     /// This replica's clock: the latest version reading made or seen here.
@@ -530,9 +554,9 @@ impl Catalog {
     /// come back. A tombstone still queued for publishing stays. Returns how many went.
     pub fn collect_tombstones(&self, stable: Hlc) -> Result<usize, CatalogError> {
         let gone: Vec<Change> = self
-            .all_changes()?
+            .tombstones()?
             .into_iter()
-            .filter(|c| matches!(c.value, Value::Tombstone) && c.version.hlc <= stable)
+            .filter(|c| c.version.hlc <= stable)
             .collect();
         self.forget(&gone)
     }

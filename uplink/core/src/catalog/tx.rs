@@ -254,6 +254,19 @@ pub(super) fn apply_in(
     Ok(true)
 }
 
+/// Queues each of `changes` that its key still holds (a later change since is queued
+/// already) for the next publish. Returns how many.
+pub(super) fn requeue_in(tx: &Transaction<'_>, changes: &[Change]) -> Result<usize, CatalogError> {
+    let mut n = 0;
+    for c in changes {
+        if version_in(tx, &c.key)? == Some(c.version) {
+            queue_in(tx, c)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// Queues `change` for the next publish (replacing a queued change of its key).
 pub(super) fn queue_in(tx: &Transaction<'_>, change: &Change) -> Result<(), CatalogError> {
     let (kind, b, k) = cols(&change.key);

@@ -389,6 +389,7 @@ impl CatalogSync {
                 // as it, then publish everything again under the new one.
                 let new = self.rotate_writer(writer, &e)?;
                 self.pull().await?;
+                self.catalog.requeue_writer(writer)?;
                 let mut report = self.publish(sync).await?;
                 report.new_writer = Some(new);
                 report

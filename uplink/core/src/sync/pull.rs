@@ -47,6 +47,7 @@ impl CatalogSync {
         let writers: BTreeSet<WriterId> = listed.iter().chain(applied.keys()).copied().collect();
         report.writers = writers.len();
         let mut me = self.catalog.current_writer()?;
+        let mut rotated_from = None;
         let mut own_head_lost = false;
         let mut unread: Vec<WriterId> = Vec::new();
         let mut heads: Vec<Head> = Vec::new();
@@ -65,6 +66,7 @@ impl CatalogSync {
                         held: head.seq,
                         own: own.seq,
                     };
+                    rotated_from = Some(me);
                     me = self.rotate_writer(me, &e)?;
                     report.new_writer = Some(me);
                     applied.remove(w);
@@ -223,6 +225,14 @@ impl CatalogSync {
                     Unavailable::of(&SyncError::MissingHead { writer: w, seen }),
                 );
             }
+        }
+        if let Some(old) = rotated_from {
+            // Both copies' changes under the old id, now merged, go out again under the
+            // new one (see `Catalog::requeue_writer`).
+            self.catalog.requeue_writer(old)?;
+            // So that the next flush publishes them.
+            sync.changes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         for (w, why) in &report.unavailable {
             tracing::warn!(writer = %w, reason = %why, "a writer's catalog changes cannot be read; merged everything else");
