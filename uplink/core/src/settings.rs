@@ -56,6 +56,9 @@ pub struct UplinkConfig {
     /// A publish also uploads a snapshot of the whole catalog once this many deltas (of
     /// all writers) were published since the last snapshot. Default 64.
     pub snapshot_every: u64,
+    /// Average bytes of a snapshot's leaf chunk (of encoded entries); leaves hold between
+    /// a quarter of this and four times it ([`crate::catalog::tree`]). Default 32 KiB.
+    pub snapshot_chunk_bytes: usize,
 }
 
 /// Default lease of new pieces, and of renewals: 90 days.
@@ -87,6 +90,7 @@ impl Default for UplinkConfig {
                 total: 24,
             },
             snapshot_every: 64,
+            snapshot_chunk_bytes: 32 << 10,
         }
     }
 }

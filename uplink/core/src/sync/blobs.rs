@@ -32,6 +32,8 @@ impl CatalogSync {
                 BlobKind::Snapshot,
                 s.covers.get(&writer).copied().unwrap_or(0),
             ),
+            // A chunk may serve many snapshots: it goes by no seq.
+            Blob::Chunk(_) => (BlobKind::Chunk, 0),
         };
         let ctx = crate::pieces::ObjectUpload {
             bucket: CATALOG_BUCKET,
@@ -129,7 +131,7 @@ impl CatalogSync {
                 what,
                 reason: format!("it is delta {} of writer {}", d.seq, d.writer),
             }),
-            Blob::Snapshot(_) => Err(SyncError::WrongBlob {
+            Blob::Snapshot(_) | Blob::Chunk(_) => Err(SyncError::WrongBlob {
                 what,
                 reason: "it is a snapshot".into(),
             }),
@@ -146,29 +148,23 @@ impl CatalogSync {
             s.taken_by,
             s.taken_at.millis()
         );
-        let snap = match self.get_blob(&what, &s.blob).await? {
-            Blob::Snapshot(snap) => snap,
-            Blob::Delta(_) => {
-                return Err(SyncError::WrongBlob {
-                    what,
-                    reason: "it is a delta".into(),
-                });
-            }
-        };
+        let snap = self.get_manifest(&what, &s.blob).await?;
         if snap.covers != s.covers {
             return Err(SyncError::WrongBlob {
                 what,
                 reason: "it covers other log positions than its reference says".into(),
             });
         }
+        // The snapshot's entries, a leaf per transaction as the chunks arrive, then the
+        // positions it covers (only once everything is in: a snapshot that fails half
+        // way moves no position, and the deltas are walked instead).
+        let n = self.apply_tree(&snap, s.taken_at.0).await?;
         for (w, seq) in &s.covers {
             let e = applied.entry(*w).or_insert(0);
             *e = (*e).max(*seq);
         }
-        // The snapshot's entries and the positions it covers, in one transaction.
-        let n = self
-            .catalog
-            .apply_remote_batch(&snap.changes, |tx| merge_applied(tx, applied))?;
+        self.catalog
+            .apply_remote_batch(&[], |tx| merge_applied(tx, applied))?;
         let newer = self
             .catalog
             .sync_value::<SnapshotRef>(SNAPSHOT)?

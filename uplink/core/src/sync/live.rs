@@ -27,7 +27,8 @@ impl CatalogSync {
     }
 
     /// The catalog blobs a new machine needs, whose pieces `renew` keeps alive: the
-    /// newest snapshot known here and this writer's deltas after it (walking back from
+    /// newest snapshot known here (its manifest and every chunk of its tree) and this
+    /// writer's deltas after it (walking back from
     /// its head; each delta names the one before it).
     ///
     /// LATER(repair): each writer renews, checks and repairs its own deltas; the deltas
@@ -40,19 +41,22 @@ impl CatalogSync {
             .as_ref()
             .and_then(|s| s.covers.get(&me).copied())
             .unwrap_or(0);
-        let mut out: Vec<LiveBlob> = snapshot
-            .map(|s| LiveBlob {
-                name: format!("snapshot taken by writer {}", s.taken_by),
-                blob: s.blob,
-            })
-            .into_iter()
-            .collect();
+        // The snapshot's manifest and every chunk of its tree.
+        let mut out: Vec<LiveBlob> = match snapshot {
+            Some(s) => {
+                self.snapshot_blobs(&format!("snapshot taken by writer {}", s.taken_by), &s.blob)
+                    .await
+            }
+            None => Vec::new(),
+        };
         let own: OwnLog = self.catalog.sync_value(OWN)?.unwrap_or_default();
         let (mut seq, mut next) = (own.seq, own.head);
+        let mut walked = 0;
         while let Some(blob) = next.take() {
-            if seq <= covered || out.len() > MAX_RENEW_WALK {
+            if seq <= covered || walked > MAX_RENEW_WALK {
                 break;
             }
+            walked += 1;
             if seq > covered + 1 {
                 next = self.get_delta(me, seq, &blob).await?.prev;
             }

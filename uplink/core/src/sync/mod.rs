@@ -7,7 +7,8 @@
 //!
 //! **Publish** (one per [`Uplink::flush`]; concurrent callers share one, a group commit):
 //! take the queued changes, upload them as delta `seq + 1` of this writer's log (with a
-//! snapshot of the whole catalog first, every [`UplinkConfig::snapshot_every`] deltas),
+//! snapshot of the whole catalog first, every [`UplinkConfig::snapshot_every`] deltas: a
+//! tree of chunks that re-uses every chunk stored before, see `snapshot`),
 //! then point the writer's head record at it. The queue is cleared only after the head
 //! record is stored, so a crash at any point loses nothing: the next publish sends the
 //! changes again (a blob left without a head is reclaimed by its lease).
@@ -48,6 +49,7 @@ mod publish;
 mod pull;
 pub mod rebuild;
 mod records;
+mod snapshot;
 
 const APPLIED: &str = "applied";
 const OWN: &str = "own";
@@ -86,6 +88,11 @@ pub struct PublishReport {
     pub changes: usize,
     /// Whether a snapshot was taken with it.
     pub snapshot: bool,
+    /// Of `bytes_sent`, those of the snapshot (its new chunks and its manifest).
+    pub snapshot_bytes_sent: u64,
+    /// Chunks of that snapshot uploaded, and chunks re-used from earlier snapshots.
+    pub snapshot_chunks_stored: usize,
+    pub snapshot_chunks_reused: usize,
     /// Bytes sent: blob pieces plus DHT record copies.
     pub bytes_sent: u64,
 }
@@ -97,6 +104,9 @@ pub struct PullReport {
     pub deltas: usize,
     pub snapshots: usize,
     pub changes_applied: usize,
+    /// The newest snapshot, when it was wanted and could not be read (the deltas were
+    /// walked instead), and why.
+    pub snapshot_refused: Option<Unavailable>,
     /// Writers whose news could not be read, and why. Everything else was merged; what
     /// only these writers hold is missing or outdated here until they can be read.
     pub unavailable: BTreeMap<WriterId, Unavailable>,

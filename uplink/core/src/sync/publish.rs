@@ -5,7 +5,7 @@ use super::{
     CatalogStatus, CatalogSync, OWN, OwnLog, PublishReport, SNAPSHOT, SnapshotStatus, SyncError,
     SyncState, UNAVAILABLE, Unavailable, applied, blob_name, merge_applied,
 };
-use crate::catalog::log::{self, Blob, BlobRef, Delta, Head, LogError, Snapshot, SnapshotRef};
+use crate::catalog::log::{self, Blob, BlobRef, Delta, Head, LogError, SnapshotRef};
 use crate::catalog::{CatalogError, PublishLock, WriterId};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -46,23 +46,27 @@ impl CatalogSync {
             .sum();
         let mut snapshot = last;
         if forced || since >= self.pieces.config().snapshot_every.max(1) {
-            let changes = self.catalog.all_changes()?;
-            let entries = changes.len() as u64;
-            let blob = Blob::Snapshot(Snapshot {
-                covers: applied.clone(),
-                changes,
-            });
-            let (blob, sent) = self
-                .put_blob(&format!("snapshot at delta {seq} of writer {me}"), &blob)
-                .await?;
-            report.bytes_sent += sent;
+            // A tree of chunks, streamed from the catalog; only chunks not stored before
+            // are uploaded (all of them when `repair` asked for this snapshot).
+            let taken_at = self.catalog.next_version()?.hlc;
+            let stored = self.put_snapshot(&applied, taken_at, seq, forced).await?;
+            let Some(manifest) = stored.manifest else {
+                return Err(SyncError::WrongBlob {
+                    what: format!("snapshot at delta {seq} of writer {me}"),
+                    reason: "no manifest was stored".into(),
+                });
+            };
+            report.bytes_sent += stored.bytes_sent;
             report.snapshot = true;
+            report.snapshot_bytes_sent = stored.bytes_sent;
+            report.snapshot_chunks_stored = stored.chunks_stored;
+            report.snapshot_chunks_reused = stored.chunks_reused;
             snapshot = Some(SnapshotRef {
                 taken_by: me,
-                taken_at: self.catalog.next_version()?.hlc,
+                taken_at,
                 covers: applied.clone(),
-                entries,
-                blob,
+                entries: stored.entries,
+                blob: manifest,
             });
         }
         let delta = Delta {
@@ -149,6 +153,12 @@ impl CatalogSync {
         })?;
         if forced {
             sync.snapshot_due.store(false, Ordering::SeqCst);
+        }
+        if report.snapshot
+            && let Some(s) = &snapshot
+        {
+            // Chunks only older snapshots used are not re-used any more.
+            self.catalog.forget_snapshot_chunks(Some(s.taken_at.0))?;
         }
         self.catalog.clear_published(&pending)?;
         self.catalog.flush()?;
@@ -267,7 +277,7 @@ impl CatalogSync {
     ) -> Result<Option<BlobRef>, SyncError> {
         match self.get_blob("inspected delta", blob).await? {
             Blob::Delta(d) => Ok(d.prev),
-            Blob::Snapshot(_) => Ok(None),
+            Blob::Snapshot(_) | Blob::Chunk(_) => Ok(None),
         }
     }
 }

@@ -93,7 +93,8 @@ impl CatalogSync {
                 }
                 Err(SyncError::Catalog(e)) => return Err(e.into()),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the newest catalog snapshot; walking the deltas instead")
+                    tracing::warn!(error = %e, "cannot read the newest catalog snapshot; walking the deltas instead");
+                    report.snapshot_refused = Some(Unavailable::of(&e));
                 }
             }
         }

@@ -75,6 +75,11 @@ fn blob_name(t: &BlobTag) -> String {
     match t.kind {
         BlobKind::Delta => format!("delta {} of writer {}", t.seq, t.writer),
         BlobKind::Snapshot => format!("snapshot at delta {} of writer {}", t.seq, t.writer),
+        BlobKind::Chunk => format!(
+            "snapshot chunk in blob {} of writer {}",
+            shoal_proto::ids::to_hex(&t.object_id.0),
+            t.writer
+        ),
     }
 }
 
@@ -306,6 +311,7 @@ impl CatalogSync {
             Blob::Snapshot(s) => {
                 t.kind == BlobKind::Snapshot && s.covers.get(&t.writer) == Some(&t.seq)
             }
+            Blob::Chunk(_) => t.kind == BlobKind::Chunk,
         };
         if !ok {
             return Err(SyncError::WrongBlob {
@@ -367,8 +373,17 @@ impl CatalogSync {
             for b in snaps {
                 match self.fetch_found(b).await {
                     Ok(Blob::Snapshot(s)) => {
-                        for c in &s.changes {
-                            report.changes_applied += usize::from(self.catalog.apply_remote(c)?);
+                        // The tree under the manifest, through the chunks it names.
+                        match self.apply_tree(&s, 0).await {
+                            Ok(n) => report.changes_applied += n,
+                            Err(SyncError::Catalog(e)) => return Err(SyncError::Catalog(e).into()),
+                            Err(e) => {
+                                report.unrecovered.push(Unrecovered {
+                                    what: b.name(),
+                                    reason: e.to_string(),
+                                });
+                                continue;
+                            }
                         }
                         for (cw, seq) in &s.covers {
                             let e = applied.entry(*cw).or_insert(0);
@@ -379,7 +394,7 @@ impl CatalogSync {
                         report.writers.entry(*w).or_default().snapshot = Some(b.tag.seq);
                         break;
                     }
-                    Ok(Blob::Delta(_)) => {}
+                    Ok(Blob::Delta(_) | Blob::Chunk(_)) => {}
                     Err(e) => report.unrecovered.push(Unrecovered {
                         what: b.name(),
                         reason: e.to_string(),
@@ -431,7 +446,7 @@ impl CatalogSync {
                             });
                         }
                     }
-                    Ok(Blob::Snapshot(_)) => {}
+                    Ok(Blob::Snapshot(_) | Blob::Chunk(_)) => {}
                     Err(e) => report.unrecovered.push(Unrecovered {
                         what: b.name(),
                         reason: e.to_string(),
