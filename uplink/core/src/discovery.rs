@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use satellite_free_discovery::error::DhtError;
 use satellite_free_discovery::{Dht, DhtConfig, DhtHandle, Mode};
 use shoal_proto::address::AddressScope;
 use shoal_proto::{Identity, NodeId};
@@ -219,11 +220,14 @@ impl NodeSource for DhtNodes {
 impl DhtNodes {
     async fn with_deadline<T>(
         what: &str,
-        f: impl std::future::Future<Output = Result<T, satellite_free_discovery::error::DhtError>>,
+        f: impl std::future::Future<Output = Result<T, DhtError>>,
     ) -> Result<T, RecordError> {
         match tokio::time::timeout(RECORD_DEADLINE, f).await {
-            Ok(r) => r.map_err(|e| RecordError(format!("{what}: {e}"))),
-            Err(_) => Err(RecordError(format!(
+            Ok(r) => r.map_err(|e| match e {
+                DhtError::CasMismatch => RecordError::compare_and_swap(format!("{what}: {e}")),
+                e => RecordError::failed(format!("{what}: {e}")),
+            }),
+            Err(_) => Err(RecordError::failed(format!(
                 "{what}: no answer within {} s",
                 RECORD_DEADLINE.as_secs()
             ))),
@@ -238,7 +242,7 @@ impl CatalogRecords for DhtNodes {
         key: RecordKey,
     ) -> BoxFuture<'_, Result<Option<Signed<MutableRecord>>, RecordError>> {
         Box::pin(async move {
-            let dht = self.handle().await.map_err(|e| RecordError(e.0))?;
+            let dht = self.handle().await.map_err(|e| RecordError::failed(e.0))?;
             Self::with_deadline("reading a DHT record", dht.get_record(key)).await
         })
     }
@@ -249,7 +253,7 @@ impl CatalogRecords for DhtNodes {
         expected_seq: Option<u64>,
     ) -> BoxFuture<'_, Result<usize, RecordError>> {
         Box::pin(async move {
-            let dht = self.handle().await.map_err(|e| RecordError(e.0))?;
+            let dht = self.handle().await.map_err(|e| RecordError::failed(e.0))?;
             let nonce = self.work.nonce_for(&record.public_key).await;
             let record = record.with_work(nonce);
             let report =

@@ -176,8 +176,37 @@ mod tests {
 
 /// Why a DHT record operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct RecordError(pub String);
+#[error("{message}")]
+pub struct RecordError {
+    pub kind: RecordErrorKind,
+    /// What happened, for people.
+    pub message: String,
+}
+
+/// What kind of failure a [`RecordError`] is: what the catalog decides on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordErrorKind {
+    /// A compare-and-swap put found another seq held, and no node stored the record.
+    CompareAndSwap,
+    /// Anything else: no answer in time, refused for another reason, no peers.
+    Failed,
+}
+
+impl RecordError {
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self {
+            kind: RecordErrorKind::Failed,
+            message: message.into(),
+        }
+    }
+
+    pub fn compare_and_swap(message: impl Into<String>) -> Self {
+        Self {
+            kind: RecordErrorKind::CompareAndSwap,
+            message: message.into(),
+        }
+    }
+}
 
 /// Why publishing or pulling the catalog failed. Every variant names what it is about.
 #[derive(Debug, thiserror::Error)]
@@ -201,7 +230,7 @@ pub enum SyncError {
         offered: u64,
     },
     #[error(
-        "the head record of writer {writer} is missing from the DHT (seq {seen} was merged before)"
+        "the head record of writer {writer} is missing from the DHT (the writers record lists it; seq {seen} was merged here)"
     )]
     MissingHead { writer: WriterId, seen: u64 },
     #[error(
@@ -226,6 +255,22 @@ pub enum SyncError {
         #[source]
         source: Box<Error>,
     },
+    #[error(
+        "the network holds a catalog log under this replica's writer id {writer} that this \
+         replica did not write (its head is at seq {held}, this replica's at {own}): the \
+         config dir was copied or restored from a backup while the other copy publishes"
+    )]
+    Cloned {
+        writer: WriterId,
+        held: u64,
+        own: u64,
+    },
+    #[error(
+        "the DHT served writers record version {held}, older than version {named} already \
+         seen (named by a writer's delta or read before): a stale or replayed record may \
+         leave writers out; try again when more DHT nodes answer"
+    )]
+    StaleWriters { held: u64, named: u64 },
     #[error("the writers record kept changing under {attempts} attempts to add writer {writer}")]
     WritersRace { writer: WriterId, attempts: usize },
     #[error("cannot sign a catalog record: {0}")]

@@ -239,6 +239,10 @@ fn catalog_blob_seeds() -> Vec<Vec<u8>> {
         seq: 2,
         prev: Some(blob_ref()),
         snapshot: None,
+        writers_seq: 1,
+        merged: Default::default(),
+        clock: Default::default(),
+        frontier: Default::default(),
         changes,
     });
     [delta]

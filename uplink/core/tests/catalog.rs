@@ -60,6 +60,19 @@ impl World {
         .unwrap()
     }
 
+    fn writers_key(&self) -> shoal_proto::RecordKey {
+        let a = self.access();
+        MutableRecord::key_for(a.owner().public_key(), &log::writers_salt(a.catalog_key()))
+    }
+
+    fn listed(&self) -> std::collections::BTreeSet<uplink::catalog::WriterId> {
+        let a = self.access();
+        self.records
+            .held(&self.writers_key())
+            .map(|r| log::open_writers(a.catalog_key(), r.seq, &r.value).unwrap())
+            .unwrap_or_default()
+    }
+
     fn access(&self) -> Access {
         Access::new(RootSecret::from_bytes(ROOT), vec![])
     }
@@ -425,7 +438,11 @@ async fn a_lost_head_record_of_one_writer_stalls_no_other_and_is_named() {
     let report = d.pull().await.unwrap();
     assert_eq!(get(&d, "shared", "from-c").await, b"c");
     assert_eq!(get(&d, "shared", "later-b").await, b"after the loss");
-    assert!(report.unavailable.contains_key(&a_id) || d.stat("shared", "from-a").is_ok());
+    assert_eq!(
+        report.unavailable[&a_id].kind,
+        UnavailableKind::MissingHead,
+        "a listed writer whose head is missing is named, never skipped"
+    );
 
     // A runs again (any command pulls first): it puts its head record back from what
     // it holds, and the others read it again at once.
@@ -913,4 +930,248 @@ async fn a_chunk_that_is_not_the_one_named_is_refused() {
     assert_eq!(refused.kind, UnavailableKind::Invalid, "{refused:?}");
     assert!(refused.reason.contains("snapshot chunk"), "{refused:?}");
     assert_eq!(everything(&fresh).await, everything(&a).await);
+}
+
+/// Copies every file of the config dir `from` into `to` (a cloned VM, a restored backup).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Two replicas on copies of one config dir (so one writer id), each publishing. The one
+/// that finds a head it did not write moves to a new writer id and publishes again; a
+/// fresh replica then holds every change of both, and each keeps publishing.
+async fn a_copied_config_dir(pull_first: bool) {
+    let w = World::new();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let writer = uplink::catalog::WriterId::random();
+    let on_dir = |dir: &std::path::Path| {
+        Uplink::with_network_catalog(
+            w.access(),
+            Arc::new(w.store.clone()),
+            Arc::new(StaticNodes(w.store.candidates())),
+            Catalog::open(dir, writer).unwrap(),
+            config(),
+            w.records.clone(),
+        )
+        .unwrap()
+    };
+    {
+        let a = on_dir(dir_a.path());
+        history(&a).await;
+        a.flush().await.unwrap();
+    }
+    copy_dir(dir_a.path(), dir_b.path());
+    let (a, b) = (on_dir(dir_a.path()), on_dir(dir_b.path()));
+    assert_eq!(a.catalog().writer(), b.catalog().writer());
+    // Both publish the same next seq with other contents; `a` gets there first.
+    put(&a, "bkt0", "from-a", b"a").await;
+    assert_eq!(a.flush().await.unwrap().new_writer, None);
+    put(&b, "bkt0", "from-b", b"b").await;
+    let moved = if pull_first {
+        let report = b.pull().await.unwrap();
+        assert!(report.unavailable.is_empty(), "{:?}", report.unavailable);
+        assert_eq!(
+            get(&b, "bkt0", "from-a").await,
+            b"a",
+            "the other copy's change is merged"
+        );
+        report.new_writer
+    } else {
+        b.flush().await.unwrap().new_writer
+    };
+    let moved = moved.expect("the copy that found the other's head moves to a new id");
+    assert_ne!(moved, writer);
+    assert_eq!(b.catalog().writer(), moved);
+    assert_eq!(b.catalog_status().unwrap().writer, moved);
+    b.flush().await.unwrap();
+    assert_eq!(b.catalog().pending_count(), 0);
+    // Both go on publishing, each under its own id now.
+    put(&a, "bkt0", "a-later", b"a2").await;
+    a.flush().await.unwrap();
+    put(&b, "bkt0", "b-later", b"b2").await;
+    assert_eq!(b.flush().await.unwrap().new_writer, None);
+    a.pull().await.unwrap();
+    b.pull().await.unwrap();
+    let fresh = w.writer();
+    let report = fresh.pull().await.unwrap();
+    assert!(report.unavailable.is_empty(), "{:?}", report.unavailable);
+    for (key, bytes) in [
+        ("from-a", &b"a"[..]),
+        ("from-b", b"b"),
+        ("a-later", b"a2"),
+        ("b-later", b"b2"),
+    ] {
+        assert_eq!(get(&fresh, "bkt0", key).await, bytes, "{key}");
+    }
+    assert_eq!(everything(&fresh).await, everything(&a).await);
+    assert_eq!(everything(&fresh).await, everything(&b).await);
+    // Reopened, the moved copy stays on its new id.
+    drop(b);
+    assert_eq!(on_dir(dir_b.path()).catalog().writer(), moved);
+}
+
+#[tokio::test]
+async fn a_copied_config_dir_that_publishes_moves_to_a_new_writer_and_loses_nothing() {
+    a_copied_config_dir(false).await;
+}
+
+#[tokio::test]
+async fn a_copied_config_dir_that_pulls_moves_to_a_new_writer_and_loses_nothing() {
+    a_copied_config_dir(true).await;
+}
+
+#[tokio::test]
+async fn writers_are_listed_once_they_published_and_a_listed_writer_without_a_head_is_named() {
+    let w = World::new();
+    let (a, idle) = (w.writer(), w.writer());
+    // A flush with nothing to publish lists nobody.
+    idle.flush().await.unwrap();
+    idle.pull().await.unwrap();
+    assert!(w.listed().is_empty(), "{:?}", w.listed());
+    history(&a).await;
+    assert_eq!(
+        w.listed(),
+        [a.catalog().writer()].into_iter().collect(),
+        "listed with its first head"
+    );
+    // The network loses A's head: a fresh replica (which never merged A) names A
+    // instead of taking it for a writer that has not published yet.
+    w.records.lose(&w.head_key(&a));
+    let fresh = w.writer();
+    let report = fresh.pull().await.unwrap();
+    let why = &report.unavailable[&a.catalog().writer()];
+    assert_eq!(why.kind, UnavailableKind::MissingHead, "{why}");
+    assert!(why.reason.contains(&a.catalog().writer().to_hex()), "{why}");
+    assert!(!report.found_nothing());
+}
+
+#[tokio::test]
+async fn a_replayed_writers_record_is_detected_by_a_fresh_replica() {
+    let w = World::new();
+    let (a, b) = (w.writer(), w.writer());
+    history(&a).await;
+    let only_a = w.records.held(&w.writers_key()).unwrap();
+    b.pull().await.unwrap();
+    put(&b, "bkt0", "from-b", b"b").await;
+    b.flush().await.unwrap();
+    assert_eq!(w.listed().len(), 2);
+    // A publishes again, having read the record that lists B.
+    a.pull().await.unwrap();
+    put(&a, "bkt0", "later-a", b"a").await;
+    a.flush().await.unwrap();
+    // The network serves the old record (validly signed), which leaves B out.
+    w.records.force(only_a.clone());
+    let fresh = w.writer();
+    let err = fresh.pull().await.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("writers record version {}", only_a.seq)),
+        "{err}"
+    );
+    assert!(
+        fresh.stat("bkt0", "later-a").is_err(),
+        "nothing is merged from a stale view"
+    );
+    // A replica that read the newer record before refuses the old one too.
+    let report = a.pull();
+    assert!(report.await.is_err());
+    w.records.unforce(&w.writers_key());
+    fresh.pull().await.unwrap();
+    assert_eq!(get(&fresh, "bkt0", "from-b").await, b"b");
+    assert_eq!(get(&fresh, "bkt0", "later-a").await, b"a");
+}
+
+#[tokio::test]
+async fn a_replayed_older_head_is_detected_by_a_replica_that_never_merged_its_writer() {
+    let w = World::new();
+    let (a, b) = (w.writer(), w.writer());
+    history(&a).await;
+    let old = w.records.held(&w.head_key(&a)).unwrap();
+    put(&a, "bkt0", "newer", b"x").await;
+    a.flush().await.unwrap();
+    // B merges A's newest, then publishes: its delta names how far it merged A.
+    b.pull().await.unwrap();
+    put(&b, "bkt0", "from-b", b"b").await;
+    b.flush().await.unwrap();
+    w.records.force(old.clone());
+    let fresh = w.writer();
+    let report = fresh.pull().await.unwrap();
+    let why = &report.unavailable[&a.catalog().writer()];
+    assert_eq!(why.kind, UnavailableKind::Rollback, "{why}");
+    assert!(
+        why.reason.contains(&format!(
+            "offers seq {}, older than seq {}",
+            old.seq,
+            old.seq + 1
+        )),
+        "{why}"
+    );
+    assert_eq!(get(&fresh, "bkt0", "from-b").await, b"b", "B is merged");
+}
+
+#[tokio::test]
+async fn a_tombstone_is_collected_once_every_writer_merged_it_and_snapshots_never_carry_it() {
+    let w = World::new();
+    let (a, b, reader) = (w.writer(), w.writer(), w.writer());
+    a.create_bucket("bkt").unwrap();
+    put(&a, "bkt", "gone", b"old").await;
+    put(&a, "bkt", "kept", b"k").await;
+    a.flush().await.unwrap();
+    b.pull().await.unwrap();
+    // A replica that only reads, and falls far behind, holding "gone".
+    reader.pull().await.unwrap();
+    put(&b, "bkt", "b0", b"b").await;
+    b.flush().await.unwrap();
+    a.pull().await.unwrap();
+    a.delete("bkt", "gone").await.unwrap();
+    a.flush().await.unwrap();
+    assert_eq!(a.catalog().tombstone_count().unwrap(), 1);
+    // B has not merged the delete: however many snapshots A takes, the tombstone stays.
+    for i in 0..4 {
+        put(&a, "bkt", &format!("a{i}"), b"x").await;
+        a.flush().await.unwrap();
+    }
+    assert_eq!(
+        a.catalog().tombstone_count().unwrap(),
+        1,
+        "B has not merged it yet"
+    );
+    // B merges it and publishes; A learns so, and its next snapshot goes without it.
+    b.pull().await.unwrap();
+    assert_eq!(b.catalog().tombstone_count().unwrap(), 1);
+    put(&b, "bkt", "b1", b"b").await;
+    b.flush().await.unwrap();
+    a.pull().await.unwrap();
+    let mut snapshots = 0;
+    for i in 0..4 {
+        put(&a, "bkt", &format!("later{i}"), b"x").await;
+        snapshots += usize::from(a.flush().await.unwrap().snapshot);
+    }
+    assert!(snapshots > 0);
+    assert_eq!(a.catalog().tombstone_count().unwrap(), 0, "collected");
+    assert!(a.stat("bkt", "gone").is_err());
+    // A fresh replica starts from that snapshot: neither the object nor its tombstone.
+    let fresh = w.writer();
+    fresh.pull().await.unwrap();
+    assert!(fresh.stat("bkt", "gone").is_err());
+    assert_eq!(fresh.catalog().tombstone_count().unwrap(), 0);
+    assert_eq!(everything(&fresh).await, everything(&a).await);
+    // The reader, far behind, applies the snapshot too: its floor makes it forget
+    // "gone", which the snapshot lacks, instead of keeping (and spreading) it.
+    assert!(reader.stat("bkt", "gone").is_ok());
+    let report = reader.pull().await.unwrap();
+    assert_eq!(report.snapshots, 1, "{report:?}");
+    assert!(reader.stat("bkt", "gone").is_err());
+    assert_eq!(everything(&reader).await, everything(&a).await);
+    // B, whose next snapshot is taken with the same rule, drops it as well.
+    b.pull().await.unwrap();
+    for i in 0..4 {
+        put(&b, "bkt", &format!("b-later{i}"), b"x").await;
+        b.flush().await.unwrap();
+    }
+    assert_eq!(b.catalog().tombstone_count().unwrap(), 0);
 }

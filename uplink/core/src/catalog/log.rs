@@ -15,7 +15,15 @@
 //!   in 64 KiB AES-GCM blocks under a key derived from the catalog key and the blob's
 //!   random id, erasure coded, pieces on nodes; inline object bytes travel inside).
 //! - The **head record** of a writer (DHT mutable record, `seq` = the log's sequence
-//!   number) names its newest delta. The **writers record** lists the writer ids.
+//!   number) names its newest delta. It is written by compare-and-swap on the writer's
+//!   previous head, so a replica that does not hold the writer's last head (a copied
+//!   config dir) cannot overwrite it unseen.
+//! - The **writers record** lists the writer ids, each only once its first head is
+//!   stored: a listed writer whose head cannot be read is an error that names it, never
+//!   a writer skipped as "not published yet". Its record seq is its version; every delta
+//!   names the version its writer read, and the seqs of the other writers it had
+//!   merged, so a reader served a stale writers record or a replayed older head detects
+//!   it even without history of its own.
 //!   Record values are sealed with AES-256-GCM under a key derived from the catalog key,
 //!   with the record's salt and seq as associated data; the salts are derived from the
 //!   catalog key, so a record key (`H(owner key, salt)`) reveals nothing beyond the
@@ -46,11 +54,11 @@ const RECORD_KEY_CONTEXT: &str = "shoal v1 catalog record key";
 const SALT_CONTEXT: &str = "shoal v1 catalog record salt";
 const BLOB_KEY_CONTEXT: &str = "shoal v1 catalog blob key";
 /// First byte of every record plaintext: the format version.
-const FORMAT: u8 = 1;
-/// First byte of every blob plaintext: the format version. 2: snapshots are manifests of
-/// chunk trees and chunks are blobs (version 1 held whole-catalog snapshots, which this
-/// uplink refuses as [`LogError::Format`]).
-const BLOB_FORMAT: u8 = 2;
+const FORMAT: u8 = 2;
+/// First byte of every blob plaintext: the format version. 3: snapshots are manifests of
+/// chunk trees and chunks are blobs of their own (versions 1 and 2 held whole-catalog
+/// snapshots, which this uplink refuses as [`LogError::Format`]).
+const BLOB_FORMAT: u8 = 3;
 
 /// Why catalog data from the network was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,6 +94,10 @@ pub struct SnapshotRef {
     pub covers: BTreeMap<WriterId, u64>,
     /// Entries and tombstones in it.
     pub entries: u64,
+    /// The stability point it was taken at: every writer had merged every version at or
+    /// below it, and tombstones up to it were dropped (see [`Delta::frontier`]).
+    #[serde(default)]
+    pub floor: Hlc,
     pub blob: BlobRef,
 }
 
@@ -107,6 +119,22 @@ pub struct Delta {
     pub prev: Option<BlobRef>,
     /// The newest snapshot the writer knew of when publishing.
     pub snapshot: Option<SnapshotRef>,
+    /// The seq of the writers record the writer read when publishing: a reader that
+    /// holds an older writers record was served a stale one (it may lack writers).
+    pub writers_seq: u64,
+    /// Per other writer, the last seq the writer had merged when publishing: a reader
+    /// offered an older head of one of them was served a rollback, even if it never
+    /// merged that writer itself.
+    pub merged: BTreeMap<WriterId, u64>,
+    /// The writer's clock when it read the changes it publishes: every change it made
+    /// at or below this reading is in this delta or an earlier one.
+    pub clock: Hlc,
+    /// The writer's merge frontier: it had merged every change of every writer it knew
+    /// at or below this reading (the least of its own `clock` and the `clock` of each
+    /// other writer's last delta it merged; zero while it knows a writer it merged
+    /// nothing of). A tombstone at or below every known writer's frontier is causally
+    /// stable: nobody can still hold, or send, what it deleted, so it is dropped.
+    pub frontier: Hlc,
     pub changes: Vec<Change>,
 }
 
@@ -115,6 +143,8 @@ pub struct Delta {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub covers: BTreeMap<WriterId, u64>,
+    /// As in its [`SnapshotRef`].
+    pub floor: Hlc,
     /// Entries and tombstones in the tree.
     pub entries: u64,
     /// Level of the root chunk (0: the root is a leaf).
@@ -442,6 +472,10 @@ mod tests {
             seq: 2,
             prev: Some(blob_ref(3)),
             snapshot: None,
+            writers_seq: 1,
+            merged: Default::default(),
+            clock: Default::default(),
+            frontier: Default::default(),
             changes: vec![Change {
                 key: EntryKey::Bucket("b".into()),
                 version: Version::default(),
@@ -450,8 +484,8 @@ mod tests {
         });
         let bytes = encode_blob(&delta).unwrap();
         assert_eq!(decode_blob("x", &bytes).unwrap(), delta);
-        // Version 1 (whole-catalog snapshots) and unknown versions are refused.
-        for old in [1, 3] {
+        // Versions 1 and 2 (whole-catalog snapshots) and unknown versions are refused.
+        for old in [1, 2, BLOB_FORMAT + 1] {
             let mut v = bytes.clone();
             v[0] = old;
             assert!(matches!(
@@ -469,6 +503,7 @@ mod tests {
         });
         let snap = Blob::Snapshot(Snapshot {
             covers: [(WriterId([1; 16]), 4)].into(),
+            floor: Hlc(7),
             entries: 3,
             root_level: 1,
             root: Child {

@@ -53,15 +53,18 @@ pub use store::{Db, LockHolder, PublishLock, Watchdog};
 use tree::ChunkId;
 pub use tx::SyncTx;
 use tx::{
-    HLC, apply_in, check_remote, cols, exec, object_in, observe_in, query_row, stats_in, sync_get,
-    sync_set, version_in,
+    HLC, WRITER, apply_in, check_remote, cols, exec, object_in, observe_in, query_row, queue_in,
+    stats_in, sync_get, sync_set, version_in, writer_in,
 };
 
 /// The catalog: a handle on the uplink's database (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct Catalog {
     db: Arc<Db>,
-    writer: WriterId,
+    /// This replica's writer id as last read from the database (the database's
+    /// [`WRITER`] value is the authority: a clone detected by the catalog sync moves
+    /// the replica to a new id, see [`Catalog::rotate_writer`]).
+    writer: Arc<std::sync::RwLock<WriterId>>,
     stats: Arc<StatsBuffer>,
 }
 
@@ -175,27 +178,33 @@ const FIRST_PAGE: usize = 1;
 impl Catalog {
     /// Opens the catalog in the dir `path` for writer `writer` (the id kept in the config
     /// dir), creating it, upgrading its schema, or importing a sled catalog found there.
+    /// If the catalog moved to another writer id since (see
+    /// [`Catalog::rotate_writer`]), that id is used instead of `writer`.
     pub fn open(path: &Path, writer: WriterId) -> Result<Self, CatalogError> {
         let db = Db::open(path)?;
         sled_import::import_if_present(&db)?;
-        Ok(Self::with_db(Arc::new(db), writer))
+        Self::with_db(Arc::new(db), writer)
     }
 
-    fn with_db(db: Arc<Db>, writer: WriterId) -> Self {
-        Self {
+    fn with_db(db: Arc<Db>, writer: WriterId) -> Result<Self, CatalogError> {
+        let writer = db.write("writer", |tx| match sync_get::<WriterId>(tx, WRITER)? {
+            Some(w) => Ok(w),
+            None => {
+                sync_set(tx, WRITER, &writer)?;
+                Ok(writer)
+            }
+        })?;
+        Ok(Self {
             stats: Arc::new(StatsBuffer::new(db.clone())),
             db,
-            writer,
-        }
+            writer: Arc::new(std::sync::RwLock::new(writer)),
+        })
     }
 
     /// A catalog in a temporary dir, removed when the last handle goes (tests,
     /// benchmarks), with a random writer id.
     pub fn temporary() -> Result<Self, CatalogError> {
-        Ok(Self::with_db(
-            Arc::new(Db::temporary()?),
-            WriterId::random(),
-        ))
+        Self::with_db(Arc::new(Db::temporary()?), WriterId::random())
     }
 
     /// The database (the gateway keeps its multipart records there).
@@ -232,9 +241,67 @@ impl Catalog {
         })
     }
 
-    /// This replica's writer id.
+    /// This replica's writer id (as last read from the database; see
+    /// [`Catalog::current_writer`]).
     pub fn writer(&self) -> WriterId {
-        self.writer
+        match self.writer.read() {
+            Ok(w) => *w,
+            Err(poisoned) => **poisoned.get_ref(),
+        }
+    }
+
+    fn remember_writer(&self, w: WriterId) {
+        match self.writer.write() {
+            Ok(mut held) => *held = w,
+            Err(poisoned) => *poisoned.into_inner() = w,
+        }
+    }
+
+    /// This replica's writer id as the database holds it now (another process using
+    /// this catalog dir may have moved it to a new id), remembered for
+    /// [`Catalog::writer`].
+    pub fn current_writer(&self) -> Result<WriterId, CatalogError> {
+        let w = self
+            .db
+            .read("current_writer", |tx| sync_get::<WriterId>(tx, WRITER))?
+            .unwrap_or_else(|| self.writer());
+        self.remember_writer(w);
+        Ok(w)
+    }
+
+    /// Moves this replica to a new, random writer id, in one transaction with `then`,
+    /// unless it moved from `old` already (another process using this catalog dir did
+    /// it): every entry and tombstone written under `old` is queued again, so that the
+    /// next publish (under the new id) carries whatever the network lost of `old`'s log.
+    /// Returns the id in use afterwards.
+    ///
+    /// The catalog sync calls it when the network holds a log under this replica's id
+    /// that this replica did not write (a cloned or restored config dir).
+    pub fn rotate_writer(
+        &self,
+        old: WriterId,
+        then: impl FnOnce(&SyncTx<'_, '_>, WriterId) -> Result<(), CatalogError>,
+    ) -> Result<WriterId, CatalogError> {
+        let mine: Vec<Change> = self
+            .all_changes()?
+            .into_iter()
+            .filter(|c| c.version.writer == old)
+            .collect();
+        let w = self.db.write("rotate_writer", |tx| {
+            let held = sync_get::<WriterId>(tx, WRITER)?.unwrap_or(old);
+            if held != old {
+                return Ok(held);
+            }
+            let new = WriterId::random();
+            sync_set(tx, WRITER, &new)?;
+            for c in &mine {
+                queue_in(tx, c)?;
+            }
+            then(&SyncTx { tx }, new)?;
+            Ok(new)
+        })?;
+        self.remember_writer(w);
+        Ok(w)
     }
 
     /// Makes every change so far survive a machine crash (a process crash loses nothing
@@ -260,11 +327,11 @@ impl Catalog {
             let last: Hlc = sync_get(tx, HLC)?.unwrap_or_default();
             let out = Hlc::tick(last, now);
             sync_set(tx, HLC, &out)?;
-            Ok(out)
+            Ok((out, writer_in(tx, self.writer())?))
         })?;
         Ok(Version {
-            hlc,
-            writer: self.writer,
+            hlc: hlc.0,
+            writer: hlc.1,
         })
     }
 
@@ -281,8 +348,9 @@ impl Catalog {
         finish: impl FnOnce(&mut ObjectEntry),
     ) -> Result<(ObjectEntry, Option<ObjectEntry>), CatalogError> {
         let now = shoal_proto::time::unix_ms();
-        let writer = self.writer;
+        let writer = self.writer();
         self.db.write("put_object_local", |tx| {
+            let writer = writer_in(tx, writer)?;
             let last: Hlc = sync_get(tx, HLC)?.unwrap_or_default();
             let hlc = Hlc::tick(last, now);
             sync_set(tx, HLC, &hlc)?;
@@ -636,6 +704,101 @@ impl Catalog {
                     r.get::<_, i64>(0)
                 })? as u64,
             )
+        })
+    }
+
+    /// This replica's clock: the latest version reading made or seen here.
+    pub fn clock(&self) -> Result<Hlc, CatalogError> {
+        Ok(self.sync_value::<Hlc>(HLC)?.unwrap_or_default())
+    }
+
+    /// Tombstones held (deleted keys remembered so that older writes stay deleted).
+    pub fn tombstone_count(&self) -> Result<u64, CatalogError> {
+        self.db.read("tombstone_count", |tx| {
+            Ok(query_row(tx, "SELECT count(*) FROM tombstones", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+        })
+    }
+
+    /// Drops the tombstones at or below `stable`: versions every writer has merged
+    /// (the catalog sync's causal-stability rule), so that no write they deleted can
+    /// come back. A tombstone still queued for publishing stays. Returns how many went.
+    pub fn collect_tombstones(&self, stable: Hlc) -> Result<usize, CatalogError> {
+        self.forget_where(|c| matches!(c.value, Value::Tombstone) && c.version.hlc <= stable)
+    }
+
+    /// Forgets (see [`Catalog::forget`]) every entry and tombstone `gone` says, reading
+    /// the catalog a batch at a time (memory does not grow with the catalog).
+    fn forget_where(&self, gone: impl Fn(&Change) -> bool) -> Result<usize, CatalogError> {
+        const BATCH: usize = 1024;
+        let mut n = 0;
+        let mut after: Option<EntryKey> = None;
+        loop {
+            let batch = self.changes_after(after.as_ref(), BATCH)?;
+            let last = batch.len() < BATCH;
+            after = batch.last().map(|c| c.key.clone());
+            let these: Vec<Change> = batch.into_iter().filter(|c| gone(c)).collect();
+            n += self.forget(&these)?;
+            if last || after.is_none() {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// After merging a snapshot taken at stability point `floor` (every writer it
+    /// knew had merged every version at or below it; tombstones up to it were dropped):
+    /// forgets every entry and tombstone at or below `floor` that `lacks` says the
+    /// snapshot lacks, which it lacks because a later delete, since collected, removed
+    /// it. A replica that was behind would otherwise keep, and spread again, what was
+    /// deleted. Returns how many went.
+    pub fn prune_below(
+        &self,
+        floor: Hlc,
+        lacks: impl Fn(&Change) -> bool,
+    ) -> Result<usize, CatalogError> {
+        self.forget_where(|c| c.version.hlc <= floor && lacks(c))
+    }
+
+    /// Removes `changes`' keys from the tables (no tombstone left), unless a change of
+    /// the key is queued or the key holds another version now.
+    fn forget(&self, changes: &[Change]) -> Result<usize, CatalogError> {
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        self.db.write("forget", |tx| {
+            let mut n = 0;
+            for c in changes {
+                let (kind, b, k) = cols(&c.key);
+                let queued = query_row(
+                    tx,
+                    "SELECT 1 FROM pending WHERE kind = ?1 AND bucket = ?2 AND key = ?3",
+                    [kind, b, k],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+                if queued || version_in(tx, &c.key)? != Some(c.version) {
+                    continue;
+                }
+                match (&c.key, &c.value) {
+                    (_, Value::Tombstone) => exec(
+                        tx,
+                        "DELETE FROM tombstones WHERE kind = ?1 AND bucket = ?2 AND key = ?3",
+                        [kind, b, k],
+                    )?,
+                    (EntryKey::Bucket(name), _) => {
+                        exec(tx, "DELETE FROM buckets WHERE name = ?1", [name])?
+                    }
+                    (EntryKey::Object { bucket, key }, _) => exec(
+                        tx,
+                        "DELETE FROM objects WHERE bucket = ?1 AND key = ?2",
+                        [bucket, key],
+                    )?,
+                };
+                n += 1;
+            }
+            Ok(n)
         })
     }
 

@@ -4,7 +4,7 @@
 
 use super::entry::{BucketInfo, CatalogError, ObjectEntry, decode_str, encode};
 use super::model;
-use super::model::{Change, EntryKey, Hlc, Value, Version};
+use super::model::{Change, EntryKey, Hlc, Value, Version, WriterId};
 use crate::select::NodeStats;
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
@@ -55,6 +55,16 @@ pub(super) fn query_row<T>(
 
 /// Name of the sync-state value holding the clock.
 pub(super) const HLC: &str = "hlc";
+/// Name of the sync-state value holding this replica's writer id.
+pub(super) const WRITER: &str = "writer";
+
+/// This replica's writer id inside `tx` (`remembered` if the database holds none).
+pub(super) fn writer_in(
+    tx: &Transaction<'_>,
+    remembered: WriterId,
+) -> Result<WriterId, CatalogError> {
+    Ok(sync_get(tx, WRITER)?.unwrap_or(remembered))
+}
 
 /// The sync state inside a transaction of [`Catalog::apply_remote_batch`] or
 /// [`Catalog::update_sync`].
@@ -239,14 +249,21 @@ pub(super) fn apply_in(
         }
     }
     if queue {
-        exec(
-            tx,
-            "INSERT INTO pending (kind, bucket, key, change) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (kind, bucket, key) DO UPDATE SET change = excluded.change",
-            params![kind, b, k, encode(&what, change)?],
-        )?;
+        queue_in(tx, change)?;
     }
     Ok(true)
+}
+
+/// Queues `change` for the next publish (replacing a queued change of its key).
+pub(super) fn queue_in(tx: &Transaction<'_>, change: &Change) -> Result<(), CatalogError> {
+    let (kind, b, k) = cols(&change.key);
+    exec(
+        tx,
+        "INSERT INTO pending (kind, bucket, key, change) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (kind, bucket, key) DO UPDATE SET change = excluded.change",
+        params![kind, b, k, encode(&change.key.to_string(), change)?],
+    )?;
+    Ok(())
 }
 
 pub(super) fn check_remote(change: &Change) -> Result<(), CatalogError> {

@@ -1,11 +1,11 @@
 //! The catalog's blobs on the nodes (deltas and snapshots), through the pieces service.
 
 use super::{CatalogSync, SNAPSHOT, SyncError, blob_name, merge_applied};
-use crate::catalog::WriterId;
 use crate::catalog::log::{
     self, Blob, BlobRef, CATALOG_BUCKET, Delta, LogError, MAX_BLOB, SnapshotRef,
 };
 use crate::catalog::tag::{BlobKind, BlobTag};
+use crate::catalog::{Hlc, Value, WriterId};
 use crate::crypto::{BlockCipher, ObjectId};
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -126,6 +126,14 @@ impl CatalogSync {
     ) -> Result<Delta, SyncError> {
         let what = blob_name(&writer, "delta", seq);
         match self.get_blob(&what, r).await? {
+            Blob::Delta(d) if d.merged.len() > log::MAX_WRITERS => Err(SyncError::WrongBlob {
+                what,
+                reason: format!(
+                    "it names {} merged writers, over the limit of {}",
+                    d.merged.len(),
+                    log::MAX_WRITERS
+                ),
+            }),
             Blob::Delta(d) if d.writer == writer && d.seq == seq => Ok(d),
             Blob::Delta(d) => Err(SyncError::WrongBlob {
                 what,
@@ -149,7 +157,7 @@ impl CatalogSync {
             s.taken_at.millis()
         );
         let snap = self.get_manifest(&what, &s.blob).await?;
-        if snap.covers != s.covers {
+        if snap.covers != s.covers || snap.floor != s.floor {
             return Err(SyncError::WrongBlob {
                 what,
                 reason: "it covers other log positions than its reference says".into(),
@@ -158,13 +166,31 @@ impl CatalogSync {
         // The snapshot's entries, a leaf per transaction as the chunks arrive, then the
         // positions it covers (only once everything is in: a snapshot that fails half
         // way moves no position, and the deltas are walked instead).
-        let n = self.apply_tree(&snap, s.taken_at.0).await?;
+        // The keys it holds are needed only to prune below a stability point.
+        let keep_keys = s.floor > Hlc::default();
+        let (n, keys) = self.apply_tree(&snap, s.taken_at.0, keep_keys).await?;
         for (w, seq) in &s.covers {
             let e = applied.entry(*w).or_insert(0);
             *e = (*e).max(*seq);
         }
         self.catalog
             .apply_remote_batch(&[], |tx| merge_applied(tx, applied))?;
+        // What this replica holds at or below the snapshot's stability point and the
+        // snapshot lacks was deleted, its tombstone since collected: forget it too.
+        if let Some(keys) = keys {
+            // Only versions of writers the snapshot covers: a writer its taker did not
+            // know yet was not part of the stability rule.
+            let pruned = self.catalog.prune_below(s.floor, |c| {
+                s.covers.contains_key(&c.version.writer)
+                    && (matches!(c.value, Value::Tombstone) || !keys.contains(&c.key))
+            })?;
+            if pruned > 0 {
+                tracing::info!(
+                    pruned,
+                    "forgot entries deleted before the snapshot's stability point"
+                );
+            }
+        }
         let newer = self
             .catalog
             .sync_value::<SnapshotRef>(SNAPSHOT)?

@@ -22,7 +22,7 @@
 //! blocks, piece hashes, and that each blob is the writer's delta `seq` it should be.
 //! Anything missing is an error that names it; nothing is skipped silently.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -33,9 +33,9 @@ use shoal_proto::{RecordKey, Signed};
 
 use crate::access::Access;
 use crate::catalog::Catalog;
-use crate::catalog::log::{BlobRef, SnapshotRef};
-use crate::catalog::{CatalogError, SyncTx, WriterId};
-pub use crate::error::{RecordError, SyncError};
+use crate::catalog::log::{self, BlobRef, SnapshotRef};
+use crate::catalog::{CatalogError, Hlc, SyncTx, WriterId};
+pub use crate::error::{RecordError, RecordErrorKind, SyncError};
 use crate::pieces::Pieces;
 
 /// Longest a catalog record lives without being republished; the DHT nodes' limit.
@@ -55,6 +55,13 @@ const APPLIED: &str = "applied";
 const OWN: &str = "own";
 const SNAPSHOT: &str = "snapshot";
 const UNAVAILABLE: &str = "unavailable";
+/// Per writer, the clock and the frontier of its last delta merged here.
+const CLOCKS: &str = "clocks";
+const FRONTIERS: &str = "frontiers";
+/// The newest writers record seq this replica read or saw named by a delta.
+const WRITERS_SEEN: &str = "writers-seen";
+/// Rounds of a pull that finds a delta naming a newer writers record than it read.
+const PULL_ROUNDS: usize = 2;
 
 /// The DHT records the catalog's pointers live in.
 pub trait CatalogRecords: Send + Sync + std::fmt::Debug {
@@ -80,6 +87,16 @@ struct OwnLog {
     head: Option<BlobRef>,
 }
 
+impl OwnLog {
+    /// Whether `head`, found in the network under this writer's id, proves that
+    /// another replica writes under the same id (a copied or restored config dir): it is
+    /// newer than anything this writer offered, or as new but another delta. (An older
+    /// head proves nothing: the network may not have taken this writer's last puts.)
+    fn disowns(&self, head: &log::Head) -> bool {
+        head.seq > self.seq || (head.seq == self.seq && self.head.as_ref() != Some(&head.delta))
+    }
+}
+
 /// What a publish did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PublishReport {
@@ -93,6 +110,9 @@ pub struct PublishReport {
     /// Chunks of that snapshot uploaded, and chunks re-used from earlier snapshots.
     pub snapshot_chunks_stored: usize,
     pub snapshot_chunks_reused: usize,
+    /// The writer id this replica moved to before publishing, having found its log
+    /// written by another replica (see [`SyncError::Cloned`]).
+    pub new_writer: Option<WriterId>,
     /// Bytes sent: blob pieces plus DHT record copies.
     pub bytes_sent: u64,
 }
@@ -113,6 +133,9 @@ pub struct PullReport {
     /// Whether this writer's own head or writers record was missing from the DHT and
     /// was put back from what this replica holds.
     pub republished: bool,
+    /// The writer id this replica moved to, having found its log written by another
+    /// replica (see [`SyncError::Cloned`]).
+    pub new_writer: Option<WriterId>,
 }
 
 impl PullReport {
@@ -170,6 +193,8 @@ pub enum UnavailableKind {
     MissingDelta,
     /// The DHT failed reading its head record.
     Record,
+    /// Its log was written by two replicas (a copied config dir).
+    Cloned,
 }
 
 impl Unavailable {
@@ -180,6 +205,7 @@ impl Unavailable {
             SyncError::Fetch { .. } => UnavailableKind::Fetch,
             SyncError::MissingDelta { .. } => UnavailableKind::MissingDelta,
             SyncError::Record { .. } | SyncError::NotStored { .. } => UnavailableKind::Record,
+            SyncError::Cloned { .. } => UnavailableKind::Cloned,
             _ => UnavailableKind::Invalid,
         };
         Self {
@@ -294,6 +320,58 @@ fn merge_applied(tx: &SyncTx<'_, '_>, a: &mut BTreeMap<WriterId, u64>) -> Result
     }
     let v: Vec<(WriterId, u64)> = a.iter().map(|(w, s)| (*w, *s)).collect();
     tx.set_sync_value(APPLIED, &v)
+}
+
+/// Per writer, the `clock` of its last delta merged here.
+pub(crate) fn clocks(inner: &CatalogSync) -> Result<BTreeMap<WriterId, Hlc>, CatalogError> {
+    Ok(inner
+        .catalog
+        .sync_value::<Vec<(WriterId, Hlc)>>(CLOCKS)?
+        .unwrap_or_default()
+        .into_iter()
+        .collect())
+}
+
+/// Per writer, the `frontier` of its last delta merged here.
+pub(crate) fn frontiers(inner: &CatalogSync) -> Result<BTreeMap<WriterId, Hlc>, CatalogError> {
+    Ok(inner
+        .catalog
+        .sync_value::<Vec<(WriterId, Hlc)>>(FRONTIERS)?
+        .unwrap_or_default()
+        .into_iter()
+        .collect())
+}
+
+/// The causal-stability rule: the least of `own` and each of `writers`' reading in
+/// `readings` (zero for a writer without one). With delta `clock`s as readings it is a
+/// writer's merge frontier; with the `frontier`s of every writer's last delta it is the
+/// point at or below which every writer has merged every change, so a tombstone there
+/// can go (see [`crate::catalog::log::Delta::frontier`]).
+pub(crate) fn stability(
+    writers: &BTreeSet<WriterId>,
+    readings: &BTreeMap<WriterId, Hlc>,
+    own: Hlc,
+) -> Hlc {
+    writers
+        .iter()
+        .map(|w| readings.get(w).copied().unwrap_or_default())
+        .fold(own, Hlc::min)
+}
+
+/// Records what writer `w`'s delta `d`, just merged, says of its clock and frontier.
+fn merged_delta(tx: &SyncTx<'_, '_>, d: &log::Delta) -> Result<(), CatalogError> {
+    for (name, v) in [(CLOCKS, d.clock), (FRONTIERS, d.frontier)] {
+        let mut all: BTreeMap<WriterId, Hlc> = tx
+            .sync_value::<Vec<(WriterId, Hlc)>>(name)?
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let e = all.entry(d.writer).or_default();
+        *e = (*e).max(v);
+        let all: Vec<(WriterId, Hlc)> = all.into_iter().collect();
+        tx.set_sync_value(name, &all)?;
+    }
+    Ok(())
 }
 
 /// Makes `s` the newest snapshot known here, if it is newer than the one known.

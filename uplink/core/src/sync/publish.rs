@@ -2,12 +2,13 @@
 //! publish lock, with group commit.
 
 use super::{
-    CatalogStatus, CatalogSync, OWN, OwnLog, PublishReport, SNAPSHOT, SnapshotStatus, SyncError,
-    SyncState, UNAVAILABLE, Unavailable, applied, blob_name, merge_applied,
+    APPLIED, CLOCKS, CatalogStatus, CatalogSync, FRONTIERS, OWN, OwnLog, PublishReport,
+    RecordErrorKind, SNAPSHOT, SnapshotStatus, SyncError, SyncState, UNAVAILABLE, Unavailable,
+    applied, blob_name, clocks, frontiers, merge_applied, stability,
 };
 use crate::catalog::log::{self, Blob, BlobRef, Delta, Head, LogError, SnapshotRef};
-use crate::catalog::{CatalogError, PublishLock, WriterId};
-use std::collections::BTreeSet;
+use crate::catalog::{CatalogError, Hlc, PublishLock, WriterId};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -17,18 +18,40 @@ impl CatalogSync {
         self: &Arc<Self>,
         sync: &SyncState,
     ) -> Result<PublishReport, SyncError> {
+        // Read before the changes: every change made at or below it is among them (a
+        // change ticks the clock and queues itself in one transaction).
+        let clock = self.catalog.clock()?;
         let pending = self.catalog.pending()?;
-        let me = self.catalog.writer();
+        let me = self.catalog.current_writer()?;
         let mut applied = applied(self)?;
         let mut report = PublishReport::default();
         let own: OwnLog = self.catalog.sync_value(OWN)?.unwrap_or_default();
         let mut known: BTreeSet<WriterId> = applied.keys().copied().collect();
         known.remove(&me);
-        report.bytes_sent += self.register(sync, &known).await?;
+        let writers = self.writers(sync).await?;
         let forced = sync.snapshot_due.load(Ordering::SeqCst);
         if pending.is_empty() && !forced {
+            // A writer is listed only once its first head is stored; one that published
+            // heals its place in the writers record.
+            if own.seq > 0 {
+                report.bytes_sent += self.register_from(sync, &known, Some(writers)).await?;
+            }
             return Ok(report);
         }
+        let merged: BTreeMap<WriterId, u64> = applied
+            .iter()
+            .filter(|(w, _)| **w != me)
+            .map(|(w, s)| (*w, *s))
+            .collect();
+        // Every writer known: listed, or merged here.
+        let others: BTreeSet<WriterId> = writers
+            .1
+            .iter()
+            .chain(&known)
+            .copied()
+            .filter(|w| *w != me)
+            .collect();
+        let frontier = stability(&others, &clocks(self)?, clock);
         let mut seq = own.seq + 1;
         applied.insert(me, seq);
         // A snapshot every `snapshot_every` deltas (of all writers) since the last one.
@@ -46,10 +69,19 @@ impl CatalogSync {
             .sum();
         let mut snapshot = last;
         if forced || since >= self.pieces.config().snapshot_every.max(1) {
+            // Tombstones every writer has merged go first: a snapshot never carries
+            // a collected one.
+            let floor = stability(&others, &frontiers(self)?, frontier);
+            let collected = self.catalog.collect_tombstones(floor)?;
+            if collected > 0 {
+                tracing::info!(collected, "dropped tombstones every writer has merged");
+            }
             // A tree of chunks, streamed from the catalog; only chunks not stored before
             // are uploaded (all of them when `repair` asked for this snapshot).
             let taken_at = self.catalog.next_version()?.hlc;
-            let stored = self.put_snapshot(&applied, taken_at, seq, forced).await?;
+            let stored = self
+                .put_snapshot(&applied, floor, taken_at, seq, forced)
+                .await?;
             let Some(manifest) = stored.manifest else {
                 return Err(SyncError::WrongBlob {
                     what: format!("snapshot at delta {seq} of writer {me}"),
@@ -66,6 +98,7 @@ impl CatalogSync {
                 taken_at,
                 covers: applied.clone(),
                 entries: stored.entries,
+                floor,
                 blob: manifest,
             });
         }
@@ -74,6 +107,10 @@ impl CatalogSync {
             seq,
             prev: own.head.clone(),
             snapshot: snapshot.clone(),
+            writers_seq: writers.0,
+            merged: merged.clone(),
+            clock,
+            frontier,
             changes: pending.iter().map(|(c, _)| c.clone()).collect(),
         };
         let (mut head_blob, sent) = self
@@ -96,6 +133,10 @@ impl CatalogSync {
                 seq,
                 prev: Some(head_blob),
                 snapshot: snapshot.clone(),
+                writers_seq: writers.0,
+                merged: merged.clone(),
+                clock,
+                frontier,
                 changes: Vec::new(),
             };
             let (b, sent) = self
@@ -125,16 +166,7 @@ impl CatalogSync {
                 },
             )
         })?;
-        report.bytes_sent += self
-            .put_record(
-                sync,
-                &format!("head record of writer {me}"),
-                log::head_salt(self.catalog_key(), &me),
-                seq,
-                value?,
-                None,
-            )
-            .await?;
+        report.bytes_sent += self.put_head(sync, &own, seq, value?).await?;
         // Published: remember it (one transaction), then drop the queued changes it
         // carried.
         self.catalog.update_sync(|tx| {
@@ -160,6 +192,8 @@ impl CatalogSync {
             // Chunks only older snapshots used are not re-used any more.
             self.catalog.forget_snapshot_chunks(Some(s.taken_at.0))?;
         }
+        // Listed only now that its head is stored (the changes stay queued until then).
+        report.bytes_sent += self.register_from(sync, &known, Some(writers)).await?;
         self.catalog.clear_published(&pending)?;
         self.catalog.flush()?;
         report.seq = Some(seq);
@@ -177,6 +211,100 @@ impl CatalogSync {
             "catalog published"
         );
         Ok(report)
+    }
+}
+
+/// Compare-and-swap attempts at storing a head record: the second follows a read that
+/// showed this writer's previous put did not land.
+const HEAD_ATTEMPTS: usize = 3;
+
+impl CatalogSync {
+    /// Stores this writer's head record at `seq` by compare-and-swap on the head it
+    /// last offered (`prev`), so that a replica that does not hold this writer's last
+    /// head never overwrites it. On a refusal, reads what the network holds: a head this
+    /// writer never offered is another replica writing under its id
+    /// ([`SyncError::Cloned`]); an older one means its last puts did not land, and the
+    /// put is tried again against that one.
+    pub(super) async fn put_head(
+        &self,
+        sync: &SyncState,
+        prev: &OwnLog,
+        seq: u64,
+        value: Vec<u8>,
+    ) -> Result<u64, SyncError> {
+        let me = self.catalog.writer();
+        let what = format!("head record of writer {me}");
+        let salt = log::head_salt(self.catalog_key(), &me);
+        let mut expected = Some(prev.seq);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let put = self
+                .put_record(sync, &what, salt.clone(), seq, value.clone(), expected)
+                .await;
+            match put {
+                Err(SyncError::Record { ref source, .. })
+                    if source.kind == RecordErrorKind::CompareAndSwap
+                        && attempt < HEAD_ATTEMPTS =>
+                {
+                    let held = self.read_head(sync, &me, 0).await?;
+                    if let Some(h) = held.as_ref().filter(|h| prev.disowns(h)) {
+                        return Err(SyncError::Cloned {
+                            writer: me,
+                            held: h.seq,
+                            own: prev.seq,
+                        });
+                    }
+                    let held = held.map(|h| h.seq);
+                    if held == expected {
+                        // The nodes that refused hold nothing this writer can name.
+                        return put;
+                    }
+                    expected = held;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Moves this replica off writer id `old`, which another replica also writes under
+    /// (a copied or restored config dir; see [`Catalog::rotate_writer`]): from now on it
+    /// publishes under a new id, everything it wrote as `old` queued again, and it reads
+    /// `old`'s log as another writer's, from the start. Says so to the user.
+    pub(super) fn rotate_writer(
+        &self,
+        old: WriterId,
+        why: &SyncError,
+    ) -> Result<WriterId, SyncError> {
+        let new = self.catalog.rotate_writer(old, |tx, _| {
+            tx.set_sync_value(OWN, &OwnLog::default())?;
+            let applied: Vec<(WriterId, u64)> = tx
+                .sync_value::<Vec<(WriterId, u64)>>(APPLIED)?
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(w, _)| *w != old)
+                .collect();
+            tx.set_sync_value(APPLIED, &applied)?;
+            // What was merged of `old` here was partly this replica's own log, not the
+            // network's: nothing of it may count towards tombstone stability.
+            for name in [CLOCKS, FRONTIERS] {
+                let kept: Vec<(WriterId, Hlc)> = tx
+                    .sync_value::<Vec<(WriterId, Hlc)>>(name)?
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(w, _)| *w != old)
+                    .collect();
+                tx.set_sync_value(name, &kept)?;
+            }
+            Ok(())
+        })?;
+        tracing::warn!(
+            old = %old,
+            new = %new,
+            "{why}. This replica now publishes as writer {new} and merges what writer {old} \
+             published; nothing is lost. If the other copy is not wanted, stop it."
+        );
+        Ok(new)
     }
 }
 
@@ -230,7 +358,18 @@ impl CatalogSync {
         // One publisher at a time across every process using this catalog dir: the
         // sequence number is read, used and stored under the lock.
         let _lock = self.publish_lock().await?;
-        let report = self.publish(sync).await?;
+        let report = match self.publish(sync).await {
+            Err(e @ SyncError::Cloned { writer, .. }) => {
+                // Not under this id any more: merge what the other replica published
+                // as it, then publish everything again under the new one.
+                let new = self.rotate_writer(writer, &e)?;
+                self.pull().await?;
+                let mut report = self.publish(sync).await?;
+                report.new_writer = Some(new);
+                report
+            }
+            other => other?,
+        };
         sync.published.fetch_max(taken, Ordering::SeqCst);
         Ok(report)
     }

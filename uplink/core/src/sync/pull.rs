@@ -2,8 +2,8 @@
 //! records when the DHT lost them.
 
 use super::{
-    CatalogSync, OWN, OwnLog, PullReport, SNAPSHOT, SyncError, SyncState, UNAVAILABLE, Unavailable,
-    applied, merge_applied,
+    CatalogSync, OWN, OwnLog, PULL_ROUNDS, PullReport, SNAPSHOT, SyncError, SyncState, UNAVAILABLE,
+    Unavailable, WRITERS_SEEN, applied, merge_applied, merged_delta,
 };
 use crate::catalog::WriterId;
 use crate::catalog::log::{self, Delta, Head, SnapshotRef};
@@ -22,28 +22,62 @@ impl CatalogSync {
             return Ok(PullReport::default());
         };
         let _guard = sync.pull.lock().await;
+        let mut round = 0;
+        loop {
+            round += 1;
+            if let Some(report) = self.pull_round(sync, round < PULL_ROUNDS).await? {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// One round of [`Self::pull`]. `None`: a delta names a newer writers record than
+    /// the one read, and `again` allows another round (the record may have changed
+    /// since it was read); without `again` that is [`SyncError::StaleWriters`].
+    async fn pull_round(
+        self: &Arc<Self>,
+        sync: &SyncState,
+        again: bool,
+    ) -> Result<Option<PullReport>, SyncError> {
         let mut report = PullReport::default();
-        let (_, listed) = self.writers(sync).await?;
+        let (writers_seq, listed) = self.writers(sync).await?;
         let mut applied = applied(self)?;
         // Writers merged before stay known even if a racing update dropped them from
         // the record (the next publish puts them back).
         let writers: BTreeSet<WriterId> = listed.iter().chain(applied.keys()).copied().collect();
         report.writers = writers.len();
-        let me = self.catalog.writer();
-        let own: OwnLog = self.catalog.sync_value(OWN)?.unwrap_or_default();
+        let mut me = self.catalog.current_writer()?;
         let mut own_head_lost = false;
         let mut unread: Vec<WriterId> = Vec::new();
         let mut heads: Vec<Head> = Vec::new();
         for w in &writers {
             let seen = applied.get(w).copied().unwrap_or(0);
-            match self.read_head(sync, w, seen).await {
+            let read = self.read_head(sync, w, seen).await;
+            // Read after the head: a publish of this writer in another process records
+            // its head before putting it.
+            let own: OwnLog = self.catalog.sync_value(OWN)?.unwrap_or_default();
+            match read {
+                Ok(Some(head)) if *w == me && own.disowns(&head) => {
+                    // Another replica writes under this id: move to a new one, and read
+                    // this id's log as another writer's, from its start.
+                    let e = SyncError::Cloned {
+                        writer: me,
+                        held: head.seq,
+                        own: own.seq,
+                    };
+                    me = self.rotate_writer(me, &e)?;
+                    report.new_writer = Some(me);
+                    applied.remove(w);
+                    heads.push(head);
+                }
                 Ok(Some(head)) if head.seq > seen => heads.push(head),
                 Ok(Some(head)) if *w == me && head.seq < own.seq => own_head_lost = true,
                 Ok(Some(_)) => {}
                 Ok(None) if *w == me => own_head_lost = own.seq > 0,
-                // Registered but never published, as far as this replica knows (a
-                // snapshot merged below may show otherwise).
-                Ok(None) if seen == 0 => unread.push(*w),
+                // Listed writers have published (see `publish`): only a writer known
+                // from elsewhere may have no head yet (a snapshot merged below may show
+                // otherwise).
+                Ok(None) if seen == 0 && !listed.contains(w) => unread.push(*w),
                 Ok(None) => {
                     report.unavailable.insert(
                         *w,
@@ -70,6 +104,48 @@ impl CatalogSync {
                 }
             }
         }
+        // A delta that names a newer writers record than the one read: the record read
+        // was stale (it may lack writers), or changed since it was read.
+        let named = deltas
+            .iter()
+            .map(|d| d.writers_seq)
+            .chain(self.catalog.sync_value::<u64>(WRITERS_SEEN)?)
+            .max()
+            .unwrap_or(0);
+        // (No record at all is a lost one, not a stale one: it is put back below.)
+        if named > writers_seq && writers_seq > 0 {
+            if again {
+                return Ok(None);
+            }
+            return Err(SyncError::StaleWriters {
+                held: writers_seq,
+                named,
+            });
+        }
+        // A head older than what another writer had merged of it is a rollback, even
+        // for a replica that never merged that writer itself.
+        let mut rolled_back = Vec::new();
+        for d in &deltas {
+            let known = deltas
+                .iter()
+                .filter_map(|e| e.merged.get(&d.writer))
+                .max()
+                .copied()
+                .unwrap_or(0);
+            if known > d.seq {
+                rolled_back.push(d.writer);
+                report.unavailable.insert(
+                    d.writer,
+                    Unavailable::of(&SyncError::Rollback {
+                        writer: d.writer,
+                        seen: known,
+                        offered: d.seq,
+                    }),
+                );
+            }
+        }
+        deltas.retain(|d| !rolled_back.contains(&d.writer));
+        heads.retain(|h| !rolled_back.contains(&h.writer));
         // A replica far behind (or new) starts from the newest snapshot named anywhere,
         // if it holds something not merged yet; one a few deltas behind walks them.
         let behind: u64 = heads
@@ -116,9 +192,10 @@ impl CatalogSync {
                 // A delta and the position it brings the replica to, in one transaction:
                 // a reader (here or in another process) sees all of it or none.
                 applied.insert(w, d.seq);
-                report.changes_applied += self
-                    .catalog
-                    .apply_remote_batch(&d.changes, |tx| merge_applied(tx, &mut applied))?;
+                report.changes_applied += self.catalog.apply_remote_batch(&d.changes, |tx| {
+                    merge_applied(tx, &mut applied)?;
+                    merged_delta(tx, d)
+                })?;
             }
             // A snapshot named by a delta we merged is the newest known if it is newer.
             if let Some(s) = chain.first().and_then(|d| d.snapshot.as_ref()) {
@@ -147,10 +224,15 @@ impl CatalogSync {
             .iter()
             .map(|(w, r)| (*w, r.clone()))
             .collect();
-        self.catalog.set_sync_value(UNAVAILABLE, &v)?;
+        self.catalog.update_sync(|tx| {
+            tx.set_sync_value(UNAVAILABLE, &v)?;
+            let seen = tx.sync_value::<u64>(WRITERS_SEEN)?.unwrap_or(0);
+            tx.set_sync_value(WRITERS_SEEN, &seen.max(writers_seq))
+        })?;
         self.catalog.flush()?;
         // Put back what the network lost of this writer's own records, from what is
         // held here: the head it last published, and its place in the writers record.
+        let own: OwnLog = self.catalog.sync_value(OWN)?.unwrap_or_default();
         let mut known: BTreeSet<WriterId> = applied.keys().copied().collect();
         known.remove(&me);
         let unlisted = own.seq > 0 && !(listed.contains(&me) && known.is_subset(&listed));
@@ -162,7 +244,7 @@ impl CatalogSync {
                 }
             }
         }
-        Ok(report)
+        Ok(Some(report))
     }
 
     /// Writer `w`'s head record, opened and checked against the `seen` sequence number

@@ -1,7 +1,9 @@
 //! The catalog's DHT records: reading and writing them, the writers record and
 //! registering this writer in it.
 
-use super::{CatalogSync, MAX_RECORD_TTL, REGISTER_ATTEMPTS, SyncError, SyncState, record_what};
+use super::{
+    CatalogSync, MAX_RECORD_TTL, REGISTER_ATTEMPTS, SyncError, SyncState, WRITERS_SEEN, record_what,
+};
 use crate::catalog::WriterId;
 use crate::catalog::log::{self};
 use shoal_proto::messages::MutableRecord;
@@ -99,24 +101,45 @@ impl CatalogSync {
         sync: &SyncState,
         known: &BTreeSet<WriterId>,
     ) -> Result<u64, SyncError> {
+        self.register_from(sync, known, None).await
+    }
+
+    /// [`Self::register`], starting from the writers record as `read` just now (if
+    /// given).
+    pub(super) async fn register_from(
+        &self,
+        sync: &SyncState,
+        known: &BTreeSet<WriterId>,
+        mut read: Option<(u64, BTreeSet<WriterId>)>,
+    ) -> Result<u64, SyncError> {
         let me = self.catalog.writer();
         let mut sent = 0;
         for _ in 0..REGISTER_ATTEMPTS {
-            let (seq, current) = self.writers(sync).await?;
+            let (seq, current) = match read.take() {
+                Some(r) => r,
+                None => self.writers(sync).await?,
+            };
             if current.contains(&me) && known.is_subset(&current) {
                 return Ok(sent);
             }
             let mut next = current;
             next.insert(me);
             next.extend(known.iter().copied());
-            let value = log::seal_writers(self.catalog_key(), seq + 1, &next)?;
+            // Never below a version seen before (a record the DHT lost is put back
+            // above it, or every reader that saw it would take the new one as stale).
+            let seen = self
+                .catalog
+                .sync_value::<u64>(WRITERS_SEEN)?
+                .unwrap_or(0)
+                .max(seq);
+            let value = log::seal_writers(self.catalog_key(), seen + 1, &next)?;
             // A refusal (a racing writer got there first) shows on the next read.
             sent += self
                 .put_record(
                     sync,
                     &record_what("writers"),
                     log::writers_salt(self.catalog_key()),
-                    seq + 1,
+                    seen + 1,
                     value,
                     Some(seq),
                 )

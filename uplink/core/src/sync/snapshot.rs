@@ -20,8 +20,8 @@
 //!   A snapshot `repair` asks for stores every chunk anew, so that no damaged chunk is
 //!   re-used.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -73,6 +73,7 @@ impl CatalogSync {
     pub(super) async fn put_snapshot(
         self: &Arc<Self>,
         covers: &BTreeMap<WriterId, u64>,
+        floor: Hlc,
         taken_at: Hlc,
         seq: u64,
         fresh: bool,
@@ -110,6 +111,7 @@ impl CatalogSync {
         out.entries = root.entries;
         let manifest = Blob::Snapshot(Snapshot {
             covers: covers.clone(),
+            floor,
             entries: root.entries,
             root_level,
             root,
@@ -219,28 +221,44 @@ impl CatalogSync {
 
     /// Merges every entry of the tree under `snap` (chunks fetched in parallel, each leaf
     /// in one transaction), remembering its chunks' places under `generation`. Returns
-    /// how many changes won. The caller records the positions it covers afterwards.
+    /// how many changes won, and with `keep_keys` the keys of every entry of the
+    /// snapshot (for pruning below its stability point: the one part of a recovery
+    /// whose memory grows with the catalog, keys only). The caller records the
+    /// positions it covers afterwards.
     pub(super) async fn apply_tree(
         self: &Arc<Self>,
         snap: &Snapshot,
         generation: u64,
-    ) -> Result<usize, SyncError> {
+        keep_keys: bool,
+    ) -> Result<(usize, Option<HashSet<EntryKey>>), SyncError> {
         let key = self.tree_key();
         let permits = tokio::sync::Semaphore::new(FETCH_PARALLELISM);
-        self.apply_subtree(
-            &key,
-            &permits,
-            snap.root_level,
-            snap.root.clone(),
-            generation,
-        )
-        .await
+        let keys = keep_keys.then(|| Mutex::new(HashSet::new()));
+        let n = self
+            .apply_subtree(
+                &key,
+                &permits,
+                keys.as_ref(),
+                snap.root_level,
+                snap.root.clone(),
+                generation,
+            )
+            .await?;
+        let keys = match keys {
+            Some(k) => Some(k.into_inner().map_err(|_| SyncError::WrongBlob {
+                what: "a snapshot".into(),
+                reason: "a fetch of its chunks panicked".into(),
+            })?),
+            None => None,
+        };
+        Ok((n, keys))
     }
 
     fn apply_subtree<'a>(
         self: &'a Arc<Self>,
         key: &'a TreeKey,
         permits: &'a tokio::sync::Semaphore,
+        keys: Option<&'a Mutex<HashSet<EntryKey>>>,
         level: u8,
         c: Child<BlobRef>,
         generation: u64,
@@ -258,7 +276,13 @@ impl CatalogSync {
                     .remember_snapshot_chunks(generation, &[(c.id, c.at.clone())])?;
                 match chunk {
                     Chunk::Leaf(changes) => {
-                        return Ok(self.catalog.apply_remote_batch(&changes, |_| Ok(()))?);
+                        let n = self.catalog.apply_remote_batch(&changes, |_| Ok(()))?;
+                        if let Some(keys) = keys
+                            && let Ok(mut held) = keys.lock()
+                        {
+                            held.extend(changes.into_iter().map(|c| c.key));
+                        }
+                        return Ok(n);
                     }
                     Chunk::Node { children, .. } => children,
                 }
@@ -266,7 +290,7 @@ impl CatalogSync {
             let below = level.saturating_sub(1);
             let mut merged = 0;
             let mut fetches = futures::stream::iter(children)
-                .map(|ch| self.apply_subtree(key, permits, below, ch, generation))
+                .map(|ch| self.apply_subtree(key, permits, keys, below, ch, generation))
                 .buffer_unordered(FETCH_PARALLELISM);
             while let Some(n) = fetches.next().await {
                 merged += n?;

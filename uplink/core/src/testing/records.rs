@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::future::BoxFuture;
-use satellite_free_discovery::core::store::RecordStore;
+use satellite_free_discovery::core::store::{RecordRefused, RecordStore};
 use shoal_proto::messages::MutableRecord;
 use shoal_proto::{RecordKey, Signed};
 
@@ -108,16 +108,22 @@ impl CatalogRecords for MemoryRecords {
         expected_seq: Option<u64>,
     ) -> BoxFuture<'_, Result<usize, RecordError>> {
         self.puts.fetch_add(1, Ordering::Relaxed);
-        let stored = lock(&self.store)
-            .put(record, expected_seq, shoal_proto::time::unix_ms())
-            .is_ok();
+        let outcome = lock(&self.store).put(record, expected_seq, shoal_proto::time::unix_ms());
+        // As the DHT answers: a compare-and-swap refusal is an error of its kind, any
+        // other refusal stores the record nowhere.
+        let cas = matches!(outcome, Err(RecordRefused::CasMismatch { .. }));
+        let stored = outcome.is_ok();
         let lost = self
             .lost_answers
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
             .is_ok();
         Box::pin(async move {
             if lost {
-                Err(RecordError("no answer within the deadline (test)".into()))
+                Err(RecordError::failed("no answer within the deadline (test)"))
+            } else if cas {
+                Err(RecordError::compare_and_swap(
+                    "compare-and-swap failed: another seq is held (test)",
+                ))
             } else {
                 Ok(usize::from(stored))
             }
