@@ -410,6 +410,54 @@ impl Catalog {
         })
     }
 
+    /// Merges a leaf of a snapshot (as [`Catalog::apply_remote_batch`]) and, with a
+    /// `run`, records its keys under it in the same transaction (see
+    /// [`Catalog::snapshot_has_key`]).
+    pub fn apply_snapshot_leaf(
+        &self,
+        changes: &[Change],
+        run: Option<i64>,
+    ) -> Result<usize, CatalogError> {
+        self.apply_remote_batch(changes, |stx| {
+            if let Some(run) = run {
+                for c in changes {
+                    let (kind, b, k) = cols(&c.key);
+                    exec(
+                        stx.tx,
+                        "INSERT OR IGNORE INTO snapshot_keys (run, kind, bucket, key) \
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![run, kind, b, k],
+                    )?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Whether the snapshot merged under `run` holds `key`.
+    pub fn snapshot_has_key(&self, run: i64, key: &EntryKey) -> Result<bool, CatalogError> {
+        let (kind, b, k) = cols(key);
+        self.db.read("snapshot_has_key", |tx| {
+            Ok(query_row(
+                tx,
+                "SELECT 1 FROM snapshot_keys WHERE run = ?1 AND kind = ?2 AND bucket = ?3 \
+                 AND key = ?4",
+                params![run, kind, b, k],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+        })
+    }
+
+    /// Forgets the keys recorded under `run`.
+    pub fn forget_snapshot_keys(&self, run: i64) -> Result<(), CatalogError> {
+        self.db.write("forget_snapshot_keys", |tx| {
+            exec(tx, "DELETE FROM snapshot_keys WHERE run = ?1", params![run])?;
+            Ok(())
+        })
+    }
+
     /// The version held for `key`, live or deleted.
     pub fn version_of(&self, key: &EntryKey) -> Result<Option<Version>, CatalogError> {
         self.db.read("version_of", |tx| version_in(tx, key))

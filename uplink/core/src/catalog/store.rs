@@ -131,6 +131,17 @@ CREATE TABLE snapshot_chunks (
     gen  INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX snapshot_chunks_by_gen ON snapshot_chunks (gen);
+
+-- The keys of the snapshot being merged (by a random run id per merge), so that what
+-- the replica holds and the snapshot lacks can be found without holding the snapshot's
+-- keys in memory; emptied when the merge ends.
+CREATE TABLE snapshot_keys (
+    run    INTEGER NOT NULL,
+    kind   TEXT NOT NULL,
+    bucket TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    PRIMARY KEY (run, kind, bucket, key)
+) WITHOUT ROWID;
 ";
 
 /// Forward migrations: `MIGRATIONS[i]` takes `user_version` i to i + 1.

@@ -530,3 +530,35 @@ fn snapshot_chunk_places_are_kept_by_generation() {
     c.forget_snapshot_chunks(None).unwrap();
     assert_eq!(c.snapshot_chunk_count().unwrap(), 0);
 }
+
+#[test]
+fn a_snapshot_leaf_records_its_keys_under_its_run_only() {
+    let c = Catalog::temporary().unwrap();
+    let key = |k: &str| EntryKey::Object {
+        bucket: "b".into(),
+        key: k.into(),
+    };
+    let tomb = |k: &str| Change {
+        key: key(k),
+        version: Version {
+            hlc: Hlc(5),
+            writer: WriterId([2; 16]),
+        },
+        value: Value::Tombstone,
+    };
+    assert_eq!(
+        c.apply_snapshot_leaf(&[tomb("x"), tomb("y")], Some(7))
+            .unwrap(),
+        2
+    );
+    c.apply_snapshot_leaf(&[tomb("z")], None).unwrap();
+    assert!(c.snapshot_has_key(7, &key("x")).unwrap());
+    assert!(
+        !c.snapshot_has_key(7, &key("z")).unwrap(),
+        "no run, no keys"
+    );
+    assert!(!c.snapshot_has_key(8, &key("x")).unwrap(), "another run's");
+    c.forget_snapshot_keys(7).unwrap();
+    assert!(!c.snapshot_has_key(7, &key("x")).unwrap());
+    assert_eq!(c.tombstone_count().unwrap(), 3);
+}

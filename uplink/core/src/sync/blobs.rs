@@ -166,9 +166,19 @@ impl CatalogSync {
         // The snapshot's entries, a leaf per transaction as the chunks arrive, then the
         // positions it covers (only once everything is in: a snapshot that fails half
         // way moves no position, and the deltas are walked instead).
-        // The keys it holds are needed only to prune below a stability point.
-        let keep_keys = s.floor > Hlc::default();
-        let (n, keys) = self.apply_tree(&snap, s.taken_at.0, keep_keys).await?;
+        // The keys it holds are needed only to prune below a stability point: kept in
+        // the catalog database under a run of this merge, not in memory.
+        let run = (s.floor > Hlc::default()).then(|| rand::random::<i64>());
+        let merged = self.apply_tree(&snap, s.taken_at.0, run).await;
+        let n = match merged {
+            Ok(n) => n,
+            Err(e) => {
+                if let Some(run) = run {
+                    self.catalog.forget_snapshot_keys(run)?;
+                }
+                return Err(e);
+            }
+        };
         for (w, seq) in &s.covers {
             let e = applied.entry(*w).or_insert(0);
             *e = (*e).max(*seq);
@@ -177,13 +187,17 @@ impl CatalogSync {
             .apply_remote_batch(&[], |tx| merge_applied(tx, applied))?;
         // What this replica holds at or below the snapshot's stability point and the
         // snapshot lacks was deleted, its tombstone since collected: forget it too.
-        if let Some(keys) = keys {
+        if let Some(run) = run {
             // Only versions of writers the snapshot covers: a writer its taker did not
-            // know yet was not part of the stability rule.
+            // know yet was not part of the stability rule. A key the database cannot
+            // answer for is kept (never forgotten on a doubt).
             let pruned = self.catalog.prune_below(s.floor, |c| {
                 s.covers.contains_key(&c.version.writer)
-                    && (matches!(c.value, Value::Tombstone) || !keys.contains(&c.key))
-            })?;
+                    && (matches!(c.value, Value::Tombstone)
+                        || matches!(self.catalog.snapshot_has_key(run, &c.key), Ok(false)))
+            });
+            self.catalog.forget_snapshot_keys(run)?;
+            let pruned = pruned?;
             if pruned > 0 {
                 tracing::info!(
                     pruned,

@@ -374,8 +374,8 @@ impl CatalogSync {
                 match self.fetch_found(b).await {
                     Ok(Blob::Snapshot(s)) => {
                         // The tree under the manifest, through the chunks it names.
-                        match self.apply_tree(&s, 0, false).await {
-                            Ok((n, _)) => report.changes_applied += n,
+                        match self.apply_tree(&s, 0, None).await {
+                            Ok(n) => report.changes_applied += n,
                             Err(SyncError::Catalog(e)) => return Err(SyncError::Catalog(e).into()),
                             Err(e) => {
                                 report.unrecovered.push(Unrecovered {

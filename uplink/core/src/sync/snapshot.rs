@@ -20,8 +20,8 @@
 //!   A snapshot `repair` asks for stores every chunk anew, so that no damaged chunk is
 //!   re-used.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -221,44 +221,34 @@ impl CatalogSync {
 
     /// Merges every entry of the tree under `snap` (chunks fetched in parallel, each leaf
     /// in one transaction), remembering its chunks' places under `generation`. Returns
-    /// how many changes won, and with `keep_keys` the keys of every entry of the
-    /// snapshot (for pruning below its stability point: the one part of a recovery
-    /// whose memory grows with the catalog, keys only). The caller records the
-    /// positions it covers afterwards.
+    /// how many changes won. With `keys_run`, the keys of every entry are recorded
+    /// under that run in the catalog database (for pruning below the snapshot's
+    /// stability point, [`crate::catalog::Catalog::snapshot_has_key`]), not in memory.
+    /// The caller records the positions it covers afterwards.
     pub(super) async fn apply_tree(
         self: &Arc<Self>,
         snap: &Snapshot,
         generation: u64,
-        keep_keys: bool,
-    ) -> Result<(usize, Option<HashSet<EntryKey>>), SyncError> {
+        keys_run: Option<i64>,
+    ) -> Result<usize, SyncError> {
         let key = self.tree_key();
         let permits = tokio::sync::Semaphore::new(FETCH_PARALLELISM);
-        let keys = keep_keys.then(|| Mutex::new(HashSet::new()));
-        let n = self
-            .apply_subtree(
-                &key,
-                &permits,
-                keys.as_ref(),
-                snap.root_level,
-                snap.root.clone(),
-                generation,
-            )
-            .await?;
-        let keys = match keys {
-            Some(k) => Some(k.into_inner().map_err(|_| SyncError::WrongBlob {
-                what: "a snapshot".into(),
-                reason: "a fetch of its chunks panicked".into(),
-            })?),
-            None => None,
-        };
-        Ok((n, keys))
+        self.apply_subtree(
+            &key,
+            &permits,
+            keys_run,
+            snap.root_level,
+            snap.root.clone(),
+            generation,
+        )
+        .await
     }
 
     fn apply_subtree<'a>(
         self: &'a Arc<Self>,
         key: &'a TreeKey,
         permits: &'a tokio::sync::Semaphore,
-        keys: Option<&'a Mutex<HashSet<EntryKey>>>,
+        keys_run: Option<i64>,
         level: u8,
         c: Child<BlobRef>,
         generation: u64,
@@ -276,13 +266,7 @@ impl CatalogSync {
                     .remember_snapshot_chunks(generation, &[(c.id, c.at.clone())])?;
                 match chunk {
                     Chunk::Leaf(changes) => {
-                        let n = self.catalog.apply_remote_batch(&changes, |_| Ok(()))?;
-                        if let Some(keys) = keys
-                            && let Ok(mut held) = keys.lock()
-                        {
-                            held.extend(changes.into_iter().map(|c| c.key));
-                        }
-                        return Ok(n);
+                        return Ok(self.catalog.apply_snapshot_leaf(&changes, keys_run)?);
                     }
                     Chunk::Node { children, .. } => children,
                 }
@@ -290,7 +274,7 @@ impl CatalogSync {
             let below = level.saturating_sub(1);
             let mut merged = 0;
             let mut fetches = futures::stream::iter(children)
-                .map(|ch| self.apply_subtree(key, permits, keys, below, ch, generation))
+                .map(|ch| self.apply_subtree(key, permits, keys_run, below, ch, generation))
                 .buffer_unordered(FETCH_PARALLELISM);
             while let Some(n) = fetches.next().await {
                 merged += n?;
