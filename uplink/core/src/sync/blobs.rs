@@ -168,7 +168,7 @@ impl CatalogSync {
         // way moves no position, and the deltas are walked instead).
         // The keys it holds are needed only to prune below a stability point: kept in
         // the catalog database under a run of this merge, not in memory.
-        let run = (s.floor > Hlc::default()).then(|| rand::random::<i64>());
+        let run = (s.floor > Hlc::default()).then(rand::random::<i64>);
         let merged = self.apply_tree(&snap, s.taken_at.0, run).await;
         let n = match merged {
             Ok(n) => n,
