@@ -4,10 +4,31 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the unix epoch (0 if the clock is before 1970).
 pub fn unix_ms() -> u64 {
-    SystemTime::now()
+    let real = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+        .unwrap_or(0);
+    #[cfg(feature = "test-clock")]
+    let real = real.saturating_add(test_clock::OFFSET_MS.load(std::sync::atomic::Ordering::SeqCst));
+    real
+}
+
+/// Tests that need months to pass (leases, record expiry) move this process's
+/// [`unix_ms`] forward. Only with the `test-clock` feature, which no binary enables.
+#[cfg(feature = "test-clock")]
+pub mod test_clock {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    pub(super) static OFFSET_MS: AtomicU64 = AtomicU64::new(0);
+
+    /// Moves [`super::unix_ms`] forward by `by`, for the whole process.
+    pub fn advance(by: Duration) {
+        OFFSET_MS.fetch_add(
+            u64::try_from(by.as_millis()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
+    }
 }
 
 /// Why a timestamp was refused.

@@ -261,6 +261,89 @@ async fn two_uplinks_with_one_grant_write_at_once_and_agree() {
     .await;
 }
 
+/// Every file of the dir `from`, copied into `to` (a cloned VM, a restored backup).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Issue 25: a config dir copied while in use, then used from both copies (separate
+/// `uplink` processes). The copy that finds the other's head under its writer id moves
+/// to a new id and says so; nothing either wrote is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copied_config_dir_used_from_two_processes_loses_nothing() {
+    bounded(Duration::from_secs(600), async {
+        let net = Net::start().await;
+        let (a, _) = net.config_dir("laptop").await;
+        net.ok(&a, &["mb", "shoal://bkt"]).await;
+        let file = |name: &str, seed: u64| {
+            let path = net.work.path().join(name);
+            std::fs::write(&path, Pattern::new(seed).bytes(0, 3000 + seed)).unwrap();
+            path
+        };
+        let cp = |dir: &Path, src: &Path, key: &str| {
+            let (dir, src, key) = (dir.to_path_buf(), src.to_path_buf(), key.to_string());
+            let net = &net;
+            async move {
+                net.run(
+                    &dir,
+                    &["cp", src.to_str().unwrap(), &format!("shoal://bkt/{key}")],
+                )
+                .await
+                .unwrap()
+            }
+        };
+        let (ok, _, err) = cp(&a, &file("before", 1), "before").await;
+        assert!(ok, "{err}");
+        let b = net.work.path().join("clone");
+        copy_dir(&a, &b);
+        let id = |dir: &Path| std::fs::read_to_string(dir.join("writer-id")).unwrap();
+        assert_eq!(id(&a), id(&b));
+        // The original writes on; then the copy, which has not seen that publish.
+        let (ok, _, err) = cp(&a, &file("a1", 2), "from-a").await;
+        assert!(ok, "{err}");
+        let (ok, _, err) = cp(&b, &file("b1", 3), "from-b").await;
+        assert!(ok, "{err}");
+        assert!(err.contains("another copy of this config dir"), "{err}");
+        assert_ne!(id(&a), id(&b), "the copy moved to a new writer id");
+        // Both go on, now at once.
+        let (ra, rb) = tokio::join!(
+            cp(&a, &file("a2", 4), "from-a-2"),
+            cp(&b, &file("b2", 5), "from-b-2")
+        );
+        assert!(ra.0, "{}", ra.2);
+        assert!(rb.0, "{}", rb.2);
+        let (fresh, _) = net.config_dir("fresh").await;
+        let listing = net.ok(&fresh, &["ls", "-r", "shoal://bkt"]).await;
+        for key in ["before", "from-a", "from-b", "from-a-2", "from-b-2"] {
+            assert!(listing.contains(key), "{key} missing: {listing}");
+        }
+        let out = net.work.path().join("out");
+        for (key, seed) in [("from-a", 2), ("from-b", 3), ("from-b-2", 5)] {
+            net.ok(
+                &fresh,
+                &["cp", &format!("shoal://bkt/{key}"), out.to_str().unwrap()],
+            )
+            .await;
+            assert_eq!(
+                std::fs::read(&out).unwrap(),
+                Pattern::new(seed).bytes(0, 3000 + seed),
+                "{key}"
+            );
+        }
+        net.0.cluster.shutdown().await.unwrap();
+    })
+    .await;
+}
+
 /// Issue 21, "Done when": every node of the 12 is stopped and started again: the
 /// existing config dirs work at once and a fresh import recovers every object (the nodes
 /// keep the DHT records they hold in their metadata store). Then the nodes' record stores

@@ -3,7 +3,8 @@
 //! A record arrives as a [`Signed<MutableRecord>`], so its signature over
 //! (salt, seq, value, expiry) has already been checked by the wire conversion. The store
 //! then accepts it only if its `seq` is strictly greater than the one held (an identical
-//! copy is acknowledged without change, so republishing is harmless), the optional
+//! copy is acknowledged without change, so republishing is harmless; the same seq and
+//! value signed again to expire later is a renewal, and replaces it), the optional
 //! compare-and-swap `expected_seq` matches, its value is within 4 KiB, it has not
 //! expired and does not expire too far ahead, and neither the store nor the publisher's
 //! share of it is full. Time is the caller's unix milliseconds.
@@ -281,14 +282,16 @@ impl RecordStore {
             });
         }
         let key = record.key();
-        let held = self
-            .records
-            .get(&key)
-            .filter(|r| r.expires_at_ms > now)
-            .map(|r| (r.seq, r == record));
+        let held_record = self.records.get(&key).filter(|r| r.expires_at_ms > now);
+        let held = held_record.map(|r| (r.seq, r == record));
         if let Some((_, true)) = held {
             return Ok(true);
         }
+        // Whoever holds the owner's key may keep a record alive (another writer of a
+        // catalog renewing a head its writer no longer does) without changing it.
+        let renewal = held_record.is_some_and(|r| {
+            r.seq == record.seq && r.value == record.value && record.expires_at_ms > r.expires_at_ms
+        });
         if let Some(expected) = expected_seq
             && let Some((held_seq, _)) = held
             && held_seq != expected
@@ -299,10 +302,12 @@ impl RecordStore {
             });
         }
         match held {
-            Some((held_seq, _)) if record.seq <= held_seq => Err(RecordRefused::NotNewer {
-                held: held_seq,
-                offered: record.seq,
-            }),
+            Some((held_seq, _)) if record.seq <= held_seq && !renewal => {
+                Err(RecordRefused::NotNewer {
+                    held: held_seq,
+                    offered: record.seq,
+                })
+            }
             _ => Ok(false),
         }
     }
@@ -419,6 +424,42 @@ mod tests {
             id,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn the_same_seq_and_value_signed_to_expire_later_is_a_renewal() {
+        let id = Identity::random();
+        let mut s = RecordStore::default_config();
+        let first = rec(&id, b"a", 5, b"x");
+        assert_eq!(s.put(first.clone(), None, NOW), Ok(Stored::New));
+        let again = |value: &[u8], seq: u64, expires_at_ms: u64| {
+            let mut r = first.body().clone();
+            r.value = value.to_vec();
+            r.seq = seq;
+            r.expires_at_ms = expires_at_ms;
+            Signed::sign(r, &id).unwrap()
+        };
+        let later = first.expires_at_ms + 1_000;
+        assert_eq!(
+            s.put(again(b"x", 5, later), None, NOW),
+            Ok(Stored::Replaced { previous_seq: 5 })
+        );
+        let key = first.key();
+        assert_eq!(s.get(&key, NOW).unwrap().expires_at_ms, later);
+        // Not another value, nor an earlier expiry, under the same seq.
+        assert!(matches!(
+            s.put(again(b"y", 5, later + 1), None, NOW),
+            Err(RecordRefused::NotNewer { .. })
+        ));
+        assert!(matches!(
+            s.put(again(b"x", 5, later - 1), None, NOW),
+            Err(RecordRefused::NotNewer { .. })
+        ));
+        // Nor past a compare-and-swap that does not match.
+        assert!(matches!(
+            s.put(again(b"x", 5, later + 1), Some(4), NOW),
+            Err(RecordRefused::CasMismatch { .. })
+        ));
     }
 
     #[test]
@@ -686,7 +727,8 @@ mod properties {
                 let owner = &owners[p.owner];
                 let salt = [p.salt];
                 let key = MutableRecord::key_for(owner.public_key(), &salt);
-                let held = s.get(&key, now).map(|r| r.seq);
+                let held_record = s.get(&key, now).cloned();
+                let held = held_record.as_ref().map(|r| r.seq);
                 let record = Signed::sign(
                     MutableRecord {
                         public_key: *owner.public_key(),
@@ -708,7 +750,10 @@ mod properties {
                         prop_assert_eq!(after, held);
                     }
                     Ok(_) => {
-                        prop_assert!(held.is_none_or(|h| p.seq > h), "seq went from {held:?} to {}", p.seq);
+                        let renewal = held_record.as_ref().is_some_and(|r| {
+                            r.seq == p.seq && r.value.len() == p.value_len && now + p.ttl > r.expires_at_ms
+                        });
+                        prop_assert!(held.is_none_or(|h| p.seq > h) || renewal, "seq went from {held:?} to {}", p.seq);
                         if let (Some(e), Some(h)) = (p.expected, held) {
                             prop_assert_eq!(e, h, "CAS ignored");
                         }

@@ -34,6 +34,7 @@ pub(super) async fn resolve_peers(peers: &[String]) -> Result<Vec<(NodeId, std::
 pub(crate) struct Env {
     pub(crate) uplink: Uplink,
     pub(super) parallelism: usize,
+    paths: Paths,
 }
 
 /// Tells the user which writers' changes a pull could not read, and what that means.
@@ -53,6 +54,22 @@ impl Env {
             "cannot pull the catalog from the network (nothing was changed here; retry when the network is reachable)",
         )?;
         warn_unavailable(&pulled);
+        self.moved_to(pulled.new_writer)
+    }
+
+    /// Keeps the config dir's `writer-id` file on the id the catalog uses, and tells the
+    /// user when a pull or publish has just moved it (`new`): the network held this
+    /// writer's log written by another copy of the config dir.
+    fn moved_to(&self, new: Option<uplink::catalog::WriterId>) -> Result<()> {
+        let current = self.uplink.catalog().writer();
+        if let Some(new) = new {
+            eprintln!(
+                "warning: another copy of this config dir (a cloned machine or a restored backup) publishes the catalog under the same writer id; this one now writes as writer {new}, with every change it made published again. Nothing is lost; if the other copy is not wanted, stop it."
+            );
+        }
+        if self.paths.writer_id()? != current {
+            self.paths.set_writer_id(current)?;
+        }
         Ok(())
     }
 
@@ -83,10 +100,10 @@ impl Env {
             self.uplink.catalog().flush()?;
             return Ok(());
         }
-        self.uplink.flush().await.context(
+        let report = self.uplink.flush().await.context(
             "the changes are saved on this machine but not yet in the network; run `uplink catalog sync` to publish them",
         )?;
-        Ok(())
+        self.moved_to(report.new_writer)
     }
 }
 
@@ -105,6 +122,7 @@ pub(super) async fn open_with(
     let config = file.uplink_config(&paths.config_file())?;
     let owner = access.owner().node_id().to_hex();
     let catalog_dir = paths.catalog_dir(&owner);
+    // The catalog keeps the id it uses (it may have moved since, see `Env::moved_to`).
     let writer = paths.writer_id()?;
     let catalog = Catalog::open(&catalog_dir, writer)
         .with_context(|| format!("cannot open the catalog at {}", catalog_dir.display()))?;
@@ -155,10 +173,14 @@ pub(super) async fn open_with(
     } else {
         Uplink::new(access, store, nodes, catalog, config)?
     };
-    Ok(Env {
+    let env = Env {
         uplink,
         parallelism: file.parallelism.unwrap_or(4).max(1),
-    })
+        paths,
+    };
+    // Another command may have moved this config dir to a new writer id.
+    env.moved_to(None)?;
+    Ok(env)
 }
 
 /// Opens the access and pulls the network's changes: the start of every command.

@@ -174,6 +174,20 @@ fn print_check(r: &CheckReport) {
         r.audit_bytes,
         r.checked_bytes
     );
+    for e in &r.catalog_renewed_elsewhere {
+        let whose = if e.presumed_gone {
+            "renewed by no live writer: its writer has not published"
+        } else {
+            "renewed only by their writer, which last published"
+        };
+        eprintln!(
+            "{}: {} catalog deltas of writer {} that the newest snapshot does not cover are {whose} since {}; `uplink renew` takes a snapshot that covers them",
+            if e.presumed_gone { "warning" } else { "note" },
+            e.deltas,
+            e.writer,
+            format_time(e.last_published_ms)
+        );
+    }
 }
 
 async fn repair(env: &Env, scope: &Scope, options: CheckOptions, json: bool) -> Result<()> {
@@ -229,6 +243,14 @@ pub async fn run(paths: Paths, cmd: MaintainCommand) -> Result<()> {
                     r.nodes,
                     r.catalog_blobs
                 );
+                if r.catalog_snapshot {
+                    println!(
+                        "took a snapshot of the catalog covering every writer's deltas merged here: this machine now renews them"
+                    );
+                }
+                if r.catalog_records > 0 {
+                    println!("renewed {} catalog records", r.catalog_records);
+                }
                 if r.capped > 0 {
                     eprintln!(
                         "note: {} pieces were renewed only up to their node's max_lease",

@@ -273,6 +273,16 @@ impl Paths {
         }
     }
 
+    /// Saves `id` as this config dir's writer id (the catalog moved to it).
+    pub fn set_writer_id(&self, id: WriterId) -> Result<(), ConfigError> {
+        write_atomic(
+            &self.config_dir,
+            &self.writer_file(),
+            id.to_hex().as_bytes(),
+            0o644,
+        )
+    }
+
     pub fn load_config(&self) -> Result<FileConfig, ConfigError> {
         let path = self.config_file();
         match fs::read_to_string(&path) {

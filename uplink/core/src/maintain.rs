@@ -92,6 +92,11 @@ pub struct RenewReport {
     pub capped: usize,
     /// Catalog blobs among the renewed (snapshot and deltas).
     pub catalog_blobs: usize,
+    /// Whether a snapshot was taken first, covering deltas the newest one left out
+    /// (their writers may be gone; this writer now renews what covers them).
+    pub catalog_snapshot: bool,
+    /// Catalog records renewed (the writers record and every writer's head).
+    pub catalog_records: usize,
     /// The expiry asked for (unix ms).
     pub expires_at_ms: u64,
 }
@@ -149,6 +154,10 @@ pub struct CheckReport {
     /// own live blobs (the newest snapshot and this writer's deltas after it), `bucket`
     /// empty and `key` naming the blob.
     pub catalog: Vec<SegmentHealth>,
+    /// Other writers' catalog deltas a new machine needs that only their writer renews
+    /// (the newest snapshot does not cover them); `presumed_gone` ones are renewed by
+    /// no live writer. `uplink renew` takes a snapshot that covers them.
+    pub catalog_renewed_elsewhere: Vec<crate::sync::RenewedElsewhere>,
     /// Counts of the objects' and the catalog's segments by state.
     pub healthy: usize,
     pub below_threshold: usize,
@@ -269,6 +278,8 @@ impl<'a> Maintenance<'a> {
             ..RenewReport::default()
         };
         if scope.bucket.is_none() && self.uplink.sync.is_network() {
+            report.catalog_snapshot = self.uplink.sync.cover_all().await?;
+            report.catalog_records = self.uplink.sync.renew_records(lease).await?;
             let blobs = self.uplink.sync.live_blobs().await?;
             report.catalog_blobs = blobs.len();
             for b in &blobs {
@@ -331,6 +342,7 @@ impl<'a> Maintenance<'a> {
             .map(|(b, e)| (b.clone(), e.key.clone(), e.segments()))
             .collect();
         let blobs = if scope.bucket.is_none() && self.uplink.sync.is_network() {
+            report.catalog_renewed_elsewhere = self.uplink.sync.renewed_elsewhere()?;
             self.uplink.sync.live_blobs().await?
         } else {
             Vec::new()
@@ -510,7 +522,7 @@ impl<'a> Maintenance<'a> {
             .iter()
             .any(|s| s.state != SegmentState::Healthy)
         {
-            report.catalog_snapshot = self.uplink.sync.request_snapshot();
+            report.catalog_snapshot = self.uplink.sync.request_snapshot(true);
         }
         report.check = check;
         Ok(report)

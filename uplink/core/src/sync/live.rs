@@ -1,8 +1,12 @@
 //! The catalog blobs a new machine needs (`renew` and `check` keep them alive), and
 //! the snapshot request `repair` makes.
 
-use super::{CatalogSync, LiveBlob, OWN, OwnLog, SNAPSHOT, SyncError, blob_name};
-use crate::catalog::log::SnapshotRef;
+use super::{
+    CatalogSync, LiveBlob, MAX_RECORD_TTL, OWN, OwnLog, SNAPSHOT, SyncError, applied, blob_name,
+    clocks, record_what,
+};
+use crate::catalog::WriterId;
+use crate::catalog::log::{self, Head, SnapshotRef};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -16,10 +20,17 @@ impl CatalogSync {
     /// live catalog blob has lost pieces. Once that publish is in, the damaged blobs
     /// are no longer needed (the new snapshot covers them) nor renewed. Returns false
     /// without a network catalog.
-    pub(crate) fn request_snapshot(&self) -> bool {
+    ///
+    /// With `fresh`, that snapshot stores every chunk of its tree anew (what `repair`
+    /// wants: a chunk stored before may be the damaged blob); otherwise it re-uses the
+    /// chunks stored before, as every snapshot does.
+    pub(crate) fn request_snapshot(&self, fresh: bool) -> bool {
         let Some(sync) = self.sync() else {
             return false;
         };
+        if fresh {
+            sync.snapshot_fresh.store(true, Ordering::SeqCst);
+        }
         sync.snapshot_due.store(true, Ordering::SeqCst);
         // So that a flush does not take it as already published.
         sync.changes.fetch_add(1, Ordering::SeqCst);
@@ -31,9 +42,9 @@ impl CatalogSync {
     /// writer's deltas after it (walking back from
     /// its head; each delta names the one before it).
     ///
-    /// LATER(repair): each writer renews, checks and repairs its own deltas; the deltas
-    /// of a writer that stopped running live until the next snapshot covers them or
-    /// their lease ends.
+    /// Every other listed writer's head delta is among them too: a new machine reads it
+    /// first, whether or not a snapshot covers it, and its writer may be gone (see
+    /// [`Self::cover_all`]).
     pub(crate) async fn live_blobs(self: &Arc<Self>) -> Result<Vec<LiveBlob>, SyncError> {
         let me = self.catalog.writer();
         let snapshot = self.catalog.sync_value::<SnapshotRef>(SNAPSHOT)?;
@@ -49,13 +60,23 @@ impl CatalogSync {
             }
             None => Vec::new(),
         };
+        for (w, head) in self.others_heads().await? {
+            out.push(LiveBlob {
+                name: blob_name(&w, "delta", head.seq),
+                blob: head.delta,
+            });
+        }
         let own: OwnLog = self.catalog.sync_value(OWN)?.unwrap_or_default();
         let (mut seq, mut next) = (own.seq, own.head);
+        let mut head = true;
         let mut walked = 0;
         while let Some(blob) = next.take() {
-            if seq <= covered || walked > MAX_RENEW_WALK {
+            // The head delta always: a new machine reads it first, even when the
+            // snapshot published with it covers it.
+            if (seq <= covered && !head) || walked > MAX_RENEW_WALK {
                 break;
             }
+            head = false;
             walked += 1;
             if seq > covered + 1 {
                 next = self.get_delta(me, seq, &blob).await?.prev;
@@ -67,5 +88,144 @@ impl CatalogSync {
             seq -= 1;
         }
         Ok(out)
+    }
+}
+
+/// A writer other than this one gone quiet this long is presumed gone: nobody renews its
+/// deltas but a snapshot that covers them (half the default lease: it has had time to
+/// renew once).
+const PRESUMED_GONE: std::time::Duration =
+    std::time::Duration::from_secs(crate::settings::DEFAULT_LEASE.as_secs() / 2);
+
+/// Deltas a new machine needs that only their writer renews (`uplink check`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RenewedElsewhere {
+    pub writer: WriterId,
+    /// Its deltas after the newest snapshot (that snapshot does not cover them).
+    pub deltas: u64,
+    /// When it last published (unix ms; its last delta merged here).
+    pub last_published_ms: u64,
+    /// Whether it has been quiet long enough to be presumed gone: then no live writer
+    /// renews these deltas, and they expire with their lease unless `uplink renew`
+    /// (which takes a snapshot covering them) runs.
+    pub presumed_gone: bool,
+}
+
+impl CatalogSync {
+    /// Every listed writer's head but this one's, as the DHT holds them now (none
+    /// without records).
+    async fn others_heads(&self) -> Result<Vec<(WriterId, Head)>, SyncError> {
+        let Some(sync) = self.sync() else {
+            return Ok(Vec::new());
+        };
+        let me = self.catalog.writer();
+        let (_, listed) = self.writers(sync).await?;
+        let mut out = Vec::new();
+        for w in listed.into_iter().filter(|w| *w != me) {
+            match self.read_head(sync, &w, 0).await {
+                Ok(Some(head)) => out.push((w, head)),
+                Ok(None) => {}
+                Err(SyncError::Catalog(e)) => return Err(e.into()),
+                // A pull names it; renewing and checking the rest goes on.
+                Err(e) => {
+                    tracing::warn!(writer = %w, error = %e, "cannot read a writer's head record")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes a snapshot (a publish) if the newest one known here leaves out deltas
+    /// merged here: from then on this writer renews a snapshot that covers them, so
+    /// nothing a new machine needs depends on a writer that may be gone. `renew` does
+    /// it. Returns whether it took one.
+    pub(crate) async fn cover_all(self: &Arc<Self>) -> Result<bool, SyncError> {
+        let covers = self
+            .catalog
+            .sync_value::<SnapshotRef>(SNAPSHOT)?
+            .map(|s| s.covers)
+            .unwrap_or_default();
+        let uncovered = applied(self)?
+            .iter()
+            .any(|(w, s)| *s > covers.get(w).copied().unwrap_or(0));
+        if !uncovered || !self.request_snapshot(false) {
+            return Ok(false);
+        }
+        Ok(self.flush().await?.snapshot)
+    }
+
+    /// Other writers' deltas a new machine needs that the newest snapshot known here
+    /// does not cover: only their writer renews them.
+    pub(crate) fn renewed_elsewhere(&self) -> Result<Vec<RenewedElsewhere>, SyncError> {
+        let me = self.catalog.writer();
+        let covers = self
+            .catalog
+            .sync_value::<SnapshotRef>(SNAPSHOT)?
+            .map(|s| s.covers)
+            .unwrap_or_default();
+        let clocks = clocks(self)?;
+        let now = shoal_proto::time::unix_ms();
+        Ok(applied(self)?
+            .into_iter()
+            .filter(|(w, _)| *w != me)
+            .filter_map(|(w, s)| {
+                let deltas = s.saturating_sub(covers.get(&w).copied().unwrap_or(0));
+                let last_published_ms = clocks.get(&w).map(|c| c.millis()).unwrap_or(0);
+                (deltas > 0).then(|| RenewedElsewhere {
+                    writer: w,
+                    deltas,
+                    last_published_ms,
+                    presumed_gone: now.saturating_sub(last_published_ms)
+                        > PRESUMED_GONE.as_millis() as u64,
+                })
+            })
+            .collect())
+    }
+
+    /// Keeps the catalog's records alive `lease` from now (at most a year): the writers
+    /// record and every listed writer's head, each the same seq and value signed again
+    /// (a renewal, see the DHT's record rules), so a writer that is gone does not take
+    /// its head with it. Returns how many were renewed.
+    pub(crate) async fn renew_records(
+        &self,
+        lease: std::time::Duration,
+    ) -> Result<usize, SyncError> {
+        let Some(sync) = self.sync() else {
+            return Ok(0);
+        };
+        let (_, listed) = self.writers(sync).await?;
+        let mut salts = vec![(
+            record_what("writers"),
+            log::writers_salt(self.catalog_key()),
+        )];
+        salts.extend(listed.iter().map(|w| {
+            (
+                format!("head record of writer {w}"),
+                log::head_salt(self.catalog_key(), w),
+            )
+        }));
+        let expires_at_ms = shoal_proto::time::unix_ms()
+            .saturating_add(lease.min(MAX_RECORD_TTL).as_millis() as u64);
+        let mut renewed = 0;
+        for (what, salt) in salts {
+            let Some(held) = self.get_record(sync, &what, &salt).await? else {
+                continue;
+            };
+            if held.expires_at_ms >= expires_at_ms {
+                continue;
+            }
+            self.put_record_until(
+                sync,
+                &what,
+                salt,
+                held.seq,
+                held.value.clone(),
+                None,
+                expires_at_ms,
+            )
+            .await?;
+            renewed += 1;
+        }
+        Ok(renewed)
     }
 }

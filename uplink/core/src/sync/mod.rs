@@ -45,6 +45,7 @@ const REGISTER_ATTEMPTS: usize = 8;
 
 mod blobs;
 mod live;
+pub use live::RenewedElsewhere;
 mod publish;
 mod pull;
 pub mod rebuild;
@@ -273,6 +274,9 @@ struct SyncState {
     /// The next publish writes a snapshot whatever `snapshot_every` says, even with no
     /// change queued (set by [`CatalogSync::request_snapshot`]).
     snapshot_due: std::sync::atomic::AtomicBool,
+    /// That snapshot stores every chunk anew instead of re-using the ones stored before
+    /// (`repair`: a stored chunk may be the damaged blob).
+    snapshot_fresh: std::sync::atomic::AtomicBool,
 }
 
 impl SyncState {
@@ -284,6 +288,7 @@ impl SyncState {
             changes: Default::default(),
             published: Default::default(),
             snapshot_due: Default::default(),
+            snapshot_fresh: Default::default(),
         }
     }
 }

@@ -80,7 +80,13 @@ impl CatalogSync {
             // are uploaded (all of them when `repair` asked for this snapshot).
             let taken_at = self.catalog.next_version()?.hlc;
             let stored = self
-                .put_snapshot(&applied, floor, taken_at, seq, forced)
+                .put_snapshot(
+                    &applied,
+                    floor,
+                    taken_at,
+                    seq,
+                    forced && sync.snapshot_fresh.load(Ordering::SeqCst),
+                )
                 .await?;
             let Some(manifest) = stored.manifest else {
                 return Err(SyncError::WrongBlob {
@@ -185,6 +191,7 @@ impl CatalogSync {
         })?;
         if forced {
             sync.snapshot_due.store(false, Ordering::SeqCst);
+            sync.snapshot_fresh.store(false, Ordering::SeqCst);
         }
         if report.snapshot
             && let Some(s) = &snapshot

@@ -48,13 +48,30 @@ impl CatalogSync {
         expected_seq: Option<u64>,
     ) -> Result<u64, SyncError> {
         let ttl = self.pieces.config().default_lease.min(MAX_RECORD_TTL);
+        let expires_at_ms = shoal_proto::time::unix_ms().saturating_add(ttl.as_millis() as u64);
+        self.put_record_until(sync, what, salt, seq, value, expected_seq, expires_at_ms)
+            .await
+    }
+
+    /// [`Self::put_record`], to expire at `expires_at_ms`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn put_record_until(
+        &self,
+        sync: &SyncState,
+        what: &str,
+        salt: Vec<u8>,
+        seq: u64,
+        value: Vec<u8>,
+        expected_seq: Option<u64>,
+        expires_at_ms: u64,
+    ) -> Result<u64, SyncError> {
         let len = value.len() as u64;
         let record = MutableRecord {
             public_key: *self.access.owner().public_key(),
             salt,
             seq,
             value,
-            expires_at_ms: shoal_proto::time::unix_ms().saturating_add(ttl.as_millis() as u64),
+            expires_at_ms,
             work: 0,
         };
         let signed = Signed::sign(record, self.access.owner())

@@ -172,6 +172,19 @@ impl MemoryPieceStore {
             .map(|p| p.expires_at_ms)
     }
 
+    /// Drops every piece whose lease has ended (as of [`shoal_proto::time::unix_ms`]),
+    /// as each node's garbage collection would; returns how many went.
+    pub fn collect_expired(&self) -> usize {
+        let now = shoal_proto::time::unix_ms();
+        let mut gone = 0;
+        for n in lock(&self.nodes).values_mut() {
+            let before = n.pieces.len();
+            n.pieces.retain(|_, p| p.expires_at_ms > now);
+            gone += before - n.pieces.len();
+        }
+        gone
+    }
+
     pub fn piece_count(&self) -> usize {
         lock(&self.nodes).values().map(|n| n.pieces.len()).sum()
     }
