@@ -182,9 +182,19 @@ fn catalog_blob(d: &[u8]) {
     if let Ok(blob) = log::decode_blob("blob", d) {
         let again = log::encode_blob(&blob).and_then(|b| log::decode_blob("blob", &b));
         assert!(again.as_ref().is_ok_and(|a| *a == blob), "{again:?}");
-        let changes = match &blob {
+        let changes: &[Change] = match &blob {
             log::Blob::Delta(d) => &d.changes,
-            log::Blob::Snapshot(s) => &s.changes,
+            log::Blob::Snapshot(_) => &[],
+            log::Blob::Chunk(c) => {
+                // A chunk from the network is checked against the id a parent names.
+                let key = crate::catalog::tree::TreeKey::new(&[7; 32]);
+                let id = crate::catalog::tree::ChunkId([0; 32]);
+                let _ = crate::catalog::tree::verify(&key, &id, c.level(), c.entries(), c);
+                match c {
+                    crate::catalog::tree::Chunk::Leaf(changes) => changes,
+                    crate::catalog::tree::Chunk::Node { .. } => &[],
+                }
+            }
         };
         for c in changes {
             let _ = c.is_consistent();

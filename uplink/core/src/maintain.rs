@@ -522,7 +522,7 @@ impl<'a> Maintenance<'a> {
             .iter()
             .any(|s| s.state != SegmentState::Healthy)
         {
-            report.catalog_snapshot = self.uplink.sync.request_snapshot();
+            report.catalog_snapshot = self.uplink.sync.request_snapshot(true);
         }
         report.check = check;
         Ok(report)

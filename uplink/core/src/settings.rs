@@ -67,6 +67,9 @@ pub struct UplinkConfig {
     /// smallest size uses a scheme fitted to it (see [`crate::codec::Scheme::fitted`]).
     /// Default true.
     pub catalog_fit_scheme: bool,
+    /// Average bytes of a snapshot's leaf chunk (of encoded entries); leaves hold between
+    /// a quarter of this and four times it ([`crate::catalog::tree`]). Default 32 KiB.
+    pub snapshot_chunk_bytes: usize,
 }
 
 /// Default lease of new pieces, and of renewals: 90 days.
@@ -100,6 +103,7 @@ impl Default for UplinkConfig {
             snapshot_every: 64,
             inline_head: 2048,
             catalog_fit_scheme: true,
+            snapshot_chunk_bytes: 32 << 10,
         }
     }
 }

@@ -1240,3 +1240,156 @@ async fn copies_whose_heads_of_one_seq_both_landed_lose_nothing_once_one_runs_ag
     assert_eq!(everything(&fresh).await, everything(&reader).await);
     assert_eq!(everything(&fresh).await, everything(&b).await);
 }
+
+/// Small snapshot chunks and a snapshot with every publish: a few hundred objects make a
+/// tree of several levels.
+fn chunky() -> UplinkConfig {
+    UplinkConfig {
+        snapshot_every: 1,
+        snapshot_chunk_bytes: 1024,
+        ..config()
+    }
+}
+
+impl World {
+    fn chunky_writer(&self) -> Uplink {
+        Uplink::with_network_catalog(
+            self.access(),
+            Arc::new(self.store.clone()),
+            Arc::new(StaticNodes(self.store.candidates())),
+            Catalog::temporary().unwrap(),
+            chunky(),
+            self.records.clone(),
+        )
+        .unwrap()
+    }
+}
+
+/// 400 small (inline) objects in two buckets, in one publish.
+async fn many_small(a: &Uplink) -> uplink::sync::PublishReport {
+    a.create_bucket("many").unwrap();
+    a.create_bucket("more").unwrap();
+    for i in 0..400u64 {
+        let bucket = if i % 4 == 0 { "more" } else { "many" };
+        put(a, bucket, &format!("f/{i:05}"), &data(100, i)).await;
+    }
+    a.flush().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_snapshot_after_one_change_reuses_all_but_a_few_chunks() {
+    let w = World::new();
+    let a = w.chunky_writer();
+    let first = many_small(&a).await;
+    assert!(first.snapshot, "{first:?}");
+    let total = first.snapshot_chunks_stored + first.snapshot_chunks_reused;
+    assert!(total > 40, "a tree of many chunks: {first:?}");
+    // One object changed: the leaf holding it and one chunk per level above it are new
+    // (a content boundary moving may touch a neighbour); everything else is re-used.
+    put(&a, "many", "f/00201", &data(100, 999)).await;
+    let second = a.flush().await.unwrap();
+    assert!(second.snapshot, "{second:?}");
+    assert!(
+        second.snapshot_chunks_stored <= 8,
+        "one change stored {} chunks: {second:?}",
+        second.snapshot_chunks_stored
+    );
+    assert!(second.snapshot_chunks_stored >= 2, "{second:?}");
+    assert!(
+        second.snapshot_chunks_reused + second.snapshot_chunks_stored >= total - 2,
+        "{second:?} after {first:?}"
+    );
+    // So the second publish sends a fraction of the first one's bytes.
+    assert!(
+        second.bytes_sent * 4 < first.bytes_sent,
+        "{second:?} after {first:?}"
+    );
+    // A bucket made and removed: one tombstone more, a few chunks again.
+    a.create_bucket("empty").unwrap();
+    a.remove_bucket("empty", false).await.unwrap();
+    let third = a.flush().await.unwrap();
+    assert!(third.snapshot_chunks_stored <= 8, "{third:?}");
+}
+
+#[tokio::test]
+async fn a_fresh_replica_recovers_from_a_multi_chunk_snapshot() {
+    let w = World::new();
+    let a = w.chunky_writer();
+    many_small(&a).await;
+    a.delete("many", "f/00001").await.unwrap();
+    a.rename("more", "f/00004", "more", "g/renamed").unwrap();
+    a.flush().await.unwrap();
+    let fresh = w.chunky_writer();
+    let report = fresh.pull().await.unwrap();
+    assert_eq!(report.snapshots, 1, "{report:?}");
+    assert!(report.snapshot_refused.is_none(), "{report:?}");
+    assert!(report.unavailable.is_empty(), "{report:?}");
+    assert_eq!(everything(&fresh).await, everything(&a).await);
+    assert!(fresh.catalog().snapshot_chunk_count().unwrap() > 40);
+    // The replica read the tree: its own next snapshot re-uses the chunks it read.
+    fresh.create_bucket("fresh").unwrap();
+    let published = fresh.flush().await.unwrap();
+    assert!(published.snapshot, "{published:?}");
+    assert!(published.snapshot_chunks_stored <= 8, "{published:?}");
+    assert!(published.snapshot_chunks_reused > 30, "{published:?}");
+    // And a third replica reads that one.
+    let third = w.chunky_writer();
+    let report = third.pull().await.unwrap();
+    assert_eq!(report.snapshots, 1, "{report:?}");
+    assert_eq!(everything(&third).await, everything(&fresh).await);
+}
+
+#[tokio::test]
+async fn a_tampered_chunk_is_refused_and_named() {
+    let w = World::new();
+    let a = w.chunky_writer();
+    many_small(&a).await;
+    let chunks = a.catalog().snapshot_chunks().unwrap();
+    assert!(chunks.len() > 40);
+    // Damaged pieces of every chunk: AES-GCM refuses whichever is fetched first.
+    for (_, blob) in &chunks {
+        w.tamper_blob(blob);
+    }
+    let fresh = w.chunky_writer();
+    let report = fresh.pull().await.unwrap();
+    assert_eq!(report.snapshots, 0, "{report:?}");
+    let refused = report.snapshot_refused.clone().unwrap();
+    assert_eq!(refused.kind, UnavailableKind::Fetch, "{refused:?}");
+    assert!(
+        chunks
+            .iter()
+            .any(|(id, _)| refused.reason.contains(&format!("snapshot chunk {id}"))),
+        "{refused:?}"
+    );
+    // The deltas are walked instead: nothing is lost.
+    assert!(report.unavailable.is_empty(), "{report:?}");
+    assert_eq!(everything(&fresh).await, everything(&a).await);
+}
+
+#[tokio::test]
+async fn a_chunk_that_is_not_the_one_named_is_refused() {
+    let w = World::new();
+    let a = w.chunky_writer();
+    many_small(&a).await;
+    // The writer's chunk table goes wrong: every chunk id points at another chunk's
+    // blob (authentic, but not the chunk named). The next snapshot re-uses them.
+    let chunks = a.catalog().snapshot_chunks().unwrap();
+    let rotated: Vec<_> = chunks
+        .iter()
+        .zip(chunks.iter().cycle().skip(1))
+        .map(|((id, _), (_, other))| (*id, other.clone()))
+        .collect();
+    a.catalog()
+        .remember_snapshot_chunks(u64::MAX >> 2, &rotated)
+        .unwrap();
+    put(&a, "many", "f/00201", &data(100, 999)).await;
+    let published = a.flush().await.unwrap();
+    assert!(published.snapshot_chunks_reused > 30, "{published:?}");
+    let fresh = w.chunky_writer();
+    let report = fresh.pull().await.unwrap();
+    assert_eq!(report.snapshots, 0, "{report:?}");
+    let refused = report.snapshot_refused.clone().unwrap();
+    assert_eq!(refused.kind, UnavailableKind::Invalid, "{refused:?}");
+    assert!(refused.reason.contains("snapshot chunk"), "{refused:?}");
+    assert_eq!(everything(&fresh).await, everything(&a).await);
+}

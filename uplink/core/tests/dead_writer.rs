@@ -100,8 +100,8 @@ async fn a_writer_lost_for_a_year_takes_none_of_its_changes_with_it() {
             .unwrap();
         snapshots += usize::from(r.catalog_snapshot);
         assert!(
-            r.catalog_records >= 3,
-            "writers record and two heads: {r:?}"
+            r.catalog_records >= 1,
+            "the lost writer's head at least (a record put just now is not renewed): {r:?}"
         );
         assert_eq!(r.missing, 0, "{r:?}");
         test_clock::advance(60 * DAY);

@@ -46,9 +46,10 @@ fn objects(d: &[u8]) {
         use_entry(&e, d);
     }
     if let Ok(blob) = log::decode_blob("blob", d) {
-        let changes = match &blob {
+        let changes: &[uplink::catalog::Change] = match &blob {
             Blob::Delta(d) => &d.changes,
-            Blob::Snapshot(s) => &s.changes,
+            Blob::Chunk(uplink::catalog::tree::Chunk::Leaf(changes)) => changes,
+            Blob::Snapshot(_) | Blob::Chunk(_) => &[],
         };
         for c in changes {
             if let Value::Object(e) = &c.value {

@@ -7,7 +7,10 @@
 //!   back) and to the newest snapshot the writer knew of.
 //! - A **snapshot** holds every entry and tombstone of a replica that had merged each
 //!   writer's log up to the sequence numbers in its `covers` vector. A reader applies the
-//!   newest snapshot it can find, then only the deltas after it.
+//!   newest snapshot it can find, then only the deltas after it. The snapshot blob is a
+//!   small manifest (covers, entry count, root); the entries are in a tree of
+//!   content-addressed chunks ([`super::tree`]), each chunk a blob of its own, so a new
+//!   snapshot stores only the chunks that changed and refers to the others.
 //! - Deltas and snapshots are **blobs**: postcard bytes stored like any object (sealed
 //!   in 64 KiB AES-GCM blocks under a key derived from the catalog key and the blob's
 //!   random id, erasure coded, pieces on nodes; inline object bytes travel inside).
@@ -62,6 +65,7 @@ use zeroize::Zeroizing;
 
 use super::SegmentInfo;
 use super::model::{Change, Hlc, WriterId};
+use super::tree::{Child, Chunk, TreeError};
 use crate::crypto::{ObjectId, ObjectKey};
 
 /// Most writers one owner's catalog may have (the writers record must fit 4 KiB).
@@ -75,8 +79,12 @@ pub const CATALOG_BUCKET: &str = ".catalog";
 const RECORD_KEY_CONTEXT: &str = "shoal v1 catalog record key";
 const SALT_CONTEXT: &str = "shoal v1 catalog record salt";
 const BLOB_KEY_CONTEXT: &str = "shoal v1 catalog blob key";
-/// First byte of every blob and record plaintext: the format version.
+/// First byte of every record plaintext: the format version.
 const FORMAT: u8 = 2;
+/// First byte of every blob plaintext: the format version. 3: snapshots are manifests of
+/// chunk trees and chunks are blobs of their own (versions 1 and 2 held whole-catalog
+/// snapshots, which this uplink refuses as [`LogError::Format`]).
+const BLOB_FORMAT: u8 = 3;
 
 /// Why catalog data from the network was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,6 +97,8 @@ pub enum LogError {
     Format { what: String, found: u8 },
     #[error("{what} is {size} bytes, over the limit of {limit}")]
     TooLarge { what: String, size: u64, limit: u64 },
+    #[error(transparent)]
+    Tree(#[from] TreeError),
 }
 
 /// Where a blob is: the pieces of its segments, and its id (which, with the catalog key,
@@ -165,13 +175,18 @@ impl Delta {
     }
 }
 
-/// A whole catalog state at the log positions of `covers`.
+/// A whole catalog state at the log positions of `covers`: the manifest of a tree of
+/// chunks ([`super::tree`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub covers: BTreeMap<WriterId, u64>,
     /// As in its [`SnapshotRef`].
     pub floor: Hlc,
-    pub changes: Vec<Change>,
+    /// Entries and tombstones in the tree.
+    pub entries: u64,
+    /// Level of the root chunk (0: the root is a leaf).
+    pub root_level: u8,
+    pub root: Child<BlobRef>,
 }
 
 /// What a blob holds.
@@ -182,6 +197,8 @@ pub struct Snapshot {
 pub enum Blob {
     Delta(Delta),
     Snapshot(Snapshot),
+    /// One chunk of a snapshot's tree.
+    Chunk(Chunk<BlobRef>),
 }
 
 /// The value of a writer's head record.
@@ -230,7 +247,11 @@ pub fn merge_changes(older: Vec<Change>, newer: Vec<Change>) -> Vec<Change> {
 }
 
 fn to_bytes<T: Serialize>(what: &str, v: &T) -> Result<Vec<u8>, LogError> {
-    let mut out = vec![FORMAT];
+    to_bytes_as(FORMAT, what, v)
+}
+
+fn to_bytes_as<T: Serialize>(format: u8, what: &str, v: &T) -> Result<Vec<u8>, LogError> {
+    let mut out = vec![format];
     out.extend(postcard::to_allocvec(v).map_err(|e| LogError::Malformed {
         what: what.to_string(),
         reason: e.to_string(),
@@ -239,11 +260,21 @@ fn to_bytes<T: Serialize>(what: &str, v: &T) -> Result<Vec<u8>, LogError> {
 }
 
 fn from_bytes<T: for<'de> Deserialize<'de>>(what: &str, b: &[u8]) -> Result<T, LogError> {
+    from_bytes_as(FORMAT, what, b)
+}
+
+fn from_bytes_as<T: for<'de> Deserialize<'de>>(
+    format: u8,
+    what: &str,
+    b: &[u8],
+) -> Result<T, LogError> {
     match b.split_first() {
-        Some((&FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| LogError::Malformed {
-            what: what.to_string(),
-            reason: e.to_string(),
-        }),
+        Some((&f, rest)) if f == format => {
+            postcard::from_bytes(rest).map_err(|e| LogError::Malformed {
+                what: what.to_string(),
+                reason: e.to_string(),
+            })
+        }
         Some((&found, _)) => Err(LogError::Format {
             what: what.to_string(),
             found,
@@ -257,12 +288,12 @@ fn from_bytes<T: for<'de> Deserialize<'de>>(what: &str, b: &[u8]) -> Result<T, L
 
 /// The plaintext bytes of a blob.
 pub fn encode_blob(blob: &Blob) -> Result<Vec<u8>, LogError> {
-    to_bytes("catalog blob", blob)
+    to_bytes_as(BLOB_FORMAT, "catalog blob", blob)
 }
 
 /// Reads a blob's plaintext (already authenticated by its AES-GCM blocks).
 pub fn decode_blob(what: &str, bytes: &[u8]) -> Result<Blob, LogError> {
-    from_bytes(what, bytes)
+    from_bytes_as(BLOB_FORMAT, what, bytes)
 }
 
 /// The content key of blob `id`.
@@ -631,13 +662,36 @@ mod tests {
         });
         let bytes = encode_blob(&delta).unwrap();
         assert_eq!(decode_blob("x", &bytes).unwrap(), delta);
-        for other in [FORMAT - 1, FORMAT + 1] {
+        // Versions 1 and 2 (whole-catalog snapshots) and unknown versions are refused.
+        for old in [1, 2, BLOB_FORMAT + 1] {
             let mut v = bytes.clone();
-            v[0] = other;
+            v[0] = old;
             assert!(matches!(
                 decode_blob("x", &v),
-                Err(LogError::Format { found, .. }) if found == other
+                Err(LogError::Format { found, .. }) if found == old
             ));
+        }
+        let chunk = Blob::Chunk(Chunk::Node {
+            level: 1,
+            children: vec![Child {
+                id: crate::catalog::tree::ChunkId([5; 32]),
+                entries: 3,
+                at: blob_ref(2),
+            }],
+        });
+        let snap = Blob::Snapshot(Snapshot {
+            covers: [(WriterId([1; 16]), 4)].into(),
+            floor: Hlc(7),
+            entries: 3,
+            root_level: 1,
+            root: Child {
+                id: crate::catalog::tree::ChunkId([6; 32]),
+                entries: 3,
+                at: blob_ref(2),
+            },
+        });
+        for b in [chunk, snap] {
+            assert_eq!(decode_blob("x", &encode_blob(&b).unwrap()).unwrap(), b);
         }
         assert!(decode_blob("x", &bytes[..bytes.len() / 2]).is_err());
         assert!(decode_blob("x", &[]).is_err());

@@ -17,14 +17,19 @@
 //! Nothing is cached in memory: several processes may share one catalog dir, and every
 //! call reads what the database holds now.
 
+mod chunks;
+mod collect;
 mod entry;
 pub mod log;
 pub mod model;
 mod sled_import;
 pub mod store;
 pub mod tag;
+pub mod tree;
 mod tx;
 mod version;
+mod writer;
+use collect::tombstones_in;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -46,37 +51,15 @@ pub use entry::{
     SegmentInfo,
 };
 use entry::{decode_str, encode};
+use log::BlobRef;
 pub use model::{Change, EntryKey, Hlc, Value, Version, WriterId};
 pub use store::{Db, LockHolder, PublishLock, Watchdog};
+use tree::ChunkId;
 pub use tx::SyncTx;
 use tx::{
     HLC, WRITER, apply_in, check_remote, cols, exec, object_in, observe_in, query_row, requeue_in,
     stats_in, sync_get, sync_set, version_in, writer_in,
 };
-
-/// Every tombstone as a change, in key order, inside `tx`.
-fn tombstones_in(tx: &rusqlite::Transaction<'_>) -> Result<Vec<Change>, CatalogError> {
-    let mut out = Vec::new();
-    let mut st =
-        tx.prepare("SELECT kind, bucket, key, version FROM tombstones ORDER BY kind, bucket, key")?;
-    let mut rows = st.query([])?;
-    while let Some(r) = rows.next()? {
-        let kind: String = r.get(0)?;
-        let bucket: String = r.get(1)?;
-        let key: String = r.get(2)?;
-        let key = match kind.as_str() {
-            "b" => EntryKey::Bucket(bucket),
-            _ => EntryKey::Object { bucket, key },
-        };
-        let version = decode_str(&key.to_string(), &r.get::<_, String>(3)?)?;
-        out.push(Change {
-            key,
-            version,
-            value: Value::Tombstone,
-        });
-    }
-    Ok(out)
-}
 
 /// The catalog: a handle on the uplink's database (cheap to clone).
 #[derive(Debug, Clone)]
@@ -271,73 +254,6 @@ impl Catalog {
         }
     }
 
-    fn remember_writer(&self, w: WriterId) {
-        match self.writer.write() {
-            Ok(mut held) => *held = w,
-            Err(poisoned) => *poisoned.into_inner() = w,
-        }
-    }
-
-    /// This replica's writer id as the database holds it now (another process using
-    /// this catalog dir may have moved it to a new id), remembered for
-    /// [`Catalog::writer`].
-    pub fn current_writer(&self) -> Result<WriterId, CatalogError> {
-        let w = self
-            .db
-            .read("current_writer", |tx| sync_get::<WriterId>(tx, WRITER))?
-            .unwrap_or_else(|| self.writer());
-        self.remember_writer(w);
-        Ok(w)
-    }
-
-    /// Moves this replica to a new, random writer id, in one transaction with `then`,
-    /// unless it moved from `old` already (another process using this catalog dir did
-    /// it): every entry and tombstone written under `old` is queued again, so that the
-    /// next publish (under the new id) carries whatever the network lost of `old`'s log.
-    /// Returns the id in use afterwards.
-    ///
-    /// The catalog sync calls it when the network holds a log under this replica's id
-    /// that this replica did not write (a cloned or restored config dir).
-    pub fn rotate_writer(
-        &self,
-        old: WriterId,
-        then: impl FnOnce(&SyncTx<'_, '_>, WriterId) -> Result<(), CatalogError>,
-    ) -> Result<WriterId, CatalogError> {
-        let mine = self.written_by(old)?;
-        let w = self.db.write("rotate_writer", |tx| {
-            let held = sync_get::<WriterId>(tx, WRITER)?.unwrap_or(old);
-            if held != old {
-                return Ok(held);
-            }
-            let new = WriterId::random();
-            sync_set(tx, WRITER, &new)?;
-            requeue_in(tx, &mine)?;
-            then(&SyncTx { tx }, new)?;
-            Ok(new)
-        })?;
-        self.remember_writer(w);
-        Ok(w)
-    }
-
-    /// Queues again every entry and tombstone whose version writer `w` made, as held
-    /// now: after a replica moved off `w` and merged `w`'s log as written by another
-    /// copy, its next publish carries both copies' changes, so a reader that merged only
-    /// one copy's delta of a sequence number both used gets the other's too. Returns
-    /// how many were queued.
-    pub fn requeue_writer(&self, w: WriterId) -> Result<usize, CatalogError> {
-        let changes = self.written_by(w)?;
-        self.db
-            .write("requeue_writer", |tx| requeue_in(tx, &changes))
-    }
-
-    fn written_by(&self, w: WriterId) -> Result<Vec<Change>, CatalogError> {
-        Ok(self
-            .all_changes()?
-            .into_iter()
-            .filter(|c| c.version.writer == w)
-            .collect())
-    }
-
     /// Makes every change so far survive a machine crash (a process crash loses nothing
     /// committed anyway).
     pub fn flush(&self) -> Result<(), CatalogError> {
@@ -527,98 +443,6 @@ impl Catalog {
             }
             out.extend(tombstones_in(tx)?);
             Ok(out)
-        })
-    }
-
-    /// Every tombstone, as a change.
-    pub fn tombstones(&self) -> Result<Vec<Change>, CatalogError> {
-        self.db.read("tombstones", tombstones_in)
-    }
-
-    /// This replica's clock: the latest version reading made or seen here.
-    pub fn clock(&self) -> Result<Hlc, CatalogError> {
-        Ok(self.sync_value::<Hlc>(HLC)?.unwrap_or_default())
-    }
-
-    /// Tombstones held (deleted keys remembered so that older writes stay deleted).
-    pub fn tombstone_count(&self) -> Result<u64, CatalogError> {
-        self.db.read("tombstone_count", |tx| {
-            Ok(query_row(tx, "SELECT count(*) FROM tombstones", [], |r| {
-                r.get::<_, i64>(0)
-            })? as u64)
-        })
-    }
-
-    /// Drops the tombstones at or below `stable`: versions every writer has merged
-    /// (the catalog sync's causal-stability rule), so that no write they deleted can
-    /// come back. A tombstone still queued for publishing stays. Returns how many went.
-    pub fn collect_tombstones(&self, stable: Hlc) -> Result<usize, CatalogError> {
-        let gone: Vec<Change> = self
-            .tombstones()?
-            .into_iter()
-            .filter(|c| c.version.hlc <= stable)
-            .collect();
-        self.forget(&gone)
-    }
-
-    /// After merging a snapshot taken at stability point `floor` (every writer it
-    /// knew had merged every version at or below it; tombstones up to it were dropped):
-    /// forgets every entry and tombstone at or below `floor` that `lacks` says the
-    /// snapshot lacks, which it lacks because a later delete, since collected, removed
-    /// it. A replica that was behind would otherwise keep, and spread again, what was
-    /// deleted. Returns how many went.
-    pub fn prune_below(
-        &self,
-        floor: Hlc,
-        lacks: impl Fn(&Change) -> bool,
-    ) -> Result<usize, CatalogError> {
-        let gone: Vec<Change> = self
-            .all_changes()?
-            .into_iter()
-            .filter(|c| c.version.hlc <= floor && lacks(c))
-            .collect();
-        self.forget(&gone)
-    }
-
-    /// Removes `changes`' keys from the tables (no tombstone left), unless a change of
-    /// the key is queued or the key holds another version now.
-    fn forget(&self, changes: &[Change]) -> Result<usize, CatalogError> {
-        if changes.is_empty() {
-            return Ok(0);
-        }
-        self.db.write("forget", |tx| {
-            let mut n = 0;
-            for c in changes {
-                let (kind, b, k) = cols(&c.key);
-                let queued = query_row(
-                    tx,
-                    "SELECT 1 FROM pending WHERE kind = ?1 AND bucket = ?2 AND key = ?3",
-                    [kind, b, k],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .is_some();
-                if queued || version_in(tx, &c.key)? != Some(c.version) {
-                    continue;
-                }
-                match (&c.key, &c.value) {
-                    (_, Value::Tombstone) => exec(
-                        tx,
-                        "DELETE FROM tombstones WHERE kind = ?1 AND bucket = ?2 AND key = ?3",
-                        [kind, b, k],
-                    )?,
-                    (EntryKey::Bucket(name), _) => {
-                        exec(tx, "DELETE FROM buckets WHERE name = ?1", [name])?
-                    }
-                    (EntryKey::Object { bucket, key }, _) => exec(
-                        tx,
-                        "DELETE FROM objects WHERE bucket = ?1 AND key = ?2",
-                        [bucket, key],
-                    )?,
-                };
-                n += 1;
-            }
-            Ok(n)
         })
     }
 

@@ -119,8 +119,33 @@ CREATE TABLE meta (
 ) WITHOUT ROWID;
 ";
 
+/// Version 2: the snapshot chunks this replica stored or read, so that a new snapshot
+/// re-uses every chunk that did not change ([`super::tree`]).
+pub const SNAPSHOT_CHUNKS: &str = "
+-- Chunk id (keyed BLAKE3, 32 bytes) -> where the chunk is (JSON BlobRef). `gen`:
+-- the clock of the newest snapshot that used the chunk; rows of older snapshots are
+-- dropped once a newer snapshot is published.
+CREATE TABLE snapshot_chunks (
+    id   BLOB PRIMARY KEY NOT NULL,
+    blob TEXT NOT NULL,
+    gen  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX snapshot_chunks_by_gen ON snapshot_chunks (gen);
+
+-- The keys of the snapshot being merged (by a random run id per merge), so that what
+-- the replica holds and the snapshot lacks can be found without holding the snapshot's
+-- keys in memory; emptied when the merge ends.
+CREATE TABLE snapshot_keys (
+    run    INTEGER NOT NULL,
+    kind   TEXT NOT NULL,
+    bucket TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    PRIMARY KEY (run, kind, bucket, key)
+) WITHOUT ROWID;
+";
+
 /// Forward migrations: `MIGRATIONS[i]` takes `user_version` i to i + 1.
-pub const MIGRATIONS: &[&str] = &[SCHEMA];
+pub const MIGRATIONS: &[&str] = &[SCHEMA, SNAPSHOT_CHUNKS];
 
 /// The schema version this code writes.
 pub fn schema_version() -> u32 {

@@ -50,7 +50,10 @@ const _: () = assert!(TAG_LEN <= shoal_proto::limits::MAX_PIECE_TAG);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum BlobKind {
     Delta,
+    /// A snapshot's manifest.
     Snapshot,
+    /// A chunk of a snapshot's tree (found through the manifest, not by its tag).
+    Chunk,
 }
 
 impl BlobKind {
@@ -58,6 +61,7 @@ impl BlobKind {
         match self {
             Self::Delta => 1,
             Self::Snapshot => 2,
+            Self::Chunk => 3,
         }
     }
 
@@ -65,6 +69,7 @@ impl BlobKind {
         match b {
             1 => Some(Self::Delta),
             2 => Some(Self::Snapshot),
+            3 => Some(Self::Chunk),
             _ => None,
         }
     }
@@ -75,6 +80,7 @@ impl std::fmt::Display for BlobKind {
         f.write_str(match self {
             Self::Delta => "delta",
             Self::Snapshot => "snapshot",
+            Self::Chunk => "snapshot chunk",
         })
     }
 }

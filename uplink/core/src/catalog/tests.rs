@@ -443,3 +443,122 @@ fn a_summary_is_the_entry_without_its_key_and_content() {
         }
     );
 }
+
+#[test]
+fn the_snapshot_cursor_reads_every_entry_once_in_key_order_in_any_batch_size() {
+    let c = Catalog::temporary().unwrap();
+    let tomb = |key: EntryKey| {
+        let version = c.next_version().unwrap();
+        c.apply_local(&Change {
+            key,
+            version,
+            value: Value::Tombstone,
+        })
+        .unwrap();
+    };
+    for b in ["a", "b", "b2", "c"] {
+        let version = c.next_version().unwrap();
+        c.apply_local(&Change {
+            key: EntryKey::Bucket(b.into()),
+            version,
+            value: Value::Bucket(BucketInfo {
+                name: b.into(),
+                created_ms: 1,
+                version,
+            }),
+        })
+        .unwrap();
+    }
+    tomb(EntryKey::Bucket("a0".into()));
+    tomb(EntryKey::Bucket("zz".into()));
+    for (b, k) in [
+        ("a", "x"),
+        ("b", "a/1"),
+        ("b", "a/2"),
+        ("b2", ""),
+        ("c", "é"),
+    ] {
+        put(&c, b, entry(k));
+    }
+    for (b, k) in [("a", "y"), ("b", "a/15"), ("b", "b"), ("zz", "q")] {
+        tomb(EntryKey::Object {
+            bucket: b.into(),
+            key: k.into(),
+        });
+    }
+    let mut want = c.all_changes().unwrap();
+    want.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(want.len(), 15);
+    for batch in [1, 2, 3, 7, 100] {
+        let mut got = Vec::new();
+        let mut after: Option<EntryKey> = None;
+        loop {
+            let page = c.changes_after(after.as_ref(), batch).unwrap();
+            assert!(page.len() <= batch);
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            got.extend(page);
+        }
+        assert_eq!(got, want, "batch {batch}");
+    }
+}
+
+#[test]
+fn snapshot_chunk_places_are_kept_by_generation() {
+    use crate::catalog::log::BlobRef;
+    use crate::catalog::tree::ChunkId;
+    let c = Catalog::temporary().unwrap();
+    let blob = |n: u64| BlobRef {
+        object_id: ObjectId([n as u8; 16]),
+        size: n,
+        segments: vec![],
+    };
+    c.remember_snapshot_chunks(
+        5,
+        &[(ChunkId([1; 32]), blob(1)), (ChunkId([2; 32]), blob(2))],
+    )
+    .unwrap();
+    // Used again by a newer snapshot; an older one does not lower its generation.
+    c.remember_snapshot_chunks(9, &[(ChunkId([2; 32]), blob(2))])
+        .unwrap();
+    c.remember_snapshot_chunks(3, &[(ChunkId([2; 32]), blob(2))])
+        .unwrap();
+    assert_eq!(c.snapshot_chunk(&ChunkId([1; 32])).unwrap(), Some(blob(1)));
+    assert_eq!(c.forget_snapshot_chunks(Some(9)).unwrap(), 1);
+    assert_eq!(c.snapshot_chunk(&ChunkId([1; 32])).unwrap(), None);
+    assert_eq!(c.snapshot_chunks().unwrap().len(), 1);
+    c.forget_snapshot_chunks(None).unwrap();
+    assert_eq!(c.snapshot_chunk_count().unwrap(), 0);
+}
+
+#[test]
+fn a_snapshot_leaf_records_its_keys_under_its_run_only() {
+    let c = Catalog::temporary().unwrap();
+    let key = |k: &str| EntryKey::Object {
+        bucket: "b".into(),
+        key: k.into(),
+    };
+    let tomb = |k: &str| Change {
+        key: key(k),
+        version: Version {
+            hlc: Hlc(5),
+            writer: WriterId([2; 16]),
+        },
+        value: Value::Tombstone,
+    };
+    assert_eq!(
+        c.apply_snapshot_leaf(&[tomb("x"), tomb("y")], Some(7))
+            .unwrap(),
+        2
+    );
+    c.apply_snapshot_leaf(&[tomb("z")], None).unwrap();
+    assert!(c.snapshot_has_key(7, &key("x")).unwrap());
+    assert!(
+        !c.snapshot_has_key(7, &key("z")).unwrap(),
+        "no run, no keys"
+    );
+    assert!(!c.snapshot_has_key(8, &key("x")).unwrap(), "another run's");
+    c.forget_snapshot_keys(7).unwrap();
+    assert!(!c.snapshot_has_key(7, &key("x")).unwrap());
+    assert_eq!(c.tombstone_count().unwrap(), 3);
+}

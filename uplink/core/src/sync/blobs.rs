@@ -5,7 +5,7 @@ use crate::catalog::log::{
     self, Blob, BlobRef, CATALOG_BUCKET, Delta, LogError, MAX_BLOB, SnapshotRef,
 };
 use crate::catalog::tag::{BlobKind, BlobTag};
-use crate::catalog::{EntryKey, Hlc, Value, WriterId};
+use crate::catalog::{Hlc, Value, WriterId};
 use crate::crypto::{BlockCipher, ObjectId};
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -48,6 +48,8 @@ impl CatalogSync {
                 BlobKind::Snapshot,
                 s.covers.get(&writer).copied().unwrap_or(0),
             ),
+            // A chunk may serve many snapshots: it goes by no seq.
+            Blob::Chunk(_) => (BlobKind::Chunk, 0),
         };
         let ctx = crate::pieces::ObjectUpload {
             bucket: CATALOG_BUCKET,
@@ -153,7 +155,7 @@ impl CatalogSync {
                 what,
                 reason: format!("it is delta {} of writer {}", d.seq, d.writer),
             }),
-            Blob::Snapshot(_) => Err(SyncError::WrongBlob {
+            Blob::Snapshot(_) | Blob::Chunk(_) => Err(SyncError::WrongBlob {
                 what,
                 reason: "it is a snapshot".into(),
             }),
@@ -170,40 +172,48 @@ impl CatalogSync {
             s.taken_by,
             s.taken_at.millis()
         );
-        let snap = match self.get_blob(&what, &s.blob).await? {
-            Blob::Snapshot(snap) => snap,
-            Blob::Delta(_) => {
-                return Err(SyncError::WrongBlob {
-                    what,
-                    reason: "it is a delta".into(),
-                });
-            }
-        };
+        let snap = self.get_manifest(&what, &s.blob).await?;
         if snap.covers != s.covers || snap.floor != s.floor {
             return Err(SyncError::WrongBlob {
                 what,
                 reason: "it covers other log positions than its reference says".into(),
             });
         }
+        // The snapshot's entries, a leaf per transaction as the chunks arrive, then the
+        // positions it covers (only once everything is in: a snapshot that fails half
+        // way moves no position, and the deltas are walked instead).
+        // The keys it holds are needed only to prune below a stability point: kept in
+        // the catalog database under a run of this merge, not in memory.
+        let run = (s.floor > Hlc::default()).then(rand::random::<i64>);
+        let merged = self.apply_tree(&snap, s.taken_at.0, run).await;
+        let n = match merged {
+            Ok(n) => n,
+            Err(e) => {
+                if let Some(run) = run {
+                    self.catalog.forget_snapshot_keys(run)?;
+                }
+                return Err(e);
+            }
+        };
         for (w, seq) in &s.covers {
             let e = applied.entry(*w).or_insert(0);
             *e = (*e).max(*seq);
         }
-        // The snapshot's entries and the positions it covers, in one transaction.
-        let n = self
-            .catalog
-            .apply_remote_batch(&snap.changes, |tx| merge_applied(tx, applied))?;
+        self.catalog
+            .apply_remote_batch(&[], |tx| merge_applied(tx, applied))?;
         // What this replica holds at or below the snapshot's stability point and the
         // snapshot lacks was deleted, its tombstone since collected: forget it too.
-        if s.floor > Hlc::default() {
-            let keys: std::collections::HashSet<&EntryKey> =
-                snap.changes.iter().map(|c| &c.key).collect();
+        if let Some(run) = run {
             // Only versions of writers the snapshot covers: a writer its taker did not
-            // know yet was not part of the stability rule.
+            // know yet was not part of the stability rule. A key the database cannot
+            // answer for is kept (never forgotten on a doubt).
             let pruned = self.catalog.prune_below(s.floor, |c| {
                 s.covers.contains_key(&c.version.writer)
-                    && (matches!(c.value, Value::Tombstone) || !keys.contains(&c.key))
-            })?;
+                    && (matches!(c.value, Value::Tombstone)
+                        || matches!(self.catalog.snapshot_has_key(run, &c.key), Ok(false)))
+            });
+            self.catalog.forget_snapshot_keys(run)?;
+            let pruned = pruned?;
             if pruned > 0 {
                 tracing::info!(
                     pruned,

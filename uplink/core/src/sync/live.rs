@@ -20,10 +20,17 @@ impl CatalogSync {
     /// live catalog blob has lost pieces. Once that publish is in, the damaged blobs
     /// are no longer needed (the new snapshot covers them) nor renewed. Returns false
     /// without a network catalog.
-    pub(crate) fn request_snapshot(&self) -> bool {
+    ///
+    /// With `fresh`, that snapshot stores every chunk of its tree anew (what `repair`
+    /// wants: a chunk stored before may be the damaged blob); otherwise it re-uses the
+    /// chunks stored before, as every snapshot does.
+    pub(crate) fn request_snapshot(&self, fresh: bool) -> bool {
         let Some(sync) = self.sync() else {
             return false;
         };
+        if fresh {
+            sync.snapshot_fresh.store(true, Ordering::SeqCst);
+        }
         sync.snapshot_due.store(true, Ordering::SeqCst);
         // So that a flush does not take it as already published.
         sync.changes.fetch_add(1, Ordering::SeqCst);
@@ -31,7 +38,8 @@ impl CatalogSync {
     }
 
     /// The catalog blobs a new machine needs, whose pieces `renew` keeps alive: the
-    /// newest snapshot known here and this writer's deltas after it (walking back from
+    /// newest snapshot known here (its manifest and every chunk of its tree) and this
+    /// writer's deltas after it (walking back from
     /// its head; each delta names the one before it).
     ///
     /// Every other listed writer's head delta is among them too: a new machine reads it
@@ -44,13 +52,14 @@ impl CatalogSync {
             .as_ref()
             .and_then(|s| s.covers.get(&me).copied())
             .unwrap_or(0);
-        let mut out: Vec<LiveBlob> = snapshot
-            .map(|s| LiveBlob {
-                name: format!("snapshot taken by writer {}", s.taken_by),
-                blob: s.blob,
-            })
-            .into_iter()
-            .collect();
+        // The snapshot's manifest and every chunk of its tree.
+        let mut out: Vec<LiveBlob> = match snapshot {
+            Some(s) => {
+                self.snapshot_blobs(&format!("snapshot taken by writer {}", s.taken_by), &s.blob)
+                    .await
+            }
+            None => Vec::new(),
+        };
         for (w, head) in self.others_heads().await? {
             // An inline head's blob is its base, the writer's newest blob delta.
             let (seq, blob) = match head.delta {
@@ -73,14 +82,16 @@ impl CatalogSync {
         // (which `renew_records` keeps alive).
         let (mut seq, mut next) = (own.blob_seq(), own.head);
         let mut head = true;
+        let mut walked = 0;
         while let Some(blob) = next.take() {
             // The head delta always: a new machine reads it first, even when the
             // snapshot published with it covers it.
-            if (seq <= covered && !head) || out.len() > MAX_RENEW_WALK {
+            if (seq <= covered && !head) || walked > MAX_RENEW_WALK {
                 break;
             }
             head = false;
             let mut prev_seq = seq.saturating_sub(1);
+            walked += 1;
             if seq > covered + 1 {
                 let d = self.get_delta(me, seq, &blob).await?;
                 prev_seq = d.prev_seq();
@@ -153,7 +164,7 @@ impl CatalogSync {
         let uncovered = applied(self)?
             .iter()
             .any(|(w, s)| *s > covers.get(w).copied().unwrap_or(0));
-        if !uncovered || !self.request_snapshot() {
+        if !uncovered || !self.request_snapshot(false) {
             return Ok(false);
         }
         Ok(self.flush().await?.snapshot)

@@ -7,9 +7,10 @@
 //!
 //! **Publish** (one per [`Uplink::flush`]; concurrent callers share one, a group commit):
 //! take the queued changes, upload them as delta `seq + 1` of this writer's log (with a
-//! snapshot of the whole catalog first, every [`UplinkConfig::snapshot_every`] deltas),
-//! then point the writer's head record at it — or, when they are small, carry them in
-//! the head record itself (inline deltas, see [`crate::catalog::log`]). The queue is cleared only after the head
+//! snapshot of the whole catalog first, every [`UplinkConfig::snapshot_every`] deltas: a
+//! tree of chunks that re-uses every chunk stored before, see `snapshot`), then point
+//! the writer's head record at it — or, when they are small, carry them in the head
+//! record itself (inline deltas, see [`crate::catalog::log`]). The queue is cleared only after the head
 //! record is stored, so a crash at any point loses nothing: the next publish sends the
 //! changes again (a blob left without a head is reclaimed by its lease).
 //!
@@ -50,6 +51,7 @@ mod publish;
 mod pull;
 pub mod rebuild;
 mod records;
+mod snapshot;
 
 const APPLIED: &str = "applied";
 const OWN: &str = "own";
@@ -132,6 +134,11 @@ pub struct PublishReport {
     pub changes: usize,
     /// Whether a snapshot was taken with it.
     pub snapshot: bool,
+    /// Of `bytes_sent`, those of the snapshot (its new chunks and its manifest).
+    pub snapshot_bytes_sent: u64,
+    /// Chunks of that snapshot uploaded, and chunks re-used from earlier snapshots.
+    pub snapshot_chunks_stored: usize,
+    pub snapshot_chunks_reused: usize,
     /// The writer id this replica moved to before publishing, having found its log
     /// written by another replica (see [`SyncError::Cloned`]).
     pub new_writer: Option<WriterId>,
@@ -146,6 +153,9 @@ pub struct PullReport {
     pub deltas: usize,
     pub snapshots: usize,
     pub changes_applied: usize,
+    /// The newest snapshot, when it was wanted and could not be read (the deltas were
+    /// walked instead), and why.
+    pub snapshot_refused: Option<Unavailable>,
     /// Writers whose news could not be read, and why. Everything else was merged; what
     /// only these writers hold is missing or outdated here until they can be read.
     pub unavailable: BTreeMap<WriterId, Unavailable>,
@@ -292,6 +302,9 @@ struct SyncState {
     /// The next publish writes a snapshot whatever `snapshot_every` says, even with no
     /// change queued (set by [`CatalogSync::request_snapshot`]).
     snapshot_due: std::sync::atomic::AtomicBool,
+    /// That snapshot stores every chunk anew instead of re-using the ones stored before
+    /// (`repair`: a stored chunk may be the damaged blob).
+    snapshot_fresh: std::sync::atomic::AtomicBool,
 }
 
 impl SyncState {
@@ -303,6 +316,7 @@ impl SyncState {
             changes: Default::default(),
             published: Default::default(),
             snapshot_due: Default::default(),
+            snapshot_fresh: Default::default(),
         }
     }
 }

@@ -6,9 +6,7 @@ use super::{
     RecordErrorKind, SNAPSHOT, SnapshotStatus, SyncError, SyncState, UNAVAILABLE, Unavailable,
     applied, blob_name, clocks, frontiers, merge_applied, stability,
 };
-use crate::catalog::log::{
-    self, Blob, BlobRef, Delta, Head, HeadDelta, LogError, Snapshot, SnapshotRef,
-};
+use crate::catalog::log::{self, Blob, BlobRef, Delta, Head, HeadDelta, LogError, SnapshotRef};
 use crate::catalog::{CatalogError, Hlc, PublishLock, WriterId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -78,25 +76,36 @@ impl CatalogSync {
             if collected > 0 {
                 tracing::info!(collected, "dropped tombstones every writer has merged");
             }
-            let changes = self.catalog.all_changes()?;
-            let entries = changes.len() as u64;
-            let blob = Blob::Snapshot(Snapshot {
-                covers: applied.clone(),
-                floor,
-                changes,
-            });
-            let (blob, sent) = self
-                .put_blob(&format!("snapshot at delta {seq} of writer {me}"), &blob)
+            // A tree of chunks, streamed from the catalog; only chunks not stored before
+            // are uploaded (all of them when `repair` asked for this snapshot).
+            let taken_at = self.catalog.next_version()?.hlc;
+            let stored = self
+                .put_snapshot(
+                    &applied,
+                    floor,
+                    taken_at,
+                    seq,
+                    forced && sync.snapshot_fresh.load(Ordering::SeqCst),
+                )
                 .await?;
-            report.bytes_sent += sent;
+            let Some(manifest) = stored.manifest else {
+                return Err(SyncError::WrongBlob {
+                    what: format!("snapshot at delta {seq} of writer {me}"),
+                    reason: "no manifest was stored".into(),
+                });
+            };
+            report.bytes_sent += stored.bytes_sent;
             report.snapshot = true;
+            report.snapshot_bytes_sent = stored.bytes_sent;
+            report.snapshot_chunks_stored = stored.chunks_stored;
+            report.snapshot_chunks_reused = stored.chunks_reused;
             snapshot = Some(SnapshotRef {
                 taken_by: me,
-                taken_at: self.catalog.next_version()?.hlc,
+                taken_at,
                 covers: applied.clone(),
-                entries,
+                entries: stored.entries,
                 floor,
-                blob,
+                blob: manifest,
             });
         }
         let changes = log::merge_changes(
@@ -170,6 +179,13 @@ impl CatalogSync {
         })?;
         if forced {
             sync.snapshot_due.store(false, Ordering::SeqCst);
+            sync.snapshot_fresh.store(false, Ordering::SeqCst);
+        }
+        if report.snapshot
+            && let Some(s) = &snapshot
+        {
+            // Chunks only older snapshots used are not re-used any more.
+            self.catalog.forget_snapshot_chunks(Some(s.taken_at.0))?;
         }
         // Listed only now that its head is stored (the changes stay queued until then).
         report.bytes_sent += self.register_from(sync, &known, Some(writers)).await?;
@@ -442,7 +458,7 @@ impl CatalogSync {
     ) -> Result<Option<BlobRef>, SyncError> {
         match self.get_blob("inspected delta", blob).await? {
             Blob::Delta(d) => Ok(d.prev),
-            Blob::Snapshot(_) => Ok(None),
+            Blob::Snapshot(_) | Blob::Chunk(_) => Ok(None),
         }
     }
 }

@@ -177,7 +177,8 @@ impl CatalogSync {
                 }
                 Err(SyncError::Catalog(e)) => return Err(e.into()),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the newest catalog snapshot; walking the deltas instead")
+                    tracing::warn!(error = %e, "cannot read the newest catalog snapshot; walking the deltas instead");
+                    report.snapshot_refused = Some(Unavailable::of(&e));
                 }
             }
         }
@@ -245,7 +246,7 @@ impl CatalogSync {
         self.catalog.update_sync(|tx| {
             tx.set_sync_value(UNAVAILABLE, &v)?;
             let seen = tx.sync_value::<u64>(WRITERS_SEEN)?.unwrap_or(0);
-            tx.set_sync_value(WRITERS_SEEN, &seen.max(writers_seq))
+            tx.set_sync_value(WRITERS_SEEN, &seen.max(writers_seq).max(named))
         })?;
         self.catalog.flush()?;
         // Put back what the network lost of this writer's own records, from what is

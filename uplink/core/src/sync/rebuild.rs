@@ -75,6 +75,11 @@ fn blob_name(t: &BlobTag) -> String {
     match t.kind {
         BlobKind::Delta => format!("delta {} of writer {}", t.seq, t.writer),
         BlobKind::Snapshot => format!("snapshot at delta {} of writer {}", t.seq, t.writer),
+        BlobKind::Chunk => format!(
+            "snapshot chunk in blob {} of writer {}",
+            shoal_proto::ids::to_hex(&t.object_id.0),
+            t.writer
+        ),
     }
 }
 
@@ -306,6 +311,7 @@ impl CatalogSync {
             Blob::Snapshot(s) => {
                 t.kind == BlobKind::Snapshot && s.covers.get(&t.writer) == Some(&t.seq)
             }
+            Blob::Chunk(_) => t.kind == BlobKind::Chunk,
         };
         if !ok {
             return Err(SyncError::WrongBlob {
@@ -367,8 +373,17 @@ impl CatalogSync {
             for b in snaps {
                 match self.fetch_found(b).await {
                     Ok(Blob::Snapshot(s)) => {
-                        for c in &s.changes {
-                            report.changes_applied += usize::from(self.catalog.apply_remote(c)?);
+                        // The tree under the manifest, through the chunks it names.
+                        match self.apply_tree(&s, 0, None).await {
+                            Ok(n) => report.changes_applied += n,
+                            Err(SyncError::Catalog(e)) => return Err(SyncError::Catalog(e).into()),
+                            Err(e) => {
+                                report.unrecovered.push(Unrecovered {
+                                    what: b.name(),
+                                    reason: e.to_string(),
+                                });
+                                continue;
+                            }
                         }
                         for (cw, seq) in &s.covers {
                             let e = applied.entry(*cw).or_insert(0);
@@ -379,7 +394,7 @@ impl CatalogSync {
                         report.writers.entry(*w).or_default().snapshot = Some(b.tag.seq);
                         break;
                     }
-                    Ok(Blob::Delta(_)) => {}
+                    Ok(Blob::Delta(_) | Blob::Chunk(_)) => {}
                     Err(e) => report.unrecovered.push(Unrecovered {
                         what: b.name(),
                         reason: e.to_string(),
@@ -390,6 +405,9 @@ impl CatalogSync {
         // Then every writer's deltas after what is merged, and its newest for the head.
         let mut newest_snapshot: Option<SnapshotRef> = None;
         let mut heads: Vec<Head> = Vec::new();
+        // The newest writers record version any delta names: the record put back must
+        // be newer, or every reader would take it as stale.
+        let mut writers_seq = 0;
         for (w, blobs) in &by_writer {
             let merged = applied.get(w).copied().unwrap_or(0);
             let mut deltas: Vec<&FoundBlob> = blobs
@@ -410,6 +428,7 @@ impl CatalogSync {
             {
                 match self.fetch_found(b).await {
                     Ok(Blob::Delta(d)) => {
+                        writers_seq = writers_seq.max(d.writers_seq);
                         for c in &d.changes {
                             report.changes_applied += usize::from(self.catalog.apply_remote(c)?);
                         }
@@ -434,7 +453,7 @@ impl CatalogSync {
                             });
                         }
                     }
-                    Ok(Blob::Snapshot(_)) => {}
+                    Ok(Blob::Snapshot(_) | Blob::Chunk(_)) => {}
                     Err(e) => report.unrecovered.push(Unrecovered {
                         what: b.name(),
                         reason: e.to_string(),
@@ -477,6 +496,10 @@ impl CatalogSync {
             }
         }
         let known: BTreeSet<WriterId> = applied.keys().copied().collect();
+        self.catalog.update_sync(|tx| {
+            let seen = tx.sync_value::<u64>(super::WRITERS_SEEN)?.unwrap_or(0);
+            tx.set_sync_value(super::WRITERS_SEEN, &seen.max(writers_seq))
+        })?;
         match self.register(sync, &known).await {
             Ok(_) => report.writers_republished = true,
             Err(e) => report.unrecovered.push(Unrecovered {
