@@ -22,8 +22,8 @@ pub mod metrics;
 pub mod sim;
 
 pub use driver::{
-    Dht, DhtConfig, DhtHandle, DhtPersistence, DiscoveryService, KnownPeer, MemberInfo,
-    MemoryPersistence, Mode, Peer, PersistError, PutReport, RecordFields, TableEntry,
+    Dht, DhtConfig, DhtHandle, DhtPersistence, DiscoveryService, KnownClosest, KnownPeer,
+    MemberInfo, MemoryPersistence, Mode, Peer, PersistError, PutReport, RecordFields, TableEntry,
 };
 pub use error::DhtError;
 pub use metrics::Metrics;

@@ -19,6 +19,7 @@ pub struct Metrics {
     pub records_restored: IntCounterVec,
     pub persist_errors: IntCounter,
     pub direct_puts: IntCounterVec,
+    pub direct_reads: IntCounterVec,
 }
 
 impl Metrics {
@@ -93,6 +94,14 @@ impl Metrics {
                 ),
                 &["result"],
             )?,
+            direct_reads: IntCounterVec::new(
+                Opts::new(
+                    "shoal_dht_direct_reads_total",
+                    "Record reads sent straight to the closest nodes known for the key, \
+                     one round (direct), and those of them that too few answered (fallback)",
+                ),
+                &["result"],
+            )?,
         })
     }
 
@@ -111,6 +120,7 @@ impl Metrics {
         registry.register(Box::new(self.records_restored.clone()))?;
         registry.register(Box::new(self.persist_errors.clone()))?;
         registry.register(Box::new(self.direct_puts.clone()))?;
+        registry.register(Box::new(self.direct_reads.clone()))?;
         Ok(())
     }
 }

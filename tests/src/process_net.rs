@@ -357,6 +357,29 @@ impl ProcessNetwork {
         ))
     }
 
+    /// [`Self::uplink_output`] with `RUST_LOG=rust_log`: what the command logged is in
+    /// its stderr.
+    pub fn uplink_logged(
+        &self,
+        dir: &Path,
+        args: &[&str],
+        rust_log: &str,
+    ) -> anyhow::Result<(bool, String, String)> {
+        let out = Command::new(&self.bins.uplink)
+            .arg("--config-dir")
+            .arg(dir)
+            .args(args)
+            .env("RUST_LOG", rust_log)
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot start uplink")?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
     /// Stops every node (SIGTERM, as an operator does; SIGKILL after 10 s) and starts
     /// each again on its directory and its address: the whole network restarted.
     pub fn restart_all(&mut self) -> anyhow::Result<()> {

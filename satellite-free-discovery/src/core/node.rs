@@ -40,7 +40,11 @@
 //!   their tokens, and falls back to the read-then-put when fewer than three quarters of
 //!   them stored it ([`direct_quorum`]). A node stores a record only with a valid write token
 //!   for the writer and key, and only if it is among the `k` closest it knows to the key;
-//!   compare-and-swap and the store's bounds are checked by [`RecordStore`].
+//!   compare-and-swap and the store's bounds are checked by [`RecordStore`]. A client's
+//!   read of a key whose closest it knows (found within `known_closest_ms`, in this run
+//!   or, through [`Node::seed_closest`], an earlier one) asks them all at once, one
+//!   round and no lookup, and stands when three quarters of them answered; else it is
+//!   the lookup, or [`Outcome::NoPeers`] for a client that has not joined.
 //! - **Joining.** A join pings its bootstrap entries (bare addresses, see [`Dial`]) all
 //!   at once; each answer admits the node that gave it (the owner vouches for the
 //!   entries). When fewer than `min_answers` answered, it pings the fallback entries
@@ -80,6 +84,7 @@ use super::store::{RecordRefused, RecordStore, Restored, StoreChange, StoreConfi
 use super::table::{Insert, RoutingTable, TableConfig};
 
 mod answers;
+mod direct;
 mod join;
 mod ops;
 mod paths;
@@ -203,6 +208,11 @@ pub struct NodeConfig {
     /// falls back to the lookup when fewer than three quarters of them store it.
     /// Default true.
     pub direct_puts: bool,
+    /// A client's record read asks the closest known for the key (found within
+    /// `known_closest_ms`, tokens or not) in one round before any lookup. Defaults true,
+    /// 30 min.
+    pub direct_reads: bool,
+    pub known_closest_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -234,6 +244,8 @@ impl Default for NodeConfig {
             closest_cache: 256,
             closest_cache_ms: 2 * 60_000,
             direct_puts: true,
+            direct_reads: true,
+            known_closest_ms: 30 * 60_000,
         }
     }
 }
@@ -414,6 +426,10 @@ pub enum Note {
     DirectPut,
     /// ... and too few of them stored it: it fell back to a lookup.
     DirectPutFallback,
+    /// A record read asked the closest known for its key, one round.
+    DirectGet,
+    /// ... and too few of them answered: a lookup (or no peers, not joined).
+    DirectGetFallback,
 }
 
 /// What the node asks its driver to do.
@@ -461,6 +477,8 @@ enum Purpose {
     Repair,
     /// A join's ping to a bootstrap entry.
     Join,
+    /// A read sent straight to one of the closest known for the key.
+    DirectGet,
 }
 
 /// Where a request goes.
@@ -543,6 +561,9 @@ enum OpKind<P> {
     Refresh,
     Get {
         local: Option<Record>,
+        /// Reads sent straight to the closest known for the key (see
+        /// [`Node::get_record`]); `None` once the lookup phase has begun.
+        direct: Option<Box<direct::DirectRead<P>>>,
     },
     Put {
         record: Record,

@@ -72,6 +72,24 @@ pub struct DhtConfig {
     /// The verified peers are written to `persistence` this often (and at shutdown).
     /// Default 1 min.
     pub peers_save_interval: Duration,
+    /// A client's record reads go straight to the closest nodes of the key found within
+    /// this long (one round, no join; see [`crate::core::node`], *Records*). Default
+    /// 30 min.
+    pub known_closest_ttl: Duration,
+    /// The closest of record keys an earlier run found ([`DhtHandle::known_closest`](super::DhtHandle::known_closest)),
+    /// for a client to read from before it joins. Older than `known_closest_ttl`,
+    /// and node records that fail their checks, are dropped. Default none.
+    pub known_closest: Vec<KnownClosest>,
+}
+
+/// The closest nodes of one record key as a run found them, kept by the owner across
+/// runs: each node record in its wire encoding (a signed `pb::NodeRecord`), checked
+/// again when read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownClosest {
+    pub key: shoal_proto::RecordKey,
+    pub found_unix_ms: u64,
+    pub nodes: Vec<Vec<u8>>,
 }
 
 impl DhtConfig {
@@ -109,6 +127,8 @@ impl Default for DhtConfig {
             rate: RateConfig::default(),
             persistence: None,
             peers_save_interval: Duration::from_secs(60),
+            known_closest_ttl: Duration::from_secs(30 * 60),
+            known_closest: Vec::new(),
         }
     }
 }

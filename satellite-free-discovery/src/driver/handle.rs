@@ -125,6 +125,32 @@ impl DhtHandle {
         }
     }
 
+    /// The closest nodes found per record key within
+    /// [`DhtConfig::known_closest_ttl`](super::DhtConfig::known_closest_ttl), for the
+    /// owner to keep and give back through
+    /// [`DhtConfig::known_closest`](super::DhtConfig::known_closest) at its next start.
+    pub async fn known_closest(&self) -> Vec<super::KnownClosest> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.inner.send_cmd(super::Cmd::KnownClosest(tx)).is_err() {
+            return Vec::new();
+        }
+        let unix = shoal_proto::time::unix_ms();
+        rx.await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(key, age, peers)| super::KnownClosest {
+                key,
+                found_unix_ms: unix.saturating_sub(age),
+                nodes: peers
+                    .iter()
+                    .map(|p| {
+                        prost::Message::encode_to_vec(&shoal_proto::pb::NodeRecord::from(&**p))
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
     /// Stops republishing the record under `key`.
     pub fn forget_record(&self, key: &RecordKey) {
         self.inner.forget(*key);

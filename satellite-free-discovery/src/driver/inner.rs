@@ -48,6 +48,11 @@ impl Inner {
         let _ = self.cmds.send(Cmd::Forget(key));
     }
 
+    /// Hands `cmd` to the task; an error after shutdown.
+    pub(super) fn send_cmd(&self, cmd: Cmd) -> Result<(), DhtError> {
+        self.cmds.send(cmd).map_err(|_| DhtError::Shutdown)
+    }
+
     /// What the getters read, as the task last published it.
     pub(crate) fn view(&self) -> Arc<super::snapshot::Snapshot> {
         self.view.borrow().clone()

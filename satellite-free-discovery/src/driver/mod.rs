@@ -58,7 +58,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-pub use config::{DhtConfig, RecordFields};
+pub use config::{DhtConfig, KnownClosest, RecordFields};
 pub use persist::{
     DhtPersistence, MAX_KNOWN_PEERS, MAX_REMEMBERED_TRIES, MIN_JOIN_ANSWERS, MemoryPersistence,
     PersistError,
@@ -172,6 +172,7 @@ fn node_config(c: &DhtConfig, client: bool) -> NodeConfig {
         store: c.store.clone(),
         membership: Some(c.membership.clone()),
         persist: c.persistence.is_some() && !client,
+        known_closest_ms: ms(c.known_closest_ttl),
         ..NodeConfig::default()
     }
 }
@@ -308,6 +309,8 @@ pub(crate) enum Cmd {
     },
     /// Stop republishing the record under this key.
     Forget(RecordKey),
+    /// The closest found per record key within the TTL: how long ago, and them.
+    KnownClosest(oneshot::Sender<Vec<(RecordKey, u64, Vec<Peer>)>>),
 }
 
 /// A request the Discovery service received and checked, for the driver task to answer.

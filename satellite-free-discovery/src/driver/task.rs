@@ -18,7 +18,7 @@ use shoal_proto::pb;
 
 use super::persist::{self, Loaded};
 use super::snapshot::Snapshot;
-use super::{Cmd, Inbound, Inner, KnownPeer, Peer, RecordFields, lock};
+use super::{Cmd, Inbound, Inner, KnownPeer, Peer, RecordFields, lock, ms};
 use crate::core::node::{
     Answer, Failure, Missed, Node, Note, OpId, Outcome, Output, ReqId, Response,
 };
@@ -119,6 +119,7 @@ pub(crate) async fn run(
     if loading.is_none() {
         inner.loaded.send_replace(true);
     }
+    d.seed_closest();
     loop {
         let next = d.step();
         let publish_at = d.dirty.then(|| d.published + PUBLISH_EVERY);
@@ -147,6 +148,17 @@ pub(crate) async fn run(
                 d.waiters.insert(op, reply);
             }
             Event::Cmd(Cmd::Forget(key)) => d.node.forget_record(&key),
+            Event::Cmd(Cmd::KnownClosest(reply)) => {
+                let ttl = ms(inner.config.known_closest_ttl);
+                let known = d.node.known_closest(now, ttl).into_iter();
+                let _ = reply.send(
+                    known
+                        .map(|(key, age, peers)| {
+                            (key, age, peers.into_iter().map(|p| p.1).collect())
+                        })
+                        .collect(),
+                );
+            }
             Event::Inbound(r) => {
                 let answer = d
                     .node
@@ -306,6 +318,8 @@ impl Driver {
                 Note::LookupFinished { hops: Some(h) } => m.lookup_hops.observe(f64::from(h)),
                 Note::DirectPut => m.direct_puts.with_label_values(&["direct"]).inc(),
                 Note::DirectPutFallback => m.direct_puts.with_label_values(&["fallback"]).inc(),
+                Note::DirectGet => m.direct_reads.with_label_values(&["direct"]).inc(),
+                Note::DirectGetFallback => m.direct_reads.with_label_values(&["fallback"]).inc(),
             },
         }
     }
@@ -357,6 +371,30 @@ impl Driver {
         }
         self.publish();
         self.inner.loaded.send_replace(true);
+    }
+
+    /// Takes the closest of record keys an earlier run found (see
+    /// [`super::DhtConfig::known_closest`]): those within the TTL, each node record
+    /// checked again (signature, proof of work, addresses).
+    fn seed_closest(&mut self) {
+        let inner = self.inner.clone();
+        let (now, unix) = (inner.now(), shoal_proto::time::unix_ms());
+        let ttl = ms(inner.config.known_closest_ttl);
+        for k in &inner.config.known_closest {
+            if unix.saturating_sub(k.found_unix_ms) >= ttl {
+                continue;
+            }
+            let peers: Vec<_> = k
+                .nodes
+                .iter()
+                .filter_map(|bytes| {
+                    let m = pb::NodeRecord::decode(bytes.as_slice()).ok()?;
+                    let p = inner.check_node_record("known closest node", m).ok()?;
+                    Some((p.node_id(), p))
+                })
+                .collect();
+            self.node.seed_closest(k.key, peers, now);
+        }
     }
 
     /// Takes what the store kept: the records go back into the node's record store

@@ -4,6 +4,13 @@
 //! anyone's routing table), crawls the membership at the DHT's bounded rate and samples
 //! uniformly over /24 subnets, which is what node selection needs. "Closest to a random
 //! id" would favour nodes next to large gaps in the key space, so it is not used.
+//!
+//! It also holds the catalog's records. A record read or write does not wait for a
+//! join when the closest nodes of its key are known: found within the last
+//! 30 minutes, in this process or an earlier one (kept in the catalog's store,
+//! [`crate::peers::keep_closest`]). The DHT then reads from them in one round (see
+//! `satellite_free_discovery::core::node`, *Records*), and the uplink joins only when that
+//! finds nobody to ask.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +26,7 @@ use tokio::sync::OnceCell;
 use crate::catalog::Catalog;
 use crate::peers::{KnownPeer, MAX_KNOWN_PEERS};
 use crate::store::{DiscoveryError, NodeCandidate, NodeSource};
-use crate::sync::{CatalogRecords, RecordError};
+use crate::sync::{CatalogRecords, RecordError, RecordErrorKind};
 use crate::work::PublisherWork;
 use shoal_proto::messages::MutableRecord;
 use shoal_proto::{RecordKey, Signed};
@@ -37,15 +44,19 @@ const STALE_BATCHES: usize = 3;
 /// Most crawl steps one sample may run.
 const MAX_CRAWL_STEPS: usize = 1024;
 
-/// Node candidates from the DHT. Joins lazily, on the first sample, so commands that
-/// need no new placements (listing, downloads, deletes) never touch the DHT.
+/// Node candidates from the DHT. Joins lazily, on the first sample (or record read or
+/// write whose key's closest nodes are not known), so commands that need no new
+/// placements (listing, downloads, deletes) usually never join.
 #[derive(Debug)]
 pub struct DhtNodes {
     identity: Arc<Identity>,
     bootstrap: Vec<(NodeId, SocketAddr)>,
     difficulty: u32,
     scope: AddressScope,
+    /// The DHT client, started (and given the closest sets kept before).
     dht: OnceCell<DhtHandle>,
+    /// Set once it joined through the bootstrap entries.
+    joined: OnceCell<()>,
     /// Where the nodes that answered are remembered ([`crate::peers`]).
     known: Option<Catalog>,
     /// The proof of work the records this uplink publishes carry.
@@ -69,6 +80,7 @@ impl DhtNodes {
             difficulty,
             scope,
             dht: OnceCell::new(),
+            joined: OnceCell::new(),
             known: None,
             work: PublisherWork::new(difficulty),
         }
@@ -110,46 +122,98 @@ impl DhtNodes {
 
     /// The joined DHT client, joining now if needed.
     pub async fn handle(&self) -> Result<&DhtHandle, DiscoveryError> {
-        self.dht.get_or_try_init(|| self.join()).await
+        let dht = self.started().await?;
+        self.joined.get_or_try_init(|| self.join(dht)).await?;
+        Ok(dht)
     }
 
-    async fn join(&self) -> Result<DhtHandle, DiscoveryError> {
+    /// The DHT client, started (not necessarily joined).
+    async fn started(&self) -> Result<&DhtHandle, DiscoveryError> {
+        self.dht
+            .get_or_try_init(|| async {
+                if self.bootstrap.is_empty() {
+                    return Err(DiscoveryError(
+                        "no bootstrap peers: the access grant must name at least one node".into(),
+                    ));
+                }
+                let config = DhtConfig {
+                    difficulty: self.difficulty,
+                    bootstrap: self.bootstrap.clone(),
+                    local_network: self.scope.is_local(),
+                    test_address_ranges: self.scope.test_ranges(),
+                    crawl: true,
+                    known_closest: self
+                        .known
+                        .as_ref()
+                        .map(crate::peers::load_closest)
+                        .unwrap_or_default(),
+                    ..DhtConfig::default()
+                };
+                Dht::start(Arc::clone(&self.identity), config, Mode::Client)
+                    .map_err(|e| DiscoveryError(format!("cannot start the DHT client: {e}")))
+            })
+            .await
+    }
+
+    async fn join(&self, dht: &DhtHandle) -> Result<(), DiscoveryError> {
         let bootstrap = &self.bootstrap;
-        if bootstrap.is_empty() {
-            return Err(DiscoveryError(
-                "no bootstrap peers: the access grant must name at least one node".into(),
-            ));
-        }
-        let config = DhtConfig {
-            difficulty: self.difficulty,
-            bootstrap: bootstrap.clone(),
-            local_network: self.scope.is_local(),
-            test_address_ranges: self.scope.test_ranges(),
-            crawl: true,
-            ..DhtConfig::default()
-        };
-        let dht = Dht::start(Arc::clone(&self.identity), config, Mode::Client)
-            .map_err(|e| DiscoveryError(format!("cannot start the DHT client: {e}")))?;
         match dht.bootstrap().await {
             Ok(n) if n > 0 => {
-                self.remember(&dht);
-                Ok(dht)
+                tracing::debug!(table = n, "joined the DHT");
+                self.remember(dht);
+                Ok(())
             }
-            Ok(_) => {
-                dht.shutdown().await;
-                Err(DiscoveryError(format!(
-                    "no bootstrap peer answered ({}); is the network running?",
-                    list(bootstrap)
-                )))
-            }
-            Err(e) => {
-                dht.shutdown().await;
-                Err(DiscoveryError(format!(
-                    "joining the DHT through {} failed: {e}",
-                    list(bootstrap)
-                )))
+            Ok(_) => Err(DiscoveryError(format!(
+                "no bootstrap peer answered ({}); is the network running?",
+                list(bootstrap)
+            ))),
+            Err(e) => Err(DiscoveryError(format!(
+                "joining the DHT through {} failed: {e}",
+                list(bootstrap)
+            ))),
+        }
+    }
+
+    /// Keeps the closest sets the DHT found (when they changed) for the next process.
+    async fn keep_closest(&self, dht: &DhtHandle) {
+        let Some(catalog) = &self.known else {
+            return;
+        };
+        if let Err(e) = crate::peers::keep_closest(catalog, dht.known_closest().await) {
+            tracing::debug!(error = %e, "cannot keep the closest nodes found");
+        }
+    }
+
+    /// Runs record operation `op` on the DHT: before joining when the closest of its
+    /// key are known (it fails with `NoPeers`, having sent nothing, when they are not,
+    /// and then runs again once joined).
+    async fn record_op<'a, T, F, Fut>(&'a self, what: &str, op: F) -> Result<T, RecordError>
+    where
+        F: Fn(&'a DhtHandle) -> Fut,
+        Fut: std::future::Future<Output = Result<T, DhtError>>,
+    {
+        let failed = |e: DiscoveryError| RecordError::failed(e.0);
+        let dht = self.started().await.map_err(failed)?;
+        if self.joined.get().is_none() {
+            match Self::with_deadline(what, op(dht)).await {
+                Err(RecordError {
+                    kind: RecordErrorKind::NoPeers,
+                    ..
+                }) => {}
+                r => {
+                    tracing::debug!(
+                        ok = r.is_ok(),
+                        "{what}: before joining, at the closest nodes kept for the key"
+                    );
+                    self.keep_closest(dht).await;
+                    return r;
+                }
             }
         }
+        let dht = self.handle().await.map_err(failed)?;
+        let r = Self::with_deadline(what, op(dht)).await;
+        self.keep_closest(dht).await;
+        r
     }
 
     /// Stops the DHT client's background work, if it was started.
@@ -225,6 +289,10 @@ impl DhtNodes {
         match tokio::time::timeout(RECORD_DEADLINE, f).await {
             Ok(r) => r.map_err(|e| match e {
                 DhtError::CasMismatch => RecordError::compare_and_swap(format!("{what}: {e}")),
+                DhtError::NoPeers => RecordError {
+                    kind: RecordErrorKind::NoPeers,
+                    message: format!("{what}: {e}"),
+                },
                 e => RecordError::failed(format!("{what}: {e}")),
             }),
             Err(_) => Err(RecordError::failed(format!(
@@ -241,10 +309,7 @@ impl CatalogRecords for DhtNodes {
         &self,
         key: RecordKey,
     ) -> BoxFuture<'_, Result<Option<Signed<MutableRecord>>, RecordError>> {
-        Box::pin(async move {
-            let dht = self.handle().await.map_err(|e| RecordError::failed(e.0))?;
-            Self::with_deadline("reading a DHT record", dht.get_record(key)).await
-        })
+        Box::pin(self.record_op("reading a DHT record", move |dht| dht.get_record(key)))
     }
 
     fn put(
@@ -253,12 +318,13 @@ impl CatalogRecords for DhtNodes {
         expected_seq: Option<u64>,
     ) -> BoxFuture<'_, Result<usize, RecordError>> {
         Box::pin(async move {
-            let dht = self.handle().await.map_err(|e| RecordError::failed(e.0))?;
             let nonce = self.work.nonce_for(&record.public_key).await;
             let record = record.with_work(nonce);
-            let report =
-                Self::with_deadline("storing a DHT record", dht.put_record(record, expected_seq))
-                    .await?;
+            let report = self
+                .record_op("storing a DHT record", move |dht| {
+                    dht.put_record(record.clone(), expected_seq)
+                })
+                .await?;
             Ok(report.stored)
         })
     }

@@ -188,7 +188,10 @@ pub struct RecordError {
 pub enum RecordErrorKind {
     /// A compare-and-swap put found another seq held, and no node stored the record.
     CompareAndSwap,
-    /// Anything else: no answer in time, refused for another reason, no peers.
+    /// Nobody to ask, nothing sent: a DHT client that has not joined yet knows no
+    /// closest nodes of the key (joining comes next).
+    NoPeers,
+    /// Anything else: no answer in time, refused for another reason.
     Failed,
 }
 

@@ -11,8 +11,9 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
+use satellite_free_discovery::KnownClosest;
 use serde::{Deserialize, Serialize};
-use shoal_proto::NodeId;
+use shoal_proto::{NodeId, RecordKey};
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::select::subnet;
@@ -118,6 +119,109 @@ pub fn diverse(
         .collect()
 }
 
+/// Record keys whose closest nodes are kept at most, newest found first.
+pub const MAX_KNOWN_CLOSEST: usize = 64;
+/// Node records kept per key at most (the DHT's k).
+const MAX_CLOSEST_NODES: usize = 20;
+/// A kept closest set found again is written anew once it is this much older (ms):
+/// half the DHT's TTL for reading from it, so a key in use never ages out.
+const REFRESH_CLOSEST_MS: u64 = 15 * 60_000;
+/// Name of the value in the catalog's sync state.
+const CLOSEST_KEY: &str = "record_closest";
+
+/// The closest nodes of one record key as the DHT last found them (see
+/// [`DhtConfig::known_closest`](satellite_free_discovery::DhtConfig::known_closest)): a
+/// command reads the catalog's records from them in one round, before it joins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct KeptClosest {
+    #[serde(with = "crate::hexser")]
+    key: [u8; 32],
+    found_ms: u64,
+    /// Signed node records in their wire encoding, hex; checked again when read back.
+    nodes: Vec<String>,
+}
+
+/// The closest sets kept in `catalog` (empty if none or unreadable: a fallback, never
+/// a reason to fail).
+pub fn load_closest(catalog: &Catalog) -> Vec<KnownClosest> {
+    let kept = match catalog.sync_value::<Vec<KeptClosest>>(CLOSEST_KEY) {
+        Ok(v) => v.unwrap_or_default(),
+        Err(e) => {
+            tracing::debug!(error = %e, "kept closest nodes unreadable; starting afresh");
+            Vec::new()
+        }
+    };
+    kept.into_iter()
+        .map(|k| KnownClosest {
+            key: RecordKey(k.key),
+            found_unix_ms: k.found_ms,
+            nodes: k
+                .nodes
+                .iter()
+                .filter_map(|n| crate::hexser::vec::decode(n))
+                .collect(),
+        })
+        .collect()
+}
+
+/// Keeps what the DHT `found` in `catalog`, merged with what is there; writes only when
+/// a set changed or is due for a refresh (see [`merge_closest`]).
+pub fn keep_closest(catalog: &Catalog, found: Vec<KnownClosest>) -> Result<(), CatalogError> {
+    let old = load_closest(catalog);
+    if let Some(merged) = merge_closest(&old, found) {
+        let kept: Vec<KeptClosest> = merged
+            .into_iter()
+            .map(|k| KeptClosest {
+                key: k.key.0,
+                found_ms: k.found_unix_ms,
+                nodes: k
+                    .nodes
+                    .iter()
+                    .map(|n| shoal_proto::ids::to_hex(n))
+                    .collect(),
+            })
+            .collect();
+        catalog.set_sync_value(CLOSEST_KEY, &kept)?;
+    }
+    Ok(())
+}
+
+/// `old` with `found` merged in (one set per key, the later found), newest first, at
+/// most [`MAX_KNOWN_CLOSEST`] keys of [`MAX_CLOSEST_NODES`] nodes; `None` when nothing
+/// changed enough to write: every found set equal to the kept one, found within
+/// [`REFRESH_CLOSEST_MS`] of it.
+pub fn merge_closest(old: &[KnownClosest], found: Vec<KnownClosest>) -> Option<Vec<KnownClosest>> {
+    let mut by_key: HashMap<[u8; 32], KnownClosest> =
+        old.iter().map(|k| (k.key.0, k.clone())).collect();
+    let mut changed = false;
+    for mut f in found {
+        f.nodes.truncate(MAX_CLOSEST_NODES);
+        let same = by_key.get(&f.key.0).is_some_and(|k| {
+            k.nodes == f.nodes
+                && f.found_unix_ms.saturating_sub(k.found_unix_ms) < REFRESH_CLOSEST_MS
+        });
+        if !same
+            && by_key
+                .get(&f.key.0)
+                .is_none_or(|k| k.found_unix_ms <= f.found_unix_ms)
+        {
+            changed = true;
+            by_key.insert(f.key.0, f);
+        }
+    }
+    if !changed {
+        return None;
+    }
+    let mut all: Vec<KnownClosest> = by_key.into_values().collect();
+    all.sort_by(|a, b| {
+        b.found_unix_ms
+            .cmp(&a.found_unix_ms)
+            .then(a.key.0.cmp(&b.key.0))
+    });
+    all.truncate(MAX_KNOWN_CLOSEST);
+    Some(all)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +281,55 @@ mod tests {
         let ids: Vec<u8> = picked.iter().map(|(id, _)| id.0[0]).collect();
         assert_eq!(ids, vec![2, 3, 5, 7, 9, 11]);
         assert_eq!(diverse(&c, &[], 3).len(), 3);
+    }
+
+    fn closest(key: u8, found: u64, nodes: &[u8]) -> KnownClosest {
+        KnownClosest {
+            key: RecordKey([key; 32]),
+            found_unix_ms: found,
+            nodes: nodes.iter().map(|n| vec![*n; 3]).collect(),
+        }
+    }
+
+    #[test]
+    fn closest_sets_merge_by_key_newest_first_bounded_and_unchanged_ones_are_not_written() {
+        let old = vec![closest(1, 1_000, &[1, 2]), closest(2, 2_000, &[3])];
+        // The same set found again soon after: nothing to write.
+        assert_eq!(merge_closest(&old, vec![closest(1, 5_000, &[1, 2])]), None);
+        assert_eq!(merge_closest(&old, Vec::new()), None);
+        // A set that changed, or one found long after it was kept, is written.
+        let merged = merge_closest(&old, vec![closest(1, 5_000, &[1, 4])]).unwrap();
+        let keys: Vec<(u8, u64)> = merged
+            .iter()
+            .map(|k| (k.key.0[0], k.found_unix_ms))
+            .collect();
+        assert_eq!(keys, vec![(1, 5_000), (2, 2_000)]);
+        assert_eq!(merged[0].nodes, vec![vec![1; 3], vec![4; 3]]);
+        let later = 1_000 + REFRESH_CLOSEST_MS;
+        assert!(merge_closest(&old, vec![closest(1, later, &[1, 2])]).is_some());
+        // An older finding never replaces a newer one.
+        assert_eq!(merge_closest(&old, vec![closest(2, 10, &[9])]), None);
+        // Bounded in keys and in nodes per key.
+        let many: Vec<KnownClosest> = (0..=255u8)
+            .map(|k| closest(k, u64::from(k), &(0..40).collect::<Vec<u8>>()))
+            .collect();
+        let merged = merge_closest(&[], many).unwrap();
+        assert_eq!(merged.len(), MAX_KNOWN_CLOSEST);
+        assert_eq!(merged[0].key.0[0], 255);
+        assert!(merged.iter().all(|k| k.nodes.len() == MAX_CLOSEST_NODES));
+    }
+
+    #[test]
+    fn closest_sets_survive_a_reopen_of_the_catalog() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = crate::catalog::WriterId::random();
+        {
+            let c = Catalog::open(dir.path(), writer).unwrap();
+            keep_closest(&c, vec![closest(7, 1_000, &[1, 2])]).unwrap();
+            c.flush().unwrap();
+        }
+        let c = Catalog::open(dir.path(), writer).unwrap();
+        assert_eq!(load_closest(&c), vec![closest(7, 1_000, &[1, 2])]);
     }
 
     #[test]

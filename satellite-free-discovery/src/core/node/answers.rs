@@ -188,6 +188,11 @@ impl<P: PeerData> Node<P> {
                 }
                 self.close_one(op_id, now, unix);
             }
+            Purpose::DirectGet => {
+                if let Some(op_id) = p.op {
+                    self.direct_get_answered(op_id, to, data, (record, token), now, unix);
+                }
+            }
             Purpose::PutToken => {
                 // The replacement's token: now the record.
                 let Some(op_id) = p.op else { return };
@@ -349,6 +354,11 @@ impl<P: PeerData> Node<P> {
             Purpose::DialBack => {
                 self.note(Note::DialbackFailed);
                 self.note(Note::PeerRefused("unreachable"));
+            }
+            Purpose::DirectGet => {
+                if let Some(op_id) = op {
+                    self.close_one(op_id, now, unix);
+                }
             }
             Purpose::FindPing => {
                 if let Some(op_id) = op {

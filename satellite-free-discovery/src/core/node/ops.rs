@@ -60,7 +60,12 @@ impl<P: PeerData> Node<P> {
             matches!(op.kind, OpKind::Put { .. }),
             matches!(op.kind, OpKind::Bootstrap),
         );
-        if put {
+        if let OpKind::Get {
+            direct: Some(_), ..
+        } = op.kind
+        {
+            self.direct_get_settled(op_id, now, unix);
+        } else if put {
             self.put_finished(op_id, now, unix);
         } else if bootstrap {
             let table = self.table.len();
@@ -214,8 +219,17 @@ impl<P: PeerData> Node<P> {
         } else {
             self.store.get(&key, unix).cloned()
         };
-        let op = self.new_op(OpKind::Get { local }, true, None);
-        self.start_paths(op, key.0, Some(key), self.cfg.record_paths, now, unix);
+        let op = self.new_op(
+            OpKind::Get {
+                local,
+                direct: None,
+            },
+            true,
+            None,
+        );
+        if !self.start_direct_get(op, key, now) {
+            self.start_paths(op, key.0, Some(key), self.cfg.record_paths, now, unix);
+        }
         op
     }
 

@@ -314,32 +314,21 @@ impl<P: PeerData> Node<P> {
             // A join has no lookup phase until its pings settled and it became a
             // bootstrap.
             OpKind::Join { .. } => {}
-            OpKind::Get { local } => {
+            OpKind::Get { local, .. } => {
                 let best = match (local.take(), best) {
                     (Some(a), Some(b)) => Some(if a.seq >= b.seq { a } else { b }),
                     (a, b) => a.or(b),
                 };
                 // Read repair: the newest record to the closest that lacked it.
                 if let Some(b) = &best {
-                    for (id, data, _) in &merged {
-                        if let Some((seq, token)) = held.get(id)
-                            && seq.is_none_or(|s| s < b.seq)
-                        {
-                            self.send(
-                                now,
-                                *id,
-                                data.clone(),
-                                Request::PutRecord {
-                                    record: b.clone(),
-                                    expected_seq: None,
-                                    token: *token,
-                                },
-                                None,
-                                Purpose::Repair,
-                                None,
-                            );
-                        }
-                    }
+                    let asked: Vec<_> = merged
+                        .iter()
+                        .filter_map(|(id, data, _)| {
+                            let (seq, token) = held.get(id)?;
+                            Some((*id, data.clone(), *seq, *token))
+                        })
+                        .collect();
+                    self.read_repair(b, asked, now);
                 }
                 self.finish(op_id, Some(Outcome::Record(best)), now, unix);
             }
