@@ -7,8 +7,13 @@ use super::{
 };
 use crate::catalog::WriterId;
 use crate::catalog::log::{self, Delta, Head, HeadDelta, SnapshotRef};
+use futures::future::join_all;
 use std::collections::BTreeSet;
 use std::sync::Arc;
+
+/// Head records (and then their deltas) a pull reads at once: one round for a few
+/// writers instead of one each, bounded for many (in chunks).
+const CONCURRENT_READS: usize = 16;
 
 impl CatalogSync {
     /// Merges every writer's news that can be read. A writer whose head record is
@@ -51,12 +56,18 @@ impl CatalogSync {
         let mut own_head_lost = false;
         let mut unread: Vec<WriterId> = Vec::new();
         let mut heads: Vec<Head> = Vec::new();
-        for w in &writers {
+        // Every head at once (a round each), in the writers' order.
+        let listed_order: Vec<WriterId> = writers.iter().copied().collect();
+        let mut reads: Vec<Result<Option<Head>, SyncError>> = Vec::new();
+        for some in listed_order.chunks(CONCURRENT_READS) {
+            let at = |w: &WriterId| applied.get(w).copied().unwrap_or(0);
+            reads.extend(join_all(some.iter().map(|w| self.read_head(sync, w, at(w)))).await);
+        }
+        // Read after the heads: a publish of this writer in another process records its
+        // head before putting it.
+        let own: OwnLog = self.catalog.sync_value(OWN)?.unwrap_or_default();
+        for (w, read) in writers.iter().zip(reads) {
             let seen = applied.get(w).copied().unwrap_or(0);
-            let read = self.read_head(sync, w, seen).await;
-            // Read after the head: a publish of this writer in another process records
-            // its head before putting it.
-            let own: OwnLog = self.catalog.sync_value(OWN)?.unwrap_or_default();
             match read {
                 Ok(Some(head)) if *w == me && own.disowns(&head) => {
                     // Another replica writes under this id: move to a new one, and read
@@ -96,9 +107,13 @@ impl CatalogSync {
         // Per writer with news, its newest deltas: the head's, and for an inline head
         // that this replica is behind the base of, the base too.
         let mut deltas: Vec<Vec<Delta>> = Vec::with_capacity(heads.len());
-        for h in &heads {
-            let seen = applied.get(&h.writer).copied().unwrap_or(0);
-            match self.head_deltas(h, seen).await {
+        let mut fetched: Vec<Result<Vec<Delta>, SyncError>> = Vec::new();
+        for some in heads.chunks(CONCURRENT_READS) {
+            let at = |w: &WriterId| applied.get(w).copied().unwrap_or(0);
+            fetched.extend(join_all(some.iter().map(|h| self.head_deltas(h, at(&h.writer)))).await);
+        }
+        for (h, got) in heads.iter().zip(fetched) {
+            match got {
                 Ok(d) => {
                     report.deltas += d.len();
                     deltas.push(d);
