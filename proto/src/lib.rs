@@ -51,6 +51,7 @@ pub mod messages;
 pub mod piece_hash;
 pub mod private;
 pub mod rate;
+pub mod rtt;
 pub mod signing;
 pub mod subnet;
 pub mod time;

@@ -45,6 +45,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::identity::Identity;
 use crate::ids::{NodeId, PublicKey};
+use crate::rtt::Wire;
 
 /// How long a dialler's TCP connect and TLS handshake may take together.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -375,10 +376,12 @@ impl Connector {
         Ok(configure(endpoint).connect_with_connector_lazy(Self::new(expected, addr)?))
     }
 
-    async fn connect(self) -> io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>> {
+    async fn connect(self) -> io::Result<TokioIo<tokio_rustls::client::TlsStream<Wire>>> {
         let dial = async {
             let tcp = TcpStream::connect(self.addr).await?;
             tcp.set_nodelay(true)?;
+            // Behind a delay line in a `bench-rtt` build asked for one (crate::rtt).
+            let tcp = Wire::dialled(tcp).await;
             let name = ServerName::IpAddress(self.addr.ip().into());
             tokio_rustls::TlsConnector::from(self.config)
                 .connect(name, tcp)
@@ -405,7 +408,7 @@ fn endpoint_uri(addr: SocketAddr) -> tonic::codegen::http::Uri {
 }
 
 impl tonic::codegen::Service<tonic::codegen::http::Uri> for Connector {
-    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Response = TokioIo<tokio_rustls::client::TlsStream<Wire>>;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
 

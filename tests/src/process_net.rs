@@ -342,19 +342,7 @@ impl ProcessNetwork {
                 format!("difficulty = {DIFFICULTY}\nlocal_network = true\n"),
             )?;
         }
-        let out = Command::new(&self.bins.uplink)
-            .arg("--config-dir")
-            .arg(dir)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .output()
-            .context("cannot start uplink")?;
-        Ok((
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
+        self.uplink_logged(dir, args, "warn")
     }
 
     /// [`Self::uplink_output`] with `RUST_LOG=rust_log`: what the command logged is in

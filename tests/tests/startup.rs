@@ -46,12 +46,11 @@ fn catalog_dir(config: &Path) -> PathBuf {
         .expect("a catalog dir")
 }
 
-/// The closest sets `config`'s catalog keeps, read with the library (no command runs).
-fn kept(config: &Path) -> Vec<satellite_free_discovery::KnownClosest> {
+/// `config`'s catalog, opened with the library (while no command runs).
+fn catalog(config: &Path) -> uplink::catalog::Catalog {
     let writer = std::fs::read_to_string(config.join("writer-id")).unwrap();
     let writer = uplink::catalog::WriterId::from_hex(writer.trim()).unwrap();
-    let catalog = uplink::catalog::Catalog::open(&catalog_dir(config), writer).unwrap();
-    uplink::peers::load_closest(&catalog)
+    uplink::catalog::Catalog::open(&catalog_dir(config), writer).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,7 +93,7 @@ async fn scenario(bins: Binaries) {
     );
     let (out, _) = run(&net, &b, &["ls", "shoal://start"]);
     assert!(out.contains("one"), "{out}");
-    let sets = kept(&b);
+    let sets = uplink::peers::load_closest(&catalog(&b));
     assert!(
         !sets.is_empty() && sets.iter().all(|k| !k.nodes.is_empty()),
         "nothing kept: {sets:?}"
@@ -127,9 +126,7 @@ async fn scenario(bins: Binaries) {
     // The kept list is garbage (an altered store): ignored, so the command joins and
     // reads as before.
     {
-        let writer = std::fs::read_to_string(b.join("writer-id")).unwrap();
-        let writer = uplink::catalog::WriterId::from_hex(writer.trim()).unwrap();
-        let catalog = uplink::catalog::Catalog::open(&catalog_dir(&b), writer).unwrap();
+        let catalog = catalog(&b);
         let garbage: Vec<_> = uplink::peers::load_closest(&catalog)
             .into_iter()
             .map(|mut k| {

@@ -50,7 +50,7 @@ import sys, boto3
 from botocore.config import Config
 ep, ak, sk, method, key = sys.argv[1:]
 s3 = boto3.client("s3", endpoint_url=ep, aws_access_key_id=ak, aws_secret_access_key=sk,
-                  region_name="us-east-1", config=Config(s3={"addressing_style": "path"}))
+                  region_name="us-east-1", config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
 print(s3.generate_presigned_url(method, Params={"Bucket": "bench", "Key": key}, ExpiresIn=3600))
 PY
 }

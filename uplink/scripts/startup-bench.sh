@@ -13,7 +13,13 @@
 #
 # BIN (default target/release) holds storage-node and uplink. UPLINKS="name=DIR ..."
 # compares uplink binaries on the same nodes in one run, round by round (each with a
-# config dir of its own); default "current=$BIN".
+# config dir of its own); default "current=$BIN". "name=DIR@MS" runs that uplink with
+# SHOAL_BENCH_RTT_MS=MS: a round trip of MS ms added to every connection it dials (only
+# a build with `--features uplink-cli/bench-rtt` honours it; see shoal_proto::rtt):
+#   cargo build --release --bin uplink --features uplink-cli/bench-rtt
+#   mkdir -p /work/rtt-bin && cp target/release/uplink /work/rtt-bin/
+#   UPLINKS="rtt0=/work/rtt-bin rtt40=/work/rtt-bin@40" uplink/scripts/startup-bench.sh 20 10
+# The sequential round trips of a command are then (its time at 40 - at 0) / 40 ms.
 set -u
 N=${1:-20}; RUNS=${2:-20}
 BIN=${BIN:-$(cd "$(dirname "$0")/../.." && pwd)/target/release}
@@ -23,8 +29,14 @@ ROOT=$(mktemp -d /tmp/shoal-startup-bench.XXXXXX)
 
 echo "# $(date -u +%FT%TZ) nodes=$N runs=$RUNS load: $(cut -d' ' -f1-3 /proc/loadavg)"
 head -c 4096 /dev/urandom > "$ROOT/four"
+# name=DIR[@MS] -> $name, $up (the binary), $rtt (ms, empty: none)
+variant() {
+  name=${1%%=*}; local rest=${1#*=}; up=${rest%@*}/uplink; rtt=
+  [ "$rest" != "${rest%@*}" ] && rtt=${rest##*@}
+  export SHOAL_BENCH_RTT_MS=$rtt
+}
 for v in $UPLINKS; do
-  name=${v%%=*}; up=${v#*=}/uplink
+  variant "$v"
   A=$ROOT/$name; UP=$up new_owner "$A"
   $up --config-dir "$A" cp --no-progress "$ROOT/four" shoal://bench/seed > /dev/null || exit 1
   # A second machine of the same owner: the same grant in another config dir.
@@ -43,7 +55,7 @@ timed() { # name command...
 }
 for i in $(seq 1 "$RUNS"); do
   for v in $UPLINKS; do
-    name=${v%%=*}; up=${v#*=}/uplink; A=$ROOT/$name; B=$ROOT/$name-other
+    variant "$v"; A=$ROOT/$name; B=$ROOT/$name-other
     timed "$name ls" "$up" --config-dir "$A" ls shoal://bench
     head -c 4096 /dev/urandom > "$ROOT/up$i"
     timed "$name cp-up" "$up" --config-dir "$A" cp --no-progress "$ROOT/up$i" "shoal://bench/o$i"

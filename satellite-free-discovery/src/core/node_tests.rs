@@ -37,11 +37,11 @@ fn node(local: NodeId) -> Node<u32> {
     Node::new(local, cfg(), 0, 1, [7; 32])
 }
 
-fn outputs(n: &mut Node<u32>) -> Vec<Output<u32>> {
+pub(super) fn outputs(n: &mut Node<u32>) -> Vec<Output<u32>> {
     std::iter::from_fn(|| n.poll_output()).collect()
 }
 
-fn sends(outs: &[Output<u32>]) -> Vec<(ReqId, NodeId, Request)> {
+pub(super) fn sends(outs: &[Output<u32>]) -> Vec<(ReqId, NodeId, Request)> {
     outs.iter()
         .filter_map(|o| match o {
             Output::Send {
@@ -849,7 +849,7 @@ fn an_answer_counts_only_from_the_node_asked_and_within_the_closer_bound() {
 }
 
 /// The `Done` outcome of `op` among `outs`.
-fn done_of(outs: &[Output<u32>], op: OpId) -> Option<Outcome<u32>> {
+pub(super) fn done_of(outs: &[Output<u32>], op: OpId) -> Option<Outcome<u32>> {
     outs.iter().find_map(|o| match o {
         Output::Done { op: o, outcome } if *o == op => Some(outcome.clone()),
         _ => None,

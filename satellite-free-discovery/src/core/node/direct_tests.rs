@@ -3,8 +3,9 @@ use std::net::IpAddr;
 use shoal_proto::messages::MutableRecord;
 use shoal_proto::{Identity, NodeId, RecordKey, Signed};
 
+use super::super::tests::{done_of as done, outputs, sends};
 use super::super::{Answer, Contact, Failure, Node, NodeConfig, Note};
-use super::super::{OpId, Outcome, Output, Record, ReqId, Request, Response};
+use super::super::{OpId, Outcome, Output, Record, Request, Response};
 use crate::core::key::Subnet;
 
 const UNIX: u64 = 1_700_000_000_000;
@@ -53,28 +54,6 @@ fn client(key: &RecordKey, direct_reads: bool) -> Node<u32> {
         ..NodeConfig::default()
     };
     Node::new(NodeId([!key.0[0]; 32]), cfg, 0, 1, [7; 32])
-}
-
-fn outputs(n: &mut Node<u32>) -> Vec<Output<u32>> {
-    std::iter::from_fn(|| n.poll_output()).collect()
-}
-
-fn sends(outs: &[Output<u32>]) -> Vec<(ReqId, NodeId, Request)> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::Send {
-                req, to, request, ..
-            } => Some((*req, *to, request.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-fn done(outs: &[Output<u32>], op: OpId) -> Option<Outcome<u32>> {
-    outs.iter().find_map(|o| match o {
-        Output::Done { op: o, outcome } if *o == op => Some(outcome.clone()),
-        _ => None,
-    })
 }
 
 fn holding(from: &Contact<u32>, record: Option<Record>) -> Result<Answer<u32>, Failure> {

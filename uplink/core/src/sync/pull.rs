@@ -8,7 +8,7 @@ use super::{
 use crate::catalog::WriterId;
 use crate::catalog::log::{self, Delta, Head, HeadDelta, SnapshotRef};
 use futures::future::join_all;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Head records (and then their deltas) a pull reads at once: one round for a few
@@ -45,8 +45,15 @@ impl CatalogSync {
         again: bool,
     ) -> Result<Option<PullReport>, SyncError> {
         let mut report = PullReport::default();
-        let (writers_seq, listed) = self.writers(sync).await?;
         let mut applied = applied(self)?;
+        // The heads of the writers merged before are read with the writers record, in
+        // the same round; those it newly lists, after it.
+        let merged: Vec<WriterId> = applied.keys().copied().collect();
+        let (listed, early) =
+            futures::join!(self.writers(sync), self.read_heads(sync, &merged, &applied));
+        let (writers_seq, listed) = listed?;
+        let mut read: BTreeMap<WriterId, Result<Option<Head>, SyncError>> =
+            merged.into_iter().zip(early).collect();
         // Writers merged before stay known even if a racing update dropped them from
         // the record (the next publish puts them back).
         let writers: BTreeSet<WriterId> = listed.iter().chain(applied.keys()).copied().collect();
@@ -56,18 +63,19 @@ impl CatalogSync {
         let mut own_head_lost = false;
         let mut unread: Vec<WriterId> = Vec::new();
         let mut heads: Vec<Head> = Vec::new();
-        // Every head at once (a round each), in the writers' order.
-        let listed_order: Vec<WriterId> = writers.iter().copied().collect();
-        let mut reads: Vec<Result<Option<Head>, SyncError>> = Vec::new();
-        for some in listed_order.chunks(CONCURRENT_READS) {
-            let at = |w: &WriterId| applied.get(w).copied().unwrap_or(0);
-            reads.extend(join_all(some.iter().map(|w| self.read_head(sync, w, at(w)))).await);
-        }
+        let new: Vec<WriterId> = writers
+            .iter()
+            .filter(|w| !read.contains_key(*w))
+            .copied()
+            .collect();
+        let late = self.read_heads(sync, &new, &applied).await;
+        read.extend(new.into_iter().zip(late));
         // Read after the heads: a publish of this writer in another process records its
         // head before putting it.
         let own: OwnLog = self.catalog.sync_value(OWN)?.unwrap_or_default();
-        for (w, read) in writers.iter().zip(reads) {
+        for w in &writers {
             let seen = applied.get(w).copied().unwrap_or(0);
+            let Some(read) = read.remove(w) else { continue };
             match read {
                 Ok(Some(head)) if *w == me && own.disowns(&head) => {
                     // Another replica writes under this id: move to a new one, and read
@@ -283,6 +291,22 @@ impl CatalogSync {
 
     /// Writer `w`'s head record, opened and checked against the `seen` sequence number
     /// already merged (a rollback is refused). `None`: the DHT holds none.
+    /// The heads of `writers`, in their order, for a replica at `applied`: all at once,
+    /// [`CONCURRENT_READS`] at a time (a round each).
+    async fn read_heads(
+        &self,
+        sync: &SyncState,
+        writers: &[WriterId],
+        applied: &BTreeMap<WriterId, u64>,
+    ) -> Vec<Result<Option<Head>, SyncError>> {
+        let mut reads = Vec::with_capacity(writers.len());
+        for some in writers.chunks(CONCURRENT_READS) {
+            let at = |w: &WriterId| applied.get(w).copied().unwrap_or(0);
+            reads.extend(join_all(some.iter().map(|w| self.read_head(sync, w, at(w)))).await);
+        }
+        reads
+    }
+
     pub(super) async fn read_head(
         &self,
         sync: &SyncState,
