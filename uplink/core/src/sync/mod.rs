@@ -305,7 +305,17 @@ struct SyncState {
     /// That snapshot stores every chunk anew instead of re-using the ones stored before
     /// (`repair`: a stored chunk may be the damaged blob).
     snapshot_fresh: std::sync::atomic::AtomicBool,
+    /// The writers record as last read (when, its seq, its set): a publish right after
+    /// a pull uses it instead of reading it again (see [`WRITERS_FRESH`]).
+    writers_read: std::sync::Mutex<Option<(std::time::Instant, u64, BTreeSet<WriterId>)>>,
 }
+
+/// How long a read of the writers record stands in for another in a publish: a command
+/// publishes within this of its pull, one round trip fewer. A record read this much
+/// earlier is as good as one read at once by a writer that registers just after it:
+/// the protocol takes both (an older `writers_seq` in a delta is not a stale record; a
+/// writer not listed yet is merged once a pull lists it).
+pub(crate) const WRITERS_FRESH: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl SyncState {
     fn new(records: Arc<dyn CatalogRecords>) -> Self {
@@ -317,6 +327,7 @@ impl SyncState {
             published: Default::default(),
             snapshot_due: Default::default(),
             snapshot_fresh: Default::default(),
+            writers_read: Default::default(),
         }
     }
 }

@@ -28,7 +28,8 @@ impl CatalogSync {
         let own: OwnLog = self.catalog.sync_value(OWN)?.unwrap_or_default();
         let mut known: BTreeSet<WriterId> = applied.keys().copied().collect();
         known.remove(&me);
-        let writers = self.writers(sync).await?;
+        // As the pull just before read it, if it did (one round trip fewer).
+        let writers = self.writers_fresh(sync).await?;
         let forced = sync.snapshot_due.load(Ordering::SeqCst);
         if pending.is_empty() && !forced {
             // A writer is listed only once its first head is stored; one that published

@@ -2,7 +2,8 @@
 //! registering this writer in it.
 
 use super::{
-    CatalogSync, MAX_RECORD_TTL, REGISTER_ATTEMPTS, SyncError, SyncState, WRITERS_SEEN, record_what,
+    CatalogSync, MAX_RECORD_TTL, REGISTER_ATTEMPTS, SyncError, SyncState, WRITERS_FRESH,
+    WRITERS_SEEN, record_what,
 };
 use crate::catalog::WriterId;
 use crate::catalog::log::{self};
@@ -98,15 +99,35 @@ impl CatalogSync {
         sync: &SyncState,
     ) -> Result<(u64, BTreeSet<WriterId>), SyncError> {
         let what = record_what("writers");
-        match self
+        let read = match self
             .get_record(sync, &what, &log::writers_salt(self.catalog_key()))
             .await?
         {
-            None => Ok((0, BTreeSet::new())),
-            Some(r) => Ok((
+            None => (0, BTreeSet::new()),
+            Some(r) => (
                 r.seq,
                 log::open_writers(self.catalog_key(), r.seq, &r.value)?,
-            )),
+            ),
+        };
+        if let Ok(mut last) = sync.writers_read.lock() {
+            *last = Some((std::time::Instant::now(), read.0, read.1.clone()));
+        }
+        Ok(read)
+    }
+
+    /// The writers record as read within [`WRITERS_FRESH`], else read now.
+    pub(super) async fn writers_fresh(
+        &self,
+        sync: &SyncState,
+    ) -> Result<(u64, BTreeSet<WriterId>), SyncError> {
+        let cached = sync.writers_read.lock().ok().and_then(|last| {
+            last.as_ref()
+                .filter(|(at, _, _)| at.elapsed() < WRITERS_FRESH)
+                .map(|(_, seq, set)| (*seq, set.clone()))
+        });
+        match cached {
+            Some(read) => Ok(read),
+            None => self.writers(sync).await,
         }
     }
 
@@ -150,7 +171,11 @@ impl CatalogSync {
                 .unwrap_or(0)
                 .max(seq);
             let value = log::seal_writers(self.catalog_key(), seen + 1, &next)?;
-            // A refusal (a racing writer got there first) shows on the next read.
+            // A refusal (a racing writer got there first) shows on the next read, which
+            // is a real one.
+            if let Ok(mut last) = sync.writers_read.lock() {
+                *last = None;
+            }
             sent += self
                 .put_record(
                     sync,
