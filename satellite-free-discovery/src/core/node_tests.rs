@@ -508,7 +508,7 @@ fn membership_counts_a_node_live_only_when_it_answered_at_its_advertised_address
     assert!(n.table().get(&elsewhere.id).is_some());
 }
 
-fn record_at(owner: &Identity, salt: &[u8], seq: u64, expires_at_ms: u64) -> Record {
+pub(super) fn record_at(owner: &Identity, salt: &[u8], seq: u64, expires_at_ms: u64) -> Record {
     Signed::sign(
         MutableRecord {
             public_key: *owner.public_key(),

@@ -59,6 +59,9 @@ pub struct DhtNodes {
     joined: OnceCell<()>,
     /// Where the nodes that answered are remembered ([`crate::peers`]).
     known: Option<Catalog>,
+    /// The closest sets as kept in `known` (read once at start, then as last written),
+    /// so that a record operation compares in memory and writes only on a change.
+    kept: std::sync::Mutex<Vec<satellite_free_discovery::KnownClosest>>,
     /// The proof of work the records this uplink publishes carry.
     work: PublisherWork,
 }
@@ -82,6 +85,7 @@ impl DhtNodes {
             dht: OnceCell::new(),
             joined: OnceCell::new(),
             known: None,
+            kept: Default::default(),
             work: PublisherWork::new(difficulty),
         }
     }
@@ -136,17 +140,21 @@ impl DhtNodes {
                         "no bootstrap peers: the access grant must name at least one node".into(),
                     ));
                 }
+                let kept = self
+                    .known
+                    .as_ref()
+                    .map(crate::peers::load_closest)
+                    .unwrap_or_default();
+                if let Ok(mut k) = self.kept.lock() {
+                    k.clone_from(&kept);
+                }
                 let config = DhtConfig {
                     difficulty: self.difficulty,
                     bootstrap: self.bootstrap.clone(),
                     local_network: self.scope.is_local(),
                     test_address_ranges: self.scope.test_ranges(),
                     crawl: true,
-                    known_closest: self
-                        .known
-                        .as_ref()
-                        .map(crate::peers::load_closest)
-                        .unwrap_or_default(),
+                    known_closest: kept,
                     ..DhtConfig::default()
                 };
                 Dht::start(Arc::clone(&self.identity), config, Mode::Client)
@@ -179,8 +187,15 @@ impl DhtNodes {
         let Some(catalog) = &self.known else {
             return;
         };
-        if let Err(e) = crate::peers::keep_closest(catalog, dht.known_closest().await) {
-            tracing::debug!(error = %e, "cannot keep the closest nodes found");
+        let found = dht.known_closest().await;
+        let Ok(mut kept) = self.kept.lock() else {
+            return;
+        };
+        if let Some(merged) = crate::peers::merge_closest(&kept, found) {
+            match crate::peers::save_closest(catalog, &merged) {
+                Ok(()) => *kept = merged,
+                Err(e) => tracing::debug!(error = %e, "cannot keep the closest nodes found"),
+            }
         }
     }
 

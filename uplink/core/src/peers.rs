@@ -167,23 +167,27 @@ pub fn load_closest(catalog: &Catalog) -> Vec<KnownClosest> {
 /// Keeps what the DHT `found` in `catalog`, merged with what is there; writes only when
 /// a set changed or is due for a refresh (see [`merge_closest`]).
 pub fn keep_closest(catalog: &Catalog, found: Vec<KnownClosest>) -> Result<(), CatalogError> {
-    let old = load_closest(catalog);
-    if let Some(merged) = merge_closest(&old, found) {
-        let kept: Vec<KeptClosest> = merged
-            .into_iter()
-            .map(|k| KeptClosest {
-                key: k.key.0,
-                found_ms: k.found_unix_ms,
-                nodes: k
-                    .nodes
-                    .iter()
-                    .map(|n| shoal_proto::ids::to_hex(n))
-                    .collect(),
-            })
-            .collect();
-        catalog.set_sync_value(CLOSEST_KEY, &kept)?;
+    match merge_closest(&load_closest(catalog), found) {
+        Some(merged) => save_closest(catalog, &merged),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Writes `sets` (as [`merge_closest`] made them) to `catalog`, replacing what is kept.
+pub fn save_closest(catalog: &Catalog, sets: &[KnownClosest]) -> Result<(), CatalogError> {
+    let kept: Vec<KeptClosest> = sets
+        .iter()
+        .map(|k| KeptClosest {
+            key: k.key.0,
+            found_ms: k.found_unix_ms,
+            nodes: k
+                .nodes
+                .iter()
+                .map(|n| shoal_proto::ids::to_hex(n))
+                .collect(),
+        })
+        .collect();
+    catalog.set_sync_value(CLOSEST_KEY, &kept)
 }
 
 /// `old` with `found` merged in (one set per key, the later found), newest first, at

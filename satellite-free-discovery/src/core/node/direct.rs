@@ -160,10 +160,7 @@ impl<P: PeerData> Node<P> {
             let cfg = self.cfg.record_paths;
             return self.start_paths(op_id, d.key.0, Some(d.key), cfg, now, unix);
         }
-        let best = match (local.take(), d.best) {
-            (Some(a), Some(b)) => Some(if a.seq >= b.seq { a } else { b }),
-            (a, b) => a.or(b),
-        };
+        let best = newest(local.take(), d.best);
         let mut closest: Vec<Closest<P>> = d
             .answered
             .iter()
@@ -202,6 +199,14 @@ impl<P: PeerData> Node<P> {
                 );
             }
         }
+    }
+}
+
+/// The newer of two records a read found (the one held here and the best answer).
+pub(super) fn newest(a: Option<Record>, b: Option<Record>) -> Option<Record> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if a.seq >= b.seq { a } else { b }),
+        (a, b) => a.or(b),
     }
 }
 

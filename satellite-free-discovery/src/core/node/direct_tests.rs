@@ -1,9 +1,8 @@
 use std::net::IpAddr;
 
-use shoal_proto::messages::MutableRecord;
-use shoal_proto::{Identity, NodeId, RecordKey, Signed};
+use shoal_proto::{Identity, NodeId, RecordKey};
 
-use super::super::tests::{done_of as done, outputs, sends};
+use super::super::tests::{done_of as done, outputs, record_at, sends};
 use super::super::{Answer, Contact, Failure, Node, NodeConfig, Note};
 use super::super::{OpId, Outcome, Output, Record, Request, Response};
 use crate::core::key::Subnet;
@@ -11,18 +10,7 @@ use crate::core::key::Subnet;
 const UNIX: u64 = 1_700_000_000_000;
 
 fn record(owner: &Identity, salt: &[u8], seq: u64) -> Record {
-    Signed::sign(
-        MutableRecord {
-            public_key: *owner.public_key(),
-            salt: salt.to_vec(),
-            seq,
-            value: vec![seq as u8],
-            expires_at_ms: UNIX + 3_600_000,
-            work: 0,
-        },
-        owner,
-    )
-    .unwrap()
+    record_at(owner, salt, seq, UNIX + 3_600_000)
 }
 
 /// `n` nodes near `key`.

@@ -315,10 +315,7 @@ impl<P: PeerData> Node<P> {
             // bootstrap.
             OpKind::Join { .. } => {}
             OpKind::Get { local, .. } => {
-                let best = match (local.take(), best) {
-                    (Some(a), Some(b)) => Some(if a.seq >= b.seq { a } else { b }),
-                    (a, b) => a.or(b),
-                };
+                let best = super::direct::newest(local.take(), best);
                 // Read repair: the newest record to the closest that lacked it.
                 if let Some(b) = &best {
                     let asked: Vec<_> = merged
